@@ -1,0 +1,219 @@
+/**
+ * A running KVM virtual machine: guest memory, the KVM VM, and one Worker per vCPU. It can boot a
+ * kernel image, pause every vCPU, capture the whole machine state, and restore such a state into
+ * a fresh machine — the base the clone pipeline builds on.
+ */
+import { SnowflockError } from "../../errors.ts";
+import { parseKernelImage } from "../../guest/elf.ts";
+import { GuestMemory } from "../../memory/guest-memory.ts";
+import { kickVcpu, installKickHandler } from "./kick.ts";
+import { loadPvhKernel, setPvhEntryState } from "./pvh.ts";
+import { type DeviceState, KvmVm } from "./vm.ts";
+import { captureVcpu, restoreVcpu, savedMsrIndices, type VcpuState } from "./vcpu-state.ts";
+import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
+
+export interface MachineOptions {
+  vcpus: number;
+  /** 0 for an original VM; a clone's ID otherwise. */
+  cloneId?: number;
+  onConsole?: (line: string, vcpu: number) => void;
+}
+
+export interface MachineState {
+  vcpus: VcpuState[];
+  devices: DeviceState;
+  memorySize: number;
+}
+
+export type MachineEnd =
+  | { kind: "exit"; status: number }
+  | { kind: "crash"; reason: string; vcpu: number; rip?: string }
+  | { kind: "stopped" };
+
+const PAUSE_TIMEOUT_MS = 5000;
+
+export class KvmMachine {
+  private workers: Worker[] = [];
+  private controls: Int32Array[] = [];
+  private tids: number[] = [];
+  private stats: VcpuStats[] = [];
+  private end: MachineEnd | undefined;
+  private resolveEnded!: (end: MachineEnd) => void;
+  private stoppedCount = 0;
+  private touchedAtEnd: number | undefined;
+  /** Settles once every vCPU thread has stopped, with why the machine ended. */
+  readonly ended: Promise<MachineEnd>;
+
+  private constructor(
+    readonly vm: KvmVm,
+    readonly memory: GuestMemory,
+    private readonly options: MachineOptions,
+  ) {
+    this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+  }
+
+  /** A machine with `image` loaded and the boot vCPU at its PVH entry; call start() to run it. */
+  static boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions): KvmMachine {
+    const kernel = parseKernelImage(image);
+    const memory = GuestMemory.create(memoryBytes);
+    let vm: KvmVm | undefined;
+    try {
+      vm = new KvmVm(memory, options.vcpus);
+      loadPvhKernel(memory, kernel, cmdline);
+      setPvhEntryState(vm.vcpus[0]!.fd, kernel.pvhEntry);
+      return new KvmMachine(vm, memory, options);
+    } catch (error) {
+      vm?.close();
+      memory.close();
+      throw error;
+    }
+  }
+
+  /** A fresh machine that carries on from `state` over `memory` (which it takes ownership of). */
+  static restore(state: MachineState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): KvmMachine {
+    if (memory.size !== state.memorySize) throw new SnowflockError("VM_STATE", `memory of ${memory.size} bytes does not match the captured ${state.memorySize}`);
+    const vm = new KvmVm(memory, state.vcpus.length);
+    try {
+      vm.restoreDevices(state.devices);
+      state.vcpus.forEach((vcpu, i) => restoreVcpu(vm.vcpus[i]!.fd, vcpu));
+      return new KvmMachine(vm, memory, { ...options, vcpus: state.vcpus.length });
+    } catch (error) {
+      vm.close();
+      memory.close();
+      throw error;
+    }
+  }
+
+  get vcpuCount(): number {
+    return this.vm.vcpus.length;
+  }
+
+  /** Starts one Worker per vCPU; resolves when every one is in its run loop. */
+  async start(): Promise<void> {
+    installKickHandler();
+    const ready = this.vm.vcpus.map((vcpu) => {
+      const control = new Int32Array(new SharedArrayBuffer(Control.WORDS * 4));
+      const worker = new Worker(new URL("./vcpu-worker.ts", import.meta.url).href);
+      this.workers.push(worker);
+      this.controls.push(control);
+      return new Promise<void>((resolve, reject) => {
+        worker.onmessage = (message: MessageEvent<VcpuEvent>) => {
+          if (message.data.type === "ready") {
+            this.tids[vcpu.index] = message.data.tid;
+            resolve();
+          }
+          this.onEvent(message.data);
+        };
+        worker.onerror = (error) => reject(new SnowflockError("INTERNAL", `vCPU ${vcpu.index} thread failed to start: ${error.message}`));
+        const init: VcpuInit = {
+          index: vcpu.index,
+          fd: vcpu.fd,
+          runAddress: vcpu.runAddress,
+          runSize: this.vm.host.vcpuMmapSize,
+          memory: { layout: this.memory.layout, address: this.memory.address },
+          cloneId: this.options.cloneId ?? 0,
+          control,
+        };
+        worker.postMessage(init);
+      });
+    });
+    await Promise.all(ready);
+  }
+
+  private onEvent(event: VcpuEvent): void {
+    switch (event.type) {
+      case "console":
+        this.options.onConsole?.(event.text, event.index);
+        break;
+      case "exit":
+        this.finish({ kind: "exit", status: event.status });
+        break;
+      case "crash":
+        this.finish({ kind: "crash", reason: event.reason, vcpu: event.index, rip: event.rip });
+        break;
+      case "stopped":
+        this.stats[event.index] = event.stats;
+        if (++this.stoppedCount === this.workers.length) this.release();
+        break;
+    }
+  }
+
+  /** The first end wins; every other vCPU is told to stop. */
+  private finish(end: MachineEnd): void {
+    this.end ??= end;
+    this.command(Command.STOP);
+  }
+
+  private release(): void {
+    for (const w of this.workers) w.terminate();
+    this.touchedAtEnd = this.pagesTouched();
+    this.vm.close();
+    this.memory.close();
+    this.resolveEnded(this.end ?? { kind: "stopped" });
+  }
+
+  private command(command: number): void {
+    this.controls.forEach((control, i) => {
+      Atomics.store(control, Control.COMMAND, command);
+      Atomics.notify(control, Control.COMMAND);
+      const tid = this.tids[i];
+      if (command !== Command.RUN && tid !== undefined && Atomics.load(control, Control.STATE) === VcpuRunState.RUNNING) {
+        kickVcpu(tid, this.vm.vcpus[i]!.runAddress);
+      }
+    });
+  }
+
+  /** Stops every vCPU where it is; resolves when all are parked (or have already stopped). */
+  pause(): void {
+    if (this.end) throw new SnowflockError("VM_STATE", "the VM has already stopped");
+    this.command(Command.PAUSE);
+    const deadline = performance.now() + PAUSE_TIMEOUT_MS;
+    for (const control of this.controls) {
+      for (;;) {
+        const state = Atomics.load(control, Control.STATE);
+        if (state === VcpuRunState.PAUSED || state === VcpuRunState.STOPPED) break;
+        const left = deadline - performance.now();
+        if (left <= 0) throw new SnowflockError("VM_STATE", `a vCPU did not pause within ${PAUSE_TIMEOUT_MS} ms`);
+        Atomics.wait(control, Control.STATE, state, Math.min(left, 50));
+      }
+    }
+  }
+
+  resume(): void {
+    this.command(Command.RUN);
+  }
+
+  /** The whole machine state except bulk memory. The machine must be paused. */
+  capture(): MachineState {
+    if (this.controls.some((c) => Atomics.load(c, Control.STATE) !== VcpuRunState.PAUSED)) {
+      throw new SnowflockError("VM_STATE", "capture needs every vCPU paused");
+    }
+    const msrs = savedMsrIndices(this.vm.host.msrIndices);
+    return {
+      devices: this.vm.captureDevices(),
+      vcpus: this.vm.vcpus.map((v) => captureVcpu(v.fd, msrs)),
+      memorySize: this.memory.size,
+    };
+  }
+
+  /** Ends the machine from outside; resolves with how it ended. */
+  async stop(): Promise<MachineEnd> {
+    if (this.workers.length === 0) {
+      this.vm.close();
+      this.memory.close();
+      this.resolveEnded({ kind: "stopped" });
+    } else this.finish({ kind: "stopped" });
+    return this.ended;
+  }
+
+  /** Guest pages written so far (or, once ended, by the end). */
+  pagesTouched(): number {
+    if (this.touchedAtEnd !== undefined) return this.touchedAtEnd;
+    using touched = this.memory.touchedPages();
+    return touched.popcount();
+  }
+
+  vcpuStats(): VcpuStats[] {
+    return this.stats;
+  }
+}

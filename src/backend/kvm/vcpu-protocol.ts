@@ -1,0 +1,35 @@
+/**
+ * What a Machine and its vCPU Workers say to each other. Commands travel through a small
+ * SharedArrayBuffer (a parked Worker cannot read messages); events travel by postMessage.
+ */
+import type { MemoryLayout } from "../../memory/layout.ts";
+
+export const Control = { COMMAND: 0, STATE: 1, WORDS: 4 } as const;
+export const Command = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
+export const VcpuRunState = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;
+
+export interface VcpuInit {
+  index: number;
+  fd: number;
+  runAddress: number;
+  runSize: number;
+  memory: { layout: MemoryLayout; address: number };
+  cloneId: number;
+  /** Int32Array over a SharedArrayBuffer of Control.WORDS words. */
+  control: Int32Array;
+}
+
+export interface VcpuStats {
+  exits: number;
+  ioExits: number;
+  mmioExits: number;
+  hypercalls: number;
+  rejectedHypercalls: number;
+}
+
+export type VcpuEvent =
+  | { type: "ready"; index: number; tid: number }
+  | { type: "console"; index: number; text: string }
+  | { type: "exit"; index: number; status: number }
+  | { type: "crash"; index: number; reason: string; rip?: string }
+  | { type: "stopped"; index: number; stats: VcpuStats };

@@ -1,0 +1,137 @@
+/**
+ * One vCPU's run loop, in a Worker thread of its own: KVM_RUN blocks only this thread. It serves
+ * the exits that need userspace (COM1, the hypercall port, stray MMIO) and parks when the Machine
+ * asks it to pause.
+ */
+import { toArrayBuffer } from "bun:ffi";
+import { EAGAIN, EINTR } from "../../sys/constants.ts";
+import { errnoName } from "../../sys/errno.ts";
+import { ioctl } from "../../sys/ioctl.ts";
+import { lastErrno, libc } from "../../sys/libc.ts";
+import { gettid } from "../../sys/process.ts";
+import { StructView } from "../../sys/layout.ts";
+import { GuestMemory } from "../../memory/guest-memory.ts";
+import { handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
+import * as abi from "./abi.ts";
+import { COM1_BASE, COM1_PORTS, Serial } from "./serial.ts";
+import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
+
+declare const self: Worker;
+
+const SYSTEM_EVENTS: Record<number, string> = { 1: "shutdown", 2: "reset", 3: "crash" };
+
+function runVcpu(init: VcpuInit): void {
+  const post = (event: VcpuEvent) => self.postMessage(event);
+  const { index, fd, control } = init;
+  const run = new StructView(abi.kvm_run, new Uint8Array(toArrayBuffer(init.runAddress as never, 0, init.runSize)));
+  const memory = GuestMemory.attach(init.memory.layout, init.memory.address);
+  const serial = new Serial((text) => post({ type: "console", index, text }));
+  const stats: VcpuStats = { exits: 0, ioExits: 0, mmioExits: 0, hypercalls: 0, rejectedHypercalls: 0 };
+  let finished = false;
+
+  const host: HypercallHost = {
+    exit(status) {
+      serial.flush();
+      post({ type: "exit", index, status });
+      finished = true;
+    },
+    consoleWrite(bytes) {
+      for (const b of bytes) serial.put(b);
+    },
+    cloneId: () => init.cloneId,
+  };
+
+  const crash = (reason: string) => {
+    serial.flush();
+    const regs = new StructView(abi.kvm_regs);
+    let rip: string | undefined;
+    try {
+      ioctl(fd, abi.KVM_GET_REGS, regs.bytes, "KVM_GET_REGS");
+      rip = `0x${regs.get64("rip").toString(16)}`;
+    } catch {}
+    post({ type: "crash", index, reason, rip });
+    finished = true;
+  };
+
+  const handleIo = () => {
+    stats.ioExits++;
+    const port = run.get("io.port");
+    const size = run.get("io.size");
+    const out = run.get("io.direction") === abi.KVM_EXIT_IO_OUT;
+    const data = new DataView(run.bytes.buffer, run.bytes.byteOffset + run.get("io.data_offset"));
+    for (let i = 0; i < run.get("io.count"); i++) {
+      const at = i * size;
+      if (port >= COM1_BASE && port < COM1_BASE + COM1_PORTS) {
+        if (out) serial.write(port - COM1_BASE, data.getUint8(at));
+        else data.setUint8(at, serial.read(port - COM1_BASE));
+      } else if (port === HYPERCALL_PORT && out && size === 4) {
+        stats.hypercalls++;
+        const outcome = handleHypercall(memory, data.getUint32(at, true), host);
+        if (outcome.kind === "bad-block") stats.rejectedHypercalls++;
+      } else if (!out) {
+        for (let b = 0; b < size; b++) data.setUint8(at + b, 0xff); // nothing there: the bus floats high
+      }
+    }
+  };
+
+  const handleMmio = () => {
+    stats.mmioExits++;
+    if (!run.get("mmio.is_write")) run.slice("mmio.data").fill(0xff);
+  };
+
+  control[Control.STATE] = VcpuRunState.RUNNING;
+  post({ type: "ready", index, tid: gettid() });
+  while (!finished) {
+    const command = Atomics.load(control, Control.COMMAND);
+    if (command === Command.STOP) break;
+    if (command === Command.PAUSE) {
+      run.set("immediate_exit", 0);
+      Atomics.store(control, Control.STATE, VcpuRunState.PAUSED);
+      Atomics.notify(control, Control.STATE);
+      while (Atomics.load(control, Control.COMMAND) === Command.PAUSE) Atomics.wait(control, Control.COMMAND, Command.PAUSE);
+      Atomics.store(control, Control.STATE, VcpuRunState.RUNNING);
+      continue;
+    }
+    if (libc.ioctl(fd, abi.KVM_RUN, 0) < 0) {
+      const errno = lastErrno();
+      if (errno === EINTR || errno === EAGAIN) continue;
+      crash(`KVM_RUN failed: ${errnoName(errno)}`);
+      break;
+    }
+    stats.exits++;
+    const reason = run.get("exit_reason");
+    switch (reason) {
+      case abi.KVM_EXIT_IO: handleIo(); break;
+      case abi.KVM_EXIT_MMIO: handleMmio(); break;
+      case abi.KVM_EXIT_INTR: break;
+      case abi.KVM_EXIT_HLT: break;
+      case abi.KVM_EXIT_SHUTDOWN: crash("triple fault (KVM_EXIT_SHUTDOWN)"); break;
+      case abi.KVM_EXIT_FAIL_ENTRY:
+        crash(`VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason 0x${run.get64("fail_entry.hardware_entry_failure_reason").toString(16)})`);
+        break;
+      case abi.KVM_EXIT_INTERNAL_ERROR:
+        crash(`KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror ${run.get("internal.suberror")})`);
+        break;
+      case abi.KVM_EXIT_SYSTEM_EVENT: {
+        const type = run.get("system_event.type");
+        crash(`guest ${SYSTEM_EVENTS[type] ?? `system event ${type}`} (KVM_EXIT_SYSTEM_EVENT)`);
+        break;
+      }
+      default: crash(`unexpected KVM exit reason ${reason}`);
+    }
+  }
+  serial.flush();
+  Atomics.store(control, Control.STATE, VcpuRunState.STOPPED);
+  Atomics.notify(control, Control.STATE);
+  post({ type: "stopped", index, stats });
+}
+
+self.onmessage = (event: MessageEvent<VcpuInit>) => {
+  try {
+    runVcpu(event.data);
+  } catch (error) {
+    self.postMessage({ type: "crash", index: event.data.index, reason: `vCPU thread failed: ${(error as Error).message}` } satisfies VcpuEvent);
+    Atomics.store(event.data.control, Control.STATE, VcpuRunState.STOPPED);
+    Atomics.notify(event.data.control, Control.STATE);
+  }
+};

@@ -1,0 +1,32 @@
+/**
+ * Every error a user can see is a SnowflockError: a stable code for scripts, a message that says
+ * what went wrong, and a hint that says what to do about it.
+ */
+export type ErrorCode =
+  | "SYSCALL" // a libc call failed (see SyscallError)
+  | "KVM_UNAVAILABLE" // no /dev/kvm, no permission, or a required capability missing
+  | "USAGE" // bad command-line input
+  | "WORKLOAD" // unknown workload or bad workload parameters
+  | "GUEST_IMAGE" // the guest ELF could not be loaded
+  | "GUEST_CRASH" // the guest stopped in a way that is not a clean exit
+  | "VM_STATE" // an operation that the VM's current state does not allow
+  | "NOT_FOUND" // no VM by that name
+  | "CONTROL" // the control socket of a VM failed or answered badly
+  | "INTERNAL";
+
+export class SnowflockError extends Error {
+  override name = "SnowflockError";
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly hint?: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+
+  /** One line for the terminal: the message and, when there is one, what to do. */
+  render(): string {
+    return this.hint ? `${this.message} (${this.hint})` : this.message;
+  }
+}

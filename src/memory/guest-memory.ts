@@ -1,0 +1,72 @@
+/**
+ * Guest RAM backed by one memfd, mapped shared into this process. A memfd (not anonymous memory)
+ * so that a later clone round can freeze it and map it copy-on-write in other processes.
+ */
+import { MAP_SHARED, MFD_CLOEXEC, PROT_READ, PROT_WRITE } from "../sys/constants.ts";
+import { close, ftruncate, memfdCreate } from "../sys/files.ts";
+import { mincore, mmap, munmap, view } from "../sys/memory.ts";
+import { PageBitmap } from "../wasm/page-bitmap.ts";
+import { type MemoryLayout, memoryLayout, PAGE_SIZE, translate } from "./layout.ts";
+
+export class GuestMemory {
+  readonly bytes: Uint8Array;
+
+  private constructor(
+    readonly layout: MemoryLayout,
+    /** Host address of the mapping; valid in every thread of this process. */
+    readonly address: number,
+    /** The backing memfd, or -1 for a view attached from another thread. */
+    readonly fd: number,
+  ) {
+    this.bytes = view(address, layout.size);
+  }
+
+  /** Fresh zeroed guest memory of `size` bytes. */
+  static create(size: number, name = "snowflock-guest"): GuestMemory {
+    const layout = memoryLayout(size);
+    const fd = memfdCreate(name, MFD_CLOEXEC);
+    try {
+      ftruncate(fd, size);
+      return new GuestMemory(layout, mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), fd);
+    } catch (error) {
+      close(fd);
+      throw error;
+    }
+  }
+
+  /** The same memory seen from another thread (a vCPU Worker); it does not own the mapping. */
+  static attach(layout: MemoryLayout, address: number): GuestMemory {
+    return new GuestMemory(layout, address, -1);
+  }
+
+  /** A new memory with the same layout and a copy of every byte of `source`. */
+  static copyOf(source: GuestMemory, name = "snowflock-guest"): GuestMemory {
+    const copy = GuestMemory.create(source.size, name);
+    copy.bytes.set(source.bytes);
+    return copy;
+  }
+
+  get size(): number {
+    return this.layout.size;
+  }
+
+  /**
+   * A view of guest range [address, address+length), or undefined if the guest named memory it
+   * does not have. Every guest-supplied pointer goes through here.
+   */
+  guestRange(address: bigint, length: bigint): Uint8Array | undefined {
+    const offset = translate(this.layout, address, length);
+    return offset === undefined ? undefined : this.bytes.subarray(offset, offset + Number(length));
+  }
+
+  /** Pages of the backing that have been touched (resident in the host page cache). */
+  touchedPages(): PageBitmap {
+    return PageBitmap.fromMincore(mincore(this.address, this.size, PAGE_SIZE));
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    munmap(this.address, this.size);
+    close(this.fd);
+  }
+}

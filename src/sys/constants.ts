@@ -1,0 +1,46 @@
+/** x86-64 Linux constants used through bun:ffi. Values from the kernel's uapi headers. */
+
+export const O_RDONLY = 0;
+export const O_WRONLY = 1;
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_TRUNC = 0o1000;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const PROT_EXEC = 4;
+
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const MAP_FAILED = -1;
+
+export const MFD_CLOEXEC = 0x0001;
+export const MFD_ALLOW_SEALING = 0x0002;
+
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_SEMAPHORE = 1;
+
+export const POLLIN = 0x001;
+export const POLLOUT = 0x004;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+
+export const SA_RESTART = 0x10000000;
+export const SIGTERM = 15;
+export const SIGKILL = 9;
+
+/** x86-64 syscall numbers for calls libc has no wrapper for (or whose wrapper we avoid). */
+export const SYS_gettid = 186;
+export const SYS_tgkill = 234;
+export const SYS_userfaultfd = 323;
+export const SYS_memfd_create = 319;
+
+export const EINTR = 4;
+export const EAGAIN = 11;

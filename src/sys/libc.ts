@@ -1,0 +1,36 @@
+import { dlopen, FFIType as T, read } from "bun:ffi";
+
+/**
+ * The libc symbols snowflock calls. Loaded once per thread (each Worker has its own module
+ * instance). Pointer-sized results that can be -1 are declared i64_fast so MAP_FAILED stays exact.
+ */
+const library = dlopen("libc.so.6", {
+  open: { args: [T.cstring, T.i32, T.u32], returns: T.i32 },
+  close: { args: [T.i32], returns: T.i32 },
+  read: { args: [T.i32, T.ptr, T.u64], returns: T.i64_fast },
+  write: { args: [T.i32, T.ptr, T.u64], returns: T.i64_fast },
+  pread: { args: [T.i32, T.ptr, T.u64, T.i64], returns: T.i64_fast },
+  pwrite: { args: [T.i32, T.ptr, T.u64, T.i64], returns: T.i64_fast },
+  ftruncate: { args: [T.i32, T.i64], returns: T.i32 },
+  ioctl: { args: [T.i32, T.u64, T.u64], returns: T.i32 },
+  mmap: { args: [T.u64, T.u64, T.i32, T.i32, T.i32, T.i64], returns: T.i64_fast },
+  munmap: { args: [T.u64, T.u64], returns: T.i32 },
+  mprotect: { args: [T.u64, T.u64, T.i32], returns: T.i32 },
+  madvise: { args: [T.u64, T.u64, T.i32], returns: T.i32 },
+  mincore: { args: [T.u64, T.u64, T.ptr], returns: T.i32 },
+  memfd_create: { args: [T.cstring, T.u32], returns: T.i32 },
+  eventfd: { args: [T.u32, T.i32], returns: T.i32 },
+  poll: { args: [T.ptr, T.u64, T.i32], returns: T.i32 },
+  syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64_fast },
+  sigaction: { args: [T.i32, T.ptr, T.ptr], returns: T.i32 },
+  getpid: { args: [], returns: T.i32 },
+  __errno_location: { args: [], returns: T.ptr },
+});
+
+export const libc = library.symbols;
+
+/** errno of the calling thread, read right after the failing call. */
+export function lastErrno(): number {
+  const location = libc.__errno_location();
+  return location === null ? 0 : read.i32(location, 0);
+}

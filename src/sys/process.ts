@@ -1,0 +1,34 @@
+import { ptr } from "bun:ffi";
+import { libc } from "./libc.ts";
+import { check } from "./check.ts";
+import { SYS_gettid, SYS_tgkill } from "./constants.ts";
+
+export function getpid(): number {
+  return libc.getpid();
+}
+
+/** The kernel thread id of the calling thread (each Bun Worker runs on its own thread). */
+export function gettid(): number {
+  return check("gettid", libc.syscall(SYS_gettid, 0, 0, 0, 0, 0, 0) as number);
+}
+
+export function tgkill(pid: number, tid: number, signal: number): void {
+  check("tgkill", libc.syscall(SYS_tgkill, pid, tid, signal, 0, 0, 0) as number, `tid ${tid}`);
+}
+
+/** Raw syscall(2) for calls libc has no wrapper for. */
+export function syscall(nr: number, ...args: number[]): number {
+  const a = [...args, 0, 0, 0, 0, 0, 0];
+  return check(`syscall ${nr}`, libc.syscall(nr, a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!) as number);
+}
+
+/**
+ * sigaction(2) with a handler address. glibc's struct sigaction on x86-64: handler (8), mask
+ * (128), flags (4, padded to 8), restorer (8) — glibc fills in the restorer itself.
+ */
+export function sigaction(signal: number, handler: number, flags: number): void {
+  const action = new DataView(new ArrayBuffer(152));
+  action.setBigUint64(0, BigInt(handler), true);
+  action.setInt32(136, flags, true);
+  check("sigaction", libc.sigaction(signal, ptr(action), null), `signal ${signal}`);
+}
