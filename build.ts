@@ -1,0 +1,39 @@
+/**
+ * Builds everything: the WASM kernels (AssemblyScript), the guest kernel (gcc), and the single
+ * executable dist/snowflock that embeds both. `bun run build`.
+ */
+import { mkdirSync } from "node:fs";
+import { buildGuest } from "./guest/build.ts";
+import { buildWasm } from "./wasm/build.ts";
+
+/** Each Worker entry must be named to `bun build --compile`, or the executable cannot start it. */
+const WORKER_ENTRYPOINTS = ["src/backend/kvm/vcpu-worker.ts"];
+
+async function step<T>(what: string, work: () => Promise<T>): Promise<T> {
+  const started = performance.now();
+  const result = await work();
+  console.error(`  ${what} (${Math.round(performance.now() - started)} ms)`);
+  return result;
+}
+
+async function compileExecutable(outfile: string): Promise<void> {
+  const build = Bun.spawn([process.execPath, "build", "--compile", "--minify-whitespace", "--minify-syntax", "bin/snowflock.ts", ...WORKER_ENTRYPOINTS, "--outfile", outfile], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [out, err, code] = await Promise.all([new Response(build.stdout).text(), new Response(build.stderr).text(), build.exited]);
+  if (code !== 0) throw new Error(`bun build --compile failed:\n${out}${err}`);
+}
+
+if (import.meta.main) {
+  try {
+    console.error("building snowflock");
+    await step("WASM kernels -> wasm/build/", () => buildWasm("wasm/build"));
+    await step("guest kernel -> guest/build/snowflock-guest.elf", () => buildGuest("guest/build"));
+    mkdirSync("dist", { recursive: true });
+    await step("executable -> dist/snowflock", () => compileExecutable("dist/snowflock"));
+  } catch (error) {
+    console.error(`build failed: ${(error as Error).message}`);
+    process.exit(1);
+  }
+}

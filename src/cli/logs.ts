@@ -1,0 +1,41 @@
+/** `snowflock logs NAME`: a VM's console, as it printed it. */
+import type { CAC } from "cac";
+import { existsSync, openSync, readSync, closeSync, fstatSync } from "node:fs";
+import { SnowflockError } from "../errors.ts";
+import { checkName, processAlive, readRecord, vmPaths } from "../vmm/run-dir.ts";
+
+function alive(name: string): boolean {
+  const record = readRecord(name);
+  return record !== undefined && processAlive(record.pid);
+}
+
+export function registerLogs(cli: CAC): void {
+  cli
+    .command("logs <name>", "Print a VM's console output")
+    .option("-f, --follow", "Keep printing new lines until the VM stops")
+    .example("logs web --follow")
+    .action(async (name: string, options: { follow?: boolean }) => {
+      const { log: path } = vmPaths(checkName(String(name)));
+      if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no console log for a VM named '${name}'`, "`snowflock ls` lists the running VMs");
+      const fd = openSync(path, "r");
+      const chunk = Buffer.alloc(64 * 1024);
+      let position = 0;
+      try {
+        for (;;) {
+          const n = readSync(fd, chunk, 0, chunk.length, position);
+          if (n > 0) {
+            process.stdout.write(chunk.subarray(0, n));
+            position += n;
+            continue;
+          }
+          if (!options.follow || !alive(String(name))) {
+            if (fstatSync(fd).size === position) break;
+            continue;
+          }
+          await Bun.sleep(100);
+        }
+      } finally {
+        closeSync(fd);
+      }
+    });
+}

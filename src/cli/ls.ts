@@ -1,0 +1,32 @@
+/** `snowflock ls`: the VMs running on this host. */
+import type { CAC } from "cac";
+import { formatSize } from "../size.ts";
+import { controlRequest } from "../vmm/control-client.ts";
+import type { VmStatus } from "../vmm/protocol.ts";
+import { listVms } from "../vmm/run-dir.ts";
+import { printJson, printTable } from "./output.ts";
+
+function uptime(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${s % 60}s` : `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
+export function registerLs(cli: CAC): void {
+  cli
+    .command("ls", "List the VMs running on this host")
+    .option("--json", "Print a JSON array")
+    .action(async (options: { json?: boolean }) => {
+      const statuses = await Promise.all(
+        listVms().map(async (record): Promise<VmStatus> => {
+          const answer = await controlRequest(record.name, "status").catch(() => undefined);
+          if (answer?.ok && answer.status) return answer.status;
+          return { ...record, state: "stopping", uptimeMs: Date.now() - Date.parse(record.startedAt), consoleLines: 0, pagesTouched: 0 };
+        }),
+      );
+      if (options.json) return printJson(statuses);
+      printTable(
+        ["NAME", "STATE", "WORKLOAD", "MEM", "VCPUS", "TOUCHED", "UPTIME", "PID"],
+        statuses.map((s) => [s.name, s.state, s.workload, formatSize(s.memoryBytes), String(s.vcpus), formatSize(s.pagesTouched * 4096), uptime(s.uptimeMs), String(s.pid)]),
+      );
+    });
+}

@@ -1,0 +1,43 @@
+/**
+ * The CLI: one cac program, one file per command, and one error funnel — a SnowflockError prints
+ * one line (plus its hint) and sets a non-zero exit status; --debug shows the stack.
+ */
+import { cac } from "cac";
+import { SnowflockError } from "../errors.ts";
+import { registerKill } from "./kill.ts";
+import { registerLogs } from "./logs.ts";
+import { registerLs } from "./ls.ts";
+import { log } from "./output.ts";
+import { registerRun } from "./run.ts";
+import packageJson from "../../package.json" with { type: "json" };
+
+/** Runs the CLI on `argv` (without the program name) and returns the process exit status. */
+export async function startCli(argv: string[]): Promise<number> {
+  const cli = cac("snowflock");
+  cli.option("--debug", "Show stack traces on errors");
+  registerRun(cli);
+  registerLs(cli);
+  registerLogs(cli);
+  registerKill(cli);
+  cli.help();
+  cli.version(packageJson.version);
+
+  try {
+    cli.parse(["snowflock", "snowflock", ...argv], { run: false });
+    if (!cli.matchedCommand) {
+      if (cli.options.help || cli.options.version) return 0;
+      if (cli.args.length > 0) throw new SnowflockError("USAGE", `unknown command '${cli.args[0]}'`, "`snowflock --help` lists the commands");
+      cli.outputHelp();
+      return 0;
+    }
+    if (cli.options.help) return 0;
+    const status = await cli.runMatchedCommand();
+    return typeof status === "number" ? status : 0;
+  } catch (error) {
+    if (cli.options.debug) log.error(error);
+    if (error instanceof SnowflockError) log.error(error.render());
+    else if (error instanceof Error && error.name === "CACError") log.error(`${error.message} (\`snowflock --help\` shows the usage)`);
+    else if (!cli.options.debug) log.error(`internal error: ${(error as Error)?.message ?? error} (run with --debug for details)`);
+    return 1;
+  }
+}

@@ -1,0 +1,20 @@
+/** Parsing of option values shared by several commands. */
+import { SnowflockError } from "../errors.ts";
+import { formatSize, parseSize } from "../size.ts";
+
+export const MIN_MEMORY = 16 * 1024 * 1024;
+export const MAX_VCPUS = 64;
+
+export function memoryOption(value: unknown): number {
+  const bytes = parseSize(String(value));
+  if (bytes === undefined) throw new SnowflockError("USAGE", `bad --mem '${value}'`, "give a size such as 256M or 1G");
+  if (bytes < MIN_MEMORY) throw new SnowflockError("USAGE", `--mem ${value} is too small`, `a VM needs at least ${formatSize(MIN_MEMORY)}`);
+  if (bytes % (2 * 1024 * 1024) !== 0) throw new SnowflockError("USAGE", `--mem ${value} is not a multiple of 2M`, "guest memory is mapped in 2 MiB pages");
+  return bytes;
+}
+
+export function vcpusOption(value: unknown): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_VCPUS) throw new SnowflockError("USAGE", `bad --vcpus '${value}'`, `give a whole number from 1 to ${MAX_VCPUS}`);
+  return n;
+}

@@ -1,0 +1,27 @@
+/**
+ * What the CLI prints. stdout carries the guest's console (or one JSON document with --json), so
+ * it can be piped; snowflock's own progress and errors go to stderr through consola.
+ */
+import { createConsola } from "consola";
+
+export const log = createConsola({
+  stdout: process.stderr,
+  stderr: process.stderr,
+  level: process.env.SNOWFLOCK_QUIET ? 1 : 3,
+});
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function printLine(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** A plain aligned table for terminals. */
+export function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const format = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  printLine(format(header));
+  for (const row of rows) printLine(format(row));
+}

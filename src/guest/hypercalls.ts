@@ -1,0 +1,75 @@
+/**
+ * The host side of the guest hypercall ABI (guest/ABI.md). The guest is untrusted: the call
+ * block and every pointer and length in it are checked against guest RAM first, and a bad call
+ * fails with an error code in the block while the VM goes on.
+ */
+import type { GuestMemory } from "../memory/guest-memory.ts";
+
+export const HYPERCALL_PORT = 0x0ed0;
+export const ABI_VERSION = 1;
+export const CALL_BLOCK_SIZE = 64;
+const RESULT_OFFSET = 56;
+
+export const Hypercall = {
+  ABI_VERSION: 1,
+  EXIT: 2,
+  CONSOLE_WRITE: 3,
+  CLONE_ID: 4,
+} as const;
+
+export const GuestError = {
+  EPERM: -1n,
+  E2BIG: -7n,
+  EFAULT: -14n,
+  EINVAL: -22n,
+  ENOSYS: -38n,
+} as const;
+
+export const CONSOLE_WRITE_MAX = 65536n;
+
+/** What a hypercall may ask of the VMM that runs the guest. */
+export interface HypercallHost {
+  exit(status: number): void;
+  consoleWrite(bytes: Uint8Array): void;
+  cloneId(): number;
+}
+
+export type HypercallOutcome =
+  | { kind: "done"; nr: number; result: bigint }
+  /** The block address itself was unusable; nothing was written to the guest. */
+  | { kind: "bad-block"; address: number };
+
+/** Handles one hypercall whose block the guest placed at guest-physical `blockAddress`. */
+export function handleHypercall(memory: GuestMemory, blockAddress: number, host: HypercallHost): HypercallOutcome {
+  if (blockAddress % 8 !== 0) return { kind: "bad-block", address: blockAddress };
+  const block = memory.guestRange(BigInt(blockAddress), BigInt(CALL_BLOCK_SIZE));
+  if (!block) return { kind: "bad-block", address: blockAddress };
+  const view = new DataView(block.buffer, block.byteOffset, CALL_BLOCK_SIZE);
+  const nr = view.getUint32(0, true);
+  const arg = (i: number) => view.getBigUint64(8 + i * 8, true);
+  const result = dispatch(memory, host, nr, arg);
+  view.setBigInt64(RESULT_OFFSET, result, true);
+  return { kind: "done", nr, result };
+}
+
+function dispatch(memory: GuestMemory, host: HypercallHost, nr: number, arg: (i: number) => bigint): bigint {
+  switch (nr) {
+    case Hypercall.ABI_VERSION:
+      return BigInt(ABI_VERSION);
+    case Hypercall.EXIT:
+      host.exit(Number(arg(0) & 0xffn));
+      return 0n;
+    case Hypercall.CONSOLE_WRITE: {
+      const length = arg(1);
+      if (length > CONSOLE_WRITE_MAX) return GuestError.E2BIG;
+      const bytes = memory.guestRange(arg(0), length);
+      if (!bytes) return GuestError.EFAULT;
+      host.consoleWrite(bytes.slice());
+      return length;
+    }
+    case Hypercall.CLONE_ID:
+      return BigInt(host.cloneId());
+    default:
+      return GuestError.ENOSYS;
+  }
+}

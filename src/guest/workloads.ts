@@ -1,0 +1,104 @@
+/**
+ * The workloads built into the guest image, as the host sees them: their parameters, how much
+ * memory they need, and the guest command line that starts them. Checked on the host so that a
+ * bad request fails with one clear line before any VM is made.
+ */
+import { SnowflockError } from "../errors.ts";
+import { formatSize, parseSize } from "../size.ts";
+
+type ParamKind = "size" | "u64";
+
+interface WorkloadSpec {
+  summary: string;
+  params: Record<string, { kind: ParamKind; required: boolean; help: string }>;
+  /** Test workloads are left out of the overview in --help. */
+  test?: boolean;
+  /** Guest memory the workload needs beyond the kernel's own. */
+  memoryNeed?: (params: Map<string, bigint>) => number;
+}
+
+/** The kernel image, page tables, stacks and allocator bitmap need a few MiB of their own. */
+export const KERNEL_RESERVE = 8 * 1024 * 1024;
+
+export const WORKLOADS: Record<string, WorkloadSpec> = {
+  hello: { summary: "prints a greeting and exits", params: {} },
+  sha256: {
+    summary: "SHA-256 of SIZE bytes of the splitmix64 dataset for SEED",
+    params: {
+      size: { kind: "size", required: true, help: "bytes of the dataset to hash (K/M/G suffixes)" },
+      seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
+    },
+    memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
+  },
+  serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
+  crash: { summary: "triple-faults on purpose (tests crash reporting)", params: {}, test: true },
+  hostile: { summary: "makes hypercalls with wild pointers and checks the answers", params: {}, test: true },
+};
+
+export interface WorkloadRequest {
+  name: string;
+  params: Map<string, bigint>;
+  /** The guest command line, without the host's own keys. */
+  cmdline: string;
+  /** Least guest memory this request can run in. */
+  minimumMemory: number;
+}
+
+function parseValue(kind: ParamKind, text: string): bigint | undefined {
+  if (kind === "size") {
+    const bytes = parseSize(text);
+    return bytes === undefined ? undefined : BigInt(bytes);
+  }
+  if (!/^(0x[0-9a-f]+|\d+)$/i.test(text)) return undefined;
+  const value = BigInt(text);
+  return value < 1n << 64n ? value : undefined;
+}
+
+/** Parses `WORKLOAD key=value ...` from the command line. */
+export function parseWorkload(name: string, args: string[]): WorkloadRequest {
+  const spec = WORKLOADS[name];
+  if (!spec) {
+    throw new SnowflockError("WORKLOAD", `unknown workload '${name}'`, `choose one of: ${Object.keys(WORKLOADS).join(", ")}`);
+  }
+  const params = new Map<string, bigint>();
+  for (const arg of args) {
+    const eq = arg.indexOf("=");
+    const key = eq < 0 ? arg : arg.slice(0, eq);
+    const param = spec.params[key];
+    if (eq < 0 || !param) {
+      const takes = Object.keys(spec.params);
+      throw new SnowflockError("WORKLOAD", `workload ${name} does not take '${arg}'`, takes.length ? `it takes ${takes.map((k) => `${k}=…`).join(" ")}` : "it takes no parameters");
+    }
+    const value = parseValue(param.kind, arg.slice(eq + 1));
+    if (value === undefined) {
+      const expected = param.kind === "size" ? "a size such as 4096, 64K, 256M or 1G" : "a whole number from 0 to 2^64-1";
+      throw new SnowflockError("WORKLOAD", `bad ${key} '${arg.slice(eq + 1)}' for workload ${name}`, `expected ${expected}`);
+    }
+    params.set(key, value);
+  }
+  for (const [key, param] of Object.entries(spec.params)) {
+    if (param.required && !params.has(key)) throw new SnowflockError("WORKLOAD", `workload ${name} needs ${key}=…`, param.help);
+  }
+  const minimumMemory = KERNEL_RESERVE + (spec.memoryNeed?.(params) ?? 0);
+  const cmdline = [name, ...[...params].map(([k, v]) => `${k}=${v}`)].join(" ");
+  return { name, params, cmdline, minimumMemory };
+}
+
+/** Throws the one-line error a user sees when `memoryBytes` is too little for the request. */
+export function checkMemory(request: WorkloadRequest, memoryBytes: number): void {
+  if (memoryBytes >= request.minimumMemory) return;
+  throw new SnowflockError(
+    "WORKLOAD",
+    `${request.cmdline} needs at least ${formatSize(request.minimumMemory)} of guest memory, but the VM has ${formatSize(memoryBytes)}`,
+    `raise --mem (e.g. --mem ${formatSize(Math.ceil(request.minimumMemory / 2 ** 20 / 64) * 64 * 2 ** 20)})`,
+  );
+}
+
+export function workloadHelp(): string {
+  return Object.entries(WORKLOADS)
+    .map(([name, spec]) => {
+      const params = Object.entries(spec.params).map(([k, p]) => (p.required ? `${k}=…` : `[${k}=…]`));
+      return `  ${[name, ...params].join(" ").padEnd(30)} ${spec.summary}${spec.test ? " (test)" : ""}`;
+    })
+    .join("\n");
+}

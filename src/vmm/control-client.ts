@@ -1,0 +1,49 @@
+/** Sends one request to a VMM's control socket and waits (bounded) for its answer. */
+import { existsSync } from "node:fs";
+import { SnowflockError } from "../errors.ts";
+import { CONTROL_PROTOCOL_VERSION, type ControlRequest, type ControlResponse } from "./protocol.ts";
+import { vmPaths } from "./run-dir.ts";
+
+const TIMEOUT_MS = 5000;
+
+export async function controlRequest(name: string, op: ControlRequest["op"]): Promise<ControlResponse> {
+  const { socket: path } = vmPaths(name);
+  if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no running VM named '${name}'`, "`snowflock ls` lists the running VMs");
+  const request: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, op };
+  return new Promise<ControlResponse>((resolve, reject) => {
+    let buffer = "";
+    const fail = (why: string) => reject(new SnowflockError("CONTROL", `VM '${name}' did not answer: ${why}`, "it may have just stopped; `snowflock ls` shows what runs"));
+    const timer = setTimeout(() => fail(`no answer within ${TIMEOUT_MS} ms`), TIMEOUT_MS);
+    Bun.connect({
+      unix: path,
+      socket: {
+        open(socket) {
+          socket.write(`${JSON.stringify(request)}\n`);
+        },
+        data(socket, chunk) {
+          buffer += chunk.toString();
+          const newline = buffer.indexOf("\n");
+          if (newline < 0) return;
+          clearTimeout(timer);
+          socket.end();
+          try {
+            resolve(JSON.parse(buffer.slice(0, newline)) as ControlResponse);
+          } catch {
+            fail("the answer was not JSON");
+          }
+        },
+        close() {
+          clearTimeout(timer);
+          if (!buffer.includes("\n")) fail("the connection closed");
+        },
+        connectError(_socket, error) {
+          clearTimeout(timer);
+          fail(error.message);
+        },
+      },
+    }).catch((error: Error) => {
+      clearTimeout(timer);
+      fail(error.message);
+    });
+  });
+}

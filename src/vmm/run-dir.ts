@@ -1,0 +1,106 @@
+/**
+ * Where running VMs are found: each VMM process keeps, under $SNOWFLOCK_RUN_DIR
+ * (default /run/snowflock), NAME.sock (its control socket), NAME.json (what it runs) and
+ * NAME.log (its console). Other commands reach a VM by name through these.
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { SnowflockError } from "../errors.ts";
+
+export interface VmRecord {
+  name: string;
+  pid: number;
+  workload: string;
+  memoryBytes: number;
+  vcpus: number;
+  startedAt: string;
+}
+
+export function runDir(): string {
+  return process.env.SNOWFLOCK_RUN_DIR || "/run/snowflock";
+}
+
+export function vmPaths(name: string, dir = runDir()) {
+  return {
+    socket: join(dir, `${name}.sock`),
+    record: join(dir, `${name}.json`),
+    log: join(dir, `${name}.log`),
+  };
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+
+export function checkName(name: string): string {
+  if (!NAME.test(name)) {
+    throw new SnowflockError("USAGE", `bad VM name '${name}'`, "use up to 63 letters, digits, '.', '_' or '-', starting with a letter or digit");
+  }
+  return name;
+}
+
+export function ensureRunDir(): string {
+  const dir = runDir();
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    throw new SnowflockError("USAGE", `cannot create the run directory ${dir}: ${(error as Error).message}`, "set SNOWFLOCK_RUN_DIR to a writable directory");
+  }
+  return dir;
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Records of VMs whose process is alive; files of dead ones are removed on the way. */
+export function listVms(): VmRecord[] {
+  const dir = runDir();
+  if (!existsSync(dir)) return [];
+  const records: VmRecord[] = [];
+  for (const file of readdirSync(dir)) {
+    if (!file.endsWith(".json")) continue;
+    const name = file.slice(0, -5);
+    const record = readRecord(name);
+    if (record && processAlive(record.pid)) records.push(record);
+    else removeVmFiles(name, { keepLog: true });
+  }
+  return records.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+}
+
+export function readRecord(name: string): VmRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(vmPaths(name).record, "utf8")) as VmRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export function writeRecord(record: VmRecord): void {
+  writeFileSync(vmPaths(record.name).record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+}
+
+export function removeVmFiles(name: string, { keepLog }: { keepLog: boolean }): void {
+  const paths = vmPaths(name);
+  rmSync(paths.socket, { force: true });
+  rmSync(paths.record, { force: true });
+  if (!keepLog) rmSync(paths.log, { force: true });
+}
+
+/** A free name like `serve-3` for a VM started without --name. */
+export function freeName(base: string): string {
+  const taken = new Set(listVms().map((r) => r.name));
+  for (let i = 1; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
+}
+
+/** Refuses a name a live VM already has. */
+export function claimName(name: string): void {
+  const existing = readRecord(name);
+  if (existing && processAlive(existing.pid)) {
+    throw new SnowflockError("USAGE", `a VM named '${name}' is already running (pid ${existing.pid})`, `choose another --name or stop it with \`snowflock kill ${name}\``);
+  }
+  removeVmFiles(name, { keepLog: false });
+}

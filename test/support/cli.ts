@@ -1,0 +1,29 @@
+/** Runs the snowflock CLI as a separate process (from source), as a user would. */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const ENTRY = join(import.meta.dir, "../../bin/snowflock.ts");
+
+/** A private run directory so tests never see each other's (or the user's) VMs. */
+export function testRunDir(): string {
+  return mkdtempSync(join(tmpdir(), "snowflock-test-"));
+}
+
+export interface CliResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function snowflock(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliResult> {
+  const child = Bun.spawn([process.execPath, ENTRY, ...args], {
+    env: { ...process.env, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+    timeout: timeoutMs,
+  });
+  const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { status, stdout, stderr };
+}
