@@ -5,7 +5,7 @@ import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
-import { parseWorkload, workloadHelp } from "../guest/workloads.ts";
+import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts";
 import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../vmm/run-dir.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { log, printJson, printLine } from "./output.ts";
@@ -43,6 +43,9 @@ export function registerRun(cli: CAC): void {
       if (options.detach) return detach(name, workloadName, params, memoryBytes, vcpus, options.json === true);
 
       const { runVm } = await import("../vmm/vmm.ts");
+      const { kvmHost } = await import("../backend/kvm/host.ts");
+      checkMemory(workload, memoryBytes);
+      kvmHost();
       if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})`);
       const result = await runVm({ name, workload, memoryBytes, vcpus }, options.json ? () => {} : printLine);
       if (options.json) printJson(result);

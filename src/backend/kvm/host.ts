@@ -9,7 +9,10 @@ import { close, open } from "../../sys/files.ts";
 import { ioctl } from "../../sys/ioctl.ts";
 import * as abi from "./abi.ts";
 
-export const KVM_DEVICE = "/dev/kvm";
+/** The KVM device; SNOWFLOCK_KVM_DEVICE points elsewhere (e.g. a container's bind mount). */
+export function kvmDevice(): string {
+  return process.env.SNOWFLOCK_KVM_DEVICE || "/dev/kvm";
+}
 
 /** The capabilities snowflock relies on, and what each is for. */
 export const REQUIRED_CAPABILITIES: ReadonlyArray<{ cap: number; name: string; why: string }> = [
@@ -67,7 +70,7 @@ export function kvmHost(): KvmHost {
 
 function openKvm(): number {
   try {
-    return open(KVM_DEVICE, O_RDWR);
+    return open(kvmDevice(), O_RDWR);
   } catch (error) {
     if (!(error instanceof SyscallError)) throw error;
     const hints: Record<string, string> = {
@@ -77,7 +80,7 @@ function openKvm(): number {
       ENXIO: "the kvm module is loaded but no hardware virtualization is available",
       ENODEV: "the kvm module is loaded but no hardware virtualization is available",
     };
-    throw new SnowflockError("KVM_UNAVAILABLE", `cannot open ${KVM_DEVICE}: ${error.errnoName}`, hints[error.errnoName] ?? "check that KVM works on this host", { cause: error });
+    throw new SnowflockError("KVM_UNAVAILABLE", `cannot open ${kvmDevice()}: ${error.errnoName}`, hints[error.errnoName] ?? "check that KVM works on this host", { cause: error });
   }
 }
 

@@ -31,6 +31,15 @@ export type MachineEnd =
   | { kind: "stopped" };
 
 const PAUSE_TIMEOUT_MS = 5000;
+const START_TIMEOUT_MS = 10_000;
+
+/**
+ * In a compiled executable every module's import.meta.url is the executable's root and a Worker
+ * entry keeps its path from the project root (build.ts names it as an entrypoint).
+ */
+const VCPU_WORKER_URL = import.meta.url.includes("/$bunfs/")
+  ? new URL("./src/backend/kvm/vcpu-worker.ts", import.meta.url).href
+  : new URL("./vcpu-worker.ts", import.meta.url).href;
 
 export class KvmMachine {
   private workers: Worker[] = [];
@@ -93,7 +102,7 @@ export class KvmMachine {
     installKickHandler();
     const ready = this.vm.vcpus.map((vcpu) => {
       const control = new Int32Array(new SharedArrayBuffer(Control.WORDS * 4));
-      const worker = new Worker(new URL("./vcpu-worker.ts", import.meta.url).href);
+      const worker = new Worker(VCPU_WORKER_URL);
       this.workers.push(worker);
       this.controls.push(control);
       return new Promise<void>((resolve, reject) => {
@@ -117,7 +126,15 @@ export class KvmMachine {
         worker.postMessage(init);
       });
     });
-    await Promise.all(ready);
+    let timer: Timer | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new SnowflockError("INTERNAL", `vCPU threads did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+    });
+    try {
+      await Promise.race([Promise.all(ready), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private onEvent(event: VcpuEvent): void {

@@ -1,0 +1,99 @@
+/**
+ * The base of cloning: a running VM is paused, its whole state captured, and that state (with a
+ * copy of its memory) restored into a fresh VM, which then runs on to the same result as the
+ * original — while the original, resumed, also finishes as if nothing happened.
+ */
+import { expect, test } from "bun:test";
+import { KvmMachine, type MachineEnd } from "../../src/backend/kvm/machine.ts";
+import { guestImage } from "../../src/guest/image.ts";
+import { GuestMemory } from "../../src/memory/guest-memory.ts";
+import { dataset, sha256Hex } from "../support/dataset.ts";
+import { describeKvm } from "../support/kvm.ts";
+
+const MEMORY = 256 * 1024 * 1024;
+
+function console() {
+  const lines: string[] = [];
+  let notify = () => {};
+  return {
+    lines,
+    onConsole: (line: string) => {
+      lines.push(line);
+      notify();
+    },
+    async waitFor(match: (line: string) => boolean, timeoutMs = 30_000): Promise<void> {
+      const deadline = Date.now() + timeoutMs;
+      while (!lines.some(match)) {
+        if (Date.now() > deadline) throw new Error(`no console line matched within ${timeoutMs} ms; got ${JSON.stringify(lines)}`);
+        await new Promise<void>((resolve) => {
+          notify = resolve;
+          setTimeout(resolve, 50);
+        });
+      }
+    },
+  };
+}
+
+describeKvm("capture and restore", () => {
+  for (const vcpus of [1, 2]) {
+    test(`a paused sha256 VM (${vcpus} vCPU) restored into a fresh VM prints the same digest`, async () => {
+      const size = 96 * 1024 * 1024;
+      const expected = `sha256 ${sha256Hex(dataset(13n, size))}`;
+      const original = console();
+      const a = KvmMachine.boot(guestImage(), MEMORY, `sha256 size=${size} seed=13 smp=${vcpus}`, { vcpus, onConsole: original.onConsole });
+      await a.start();
+      await Bun.sleep(40);
+      a.pause();
+      const state = a.capture();
+      expect(original.lines.some((l) => l.startsWith("sha256 "))).toBe(false); // captured mid-run
+      expect(state.vcpus).toHaveLength(vcpus);
+
+      const restored = console();
+      const b = KvmMachine.restore(state, GuestMemory.copyOf(a.memory), { onConsole: restored.onConsole });
+      await b.start();
+      a.resume();
+      const [endA, endB] = await Promise.all([a.ended, b.ended]);
+      expect(endA).toEqual({ kind: "exit", status: 0 } satisfies MachineEnd);
+      expect(endB).toEqual({ kind: "exit", status: 0 } satisfies MachineEnd);
+      expect(original.lines).toContain(expected);
+      expect(restored.lines).toEqual([expected]);
+    });
+  }
+
+  test("a restored serve VM carries on counting from where it was captured", async () => {
+    const original = console();
+    const a = KvmMachine.boot(guestImage(), 64 * 1024 * 1024, "serve smp=1", { vcpus: 1, onConsole: original.onConsole });
+    await a.start();
+    await original.waitFor((l) => l === "tick 3 id 0");
+    a.pause();
+    const lastTick = Number(/^tick (\d+)/.exec(original.lines.at(-1)!)![1]);
+    const state = a.capture();
+    const memory = GuestMemory.copyOf(a.memory);
+    await a.stop();
+
+    const restored = console();
+    const b = KvmMachine.restore(state, memory, { onConsole: restored.onConsole });
+    await b.start();
+    await restored.waitFor((l) => l === `tick ${lastTick + 3} id 0`);
+    await b.stop();
+    expect(restored.lines[0]).toBe(`tick ${lastTick + 1} id 0`);
+  });
+
+  test("pause and resume many times does not change the result", async () => {
+    const size = 32 * 1024 * 1024;
+    const out = console();
+    const m = KvmMachine.boot(guestImage(), MEMORY, `sha256 size=${size} seed=5 smp=2`, { vcpus: 2, onConsole: out.onConsole });
+    await m.start();
+    for (let i = 0; i < 20; i++) {
+      await Bun.sleep(2);
+      try {
+        m.pause();
+      } catch {
+        break; // it finished first
+      }
+      m.resume();
+    }
+    expect(await m.ended).toEqual({ kind: "exit", status: 0 });
+    expect(out.lines).toEqual([`sha256 ${sha256Hex(dataset(5n, size))}`]);
+  });
+});

@@ -1,0 +1,80 @@
+/** `snowflock run` end to end, as a user runs it: real VMs, output checked against the host. */
+import { describe, expect, test } from "bun:test";
+import { dataset, sha256Hex } from "../support/dataset.ts";
+import { snowflock, testRunDir } from "../support/cli.ts";
+import { describeKvm } from "../support/kvm.ts";
+
+const env = { SNOWFLOCK_RUN_DIR: testRunDir() };
+
+describeKvm("snowflock run", () => {
+  test("hello", async () => {
+    const r = await snowflock(["run", "hello"], env);
+    expect(r.stdout).toBe("hello from snowflock guest\n");
+    expect(r.status).toBe(0);
+  });
+
+  const cases: Array<[string, bigint, number, number]> = [
+    ["0", 1n, 0, 1],
+    ["1", 2n, 1, 1],
+    ["7", 3n, 7, 2],
+    ["1000", 0n, 1000, 1],
+    ["4097", 0xdeadbeefn, 4097, 2],
+    ["1M", 42n, 1 << 20, 2],
+    ["3000001", 18446744073709551615n, 3000001, 1],
+    ["64M", 42n, 64 << 20, 1],
+    ["64M", 42n, 64 << 20, 2],
+  ];
+  for (const [size, seed, bytes, vcpus] of cases) {
+    test(`sha256 size=${size} seed=${seed} on ${vcpus} vCPU(s) matches the host`, async () => {
+      const r = await snowflock(["run", "sha256", `size=${size}`, `seed=${seed}`, "--vcpus", String(vcpus)], env);
+      expect(r.stdout).toBe(`sha256 ${sha256Hex(dataset(seed, bytes))}\n`);
+      expect(r.status).toBe(0);
+    });
+  }
+
+  test("--json gives one object with the workload, exit status, console and timings", async () => {
+    const r = await snowflock(["run", "sha256", "size=4K", "seed=9", "--json", "--mem", "32M"], env);
+    expect(r.status).toBe(0);
+    const result = JSON.parse(r.stdout);
+    expect(result).toMatchObject({ workload: "sha256", exitStatus: 0, end: { kind: "exit", status: 0 }, console: [`sha256 ${sha256Hex(dataset(9n, 4096))}`] });
+    expect(result.timings.firstConsoleLineMs).toBeGreaterThan(0);
+    expect(result.timings.endMs).toBeGreaterThanOrEqual(result.timings.firstConsoleLineMs);
+    expect(result.pagesTouched).toBeGreaterThan(0);
+  });
+
+  test("a guest that triple-faults is reported with its exit reason", async () => {
+    const r = await snowflock(["run", "crash"], env);
+    expect(r.stdout).toBe("crashing on purpose\n");
+    expect(r.stderr).toContain("guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN)");
+    expect(r.status).toBe(70);
+  });
+
+  test("a guest making hypercalls with wild pointers gets errors and the VM goes on", async () => {
+    const r = await snowflock(["run", "hostile"], env);
+    expect(r.stdout).not.toContain("FAIL");
+    expect(r.stdout).toContain("hostile done");
+    expect(r.status).toBe(0);
+  });
+});
+
+describe("snowflock run refuses bad input with one clear line", () => {
+  const cases: Array<[string[], string, Record<string, string>?]> = [
+    [["run", "bogus"], "unknown workload 'bogus' (choose one of: hello, sha256, serve, crash, hostile)"],
+    [["run", "sha256", "size=12Q"], "bad size '12Q' for workload sha256 (expected a size such as 4096, 64K, 256M or 1G)"],
+    [["run", "sha256", "size=1G"], "sha256 size=1073741824 needs at least 1032M of guest memory, but the VM has 256M (raise --mem (e.g. --mem 1088M))"],
+    [["run", "hello", "--mem", "lots"], "bad --mem 'lots' (give a size such as 256M or 1G)"],
+    [["run", "hello", "--vcpus", "0"], "bad --vcpus '0' (give a whole number from 1 to 64)"],
+    [["run", "hello", "--name", "../x"], "bad VM name '../x'"],
+    [["run", "hello"], "cannot open /nonexistent/kvm: ENOENT", { SNOWFLOCK_KVM_DEVICE: "/nonexistent/kvm" }],
+  ];
+  for (const [args, message, extra] of cases) {
+    test(args.join(" ") + (extra ? " without /dev/kvm" : ""), async () => {
+      const r = await snowflock(args, { ...env, ...extra });
+      expect(r.status).not.toBe(0);
+      expect(r.stdout).toBe("");
+      const lines = r.stderr.trim().split("\n");
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(message);
+    });
+  }
+});
