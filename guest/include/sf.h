@@ -1,0 +1,60 @@
+/*
+ * snowflock hypercall ABI, version 1 (see guest/ABI.md).
+ *
+ * A call is a 64-byte block in guest RAM below 4 GiB; the guest writes its
+ * guest-physical address with a 32-bit outl to SF_HC_PORT and the host fills
+ * in `result` before the outl completes. Without a snowflock host (CPUID leaf
+ * 0x40000000 != "SnowflockVMM") every sf_* call returns SF_ENOSYS and never
+ * touches the port.
+ */
+#pragma once
+#include <stdint.h>
+#include <stdbool.h>
+
+#define SF_HC_PORT        0x0ED0
+#define SF_CPUID_LEAF     0x40000000u
+#define SF_ABI_VERSION    1
+
+/* Call numbers. 16 and up are reserved for the Impromptu Cluster API
+ * (sf_request_ticket, sf_clone, sf_join, ...), added by a later ABI version. */
+#define SF_HC_ABI_VERSION    1 /* () -> 1 */
+#define SF_HC_EXIT           2 /* (status) -> does not return */
+#define SF_HC_CONSOLE_WRITE  3 /* (gpa, len) -> len; len <= SF_CONSOLE_MAX else SF_E2BIG */
+#define SF_HC_CLONE_ID       4 /* () -> clone id, 0 for an original VM */
+#define SF_HC_CLUSTER_BASE  16 /* first number reserved for the Impromptu Cluster API */
+
+#define SF_CONSOLE_MAX 65536
+
+/* Errors: negated Linux errno numbers. */
+#define SF_EPERM   (-1)
+#define SF_E2BIG   (-7)
+#define SF_EFAULT  (-14)
+#define SF_EINVAL  (-22)
+#define SF_ENOSYS  (-38)
+
+struct sf_call {
+    uint32_t nr;      /* SF_HC_* */
+    uint32_t flags;   /* must be 0 */
+    uint64_t args[6]; /* call-specific; pointers are guest-physical addresses */
+    int64_t result;   /* guest presets SF_ENOSYS; host writes >= 0 or -errno */
+} __attribute__((aligned(64)));
+
+_Static_assert(sizeof(struct sf_call) == 64, "sf_call must be 64 bytes");
+
+/* True if running under the snowflock VMM (result cached after the first CPUID). */
+bool sf_available(void);
+
+/* Issue a prepared block (preset result to SF_ENOSYS first; sf_call_raw does not).
+ * The block must be in RAM below 4 GiB; it is used as-is, even if misaligned,
+ * so tests can hand the host bad blocks. Returns blk->result as read back. */
+int64_t sf_call_raw(volatile struct sf_call *blk);
+
+/* Build a block on the stack and issue call nr with up to 6 args. */
+int64_t sf_hypercall(uint32_t nr, uint64_t a0, uint64_t a1, uint64_t a2,
+                     uint64_t a3, uint64_t a4, uint64_t a5);
+
+int64_t sf_abi_version(void);
+/* Ends the VM when it works; returns (SF_ENOSYS etc.) only if it did not. */
+int64_t sf_exit(int64_t status);
+int64_t sf_console_write(const void *buf, uint64_t len);
+int64_t sf_clone_id(void);

@@ -1,0 +1,13 @@
+/* Workloads selected by the first command-line word. Each ends the VM via machine_exit(). */
+#pragma once
+#include "types.h"
+
+#define WL_EARLY 1 /* run before paging/allocator/SMP setup (boot latency) */
+
+struct workload { const char *name; unsigned flags; NORETURN void (*run)(void); };
+
+NORETURN void wl_hello(void);
+NORETURN void wl_sha256(void);
+NORETURN void wl_serve(void);
+NORETURN void wl_crash(void);
+NORETURN void wl_hostile(void);
