@@ -1,9 +1,10 @@
 /**
- * Where running VMs are found: each VMM process keeps, under $SNOWFLOCK_RUN_DIR
- * (default /run/snowflock), NAME.sock (its control socket), NAME.json (what it runs) and
+ * Where running VMs are found: each VMM process keeps, under $SNOWFLOCK_RUN_DIR (default
+ * /run/snowflock for root, $XDG_RUNTIME_DIR/snowflock otherwise), NAME.sock (its control socket), NAME.json (what it runs) and
  * NAME.log (its console). Other commands reach a VM by name through these.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 
@@ -17,7 +18,9 @@ export interface VmRecord {
 }
 
 export function runDir(): string {
-  return process.env.SNOWFLOCK_RUN_DIR || "/run/snowflock";
+  if (process.env.SNOWFLOCK_RUN_DIR) return process.env.SNOWFLOCK_RUN_DIR;
+  if (process.getuid?.() === 0) return "/run/snowflock";
+  return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `snowflock-${process.getuid?.() ?? "user"}`);
 }
 
 export function vmPaths(name: string, dir = runDir()) {
