@@ -3,6 +3,7 @@
  * executable dist/snowflock that embeds both. `bun run build`.
  */
 import { mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { buildGuest } from "./guest/build.ts";
 import { buildWasm } from "./wasm/build.ts";
 
@@ -28,8 +29,8 @@ async function compileExecutable(outfile: string): Promise<void> {
 if (import.meta.main) {
   try {
     console.error("building snowflock");
-    await step("WASM kernels -> wasm/build/", () => buildWasm("wasm/build"));
-    await step("guest kernel -> guest/build/snowflock-guest.elf", () => buildGuest("guest/build"));
+    await step("WASM kernels -> wasm/build/", () => buildWasm(join(import.meta.dir, "wasm/build")));
+    await step("guest kernel -> guest/build/snowflock-guest.elf", () => buildGuest(join(import.meta.dir, "guest/build")));
     mkdirSync("dist", { recursive: true });
     await step("executable -> dist/snowflock", () => compileExecutable("dist/snowflock"));
   } catch (error) {
