@@ -13,7 +13,7 @@ export function registerLogs(cli: CAC): void {
   cli
     .command("logs <name>", "Print a VM's console output")
     .option("-f, --follow", "Keep printing new lines until the VM stops")
-    .example("logs web --follow")
+    .example((bin) => `  ${bin} logs web --follow`)
     .action(async (name: string, options: { follow?: boolean }) => {
       const { log: path } = vmPaths(checkName(String(name)));
       if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no console log for a VM named '${name}'`, "`snowflock ls` lists the running VMs");

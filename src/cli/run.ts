@@ -2,7 +2,6 @@
 import type { CAC } from "cac";
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
-import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts";
@@ -31,9 +30,9 @@ export function registerRun(cli: CAC): void {
     .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>)")
     .option("--detach", "Run in the background; print the VM's name and return")
     .option("--json", "Print one JSON object at the end instead of the console lines")
-    .example("run hello")
-    .example("run sha256 size=64M seed=42 --json")
-    .example("run serve --name web --detach && snowflock logs web")
+    .example((bin) => `  ${bin} run hello`)
+    .example((bin) => `  ${bin} run sha256 size=64M seed=42 --vcpus 2 --json`)
+    .example((bin) => `  ${bin} run serve --name web --detach && ${bin} logs web --follow`)
     .action(async (workloadName: string, params: string[], options: RunOptions) => {
       const workload = parseWorkload(workloadName, params.map(String));
       const memoryBytes = memoryOption(options.mem);
@@ -58,7 +57,7 @@ export function registerRun(cli: CAC): void {
 /** Starts a VMM process of its own for the VM and waits until its control socket answers. */
 async function detach(name: string, workload: string, params: string[], memoryBytes: number, vcpus: number, json: boolean): Promise<number> {
   claimName(name);
-  const errorPath = join(ensureRunDir(), `${name}.err`);
+  const errorPath = vmPaths(name).startupErrors;
   const errorFd = openSync(errorPath, "w", 0o600);
   const args = [...selfCommand(), "run", workload, ...params, "--mem", String(memoryBytes), "--vcpus", String(vcpus), "--name", name];
   const child = spawn(args[0]!, args.slice(1), { detached: true, stdio: ["ignore", "ignore", errorFd], env: { ...process.env, SNOWFLOCK_QUIET: "1" } });

@@ -11,8 +11,6 @@ type ParamKind = "size" | "u64";
 interface WorkloadSpec {
   summary: string;
   params: Record<string, { kind: ParamKind; required: boolean; help: string }>;
-  /** Test workloads are left out of the overview in --help. */
-  test?: boolean;
   /** Guest memory the workload needs beyond the kernel's own. */
   memoryNeed?: (params: Map<string, bigint>) => number;
 }
@@ -31,8 +29,8 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
     memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
   },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
-  crash: { summary: "triple-faults on purpose (tests crash reporting)", params: {}, test: true },
-  hostile: { summary: "makes hypercalls with wild pointers and checks the answers", params: {}, test: true },
+  crash: { summary: "test: triple-faults on purpose", params: {} },
+  hostile: { summary: "test: makes hypercalls with wild pointers, checks the answers", params: {} },
 };
 
 export interface WorkloadRequest {
@@ -98,7 +96,7 @@ export function workloadHelp(): string {
   return Object.entries(WORKLOADS)
     .map(([name, spec]) => {
       const params = Object.entries(spec.params).map(([k, p]) => (p.required ? `${k}=…` : `[${k}=…]`));
-      return `  ${[name, ...params].join(" ").padEnd(30)} ${spec.summary}${spec.test ? " (test)" : ""}`;
+      return `  ${[name, ...params].join(" ").padEnd(30)} ${spec.summary}`;
     })
     .join("\n");
 }

@@ -28,6 +28,8 @@ export function vmPaths(name: string, dir = runDir()) {
     socket: join(dir, `${name}.sock`),
     record: join(dir, `${name}.json`),
     log: join(dir, `${name}.log`),
+    /** stderr of a detached VMM process, shown if it fails to come up. */
+    startupErrors: join(dir, `${name}.err`),
   };
 }
 
@@ -90,7 +92,10 @@ export function removeVmFiles(name: string, { keepLog }: { keepLog: boolean }): 
   const paths = vmPaths(name);
   rmSync(paths.socket, { force: true });
   rmSync(paths.record, { force: true });
-  if (!keepLog) rmSync(paths.log, { force: true });
+  if (!keepLog) {
+    rmSync(paths.log, { force: true });
+    rmSync(paths.startupErrors, { force: true });
+  }
 }
 
 /** A free name like `serve-3` for a VM started without --name. */
