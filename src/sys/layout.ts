@@ -19,8 +19,6 @@ export interface StructLayout<F extends string = string> {
   fields: Record<F, Field>;
 }
 
-const WIDTH = { u8: 1, u16: 2, u32: 4, u64: 8 } as const;
-
 export const u8 = (offset: number): Field => ({ offset, type: "u8", size: 1 });
 export const u16 = (offset: number): Field => ({ offset, type: "u16", size: 2 });
 export const u32 = (offset: number): Field => ({ offset, type: "u32", size: 4 });
@@ -75,8 +73,4 @@ export class StructView<F extends string> {
     const f = this.layout.fields[name];
     return this.bytes.subarray(this.base + f.offset, this.base + f.offset + f.size);
   }
-}
-
-export function scalarWidth(type: FieldType): number | undefined {
-  return type === "bytes" ? undefined : WIDTH[type];
 }

@@ -5,8 +5,7 @@
 // the executable; from source it is read from wasm/build/.
 //
 // The kernel is instantiated once, lazily, on first use (synchronously), so
-// `new PageBitmap(n)` works without any setup. `loadPageBitmapKernel()` can be
-// awaited beforehand to read and compile the module asynchronously instead.
+// `new PageBitmap(n)` works without any setup.
 //
 // Each PageBitmap owns a block of the kernel's linear memory. Blocks are
 // released by `dispose()` (or `using`), or else when the PageBitmap object is
@@ -45,7 +44,6 @@ const KERNEL_FUNCTIONS = [
 ] as const;
 
 let kernel: PageBitmapKernel | undefined;
-let kernelPromise: Promise<PageBitmapKernel> | undefined;
 let heapView: Uint8Array | undefined;
 
 function missingWasmError(cause: unknown): Error {
@@ -99,30 +97,6 @@ export function getKernel(): PageBitmapKernel {
     kernel = instantiate(new WebAssembly.Module(bytes));
   }
   return kernel;
-}
-
-/**
- * Reads and compiles the kernel asynchronously (cached). Optional: the
- * kernel is otherwise loaded synchronously the first time it is needed.
- */
-export function loadPageBitmapKernel(): Promise<PageBitmapKernel> {
-  if (kernel !== undefined) return Promise.resolve(kernel);
-  kernelPromise ??= (async () => {
-    let bytes: ArrayBuffer;
-    try {
-      bytes = await Bun.file(wasmPath).arrayBuffer();
-    } catch (err) {
-      throw missingWasmError(err);
-    }
-    const module = await WebAssembly.compile(bytes);
-    // A synchronous getKernel() may have won the race; keep a single instance.
-    kernel ??= instantiate(module);
-    return kernel;
-  })();
-  kernelPromise.catch(() => {
-    kernelPromise = undefined;
-  });
-  return kernelPromise;
 }
 
 /** A byte view of the whole kernel memory, re-created after memory growth. */

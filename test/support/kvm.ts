@@ -7,7 +7,6 @@ import { kvmAvailable } from "../../src/backend/kvm/host.ts";
 
 const availability = kvmAvailable();
 export const KVM_REQUIRED = process.env.SNOWFLOCK_REQUIRE_KVM === "1";
-export const HAVE_KVM = availability.ok;
 
 /** describe() for tests that start real VMs. */
 export function describeKvm(name: string, body: () => void): void {

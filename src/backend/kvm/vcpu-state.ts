@@ -55,7 +55,7 @@ function getMsrs(fd: number, indices: number[]): MsrValue[] {
   }));
 }
 
-export function setMsrs(fd: number, msrs: MsrValue[]): void {
+function setMsrs(fd: number, msrs: MsrValue[]): void {
   const buffer = new DataView(new ArrayBuffer(abi.kvm_msrs.size + msrs.length * abi.kvm_msr_entry.size));
   buffer.setUint32(0, msrs.length, true);
   msrs.forEach((msr, i) => {
