@@ -12,6 +12,7 @@ export type ErrorCode =
   | "VM_STATE" // an operation that the VM's current state does not allow
   | "NOT_FOUND" // no VM by that name
   | "CONTROL" // the control socket of a VM failed or answered badly
+  | "DESCRIPTOR" // a VM descriptor is malformed, corrupted, truncated or of another version
   | "INTERNAL";
 
 export class SnowflockError extends Error {

@@ -4,6 +4,8 @@
  */
 import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
+import { registerDescriptor } from "./descriptor.ts";
+import { registerInspect } from "./inspect.ts";
 import { registerKill } from "./kill.ts";
 import { registerLogs } from "./logs.ts";
 import { registerLs } from "./ls.ts";
@@ -19,6 +21,8 @@ export async function startCli(argv: string[]): Promise<number> {
   registerLs(cli);
   registerLogs(cli);
   registerKill(cli);
+  registerDescriptor(cli);
+  registerInspect(cli);
   cli.help();
   cli.version(packageJson.version);
 

@@ -64,6 +64,23 @@ export class GuestMemory {
     return PageBitmap.fromMincore(mincore(this.address, this.size, PAGE_SIZE));
   }
 
+  /** Pages that may hold something other than zeros: touched, and not all zero when looked at. */
+  nonZeroPages(): PageBitmap {
+    const pages = this.touchedPages();
+    const words = new BigUint64Array(this.bytes.buffer, this.bytes.byteOffset, this.size / 8);
+    for (let page = pages.nextSet(0); page >= 0; page = pages.nextSet(page + 1)) {
+      let zero = true;
+      for (let w = page * 512, end = w + 512; w < end; w++) {
+        if (words[w] !== 0n) {
+          zero = false;
+          break;
+        }
+      }
+      if (zero) pages.clear(page);
+    }
+    return pages;
+  }
+
   close(): void {
     if (this.fd < 0) return;
     munmap(this.address, this.size);

@@ -6,14 +6,16 @@ import { vmPaths } from "./run-dir.ts";
 
 const TIMEOUT_MS = 5000;
 
-export async function controlRequest(name: string, op: ControlRequest["op"]): Promise<ControlResponse> {
+type RequestBody = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, "v"> : never) : never;
+
+export async function controlRequest(name: string, body: RequestBody | ControlRequest["op"], timeoutMs = TIMEOUT_MS): Promise<ControlResponse> {
   const { socket: path } = vmPaths(name);
   if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no running VM named '${name}'`, "`snowflock ls` lists the running VMs");
-  const request: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, op };
+  const request = { v: CONTROL_PROTOCOL_VERSION, ...(typeof body === "string" ? { op: body } : body) };
   return new Promise<ControlResponse>((resolve, reject) => {
     let buffer = "";
     const fail = (why: string) => reject(new SnowflockError("CONTROL", `VM '${name}' did not answer: ${why}`, "it may have just stopped; `snowflock ls` shows what runs"));
-    const timer = setTimeout(() => fail(`no answer within ${TIMEOUT_MS} ms`), TIMEOUT_MS);
+    const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
     Bun.connect({
       unix: path,
       socket: {

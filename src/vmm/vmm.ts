@@ -2,7 +2,10 @@
  * A VMM process's life: boot the VM, publish it under its name (control socket, record, console
  * log), stream its console, answer control requests, and clean up when it ends.
  */
-import { appendFileSync, openSync, closeSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, renameSync, writeFileSync } from "node:fs";
+import { describeMachine } from "../clone/describe.ts";
+import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
+import { summarize } from "../descriptor/summary.ts";
 import { KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
@@ -41,6 +44,25 @@ export interface VmResult {
 
 export const CRASH_EXIT_STATUS = 70;
 
+/** Pauses the VM only while its state is captured; encodes and writes after resuming. */
+function writeDescriptor(machine: KvmMachine, spec: VmSpec, path: string) {
+  const started = performance.now();
+  machine.pause();
+  let descriptor;
+  try {
+    descriptor = describeMachine(machine, { name: spec.name, cmdline: spec.workload.cmdline });
+  } finally {
+    machine.resume();
+  }
+  const pausedMs = performance.now() - started;
+  const bytes = encodeDescriptor(descriptor);
+  const temporary = `${path}.tmp-${getpid()}`;
+  writeFileSync(temporary, bytes);
+  renameSync(temporary, path);
+  const { descriptor: decoded, envelope } = decodeDescriptor(bytes);
+  return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
+}
+
 export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
   checkMemory(spec.workload, spec.memoryBytes);
   ensureRunDir();
@@ -78,6 +100,7 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
       setTimeout(() => void machine.stop(), 0);
       return { ok: true };
     }
+    if (request.op === "descriptor") return { ok: true, descriptor: writeDescriptor(machine, spec, request.path) };
     return { ok: true, status: status() };
   });
   writeRecord({

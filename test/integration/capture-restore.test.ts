@@ -9,6 +9,9 @@ import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/memory/guest-memory.ts";
 import { dataset, sha256Hex } from "../support/dataset.ts";
 import { describeKvm } from "../support/kvm.ts";
+import { describeMachine } from "../../src/clone/describe.ts";
+import { decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
+import { PageBitmap } from "../../src/wasm/page-bitmap.ts";
 
 const MEMORY = 256 * 1024 * 1024;
 
@@ -77,6 +80,33 @@ describeKvm("capture and restore", () => {
     await restored.waitFor((l) => l === `tick ${lastTick + 3} id 0`);
     await b.stop();
     expect(restored.lines[0]).toBe(`tick ${lastTick + 1} id 0`);
+  });
+
+  test("a VM restored from its encoded descriptor plus only the non-zero pages runs on to the same result", async () => {
+    const size = 48 * 1024 * 1024;
+    const original = console();
+    const a = KvmMachine.boot(guestImage(), MEMORY, `sha256 size=${size} seed=21 smp=2`, { vcpus: 2, onConsole: original.onConsole });
+    await a.start();
+    await Bun.sleep(30);
+    a.pause();
+    const bytes = encodeDescriptor(describeMachine(a, { name: "a", cmdline: "sha256" }));
+    expect(original.lines).toEqual([]); // captured mid-run
+    const { descriptor } = decodeDescriptor(bytes);
+    // The clone gets the included pages and the pages the bitmap calls non-zero; all else stays zero.
+    const memory = GuestMemory.create(descriptor.meta.memorySize);
+    using nonZero = PageBitmap.fromBytes(descriptor.nonZeroPages, memory.size / 4096);
+    for (let page = nonZero.nextSet(0); page >= 0; page = nonZero.nextSet(page + 1)) {
+      memory.bytes.set(a.memory.bytes.subarray(page * 4096, (page + 1) * 4096), page * 4096);
+    }
+    for (const [page, data] of descriptor.pages) memory.bytes.set(data, page * 4096);
+    expect(nonZero.popcount()).toBeLessThan(memory.size / 4096);
+    await a.stop();
+
+    const restored = console();
+    const b = KvmMachine.restore(descriptor.state, memory, { onConsole: restored.onConsole });
+    await b.start();
+    expect(await b.ended).toEqual({ kind: "exit", status: 0 });
+    expect(restored.lines).toEqual([`sha256 ${sha256Hex(dataset(21n, size))}`]);
   });
 
   test("pause and resume many times does not change the result", async () => {

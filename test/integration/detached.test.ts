@@ -29,6 +29,21 @@ describeKvm("detached VMs", () => {
     expect(table.stdout).toMatch(/^NAME\s+STATE\s+WORKLOAD/);
     expect(table.stdout).toMatch(/\nweb\s+running\s+serve/);
 
+    const file = join(env.SNOWFLOCK_RUN_DIR, "web.sfd");
+    const written = await snowflock(["descriptor", "web", "-o", file, "--json"], env);
+    expect(written.status).toBe(0);
+    const summary = JSON.parse(written.stdout);
+    expect(summary).toMatchObject({ path: file, name: "web", cmdline: "serve", memoryBytes: 64 << 20, formatVersion: 1 });
+    expect(summary.fileBytes).toBeLessThan((64 << 20) / 500);
+    const inspected = await snowflock(["inspect", file, "--json"], env);
+    expect(JSON.parse(inspected.stdout)).toMatchObject({ name: "web", pages: (64 << 20) / 4096, vcpus: [{ index: 0 }] });
+    const bytes = new Uint8Array(await Bun.file(file).arrayBuffer());
+    bytes[bytes.length - 1]! ^= 1;
+    await Bun.write(file, bytes);
+    const corrupted = await snowflock(["inspect", file], env);
+    expect(corrupted.status).toBe(1);
+    expect(corrupted.stderr).toContain("not a usable VM descriptor: checksum mismatch: the descriptor is corrupted");
+
     const logs = await snowflock(["logs", "web"], env);
     expect(logs.stdout).toMatch(/^tick 0 id 0\ntick 1 id 0\n/);
 
