@@ -1,34 +1,43 @@
-/** `snowflock kill NAME`: stop a running VM. */
+/** `snowflock kill NAME`: stop a running VM and its clones, one clone, or only the clones. */
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { checkName, processAlive, readRecord, removeVmFiles } from "../vmm/run-dir.ts";
+import { checkName, descendants, listVms, processAlive, removeVmFiles, type VmRecord } from "../vmm/run-dir.ts";
 import { log, printJson } from "./output.ts";
 
 const STOP_TIMEOUT_MS = 5000;
 
+/** Asks the VMM to stop; signals it if it does not answer or does not stop in time. */
+async function stopVm(record: VmRecord): Promise<string> {
+  const answer = await controlRequest(record.name, "kill").catch(() => undefined);
+  if (!answer?.ok && processAlive(record.pid)) process.kill(record.pid, "SIGTERM");
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  while (processAlive(record.pid) && Date.now() < deadline) await Bun.sleep(20);
+  if (!processAlive(record.pid)) return "stopped";
+  process.kill(record.pid, "SIGKILL");
+  removeVmFiles(record.name, { keepLog: true });
+  return "killed (it did not stop in time)";
+}
+
 export function registerKill(cli: CAC): void {
   cli
-    .command("kill <name>", "Stop a running VM")
+    .command("kill <name>", "Stop a running VM and its clones (NAME.i: one clone)")
+    .option("--clones", "Stop only the VM's clones; leave it running")
     .option("--json", "Print the result as JSON")
-    .action(async (rawName: string, options: { json?: boolean }) => {
+    .example((bin) => `  ${bin} kill web --clones`)
+    .action(async (rawName: string, options: { clones?: boolean; json?: boolean }) => {
       const name = checkName(String(rawName));
-      const record = readRecord(name);
-      if (!record || !processAlive(record.pid)) {
+      const running = listVms();
+      const record = running.find((r) => r.name === name);
+      if (!record) {
         removeVmFiles(name, { keepLog: true });
         throw new SnowflockError("NOT_FOUND", `no running VM named '${name}'`, "`snowflock ls` lists the running VMs");
       }
-      let how = "stopped";
-      const answer = await controlRequest(name, "kill").catch(() => undefined);
-      if (!answer?.ok) process.kill(record.pid, "SIGTERM");
-      const deadline = Date.now() + STOP_TIMEOUT_MS;
-      while (processAlive(record.pid) && Date.now() < deadline) await Bun.sleep(20);
-      if (processAlive(record.pid)) {
-        process.kill(record.pid, "SIGKILL");
-        removeVmFiles(name, { keepLog: true });
-        how = "killed (it did not stop in time)";
-      }
-      if (options.json) printJson({ name, pid: record.pid, result: how });
-      else log.success(`${name} ${how}`);
+      const family = descendants(running, name);
+      const targets = options.clones ? family : [...family, record];
+      if (options.clones && family.length === 0) throw new SnowflockError("NOT_FOUND", `VM '${name}' has no running clones`);
+      const results = await Promise.all(targets.map(async (r) => ({ name: r.name, pid: r.pid, result: await stopVm(r) })));
+      if (options.json) return printJson(results);
+      for (const r of results) log.success(`${r.name} ${r.result}`);
     });
 }

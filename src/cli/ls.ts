@@ -3,7 +3,7 @@ import type { CAC } from "cac";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
-import { listVms } from "../vmm/run-dir.ts";
+import { familyOrder, listVms } from "../vmm/run-dir.ts";
 import { printJson, printTable } from "./output.ts";
 
 function uptime(ms: number): string {
@@ -13,7 +13,7 @@ function uptime(ms: number): string {
 
 export function registerLs(cli: CAC): void {
   cli
-    .command("ls", "List the VMs running on this host")
+    .command("ls", "List the VMs running on this host, clones under their parent")
     .option("--json", "Print a JSON array")
     .action(async (options: { json?: boolean }) => {
       const statuses = await Promise.all(
@@ -26,7 +26,7 @@ export function registerLs(cli: CAC): void {
       if (options.json) return printJson(statuses);
       printTable(
         ["NAME", "STATE", "WORKLOAD", "MEM", "VCPUS", "TOUCHED", "UPTIME", "PID"],
-        statuses.map((s) => [s.name, s.state, s.workload, formatSize(s.memoryBytes), String(s.vcpus), formatSize(s.pagesTouched * 4096), uptime(s.uptimeMs), String(s.pid)]),
+        familyOrder(statuses).map((s) => [s.depth === 0 ? s.name : `${"  ".repeat(s.depth - 1)}└─ ${s.name}`, s.state, s.workload, formatSize(s.memoryBytes), String(s.vcpus), formatSize(s.pagesTouched * 4096), uptime(s.uptimeMs), String(s.pid)]),
       );
     });
 }

@@ -6,6 +6,7 @@ import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { registerDescriptor } from "./descriptor.ts";
 import { registerInspect } from "./inspect.ts";
+import { registerFork } from "./fork.ts";
 import { registerKill } from "./kill.ts";
 import { registerLogs } from "./logs.ts";
 import { registerLs } from "./ls.ts";
@@ -15,12 +16,15 @@ import packageJson from "../../package.json" with { type: "json" };
 
 /** Runs the CLI on `argv` (without the program name) and returns the process exit status. */
 export async function startCli(argv: string[]): Promise<number> {
+  // Internal: a clone's own VMM process, started by a fork (never typed by users).
+  if (argv[0] === "__clone") return runCloneProcess(argv.slice(1));
   const cli = cac("snowflock");
   cli.option("--debug", "Show stack traces on errors");
   registerRun(cli);
   registerLs(cli);
   registerLogs(cli);
   registerKill(cli);
+  registerFork(cli);
   registerDescriptor(cli);
   registerInspect(cli);
   cli.help();
@@ -42,6 +46,17 @@ export async function startCli(argv: string[]): Promise<number> {
     if (error instanceof SnowflockError) log.error(error.render());
     else if (error instanceof Error && error.name === "CACError") log.error(`${error.message} (\`snowflock --help\` shows the usage)`);
     else if (!cli.options.debug) log.error(`internal error: ${(error as Error)?.message ?? error} (run with --debug for details)`);
+    return 1;
+  }
+}
+
+async function runCloneProcess([parent, cloneId, descriptorPath, imagePath]: string[]): Promise<number> {
+  try {
+    const { runClone } = await import("../vmm/vmm.ts");
+    const result = await runClone({ parent: parent!, cloneId: Number(cloneId), descriptorPath: descriptorPath!, imagePath: imagePath! }, () => {});
+    return result.exitStatus;
+  } catch (error) {
+    log.error(error instanceof SnowflockError ? error.render() : (error as Error).message);
     return 1;
   }
 }

@@ -1,15 +1,12 @@
 /** `snowflock run WORKLOAD [KEY=VALUE ...]`: boot the built-in guest and run a workload in it. */
 import type { CAC } from "cac";
-import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts";
 import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../vmm/run-dir.ts";
-import { controlRequest } from "../vmm/control-client.ts";
+import { spawnVmm } from "../vmm/spawn.ts";
 import { log, printJson, printLine } from "./output.ts";
 import { memoryOption, vcpusOption } from "./options.ts";
-import { selfCommand } from "./self.ts";
 
 interface RunOptions {
   mem: string;
@@ -18,8 +15,6 @@ interface RunOptions {
   detach?: boolean;
   json?: boolean;
 }
-
-const DETACH_READY_TIMEOUT_MS = 15_000;
 
 export function registerRun(cli: CAC): void {
   cli
@@ -57,33 +52,11 @@ export function registerRun(cli: CAC): void {
 /** Starts a VMM process of its own for the VM and waits until its control socket answers. */
 async function detach(name: string, workload: string, params: string[], memoryBytes: number, vcpus: number, json: boolean): Promise<number> {
   claimName(name);
-  const errorPath = vmPaths(name).startupErrors;
-  const errorFd = openSync(errorPath, "w", 0o600);
-  const args = [...selfCommand(), "run", workload, ...params, "--mem", String(memoryBytes), "--vcpus", String(vcpus), "--name", name];
-  const child = spawn(args[0]!, args.slice(1), { detached: true, stdio: ["ignore", "ignore", errorFd], env: { ...process.env, SNOWFLOCK_QUIET: "1" } });
-  closeSync(errorFd);
-  let exited: number | null = null;
-  child.on("exit", (code) => (exited = code ?? 1));
-  child.unref();
-
-  const deadline = Date.now() + DETACH_READY_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (exited !== null) {
-      const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
-      throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting${why ? `: ${why}` : ` (status ${exited})`}`, `see \`snowflock logs ${name}\``);
-    }
-    if (existsSync(vmPaths(name).socket)) {
-      const answer = await controlRequest(name, "status").catch(() => undefined);
-      if (answer?.ok) {
-        if (json) printJson({ name, pid: child.pid, socket: vmPaths(name).socket, log: vmPaths(name).log });
-        else {
-          printLine(name);
-          log.success(`${name} runs in the background (pid ${child.pid}); \`snowflock logs ${name}\` shows its console`);
-        }
-        return 0;
-      }
-    }
-    await Bun.sleep(20);
+  const { pid } = await spawnVmm(name, ["run", workload, ...params, "--mem", String(memoryBytes), "--vcpus", String(vcpus), "--name", name]);
+  if (json) printJson({ name, pid, socket: vmPaths(name).socket, log: vmPaths(name).log });
+  else {
+    printLine(name);
+    log.success(`${name} runs in the background (pid ${pid}); \`snowflock logs ${name}\` shows its console`);
   }
-  throw new SnowflockError("VM_STATE", `VM '${name}' did not come up within ${DETACH_READY_TIMEOUT_MS / 1000} s`, `see \`snowflock logs ${name}\``);
+  return 0;
 }

@@ -1,9 +1,10 @@
 /**
  * Guest RAM backed by one memfd, mapped shared into this process. A memfd (not anonymous memory)
- * so that a later clone round can freeze it and map it copy-on-write in other processes.
+ * so that a clone round can freeze it: the memfd becomes a read-only image that clones map
+ * copy-on-write, and this process moves onto a private mapping of it.
  */
-import { MAP_SHARED, MFD_CLOEXEC, PROT_READ, PROT_WRITE } from "../sys/constants.ts";
-import { close, ftruncate, memfdCreate } from "../sys/files.ts";
+import { MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MFD_CLOEXEC, O_RDONLY, PROT_READ, PROT_WRITE } from "../sys/constants.ts";
+import { close, ftruncate, memfdCreate, open, pwrite } from "../sys/files.ts";
 import { mincore, mmap, munmap, view } from "../sys/memory.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
 import { type MemoryLayout, memoryLayout, PAGE_SIZE, translate } from "./layout.ts";
@@ -15,10 +16,51 @@ export class GuestMemory {
     readonly layout: MemoryLayout,
     /** Host address of the mapping; valid in every thread of this process. */
     readonly address: number,
-    /** The backing memfd, or -1 for a view attached from another thread. */
-    readonly fd: number,
+    /** The backing memfd (or frozen image), or -1 for a view attached from another thread. */
+    private fd: number,
+    /** Private: writes stay in this process; the backing file is a frozen image. */
+    private copyOnWrite = false,
   ) {
     this.bytes = view(address, layout.size);
+  }
+
+  /**
+   * Clone memory: a copy-on-write mapping of a frozen image (e.g. /proc/PID/fd/N of a parent's
+   * memfd). Nothing is copied until the clone writes.
+   */
+  static openImage(path: string, layout: MemoryLayout): GuestMemory {
+    const fd = open(path, O_RDONLY);
+    try {
+      return new GuestMemory(layout, mmap(0, layout.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0), fd, true);
+    } catch (error) {
+      close(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Freezes the current contents as an image other processes can map, and moves this mapping
+   * onto a private copy-on-write mapping of it, in place (same address, so vCPU threads and KVM's
+   * memory slots need no update: KVM drops its old translations through its MMU notifier).
+   * The first time, the memfd itself becomes the image; later, a new image is written from the
+   * current contents. Returns the image's fd, which stays open until the next freeze or close.
+   * Call only while every vCPU is paused.
+   */
+  freeze(name = "snowflock-image"): number {
+    let image = this.fd;
+    if (this.copyOnWrite) {
+      image = memfdCreate(name, MFD_CLOEXEC);
+      ftruncate(image, this.size);
+      using pages = this.nonZeroPages();
+      for (const [start, count] of pages.runs()) {
+        pwrite(image, this.bytes.subarray(start * PAGE_SIZE, (start + count) * PAGE_SIZE), start * PAGE_SIZE);
+      }
+    }
+    mmap(this.address, this.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, image, 0);
+    if (image !== this.fd) close(this.fd);
+    this.fd = image;
+    this.copyOnWrite = true;
+    return image;
   }
 
   /** Fresh zeroed guest memory of `size` bytes. */

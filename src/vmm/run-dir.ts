@@ -15,6 +15,9 @@ export interface VmRecord {
   memoryBytes: number;
   vcpus: number;
   startedAt: string;
+  /** For a clone: its parent's name and its clone ID (1, 2, ...). */
+  parent?: string;
+  cloneId?: number;
 }
 
 export function runDir(): string {
@@ -74,6 +77,23 @@ export function listVms(): VmRecord[] {
     else removeVmFiles(name, { keepLog: true });
   }
   return records.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+}
+
+/** Every clone below `name` (clones of clones too), from a listing. */
+export function descendants(records: VmRecord[], name: string): VmRecord[] {
+  const children = records.filter((r) => r.parent === name);
+  return children.flatMap((c) => [c, ...descendants(records, c.name)]);
+}
+
+/** Parents first, each followed by its clones; `depth` says how far down the family tree. */
+export function familyOrder<R extends Pick<VmRecord, "name" | "parent" | "cloneId">>(records: R[]): Array<R & { depth: number }> {
+  const names = new Set(records.map((r) => r.name));
+  const roots = records.filter((r) => !r.parent || !names.has(r.parent));
+  const walk = (r: R, depth: number): Array<R & { depth: number }> => [
+    { ...r, depth },
+    ...records.filter((c) => c.parent === r.name).sort((a, b) => (a.cloneId ?? 0) - (b.cloneId ?? 0)).flatMap((c) => walk(c, depth + 1)),
+  ];
+  return roots.flatMap((r) => walk(r, 0));
 }
 
 export function readRecord(name: string): VmRecord | undefined {

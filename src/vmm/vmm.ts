@@ -1,24 +1,35 @@
 /**
- * A VMM process's life: boot the VM, publish it under its name (control socket, record, console
- * log), stream its console, answer control requests, and clean up when it ends.
+ * A VMM process's life: build the VM (boot it, or restore a clone), publish it under its name
+ * (control socket, record, console log), stream its console, answer control requests, and clean
+ * up when it ends.
  */
-import { appendFileSync, closeSync, openSync, renameSync, writeFileSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
+import { forkLocal } from "../clone/local-fork.ts";
 import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
 import { summarize } from "../descriptor/summary.ts";
-import { KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
+import { GuestMemory } from "../memory/guest-memory.ts";
 import { getpid } from "../sys/process.ts";
 import { serveControl } from "./control-server.ts";
-import type { VmStatus } from "./protocol.ts";
-import { claimName, ensureRunDir, removeVmFiles, vmPaths, writeRecord } from "./run-dir.ts";
+import type { ControlResponse, VmStatus } from "./protocol.ts";
+import { claimName, ensureRunDir, removeVmFiles, type VmRecord, vmPaths, writeRecord } from "./run-dir.ts";
 
 export interface VmSpec {
   name: string;
   workload: WorkloadRequest;
   memoryBytes: number;
   vcpus: number;
+}
+
+export interface CloneSpec {
+  parent: string;
+  cloneId: number;
+  descriptorPath: string;
+  /** The parent's frozen memory image, e.g. /proc/PID/fd/N. */
+  imagePath: string;
 }
 
 export interface VmResult {
@@ -31,7 +42,7 @@ export interface VmResult {
   console: string[];
   pagesTouched: number;
   timings: {
-    /** From process start to the VM being built (memory, KVM, image loaded). */
+    /** From process start to the VM being built (memory, KVM, image loaded or state restored). */
     vmReadyMs: number;
     /** From process start to every vCPU thread running. */
     startedMs: number;
@@ -44,13 +55,15 @@ export interface VmResult {
 
 export const CRASH_EXIT_STATUS = 70;
 
+type Identity = Omit<VmRecord, "pid" | "startedAt"> & { workloadName: string };
+
 /** Pauses the VM only while its state is captured; encodes and writes after resuming. */
-function writeDescriptor(machine: KvmMachine, spec: VmSpec, path: string) {
+function writeDescriptor(machine: KvmMachine, name: string, cmdline: string, path: string) {
   const started = performance.now();
   machine.pause();
   let descriptor;
   try {
-    descriptor = describeMachine(machine, { name: spec.name, cmdline: spec.workload.cmdline });
+    descriptor = describeMachine(machine, { name, cmdline });
   } finally {
     machine.resume();
   }
@@ -63,54 +76,49 @@ function writeDescriptor(machine: KvmMachine, spec: VmSpec, path: string) {
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
-  checkMemory(spec.workload, spec.memoryBytes);
+async function serveMachine(identity: Identity, build: (onConsole: (line: string) => void) => KvmMachine, onConsole: (line: string) => void): Promise<VmResult> {
   ensureRunDir();
-  claimName(spec.name);
-  const paths = vmPaths(spec.name);
+  claimName(identity.name);
+  const paths = vmPaths(identity.name);
   closeSync(openSync(paths.log, "w", 0o600));
 
   const lines: string[] = [];
   let firstConsoleLineMs: number | null = null;
-  const machine = KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, {
-    vcpus: spec.vcpus,
-    onConsole(line) {
-      firstConsoleLineMs ??= performance.now();
-      lines.push(line);
-      appendFileSync(paths.log, `${line}\n`);
-      onConsole(line);
-    },
+  const machine = build((line) => {
+    firstConsoleLineMs ??= performance.now();
+    lines.push(line);
+    appendFileSync(paths.log, `${line}\n`);
+    onConsole(line);
   });
   const vmReadyMs = performance.now();
   const startedAt = Date.now();
+  let nextCloneId = 1;
 
   const status = (): VmStatus => ({
-    name: spec.name,
+    ...identity,
     pid: getpid(),
-    workload: spec.workload.cmdline,
     state: "running",
-    memoryBytes: spec.memoryBytes,
-    vcpus: spec.vcpus,
     uptimeMs: Date.now() - startedAt,
     consoleLines: lines.length,
     pagesTouched: machine.pagesTouched(),
   });
-  const control = serveControl(paths.socket, (request) => {
-    if (request.op === "kill") {
-      setTimeout(() => void machine.stop(), 0);
-      return { ok: true };
+  const control = serveControl(paths.socket, async (request): Promise<ControlResponse> => {
+    switch (request.op) {
+      case "kill":
+        setTimeout(() => void machine.stop(), 0);
+        return { ok: true };
+      case "descriptor":
+        return { ok: true, descriptor: writeDescriptor(machine, identity.name, identity.workload, request.path) };
+      case "fork": {
+        const firstId = nextCloneId;
+        nextCloneId += request.clones;
+        return { ok: true, fork: await forkLocal(machine, { name: identity.name, cmdline: identity.workload }, firstId, request.clones) };
+      }
+      case "status":
+        return { ok: true, status: status() };
     }
-    if (request.op === "descriptor") return { ok: true, descriptor: writeDescriptor(machine, spec, request.path) };
-    return { ok: true, status: status() };
   });
-  writeRecord({
-    name: spec.name,
-    pid: getpid(),
-    workload: spec.workload.cmdline,
-    memoryBytes: spec.memoryBytes,
-    vcpus: spec.vcpus,
-    startedAt: new Date(startedAt).toISOString(),
-  });
+  writeRecord({ ...identity, pid: getpid(), startedAt: new Date(startedAt).toISOString() });
   const stopOnSignal = () => void machine.stop();
   process.on("SIGINT", stopOnSignal);
   process.on("SIGTERM", stopOnSignal);
@@ -123,9 +131,9 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
     const startedMs = performance.now();
     const end = await machine.ended;
     return {
-      name: spec.name,
-      workload: spec.workload.name,
-      cmdline: spec.workload.cmdline,
+      name: identity.name,
+      workload: identity.workloadName,
+      cmdline: identity.workload,
       end,
       exitStatus: end.kind === "exit" ? end.status : end.kind === "crash" ? CRASH_EXIT_STATUS : 0,
       console: lines,
@@ -136,6 +144,39 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
     process.off("SIGINT", stopOnSignal);
     process.off("SIGTERM", stopOnSignal);
     control.close();
-    removeVmFiles(spec.name, { keepLog: true });
+    removeVmFiles(identity.name, { keepLog: true });
   }
+}
+
+/** Boots the built-in guest with a workload and serves it until it ends. */
+export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
+  checkMemory(spec.workload, spec.memoryBytes);
+  const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
+  return serveMachine(
+    identity,
+    (console) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console }),
+    onConsole,
+  );
+}
+
+/** Restores a clone from its parent's descriptor and frozen image and serves it until it ends. */
+export function runClone(spec: CloneSpec, onConsole: (line: string) => void): Promise<VmResult> {
+  const { descriptor } = decodeDescriptor(readFileSync(spec.descriptorPath));
+  const identity = {
+    name: `${spec.parent}.${spec.cloneId}`,
+    workload: descriptor.meta.cmdline,
+    workloadName: descriptor.meta.cmdline.split(" ")[0] ?? "",
+    memoryBytes: descriptor.meta.memorySize,
+    vcpus: descriptor.state.vcpus.length,
+    parent: spec.parent,
+    cloneId: spec.cloneId,
+  };
+  return serveMachine(
+    identity,
+    (console) => {
+      const memory = GuestMemory.openImage(spec.imagePath, { size: descriptor.meta.memorySize, regions: descriptor.meta.regions });
+      return KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console });
+    },
+    onConsole,
+  );
 }

@@ -104,6 +104,8 @@ export const KVM_IRQCHIP_IOAPIC = 2;
 
 export const KVM_CLOCK_TSC_STABLE = 2;
 
+export const KVM_PIT_SPEAKER_DUMMY = 1;
+
 // ---- struct layouts ----
 export const kvm_userspace_memory_region = struct("struct kvm_userspace_memory_region", 32, {
   slot: u32(0),

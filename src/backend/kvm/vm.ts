@@ -44,7 +44,9 @@ export class KvmVm {
       ioctl(this.fd, abi.KVM_SET_TSS_ADDR, TSS_ADDRESS, "KVM_SET_TSS_ADDR");
       ioctl(this.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, new BigUint64Array([BigInt(IDENTITY_MAP_ADDRESS)]), "KVM_SET_IDENTITY_MAP_ADDR");
       ioctl(this.fd, abi.KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
-      ioctl(this.fd, abi.KVM_CREATE_PIT2, new Uint8Array(abi.kvm_pit_config.size), "KVM_CREATE_PIT2");
+      // SPEAKER_DUMMY puts port 0x61 (PIT channel 2 gate and output) in the kernel too.
+      const pit = new StructView(abi.kvm_pit_config).set("flags", abi.KVM_PIT_SPEAKER_DUMMY);
+      ioctl(this.fd, abi.KVM_CREATE_PIT2, pit.bytes, "KVM_CREATE_PIT2");
       memory.layout.regions.forEach((region, slot) => {
         const r = new StructView(abi.kvm_userspace_memory_region)
           .set("slot", slot)

@@ -1,0 +1,35 @@
+/** `snowflock fork NAME --clones N`: clone a running VM on this host. */
+import type { CAC } from "cac";
+import { SnowflockError } from "../errors.ts";
+import { controlRequest } from "../vmm/control-client.ts";
+import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
+import { checkName } from "../vmm/run-dir.ts";
+import { log, printJson, printTable } from "./output.ts";
+
+export function registerFork(cli: CAC): void {
+  cli
+    .command("fork <name>", "Clone a running VM into N new VMs that carry on from the same instant")
+    .option("--clones <n>", "How many clones", { default: 1 })
+    .option("--memory <path>", "How clones get memory: cow (copy-on-write of the parent's frozen image)", { default: "cow" })
+    .option("--json", "Print the clones (name, ID, time) as JSON")
+    .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)
+    .action(async (rawName: string, options: { clones: number; memory: string; json?: boolean }) => {
+      const name = checkName(String(rawName));
+      const clones = Number(options.clones);
+      if (!Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) {
+        throw new SnowflockError("USAGE", `bad --clones '${options.clones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
+      }
+      if (options.memory !== "cow") throw new SnowflockError("USAGE", `--memory ${options.memory} is not available yet`, "use --memory cow");
+      if (!options.json) log.start(`forking ${name} into ${clones} clone${clones > 1 ? "s" : ""}`);
+      const answer = await controlRequest(name, { op: "fork", clones }, 60_000);
+      if (!answer.ok) throw new SnowflockError("CONTROL", `VM '${name}' could not fork: ${answer.error}`);
+      const result = answer.fork!;
+      if (options.json) printJson(result);
+      else {
+        printTable(["CLONE", "ID", "PID", "READY"], result.clones.map((c) => [c.name, String(c.cloneId), String(c.pid), `${c.readyMs.toFixed(1)} ms`]));
+        log.success(`${result.clones.length} clone(s) of ${name} running; parent paused ${result.pausedMs.toFixed(2)} ms, descriptor ${result.descriptorBytes} bytes`);
+      }
+      for (const f of result.failed) log.error(`${f.name}: ${f.error}`);
+      return result.failed.length > 0 ? 1 : 0;
+    });
+}

@@ -1,0 +1,74 @@
+/**
+ * Forking a running VM on this host: pause → capture a descriptor → freeze memory → resume the
+ * parent → start one VMM process per clone, each restoring the descriptor over a copy-on-write
+ * mapping of the frozen image. The parent is paused only for the capture and the freeze.
+ */
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { KvmMachine } from "../backend/kvm/machine.ts";
+import { encodeDescriptor } from "../descriptor/format.ts";
+import { getpid } from "../sys/process.ts";
+import { claimName, runDir } from "../vmm/run-dir.ts";
+import { spawnVmm } from "../vmm/spawn.ts";
+import { describeMachine } from "./describe.ts";
+
+export interface CloneReport {
+  name: string;
+  cloneId: number;
+  pid: number;
+  /** From the end of the parent's pause to the clone's control socket answering. */
+  readyMs: number;
+}
+
+export interface ForkResult {
+  parent: string;
+  memory: "cow";
+  /** How long the parent's vCPUs were stopped. */
+  pausedMs: number;
+  descriptorBytes: number;
+  clones: CloneReport[];
+  failed: Array<{ name: string; error: string }>;
+  /** From the pause to the last clone running. */
+  totalMs: number;
+}
+
+export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, firstId: number, count: number): Promise<ForkResult> {
+  const started = performance.now();
+  machine.pause();
+  let descriptor;
+  let image: number;
+  try {
+    descriptor = describeMachine(machine, about);
+    image = machine.memory.freeze();
+  } finally {
+    machine.resume();
+  }
+  const resumed = performance.now();
+  const bytes = encodeDescriptor(descriptor);
+  const descriptorPath = join(runDir(), `${about.name}.fork-${firstId}.sfd`);
+  writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+  const imagePath = `/proc/${getpid()}/fd/${image}`;
+
+  try {
+    const ids = Array.from({ length: count }, (_, i) => firstId + i);
+    const outcomes = await Promise.allSettled(
+      ids.map(async (cloneId): Promise<CloneReport> => {
+        const name = `${about.name}.${cloneId}`;
+        claimName(name);
+        const { pid } = await spawnVmm(name, ["__clone", about.name, String(cloneId), descriptorPath, imagePath]);
+        return { name, cloneId, pid, readyMs: performance.now() - resumed };
+      }),
+    );
+    return {
+      parent: about.name,
+      memory: "cow",
+      pausedMs: resumed - started,
+      descriptorBytes: bytes.byteLength,
+      clones: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
+      failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ name: `${about.name}.${ids[i]}`, error: (o.reason as Error).message }] : [])),
+      totalMs: performance.now() - started,
+    };
+  } finally {
+    rmSync(descriptorPath, { force: true });
+  }
+}
