@@ -28,6 +28,7 @@ function runVcpu(init: VcpuInit): void {
   const serial = new Serial((text) => post({ type: "console", index, text }));
   const stats: VcpuStats = { exits: 0, ioExits: 0, mmioExits: 0, hypercalls: 0, rejectedHypercalls: 0 };
   let finished = false;
+  let pendingIo = false;
 
   const host: HypercallHost = {
     exit(status) {
@@ -85,6 +86,13 @@ function runVcpu(init: VcpuInit): void {
     const command = Atomics.load(control, Control.COMMAND);
     if (command === Command.STOP) break;
     if (command === Command.PAUSE) {
+      // An I/O or MMIO exit is only finished by the next KVM_RUN (RIP moves past the instruction
+      // then); finish it now with immediate_exit, or a captured state would repeat it.
+      if (pendingIo) {
+        run.set("immediate_exit", 1);
+        libc.ioctl(fd, abi.KVM_RUN, 0);
+        pendingIo = false;
+      }
       run.set("immediate_exit", 0);
       Atomics.store(control, Control.STATE, VcpuRunState.PAUSED);
       Atomics.notify(control, Control.STATE);
@@ -100,6 +108,7 @@ function runVcpu(init: VcpuInit): void {
     }
     stats.exits++;
     const reason = run.get("exit_reason");
+    pendingIo = reason === abi.KVM_EXIT_IO || reason === abi.KVM_EXIT_MMIO;
     switch (reason) {
       case abi.KVM_EXIT_IO: handleIo(); break;
       case abi.KVM_EXIT_MMIO: handleMmio(); break;
