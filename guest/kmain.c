@@ -30,6 +30,8 @@ static const struct workload workloads[] = {
     { "serve", 0, wl_serve },
     { "crash", 0, wl_crash },
     { "hostile", 0, wl_hostile },
+    { "sha256-par", 0, wl_sha256_par },
+    { "search-par", 0, wl_search_par },
 };
 
 /* The boot page tables map exactly 0..4 GiB. */

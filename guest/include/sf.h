@@ -21,12 +21,25 @@
 #define SF_HC_EXIT           2 /* (status) -> does not return */
 #define SF_HC_CONSOLE_WRITE  3 /* (gpa, len) -> len; len <= SF_CONSOLE_MAX else SF_E2BIG */
 #define SF_HC_CLONE_ID       4 /* () -> clone id, 0 for an original VM */
-#define SF_HC_CLUSTER_BASE  16 /* first number reserved for the Impromptu Cluster API */
+#define SF_HC_CLUSTER_BASE  16 /* first number of the Impromptu Cluster API */
+#define SF_HC_REQUEST_TICKET 16 /* (n, granted_gpa) -> ticket; *granted (u64) = m <= n clones */
+#define SF_HC_CLONE          17 /* (ticket) -> 0 in the parent, 1..m in the clones */
+#define SF_HC_JOIN           18 /* (ticket, statuses_gpa, cap) -> m; blocks until every clone ended;
+                                   statuses (i64 each, clone 1 first): exit status, or < 0 if killed */
+#define SF_HC_KILL           19 /* (ticket) -> 0; ends every clone of the ticket */
+#define SF_HC_SEND           20 /* (dest id, gpa, len) -> len; dest 0 = the parent */
+#define SF_HC_RECV           21 /* (gpa, cap, sender_gpa, flags) -> len; *sender (u64) = sender id;
+                                   blocks unless flags & SF_RECV_NONBLOCK (then SF_EAGAIN) */
+#define SF_RECV_NONBLOCK 1
+#define SF_MESSAGE_MAX 65536
 
 #define SF_CONSOLE_MAX 65536
 
 /* Errors: negated Linux errno numbers. */
 #define SF_EPERM   (-1)
+#define SF_ESRCH   (-3)  /* no such family member (or it has ended) */
+#define SF_EAGAIN  (-11) /* nothing to receive (non-blocking receive) */
+#define SF_EBUSY   (-16) /* the ticket is already used / joined */
 #define SF_E2BIG   (-7)
 #define SF_EFAULT  (-14)
 #define SF_EINVAL  (-22)
@@ -58,3 +71,11 @@ int64_t sf_abi_version(void);
 int64_t sf_exit(int64_t status);
 int64_t sf_console_write(const void *buf, uint64_t len);
 int64_t sf_clone_id(void);
+
+/* The Impromptu Cluster API. */
+int64_t sf_request_ticket(uint64_t n, uint64_t *granted);
+int64_t sf_clone(int64_t ticket);
+int64_t sf_join(int64_t ticket, int64_t *statuses, uint64_t cap);
+int64_t sf_kill(int64_t ticket);
+int64_t sf_send(uint64_t dest, const void *buf, uint64_t len);
+int64_t sf_recv(void *buf, uint64_t cap, uint64_t *sender, uint64_t flags);

@@ -11,3 +11,5 @@ NORETURN void wl_sha256(void);
 NORETURN void wl_serve(void);
 NORETURN void wl_crash(void);
 NORETURN void wl_hostile(void);
+NORETURN void wl_sha256_par(void);
+NORETURN void wl_search_par(void);

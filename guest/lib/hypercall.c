@@ -45,3 +45,21 @@ int64_t sf_clone_id(void) { return sf_hypercall(SF_HC_CLONE_ID, 0, 0, 0, 0, 0, 0
 int64_t sf_console_write(const void *buf, uint64_t len) {
     return sf_hypercall(SF_HC_CONSOLE_WRITE, (uint64_t)(uintptr_t)buf, len, 0, 0, 0, 0);
 }
+
+/* Pointers are guest-physical: the kernel identity-maps RAM, so a pointer is its own address. */
+#define GPA(p) ((uint64_t)(uintptr_t)(p))
+
+int64_t sf_request_ticket(uint64_t n, uint64_t *granted) {
+    return sf_hypercall(SF_HC_REQUEST_TICKET, n, GPA(granted), 0, 0, 0, 0);
+}
+int64_t sf_clone(int64_t ticket) { return sf_hypercall(SF_HC_CLONE, (uint64_t)ticket, 0, 0, 0, 0, 0); }
+int64_t sf_join(int64_t ticket, int64_t *statuses, uint64_t cap) {
+    return sf_hypercall(SF_HC_JOIN, (uint64_t)ticket, GPA(statuses), cap, 0, 0, 0);
+}
+int64_t sf_kill(int64_t ticket) { return sf_hypercall(SF_HC_KILL, (uint64_t)ticket, 0, 0, 0, 0, 0); }
+int64_t sf_send(uint64_t dest, const void *buf, uint64_t len) {
+    return sf_hypercall(SF_HC_SEND, dest, GPA(buf), len, 0, 0, 0);
+}
+int64_t sf_recv(void *buf, uint64_t cap, uint64_t *sender, uint64_t flags) {
+    return sf_hypercall(SF_HC_RECV, GPA(buf), cap, GPA(sender), flags, 0, 0);
+}

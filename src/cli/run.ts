@@ -4,6 +4,7 @@ import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts";
 import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../vmm/run-dir.ts";
+import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { log, printJson, printLine } from "./output.ts";
 import { memoryOption, vcpusOption } from "./options.ts";
@@ -11,6 +12,7 @@ import { memoryOption, vcpusOption } from "./options.ts";
 interface RunOptions {
   mem: string;
   vcpus: number;
+  maxClones: number;
   name?: string;
   detach?: boolean;
   json?: boolean;
@@ -22,6 +24,7 @@ export function registerRun(cli: CAC): void {
     .usage(`run <workload> [key=value ...] [options]\n\nWorkloads:\n${workloadHelp()}`)
     .option("--mem <size>", "Guest memory (K/M/G suffixes, multiple of 2M)", { default: "256M" })
     .option("--vcpus <n>", "Virtual CPUs", { default: 1 })
+    .option("--max-clones <n>", "Most clones one sf_request_ticket grants", { default: 32 })
     .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>)")
     .option("--detach", "Run in the background; print the VM's name and return")
     .option("--json", "Print one JSON object at the end instead of the console lines")
@@ -32,16 +35,20 @@ export function registerRun(cli: CAC): void {
       const workload = parseWorkload(workloadName, params.map(String));
       const memoryBytes = memoryOption(options.mem);
       const vcpus = vcpusOption(options.vcpus);
+      const maxClones = Number(options.maxClones);
+      if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > MAX_CLONES_PER_FORK) {
+        throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
+      }
       ensureRunDir();
       const name = options.name === undefined ? freeName(workload.name) : checkName(String(options.name));
-      if (options.detach) return detach(name, workloadName, params, memoryBytes, vcpus, options.json === true);
+      if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones)], options.json === true);
 
       const { runVm } = await import("../vmm/vmm.ts");
       const { kvmHost } = await import("../backend/kvm/host.ts");
       checkMemory(workload, memoryBytes);
       kvmHost();
       if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})`);
-      const result = await runVm({ name, workload, memoryBytes, vcpus }, options.json ? () => {} : printLine);
+      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones }, options.json ? () => {} : printLine);
       if (options.json) printJson(result);
       else if (result.end.kind === "crash") log.error(`${name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
       else if (result.end.kind === "exit" && result.end.status !== 0) log.warn(`${name}: guest exited with status ${result.end.status}`);
@@ -50,9 +57,9 @@ export function registerRun(cli: CAC): void {
 }
 
 /** Starts a VMM process of its own for the VM and waits until its control socket answers. */
-async function detach(name: string, workload: string, params: string[], memoryBytes: number, vcpus: number, json: boolean): Promise<number> {
+async function detach(name: string, workload: string, params: string[], options: string[], json: boolean): Promise<number> {
   claimName(name);
-  const { pid } = await spawnVmm(name, ["run", workload, ...params, "--mem", String(memoryBytes), "--vcpus", String(vcpus), "--name", name]);
+  const { pid } = await spawnVmm(name, ["run", workload, ...params, ...options, "--name", name]);
   if (json) printJson({ name, pid, socket: vmPaths(name).socket, log: vmPaths(name).log });
   else {
     printLine(name);

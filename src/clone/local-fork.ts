@@ -32,25 +32,29 @@ export interface ForkResult {
   totalMs: number;
 }
 
-export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, firstId: number, count: number): Promise<ForkResult> {
+/**
+ * `cloneCall`: the guest-physical call block of the guest's sf_clone, when the guest asked for
+ * the clones; each clone's copy of it gets that clone's ID as the call's result.
+ */
+export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, ids: number[], cloneCall?: number): Promise<ForkResult> {
   const started = performance.now();
   machine.pause();
   let descriptor;
   let image: number;
   try {
     descriptor = describeMachine(machine, about);
+    descriptor.meta.cloneCall = cloneCall;
     image = machine.memory.freeze();
   } finally {
     machine.resume();
   }
   const resumed = performance.now();
   const bytes = encodeDescriptor(descriptor);
-  const descriptorPath = join(runDir(), `${about.name}.fork-${firstId}.sfd`);
+  const descriptorPath = join(runDir(), `${about.name}.fork-${ids[0]}-${getpid()}-${Math.round(started)}.sfd`);
   writeFileSync(descriptorPath, bytes, { mode: 0o600 });
   const imagePath = `/proc/${getpid()}/fd/${image}`;
 
   try {
-    const ids = Array.from({ length: count }, (_, i) => firstId + i);
     const outcomes = await Promise.allSettled(
       ids.map(async (cloneId): Promise<CloneReport> => {
         const name = `${about.name}.${cloneId}`;

@@ -20,6 +20,8 @@ export interface DescriptorMeta {
   memorySize: number;
   regions: RamRegion[];
   createdAt: string;
+  /** Set when the guest itself asked for the clone: where its sf_clone call block is. */
+  cloneCall?: number;
 }
 
 export interface Descriptor {

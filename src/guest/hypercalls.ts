@@ -19,6 +19,9 @@ export const Hypercall = {
 
 export const GuestError = {
   EPERM: -1n,
+  ESRCH: -3n,
+  EAGAIN: -11n,
+  EBUSY: -16n,
   E2BIG: -7n,
   EFAULT: -14n,
   EINVAL: -22n,
@@ -26,6 +29,19 @@ export const GuestError = {
 } as const;
 
 export const CONSOLE_WRITE_MAX = 65536n;
+
+/** Calls from this number on are the Impromptu Cluster API, served by the VMM's family. */
+export const CLUSTER_BASE = 16;
+export const ClusterCall = {
+  REQUEST_TICKET: 16,
+  CLONE: 17,
+  JOIN: 18,
+  KILL: 19,
+  SEND: 20,
+  RECV: 21,
+} as const;
+export const RECV_NONBLOCK = 1n;
+export const MESSAGE_MAX = 65536;
 
 /** What a hypercall may ask of the VMM that runs the guest. */
 export interface HypercallHost {
@@ -36,6 +52,8 @@ export interface HypercallHost {
 
 export type HypercallOutcome =
   | { kind: "done"; nr: number; result: bigint }
+  /** A cluster call: the caller must be held until the VMM writes the result. */
+  | { kind: "deferred"; nr: number; args: bigint[] }
   /** The block address itself was unusable; nothing was written to the guest. */
   | { kind: "bad-block"; address: number };
 
@@ -47,6 +65,7 @@ export function handleHypercall(memory: GuestMemory, blockAddress: number, host:
   const view = new DataView(block.buffer, block.byteOffset, CALL_BLOCK_SIZE);
   const nr = view.getUint32(0, true);
   const arg = (i: number) => view.getBigUint64(8 + i * 8, true);
+  if (nr >= CLUSTER_BASE) return { kind: "deferred", nr, args: [0, 1, 2, 3, 4, 5].map(arg) };
   const result = dispatch(memory, host, nr, arg);
   view.setBigInt64(RESULT_OFFSET, result, true);
   return { kind: "done", nr, result };
@@ -72,4 +91,12 @@ function dispatch(memory: GuestMemory, host: HypercallHost, nr: number, arg: (i:
     default:
       return GuestError.ENOSYS;
   }
+}
+
+/** Completes a deferred call: writes its result into the guest's call block (if still valid). */
+export function writeHypercallResult(memory: GuestMemory, blockAddress: number, result: bigint): boolean {
+  const block = memory.guestRange(BigInt(blockAddress), BigInt(CALL_BLOCK_SIZE));
+  if (!block) return false;
+  new DataView(block.buffer, block.byteOffset, CALL_BLOCK_SIZE).setBigInt64(RESULT_OFFSET, result, true);
+  return true;
 }

@@ -28,6 +28,24 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
     },
     memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
   },
+  "sha256-par": {
+    summary: "clones hash slices of the dataset; prints `slice <i> <offset> <length> <hex>` per clone",
+    params: {
+      size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
+      seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
+      clones: { kind: "u64", required: true, help: "clones to ask for (1-256)" },
+    },
+    memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
+  },
+  "search-par": {
+    summary: "every clone counts a 16-bit pattern in the dataset; prints `count <i> <pattern> <n>`",
+    params: {
+      size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
+      seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
+      clones: { kind: "u64", required: true, help: "clones to ask for (1-256)" },
+    },
+    memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
+  },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
   crash: { summary: "test: triple-faults on purpose", params: {} },
   hostile: { summary: "test: makes hypercalls with wild pointers, checks the answers", params: {} },

@@ -13,7 +13,11 @@ export type ControlRequest =
   /** Pause, write a VM descriptor to `path` (absolute), resume. */
   | { v: number; op: "descriptor"; path: string }
   /** Clone the VM into `clones` new VMs on this host. */
-  | { v: number; op: "fork"; clones: number };
+  | { v: number; op: "fork"; clones: number }
+  /** A family message for this VM's guest (sf_recv); `data` is base64. */
+  | { v: number; op: "message"; from: number; data: string }
+  /** From a clone's VMM to its parent's: how the clone ended. */
+  | { v: number; op: "clone-ended"; cloneId: number; status: number };
 
 export interface VmStatus {
   name: string;
@@ -40,7 +44,8 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status } = value as Record<string, unknown>;
+  const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
   if (op === "descriptor") {
@@ -50,6 +55,14 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   if (op === "fork") {
     if (typeof clones !== "number" || !Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) return { error: `fork needs a clone count from 1 to ${MAX_CLONES_PER_FORK}` };
     return { v, op, clones };
+  }
+  if (op === "message") {
+    if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000) return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };
+    return { v, op, from, data };
+  }
+  if (op === "clone-ended") {
+    if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };
+    return { v, op, cloneId, status };
   }
   return { error: `unknown operation ${JSON.stringify(op)}` };
 }

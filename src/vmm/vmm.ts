@@ -4,15 +4,17 @@
  * up when it ends.
  */
 import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
+import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
-import { forkLocal } from "../clone/local-fork.ts";
+import { CloneStatus, Family } from "../cluster/family.ts";
 import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
 import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
+import { writeHypercallResult } from "../guest/hypercalls.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
 import { getpid } from "../sys/process.ts";
+import { controlRequest } from "./control-client.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
 import { claimName, ensureRunDir, removeVmFiles, type VmRecord, vmPaths, writeRecord } from "./run-dir.ts";
@@ -22,7 +24,11 @@ export interface VmSpec {
   workload: WorkloadRequest;
   memoryBytes: number;
   vcpus: number;
+  /** Most clones one sf_request_ticket grants. */
+  maxClones: number;
 }
+
+export const DEFAULT_MAX_CLONES = 32;
 
 export interface CloneSpec {
   parent: string;
@@ -76,7 +82,9 @@ function writeDescriptor(machine: KvmMachine, name: string, cmdline: string, pat
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-async function serveMachine(identity: Identity, build: (onConsole: (line: string) => void) => KvmMachine, onConsole: (line: string) => void): Promise<VmResult> {
+type BuildMachine = (onConsole: (line: string) => void, onClusterCall: (call: ClusterCallRequest) => Promise<bigint>) => KvmMachine;
+
+async function serveMachine(identity: Identity, maxClones: number, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
   ensureRunDir();
   claimName(identity.name);
   const paths = vmPaths(identity.name);
@@ -84,15 +92,19 @@ async function serveMachine(identity: Identity, build: (onConsole: (line: string
 
   const lines: string[] = [];
   let firstConsoleLineMs: number | null = null;
-  const machine = build((line) => {
-    firstConsoleLineMs ??= performance.now();
-    lines.push(line);
-    appendFileSync(paths.log, `${line}\n`);
-    onConsole(line);
-  });
+  let family: Family | undefined;
+  const machine = build(
+    (line) => {
+      firstConsoleLineMs ??= performance.now();
+      lines.push(line);
+      appendFileSync(paths.log, `${line}\n`);
+      onConsole(line);
+    },
+    (call) => family!.handle(call),
+  );
+  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, maxClones);
   const vmReadyMs = performance.now();
   const startedAt = Date.now();
-  let nextCloneId = 1;
 
   const status = (): VmStatus => ({
     ...identity,
@@ -109,11 +121,14 @@ async function serveMachine(identity: Identity, build: (onConsole: (line: string
         return { ok: true };
       case "descriptor":
         return { ok: true, descriptor: writeDescriptor(machine, identity.name, identity.workload, request.path) };
-      case "fork": {
-        const firstId = nextCloneId;
-        nextCloneId += request.clones;
-        return { ok: true, fork: await forkLocal(machine, { name: identity.name, cmdline: identity.workload }, firstId, request.clones) };
-      }
+      case "fork":
+        return { ok: true, fork: await family.operatorFork(request.clones) };
+      case "message":
+        family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
+        return { ok: true };
+      case "clone-ended":
+        family.cloneEnded(request.cloneId, request.status);
+        return { ok: true };
       case "status":
         return { ok: true, status: status() };
     }
@@ -130,6 +145,10 @@ async function serveMachine(identity: Identity, build: (onConsole: (line: string
     });
     const startedMs = performance.now();
     const end = await machine.ended;
+    if (identity.parent && identity.cloneId) {
+      const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
+      await controlRequest(identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status }).catch(() => undefined);
+    }
     return {
       name: identity.name,
       workload: identity.workloadName,
@@ -154,7 +173,8 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
   const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
   return serveMachine(
     identity,
-    (console) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console }),
+    spec.maxClones,
+    (console, onClusterCall) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onClusterCall }),
     onConsole,
   );
 }
@@ -173,9 +193,12 @@ export function runClone(spec: CloneSpec, onConsole: (line: string) => void): Pr
   };
   return serveMachine(
     identity,
-    (console) => {
+    DEFAULT_MAX_CLONES,
+    (console, onClusterCall) => {
       const memory = GuestMemory.openImage(spec.imagePath, { size: descriptor.meta.memorySize, regions: descriptor.meta.regions });
-      return KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console });
+      // The guest asked for this clone: its sf_clone returns the clone's ID here.
+      if (descriptor.meta.cloneCall !== undefined) writeHypercallResult(memory, descriptor.meta.cloneCall, BigInt(spec.cloneId));
+      return KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall });
     },
     onConsole,
   );

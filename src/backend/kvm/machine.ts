@@ -5,6 +5,7 @@
  */
 import { SnowflockError } from "../../errors.ts";
 import { parseKernelImage } from "../../guest/elf.ts";
+import { GuestError, writeHypercallResult } from "../../guest/hypercalls.ts";
 import { GuestMemory } from "../../memory/guest-memory.ts";
 import { kickVcpu, installKickHandler } from "./kick.ts";
 import { loadPvhKernel, setPvhEntryState } from "./pvh.ts";
@@ -17,6 +18,16 @@ export interface MachineOptions {
   /** 0 for an original VM; a clone's ID otherwise. */
   cloneId?: number;
   onConsole?: (line: string, vcpu: number) => void;
+  /** Serves the Impromptu Cluster API; the calling vCPU waits for the result. */
+  onClusterCall?: (call: ClusterCallRequest) => Promise<bigint>;
+}
+
+export interface ClusterCallRequest {
+  vcpu: number;
+  nr: number;
+  args: bigint[];
+  /** Guest-physical address of the call block (where a clone's sf_clone result goes). */
+  blockAddress: number;
 }
 
 export interface MachineState {
@@ -148,11 +159,29 @@ export class KvmMachine {
       case "crash":
         this.finish({ kind: "crash", reason: event.reason, vcpu: event.index, rip: event.rip });
         break;
+      case "family-call":
+        void this.serveClusterCall(event);
+        break;
       case "stopped":
         this.stats[event.index] = event.stats;
         if (++this.stoppedCount === this.workers.length) this.release();
         break;
     }
+  }
+
+  private async serveClusterCall(event: Extract<VcpuEvent, { type: "family-call" }>): Promise<void> {
+    const call = { vcpu: event.index, nr: event.nr, args: event.args, blockAddress: event.blockAddress };
+    let result: bigint;
+    try {
+      result = this.options.onClusterCall ? await this.options.onClusterCall(call) : GuestError.ENOSYS;
+    } catch {
+      result = GuestError.EINVAL;
+    }
+    if (this.end) return;
+    writeHypercallResult(this.memory, event.blockAddress, result);
+    const control = this.controls[event.index]!;
+    Atomics.store(control, Control.HOLD, 0);
+    Atomics.notify(control, Control.HOLD);
   }
 
   /** The first end wins; every other vCPU is told to stop. */

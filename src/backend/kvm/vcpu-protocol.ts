@@ -4,7 +4,8 @@
  */
 import type { MemoryLayout } from "../../memory/layout.ts";
 
-export const Control = { COMMAND: 0, STATE: 1, WORDS: 4 } as const;
+/** HOLD is set by the Worker itself while the Machine serves one of its hypercalls. */
+export const Control = { COMMAND: 0, STATE: 1, HOLD: 2, WORDS: 4 } as const;
 export const Command = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
 export const VcpuRunState = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;
 
@@ -32,4 +33,6 @@ export type VcpuEvent =
   | { type: "console"; index: number; text: string }
   | { type: "exit"; index: number; status: number }
   | { type: "crash"; index: number; reason: string; rip?: string }
-  | { type: "stopped"; index: number; stats: VcpuStats };
+  | { type: "stopped"; index: number; stats: VcpuStats }
+  /** A hypercall the Machine serves (the Impromptu Cluster API); the vCPU is held until then. */
+  | { type: "family-call"; index: number; blockAddress: number; nr: number; args: bigint[] };

@@ -67,8 +67,13 @@ function runVcpu(init: VcpuInit): void {
         else data.setUint8(at, serial.read(port - COM1_BASE));
       } else if (port === HYPERCALL_PORT && out && size === 4) {
         stats.hypercalls++;
-        const outcome = handleHypercall(memory, data.getUint32(at, true), host);
+        const blockAddress = data.getUint32(at, true);
+        const outcome = handleHypercall(memory, blockAddress, host);
         if (outcome.kind === "bad-block") stats.rejectedHypercalls++;
+        if (outcome.kind === "deferred") {
+          Atomics.store(control, Control.HOLD, 1);
+          post({ type: "family-call", index, blockAddress, nr: outcome.nr, args: outcome.args });
+        }
       } else if (!out) {
         for (let b = 0; b < size; b++) data.setUint8(at + b, 0xff); // nothing there: the bus floats high
       }
@@ -85,7 +90,7 @@ function runVcpu(init: VcpuInit): void {
   while (!finished) {
     const command = Atomics.load(control, Control.COMMAND);
     if (command === Command.STOP) break;
-    if (command === Command.PAUSE) {
+    if (command === Command.PAUSE || Atomics.load(control, Control.HOLD) === 1) {
       // An I/O or MMIO exit is only finished by the next KVM_RUN (RIP moves past the instruction
       // then); finish it now with immediate_exit, or a captured state would repeat it.
       if (pendingIo) {
@@ -96,7 +101,12 @@ function runVcpu(init: VcpuInit): void {
       run.set("immediate_exit", 0);
       Atomics.store(control, Control.STATE, VcpuRunState.PAUSED);
       Atomics.notify(control, Control.STATE);
-      while (Atomics.load(control, Control.COMMAND) === Command.PAUSE) Atomics.wait(control, Control.COMMAND, Command.PAUSE);
+      for (;;) {
+        if (Atomics.load(control, Control.COMMAND) === Command.STOP) break;
+        if (Atomics.load(control, Control.HOLD) === 1) Atomics.wait(control, Control.HOLD, 1, 100);
+        else if (Atomics.load(control, Control.COMMAND) === Command.PAUSE) Atomics.wait(control, Control.COMMAND, Command.PAUSE, 100);
+        else break;
+      }
       Atomics.store(control, Control.STATE, VcpuRunState.RUNNING);
       continue;
     }

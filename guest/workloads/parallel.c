@@ -1,0 +1,173 @@
+/* sha256-par and search-par: the parent builds the dataset, clones itself with sf_clone, each
+ * clone works on the data it inherited and sends its answer to the parent, which joins and
+ * prints one line per clone in ID order, then how many clones it was granted. */
+#include "console.h"
+#include "dataset.h"
+#include "kernel.h"
+#include "sf.h"
+#include "sha256.h"
+#include "user.h"
+#include "workloads.h"
+
+#define MAX_CLONES 256
+
+static struct dataset ds;
+
+/* Byte range [off, off+len) of the dataset, which may span extents. */
+struct range_job { uint64_t off, len; struct sha256 ctx; uint8_t digest[32]; uint16_t pattern; uint64_t count; };
+
+static uint64_t hash_range(void *arg) {
+    struct range_job *j = arg;
+    sha256_init(&j->ctx);
+    uint64_t at = 0, off = j->off, left = j->len;
+    for (uint32_t e = 0; e < ds.nextents && left; e++) {
+        uint64_t n = ds.ext[e].pages * PAGE_SIZE;
+        if (off < at + n) {
+            uint64_t from = off - at, take = n - from < left ? n - from : left;
+            sha256_update(&j->ctx, ds.ext[e].base + from, take);
+            off += take;
+            left -= take;
+        }
+        at += n;
+    }
+    sha256_final(&j->ctx, j->digest);
+    return 0;
+}
+
+/* Offsets k with byte[k] | byte[k+1] << 8 == pattern, over the whole dataset. */
+static uint64_t search_all(void *arg) {
+    struct range_job *j = arg;
+    uint64_t count = 0, left = ds.size;
+    int prev = -1;
+    for (uint32_t e = 0; e < ds.nextents && left; e++) {
+        uint64_t n = ds.ext[e].pages * PAGE_SIZE;
+        if (n > left) n = left;
+        const uint8_t *p = ds.ext[e].base;
+        for (uint64_t i = 0; i < n; i++) {
+            if (prev >= 0 && (uint16_t)(prev | p[i] << 8) == j->pattern) count++;
+            prev = p[i];
+        }
+        left -= n;
+    }
+    j->count = count;
+    return 0;
+}
+
+static void hex32(const uint8_t *d, char *out) {
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = "0123456789abcdef"[d[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[d[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+static uint64_t setup(const char *name, uint64_t *clones) {
+    uint64_t size, seed = 0;
+    const char *ss = cmdline_get("size"), *sd = cmdline_get("seed"), *sc = cmdline_get("clones");
+    if (!parse_size(ss, &size) || (sd && !parse_u64(sd, &seed)) || !parse_u64(sc, clones) || *clones == 0 || *clones > MAX_CLONES) {
+        kprintf("error: %s needs size=<bytes> clones=<1..%d> [seed=<u64>]\n", name, MAX_CLONES);
+        machine_exit(2);
+    }
+    if (!dataset_alloc(&ds, size, seed)) {
+        kprintf("error: not enough guest memory for a dataset of %lu bytes\n", size);
+        machine_exit(3);
+    }
+    dataset_generate(&ds);
+    return size;
+}
+
+/* Clones in the family: returns the clone id (0 in the parent) and the number granted. */
+static int64_t fork_family(uint64_t want, int64_t *ticket, uint64_t *granted) {
+    *ticket = sf_request_ticket(want, granted);
+    if (*ticket < 0) {
+        kprintf("error: sf_request_ticket failed: %ld\n", *ticket);
+        machine_exit(4);
+    }
+    int64_t id = sf_clone(*ticket);
+    if (id < 0) {
+        kprintf("error: sf_clone failed: %ld\n", id);
+        machine_exit(4);
+    }
+    return id;
+}
+
+/* In the parent after the clones ended: the message each clone sent, by id. */
+static int64_t statuses[MAX_CLONES + 1];
+static uint8_t answers[MAX_CLONES + 1][32];
+static bool answered[MAX_CLONES + 1];
+
+static void collect(int64_t ticket, uint64_t granted, uint64_t answer_len) {
+    int64_t joined = sf_join(ticket, statuses + 1, granted);
+    if (joined < 0) {
+        kprintf("error: sf_join failed: %ld\n", joined);
+        machine_exit(4);
+    }
+    static uint8_t msg[64];
+    uint64_t sender;
+    int64_t n;
+    while ((n = sf_recv(msg, sizeof msg, &sender, SF_RECV_NONBLOCK)) >= 0) {
+        if (sender >= 1 && sender <= granted && (uint64_t)n == answer_len) {
+            memcpy(answers[sender], msg, answer_len);
+            answered[sender] = true;
+        }
+    }
+}
+
+NORETURN void wl_sha256_par(void) {
+    uint64_t want, granted;
+    int64_t ticket;
+    uint64_t size = setup("sha256-par", &want);
+    int64_t id = fork_family(want, &ticket, &granted);
+    uint64_t slice = size / granted;
+    if (id > 0) {
+        static struct range_job job;
+        job.off = (uint64_t)(id - 1) * slice;
+        job.len = (uint64_t)id == granted ? size - job.off : slice;
+        run_user(hash_range, &job);
+        sf_send(0, job.digest, 32);
+        machine_exit(0);
+    }
+    collect(ticket, granted, 32);
+    int status = 0;
+    for (uint64_t i = 1; i <= granted; i++) {
+        uint64_t off = (i - 1) * slice, len = i == granted ? size - off : slice;
+        if (!answered[i]) {
+            kprintf("slice %lu %lu %lu error status %ld\n", i, off, len, statuses[i]);
+            status = 1;
+            continue;
+        }
+        char hex[65];
+        hex32(answers[i], hex);
+        kprintf("slice %lu %lu %lu %s\n", i, off, len, hex);
+    }
+    kprintf("granted %lu\n", granted);
+    machine_exit(status);
+}
+
+NORETURN void wl_search_par(void) {
+    uint64_t want, granted;
+    int64_t ticket;
+    setup("search-par", &want);
+    int64_t id = fork_family(want, &ticket, &granted);
+    if (id > 0) {
+        static struct range_job job;
+        job.pattern = (uint16_t)(((uint64_t)id * 40503u) & 0xffff);
+        run_user(search_all, &job);
+        sf_send(0, &job.count, 8);
+        machine_exit(0);
+    }
+    collect(ticket, granted, 8);
+    int status = 0;
+    for (uint64_t i = 1; i <= granted; i++) {
+        uint64_t pattern = (i * 40503u) & 0xffff, count;
+        if (!answered[i]) {
+            kprintf("count %lu %lu error status %ld\n", i, pattern, statuses[i]);
+            status = 1;
+            continue;
+        }
+        memcpy(&count, answers[i], 8);
+        kprintf("count %lu %lu %lu\n", i, pattern, count);
+    }
+    kprintf("granted %lu\n", granted);
+    machine_exit(status);
+}

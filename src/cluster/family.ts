@@ -1,0 +1,199 @@
+/**
+ * A VM's family, as its own VMM sees it: the tickets it was granted, the clones it made, its
+ * inbox, and — for a clone — its parent. Serves the Impromptu Cluster API hypercalls
+ * (guest/ABI.md). Every guest pointer is checked; a misuse fails that call with an error code.
+ */
+import { freemem } from "node:os";
+import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
+import { forkLocal, type ForkResult } from "../clone/local-fork.ts";
+import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
+import { controlRequest } from "../vmm/control-client.ts";
+import { processAlive, readRecord } from "../vmm/run-dir.ts";
+
+/** What a clone's end looks like to the parent's sf_join. */
+export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
+
+interface Ticket {
+  granted: number;
+  cloneIds: number[] | undefined;
+  joined: boolean;
+}
+
+interface Member {
+  name: string;
+  status: number | undefined;
+}
+
+export interface FamilyIdentity {
+  name: string;
+  cmdline: string;
+  memoryBytes: number;
+  /** For a clone: the parent's name and this VM's clone ID. */
+  parent?: string;
+  cloneId?: number;
+}
+
+const JOIN_POLL_MS = 50;
+
+export class Family {
+  private tickets = new Map<number, Ticket>();
+  private nextTicket = 1;
+  private clones = new Map<number, Member>();
+  private nextOperatorCloneId = 1;
+  private inbox: Array<{ from: number; data: Uint8Array }> = [];
+  private inboxWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly machine: KvmMachine,
+    private readonly self: FamilyIdentity,
+    private readonly maxClones: number,
+  ) {}
+
+  get cloneId(): number {
+    return this.self.cloneId ?? 0;
+  }
+
+  /** `snowflock fork`: clones with fresh IDs, outside any ticket. */
+  async operatorFork(count: number): Promise<ForkResult> {
+    const ids = Array.from({ length: count }, (_, i) => this.nextOperatorCloneId + i);
+    this.nextOperatorCloneId += count;
+    return this.fork(ids);
+  }
+
+  private async fork(ids: number[], cloneCall?: number): Promise<ForkResult> {
+    const result = await forkLocal(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, ids, cloneCall);
+    for (const c of result.clones) this.clones.set(c.cloneId, { name: c.name, status: undefined });
+    for (const f of result.failed) this.clones.set(Number(f.name.slice(f.name.lastIndexOf(".") + 1)), { name: f.name, status: CloneStatus.CRASHED });
+    this.nextOperatorCloneId = Math.max(this.nextOperatorCloneId, ...ids.map((id) => id + 1));
+    return result;
+  }
+
+  /** A clone's VMM reports how its VM ended. */
+  cloneEnded(cloneId: number, status: number): void {
+    const member = this.clones.get(cloneId);
+    if (member && member.status === undefined) member.status = status;
+  }
+
+  /** A message from family member `from` arrived for this VM. */
+  deliver(from: number, data: Uint8Array): void {
+    this.inbox.push({ from, data });
+    for (const wake of this.inboxWaiters.splice(0)) wake();
+  }
+
+  async handle(call: ClusterCallRequest): Promise<bigint> {
+    const [a0 = 0n, a1 = 0n, a2 = 0n, a3 = 0n] = call.args;
+    switch (call.nr) {
+      case ClusterCall.REQUEST_TICKET: return this.requestTicket(a0, a1);
+      case ClusterCall.CLONE: return this.clone(a0, call.blockAddress);
+      case ClusterCall.JOIN: return this.join(a0, a1, a2);
+      case ClusterCall.KILL: return this.kill(a0);
+      case ClusterCall.SEND: return this.send(a0, a1, a2);
+      case ClusterCall.RECV: return this.receive(a0, a1, a2, a3);
+      default: return GuestError.ENOSYS;
+    }
+  }
+
+  private memory() {
+    return this.machine.memory;
+  }
+
+  private requestTicket(wanted: bigint, grantedAddress: bigint): bigint {
+    if (wanted < 1n) return GuestError.EINVAL;
+    const out = grantedAddress === 0n ? undefined : this.memory().guestRange(grantedAddress, 8n);
+    if (grantedAddress !== 0n && !out) return GuestError.EFAULT;
+    // Policy: at most --max-clones, and no more than could each write all their memory.
+    const byMemory = Math.max(1, Math.floor(freemem() / this.self.memoryBytes));
+    const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, byMemory);
+    const id = this.nextTicket++;
+    this.tickets.set(id, { granted, cloneIds: undefined, joined: false });
+    if (out) new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(granted), true);
+    return BigInt(id);
+  }
+
+  private ticket(id: bigint): Ticket | undefined {
+    return id > 0n && id <= BigInt(Number.MAX_SAFE_INTEGER) ? this.tickets.get(Number(id)) : undefined;
+  }
+
+  private async clone(ticketId: bigint, blockAddress: number): Promise<bigint> {
+    const ticket = this.ticket(ticketId);
+    if (!ticket) return GuestError.EINVAL;
+    if (ticket.cloneIds) return GuestError.EBUSY;
+    ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
+    await this.fork(ticket.cloneIds, blockAddress);
+    return 0n;
+  }
+
+  private memberStatus(id: number): number | undefined {
+    const member = this.clones.get(id);
+    if (!member) return CloneStatus.CRASHED;
+    if (member.status !== undefined) return member.status;
+    const record = readRecord(member.name);
+    if (!record || !processAlive(record.pid)) member.status = CloneStatus.KILLED;
+    return member.status;
+  }
+
+  private async join(ticketId: bigint, statusesAddress: bigint, capacity: bigint): Promise<bigint> {
+    const ticket = this.ticket(ticketId);
+    if (!ticket || !ticket.cloneIds) return GuestError.EINVAL;
+    if (ticket.joined) return GuestError.EBUSY;
+    const count = Math.min(Number(capacity > 4096n ? 4096n : capacity), ticket.cloneIds.length);
+    const out = this.memory().guestRange(statusesAddress, BigInt(count * 8));
+    if (!out) return GuestError.EFAULT;
+    ticket.joined = true;
+    while (ticket.cloneIds.some((id) => this.memberStatus(id) === undefined)) await Bun.sleep(JOIN_POLL_MS);
+    // The guest may have been restored elsewhere meanwhile; look the range up again.
+    const target = this.memory().guestRange(statusesAddress, BigInt(count * 8));
+    if (!target) return GuestError.EFAULT;
+    const view = new DataView(target.buffer, target.byteOffset, count * 8);
+    ticket.cloneIds.slice(0, count).forEach((id, i) => view.setBigInt64(i * 8, BigInt(this.memberStatus(id)!), true));
+    return BigInt(ticket.cloneIds.length);
+  }
+
+  private async kill(ticketId: bigint): Promise<bigint> {
+    const ticket = this.ticket(ticketId);
+    if (!ticket || !ticket.cloneIds) return GuestError.EINVAL;
+    await Promise.all(
+      ticket.cloneIds.map(async (id) => {
+        const member = this.clones.get(id);
+        if (!member || this.memberStatus(id) !== undefined) return;
+        await controlRequest(member.name, "kill").catch(() => undefined);
+      }),
+    );
+    return 0n;
+  }
+
+  /** The VMM name of family member `id` (0 = the parent of the family), if there is one. */
+  private memberName(id: number): string | undefined {
+    if (this.self.parent === undefined) return id === 0 ? undefined : this.clones.get(id)?.name;
+    return id === 0 ? this.self.parent : `${this.self.parent}.${id}`;
+  }
+
+  private async send(destination: bigint, address: bigint, length: bigint): Promise<bigint> {
+    if (length > BigInt(MESSAGE_MAX)) return GuestError.E2BIG;
+    const data = this.memory().guestRange(address, length);
+    if (!data) return GuestError.EFAULT;
+    if (destination > 1_000_000n || Number(destination) === this.cloneId) return GuestError.EINVAL;
+    const name = this.memberName(Number(destination));
+    if (!name) return GuestError.ESRCH;
+    const answer = await controlRequest(name, { op: "message", from: this.cloneId, data: Buffer.from(data).toString("base64") }).catch(() => undefined);
+    return answer?.ok ? length : GuestError.ESRCH;
+  }
+
+  private async receive(address: bigint, capacity: bigint, senderAddress: bigint, flags: bigint): Promise<bigint> {
+    if (!this.memory().guestRange(address, capacity > BigInt(MESSAGE_MAX) ? BigInt(MESSAGE_MAX) : capacity)) return GuestError.EFAULT;
+    if (senderAddress !== 0n && !this.memory().guestRange(senderAddress, 8n)) return GuestError.EFAULT;
+    while (this.inbox.length === 0) {
+      if (flags & RECV_NONBLOCK) return GuestError.EAGAIN;
+      await new Promise<void>((wake) => this.inboxWaiters.push(wake));
+    }
+    const message = this.inbox[0]!;
+    if (BigInt(message.data.byteLength) > capacity) return GuestError.E2BIG;
+    this.inbox.shift();
+    this.memory().guestRange(address, BigInt(message.data.byteLength))!.set(message.data);
+    if (senderAddress !== 0n) {
+      const sender = this.memory().guestRange(senderAddress, 8n)!;
+      new DataView(sender.buffer, sender.byteOffset, 8).setBigUint64(0, BigInt(message.from), true);
+    }
+    return BigInt(message.data.byteLength);
+  }
+}
