@@ -3,7 +3,7 @@
  * so that a clone round can freeze it: the memfd becomes a read-only image that clones map
  * copy-on-write, and this process moves onto a private mapping of it.
  */
-import { MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MFD_CLOEXEC, O_RDONLY, PROT_READ, PROT_WRITE } from "../sys/constants.ts";
+import { MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, MFD_CLOEXEC, O_RDONLY, PROT_READ, PROT_WRITE } from "../sys/constants.ts";
 import { close, ftruncate, memfdCreate, open, pwrite } from "../sys/files.ts";
 import { mincore, mmap, munmap, view } from "../sys/memory.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
@@ -70,6 +70,23 @@ export class GuestMemory {
     try {
       ftruncate(fd, size);
       return new GuestMemory(layout, mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), fd);
+    } catch (error) {
+      close(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Memory with nothing in it yet, to be filled on demand through userfaultfd (which needs
+   * anonymous memory): a private anonymous mapping, reserving no swap for pages never filled. It
+   * acts as a copy-on-write mapping of an all-zero image (a sparse memfd, so close() owns
+   * something and freeze() writes a real image from the contents).
+   */
+  static createEmpty(layout: MemoryLayout, name = "snowflock-empty"): GuestMemory {
+    const fd = memfdCreate(name, MFD_CLOEXEC);
+    try {
+      ftruncate(fd, layout.size);
+      return new GuestMemory(layout, mmap(0, layout.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), fd, true);
     } catch (error) {
       close(fd);
       throw error;

@@ -32,6 +32,11 @@ export const POLLOUT = 0x004;
 export const POLLERR = 0x008;
 export const POLLHUP = 0x010;
 
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_CLOEXEC = 0o2000000;
+export const MSG_NOSIGNAL = 0x4000;
+
 export const SA_RESTART = 0x10000000;
 export const SIGTERM = 15;
 export const SIGKILL = 9;
@@ -44,3 +49,4 @@ export const SYS_memfd_create = 319;
 
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const EEXIST = 17;

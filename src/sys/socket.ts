@@ -1,0 +1,30 @@
+/** Blocking Unix stream sockets through libc, for threads that cannot use Bun's event loop. */
+import { libc } from "./libc.ts";
+import { check } from "./check.ts";
+import { close } from "./files.ts";
+import { AF_UNIX, MSG_NOSIGNAL, SOCK_CLOEXEC, SOCK_STREAM } from "./constants.ts";
+
+/** sizeof(sockaddr_un.sun_path) on Linux. */
+const SUN_PATH_MAX = 108;
+
+/** socket(AF_UNIX, SOCK_STREAM) + connect(path); returns the connected fd. */
+export function connectUnix(path: string): number {
+  const name = new TextEncoder().encode(path);
+  if (name.byteLength >= SUN_PATH_MAX) throw new RangeError(`socket path is longer than ${SUN_PATH_MAX - 1} bytes: ${path}`);
+  const address = new Uint8Array(2 + SUN_PATH_MAX);
+  new DataView(address.buffer).setUint16(0, AF_UNIX, true);
+  address.set(name, 2);
+  const fd = check("socket", libc.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  try {
+    check("connect", libc.connect(fd, address, 2 + name.byteLength + 1), path);
+  } catch (error) {
+    close(fd);
+    throw error;
+  }
+  return fd;
+}
+
+/** send(2) with MSG_NOSIGNAL: a peer that went away gives EPIPE, not a process-killing SIGPIPE. */
+export function send(fd: number, buffer: Uint8Array): number {
+  return check("send", libc.send(fd, buffer, buffer.byteLength, MSG_NOSIGNAL) as number);
+}

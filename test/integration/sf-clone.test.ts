@@ -1,0 +1,60 @@
+/** The Impromptu Cluster API from inside the guest: sf_clone families on one host. */
+import { expect, test } from "bun:test";
+import { dataset, sha256Hex } from "../support/dataset.ts";
+import { snowflock, testRunDir } from "../support/cli.ts";
+import { describeKvm } from "../support/kvm.ts";
+
+const env = () => ({ SNOWFLOCK_RUN_DIR: testRunDir() });
+
+function expectedSlices(seed: bigint, size: number, clones: number): string[] {
+  const data = dataset(seed, size);
+  const slice = Math.floor(size / clones);
+  return Array.from({ length: clones }, (_, i) => {
+    const offset = i * slice;
+    const length = i === clones - 1 ? size - offset : slice;
+    return `slice ${i + 1} ${offset} ${length} ${sha256Hex(data.subarray(offset, offset + length))}`;
+  });
+}
+
+describeKvm("sf_clone", () => {
+  test("sha256-par size=64M seed=7 clones=8: every slice digest matches the host", async () => {
+    const r = await snowflock(["run", "sha256-par", "size=64M", "seed=7", "clones=8", "--mem", "256M"], env());
+    expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(7n, 64 << 20, 8), "granted 8"]);
+    expect(r.status).toBe(0);
+  });
+
+  test("slices of a size that does not divide evenly, on 2 vCPUs", async () => {
+    const r = await snowflock(["run", "sha256-par", "size=1000003", "seed=11", "clones=3", "--vcpus", "2", "--mem", "64M"], env());
+    expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(11n, 1000003, 3), "granted 3"]);
+  });
+
+  test("search-par: each clone's count equals a host-side count over the same bytes", async () => {
+    const size = 4 << 20;
+    const data = dataset(9n, size);
+    const r = await snowflock(["run", "search-par", `size=${size}`, "seed=9", "clones=4", "--mem", "64M"], env());
+    const expected = [1, 2, 3, 4].map((i) => {
+      const pattern = (i * 40503) & 0xffff;
+      let count = 0;
+      for (let k = 0; k + 1 < size; k++) if ((data[k]! | (data[k + 1]! << 8)) === pattern) count++;
+      return `count ${i} ${pattern} ${count}`;
+    });
+    expect(r.stdout.trim().split("\n")).toEqual([...expected, "granted 4"]);
+  });
+
+  test("the ticket policy may grant fewer clones than asked (--max-clones)", async () => {
+    const r = await snowflock(["run", "sha256-par", "size=64K", "seed=1", "clones=5", "--max-clones", "2", "--mem", "32M"], env());
+    expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(1n, 65536, 2), "granted 2"]);
+  });
+
+  test("each misuse of the API fails with its error and the family goes on", async () => {
+    const e = env();
+    const r = await snowflock(["run", "misuse", "--mem", "32M"], e);
+    expect(r.stdout).not.toContain("FAIL");
+    expect(r.stdout).toContain("misuse join_status_killed ok");
+    expect(r.stdout).toContain("misuse done");
+    expect(r.status).toBe(0);
+    // Clone 1 checked its own misuses (join from a clone, bad sends) and logged them.
+    const clone = (await snowflock(["logs", "misuse-1.1"], e)).stdout;
+    for (const check of ["clone_join", "send_no_member", "send_self", "send_oversized", "send_wild_pointer"]) expect(clone).toContain(`misuse ${check} ok`);
+  });
+});
