@@ -30,8 +30,7 @@ export const GuestError = {
 
 export const CONSOLE_WRITE_MAX = 65536n;
 
-/** Calls from this number on are the Impromptu Cluster API, served by the VMM's family. */
-export const CLUSTER_BASE = 16;
+/** The Impromptu Cluster API: served by the VMM's family, not here. */
 export const ClusterCall = {
   REQUEST_TICKET: 16,
   CLONE: 17,
@@ -40,6 +39,7 @@ export const ClusterCall = {
   SEND: 20,
   RECV: 21,
 } as const;
+const CLUSTER_CALLS = new Set<number>(Object.values(ClusterCall));
 export const RECV_NONBLOCK = 1n;
 export const MESSAGE_MAX = 65536;
 
@@ -65,7 +65,7 @@ export function handleHypercall(memory: GuestMemory, blockAddress: number, host:
   const view = new DataView(block.buffer, block.byteOffset, CALL_BLOCK_SIZE);
   const nr = view.getUint32(0, true);
   const arg = (i: number) => view.getBigUint64(8 + i * 8, true);
-  if (nr >= CLUSTER_BASE) return { kind: "deferred", nr, args: [0, 1, 2, 3, 4, 5].map(arg) };
+  if (CLUSTER_CALLS.has(nr)) return { kind: "deferred", nr, args: [0, 1, 2, 3, 4, 5].map(arg) };
   const result = dispatch(memory, host, nr, arg);
   view.setBigInt64(RESULT_OFFSET, result, true);
   return { kind: "done", nr, result };

@@ -88,3 +88,10 @@ describe("hypercall handler", () => {
     expect(call(BLOCK, Hypercall.CONSOLE_WRITE, BigInt(TEXT), 5n)).toMatchObject({ kind: "done", result: 5n });
   });
 });
+
+describe("cluster calls", () => {
+  test("are handed to the VMM with their arguments; unknown numbers above them fail", () => {
+    expect(call(0x8000, 17, 5n, 0n, 0n, 0n, 0n, 0n)).toMatchObject({ kind: "deferred", nr: 17, args: [5n, 0n, 0n, 0n, 0n, 0n] });
+    expect(call(0x8000, 16 + 64)).toMatchObject({ kind: "done", result: GuestError.ENOSYS });
+  });
+});
