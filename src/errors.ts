@@ -13,6 +13,7 @@ export type ErrorCode =
   | "NOT_FOUND" // no VM by that name
   | "CONTROL" // the control socket of a VM failed or answered badly
   | "DESCRIPTOR" // a VM descriptor is malformed, corrupted, truncated or of another version
+  | "MEMORY" // memory-on-demand failed: the memory server is unreachable, silent or sent bad pages
   | "INTERNAL";
 
 export class SnowflockError extends Error {

@@ -26,7 +26,10 @@ export function registerFork(cli: CAC): void {
       const result = answer.fork!;
       if (options.json) printJson(result);
       else {
-        printTable(["CLONE", "ID", "PID", "READY"], result.clones.map((c) => [c.name, String(c.cloneId), String(c.pid), `${c.readyMs.toFixed(1)} ms`]));
+        printTable(
+          ["CLONE", "ID", "PID", "READY", "RESTORED", "RUNNING"],
+          result.clones.map((c) => [c.name, String(c.cloneId), String(c.pid), `${c.readyMs.toFixed(1)} ms`, `${c.restoredMs.toFixed(1)} ms`, `${c.runningMs.toFixed(1)} ms`]),
+        );
         log.success(`${result.clones.length} clone(s) of ${name} running; parent paused ${result.pausedMs.toFixed(2)} ms, descriptor ${result.descriptorBytes} bytes`);
       }
       for (const f of result.failed) log.error(`${f.name}: ${f.error}`);

@@ -20,7 +20,7 @@ export function registerLs(cli: CAC): void {
         listVms().map(async (record): Promise<VmStatus> => {
           const answer = await controlRequest(record.name, "status").catch(() => undefined);
           if (answer?.ok && answer.status) return answer.status;
-          return { ...record, state: "stopping", uptimeMs: Date.now() - Date.parse(record.startedAt), consoleLines: 0, pagesTouched: 0 };
+          return { ...record, state: "stopping", timings: { builtMs: 0, runningMs: null }, uptimeMs: Date.now() - Date.parse(record.startedAt), consoleLines: 0, pagesTouched: 0 };
         }),
       );
       if (options.json) return printJson(statuses);

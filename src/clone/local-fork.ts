@@ -16,15 +16,20 @@ export interface CloneReport {
   name: string;
   cloneId: number;
   pid: number;
-  /** From the end of the parent's pause to the clone's control socket answering. */
+  /** From the end of the parent's pause to the clone's vCPUs running. */
   readyMs: number;
+  /** Inside the clone's own process: from its start to the VM restored, and to its vCPUs running. */
+  restoredMs: number;
+  runningMs: number;
 }
 
 export interface ForkResult {
   parent: string;
   memory: "cow";
-  /** How long the parent's vCPUs were stopped. */
+  /** How long the parent's vCPUs were stopped (capture + freeze). */
   pausedMs: number;
+  /** Encoding and writing the descriptor, after the parent resumed. */
+  descriptorMs: number;
   descriptorBytes: number;
   clones: CloneReport[];
   failed: Array<{ name: string; error: string }>;
@@ -52,6 +57,7 @@ export async function forkLocal(machine: KvmMachine, about: { name: string; cmdl
   const bytes = encodeDescriptor(descriptor);
   const descriptorPath = join(runDir(), `${about.name}.fork-${ids[0]}-${getpid()}-${Math.round(started)}.sfd`);
   writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+  const written = performance.now();
   const imagePath = `/proc/${getpid()}/fd/${image}`;
 
   try {
@@ -59,14 +65,15 @@ export async function forkLocal(machine: KvmMachine, about: { name: string; cmdl
       ids.map(async (cloneId): Promise<CloneReport> => {
         const name = `${about.name}.${cloneId}`;
         claimName(name);
-        const { pid } = await spawnVmm(name, ["__clone", about.name, String(cloneId), descriptorPath, imagePath]);
-        return { name, cloneId, pid, readyMs: performance.now() - resumed };
+        const { pid, status } = await spawnVmm(name, ["__clone", about.name, String(cloneId), descriptorPath, imagePath]);
+        return { name, cloneId, pid, readyMs: performance.now() - resumed, restoredMs: status.timings.builtMs, runningMs: status.timings.runningMs ?? 0 };
       }),
     );
     return {
       parent: about.name,
       memory: "cow",
       pausedMs: resumed - started,
+      descriptorMs: written - resumed,
       descriptorBytes: bytes.byteLength,
       clones: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
       failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ name: `${about.name}.${ids[i]}`, error: (o.reason as Error).message }] : [])),

@@ -25,7 +25,9 @@ export interface VmStatus {
   cloneId?: number;
   pid: number;
   workload: string;
-  state: "running" | "paused" | "stopping";
+  state: "starting" | "running" | "paused" | "stopping";
+  /** Since this VMM process started: VM built (booted or restored), and vCPUs running. */
+  timings: { builtMs: number; runningMs: number | null };
   memoryBytes: number;
   vcpus: number;
   uptimeMs: number;

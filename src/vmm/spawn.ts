@@ -6,12 +6,14 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "./control-client.ts";
+import type { VmStatus } from "./protocol.ts";
 import { vmPaths } from "./run-dir.ts";
 import { selfCommand } from "./self.ts";
 
 const READY_TIMEOUT_MS = 15_000;
 
-export async function spawnVmm(name: string, args: string[]): Promise<{ pid: number }> {
+/** Resolves once the VMM's vCPUs run, with its pid and its own timings. */
+export async function spawnVmm(name: string, args: string[]): Promise<{ pid: number; status: VmStatus }> {
   const errorPath = vmPaths(name).startupErrors;
   const errorFd = openSync(errorPath, "w", 0o600);
   const command = [...selfCommand(), ...args];
@@ -29,7 +31,7 @@ export async function spawnVmm(name: string, args: string[]): Promise<{ pid: num
     }
     if (existsSync(vmPaths(name).socket)) {
       const answer = await controlRequest(name, "status").catch(() => undefined);
-      if (answer?.ok) return { pid: child.pid! };
+      if (answer?.ok && answer.status?.state === "running") return { pid: child.pid!, status: answer.status };
     }
     await Bun.sleep(5);
   }

@@ -105,11 +105,13 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
   family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, maxClones);
   const vmReadyMs = performance.now();
   const startedAt = Date.now();
+  let runningMs: number | null = null;
 
   const status = (): VmStatus => ({
     ...identity,
     pid: getpid(),
-    state: "running",
+    state: runningMs === null ? "starting" : "running",
+    timings: { builtMs: vmReadyMs, runningMs },
     uptimeMs: Date.now() - startedAt,
     consoleLines: lines.length,
     pagesTouched: machine.pagesTouched(),
@@ -144,6 +146,7 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
       throw error;
     });
     const startedMs = performance.now();
+    runningMs = startedMs;
     const end = await machine.ended;
     if (identity.parent && identity.cloneId) {
       const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;

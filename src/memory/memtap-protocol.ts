@@ -1,0 +1,42 @@
+/**
+ * What memtap's main-thread side and its fault-handling Worker say to each other. The Worker
+ * blocks in poll(), so it cannot read messages: stop travels through an eventfd, counters through
+ * a SharedArrayBuffer; events go back by postMessage.
+ */
+
+export interface MemtapInit {
+  uffd: number;
+  /** Written once to ask the Worker to stop (wakes its poll). */
+  stopFd: number;
+  address: number;
+  size: number;
+  socketPath: string;
+  /** The descriptor's non-zero bitmap: bit i (byte i>>3, bit i&7) set when page i may be non-zero. */
+  nonZeroPages: Uint8Array;
+  timeoutMs: number;
+  /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */
+  counters: Float64Array;
+}
+
+export type MemtapEvent =
+  | { type: "ready" }
+  | { type: "failed"; message: string }
+  /** The Worker has closed the userfaultfd and its connection. */
+  | { type: "stopped" };
+
+/** Fault-service time buckets: bucket i counts faults served in under 2^i µs (the last: the rest). */
+export const HISTOGRAM_BUCKETS = 24;
+
+export const Slot = {
+  FAULTS: 0,
+  PAGES_FETCHED: 1,
+  PAGES_ZERO_FILLED: 2,
+  BYTES_RECEIVED: 3,
+  REQUESTS: 4,
+  SERVICE_MICROS: 5,
+  HISTOGRAM: 6,
+  WORDS: 6 + HISTOGRAM_BUCKETS,
+} as const;
+
+/** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */
+export const FENCE_AFTER_MS = 2000;
