@@ -28,11 +28,20 @@ NORETURN void wl_misuse(void) {
     expect("clone_bad_ticket", sf_clone(999), SF_EINVAL);
     expect("join_bad_ticket", sf_join(999, statuses, 4), SF_EINVAL);
     expect("kill_bad_ticket", sf_kill(999), SF_EINVAL);
-    /* Ticket a: one clone that checks its own misuses, reports, and exits. */
-    int64_t a = sf_request_ticket(1, &granted);
+    /* A first ticket: one clone that waits to be killed; its join reports the kill. */
+    int64_t b = sf_request_ticket(1, &granted);
     expect("ticket_granted", (int64_t)granted, 1);
-    expect("join_before_clone", sf_join(a, statuses, 4), SF_EINVAL);
+    expect("join_before_clone", sf_join(b, statuses, 4), SF_EINVAL);
     expect("recv_empty", sf_recv(msg, sizeof msg, &sender, SF_RECV_NONBLOCK), SF_EAGAIN);
+    if (sf_clone(b) == 1) {
+        for (;;) sleep_ms(50);
+    }
+    expect("kill", sf_kill(b), 0);
+    expect("join_killed", sf_join(b, statuses, 4), 1);
+    expect("join_status_killed", statuses[0], -9);
+    expect("send_dead_member", sf_send(1, "x", 1), SF_ESRCH);
+    /* A second ticket: one clone (PARENT.1 again) that checks its own misuses, reports, exits. */
+    int64_t a = sf_request_ticket(1, &granted);
     if (sf_clone(a) == 1) {
         expect("clone_join", sf_join(a, statuses, 4), SF_EINVAL);
         expect("send_no_member", sf_send(9, "x", 1), SF_ESRCH);
@@ -50,15 +59,6 @@ NORETURN void wl_misuse(void) {
     expect("join_status_exit", statuses[0], 0);
     expect("join_twice", sf_join(a, statuses, 4), SF_EBUSY);
 
-    /* Ticket b: one clone that waits to be killed; its join reports the kill. */
-    int64_t b = sf_request_ticket(1, &granted);
-    if (sf_clone(b) == 1) {
-        for (;;) sleep_ms(50);
-    }
-    expect("kill", sf_kill(b), 0);
-    expect("join_killed", sf_join(b, statuses, 4), 1);
-    expect("join_status_killed", statuses[0], -9);
-    expect("send_dead_member", sf_send(1, "x", 1), SF_ESRCH);
     kprintf("misuse done\n");
     machine_exit(failures ? 1 : 0);
 }

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { KvmMachine } from "../backend/kvm/machine.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { getpid } from "../sys/process.ts";
-import { claimName, runDir } from "../vmm/run-dir.ts";
+import { claimName, processAlive, readRecord, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { describeMachine } from "./describe.ts";
 
@@ -41,6 +41,18 @@ export interface ForkResult {
  * `cloneCall`: the guest-physical call block of the guest's sf_clone, when the guest asked for
  * the clones; each clone's copy of it gets that clone's ID as the call's result.
  */
+const ENDED_CLONE_WAIT_MS = 5000;
+
+/** A clone of an earlier ticket with the same name may still be tearing down; let it finish. */
+async function awaitEndedClone(name: string, parent: string): Promise<void> {
+  const deadline = Date.now() + ENDED_CLONE_WAIT_MS;
+  for (;;) {
+    const record = readRecord(name);
+    if (!record || record.parent !== parent || !processAlive(record.pid) || Date.now() > deadline) return;
+    await Bun.sleep(10);
+  }
+}
+
 export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, ids: number[], cloneCall?: number): Promise<ForkResult> {
   const started = performance.now();
   machine.pause();
@@ -64,6 +76,7 @@ export async function forkLocal(machine: KvmMachine, about: { name: string; cmdl
     const outcomes = await Promise.allSettled(
       ids.map(async (cloneId): Promise<CloneReport> => {
         const name = `${about.name}.${cloneId}`;
+        await awaitEndedClone(name, about.name);
         claimName(name);
         const { pid, status } = await spawnVmm(name, ["__clone", about.name, String(cloneId), descriptorPath, imagePath]);
         return { name, cloneId, pid, readyMs: performance.now() - resumed, restoredMs: status.timings.builtMs, runningMs: status.timings.runningMs ?? 0 };

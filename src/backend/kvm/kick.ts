@@ -25,7 +25,7 @@ export function installKickHandler(): void {
   installed = true;
 }
 
-export function kickVcpu(tid: number, runAddress: number): void {
+export function kickVcpu(runAddress: number, tid: number | undefined): void {
   view(runAddress + kvm_run.fields.immediate_exit.offset, 1)[0] = 1;
-  tgkill(getpid(), tid, KICK_SIGNAL);
+  if (tid !== undefined) tgkill(getpid(), tid, KICK_SIGNAL);
 }

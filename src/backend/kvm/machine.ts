@@ -55,7 +55,6 @@ const VCPU_WORKER_URL = import.meta.url.includes("/$bunfs/")
 export class KvmMachine {
   private workers: Worker[] = [];
   private controls: Int32Array[] = [];
-  private tids: number[] = [];
   private stats: VcpuStats[] = [];
   private end: MachineEnd | undefined;
   private resolveEnded!: (end: MachineEnd) => void;
@@ -118,10 +117,7 @@ export class KvmMachine {
       this.controls.push(control);
       return new Promise<void>((resolve, reject) => {
         worker.onmessage = (message: MessageEvent<VcpuEvent>) => {
-          if (message.data.type === "ready") {
-            this.tids[vcpu.index] = message.data.tid;
-            resolve();
-          }
+          if (message.data.type === "ready") resolve();
           this.onEvent(message.data);
         };
         worker.onerror = (error) => reject(new SnowflockError("INTERNAL", `vCPU ${vcpu.index} thread failed to start: ${error.message}`));
@@ -202,10 +198,10 @@ export class KvmMachine {
     this.controls.forEach((control, i) => {
       Atomics.store(control, Control.COMMAND, command);
       Atomics.notify(control, Control.COMMAND);
-      const tid = this.tids[i];
-      if (command !== Command.RUN && tid !== undefined && Atomics.load(control, Control.STATE) === VcpuRunState.RUNNING) {
-        kickVcpu(tid, this.vm.vcpus[i]!.runAddress);
-      }
+      if (command === Command.RUN) return;
+      // A thread that has not stored its TID yet will see the command before its first KVM_RUN.
+      const tid = Atomics.load(control, Control.TID);
+      kickVcpu(this.vm.vcpus[i]!.runAddress, tid === 0 ? undefined : tid);
     });
   }
 

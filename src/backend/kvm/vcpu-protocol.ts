@@ -4,8 +4,12 @@
  */
 import type { MemoryLayout } from "../../memory/layout.ts";
 
-/** HOLD is set by the Worker itself while the Machine serves one of its hypercalls. */
-export const Control = { COMMAND: 0, STATE: 1, HOLD: 2, WORDS: 4 } as const;
+/**
+ * HOLD is set by the Worker itself while the Machine serves one of its hypercalls. TID is the
+ * Worker's thread id, stored before its first look at COMMAND: so a Machine that stores a command
+ * and then finds TID 0 knows the Worker will still see that command.
+ */
+export const Control = { COMMAND: 0, STATE: 1, HOLD: 2, TID: 3, WORDS: 4 } as const;
 export const Command = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
 export const VcpuRunState = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;
 
@@ -29,7 +33,7 @@ export interface VcpuStats {
 }
 
 export type VcpuEvent =
-  | { type: "ready"; index: number; tid: number }
+  | { type: "ready"; index: number }
   | { type: "console"; index: number; text: string }
   | { type: "exit"; index: number; status: number }
   | { type: "crash"; index: number; reason: string; rip?: string }

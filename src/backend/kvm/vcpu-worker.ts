@@ -85,8 +85,9 @@ function runVcpu(init: VcpuInit): void {
     if (!run.get("mmio.is_write")) run.slice("mmio.data").fill(0xff);
   };
 
-  control[Control.STATE] = VcpuRunState.RUNNING;
-  post({ type: "ready", index, tid: gettid() });
+  Atomics.store(control, Control.TID, gettid());
+  Atomics.store(control, Control.STATE, VcpuRunState.RUNNING);
+  post({ type: "ready", index });
   while (!finished) {
     const command = Atomics.load(control, Control.COMMAND);
     if (command === Command.STOP) break;
@@ -112,7 +113,12 @@ function runVcpu(init: VcpuInit): void {
     }
     if (libc.ioctl(fd, abi.KVM_RUN, 0) < 0) {
       const errno = lastErrno();
-      if (errno === EINTR || errno === EAGAIN) continue;
+      if (errno === EINTR || errno === EAGAIN) {
+        // Clear a kick's request, then look at the command again (the Machine stores the
+        // command before it sets immediate_exit, so no request is lost).
+        run.set("immediate_exit", 0);
+        continue;
+      }
       crash(`KVM_RUN failed: ${errnoName(errno)}`);
       break;
     }
