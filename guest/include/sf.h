@@ -30,6 +30,8 @@
 #define SF_HC_SEND           20 /* (dest id, gpa, len) -> len; dest 0 = the parent */
 #define SF_HC_RECV           21 /* (gpa, cap, sender_gpa, flags) -> len; *sender (u64) = sender id;
                                    blocks unless flags & SF_RECV_NONBLOCK (then SF_EAGAIN) */
+#define SF_HC_CHECKPOINT_PARENT 22 /* () -> checkpoint (>= 1) in the parent; 0 in clones made from it */
+#define SF_HC_CREATE_CLONES  23 /* (checkpoint, ticket) -> 0; the ticket's clones start at the checkpoint */
 #define SF_RECV_NONBLOCK 1
 #define SF_MESSAGE_MAX 65536
 
@@ -79,3 +81,5 @@ int64_t sf_join(int64_t ticket, int64_t *statuses, uint64_t cap);
 int64_t sf_kill(int64_t ticket);
 int64_t sf_send(uint64_t dest, const void *buf, uint64_t len);
 int64_t sf_recv(void *buf, uint64_t cap, uint64_t *sender, uint64_t flags);
+int64_t sf_checkpoint_parent(void);
+int64_t sf_create_clones(int64_t checkpoint, int64_t ticket);

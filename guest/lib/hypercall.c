@@ -63,3 +63,7 @@ int64_t sf_send(uint64_t dest, const void *buf, uint64_t len) {
 int64_t sf_recv(void *buf, uint64_t cap, uint64_t *sender, uint64_t flags) {
     return sf_hypercall(SF_HC_RECV, GPA(buf), cap, GPA(sender), flags, 0, 0);
 }
+int64_t sf_checkpoint_parent(void) { return sf_hypercall(SF_HC_CHECKPOINT_PARENT, 0, 0, 0, 0, 0, 0); }
+int64_t sf_create_clones(int64_t checkpoint, int64_t ticket) {
+    return sf_hypercall(SF_HC_CREATE_CLONES, (uint64_t)checkpoint, (uint64_t)ticket, 0, 0, 0, 0);
+}

@@ -40,7 +40,26 @@ NORETURN void wl_misuse(void) {
     expect("join_killed", sf_join(b, statuses, 4), 1);
     expect("join_status_killed", statuses[0], -9);
     expect("send_dead_member", sf_send(1, "x", 1), SF_ESRCH);
-    /* A second ticket: one clone (PARENT.1 again) that checks its own misuses, reports, exits. */
+    /* A checkpoint now, clones from it later: they start where sf_checkpoint_parent returned 0. */
+    int64_t cp = sf_checkpoint_parent();
+    if (cp == 0) {
+        int64_t me = sf_clone_id();
+        sf_send(0, &me, 8);
+        machine_exit(40 + (int)me);
+    }
+    int64_t c = sf_request_ticket(2, &granted);
+    expect("create_clones_bad_checkpoint", sf_create_clones(cp + 100, c), SF_EINVAL);
+    expect("create_clones", sf_create_clones(cp, c), 0);
+    expect("create_clones_twice", sf_create_clones(cp, c), SF_EBUSY);
+    expect("checkpoint_join", sf_join(c, statuses, 4), 2);
+    expect("checkpoint_status_1", statuses[0], 41);
+    expect("checkpoint_status_2", statuses[1], 42);
+    uint64_t seen = 0;
+    int64_t who;
+    while (sf_recv(&who, 8, &sender, SF_RECV_NONBLOCK) == 8) seen |= (uint64_t)1 << (who == (int64_t)sender ? who : 0);
+    expect("checkpoint_messages", (int64_t)seen, 6);
+
+    /* A second ticket: one clone (PARENT.1 again, so its log is the last) that checks its own misuses, reports, exits. */
     int64_t a = sf_request_ticket(1, &granted);
     if (sf_clone(a) == 1) {
         expect("clone_join", sf_join(a, statuses, 4), SF_EINVAL);

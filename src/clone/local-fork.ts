@@ -6,17 +6,19 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { KvmMachine } from "../backend/kvm/machine.ts";
+import type { CloneCall } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
+import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
 import { claimName, processAlive, readRecord, runDir } from "../vmm/run-dir.ts";
-import { spawnVmm } from "../vmm/spawn.ts";
+import { spawnVmm, type StartTimes } from "../vmm/spawn.ts";
 import { describeMachine } from "./describe.ts";
 
 export interface CloneReport {
   name: string;
   cloneId: number;
   pid: number;
-  /** From the end of the parent's pause to the clone's vCPUs running. */
+  /** From the start of the clone processes to this clone's vCPUs running. */
   readyMs: number;
   /** Inside the clone's own process: from its start to the VM restored, and to its vCPUs running. */
   restoredMs: number;
@@ -37,10 +39,6 @@ export interface ForkResult {
   totalMs: number;
 }
 
-/**
- * `cloneCall`: the guest-physical call block of the guest's sf_clone, when the guest asked for
- * the clones; each clone's copy of it gets that clone's ID as the call's result.
- */
 const ENDED_CLONE_WAIT_MS = 5000;
 
 /** A clone of an earlier ticket with the same name may still be tearing down; let it finish. */
@@ -53,46 +51,80 @@ async function awaitEndedClone(name: string, parent: string): Promise<void> {
   }
 }
 
-export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, ids: number[], cloneCall?: number): Promise<ForkResult> {
-  const started = performance.now();
+/** A captured parent that clones can be started from, now or later (a checkpoint). */
+export interface CloneSource {
+  parent: string;
+  descriptorPath: string;
+  descriptorBytes: number;
+  imageFd: number;
+  startedAt: number;
+  resumedAt: number;
+  writtenAt: number;
+}
+
+/**
+ * Pause → descriptor → freeze → resume, then write the descriptor where clone processes read it.
+ * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
+ * copy of the call returns.
+ */
+export function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, cloneCall?: CloneCall): CloneSource {
+  const startedAt = performance.now();
   machine.pause();
   let descriptor;
-  let image: number;
+  let imageFd: number;
   try {
     descriptor = describeMachine(machine, about);
     descriptor.meta.cloneCall = cloneCall;
-    image = machine.memory.freeze();
+    imageFd = machine.memory.freeze();
   } finally {
     machine.resume();
   }
-  const resumed = performance.now();
+  const resumedAt = performance.now();
   const bytes = encodeDescriptor(descriptor);
-  const descriptorPath = join(runDir(), `${about.name}.fork-${ids[0]}-${getpid()}-${Math.round(started)}.sfd`);
+  const descriptorPath = join(runDir(), `${about.name}.clones-${getpid()}-${Math.round(startedAt * 1000)}.sfd`);
   writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-  const written = performance.now();
-  const imagePath = `/proc/${getpid()}/fd/${image}`;
+  return { parent: about.name, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+}
 
+export function releaseClones(source: CloneSource): void {
+  rmSync(source.descriptorPath, { force: true });
+  close(source.imageFd);
+}
+
+/** One VMM process per clone ID, each restoring the source over its own copy-on-write mapping. */
+/** How a clone's announcement that it runs reaches the code that started it. */
+export type AwaitStart = (cloneId: number) => Promise<StartTimes>;
+
+export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart): Promise<ForkResult> {
+  const spawnedAt = performance.now();
+  const imagePath = `/proc/${getpid()}/fd/${source.imageFd}`;
+  const outcomes = await Promise.allSettled(
+    ids.map(async (cloneId): Promise<CloneReport> => {
+      const name = `${source.parent}.${cloneId}`;
+      await awaitEndedClone(name, source.parent);
+      claimName(name);
+      const { pid, times } = await spawnVmm(name, ["__clone", source.parent, String(cloneId), source.descriptorPath, imagePath], awaitStart(cloneId));
+      return { name, cloneId, pid, readyMs: performance.now() - spawnedAt, restoredMs: times.builtMs, runningMs: times.runningMs };
+    }),
+  );
+  return {
+    parent: source.parent,
+    memory: "cow",
+    pausedMs: source.resumedAt - source.startedAt,
+    descriptorMs: source.writtenAt - source.resumedAt,
+    descriptorBytes: source.descriptorBytes,
+    clones: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
+    failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ name: `${source.parent}.${ids[i]}`, error: (o.reason as Error).message }] : [])),
+    totalMs: performance.now() - source.startedAt,
+  };
+}
+
+/** Capture and clone at once (sf_clone, `snowflock fork`). */
+export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, ids: number[], awaitStart: AwaitStart, cloneCall?: CloneCall): Promise<ForkResult> {
+  const source = captureClones(machine, about, cloneCall);
   try {
-    const outcomes = await Promise.allSettled(
-      ids.map(async (cloneId): Promise<CloneReport> => {
-        const name = `${about.name}.${cloneId}`;
-        await awaitEndedClone(name, about.name);
-        claimName(name);
-        const { pid, status } = await spawnVmm(name, ["__clone", about.name, String(cloneId), descriptorPath, imagePath]);
-        return { name, cloneId, pid, readyMs: performance.now() - resumed, restoredMs: status.timings.builtMs, runningMs: status.timings.runningMs ?? 0 };
-      }),
-    );
-    return {
-      parent: about.name,
-      memory: "cow",
-      pausedMs: resumed - started,
-      descriptorMs: written - resumed,
-      descriptorBytes: bytes.byteLength,
-      clones: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
-      failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ name: `${about.name}.${ids[i]}`, error: (o.reason as Error).message }] : [])),
-      totalMs: performance.now() - started,
-    };
+    return await spawnClones(source, ids, awaitStart);
   } finally {
-    rmSync(descriptorPath, { force: true });
+    releaseClones(source);
   }
 }

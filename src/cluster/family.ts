@@ -5,10 +5,12 @@
  */
 import { freemem } from "node:os";
 import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
-import { forkLocal, type ForkResult } from "../clone/local-fork.ts";
+import { captureClones, type CloneSource, forkLocal, type ForkResult, releaseClones, spawnClones } from "../clone/local-fork.ts";
+import type { CloneCall } from "../descriptor/format.ts";
 import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { processAlive, readRecord } from "../vmm/run-dir.ts";
+import type { StartTimes } from "../vmm/spawn.ts";
 
 /** What a clone's end looks like to the parent's sf_join. */
 export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
@@ -22,6 +24,7 @@ interface Ticket {
 interface Member {
   name: string;
   status: number | undefined;
+  started: PromiseWithResolvers<StartTimes>;
 }
 
 export interface FamilyIdentity {
@@ -40,6 +43,8 @@ export class Family {
   private nextTicket = 1;
   private clones = new Map<number, Member>();
   private nextOperatorCloneId = 1;
+  private checkpoints = new Map<number, CloneSource>();
+  private nextCheckpoint = 1;
   private inbox: Array<{ from: number; data: Uint8Array }> = [];
   private inboxWaiters: Array<() => void> = [];
 
@@ -60,12 +65,19 @@ export class Family {
     return this.fork(ids);
   }
 
-  private async fork(ids: number[], cloneCall?: number): Promise<ForkResult> {
-    const result = await forkLocal(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, ids, cloneCall);
-    for (const c of result.clones) this.clones.set(c.cloneId, { name: c.name, status: undefined });
-    for (const f of result.failed) this.clones.set(Number(f.name.slice(f.name.lastIndexOf(".") + 1)), { name: f.name, status: CloneStatus.CRASHED });
+  private async fork(ids: number[], cloneCall?: CloneCall, source?: CloneSource): Promise<ForkResult> {
+    // Members exist before their processes do: a fast clone may report its end at once.
+    for (const id of ids) this.clones.set(id, { name: `${this.self.name}.${id}`, status: undefined, started: Promise.withResolvers<StartTimes>() });
+    const awaitStart = (id: number) => this.clones.get(id)!.started.promise;
+    const result = source ? await spawnClones(source, ids, awaitStart) : await forkLocal(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, ids, awaitStart, cloneCall);
+    for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
     this.nextOperatorCloneId = Math.max(this.nextOperatorCloneId, ...ids.map((id) => id + 1));
     return result;
+  }
+
+  /** A clone's VMM reports that its vCPUs run. */
+  cloneStarted(cloneId: number, times: StartTimes): void {
+    this.clones.get(cloneId)?.started.resolve(times);
   }
 
   /** A clone's VMM reports how its VM ended. */
@@ -89,6 +101,8 @@ export class Family {
       case ClusterCall.KILL: return this.kill(a0);
       case ClusterCall.SEND: return this.send(a0, a1, a2);
       case ClusterCall.RECV: return this.receive(a0, a1, a2, a3);
+      case ClusterCall.CHECKPOINT_PARENT: return this.checkpoint(call.blockAddress);
+      case ClusterCall.CREATE_CLONES: return this.createClones(a0, a1);
       default: return GuestError.ENOSYS;
     }
   }
@@ -119,8 +133,31 @@ export class Family {
     if (!ticket) return GuestError.EINVAL;
     if (ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, blockAddress);
+    await this.fork(ticket.cloneIds, { block: blockAddress, returns: "clone-id" });
     return 0n;
+  }
+
+  /** Captures the parent now; clones made from it later start here, where the call returns 0. */
+  private checkpoint(blockAddress: number): bigint {
+    const id = this.nextCheckpoint++;
+    this.checkpoints.set(id, captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, { block: blockAddress, returns: "zero" }));
+    return BigInt(id);
+  }
+
+  private async createClones(checkpointId: bigint, ticketId: bigint): Promise<bigint> {
+    const source = checkpointId > 0n && checkpointId < 1_000_000n ? this.checkpoints.get(Number(checkpointId)) : undefined;
+    const ticket = this.ticket(ticketId);
+    if (!source || !ticket) return GuestError.EINVAL;
+    if (ticket.cloneIds) return GuestError.EBUSY;
+    ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
+    await this.fork(ticket.cloneIds, undefined, source);
+    return 0n;
+  }
+
+  /** The checkpoints' images and descriptors go when the VM does. */
+  close(): void {
+    for (const source of this.checkpoints.values()) releaseClones(source);
+    this.checkpoints.clear();
   }
 
   private memberStatus(id: number): number | undefined {

@@ -20,8 +20,14 @@ export interface DescriptorMeta {
   memorySize: number;
   regions: RamRegion[];
   createdAt: string;
-  /** Set when the guest itself asked for the clone: where its sf_clone call block is. */
-  cloneCall?: number;
+  /** Set when the guest itself asked for the clone: its call block, and what clones get back. */
+  cloneCall?: CloneCall;
+}
+
+/** sf_clone returns each clone's ID; sf_checkpoint_parent returns 0 in the clones. */
+export interface CloneCall {
+  block: number;
+  returns: "clone-id" | "zero";
 }
 
 export interface Descriptor {

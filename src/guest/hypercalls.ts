@@ -38,6 +38,8 @@ export const ClusterCall = {
   KILL: 19,
   SEND: 20,
   RECV: 21,
+  CHECKPOINT_PARENT: 22,
+  CREATE_CLONES: 23,
 } as const;
 const CLUSTER_CALLS = new Set<number>(Object.values(ClusterCall));
 export const RECV_NONBLOCK = 1n;

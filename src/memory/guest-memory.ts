@@ -16,10 +16,12 @@ export class GuestMemory {
     readonly layout: MemoryLayout,
     /** Host address of the mapping; valid in every thread of this process. */
     readonly address: number,
-    /** The backing memfd (or frozen image), or -1 for a view attached from another thread. */
+    /** The backing file this memory owns (closed with it), or -1 (frozen, or an attached view). */
     private fd: number,
     /** Private: writes stay in this process; the backing file is a frozen image. */
     private copyOnWrite = false,
+    /** False for a view attached from another thread: close() leaves the mapping alone. */
+    private readonly owner = true,
   ) {
     this.bytes = view(address, layout.size);
   }
@@ -43,7 +45,8 @@ export class GuestMemory {
    * onto a private copy-on-write mapping of it, in place (same address, so vCPU threads and KVM's
    * memory slots need no update: KVM drops its old translations through its MMU notifier).
    * The first time, the memfd itself becomes the image; later, a new image is written from the
-   * current contents. Returns the image's fd, which stays open until the next freeze or close.
+   * current contents. Returns the image's fd, which the caller now owns (and closes when every
+   * clone has opened the image).
    * Call only while every vCPU is paused.
    */
   freeze(name = "snowflock-image"): number {
@@ -57,8 +60,7 @@ export class GuestMemory {
       }
     }
     mmap(this.address, this.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, image, 0);
-    if (image !== this.fd) close(this.fd);
-    this.fd = image;
+    this.fd = -1;
     this.copyOnWrite = true;
     return image;
   }
@@ -78,24 +80,16 @@ export class GuestMemory {
 
   /**
    * Memory with nothing in it yet, to be filled on demand through userfaultfd (which needs
-   * anonymous memory): a private anonymous mapping, reserving no swap for pages never filled. It
-   * acts as a copy-on-write mapping of an all-zero image (a sparse memfd, so close() owns
-   * something and freeze() writes a real image from the contents).
+   * anonymous memory): a private anonymous mapping that reserves no swap for pages never filled.
+   * Copy-on-write with no backing file, so freeze() writes a real image from the contents.
    */
-  static createEmpty(layout: MemoryLayout, name = "snowflock-empty"): GuestMemory {
-    const fd = memfdCreate(name, MFD_CLOEXEC);
-    try {
-      ftruncate(fd, layout.size);
-      return new GuestMemory(layout, mmap(0, layout.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), fd, true);
-    } catch (error) {
-      close(fd);
-      throw error;
-    }
+  static createEmpty(layout: MemoryLayout): GuestMemory {
+    return new GuestMemory(layout, mmap(0, layout.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), -1, true);
   }
 
   /** The same memory seen from another thread (a vCPU Worker); it does not own the mapping. */
   static attach(layout: MemoryLayout, address: number): GuestMemory {
-    return new GuestMemory(layout, address, -1);
+    return new GuestMemory(layout, address, -1, false, false);
   }
 
   /** A new memory with the same layout and a copy of every byte of `source`. */
@@ -141,8 +135,8 @@ export class GuestMemory {
   }
 
   close(): void {
-    if (this.fd < 0) return;
+    if (!this.owner) return;
     munmap(this.address, this.size);
-    close(this.fd);
+    if (this.fd >= 0) close(this.fd);
   }
 }

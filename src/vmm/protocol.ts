@@ -16,6 +16,8 @@ export type ControlRequest =
   | { v: number; op: "fork"; clones: number }
   /** A family message for this VM's guest (sf_recv); `data` is base64. */
   | { v: number; op: "message"; from: number; data: string }
+  /** From a clone's VMM to its parent's: its vCPUs run (times since the clone process started). */
+  | { v: number; op: "clone-started"; cloneId: number; builtMs: number; runningMs: number }
   /** From a clone's VMM to its parent's: how the clone ended. */
   | { v: number; op: "clone-ended"; cloneId: number; status: number };
 
@@ -46,7 +48,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs } = value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
@@ -61,6 +63,10 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   if (op === "message") {
     if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000) return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };
     return { v, op, from, data };
+  }
+  if (op === "clone-started") {
+    if (!isInt(cloneId) || cloneId < 1 || typeof builtMs !== "number" || typeof runningMs !== "number") return { error: "clone-started needs cloneId, builtMs and runningMs" };
+    return { v, op, cloneId, builtMs, runningMs };
   }
   if (op === "clone-ended") {
     if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };

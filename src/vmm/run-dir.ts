@@ -112,10 +112,7 @@ export function removeVmFiles(name: string, { keepLog }: { keepLog: boolean }): 
   const paths = vmPaths(name);
   rmSync(paths.socket, { force: true });
   rmSync(paths.record, { force: true });
-  if (!keepLog) {
-    rmSync(paths.log, { force: true });
-    rmSync(paths.startupErrors, { force: true });
-  }
+  if (!keepLog) rmSync(paths.log, { force: true });
 }
 
 /** A free name like `serve-3` for a VM started without --name. */

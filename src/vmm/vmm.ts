@@ -128,6 +128,9 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
       case "message":
         family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
         return { ok: true };
+      case "clone-started":
+        family.cloneStarted(request.cloneId, { builtMs: request.builtMs, runningMs: request.runningMs });
+        return { ok: true };
       case "clone-ended":
         family.cloneEnded(request.cloneId, request.status);
         return { ok: true };
@@ -147,6 +150,9 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
     });
     const startedMs = performance.now();
     runningMs = startedMs;
+    if (identity.parent && identity.cloneId) {
+      await controlRequest(identity.parent, { op: "clone-started", cloneId: identity.cloneId, builtMs: vmReadyMs, runningMs }).catch(() => undefined);
+    }
     const end = await machine.ended;
     if (identity.parent && identity.cloneId) {
       const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
@@ -166,6 +172,7 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
     process.off("SIGINT", stopOnSignal);
     process.off("SIGTERM", stopOnSignal);
     control.close();
+    family.close();
     removeVmFiles(identity.name, { keepLog: true });
   }
 }
@@ -200,7 +207,8 @@ export function runClone(spec: CloneSpec, onConsole: (line: string) => void): Pr
     (console, onClusterCall) => {
       const memory = GuestMemory.openImage(spec.imagePath, { size: descriptor.meta.memorySize, regions: descriptor.meta.regions });
       // The guest asked for this clone: its sf_clone returns the clone's ID here.
-      if (descriptor.meta.cloneCall !== undefined) writeHypercallResult(memory, descriptor.meta.cloneCall, BigInt(spec.cloneId));
+      const call = descriptor.meta.cloneCall;
+      if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
       return KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall });
     },
     onConsole,
