@@ -185,10 +185,11 @@ export class QemuSnapshotPeer {
   }
 
   /**
-   * Saves the running source VM's state to statePath: `stop`, then `migrate` to `exec:cat >
-   * FILE`, polled with query-migrate until completed. Returns the time from stop to completed.
+   * Saves the running source VM's state to statePath: a live `migrate` to `exec:cat > FILE`
+   * (it stops the VM for the last pass), polled with query-migrate until completed. A source
+   * that was running when saved makes its restored copies start running on their own.
    */
-  async save(): Promise<{ saveMs: number; bytes: number }> {
+  async save(): Promise<{ saveMs: number; downtimeMs: number; bytes: number }> {
     const source = this.source;
     if (!source) throw new Error("boot() the source VM first");
     if (this.runs++ > 0) {
@@ -197,15 +198,13 @@ export class QemuSnapshotPeer {
     }
     await source.qmp.execute("migrate-set-parameters", { "max-bandwidth": 2 ** 40 });
     const started = performance.now();
-    await source.qmp.execute("stop");
     await source.qmp.execute("migrate", { uri: `exec:cat > ${this.statePath}` });
     for (;;) {
-      const info = await source.qmp.execute<{ status?: string; "error-desc"?: string }>("query-migrate");
-      if (info.status === "completed") break;
+      const info = await source.qmp.execute<{ status?: string; downtime?: number; "error-desc"?: string }>("query-migrate");
+      if (info.status === "completed") return { saveMs: performance.now() - started, downtimeMs: info.downtime ?? NaN, bytes: statSync(this.statePath).size };
       if (info.status === "failed" || info.status === "cancelled") throw new Error(`QEMU migrate ${info.status}: ${info["error-desc"] ?? ""}`);
       await Bun.sleep(1);
     }
-    return { saveMs: performance.now() - started, bytes: statSync(this.statePath).size };
   }
 
   /** Starts n QEMUs restoring statePath in parallel; resolves when all report `running`; kills them. */

@@ -4,6 +4,7 @@
  */
 import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
+import { registerBench } from "./bench.ts";
 import { registerDescriptor } from "./descriptor.ts";
 import { registerInspect } from "./inspect.ts";
 import { registerFork } from "./fork.ts";
@@ -27,6 +28,7 @@ export async function startCli(argv: string[]): Promise<number> {
   registerFork(cli);
   registerDescriptor(cli);
   registerInspect(cli);
+  registerBench(cli);
   cli.help();
   cli.version(packageJson.version);
 
@@ -54,6 +56,7 @@ async function runCloneProcess([parent, cloneId, descriptorPath, imagePath]: str
   try {
     const { runClone } = await import("../vmm/vmm.ts");
     const result = await runClone({ parent: parent!, cloneId: Number(cloneId), descriptorPath: descriptorPath!, imagePath: imagePath! }, () => {});
+    if (result.end.kind === "crash") log.error(`${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
     return result.exitStatus;
   } catch (error) {
     log.error(error instanceof SnowflockError ? error.render() : (error as Error).message);

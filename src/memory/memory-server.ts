@@ -56,7 +56,11 @@ interface Connection {
   inbound: Uint8Array;
   helloDone: boolean;
   outbound: Uint8Array[];
+  outboundBytes: number;
 }
+
+/** A client that asks faster than it reads is cut off here, not allowed to grow the parent's memory. */
+const MAX_OUTBOUND_BYTES = 16 * 1024 * 1024;
 
 export async function startMemoryServer(options: MemoryServerOptions): Promise<MemoryServer> {
   const { layout, socketPath } = options;
@@ -84,10 +88,15 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     const c = socket.data;
     if (c.outbound.length > 0) {
       c.outbound.push(message);
+      c.outboundBytes += message.byteLength;
+      if (c.outboundBytes > MAX_OUTBOUND_BYTES) socket.terminate();
       return;
     }
-    const written = socket.write(message);
-    if (written < message.byteLength) c.outbound.push(message.subarray(Math.max(written, 0)));
+    const written = Math.max(socket.write(message), 0);
+    if (written < message.byteLength) {
+      c.outbound.push(message.subarray(written));
+      c.outboundBytes += message.byteLength - written;
+    }
   };
 
   const refuse = (socket: Socket<Connection>, sequence: number, kind: ErrorKind, text: string) => {
@@ -156,21 +165,22 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
       unix: socketPath,
       socket: {
         open(socket) {
-          socket.data = { inbound: new Uint8Array(0), helloDone: false, outbound: [] };
+          socket.data = { inbound: new Uint8Array(0), helloDone: false, outbound: [], outboundBytes: 0 };
           sockets.add(socket);
           stats.clients++;
         },
         data: receive,
         drain(socket) {
-          const queue = socket.data.outbound;
-          while (queue.length > 0) {
-            const next = queue[0]!;
-            const written = socket.write(next);
+          const c = socket.data;
+          while (c.outbound.length > 0) {
+            const next = c.outbound[0]!;
+            const written = Math.max(socket.write(next), 0);
+            c.outboundBytes -= written;
             if (written < next.byteLength) {
-              queue[0] = next.subarray(Math.max(written, 0));
+              c.outbound[0] = next.subarray(written);
               return;
             }
-            queue.shift();
+            c.outbound.shift();
           }
         },
         close(socket) {

@@ -54,8 +54,9 @@ export const MAX_MESSAGE_SIZE = HEADER_SIZE + MAX_PAYLOAD[MessageType.PageData];
 
 export class ProtocolError extends SnowflockError {
   override name = "ProtocolError";
-  constructor(message: string) {
-    super("MEMORY", `bad page-protocol message: ${message}`);
+  /** What is wrong, without the "bad message" preamble (for callers that name the sender). */
+  constructor(readonly detail: string) {
+    super("MEMORY", `bad page-protocol message: ${detail}`);
   }
 }
 
