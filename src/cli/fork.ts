@@ -4,13 +4,14 @@ import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { checkName } from "../vmm/run-dir.ts";
+import { memoryPathOption } from "./options.ts";
 import { log, printJson, printTable } from "./output.ts";
 
 export function registerFork(cli: CAC): void {
   cli
     .command("fork <name>", "Clone a running VM into N new VMs that carry on from the same instant")
     .option("--clones <n>", "How many clones", { default: 1 })
-    .option("--memory <path>", "How clones get memory: cow (copy-on-write of the parent's frozen image)", { default: "cow" })
+    .option("--memory <path>", "How clones get memory: cow (copy-on-write of the frozen image) or ondemand (fetched on first touch from the parent's memory server)", { default: "cow" })
     .option("--json", "Print the clones (name, ID, time) as JSON")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)
     .action(async (rawName: string, options: { clones: number; memory: string; json?: boolean }) => {
@@ -19,9 +20,9 @@ export function registerFork(cli: CAC): void {
       if (!Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) {
         throw new SnowflockError("USAGE", `bad --clones '${options.clones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
       }
-      if (options.memory !== "cow") throw new SnowflockError("USAGE", `--memory ${options.memory} is not available yet`, "use --memory cow");
+      const memory = memoryPathOption(options.memory);
       if (!options.json) log.start(`forking ${name} into ${clones} clone${clones > 1 ? "s" : ""}`);
-      const answer = await controlRequest(name, { op: "fork", clones }, 60_000);
+      const answer = await controlRequest(name, { op: "fork", clones, memory }, 60_000);
       if (!answer.ok) throw new SnowflockError("CONTROL", `VM '${name}' could not fork: ${answer.error}`);
       const result = answer.fork!;
       if (options.json) printJson(result);

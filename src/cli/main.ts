@@ -52,10 +52,13 @@ export async function startCli(argv: string[]): Promise<number> {
   }
 }
 
-async function runCloneProcess([parent, cloneId, descriptorPath, imagePath]: string[]): Promise<number> {
+/** `__clone PARENT ID DESCRIPTOR cow:/proc/PID/fd/N | ondemand:SOCKET` */
+async function runCloneProcess([parent, cloneId, descriptorPath, memorySource]: string[]): Promise<number> {
   try {
     const { runClone } = await import("../vmm/vmm.ts");
-    const result = await runClone({ parent: parent!, cloneId: Number(cloneId), descriptorPath: descriptorPath!, imagePath: imagePath! }, () => {});
+    const [kind, path] = [memorySource!.slice(0, memorySource!.indexOf(":")), memorySource!.slice(memorySource!.indexOf(":") + 1)];
+    const memory = kind === "ondemand" ? { kind: "ondemand" as const, serverSocket: path } : { kind: "cow" as const, imagePath: path };
+    const result = await runClone({ parent: parent!, cloneId: Number(cloneId), descriptorPath: descriptorPath!, memory }, () => {});
     if (result.end.kind === "crash") log.error(`${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
     return result.exitStatus;
   } catch (error) {

@@ -1,6 +1,7 @@
 /** Parsing of option values shared by several commands. */
 import { SnowflockError } from "../errors.ts";
 import { formatSize, parseSize } from "../size.ts";
+import type { MemoryPath } from "../clone/local-fork.ts";
 
 export const MIN_MEMORY = 16 * 1024 * 1024;
 export const MAX_VCPUS = 64;
@@ -17,4 +18,9 @@ export function vcpusOption(value: unknown): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > MAX_VCPUS) throw new SnowflockError("USAGE", `bad --vcpus '${value}'`, `give a whole number from 1 to ${MAX_VCPUS}`);
   return n;
+}
+
+export function memoryPathOption(value: unknown): MemoryPath {
+  if (value === "cow" || value === "ondemand") return value;
+  throw new SnowflockError("USAGE", `bad --memory '${value}'`, "use cow (copy-on-write of the frozen image) or ondemand (pages fetched on first touch)");
 }

@@ -7,12 +7,13 @@ import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../vmm/ru
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { log, printJson, printLine } from "./output.ts";
-import { memoryOption, vcpusOption } from "./options.ts";
+import { memoryOption, memoryPathOption, vcpusOption } from "./options.ts";
 
 interface RunOptions {
   mem: string;
   vcpus: number;
   maxClones: number;
+  memory: string;
   name?: string;
   detach?: boolean;
   json?: boolean;
@@ -24,6 +25,7 @@ export function registerRun(cli: CAC): void {
     .usage(`run <workload> [key=value ...] [options]\n\nWorkloads:\n${workloadHelp()}`)
     .option("--mem <size>", "Guest memory (K/M/G suffixes, multiple of 2M)", { default: "256M" })
     .option("--vcpus <n>", "Virtual CPUs", { default: 1 })
+    .option("--memory <path>", "How clones the guest makes get memory: cow or ondemand", { default: "cow" })
     .option("--max-clones <n>", "Most clones one sf_request_ticket grants", { default: 32 })
     .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>)")
     .option("--detach", "Run in the background; print the VM's name and return")
@@ -35,20 +37,21 @@ export function registerRun(cli: CAC): void {
       const workload = parseWorkload(workloadName, params.map(String));
       const memoryBytes = memoryOption(options.mem);
       const vcpus = vcpusOption(options.vcpus);
+      const memoryPath = memoryPathOption(options.memory);
       const maxClones = Number(options.maxClones);
       if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > MAX_CLONES_PER_FORK) {
         throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
       }
       ensureRunDir();
       const name = options.name === undefined ? freeName(workload.name) : checkName(String(options.name));
-      if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones)], options.json === true);
+      if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones), "--memory", memoryPath], options.json === true);
 
       const { runVm } = await import("../vmm/vmm.ts");
       const { kvmHost } = await import("../backend/kvm/host.ts");
       checkMemory(workload, memoryBytes);
       kvmHost();
       if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})`);
-      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones }, options.json ? () => {} : printLine);
+      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath }, options.json ? () => {} : printLine);
       if (options.json) printJson(result);
       else if (result.end.kind === "crash") log.error(`${name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
       else if (result.end.kind === "exit" && result.end.status !== 0) log.warn(`${name}: guest exited with status ${result.end.status}`);

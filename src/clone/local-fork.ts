@@ -12,6 +12,7 @@ import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
 import { claimName, processAlive, readRecord, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm, type StartTimes } from "../vmm/spawn.ts";
+import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { describeMachine } from "./describe.ts";
 
 export interface CloneReport {
@@ -27,7 +28,7 @@ export interface CloneReport {
 
 export interface ForkResult {
   parent: string;
-  memory: "cow";
+  memory: MemoryPath;
   /** How long the parent's vCPUs were stopped (capture + freeze). */
   pausedMs: number;
   /** Encoding and writing the descriptor, after the parent resumed. */
@@ -51,9 +52,18 @@ async function awaitEndedClone(name: string, parent: string): Promise<void> {
   }
 }
 
+/**
+ * How clones get memory: `cow` maps the frozen image copy-on-write (same host only); `ondemand`
+ * starts empty and fetches each page on first touch from the parent's memory server.
+ */
+export type MemoryPath = "cow" | "ondemand";
+
 /** A captured parent that clones can be started from, now or later (a checkpoint). */
 export interface CloneSource {
   parent: string;
+  memory: MemoryPath;
+  /** For `ondemand`: serves the frozen image; lives as long as the clones may fault. */
+  server?: MemoryServer;
   descriptorPath: string;
   descriptorBytes: number;
   imageFd: number;
@@ -67,7 +77,7 @@ export interface CloneSource {
  * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
  * copy of the call returns.
  */
-export function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, cloneCall?: CloneCall): CloneSource {
+export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall): Promise<CloneSource> {
   const startedAt = performance.now();
   machine.pause();
   let descriptor;
@@ -83,7 +93,11 @@ export function captureClones(machine: KvmMachine, about: { name: string; cmdlin
   const bytes = encodeDescriptor(descriptor);
   const descriptorPath = join(runDir(), `${about.name}.clones-${getpid()}-${Math.round(startedAt * 1000)}.sfd`);
   writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-  return { parent: about.name, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+  const server =
+    memory === "ondemand"
+      ? await startMemoryServer({ imageFd, layout: machine.memory.layout, socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`) })
+      : undefined;
+  return { parent: about.name, memory, server, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
 }
 
 export function releaseClones(source: CloneSource): void {
@@ -91,25 +105,25 @@ export function releaseClones(source: CloneSource): void {
   close(source.imageFd);
 }
 
-/** One VMM process per clone ID, each restoring the source over its own copy-on-write mapping. */
+/** One VMM process per clone ID, each restoring the source over memory of its own. */
 /** How a clone's announcement that it runs reaches the code that started it. */
 export type AwaitStart = (cloneId: number) => Promise<StartTimes>;
 
 export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart): Promise<ForkResult> {
   const spawnedAt = performance.now();
-  const imagePath = `/proc/${getpid()}/fd/${source.imageFd}`;
+  const memorySource = source.server ? `ondemand:${source.server.socketPath}` : `cow:/proc/${getpid()}/fd/${source.imageFd}`;
   const outcomes = await Promise.allSettled(
     ids.map(async (cloneId): Promise<CloneReport> => {
       const name = `${source.parent}.${cloneId}`;
       await awaitEndedClone(name, source.parent);
       claimName(name);
-      const { pid, times } = await spawnVmm(name, ["__clone", source.parent, String(cloneId), source.descriptorPath, imagePath], awaitStart(cloneId));
+      const { pid, times } = await spawnVmm(name, ["__clone", source.parent, String(cloneId), source.descriptorPath, memorySource], awaitStart(cloneId));
       return { name, cloneId, pid, readyMs: performance.now() - spawnedAt, restoredMs: times.builtMs, runningMs: times.runningMs };
     }),
   );
   return {
     parent: source.parent,
-    memory: "cow",
+    memory: source.memory,
     pausedMs: source.resumedAt - source.startedAt,
     descriptorMs: source.writtenAt - source.resumedAt,
     descriptorBytes: source.descriptorBytes,
@@ -117,14 +131,4 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
     failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ name: `${source.parent}.${ids[i]}`, error: (o.reason as Error).message }] : [])),
     totalMs: performance.now() - source.startedAt,
   };
-}
-
-/** Capture and clone at once (sf_clone, `snowflock fork`). */
-export async function forkLocal(machine: KvmMachine, about: { name: string; cmdline: string }, ids: number[], awaitStart: AwaitStart, cloneCall?: CloneCall): Promise<ForkResult> {
-  const source = captureClones(machine, about, cloneCall);
-  try {
-    return await spawnClones(source, ids, awaitStart);
-  } finally {
-    releaseClones(source);
-  }
 }

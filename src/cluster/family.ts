@@ -5,7 +5,8 @@
  */
 import { freemem } from "node:os";
 import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
-import { captureClones, type CloneSource, forkLocal, type ForkResult, releaseClones, spawnClones } from "../clone/local-fork.ts";
+import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, spawnClones } from "../clone/local-fork.ts";
+import type { MemoryServer } from "../memory/memory-server.ts";
 import type { CloneCall } from "../descriptor/format.ts";
 import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
 import { controlRequest } from "../vmm/control-client.ts";
@@ -21,9 +22,22 @@ interface Ticket {
   joined: boolean;
 }
 
+export interface CloneMemoryStats {
+  faults: number;
+  pagesFetched: number;
+  pagesZeroFilled: number;
+  bytesReceived: number;
+}
+
+export interface FamilyStats extends CloneMemoryStats {
+  clones: number;
+  serverBytesSent: number;
+}
+
 interface Member {
   name: string;
   status: number | undefined;
+  memory?: CloneMemoryStats;
   started: PromiseWithResolvers<StartTimes>;
 }
 
@@ -44,6 +58,7 @@ export class Family {
   private clones = new Map<number, Member>();
   private nextOperatorCloneId = 1;
   private checkpoints = new Map<number, CloneSource>();
+  private servers: MemoryServer[] = [];
   private nextCheckpoint = 1;
   private inbox: Array<{ from: number; data: Uint8Array }> = [];
   private inboxWaiters: Array<() => void> = [];
@@ -52,6 +67,8 @@ export class Family {
     private readonly machine: KvmMachine,
     private readonly self: FamilyIdentity,
     private readonly maxClones: number,
+    /** How clones made by the guest (sf_clone, checkpoints) get their memory. */
+    private readonly memoryPath: MemoryPath,
   ) {}
 
   get cloneId(): number {
@@ -59,20 +76,36 @@ export class Family {
   }
 
   /** `snowflock fork`: clones with fresh IDs, outside any ticket. */
-  async operatorFork(count: number): Promise<ForkResult> {
+  async operatorFork(count: number, memory: MemoryPath): Promise<ForkResult> {
     const ids = Array.from({ length: count }, (_, i) => this.nextOperatorCloneId + i);
     this.nextOperatorCloneId += count;
-    return this.fork(ids);
+    return this.fork(ids, memory);
   }
 
-  private async fork(ids: number[], cloneCall?: CloneCall, source?: CloneSource): Promise<ForkResult> {
+  private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource): Promise<ForkResult> {
     // Members exist before their processes do: a fast clone may report its end at once.
     for (const id of ids) this.clones.set(id, { name: `${this.self.name}.${id}`, status: undefined, started: Promise.withResolvers<StartTimes>() });
     const awaitStart = (id: number) => this.clones.get(id)!.started.promise;
-    const result = source ? await spawnClones(source, ids, awaitStart) : await forkLocal(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, ids, awaitStart, cloneCall);
+    const source = checkpoint ?? (await this.capture(memory, cloneCall));
+    let result: ForkResult;
+    try {
+      result = await spawnClones(source, ids, awaitStart);
+    } finally {
+      if (!checkpoint) this.release(source);
+    }
     for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
     this.nextOperatorCloneId = Math.max(this.nextOperatorCloneId, ...ids.map((id) => id + 1));
     return result;
+  }
+
+  private capture(memory: MemoryPath, cloneCall?: CloneCall): Promise<CloneSource> {
+    return captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, memory, cloneCall);
+  }
+
+  /** The clones have opened what they need; a memory server stays while they may still fault. */
+  private release(source: CloneSource): void {
+    releaseClones(source);
+    if (source.server) this.servers.push(source.server);
   }
 
   /** A clone's VMM reports that its vCPUs run. */
@@ -80,10 +113,12 @@ export class Family {
     this.clones.get(cloneId)?.started.resolve(times);
   }
 
-  /** A clone's VMM reports how its VM ended. */
-  cloneEnded(cloneId: number, status: number): void {
+  /** A clone's VMM reports how its VM ended (and, for `ondemand`, its memtap's counters). */
+  cloneEnded(cloneId: number, status: number, memory?: CloneMemoryStats): void {
     const member = this.clones.get(cloneId);
-    if (member && member.status === undefined) member.status = status;
+    if (!member || member.status !== undefined) return;
+    member.status = status;
+    member.memory = memory;
   }
 
   /** A message from family member `from` arrived for this VM. */
@@ -133,14 +168,14 @@ export class Family {
     if (!ticket) return GuestError.EINVAL;
     if (ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, { block: blockAddress, returns: "clone-id" });
+    await this.fork(ticket.cloneIds, this.memoryPath, { block: blockAddress, returns: "clone-id" });
     return 0n;
   }
 
   /** Captures the parent now; clones made from it later start here, where the call returns 0. */
-  private checkpoint(blockAddress: number): bigint {
+  private async checkpoint(blockAddress: number): Promise<bigint> {
     const id = this.nextCheckpoint++;
-    this.checkpoints.set(id, captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, { block: blockAddress, returns: "zero" }));
+    this.checkpoints.set(id, await this.capture(this.memoryPath, { block: blockAddress, returns: "zero" }));
     return BigInt(id);
   }
 
@@ -150,14 +185,28 @@ export class Family {
     if (!source || !ticket) return GuestError.EINVAL;
     if (ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, undefined, source);
+    await this.fork(ticket.cloneIds, source.memory, undefined, source);
     return 0n;
   }
 
   /** The checkpoints' images and descriptors go when the VM does. */
   close(): void {
-    for (const source of this.checkpoints.values()) releaseClones(source);
+    for (const source of this.checkpoints.values()) this.release(source);
     this.checkpoints.clear();
+    for (const server of this.servers.splice(0)) server.close();
+  }
+
+  /** What the family's clones reported about their memory, added up. */
+  stats(): FamilyStats {
+    const totals: FamilyStats = { clones: this.clones.size, faults: 0, pagesFetched: 0, pagesZeroFilled: 0, bytesReceived: 0, serverBytesSent: 0 };
+    for (const m of this.clones.values()) {
+      totals.faults += m.memory?.faults ?? 0;
+      totals.pagesFetched += m.memory?.pagesFetched ?? 0;
+      totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
+      totals.bytesReceived += m.memory?.bytesReceived ?? 0;
+    }
+    for (const server of this.servers) totals.serverBytesSent += server.stats().bytesSent;
+    return totals;
   }
 
   private memberStatus(id: number): number | undefined {

@@ -1,4 +1,5 @@
-import type { ForkResult } from "../clone/local-fork.ts";
+import type { ForkResult, MemoryPath } from "../clone/local-fork.ts";
+import type { CloneMemoryStats } from "../cluster/family.ts";
 import type { DescriptorSummary } from "../descriptor/summary.ts";
 /**
  * The control protocol of a VMM process: one JSON object per line over its Unix socket.
@@ -13,13 +14,13 @@ export type ControlRequest =
   /** Pause, write a VM descriptor to `path` (absolute), resume. */
   | { v: number; op: "descriptor"; path: string }
   /** Clone the VM into `clones` new VMs on this host. */
-  | { v: number; op: "fork"; clones: number }
+  | { v: number; op: "fork"; clones: number; memory: MemoryPath }
   /** A family message for this VM's guest (sf_recv); `data` is base64. */
   | { v: number; op: "message"; from: number; data: string }
   /** From a clone's VMM to its parent's: its vCPUs run (times since the clone process started). */
   | { v: number; op: "clone-started"; cloneId: number; builtMs: number; runningMs: number }
   /** From a clone's VMM to its parent's: how the clone ended. */
-  | { v: number; op: "clone-ended"; cloneId: number; status: number };
+  | { v: number; op: "clone-ended"; cloneId: number; status: number; memory?: CloneMemoryStats };
 
 export interface VmStatus {
   name: string;
@@ -48,7 +49,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory } = value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
@@ -58,7 +59,8 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   }
   if (op === "fork") {
     if (typeof clones !== "number" || !Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) return { error: `fork needs a clone count from 1 to ${MAX_CLONES_PER_FORK}` };
-    return { v, op, clones };
+    if (memory !== "cow" && memory !== "ondemand") return { error: "fork memory must be cow or ondemand" };
+    return { v, op, clones, memory };
   }
   if (op === "message") {
     if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000) return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };
@@ -70,7 +72,10 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   }
   if (op === "clone-ended") {
     if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };
-    return { v, op, cloneId, status };
+    const counters = memory as Record<string, unknown> | undefined;
+    const valid = counters === undefined || (typeof counters === "object" && counters !== null && ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])));
+    if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
+    return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined };
   }
   return { error: `unknown operation ${JSON.stringify(op)}` };
 }

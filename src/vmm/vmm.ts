@@ -6,7 +6,9 @@
 import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
-import { CloneStatus, Family } from "../cluster/family.ts";
+import type { MemoryPath } from "../clone/local-fork.ts";
+import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
+import { type Memtap, startMemtap } from "../memory/memtap.ts";
 import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
 import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
@@ -26,6 +28,8 @@ export interface VmSpec {
   vcpus: number;
   /** Most clones one sf_request_ticket grants. */
   maxClones: number;
+  /** How clones the guest makes get their memory. */
+  memoryPath: MemoryPath;
 }
 
 export const DEFAULT_MAX_CLONES = 32;
@@ -34,8 +38,8 @@ export interface CloneSpec {
   parent: string;
   cloneId: number;
   descriptorPath: string;
-  /** The parent's frozen memory image, e.g. /proc/PID/fd/N. */
-  imagePath: string;
+  /** Copy-on-write from the parent's frozen image (/proc/PID/fd/N), or pages from its memory server. */
+  memory: { kind: "cow"; imagePath: string } | { kind: "ondemand"; serverSocket: string };
 }
 
 export interface VmResult {
@@ -47,6 +51,8 @@ export interface VmResult {
   exitStatus: number;
   console: string[];
   pagesTouched: number;
+  /** The family this VM made: clones and what their memory cost. */
+  stats: FamilyStats;
   timings: {
     /** From process start to the VM being built (memory, KVM, image loaded or state restored). */
     vmReadyMs: number;
@@ -84,7 +90,14 @@ function writeDescriptor(machine: KvmMachine, name: string, cmdline: string, pat
 
 type BuildMachine = (onConsole: (line: string) => void, onClusterCall: (call: ClusterCallRequest) => Promise<bigint>) => KvmMachine;
 
-async function serveMachine(identity: Identity, maxClones: number, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
+interface ServeOptions {
+  maxClones: number;
+  memoryPath: MemoryPath;
+  /** For an on-demand clone: its memtap, which must be told when the VM ends. */
+  memtap?: Memtap;
+}
+
+async function serveMachine(identity: Identity, options: ServeOptions, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
   ensureRunDir();
   claimName(identity.name);
   const paths = vmPaths(identity.name);
@@ -102,7 +115,13 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
     },
     (call) => family!.handle(call),
   );
-  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, maxClones);
+  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath);
+  // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
+  let memoryFailure: Error | undefined;
+  void options.memtap?.failed.then((error) => {
+    memoryFailure = error;
+    void machine.stop();
+  });
   const vmReadyMs = performance.now();
   const startedAt = Date.now();
   let runningMs: number | null = null;
@@ -124,7 +143,7 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
       case "descriptor":
         return { ok: true, descriptor: writeDescriptor(machine, identity.name, identity.workload, request.path) };
       case "fork":
-        return { ok: true, fork: await family.operatorFork(request.clones) };
+        return { ok: true, fork: await family.operatorFork(request.clones, request.memory) };
       case "message":
         family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
         return { ok: true };
@@ -132,7 +151,7 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
         family.cloneStarted(request.cloneId, { builtMs: request.builtMs, runningMs: request.runningMs });
         return { ok: true };
       case "clone-ended":
-        family.cloneEnded(request.cloneId, request.status);
+        family.cloneEnded(request.cloneId, request.status, request.memory);
         return { ok: true };
       case "status":
         return { ok: true, status: status() };
@@ -153,10 +172,14 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
     if (identity.parent && identity.cloneId) {
       await controlRequest(identity.parent, { op: "clone-started", cloneId: identity.cloneId, builtMs: vmReadyMs, runningMs }).catch(() => undefined);
     }
-    const end = await machine.ended;
+    let end = await machine.ended;
+    await options.memtap?.stop();
+    if (memoryFailure) end = { kind: "crash", reason: memoryFailure.message, vcpu: 0 };
     if (identity.parent && identity.cloneId) {
       const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
-      await controlRequest(identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status }).catch(() => undefined);
+      const counters = options.memtap?.stats();
+      const memory = counters && { faults: counters.faults, pagesFetched: counters.pagesFetched, pagesZeroFilled: counters.pagesZeroFilled, bytesReceived: counters.bytesReceived };
+      await controlRequest(identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory }).catch(() => undefined);
     }
     return {
       name: identity.name,
@@ -166,6 +189,7 @@ async function serveMachine(identity: Identity, maxClones: number, build: BuildM
       exitStatus: end.kind === "exit" ? end.status : end.kind === "crash" ? CRASH_EXIT_STATUS : 0,
       console: lines,
       pagesTouched: machine.pagesTouched(),
+      stats: family.stats(),
       timings: { vmReadyMs, startedMs, firstConsoleLineMs, endMs: performance.now() },
     };
   } finally {
@@ -183,14 +207,14 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
   const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
   return serveMachine(
     identity,
-    spec.maxClones,
+    { maxClones: spec.maxClones, memoryPath: spec.memoryPath },
     (console, onClusterCall) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onClusterCall }),
     onConsole,
   );
 }
 
-/** Restores a clone from its parent's descriptor and frozen image and serves it until it ends. */
-export function runClone(spec: CloneSpec, onConsole: (line: string) => void): Promise<VmResult> {
+/** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
+export async function runClone(spec: CloneSpec, onConsole: (line: string) => void): Promise<VmResult> {
   const { descriptor } = decodeDescriptor(readFileSync(spec.descriptorPath));
   const identity = {
     name: `${spec.parent}.${spec.cloneId}`,
@@ -201,16 +225,21 @@ export function runClone(spec: CloneSpec, onConsole: (line: string) => void): Pr
     parent: spec.parent,
     cloneId: spec.cloneId,
   };
+  const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
+  let memory: GuestMemory;
+  let memtap: Memtap | undefined;
+  if (spec.memory.kind === "cow") memory = GuestMemory.openImage(spec.memory.imagePath, layout);
+  else {
+    memory = GuestMemory.createEmpty(layout);
+    memtap = await startMemtap({ memory, serverSocket: spec.memory.serverSocket, nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
+  }
+  // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
+  const call = descriptor.meta.cloneCall;
+  if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
   return serveMachine(
     identity,
-    DEFAULT_MAX_CLONES,
-    (console, onClusterCall) => {
-      const memory = GuestMemory.openImage(spec.imagePath, { size: descriptor.meta.memorySize, regions: descriptor.meta.regions });
-      // The guest asked for this clone: its sf_clone returns the clone's ID here.
-      const call = descriptor.meta.cloneCall;
-      if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
-      return KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall });
-    },
+    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap },
+    (console, onClusterCall) => KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall }),
     onConsole,
   );
 }

@@ -89,6 +89,21 @@ describeKvm("local fork", () => {
     expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout)).toEqual([]);
   });
 
+  test("snowflock fork --memory ondemand: clones fetch their pages and carry on with their own IDs", async () => {
+    const env = { SNOWFLOCK_RUN_DIR: testRunDir() };
+    expect((await snowflock(["run", "serve", "--detach", "--name", "od", "--mem", "64M"], env)).status).toBe(0);
+    const forked = await snowflock(["fork", "od", "--clones", "2", "--memory", "ondemand", "--json"], env);
+    expect(forked.status).toBe(0);
+    expect(JSON.parse(forked.stdout)).toMatchObject({ memory: "ondemand", failed: [] });
+    await Bun.sleep(400);
+    for (const i of [1, 2]) {
+      const ticks = (await snowflock(["logs", `od.${i}`], env)).stdout.split("\n").filter((l) => l.startsWith("tick"));
+      expect(ticks.length).toBeGreaterThan(1);
+      expect(ticks.every((l) => l.endsWith(` id ${i}`))).toBe(true);
+    }
+    expect((await snowflock(["kill", "od"], env)).status).toBe(0);
+  });
+
   test("fork refuses bad requests clearly", async () => {
     const env = { SNOWFLOCK_RUN_DIR: testRunDir() };
     const none = await snowflock(["fork", "ghost", "--clones", "2"], env);
@@ -96,5 +111,7 @@ describeKvm("local fork", () => {
     expect(none.stderr).toContain("no running VM named 'ghost'");
     const bad = await snowflock(["fork", "ghost", "--clones", "0"], env);
     expect(bad.stderr).toContain("bad --clones '0'");
+    const path = await snowflock(["fork", "ghost", "--memory", "carrier-pigeon"], env);
+    expect(path.stderr).toContain("bad --memory 'carrier-pigeon'");
   });
 });

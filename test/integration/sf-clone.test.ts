@@ -23,6 +23,19 @@ describeKvm("sf_clone", () => {
     expect(r.status).toBe(0);
   });
 
+  test("the same with --memory ondemand: clones fetch pages from the parent's memory server", async () => {
+    const r = await snowflock(["run", "sha256-par", "size=64M", "seed=7", "clones=8", "--mem", "256M", "--memory", "ondemand", "--json"], env());
+    expect(r.status).toBe(0);
+    const result = JSON.parse(r.stdout);
+    expect(result.console).toEqual([...expectedSlices(7n, 64 << 20, 8), "granted 8"]);
+    const guestPages = (256 << 20) / 4096;
+    expect(result.stats.clones).toBe(8);
+    expect(result.stats.pagesFetched).toBeGreaterThan(0);
+    expect(result.stats.pagesFetched).toBeLessThan(guestPages / 2);
+    expect(result.stats.faults).toBe(result.stats.pagesFetched + result.stats.pagesZeroFilled);
+    expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
+  });
+
   test("slices of a size that does not divide evenly, on 2 vCPUs", async () => {
     const r = await snowflock(["run", "sha256-par", "size=1000003", "seed=11", "clones=3", "--vcpus", "2", "--mem", "64M"], env());
     expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(11n, 1000003, 3), "granted 3"]);
@@ -44,6 +57,13 @@ describeKvm("sf_clone", () => {
   test("the ticket policy may grant fewer clones than asked (--max-clones)", async () => {
     const r = await snowflock(["run", "sha256-par", "size=64K", "seed=1", "clones=5", "--max-clones", "2", "--mem", "32M"], env());
     expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(1n, 65536, 2), "granted 2"]);
+  });
+
+  test("checkpoint and misuse scenarios also hold with --memory ondemand", async () => {
+    const r = await snowflock(["run", "misuse", "--mem", "32M", "--memory", "ondemand"], env());
+    expect(r.stdout).not.toContain("FAIL");
+    expect(r.stdout).toContain("misuse checkpoint_messages ok");
+    expect(r.status).toBe(0);
   });
 
   test("each misuse of the API fails with its error and the family goes on", async () => {

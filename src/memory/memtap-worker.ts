@@ -1,0 +1,173 @@
+/**
+ * memtap's fault handler, in a Worker of its own so that a faulting vCPU never blocks it: it
+ * reads page faults from the userfaultfd and resolves each one — a page the bitmap calls zero
+ * is zero-filled, any other is fetched from the memory server and copied in. It never installs a
+ * page that failed validation; on any failure it reports and leaves the faults pending until the
+ * owner has stopped the vCPUs and calls stop() (see memtap.ts).
+ */
+import { SnowflockError } from "../errors.ts";
+import { EAGAIN, EEXIST, EINTR, POLLIN, PROT_NONE } from "../sys/constants.ts";
+import { SyscallError } from "../sys/errno.ts";
+import { close } from "../sys/files.ts";
+import { lastErrno, libc } from "../sys/libc.ts";
+import { mprotect } from "../sys/memory.ts";
+import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uffdWake, uffdZeropage } from "../sys/uffd.ts";
+import { PAGE_SIZE } from "./layout.ts";
+import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
+import { PageClient, pollRetrying, Woken } from "./page-client.ts";
+import { HEADER_SIZE, MAX_PAGES_PER_REQUEST, pageDataSize } from "./page-protocol.ts";
+
+declare const self: Worker;
+
+/** uffd messages read per read(2): several vCPUs can be waiting at once. */
+const MAX_EVENTS = 64;
+const ZEROS = new Uint8Array(PAGE_SIZE);
+
+function post(event: MemtapEvent): void {
+  self.postMessage(event);
+}
+
+class FaultHandler {
+  private readonly events = new Uint8Array(MAX_EVENTS * uffd_msg.size);
+  private readonly eventView = new DataView(this.events.buffer);
+  private readonly pageCount: number;
+
+  constructor(
+    private readonly init: MemtapInit,
+    private readonly client: PageClient,
+  ) {
+    this.pageCount = init.size / PAGE_SIZE;
+  }
+
+  /** Serves faults until stop() (throws Woken) or a failure (throws it). */
+  run(): never {
+    const watch = [
+      { fd: this.init.uffd, events: POLLIN },
+      { fd: this.init.stopFd, events: POLLIN },
+      { fd: this.client.fd, events: POLLIN },
+    ];
+    for (;;) {
+      const [faults = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
+      if (stop !== 0) throw new Woken("stop requested");
+      if (server !== 0) this.client.idleReadable();
+      if ((faults & POLLIN) !== 0) this.serveBatch();
+      else if (faults !== 0) throw new SnowflockError("INTERNAL", `the userfaultfd reported poll events 0x${faults.toString(16)}`);
+    }
+  }
+
+  private serveBatch(): void {
+    const n = libc.read(this.init.uffd, this.events, this.events.byteLength) as number;
+    if (n < 0) {
+      const errno = lastErrno();
+      if (errno === EAGAIN || errno === EINTR) return; // another waiter was woken by the same copy
+      throw new SyscallError("read", errno, "userfaultfd");
+    }
+    const started = performance.now();
+    const faults = this.collect(n);
+    const fetch: number[] = [];
+    for (const [page, write] of faults) {
+      if (this.mayBeNonZero(page)) fetch.push(page);
+      else this.zeroFill(page, write);
+    }
+    for (let i = 0; i < fetch.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(fetch.slice(i, i + MAX_PAGES_PER_REQUEST));
+    this.record(faults.size, (performance.now() - started) * 1000);
+  }
+
+  /** Faulting pages of this batch (two vCPUs on one page count once), and whether any wrote. */
+  private collect(bytes: number): Map<number, boolean> {
+    const faults = new Map<number, boolean>();
+    const view = this.eventView;
+    for (let at = 0; at + uffd_msg.size <= bytes; at += uffd_msg.size) {
+      if (view.getUint8(at) !== UFFD_EVENT_PAGEFAULT) continue;
+      const flags = view.getUint32(at + uffd_msg.fields["arg.pagefault.flags"].offset, true);
+      const addressAt = at + uffd_msg.fields["arg.pagefault.address"].offset;
+      const address = view.getUint32(addressAt, true) + view.getUint32(addressAt + 4, true) * 2 ** 32;
+      const page = Math.floor((address - this.init.address) / PAGE_SIZE);
+      if (page < 0 || page >= this.pageCount) throw new SnowflockError("INTERNAL", `fault at 0x${address.toString(16)} is outside guest memory`);
+      faults.set(page, (faults.get(page) ?? false) || (flags & UFFD_PAGEFAULT_FLAG_WRITE) !== 0);
+    }
+    return faults;
+  }
+
+  private mayBeNonZero(page: number): boolean {
+    return ((this.init.nonZeroPages[page >> 3]! >> (page & 7)) & 1) !== 0;
+  }
+
+  /** A read maps the shared zero page; a write gets its own zeroed page at once (no second fault). */
+  private zeroFill(page: number, write: boolean): void {
+    const address = this.init.address + page * PAGE_SIZE;
+    this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)));
+    this.init.counters[Slot.PAGES_ZERO_FILLED]!++;
+  }
+
+  private fetchAndInstall(pages: number[]): void {
+    const contents = this.client.fetch(pages);
+    const c = this.init.counters;
+    c[Slot.REQUESTS]!++;
+    c[Slot.BYTES_RECEIVED]! += HEADER_SIZE + pageDataSize(pages.length);
+    pages.forEach((page, i) => {
+      const address = this.init.address + page * PAGE_SIZE;
+      this.resolve(address, () => uffdCopy(this.init.uffd, address, contents[i]!));
+    });
+    c[Slot.PAGES_FETCHED]! += pages.length;
+  }
+
+  /** EEXIST: the page arrived meanwhile (e.g. a write fault after a zero-page read); just wake the waiter. */
+  private resolve(address: number, install: () => number): void {
+    try {
+      install();
+    } catch (error) {
+      if (!(error instanceof SyscallError && error.errno === EEXIST)) throw error;
+      uffdWake(this.init.uffd, address, PAGE_SIZE);
+    }
+  }
+
+  private record(faults: number, micros: number): void {
+    const c = this.init.counters;
+    c[Slot.FAULTS]! += faults;
+    c[Slot.SERVICE_MICROS]! += micros * faults;
+    const bucket = micros < 1 ? 0 : Math.min(HISTOGRAM_BUCKETS - 1, Math.floor(Math.log2(micros)) + 1);
+    c[Slot.HISTOGRAM + bucket]! += faults;
+  }
+}
+
+/**
+ * After a failure, faults stay pending (a vCPU waiting on one cannot be kicked out of KVM_RUN) until
+ * the owner has told the vCPUs to stop and calls stop(). If it never does, fence guest memory
+ * (PROT_NONE) before the uffd closes, so the waiting vCPUs fail their access instead of running on
+ * with zero-filled pages.
+ */
+function awaitStopOrFence(init: MemtapInit): void {
+  const deadline = performance.now() + FENCE_AFTER_MS;
+  for (let left = FENCE_AFTER_MS; left > 0; left = deadline - performance.now()) {
+    const [stop = 0] = pollRetrying([{ fd: init.stopFd, events: POLLIN }], Math.ceil(left));
+    if (stop !== 0) return;
+  }
+  try {
+    mprotect(init.address, init.size, PROT_NONE);
+  } catch {} // already unmapped: nothing left to protect
+}
+
+function run(init: MemtapInit): void {
+  let client: PageClient | undefined;
+  try {
+    client = PageClient.connect(init.socketPath, { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount: init.size / PAGE_SIZE });
+    post({ type: "ready" });
+    new FaultHandler(init, client).run();
+  } catch (error) {
+    if (!(error instanceof Woken)) {
+      const message = error instanceof SnowflockError ? error.message : `memtap failed: ${(error as Error).message}`;
+      post({ type: "failed", message });
+      awaitStopOrFence(init);
+    }
+  } finally {
+    client?.close();
+    // Closing the uffd wakes every fault still waiting; they retry without it.
+    try {
+      close(init.uffd);
+    } catch {}
+    post({ type: "stopped" });
+  }
+}
+
+self.onmessage = (event: MessageEvent<MemtapInit>) => run(event.data);

@@ -1,0 +1,172 @@
+/**
+ * The clone side of memory-on-demand. Guest memory starts empty and is registered with
+ * userfaultfd; the pages the descriptor ships are copied in at once, and every other page is
+ * filled on first touch by a fault Worker (memtap-worker.ts): zero pages locally, the rest fetched
+ * from the parent's memory server.
+ *
+ * On failure (server gone, silent past the timeout, or a bad page) `failed` settles and the
+ * faults stay pending, because a vCPU waiting on a page cannot be kicked out of KVM_RUN and must
+ * never run on with a page it did not get. The owner then ends the VM in this order: tell the vCPUs
+ * to stop (KvmMachine.stop(), which kicks them), then memtap.stop(), which closes the uffd so the
+ * waiting faults return and the vCPUs see the stop before re-entering the guest.
+ */
+import { SnowflockError } from "../errors.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, O_CLOEXEC, O_NONBLOCK } from "../sys/constants.ts";
+import { close, eventfd, write } from "../sys/files.ts";
+import { _UFFDIO_COPY, _UFFDIO_WAKE, _UFFDIO_ZEROPAGE, UFFDIO_REGISTER_MODE_MISSING, uffdApi, uffdCopy, uffdRegister, userfaultfd } from "../sys/uffd.ts";
+import type { GuestMemory } from "./guest-memory.ts";
+import { PAGE_SIZE } from "./layout.ts";
+import { HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
+
+export interface MemtapOptions {
+  memory: GuestMemory;
+  /** The memory server's Unix socket path. */
+  serverSocket: string;
+  /** The descriptor's non-zero bitmap: one bit per backing page. */
+  nonZeroPages: Uint8Array;
+  /** Pages shipped with the descriptor (backing page number → contents), installed before any vCPU runs. */
+  eagerPages: Map<number, Uint8Array>;
+  /** How long one request may wait for the server before the clone fails. Default 5000 ms. */
+  timeoutMs?: number;
+}
+
+export interface MemtapStats {
+  faults: number;
+  pagesFetched: number;
+  pagesZeroFilled: number;
+  eagerPages: number;
+  bytesReceived: number;
+  requests: number;
+  /** Mean time from reading a fault to its page being installed. */
+  meanServiceMicros: number;
+  /** Faults served in under `upToMicros` (and at least the previous bucket's bound). */
+  faultServiceHistogram: Array<{ upToMicros: number; count: number }>;
+}
+
+export interface Memtap {
+  stats(): MemtapStats;
+  /** Settles with the reason if memtap fails; never settles otherwise. */
+  failed: Promise<Error>;
+  /** Closes the uffd and ends the Worker. Call once the VM has ended or its vCPUs were told to stop. */
+  stop(): Promise<void>;
+}
+
+const DEFAULT_TIMEOUT_MS = 5000;
+const STOP_TIMEOUT_MS = 3000;
+/** Loading the Worker, on top of the server's own timeout for the Hello. */
+const START_GRACE_MS = 5000;
+
+/** See VCPU_WORKER_URL in machine.ts: a compiled executable keeps the entry's path from the project root. */
+const MEMTAP_WORKER_URL = import.meta.url.includes("/$bunfs/")
+  ? new URL("./src/memory/memtap-worker.ts", import.meta.url).href
+  : new URL("./memtap-worker.ts", import.meta.url).href;
+
+function checkInputs(options: MemtapOptions, pageCount: number): void {
+  if (options.nonZeroPages.byteLength !== Math.ceil(pageCount / 8)) {
+    throw new SnowflockError("MEMORY", `the non-zero page bitmap has ${options.nonZeroPages.byteLength} bytes; ${pageCount} pages need ${Math.ceil(pageCount / 8)}`);
+  }
+  for (const [page, data] of options.eagerPages) {
+    if (!Number.isInteger(page) || page < 0 || page >= pageCount) throw new SnowflockError("MEMORY", `eager page ${page} is outside guest memory`);
+    if (data.byteLength !== PAGE_SIZE) throw new SnowflockError("MEMORY", `eager page ${page} has ${data.byteLength} bytes`);
+  }
+}
+
+/** A userfaultfd over all of `memory`, with the eager pages already in. */
+function registerMemory(options: MemtapOptions): number {
+  const { memory } = options;
+  const uffd = userfaultfd(O_CLOEXEC | O_NONBLOCK);
+  try {
+    uffdApi(uffd, 0);
+    const ioctls = uffdRegister(uffd, memory.address, memory.size, UFFDIO_REGISTER_MODE_MISSING);
+    for (const needed of [_UFFDIO_COPY, _UFFDIO_ZEROPAGE, _UFFDIO_WAKE]) {
+      if ((ioctls & (1n << BigInt(needed))) === 0n) throw new SnowflockError("MEMORY", `userfaultfd does not offer ioctl ${needed} on guest memory`);
+    }
+    for (const [page, data] of options.eagerPages) uffdCopy(uffd, memory.address + page * PAGE_SIZE, data);
+    return uffd;
+  } catch (error) {
+    close(uffd);
+    throw error;
+  }
+}
+
+export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
+  const { memory } = options;
+  const pageCount = memory.size / PAGE_SIZE;
+  checkInputs(options, pageCount);
+  const uffd = registerMemory(options);
+  const stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const counters = new Float64Array(new SharedArrayBuffer(Slot.WORDS * 8));
+  const worker = new Worker(MEMTAP_WORKER_URL);
+
+  let workerStopped = false;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
+  let resolveFailed!: (error: Error) => void;
+  const failed = new Promise<Error>((resolve) => (resolveFailed = resolve));
+  let resolveReady!: () => void;
+  let rejectReady!: (error: Error) => void;
+  const ready = new Promise<void>((resolve, reject) => ((resolveReady = resolve), (rejectReady = reject)));
+
+  const fail = (error: Error) => {
+    rejectReady(error);
+    resolveFailed(error);
+  };
+  worker.onmessage = (message: MessageEvent<MemtapEvent>) => {
+    const event = message.data;
+    if (event.type === "ready") resolveReady();
+    else if (event.type === "failed") fail(new SnowflockError("MEMORY", event.message));
+    else {
+      workerStopped = true;
+      resolveStopped();
+    }
+  };
+  worker.onerror = (error) => fail(new SnowflockError("INTERNAL", `memtap thread failed: ${error.message}`));
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      write(stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
+      await Promise.race([stopped, Bun.sleep(STOP_TIMEOUT_MS)]);
+      worker.terminate();
+      if (!workerStopped) close(uffd); // the Worker never got to it
+      close(stopFd);
+    })());
+
+  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, socketPath: options.serverSocket, nonZeroPages: options.nonZeroPages.slice(), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters };
+  worker.postMessage(init);
+  let timer: Timer | undefined;
+  const startLimit = init.timeoutMs + START_GRACE_MS;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SnowflockError("MEMORY", `memtap did not connect to the memory server at ${options.serverSocket} within ${startLimit} ms`)), startLimit);
+  });
+  try {
+    await Promise.race([ready, late]);
+  } catch (error) {
+    await stop();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+
+  return {
+    failed,
+    stop,
+    stats: () => readStats(counters, options.eagerPages.size),
+  };
+}
+
+function readStats(c: Float64Array, eagerPages: number): MemtapStats {
+  const histogram = Array.from({ length: HISTOGRAM_BUCKETS }, (_, i) => ({ upToMicros: i === HISTOGRAM_BUCKETS - 1 ? Infinity : 2 ** i, count: c[Slot.HISTOGRAM + i]! }));
+  const last = histogram.findLastIndex((b) => b.count > 0);
+  const faults = c[Slot.FAULTS]!;
+  return {
+    faults,
+    pagesFetched: c[Slot.PAGES_FETCHED]!,
+    pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
+    eagerPages,
+    bytesReceived: c[Slot.BYTES_RECEIVED]!,
+    requests: c[Slot.REQUESTS]!,
+    meanServiceMicros: faults === 0 ? 0 : c[Slot.SERVICE_MICROS]! / faults,
+    faultServiceHistogram: histogram.slice(0, last + 1),
+  };
+}

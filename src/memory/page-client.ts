@@ -1,0 +1,186 @@
+/**
+ * memtap's connection to a memory server: a blocking Unix socket for a thread of its own (the
+ * fault Worker), with every wait bounded by a deadline and cut short by a wake fd. Nothing it
+ * returns has skipped validation.
+ */
+import { SnowflockError } from "../errors.ts";
+import { EINTR, POLLIN } from "../sys/constants.ts";
+import { SyscallError } from "../sys/errno.ts";
+import { close, poll, type PollRequest, read } from "../sys/files.ts";
+import { connectUnix, send } from "../sys/socket.ts";
+import { PAGE_SIZE } from "./layout.ts";
+import {
+  decodeError,
+  decodeHeader,
+  decodeHelloReply,
+  decodePageData,
+  encodeHello,
+  encodeMessage,
+  encodePageRequest,
+  HEADER_SIZE,
+  type Header,
+  MAX_MESSAGE_SIZE,
+  MessageType,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  verifyChecksum,
+} from "./page-protocol.ts";
+
+/** Thrown when the wake fd fired: someone asked this thread to stop; not a failure. */
+export class Woken extends Error {
+  override name = "Woken";
+}
+
+export interface PageClientOptions {
+  timeoutMs: number;
+  /** A readable fd that means "stop waiting" (an eventfd); -1 for none. */
+  wakeFd: number;
+  /** Pages the image must have. */
+  pageCount: number;
+}
+
+export class PageClient {
+  private sequence = 0;
+  private readonly buffer = new Uint8Array(MAX_MESSAGE_SIZE);
+
+  private constructor(
+    readonly fd: number,
+    private readonly path: string,
+    private readonly options: PageClientOptions,
+  ) {}
+
+  /** Connects and says Hello; the server must speak our version and serve an image of our size. */
+  static connect(path: string, options: PageClientOptions): PageClient {
+    let fd: number;
+    try {
+      fd = connectUnix(path);
+    } catch (error) {
+      throw new SnowflockError("MEMORY", `cannot reach the memory server at ${path}: ${(error as Error).message}`, "is the parent VM's memory server running?");
+    }
+    const client = new PageClient(fd, path, options);
+    try {
+      const info = decodeHelloReply(client.call(MessageType.Hello, encodeHello(), MessageType.HelloReply));
+      if (info.version !== PROTOCOL_VERSION || info.pageSize !== PAGE_SIZE || info.pageCount !== options.pageCount) {
+        throw client.failure(`serves version ${info.version}, ${info.pageCount} pages of ${info.pageSize} bytes; this clone needs version ${PROTOCOL_VERSION}, ${options.pageCount} pages of ${PAGE_SIZE}`);
+      }
+      return client;
+    } catch (error) {
+      client.close();
+      throw error;
+    }
+  }
+
+  /** Contents of `pages` (at most MAX_PAGES_PER_REQUEST), as views valid until the next call. */
+  fetch(pages: number[]): Uint8Array[] {
+    return decodePageData(this.call(MessageType.PageRequest, encodePageRequest(pages), MessageType.PageData, pages), pages);
+  }
+
+  /**
+   * The server never speaks unasked: if the socket turns readable while idle, it closed the
+   * connection (or is misbehaving). Always throws.
+   */
+  idleReadable(): never {
+    const n = this.readSome(this.buffer.subarray(0, 1));
+    throw n === 0 ? this.failure("closed the connection") : this.failure("sent a message nobody asked for");
+  }
+
+  close(): void {
+    try {
+      close(this.fd);
+    } catch {}
+  }
+
+  private failure(what: string, cause?: unknown): SnowflockError {
+    return new SnowflockError("MEMORY", `the memory server at ${this.path} ${what}`, undefined, { cause });
+  }
+
+  /** A server that went away shows as EOF, EPIPE or ECONNRESET depending on timing: one message for all. */
+  private connectionFailure(error: unknown): SnowflockError {
+    if (error instanceof SyscallError && (error.errnoName === "EPIPE" || error.errnoName === "ECONNRESET")) return this.failure(`closed the connection (${error.errnoName})`, error);
+    return this.failure(`connection failed (${(error as Error).message})`, error);
+  }
+
+  /** One request, one answer: returns the answer's payload (a view of this.buffer). */
+  private call(type: MessageType, payload: Uint8Array, answer: MessageType, pages?: number[]): Uint8Array {
+    const sequence = (this.sequence = (this.sequence + 1) >>> 0);
+    const deadline = performance.now() + this.options.timeoutMs;
+    this.writeAll(encodeMessage(type, sequence, payload));
+    // Read whatever has arrived (usually the whole answer at once) until one message is complete.
+    let have = 0;
+    let header: Header | undefined;
+    for (;;) {
+      if (header === undefined && have >= HEADER_SIZE) header = this.checked(() => decodeHeader(this.buffer));
+      if (header !== undefined && have >= HEADER_SIZE + header.length) break;
+      have += this.readMore(have, deadline);
+    }
+    if (have > HEADER_SIZE + header.length) throw this.failure("sent more than one answer to one request");
+    const body = this.buffer.subarray(HEADER_SIZE, HEADER_SIZE + header.length);
+    this.checked(() => verifyChecksum(this.buffer, header, body));
+    if (header.sequence !== sequence) throw this.failure(`sent a bad message: answer #${header.sequence} to request #${sequence}`);
+    if (header.type === MessageType.Error) {
+      const { text } = this.checked(() => decodeError(body));
+      throw this.failure(`refused ${pages ? `pages ${pages.join(",")}` : MessageType[type]}: ${text}`);
+    }
+    if (header.type !== answer) throw this.failure(`sent a bad message: ${MessageType[header.type]} where ${MessageType[answer]} was expected`);
+    return body;
+  }
+
+  /** Runs a decoder; a ProtocolError becomes a failure that names this server. */
+  private checked<T>(decode: () => T): T {
+    try {
+      return decode();
+    } catch (error) {
+      if (error instanceof ProtocolError) throw this.failure(`sent a bad message: ${error.detail}`, error);
+      throw error;
+    }
+  }
+
+  private writeAll(message: Uint8Array): void {
+    for (let at = 0; at < message.byteLength; ) {
+      try {
+        at += send(this.fd, message.subarray(at));
+      } catch (error) {
+        if (error instanceof SyscallError && error.errno === EINTR) continue;
+        throw this.connectionFailure(error);
+      }
+    }
+  }
+
+  /** Waits (bounded by the deadline, cut short by the wake fd) and reads into this.buffer at `at`. */
+  private readMore(at: number, deadline: number): number {
+    for (;;) {
+      const left = Math.ceil(deadline - performance.now());
+      if (left <= 0) throw this.failure(`did not answer within ${this.options.timeoutMs} ms`);
+      const watch = [{ fd: this.fd, events: POLLIN }];
+      if (this.options.wakeFd >= 0) watch.push({ fd: this.options.wakeFd, events: POLLIN });
+      const [socket = 0, wake = 0] = pollRetrying(watch, left);
+      if (wake !== 0) throw new Woken("stop requested");
+      if (socket === 0) continue;
+      const n = this.readSome(this.buffer.subarray(at));
+      if (n === 0) throw this.failure(at === 0 ? "closed the connection" : "closed the connection in the middle of a message");
+      return n;
+    }
+  }
+
+  /** read(2) that turns socket errors into memory-server failures; -1 never escapes. */
+  private readSome(into: Uint8Array): number {
+    for (;;) {
+      try {
+        return read(this.fd, into);
+      } catch (error) {
+        if (error instanceof SyscallError && error.errno === EINTR) continue;
+        throw this.connectionFailure(error);
+      }
+    }
+  }
+}
+
+/** poll(2) where a signal landing on this thread counts as "nothing ready yet". */
+export function pollRetrying(requests: PollRequest[], timeoutMs: number): number[] {
+  try {
+    return poll(requests, timeoutMs);
+  } catch (error) {
+    if (error instanceof SyscallError && error.errno === EINTR) return requests.map(() => 0);
+    throw error;
+  }
+}
