@@ -18,6 +18,15 @@ interface WorkloadSpec {
 /** The kernel image, page tables, stacks and allocator bitmap need a few MiB of their own. */
 export const KERNEL_RESERVE = 8 * 1024 * 1024;
 
+const datasetMemory = (p: Map<string, bigint>) => Math.ceil(Number(p.get("size")!) / 4096) * 4096;
+
+/** The workloads that clone themselves with sf_clone. */
+const PARALLEL_PARAMS: WorkloadSpec["params"] = {
+  size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
+  seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
+  clones: { kind: "u64", required: true, help: "clones to ask for (1-256)" },
+};
+
 export const WORKLOADS: Record<string, WorkloadSpec> = {
   hello: { summary: "prints a greeting and exits", params: {} },
   sha256: {
@@ -26,25 +35,17 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
       size: { kind: "size", required: true, help: "bytes of the dataset to hash (K/M/G suffixes)" },
       seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
     },
-    memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
+    memoryNeed: datasetMemory,
   },
   "sha256-par": {
     summary: "clones hash slices of the dataset; prints `slice <i> <offset> <length> <hex>` per clone",
-    params: {
-      size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
-      seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
-      clones: { kind: "u64", required: true, help: "clones to ask for (1-256)" },
-    },
-    memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
+    params: PARALLEL_PARAMS,
+    memoryNeed: datasetMemory,
   },
   "search-par": {
     summary: "every clone counts a 16-bit pattern in the dataset; prints `count <i> <pattern> <n>`",
-    params: {
-      size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
-      seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
-      clones: { kind: "u64", required: true, help: "clones to ask for (1-256)" },
-    },
-    memoryNeed: (p) => Math.ceil(Number(p.get("size")!) / 4096) * 4096,
+    params: PARALLEL_PARAMS,
+    memoryNeed: datasetMemory,
   },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
   crash: { summary: "test: triple-faults on purpose", params: {} },
