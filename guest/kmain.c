@@ -33,6 +33,7 @@ static const struct workload workloads[] = {
     { "sha256-par", 0, wl_sha256_par },
     { "search-par", 0, wl_search_par },
     { "misuse", 0, wl_misuse },
+    { "isolation", 0, wl_isolation },
 };
 
 /* The boot page tables map exactly 0..4 GiB. */

@@ -59,6 +59,8 @@ export class Family {
   private nextOperatorCloneId = 1;
   private checkpoints = new Map<number, CloneSource>();
   private servers: MemoryServer[] = [];
+  /** Every clone round, with its phase times, for --json. */
+  readonly forks: ForkResult[] = [];
   private nextCheckpoint = 1;
   private inbox: Array<{ from: number; data: Uint8Array }> = [];
   private inboxWaiters: Array<() => void> = [];
@@ -94,6 +96,7 @@ export class Family {
       if (!checkpoint) this.release(source);
     }
     for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
+    this.forks.push(result);
     this.nextOperatorCloneId = Math.max(this.nextOperatorCloneId, ...ids.map((id) => id + 1));
     return result;
   }

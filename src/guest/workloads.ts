@@ -49,6 +49,7 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
   },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
   crash: { summary: "test: triple-faults on purpose", params: {} },
+  isolation: { summary: "test: members write one variable after sf_clone; each still sees its own", params: {} },
   misuse: { summary: "test: misuses the cluster API, checks each error", params: {} },
   hostile: { summary: "test: makes hypercalls with wild pointers, checks the answers", params: {} },
 };

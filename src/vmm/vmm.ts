@@ -6,7 +6,7 @@
 import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
-import type { MemoryPath } from "../clone/local-fork.ts";
+import type { ForkResult, MemoryPath } from "../clone/local-fork.ts";
 import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
 import { type Memtap, startMemtap } from "../memory/memtap.ts";
 import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
@@ -53,6 +53,8 @@ export interface VmResult {
   pagesTouched: number;
   /** The family this VM made: clones and what their memory cost. */
   stats: FamilyStats;
+  /** Each clone round: the parent's pause, the descriptor, and each clone's restore and start. */
+  forks: ForkResult[];
   timings: {
     /** From process start to the VM being built (memory, KVM, image loaded or state restored). */
     vmReadyMs: number;
@@ -190,6 +192,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
       console: lines,
       pagesTouched: machine.pagesTouched(),
       stats: family.stats(),
+      forks: family.forks,
       timings: { vmReadyMs, startedMs, firstConsoleLineMs, endMs: performance.now() },
     };
   } finally {

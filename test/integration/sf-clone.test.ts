@@ -66,6 +66,15 @@ describeKvm("sf_clone", () => {
     expect(r.status).toBe(0);
   });
 
+  for (const memory of ["cow", "ondemand"]) {
+    test(`after sf_clone, the parent's and each clone's writes stay their own (--memory ${memory})`, async () => {
+      // The parent writes, then tells clone 1 to look; clone 1 writes, then tells clone 2 to look.
+      const r = await snowflock(["run", "isolation", "--mem", "32M", "--memory", memory], env());
+      expect(r.status).toBe(0);
+      expect(r.stdout.trim().split("\n").sort()).toEqual(["isolation clone 1 saw 1000", "isolation clone 2 saw 1000", "isolation parent sees 3000"]);
+    });
+  }
+
   test("each misuse of the API fails with its error and the family goes on", async () => {
     const e = env();
     const r = await snowflock(["run", "misuse", "--mem", "32M"], e);
