@@ -25,12 +25,14 @@ export function qemuAvailable(): boolean {
 /** apt-get installs qemu-system-x86 if it is missing; returns a reason when that fails. */
 export function ensureQemu(say: (line: string) => void): string | undefined {
   if (qemuAvailable()) return undefined;
+  if (!Bun.which("apt-get")) return "qemu-system-x86_64 is missing and there is no apt-get to install qemu-system-x86 with";
   say("installing the peer: apt-get install qemu-system-x86");
   const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
   Bun.spawnSync(["apt-get", "update", "-qq"], { env, stdout: "ignore", stderr: "ignore" });
   const install = Bun.spawnSync(["apt-get", "install", "-y", "-qq", "qemu-system-x86"], { env, stdout: "ignore", stderr: "pipe" });
   if (install.exitCode === 0 && qemuAvailable()) return undefined;
-  return `qemu-system-x86_64 is missing and apt-get could not install qemu-system-x86 (${install.stderr.toString().trim().split("\n").pop() || "not root or not Debian?"})`;
+  const why = install.exitCode === 0 ? "installed, but qemu-system-x86_64 is not on PATH" : install.stderr.toString().trim().split("\n").pop() || "not root or not Debian?";
+  return `qemu-system-x86_64 is missing and apt-get could not install qemu-system-x86 (${why})`;
 }
 
 /** A minimal QMP client: one JSON object per line; answers matched to requests by id. */

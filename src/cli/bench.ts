@@ -32,7 +32,7 @@ export function registerBench(cli: CAC): void {
     .option("--clones <list>", "Clone counts N, comma-separated", { default: "1,2,4,8,16,32" })
     .option("--mem <size>", "Guest memory of the parent VM", { default: "1G" })
     .option("--runs <n>", "Runs per N (the median is reported)", { default: 3 })
-    .option("--memory <list>", "Fork memory paths, comma-separated (cow; unknown ones are reported unavailable)", { default: "cow" })
+    .option("--memory <list>", "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable)", { default: "cow" })
     .option("--no-peer", "Skip the QEMU peer")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option("--json", "Print the report as JSON")

@@ -1,0 +1,320 @@
+/**
+ * Fork latency: time from pausing a running VM (`serve`, 1 GiB by default) to N running clones,
+ * for each snowflock memory path, beside QEMU saving the same guest's state to a file and
+ * restoring N QEMUs from it (bench/peers/qemu-snapshot.ts). Median of several runs, the ratio,
+ * a table, fork.json and fork.svg (time vs N, log2 x axis).
+ *
+ *   snowflock bench fork [--clones 1,2,4] [--mem 1G] [--runs 3] [--memory cow] [--no-peer] [--json] [--out DIR]
+ *   bun bench/fork.ts [same options]
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import type { ForkResult } from "../src/clone/local-fork.ts";
+import { SnowflockError } from "../src/errors.ts";
+import { guestImage } from "../src/guest/image.ts";
+import { formatSize } from "../src/size.ts";
+import { controlRequest } from "../src/vmm/control-client.ts";
+import { listVms, processAlive, readRecord, vmPaths } from "../src/vmm/run-dir.ts";
+import { selfCommand } from "../src/vmm/self.ts";
+import { machineNote, median } from "./machine.ts";
+import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
+import { linePlot, type Series } from "./svg.ts";
+
+export interface ForkBenchOptions {
+  clones: number[];
+  memoryBytes: number;
+  runs: number;
+  /** Memory paths to pass to fork (`cow`; later `ondemand`). */
+  memoryPaths: string[];
+  peer: boolean;
+  /** Largest N the QEMU peer runs (each restored QEMU is a process of its own). */
+  peerMaxClones: number;
+}
+
+interface SnowflockRow {
+  clones: number;
+  totalMs: number;
+  perCloneMs: number;
+  pausedMs: number;
+  /** Median over runs of the median clone's readyMs (end of pause to its control socket answering). */
+  cloneReadyMs: number;
+  /** Inside the clone's process (medians): process start to VM restored, and to vCPUs running. */
+  cloneRestoredMs: number;
+  cloneRunningMs: number;
+  samples: { totalMs: number[]; pausedMs: number[] };
+}
+
+interface PeerRow {
+  clones: number;
+  totalMs: number;
+  saveMs: number;
+  restoreMs: number;
+  downtimeMs: number;
+  samples: { totalMs: number[]; saveMs: number[]; restoreMs: number[] };
+}
+
+export interface ForkReport {
+  benchmark: string;
+  machine: string;
+  runs: number;
+  memoryBytes: number;
+  clones: number[];
+  snowflock: Array<{ memory: string; available: boolean; reason?: string; results: SnowflockRow[] }>;
+  peer?: { name: string; bootMs: number; stateBytes: number; maxClones: number; note?: string; results: PeerRow[] } | { name: string; skipped: string };
+}
+
+const PARENT = "bench-parent";
+const RUN_TIMEOUT_MS = 120_000;
+
+/** Thrown when the VMM refuses a memory path: reported as unavailable, not as a failure. */
+class Unavailable extends Error {}
+
+/** stderr progress: one rewritten line on a terminal, plain lines otherwise. */
+function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
+  else process.stderr.write(`${text}\n`);
+}
+function progressDone(): void {
+  if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+}
+
+/** The snowflock CLI: this executable when compiled, else bin/snowflock.ts from source. */
+function cliCommand(): string[] {
+  const compiled = selfCommand().length === 1;
+  return compiled ? selfCommand() : [process.execPath, join(import.meta.dir, "../bin/snowflock.ts")];
+}
+
+/** bench/results of the snowflock checkout the working directory is in, else the working directory. */
+export function defaultOutDir(): string {
+  for (let dir = process.cwd(); ; dir = dirname(dir)) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, "package.json"), "utf8")) as { name?: string };
+      if (pkg.name === "snowflock" && existsSync(join(dir, "bench"))) return join(dir, "bench/results");
+    } catch {}
+    if (dirname(dir) === dir) return process.cwd();
+  }
+}
+
+async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(processAlive)) {
+    if (Date.now() > deadline) {
+      for (const pid of pids.filter(processAlive)) process.kill(pid, "SIGKILL");
+      await Bun.sleep(50);
+      return;
+    }
+    await Bun.sleep(5);
+  }
+}
+
+async function stopVms(vms: Array<{ name: string; pid: number }>): Promise<void> {
+  await Promise.all(vms.map((vm) => controlRequest(vm.name, "kill").catch(() => undefined)));
+  await waitGone(vms.map((vm) => vm.pid), 10_000);
+}
+
+/** Starts the parent VM as `snowflock run serve --detach` and waits for its first tick line. */
+async function startParent(memoryBytes: number): Promise<void> {
+  const child = Bun.spawn([...cliCommand(), "run", "serve", "--detach", "--name", PARENT, "--mem", String(memoryBytes)], {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+    env: { ...process.env, SNOWFLOCK_QUIET: "1" },
+  });
+  const [stderr, status] = await Promise.all([new Response(child.stderr).text(), child.exited]);
+  if (status !== 0) throw new SnowflockError("VM_STATE", `the parent VM did not start: ${stderr.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n").pop()}`);
+  const deadline = Date.now() + 30_000;
+  while (!/tick \d+/.test(await Bun.file(vmPaths(PARENT).log).text().catch(() => ""))) {
+    if (Date.now() > deadline) throw new SnowflockError("VM_STATE", "the parent VM printed no tick line within 30 s", `see ${vmPaths(PARENT).log}`);
+    await Bun.sleep(10);
+  }
+}
+
+/** Forks N clones, checks they all run with the requested memory path, and stops them again. */
+async function forkOnce(clones: number, memory: string): Promise<ForkResult> {
+  // Passed through as given: the VMM itself refuses a memory path it does not have.
+  const request = { op: "fork" as const, clones, memory: memory as ForkResult["memory"] };
+  const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);
+  if (!answer.ok) throw new Unavailable(answer.error);
+  const result = answer.fork!;
+  try {
+    if (result.memory !== memory) throw new Unavailable(`the VMM ignored it and forked with '${result.memory}'`);
+    const failed = result.failed[0];
+    if (failed) throw new SnowflockError("VM_STATE", `clone ${failed.name} did not start: ${failed.error}`);
+    return result;
+  } finally {
+    await stopVms(result.clones);
+  }
+}
+
+async function benchPath(options: ForkBenchOptions, memory: string): Promise<ForkReport["snowflock"][number]> {
+  await startParent(options.memoryBytes);
+  try {
+    try {
+      progress(`snowflock ${memory}: warm-up fork`);
+      await forkOnce(1, memory);
+    } catch (error) {
+      if (error instanceof Unavailable) return { memory, available: false, reason: error.message, results: [] };
+      throw error;
+    }
+    const results: SnowflockRow[] = [];
+    for (const n of options.clones) {
+      const forks: ForkResult[] = [];
+      for (let run = 1; run <= options.runs; run++) {
+        progress(`snowflock ${memory}: ${n} clone${n > 1 ? "s" : ""}, run ${run}/${options.runs}`);
+        forks.push(await forkOnce(n, memory));
+      }
+      const totalMs = forks.map((f) => f.totalMs);
+      const pausedMs = forks.map((f) => f.pausedMs);
+      results.push({
+        clones: n,
+        totalMs: median(totalMs),
+        perCloneMs: median(totalMs.map((t) => t / n)),
+        pausedMs: median(pausedMs),
+        cloneReadyMs: median(forks.map((f) => median(f.clones.map((c) => c.readyMs)))),
+        cloneRestoredMs: median(forks.map((f) => median(f.clones.map((c) => c.restoredMs)))),
+        cloneRunningMs: median(forks.map((f) => median(f.clones.map((c) => c.runningMs)))),
+        samples: { totalMs, pausedMs },
+      });
+    }
+    return { memory, available: true, results };
+  } finally {
+    const parent = readRecord(PARENT);
+    if (parent) await stopVms([parent]);
+  }
+}
+
+async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNullable<ForkReport["peer"]>> {
+  const name = "qemu-system-x86_64 -accel kvm: migrate to a file, N x -incoming";
+  const peer = new QemuSnapshotPeer(dir, options.memoryBytes, guestImage());
+  try {
+    progress("qemu: booting the source VM (firmware boot, a few seconds here)");
+    const bootMs = await peer.boot();
+    progress("qemu: warm-up save and restore");
+    let stateBytes = (await peer.save()).bytes;
+    await peer.restore(1);
+    const results: PeerRow[] = [];
+    for (const n of options.clones.filter((c) => c <= options.peerMaxClones)) {
+      const save: number[] = [];
+      const restore: number[] = [];
+      const downtime: number[] = [];
+      for (let run = 1; run <= options.runs; run++) {
+        progress(`qemu: ${n} restored instance${n > 1 ? "s" : ""}, run ${run}/${options.runs}`);
+        const saved = await peer.save();
+        stateBytes = saved.bytes;
+        save.push(saved.saveMs);
+        downtime.push(saved.downtimeMs);
+        restore.push(await peer.restore(n));
+      }
+      const totalMs = save.map((s, i) => s + restore[i]!);
+      results.push({ clones: n, totalMs: median(totalMs), saveMs: median(save), restoreMs: median(restore), downtimeMs: median(downtime), samples: { totalMs, saveMs: save, restoreMs: restore } });
+    }
+    const capped = options.clones.some((c) => c > options.peerMaxClones);
+    return { name, bootMs, stateBytes, maxClones: options.peerMaxClones, note: capped ? `QEMU run for N <= ${options.peerMaxClones} only` : undefined, results };
+  } finally {
+    await peer.close();
+  }
+}
+
+/** Runs the whole benchmark in a private run directory; everything it started is gone after. */
+export async function runForkBench(options: ForkBenchOptions): Promise<ForkReport> {
+  const { kvmHost } = await import("../src/backend/kvm/host.ts");
+  kvmHost();
+  const noQemu = options.peer ? ensureQemu(progress) : undefined;
+  if (noQemu) throw new SnowflockError("USAGE", noQemu, "install qemu-system-x86 or pass --no-peer");
+  const tmp = mkdtempSync(join(tmpdir(), "snowflock-bench-fork-"));
+  mkdirSync(join(tmp, "run"), { mode: 0o700 });
+  mkdirSync(join(tmp, "qemu"));
+  const savedRunDir = process.env.SNOWFLOCK_RUN_DIR;
+  process.env.SNOWFLOCK_RUN_DIR = join(tmp, "run");
+  const cleanup = () => {
+    for (const vm of listVms()) {
+      try {
+        process.kill(vm.pid, "SIGKILL");
+      } catch {}
+    }
+    killAllQemu();
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  const interrupted = () => {
+    progressDone();
+    process.stderr.write("interrupted; stopping the benchmark's VMs\n");
+    cleanup();
+    process.exit(130);
+  };
+  process.on("SIGINT", interrupted);
+  process.on("SIGTERM", interrupted);
+  try {
+    const snowflock: ForkReport["snowflock"] = [];
+    for (const memory of options.memoryPaths) snowflock.push(await benchPath(options, memory));
+    const peer = options.peer ? await benchPeer(options, join(tmp, "qemu")) : { name: "qemu", skipped: "--no-peer" };
+    return {
+      benchmark: `fork: pause of a running ${formatSize(options.memoryBytes)} serve VM to N clones running`,
+      machine: machineNote(),
+      runs: options.runs,
+      memoryBytes: options.memoryBytes,
+      clones: options.clones,
+      snowflock,
+      peer,
+    };
+  } finally {
+    progressDone();
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+    cleanup();
+    if (savedRunDir === undefined) delete process.env.SNOWFLOCK_RUN_DIR;
+    else process.env.SNOWFLOCK_RUN_DIR = savedRunDir;
+  }
+}
+
+const ms = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? "-" : `${n.toFixed(1)}`);
+
+/** The report as text tables: one per memory path. */
+export function formatReport(report: ForkReport): string {
+  const peer = report.peer && "results" in report.peer ? report.peer : undefined;
+  const lines = [report.benchmark, `${report.machine}; median of ${report.runs} runs`];
+  if (peer) lines.push(`peer: ${peer.name}; state file ${formatSize(peer.stateBytes)} (${peer.stateBytes} bytes); source boot ${ms(peer.bootMs)} ms${peer.note ? `; ${peer.note}` : ""}`);
+  else if (report.peer && "skipped" in report.peer) lines.push(`peer: skipped (${report.peer.skipped})`);
+  for (const path of report.snowflock) {
+    lines.push("", `memory ${path.memory}${path.available ? "" : `: unavailable (${path.reason})`}`);
+    if (!path.available) continue;
+    const header = ["N", "snowflock ms", "per clone", "parent paused ms", "QEMU save+restore ms", "QEMU/snowflock"];
+    const rows = path.results.map((r) => {
+      const q = peer?.results.find((p) => p.clones === r.clones);
+      return [String(r.clones), ms(r.totalMs), ms(r.perCloneMs), ms(r.pausedMs), q ? ms(q.totalMs) : "-", q ? `${(q.totalMs / r.totalMs).toFixed(2)}x` : "-"];
+    });
+    const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+    for (const row of [header, ...rows]) lines.push(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export function plotReport(report: ForkReport): string {
+  const series: Series[] = report.snowflock.filter((p) => p.available).map((p) => ({ name: `snowflock fork (${p.memory})`, points: p.results.map((r): [number, number] => [r.clones, r.totalMs]) }));
+  if (report.peer && "results" in report.peer) {
+    series.push({ name: "QEMU migrate to file + N restores", points: report.peer.results.map((r): [number, number] => [r.clones, r.totalMs]), dashed: true });
+  }
+  return linePlot({
+    title: `Time to N running clones (${formatSize(report.memoryBytes)} guest, median of ${report.runs})`,
+    subtitle: report.machine,
+    xLabel: "clones N (log2 scale)",
+    yLabel: "ms from pause to all N running",
+    xLog2: true,
+    series,
+  });
+}
+
+/** Writes fork.json and fork.svg into `dir`; returns their paths. */
+export function writeReport(report: ForkReport, dir: string): { json: string; svg: string } {
+  mkdirSync(dir, { recursive: true });
+  const paths = { json: join(dir, "fork.json"), svg: join(dir, "fork.svg") };
+  writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(paths.svg, plotReport(report));
+  return paths;
+}
+
+// Run as a script: the same as `snowflock bench fork`. No top-level await, so the CLI's own
+// import of this module finds it already evaluated.
+if (import.meta.main) {
+  void import("../src/cli/main.ts").then(async ({ startCli }) => process.exit(await startCli(["bench", "fork", ...process.argv.slice(2)])));
+}
