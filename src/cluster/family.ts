@@ -32,6 +32,8 @@ export interface CloneMemoryStats {
 export interface FamilyStats extends CloneMemoryStats {
   clones: number;
   serverBytesSent: number;
+  /** Descriptor bytes written, over every clone round. */
+  descriptorBytes: number;
 }
 
 interface Member {
@@ -201,7 +203,15 @@ export class Family {
 
   /** What the family's clones reported about their memory, added up. */
   stats(): FamilyStats {
-    const totals: FamilyStats = { clones: this.clones.size, faults: 0, pagesFetched: 0, pagesZeroFilled: 0, bytesReceived: 0, serverBytesSent: 0 };
+    const totals: FamilyStats = {
+      clones: this.clones.size,
+      faults: 0,
+      pagesFetched: 0,
+      pagesZeroFilled: 0,
+      bytesReceived: 0,
+      serverBytesSent: 0,
+      descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
+    };
     for (const m of this.clones.values()) {
       totals.faults += m.memory?.faults ?? 0;
       totals.pagesFetched += m.memory?.pagesFetched ?? 0;

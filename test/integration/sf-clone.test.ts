@@ -34,6 +34,8 @@ describeKvm("sf_clone", () => {
     expect(result.stats.pagesFetched).toBeLessThan(guestPages / 2);
     expect(result.stats.faults).toBe(result.stats.pagesFetched + result.stats.pagesZeroFilled);
     expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
+    expect(result.stats.descriptorBytes).toBeGreaterThan(0);
+    expect(result.stats.descriptorBytes).toBeLessThan((256 << 20) / 500);
   });
 
   test("slices of a size that does not divide evenly, on 2 vCPUs", async () => {
