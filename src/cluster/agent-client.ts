@@ -1,0 +1,56 @@
+/** Sends one authenticated request to a host's agent and checks the signed answer. */
+import { SnowflockError } from "../errors.ts";
+import { type AgentOp, signRequest, verifyAnswer } from "./agent-protocol.ts";
+
+const TIMEOUT_MS = 5000;
+
+export interface AgentAddress {
+  host: string;
+  address: string;
+  port: number;
+}
+
+export async function agentRequest(target: AgentAddress, secret: string, op: AgentOp, body: unknown = null): Promise<unknown> {
+  const request = signRequest(secret, target.host, op, body);
+  const line = await new Promise<string>((resolve, reject) => {
+    let buffer = "";
+    const fail = (why: string) => reject(new SnowflockError("CONTROL", `agent on ${target.host} (${target.address}:${target.port}) did not answer: ${why}`, "is the cluster up? `snowflock cluster status` shows the agents"));
+    const timer = setTimeout(() => fail(`no answer within ${TIMEOUT_MS} ms`), TIMEOUT_MS);
+    Bun.connect({
+      hostname: target.address,
+      port: target.port,
+      socket: {
+        open: (socket) => void socket.write(`${JSON.stringify(request)}\n`),
+        data(socket, chunk) {
+          buffer += chunk.toString();
+          const newline = buffer.indexOf("\n");
+          if (newline < 0) return;
+          clearTimeout(timer);
+          socket.end();
+          resolve(buffer.slice(0, newline));
+        },
+        close() {
+          clearTimeout(timer);
+          if (!buffer.includes("\n")) fail("the connection closed");
+        },
+        connectError(_socket, error) {
+          clearTimeout(timer);
+          fail(error.message);
+        },
+      },
+    }).catch((error: Error) => {
+      clearTimeout(timer);
+      fail(error.message);
+    });
+  });
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new SnowflockError("CONTROL", `agent on ${target.host} answered with something that is not JSON`);
+  }
+  const checked = verifyAnswer(secret, request.nonce, value);
+  if ("problem" in checked) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.problem}`);
+  if (!checked.verified.ok) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.verified.error ?? "no reason given"}`);
+  return checked.verified.body;
+}
