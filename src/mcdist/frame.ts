@@ -1,0 +1,99 @@
+/**
+ * mcdist frames: what travels in one Ethernet frame (after the 14-byte Ethernet header, under
+ * snowflock's own EtherType) or one UDP datagram. A page larger than a frame is split into
+ * fragments. Every frame names its family, and carries a sequence number and a CRC-32, so a
+ * receiver can drop frames of other families, duplicates, and anything malformed or forged.
+ */
+export const ETHERTYPE_MCDIST = 0x88b5; // IEEE 802 "local experimental" EtherType 1
+export const FRAME_MAGIC = 0x5346; // "SF"
+export const FRAME_VERSION = 1;
+export const FRAME_HEADER_SIZE = 32;
+export const MAX_FRAGMENTS = 64;
+
+export const FrameType = {
+  INVALID: 0,
+  /** A fragment of a page's contents, multicast to the family. */
+  PAGE: 1,
+  /** A clone asks for pages. */
+  REQUEST: 2,
+  /** A fragment of a descriptor. */
+  DESCRIPTOR: 3,
+  /** A receiver reports the rate it keeps up with (flow control). */
+  RATE: 4,
+} as const;
+export type FrameType = (typeof FrameType)[keyof typeof FrameType];
+
+export interface Frame {
+  type: FrameType;
+  family: number;
+  sequence: number;
+  /** Page number (PAGE, REQUEST) or object number (DESCRIPTOR). */
+  object: bigint;
+  fragment: number;
+  fragments: number;
+  payload: Uint8Array;
+}
+
+/** Payload bytes per frame for a link MTU (the Ethernet header is not part of the MTU). */
+export function payloadPerFrame(mtu: number): number {
+  return mtu - FRAME_HEADER_SIZE;
+}
+
+export function encodeFrame(frame: Frame): Uint8Array {
+  const out = new Uint8Array(FRAME_HEADER_SIZE + frame.payload.byteLength);
+  const v = new DataView(out.buffer);
+  v.setUint16(0, FRAME_MAGIC);
+  v.setUint8(2, FRAME_VERSION);
+  v.setUint8(3, frame.type);
+  v.setUint32(4, frame.family);
+  v.setUint32(8, frame.sequence);
+  v.setBigUint64(12, frame.object);
+  v.setUint16(20, frame.fragment);
+  v.setUint16(22, frame.fragments);
+  v.setUint16(24, frame.payload.byteLength);
+  out.set(frame.payload, FRAME_HEADER_SIZE);
+  v.setUint32(28, Bun.hash.crc32(out));
+  return out;
+}
+
+/** Splits one object (a page, a descriptor) into frames that fit `mtu`. */
+export function fragment(type: FrameType, family: number, sequence: number, object: bigint, data: Uint8Array, mtu: number): Frame[] {
+  const size = payloadPerFrame(mtu);
+  const fragments = Math.max(1, Math.ceil(data.byteLength / size));
+  if (fragments > MAX_FRAGMENTS) throw new RangeError(`${data.byteLength} bytes need ${fragments} frames at MTU ${mtu}; at most ${MAX_FRAGMENTS}`);
+  return Array.from({ length: fragments }, (_, i) => ({ type, family, sequence, object, fragment: i, fragments, payload: data.subarray(i * size, (i + 1) * size) }));
+}
+
+export type DecodeResult = { frame: Frame } | { dropped: string };
+
+/** Decodes a received frame for `family`; anything else is dropped with the reason. */
+export function decodeFrame(bytes: Uint8Array, family: number): DecodeResult {
+  if (bytes.byteLength < FRAME_HEADER_SIZE) return { dropped: "short" };
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (v.getUint16(0) !== FRAME_MAGIC) return { dropped: "magic" };
+  if (v.getUint8(2) !== FRAME_VERSION) return { dropped: "version" };
+  const type = v.getUint8(3);
+  if (type === FrameType.INVALID || type > FrameType.RATE) return { dropped: "type" };
+  const length = v.getUint16(24);
+  // Ethernet pads short frames, so the frame may be longer than header + payload, never shorter.
+  if (FRAME_HEADER_SIZE + length > bytes.byteLength) return { dropped: "length" };
+  const body = bytes.slice(0, FRAME_HEADER_SIZE + length);
+  const crc = v.getUint32(28);
+  new DataView(body.buffer).setUint32(28, 0);
+  if (Bun.hash.crc32(body) !== crc) return { dropped: "checksum" };
+  if (v.getUint32(4) !== family) return { dropped: "family" };
+  const fragments = v.getUint16(22);
+  const index = v.getUint16(20);
+  if (fragments === 0 || fragments > MAX_FRAGMENTS || index >= fragments) return { dropped: "fragment" };
+  return {
+    frame: {
+      type: type as FrameType,
+      family,
+      sequence: v.getUint32(8),
+      object: v.getBigUint64(12),
+      fragment: index,
+      fragments,
+      payload: body.subarray(FRAME_HEADER_SIZE),
+    },
+  };
+}
