@@ -50,3 +50,7 @@ export const SYS_memfd_create = 319;
 export const EINTR = 4;
 export const EAGAIN = 11;
 export const EEXIST = 17;
+
+export const AF_PACKET = 17;
+export const SOCK_DGRAM = 2;
+export const MSG_DONTWAIT = 0x40;

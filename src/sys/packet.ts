@@ -1,0 +1,71 @@
+/**
+ * AF_PACKET sockets (SOCK_DGRAM: the kernel writes the Ethernet header from the address we give;
+ * the frame on the wire is a plain Ethernet frame with our EtherType). struct sockaddr_ll:
+ * family u16, protocol u16 (network order), ifindex i32, hatype u16, pkttype u8, halen u8, addr[8].
+ */
+import { ptr } from "bun:ffi";
+import { check } from "./check.ts";
+import { AF_PACKET, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM } from "./constants.ts";
+import { SyscallError } from "./errno.ts";
+import { close } from "./files.ts";
+import { lastErrno, libc } from "./libc.ts";
+
+const SOCKADDR_LL_SIZE = 20;
+const EAGAIN = 11;
+
+export interface PacketSocket {
+  fd: number;
+  ifindex: number;
+  ethertype: number;
+}
+
+function sockaddrLl(ethertype: number, ifindex: number, mac?: Uint8Array): Uint8Array {
+  const address = new Uint8Array(SOCKADDR_LL_SIZE);
+  const v = new DataView(address.buffer);
+  v.setUint16(0, AF_PACKET, true);
+  v.setUint16(2, ethertype, false);
+  v.setInt32(4, ifindex, true);
+  if (mac) {
+    v.setUint8(11, mac.byteLength);
+    address.set(mac, 12);
+  }
+  return address;
+}
+
+export function interfaceIndex(name: string): number {
+  const index = libc.if_nametoindex(new TextEncoder().encode(`${name}\0`));
+  if (index === 0) throw new SyscallError("if_nametoindex", lastErrno(), name);
+  return index;
+}
+
+/** A packet socket bound to one interface and one EtherType. */
+export function openPacketSocket(interfaceName: string, ethertype: number): PacketSocket {
+  const ifindex = interfaceIndex(interfaceName);
+  const protocol = ((ethertype & 0xff) << 8) | (ethertype >> 8); // htons
+  const fd = check("socket", libc.socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, protocol), "AF_PACKET");
+  try {
+    check("bind", libc.bind(fd, sockaddrLl(ethertype, ifindex), SOCKADDR_LL_SIZE), interfaceName);
+  } catch (error) {
+    close(fd);
+    throw error;
+  }
+  return { fd, ifindex, ethertype };
+}
+
+/** Sends one frame with `payload` to Ethernet address `destination` (6 bytes). */
+export function sendFrame(socket: PacketSocket, destination: Uint8Array, payload: Uint8Array): number {
+  return check("sendto", libc.sendto(socket.fd, payload, payload.byteLength, 0, sockaddrLl(socket.ethertype, socket.ifindex, destination), SOCKADDR_LL_SIZE) as number);
+}
+
+/** One received frame (its payload and the sender's Ethernet address), or undefined if none is waiting. */
+export function receiveFrame(socket: PacketSocket, buffer: Uint8Array): { length: number; source: Uint8Array } | undefined {
+  const from = new Uint8Array(SOCKADDR_LL_SIZE);
+  const fromLength = new Uint32Array([SOCKADDR_LL_SIZE]);
+  const n = libc.recvfrom(socket.fd, buffer, buffer.byteLength, MSG_DONTWAIT, from, ptr(fromLength)) as number;
+  if (n < 0) {
+    const errno = lastErrno();
+    if (errno === EAGAIN) return undefined;
+    throw new SyscallError("recvfrom", errno);
+  }
+  return { length: n, source: from.slice(12, 18) };
+}
