@@ -5,6 +5,7 @@
 import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { registerBench } from "./bench.ts";
+import { registerCluster } from "./cluster.ts";
 import { registerDescriptor } from "./descriptor.ts";
 import { registerInspect } from "./inspect.ts";
 import { registerFork } from "./fork.ts";
@@ -29,6 +30,7 @@ export async function startCli(argv: string[]): Promise<number> {
   registerDescriptor(cli);
   registerInspect(cli);
   registerBench(cli);
+  registerCluster(cli);
   cli.help();
   cli.version(packageJson.version);
 
