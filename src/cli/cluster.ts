@@ -11,7 +11,7 @@ import { log, printJson, printTable } from "./output.ts";
 
 export interface ClusterHooks {
   /** Starts one agent per host of a new cluster (wired in by the agent code); `up` calls it if given. */
-  startAgents?: (inventory: Inventory) => Promise<void> | void;
+  startAgents?: (inventory: Inventory, inventoryPath: string) => Promise<void> | void;
 }
 
 interface ClusterOptions {
@@ -110,9 +110,10 @@ async function down(options: ClusterOptions): Promise<number> {
   if (report.processes.length > 0) log.info(`ended ${report.processes.length} process(es) inside the namespaces: ${report.processes.join(" ")}`);
   if (report.links.length > 0) log.info(`removed link(s): ${report.links.join(" ")}`);
   if (report.namespaces.length > 0) log.info(`removed namespace(s): ${report.namespaces.join(" ")}`);
+  if (report.runDirs.length > 0) log.info(`removed run director${report.runDirs.length > 1 ? "ies" : "y"}: ${report.runDirs.join(" ")}`);
   if (report.inventory) log.info(`removed inventory ${report.inventory}`);
   if (report.inventoryKept) log.warn(report.inventoryKept);
-  const nothing = report.processes.length + report.links.length + report.namespaces.length === 0 && !report.inventory;
+  const nothing = report.processes.length + report.links.length + report.namespaces.length + report.runDirs.length === 0 && !report.inventory;
   if (nothing) log.info(`no test hosts with prefix '${prefix}' found; nothing to remove`);
   else log.success(`test cluster '${prefix}' removed`);
   return 0;

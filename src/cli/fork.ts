@@ -1,4 +1,4 @@
-/** `snowflock fork NAME --clones N`: clone a running VM on this host. */
+/** `snowflock fork NAME --clones N [--cluster]`: clone a running VM, on this host or over its cluster. */
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
@@ -12,9 +12,10 @@ export function registerFork(cli: CAC): void {
     .command("fork <name>", "Clone a running VM into N new VMs that carry on from the same instant")
     .option("--clones <n>", "How many clones", { default: 1 })
     .option("--memory <path>", "How clones get memory: cow (copy-on-write of the frozen image) or ondemand (fetched on first touch from the parent's memory server)", { default: "cow" })
-    .option("--json", "Print the clones (name, ID, time) as JSON")
+    .option("--cluster", "Spread the clones over the cluster the VM was started in (`run --cluster`); clones on other hosts take memory on demand")
+    .option("--json", "Print the clones (name, ID, host, time) as JSON")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)
-    .action(async (rawName: string, options: { clones: number; memory: string; json?: boolean }) => {
+    .action(async (rawName: string, options: { clones: number; memory: string; cluster?: boolean; json?: boolean }) => {
       const name = checkName(String(rawName));
       const clones = Number(options.clones);
       if (!Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) {
@@ -22,14 +23,14 @@ export function registerFork(cli: CAC): void {
       }
       const memory = memoryPathOption(options.memory);
       if (!options.json) log.start(`forking ${name} into ${clones} clone${clones > 1 ? "s" : ""}`);
-      const answer = await controlRequest(name, { op: "fork", clones, memory }, 60_000);
+      const answer = await controlRequest(name, { op: "fork", clones, memory, spread: options.cluster === true }, 60_000);
       if (!answer.ok) throw new SnowflockError("CONTROL", `VM '${name}' could not fork: ${answer.error}`);
       const result = answer.fork!;
       if (options.json) printJson(result);
       else {
         printTable(
-          ["CLONE", "ID", "PID", "READY", "RESTORED", "RUNNING"],
-          result.clones.map((c) => [c.name, String(c.cloneId), String(c.pid), `${c.readyMs.toFixed(1)} ms`, `${c.restoredMs.toFixed(1)} ms`, `${c.runningMs.toFixed(1)} ms`]),
+          ["CLONE", "ID", "HOST", "PID", "READY", "RESTORED", "RUNNING"],
+          result.clones.map((c) => [c.name, String(c.cloneId), c.host ?? "-", String(c.pid), `${c.readyMs.toFixed(1)} ms`, `${c.restoredMs.toFixed(1)} ms`, `${c.runningMs.toFixed(1)} ms`]),
         );
         log.success(`${result.clones.length} clone(s) of ${name} running; parent paused ${result.pausedMs.toFixed(2)} ms, descriptor ${result.descriptorBytes} bytes`);
       }

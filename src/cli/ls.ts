@@ -24,9 +24,21 @@ export function registerLs(cli: CAC): void {
         }),
       );
       if (options.json) return printJson(statuses);
+      // The HOST column only where some VM belongs to a cluster.
+      const hosts = statuses.some((s) => s.host !== undefined);
       printTable(
-        ["NAME", "STATE", "WORKLOAD", "MEM", "VCPUS", "TOUCHED", "UPTIME", "PID"],
-        familyOrder(statuses).map((s) => [s.depth === 0 ? s.name : `${"  ".repeat(s.depth - 1)}└─ ${s.name}`, s.state, s.workload, formatSize(s.memoryBytes), String(s.vcpus), formatSize(s.pagesTouched * 4096), uptime(s.uptimeMs), String(s.pid)]),
+        ["NAME", ...(hosts ? ["HOST"] : []), "STATE", "WORKLOAD", "MEM", "VCPUS", "TOUCHED", "UPTIME", "PID"],
+        familyOrder(statuses).map((s) => [
+          s.depth === 0 ? s.name : `${"  ".repeat(s.depth - 1)}└─ ${s.name}`,
+          ...(hosts ? [s.host ?? "-"] : []),
+          s.state,
+          s.workload,
+          formatSize(s.memoryBytes),
+          String(s.vcpus),
+          formatSize(s.pagesTouched * 4096),
+          uptime(s.uptimeMs),
+          String(s.pid),
+        ]),
       );
     });
 }

@@ -4,6 +4,7 @@
  */
 import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
+import { registerAgent } from "./agent.ts";
 import { registerBench } from "./bench.ts";
 import { registerCluster } from "./cluster.ts";
 import { registerDescriptor } from "./descriptor.ts";
@@ -30,7 +31,8 @@ export async function startCli(argv: string[]): Promise<number> {
   registerDescriptor(cli);
   registerInspect(cli);
   registerBench(cli);
-  registerCluster(cli);
+  registerCluster(cli, { startAgents: async (inventory, path) => (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path) });
+  registerAgent(cli);
   cli.help();
   cli.version(packageJson.version);
 
@@ -54,12 +56,13 @@ export async function startCli(argv: string[]): Promise<number> {
   }
 }
 
-/** `__clone PARENT ID DESCRIPTOR cow:/proc/PID/fd/N | ondemand:SOCKET` */
+/** `__clone PARENT ID DESCRIPTOR cow:/proc/PID/fd/N | ondemand:unix:SOCKET | ondemand:tcp:ADDRESS:PORT:TOKEN` */
 async function runCloneProcess([parent, cloneId, descriptorPath, memorySource]: string[]): Promise<number> {
   try {
     const { runClone } = await import("../vmm/vmm.ts");
+    const { parsePageServer } = await import("../memory/page-server-address.ts");
     const [kind, path] = [memorySource!.slice(0, memorySource!.indexOf(":")), memorySource!.slice(memorySource!.indexOf(":") + 1)];
-    const memory = kind === "ondemand" ? { kind: "ondemand" as const, serverSocket: path } : { kind: "cow" as const, imagePath: path };
+    const memory = kind === "ondemand" ? { kind: "ondemand" as const, server: parsePageServer(path) } : { kind: "cow" as const, imagePath: path };
     const result = await runClone({ parent: parent!, cloneId: Number(cloneId), descriptorPath: descriptorPath!, memory }, () => {});
     if (result.end.kind === "crash") log.error(`${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
     return result.exitStatus;

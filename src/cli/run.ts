@@ -8,6 +8,7 @@ import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { log, printJson, printLine } from "./output.ts";
 import { memoryOption, memoryPathOption, vcpusOption } from "./options.ts";
+import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
 
 interface RunOptions {
   mem: string;
@@ -17,6 +18,7 @@ interface RunOptions {
   name?: string;
   detach?: boolean;
   json?: boolean;
+  cluster?: string | boolean;
 }
 
 export function registerRun(cli: CAC): void {
@@ -30,9 +32,11 @@ export function registerRun(cli: CAC): void {
     .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>)")
     .option("--detach", "Run in the background; print the VM's name and return")
     .option("--json", "Print one JSON object at the end instead of the console lines")
+    .option("--cluster [inventory]", "Spread the guest's clones over the cluster's hosts (default inventory: $SNOWFLOCK_RUN_DIR/cluster.json); clones on other hosts take memory on demand")
     .example((bin) => `  ${bin} run hello`)
     .example((bin) => `  ${bin} run sha256 size=64M seed=42 --vcpus 2 --json`)
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} logs web --follow`)
+    .example((bin) => `  ${bin} cluster up --hosts 4 && ${bin} run sha256-par size=64M seed=7 clones=8 --cluster --json`)
     .action(async (workloadName: string, params: string[], options: RunOptions) => {
       const workload = parseWorkload(workloadName, params.map(String));
       const memoryBytes = memoryOption(options.mem);
@@ -42,16 +46,23 @@ export function registerRun(cli: CAC): void {
       if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > MAX_CLONES_PER_FORK) {
         throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
       }
+      const choice = options.cluster === undefined || options.cluster === false ? undefined : chooseCluster(options.cluster);
+      if (choice && "rerunInside" in choice) {
+        const args = withoutOption(process.argv.slice(2), "--cluster", options.cluster);
+        return rerunInside(choice.rerunInside, choice.runDir, [...args, `--cluster=${choice.inventoryPath}`]);
+      }
+      const cluster = choice?.cluster;
       ensureRunDir();
       const name = options.name === undefined ? freeName(workload.name) : checkName(String(options.name));
-      if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones), "--memory", memoryPath], options.json === true);
+      const clusterArgs = cluster ? [`--cluster=${cluster.inventoryPath}`] : [];
+      if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones), "--memory", memoryPath, ...clusterArgs], options.json === true);
 
       const { runVm } = await import("../vmm/vmm.ts");
       const { kvmHost } = await import("../backend/kvm/host.ts");
       checkMemory(workload, memoryBytes);
       kvmHost();
-      if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})`);
-      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath }, options.json ? () => {} : printLine);
+      if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`);
+      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster }, options.json ? () => {} : printLine);
       if (options.json) printJson(result);
       else if (result.end.kind === "crash") log.error(`${name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
       else if (result.end.kind === "exit" && result.end.status !== 0) log.warn(`${name}: guest exited with status ${result.end.status}`);

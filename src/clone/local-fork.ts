@@ -13,10 +13,13 @@ import { getpid } from "../sys/process.ts";
 import { claimName, processAlive, readRecord, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm, type StartTimes } from "../vmm/spawn.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
+import { formatPageServer } from "../memory/page-server-address.ts";
 import { describeMachine } from "./describe.ts";
 
 export interface CloneReport {
   name: string;
+  /** The inventory host it runs on, for a family spread over a cluster. */
+  host?: string;
   cloneId: number;
   pid: number;
   /** From the start of the clone processes to this clone's vCPUs running. */
@@ -77,7 +80,7 @@ export interface CloneSource {
  * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
  * copy of the call returns.
  */
-export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall): Promise<CloneSource> {
+export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, tcpAddress?: string): Promise<CloneSource> {
   const startedAt = performance.now();
   machine.pause();
   let descriptor;
@@ -93,9 +96,10 @@ export async function captureClones(machine: KvmMachine, about: { name: string; 
   const bytes = encodeDescriptor(descriptor);
   const descriptorPath = join(runDir(), `${about.name}.clones-${getpid()}-${Math.round(startedAt * 1000)}.sfd`);
   writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+  // Clones on other hosts (tcpAddress given) always take their memory on demand.
   const server =
-    memory === "ondemand"
-      ? await startMemoryServer({ imageFd, layout: machine.memory.layout, socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`) })
+    memory === "ondemand" || tcpAddress
+      ? await startMemoryServer({ imageFd, layout: machine.memory.layout, socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`), tcpAddress })
       : undefined;
   return { parent: about.name, memory, server, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
 }
@@ -105,19 +109,20 @@ export function releaseClones(source: CloneSource): void {
   close(source.imageFd);
 }
 
-/** One VMM process per clone ID, each restoring the source over memory of its own. */
 /** How a clone's announcement that it runs reaches the code that started it. */
 export type AwaitStart = (cloneId: number) => Promise<StartTimes>;
 
-export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart): Promise<ForkResult> {
+/** One VMM process per clone ID, each restoring the source over memory of its own. */
+/** `env`: what the clone processes are told besides their arguments (a cluster's placement). */
+export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart, env: Record<string, string> = {}): Promise<ForkResult> {
   const spawnedAt = performance.now();
-  const memorySource = source.server ? `ondemand:${source.server.socketPath}` : `cow:/proc/${getpid()}/fd/${source.imageFd}`;
+  const memorySource = source.server && source.memory === "ondemand" ? `ondemand:${formatPageServer({ kind: "unix", path: source.server.socketPath })}` : `cow:/proc/${getpid()}/fd/${source.imageFd}`;
   const outcomes = await Promise.allSettled(
     ids.map(async (cloneId): Promise<CloneReport> => {
       const name = `${source.parent}.${cloneId}`;
       await awaitEndedClone(name, source.parent);
       claimName(name);
-      const { pid, times } = await spawnVmm(name, ["__clone", source.parent, String(cloneId), source.descriptorPath, memorySource], awaitStart(cloneId));
+      const { pid, times } = await spawnVmm(name, ["__clone", source.parent, String(cloneId), source.descriptorPath, memorySource], awaitStart(cloneId), env);
       return { name, cloneId, pid, readyMs: performance.now() - spawnedAt, restoredMs: times.builtMs, runningMs: times.runningMs };
     }),
   );

@@ -2,7 +2,7 @@
 import { SnowflockError } from "../errors.ts";
 import { type AgentOp, signRequest, verifyAnswer } from "./agent-protocol.ts";
 
-const TIMEOUT_MS = 5000;
+const DEFAULT_TIMEOUT_MS = 5000;
 
 export interface AgentAddress {
   host: string;
@@ -10,12 +10,12 @@ export interface AgentAddress {
   port: number;
 }
 
-export async function agentRequest(target: AgentAddress, secret: string, op: AgentOp, body: unknown = null): Promise<unknown> {
+export async function agentRequest(target: AgentAddress, secret: string, op: AgentOp, body: unknown = null, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<unknown> {
   const request = signRequest(secret, target.host, op, body);
   const line = await new Promise<string>((resolve, reject) => {
     let buffer = "";
     const fail = (why: string) => reject(new SnowflockError("CONTROL", `agent on ${target.host} (${target.address}:${target.port}) did not answer: ${why}`, "is the cluster up? `snowflock cluster status` shows the agents"));
-    const timer = setTimeout(() => fail(`no answer within ${TIMEOUT_MS} ms`), TIMEOUT_MS);
+    const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
     Bun.connect({
       hostname: target.address,
       port: target.port,
@@ -47,7 +47,7 @@ export async function agentRequest(target: AgentAddress, secret: string, op: Age
   try {
     value = JSON.parse(line);
   } catch {
-    throw new SnowflockError("CONTROL", `agent on ${target.host} answered with something that is not JSON`);
+    throw new SnowflockError("CONTROL", `agent on ${target.host} answered with something that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
   }
   const checked = verifyAnswer(secret, request.nonce, value);
   if ("problem" in checked) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.problem}`);

@@ -9,9 +9,14 @@ import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 export const AGENT_PROTOCOL_VERSION = 1;
 /** How far a request's clock may be from the agent's. */
 export const MAX_CLOCK_SKEW_MS = 60_000;
-export const MAX_MESSAGE_BYTES = 1024 * 1024;
+/** A clone order carries a descriptor (base64): a 1 GiB guest's is a few hundred KiB. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
-export type AgentOp = "hello";
+/**
+ * hello: who the agent is and what room it has; clone: start clones of a parent on another host
+ * (clone-order.ts); relay: pass a control request to a VM on the agent's host.
+ */
+export type AgentOp = "hello" | "clone" | "relay";
 
 export interface AgentRequest {
   v: number;

@@ -7,17 +7,25 @@ import { freemem } from "node:os";
 import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
 import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, spawnClones } from "../clone/local-fork.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
+import { formatPageServer } from "../memory/page-server-address.ts";
+import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
 import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
-import { controlRequest } from "../vmm/control-client.ts";
 import { processAlive, readRecord } from "../vmm/run-dir.ts";
 import type { StartTimes } from "../vmm/spawn.ts";
+import { CLONE_ORDER_TIMEOUT_MS } from "./agent.ts";
+import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult } from "./clone-order.ts";
+import { type ClusterContext, memberRequest } from "./cluster-context.ts";
+import { type HostRoom, spread, surveyRooms } from "./placement.ts";
+import { readFileSync } from "node:fs";
 
 /** What a clone's end looks like to the parent's sf_join. */
 export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
 
 interface Ticket {
   granted: number;
+  /** For a family spread over a cluster: each host's room when the ticket was granted. */
+  rooms?: HostRoom[];
   cloneIds: number[] | undefined;
   joined: boolean;
 }
@@ -38,6 +46,8 @@ export interface FamilyStats extends CloneMemoryStats {
 
 interface Member {
   name: string;
+  /** The inventory host it runs on, when that is not this one. */
+  host?: string;
   status: number | undefined;
   memory?: CloneMemoryStats;
   started: PromiseWithResolvers<StartTimes>;
@@ -53,6 +63,8 @@ export interface FamilyIdentity {
 }
 
 const JOIN_POLL_MS = 50;
+/** How often a join asks the hosts of clones still running whether they are still there. */
+const REMOTE_PROBE_MS = 1000;
 
 export class Family {
   private tickets = new Map<number, Ticket>();
@@ -73,27 +85,55 @@ export class Family {
     private readonly maxClones: number,
     /** How clones made by the guest (sf_clone, checkpoints) get their memory. */
     private readonly memoryPath: MemoryPath,
-  ) {}
+    /** The cluster the family spreads over (`--cluster`), or none: every clone on this host. */
+    private readonly cluster?: ClusterContext,
+  ) {
+    cluster?.placement.set(self.name, cluster.host.name);
+  }
 
   get cloneId(): number {
     return this.self.cloneId ?? 0;
   }
 
   /** `snowflock fork`: clones with fresh IDs, outside any ticket. */
-  async operatorFork(count: number, memory: MemoryPath): Promise<ForkResult> {
+  async operatorFork(count: number, memory: MemoryPath, spreadOverCluster = false): Promise<ForkResult> {
+    if (spreadOverCluster && !this.cluster) throw new SnowflockError("USAGE", `VM '${this.self.name}' was not started with --cluster`, "start it with `snowflock run ... --cluster`, or fork without --cluster");
     const ids = Array.from({ length: count }, (_, i) => this.nextOperatorCloneId + i);
     this.nextOperatorCloneId += count;
-    return this.fork(ids, memory);
+    const rooms = spreadOverCluster ? await this.rooms() : undefined;
+    if (rooms && rooms.reduce((sum, r) => sum + r.room, 0) < count) {
+      throw new SnowflockError("VM_STATE", `the cluster has room for ${rooms.reduce((sum, r) => sum + r.room, 0)} more clone(s) of ${this.self.name}, not ${count}`, "`snowflock cluster status` shows the hosts and their clones");
+    }
+    return this.fork(ids, memory, undefined, undefined, rooms);
   }
 
-  private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource): Promise<ForkResult> {
+  private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource, rooms?: HostRoom[]): Promise<ForkResult> {
+    const cluster = this.cluster;
+    const placement = cluster && rooms ? spread(ids, rooms) : new Map<number, string>();
+    const remoteHost = (id: number) => (cluster && placement.get(id) !== cluster.host.name ? placement.get(id) : undefined);
     // Members exist before their processes do: a fast clone may report its end at once.
-    for (const id of ids) this.clones.set(id, { name: `${this.self.name}.${id}`, status: undefined, started: Promise.withResolvers<StartTimes>() });
+    for (const id of ids) {
+      const name = `${this.self.name}.${id}`;
+      this.clones.set(id, { name, host: remoteHost(id), status: undefined, started: Promise.withResolvers<StartTimes>() });
+      if (cluster) cluster.placement.set(name, placement.get(id) ?? cluster.host.name);
+    }
     const awaitStart = (id: number) => this.clones.get(id)!.started.promise;
     const source = checkpoint ?? (await this.capture(memory, cloneCall));
     let result: ForkResult;
     try {
-      result = await spawnClones(source, ids, awaitStart);
+      const local = ids.filter((id) => remoteHost(id) === undefined);
+      const remote = Map.groupBy(ids.filter((id) => remoteHost(id) !== undefined), (id) => remoteHost(id)!);
+      // Clones here are told the placement too: their siblings may be on other hosts.
+      const environment: Record<string, string> = cluster ? { [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(cluster.environment()) } : {};
+      const [here, ...there] = await Promise.all([spawnClones(source, local, awaitStart, environment), ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds))]);
+      result = here!;
+      if (cluster) for (const clone of result.clones) clone.host = cluster.host.name;
+      for (const part of there) {
+        result.clones.push(...part.clones);
+        result.failed.push(...part.failed);
+      }
+      result.clones.sort((a, b) => a.cloneId - b.cloneId);
+      result.totalMs = performance.now() - source.startedAt;
     } finally {
       if (!checkpoint) this.release(source);
     }
@@ -104,7 +144,36 @@ export class Family {
   }
 
   private capture(memory: MemoryPath, cloneCall?: CloneCall): Promise<CloneSource> {
-    return captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, memory, cloneCall);
+    return captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, memory, cloneCall, this.cluster?.host.address);
+  }
+
+  /** Each host's room for clones of this VM now. */
+  private rooms(): Promise<HostRoom[]> {
+    return surveyRooms(this.cluster!, this.self.memoryBytes);
+  }
+
+  /** Asks `hostName`'s agent to start clones `ids` from the source, memory from this host's server over TCP. */
+  private async spawnRemote(source: CloneSource, hostName: string, ids: number[]): Promise<Pick<ForkResult, "clones" | "failed">> {
+    const cluster = this.cluster!;
+    const startedAt = performance.now();
+    const order: CloneOrder = {
+      parent: this.self.name,
+      parentHost: cluster.host.name,
+      descriptor: readFileSync(source.descriptorPath).toString("base64"),
+      cloneIds: ids,
+      placement: cluster.environment().placement,
+      memory: formatPageServer(source.server!.tcp!),
+    };
+    try {
+      const answer = (await cluster.agentCall(cluster.hostNamed(hostName), "clone", order, CLONE_ORDER_TIMEOUT_MS)) as CloneOrderResult;
+      const readyMs = performance.now() - startedAt;
+      return {
+        clones: answer.started.map((c) => ({ name: c.name, host: hostName, cloneId: c.cloneId, pid: c.pid, readyMs, restoredMs: c.builtMs, runningMs: c.runningMs })),
+        failed: answer.failed.map((f) => ({ name: `${this.self.name}.${f.cloneId}`, error: `on ${hostName}: ${f.error}` })),
+      };
+    } catch (error) {
+      return { clones: [], failed: ids.map((id) => ({ name: `${this.self.name}.${id}`, error: `on ${hostName}: ${(error as Error).message}` })) };
+    }
   }
 
   /** The clones have opened what they need; a memory server stays while they may still fault. */
@@ -151,15 +220,18 @@ export class Family {
     return this.machine.memory;
   }
 
-  private requestTicket(wanted: bigint, grantedAddress: bigint): bigint {
+  private async requestTicket(wanted: bigint, grantedAddress: bigint): Promise<bigint> {
     if (wanted < 1n) return GuestError.EINVAL;
-    const out = grantedAddress === 0n ? undefined : this.memory().guestRange(grantedAddress, 8n);
-    if (grantedAddress !== 0n && !out) return GuestError.EFAULT;
-    // Policy: at most --max-clones, and no more than could each write all their memory.
-    const byMemory = Math.max(1, Math.floor(freemem() / this.self.memoryBytes));
-    const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, byMemory);
+    if (grantedAddress !== 0n && !this.memory().guestRange(grantedAddress, 8n)) return GuestError.EFAULT;
+    // Policy: at most --max-clones, and no more than could each write all their memory: on this
+    // host, or over the cluster's hosts (each agent's limit and free memory).
+    const rooms = this.cluster ? await this.rooms() : undefined;
+    const room = rooms ? rooms.reduce((sum, r) => sum + r.room, 0) : Math.floor(freemem() / this.self.memoryBytes);
+    const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, Math.max(1, room));
     const id = this.nextTicket++;
-    this.tickets.set(id, { granted, cloneIds: undefined, joined: false });
+    this.tickets.set(id, { granted, rooms: rooms && room > 0 ? rooms : undefined, cloneIds: undefined, joined: false });
+    // Looked up again: the guest's memory may have been re-mapped while the agents answered.
+    const out = grantedAddress === 0n ? undefined : this.memory().guestRange(grantedAddress, 8n);
     if (out) new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(granted), true);
     return BigInt(id);
   }
@@ -173,7 +245,7 @@ export class Family {
     if (!ticket) return GuestError.EINVAL;
     if (ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, this.memoryPath, { block: blockAddress, returns: "clone-id" });
+    await this.fork(ticket.cloneIds, this.memoryPath, { block: blockAddress, returns: "clone-id" }, undefined, ticket.rooms);
     return 0n;
   }
 
@@ -190,7 +262,7 @@ export class Family {
     if (!source || !ticket) return GuestError.EINVAL;
     if (ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, source.memory, undefined, source);
+    await this.fork(ticket.cloneIds, source.memory, undefined, source, ticket.rooms);
     return 0n;
   }
 
@@ -225,7 +297,7 @@ export class Family {
   private memberStatus(id: number): number | undefined {
     const member = this.clones.get(id);
     if (!member) return CloneStatus.CRASHED;
-    if (member.status !== undefined) return member.status;
+    if (member.status !== undefined || member.host !== undefined) return member.status;
     const record = readRecord(member.name);
     if (!record || !processAlive(record.pid)) member.status = CloneStatus.KILLED;
     return member.status;
@@ -239,13 +311,38 @@ export class Family {
     const out = this.memory().guestRange(statusesAddress, BigInt(count * 8));
     if (!out) return GuestError.EFAULT;
     ticket.joined = true;
-    while (ticket.cloneIds.some((id) => this.memberStatus(id) === undefined)) await Bun.sleep(JOIN_POLL_MS);
+    let probedAt = performance.now();
+    while (ticket.cloneIds.some((id) => this.memberStatus(id) === undefined)) {
+      await Bun.sleep(JOIN_POLL_MS);
+      if (performance.now() - probedAt < REMOTE_PROBE_MS) continue;
+      await this.probeRemoteMembers(ticket.cloneIds);
+      probedAt = performance.now();
+    }
     // The guest may have been restored elsewhere meanwhile; look the range up again.
     const target = this.memory().guestRange(statusesAddress, BigInt(count * 8));
     if (!target) return GuestError.EFAULT;
     const view = new DataView(target.buffer, target.byteOffset, count * 8);
     ticket.cloneIds.slice(0, count).forEach((id, i) => view.setBigInt64(i * 8, BigInt(this.memberStatus(id)!), true));
     return BigInt(ticket.cloneIds.length);
+  }
+
+  /**
+   * Clones on other hosts report their end themselves, and their agent reports a clone that died
+   * silently; what neither can report is a host that vanished. Such clones count as crashed.
+   */
+  private async probeRemoteMembers(ids: number[]): Promise<void> {
+    await Promise.all(
+      ids.map(async (id) => {
+        const member = this.clones.get(id);
+        if (!member || member.host === undefined || member.status !== undefined) return;
+        try {
+          const answer = await this.cluster!.relay(member.name, "status");
+          if (!answer.found) member.status ??= CloneStatus.KILLED;
+        } catch {
+          member.status ??= CloneStatus.CRASHED;
+        }
+      }),
+    );
   }
 
   private async kill(ticketId: bigint): Promise<bigint> {
@@ -255,7 +352,7 @@ export class Family {
       ticket.cloneIds.map(async (id) => {
         const member = this.clones.get(id);
         if (!member || this.memberStatus(id) !== undefined) return;
-        await controlRequest(member.name, "kill").catch(() => undefined);
+        await memberRequest(this.cluster, member.name, "kill").catch(() => undefined);
       }),
     );
     return 0n;
@@ -274,7 +371,7 @@ export class Family {
     if (destination > 1_000_000n || Number(destination) === this.cloneId) return GuestError.EINVAL;
     const name = this.memberName(Number(destination));
     if (!name) return GuestError.ESRCH;
-    const answer = await controlRequest(name, { op: "message", from: this.cloneId, data: Buffer.from(data).toString("base64") }).catch(() => undefined);
+    const answer = await memberRequest(this.cluster, name, { op: "message", from: this.cloneId, data: Buffer.from(data).toString("base64") }).catch(() => undefined);
     return answer?.ok ? length : GuestError.ESRCH;
   }
 

@@ -8,6 +8,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SnowflockError } from "../errors.ts";
+import { isIpv4 } from "../net/ipv4.ts";
 import { runDir } from "../vmm/run-dir.ts";
 
 export const INVENTORY_VERSION = 1;
@@ -46,11 +47,6 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 const SECRET = /^[0-9a-f]{64}$/;
 const TOP_KEYS = ["version", "cluster", "secret", "bridge", "mtu", "hosts"];
 const HOST_KEYS = ["name", "namespace", "address", "interface", "mac", "agentPort"];
-
-export function isIpv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 && parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255);
-}
 
 /** Reads and validates an inventory; every problem is a SnowflockError naming the file and field. */
 export function readInventory(path: string): Inventory {

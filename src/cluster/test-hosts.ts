@@ -13,7 +13,9 @@
  * first, so it also cleans up after a crash or a half-finished `up`.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { runDir } from "../vmm/run-dir.ts";
 import { SnowflockError } from "../errors.ts";
 import { type Inventory, type InventoryHost, DEFAULT_AGENT_PORT, INVENTORY_VERSION, defaultInventoryPath, readInventory, writeInventory } from "./inventory.ts";
 import { ip, linkAddresses, linkInfo, listensInside, listLinks, listNamespaces, namespacePids, probeReachable, terminate } from "./netns.ts";
@@ -151,6 +153,8 @@ export interface DestroyReport {
   /** Links removed from the root namespace (the test hosts' own links go with their namespaces). */
   links: string[];
   namespaces: string[];
+  /** The test hosts' run directories removed (their VMs' sockets, records, logs). */
+  runDirs: string[];
   /** The inventory file removed, if any. */
   inventory: string | null;
   /** Why an inventory file at the path was left alone, if one was. */
@@ -165,7 +169,7 @@ export interface DestroyReport {
 export async function destroyTestHosts(prefix: string, options: { inventoryPath?: string | null } = {}): Promise<DestroyReport> {
   checkPrefix(prefix);
   const inventoryPath = options.inventoryPath === undefined ? defaultInventoryPath() : options.inventoryPath;
-  const report: DestroyReport = { prefix, processes: [], links: [], namespaces: [], inventory: null };
+  const report: DestroyReport = { prefix, processes: [], links: [], namespaces: [], runDirs: [], inventory: null };
   const existing = await existingTestHosts(prefix);
 
   const pids = [...new Set((await Promise.all(existing.namespaces.map(namespacePids))).flat())];
@@ -183,6 +187,13 @@ export async function destroyTestHosts(prefix: string, options: { inventoryPath?
   for (const namespace of ordered) {
     await ip(["netns", "del", namespace]);
     report.namespaces.push(namespace);
+  }
+
+  const hostDir = new RegExp(`^${escape(prefix)}-h\\d+$`);
+  for (const entry of existsSync(runDir()) ? readdirSync(runDir(), { withFileTypes: true }) : []) {
+    if (!entry.isDirectory() || !hostDir.test(entry.name)) continue;
+    rmSync(join(runDir(), entry.name), { recursive: true, force: true });
+    report.runDirs.push(join(runDir(), entry.name));
   }
 
   if (inventoryPath && existsSync(inventoryPath)) {
@@ -209,7 +220,7 @@ export interface ClusterUpOptions extends TestHostsOptions {
    * Hook for the agents: called with the new inventory once the hosts are up and the inventory
    * written. If it throws, the whole cluster is removed again.
    */
-  startAgents?: (inventory: Inventory) => Promise<void> | void;
+  startAgents?: (inventory: Inventory, inventoryPath: string) => Promise<void> | void;
 }
 
 /** `cluster up`: refuses an existing inventory or cluster, creates the hosts, writes the inventory, starts agents (if given). */
@@ -228,7 +239,7 @@ export async function clusterUp(options: ClusterUpOptions): Promise<Inventory> {
   const inventory = await createTestHosts({ ...options, prefix });
   try {
     writeInventory(inventoryPath, inventory);
-    await options.startAgents?.(inventory);
+    await options.startAgents?.(inventory, inventoryPath);
   } catch (error) {
     await destroyTestHosts(prefix, { inventoryPath }).catch(() => {});
     throw error;

@@ -1,11 +1,12 @@
 /**
  * The parent side of memory-on-demand: serves pages of a frozen memory image to any number of
- * clones over a Unix socket. It is an async socket server, so it can live in the parent VMM's
+ * clones over a Unix socket, and over TCP (token required) for clones on other hosts. It is an async socket server, so it can live in the parent VMM's
  * event loop; pages are read from a read-only shared mapping of the image, so serving one costs a
  * memcpy and no syscall.
  */
 import { fstatSync, rmSync } from "node:fs";
-import type { Socket, UnixSocketListener } from "bun";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import type { Socket, SocketHandler } from "bun";
 import { SnowflockError } from "../errors.ts";
 import { MAP_SHARED, O_RDONLY, PROT_READ } from "../sys/constants.ts";
 import { close, open } from "../sys/files.ts";
@@ -24,8 +25,10 @@ import {
   MessageType,
   PROTOCOL_VERSION,
   ProtocolError,
+  TOKEN_BYTES,
   verifyChecksum,
 } from "./page-protocol.ts";
+import type { PageServerAddress } from "./page-server-address.ts";
 
 export interface MemoryServerOptions {
   /** The frozen image, e.g. /proc/PID/fd/N of the parent's memfd; or give imageFd. */
@@ -34,6 +37,8 @@ export interface MemoryServerOptions {
   imageFd?: number;
   layout: MemoryLayout;
   socketPath: string;
+  /** Also listen on TCP at this address (an ephemeral port), for clones on other hosts; they must present the token. */
+  tcpAddress?: string;
 }
 
 export interface MemoryServerStats {
@@ -47,12 +52,16 @@ export interface MemoryServerStats {
 
 export interface MemoryServer {
   socketPath: string;
+  /** Where clones on other hosts reach it (with its token), when it listens on TCP. */
+  tcp?: PageServerAddress & { kind: "tcp" };
   stats(): MemoryServerStats;
   close(): void;
 }
 
 /** Per-connection state: bytes received but not yet parsed, bytes not yet written. */
 interface Connection {
+  /** Over TCP the Hello must carry the server's token. */
+  needsToken: boolean;
   inbound: Uint8Array;
   helloDone: boolean;
   outbound: Uint8Array[];
@@ -82,6 +91,7 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
   const stats: MemoryServerStats = { pagesServed: 0, bytesSent: 0, requests: 0, clients: 0, errors: 0 };
   const sockets = new Set<Socket<Connection>>();
   let closed = false;
+  const token = new Uint8Array(randomBytes(TOKEN_BYTES));
 
   const send = (socket: Socket<Connection>, message: Uint8Array) => {
     stats.bytesSent += message.byteLength;
@@ -109,9 +119,13 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     const c = socket.data;
     if (!c.helloDone) {
       if (type !== MessageType.Hello) throw new ProtocolError(`${MessageType[type]} before Hello`);
-      const version = decodeHello(payload);
+      const { version, token: given } = decodeHello(payload);
       if (version !== PROTOCOL_VERSION) {
         refuse(socket, sequence, ErrorKind.UnsupportedVersion, `protocol version ${version} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+        return false;
+      }
+      if (c.needsToken && !(given && timingSafeEqual(given, token))) {
+        refuse(socket, sequence, ErrorKind.BadMessage, "this memory server needs its token, and the Hello carried none or another");
         return false;
       }
       c.helloDone = true;
@@ -158,52 +172,59 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     c.inbound = buffer.slice();
   };
 
+  const handlers = (needsToken: boolean): SocketHandler<Connection> => ({
+    open(socket) {
+      socket.data = { needsToken, inbound: new Uint8Array(0), helloDone: false, outbound: [], outboundBytes: 0 };
+      sockets.add(socket);
+      stats.clients++;
+    },
+    data: receive,
+    drain(socket) {
+      const c = socket.data;
+      while (c.outbound.length > 0) {
+        const next = c.outbound[0]!;
+        const written = Math.max(socket.write(next), 0);
+        c.outboundBytes -= written;
+        if (written < next.byteLength) {
+          c.outbound[0] = next.subarray(written);
+          return;
+        }
+        c.outbound.shift();
+      }
+    },
+    close(socket) {
+      sockets.delete(socket);
+    },
+    error(socket) {
+      sockets.delete(socket);
+    },
+  });
+
   rmSync(socketPath, { force: true });
-  let listener: UnixSocketListener<Connection>;
+  const listeners: Array<{ stop(closeActive?: boolean): void }> = [];
+  let tcp: MemoryServer["tcp"];
   try {
-    listener = Bun.listen<Connection>({
-      unix: socketPath,
-      socket: {
-        open(socket) {
-          socket.data = { inbound: new Uint8Array(0), helloDone: false, outbound: [], outboundBytes: 0 };
-          sockets.add(socket);
-          stats.clients++;
-        },
-        data: receive,
-        drain(socket) {
-          const c = socket.data;
-          while (c.outbound.length > 0) {
-            const next = c.outbound[0]!;
-            const written = Math.max(socket.write(next), 0);
-            c.outboundBytes -= written;
-            if (written < next.byteLength) {
-              c.outbound[0] = next.subarray(written);
-              return;
-            }
-            c.outbound.shift();
-          }
-        },
-        close(socket) {
-          sockets.delete(socket);
-        },
-        error(socket) {
-          sockets.delete(socket);
-        },
-      },
-    });
+    listeners.push(Bun.listen<Connection>({ unix: socketPath, socket: handlers(false) }));
+    if (options.tcpAddress) {
+      const listener = Bun.listen<Connection>({ hostname: options.tcpAddress, port: 0, socket: handlers(true) });
+      listeners.push(listener);
+      tcp = { kind: "tcp", address: options.tcpAddress, port: listener.port, token };
+    }
   } catch (error) {
+    for (const listener of listeners) listener.stop(true);
     munmap(address, layout.size);
     if (ownsFd) close(fd);
-    throw new SnowflockError("MEMORY", `the memory server cannot listen on ${socketPath}: ${(error as Error).message}`);
+    throw new SnowflockError("MEMORY", `the memory server cannot listen on ${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ${(error as Error).message}`);
   }
 
   return {
     socketPath,
+    tcp,
     stats: () => ({ ...stats }),
     close() {
       if (closed) return;
       closed = true;
-      listener.stop(true);
+      for (const listener of listeners) listener.stop(true);
       for (const socket of sockets) socket.terminate();
       sockets.clear();
       munmap(address, layout.size);

@@ -10,7 +10,8 @@ export interface MemtapInit {
   stopFd: number;
   address: number;
   size: number;
-  socketPath: string;
+  /** The memory server, in formatPageServer's text form. */
+  server: string;
   /** The descriptor's non-zero bitmap: bit i (byte i>>3, bit i&7) set when page i may be non-zero. */
   nonZeroPages: Uint8Array;
   timeoutMs: number;

@@ -15,6 +15,7 @@ import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uf
 import { PAGE_SIZE } from "./layout.ts";
 import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
 import { PageClient, pollRetrying, Woken } from "./page-client.ts";
+import { parsePageServer } from "./page-server-address.ts";
 import { HEADER_SIZE, MAX_PAGES_PER_REQUEST, pageDataSize } from "./page-protocol.ts";
 
 declare const self: Worker;
@@ -151,7 +152,7 @@ function awaitStopOrFence(init: MemtapInit): void {
 function run(init: MemtapInit): void {
   let client: PageClient | undefined;
   try {
-    client = PageClient.connect(init.socketPath, { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount: init.size / PAGE_SIZE });
+    client = PageClient.connect(parsePageServer(init.server), { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount: init.size / PAGE_SIZE });
     post({ type: "ready" });
     new FaultHandler(init, client).run();
   } catch (error) {

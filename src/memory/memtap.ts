@@ -15,13 +15,14 @@ import { EFD_CLOEXEC, EFD_NONBLOCK, O_CLOEXEC, O_NONBLOCK } from "../sys/constan
 import { close, eventfd, write } from "../sys/files.ts";
 import { _UFFDIO_COPY, _UFFDIO_WAKE, _UFFDIO_ZEROPAGE, UFFDIO_REGISTER_MODE_MISSING, uffdApi, uffdCopy, uffdRegister, userfaultfd } from "../sys/uffd.ts";
 import type { GuestMemory } from "./guest-memory.ts";
+import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
 import { HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
 
 export interface MemtapOptions {
   memory: GuestMemory;
-  /** The memory server's Unix socket path. */
-  serverSocket: string;
+  /** Where the memory server is: a Unix socket on this host, or TCP on the parent's. */
+  server: PageServerAddress;
   /** The descriptor's non-zero bitmap: one bit per backing page. */
   nonZeroPages: Uint8Array;
   /** Pages shipped with the descriptor (backing page number → contents), installed before any vCPU runs. */
@@ -132,12 +133,12 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
       close(stopFd);
     })());
 
-  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, socketPath: options.serverSocket, nonZeroPages: options.nonZeroPages.slice(), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters };
+  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const startLimit = init.timeoutMs + START_GRACE_MS;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SnowflockError("MEMORY", `memtap did not connect to the memory server at ${options.serverSocket} within ${startLimit} ms`)), startLimit);
+    timer = setTimeout(() => reject(new SnowflockError("MEMORY", `memtap did not connect to the memory server at ${describePageServer(options.server)} within ${startLimit} ms`)), startLimit);
   });
   try {
     await Promise.race([ready, late]);

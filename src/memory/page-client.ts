@@ -7,7 +7,8 @@ import { SnowflockError } from "../errors.ts";
 import { EINTR, POLLIN } from "../sys/constants.ts";
 import { SyscallError } from "../sys/errno.ts";
 import { close, poll, type PollRequest, read } from "../sys/files.ts";
-import { connectUnix, send } from "../sys/socket.ts";
+import { connectTcp, connectUnix, send } from "../sys/socket.ts";
+import { describePageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
 import {
   decodeError,
@@ -50,16 +51,18 @@ export class PageClient {
   ) {}
 
   /** Connects and says Hello; the server must speak our version and serve an image of our size. */
-  static connect(path: string, options: PageClientOptions): PageClient {
+  static connect(server: PageServerAddress, options: PageClientOptions): PageClient {
+    const path = describePageServer(server);
     let fd: number;
     try {
-      fd = connectUnix(path);
+      fd = server.kind === "unix" ? connectUnix(server.path) : connectTcp(server.address, server.port);
     } catch (error) {
       throw new SnowflockError("MEMORY", `cannot reach the memory server at ${path}: ${(error as Error).message}`, "is the parent VM's memory server running?");
     }
     const client = new PageClient(fd, path, options);
     try {
-      const info = decodeHelloReply(client.call(MessageType.Hello, encodeHello(), MessageType.HelloReply));
+      const hello = encodeHello(PROTOCOL_VERSION, server.kind === "tcp" ? server.token : undefined);
+      const info = decodeHelloReply(client.call(MessageType.Hello, hello, MessageType.HelloReply));
       if (info.version !== PROTOCOL_VERSION || info.pageSize !== PAGE_SIZE || info.pageCount !== options.pageCount) {
         throw client.failure(`serves version ${info.version}, ${info.pageCount} pages of ${info.pageSize} bytes; this clone needs version ${PROTOCOL_VERSION}, ${options.pageCount} pages of ${PAGE_SIZE}`);
       }

@@ -5,7 +5,8 @@
  *   magic u32 "SFPG" | version u16 | type u16 | length u32 (payload bytes) | sequence u32 |
  *   checksum u32 (CRC-32 of header bytes 0..16 and the payload) | reserved u32 (0)
  *
- * Little-endian. The client opens with Hello (the version it speaks); the server answers
+ * Little-endian. The client opens with Hello (the version it speaks, and the server's token when
+ * the server listens on TCP); the server answers
  * HelloReply (the version, page size and page count of its image) or Error. Then each PageRequest
  * (page numbers) gets one PageData (the same pages, in order) or Error, with the same sequence.
  * Decoders reject a wrong magic, version, type, length, sequence or checksum: a corrupt message
@@ -21,6 +22,8 @@ export const HEADER_SIZE = 24;
 export const MAX_PAGES_PER_REQUEST = 64;
 const PAGE_ENTRY = 4 + PAGE_SIZE;
 const MAX_ERROR_TEXT = 1024;
+/** A server reachable over the network admits only clients that know its random token. */
+export const TOKEN_BYTES = 32;
 
 /** Message types; 0 is never sent, so a zeroed header is not a valid message. */
 export enum MessageType {
@@ -43,7 +46,7 @@ export enum ErrorKind {
 /** Largest payload each type may carry; anything longer is refused before it is read. */
 const MAX_PAYLOAD: Record<MessageType, number> = {
   [MessageType.Invalid]: 0,
-  [MessageType.Hello]: 4,
+  [MessageType.Hello]: 4 + TOKEN_BYTES,
   [MessageType.HelloReply]: 16,
   [MessageType.PageRequest]: 4 + 4 * MAX_PAGES_PER_REQUEST,
   [MessageType.PageData]: 4 + PAGE_ENTRY * MAX_PAGES_PER_REQUEST,
@@ -121,8 +124,21 @@ function reader(payload: Uint8Array, what: string, exact?: number) {
   return new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
 }
 
-export const encodeHello = (version = PROTOCOL_VERSION): Uint8Array => u32s(version);
-export const decodeHello = (payload: Uint8Array): number => reader(payload, "Hello", 4).getUint32(0, true);
+/** Hello: the version the client speaks and, for a server that requires one, its token. */
+export function encodeHello(version = PROTOCOL_VERSION, token?: Uint8Array): Uint8Array {
+  if (!token) return u32s(version);
+  if (token.byteLength !== TOKEN_BYTES) throw new RangeError(`a memory-server token has ${TOKEN_BYTES} bytes`);
+  const out = new Uint8Array(4 + TOKEN_BYTES);
+  out.set(u32s(version));
+  out.set(token, 4);
+  return out;
+}
+
+export function decodeHello(payload: Uint8Array): { version: number; token?: Uint8Array } {
+  if (payload.byteLength !== 4 && payload.byteLength !== 4 + TOKEN_BYTES) throw new ProtocolError(`Hello payload of ${payload.byteLength} bytes, expected 4 or ${4 + TOKEN_BYTES}`);
+  const version = reader(payload, "Hello").getUint32(0, true);
+  return payload.byteLength === 4 ? { version } : { version, token: payload.slice(4) };
+}
 
 export interface ImageInfo {
   version: number;

@@ -33,6 +33,9 @@ export const POLLERR = 0x008;
 export const POLLHUP = 0x010;
 
 export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const IPPROTO_TCP = 6;
+export const TCP_NODELAY = 1;
 export const SOCK_STREAM = 1;
 export const SOCK_CLOEXEC = 0o2000000;
 export const MSG_NOSIGNAL = 0x4000;
@@ -54,3 +57,21 @@ export const EEXIST = 17;
 export const AF_PACKET = 17;
 export const SOCK_DGRAM = 2;
 export const MSG_DONTWAIT = 0x40;
+
+/** UDP and multicast socket options (mcdist's UDP transport), packet-socket options (its Ethernet one). */
+export const INADDR_ANY = 0;
+export const IPPROTO_IP = 0;
+export const IP_MULTICAST_IF = 32;
+export const IP_MULTICAST_TTL = 33;
+export const IP_MULTICAST_LOOP = 34;
+export const IP_ADD_MEMBERSHIP = 35;
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_SNDBUF = 7;
+export const SO_RCVBUF = 8;
+export const SO_SNDBUFFORCE = 32;
+export const SO_RCVBUFFORCE = 33;
+export const SOL_PACKET = 263;
+export const PACKET_ADD_MEMBERSHIP = 1;
+export const PACKET_MR_MULTICAST = 0;
+export const PACKET_IGNORE_OUTGOING = 23;

@@ -6,7 +6,7 @@ import { vmPaths } from "./run-dir.ts";
 
 const TIMEOUT_MS = 5000;
 
-type RequestBody = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, "v"> : never) : never;
+export type RequestBody = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, "v"> : never) : never;
 
 export async function controlRequest(name: string, body: RequestBody | ControlRequest["op"], timeoutMs = TIMEOUT_MS): Promise<ControlResponse> {
   const { socket: path } = vmPaths(name);

@@ -13,8 +13,8 @@ export type ControlRequest =
   | { v: number; op: "kill" }
   /** Pause, write a VM descriptor to `path` (absolute), resume. */
   | { v: number; op: "descriptor"; path: string }
-  /** Clone the VM into `clones` new VMs on this host. */
-  | { v: number; op: "fork"; clones: number; memory: MemoryPath }
+  /** Clone the VM into `clones` new VMs: on this host, or spread over its cluster (`spread`). */
+  | { v: number; op: "fork"; clones: number; memory: MemoryPath; spread?: boolean }
   /** A family message for this VM's guest (sf_recv); `data` is base64. */
   | { v: number; op: "message"; from: number; data: string }
   /** From a clone's VMM to its parent's: its vCPUs run (times since the clone process started). */
@@ -26,6 +26,8 @@ export interface VmStatus {
   name: string;
   parent?: string;
   cloneId?: number;
+  /** For a VM in a cluster: the inventory host it runs on. */
+  host?: string;
   pid: number;
   workload: string;
   state: "starting" | "running" | "paused" | "stopping";
@@ -49,7 +51,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread } = value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
@@ -60,7 +62,8 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   if (op === "fork") {
     if (typeof clones !== "number" || !Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) return { error: `fork needs a clone count from 1 to ${MAX_CLONES_PER_FORK}` };
     if (memory !== "cow" && memory !== "ondemand") return { error: "fork memory must be cow or ondemand" };
-    return { v, op, clones, memory };
+    if (spread !== undefined && typeof spread !== "boolean") return { error: "fork spread must be true or false" };
+    return { v, op, clones, memory, spread };
   }
   if (op === "message") {
     if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000) return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };

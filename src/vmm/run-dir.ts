@@ -1,7 +1,9 @@
 /**
  * Where running VMs are found: each VMM process keeps, under $SNOWFLOCK_RUN_DIR (default
  * /run/snowflock for root, $XDG_RUNTIME_DIR/snowflock otherwise), NAME.sock (its control socket), NAME.json (what it runs) and
- * NAME.log (its console). Other commands reach a VM by name through these.
+ * NAME.log (its console). Other commands reach a VM by name through these. Test hosts (`cluster
+ * up`) each have a run directory one level below this one; commands run outside every test host
+ * see their VMs too.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -18,6 +20,8 @@ export interface VmRecord {
   /** For a clone: its parent's name and its clone ID (1, 2, ...). */
   parent?: string;
   cloneId?: number;
+  /** For a VM in a cluster: the inventory host it runs on. */
+  host?: string;
 }
 
 export function runDir(): string {
@@ -26,7 +30,21 @@ export function runDir(): string {
   return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `snowflock-${process.getuid?.() ?? "user"}`);
 }
 
-export function vmPaths(name: string, dir = runDir()) {
+/** The directories VMs may be found in: the run directory, then the test hosts' below it. */
+function searchedDirs(): string[] {
+  const dir = runDir();
+  if (!existsSync(dir)) return [dir];
+  const below = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  return [dir, ...below.sort()];
+}
+
+/** Where VM `name`'s files are: the run directory, or the test host's below it that has them. */
+export function vmDir(name: string): string {
+  const dirs = searchedDirs();
+  return dirs.find((dir) => ["json", "sock", "log"].some((ext) => existsSync(join(dir, `${name}.${ext}`)))) ?? dirs[0]!;
+}
+
+export function vmPaths(name: string, dir = vmDir(name)) {
   return {
     socket: join(dir, `${name}.sock`),
     record: join(dir, `${name}.json`),
@@ -64,17 +82,21 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-/** Records of VMs whose process is alive; files of dead ones are removed on the way. */
+/**
+ * Records of VMs whose process is alive; files of dead ones are removed on the way. Other JSON
+ * files in the run directory (a cluster inventory) are not VM records and are left alone.
+ */
 export function listVms(): VmRecord[] {
-  const dir = runDir();
-  if (!existsSync(dir)) return [];
   const records: VmRecord[] = [];
-  for (const file of readdirSync(dir)) {
-    if (!file.endsWith(".json")) continue;
-    const name = file.slice(0, -5);
-    const record = readRecord(name);
-    if (record && processAlive(record.pid)) records.push(record);
-    else removeVmFiles(name, { keepLog: true });
+  for (const dir of searchedDirs()) {
+    if (!existsSync(dir)) continue;
+    for (const file of readdirSync(dir)) {
+      if (!file.endsWith(".json")) continue;
+      const name = file.slice(0, -5);
+      const record = readRecord(name, dir);
+      if (record && processAlive(record.pid)) records.push(record);
+      else if (record) removeVmFiles(name, { keepLog: true }, dir);
+    }
   }
   return records.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
 }
@@ -96,20 +118,23 @@ export function familyOrder<R extends Pick<VmRecord, "name" | "parent" | "cloneI
   return roots.flatMap((r) => walk(r, 0));
 }
 
-export function readRecord(name: string): VmRecord | undefined {
+/** The record of VM `name`; undefined when there is none or the file is no VM record. */
+export function readRecord(name: string, dir?: string): VmRecord | undefined {
+  let value: Partial<VmRecord>;
   try {
-    return JSON.parse(readFileSync(vmPaths(name).record, "utf8")) as VmRecord;
+    value = JSON.parse(readFileSync(vmPaths(name, dir).record, "utf8"));
   } catch {
     return undefined;
   }
+  return value?.name === name && Number.isInteger(value.pid) ? (value as VmRecord) : undefined;
 }
 
 export function writeRecord(record: VmRecord): void {
-  writeFileSync(vmPaths(record.name).record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(vmPaths(record.name, runDir()).record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
 }
 
-export function removeVmFiles(name: string, { keepLog }: { keepLog: boolean }): void {
-  const paths = vmPaths(name);
+export function removeVmFiles(name: string, { keepLog }: { keepLog: boolean }, dir?: string): void {
+  const paths = vmPaths(name, dir);
   rmSync(paths.socket, { force: true });
   rmSync(paths.record, { force: true });
   if (!keepLog) rmSync(paths.log, { force: true });
@@ -127,5 +152,5 @@ export function claimName(name: string): void {
   if (existing && processAlive(existing.pid)) {
     throw new SnowflockError("USAGE", `a VM named '${name}' is already running (pid ${existing.pid})`, `choose another --name or stop it with \`snowflock kill ${name}\``);
   }
-  removeVmFiles(name, { keepLog: false });
+  removeVmFiles(name, { keepLog: false }, runDir());
 }

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "./control-client.ts";
-import { vmPaths } from "./run-dir.ts";
+import { runDir, vmPaths } from "./run-dir.ts";
 import { selfCommand } from "./self.ts";
 
 const READY_TIMEOUT_MS = 15_000;
@@ -21,11 +21,11 @@ export interface StartTimes {
  * itself (`announced`), since it may finish its work before anyone could ask; other VMMs are
  * asked through their control socket.
  */
-export async function spawnVmm(name: string, args: string[], announced?: Promise<StartTimes>): Promise<{ pid: number; times: StartTimes }> {
-  const errorPath = vmPaths(name).startupErrors;
+export async function spawnVmm(name: string, args: string[], announced?: Promise<StartTimes>, env: Record<string, string> = {}): Promise<{ pid: number; times: StartTimes }> {
+  const errorPath = vmPaths(name, runDir()).startupErrors;
   const errorFd = openSync(errorPath, "w", 0o600);
   const command = [...selfCommand(), ...args];
-  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", "ignore", errorFd], env: { ...process.env, SNOWFLOCK_QUIET: "1" } });
+  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", "ignore", errorFd], env: { ...process.env, ...env, SNOWFLOCK_QUIET: "1" } });
   closeSync(errorFd);
   let exited: number | null = null;
   child.on("exit", (code) => (exited = code ?? 1));
@@ -43,7 +43,7 @@ export async function spawnVmm(name: string, args: string[], announced?: Promise
       const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
       throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting${why ? `: ${why}` : ` (status ${exited})`}`, `see \`snowflock logs ${name}\``);
     }
-    if (!announced && existsSync(vmPaths(name).socket)) {
+    if (!announced && existsSync(vmPaths(name, runDir()).socket)) {
       const answer = await controlRequest(name, "status").catch(() => undefined);
       if (answer?.ok && answer.status?.state === "running") {
         rmSync(errorPath, { force: true });

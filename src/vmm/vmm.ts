@@ -15,11 +15,13 @@ import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
 import { writeHypercallResult } from "../guest/hypercalls.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
+import type { PageServerAddress } from "../memory/page-server-address.ts";
 import { getpid } from "../sys/process.ts";
-import { controlRequest } from "./control-client.ts";
+import { readClusterEnvironment } from "../cluster/clone-order.ts";
+import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
-import { claimName, ensureRunDir, removeVmFiles, type VmRecord, vmPaths, writeRecord } from "./run-dir.ts";
+import { claimName, ensureRunDir, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "./run-dir.ts";
 
 export interface VmSpec {
   name: string;
@@ -30,6 +32,8 @@ export interface VmSpec {
   maxClones: number;
   /** How clones the guest makes get their memory. */
   memoryPath: MemoryPath;
+  /** With `--cluster`: the cluster the guest's clones spread over. */
+  cluster?: ClusterContext;
 }
 
 export const DEFAULT_MAX_CLONES = 32;
@@ -39,7 +43,7 @@ export interface CloneSpec {
   cloneId: number;
   descriptorPath: string;
   /** Copy-on-write from the parent's frozen image (/proc/PID/fd/N), or pages from its memory server. */
-  memory: { kind: "cow"; imagePath: string } | { kind: "ondemand"; serverSocket: string };
+  memory: { kind: "cow"; imagePath: string } | { kind: "ondemand"; server: PageServerAddress };
 }
 
 export interface VmResult {
@@ -97,12 +101,13 @@ interface ServeOptions {
   memoryPath: MemoryPath;
   /** For an on-demand clone: its memtap, which must be told when the VM ends. */
   memtap?: Memtap;
+  cluster?: ClusterContext;
 }
 
 async function serveMachine(identity: Identity, options: ServeOptions, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
   ensureRunDir();
   claimName(identity.name);
-  const paths = vmPaths(identity.name);
+  const paths = vmPaths(identity.name, runDir());
   closeSync(openSync(paths.log, "w", 0o600));
 
   const lines: string[] = [];
@@ -117,7 +122,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     },
     (call) => family!.handle(call),
   );
-  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath);
+  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath, options.cluster);
   // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
   let memoryFailure: Error | undefined;
   void options.memtap?.failed.then((error) => {
@@ -130,6 +135,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
 
   const status = (): VmStatus => ({
     ...identity,
+    host: options.cluster?.host.name,
     pid: getpid(),
     state: runningMs === null ? "starting" : "running",
     timings: { builtMs: vmReadyMs, runningMs },
@@ -145,7 +151,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
       case "descriptor":
         return { ok: true, descriptor: writeDescriptor(machine, identity.name, identity.workload, request.path) };
       case "fork":
-        return { ok: true, fork: await family.operatorFork(request.clones, request.memory) };
+        return { ok: true, fork: await family.operatorFork(request.clones, request.memory, request.spread === true) };
       case "message":
         family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
         return { ok: true };
@@ -159,7 +165,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         return { ok: true, status: status() };
     }
   });
-  writeRecord({ ...identity, pid: getpid(), startedAt: new Date(startedAt).toISOString() });
+  writeRecord({ ...identity, pid: getpid(), startedAt: new Date(startedAt).toISOString(), host: options.cluster?.host.name });
   const stopOnSignal = () => void machine.stop();
   process.on("SIGINT", stopOnSignal);
   process.on("SIGTERM", stopOnSignal);
@@ -172,7 +178,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     const startedMs = performance.now();
     runningMs = startedMs;
     if (identity.parent && identity.cloneId) {
-      await controlRequest(identity.parent, { op: "clone-started", cloneId: identity.cloneId, builtMs: vmReadyMs, runningMs }).catch(() => undefined);
+      await memberRequest(options.cluster, identity.parent, { op: "clone-started", cloneId: identity.cloneId, builtMs: vmReadyMs, runningMs }).catch(() => undefined);
     }
     let end = await machine.ended;
     await options.memtap?.stop();
@@ -181,7 +187,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
       const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
       const counters = options.memtap?.stats();
       const memory = counters && { faults: counters.faults, pagesFetched: counters.pagesFetched, pagesZeroFilled: counters.pagesZeroFilled, bytesReceived: counters.bytesReceived };
-      await controlRequest(identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory }).catch(() => undefined);
+      await memberRequest(options.cluster, identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory }).catch(() => undefined);
     }
     return {
       name: identity.name,
@@ -200,7 +206,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     process.off("SIGTERM", stopOnSignal);
     control.close();
     family.close();
-    removeVmFiles(identity.name, { keepLog: true });
+    removeVmFiles(identity.name, { keepLog: true }, runDir());
   }
 }
 
@@ -210,7 +216,7 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
   const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
   return serveMachine(
     identity,
-    { maxClones: spec.maxClones, memoryPath: spec.memoryPath },
+    { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster },
     (console, onClusterCall) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onClusterCall }),
     onConsole,
   );
@@ -234,14 +240,17 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   if (spec.memory.kind === "cow") memory = GuestMemory.openImage(spec.memory.imagePath, layout);
   else {
     memory = GuestMemory.createEmpty(layout);
-    memtap = await startMemtap({ memory, serverSocket: spec.memory.serverSocket, nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
+    memtap = await startMemtap({ memory, server: spec.memory.server, nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
   }
+  // A clone on another host than its parent reaches its family through the agents.
+  const environment = readClusterEnvironment();
+  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement);
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
   if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
   return serveMachine(
     identity,
-    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap },
+    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster },
     (console, onClusterCall) => KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall }),
     onConsole,
   );

@@ -101,7 +101,7 @@ interface Clone {
 
 async function startClone(s: Snapshot, serverSocket: string, timeoutMs?: number): Promise<Clone> {
   const memory = GuestMemory.createEmpty(s.image.layout);
-  const memtap = await startMemtap({ memory, serverSocket, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages, timeoutMs });
+  const memtap = await startMemtap({ memory, server: { kind: "unix", path: serverSocket }, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages, timeoutMs });
   const lines: string[] = [];
   const machine = KvmMachine.restore(s.descriptor.state, memory, { cloneId: 1, onConsole: (l) => lines.push(l) });
   const started = performance.now();
@@ -286,7 +286,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     const path = socketPath();
     const memory = GuestMemory.createEmpty(s.image.layout);
     try {
-      await expect(startMemtap({ memory, serverSocket: path, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages })).rejects.toThrow(
+      await expect(startMemtap({ memory, server: { kind: "unix", path }, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages })).rejects.toThrow(
         `cannot reach the memory server at ${path}`,
       );
     } finally {
@@ -351,7 +351,7 @@ describe.skipIf(noUffd !== undefined)("memtap: concurrent faults from several th
       for (let m = 0; m < 2; m++) {
         const memory = GuestMemory.createEmpty(source.layout);
         memories.push(memory);
-        memtaps.push(await startMemtap({ memory, serverSocket: server.socketPath, nonZeroPages, eagerPages: new Map([[1, source.bytes.slice(PAGE_SIZE, 2 * PAGE_SIZE)]]) }));
+        memtaps.push(await startMemtap({ memory, server: { kind: "unix", path: server.socketPath }, nonZeroPages, eagerPages: new Map([[1, source.bytes.slice(PAGE_SIZE, 2 * PAGE_SIZE)]]) }));
       }
       const started = performance.now();
       const results = await Promise.all(

@@ -1,0 +1,36 @@
+/** `snowflock agent --host NAME`: the per-host agent, started by `cluster up` or by an operator. */
+import type { CAC } from "cac";
+import { SnowflockError } from "../errors.ts";
+import { startAgent } from "../cluster/agent.ts";
+import { ClusterContext } from "../cluster/cluster-context.ts";
+import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
+import { log } from "./output.ts";
+
+const DEFAULT_MAX_CLONES = 16;
+
+export function registerAgent(cli: CAC): void {
+  cli
+    .command("agent", "Run this host's agent: it takes authenticated requests from the cluster, starts clones here and relays their messages (runs until stopped)")
+    .option("--host <name>", "Which inventory host this is")
+    .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
+    .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_MAX_CLONES })
+    .example((bin) => `  ${bin} agent --inventory /etc/snowflock/cluster.json --host h3`)
+    .action(async (options: { host?: string; inventory?: string; maxClones: number | string }) => {
+      const path = options.inventory ?? defaultInventoryPath();
+      const inventory = readInventory(path);
+      if (!inventory.hosts.some((h) => h.name === String(options.host))) {
+        throw new SnowflockError("USAGE", `no host '${options.host ?? ""}' in ${path}`, `use --host with one of: ${inventory.hosts.map((h) => h.name).join(", ")}`);
+      }
+      const maxClones = Number(options.maxClones);
+      if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > 1024) throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, "give a whole number from 1 to 1024");
+      const cluster = ClusterContext.load(path, String(options.host));
+      const agent = startAgent({ cluster, maxClones });
+      log.success(`agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} (up to ${maxClones} clones)`);
+      await new Promise<void>((resolve) => {
+        process.once("SIGTERM", resolve);
+        process.once("SIGINT", resolve);
+      });
+      agent.stop();
+      return 0;
+    });
+}

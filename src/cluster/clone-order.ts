@@ -1,0 +1,97 @@
+/**
+ * What a parent's VMM sends a host's agent to start clones there, and what clone processes on
+ * that host are told about their family (the SNOWFLOCK_CLUSTER environment variable). Both are
+ * checked field by field: the agent acts on the order, so nothing in it is taken on trust beyond
+ * the control plane's signature.
+ */
+import { SnowflockError } from "../errors.ts";
+import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
+import { checkName } from "../vmm/run-dir.ts";
+import { parsePageServer } from "../memory/page-server-address.ts";
+
+export interface CloneOrder {
+  /** The parent VM's name, and the inventory host it runs on. */
+  parent: string;
+  parentHost: string;
+  /** The descriptor to restore, base64. */
+  descriptor: string;
+  cloneIds: number[];
+  /** Where every member of the family runs: VM name → inventory host name. */
+  placement: Record<string, string>;
+  /** The parent's memory server (formatPageServer's text form, tcp:...). */
+  memory: string;
+}
+
+/** One clone an agent started. */
+export interface StartedClone {
+  cloneId: number;
+  name: string;
+  pid: number;
+  /** Inside the clone's process: from its start to the VM restored, and to its vCPUs running. */
+  builtMs: number;
+  runningMs: number;
+}
+
+export interface CloneOrderResult {
+  host: string;
+  started: StartedClone[];
+  failed: Array<{ cloneId: number; error: string }>;
+}
+
+/** What a clone process on another host than its parent knows of the cluster. */
+export interface ClusterEnvironment {
+  inventory: string;
+  /** The inventory host this process runs on. */
+  host: string;
+  placement: Record<string, string>;
+}
+
+export const CLUSTER_ENVIRONMENT_VARIABLE = "SNOWFLOCK_CLUSTER";
+
+function fail(problem: string): never {
+  throw new SnowflockError("USAGE", `bad clone order: ${problem}`);
+}
+
+function checkPlacement(value: unknown): Record<string, string> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) fail("placement must be an object");
+  const placement = value as Record<string, unknown>;
+  const entries = Object.entries(placement);
+  if (entries.length > 4 * MAX_CLONES_PER_FORK + 1) fail("placement names too many VMs");
+  for (const [name, host] of entries) {
+    checkName(name);
+    if (typeof host !== "string" || host.length === 0 || host.length > 63) fail(`placement of ${name} is not a host name`);
+  }
+  return placement as Record<string, string>;
+}
+
+export function checkCloneOrder(value: unknown): CloneOrder {
+  if (typeof value !== "object" || value === null) fail("not an object");
+  const order = value as Record<string, unknown>;
+  if (typeof order.parent !== "string") fail("no parent");
+  checkName(order.parent);
+  if (typeof order.parentHost !== "string") fail("no parentHost");
+  if (typeof order.descriptor !== "string" || order.descriptor.length === 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(order.descriptor)) fail("descriptor must be base64");
+  const ids = order.cloneIds;
+  if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_CLONES_PER_FORK || !ids.every((id) => Number.isInteger(id) && id >= 1 && id <= 1_000_000)) {
+    fail(`cloneIds must be 1 to ${MAX_CLONES_PER_FORK} clone IDs`);
+  }
+  if (new Set(ids).size !== ids.length) fail("cloneIds repeat");
+  if (typeof order.memory !== "string") fail("no memory server");
+  const server = parsePageServer(order.memory);
+  if (server.kind !== "tcp") fail("the memory server of a clone on another host must be reachable over TCP");
+  return { parent: order.parent, parentHost: order.parentHost, descriptor: order.descriptor, cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory };
+}
+
+export function readClusterEnvironment(): ClusterEnvironment | undefined {
+  const text = process.env[CLUSTER_ENVIRONMENT_VARIABLE];
+  if (!text) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} is not JSON`);
+  }
+  const env = value as Record<string, unknown>;
+  if (typeof env?.inventory !== "string" || typeof env.host !== "string") throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} needs inventory and host`);
+  return { inventory: env.inventory, host: env.host, placement: checkPlacement(env.placement) };
+}

@@ -1,0 +1,46 @@
+/**
+ * Agents for test hosts: `cluster up` starts one `snowflock agent` inside each host's network
+ * namespace, with a run directory of its own (so clones on different test hosts never find each
+ * other through the file system), and waits until each listens. The check looks inside the
+ * namespace (`ss`): this machine's own namespace has no route to the test hosts, and a connection
+ * tried from it would leave the machine.
+ */
+import { closeSync, mkdirSync, openSync } from "node:fs";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { SnowflockError } from "../errors.ts";
+import { runDir } from "../vmm/run-dir.ts";
+import { selfCommand } from "../vmm/self.ts";
+import { listensInside } from "./netns.ts";
+import type { Inventory, InventoryHost } from "./inventory.ts";
+
+const AGENT_START_TIMEOUT_MS = 15_000;
+
+/** The run directory of test host `host` of `cluster`: its VMs' sockets, records and logs. */
+export function hostRunDir(cluster: string, host: string): string {
+  return join(runDir(), `${cluster}-${host}`);
+}
+
+async function startAgent(inventory: Inventory, inventoryPath: string, host: InventoryHost): Promise<void> {
+  const dir = hostRunDir(inventory.cluster, host.name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const logFd = openSync(join(dir, "agent.log"), "a", 0o600);
+  const command = ["ip", "netns", "exec", host.namespace!, ...selfCommand(), "agent", "--inventory", inventoryPath, "--host", host.name];
+  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", logFd, logFd], env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
+  closeSync(logFd);
+  let exited: number | null = null;
+  child.on("exit", (code) => (exited = code ?? 1));
+  child.unref();
+  const deadline = Date.now() + AGENT_START_TIMEOUT_MS;
+  while (!(await listensInside(host.namespace!, host.agentPort))) {
+    if (exited !== null || Date.now() > deadline) {
+      throw new SnowflockError("INTERNAL", `the agent of ${host.name} did not come up${exited !== null ? ` (it exited with status ${exited})` : ` within ${AGENT_START_TIMEOUT_MS / 1000} s`}`, `see ${join(dir, "agent.log")}`);
+    }
+    await Bun.sleep(50);
+  }
+}
+
+/** Starts every test host's agent; throws (with the host and its log) if one does not answer. */
+export async function startTestAgents(inventory: Inventory, inventoryPath: string): Promise<void> {
+  await Promise.all(inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host)));
+}

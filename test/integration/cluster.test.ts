@@ -1,0 +1,140 @@
+/**
+ * Clones on many hosts: test hosts in real network namespaces, one real agent in each, and VMs
+ * whose clones run on other hosts, their memory fetched over the test network and their results
+ * sent back through the agents. Everything stays inside 10.77.0.0/24 in the namespaces.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { readInventory } from "../../src/cluster/inventory.ts";
+import { listNamespaces } from "../../src/cluster/netns.ts";
+import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
+import { dataset, sha256Hex } from "../support/dataset.ts";
+import { snowflock, testRunDir } from "../support/cli.ts";
+import { describeKvm } from "../support/kvm.ts";
+import { describeNetns } from "../support/netns.ts";
+
+const PREFIX = `sfc${process.pid % 10000}`;
+const runDir = testRunDir();
+const env = { SNOWFLOCK_RUN_DIR: runDir };
+const inventoryPath = join(runDir, "cluster.json");
+
+function expectedSlices(seed: bigint, size: number, clones: number): string[] {
+  const data = dataset(seed, size);
+  const slice = Math.floor(size / clones);
+  return Array.from({ length: clones }, (_, i) => {
+    const offset = i * slice;
+    const length = i === clones - 1 ? size - offset : slice;
+    return `slice ${i + 1} ${offset} ${length} ${sha256Hex(data.subarray(offset, offset + length))}`;
+  });
+}
+
+/** Runs a short Bun script inside a test host's namespace and returns what it printed. */
+function insideHost(host: number, script: string): { status: number; stdout: string; stderr: string } {
+  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-h${host}`, process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+  return { status: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+describeNetns("clones on many hosts", () => {
+  describeKvm("over test hosts", () => {
+    beforeAll(async () => {
+      const up = await snowflock(["cluster", "up", "--hosts", "3", "--prefix", PREFIX, "--inventory", inventoryPath], env);
+      if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
+    });
+    afterAll(async () => {
+      await snowflock(["cluster", "down", "--inventory", inventoryPath], env);
+      await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
+    });
+
+    test("cluster up starts an agent on every host", async () => {
+      const status = JSON.parse((await snowflock(["cluster", "status", "--inventory", inventoryPath, "--json"], env)).stdout);
+      expect(status.hosts.map((h: { name: string; agent: string }) => [h.name, h.agent])).toEqual([
+        ["h1", "listening"],
+        ["h2", "listening"],
+        ["h3", "listening"],
+      ]);
+    });
+
+    test("sha256-par --cluster: clones on every host, slices equal the host's digests, pages fetched over the network", async () => {
+      const r = await snowflock(["run", "sha256-par", "size=16M", "seed=7", "clones=6", "--mem", "128M", "--cluster", inventoryPath, "--json"], env, 120_000);
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+      const result = JSON.parse(r.stdout);
+      expect(result.console).toEqual([...expectedSlices(7n, 16 << 20, 6), "granted 6"]);
+      const clones = result.forks[0].clones as Array<{ name: string; cloneId: number; host: string }>;
+      expect(result.forks[0].failed).toEqual([]);
+      expect(clones.map((c) => c.cloneId)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(new Set(clones.map((c) => c.host))).toEqual(new Set(["h1", "h2", "h3"]));
+      // Clones on h2 and h3 took every page they read from h1's memory server.
+      expect(result.stats.pagesFetched).toBeGreaterThan(4 * ((16 << 20) / 6 / 4096) * 0.9);
+      expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
+    });
+
+    test("search-par --cluster: every clone's count equals the host's", async () => {
+      const size = 2 << 20;
+      const data = dataset(9n, size);
+      const r = await snowflock(["run", "search-par", `size=${size}`, "seed=9", "clones=3", "--mem", "64M", "--cluster", inventoryPath], env, 120_000);
+      const expected = [1, 2, 3].map((i) => {
+        const pattern = (i * 40503) & 0xffff;
+        let count = 0;
+        for (let k = 0; k + 1 < size; k++) if ((data[k]! | (data[k + 1]! << 8)) === pattern) count++;
+        return `count ${i} ${pattern} ${count}`;
+      });
+      expect(r.stdout.trim().split("\n")).toEqual([...expected, "granted 3"]);
+      expect(r.status).toBe(0);
+    });
+
+    test("fork --cluster of a detached serve VM: clones on other hosts carry on with their own IDs", async () => {
+      expect((await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", inventoryPath], env)).status).toBe(0);
+      const forked = await snowflock(["fork", "web", "--clones", "3", "--cluster", "--json"], env, 60_000);
+      expect(forked.stderr).toBe("");
+      const result = JSON.parse(forked.stdout);
+      expect(result.failed).toEqual([]);
+      expect(result.clones.map((c: { name: string; host: string }) => [c.name, c.host])).toEqual([
+        ["web.1", "h1"],
+        ["web.2", "h2"],
+        ["web.3", "h3"],
+      ]);
+      for (const i of [1, 2, 3]) {
+        let ticks: string[] = [];
+        for (const deadline = Date.now() + 10_000; ticks.length < 3 && Date.now() < deadline; await Bun.sleep(100)) {
+          ticks = (await snowflock(["logs", `web.${i}`], env)).stdout.split("\n").filter((l) => l.startsWith("tick"));
+        }
+        expect(ticks.length).toBeGreaterThanOrEqual(3);
+        expect(ticks.every((l) => l.endsWith(` id ${i}`))).toBe(true);
+      }
+      const listed = JSON.parse((await snowflock(["ls", "--json"], env)).stdout) as Array<{ name: string; host?: string; parent?: string }>;
+      expect(listed.map((v) => [v.name, v.host, v.parent ?? null]).sort()).toEqual([
+        ["web", "h1", null],
+        ["web.1", "h1", "web"],
+        ["web.2", "h2", "web"],
+        ["web.3", "h3", "web"],
+      ]);
+      expect((await snowflock(["kill", "web"], env)).status).toBe(0);
+      expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout)).toEqual([]);
+    });
+
+    test("an agent refuses a request not signed with the cluster's secret", () => {
+      const inventory = readInventory(inventoryPath);
+      const h1 = inventory.hosts[0]!;
+      const forged = { v: 1, op: "clone", host: "h1", ts: Date.now(), nonce: "00".repeat(16), body: {}, mac: "11".repeat(32) };
+      const script = `
+        const socket = await Bun.connect({ hostname: "${h1.address}", port: ${h1.agentPort}, socket: {
+          open(s) { s.write(${JSON.stringify(JSON.stringify(forged) + "\n")}); },
+          data(s, chunk) { console.log(chunk.toString().trim()); process.exit(0); },
+          close() { process.exit(3); },
+        }});
+        setTimeout(() => process.exit(4), 5000);`;
+      const r = insideHost(2, script);
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ ok: false, error: "unauthenticated: the request is not signed with this cluster's secret" });
+    });
+
+    test("cluster down leaves no namespace, process, run directory or inventory behind", async () => {
+      expect((await snowflock(["cluster", "down", "--inventory", inventoryPath], env)).status).toBe(0);
+      expect((await listNamespaces()).filter((n) => n.startsWith(`${PREFIX}-`))).toEqual([]);
+      expect(existsSync(inventoryPath)).toBe(false);
+      expect(readdirSync(runDir).filter((f) => f.startsWith(PREFIX))).toEqual([]);
+    });
+  });
+});
