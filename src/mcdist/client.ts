@@ -1,0 +1,265 @@
+/**
+ * The clone side of mcdist, for memtap's fault Worker: synchronous, every wait bounded by a
+ * deadline and cut short by a wake fd (like page-client.ts). It asks the family's server for pages
+ * and collects them from the multicast stream; pages a sibling asked for that arrive meanwhile are
+ * handed to onExtraPage (free prefetch). Nothing reaches the caller that has not passed the
+ * page's HMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. Lost
+ * frames are asked for again (retry, then unicast), and a silent server is a clear failure.
+ */
+import { SnowflockError } from "../errors.ts";
+import { pollRetrying, Woken } from "../memory/page-client.ts";
+import { POLLIN } from "../sys/constants.ts";
+import { decodeFrame, encodeFrame, FrameType } from "./frame.ts";
+import { checkFamilyKey, encodeRate, encodeRequest, MAX_REQUEST_PAGES, PAGE_OBJECT_SIZE, RequestFlag, verifyPageObject } from "./messages.ts";
+import { Reassembly } from "./reassembly.ts";
+import type { McdistServerEndpoint } from "./server-protocol.ts";
+import { checkTransportSpec, openTransport, parseMac, parseUdpEndpoint, type Transport, type TransportSpec } from "./transport.ts";
+
+/** First retry after this long without the pages; doubles up to RETRY_CAP_MS while nothing arrives. */
+export const RETRY_MS = 30;
+export const RETRY_CAP_MS = 250;
+/** Retries by multicast before the client asks for unicast answers (the end game). */
+export const MULTICAST_RETRIES = 3;
+/** Frames handled per drain before returning to the caller's poll. */
+const RECEIVE_BATCH = 1024;
+const DRAIN_BATCHES = 16;
+const MAX_PARTIAL_PAGES = 512;
+/** How often a configured rate is reported again (the server forgets reports after 2 s). */
+const RATE_REPORT_EVERY_MS = 1000;
+
+export interface McdistClientOptions {
+  /** Where to listen and send; a Transport already open is owned (closed) by the client. */
+  transport: TransportSpec | Transport;
+  server: McdistServerEndpoint;
+  family: number;
+  key: Uint8Array;
+  /** Pages in the image; anything outside is refused. */
+  pageCount: number;
+  mtu: number;
+  /** How long one fetch() may wait for its pages, retries included. */
+  timeoutMs: number;
+  /** A readable fd that means "stop waiting" (an eventfd); -1 for none. */
+  wakeFd: number;
+  /** Called with each verified page that arrives without being asked for by this fetch (once per page). */
+  onExtraPage?: (page: number, data: Uint8Array) => void;
+  /** If set, the pages/s this client keeps up with, reported to the server for pacing. */
+  ratePagesPerSecond?: number;
+}
+
+export interface McdistClientStats {
+  framesReceived: number;
+  bytesReceived: number;
+  /** Dropped frames by reason: frame.ts's (checksum, family, magic, ...), forged, malformed, duplicate, unexpected, inconsistent, oversized, evicted. */
+  framesDropped: Record<string, number>;
+  requestsSent: number;
+  pagesRequested: number;
+  pagesReceivedUnasked: number;
+  retries: number;
+  unicastFallbacks: number;
+  sendErrors: number;
+}
+
+export class McdistClient {
+  readonly fd: number;
+  private readonly buffer = new Uint8Array(65536);
+  private readonly reassembly = new Reassembly({ maxPartial: MAX_PARTIAL_PAGES, maxObjectBytes: PAGE_OBJECT_SIZE });
+  /** Pages already handed out (returned or given to onExtraPage): later copies are dropped early. */
+  private readonly delivered: Uint8Array;
+  private sequence = 0;
+  private rateReportedAt = -Infinity;
+  /** The current fetch: page → its index in the answer. */
+  private wanted: Map<number, number> | undefined;
+  private results: Array<Uint8Array | undefined> = [];
+  private missing = 0;
+  private readonly counters = { framesReceived: 0, bytesReceived: 0, requestsSent: 0, pagesRequested: 0, pagesReceivedUnasked: 0, retries: 0, unicastFallbacks: 0, sendErrors: 0 };
+  private readonly dropped: Record<string, number> = {};
+
+  private constructor(
+    private readonly transport: Transport,
+    private readonly options: McdistClientOptions,
+  ) {
+    this.fd = transport.fd;
+    this.delivered = new Uint8Array(options.pageCount);
+  }
+
+  static open(options: McdistClientOptions): McdistClient {
+    checkFamilyKey(options.key);
+    if (!Number.isInteger(options.pageCount) || options.pageCount <= 0) throw new RangeError(`bad page count ${options.pageCount}`);
+    if (!(options.timeoutMs > 0)) throw new RangeError(`bad timeout ${options.timeoutMs} ms`);
+    const given = "fd" in options.transport ? options.transport : undefined;
+    const transport = given ?? openTransport(checkTransportSpec(options.transport), { family: options.family, mtu: options.mtu });
+    try {
+      const { server } = options;
+      if (server.kind !== transport.kind) throw new SnowflockError("USAGE", `the mcdist server is on a ${server.kind} transport; this client's is ${transport.kind}`);
+      if (server.kind === "packet") parseMac(server.address);
+      else parseUdpEndpoint(server.address);
+      const client = new McdistClient(transport, options);
+      client.maybeReportRate();
+      return client;
+    } catch (error) {
+      transport.close();
+      throw error;
+    }
+  }
+
+  /** The contents of `pages` (distinct, at most MAX_REQUEST_PAGES), each verified. Throws Woken or a MEMORY error. */
+  fetch(pages: number[]): Uint8Array[] {
+    this.checkPages(pages);
+    this.wanted = new Map(pages.map((page, i) => [page, i]));
+    this.results = new Array(pages.length).fill(undefined);
+    this.missing = pages.length;
+    this.counters.pagesRequested += pages.length;
+    try {
+      this.receiveWaiting(); // a sibling may have asked for some already
+      if (this.missing > 0) this.await(pages);
+      return this.results as Uint8Array[];
+    } finally {
+      this.wanted = undefined;
+      this.results = [];
+    }
+  }
+
+  /**
+   * Handles the waiting frames (call when fd is readable between fetches): completed pages go to
+   * onExtraPage. Bounded, so a flood cannot keep the caller here; the fd stays readable if more wait.
+   */
+  drain(): void {
+    for (let i = 0; i < DRAIN_BATCHES && this.receiveWaiting() === RECEIVE_BATCH; i++) {}
+  }
+
+  /** Tells the server how many pages/s this client keeps up with. */
+  reportRate(pagesPerSecond: number): void {
+    this.sendFrame(FrameType.RATE, 0n, encodeRate(pagesPerSecond));
+    this.rateReportedAt = performance.now();
+  }
+
+  stats(): McdistClientStats {
+    const r = this.reassembly.counters;
+    const framesDropped: Record<string, number> = { ...this.dropped };
+    for (const [reason, n] of [["duplicate", r.duplicates], ["inconsistent", r.inconsistent], ["oversized", r.oversized], ["evicted", r.evicted]] as const) {
+      if (n > 0) framesDropped[reason] = (framesDropped[reason] ?? 0) + n;
+    }
+    return { ...this.counters, framesDropped };
+  }
+
+  close(): void {
+    try {
+      this.transport.close();
+    } catch {}
+  }
+
+  private checkPages(pages: number[]): void {
+    if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES) throw new RangeError(`fetch takes 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
+    for (const page of pages) if (!Number.isInteger(page) || page < 0 || page >= this.options.pageCount) throw new RangeError(`page ${page} is outside the image (${this.options.pageCount} pages)`);
+    if (new Set(pages).size !== pages.length) throw new RangeError("fetch was given the same page twice");
+  }
+
+  /**
+   * Requests the missing pages and waits for them. Retries ask again for what is still missing,
+   * backing off while nothing arrives; after MULTICAST_RETRIES they ask for unicast answers.
+   */
+  private await(pages: number[]): void {
+    const { timeoutMs } = this.options;
+    const started = performance.now();
+    const deadline = started + timeoutMs;
+    let retries = 0;
+    let interval = RETRY_MS;
+    this.request(pages, 0);
+    let missingBefore = this.missing;
+    let nextRetry = started + interval;
+    const watch = [{ fd: this.fd, events: POLLIN }];
+    if (this.options.wakeFd >= 0) watch.push({ fd: this.options.wakeFd, events: POLLIN });
+    while (this.missing > 0) {
+      const now = performance.now();
+      if (now >= deadline) throw this.silent(pages, retries);
+      if (now >= nextRetry) {
+        retries++;
+        this.counters.retries++;
+        const unicast = retries > MULTICAST_RETRIES;
+        if (retries === MULTICAST_RETRIES + 1) this.counters.unicastFallbacks++;
+        this.request(
+          pages.filter((p) => this.results[this.wanted!.get(p)!] === undefined),
+          RequestFlag.RETRY | (unicast ? RequestFlag.UNICAST : 0),
+        );
+        // Back off while the server is silent; while answers still come, the rest were just lost.
+        interval = this.missing < missingBefore ? RETRY_MS : Math.min(interval * 2, RETRY_CAP_MS);
+        missingBefore = this.missing;
+        nextRetry = now + interval;
+      }
+      const [socket = 0, wake = 0] = pollRetrying(watch, Math.max(1, Math.ceil(Math.min(nextRetry, deadline) - now)));
+      if (wake !== 0) throw new Woken("stop requested");
+      if (socket !== 0) this.receiveWaiting();
+    }
+  }
+
+  private silent(pages: number[], retries: number): SnowflockError {
+    const first = pages.find((p) => this.results[this.wanted!.get(p)!] === undefined);
+    return new SnowflockError(
+      "MEMORY",
+      `the mcdist server at ${this.options.server.address} did not answer page ${first} within ${this.options.timeoutMs} ms (${retries} retries)`,
+      "is the parent's mcdist server running, and this host on the family's network?",
+    );
+  }
+
+  private request(pages: number[], flags: number): void {
+    this.maybeReportRate();
+    this.sendFrame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags, pages }));
+    this.counters.requestsSent++;
+  }
+
+  private maybeReportRate(): void {
+    const rate = this.options.ratePagesPerSecond;
+    if (rate !== undefined && performance.now() - this.rateReportedAt >= RATE_REPORT_EVERY_MS) this.reportRate(rate);
+  }
+
+  /** A send that fails (e.g. ENOBUFS) counts as a lost frame: the retry covers it, the deadline bounds it. */
+  private sendFrame(type: FrameType, object: bigint, payload: Uint8Array): void {
+    this.sequence = (this.sequence + 1) >>> 0;
+    const bytes = encodeFrame({ type, family: this.options.family, sequence: this.sequence, object, fragment: 0, fragments: 1, payload });
+    try {
+      this.transport.send(this.options.server.address, bytes);
+    } catch {
+      this.counters.sendErrors++;
+    }
+  }
+
+  private drop(reason: string): void {
+    this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
+  }
+
+  /** Handles up to RECEIVE_BATCH waiting frames; returns how many it read. */
+  private receiveWaiting(): number {
+    let n = 0;
+    for (; n < RECEIVE_BATCH; n++) {
+      const got = this.transport.receive(this.buffer);
+      if (got === undefined) break;
+      this.counters.framesReceived++;
+      this.counters.bytesReceived += got.length;
+      this.handle(this.buffer.subarray(0, got.length));
+    }
+    return n;
+  }
+
+  private handle(bytes: Uint8Array): void {
+    const decoded = decodeFrame(bytes, this.options.family);
+    if ("dropped" in decoded) return this.drop(decoded.dropped);
+    const { frame } = decoded;
+    if (frame.type !== FrameType.PAGE) return this.drop("unexpected"); // requests of siblings, our own looped back
+    if (frame.object >= BigInt(this.options.pageCount)) return this.drop("malformed");
+    const page = Number(frame.object);
+    const index = this.wanted?.get(page);
+    if (index === undefined ? this.delivered[page] === 1 : this.results[index] !== undefined) return this.drop("duplicate");
+    const object = this.reassembly.add(frame);
+    if (object === undefined) return;
+    const data = verifyPageObject(this.options.key, this.options.family, page, object);
+    if (data === undefined) return this.drop(object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed");
+    this.delivered[page] = 1;
+    if (index !== undefined) {
+      this.results[index] = data;
+      this.missing--;
+    } else {
+      this.counters.pagesReceivedUnasked++;
+      this.options.onExtraPage?.(page, data);
+    }
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * What mcdist frames carry, above frame.ts: the REQUEST and RATE payloads, and the page object
+ * (page contents + a 16-byte HMAC tag). A frame's CRC only catches corruption; anyone on the
+ * segment can forge a frame with a valid CRC, so a page is installed only if its tag, keyed by the
+ * family's secret, verifies. Requests carry no tag (a forged one only costs bandwidth) but every
+ * field is checked before use.
+ */
+import { PAGE_SIZE } from "../memory/layout.ts";
+
+export const TAG_SIZE = 16;
+export const PAGE_OBJECT_SIZE = PAGE_SIZE + TAG_SIZE;
+export const FAMILY_KEY_SIZE = 32;
+/** Pages one REQUEST may name. */
+export const MAX_REQUEST_PAGES = 64;
+
+export const RequestFlag = {
+  /** The client asked before and got nothing in time. */
+  RETRY: 1,
+  /** Send the answer to the requester only (the end game: few clones still need this page). */
+  UNICAST: 2,
+} as const;
+const KNOWN_FLAGS = RequestFlag.RETRY | RequestFlag.UNICAST;
+
+export interface PageRequest {
+  flags: number;
+  pages: number[];
+}
+
+/** Why a payload was refused: the reason is a short word for counters and logs. */
+export class MessageError extends Error {
+  override name = "MessageError";
+}
+
+export function checkFamilyKey(key: Uint8Array): void {
+  if (key.byteLength !== FAMILY_KEY_SIZE) throw new RangeError(`the family key has ${key.byteLength} bytes, not ${FAMILY_KEY_SIZE}`);
+}
+
+/** HMAC-SHA256(key, family u32 ‖ page u64 ‖ data), first 16 bytes. */
+export function pageTag(key: Uint8Array, family: number, page: number, data: Uint8Array): Uint8Array {
+  const header = new DataView(new ArrayBuffer(12));
+  header.setUint32(0, family);
+  header.setBigUint64(4, BigInt(page));
+  const hmac = new Bun.CryptoHasher("sha256", key);
+  hmac.update(new Uint8Array(header.buffer));
+  hmac.update(data);
+  return (hmac.digest() as Uint8Array).subarray(0, TAG_SIZE);
+}
+
+/** The object a PAGE frame sequence carries: the page, then its tag. */
+export function encodePageObject(key: Uint8Array, family: number, page: number, data: Uint8Array): Uint8Array {
+  if (data.byteLength !== PAGE_SIZE) throw new RangeError(`a page has ${PAGE_SIZE} bytes, not ${data.byteLength}`);
+  const out = new Uint8Array(PAGE_OBJECT_SIZE);
+  out.set(data);
+  out.set(pageTag(key, family, page, data), PAGE_SIZE);
+  return out;
+}
+
+/** The page's contents if the object is whole and its tag verifies; undefined if forged or malformed. */
+export function verifyPageObject(key: Uint8Array, family: number, page: number, object: Uint8Array): Uint8Array | undefined {
+  if (object.byteLength !== PAGE_OBJECT_SIZE) return undefined;
+  const data = object.subarray(0, PAGE_SIZE);
+  const expected = pageTag(key, family, page, data);
+  let difference = 0;
+  for (let i = 0; i < TAG_SIZE; i++) difference |= expected[i]! ^ object[PAGE_SIZE + i]!;
+  return difference === 0 ? data : undefined;
+}
+
+/** REQUEST payload: flags u8, count u8, then `count` page numbers (u32, network order). */
+export function encodeRequest(request: PageRequest): Uint8Array {
+  const { flags, pages } = request;
+  if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES) throw new RangeError(`a request names 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
+  const out = new Uint8Array(2 + 4 * pages.length);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, flags);
+  view.setUint8(1, pages.length);
+  pages.forEach((page, i) => view.setUint32(2 + 4 * i, page));
+  return out;
+}
+
+/** Decodes and validates a REQUEST payload against an image of `pageCount` pages. */
+export function decodeRequest(payload: Uint8Array, pageCount: number): PageRequest {
+  if (payload.byteLength < 2) throw new MessageError("short");
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const flags = view.getUint8(0);
+  const count = view.getUint8(1);
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw new MessageError("flags");
+  if (count === 0 || count > MAX_REQUEST_PAGES) throw new MessageError("count");
+  if (payload.byteLength !== 2 + 4 * count) throw new MessageError("length");
+  const pages: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const page = view.getUint32(2 + 4 * i);
+    if (page >= pageCount) throw new MessageError("range");
+    pages.push(page);
+  }
+  return { flags, pages };
+}
+
+/** RATE payload: the pages per second a receiver keeps up with (u32). */
+export function encodeRate(pagesPerSecond: number): Uint8Array {
+  if (!Number.isInteger(pagesPerSecond) || pagesPerSecond < 1 || pagesPerSecond > 0xffffffff) throw new RangeError(`bad rate ${pagesPerSecond} pages/s`);
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, pagesPerSecond);
+  return out;
+}
+
+export function decodeRate(payload: Uint8Array): number {
+  if (payload.byteLength !== 4) throw new MessageError("length");
+  const rate = new DataView(payload.buffer, payload.byteOffset, 4).getUint32(0);
+  if (rate === 0) throw new MessageError("rate");
+  return rate;
+}

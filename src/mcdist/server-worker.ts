@@ -1,0 +1,228 @@
+/**
+ * The mcdist server's thread: a blocking poll loop that answers REQUEST frames by multicasting
+ * each asked page (contents + HMAC tag, fragmented to the MTU) to the whole family, so one clone's
+ * fault serves its siblings too. A page multicast a moment ago is not sent again for a first
+ * request (lockstep: siblings faulting on the same page together cost one send); a retry is
+ * honoured sooner; a request flagged unicast is answered to its sender only (the end game). When
+ * receivers report the rate they keep up with, sends are paced at the slowest recent one.
+ */
+import { fstatSync } from "node:fs";
+import { SnowflockError } from "../errors.ts";
+import { PAGE_SIZE } from "../memory/layout.ts";
+import { pollRetrying } from "../memory/page-client.ts";
+import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
+import { mmap, munmap, view } from "../sys/memory.ts";
+import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";
+import { decodeRate, decodeRequest, MessageError, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
+import { LOCKSTEP_MS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { type Endpoint, openTransport, type Transport } from "./transport.ts";
+
+declare const self: Worker;
+
+/** Sends waiting beyond this are refused (the clients retry): a request flood cannot grow memory. */
+const MAX_QUEUE = 16384;
+/** Frames read per wake-up before sending again, so neither side starves the other. */
+const RECEIVE_BATCH = 256;
+const SEND_BATCH = 128;
+/** Token bucket depth, in pages, when paced. */
+const PACING_BURST = 16;
+
+function post(event: ServerEvent): void {
+  self.postMessage(event);
+}
+
+interface Send {
+  page: number;
+  to: Endpoint | "group";
+}
+
+class McdistServer {
+  private readonly pageCount: number;
+  private readonly lastMulticast: Float64Array;
+  private readonly queuedMulticast: Uint8Array;
+  private readonly tags: Uint8Array;
+  private readonly tagged: Uint8Array;
+  private readonly buffer = new Uint8Array(65536);
+  private queue: Send[] = [];
+  private head = 0;
+  private sequence = 0;
+  private readonly rates = new Map<Endpoint, { rate: number; at: number }>();
+  private tokens = PACING_BURST;
+  private refilledAt = performance.now();
+
+  constructor(
+    private readonly init: ServerInit,
+    private readonly image: Uint8Array,
+    private readonly transport: Transport,
+  ) {
+    this.pageCount = init.size / PAGE_SIZE;
+    this.lastMulticast = new Float64Array(this.pageCount).fill(-Infinity);
+    this.queuedMulticast = new Uint8Array(this.pageCount);
+    this.tags = new Uint8Array(this.pageCount * TAG_SIZE);
+    this.tagged = new Uint8Array(this.pageCount);
+  }
+
+  /** Serves until the stop fd fires. */
+  run(): void {
+    const watch = [
+      { fd: this.transport.fd, events: POLLIN },
+      { fd: this.init.stopFd, events: POLLIN },
+    ];
+    for (;;) {
+      const [socket = 0, stop = 0] = pollRetrying(watch, this.pollTimeout());
+      if (stop !== 0) return;
+      if (socket !== 0) this.receiveSome();
+      this.sendSome();
+    }
+  }
+
+  private get c(): Float64Array {
+    return this.init.counters;
+  }
+
+  private pollTimeout(): number {
+    if (this.head >= this.queue.length) return -1;
+    const rate = this.pacedRate(performance.now());
+    if (rate === 0 || this.tokens >= 1) return 0;
+    return Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / rate));
+  }
+
+  private receiveSome(): void {
+    for (let i = 0; i < RECEIVE_BATCH; i++) {
+      const got = this.transport.receive(this.buffer);
+      if (got === undefined) return;
+      this.handle(this.buffer.subarray(0, got.length), got.from);
+    }
+  }
+
+  private handle(bytes: Uint8Array, from: Endpoint): void {
+    const decoded = decodeFrame(bytes, this.init.family);
+    if ("dropped" in decoded) {
+      this.c[Slot.DROPPED_REQUESTS]!++;
+      return;
+    }
+    const { frame } = decoded;
+    try {
+      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(frame.payload, this.pageCount), from);
+      else if (frame.type === FrameType.RATE) {
+        this.rates.set(from, { rate: decodeRate(frame.payload), at: performance.now() });
+        this.c[Slot.RATE_REPORTS]!++;
+      }
+      // PAGE and DESCRIPTOR frames are for clients (our own, looped back, or another server's).
+    } catch (error) {
+      if (!(error instanceof MessageError)) throw error;
+      this.c[Slot.DROPPED_REQUESTS]!++;
+    }
+  }
+
+  private request(request: { flags: number; pages: number[] }, from: Endpoint): void {
+    const pending = this.queue.length - this.head;
+    if (pending + request.pages.length > MAX_QUEUE) {
+      this.c[Slot.DROPPED_REQUESTS]!++;
+      return;
+    }
+    this.c[Slot.REQUESTS]!++;
+    if ((request.flags & RequestFlag.UNICAST) !== 0) {
+      this.c[Slot.UNICAST_REPLIES]!++;
+      for (const page of request.pages) this.queue.push({ page, to: from });
+      return;
+    }
+    const now = performance.now();
+    const fresh = (request.flags & RequestFlag.RETRY) !== 0 ? LOCKSTEP_MS / 2 : LOCKSTEP_MS;
+    for (const page of request.pages) {
+      if (this.queuedMulticast[page] === 1 || now - this.lastMulticast[page]! < fresh) {
+        this.c[Slot.REQUESTS_COLLAPSED]!++;
+        continue;
+      }
+      this.queuedMulticast[page] = 1;
+      this.queue.push({ page, to: "group" });
+    }
+  }
+
+  /** The slowest rate reported recently (pages/s); 0 when nobody reported one. */
+  private pacedRate(now: number): number {
+    let slowest = 0;
+    for (const [from, report] of this.rates) {
+      if (now - report.at > RATE_REPORT_TTL_MS) this.rates.delete(from);
+      else if (slowest === 0 || report.rate < slowest) slowest = report.rate;
+    }
+    this.c[Slot.PACED_RATE] = slowest;
+    return slowest;
+  }
+
+  private sendSome(): void {
+    const now = performance.now();
+    const rate = this.pacedRate(now);
+    if (rate > 0) this.tokens = Math.min(PACING_BURST, this.tokens + ((now - this.refilledAt) * rate) / 1000);
+    this.refilledAt = now;
+    for (let sent = 0; sent < SEND_BATCH && this.head < this.queue.length; sent++) {
+      if (rate > 0) {
+        if (this.tokens < 1) break;
+        this.tokens--;
+      }
+      const next = this.queue[this.head++]!;
+      this.sendPage(next.page, next.to);
+    }
+    if (this.head >= this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+  }
+
+  private tag(page: number, data: Uint8Array): Uint8Array {
+    const at = page * TAG_SIZE;
+    if (this.tagged[page] === 0) {
+      this.tags.set(pageTag(this.init.key, this.init.family, page, data), at);
+      this.tagged[page] = 1;
+    }
+    return this.tags.subarray(at, at + TAG_SIZE);
+  }
+
+  private sendPage(page: number, to: Endpoint | "group"): void {
+    const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+    const object = new Uint8Array(PAGE_SIZE + TAG_SIZE);
+    object.set(data);
+    object.set(this.tag(page, data), PAGE_SIZE);
+    this.sequence = (this.sequence + 1) >>> 0;
+    const c = this.c;
+    for (const frame of fragment(FrameType.PAGE, this.init.family, this.sequence, BigInt(page), object, this.transport.maxFrame)) {
+      const bytes = encodeFrame(frame);
+      try {
+        this.transport.send(to, bytes);
+        c[Slot.FRAMES_SENT]!++;
+        c[Slot.BYTES_SENT]! += bytes.byteLength;
+      } catch {
+        c[Slot.SEND_ERRORS]!++;
+      }
+    }
+    c[Slot.PAGES_SENT]!++;
+    if (to === "group") {
+      this.queuedMulticast[page] = 0;
+      this.lastMulticast[page] = performance.now();
+    }
+  }
+}
+
+function run(init: ServerInit): void {
+  let address = 0;
+  let transport: Transport | undefined;
+  try {
+    const size = fstatSync(init.imageFd).size;
+    if (size < init.size) throw new SnowflockError("MEMORY", `the memory image (fd ${init.imageFd}) has ${size} bytes; the mcdist server was asked to serve ${init.size}`);
+    address = mmap(0, init.size, PROT_READ, MAP_SHARED, init.imageFd, 0);
+    transport = openTransport(init.transport, { family: init.family, mtu: init.mtu, joinGroup: false });
+    post({ type: "ready", endpoint: { kind: transport.kind, address: transport.localEndpoint } });
+    new McdistServer(init, view(address, init.size), transport).run();
+  } catch (error) {
+    const message = error instanceof SnowflockError ? error.message : `the mcdist server failed: ${(error as Error).message}`;
+    post({ type: "failed", message });
+  } finally {
+    try {
+      transport?.close();
+    } catch {}
+    if (address !== 0) munmap(address, init.size);
+    post({ type: "stopped" });
+  }
+}
+
+self.onmessage = (event: MessageEvent<ServerInit>) => run(event.data);

@@ -1,0 +1,146 @@
+/**
+ * The parent side of mcdist: starts the server Worker (server-worker.ts) that multicasts pages of
+ * a frozen memory image to the family, and gives its owner the endpoint clients need, live
+ * counters and a way to stop it. It runs in a Worker because its loop blocks in poll(2), and the
+ * parent's event loop must not.
+ */
+import { SnowflockError } from "../errors.ts";
+import { PAGE_SIZE } from "../memory/layout.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK } from "../sys/constants.ts";
+import { close, eventfd, write } from "../sys/files.ts";
+import { checkFamilyKey } from "./messages.ts";
+import { type McdistServerEndpoint, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { checkTransportSpec, type TransportSpec } from "./transport.ts";
+
+export type { McdistServerEndpoint } from "./server-protocol.ts";
+
+export interface McdistServerOptions {
+  /** An open fd of the frozen image; the server maps it read-only and does not close it. */
+  imageFd: number;
+  /** Bytes to serve (a multiple of the page size). */
+  size: number;
+  /** The family number every frame carries (u32). */
+  family: number;
+  /** The family's 32-byte secret: pages carry an HMAC tag keyed by it. */
+  key: Uint8Array;
+  transport: TransportSpec;
+  mtu: number;
+}
+
+export interface McdistServerStats {
+  framesSent: number;
+  bytesSent: number;
+  pagesSent: number;
+  requests: number;
+  /** Page requests not answered again because the page was just multicast (lockstep). */
+  requestsCollapsed: number;
+  unicastReplies: number;
+  droppedRequests: number;
+  sendErrors: number;
+  rateReports: number;
+  /** Pages/s the server paces at (the slowest recent RATE report); 0 when unpaced. */
+  pacedRate: number;
+}
+
+export interface McdistServer {
+  /** What clients need to reach this server (plain JSON). */
+  endpoint: McdistServerEndpoint;
+  stats(): McdistServerStats;
+  /** Settles with the reason if the server fails; never settles otherwise. */
+  failed: Promise<Error>;
+  close(): Promise<void>;
+}
+
+const START_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 3000;
+
+/** See MEMTAP_WORKER_URL in memtap.ts: a compiled executable keeps the entry's path from the project root. */
+const SERVER_WORKER_URL = import.meta.url.includes("/$bunfs/")
+  ? new URL("./src/mcdist/server-worker.ts", import.meta.url).href
+  : new URL("./server-worker.ts", import.meta.url).href;
+
+function checkOptions(options: McdistServerOptions): void {
+  const bad = (what: string) => new SnowflockError("USAGE", `cannot start the mcdist server: ${what}`);
+  if (!Number.isInteger(options.size) || options.size <= 0 || options.size % PAGE_SIZE !== 0) throw bad(`the image size ${options.size} is not a positive multiple of ${PAGE_SIZE}`);
+  if (!Number.isInteger(options.family) || options.family < 0 || options.family > 0xffffffff) throw bad(`the family ${options.family} is not a u32`);
+  if (!Number.isInteger(options.imageFd) || options.imageFd < 0) throw bad(`bad image fd ${options.imageFd}`);
+  try {
+    checkFamilyKey(options.key);
+  } catch (error) {
+    throw bad((error as Error).message);
+  }
+  checkTransportSpec(options.transport);
+}
+
+export async function startMcdistServer(options: McdistServerOptions): Promise<McdistServer> {
+  checkOptions(options);
+  const stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  const counters = new Float64Array(new SharedArrayBuffer(Slot.WORDS * 8));
+  const worker = new Worker(SERVER_WORKER_URL);
+
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
+  let workerStopped = false;
+  let resolveFailed!: (error: Error) => void;
+  const failed = new Promise<Error>((resolve) => (resolveFailed = resolve));
+  let resolveReady!: (endpoint: McdistServerEndpoint) => void;
+  let rejectReady!: (error: Error) => void;
+  const ready = new Promise<McdistServerEndpoint>((resolve, reject) => ((resolveReady = resolve), (rejectReady = reject)));
+
+  const fail = (error: Error) => {
+    rejectReady(error);
+    resolveFailed(error);
+  };
+  worker.onmessage = (message: MessageEvent<ServerEvent>) => {
+    const event = message.data;
+    if (event.type === "ready") resolveReady(event.endpoint);
+    else if (event.type === "failed") fail(new SnowflockError("MEMORY", event.message));
+    else {
+      workerStopped = true;
+      rejectReady(new SnowflockError("MEMORY", "the mcdist server stopped before it was ready"));
+      resolveStopped();
+    }
+  };
+  worker.onerror = (error) => fail(new SnowflockError("INTERNAL", `mcdist server thread failed: ${error.message}`));
+
+  let closing: Promise<void> | undefined;
+  const close_ = () =>
+    (closing ??= (async () => {
+      write(stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
+      if (!workerStopped) await Promise.race([stopped, Bun.sleep(STOP_TIMEOUT_MS)]);
+      worker.terminate();
+      close(stopFd);
+    })());
+
+  const init: ServerInit = { imageFd: options.imageFd, size: options.size, family: options.family, key: options.key.slice(), transport: options.transport, mtu: options.mtu, stopFd, counters };
+  worker.postMessage(init);
+  let timer: Timer | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new SnowflockError("MEMORY", `the mcdist server did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+  });
+  let endpoint: McdistServerEndpoint;
+  try {
+    endpoint = await Promise.race([ready, late]);
+  } catch (error) {
+    await close_();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+  return { endpoint, failed, stats: () => readStats(counters), close: close_ };
+}
+
+function readStats(c: Float64Array): McdistServerStats {
+  return {
+    framesSent: c[Slot.FRAMES_SENT]!,
+    bytesSent: c[Slot.BYTES_SENT]!,
+    pagesSent: c[Slot.PAGES_SENT]!,
+    requests: c[Slot.REQUESTS]!,
+    requestsCollapsed: c[Slot.REQUESTS_COLLAPSED]!,
+    unicastReplies: c[Slot.UNICAST_REPLIES]!,
+    droppedRequests: c[Slot.DROPPED_REQUESTS]!,
+    sendErrors: c[Slot.SEND_ERRORS]!,
+    rateReports: c[Slot.RATE_REPORTS]!,
+    pacedRate: c[Slot.PACED_RATE]!,
+  };
+}

@@ -1,0 +1,245 @@
+/**
+ * The two ways mcdist frames travel, behind one small synchronous interface (for Worker threads
+ * that block in poll): raw Ethernet frames under our own EtherType on an AF_PACKET socket, or UDP
+ * datagrams to an IPv4 multicast group. "group" means every host of the family; anything else is
+ * one peer's endpoint (a MAC address for packet, address:port for UDP). A TransportSpec is plain
+ * JSON so it can cross to a Worker or another process.
+ */
+import { readFileSync } from "node:fs";
+import { SnowflockError } from "../errors.ts";
+import { PACKET_ADD_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_MR_MULTICAST, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEADDR, SO_SNDBUF, SO_SNDBUFFORCE, SOL_PACKET, SOL_SOCKET } from "../sys/constants.ts";
+import { close } from "../sys/files.ts";
+import { openPacketSocket, receiveFrame, sendFrame } from "../sys/packet.ts";
+import {
+  bindUdp,
+  joinMulticastGroup,
+  openUdpSocket,
+  parseIpv4,
+  receiveUdp,
+  sendUdp,
+  setMulticastInterface,
+  setMulticastLoop,
+  setMulticastTtl,
+  setSocketInt,
+  setSocketOption,
+} from "../sys/udp.ts";
+import { ETHERTYPE_MCDIST } from "./frame.ts";
+
+/** A MAC address "02:73:66:00:00:01" (packet) or "10.77.0.11:7789" (UDP). */
+export type Endpoint = string;
+
+export type TransportSpec =
+  | { kind: "packet"; interface: string }
+  /** `address` is the interface's own IPv4 address; `port` is the family's UDP port (default MCDIST_UDP_PORT). */
+  | { kind: "udp"; interface: string; address: string; port?: number };
+
+export interface Transport {
+  readonly kind: TransportSpec["kind"];
+  /** Readable when a frame is waiting. */
+  readonly fd: number;
+  /** Where peers reach this transport. */
+  readonly localEndpoint: Endpoint;
+  /** Largest frame send() takes (what frame.ts's `fragment` should be given as the MTU). */
+  readonly maxFrame: number;
+  send(to: Endpoint | "group", bytes: Uint8Array): void;
+  /** One waiting frame (into `buffer`) and its sender; undefined when none is waiting. Never blocks. */
+  receive(buffer: Uint8Array): { length: number; from: Endpoint } | undefined;
+  close(): void;
+}
+
+export interface TransportOptions {
+  family: number;
+  /** The link MTU to use (at most the interface's). */
+  mtu: number;
+  /** Socket buffer sizes in bytes; bursts of a whole request's pages must fit. */
+  bufferBytes?: number;
+  /**
+   * Receive what is sent to the group (clients; the default). A server only sends to the group:
+   * with UDP it then listens on an ephemeral port of its own, so requests reach it even when a
+   * client shares its host (clients on one host share the group's port).
+   */
+  joinGroup?: boolean;
+}
+
+export const MCDIST_UDP_PORT = 7789;
+/** IPv4 + UDP headers: what a datagram loses of the MTU. */
+const UDP_OVERHEAD = 28;
+const DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024;
+const INTERFACE_NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.:-]{1,15}$/;
+
+/** 03:73:…: multicast + locally administered, "s", then the family (u32). */
+export function groupMac(family: number): Uint8Array {
+  return Uint8Array.from([0x03, 0x73, (family >>> 24) & 0xff, (family >>> 16) & 0xff, (family >>> 8) & 0xff, family & 0xff]);
+}
+
+/** 239.77.x.y (organization-local scope): the family's low 16 bits. Families that share one still drop each other's frames. */
+export function groupAddress(family: number): string {
+  return `239.77.${(family >>> 8) & 0xff}.${family & 0xff}`;
+}
+
+export function formatMac(mac: Uint8Array): string {
+  return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+export function parseMac(text: string): Uint8Array {
+  if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(text)) throw new RangeError(`not a MAC address: ${text}`);
+  return Uint8Array.from(text.split(":"), (h) => parseInt(h, 16));
+}
+
+export function parseUdpEndpoint(text: string): { address: string; port: number } {
+  const match = /^(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (!match || port < 1 || port > 65535) throw new RangeError(`not an IPv4 address:port: ${text}`);
+  parseIpv4(match[1]!);
+  return { address: match[1]!, port };
+}
+
+/** Checks a TransportSpec that came as JSON from elsewhere. */
+export function checkTransportSpec(value: unknown): TransportSpec {
+  const spec = value as Partial<Record<string, unknown>> | null;
+  const bad = (why: string) => new SnowflockError("USAGE", `bad mcdist transport ${JSON.stringify(value)}: ${why}`, 'give {"kind":"packet","interface":IF} or {"kind":"udp","interface":IF,"address":IPV4}');
+  if (typeof spec !== "object" || spec === null) throw bad("not an object");
+  if (typeof spec.interface !== "string" || !INTERFACE_NAME.test(spec.interface)) throw bad("no valid interface name");
+  if (spec.kind === "packet") return { kind: "packet", interface: spec.interface };
+  if (spec.kind !== "udp") throw bad("kind is neither packet nor udp");
+  if (typeof spec.address !== "string") throw bad("no interface address");
+  try {
+    parseIpv4(spec.address);
+  } catch (error) {
+    throw bad((error as Error).message);
+  }
+  const port = spec.port ?? MCDIST_UDP_PORT;
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) throw bad(`bad port ${String(spec.port)}`);
+  return { kind: "udp", interface: spec.interface, address: spec.address, port };
+}
+
+function interfaceFile(name: string, file: string): string {
+  try {
+    return readFileSync(`/sys/class/net/${name}/${file}`, "utf8").trim();
+  } catch (error) {
+    throw new SnowflockError("USAGE", `network interface ${name} not found (${(error as Error).message})`, "give an interface of this host (network namespace), see `ip link`");
+  }
+}
+
+function checkMtu(spec: TransportSpec, mtu: number): void {
+  const linkMtu = Number(interfaceFile(spec.interface, "mtu"));
+  if (!Number.isInteger(mtu) || mtu < 576 || mtu > linkMtu) {
+    throw new SnowflockError("USAGE", `bad mcdist MTU ${mtu} for ${spec.interface}`, `give 576 to the interface's MTU (${linkMtu})`);
+  }
+}
+
+/** Large socket buffers: FORCE (needs CAP_NET_ADMIN) ignores net.core.*mem_max; else the capped size. */
+function setBuffers(fd: number, bytes: number): void {
+  for (const [force, plain, what] of [
+    [SO_RCVBUFFORCE, SO_RCVBUF, "SO_RCVBUF"],
+    [SO_SNDBUFFORCE, SO_SNDBUF, "SO_SNDBUF"],
+  ] as const) {
+    try {
+      setSocketInt(fd, SOL_SOCKET, force, bytes, what);
+    } catch {
+      setSocketInt(fd, SOL_SOCKET, plain, bytes, what);
+    }
+  }
+}
+
+export function openTransport(input: TransportSpec, options: TransportOptions): Transport {
+  const spec = checkTransportSpec(input);
+  checkMtu(spec, options.mtu);
+  try {
+    return spec.kind === "packet" ? openPacketTransport(spec, options) : openUdpTransport(spec, options);
+  } catch (error) {
+    if (error instanceof SnowflockError && error.code !== "SYSCALL") throw error;
+    throw new SnowflockError("MEMORY", `cannot open the mcdist ${spec.kind} transport on ${spec.interface}: ${(error as Error).message}`, spec.kind === "packet" ? "AF_PACKET sockets need root (CAP_NET_RAW)" : undefined, { cause: error });
+  }
+}
+
+function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, options: TransportOptions): Transport {
+  const own = parseMac(interfaceFile(spec.interface, "address"));
+  const ownText = formatMac(own);
+  const group = groupMac(options.family);
+  const socket = openPacketSocket(spec.interface, ETHERTYPE_MCDIST);
+  try {
+    setBuffers(socket.fd, options.bufferBytes ?? DEFAULT_BUFFER_BYTES);
+    // struct packet_mreq: ifindex i32, type u16, alen u16, address[8]. Real NICs filter multicast MACs not joined.
+    const mreq = new Uint8Array(16);
+    const view = new DataView(mreq.buffer);
+    view.setInt32(0, socket.ifindex, true);
+    view.setUint16(4, PACKET_MR_MULTICAST, true);
+    view.setUint16(6, 6, true);
+    mreq.set(group, 8);
+    setSocketOption(socket.fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq, "PACKET_ADD_MEMBERSHIP");
+    try {
+      setSocketInt(socket.fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING");
+    } catch {} // older kernels: our own frames come back and are dropped below
+  } catch (error) {
+    close(socket.fd);
+    throw error;
+  }
+  return {
+    kind: "packet",
+    fd: socket.fd,
+    localEndpoint: ownText,
+    maxFrame: options.mtu,
+    send(to, bytes) {
+      sendFrame(socket, to === "group" ? group : parseMac(to), bytes);
+    },
+    receive(buffer) {
+      for (;;) {
+        const got = receiveFrame(socket, buffer);
+        if (got === undefined) return undefined;
+        const from = formatMac(got.source);
+        if (from !== ownText) return { length: got.length, from };
+      }
+    },
+    close() {
+      close(socket.fd);
+    },
+  };
+}
+
+function openUdpTransport(spec: Extract<TransportSpec, { kind: "udp" }>, options: TransportOptions): Transport {
+  const port = spec.port ?? MCDIST_UDP_PORT;
+  const group = groupAddress(options.family);
+  const joinGroup = options.joinGroup ?? true;
+  const fd = openUdpSocket();
+  let localPort: number;
+  try {
+    setBuffers(fd, options.bufferBytes ?? DEFAULT_BUFFER_BYTES);
+    if (joinGroup) {
+      // Every client listens on the family's port (multicast needs it); several on one host share it.
+      setSocketInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR");
+      localPort = bindUdp(fd, "0.0.0.0", port);
+      joinMulticastGroup(fd, group, spec.address);
+    } else {
+      localPort = bindUdp(fd, spec.address, 0);
+    }
+    setMulticastInterface(fd, spec.address);
+    setMulticastLoop(fd, true); // a clone on the parent's own host is family too
+    setMulticastTtl(fd, 1);
+  } catch (error) {
+    close(fd);
+    throw error;
+  }
+  const localEndpoint = `${spec.address}:${localPort}`;
+  return {
+    kind: "udp",
+    fd,
+    localEndpoint,
+    maxFrame: options.mtu - UDP_OVERHEAD,
+    send(to, bytes) {
+      if (to === "group") sendUdp(fd, group, port, bytes);
+      else {
+        const peer = parseUdpEndpoint(to);
+        sendUdp(fd, peer.address, peer.port, bytes);
+      }
+    },
+    // Our own multicasts come back (loop is on); receivers drop them by frame type.
+    receive(buffer) {
+      const got = receiveUdp(fd, buffer);
+      return got && { length: got.length, from: `${got.from.address}:${got.from.port}` };
+    },
+    close() {
+      close(fd);
+    },
+  };
+}

@@ -1,0 +1,89 @@
+/**
+ * mcdist client and server in one process over UDP multicast on the loopback interface (no root,
+ * no namespaces): right pages, prefetch of a sibling's pages, the wake fd, and a silent server.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { McdistClient, type McdistClientOptions } from "../../src/mcdist/client.ts";
+import { type McdistServer, startMcdistServer } from "../../src/mcdist/server.ts";
+import type { TransportSpec } from "../../src/mcdist/transport.ts";
+import { Woken } from "../../src/memory/page-client.ts";
+import { EFD_CLOEXEC, EFD_NONBLOCK, MFD_CLOEXEC } from "../../src/sys/constants.ts";
+import { close, eventfd, memfdCreate, pwrite, write } from "../../src/sys/files.ts";
+
+const PAGES = 256;
+const image = Uint8Array.from({ length: PAGES * 4096 }, (_, i) => (i * 7 + (i >> 12)) & 0xff);
+const page = (p: number) => image.subarray(p * 4096, (p + 1) * 4096);
+const key = Uint8Array.from({ length: 32 }, (_, i) => 100 + i);
+const family = 0x10c0 + (process.pid % 1000);
+const transport: TransportSpec = { kind: "udp", interface: "lo", address: "127.0.0.1", port: 20000 + (process.pid % 30000) };
+let imageFd: number;
+let server: McdistServer;
+const clients: McdistClient[] = [];
+
+function open(extra: Partial<McdistClientOptions> = {}): McdistClient {
+  const client = McdistClient.open({ transport, server: server.endpoint, family, key, pageCount: PAGES, mtu: 1500, timeoutMs: 2000, wakeFd: -1, ...extra });
+  clients.push(client);
+  return client;
+}
+
+describe("mcdist over loopback UDP", () => {
+  beforeAll(async () => {
+    imageFd = memfdCreate("mcdist-unit", MFD_CLOEXEC);
+    pwrite(imageFd, image, 0);
+    server = await startMcdistServer({ imageFd, size: image.byteLength, family, key, transport, mtu: 1500 });
+  });
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await server.close();
+    close(imageFd);
+  });
+
+  test("fetch returns the asked pages; a sibling gets them as prefetch", () => {
+    const extras = new Map<number, Uint8Array>();
+    const sibling = open({ onExtraPage: (p, data) => extras.set(p, data.slice()) });
+    const client = open();
+    const asked = [5, 0, 255, 17];
+    const got = client.fetch(asked);
+    asked.forEach((p, i) => expect(got[i]).toEqual(page(p)));
+    sibling.drain();
+    expect([...extras.keys()].sort((a, b) => a - b)).toEqual([0, 5, 17, 255]);
+    for (const [p, data] of extras) expect(data).toEqual(page(p));
+    expect(sibling.stats().pagesReceivedUnasked).toBe(4);
+    expect(server.stats()).toMatchObject({ requests: 1, pagesSent: 4 });
+  });
+
+  test("bad page lists are refused before anything is sent", () => {
+    const client = open();
+    expect(() => client.fetch([])).toThrow(RangeError);
+    expect(() => client.fetch([PAGES])).toThrow(/outside/);
+    expect(() => client.fetch([1, 1])).toThrow(/twice/);
+    expect(() => client.fetch(Array.from({ length: 65 }, (_, i) => i))).toThrow(RangeError);
+  });
+
+  test("a readable wake fd ends a wait with Woken", () => {
+    const wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    try {
+      const client = open({ wakeFd: wake, server: { kind: "udp", address: "127.0.0.1:9" } });
+      write(wake, new Uint8Array(new BigUint64Array([1n]).buffer));
+      expect(() => client.fetch([1])).toThrow(Woken);
+    } finally {
+      close(wake);
+    }
+  });
+
+  test("a server that never answers is a MEMORY error within the timeout", () => {
+    const client = open({ timeoutMs: 600, server: { kind: "udp", address: "127.0.0.1:9" } });
+    const started = performance.now();
+    let error: unknown;
+    try {
+      client.fetch([3, 4]);
+    } catch (e) {
+      error = e;
+    }
+    const elapsed = performance.now() - started;
+    expect(error).toMatchObject({ code: "MEMORY", message: expect.stringMatching(/^the mcdist server at 127\.0\.0\.1:9 did not answer page 3 within 600 ms \(\d+ retries\)$/) });
+    expect(elapsed).toBeGreaterThanOrEqual(600);
+    expect(elapsed).toBeLessThan(900);
+    expect(client.stats().unicastFallbacks).toBe(1);
+  });
+});

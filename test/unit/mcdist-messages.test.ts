@@ -1,0 +1,93 @@
+import { describe, expect, test } from "bun:test";
+import { PAGE_SIZE } from "../../src/memory/layout.ts";
+import {
+  decodeRate,
+  decodeRequest,
+  encodePageObject,
+  encodeRate,
+  encodeRequest,
+  MAX_REQUEST_PAGES,
+  MessageError,
+  PAGE_OBJECT_SIZE,
+  RequestFlag,
+  verifyPageObject,
+} from "../../src/mcdist/messages.ts";
+import { groupAddress, groupMac, checkTransportSpec, formatMac, parseUdpEndpoint } from "../../src/mcdist/transport.ts";
+
+const key = Uint8Array.from({ length: 32 }, (_, i) => i * 3 + 1);
+const page = Uint8Array.from({ length: PAGE_SIZE }, (_, i) => (i * 11 + 5) & 0xff);
+
+describe("mcdist page objects", () => {
+  test("a tagged page verifies and gives the page back", () => {
+    const object = encodePageObject(key, 7, 123, page);
+    expect(object.byteLength).toBe(PAGE_OBJECT_SIZE);
+    expect(verifyPageObject(key, 7, 123, object)).toEqual(page);
+  });
+
+  test("a forged or misplaced page is refused", () => {
+    const object = encodePageObject(key, 7, 123, page);
+    const flipped = object.slice();
+    flipped[100]! ^= 1; // data changed, tag kept
+    expect(verifyPageObject(key, 7, 123, flipped)).toBeUndefined();
+    const badTag = object.slice();
+    badTag[PAGE_SIZE + 3]! ^= 0x80;
+    expect(verifyPageObject(key, 7, 123, badTag)).toBeUndefined();
+    expect(verifyPageObject(key, 7, 124, object)).toBeUndefined(); // another page's slot
+    expect(verifyPageObject(key, 8, 123, object)).toBeUndefined(); // another family
+    const otherKey = key.slice();
+    otherKey[0]! ^= 1;
+    expect(verifyPageObject(otherKey, 7, 123, object)).toBeUndefined();
+    expect(verifyPageObject(key, 7, 123, object.subarray(0, PAGE_OBJECT_SIZE - 1))).toBeUndefined();
+  });
+});
+
+describe("mcdist requests", () => {
+  test("round trip", () => {
+    const request = { flags: RequestFlag.RETRY | RequestFlag.UNICAST, pages: [0, 5, 1023] };
+    expect(decodeRequest(encodeRequest(request), 1024)).toEqual(request);
+  });
+
+  test("bad requests are refused with a reason", () => {
+    const reason = (payload: Uint8Array) => {
+      try {
+        decodeRequest(payload, 1024);
+        return "accepted";
+      } catch (error) {
+        expect(error).toBeInstanceOf(MessageError);
+        return (error as Error).message;
+      }
+    };
+    const good = encodeRequest({ flags: 0, pages: [1, 2] });
+    expect(reason(good.subarray(0, 1))).toBe("short");
+    expect(reason(good.subarray(0, good.byteLength - 1))).toBe("length");
+    expect(reason(Uint8Array.from([0x80, ...good.subarray(1)]))).toBe("flags");
+    expect(reason(Uint8Array.from([0, 0]))).toBe("count");
+    expect(reason(Uint8Array.from([0, MAX_REQUEST_PAGES + 1, ...new Uint8Array(4 * (MAX_REQUEST_PAGES + 1))]))).toBe("count");
+    expect(reason(encodeRequest({ flags: 0, pages: [1024] }))).toBe("range");
+    expect(() => encodeRequest({ flags: 0, pages: [] })).toThrow(RangeError);
+  });
+
+  test("rates", () => {
+    expect(decodeRate(encodeRate(5000))).toBe(5000);
+    expect(() => decodeRate(new Uint8Array(4))).toThrow(MessageError);
+    expect(() => decodeRate(new Uint8Array(3))).toThrow(MessageError);
+  });
+});
+
+describe("mcdist transport naming", () => {
+  test("groups derive from the family", () => {
+    expect(formatMac(groupMac(0x01020304))).toBe("03:73:01:02:03:04");
+    expect(groupMac(1)[0]! & 0x03).toBe(0x03); // multicast, locally administered
+    expect(groupAddress(0x00011234)).toBe("239.77.18.52");
+  });
+
+  test("specs from JSON are checked", () => {
+    expect(checkTransportSpec({ kind: "udp", interface: "eth0", address: "10.77.0.11" })).toEqual({ kind: "udp", interface: "eth0", address: "10.77.0.11", port: 7789 });
+    expect(checkTransportSpec({ kind: "packet", interface: "eth0" })).toEqual({ kind: "packet", interface: "eth0" });
+    expect(() => checkTransportSpec({ kind: "packet", interface: "../etc" })).toThrow(/interface/);
+    expect(() => checkTransportSpec({ kind: "udp", interface: "eth0", address: "10.77.0" })).toThrow(/IPv4/);
+    expect(() => checkTransportSpec({ kind: "tcp", interface: "eth0" })).toThrow(/kind/);
+    expect(parseUdpEndpoint("10.0.0.1:99")).toEqual({ address: "10.0.0.1", port: 99 });
+    expect(() => parseUdpEndpoint("10.0.0.1:0")).toThrow();
+  });
+});
