@@ -4,7 +4,7 @@ import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { checkName } from "../vmm/run-dir.ts";
-import { memoryPathOption } from "./options.ts";
+import { memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printTable } from "./output.ts";
 
 export function registerFork(cli: CAC): void {
@@ -13,9 +13,10 @@ export function registerFork(cli: CAC): void {
     .option("--clones <n>", "How many clones", { default: 1 })
     .option("--memory <path>", "How clones get memory: cow (copy-on-write of the frozen image) or ondemand (fetched on first touch from the parent's memory server)", { default: "cow" })
     .option("--cluster", "Spread the clones over the cluster the VM was started in (`run --cluster`); clones on other hosts take memory on demand")
+    .option("--transport <kind>", "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with")
     .option("--json", "Print the clones (name, ID, host, time) as JSON")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)
-    .action(async (rawName: string, options: { clones: number; memory: string; cluster?: boolean; json?: boolean }) => {
+    .action(async (rawName: string, options: { clones: number; memory: string; cluster?: boolean; transport?: string; json?: boolean }) => {
       const name = checkName(String(rawName));
       const clones = Number(options.clones);
       if (!Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) {
@@ -23,7 +24,7 @@ export function registerFork(cli: CAC): void {
       }
       const memory = memoryPathOption(options.memory);
       if (!options.json) log.start(`forking ${name} into ${clones} clone${clones > 1 ? "s" : ""}`);
-      const answer = await controlRequest(name, { op: "fork", clones, memory, spread: options.cluster === true }, 60_000);
+      const answer = await controlRequest(name, { op: "fork", clones, memory, spread: options.cluster === true, transport: options.transport === undefined ? undefined : transportOption(options.transport) }, 60_000);
       if (!answer.ok) throw new SnowflockError("CONTROL", `VM '${name}' could not fork: ${answer.error}`);
       const result = answer.fork!;
       if (options.json) printJson(result);

@@ -1,7 +1,7 @@
 /** Parsing of option values shared by several commands. */
 import { SnowflockError } from "../errors.ts";
 import { formatSize, parseSize } from "../size.ts";
-import type { MemoryPath } from "../clone/local-fork.ts";
+import type { MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
 
 export const MIN_MEMORY = 16 * 1024 * 1024;
 export const MAX_VCPUS = 64;
@@ -23,4 +23,10 @@ export function vcpusOption(value: unknown): number {
 export function memoryPathOption(value: unknown): MemoryPath {
   if (value === "cow" || value === "ondemand") return value;
   throw new SnowflockError("USAGE", `bad --memory '${value}'`, "use cow (copy-on-write of the frozen image) or ondemand (pages fetched on first touch)");
+}
+
+/** `--transport`: how clones on other hosts get pages: mcdist over raw frames or UDP, or plain TCP. */
+export function transportOption(value: unknown): RemoteTransport {
+  if (value === "packet" || value === "udp" || value === "tcp") return value;
+  throw new SnowflockError("USAGE", `bad --transport '${value}'`, "use packet (mcdist over raw Ethernet frames), udp (mcdist over UDP multicast) or tcp (unicast, no multicast)");
 }

@@ -14,6 +14,9 @@ import { claimName, processAlive, readRecord, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm, type StartTimes } from "../vmm/spawn.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { formatPageServer } from "../memory/page-server-address.ts";
+import { type McdistServer, startMcdistServer } from "../mcdist/server.ts";
+import { SnowflockError } from "../errors.ts";
+import { randomBytes } from "node:crypto";
 import { describeMachine } from "./describe.ts";
 
 export interface CloneReport {
@@ -67,6 +70,8 @@ export interface CloneSource {
   memory: MemoryPath;
   /** For `ondemand`: serves the frozen image; lives as long as the clones may fault. */
   server?: MemoryServer;
+  /** For clones on other hosts over mcdist: the multicast server of this round's family. */
+  mcdist?: { server: McdistServer; family: number; key: Uint8Array; mtu: number };
   descriptorPath: string;
   descriptorBytes: number;
   imageFd: number;
@@ -80,7 +85,22 @@ export interface CloneSource {
  * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
  * copy of the call returns.
  */
-export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, tcpAddress?: string): Promise<CloneSource> {
+/**
+ * How clones on other hosts reach this host's memory: `tcp`, each its own connection to the
+ * memory server (unicast only); `packet` or `udp`, mcdist multicast over raw Ethernet frames or
+ * UDP, every page answered to the whole family.
+ */
+export type RemoteTransport = "tcp" | "packet" | "udp";
+
+export interface RemoteServing {
+  transport: RemoteTransport;
+  /** This host's address and interface on the cluster network, and its MTU. */
+  address: string;
+  interface: string;
+  mtu: number;
+}
+
+export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, remote?: RemoteServing): Promise<CloneSource> {
   const startedAt = performance.now();
   machine.pause();
   let descriptor;
@@ -96,12 +116,32 @@ export async function captureClones(machine: KvmMachine, about: { name: string; 
   const bytes = encodeDescriptor(descriptor);
   const descriptorPath = join(runDir(), `${about.name}.clones-${getpid()}-${Math.round(startedAt * 1000)}.sfd`);
   writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-  // Clones on other hosts (tcpAddress given) always take their memory on demand.
+  // Clones on other hosts (remote given) always take their memory on demand; the TCP server is
+  // also mcdist's fallback should multicast not start.
   const server =
-    memory === "ondemand" || tcpAddress
-      ? await startMemoryServer({ imageFd, layout: machine.memory.layout, socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`), tcpAddress })
+    memory === "ondemand" || remote
+      ? await startMemoryServer({ imageFd, layout: machine.memory.layout, socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`), tcpAddress: remote?.address })
       : undefined;
-  return { parent: about.name, memory, server, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+  let mcdist: CloneSource["mcdist"];
+  if (remote && remote.transport !== "tcp") {
+    const family = randomBytes(4).readUInt32BE(0);
+    const key = new Uint8Array(randomBytes(32));
+    const transport = remote.transport === "packet" ? { kind: "packet" as const, interface: remote.interface } : { kind: "udp" as const, interface: remote.interface, address: remote.address };
+    try {
+      mcdist = { server: await startMcdistServer({ imageFd, size: machine.memory.size, family, key, transport, mtu: remote.mtu }), family, key, mtu: remote.mtu };
+    } catch (error) {
+      server?.close();
+      throw error;
+    }
+  }
+  return { parent: about.name, memory, server, mcdist, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+}
+
+/** What a clone on another host is told of this source's memory (formatPageServer's text form). */
+export function remoteMemory(source: CloneSource): string {
+  if (source.mcdist) return formatPageServer({ kind: "mcdist", server: source.mcdist.server.endpoint, family: source.mcdist.family, key: source.mcdist.key, mtu: source.mcdist.mtu });
+  if (!source.server?.tcp) throw new SnowflockError("INTERNAL", "this clone source serves no host but its own");
+  return formatPageServer(source.server.tcp);
 }
 
 export function releaseClones(source: CloneSource): void {

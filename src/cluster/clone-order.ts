@@ -18,7 +18,7 @@ export interface CloneOrder {
   cloneIds: number[];
   /** Where every member of the family runs: VM name → inventory host name. */
   placement: Record<string, string>;
-  /** The parent's memory server (formatPageServer's text form, tcp:...). */
+  /** The parent's memory server (formatPageServer's text form: tcp:... or mcdist:...). */
   memory: string;
 }
 
@@ -78,7 +78,7 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   if (new Set(ids).size !== ids.length) fail("cloneIds repeat");
   if (typeof order.memory !== "string") fail("no memory server");
   const server = parsePageServer(order.memory);
-  if (server.kind !== "tcp") fail("the memory server of a clone on another host must be reachable over TCP");
+  if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   return { parent: order.parent, parentHost: order.parentHost, descriptor: order.descriptor, cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory };
 }
 

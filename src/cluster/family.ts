@@ -5,9 +5,9 @@
  */
 import { freemem } from "node:os";
 import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
-import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, spawnClones } from "../clone/local-fork.ts";
+import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
-import { formatPageServer } from "../memory/page-server-address.ts";
+import type { McdistServer } from "../mcdist/server.ts";
 import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
 import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
@@ -32,16 +32,31 @@ interface Ticket {
 
 export interface CloneMemoryStats {
   faults: number;
+  /** Pages this clone asked for (by request), and pages that reached it by multicast unasked. */
   pagesFetched: number;
+  pagesMulticast?: number;
   pagesZeroFilled: number;
   bytesReceived: number;
+  /** Faults by service time: entry i counts those served in under 2^i µs (the last: the rest). */
+  faultServiceHistogram?: number[];
 }
 
-export interface FamilyStats extends CloneMemoryStats {
+export interface HostMemoryStats {
+  clones: number;
+  bytesReceived: number;
+  pagesFetched: number;
+  pagesMulticast: number;
+}
+
+export interface FamilyStats extends Required<CloneMemoryStats> {
   clones: number;
   serverBytesSent: number;
+  /** Frames (mcdist) and answers (memory server) the parent's servers sent. */
+  serverFramesSent: number;
   /** Descriptor bytes written, over every clone round. */
   descriptorBytes: number;
+  /** For a family spread over a cluster: what each host's clones received. */
+  hosts?: Record<string, HostMemoryStats>;
 }
 
 interface Member {
@@ -73,6 +88,7 @@ export class Family {
   private nextOperatorCloneId = 1;
   private checkpoints = new Map<number, CloneSource>();
   private servers: MemoryServer[] = [];
+  private mcdistServers: McdistServer[] = [];
   /** Every clone round, with its phase times, for --json. */
   readonly forks: ForkResult[] = [];
   private nextCheckpoint = 1;
@@ -87,6 +103,8 @@ export class Family {
     private readonly memoryPath: MemoryPath,
     /** The cluster the family spreads over (`--cluster`), or none: every clone on this host. */
     private readonly cluster?: ClusterContext,
+    /** How clones on other hosts get their pages (`--transport`). */
+    private readonly transport: RemoteTransport = "packet",
   ) {
     cluster?.placement.set(self.name, cluster.host.name);
   }
@@ -96,7 +114,7 @@ export class Family {
   }
 
   /** `snowflock fork`: clones with fresh IDs, outside any ticket. */
-  async operatorFork(count: number, memory: MemoryPath, spreadOverCluster = false): Promise<ForkResult> {
+  async operatorFork(count: number, memory: MemoryPath, spreadOverCluster = false, transport = this.transport): Promise<ForkResult> {
     if (spreadOverCluster && !this.cluster) throw new SnowflockError("USAGE", `VM '${this.self.name}' was not started with --cluster`, "start it with `snowflock run ... --cluster`, or fork without --cluster");
     const ids = Array.from({ length: count }, (_, i) => this.nextOperatorCloneId + i);
     this.nextOperatorCloneId += count;
@@ -104,10 +122,10 @@ export class Family {
     if (rooms && rooms.reduce((sum, r) => sum + r.room, 0) < count) {
       throw new SnowflockError("VM_STATE", `the cluster has room for ${rooms.reduce((sum, r) => sum + r.room, 0)} more clone(s) of ${this.self.name}, not ${count}`, "`snowflock cluster status` shows the hosts and their clones");
     }
-    return this.fork(ids, memory, undefined, undefined, rooms);
+    return this.fork(ids, memory, undefined, undefined, rooms, transport);
   }
 
-  private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource, rooms?: HostRoom[]): Promise<ForkResult> {
+  private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource, rooms?: HostRoom[], transport = this.transport): Promise<ForkResult> {
     const cluster = this.cluster;
     const placement = cluster && rooms ? spread(ids, rooms) : new Map<number, string>();
     const remoteHost = (id: number) => (cluster && placement.get(id) !== cluster.host.name ? placement.get(id) : undefined);
@@ -118,7 +136,7 @@ export class Family {
       if (cluster) cluster.placement.set(name, placement.get(id) ?? cluster.host.name);
     }
     const awaitStart = (id: number) => this.clones.get(id)!.started.promise;
-    const source = checkpoint ?? (await this.capture(memory, cloneCall));
+    const source = checkpoint ?? (await this.capture(memory, cloneCall, transport));
     let result: ForkResult;
     try {
       const local = ids.filter((id) => remoteHost(id) === undefined);
@@ -143,8 +161,10 @@ export class Family {
     return result;
   }
 
-  private capture(memory: MemoryPath, cloneCall?: CloneCall): Promise<CloneSource> {
-    return captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, memory, cloneCall, this.cluster?.host.address);
+  private capture(memory: MemoryPath, cloneCall?: CloneCall, transport = this.transport): Promise<CloneSource> {
+    const host = this.cluster?.host;
+    const remote = host && { transport, address: host.address, interface: host.interface, mtu: this.cluster!.inventory.mtu };
+    return captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, memory, cloneCall, remote);
   }
 
   /** Each host's room for clones of this VM now. */
@@ -162,7 +182,7 @@ export class Family {
       descriptor: readFileSync(source.descriptorPath).toString("base64"),
       cloneIds: ids,
       placement: cluster.environment().placement,
-      memory: formatPageServer(source.server!.tcp!),
+      memory: remoteMemory(source),
     };
     try {
       const answer = (await cluster.agentCall(cluster.hostNamed(hostName), "clone", order, CLONE_ORDER_TIMEOUT_MS)) as CloneOrderResult;
@@ -180,6 +200,7 @@ export class Family {
   private release(source: CloneSource): void {
     releaseClones(source);
     if (source.server) this.servers.push(source.server);
+    if (source.mcdist) this.mcdistServers.push(source.mcdist.server);
   }
 
   /** A clone's VMM reports that its vCPUs run. */
@@ -271,6 +292,7 @@ export class Family {
     for (const source of this.checkpoints.values()) this.release(source);
     this.checkpoints.clear();
     for (const server of this.servers.splice(0)) server.close();
+    for (const server of this.mcdistServers.splice(0)) void server.close();
   }
 
   /** What the family's clones reported about their memory, added up. */
@@ -279,18 +301,41 @@ export class Family {
       clones: this.clones.size,
       faults: 0,
       pagesFetched: 0,
+      pagesMulticast: 0,
       pagesZeroFilled: 0,
       bytesReceived: 0,
+      faultServiceHistogram: [],
       serverBytesSent: 0,
+      serverFramesSent: 0,
       descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
     };
+    const hosts: Record<string, HostMemoryStats> = {};
     for (const m of this.clones.values()) {
       totals.faults += m.memory?.faults ?? 0;
       totals.pagesFetched += m.memory?.pagesFetched ?? 0;
+      totals.pagesMulticast += m.memory?.pagesMulticast ?? 0;
       totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
       totals.bytesReceived += m.memory?.bytesReceived ?? 0;
+      (m.memory?.faultServiceHistogram ?? []).forEach((count, i) => (totals.faultServiceHistogram[i] = (totals.faultServiceHistogram[i] ?? 0) + count));
+      if (this.cluster) {
+        const host = (hosts[m.host ?? this.cluster.host.name] ??= { clones: 0, bytesReceived: 0, pagesFetched: 0, pagesMulticast: 0 });
+        host.clones++;
+        host.bytesReceived += m.memory?.bytesReceived ?? 0;
+        host.pagesFetched += m.memory?.pagesFetched ?? 0;
+        host.pagesMulticast += m.memory?.pagesMulticast ?? 0;
+      }
     }
-    for (const server of this.servers) totals.serverBytesSent += server.stats().bytesSent;
+    if (this.cluster) totals.hosts = hosts;
+    for (const server of this.servers) {
+      const stats = server.stats();
+      totals.serverBytesSent += stats.bytesSent;
+      totals.serverFramesSent += stats.messagesSent;
+    }
+    for (const server of this.mcdistServers) {
+      const stats = server.stats();
+      totals.serverBytesSent += stats.bytesSent;
+      totals.serverFramesSent += stats.framesSent;
+    }
     return totals;
   }
 

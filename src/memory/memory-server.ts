@@ -44,6 +44,8 @@ export interface MemoryServerOptions {
 export interface MemoryServerStats {
   pagesServed: number;
   bytesSent: number;
+  /** Answers sent (HelloReply, PageData, Error). */
+  messagesSent: number;
   requests: number;
   clients: number;
   /** Requests answered with an Error message (bad message, page out of range, ...). */
@@ -88,13 +90,14 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
   }
   const image = view(address, layout.size);
   const pageCount = layout.size / PAGE_SIZE;
-  const stats: MemoryServerStats = { pagesServed: 0, bytesSent: 0, requests: 0, clients: 0, errors: 0 };
+  const stats: MemoryServerStats = { pagesServed: 0, bytesSent: 0, messagesSent: 0, requests: 0, clients: 0, errors: 0 };
   const sockets = new Set<Socket<Connection>>();
   let closed = false;
   const token = new Uint8Array(randomBytes(TOKEN_BYTES));
 
   const send = (socket: Socket<Connection>, message: Uint8Array) => {
     stats.bytesSent += message.byteLength;
+    stats.messagesSent++;
     const c = socket.data;
     if (c.outbound.length > 0) {
       c.outbound.push(message);

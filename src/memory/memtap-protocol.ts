@@ -35,8 +35,10 @@ export const Slot = {
   BYTES_RECEIVED: 3,
   REQUESTS: 4,
   SERVICE_MICROS: 5,
-  HISTOGRAM: 6,
-  WORDS: 6 + HISTOGRAM_BUCKETS,
+  /** Pages that arrived by multicast, asked for by a sibling, and were copied in before any fault. */
+  PAGES_MULTICAST: 6,
+  HISTOGRAM: 7,
+  WORDS: 7 + HISTOGRAM_BUCKETS,
 } as const;
 
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */

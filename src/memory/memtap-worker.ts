@@ -1,9 +1,11 @@
 /**
  * memtap's fault handler, in a Worker of its own so that a faulting vCPU never blocks it: it
  * reads page faults from the userfaultfd and resolves each one — a page the bitmap calls zero
- * is zero-filled, any other is fetched from the memory server and copied in. It never installs a
- * page that failed validation; on any failure it reports and leaves the faults pending until the
- * owner has stopped the vCPUs and calls stop() (see memtap.ts).
+ * is zero-filled, any other is fetched from the memory server and copied in. With mcdist, pages
+ * that siblings asked for arrive unasked too; they are copied in at once, so the clone never
+ * faults on them (guest memory itself is memtap's page cache). It never installs a page that
+ * failed validation; on any failure it reports and leaves the faults pending until the owner has
+ * stopped the vCPUs and calls stop() (see memtap.ts).
  */
 import { SnowflockError } from "../errors.ts";
 import { EAGAIN, EEXIST, EINTR, POLLIN, PROT_NONE } from "../sys/constants.ts";
@@ -15,6 +17,7 @@ import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uf
 import { PAGE_SIZE } from "./layout.ts";
 import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
 import { PageClient, pollRetrying, Woken } from "./page-client.ts";
+import { McdistClient } from "../mcdist/client.ts";
 import { parsePageServer } from "./page-server-address.ts";
 import { HEADER_SIZE, MAX_PAGES_PER_REQUEST, pageDataSize } from "./page-protocol.ts";
 
@@ -28,16 +31,75 @@ function post(event: MemtapEvent): void {
   self.postMessage(event);
 }
 
+/** Where faulting pages come from: the parent's memory server (one connection) or mcdist. */
+interface PageSource {
+  /** Polled while no fault waits. */
+  readonly fd: number;
+  fetch(pages: number[]): Uint8Array[];
+  /** `fd` turned readable while idle. */
+  idle(): void;
+  /** Bytes received so far, when the source counts them itself (mcdist's frames). */
+  bytesReceived?(): number;
+  close(): void;
+}
+
+class McdistSource implements PageSource {
+  readonly fd: number;
+  constructor(private readonly client: McdistClient) {
+    this.fd = client.fd;
+  }
+  fetch(pages: number[]): Uint8Array[] {
+    return this.client.fetch(pages);
+  }
+  idle(): void {
+    this.client.drain();
+  }
+  bytesReceived(): number {
+    return this.client.stats().bytesReceived;
+  }
+  close(): void {
+    this.client.close();
+  }
+}
+
+function openSource(init: MemtapInit, onExtraPage: (page: number, data: Uint8Array) => void): PageSource {
+  const server = parsePageServer(init.server);
+  const pageCount = init.size / PAGE_SIZE;
+  if (server.kind !== "mcdist") return PageClient.connect(server, { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount });
+  if (!server.transport) throw new SnowflockError("MEMORY", "an mcdist memory source needs this host's transport (interface)");
+  const client = McdistClient.open({ transport: server.transport, server: server.server, family: server.family, key: server.key, pageCount, mtu: server.mtu, timeoutMs: init.timeoutMs, wakeFd: init.stopFd, onExtraPage });
+  return new McdistSource(client);
+}
+
 class FaultHandler {
   private readonly events = new Uint8Array(MAX_EVENTS * uffd_msg.size);
   private readonly eventView = new DataView(this.events.buffer);
   private readonly pageCount: number;
+  /** Pages copied in unasked (mcdist): a fault read before they arrived only needs a wake. */
+  private readonly arrived: Uint8Array;
+  private client!: PageSource;
 
-  constructor(
-    private readonly init: MemtapInit,
-    private readonly client: PageClient,
-  ) {
+  constructor(private readonly init: MemtapInit) {
     this.pageCount = init.size / PAGE_SIZE;
+    this.arrived = new Uint8Array(this.pageCount);
+  }
+
+  attach(source: PageSource): void {
+    this.client = source;
+  }
+
+  /** A page a sibling asked for: copy it in now, unless this clone has it already. */
+  installArrived(page: number, data: Uint8Array): void {
+    if (page < 0 || page >= this.pageCount || this.arrived[page] === 1) return;
+    this.arrived[page] = 1;
+    const address = this.init.address + page * PAGE_SIZE;
+    try {
+      uffdCopy(this.init.uffd, address, data);
+      this.init.counters[Slot.PAGES_MULTICAST]!++;
+    } catch (error) {
+      // EEXIST: the clone had it (fetched, zero-filled or written); its own copy stands.
+      if (!(error instanceof SyscallError && error.errno === EEXIST)) throw error;
+    }
   }
 
   /** Serves faults until stop() (throws Woken) or a failure (throws it). */
@@ -50,7 +112,10 @@ class FaultHandler {
     for (;;) {
       const [faults = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
       if (stop !== 0) throw new Woken("stop requested");
-      if (server !== 0) this.client.idleReadable();
+      if (server !== 0) {
+        this.client.idle();
+        this.countBytes();
+      }
       if ((faults & POLLIN) !== 0) this.serveBatch();
       else if (faults !== 0) throw new SnowflockError("INTERNAL", `the userfaultfd reported poll events 0x${faults.toString(16)}`);
     }
@@ -67,7 +132,8 @@ class FaultHandler {
     const faults = this.collect(n);
     const fetch: number[] = [];
     for (const [page, write] of faults) {
-      if (this.mayBeNonZero(page)) fetch.push(page);
+      if (this.arrived[page] === 1) uffdWake(this.init.uffd, this.init.address + page * PAGE_SIZE, PAGE_SIZE);
+      else if (this.mayBeNonZero(page)) fetch.push(page);
       else this.zeroFill(page, write);
     }
     for (let i = 0; i < fetch.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(fetch.slice(i, i + MAX_PAGES_PER_REQUEST));
@@ -105,12 +171,18 @@ class FaultHandler {
     const contents = this.client.fetch(pages);
     const c = this.init.counters;
     c[Slot.REQUESTS]!++;
-    c[Slot.BYTES_RECEIVED]! += HEADER_SIZE + pageDataSize(pages.length);
+    if (this.client.bytesReceived) this.countBytes();
+    else c[Slot.BYTES_RECEIVED]! += HEADER_SIZE + pageDataSize(pages.length);
     pages.forEach((page, i) => {
       const address = this.init.address + page * PAGE_SIZE;
+      this.arrived[page] = 1;
       this.resolve(address, () => uffdCopy(this.init.uffd, address, contents[i]!));
     });
     c[Slot.PAGES_FETCHED]! += pages.length;
+  }
+
+  private countBytes(): void {
+    if (this.client.bytesReceived) this.init.counters[Slot.BYTES_RECEIVED] = this.client.bytesReceived();
   }
 
   /** EEXIST: the page arrived meanwhile (e.g. a write fault after a zero-page read); just wake the waiter. */
@@ -150,11 +222,13 @@ function awaitStopOrFence(init: MemtapInit): void {
 }
 
 function run(init: MemtapInit): void {
-  let client: PageClient | undefined;
+  let client: PageSource | undefined;
   try {
-    client = PageClient.connect(parsePageServer(init.server), { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount: init.size / PAGE_SIZE });
+    const handler = new FaultHandler(init);
+    client = openSource(init, (page, data) => handler.installArrived(page, data));
+    handler.attach(client);
     post({ type: "ready" });
-    new FaultHandler(init, client).run();
+    handler.run();
   } catch (error) {
     if (!(error instanceof Woken)) {
       const message = error instanceof SnowflockError ? error.message : `memtap failed: ${(error as Error).message}`;

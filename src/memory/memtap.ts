@@ -34,6 +34,8 @@ export interface MemtapOptions {
 export interface MemtapStats {
   faults: number;
   pagesFetched: number;
+  /** Pages received by multicast before this clone faulted on them (mcdist). */
+  pagesMulticast: number;
   pagesZeroFilled: number;
   eagerPages: number;
   bytesReceived: number;
@@ -163,6 +165,7 @@ function readStats(c: Float64Array, eagerPages: number): MemtapStats {
   return {
     faults,
     pagesFetched: c[Slot.PAGES_FETCHED]!,
+    pagesMulticast: c[Slot.PAGES_MULTICAST]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
     eagerPages,
     bytesReceived: c[Slot.BYTES_RECEIVED]!,

@@ -8,7 +8,7 @@ import { EINTR, POLLIN } from "../sys/constants.ts";
 import { SyscallError } from "../sys/errno.ts";
 import { close, poll, type PollRequest, read } from "../sys/files.ts";
 import { connectTcp, connectUnix, send } from "../sys/socket.ts";
-import { describePageServer, type PageServerAddress } from "./page-server-address.ts";
+import { describePageServer, type UnicastAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
 import {
   decodeError,
@@ -51,7 +51,7 @@ export class PageClient {
   ) {}
 
   /** Connects and says Hello; the server must speak our version and serve an image of our size. */
-  static connect(server: PageServerAddress, options: PageClientOptions): PageClient {
+  static connect(server: UnicastAddress, options: PageClientOptions): PageClient {
     const path = describePageServer(server);
     let fd: number;
     try {
@@ -85,6 +85,11 @@ export class PageClient {
   idleReadable(): never {
     const n = this.readSome(this.buffer.subarray(0, 1));
     throw n === 0 ? this.failure("closed the connection") : this.failure("sent a message nobody asked for");
+  }
+
+  /** The socket turned readable between requests; see idleReadable. */
+  idle(): void {
+    this.idleReadable();
   }
 
   close(): void {

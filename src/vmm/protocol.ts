@@ -1,4 +1,4 @@
-import type { ForkResult, MemoryPath } from "../clone/local-fork.ts";
+import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
 import type { CloneMemoryStats } from "../cluster/family.ts";
 import type { DescriptorSummary } from "../descriptor/summary.ts";
 /**
@@ -14,7 +14,7 @@ export type ControlRequest =
   /** Pause, write a VM descriptor to `path` (absolute), resume. */
   | { v: number; op: "descriptor"; path: string }
   /** Clone the VM into `clones` new VMs: on this host, or spread over its cluster (`spread`). */
-  | { v: number; op: "fork"; clones: number; memory: MemoryPath; spread?: boolean }
+  | { v: number; op: "fork"; clones: number; memory: MemoryPath; spread?: boolean; transport?: RemoteTransport }
   /** A family message for this VM's guest (sf_recv); `data` is base64. */
   | { v: number; op: "message"; from: number; data: string }
   /** From a clone's VMM to its parent's: its vCPUs run (times since the clone process started). */
@@ -51,7 +51,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport } = value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
@@ -63,7 +63,8 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     if (typeof clones !== "number" || !Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) return { error: `fork needs a clone count from 1 to ${MAX_CLONES_PER_FORK}` };
     if (memory !== "cow" && memory !== "ondemand") return { error: "fork memory must be cow or ondemand" };
     if (spread !== undefined && typeof spread !== "boolean") return { error: "fork spread must be true or false" };
-    return { v, op, clones, memory, spread };
+    if (transport !== undefined && transport !== "tcp" && transport !== "packet" && transport !== "udp") return { error: "fork transport must be packet, udp or tcp" };
+    return { v, op, clones, memory, spread, transport };
   }
   if (op === "message") {
     if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000) return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };
@@ -76,7 +77,14 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   if (op === "clone-ended") {
     if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };
     const counters = memory as Record<string, unknown> | undefined;
-    const valid = counters === undefined || (typeof counters === "object" && counters !== null && ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])));
+    const histogram = counters?.faultServiceHistogram;
+    const valid =
+      counters === undefined ||
+      (typeof counters === "object" &&
+        counters !== null &&
+        ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])) &&
+        (counters.pagesMulticast === undefined || isInt(counters.pagesMulticast)) &&
+        (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));
     if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
     return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined };
   }

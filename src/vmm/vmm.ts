@@ -6,7 +6,8 @@
 import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
-import type { ForkResult, MemoryPath } from "../clone/local-fork.ts";
+import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
+import { SnowflockError } from "../errors.ts";
 import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
 import { type Memtap, startMemtap } from "../memory/memtap.ts";
 import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
@@ -32,8 +33,9 @@ export interface VmSpec {
   maxClones: number;
   /** How clones the guest makes get their memory. */
   memoryPath: MemoryPath;
-  /** With `--cluster`: the cluster the guest's clones spread over. */
+  /** With `--cluster`: the cluster the guest's clones spread over, and how they reach its memory. */
   cluster?: ClusterContext;
+  transport?: RemoteTransport;
 }
 
 export const DEFAULT_MAX_CLONES = 32;
@@ -102,6 +104,7 @@ interface ServeOptions {
   /** For an on-demand clone: its memtap, which must be told when the VM ends. */
   memtap?: Memtap;
   cluster?: ClusterContext;
+  transport?: RemoteTransport;
 }
 
 async function serveMachine(identity: Identity, options: ServeOptions, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
@@ -122,7 +125,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     },
     (call) => family!.handle(call),
   );
-  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath, options.cluster);
+  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath, options.cluster, options.transport);
   // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
   let memoryFailure: Error | undefined;
   void options.memtap?.failed.then((error) => {
@@ -151,7 +154,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
       case "descriptor":
         return { ok: true, descriptor: writeDescriptor(machine, identity.name, identity.workload, request.path) };
       case "fork":
-        return { ok: true, fork: await family.operatorFork(request.clones, request.memory, request.spread === true) };
+        return { ok: true, fork: await family.operatorFork(request.clones, request.memory, request.spread === true, request.transport) };
       case "message":
         family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
         return { ok: true };
@@ -186,7 +189,14 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     if (identity.parent && identity.cloneId) {
       const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
       const counters = options.memtap?.stats();
-      const memory = counters && { faults: counters.faults, pagesFetched: counters.pagesFetched, pagesZeroFilled: counters.pagesZeroFilled, bytesReceived: counters.bytesReceived };
+      const memory = counters && {
+        faults: counters.faults,
+        pagesFetched: counters.pagesFetched,
+        pagesMulticast: counters.pagesMulticast,
+        pagesZeroFilled: counters.pagesZeroFilled,
+        bytesReceived: counters.bytesReceived,
+        faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
+      };
       await memberRequest(options.cluster, identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory }).catch(() => undefined);
     }
     return {
@@ -216,10 +226,18 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
   const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
   return serveMachine(
     identity,
-    { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster },
+    { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster, transport: spec.transport },
     (console, onClusterCall) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onClusterCall }),
     onConsole,
   );
+}
+
+/** An mcdist memory source needs this host's end of the family's network: its interface (and address, for UDP). */
+function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefined): PageServerAddress {
+  if (server.kind !== "mcdist" || server.transport) return server;
+  if (!cluster) throw new SnowflockError("USAGE", "a clone served by mcdist must know its cluster host (SNOWFLOCK_CLUSTER)");
+  const host = cluster.host;
+  return { ...server, transport: server.server.kind === "packet" ? { kind: "packet", interface: host.interface } : { kind: "udp", interface: host.interface, address: host.address } };
 }
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
@@ -234,17 +252,17 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     parent: spec.parent,
     cloneId: spec.cloneId,
   };
+  // A clone on another host than its parent reaches its family through the agents.
+  const environment = readClusterEnvironment();
+  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement);
   const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
   let memory: GuestMemory;
   let memtap: Memtap | undefined;
   if (spec.memory.kind === "cow") memory = GuestMemory.openImage(spec.memory.imagePath, layout);
   else {
     memory = GuestMemory.createEmpty(layout);
-    memtap = await startMemtap({ memory, server: spec.memory.server, nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
+    memtap = await startMemtap({ memory, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
   }
-  // A clone on another host than its parent reaches its family through the agents.
-  const environment = readClusterEnvironment();
-  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement);
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
   if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);

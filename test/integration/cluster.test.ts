@@ -70,19 +70,45 @@ describeNetns("clones on many hosts", () => {
       expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
     });
 
-    test("search-par --cluster: every clone's count equals the host's", async () => {
-      const size = 2 << 20;
-      const data = dataset(9n, size);
-      const r = await snowflock(["run", "search-par", `size=${size}`, "seed=9", "clones=3", "--mem", "64M", "--cluster", inventoryPath], env, 120_000);
-      const expected = [1, 2, 3].map((i) => {
+    const searchSize = 2 << 20;
+    const searchData = dataset(9n, searchSize);
+    const expectedCounts = (clones: number) =>
+      Array.from({ length: clones }, (_, index) => {
+        const i = index + 1;
         const pattern = (i * 40503) & 0xffff;
         let count = 0;
-        for (let k = 0; k + 1 < size; k++) if ((data[k]! | (data[k + 1]! << 8)) === pattern) count++;
+        for (let k = 0; k + 1 < searchSize; k++) if ((searchData[k]! | (searchData[k + 1]! << 8)) === pattern) count++;
         return `count ${i} ${pattern} ${count}`;
       });
-      expect(r.stdout.trim().split("\n")).toEqual([...expected, "granted 3"]);
+    const searchPar = async (transport: string) => {
+      const r = await snowflock(["run", "search-par", `size=${searchSize}`, "seed=9", "clones=6", "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);
+      expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
+      const result = JSON.parse(r.stdout);
+      expect(result.console).toEqual([...expectedCounts(6), "granted 6"]);
+      expect(result.forks[0].failed).toEqual([]);
+      return result.stats as { serverBytesSent: number; pagesFetched: number; pagesMulticast: number; hosts: Record<string, { clones: number; bytesReceived: number }> };
+    };
+
+    // Every clone reads the whole dataset: with unicast each remote clone costs the server its
+    // pages; with mcdist the server sends them about once for all.
+    let unicastBytesPerRemoteClone = 0;
+    test("search-par --cluster --transport tcp: every clone's count equals the host's", async () => {
+      const stats = await searchPar("tcp");
+      expect(stats.pagesMulticast).toBe(0);
+      expect(stats.hosts.h2!.bytesReceived).toBeGreaterThan(searchSize);
+      unicastBytesPerRemoteClone = stats.serverBytesSent / (stats.hosts.h2!.clones + stats.hosts.h3!.clones);
     });
+
+    for (const transport of ["packet", "udp"]) {
+      test(`search-par --cluster --transport ${transport}: same counts, and the server sends each page about once for all remote clones`, async () => {
+        const stats = await searchPar(transport);
+        expect(unicastBytesPerRemoteClone).toBeGreaterThan(0);
+        expect(stats.pagesMulticast).toBeGreaterThan(0);
+        expect(stats.serverBytesSent).toBeLessThanOrEqual(1.2 * unicastBytesPerRemoteClone);
+        expect(stats.hosts.h2!.bytesReceived).toBeGreaterThan(searchSize);
+      });
+    }
 
     test("fork --cluster of a detached serve VM: clones on other hosts carry on with their own IDs", async () => {
       expect((await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", inventoryPath], env)).status).toBe(0);
