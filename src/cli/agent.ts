@@ -6,14 +6,14 @@ import { ClusterContext } from "../cluster/cluster-context.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import { log } from "./output.ts";
 
-const DEFAULT_MAX_CLONES = 16;
+export const DEFAULT_AGENT_MAX_CLONES = 16;
 
 export function registerAgent(cli: CAC): void {
   cli
     .command("agent", "Run this host's agent: it takes authenticated requests from the cluster, starts clones here and relays their messages (runs until stopped)")
     .option("--host <name>", "Which inventory host this is")
     .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
-    .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_MAX_CLONES })
+    .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_AGENT_MAX_CLONES })
     .example((bin) => `  ${bin} agent --inventory /etc/snowflock/cluster.json --host h3`)
     .action(async (options: { host?: string; inventory?: string; maxClones: number | string }) => {
       const path = options.inventory ?? defaultInventoryPath();

@@ -8,15 +8,17 @@ import { SnowflockError } from "../errors.ts";
 import { type Inventory, defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import { DEFAULT_PREFIX, MAX_TEST_HOSTS, TEST_SUBNET, checkPrefix, clusterStatus, clusterUp, destroyTestHosts, testHostNames } from "../cluster/test-hosts.ts";
 import { log, printJson, printTable } from "./output.ts";
+import { DEFAULT_AGENT_MAX_CLONES } from "./agent.ts";
 
 export interface ClusterHooks {
   /** Starts one agent per host of a new cluster (wired in by the agent code); `up` calls it if given. */
-  startAgents?: (inventory: Inventory, inventoryPath: string) => Promise<void> | void;
+  startAgents?: (inventory: Inventory, inventoryPath: string, maxClones: number) => Promise<void> | void;
 }
 
 interface ClusterOptions {
   hosts?: number | string;
   mtu?: number | string;
+  maxClones?: number | string;
   prefix?: string;
   inventory?: string;
   json?: boolean;
@@ -27,9 +29,10 @@ const DESCRIPTION = `Test hosts on this machine: 'up' creates N network namespac
 export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
   cli
     .command("cluster <action>", DESCRIPTION)
-    .usage("cluster up --hosts N [--mtu 1500] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json]")
+    .usage("cluster up --hosts N [--mtu 1500] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json]")
     .option("--hosts <n>", `up: how many test hosts (1 to ${MAX_TEST_HOSTS})`)
     .option("--mtu <bytes>", "up: MTU of every eth0, veth end and the bridge (default 1500)")
+    .option("--max-clones <n>", `up: most clones each host's agent runs at once (default ${DEFAULT_AGENT_MAX_CLONES})`)
     .option("--prefix <name>", `up/down: prefix of the namespaces and links (default ${DEFAULT_PREFIX}; down takes it from the inventory)`)
     .option("--inventory <file>", `The cluster inventory (default ${defaultInventoryPath()})`)
     .option("--json", "Print the result as JSON")
@@ -60,6 +63,8 @@ function wholeNumber(value: number | string | undefined, option: string, fallbac
 async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number> {
   const hosts = wholeNumber(options.hosts, "--hosts");
   const mtu = wholeNumber(options.mtu, "--mtu", 1500);
+  const maxClones = wholeNumber(options.maxClones, "--max-clones", DEFAULT_AGENT_MAX_CLONES);
+  if (maxClones < 1 || maxClones > 1024) throw new SnowflockError("USAGE", `bad --max-clones '${maxClones}'`, "give a whole number from 1 to 1024");
   const prefix = checkPrefix(options.prefix === undefined ? DEFAULT_PREFIX : String(options.prefix));
   const inventoryPath = options.inventory ? String(options.inventory) : defaultInventoryPath();
   if (!options.json) log.start(`creating ${hosts} test host${hosts > 1 ? "s" : ""} '${prefix}' on ${TEST_SUBNET}, MTU ${mtu}`);
@@ -68,7 +73,7 @@ async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number>
     mtu,
     prefix,
     inventoryPath,
-    startAgents: hooks.startAgents,
+    startAgents: hooks.startAgents && ((inventory, path) => hooks.startAgents!(inventory, path, maxClones)),
     onHost: (host) => {
       if (!options.json) log.success(`${host.name}: namespace ${host.namespace}, ${host.interface} ${host.address}/24, mac ${host.mac}`);
     },

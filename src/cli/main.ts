@@ -31,7 +31,7 @@ export async function startCli(argv: string[]): Promise<number> {
   registerDescriptor(cli);
   registerInspect(cli);
   registerBench(cli);
-  registerCluster(cli, { startAgents: async (inventory, path) => (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path) });
+  registerCluster(cli, { startAgents: async (inventory, path, maxClones) => (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path, maxClones) });
   registerAgent(cli);
   cli.help();
   cli.version(packageJson.version);
