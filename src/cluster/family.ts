@@ -35,6 +35,8 @@ export interface CloneMemoryStats {
   /** Pages this clone asked for (by request), and pages that reached it by multicast unasked. */
   pagesFetched: number;
   pagesMulticast?: number;
+  /** mcdist frames refused as corrupted, malformed or forged. */
+  framesRejected?: number;
   pagesZeroFilled: number;
   bytesReceived: number;
   /** Faults by service time: entry i counts those served in under 2^i µs (the last: the rest). */
@@ -302,6 +304,7 @@ export class Family {
       faults: 0,
       pagesFetched: 0,
       pagesMulticast: 0,
+      framesRejected: 0,
       pagesZeroFilled: 0,
       bytesReceived: 0,
       faultServiceHistogram: [],
@@ -314,6 +317,7 @@ export class Family {
       totals.faults += m.memory?.faults ?? 0;
       totals.pagesFetched += m.memory?.pagesFetched ?? 0;
       totals.pagesMulticast += m.memory?.pagesMulticast ?? 0;
+      totals.framesRejected += m.memory?.framesRejected ?? 0;
       totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
       totals.bytesReceived += m.memory?.bytesReceived ?? 0;
       (m.memory?.faultServiceHistogram ?? []).forEach((count, i) => (totals.faultServiceHistogram[i] = (totals.faultServiceHistogram[i] ?? 0) + count));

@@ -21,11 +21,11 @@ export function hostRunDir(cluster: string, host: string): string {
   return join(runDir(), `${cluster}-${host}`);
 }
 
-async function startAgent(inventory: Inventory, inventoryPath: string, host: InventoryHost): Promise<void> {
+async function startAgent(inventory: Inventory, inventoryPath: string, host: InventoryHost, maxClones: number): Promise<void> {
   const dir = hostRunDir(inventory.cluster, host.name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const logFd = openSync(join(dir, "agent.log"), "a", 0o600);
-  const command = ["ip", "netns", "exec", host.namespace!, ...selfCommand(), "agent", "--inventory", inventoryPath, "--host", host.name];
+  const command = ["ip", "netns", "exec", host.namespace!, ...selfCommand(), "agent", "--inventory", inventoryPath, "--host", host.name, "--max-clones", String(maxClones)];
   const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", logFd, logFd], env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
   closeSync(logFd);
   let exited: number | null = null;
@@ -41,6 +41,6 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
 }
 
 /** Starts every test host's agent; throws (with the host and its log) if one does not answer. */
-export async function startTestAgents(inventory: Inventory, inventoryPath: string): Promise<void> {
-  await Promise.all(inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host)));
+export async function startTestAgents(inventory: Inventory, inventoryPath: string, maxClones: number): Promise<void> {
+  await Promise.all(inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host, maxClones)));
 }

@@ -11,7 +11,7 @@ import { pollRetrying, Woken } from "../memory/page-client.ts";
 import { POLLIN } from "../sys/constants.ts";
 import { decodeFrame, encodeFrame, FrameType } from "./frame.ts";
 import { checkFamilyKey, encodeRate, encodeRequest, MAX_REQUEST_PAGES, PAGE_OBJECT_SIZE, RequestFlag, verifyPageObject } from "./messages.ts";
-import { Reassembly } from "./reassembly.ts";
+import { WasmReassembly as Reassembly } from "../wasm/reassembly.ts";
 import type { McdistServerEndpoint } from "./server-protocol.ts";
 import { checkTransportSpec, openTransport, parseMac, parseUdpEndpoint, type Transport, type TransportSpec } from "./transport.ts";
 

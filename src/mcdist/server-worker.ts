@@ -3,7 +3,8 @@
  * each asked page (contents + HMAC tag, fragmented to the MTU) to the whole family, so one clone's
  * fault serves its siblings too. A page multicast a moment ago is not sent again for a first
  * request (lockstep: siblings faulting on the same page together cost one send); a retry is
- * honoured sooner; a request flagged unicast is answered to its sender only (the end game). When
+ * honoured sooner; a request flagged unicast is answered to its sender only (the end game; raw
+ * frames only, see request()). When
  * receivers report the rate they keep up with, sends are paced at the slowest recent one.
  */
 import { fstatSync } from "node:fs";
@@ -122,7 +123,9 @@ class McdistServer {
       return;
     }
     this.c[Slot.REQUESTS]!++;
-    if ((request.flags & RequestFlag.UNICAST) !== 0) {
+    // Over UDP every clone on a host shares the family's port, and a unicast datagram reaches one
+    // socket of them only: there the end game is a multicast retry like any other.
+    if ((request.flags & RequestFlag.UNICAST) !== 0 && this.transport.kind === "packet") {
       this.c[Slot.UNICAST_REPLIES]!++;
       for (const page of request.pages) this.queue.push({ page, to: from });
       return;

@@ -37,8 +37,10 @@ export const Slot = {
   SERVICE_MICROS: 5,
   /** Pages that arrived by multicast, asked for by a sibling, and were copied in before any fault. */
   PAGES_MULTICAST: 6,
-  HISTOGRAM: 7,
-  WORDS: 7 + HISTOGRAM_BUCKETS,
+  /** mcdist frames refused as corrupted, malformed or forged. */
+  FRAMES_REJECTED: 7,
+  HISTOGRAM: 8,
+  WORDS: 8 + HISTOGRAM_BUCKETS,
 } as const;
 
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */

@@ -40,8 +40,12 @@ interface PageSource {
   idle(): void;
   /** Bytes received so far, when the source counts them itself (mcdist's frames). */
   bytesReceived?(): number;
+  /** Frames refused as corrupted, malformed or forged (mcdist). */
+  framesRejected?(): number;
   close(): void;
 }
+
+const NORMAL_DROPS = new Set(["family", "duplicate", "unexpected", "evicted"]);
 
 class McdistSource implements PageSource {
   readonly fd: number;
@@ -56,6 +60,11 @@ class McdistSource implements PageSource {
   }
   bytesReceived(): number {
     return this.client.stats().bytesReceived;
+  }
+  framesRejected(): number {
+    const dropped = this.client.stats().framesDropped;
+    // Other families' frames, duplicates and siblings' requests are normal traffic, not rejections.
+    return Object.entries(dropped).reduce((sum, [reason, n]) => (NORMAL_DROPS.has(reason) ? sum : sum + n), 0);
   }
   close(): void {
     this.client.close();
@@ -183,6 +192,7 @@ class FaultHandler {
 
   private countBytes(): void {
     if (this.client.bytesReceived) this.init.counters[Slot.BYTES_RECEIVED] = this.client.bytesReceived();
+    if (this.client.framesRejected) this.init.counters[Slot.FRAMES_REJECTED] = this.client.framesRejected();
   }
 
   /** EEXIST: the page arrived meanwhile (e.g. a write fault after a zero-page read); just wake the waiter. */

@@ -36,6 +36,8 @@ export interface MemtapStats {
   pagesFetched: number;
   /** Pages received by multicast before this clone faulted on them (mcdist). */
   pagesMulticast: number;
+  /** mcdist frames refused as corrupted, malformed or forged. */
+  framesRejected: number;
   pagesZeroFilled: number;
   eagerPages: number;
   bytesReceived: number;
@@ -166,6 +168,7 @@ function readStats(c: Float64Array, eagerPages: number): MemtapStats {
     faults,
     pagesFetched: c[Slot.PAGES_FETCHED]!,
     pagesMulticast: c[Slot.PAGES_MULTICAST]!,
+    framesRejected: c[Slot.FRAMES_REJECTED]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
     eagerPages,
     bytesReceived: c[Slot.BYTES_RECEIVED]!,

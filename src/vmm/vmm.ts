@@ -74,6 +74,8 @@ export interface VmResult {
 }
 
 export const CRASH_EXIT_STATUS = 70;
+/** How long a clone on another host waits for one page before it fails. */
+const REMOTE_MEMORY_TIMEOUT_MS = 15_000;
 
 type Identity = Omit<VmRecord, "pid" | "startedAt"> & { workloadName: string };
 
@@ -193,6 +195,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         faults: counters.faults,
         pagesFetched: counters.pagesFetched,
         pagesMulticast: counters.pagesMulticast,
+        framesRejected: counters.framesRejected,
         pagesZeroFilled: counters.pagesZeroFilled,
         bytesReceived: counters.bytesReceived,
         faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
@@ -261,7 +264,9 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   if (spec.memory.kind === "cow") memory = GuestMemory.openImage(spec.memory.imagePath, layout);
   else {
     memory = GuestMemory.createEmpty(layout);
-    memtap = await startMemtap({ memory, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
+    // Over a network a page may need several retransmissions: wait longer before failing.
+    const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
+    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;

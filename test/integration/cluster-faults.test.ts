@@ -1,0 +1,139 @@
+/**
+ * Clones on many hosts when the network and the hosts misbehave: frames lost and duplicated on the
+ * test hosts' bridge (nftables in the switch namespace: this kernel has no netem), forged and
+ * corrupted frames injected from a test host, a clone killed mid-run, agents killed. Each run either
+ * gives the right result or reports the affected clone as ended, in bounded time; nothing hangs.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { join } from "node:path";
+import { readInventory } from "../../src/cluster/inventory.ts";
+import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
+import { dataset, sha256Hex } from "../support/dataset.ts";
+import { snowflock, testRunDir } from "../support/cli.ts";
+import { describeKvm } from "../support/kvm.ts";
+import { describeNetns } from "../support/netns.ts";
+
+const PREFIX = `sff${process.pid % 10000}`;
+const runDir = testRunDir();
+const env = { SNOWFLOCK_RUN_DIR: runDir };
+const inventoryPath = join(runDir, "cluster.json");
+const FORGER = join(import.meta.dir, "../support/mcdist-forger.ts");
+const ENTRY = join(import.meta.dir, "../../bin/snowflock.ts");
+
+const SEARCH_SIZE = 2 << 20;
+const searchData = dataset(9n, SEARCH_SIZE);
+const expectedCounts = (clones: number) =>
+  Array.from({ length: clones }, (_, index) => {
+    const pattern = ((index + 1) * 40503) & 0xffff;
+    let count = 0;
+    for (let k = 0; k + 1 < SEARCH_SIZE; k++) if ((searchData[k]! | (searchData[k + 1]! << 8)) === pattern) count++;
+    return `count ${index + 1} ${pattern} ${count}`;
+  });
+
+async function searchPar(transport: string, clones = 6) {
+  const r = await snowflock(["run", "search-par", `size=${SEARCH_SIZE}`, "seed=9", `clones=${clones}`, "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);
+  expect(r.stderr).toBe("");
+  const result = JSON.parse(r.stdout);
+  return { status: r.status, result };
+}
+
+function nft(rules: string): void {
+  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "nft", "-f", "-"], { stdin: new TextEncoder().encode(rules), stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`nft: ${r.stderr.toString()}`);
+}
+
+function pidsIn(host: number): number[] {
+  return Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h${host}`]).stdout.toString().trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+async function vms(): Promise<Array<{ name: string; host?: string; pid: number }>> {
+  return JSON.parse((await snowflock(["ls", "--json"], env)).stdout);
+}
+
+describeNetns("clones on many hosts, with faults", () => {
+  describeKvm("over test hosts", () => {
+    beforeAll(async () => {
+      const up = await snowflock(["cluster", "up", "--hosts", "3", "--prefix", PREFIX, "--inventory", inventoryPath], env);
+      if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
+    });
+    afterAll(async () => {
+      await snowflock(["cluster", "down", "--inventory", inventoryPath], env);
+      await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
+    });
+
+    test("frames lost (2%) and duplicated (5% on each way out of the parent's host) on the bridge: every transport still gives the right counts", async () => {
+      const ports = [1, 2, 3].map((i) => `${PREFIX}-h${i}`);
+      nft(`
+        table bridge sfloss { chain forward { type filter hook forward priority 0; numgen random mod 50 0 counter drop; }; }
+        table netdev sfdup { chain ingress { type filter hook ingress device "${ports[0]}" priority 0; numgen random mod 20 0 dup to "${ports[1]}"; numgen random mod 20 0 dup to "${ports[2]}"; }; }`);
+      try {
+        for (const transport of ["packet", "udp", "tcp"]) {
+          const { status, result } = await searchPar(transport);
+          expect(result.console).toEqual([...expectedCounts(6), "granted 6"]);
+          expect(status).toBe(0);
+        }
+        const counters = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "nft", "list", "table", "bridge", "sfloss"]).stdout.toString();
+        expect(Number(/packets (\d+)/.exec(counters)?.[1])).toBeGreaterThan(0);
+      } finally {
+        nft("delete table bridge sfloss\ndelete table netdev sfdup");
+      }
+    });
+
+    test("forged and corrupted frames injected from a test host are refused; the counts stay right", async () => {
+      const forger = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-h3`, process.execPath, FORGER, "eth0", "8"], { stdout: "pipe", stderr: "pipe" });
+      const reader = forger.stdout.getReader();
+      expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
+      const { status, result } = await searchPar("packet");
+      forger.kill();
+      expect(result.console).toEqual([...expectedCounts(6), "granted 6"]);
+      expect(status).toBe(0);
+      // h3's own clones never see what h3 sends; h2's clones saw the forgeries and refused them.
+      expect(result.stats.framesRejected).toBeGreaterThan(0);
+    });
+
+    test("a clone killed mid-run: the parent's join reports it killed; the other clone's result stands", async () => {
+      const size = 128 << 20;
+      const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=3", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+      let victim: { name: string; pid: number } | undefined;
+      for (const deadline = Date.now() + 60_000; !victim && Date.now() < deadline; await Bun.sleep(20)) victim = (await vms()).find((v) => v.host === "h2" && v.name.endsWith(".2"));
+      expect(victim).toBeDefined();
+      process.kill(victim!.pid, "SIGKILL");
+      const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
+      const data = dataset(3n, size);
+      const half = size / 2;
+      expect(stdout.trim().split("\n")).toEqual([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 2 ${half} ${half} error status -9`, "granted 2"]);
+      expect(exitCode).not.toBe(0);
+    }, 120_000);
+
+    test("a host whose agent is dead gets no clones; the family runs on the others", async () => {
+      const h3 = readInventory(inventoryPath).hosts[2]!;
+      for (const pid of pidsIn(3)) process.kill(pid, "SIGKILL");
+      await Bun.sleep(100);
+      const { status, result } = await searchPar("packet", 4);
+      expect(result.console).toEqual([...expectedCounts(4), "granted 4"]);
+      expect(status).toBe(0);
+      expect(result.forks[0].clones.map((c: { host: string }) => c.host)).not.toContain(h3.name);
+    });
+
+    test("the parent host's agent killed mid-run: clones that cannot report end as killed, in bounded time", async () => {
+      const size = 64 << 20;
+      const started = Date.now();
+      const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=5", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
+      let remote: { name: string } | undefined;
+      for (const deadline = Date.now() + 60_000; !remote && Date.now() < deadline; await Bun.sleep(20)) remote = (await vms()).find((v) => v.host === "h2");
+      expect(remote).toBeDefined();
+      const agent = pidsIn(1).filter((pid) => Bun.spawnSync(["cat", `/proc/${pid}/cmdline`]).stdout.toString().includes("agent"));
+      expect(agent.length).toBeGreaterThan(0);
+      for (const pid of agent) process.kill(pid, "SIGKILL");
+      const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
+      const data = dataset(5n, size);
+      const half = size / 2;
+      const lines = stdout.trim().split("\n");
+      expect(lines[0]).toBe(`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`);
+      expect([`slice 2 ${half} ${half} ${sha256Hex(data.subarray(half))}`, `slice 2 ${half} ${half} error status -9`]).toContain(lines[1]!);
+      expect(lines[2]).toBe("granted 2");
+      expect(Date.now() - started).toBeLessThan(60_000);
+      expect(exitCode === 0 || lines[1]!.includes("error")).toBe(true);
+    }, 120_000);
+  });
+});
