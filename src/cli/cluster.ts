@@ -134,8 +134,8 @@ async function status(options: ClusterOptions): Promise<number> {
   }
   const yesNo = (v: boolean | null) => (v === null ? "-" : v ? "yes" : "no");
   printTable(
-    ["HOST", "NAMESPACE", "ADDRESS", "MAC", "INTERFACE", "NS EXISTS", "UP", "AGENT"],
-    result.hosts.map((h) => [h.name, h.namespace ?? "(real host)", h.address, h.mac, h.interface, yesNo(h.namespaceExists), yesNo(h.interfaceUp), `${h.agent} (:${h.agentPort})`]),
+    ["HOST", "NAMESPACE", "ADDRESS", "MAC", "INTERFACE", "NS EXISTS", "UP", "AGENT", "VMS"],
+    result.hosts.map((h) => [h.name, h.namespace ?? "(real host)", h.address, h.mac, h.interface, yesNo(h.namespaceExists), yesNo(h.interfaceUp), `${h.agent} (:${h.agentPort})`, h.vms.join(" ") || "-"]),
   );
   if (result.bridge) log.info(`cluster '${result.cluster}': bridge ${result.bridge} in namespace ${result.switchNamespace} ${result.bridgeUp ? "up" : "MISSING or down"}, MTU ${result.mtu}`);
   const broken = result.hosts.filter((h) => h.namespaceExists === false || h.interfaceUp === false);

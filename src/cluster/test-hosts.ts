@@ -15,7 +15,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { runDir } from "../vmm/run-dir.ts";
+import { listVms, runDir } from "../vmm/run-dir.ts";
 import { SnowflockError } from "../errors.ts";
 import { type Inventory, type InventoryHost, DEFAULT_AGENT_PORT, INVENTORY_VERSION, defaultInventoryPath, readInventory, writeInventory } from "./inventory.ts";
 import { ip, linkAddresses, linkInfo, listensInside, listLinks, listNamespaces, namespacePids, probeReachable, terminate } from "./netns.ts";
@@ -255,6 +255,8 @@ export interface HostStatus extends InventoryHost {
   /** The interface is administratively up and has carrier; null when unknown. */
   interfaceUp: boolean | null;
   agent: AgentState;
+  /** VMs this machine's run directories show on the host: parents and clones. */
+  vms: string[];
 }
 
 export interface ClusterStatus {
@@ -278,14 +280,17 @@ export async function clusterStatus(inventory: Inventory): Promise<ClusterStatus
     const info = namespaces.has(switchNamespace) ? await linkInfo(switchNamespace, inventory.bridge) : undefined;
     bridgeUp = info ? info.flags.includes("UP") : false;
   }
+  const records = listVms();
+  const vmsOn = (host: InventoryHost) => records.filter((r) => r.host === host.name).map((r) => r.name);
   const hosts = await Promise.all(
     inventory.hosts.map(async (host): Promise<HostStatus> => {
-      if (host.namespace === null) return { ...host, namespaceExists: null, interfaceUp: null, agent: "unknown" };
-      if (!namespaces.has(host.namespace)) return { ...host, namespaceExists: false, interfaceUp: false, agent: "unknown" };
+      const vms = vmsOn(host);
+      if (host.namespace === null) return { ...host, namespaceExists: null, interfaceUp: null, agent: "unknown", vms };
+      if (!namespaces.has(host.namespace)) return { ...host, namespaceExists: false, interfaceUp: false, agent: "unknown", vms };
       const info = await linkInfo(host.namespace, host.interface);
       const interfaceUp = !!info && info.flags.includes("UP") && info.flags.includes("LOWER_UP");
       const agent: AgentState = (await listensInside(host.namespace, host.agentPort)) ? "listening" : "not started";
-      return { ...host, namespaceExists: true, interfaceUp, agent };
+      return { ...host, namespaceExists: true, interfaceUp, agent, vms };
     }),
   );
   return { cluster: inventory.cluster, bridge: inventory.bridge, switchNamespace, bridgeUp, mtu: inventory.mtu, hosts };

@@ -129,6 +129,12 @@ describeNetns("clones on many hosts", () => {
         expect(ticks.length).toBeGreaterThanOrEqual(3);
         expect(ticks.every((l) => l.endsWith(` id ${i}`))).toBe(true);
       }
+      const status = JSON.parse((await snowflock(["cluster", "status", "--inventory", inventoryPath, "--json"], env)).stdout);
+      expect(status.hosts.map((h: { name: string; vms: string[] }) => [h.name, h.vms.sort()])).toEqual([
+        ["h1", ["web", "web.1"]],
+        ["h2", ["web.2"]],
+        ["h3", ["web.3"]],
+      ]);
       const listed = JSON.parse((await snowflock(["ls", "--json"], env)).stdout) as Array<{ name: string; host?: string; parent?: string }>;
       expect(listed.map((v) => [v.name, v.host, v.parent ?? null]).sort()).toEqual([
         ["web", "h1", null],
