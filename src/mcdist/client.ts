@@ -26,6 +26,9 @@ const DRAIN_BATCHES = 16;
 const MAX_PARTIAL_PAGES = 512;
 /** How often a configured rate is reported again (the server forgets reports after 2 s). */
 const RATE_REPORT_EVERY_MS = 1000;
+/** A measured capacity is reported at this share of what handling costs, and never below the floor. */
+const CAPACITY_HEADROOM = 0.8;
+const MIN_REPORTED_RATE = 1000;
 
 export interface McdistClientOptions {
   /** Where to listen and send; a Transport already open is owned (closed) by the client. */
@@ -42,8 +45,12 @@ export interface McdistClientOptions {
   wakeFd: number;
   /** Called with each verified page that arrives without being asked for by this fetch (once per page). */
   onExtraPage?: (page: number, data: Uint8Array) => void;
-  /** If set, the pages/s this client keeps up with, reported to the server for pacing. */
-  ratePagesPerSecond?: number;
+  /**
+   * The pages/s this client keeps up with, reported to the server for pacing: a fixed number, or
+   * "measured" — what its own handling of a page (reassembly, tag check, onExtraPage's install)
+   * costs, with headroom.
+   */
+  ratePagesPerSecond?: number | "measured";
 }
 
 export interface McdistClientStats {
@@ -67,6 +74,8 @@ export class McdistClient {
   private readonly delivered: Uint8Array;
   private sequence = 0;
   private rateReportedAt = -Infinity;
+  /** Pages completed, and the time spent on every frame handled, since the last measured report. */
+  private handled = { pages: 0, micros: 0 };
   /** The current fetch: page → its index in the answer. */
   private wanted: Map<number, number> | undefined;
   private results: Array<Uint8Array | undefined> = [];
@@ -208,8 +217,18 @@ export class McdistClient {
   }
 
   private maybeReportRate(): void {
-    const rate = this.options.ratePagesPerSecond;
-    if (rate !== undefined && performance.now() - this.rateReportedAt >= RATE_REPORT_EVERY_MS) this.reportRate(rate);
+    const option = this.options.ratePagesPerSecond;
+    if (option === undefined || performance.now() - this.rateReportedAt < RATE_REPORT_EVERY_MS) return;
+    const rate = option === "measured" ? this.measuredCapacity() : option;
+    if (rate !== undefined) this.reportRate(rate);
+  }
+
+  /** Pages/s this client could handle: what its frames cost per completed page since the last report. */
+  private measuredCapacity(): number | undefined {
+    const { pages, micros } = this.handled;
+    if (pages === 0 || micros === 0) return undefined;
+    this.handled = { pages: 0, micros: 0 };
+    return Math.max(MIN_REPORTED_RATE, Math.floor((CAPACITY_HEADROOM * 1e6 * pages) / micros));
   }
 
   /** A send that fails (e.g. ENOBUFS) counts as a lost frame: the retry covers it, the deadline bounds it. */
@@ -223,8 +242,9 @@ export class McdistClient {
     }
   }
 
-  private drop(reason: string): void {
+  private drop(reason: string): false {
     this.dropped[reason] = (this.dropped[reason] ?? 0) + 1;
+    return false;
   }
 
   /** Handles up to RECEIVE_BATCH waiting frames; returns how many it read. */
@@ -241,6 +261,13 @@ export class McdistClient {
   }
 
   private handle(bytes: Uint8Array): void {
+    const started = performance.now();
+    if (this.handleFrame(bytes)) this.handled.pages++;
+    this.handled.micros += (performance.now() - started) * 1000;
+  }
+
+  /** Handles one frame; true when it completed a verified page. */
+  private handleFrame(bytes: Uint8Array): boolean {
     const decoded = decodeFrame(bytes, this.options.family);
     if ("dropped" in decoded) return this.drop(decoded.dropped);
     const { frame } = decoded;
@@ -250,7 +277,7 @@ export class McdistClient {
     const index = this.wanted?.get(page);
     if (index === undefined ? this.delivered[page] === 1 : this.results[index] !== undefined) return this.drop("duplicate");
     const object = this.reassembly.add(frame);
-    if (object === undefined) return;
+    if (object === undefined) return false;
     const data = verifyPageObject(this.options.key, this.options.family, page, object);
     if (data === undefined) return this.drop(object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed");
     this.delivered[page] = 1;
@@ -261,5 +288,6 @@ export class McdistClient {
       this.counters.pagesReceivedUnasked++;
       this.options.onExtraPage?.(page, data);
     }
+    return true;
   }
 }

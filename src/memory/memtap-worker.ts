@@ -76,7 +76,7 @@ function openSource(init: MemtapInit, onExtraPage: (page: number, data: Uint8Arr
   const pageCount = init.size / PAGE_SIZE;
   if (server.kind !== "mcdist") return PageClient.connect(server, { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount });
   if (!server.transport) throw new SnowflockError("MEMORY", "an mcdist memory source needs this host's transport (interface)");
-  const client = McdistClient.open({ transport: server.transport, server: server.server, family: server.family, key: server.key, pageCount, mtu: server.mtu, timeoutMs: init.timeoutMs, wakeFd: init.stopFd, onExtraPage });
+  const client = McdistClient.open({ transport: server.transport, server: server.server, family: server.family, key: server.key, pageCount, mtu: server.mtu, timeoutMs: init.timeoutMs, wakeFd: init.stopFd, onExtraPage, ratePagesPerSecond: "measured" });
   return new McdistSource(client);
 }
 
