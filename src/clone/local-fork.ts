@@ -74,6 +74,8 @@ export interface CloneSource {
   mcdist?: { server: McdistServer; family: number; key: Uint8Array; mtu: number };
   descriptorPath: string;
   descriptorBytes: number;
+  /** SHA-256 (hex) of the descriptor: clones that receive it by multicast check it against this. */
+  descriptorSha256: string;
   imageFd: number;
   startedAt: number;
   resumedAt: number;
@@ -128,13 +130,13 @@ export async function captureClones(machine: KvmMachine, about: { name: string; 
     const key = new Uint8Array(randomBytes(32));
     const transport = remote.transport === "packet" ? { kind: "packet" as const, interface: remote.interface } : { kind: "udp" as const, interface: remote.interface, address: remote.address };
     try {
-      mcdist = { server: await startMcdistServer({ imageFd, size: machine.memory.size, family, key, transport, mtu: remote.mtu }), family, key, mtu: remote.mtu };
+      mcdist = { server: await startMcdistServer({ imageFd, size: machine.memory.size, family, key, transport, mtu: remote.mtu, descriptor: bytes }), family, key, mtu: remote.mtu };
     } catch (error) {
       server?.close();
       throw error;
     }
   }
-  return { parent: about.name, memory, server, mcdist, descriptorPath, descriptorBytes: bytes.byteLength, imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+  return { parent: about.name, memory, server, mcdist, descriptorPath, descriptorBytes: bytes.byteLength, descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"), imageFd, startedAt, resumedAt, writtenAt: performance.now() };
 }
 
 /** What a clone on another host is told of this source's memory (formatPageServer's text form). */

@@ -84,17 +84,24 @@ export function startAgent(options: AgentOptions): Agent {
     if (clones.size + order.cloneIds.length > options.maxClones) {
       throw new SnowflockError("VM_STATE", `host ${self.name} runs ${clones.size} clone(s); ${order.cloneIds.length} more would pass its limit of ${options.maxClones}`);
     }
-    const bytes = new Uint8Array(Buffer.from(order.descriptor, "base64"));
-    decodeDescriptor(bytes); // refuse a bad descriptor here, not in N clone processes
-    const descriptorPath = join(runDir(), `${order.parent}.clones-${randomBytes(6).toString("hex")}.sfd`);
-    writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+    // A descriptor sent along is checked here, not in N clone processes; one sent by multicast is
+    // fetched (and checked against its digest) by the clones themselves.
+    let descriptorArgument: string;
+    let descriptorPath: string | undefined;
+    if (typeof order.descriptor === "string") {
+      const bytes = new Uint8Array(Buffer.from(order.descriptor, "base64"));
+      decodeDescriptor(bytes);
+      descriptorPath = join(runDir(), `${order.parent}.clones-${randomBytes(6).toString("hex")}.sfd`);
+      writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+      descriptorArgument = descriptorPath;
+    } else descriptorArgument = `mcdist:${order.descriptor.bytes}:${order.descriptor.sha256}`;
     const environment: ClusterEnvironment = { ...cluster.environment(), placement: order.placement };
     try {
       const outcomes = await Promise.allSettled(
         order.cloneIds.map(async (cloneId) => {
           const name = `${order.parent}.${cloneId}`;
           claimName(name);
-          const { pid, times } = await spawnVmm(name, ["__clone", order.parent, String(cloneId), descriptorPath, `ondemand:${order.memory}`], undefined, {
+          const { pid, times } = await spawnVmm(name, ["__clone", order.parent, String(cloneId), descriptorArgument, `ondemand:${order.memory}`], undefined, {
             [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(environment),
           });
           clones.set(name, { name, cloneId, parent: order.parent, parentHost: order.parentHost, pid });
@@ -107,7 +114,7 @@ export function startAgent(options: AgentOptions): Agent {
         failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ cloneId: order.cloneIds[i]!, error: (o.reason as Error).message }] : [])),
       };
     } finally {
-      rmSync(descriptorPath, { force: true });
+      if (descriptorPath) rmSync(descriptorPath, { force: true });
     }
   };
 

@@ -13,8 +13,8 @@ export interface CloneOrder {
   /** The parent VM's name, and the inventory host it runs on. */
   parent: string;
   parentHost: string;
-  /** The descriptor to restore, base64. */
-  descriptor: string;
+  /** The descriptor to restore: base64, or (with mcdist) its size and SHA-256, for clones to fetch by multicast. */
+  descriptor: string | { bytes: number; sha256: string };
   cloneIds: number[];
   /** Where every member of the family runs: VM name → inventory host name. */
   placement: Record<string, string>;
@@ -70,7 +70,12 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   if (typeof order.parent !== "string") fail("no parent");
   checkName(order.parent);
   if (typeof order.parentHost !== "string") fail("no parentHost");
-  if (typeof order.descriptor !== "string" || order.descriptor.length === 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(order.descriptor)) fail("descriptor must be base64");
+  const descriptor = order.descriptor as Record<string, unknown> | string;
+  if (typeof descriptor === "string") {
+    if (descriptor.length === 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(descriptor)) fail("descriptor must be base64");
+  } else if (typeof descriptor !== "object" || descriptor === null || !Number.isInteger(descriptor.bytes) || (descriptor.bytes as number) < 1 || typeof descriptor.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(descriptor.sha256)) {
+    fail("descriptor must be base64, or its bytes and sha256");
+  }
   const ids = order.cloneIds;
   if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_CLONES_PER_FORK || !ids.every((id) => Number.isInteger(id) && id >= 1 && id <= 1_000_000)) {
     fail(`cloneIds must be 1 to ${MAX_CLONES_PER_FORK} clone IDs`);
@@ -79,7 +84,8 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   if (typeof order.memory !== "string") fail("no memory server");
   const server = parsePageServer(order.memory);
   if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
-  return { parent: order.parent, parentHost: order.parentHost, descriptor: order.descriptor, cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory };
+  if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
+  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory };
 }
 
 export function readClusterEnvironment(): ClusterEnvironment | undefined {

@@ -181,7 +181,8 @@ export class Family {
     const order: CloneOrder = {
       parent: this.self.name,
       parentHost: cluster.host.name,
-      descriptor: readFileSync(source.descriptorPath).toString("base64"),
+      // With mcdist the descriptor travels by multicast too; the order carries its digest.
+      descriptor: source.mcdist ? { bytes: source.descriptorBytes, sha256: source.descriptorSha256 } : readFileSync(source.descriptorPath).toString("base64"),
       cloneIds: ids,
       placement: cluster.environment().placement,
       memory: remoteMemory(source),

@@ -9,8 +9,20 @@
 import { SnowflockError } from "../errors.ts";
 import { pollRetrying, Woken } from "../memory/page-client.ts";
 import { POLLIN } from "../sys/constants.ts";
-import { decodeFrame, encodeFrame, FrameType } from "./frame.ts";
-import { checkFamilyKey, encodeRate, encodeRequest, MAX_REQUEST_PAGES, PAGE_OBJECT_SIZE, RequestFlag, verifyPageObject } from "./messages.ts";
+import { decodeFrame, encodeFrame, type Frame, FrameType } from "./frame.ts";
+import {
+  checkFamilyKey,
+  DESCRIPTOR_CHUNK,
+  descriptorChunks,
+  encodeRate,
+  encodeRequest,
+  MAX_CHUNK_OBJECT_SIZE,
+  MAX_REQUEST_PAGES,
+  PAGE_OBJECT_SIZE,
+  RequestFlag,
+  verifyChunkObject,
+  verifyPageObject,
+} from "./messages.ts";
 import { WasmReassembly as Reassembly } from "../wasm/reassembly.ts";
 import type { McdistServerEndpoint } from "./server-protocol.ts";
 import { checkTransportSpec, openTransport, parseMac, parseUdpEndpoint, type Transport, type TransportSpec } from "./transport.ts";
@@ -24,6 +36,7 @@ export const MULTICAST_RETRIES = 3;
 const RECEIVE_BATCH = 1024;
 const DRAIN_BATCHES = 16;
 const MAX_PARTIAL_PAGES = 512;
+const MAX_PARTIAL_CHUNKS = 2 * MAX_REQUEST_PAGES;
 /** How often a configured rate is reported again (the server forgets reports after 2 s). */
 const RATE_REPORT_EVERY_MS = 1000;
 /** A measured capacity is reported at this share of what handling costs, and never below the floor. */
@@ -70,6 +83,9 @@ export class McdistClient {
   readonly fd: number;
   private readonly buffer = new Uint8Array(65536);
   private readonly reassembly = new Reassembly({ maxPartial: MAX_PARTIAL_PAGES, maxObjectBytes: PAGE_OBJECT_SIZE });
+  private readonly chunkReassembly = new Reassembly({ maxPartial: MAX_PARTIAL_CHUNKS, maxObjectBytes: MAX_CHUNK_OBJECT_SIZE });
+  /** While a descriptor is fetched: its chunks so far. */
+  private chunks: Array<Uint8Array | undefined> | undefined;
   /** Pages already handed out (returned or given to onExtraPage): later copies are dropped early. */
   private readonly delivered: Uint8Array;
   private sequence = 0;
@@ -120,7 +136,8 @@ export class McdistClient {
     this.counters.pagesRequested += pages.length;
     try {
       this.receiveWaiting(); // a sibling may have asked for some already
-      if (this.missing > 0) this.await(pages);
+      const missing = () => pages.filter((p) => this.results[this.wanted!.get(p)!] === undefined);
+      if (this.missing > 0) this.await(missing, 0, "page");
       return this.results as Uint8Array[];
     } finally {
       this.wanted = undefined;
@@ -164,35 +181,33 @@ export class McdistClient {
   }
 
   /**
-   * Requests the missing pages and waits for them. Retries ask again for what is still missing,
-   * backing off while nothing arrives; after MULTICAST_RETRIES they ask for unicast answers.
+   * Requests what is missing (pages, or descriptor chunks with the DESCRIPTOR flag) and waits for
+   * it. Retries ask again for what is still missing, backing off while nothing arrives; after
+   * MULTICAST_RETRIES they ask for unicast answers.
    */
-  private await(pages: number[]): void {
+  private await(missing: () => number[], kind: number, what: string): void {
     const { timeoutMs } = this.options;
     const started = performance.now();
     const deadline = started + timeoutMs;
     let retries = 0;
     let interval = RETRY_MS;
-    this.request(pages, 0);
-    let missingBefore = this.missing;
+    this.request(missing(), kind);
+    let missingBefore = missing().length;
     let nextRetry = started + interval;
     const watch = [{ fd: this.fd, events: POLLIN }];
     if (this.options.wakeFd >= 0) watch.push({ fd: this.options.wakeFd, events: POLLIN });
-    while (this.missing > 0) {
+    for (let left = missingBefore; left > 0; left = missing().length) {
       const now = performance.now();
-      if (now >= deadline) throw this.silent(pages, retries);
+      if (now >= deadline) throw this.silent(`${what} ${missing()[0]}`, retries);
       if (now >= nextRetry) {
         retries++;
         this.counters.retries++;
         const unicast = retries > MULTICAST_RETRIES;
         if (retries === MULTICAST_RETRIES + 1) this.counters.unicastFallbacks++;
-        this.request(
-          pages.filter((p) => this.results[this.wanted!.get(p)!] === undefined),
-          RequestFlag.RETRY | (unicast ? RequestFlag.UNICAST : 0),
-        );
+        this.request(missing(), kind | RequestFlag.RETRY | (unicast ? RequestFlag.UNICAST : 0));
         // Back off while the server is silent; while answers still come, the rest were just lost.
-        interval = this.missing < missingBefore ? RETRY_MS : Math.min(interval * 2, RETRY_CAP_MS);
-        missingBefore = this.missing;
+        interval = left < missingBefore ? RETRY_MS : Math.min(interval * 2, RETRY_CAP_MS);
+        missingBefore = left;
         nextRetry = now + interval;
       }
       const [socket = 0, wake = 0] = pollRetrying(watch, Math.max(1, Math.ceil(Math.min(nextRetry, deadline) - now)));
@@ -201,13 +216,39 @@ export class McdistClient {
     }
   }
 
-  private silent(pages: number[], retries: number): SnowflockError {
-    const first = pages.find((p) => this.results[this.wanted!.get(p)!] === undefined);
+  private silent(what: string, retries: number): SnowflockError {
     return new SnowflockError(
       "MEMORY",
-      `the mcdist server at ${this.options.server.address} did not answer page ${first} within ${this.options.timeoutMs} ms (${retries} retries)`,
+      `the mcdist server at ${this.options.server.address} did not answer ${what} within ${this.options.timeoutMs} ms (${retries} retries)`,
       "is the parent's mcdist server running, and this host on the family's network?",
     );
+  }
+
+  /**
+   * The family's descriptor (`bytes` long), fetched in chunks by multicast: clones starting
+   * together on many hosts cost the server about one copy. Every chunk's tag is checked, and the
+   * whole must have the SHA-256 the (authenticated) clone order named.
+   */
+  fetchDescriptor(bytes: number, sha256: string): Uint8Array {
+    const count = descriptorChunks(bytes);
+    if (count === 0 || count > MAX_REQUEST_PAGES) throw new RangeError(`a descriptor of ${bytes} bytes is not fetched by multicast (1 to ${MAX_REQUEST_PAGES * DESCRIPTOR_CHUNK} bytes)`);
+    const chunks: Array<Uint8Array | undefined> = new Array(count).fill(undefined);
+    this.chunks = chunks;
+    try {
+      const missing = () => chunks.flatMap((chunk, i) => (chunk === undefined ? [i] : []));
+      this.receiveWaiting();
+      if (missing().length > 0) this.await(missing, RequestFlag.DESCRIPTOR, "descriptor chunk");
+    } finally {
+      this.chunks = undefined;
+    }
+    const whole = new Uint8Array(chunks.reduce((sum, c) => sum + c!.byteLength, 0));
+    let at = 0;
+    for (const chunk of chunks) (whole.set(chunk!, at), (at += chunk!.byteLength));
+    const digest = new Bun.CryptoHasher("sha256").update(whole).digest("hex");
+    if (whole.byteLength !== bytes || digest !== sha256) {
+      throw new SnowflockError("DESCRIPTOR", `the descriptor received by multicast has ${whole.byteLength} bytes and SHA-256 ${digest.slice(0, 16)}…; the clone order named ${bytes} bytes and ${sha256.slice(0, 16)}…`);
+    }
+    return whole;
   }
 
   private request(pages: number[], flags: number): void {
@@ -266,11 +307,27 @@ export class McdistClient {
     this.handled.micros += (performance.now() - started) * 1000;
   }
 
+  /** A descriptor chunk: kept only while a descriptor is being fetched. */
+  private handleChunk(frame: Frame): boolean {
+    const chunks = this.chunks;
+    if (!chunks) return this.drop("unexpected");
+    if (frame.object >= BigInt(chunks.length)) return this.drop("malformed");
+    const chunk = Number(frame.object);
+    if (chunks[chunk] !== undefined) return this.drop("duplicate");
+    const object = this.chunkReassembly.add(frame);
+    if (object === undefined) return false;
+    const data = verifyChunkObject(this.options.key, this.options.family, chunk, object);
+    if (data === undefined) return this.drop("forged");
+    chunks[chunk] = data.slice();
+    return false;
+  }
+
   /** Handles one frame; true when it completed a verified page. */
   private handleFrame(bytes: Uint8Array): boolean {
     const decoded = decodeFrame(bytes, this.options.family);
     if ("dropped" in decoded) return this.drop(decoded.dropped);
     const { frame } = decoded;
+    if (frame.type === FrameType.DESCRIPTOR) return this.handleChunk(frame);
     if (frame.type !== FrameType.PAGE) return this.drop("unexpected"); // requests of siblings, our own looped back
     if (frame.object >= BigInt(this.options.pageCount)) return this.drop("malformed");
     const page = Number(frame.object);

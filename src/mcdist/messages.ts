@@ -18,8 +18,18 @@ export const RequestFlag = {
   RETRY: 1,
   /** Send the answer to the requester only (the end game: few clones still need this page). */
   UNICAST: 2,
+  /** The numbers are chunks of the family's descriptor, not pages. */
+  DESCRIPTOR: 4,
 } as const;
-const KNOWN_FLAGS = RequestFlag.RETRY | RequestFlag.UNICAST;
+const KNOWN_FLAGS = RequestFlag.RETRY | RequestFlag.UNICAST | RequestFlag.DESCRIPTOR;
+
+/** The descriptor travels in chunks of this many bytes (the last one shorter), each its own object. */
+export const DESCRIPTOR_CHUNK = 32 * 1024;
+export const MAX_CHUNK_OBJECT_SIZE = DESCRIPTOR_CHUNK + TAG_SIZE;
+
+export function descriptorChunks(bytes: number): number {
+  return Math.ceil(bytes / DESCRIPTOR_CHUNK);
+}
 
 export interface PageRequest {
   flags: number;
@@ -46,6 +56,39 @@ export function pageTag(key: Uint8Array, family: number, page: number, data: Uin
   return (hmac.digest() as Uint8Array).subarray(0, TAG_SIZE);
 }
 
+/** HMAC-SHA256(key, "D" ‖ family u32 ‖ chunk u32 ‖ data), first 16 bytes: never equal to a page's tag input. */
+export function chunkTag(key: Uint8Array, family: number, chunk: number, data: Uint8Array): Uint8Array {
+  const header = new DataView(new ArrayBuffer(9));
+  header.setUint8(0, 0x44);
+  header.setUint32(1, family);
+  header.setUint32(5, chunk);
+  const hmac = new Bun.CryptoHasher("sha256", key);
+  hmac.update(new Uint8Array(header.buffer));
+  hmac.update(data);
+  return (hmac.digest() as Uint8Array).subarray(0, TAG_SIZE);
+}
+
+/** The object a DESCRIPTOR frame sequence carries: the chunk, then its tag. */
+export function encodeChunkObject(key: Uint8Array, family: number, chunk: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(data.byteLength + TAG_SIZE);
+  out.set(data);
+  out.set(chunkTag(key, family, chunk, data), data.byteLength);
+  return out;
+}
+
+/** The chunk's bytes if its tag verifies; undefined if forged or malformed. */
+export function verifyChunkObject(key: Uint8Array, family: number, chunk: number, object: Uint8Array): Uint8Array | undefined {
+  if (object.byteLength <= TAG_SIZE || object.byteLength > MAX_CHUNK_OBJECT_SIZE) return undefined;
+  const data = object.subarray(0, object.byteLength - TAG_SIZE);
+  return sameTag(chunkTag(key, family, chunk, data), object.subarray(data.byteLength)) ? data : undefined;
+}
+
+function sameTag(expected: Uint8Array, given: Uint8Array): boolean {
+  let difference = 0;
+  for (let i = 0; i < TAG_SIZE; i++) difference |= expected[i]! ^ given[i]!;
+  return difference === 0;
+}
+
 /** The object a PAGE frame sequence carries: the page, then its tag. */
 export function encodePageObject(key: Uint8Array, family: number, page: number, data: Uint8Array): Uint8Array {
   if (data.byteLength !== PAGE_SIZE) throw new RangeError(`a page has ${PAGE_SIZE} bytes, not ${data.byteLength}`);
@@ -59,10 +102,7 @@ export function encodePageObject(key: Uint8Array, family: number, page: number, 
 export function verifyPageObject(key: Uint8Array, family: number, page: number, object: Uint8Array): Uint8Array | undefined {
   if (object.byteLength !== PAGE_OBJECT_SIZE) return undefined;
   const data = object.subarray(0, PAGE_SIZE);
-  const expected = pageTag(key, family, page, data);
-  let difference = 0;
-  for (let i = 0; i < TAG_SIZE; i++) difference |= expected[i]! ^ object[PAGE_SIZE + i]!;
-  return difference === 0 ? data : undefined;
+  return sameTag(pageTag(key, family, page, data), object.subarray(PAGE_SIZE)) ? data : undefined;
 }
 
 /** REQUEST payload: flags u8, count u8, then `count` page numbers (u32, network order). */
@@ -77,8 +117,8 @@ export function encodeRequest(request: PageRequest): Uint8Array {
   return out;
 }
 
-/** Decodes and validates a REQUEST payload against an image of `pageCount` pages. */
-export function decodeRequest(payload: Uint8Array, pageCount: number): PageRequest {
+/** Decodes and validates a REQUEST payload against an image of `pageCount` pages and a descriptor of `chunkCount` chunks. */
+export function decodeRequest(payload: Uint8Array, pageCount: number, chunkCount = 0): PageRequest {
   if (payload.byteLength < 2) throw new MessageError("short");
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const flags = view.getUint8(0);
@@ -86,10 +126,11 @@ export function decodeRequest(payload: Uint8Array, pageCount: number): PageReque
   if ((flags & ~KNOWN_FLAGS) !== 0) throw new MessageError("flags");
   if (count === 0 || count > MAX_REQUEST_PAGES) throw new MessageError("count");
   if (payload.byteLength !== 2 + 4 * count) throw new MessageError("length");
+  const limit = (flags & RequestFlag.DESCRIPTOR) !== 0 ? chunkCount : pageCount;
   const pages: number[] = [];
   for (let i = 0; i < count; i++) {
     const page = view.getUint32(2 + 4 * i);
-    if (page >= pageCount) throw new MessageError("range");
+    if (page >= limit) throw new MessageError("range");
     pages.push(page);
   }
   return { flags, pages };

@@ -19,6 +19,8 @@ export interface ServerInit {
   key: Uint8Array;
   transport: TransportSpec;
   mtu: number;
+  /** The family's VM descriptor, served in chunks to clones that start from it. */
+  descriptor?: Uint8Array;
   /** Written once to ask the Worker to stop (wakes its poll). */
   stopFd: number;
   /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */

@@ -14,7 +14,7 @@ import { pollRetrying } from "../memory/page-client.ts";
 import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
 import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";
-import { decodeRate, decodeRequest, MessageError, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
+import { DESCRIPTOR_CHUNK, decodeRate, decodeRequest, descriptorChunks, encodeChunkObject, MessageError, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
 import { LOCKSTEP_MS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
 import { type Endpoint, openTransport, type Transport } from "./transport.ts";
 
@@ -33,7 +33,9 @@ function post(event: ServerEvent): void {
 }
 
 interface Send {
+  /** A page, or (descriptor) a chunk of the family's descriptor. */
   page: number;
+  descriptor?: true;
   to: Endpoint | "group";
 }
 
@@ -43,6 +45,8 @@ class McdistServer {
   private readonly queuedMulticast: Uint8Array;
   private readonly tags: Uint8Array;
   private readonly tagged: Uint8Array;
+  private readonly chunkCount: number;
+  private readonly lastChunkMulticast: Float64Array;
   private readonly buffer = new Uint8Array(65536);
   private queue: Send[] = [];
   private head = 0;
@@ -61,6 +65,8 @@ class McdistServer {
     this.queuedMulticast = new Uint8Array(this.pageCount);
     this.tags = new Uint8Array(this.pageCount * TAG_SIZE);
     this.tagged = new Uint8Array(this.pageCount);
+    this.chunkCount = init.descriptor ? descriptorChunks(init.descriptor.byteLength) : 0;
+    this.lastChunkMulticast = new Float64Array(this.chunkCount).fill(-Infinity);
   }
 
   /** Serves until the stop fd fires. */
@@ -104,7 +110,7 @@ class McdistServer {
     }
     const { frame } = decoded;
     try {
-      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(frame.payload, this.pageCount), from);
+      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(frame.payload, this.pageCount, this.chunkCount), from);
       else if (frame.type === FrameType.RATE) {
         this.rates.set(from, { rate: decodeRate(frame.payload), at: performance.now() });
         this.c[Slot.RATE_REPORTS]!++;
@@ -123,6 +129,7 @@ class McdistServer {
       return;
     }
     this.c[Slot.REQUESTS]!++;
+    if ((request.flags & RequestFlag.DESCRIPTOR) !== 0) return this.requestChunks(request, from);
     // Over UDP every clone on a host shares the family's port, and a unicast datagram reaches one
     // socket of them only: there the end game is a multicast retry like any other.
     if ((request.flags & RequestFlag.UNICAST) !== 0 && this.transport.kind === "packet") {
@@ -139,6 +146,20 @@ class McdistServer {
       }
       this.queuedMulticast[page] = 1;
       this.queue.push({ page, to: "group" });
+    }
+  }
+
+  /** Descriptor chunks: every clone of a host asks at its start, so they collapse like pages. */
+  private requestChunks(request: { flags: number; pages: number[] }, from: Endpoint): void {
+    const now = performance.now();
+    const unicast = (request.flags & RequestFlag.UNICAST) !== 0 && this.transport.kind === "packet";
+    const fresh = (request.flags & RequestFlag.RETRY) !== 0 ? LOCKSTEP_MS / 2 : LOCKSTEP_MS;
+    for (const chunk of request.pages) {
+      if (!unicast && now - this.lastChunkMulticast[chunk]! < fresh) {
+        this.c[Slot.REQUESTS_COLLAPSED]!++;
+        continue;
+      }
+      this.queue.push({ page: chunk, descriptor: true, to: unicast ? from : "group" });
     }
   }
 
@@ -164,7 +185,8 @@ class McdistServer {
         this.tokens--;
       }
       const next = this.queue[this.head++]!;
-      this.sendPage(next.page, next.to);
+      if (next.descriptor) this.sendChunk(next.page, next.to);
+      else this.sendPage(next.page, next.to);
     }
     if (this.head >= this.queue.length) {
       this.queue = [];
@@ -181,14 +203,11 @@ class McdistServer {
     return this.tags.subarray(at, at + TAG_SIZE);
   }
 
-  private sendPage(page: number, to: Endpoint | "group"): void {
-    const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
-    const object = new Uint8Array(PAGE_SIZE + TAG_SIZE);
-    object.set(data);
-    object.set(this.tag(page, data), PAGE_SIZE);
+  /** Sends one object (a tagged page or chunk) in as many frames as the MTU needs. */
+  private sendObject(type: FrameType, number: number, object: Uint8Array, to: Endpoint | "group"): void {
     this.sequence = (this.sequence + 1) >>> 0;
     const c = this.c;
-    for (const frame of fragment(FrameType.PAGE, this.init.family, this.sequence, BigInt(page), object, this.transport.maxFrame)) {
+    for (const frame of fragment(type, this.init.family, this.sequence, BigInt(number), object, this.transport.maxFrame)) {
       const bytes = encodeFrame(frame);
       try {
         this.transport.send(to, bytes);
@@ -198,7 +217,22 @@ class McdistServer {
         c[Slot.SEND_ERRORS]!++;
       }
     }
-    c[Slot.PAGES_SENT]!++;
+  }
+
+  private sendChunk(chunk: number, to: Endpoint | "group"): void {
+    const descriptor = this.init.descriptor!;
+    const data = descriptor.subarray(chunk * DESCRIPTOR_CHUNK, (chunk + 1) * DESCRIPTOR_CHUNK);
+    this.sendObject(FrameType.DESCRIPTOR, chunk, encodeChunkObject(this.init.key, this.init.family, chunk, data), to);
+    if (to === "group") this.lastChunkMulticast[chunk] = performance.now();
+  }
+
+  private sendPage(page: number, to: Endpoint | "group"): void {
+    const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+    const object = new Uint8Array(PAGE_SIZE + TAG_SIZE);
+    object.set(data);
+    object.set(this.tag(page, data), PAGE_SIZE);
+    this.sendObject(FrameType.PAGE, page, object, to);
+    this.c[Slot.PAGES_SENT]!++;
     if (to === "group") {
       this.queuedMulticast[page] = 0;
       this.lastMulticast[page] = performance.now();

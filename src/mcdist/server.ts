@@ -25,6 +25,8 @@ export interface McdistServerOptions {
   key: Uint8Array;
   transport: TransportSpec;
   mtu: number;
+  /** The family's VM descriptor, for clones that fetch it by multicast too. */
+  descriptor?: Uint8Array;
 }
 
 export interface McdistServerStats {
@@ -112,7 +114,7 @@ export async function startMcdistServer(options: McdistServerOptions): Promise<M
       close(stopFd);
     })());
 
-  const init: ServerInit = { imageFd: options.imageFd, size: options.size, family: options.family, key: options.key.slice(), transport: options.transport, mtu: options.mtu, stopFd, counters };
+  const init: ServerInit = { imageFd: options.imageFd, size: options.size, family: options.family, key: options.key.slice(), transport: options.transport, mtu: options.mtu, descriptor: options.descriptor?.slice(), stopFd, counters };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const late = new Promise<never>((_, reject) => {

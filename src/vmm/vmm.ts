@@ -16,7 +16,8 @@ import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
 import { writeHypercallResult } from "../guest/hypercalls.ts";
 import { GuestMemory } from "../memory/guest-memory.ts";
-import type { PageServerAddress } from "../memory/page-server-address.ts";
+import type { McdistAddress, PageServerAddress } from "../memory/page-server-address.ts";
+import { McdistClient } from "../mcdist/client.ts";
 import { getpid } from "../sys/process.ts";
 import { readClusterEnvironment } from "../cluster/clone-order.ts";
 import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
@@ -235,6 +236,25 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
   );
 }
 
+/**
+ * The descriptor a clone restores: a file, or `mcdist:BYTES:SHA256` — fetched from the family's
+ * mcdist server (the clone's memory source), checked against the digest its clone order named.
+ */
+function readDescriptor(path: string, memory: CloneSpec["memory"]): Uint8Array {
+  const byMulticast = /^mcdist:(\d+):([0-9a-f]{64})$/.exec(path);
+  if (!byMulticast) return readFileSync(path);
+  if (memory.kind !== "ondemand" || memory.server.kind !== "mcdist") throw new SnowflockError("DESCRIPTOR", "a descriptor sent by multicast needs an mcdist memory source");
+  const environment = readClusterEnvironment();
+  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement);
+  const server = withOwnEnd(memory.server, cluster) as McdistAddress;
+  const client = McdistClient.open({ transport: server.transport!, server: server.server, family: server.family, key: server.key, pageCount: 1, mtu: server.mtu, timeoutMs: REMOTE_MEMORY_TIMEOUT_MS, wakeFd: -1 });
+  try {
+    return client.fetchDescriptor(Number(byMulticast[1]), byMulticast[2]!);
+  } finally {
+    client.close();
+  }
+}
+
 /** An mcdist memory source needs this host's end of the family's network: its interface (and address, for UDP). */
 function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefined): PageServerAddress {
   if (server.kind !== "mcdist" || server.transport) return server;
@@ -245,7 +265,7 @@ function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefin
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
 export async function runClone(spec: CloneSpec, onConsole: (line: string) => void): Promise<VmResult> {
-  const { descriptor } = decodeDescriptor(readFileSync(spec.descriptorPath));
+  const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptorPath, spec.memory));
   const identity = {
     name: `${spec.parent}.${spec.cloneId}`,
     workload: descriptor.meta.cmdline,
