@@ -10,7 +10,7 @@ import type { CloneCall } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
-import { claimName, processAlive, readRecord, runDir } from "../vmm/run-dir.ts";
+import { awaitEndedClone, claimName, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm, type StartTimes } from "../vmm/spawn.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { formatPageServer } from "../memory/page-server-address.ts";
@@ -44,18 +44,6 @@ export interface ForkResult {
   failed: Array<{ name: string; error: string }>;
   /** From the pause to the last clone running. */
   totalMs: number;
-}
-
-const ENDED_CLONE_WAIT_MS = 5000;
-
-/** A clone of an earlier ticket with the same name may still be tearing down; let it finish. */
-async function awaitEndedClone(name: string, parent: string): Promise<void> {
-  const deadline = Date.now() + ENDED_CLONE_WAIT_MS;
-  for (;;) {
-    const record = readRecord(name);
-    if (!record || record.parent !== parent || !processAlive(record.pid) || Date.now() > deadline) return;
-    await Bun.sleep(10);
-  }
 }
 
 /**

@@ -15,7 +15,7 @@ import { decodeDescriptor } from "../descriptor/format.ts";
 import { getpid } from "../sys/process.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { type ControlRequest, parseRequest } from "../vmm/protocol.ts";
-import { checkName, claimName, ensureRunDir, processAlive, runDir } from "../vmm/run-dir.ts";
+import { awaitEndedClone, checkName, claimName, ensureRunDir, processAlive, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { type AgentAnswer, type AgentRequest, MAX_MESSAGE_BYTES, ReplayGuard, signAnswer } from "./agent-protocol.ts";
 import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult, checkCloneOrder, type ClusterEnvironment } from "./clone-order.ts";
@@ -100,6 +100,7 @@ export function startAgent(options: AgentOptions): Agent {
       const outcomes = await Promise.allSettled(
         order.cloneIds.map(async (cloneId) => {
           const name = `${order.parent}.${cloneId}`;
+          await awaitEndedClone(name, order.parent);
           claimName(name);
           const { pid, times } = await spawnVmm(name, ["__clone", order.parent, String(cloneId), descriptorArgument, `ondemand:${order.memory}`], undefined, {
             [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(environment),

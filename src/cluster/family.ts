@@ -129,7 +129,7 @@ export class Family {
 
   private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource, rooms?: HostRoom[], transport = this.transport): Promise<ForkResult> {
     const cluster = this.cluster;
-    const placement = cluster && rooms ? spread(ids, rooms) : new Map<number, string>();
+    const placement = cluster && rooms ? spread(ids, rooms, cluster.host.name) : new Map<number, string>();
     const remoteHost = (id: number) => (cluster && placement.get(id) !== cluster.host.name ? placement.get(id) : undefined);
     // Members exist before their processes do: a fast clone may report its end at once.
     for (const id of ids) {

@@ -2,7 +2,8 @@
  * Placement: how many clones each host of a cluster can take now, and which clone goes where.
  * A host's room is the smaller of what its agent's clone limit leaves and what its free memory
  * holds if every clone wrote all of its guest memory; clones are dealt round-robin over the hosts
- * that have room, so a family spreads as wide as it can.
+ * that have room, the parent's own host last (it already runs the parent), so a family spreads as
+ * wide as it can.
  */
 import type { AgentHello } from "./agent.ts";
 import type { ClusterContext } from "./cluster-context.ts";
@@ -32,9 +33,9 @@ export async function surveyRooms(cluster: ClusterContext, memoryBytes: number):
   );
 }
 
-/** Deals `ids` round-robin over hosts with room; ids beyond the total room are left out. */
-export function spread(ids: number[], rooms: HostRoom[]): Map<number, string> {
-  const left = rooms.map((r) => ({ ...r }));
+/** Deals `ids` round-robin over hosts with room, `parentHost` last; ids beyond the total room are left out. */
+export function spread(ids: number[], rooms: HostRoom[], parentHost: string): Map<number, string> {
+  const left = [...rooms.filter((r) => r.host !== parentHost), ...rooms.filter((r) => r.host === parentHost)].map((r) => ({ ...r }));
   const placement = new Map<number, string>();
   let next = 0;
   for (const id of ids) {

@@ -57,8 +57,8 @@ export function sendFrame(socket: PacketSocket, destination: Uint8Array, payload
   return check("sendto", libc.sendto(socket.fd, payload, payload.byteLength, 0, sockaddrLl(socket.ethertype, socket.ifindex, destination), SOCKADDR_LL_SIZE) as number);
 }
 
-/** One received frame (its payload and the sender's Ethernet address), or undefined if none is waiting. */
-export function receiveFrame(socket: PacketSocket, buffer: Uint8Array): { length: number; source: Uint8Array } | undefined {
+/** One received frame (its payload, the sender's Ethernet address and the EtherType), or undefined if none is waiting. */
+export function receiveFrame(socket: PacketSocket, buffer: Uint8Array): { length: number; source: Uint8Array; protocol: number } | undefined {
   const from = new Uint8Array(SOCKADDR_LL_SIZE);
   const fromLength = new Uint32Array([SOCKADDR_LL_SIZE]);
   const n = libc.recvfrom(socket.fd, buffer, buffer.byteLength, MSG_DONTWAIT, from, ptr(fromLength)) as number;
@@ -67,5 +67,5 @@ export function receiveFrame(socket: PacketSocket, buffer: Uint8Array): { length
     if (errno === EAGAIN) return undefined;
     throw new SyscallError("recvfrom", errno);
   }
-  return { length: n, source: from.slice(12, 18) };
+  return { length: n, source: from.slice(12, 18), protocol: new DataView(from.buffer).getUint16(2, false) };
 }

@@ -146,6 +146,18 @@ export function freeName(base: string): string {
   for (let i = 1; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
 }
 
+const ENDED_CLONE_WAIT_MS = 5000;
+
+/** A clone of an earlier ticket with the same name may still be tearing down; let it finish (bounded). */
+export async function awaitEndedClone(name: string, parent: string): Promise<void> {
+  const deadline = Date.now() + ENDED_CLONE_WAIT_MS;
+  for (;;) {
+    const record = readRecord(name, runDir());
+    if (!record || record.parent !== parent || !processAlive(record.pid) || Date.now() > deadline) return;
+    await Bun.sleep(10);
+  }
+}
+
 /** Refuses a name a live VM already has. */
 export function claimName(name: string): void {
   const existing = readRecord(name);

@@ -95,7 +95,7 @@ describeNetns("clones on many hosts, with faults", () => {
       const size = 128 << 20;
       const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=3", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
       let victim: { name: string; pid: number } | undefined;
-      for (const deadline = Date.now() + 60_000; !victim && Date.now() < deadline; await Bun.sleep(20)) victim = (await vms()).find((v) => v.host === "h2" && v.name.endsWith(".2"));
+      for (const deadline = Date.now() + 60_000; !victim && Date.now() < deadline; await Bun.sleep(20)) victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2"));
       expect(victim).toBeDefined();
       process.kill(victim!.pid, "SIGKILL");
       const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
@@ -128,12 +128,13 @@ describeNetns("clones on many hosts, with faults", () => {
       const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
       const data = dataset(5n, size);
       const half = size / 2;
+      // Both clones run on other hosts than the parent: each either got its result through or ended as killed.
       const lines = stdout.trim().split("\n");
-      expect(lines[0]).toBe(`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`);
+      expect([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 1 0 ${half} error status -9`]).toContain(lines[0]!);
       expect([`slice 2 ${half} ${half} ${sha256Hex(data.subarray(half))}`, `slice 2 ${half} ${half} error status -9`]).toContain(lines[1]!);
       expect(lines[2]).toBe("granted 2");
       expect(Date.now() - started).toBeLessThan(60_000);
-      expect(exitCode === 0 || lines[1]!.includes("error")).toBe(true);
+      expect(exitCode === 0 || lines.some((l) => l.includes("error"))).toBe(true);
     }, 120_000);
   });
 });

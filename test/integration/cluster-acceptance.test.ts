@@ -1,0 +1,91 @@
+/**
+ * The multi-host acceptance run, with the compiled executable: four test hosts, sha256-par and
+ * search-par spread over all of them, and a capture on the bridge that must agree with the
+ * server's own counters about the page frames that crossed it.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { readInventory } from "../../src/cluster/inventory.ts";
+import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
+import { dataset, sha256Hex } from "../support/dataset.ts";
+import { testRunDir } from "../support/cli.ts";
+import { describeKvm } from "../support/kvm.ts";
+import { describeNetns } from "../support/netns.ts";
+
+const EXECUTABLE = join(import.meta.dir, "../../dist/snowflock");
+const CAPTURE = join(import.meta.dir, "../support/bridge-capture.ts");
+const PREFIX = `sfa${process.pid % 10000}`;
+const runDir = testRunDir();
+const inventoryPath = join(runDir, "cluster.json");
+
+async function dist(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  const child = Bun.spawn([EXECUTABLE, ...args], { env: { ...process.env, SNOWFLOCK_RUN_DIR: runDir }, stdout: "pipe", stderr: "pipe", stdin: "ignore", timeout: 180_000 });
+  const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { status, stdout, stderr };
+}
+
+describeNetns("acceptance: dist/snowflock over four test hosts", () => {
+  describeKvm("with KVM", () => {
+    beforeAll(async () => {
+      if (!existsSync(EXECUTABLE)) throw new Error("dist/snowflock is missing: run `bun run build` first");
+      const up = await dist(["cluster", "up", "--hosts", "4", "--prefix", PREFIX, "--inventory", inventoryPath]);
+      if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
+    });
+    afterAll(async () => {
+      await dist(["cluster", "down", "--inventory", inventoryPath]);
+      await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
+    });
+
+    test("sha256-par size=64M seed=9 clones=8 --mem 256M --cluster: right digests, clones on all four hosts", async () => {
+      const r = await dist(["run", "sha256-par", "size=64M", "seed=9", "clones=8", "--mem", "256M", "--cluster", inventoryPath, "--json"]);
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+      const result = JSON.parse(r.stdout);
+      const size = 64 << 20;
+      const data = dataset(9n, size);
+      const slice = size / 8;
+      const expected = Array.from({ length: 8 }, (_, i) => `slice ${i + 1} ${i * slice} ${slice} ${sha256Hex(data.subarray(i * slice, (i + 1) * slice))}`);
+      expect(result.console).toEqual([...expected, "granted 8"]);
+      expect(new Set(result.forks[0].clones.map((c: { host: string }) => c.host))).toEqual(new Set(["h1", "h2", "h3", "h4"]));
+    });
+
+    test("search-par: right counts; 8 clones cost the server at most 1.5 x the bytes of 1; the bridge saw the same AF_PACKET frames", async () => {
+      const size = 16 << 20;
+      const data = dataset(9n, size);
+      const counts = (clones: number) =>
+        Array.from({ length: clones }, (_, index) => {
+          const pattern = ((index + 1) * 40503) & 0xffff;
+          let n = 0;
+          for (let k = 0; k + 1 < size; k++) if ((data[k]! | (data[k + 1]! << 8)) === pattern) n++;
+          return `count ${index + 1} ${pattern} ${n}`;
+        });
+      const h1 = readInventory(inventoryPath).hosts[0]!;
+      const searchPar = async (clones: number) => {
+        const capture = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-switch`, process.execPath, CAPTURE, `${PREFIX}-h1`, h1.mac], { stdout: "pipe", stderr: "pipe" });
+        const reader = capture.stdout.getReader();
+        expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
+        const r = await dist(["run", "search-par", `size=${size}`, "seed=9", `clones=${clones}`, "--mem", "64M", "--cluster", inventoryPath, "--transport", "packet", "--json"]);
+        capture.kill("SIGTERM");
+        let captured = "";
+        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) captured += new TextDecoder().decode(chunk.value);
+        expect(r.stderr).toBe("");
+        const result = JSON.parse(r.stdout);
+        expect(result.console).toEqual([...counts(clones), `granted ${clones}`]);
+        return { stats: result.stats, clones: result.forks[0].clones as Array<{ host: string }>, captured: JSON.parse(captured.trim()) as { frames: number; bytes: number } };
+      };
+      const one = await searchPar(1);
+      const eight = await searchPar(8);
+      // The single clone runs on another host than the parent (the parent's host is used last).
+      expect(one.clones.map((c) => c.host)).toEqual(["h2"]);
+      expect(one.stats.serverBytesSent).toBeGreaterThan(size);
+      expect(eight.stats.serverBytesSent).toBeLessThanOrEqual(1.5 * one.stats.serverBytesSent);
+      for (const run of [one, eight]) {
+        expect(run.captured.frames).toBe(run.stats.serverFramesSent);
+        // Ethernet pads short frames, so the wire may carry a few bytes more, never fewer.
+        expect(run.captured.bytes).toBeGreaterThanOrEqual(run.stats.serverBytesSent);
+        expect(run.captured.bytes).toBeLessThanOrEqual(run.stats.serverBytesSent + 64 * run.captured.frames);
+      }
+    });
+  });
+});
