@@ -5,6 +5,8 @@ export interface Series {
   points: Array<[x: number, y: number]>;
   /** Draw the line dashed (e.g. a peer). */
   dashed?: boolean;
+  /** Line colour (CSS); default: the palette by the series' position. */
+  color?: string;
 }
 
 export interface PlotSpec {
@@ -77,7 +79,7 @@ export function linePlot(spec: PlotSpec): string {
   out.push(`<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(spec.yLabel)}</text>`);
   // Lines, markers and the legend.
   spec.series.forEach((s, i) => {
-    const color = COLORS[i % COLORS.length]!;
+    const color = s.color ?? COLORS[i % COLORS.length]!;
     const valid = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y)).sort((a, b) => a[0] - b[0]);
     const d = valid.map(([x, y], j) => `${j ? "L" : "M"}${fmt(px(x))} ${fmt(py(y))}`).join("");
     if (d) out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`);

@@ -1,20 +1,31 @@
-/** `snowflock bench fork`: the fork benchmark (bench/fork.ts) beside QEMU, as a command. */
+/**
+ * `snowflock bench fork`: the fork benchmark (bench/fork.ts) beside QEMU, as a command.
+ * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (bench/cluster.ts).
+ */
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
-import { memoryOption } from "./options.ts";
+import { parseSize } from "../size.ts";
+import { memoryOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "./output.ts";
 
 interface BenchOptions {
   clones: string | number;
-  mem: string;
+  mem?: string;
   runs: string | number;
   memory: string;
   peer: boolean;
   peerMax: string | number;
   json?: boolean;
   out?: string;
+  hosts: string | number;
+  transport: string;
+  workload: string;
+  size: string | number;
+  seed: string | number;
 }
+
+const BENCHMARKS = ["fork", "cluster"];
 
 function listOption(value: unknown): string[] {
   return String(value).split(",").map((s) => s.trim()).filter(Boolean);
@@ -28,25 +39,32 @@ function wholeNumber(option: string, value: unknown, max: number): number {
 
 export function registerBench(cli: CAC): void {
   cli
-    .command("bench <benchmark>", "Run a benchmark: fork (time to N running clones, beside QEMU save/restore)")
+    .command("bench <benchmark>", "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread over test hosts: time, server bytes, multicast vs unicast, overhead vs one host)")
     .option("--clones <list>", "Clone counts N, comma-separated", { default: "1,2,4,8,16,32" })
-    .option("--mem <size>", "Guest memory of the parent VM", { default: "1G" })
+    .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M)")
     .option("--runs <n>", "Runs per N (the median is reported)", { default: 3 })
     .option("--memory <list>", "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable)", { default: "cow" })
     .option("--no-peer", "Skip the QEMU peer")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
+    .option("--hosts <list>", "cluster: test host counts, comma-separated (one `cluster up` each)", { default: "1,2,4,8" })
+    .option("--transport <list>", "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only)", { default: "packet,tcp" })
+    .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", { default: "search-par" })
+    .option("--size <size>", "cluster: dataset size", { default: "16M" })
+    .option("--seed <n>", "cluster: dataset seed", { default: 7 })
     .option("--json", "Print the report as JSON")
-    .option("--out <dir>", "Where fork.json and fork.svg go (default: bench/results in the repo, else .)")
+    .option("--out <dir>", "Where fork.json/fork.svg or cluster.json/cluster.svg go (default: bench/results in the repo, else .)")
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
+    .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .action(async (benchmark: string, options: BenchOptions) => {
-      if (benchmark !== "fork") throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, "the benchmarks are: fork");
+      if (!BENCHMARKS.includes(benchmark)) throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
+      if (benchmark === "cluster") return benchCluster(options);
       const clones = [...new Set(listOption(options.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
       const memoryPaths = [...new Set(listOption(options.memory))];
       if (clones.length === 0 || memoryPaths.length === 0) throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
       const bench = await import("../../bench/fork.ts");
       const report = await bench.runForkBench({
         clones,
-        memoryBytes: memoryOption(options.mem),
+        memoryBytes: memoryOption(options.mem ?? "1G"),
         runs: wholeNumber("--runs", options.runs, 1000),
         memoryPaths,
         peer: options.peer !== false,
@@ -58,4 +76,43 @@ export function registerBench(cli: CAC): void {
       log.success(`wrote ${paths.json} and ${paths.svg}`);
       return report.snowflock.some((p) => p.available) ? 0 : 1;
     });
+}
+
+async function benchCluster(options: BenchOptions): Promise<number> {
+  const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
+  const { checkMemory, parseWorkload } = await import("../guest/workloads.ts");
+  const sorted = (values: number[]) => [...new Set(values)].sort((a, b) => a - b);
+  const clones = sorted(listOption(options.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)));
+  const hosts = sorted(listOption(options.hosts).map((n) => wholeNumber("--hosts", n, MAX_TEST_HOSTS)));
+  const transports = [...new Set(listOption(options.transport).map(transportOption))];
+  if (clones.length === 0 || hosts.length === 0 || transports.length === 0) throw new SnowflockError("USAGE", "--clones, --hosts and --transport need at least one value");
+  const bench = await import("../../bench/cluster.ts");
+  const workload = String(options.workload);
+  if (!(bench.CLUSTER_WORKLOADS as string[]).includes(workload)) throw new SnowflockError("USAGE", `bad --workload '${workload}'`, `use one of: ${bench.CLUSTER_WORKLOADS.join(", ")}`);
+  const sizeBytes = parseSize(String(options.size));
+  if (sizeBytes === undefined || sizeBytes < 2) throw new SnowflockError("USAGE", `bad --size '${options.size}'`, "give a size such as 16M");
+  const seed = Number(options.seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new SnowflockError("USAGE", `bad --seed '${options.seed}'`, "give a whole number");
+  const memoryBytes = memoryOption(options.mem ?? "64M");
+  // Fail before making any test host if the guest cannot hold the dataset.
+  checkMemory(parseWorkload(workload, [`size=${sizeBytes}`, `seed=${seed}`, `clones=${clones[clones.length - 1]}`]), memoryBytes);
+  const report = await bench.runClusterBench({
+    clones,
+    hosts,
+    runs: wholeNumber("--runs", options.runs, 1000),
+    transports,
+    workload: workload as (typeof bench.CLUSTER_WORKLOADS)[number],
+    sizeBytes,
+    memoryBytes,
+    seed,
+  });
+  const paths = bench.writeReport(report, options.out === undefined ? bench.defaultOutDir() : String(options.out));
+  if (options.json) printJson(report);
+  else printLine(bench.formatReport(report));
+  log.success(`wrote ${paths.json} and ${paths.svg}`);
+  if (report.badRuns > 0) {
+    log.error(`${report.badRuns} run(s) failed or printed a wrong answer; see the report`);
+    return 1;
+  }
+  return 0;
 }

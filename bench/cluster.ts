@@ -1,0 +1,643 @@
+/**
+ * Clones over many hosts: `snowflock run WORKLOAD ... --cluster` on test hosts (network
+ * namespaces on this machine, `snowflock cluster up`), for each host count, clone count and
+ * page transport (mcdist multicast `packet`/`udp` vs unicast-only `tcp`). Per combination, the
+ * median over runs of: pause to all clones running (`forks[0].totalMs`), time to the workload's
+ * result (the `run` command's wall time and the VMM's own `timings.endMs`), what h1's memory
+ * server sent (bytes, frames), pages fetched by request vs received by multicast, and the
+ * runtime overhead against the same workload and clone count on one host with all memory
+ * present (plain `snowflock run`, local copy-on-write clones), measured in the same session.
+ * Every run's console is checked against the answer computed on this host; a run that differs
+ * is marked (and left out of the medians), and the command then exits 1.
+ *
+ *   snowflock bench cluster [--clones 1,2,4,8,16,32] [--hosts 1,2,4,8] [--transport packet,tcp]
+ *                           [--runs 3] [--workload search-par] [--size 16M] [--mem 64M] [--json] [--out DIR]
+ *   bun bench/cluster.ts [same options]
+ *
+ * One `cluster up` per host count (prefix `sfb<pid>`, a private SNOWFLOCK_RUN_DIR), reused for
+ * all its runs and removed with `cluster down` before the next one, and on error or Ctrl-C.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import type { RemoteTransport } from "../src/clone/local-fork.ts";
+import { listNamespaces } from "../src/cluster/netns.ts";
+import { SnowflockError } from "../src/errors.ts";
+import { formatSize } from "../src/size.ts";
+import type { VmResult } from "../src/vmm/vmm.ts";
+import { listVms, processAlive } from "../src/vmm/run-dir.ts";
+import { selfCommand } from "../src/vmm/self.ts";
+import { defaultOutDir } from "./fork.ts";
+import { machineNote, median } from "./machine.ts";
+import { linePlot, type Series } from "./svg.ts";
+
+export { defaultOutDir };
+
+export type ClusterWorkload = "search-par" | "sha256-par";
+export const CLUSTER_WORKLOADS: ClusterWorkload[] = ["search-par", "sha256-par"];
+
+export interface ClusterBenchOptions {
+  clones: number[];
+  hosts: number[];
+  runs: number;
+  transports: RemoteTransport[];
+  workload: ClusterWorkload;
+  sizeBytes: number;
+  memoryBytes: number;
+  seed: number;
+}
+
+/** One `snowflock run`: what it measured, or why it does not count. */
+export interface RunSample {
+  ok: boolean;
+  error?: string;
+  /** Spawn to exit of the `run` command (includes Bun's start and, with --cluster, re-running inside h1's namespace). */
+  wallMs: number;
+  endMs: number;
+  allRunningMs: number;
+  serverBytesSent: number;
+  serverFramesSent: number;
+  pagesFetched: number;
+  pagesMulticast: number;
+  bytesReceived: number;
+  /** After the run command exited, how long a VM of it (e.g. a clone on another host) was still running; the next run waits for that. */
+  lingerMs: number;
+  /** Clones per host (the parent runs on h1). */
+  placement: Record<string, number>;
+  remoteClones: number;
+}
+
+interface Medians {
+  okRuns: number;
+  allRunningMs: number;
+  endMs: number;
+  wallMs: number;
+  serverBytesSent: number;
+  serverFramesSent: number;
+  pagesFetched: number;
+  pagesMulticast: number;
+  bytesReceived: number;
+  remoteClones: number;
+}
+
+export interface BaselineRow extends Medians {
+  clones: number;
+  errors: string[];
+  samples: RunSample[];
+}
+
+export interface ClusterRow extends Medians {
+  hosts: number;
+  clones: number;
+  transport: RemoteTransport;
+  /** Median endMs over the baseline's median endMs for the same clone count. */
+  overhead: number;
+  /** serverBytesSent per clone on another host than h1 (median over runs). */
+  bytesPerRemoteClone: number;
+  placement: Record<string, number>;
+  errors: string[];
+  samples: RunSample[];
+}
+
+export interface ClusterReport {
+  benchmark: string;
+  machine: string;
+  command: string;
+  runs: number;
+  workload: ClusterWorkload;
+  sizeBytes: number;
+  memoryBytes: number;
+  seed: number;
+  clones: number[];
+  hosts: number[];
+  transports: RemoteTransport[];
+  startedAt: string;
+  durationMs: number;
+  /** Runs whose console differed from the host's answer, or that failed. */
+  badRuns: number;
+  baseline: BaselineRow[];
+  results: ClusterRow[];
+}
+
+const RUN_TIMEOUT_MS = 300_000;
+const CLI_TIMEOUT_MS = 120_000;
+
+/** stderr progress: one rewritten line on a terminal, plain lines otherwise. */
+function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
+  else process.stderr.write(`${text}\n`);
+}
+function progressDone(): void {
+  if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+}
+function warn(text: string): void {
+  progressDone();
+  process.stderr.write(`${text}\n`);
+}
+
+/** The snowflock CLI: this executable when compiled, else bin/snowflock.ts from source. */
+function cliCommand(): string[] {
+  const compiled = selfCommand().length === 1;
+  return compiled ? selfCommand() : [process.execPath, join(import.meta.dir, "../bin/snowflock.ts")];
+}
+
+// ---------------------------------------------------------------------------------------------
+// The answer, computed on this host (the guest's splitmix64 dataset, guest/workloads/parallel.c).
+
+const GAMMA = 0x9e3779b97f4a7c15n;
+const MASK = (1n << 64n) - 1n;
+
+/** The first `size` bytes of the splitmix64 stream for `seed`, 8 little-endian bytes per output. */
+function dataset(seed: bigint, size: number): Uint8Array {
+  const words = new BigUint64Array(Math.ceil(size / 8));
+  let state = seed & MASK;
+  for (let i = 0; i < words.length; i++) {
+    state = (state + GAMMA) & MASK;
+    let z = state;
+    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK;
+    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK;
+    words[i] = z ^ (z >> 31n);
+  }
+  return new Uint8Array(words.buffer, 0, size);
+}
+
+/** Expected console lines per clone count, for the workload over this dataset. */
+function expectedConsole(workload: ClusterWorkload, seed: number, size: number): (clones: number) => string[] {
+  const data = dataset(BigInt(seed), size);
+  if (workload === "search-par") {
+    // Every 16-bit pair (byte k | byte k+1 << 8) counted once; each clone's count is a lookup.
+    const pairs = new Uint32Array(65536);
+    for (let k = 0; k + 1 < size; k++) pairs[data[k]! | (data[k + 1]! << 8)]!++;
+    return (clones) => [
+      ...Array.from({ length: clones }, (_, index) => {
+        const pattern = ((index + 1) * 40503) & 0xffff;
+        return `count ${index + 1} ${pattern} ${pairs[pattern]}`;
+      }),
+      `granted ${clones}`,
+    ];
+  }
+  return (clones) => {
+    const slice = Math.floor(size / clones);
+    return [
+      ...Array.from({ length: clones }, (_, i) => {
+        const offset = i * slice;
+        const length = i === clones - 1 ? size - offset : slice;
+        return `slice ${i + 1} ${offset} ${length} ${new Bun.CryptoHasher("sha256").update(data.subarray(offset, offset + length)).digest("hex")}`;
+      }),
+      `granted ${clones}`,
+    ];
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the CLI.
+
+interface Session {
+  tmp: string;
+  runDir: string;
+  inventory: string;
+  prefix: string;
+  clusterUp: boolean;
+  /** Runs so far (for each run's VM name). */
+  runs: number;
+  child?: Subprocess;
+}
+
+async function cli(session: Session, args: string[], timeoutMs: number): Promise<{ status: number; stdout: string; stderr: string; wallMs: number }> {
+  const started = performance.now();
+  const child = Bun.spawn([...cliCommand(), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, SNOWFLOCK_RUN_DIR: session.runDir, SNOWFLOCK_QUIET: "1", NO_COLOR: "1" },
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+  });
+  session.child = child;
+  try {
+    const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+    return { status, stdout, stderr, wallMs: performance.now() - started };
+  } finally {
+    session.child = undefined;
+  }
+}
+
+const lastLine = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n").pop() ?? "";
+
+async function clusterUp(session: Session, hosts: number, maxClones: number): Promise<void> {
+  session.clusterUp = true; // from now on, a cleanup runs `cluster down` (also for a half-made cluster)
+  const r = await cli(session, ["cluster", "up", "--hosts", String(hosts), "--prefix", session.prefix, "--inventory", session.inventory, "--max-clones", String(maxClones), "--json"], CLI_TIMEOUT_MS);
+  if (r.status !== 0) throw new SnowflockError("VM_STATE", `cluster up --hosts ${hosts} failed: ${lastLine(r.stderr)}`);
+}
+
+async function clusterDown(session: Session): Promise<void> {
+  if (!session.clusterUp) return;
+  const r = await cli(session, ["cluster", "down", "--inventory", session.inventory, "--prefix", session.prefix, "--json"], CLI_TIMEOUT_MS);
+  if (r.status !== 0) warn(`cluster down failed: ${lastLine(r.stderr)}`);
+  session.clusterUp = false;
+}
+
+/** The same, synchronously: for a signal handler. */
+function clusterDownSync(session: Session): void {
+  if (!session.clusterUp) return;
+  Bun.spawnSync([...cliCommand(), "cluster", "down", "--inventory", session.inventory, "--prefix", session.prefix], {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "inherit",
+    env: { ...process.env, SNOWFLOCK_RUN_DIR: session.runDir, SNOWFLOCK_QUIET: "1" },
+    timeout: CLI_TIMEOUT_MS,
+  });
+  session.clusterUp = false;
+}
+
+const SETTLE_TIMEOUT_MS = 15_000;
+
+/** The VMs (parents and clones, on every test host) running in the session's run directory. */
+function sessionVms(session: Session): Array<{ name: string; pid: number }> {
+  const saved = process.env.SNOWFLOCK_RUN_DIR;
+  process.env.SNOWFLOCK_RUN_DIR = session.runDir;
+  try {
+    return listVms();
+  } catch {
+    return [];
+  } finally {
+    if (saved === undefined) delete process.env.SNOWFLOCK_RUN_DIR;
+    else process.env.SNOWFLOCK_RUN_DIR = saved;
+  }
+}
+
+/** Waits until no VM of the session runs any more (so the next run starts on a quiet machine); returns how long that took. */
+async function settle(session: Session): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const left = sessionVms(session);
+    if (left.length === 0) return performance.now() - started;
+    if (performance.now() - started > SETTLE_TIMEOUT_MS) {
+      warn(`still running ${Math.round(SETTLE_TIMEOUT_MS / 1000)} s after the run ended: ${left.map((vm) => `${vm.name} (pid ${vm.pid})`).join(", ")}; going on`);
+      return performance.now() - started;
+    }
+    await Bun.sleep(20);
+  }
+}
+
+const EMPTY: Omit<RunSample, "ok" | "wallMs" | "lingerMs"> = {
+  endMs: NaN,
+  allRunningMs: NaN,
+  serverBytesSent: NaN,
+  serverFramesSent: NaN,
+  pagesFetched: NaN,
+  pagesMulticast: NaN,
+  bytesReceived: NaN,
+  placement: {},
+  remoteClones: NaN,
+};
+
+/** One `snowflock run WORKLOAD ... --json`, with or without --cluster; checks its console. */
+async function runOnce(session: Session, options: ClusterBenchOptions, clones: number, expected: string[], transport?: RemoteTransport): Promise<RunSample> {
+  // A name of its own per run: a clone of the previous run may still be ending on its host.
+  const name = `bench${++session.runs}`;
+  const args = ["run", options.workload, `size=${options.sizeBytes}`, `seed=${options.seed}`, `clones=${clones}`, "--mem", String(options.memoryBytes), "--max-clones", String(Math.max(32, clones)), "--name", name, "--json"];
+  if (transport) args.push("--cluster", session.inventory, "--transport", transport);
+  const r = await cli(session, args, RUN_TIMEOUT_MS);
+  const lingerMs = await settle(session);
+  let result: VmResult;
+  try {
+    result = JSON.parse(r.stdout) as VmResult;
+  } catch {
+    return { ok: false, error: `exit ${r.status}, no JSON result: ${lastLine(r.stderr) || lastLine(r.stdout) || "(no output)"}`, wallMs: r.wallMs, lingerMs, ...EMPTY };
+  }
+  const fork = result.forks?.[0];
+  const placement: Record<string, number> = {};
+  for (const c of fork?.clones ?? []) placement[c.host ?? "local"] = (placement[c.host ?? "local"] ?? 0) + 1;
+  const sample: RunSample = {
+    ok: true,
+    wallMs: r.wallMs,
+    lingerMs,
+    endMs: result.timings.endMs,
+    allRunningMs: fork?.totalMs ?? NaN,
+    serverBytesSent: result.stats.serverBytesSent,
+    serverFramesSent: result.stats.serverFramesSent,
+    pagesFetched: result.stats.pagesFetched,
+    pagesMulticast: result.stats.pagesMulticast,
+    bytesReceived: result.stats.bytesReceived,
+    placement,
+    remoteClones: (fork?.clones ?? []).filter((c) => c.host !== undefined && c.host !== "h1").length,
+  };
+  const problems: string[] = [];
+  if (r.status !== 0 || result.exitStatus !== 0) problems.push(`exit ${r.status} (guest ${result.end.kind}${"status" in result.end ? ` ${result.end.status}` : ""})`);
+  if (!fork) problems.push("no fork recorded");
+  else if (fork.failed.length > 0) problems.push(`${fork.failed.length} clone(s) failed: ${fork.failed[0]!.name}: ${fork.failed[0]!.error}`);
+  else if (fork.clones.length !== clones) problems.push(`${fork.clones.length} clones ran, ${clones} asked for`);
+  const console = result.console ?? [];
+  if (console.length !== expected.length || console.some((line, i) => line !== expected[i])) {
+    const i = expected.findIndex((line, k) => console[k] !== line);
+    problems.push(`console differs from the host's answer at line ${i + 1}: got '${console[i] ?? "(none)"}', expected '${expected[i] ?? "(none)"}'`);
+  }
+  if (problems.length > 0) return { ...sample, ok: false, error: problems.join("; ") };
+  return sample;
+}
+
+function medians(samples: RunSample[]): Medians {
+  const ok = samples.filter((s) => s.ok);
+  const m = (key: keyof Omit<Medians, "okRuns">) => (ok.length ? median(ok.map((s) => s[key] as number)) : NaN);
+  return {
+    okRuns: ok.length,
+    allRunningMs: m("allRunningMs"),
+    endMs: m("endMs"),
+    wallMs: m("wallMs"),
+    serverBytesSent: m("serverBytesSent"),
+    serverFramesSent: m("serverFramesSent"),
+    pagesFetched: m("pagesFetched"),
+    pagesMulticast: m("pagesMulticast"),
+    bytesReceived: m("bytesReceived"),
+    remoteClones: m("remoteClones"),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Runs the whole sweep; every cluster it made is gone after, also on error or a signal. */
+export async function runClusterBench(options: ClusterBenchOptions): Promise<ClusterReport> {
+  const { kvmHost } = await import("../src/backend/kvm/host.ts");
+  kvmHost();
+  if (process.getuid?.() !== 0) throw new SnowflockError("USAGE", "bench cluster makes test hosts (network namespaces) and needs root", "run it as root");
+  const prefix = `sfb${process.pid % 1000}`;
+  if ((await listNamespaces()).some((n) => n.startsWith(`${prefix}-`))) {
+    throw new SnowflockError("USAGE", `test hosts with prefix '${prefix}' already exist`, `remove them with \`snowflock cluster down --prefix ${prefix}\` or run again`);
+  }
+  const tmp = mkdtempSync(join(tmpdir(), "snowflock-bench-cluster-"));
+  const session: Session = { tmp, runDir: join(tmp, "run"), inventory: join(tmp, "run", "cluster.json"), prefix, clusterUp: false, runs: 0 };
+  mkdirSync(session.runDir, { mode: 0o700 });
+  const interrupted = () => {
+    warn("interrupted; stopping the benchmark's VMs and removing its test hosts");
+    cleanup(session);
+    process.exit(130);
+  };
+  process.on("SIGINT", interrupted);
+  process.on("SIGTERM", interrupted);
+  const started = performance.now();
+  const elapsed = () => {
+    const s = Math.round((performance.now() - started) / 1000);
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+  let badRuns = 0;
+  const record = (what: string, sample: RunSample) => {
+    if (sample.ok) return;
+    badRuns++;
+    warn(`MISMATCH/FAILURE ${what}: ${sample.error}`);
+  };
+  try {
+    progress(`computing the expected ${options.workload} answers for ${formatSize(options.sizeBytes)} seed ${options.seed} on this host`);
+    const expectedFor = expectedConsole(options.workload, options.seed, options.sizeBytes);
+    const expected = new Map(options.clones.map((n) => [n, expectedFor(n)]));
+
+    // Baseline: one host, all memory present, local copy-on-write clones (no --cluster).
+    const baseline: BaselineRow[] = [];
+    progress(`[${elapsed()}] baseline: warm-up run`);
+    record("baseline warm-up", await runOnce(session, options, options.clones[0]!, expected.get(options.clones[0]!)!));
+    for (const n of options.clones) {
+      const samples: RunSample[] = [];
+      for (let run = 1; run <= options.runs; run++) {
+        progress(`[${elapsed()}] baseline (one host, local cow), clones ${n}: run ${run}/${options.runs}`);
+        const sample = await runOnce(session, options, n, expected.get(n)!);
+        record(`baseline clones ${n} run ${run}`, sample);
+        samples.push(sample);
+      }
+      baseline.push({ clones: n, ...medians(samples), errors: samples.flatMap((s) => (s.error ? [s.error] : [])), samples });
+    }
+
+    const results: ClusterRow[] = [];
+    const maxClones = Math.max(16, ...options.clones);
+    for (const hosts of options.hosts) {
+      progress(`[${elapsed()}] hosts ${hosts}: cluster up (prefix ${prefix}, --max-clones ${maxClones})`);
+      await clusterUp(session, hosts, maxClones);
+      try {
+        for (const transport of options.transports) {
+          progress(`[${elapsed()}] hosts ${hosts}, ${transport}: warm-up run`);
+          const warmClones = options.clones.find((n) => n >= hosts) ?? options.clones[options.clones.length - 1]!;
+          record(`hosts ${hosts} ${transport} warm-up`, await runOnce(session, options, warmClones, expected.get(warmClones)!, transport));
+        }
+        for (const n of options.clones) {
+          for (const transport of options.transports) {
+            const samples: RunSample[] = [];
+            for (let run = 1; run <= options.runs; run++) {
+              progress(`[${elapsed()}] hosts ${hosts}, clones ${n}, ${transport}: run ${run}/${options.runs}`);
+              const sample = await runOnce(session, options, n, expected.get(n)!, transport);
+              record(`hosts ${hosts}, clones ${n}, ${transport}, run ${run}`, sample);
+              samples.push(sample);
+            }
+            const med = medians(samples);
+            const base = baseline.find((b) => b.clones === n)!;
+            const firstOk = samples.find((s) => s.ok);
+            const ok = samples.filter((s) => s.ok && s.remoteClones > 0);
+            results.push({
+              hosts,
+              clones: n,
+              transport,
+              ...med,
+              overhead: med.endMs / base.endMs,
+              bytesPerRemoteClone: ok.length ? median(ok.map((s) => s.serverBytesSent / s.remoteClones)) : NaN,
+              placement: firstOk?.placement ?? {},
+              errors: samples.flatMap((s) => (s.error ? [s.error] : [])),
+              samples,
+            });
+          }
+        }
+      } finally {
+        progress(`[${elapsed()}] hosts ${hosts}: cluster down`);
+        await clusterDown(session);
+      }
+    }
+    return {
+      benchmark: `cluster: ${options.workload} size=${formatSize(options.sizeBytes)} seed=${options.seed} in a ${formatSize(options.memoryBytes)} guest, clones spread over test hosts (network namespaces on this machine)`,
+      machine: machineNote(),
+      command: `snowflock bench cluster --clones ${options.clones.join(",")} --hosts ${options.hosts.join(",")} --transport ${options.transports.join(",")} --runs ${options.runs} --workload ${options.workload} --size ${formatSize(options.sizeBytes)} --mem ${formatSize(options.memoryBytes)} --seed ${options.seed}`,
+      runs: options.runs,
+      workload: options.workload,
+      sizeBytes: options.sizeBytes,
+      memoryBytes: options.memoryBytes,
+      seed: options.seed,
+      clones: options.clones,
+      hosts: options.hosts,
+      transports: options.transports,
+      startedAt: new Date(Date.now() - (performance.now() - started)).toISOString(),
+      durationMs: performance.now() - started,
+      badRuns,
+      baseline,
+      results,
+    };
+  } finally {
+    progressDone();
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+    cleanup(session);
+  }
+}
+
+/**
+ * Stops the `run` in progress (SIGTERM: its VMM stops its clones; SIGKILL after 5 s), removes the
+ * test hosts with everything running in them, ends any VM left in the private run directory
+ * (baseline clones), and removes that directory.
+ */
+function cleanup(session: Session): void {
+  const child = session.child;
+  if (child && child.exitCode === null && child.signalCode === null) {
+    child.kill("SIGTERM");
+    const deadline = Date.now() + 5000;
+    while (processAlive(child.pid) && Date.now() < deadline) Bun.sleepSync(50);
+    if (processAlive(child.pid)) child.kill("SIGKILL");
+  }
+  clusterDownSync(session);
+  for (const vm of sessionVms(session)) {
+    try {
+      process.kill(vm.pid, "SIGKILL");
+    } catch {}
+  }
+  rmSync(session.tmp, { recursive: true, force: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+const fixed = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
+const mb = (bytes: number) => fixed(bytes / 2 ** 20);
+const whole = (n: number) => (Number.isFinite(n) ? String(Math.round(n)) : "-");
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  return [header, ...rows].map((row) => row.map((c, i) => c.padStart(widths[i]!)).join("  "));
+}
+
+/** The report as text: the baseline, then one table per transport. */
+export function formatReport(report: ClusterReport): string {
+  const lines = [
+    report.benchmark,
+    `${report.machine}; median of ${report.runs} runs; ${(report.durationMs / 60_000).toFixed(1)} min`,
+    "all-run = pause to the last clone running (forks[0].totalMs); result = VMM process start to the guest's end (timings.endMs); wall = the run command, spawn to exit;",
+    "overhead = result / baseline result for the same N; MB = h1's memory server bytes sent (MiB); /remote = MB per clone not on h1; fetched = pages by request, mcast = pages received by multicast.",
+    "",
+    "baseline: one host, all memory present (plain `snowflock run`, local copy-on-write clones)",
+    ...table(
+      ["N", "all-run ms", "result ms", "wall ms", "ok"],
+      report.baseline.map((b) => [String(b.clones), fixed(b.allRunningMs), fixed(b.endMs), fixed(b.wallMs), `${b.okRuns}/${b.samples.length}`]),
+    ),
+  ];
+  for (const transport of report.transports) {
+    lines.push("", `transport ${transport}${transport === "tcp" ? " (unicast only)" : " (mcdist multicast)"}`);
+    lines.push(
+      ...table(
+        ["hosts", "N", "remote", "all-run ms", "result ms", "wall ms", "overhead", "server MB", "/remote", "frames", "fetched", "mcast", "ok"],
+        report.results
+          .filter((r) => r.transport === transport)
+          .map((r) => [
+            String(r.hosts),
+            String(r.clones),
+            whole(r.remoteClones),
+            fixed(r.allRunningMs),
+            fixed(r.endMs),
+            fixed(r.wallMs),
+            Number.isFinite(r.overhead) ? `${r.overhead.toFixed(2)}x` : "-",
+            mb(r.serverBytesSent),
+            mb(r.bytesPerRemoteClone),
+            whole(r.serverFramesSent),
+            whole(r.pagesFetched),
+            whole(r.pagesMulticast),
+            `${r.okRuns}/${r.samples.length}`,
+          ]),
+      ),
+    );
+  }
+  const lingering = [...report.baseline.flatMap((b) => b.samples.map((x) => ({ what: `baseline N=${b.clones}`, ms: x.lingerMs }))), ...report.results.flatMap((r) => r.samples.map((x) => ({ what: `hosts ${r.hosts} N=${r.clones} ${r.transport}`, ms: x.lingerMs })))].sort((a, b) => b.ms - a.ms);
+  if (lingering[0]) lines.push("", `VMs still running after the run command exited (the next run waited for them): at most ${fixed(lingering[0].ms, 0)} ms (${lingering[0].what}); median ${fixed(median(lingering.map((x) => x.ms)), 0)} ms`);
+  const bad = [...report.baseline.map((b) => ({ what: `baseline N=${b.clones}`, errors: b.errors })), ...report.results.map((r) => ({ what: `hosts ${r.hosts} N=${r.clones} ${r.transport}`, errors: r.errors }))].filter((x) => x.errors.length);
+  if (report.badRuns > 0 || bad.length > 0) {
+    lines.push("", `${report.badRuns} run(s) failed or printed a wrong answer (left out of the medians):`);
+    for (const x of bad) for (const e of x.errors) lines.push(`  ${x.what}: ${e}`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+const HOST_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#7f7f7f"];
+
+function clusterSeries(report: ClusterReport, value: (r: ClusterRow) => number): Series[] {
+  const series: Series[] = [];
+  for (const transport of report.transports) {
+    report.hosts.forEach((hosts, i) => {
+      const rows = report.results.filter((r) => r.transport === transport && r.hosts === hosts);
+      series.push({
+        name: `${hosts} host${hosts > 1 ? "s" : ""}, ${transport}`,
+        points: rows.map((r): [number, number] => [r.clones, value(r)]),
+        color: HOST_COLORS[i % HOST_COLORS.length],
+        dashed: transport === "tcp",
+      });
+    });
+  }
+  return series;
+}
+
+/** Several linePlot SVGs stacked into one. */
+function stack(svgs: string[]): string {
+  let y = 0;
+  let width = 0;
+  const inner = svgs.map((svg) => {
+    const w = Number(/width="(\d+(?:\.\d+)?)"/.exec(svg)?.[1] ?? 800);
+    const h = Number(/height="(\d+(?:\.\d+)?)"/.exec(svg)?.[1] ?? 440);
+    const placed = svg.trim().replace(/^<svg /, `<svg x="0" y="${y}" `);
+    y += h;
+    width = Math.max(width, w);
+    return placed;
+  });
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}">\n<rect width="${width}" height="${y}" fill="white"/>\n${inner.join("\n")}\n</svg>\n`;
+}
+
+export function plotReport(report: ClusterReport): string {
+  const what = `${report.workload} ${formatSize(report.sizeBytes)}, median of ${report.runs}; solid: mcdist multicast, dashed: tcp unicast`;
+  const baseline = (value: (b: BaselineRow) => number): Series => ({
+    name: "baseline: one host, local cow",
+    points: report.baseline.map((b): [number, number] => [b.clones, value(b)]),
+    color: "#000000",
+    dashed: true,
+  });
+  return stack([
+    linePlot({
+      title: `Memory server bytes sent vs clones (${what})`,
+      subtitle: report.machine,
+      xLabel: "clones N (log2 scale)",
+      yLabel: "MiB sent by h1's memory server",
+      xLog2: true,
+      series: clusterSeries(report, (r) => r.serverBytesSent / 2 ** 20),
+    }),
+    linePlot({
+      title: "Time to all clones running (pause to the last clone running)",
+      subtitle: what,
+      xLabel: "clones N (log2 scale)",
+      yLabel: "ms",
+      xLog2: true,
+      series: [...clusterSeries(report, (r) => r.allRunningMs), baseline((b) => b.allRunningMs)],
+    }),
+    linePlot({
+      title: "Time to the workload's result (VMM start to the guest's end)",
+      subtitle: what,
+      xLabel: "clones N (log2 scale)",
+      yLabel: "ms",
+      xLog2: true,
+      series: [...clusterSeries(report, (r) => r.endMs), baseline((b) => b.endMs)],
+    }),
+  ]);
+}
+
+/** Writes cluster.json and cluster.svg into `dir`; returns their paths. */
+export function writeReport(report: ClusterReport, dir: string): { json: string; svg: string } {
+  mkdirSync(dir, { recursive: true });
+  const paths = { json: join(dir, "cluster.json"), svg: join(dir, "cluster.svg") };
+  writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(paths.svg, plotReport(report));
+  return paths;
+}
+
+// Run as a script: the same as `snowflock bench cluster`. No top-level await, so the CLI's own
+// import of this module finds it already evaluated.
+if (import.meta.main) {
+  void import("../src/cli/main.ts").then(async ({ startCli }) => process.exit(await startCli(["bench", "cluster", ...process.argv.slice(2)])));
+}
