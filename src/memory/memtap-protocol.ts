@@ -17,7 +17,17 @@ export interface MemtapInit {
   timeoutMs: number;
   /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */
   counters: Float64Array;
+  /** Who closes the uffd, and whether it is closed (UffdState): exactly one side claims it. */
+  uffdClosed: Int32Array;
 }
+
+export const UffdState = {
+  OPEN: 0,
+  /** The Worker claimed it and is closing it. */
+  CLAIMED: 1,
+  CLOSED_BY_WORKER: 2,
+  CLOSED_BY_OWNER: 3,
+} as const;
 
 export type MemtapEvent =
   | { type: "ready" }

@@ -15,7 +15,7 @@ import { lastErrno, libc } from "../sys/libc.ts";
 import { mprotect } from "../sys/memory.ts";
 import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uffdWake, uffdZeropage } from "../sys/uffd.ts";
 import { PAGE_SIZE } from "./layout.ts";
-import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
+import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
 import { PageClient, pollRetrying, Woken } from "./page-client.ts";
 import { McdistClient } from "../mcdist/client.ts";
 import { parsePageServer } from "./page-server-address.ts";
@@ -240,19 +240,30 @@ function run(init: MemtapInit): void {
     post({ type: "ready" });
     handler.run();
   } catch (error) {
-    if (!(error instanceof Woken)) {
+    // Once stop was asked for, the owner may already have closed the uffd: nothing failed.
+    if (!(error instanceof Woken) && !stopRequested(init)) {
       const message = error instanceof SnowflockError ? error.message : `memtap failed: ${(error as Error).message}`;
       post({ type: "failed", message });
       awaitStopOrFence(init);
     }
   } finally {
     client?.close();
-    // Closing the uffd wakes every fault still waiting; they retry without it.
-    try {
-      close(init.uffd);
-    } catch {}
+    // Closing the uffd wakes every fault still waiting; they retry without it. The owner may be
+    // waiting for this (memtap.ts release()) before it closes the VM.
+    if (Atomics.compareExchange(init.uffdClosed, 0, UffdState.OPEN, UffdState.CLAIMED) === UffdState.OPEN) {
+      try {
+        close(init.uffd);
+      } catch {}
+      Atomics.store(init.uffdClosed, 0, UffdState.CLOSED_BY_WORKER);
+      Atomics.notify(init.uffdClosed, 0);
+    }
     post({ type: "stopped" });
   }
+}
+
+function stopRequested(init: MemtapInit): boolean {
+  const [stop = 0] = pollRetrying([{ fd: init.stopFd, events: POLLIN }], 0);
+  return stop !== 0;
 }
 
 self.onmessage = (event: MessageEvent<MemtapInit>) => run(event.data);

@@ -17,7 +17,7 @@ import { _UFFDIO_COPY, _UFFDIO_WAKE, _UFFDIO_ZEROPAGE, UFFDIO_REGISTER_MODE_MISS
 import type { GuestMemory } from "./guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
-import { HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot } from "./memtap-protocol.ts";
+import { HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
 
 export interface MemtapOptions {
   memory: GuestMemory;
@@ -50,6 +50,12 @@ export interface MemtapStats {
 
 export interface Memtap {
   stats(): MemtapStats;
+  /**
+   * Closes the uffd now (faults still waiting are then filled by the kernel). Call it once the
+   * vCPUs are stopped and before the VM's fd is closed: KVM waits there for page faults in flight,
+   * which only a served or closed uffd ends.
+   */
+  release(): void;
   /** Settles with the reason if memtap fails; never settles otherwise. */
   failed: Promise<Error>;
   /** Closes the uffd and ends the Worker. Call once the VM has ended or its vCPUs were told to stop. */
@@ -127,17 +133,38 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
   };
   worker.onerror = (error) => fail(new SnowflockError("INTERNAL", `memtap thread failed: ${error.message}`));
 
+  // The Worker closes the uffd when it stops; the owner closes it only if the Worker has not
+  // claimed it after its chance (a stuck or terminated Worker).
+  const uffdClosed = new Int32Array(new SharedArrayBuffer(4));
+  let stopAsked = false;
+  const askStop = () => {
+    if (stopAsked) return;
+    stopAsked = true;
+    write(stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
+  };
+  const closeIfOpen = () => {
+    if (Atomics.compareExchange(uffdClosed, 0, UffdState.OPEN, UffdState.CLOSED_BY_OWNER) === UffdState.OPEN) close(uffd);
+  };
+  const release = () => {
+    askStop();
+    for (const deadline = performance.now() + STOP_TIMEOUT_MS; performance.now() < deadline; ) {
+      const state = Atomics.load(uffdClosed, 0);
+      if (state !== UffdState.OPEN && state !== UffdState.CLAIMED) return;
+      Atomics.wait(uffdClosed, 0, state, 50);
+    }
+    closeIfOpen();
+  };
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
-      write(stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
-      await Promise.race([stopped, Bun.sleep(STOP_TIMEOUT_MS)]);
+      askStop();
+      if (!workerStopped) await Promise.race([stopped, Bun.sleep(STOP_TIMEOUT_MS)]);
       worker.terminate();
-      if (!workerStopped) close(uffd); // the Worker never got to it
+      closeIfOpen();
       close(stopFd);
     })());
 
-  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters };
+  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const startLimit = init.timeoutMs + START_GRACE_MS;
@@ -156,6 +183,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
   return {
     failed,
     stop,
+    release,
     stats: () => readStats(counters, options.eagerPages.size),
   };
 }

@@ -294,7 +294,7 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   return serveMachine(
     identity,
     { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster },
-    (console, onClusterCall) => KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall }),
+    (console, onClusterCall) => KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release() }),
     onConsole,
   );
 }

@@ -20,6 +20,8 @@ export interface MachineOptions {
   onConsole?: (line: string, vcpu: number) => void;
   /** Serves the Impromptu Cluster API; the calling vCPU waits for the result. */
   onClusterCall?: (call: ClusterCallRequest) => Promise<bigint>;
+  /** Called once the vCPUs have stopped, before the VM's fd is closed (memtap releases its uffd). */
+  beforeClose?: () => void;
 }
 
 export interface ClusterCallRequest {
@@ -189,6 +191,7 @@ export class KvmMachine {
   private release(): void {
     for (const w of this.workers) w.terminate();
     this.touchedAtEnd = this.pagesTouched();
+    this.options.beforeClose?.();
     this.vm.close();
     this.memory.close();
     this.resolveEnded(this.end ?? { kind: "stopped" });
@@ -241,6 +244,7 @@ export class KvmMachine {
   /** Ends the machine from outside; resolves with how it ended. */
   async stop(): Promise<MachineEnd> {
     if (this.workers.length === 0) {
+      this.options.beforeClose?.();
       this.vm.close();
       this.memory.close();
       this.resolveEnded({ kind: "stopped" });
