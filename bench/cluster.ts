@@ -29,6 +29,7 @@ import type { VmResult } from "../src/vmm/vmm.ts";
 import { listVms, processAlive } from "../src/vmm/run-dir.ts";
 import { selfCommand } from "../src/vmm/self.ts";
 import { defaultOutDir } from "./fork.ts";
+import { countLines, dataset, sliceLines } from "../test/support/dataset.ts";
 import { machineNote, median } from "./machine.ts";
 import { linePlot, type Series } from "./svg.ts";
 
@@ -145,49 +146,11 @@ function cliCommand(): string[] {
 // ---------------------------------------------------------------------------------------------
 // The answer, computed on this host (the guest's splitmix64 dataset, guest/workloads/parallel.c).
 
-const GAMMA = 0x9e3779b97f4a7c15n;
-const MASK = (1n << 64n) - 1n;
-
-/** The first `size` bytes of the splitmix64 stream for `seed`, 8 little-endian bytes per output. */
-function dataset(seed: bigint, size: number): Uint8Array {
-  const words = new BigUint64Array(Math.ceil(size / 8));
-  let state = seed & MASK;
-  for (let i = 0; i < words.length; i++) {
-    state = (state + GAMMA) & MASK;
-    let z = state;
-    z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK;
-    z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK;
-    words[i] = z ^ (z >> 31n);
-  }
-  return new Uint8Array(words.buffer, 0, size);
-}
-
 /** Expected console lines per clone count, for the workload over this dataset. */
 function expectedConsole(workload: ClusterWorkload, seed: number, size: number): (clones: number) => string[] {
   const data = dataset(BigInt(seed), size);
-  if (workload === "search-par") {
-    // Every 16-bit pair (byte k | byte k+1 << 8) counted once; each clone's count is a lookup.
-    const pairs = new Uint32Array(65536);
-    for (let k = 0; k + 1 < size; k++) pairs[data[k]! | (data[k + 1]! << 8)]!++;
-    return (clones) => [
-      ...Array.from({ length: clones }, (_, index) => {
-        const pattern = ((index + 1) * 40503) & 0xffff;
-        return `count ${index + 1} ${pattern} ${pairs[pattern]}`;
-      }),
-      `granted ${clones}`,
-    ];
-  }
-  return (clones) => {
-    const slice = Math.floor(size / clones);
-    return [
-      ...Array.from({ length: clones }, (_, i) => {
-        const offset = i * slice;
-        const length = i === clones - 1 ? size - offset : slice;
-        return `slice ${i + 1} ${offset} ${length} ${new Bun.CryptoHasher("sha256").update(data.subarray(offset, offset + length)).digest("hex")}`;
-      }),
-      `granted ${clones}`,
-    ];
-  };
+  const lines = workload === "search-par" ? countLines : sliceLines;
+  return (clones) => [...lines(BigInt(seed), size, clones, data), `granted ${clones}`];
 }
 
 // ---------------------------------------------------------------------------------------------

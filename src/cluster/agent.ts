@@ -59,6 +59,7 @@ interface RunningClone {
   cloneId: number;
   parent: string;
   parentHost: string;
+  parentIncarnation: string;
   pid: number;
 }
 
@@ -95,7 +96,7 @@ export function startAgent(options: AgentOptions): Agent {
       writeFileSync(descriptorPath, bytes, { mode: 0o600 });
       descriptorArgument = descriptorPath;
     } else descriptorArgument = `mcdist:${order.descriptor.bytes}:${order.descriptor.sha256}`;
-    const environment: ClusterEnvironment = { ...cluster.environment(), placement: order.placement };
+    const environment: ClusterEnvironment = { ...cluster.environment(order.parentIncarnation), placement: order.placement };
     try {
       const outcomes = await Promise.allSettled(
         order.cloneIds.map(async (cloneId) => {
@@ -105,7 +106,7 @@ export function startAgent(options: AgentOptions): Agent {
           const { pid, times } = await spawnVmm(name, ["__clone", order.parent, String(cloneId), descriptorArgument, `ondemand:${order.memory}`], undefined, {
             [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(environment),
           });
-          clones.set(name, { name, cloneId, parent: order.parent, parentHost: order.parentHost, pid });
+          clones.set(name, { name, cloneId, parent: order.parent, parentHost: order.parentHost, parentIncarnation: order.parentIncarnation, pid });
           return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs };
         }),
       );
@@ -159,7 +160,8 @@ export function startAgent(options: AgentOptions): Agent {
       clones.delete(clone.name);
       const parentHost = cluster.inventory.hosts.find((h) => h.name === clone.parentHost);
       if (!parentHost) continue;
-      const request = { op: "clone-ended", cloneId: clone.cloneId, status: -9 };
+      // The incarnation keeps a late report from reaching a newer VM that took the parent's name.
+      const request = { op: "clone-ended", cloneId: clone.cloneId, status: -9, incarnation: clone.parentIncarnation };
       void (parentHost.name === self.name ? controlRequest(clone.parent, request as never) : cluster.agentCall(parentHost, "relay", { vm: clone.parent, request })).catch(() => undefined);
     }
   }, WATCH_INTERVAL_MS);

@@ -20,6 +20,8 @@ export interface CloneOrder {
   placement: Record<string, string>;
   /** The parent's memory server (formatPageServer's text form: tcp:... or mcdist:...). */
   memory: string;
+  /** Which run of the parent VM this family belongs to: reports about its clones carry it. */
+  parentIncarnation: string;
 }
 
 /** One clone an agent started. */
@@ -44,6 +46,7 @@ export interface ClusterEnvironment {
   /** The inventory host this process runs on. */
   host: string;
   placement: Record<string, string>;
+  parentIncarnation: string;
 }
 
 export const CLUSTER_ENVIRONMENT_VARIABLE = "SNOWFLOCK_CLUSTER";
@@ -82,10 +85,11 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   }
   if (new Set(ids).size !== ids.length) fail("cloneIds repeat");
   if (typeof order.memory !== "string") fail("no memory server");
+  if (typeof order.parentIncarnation !== "string" || order.parentIncarnation.length === 0 || order.parentIncarnation.length > 64) fail("no parentIncarnation");
   const server = parsePageServer(order.memory);
   if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
-  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory };
+  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory, parentIncarnation: order.parentIncarnation };
 }
 
 export function readClusterEnvironment(): ClusterEnvironment | undefined {
@@ -98,6 +102,8 @@ export function readClusterEnvironment(): ClusterEnvironment | undefined {
     throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} is not JSON`);
   }
   const env = value as Record<string, unknown>;
-  if (typeof env?.inventory !== "string" || typeof env.host !== "string") throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} needs inventory and host`);
-  return { inventory: env.inventory, host: env.host, placement: checkPlacement(env.placement) };
+  if (typeof env?.inventory !== "string" || typeof env.host !== "string" || typeof env.parentIncarnation !== "string") {
+    throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} needs inventory, host and parentIncarnation`);
+  }
+  return { inventory: env.inventory, host: env.host, placement: checkPlacement(env.placement), parentIncarnation: env.parentIncarnation };
 }

@@ -25,18 +25,20 @@ export class ClusterContext {
     readonly host: InventoryHost,
     /** VM name → inventory host name, for the members this VM knows of. */
     readonly placement: Map<string, string>,
+    /** For a clone: which run of its parent it belongs to (its reports carry it). */
+    readonly parentIncarnation?: string,
   ) {}
 
-  static load(inventoryPath: string, hostName: string, placement: Record<string, string> = {}): ClusterContext {
+  static load(inventoryPath: string, hostName: string, placement: Record<string, string> = {}, parentIncarnation?: string): ClusterContext {
     const inventory = readInventory(inventoryPath);
     const host = inventory.hosts.find((h) => h.name === hostName);
     if (!host) throw new SnowflockError("USAGE", `no host '${hostName}' in the inventory ${inventoryPath}`);
-    return new ClusterContext(inventoryPath, inventory, host, new Map(Object.entries(placement)));
+    return new ClusterContext(inventoryPath, inventory, host, new Map(Object.entries(placement)), parentIncarnation);
   }
 
-  /** What a clone process started on this host is told of the cluster. */
-  environment(): ClusterEnvironment {
-    return { inventory: this.inventoryPath, host: this.host.name, placement: Object.fromEntries(this.placement) };
+  /** What a clone process started on this host is told of the cluster (and of its parent's run, `incarnation`). */
+  environment(parentIncarnation: string): ClusterEnvironment {
+    return { inventory: this.inventoryPath, host: this.host.name, placement: Object.fromEntries(this.placement), parentIncarnation };
   }
 
   hostNamed(name: string): InventoryHost {

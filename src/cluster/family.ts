@@ -18,6 +18,8 @@ import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult } 
 import { type ClusterContext, memberRequest } from "./cluster-context.ts";
 import { type HostRoom, spread, surveyRooms } from "./placement.ts";
 import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { getpid } from "../sys/process.ts";
 
 /** What a clone's end looks like to the parent's sf_join. */
 export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
@@ -91,6 +93,8 @@ export class Family {
   private checkpoints = new Map<number, CloneSource>();
   private servers: MemoryServer[] = [];
   private mcdistServers: McdistServer[] = [];
+  /** This run of the VM, unlike any earlier VM of the same name. */
+  readonly incarnation = `${getpid()}-${randomBytes(6).toString("hex")}`;
   /** Every clone round, with its phase times, for --json. */
   readonly forks: ForkResult[] = [];
   private nextCheckpoint = 1;
@@ -144,7 +148,7 @@ export class Family {
       const local = ids.filter((id) => remoteHost(id) === undefined);
       const remote = Map.groupBy(ids.filter((id) => remoteHost(id) !== undefined), (id) => remoteHost(id)!);
       // Clones here are told the placement too: their siblings may be on other hosts.
-      const environment: Record<string, string> = cluster ? { [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(cluster.environment()) } : {};
+      const environment: Record<string, string> = cluster ? { [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(cluster.environment(this.incarnation)) } : {};
       const [here, ...there] = await Promise.all([spawnClones(source, local, awaitStart, environment), ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds))]);
       result = here!;
       if (cluster) for (const clone of result.clones) clone.host = cluster.host.name;
@@ -184,7 +188,8 @@ export class Family {
       // With mcdist the descriptor travels by multicast too; the order carries its digest.
       descriptor: source.mcdist ? { bytes: source.descriptorBytes, sha256: source.descriptorSha256 } : readFileSync(source.descriptorPath).toString("base64"),
       cloneIds: ids,
-      placement: cluster.environment().placement,
+      placement: Object.fromEntries(cluster.placement),
+      parentIncarnation: this.incarnation,
       memory: remoteMemory(source),
     };
     try {
@@ -211,10 +216,14 @@ export class Family {
     this.clones.get(cloneId)?.started.resolve(times);
   }
 
-  /** A clone's VMM reports how its VM ended (and, for `ondemand`, its memtap's counters). */
-  cloneEnded(cloneId: number, status: number, memory?: CloneMemoryStats): void {
+  /**
+   * A clone's VMM (or its host's agent) reports how its VM ended (and, for `ondemand`, its
+   * memtap's counters). A report for another run of a VM with this name is not ours.
+   */
+  cloneEnded(cloneId: number, status: number, memory?: CloneMemoryStats, incarnation?: string): void {
     const member = this.clones.get(cloneId);
     if (!member || member.status !== undefined) return;
+    if (incarnation !== undefined && incarnation !== this.incarnation) return;
     member.status = status;
     member.memory = memory;
   }

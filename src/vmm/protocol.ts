@@ -20,7 +20,8 @@ export type ControlRequest =
   /** From a clone's VMM to its parent's: its vCPUs run (times since the clone process started). */
   | { v: number; op: "clone-started"; cloneId: number; builtMs: number; runningMs: number }
   /** From a clone's VMM to its parent's: how the clone ended. */
-  | { v: number; op: "clone-ended"; cloneId: number; status: number; memory?: CloneMemoryStats };
+  /** `incarnation`: which run of the parent the clone belongs to; a report for an earlier VM of the same name is ignored. */
+  | { v: number; op: "clone-ended"; cloneId: number; status: number; memory?: CloneMemoryStats; incarnation?: string };
 
 export interface VmStatus {
   name: string;
@@ -51,7 +52,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport, incarnation } = value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
@@ -76,6 +77,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   }
   if (op === "clone-ended") {
     if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };
+    if (incarnation !== undefined && (typeof incarnation !== "string" || incarnation.length > 64)) return { error: "clone-ended incarnation must be a short string" };
     const counters = memory as Record<string, unknown> | undefined;
     const histogram = counters?.faultServiceHistogram;
     const valid =
@@ -86,7 +88,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
         ["pagesMulticast", "framesRejected"].every((k) => counters[k] === undefined || isInt(counters[k])) &&
         (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));
     if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
-    return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined };
+    return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined, incarnation };
   }
   return { error: `unknown operation ${JSON.stringify(op)}` };
 }

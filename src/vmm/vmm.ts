@@ -165,7 +165,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         family.cloneStarted(request.cloneId, { builtMs: request.builtMs, runningMs: request.runningMs });
         return { ok: true };
       case "clone-ended":
-        family.cloneEnded(request.cloneId, request.status, request.memory);
+        family.cloneEnded(request.cloneId, request.status, request.memory, request.incarnation);
         return { ok: true };
       case "status":
         return { ok: true, status: status() };
@@ -201,7 +201,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         bytesReceived: counters.bytesReceived,
         faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
       };
-      await memberRequest(options.cluster, identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory }).catch(() => undefined);
+      await memberRequest(options.cluster, identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory, incarnation: options.cluster?.parentIncarnation }).catch(() => undefined);
     }
     return {
       name: identity.name,
@@ -277,7 +277,7 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   };
   // A clone on another host than its parent reaches its family through the agents.
   const environment = readClusterEnvironment();
-  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement);
+  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
   const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
   let memory: GuestMemory;
   let memtap: Memtap | undefined;

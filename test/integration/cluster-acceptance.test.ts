@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { countLines, dataset, sliceLines } from "../support/dataset.ts";
 import { testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
@@ -42,10 +42,7 @@ describeNetns("acceptance: dist/snowflock over four test hosts", () => {
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout);
-      const size = 64 << 20;
-      const data = dataset(9n, size);
-      const slice = size / 8;
-      const expected = Array.from({ length: 8 }, (_, i) => `slice ${i + 1} ${i * slice} ${slice} ${sha256Hex(data.subarray(i * slice, (i + 1) * slice))}`);
+      const expected = sliceLines(9n, 64 << 20, 8);
       expect(result.console).toEqual([...expected, "granted 8"]);
       expect(new Set(result.forks[0].clones.map((c: { host: string }) => c.host))).toEqual(new Set(["h1", "h2", "h3", "h4"]));
     });
@@ -53,13 +50,7 @@ describeNetns("acceptance: dist/snowflock over four test hosts", () => {
     test("search-par: right counts; 8 clones cost the server at most 1.5 x the bytes of 1; the bridge saw the same AF_PACKET frames", async () => {
       const size = 16 << 20;
       const data = dataset(9n, size);
-      const counts = (clones: number) =>
-        Array.from({ length: clones }, (_, index) => {
-          const pattern = ((index + 1) * 40503) & 0xffff;
-          let n = 0;
-          for (let k = 0; k + 1 < size; k++) if ((data[k]! | (data[k + 1]! << 8)) === pattern) n++;
-          return `count ${index + 1} ${pattern} ${n}`;
-        });
+      const counts = (clones: number) => countLines(9n, size, clones, data);
       const h1 = readInventory(inventoryPath).hosts[0]!;
       const searchPar = async (clones: number) => {
         const capture = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-switch`, process.execPath, CAPTURE, `${PREFIX}-h1`, h1.mac], { stdout: "pipe", stderr: "pipe" });

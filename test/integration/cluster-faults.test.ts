@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { countLines, dataset, sha256Hex } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
@@ -21,14 +21,7 @@ const FORGER = join(import.meta.dir, "../support/mcdist-forger.ts");
 const ENTRY = join(import.meta.dir, "../../bin/snowflock.ts");
 
 const SEARCH_SIZE = 2 << 20;
-const searchData = dataset(9n, SEARCH_SIZE);
-const expectedCounts = (clones: number) =>
-  Array.from({ length: clones }, (_, index) => {
-    const pattern = ((index + 1) * 40503) & 0xffff;
-    let count = 0;
-    for (let k = 0; k + 1 < SEARCH_SIZE; k++) if ((searchData[k]! | (searchData[k + 1]! << 8)) === pattern) count++;
-    return `count ${index + 1} ${pattern} ${count}`;
-  });
+const expectedCounts = (clones: number) => countLines(9n, SEARCH_SIZE, clones);
 
 async function searchPar(transport: string, clones = 6) {
   const r = await snowflock(["run", "search-par", `size=${SEARCH_SIZE}`, "seed=9", `clones=${clones}`, "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { listNamespaces } from "../../src/cluster/netns.ts";
 import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { countLines, sliceLines } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
@@ -18,16 +18,6 @@ const PREFIX = `sfc${process.pid % 10000}`;
 const runDir = testRunDir();
 const env = { SNOWFLOCK_RUN_DIR: runDir };
 const inventoryPath = join(runDir, "cluster.json");
-
-function expectedSlices(seed: bigint, size: number, clones: number): string[] {
-  const data = dataset(seed, size);
-  const slice = Math.floor(size / clones);
-  return Array.from({ length: clones }, (_, i) => {
-    const offset = i * slice;
-    const length = i === clones - 1 ? size - offset : slice;
-    return `slice ${i + 1} ${offset} ${length} ${sha256Hex(data.subarray(offset, offset + length))}`;
-  });
-}
 
 /** Runs a short Bun script inside a test host's namespace and returns what it printed. */
 function insideHost(host: number, script: string): { status: number; stdout: string; stderr: string } {
@@ -60,7 +50,7 @@ describeNetns("clones on many hosts", () => {
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout);
-      expect(result.console).toEqual([...expectedSlices(7n, 16 << 20, 6), "granted 6"]);
+      expect(result.console).toEqual([...sliceLines(7n, 16 << 20, 6), "granted 6"]);
       const clones = result.forks[0].clones as Array<{ name: string; cloneId: number; host: string }>;
       expect(result.forks[0].failed).toEqual([]);
       expect(clones.map((c) => c.cloneId)).toEqual([1, 2, 3, 4, 5, 6]);
@@ -71,15 +61,7 @@ describeNetns("clones on many hosts", () => {
     });
 
     const searchSize = 2 << 20;
-    const searchData = dataset(9n, searchSize);
-    const expectedCounts = (clones: number) =>
-      Array.from({ length: clones }, (_, index) => {
-        const i = index + 1;
-        const pattern = (i * 40503) & 0xffff;
-        let count = 0;
-        for (let k = 0; k + 1 < searchSize; k++) if ((searchData[k]! | (searchData[k + 1]! << 8)) === pattern) count++;
-        return `count ${i} ${pattern} ${count}`;
-      });
+    const expectedCounts = (clones: number) => countLines(9n, searchSize, clones);
     const searchPar = async (transport: string) => {
       const r = await snowflock(["run", "search-par", `size=${searchSize}`, "seed=9", "clones=6", "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);
       expect(r.stderr).toBe("");
@@ -108,6 +90,18 @@ describeNetns("clones on many hosts", () => {
         expect(stats.hosts.h2!.bytesReceived).toBeGreaterThan(searchSize);
       });
     }
+
+    test("isolation --cluster: the parent messages a clone on one host, which messages a clone on another; each kept its own memory", async () => {
+      const r = await snowflock(["run", "isolation", "--mem", "32M", "--cluster", inventoryPath, "--json"], env, 120_000);
+      expect(r.stderr).toBe("");
+      const result = JSON.parse(r.stdout);
+      expect(result.console.sort()).toEqual(["isolation clone 1 saw 1000", "isolation clone 2 saw 1000", "isolation parent sees 3000"]);
+      expect(result.forks[0].clones.map((c: { cloneId: number; host: string }) => [c.cloneId, c.host])).toEqual([
+        [1, "h2"],
+        [2, "h3"],
+      ]);
+      expect(r.status).toBe(0);
+    });
 
     test("fork --cluster of a detached serve VM: clones on other hosts carry on with their own IDs", async () => {
       expect((await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", inventoryPath], env)).status).toBe(0);

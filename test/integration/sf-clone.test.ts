@@ -1,25 +1,15 @@
 /** The Impromptu Cluster API from inside the guest: sf_clone families on one host. */
 import { expect, test } from "bun:test";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { countLines, sliceLines } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 
 const env = () => ({ SNOWFLOCK_RUN_DIR: testRunDir() });
 
-function expectedSlices(seed: bigint, size: number, clones: number): string[] {
-  const data = dataset(seed, size);
-  const slice = Math.floor(size / clones);
-  return Array.from({ length: clones }, (_, i) => {
-    const offset = i * slice;
-    const length = i === clones - 1 ? size - offset : slice;
-    return `slice ${i + 1} ${offset} ${length} ${sha256Hex(data.subarray(offset, offset + length))}`;
-  });
-}
-
 describeKvm("sf_clone", () => {
   test("sha256-par size=64M seed=7 clones=8: every slice digest matches the host", async () => {
     const r = await snowflock(["run", "sha256-par", "size=64M", "seed=7", "clones=8", "--mem", "256M"], env());
-    expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(7n, 64 << 20, 8), "granted 8"]);
+    expect(r.stdout.trim().split("\n")).toEqual([...sliceLines(7n, 64 << 20, 8), "granted 8"]);
     expect(r.status).toBe(0);
   });
 
@@ -27,7 +17,7 @@ describeKvm("sf_clone", () => {
     const r = await snowflock(["run", "sha256-par", "size=64M", "seed=7", "clones=8", "--mem", "256M", "--memory", "ondemand", "--json"], env());
     expect(r.status).toBe(0);
     const result = JSON.parse(r.stdout);
-    expect(result.console).toEqual([...expectedSlices(7n, 64 << 20, 8), "granted 8"]);
+    expect(result.console).toEqual([...sliceLines(7n, 64 << 20, 8), "granted 8"]);
     const guestPages = (256 << 20) / 4096;
     expect(result.stats.clones).toBe(8);
     expect(result.stats.pagesFetched).toBeGreaterThan(0);
@@ -40,25 +30,19 @@ describeKvm("sf_clone", () => {
 
   test("slices of a size that does not divide evenly, on 2 vCPUs", async () => {
     const r = await snowflock(["run", "sha256-par", "size=1000003", "seed=11", "clones=3", "--vcpus", "2", "--mem", "64M"], env());
-    expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(11n, 1000003, 3), "granted 3"]);
+    expect(r.stdout.trim().split("\n")).toEqual([...sliceLines(11n, 1000003, 3), "granted 3"]);
   });
 
   test("search-par: each clone's count equals a host-side count over the same bytes", async () => {
     const size = 4 << 20;
-    const data = dataset(9n, size);
     const r = await snowflock(["run", "search-par", `size=${size}`, "seed=9", "clones=4", "--mem", "64M"], env());
-    const expected = [1, 2, 3, 4].map((i) => {
-      const pattern = (i * 40503) & 0xffff;
-      let count = 0;
-      for (let k = 0; k + 1 < size; k++) if ((data[k]! | (data[k + 1]! << 8)) === pattern) count++;
-      return `count ${i} ${pattern} ${count}`;
-    });
+    const expected = countLines(9n, size, 4);
     expect(r.stdout.trim().split("\n")).toEqual([...expected, "granted 4"]);
   });
 
   test("the ticket policy may grant fewer clones than asked (--max-clones)", async () => {
     const r = await snowflock(["run", "sha256-par", "size=64K", "seed=1", "clones=5", "--max-clones", "2", "--mem", "32M"], env());
-    expect(r.stdout.trim().split("\n")).toEqual([...expectedSlices(1n, 65536, 2), "granted 2"]);
+    expect(r.stdout.trim().split("\n")).toEqual([...sliceLines(1n, 65536, 2), "granted 2"]);
   });
 
   test("checkpoint and misuse scenarios also hold with --memory ondemand", async () => {

@@ -19,3 +19,30 @@ export function dataset(seed: bigint, size: number): Uint8Array {
 export function sha256Hex(bytes: Uint8Array): string {
   return new Bun.CryptoHasher("sha256").update(bytes).digest("hex");
 }
+
+/**
+ * What sha256-par prints for `clones` clones (before `granted`): clone i hashes the i-th of equal
+ * contiguous slices, the last one taking the remainder.
+ */
+export function sliceLines(seed: bigint, size: number, clones: number, data = dataset(seed, size)): string[] {
+  const slice = Math.floor(size / clones);
+  return Array.from({ length: clones }, (_, i) => {
+    const offset = i * slice;
+    const length = i === clones - 1 ? size - offset : slice;
+    return `slice ${i + 1} ${offset} ${length} ${sha256Hex(data.subarray(offset, offset + length))}`;
+  });
+}
+
+/**
+ * What search-par prints for `clones` clones (before `granted`): clone i counts the offsets k where
+ * byte[k] | byte[k+1] << 8 equals (i * 40503) & 0xffff. Every pair is counted once; each clone's
+ * count is then a lookup.
+ */
+export function countLines(seed: bigint, size: number, clones: number, data = dataset(seed, size)): string[] {
+  const pairs = new Uint32Array(65536);
+  for (let k = 0; k + 1 < size; k++) pairs[data[k]! | (data[k + 1]! << 8)]!++;
+  return Array.from({ length: clones }, (_, index) => {
+    const pattern = ((index + 1) * 40503) & 0xffff;
+    return `count ${index + 1} ${pattern} ${pairs[pattern]}`;
+  });
+}
