@@ -1,6 +1,7 @@
 /**
  * Clones on many hosts when the network and the hosts misbehave: frames lost and duplicated on the
- * test hosts' bridge (nftables in the switch namespace: this kernel has no netem), forged and
+ * test hosts' bridge (nftables in the switch namespace: this kernel has no netem) or held back and
+ * so reordered (an HTB class on the bridge ports), forged and
  * corrupted frames injected from a test host, a clone killed mid-run, agents killed. Each run either
  * gives the right result or reports the affected clone as ended, in bounded time; nothing hangs.
  */
@@ -33,6 +34,11 @@ async function searchPar(transport: string, clones = 6) {
 function nft(rules: string): void {
   const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "nft", "-f", "-"], { stdin: new TextEncoder().encode(rules), stderr: "pipe" });
   if (r.exitCode !== 0) throw new Error(`nft: ${r.stderr.toString()}`);
+}
+
+function tc(args: string[]): void {
+  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "tc", ...args], { stderr: "pipe" });
+  if (r.exitCode !== 0) throw new Error(`tc ${args.join(" ")}: ${r.stderr.toString()}`);
 }
 
 function pidsIn(host: number): number[] {
@@ -69,6 +75,33 @@ describeNetns("clones on many hosts, with faults", () => {
         expect(Number(/packets (\d+)/.exec(counters)?.[1])).toBeGreaterThan(0);
       } finally {
         nft("delete table bridge sfloss\ndelete table netdev sfdup");
+      }
+    });
+
+    test("frames reordered on the way to h2 and h3 (a share held back by a slow HTB class): every transport still gives the right counts", async () => {
+      const ports = [2, 3].map((i) => `${PREFIX}-h${i}`);
+      // This kernel has no netem: frames whose byte 31 (an mcdist frame's CRC, any other frame's
+      // header or payload) has its low two bits clear wait in a 20 Mbit/s class while the rest
+      // overtake them.
+      for (const port of ports) {
+        tc(["qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "10", "r2q", "1000"]);
+        tc(["class", "add", "dev", port, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit"]);
+        tc(["class", "add", "dev", port, "parent", "1:", "classid", "1:20", "htb", "rate", "20mbit", "ceil", "20mbit"]);
+        tc(["filter", "add", "dev", port, "parent", "1:", "protocol", "all", "u32", "match", "u8", "0x00", "0x03", "at", "31", "flowid", "1:20"]);
+      }
+      try {
+        for (const transport of ["packet", "udp", "tcp"]) {
+          const { status, result } = await searchPar(transport);
+          expect(result.console).toEqual([...expectedCounts(6), "granted 6"]);
+          expect(status).toBe(0);
+        }
+        for (const port of ports) {
+          const held = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "tc", "-s", "class", "show", "dev", port, "classid", "1:20"]).stdout.toString();
+          expect(Number(/Sent \d+ bytes (\d+) pkt/.exec(held)?.[1])).toBeGreaterThan(0);
+          expect(Number(/overlimits (\d+)/.exec(held)?.[1])).toBeGreaterThan(0);
+        }
+      } finally {
+        for (const port of ports) Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "tc", "qdisc", "del", "dev", port, "root"]);
       }
     });
 
