@@ -8,6 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { Rng as BaseRng } from "../support/rng.ts";
 
 const WASM_FILE = join(import.meta.dir, "..", "..", "wasm", "build", "page-bitmap.wasm");
 if (!existsSync(WASM_FILE)) {
@@ -89,26 +90,9 @@ class RefBitmap {
 }
 
 // ---------------------------------------------------------------------------
-// Seeded PRNG (mulberry32).
+// The seeded PRNG, with the shapes input bitmaps are made of.
 
-class Rng {
-  #s: number;
-  constructor(seed: number) {
-    this.#s = seed >>> 0;
-  }
-  next(): number {
-    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Integer in [lo, hi] (inclusive). */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.next() * (hi - lo + 1));
-  }
-  bool(p = 0.5): boolean {
-    return this.next() < p;
-  }
+class Rng extends BaseRng {
   /** A size, biased towards word boundaries and small values. */
   size(max: number): number {
     const boundary = [0, 1, 2, 7, 8, 9, 63, 64, 65, 127, 128, 129, 191, 192, 193, 4095, 4096, 4097];
@@ -144,11 +128,6 @@ class Rng {
     const density = this.next();
     const v = new Uint8Array(n);
     for (let i = 0; i < n; i++) v[i] = (this.int(0, 255) & 0xfe) | (this.bool(density) ? 1 : 0);
-    return v;
-  }
-  bytes(n: number): Uint8Array {
-    const v = new Uint8Array(n);
-    for (let i = 0; i < n; i++) v[i] = this.int(0, 255);
     return v;
   }
 }
