@@ -3,15 +3,15 @@
  * search-par spread over all of them, and a capture on the bridge that must agree with the
  * server's own counters about the page frames that crossed it.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { beforeAll, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
-import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import { countLines, dataset, sliceLines } from "../support/dataset.ts";
 import { testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
+import { useTestCluster } from "../support/test-cluster.ts";
 
 const EXECUTABLE = join(import.meta.dir, "../../dist/snowflock");
 const CAPTURE = join(import.meta.dir, "../support/bridge-capture.ts");
@@ -27,15 +27,10 @@ async function dist(args: string[]): Promise<{ status: number; stdout: string; s
 
 describeNetns("acceptance: dist/snowflock over four test hosts", () => {
   describeKvm("with KVM", () => {
-    beforeAll(async () => {
+    beforeAll(() => {
       if (!existsSync(EXECUTABLE)) throw new Error("dist/snowflock is missing: run `bun run build` first");
-      const up = await dist(["cluster", "up", "--hosts", "4", "--prefix", PREFIX, "--inventory", inventoryPath]);
-      if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
     });
-    afterAll(async () => {
-      await dist(["cluster", "down", "--inventory", inventoryPath]);
-      await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
-    });
+    useTestCluster({ prefix: PREFIX, hosts: 4, runDir, cli: dist });
 
     test("sha256-par size=64M seed=9 clones=8 --mem 256M --cluster: right digests, clones on all four hosts", async () => {
       const r = await dist(["run", "sha256-par", "size=64M", "seed=9", "clones=8", "--mem", "256M", "--cluster", inventoryPath, "--json"]);

@@ -5,14 +5,14 @@
  * corrupted frames injected from a test host, a clone killed mid-run, agents killed. Each run either
  * gives the right result or reports the affected clone as ended, in bounded time; nothing hangs.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
-import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import { countLines, dataset, sha256Hex } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
+import { useTestCluster } from "../support/test-cluster.ts";
 
 const PREFIX = `sff${process.pid % 10000}`;
 const runDir = testRunDir();
@@ -51,14 +51,7 @@ async function vms(): Promise<Array<{ name: string; host?: string; pid: number }
 
 describeNetns("clones on many hosts, with faults", () => {
   describeKvm("over test hosts", () => {
-    beforeAll(async () => {
-      const up = await snowflock(["cluster", "up", "--hosts", "3", "--prefix", PREFIX, "--inventory", inventoryPath], env);
-      if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
-    });
-    afterAll(async () => {
-      await snowflock(["cluster", "down", "--inventory", inventoryPath], env);
-      await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
-    });
+    useTestCluster({ prefix: PREFIX, hosts: 3, runDir, cli: (args) => snowflock(args, env) });
 
     test("frames lost (2%) and duplicated (5% on each way out of the parent's host) on the bridge: every transport still gives the right counts", async () => {
       const ports = [1, 2, 3].map((i) => `${PREFIX}-h${i}`);

@@ -3,16 +3,16 @@
  * whose clones run on other hosts, their memory fetched over the test network and their results
  * sent back through the agents. Everything stays inside 10.77.0.0/24 in the namespaces.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { listNamespaces } from "../../src/cluster/netns.ts";
-import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import { countLines, sliceLines } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
+import { useTestCluster } from "../support/test-cluster.ts";
 
 const PREFIX = `sfc${process.pid % 10000}`;
 const runDir = testRunDir();
@@ -27,14 +27,7 @@ function insideHost(host: number, script: string): { status: number; stdout: str
 
 describeNetns("clones on many hosts", () => {
   describeKvm("over test hosts", () => {
-    beforeAll(async () => {
-      const up = await snowflock(["cluster", "up", "--hosts", "3", "--prefix", PREFIX, "--inventory", inventoryPath], env);
-      if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
-    });
-    afterAll(async () => {
-      await snowflock(["cluster", "down", "--inventory", inventoryPath], env);
-      await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
-    });
+    useTestCluster({ prefix: PREFIX, hosts: 3, runDir, cli: (args) => snowflock(args, env) });
 
     test("cluster up starts an agent on every host", async () => {
       const status = JSON.parse((await snowflock(["cluster", "status", "--inventory", inventoryPath, "--json"], env)).stdout);
