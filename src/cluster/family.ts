@@ -8,6 +8,7 @@ import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
 import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
 import type { McdistServer } from "../mcdist/server.ts";
+import { MAX_MULTICAST_DESCRIPTOR } from "../mcdist/messages.ts";
 import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
 import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
@@ -185,8 +186,11 @@ export class Family {
     const order: CloneOrder = {
       parent: this.self.name,
       parentHost: cluster.host.name,
-      // With mcdist the descriptor travels by multicast too; the order carries its digest.
-      descriptor: source.mcdist ? { bytes: source.descriptorBytes, sha256: source.descriptorSha256 } : readFileSync(source.descriptorPath).toString("base64"),
+      // With mcdist the descriptor travels by multicast too (up to what one request fetches); the order carries its digest.
+      descriptor:
+        source.mcdist && source.descriptorBytes <= MAX_MULTICAST_DESCRIPTOR
+          ? { bytes: source.descriptorBytes, sha256: source.descriptorSha256 }
+          : readFileSync(source.descriptorPath).toString("base64"),
       cloneIds: ids,
       placement: Object.fromEntries(cluster.placement),
       parentIncarnation: this.incarnation,

@@ -26,6 +26,8 @@ const KNOWN_FLAGS = RequestFlag.RETRY | RequestFlag.UNICAST | RequestFlag.DESCRI
 /** The descriptor travels in chunks of this many bytes (the last one shorter), each its own object. */
 export const DESCRIPTOR_CHUNK = 32 * 1024;
 export const MAX_CHUNK_OBJECT_SIZE = DESCRIPTOR_CHUNK + TAG_SIZE;
+/** The largest descriptor one request can fetch (its chunks fit in one REQUEST). */
+export const MAX_MULTICAST_DESCRIPTOR = MAX_REQUEST_PAGES * DESCRIPTOR_CHUNK;
 
 export function descriptorChunks(bytes: number): number {
   return Math.ceil(bytes / DESCRIPTOR_CHUNK);
