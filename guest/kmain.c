@@ -32,6 +32,7 @@ static const struct workload workloads[] = {
     { "hostile", 0, wl_hostile },
     { "sha256-par", 0, wl_sha256_par },
     { "search-par", 0, wl_search_par },
+    { "alloc-par", 0, wl_alloc_par },
     { "misuse", 0, wl_misuse },
     { "isolation", 0, wl_isolation },
 };

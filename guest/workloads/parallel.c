@@ -1,6 +1,7 @@
 /* sha256-par and search-par: the parent builds the dataset, clones itself with sf_clone, each
  * clone works on the data it inherited and sends its answer to the parent, which joins and
- * prints one line per clone in ID order, then how many clones it was granted. */
+ * prints one line per clone in ID order, then how many clones it was granted.
+ * alloc-par: each clone allocates its own memory after sf_clone, fills and hashes it. */
 #include "console.h"
 #include "dataset.h"
 #include "kernel.h"
@@ -61,18 +62,27 @@ static void hex32(const uint8_t *d, char *out) {
     out[64] = '\0';
 }
 
-static uint64_t setup(const char *name, uint64_t *clones) {
-    uint64_t size, seed = 0;
+static void parse_params(const char *name, uint64_t *size, uint64_t *seed, uint64_t *clones) {
     const char *ss = cmdline_get("size"), *sd = cmdline_get("seed"), *sc = cmdline_get("clones");
-    if (!parse_size(ss, &size) || (sd && !parse_u64(sd, &seed)) || !parse_u64(sc, clones) || *clones == 0 || *clones > MAX_CLONES) {
+    *seed = 0;
+    if (!parse_size(ss, size) || (sd && !parse_u64(sd, seed)) || !parse_u64(sc, clones) || *clones == 0 || *clones > MAX_CLONES) {
         kprintf("error: %s needs size=<bytes> clones=<1..%d> [seed=<u64>]\n", name, MAX_CLONES);
         machine_exit(2);
     }
+}
+
+static void build_dataset(uint64_t size, uint64_t seed) {
     if (!dataset_alloc(&ds, size, seed)) {
         kprintf("error: not enough guest memory for a dataset of %lu bytes\n", size);
         machine_exit(3);
     }
     dataset_generate(&ds);
+}
+
+static uint64_t setup(const char *name, uint64_t *clones) {
+    uint64_t size, seed;
+    parse_params(name, &size, &seed, clones);
+    build_dataset(size, seed);
     return size;
 }
 
@@ -167,6 +177,39 @@ NORETURN void wl_search_par(void) {
         }
         memcpy(&count, answers[i], 8);
         kprintf("count %lu %lu %lu\n", i, pattern, count);
+    }
+    kprintf("granted %lu\n", granted);
+    machine_exit(status);
+}
+
+/* Clone i allocates SIZE bytes through the page allocator after sf_clone, fills them with the
+ * dataset for SEED + i and sends their SHA-256; the parent prints `alloc <i> <hex>` per clone.
+ * Nothing the clone reads was in the parent's memory: what it needs, it writes first. */
+NORETURN void wl_alloc_par(void) {
+    uint64_t size, seed, want, granted;
+    int64_t ticket;
+    parse_params("alloc-par", &size, &seed, &want);
+    int64_t id = fork_family(want, &ticket, &granted);
+    if (id > 0) {
+        build_dataset(size, seed + (uint64_t)id);
+        static struct range_job job;
+        job.off = 0;
+        job.len = size;
+        run_user(hash_range, &job);
+        sf_send(0, job.digest, 32);
+        machine_exit(0);
+    }
+    collect(ticket, granted, 32);
+    int status = 0;
+    for (uint64_t i = 1; i <= granted; i++) {
+        if (!answered[i]) {
+            kprintf("alloc %lu error status %ld\n", i, statuses[i]);
+            status = 1;
+            continue;
+        }
+        char hex[65];
+        hex32(answers[i], hex);
+        kprintf("alloc %lu %s\n", i, hex);
     }
     kprintf("granted %lu\n", granted);
     machine_exit(status);

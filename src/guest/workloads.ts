@@ -47,6 +47,11 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
     params: PARALLEL_PARAMS,
     memoryNeed: datasetMemory,
   },
+  "alloc-par": {
+    summary: "clone i allocates SIZE bytes after sf_clone, fills them with the dataset for SEED+i; prints `alloc <i> <hex>` (their SHA-256)",
+    params: PARALLEL_PARAMS,
+    memoryNeed: datasetMemory,
+  },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
   crash: { summary: "test: triple-faults on purpose", params: {} },
   isolation: { summary: "test: members write one variable after sf_clone; each still sees its own", params: {} },

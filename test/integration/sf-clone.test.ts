@@ -1,6 +1,6 @@
 /** The Impromptu Cluster API from inside the guest: sf_clone families on one host. */
 import { expect, test } from "bun:test";
-import { countLines, sliceLines } from "../support/dataset.ts";
+import { countLines, dataset, sha256Hex, sliceLines } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 
@@ -38,6 +38,19 @@ describeKvm("sf_clone", () => {
     const r = await snowflock(["run", "search-par", `size=${size}`, "seed=9", "clones=4", "--mem", "64M"], env());
     const expected = countLines(9n, size, 4);
     expect(r.stdout.trim().split("\n")).toEqual([...expected, "granted 4"]);
+  });
+
+  test("alloc-par: each clone's freshly allocated and filled memory hashes like the host's, on both memory paths", async () => {
+    const size = 4 << 20;
+    const expected = [1n, 2n, 3n].map((i) => `alloc ${i} ${sha256Hex(dataset(5n + i, size))}`);
+    for (const memory of ["cow", "ondemand"]) {
+      const r = await snowflock(["run", "alloc-par", `size=${size}`, "seed=5", "clones=3", "--mem", "64M", "--memory", memory, "--json"], env());
+      expect(r.status).toBe(0);
+      const result = JSON.parse(r.stdout);
+      expect(result.console).toEqual([...expected, "granted 3"]);
+      // What the clones allocated was zero in the parent: filled locally, never fetched.
+      if (memory === "ondemand") expect(result.stats.pagesZeroFilled).toBeGreaterThan(3 * (size / 4096));
+    }
   });
 
   test("the ticket policy may grant fewer clones than asked (--max-clones)", async () => {
