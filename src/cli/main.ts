@@ -17,6 +17,14 @@ import { log } from "./output.ts";
 import { registerRun } from "./run.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
+/**
+ * cac reads any `--no-X` as a bare negation, so an option that takes a value under such a name
+ * (`--no-heuristic NAME`) is spelt for it as the option it declares (`--heuristic-off NAME`).
+ */
+function spellNegatedValues(argv: string[]): string[] {
+  return argv.map((arg) => (arg === "--no-heuristic" ? "--heuristic-off" : arg.startsWith("--no-heuristic=") ? `--heuristic-off=${arg.slice(15)}` : arg));
+}
+
 /** Runs the CLI on `argv` (without the program name) and returns the process exit status. */
 export async function startCli(argv: string[]): Promise<number> {
   // Internal: a clone's own VMM process, started by a fork (never typed by users).
@@ -37,7 +45,7 @@ export async function startCli(argv: string[]): Promise<number> {
   cli.version(packageJson.version);
 
   try {
-    cli.parse(["snowflock", "snowflock", ...argv], { run: false });
+    cli.parse(["snowflock", "snowflock", ...spellNegatedValues(argv)], { run: false });
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return 0;
       if (cli.args.length > 0) throw new SnowflockError("USAGE", `unknown command '${cli.args[0]}'`, "`snowflock --help` lists the commands");

@@ -9,6 +9,7 @@ import { spawnVmm } from "../vmm/spawn.ts";
 import { log, printJson, printLine } from "./output.ts";
 import { memoryOption, memoryPathOption, transportOption, vcpusOption } from "./options.ts";
 import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
+import { HEURISTICS, parseHeuristics } from "../heuristics/heuristics.ts";
 
 interface RunOptions {
   mem: string;
@@ -20,6 +21,8 @@ interface RunOptions {
   json?: boolean;
   cluster?: string | boolean;
   transport: string;
+  heuristics?: boolean;
+  heuristicOff?: string | string[];
 }
 
 export function registerRun(cli: CAC): void {
@@ -35,6 +38,8 @@ export function registerRun(cli: CAC): void {
     .option("--json", "Print one JSON object at the end instead of the console lines")
     .option("--cluster [inventory]", "Spread the guest's clones over the cluster's hosts (default inventory: $SNOWFLOCK_RUN_DIR/cluster.json); clones on other hosts take memory on demand")
     .option("--transport <kind>", "With --cluster: how clones on other hosts get pages: packet (mcdist multicast over raw Ethernet frames), udp (mcdist over UDP multicast) or tcp (unicast only)", { default: "packet" })
+    .option("--no-heuristics", "Clones fetch every page they touch: no avoidance heuristic (to measure them)")
+    .option("--heuristic-off <name>", `(or --no-heuristic NAME) Switch one avoidance heuristic off, repeatable: ${HEURISTICS.join(", ")}`)
     .example((bin) => `  ${bin} run hello`)
     .example((bin) => `  ${bin} run sha256 size=64M seed=42 --vcpus 2 --json`)
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} logs web --follow`)
@@ -55,9 +60,10 @@ export function registerRun(cli: CAC): void {
       }
       const cluster = choice?.cluster;
       const transport = transportOption(options.transport);
+      const heuristicsOff = options.heuristics === false ? [...HEURISTICS] : parseHeuristics([options.heuristicOff ?? []].flat().map(String));
       ensureRunDir();
       const name = options.name === undefined ? freeName(workload.name) : checkName(String(options.name));
-      const clusterArgs = cluster ? [`--cluster=${cluster.inventoryPath}`, "--transport", transport] : [];
+      const clusterArgs = [...(cluster ? [`--cluster=${cluster.inventoryPath}`, "--transport", transport] : []), ...heuristicsOff.flatMap((h) => ["--no-heuristic", h])];
       if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones), "--memory", memoryPath, ...clusterArgs], options.json === true);
 
       const { runVm } = await import("../vmm/vmm.ts");
@@ -65,7 +71,7 @@ export function registerRun(cli: CAC): void {
       checkMemory(workload, memoryBytes);
       kvmHost();
       if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`);
-      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport }, options.json ? () => {} : printLine);
+      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff }, options.json ? () => {} : printLine);
       if (options.json) printJson(result);
       else if (result.end.kind === "crash") log.error(`${name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
       else if (result.end.kind === "exit" && result.end.status !== 0) log.warn(`${name}: guest exited with status ${result.end.status}`);

@@ -18,6 +18,7 @@ import { type ControlRequest, parseRequest } from "../vmm/protocol.ts";
 import { awaitEndedClone, checkName, claimName, ensureRunDir, processAlive, runDir } from "../vmm/run-dir.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { type AgentAnswer, type AgentRequest, MAX_MESSAGE_BYTES, ReplayGuard, signAnswer } from "./agent-protocol.ts";
+import { HEURISTICS_OFF_VARIABLE } from "../heuristics/heuristics.ts";
 import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult, checkCloneOrder, type ClusterEnvironment } from "./clone-order.ts";
 import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
@@ -105,6 +106,7 @@ export function startAgent(options: AgentOptions): Agent {
           claimName(name);
           const { pid, times } = await spawnVmm(name, ["__clone", order.parent, String(cloneId), descriptorArgument, `ondemand:${order.memory}`], undefined, {
             [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(environment),
+            [HEURISTICS_OFF_VARIABLE]: order.heuristicsOff.join(","),
           });
           clones.set(name, { name, cloneId, parent: order.parent, parentHost: order.parentHost, parentIncarnation: order.parentIncarnation, pid });
           return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs };

@@ -8,6 +8,7 @@ import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { checkName } from "../vmm/run-dir.ts";
 import { parsePageServer } from "../memory/page-server-address.ts";
+import { type Heuristic, parseHeuristics } from "../heuristics/heuristics.ts";
 
 export interface CloneOrder {
   /** The parent VM's name, and the inventory host it runs on. */
@@ -22,6 +23,8 @@ export interface CloneOrder {
   memory: string;
   /** Which run of the parent VM this family belongs to: reports about its clones carry it. */
   parentIncarnation: string;
+  /** Avoidance heuristics the clones leave off. */
+  heuristicsOff: Heuristic[];
 }
 
 /** One clone an agent started. */
@@ -89,7 +92,8 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   const server = parsePageServer(order.memory);
   if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
-  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory, parentIncarnation: order.parentIncarnation };
+  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory, parentIncarnation: order.parentIncarnation,
+    heuristicsOff: Array.isArray(order.heuristicsOff) && order.heuristicsOff.every((h) => typeof h === "string") ? parseHeuristics(order.heuristicsOff as string[]) : fail("heuristicsOff must be a list of names") };
 }
 
 export function readClusterEnvironment(): ClusterEnvironment | undefined {

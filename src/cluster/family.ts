@@ -8,6 +8,7 @@ import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
 import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
 import type { McdistServer } from "../mcdist/server.ts";
+import { type Heuristic, HEURISTICS_OFF_VARIABLE } from "../heuristics/heuristics.ts";
 import { MAX_MULTICAST_DESCRIPTOR } from "../mcdist/messages.ts";
 import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
@@ -62,6 +63,8 @@ export interface FamilyStats extends Required<CloneMemoryStats> {
   descriptorBytes: number;
   /** For a family spread over a cluster: what each host's clones received. */
   hosts?: Record<string, HostMemoryStats>;
+  /** Pages the clones never fetched, by the heuristic that spared them. */
+  pagesAvoided: Record<Heuristic, number>;
 }
 
 interface Member {
@@ -112,6 +115,8 @@ export class Family {
     private readonly cluster?: ClusterContext,
     /** How clones on other hosts get their pages (`--transport`). */
     private readonly transport: RemoteTransport = "packet",
+    /** Avoidance heuristics the clones leave off (`--no-heuristic`). */
+    private readonly heuristicsOff: Heuristic[] = [],
   ) {
     cluster?.placement.set(self.name, cluster.host.name);
   }
@@ -149,7 +154,8 @@ export class Family {
       const local = ids.filter((id) => remoteHost(id) === undefined);
       const remote = Map.groupBy(ids.filter((id) => remoteHost(id) !== undefined), (id) => remoteHost(id)!);
       // Clones here are told the placement too: their siblings may be on other hosts.
-      const environment: Record<string, string> = cluster ? { [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(cluster.environment(this.incarnation)) } : {};
+      const environment: Record<string, string> = { [HEURISTICS_OFF_VARIABLE]: this.heuristicsOff.join(",") };
+      if (cluster) environment[CLUSTER_ENVIRONMENT_VARIABLE] = JSON.stringify(cluster.environment(this.incarnation));
       const [here, ...there] = await Promise.all([spawnClones(source, local, awaitStart, environment), ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds))]);
       result = here!;
       if (cluster) for (const clone of result.clones) clone.host = cluster.host.name;
@@ -194,6 +200,7 @@ export class Family {
       cloneIds: ids,
       placement: Object.fromEntries(cluster.placement),
       parentIncarnation: this.incarnation,
+      heuristicsOff: this.heuristicsOff,
       memory: remoteMemory(source),
     };
     try {
@@ -325,6 +332,7 @@ export class Family {
       serverBytesSent: 0,
       serverFramesSent: 0,
       descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
+      pagesAvoided: { "known-zero": 0 },
     };
     const hosts: Record<string, HostMemoryStats> = {};
     for (const m of this.clones.values()) {
@@ -344,6 +352,8 @@ export class Family {
       }
     }
     if (this.cluster) totals.hosts = hosts;
+    // A page filled with zeros locally is one the known-zero bitmap spared (with it off, none is).
+    totals.pagesAvoided["known-zero"] = totals.pagesZeroFilled;
     for (const server of this.servers) {
       const stats = server.stats();
       totals.serverBytesSent += stats.bytesSent;

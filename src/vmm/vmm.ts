@@ -20,6 +20,7 @@ import type { McdistAddress, PageServerAddress } from "../memory/page-server-add
 import { McdistClient } from "../mcdist/client.ts";
 import { getpid } from "../sys/process.ts";
 import { readClusterEnvironment } from "../cluster/clone-order.ts";
+import { type Heuristic, heuristicsOffFromEnvironment, pagesToFetch } from "../heuristics/heuristics.ts";
 import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
@@ -37,6 +38,8 @@ export interface VmSpec {
   /** With `--cluster`: the cluster the guest's clones spread over, and how they reach its memory. */
   cluster?: ClusterContext;
   transport?: RemoteTransport;
+  /** Avoidance heuristics switched off for the guest's clones. */
+  heuristicsOff?: Heuristic[];
 }
 
 export const DEFAULT_MAX_CLONES = 32;
@@ -108,6 +111,7 @@ interface ServeOptions {
   memtap?: Memtap;
   cluster?: ClusterContext;
   transport?: RemoteTransport;
+  heuristicsOff?: Heuristic[];
 }
 
 async function serveMachine(identity: Identity, options: ServeOptions, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
@@ -128,7 +132,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     },
     (call) => family!.handle(call),
   );
-  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath, options.cluster, options.transport);
+  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath, options.cluster, options.transport, options.heuristicsOff);
   // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
   let memoryFailure: Error | undefined;
   void options.memtap?.failed.then((error) => {
@@ -230,7 +234,7 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
   const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
   return serveMachine(
     identity,
-    { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster, transport: spec.transport },
+    { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster, transport: spec.transport, heuristicsOff: spec.heuristicsOff },
     (console, onClusterCall) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onClusterCall }),
     onConsole,
   );
@@ -278,6 +282,8 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   // A clone on another host than its parent reaches its family through the agents.
   const environment = readClusterEnvironment();
   const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
+  // Its own clones inherit what its parent switched off.
+  const heuristicsOff = heuristicsOffFromEnvironment();
   const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
   let memory: GuestMemory;
   let memtap: Memtap | undefined;
@@ -286,14 +292,14 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     memory = GuestMemory.createEmpty(layout);
     // Over a network a page may need several retransmissions: wait longer before failing.
     const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
-    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: descriptor.nonZeroPages, eagerPages: descriptor.pages });
+    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: pagesToFetch(descriptor.nonZeroPages, heuristicsOff), eagerPages: descriptor.pages });
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
   if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
   return serveMachine(
     identity,
-    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster },
+    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff },
     (console, onClusterCall) => KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release() }),
     onConsole,
   );
