@@ -4,6 +4,7 @@
  * Returned pages are NOT zeroed: the dataset overwrites them anyway. */
 #include "alloc.h"
 #include "kernel.h"
+#include "sf.h"
 #include "paging.h"
 #include "x86.h"
 
@@ -77,6 +78,9 @@ void alloc_init(void) {
         if (!z && !f) nfree += 64 - popcount64(bitmap[w++]);
     }
     total = nfree;
+    /* Tell the host where the bitmap is: free pages need no fetch in a clone (their contents
+     * are undefined to whoever allocates them next, see alloc.h). Ignored where there is no host. */
+    sf_free_pages(bitmap, nframes);
 }
 
 /* First fit: lowest run of n free frames ending at or below limit_pfn. */

@@ -21,6 +21,8 @@
 #define SF_HC_EXIT           2 /* (status) -> does not return */
 #define SF_HC_CONSOLE_WRITE  3 /* (gpa, len) -> len; len <= SF_CONSOLE_MAX else SF_E2BIG */
 #define SF_HC_CLONE_ID       4 /* () -> clone id, 0 for an original VM */
+#define SF_HC_FREE_PAGES     5 /* (bitmap_gpa, frames) -> 0; the page allocator's bitmap (bit = 1: page used),
+                                  read by the host when it clones, so clones never fetch free pages */
 #define SF_HC_CLUSTER_BASE  16 /* first number of the Impromptu Cluster API */
 #define SF_HC_REQUEST_TICKET 16 /* (n, granted_gpa) -> ticket; *granted (u64) = m <= n clones */
 #define SF_HC_CLONE          17 /* (ticket) -> 0 in the parent, 1..m in the clones */
@@ -73,6 +75,7 @@ int64_t sf_abi_version(void);
 int64_t sf_exit(int64_t status);
 int64_t sf_console_write(const void *buf, uint64_t len);
 int64_t sf_clone_id(void);
+int64_t sf_free_pages(const void *bitmap, uint64_t frames);
 
 /* The Impromptu Cluster API. */
 int64_t sf_request_ticket(uint64_t n, uint64_t *granted);

@@ -49,6 +49,8 @@ int64_t sf_console_write(const void *buf, uint64_t len) {
 /* Pointers are guest-physical: the kernel identity-maps RAM, so a pointer is its own address. */
 #define GPA(p) ((uint64_t)(uintptr_t)(p))
 
+int64_t sf_free_pages(const void *bitmap, uint64_t frames) { return sf_hypercall(SF_HC_FREE_PAGES, GPA(bitmap), frames, 0, 0, 0, 0); }
+
 int64_t sf_request_ticket(uint64_t n, uint64_t *granted) {
     return sf_hypercall(SF_HC_REQUEST_TICKET, n, GPA(granted), 0, 0, 0, 0);
 }

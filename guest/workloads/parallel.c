@@ -184,11 +184,14 @@ NORETURN void wl_search_par(void) {
 
 /* Clone i allocates SIZE bytes through the page allocator after sf_clone, fills them with the
  * dataset for SEED + i and sends their SHA-256; the parent prints `alloc <i> <hex>` per clone.
- * Nothing the clone reads was in the parent's memory: what it needs, it writes first. */
+ * The parent used and freed as much memory first, so the clones' pages are free but not zero in
+ * its image: only the free-pages heuristic spares fetching them. */
 NORETURN void wl_alloc_par(void) {
     uint64_t size, seed, want, granted;
     int64_t ticket;
     parse_params("alloc-par", &size, &seed, &want);
+    build_dataset(size, seed);
+    dataset_free(&ds);
     int64_t id = fork_family(want, &ticket, &granted);
     if (id > 0) {
         build_dataset(size, seed + (uint64_t)id);

@@ -42,6 +42,8 @@ export interface CloneMemoryStats {
   /** mcdist frames refused as corrupted, malformed or forged. */
   framesRejected?: number;
   pagesZeroFilled: number;
+  /** Of those, pages filled because the guest's allocator had them free. */
+  pagesFreeFilled?: number;
   bytesReceived: number;
   /** Faults by service time: entry i counts those served in under 2^i µs (the last: the rest). */
   faultServiceHistogram?: number[];
@@ -332,7 +334,8 @@ export class Family {
       serverBytesSent: 0,
       serverFramesSent: 0,
       descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
-      pagesAvoided: { "known-zero": 0 },
+      pagesAvoided: { "known-zero": 0, "free-pages": 0 },
+      pagesFreeFilled: 0,
     };
     const hosts: Record<string, HostMemoryStats> = {};
     for (const m of this.clones.values()) {
@@ -341,6 +344,7 @@ export class Family {
       totals.pagesMulticast += m.memory?.pagesMulticast ?? 0;
       totals.framesRejected += m.memory?.framesRejected ?? 0;
       totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
+      totals.pagesFreeFilled += m.memory?.pagesFreeFilled ?? 0;
       totals.bytesReceived += m.memory?.bytesReceived ?? 0;
       (m.memory?.faultServiceHistogram ?? []).forEach((count, i) => (totals.faultServiceHistogram[i] = (totals.faultServiceHistogram[i] ?? 0) + count));
       if (this.cluster) {
@@ -352,8 +356,9 @@ export class Family {
       }
     }
     if (this.cluster) totals.hosts = hosts;
-    // A page filled with zeros locally is one the known-zero bitmap spared (with it off, none is).
-    totals.pagesAvoided["known-zero"] = totals.pagesZeroFilled;
+    // Every page filled with zeros locally was spared by one heuristic: free-pages, or else known-zero.
+    totals.pagesAvoided["free-pages"] = totals.pagesFreeFilled;
+    totals.pagesAvoided["known-zero"] = totals.pagesZeroFilled - totals.pagesFreeFilled;
     for (const server of this.servers) {
       const stats = server.stats();
       totals.serverBytesSent += stats.bytesSent;

@@ -5,7 +5,8 @@
  */
 import { SnowflockError } from "../errors.ts";
 import * as abi from "../backend/kvm/abi.ts";
-import type { MachineState } from "../backend/kvm/machine.ts";
+import type { FreePageMap, MachineState } from "../backend/kvm/machine.ts";
+import { MAX_FREE_PAGE_FRAMES } from "../guest/hypercalls.ts";
 import type { DeviceState } from "../backend/kvm/vm.ts";
 import type { VcpuState } from "../backend/kvm/vcpu-state.ts";
 import type { RamRegion } from "../memory/layout.ts";
@@ -22,6 +23,8 @@ export interface DescriptorMeta {
   createdAt: string;
   /** Set when the guest itself asked for the clone: its call block, and what clones get back. */
   cloneCall?: CloneCall;
+  /** Where the guest's page allocator keeps its bitmap (SF_HC_FREE_PAGES), for the clones' own clones. */
+  freePageMap?: FreePageMap;
 }
 
 /** sf_clone returns each clone's ID; sf_checkpoint_parent returns 0 in the clones. */
@@ -37,9 +40,11 @@ export interface Descriptor {
   nonZeroPages: Uint8Array;
   /** Pages sent along with the descriptor, by backing page number. */
   pages: Map<number, Uint8Array>;
+  /** One bit per backing page: set where the guest's allocator had the page free at capture. */
+  freePages?: Uint8Array;
 }
 
-const Section = { META: 1, VCPU: 2, DEVICES: 3, NONZERO_BITMAP: 4, PAGES: 5 } as const;
+const Section = { META: 1, VCPU: 2, DEVICES: 3, NONZERO_BITMAP: 4, PAGES: 5, FREE_BITMAP: 6 } as const;
 
 const VCPU_FIELDS = [
   ["regs", abi.kvm_regs.size],
@@ -90,6 +95,7 @@ export function encodeDescriptor(d: Descriptor): Uint8Array {
   });
   w.add(Section.DEVICES, concat(DEVICE_FIELDS.map(([name]) => d.state.devices[name])));
   w.add(Section.NONZERO_BITMAP, d.nonZeroPages);
+  if (d.freePages) w.add(Section.FREE_BITMAP, d.freePages);
   const numbers = [...d.pages.keys()].sort((a, b) => a - b);
   const index = new DataView(new ArrayBuffer(4 + numbers.length * 8));
   index.setUint32(0, numbers.length, true);
@@ -112,6 +118,10 @@ function decodeMeta(body: Uint8Array): DescriptorMeta {
   if (meta.backend !== "kvm") bad(`backend '${String(meta.backend)}' is not one this snowflock restores`);
   if (!Number.isSafeInteger(meta.memorySize) || meta.memorySize <= 0 || meta.memorySize % PAGE_SIZE !== 0) bad("bad memory size");
   if (!Array.isArray(meta.regions) || meta.regions.some((r) => r.offset + r.size > meta.memorySize)) bad("memory regions do not fit the memory size");
+  const map = meta.freePageMap;
+  if (map !== undefined && !(Number.isSafeInteger(map?.address) && Number.isSafeInteger(map?.frames) && map.address >= 0 && map.frames > 0 && map.frames <= MAX_FREE_PAGE_FRAMES)) {
+    bad("the free-page map is malformed");
+  }
   return meta;
 }
 
@@ -136,6 +146,7 @@ export function decodeDescriptor(bytes: Uint8Array): { descriptor: Descriptor; e
   let meta: DescriptorMeta | undefined;
   let devices: DeviceState | undefined;
   let nonZeroPages: Uint8Array | undefined;
+  let freePages: Uint8Array | undefined;
   const vcpus: VcpuState[] = [];
   const pages = new Map<number, Uint8Array>();
   for (const { type, body } of readSections(payload)) {
@@ -158,6 +169,9 @@ export function decodeDescriptor(bytes: Uint8Array): { descriptor: Descriptor; e
       case Section.NONZERO_BITMAP:
         nonZeroPages = body.slice();
         break;
+      case Section.FREE_BITMAP:
+        freePages = body.slice();
+        break;
       case Section.PAGES: {
         const r = new FieldReader(body, "pages");
         const count = r.u32();
@@ -173,6 +187,7 @@ export function decodeDescriptor(bytes: Uint8Array): { descriptor: Descriptor; e
   if (!meta || !devices || !nonZeroPages || vcpus.length === 0) bad("a required section is missing");
   const pageCount = meta.memorySize / PAGE_SIZE;
   if (nonZeroPages.byteLength !== Math.ceil(pageCount / 8)) bad("the page bitmap does not match the memory size");
+  if (freePages && freePages.byteLength !== nonZeroPages.byteLength) bad("the free-page bitmap does not match the memory size");
   for (const n of pages.keys()) if (n >= pageCount) bad(`page ${n} is outside guest memory`);
-  return { descriptor: { meta, state: { vcpus, devices, memorySize: meta.memorySize }, nonZeroPages, pages }, envelope: info };
+  return { descriptor: { meta, state: { vcpus, devices, memorySize: meta.memorySize }, nonZeroPages, pages, freePages }, envelope: info };
 }

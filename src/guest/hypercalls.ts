@@ -15,6 +15,7 @@ export const Hypercall = {
   EXIT: 2,
   CONSOLE_WRITE: 3,
   CLONE_ID: 4,
+  FREE_PAGES: 5,
 } as const;
 
 export const GuestError = {
@@ -29,6 +30,8 @@ export const GuestError = {
 } as const;
 
 export const CONSOLE_WRITE_MAX = 65536n;
+/** Page frames a free-page bitmap may describe: 1 TiB of guest-physical space. */
+export const MAX_FREE_PAGE_FRAMES = 2 ** 28;
 
 /** The Impromptu Cluster API: served by the VMM's family, not here. */
 export const ClusterCall = {
@@ -50,6 +53,8 @@ export interface HypercallHost {
   exit(status: number): void;
   consoleWrite(bytes: Uint8Array): void;
   cloneId(): number;
+  /** The guest's page allocator bitmap (checked to lie in guest memory): bit = 1 means used. */
+  freePages(address: number, frames: number): void;
 }
 
 export type HypercallOutcome =
@@ -90,6 +95,13 @@ function dispatch(memory: GuestMemory, host: HypercallHost, nr: number, arg: (i:
     }
     case Hypercall.CLONE_ID:
       return BigInt(host.cloneId());
+    case Hypercall.FREE_PAGES: {
+      const frames = arg(1);
+      if (frames === 0n || frames > BigInt(MAX_FREE_PAGE_FRAMES)) return GuestError.EINVAL;
+      if (!memory.guestRange(arg(0), (frames + 7n) / 8n)) return GuestError.EFAULT;
+      host.freePages(Number(arg(0)), Number(frames));
+      return 0n;
+    }
     default:
       return GuestError.ENOSYS;
   }

@@ -4,10 +4,12 @@
  * with `--no-heuristics`) so its effect can be measured. So far:
  *
  *   known-zero   pages the descriptor's bitmap says are zero are zero-filled locally.
+ *   free-pages   pages the guest's allocator had free when the clone was made are zero-filled
+ *                locally: whoever allocates one writes it before reading (alloc.h's contract).
  */
 import { SnowflockError } from "../errors.ts";
 
-export const HEURISTICS = ["known-zero"] as const;
+export const HEURISTICS = ["known-zero", "free-pages"] as const;
 export type Heuristic = (typeof HEURISTICS)[number];
 
 /** How a clone process learns which heuristics are off (comma-separated names). */
@@ -24,10 +26,22 @@ export function heuristicsOffFromEnvironment(): Heuristic[] {
   return text ? parseHeuristics(text.split(",")) : [];
 }
 
-/**
- * The pages a clone must fetch rather than fill itself (bit i: page i may be non-zero). With
- * known-zero off, every page is fetched.
- */
-export function pagesToFetch(nonZeroPages: Uint8Array, off: readonly Heuristic[]): Uint8Array {
-  return off.includes("known-zero") ? new Uint8Array(nonZeroPages.byteLength).fill(0xff) : nonZeroPages;
+export interface FetchPlan {
+  /** Bit i set: page i is fetched on its first touch; clear: zero-filled locally. */
+  fetch: Uint8Array;
+  /** Bit i set: page i would be fetched but for free-pages (for the counters). */
+  spareByFreePages: Uint8Array;
+}
+
+/** Which pages a clone fetches, from the descriptor's bitmaps and the heuristics left on. */
+export function planFetches(nonZeroPages: Uint8Array, freePages: Uint8Array | undefined, off: readonly Heuristic[]): FetchPlan {
+  const fetch = off.includes("known-zero") ? new Uint8Array(nonZeroPages.byteLength).fill(0xff) : nonZeroPages.slice();
+  const spareByFreePages = new Uint8Array(fetch.byteLength);
+  if (freePages && !off.includes("free-pages")) {
+    for (let i = 0; i < fetch.byteLength; i++) {
+      spareByFreePages[i] = fetch[i]! & freePages[i]!;
+      fetch[i]! &= ~freePages[i]!;
+    }
+  }
+  return { fetch, spareByFreePages };
 }

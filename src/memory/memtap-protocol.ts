@@ -14,6 +14,8 @@ export interface MemtapInit {
   server: string;
   /** The descriptor's non-zero bitmap: bit i (byte i>>3, bit i&7) set when page i may be non-zero. */
   nonZeroPages: Uint8Array;
+  /** Bit i set: page i is zero-filled because it was free (free-pages), for the counters. */
+  freePages: Uint8Array;
   timeoutMs: number;
   /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */
   counters: Float64Array;
@@ -49,8 +51,10 @@ export const Slot = {
   PAGES_MULTICAST: 6,
   /** mcdist frames refused as corrupted, malformed or forged. */
   FRAMES_REJECTED: 7,
-  HISTOGRAM: 8,
-  WORDS: 8 + HISTOGRAM_BUCKETS,
+  /** Of PAGES_ZERO_FILLED, those filled because the allocator had them free. */
+  PAGES_FREE_FILLED: 8,
+  HISTOGRAM: 9,
+  WORDS: 9 + HISTOGRAM_BUCKETS,
 } as const;
 
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */

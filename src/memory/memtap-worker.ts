@@ -174,6 +174,7 @@ class FaultHandler {
     const address = this.init.address + page * PAGE_SIZE;
     this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)));
     this.init.counters[Slot.PAGES_ZERO_FILLED]!++;
+    if ((this.init.freePages[page >> 3]! >> (page & 7)) & 1) this.init.counters[Slot.PAGES_FREE_FILLED]!++;
   }
 
   private fetchAndInstall(pages: number[]): void {

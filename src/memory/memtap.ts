@@ -23,8 +23,10 @@ export interface MemtapOptions {
   memory: GuestMemory;
   /** Where the memory server is: a Unix socket on this host, or TCP on the parent's. */
   server: PageServerAddress;
-  /** The descriptor's non-zero bitmap: one bit per backing page. */
+  /** The pages to fetch (the descriptor's non-zero bitmap, less what heuristics spare): one bit per backing page. */
   nonZeroPages: Uint8Array;
+  /** Pages that are zero-filled only because they were free (counted apart); one bit per backing page. */
+  freePages?: Uint8Array;
   /** Pages shipped with the descriptor (backing page number → contents), installed before any vCPU runs. */
   eagerPages: Map<number, Uint8Array>;
   /** How long one request may wait for the server before the clone fails. Default 5000 ms. */
@@ -39,6 +41,8 @@ export interface MemtapStats {
   /** mcdist frames refused as corrupted, malformed or forged. */
   framesRejected: number;
   pagesZeroFilled: number;
+  /** Of those, pages zero-filled because the guest's allocator had them free (free-pages). */
+  pagesFreeFilled: number;
   eagerPages: number;
   bytesReceived: number;
   requests: number;
@@ -164,7 +168,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
       close(stopFd);
     })());
 
-  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
+  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const startLimit = init.timeoutMs + START_GRACE_MS;
@@ -198,6 +202,7 @@ function readStats(c: Float64Array, eagerPages: number): MemtapStats {
     pagesMulticast: c[Slot.PAGES_MULTICAST]!,
     framesRejected: c[Slot.FRAMES_REJECTED]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
+    pagesFreeFilled: c[Slot.PAGES_FREE_FILLED]!,
     eagerPages,
     bytesReceived: c[Slot.BYTES_RECEIVED]!,
     requests: c[Slot.REQUESTS]!,

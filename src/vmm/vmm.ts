@@ -20,7 +20,7 @@ import type { McdistAddress, PageServerAddress } from "../memory/page-server-add
 import { McdistClient } from "../mcdist/client.ts";
 import { getpid } from "../sys/process.ts";
 import { readClusterEnvironment } from "../cluster/clone-order.ts";
-import { type Heuristic, heuristicsOffFromEnvironment, pagesToFetch } from "../heuristics/heuristics.ts";
+import { type Heuristic, heuristicsOffFromEnvironment, planFetches } from "../heuristics/heuristics.ts";
 import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
@@ -202,6 +202,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         pagesMulticast: counters.pagesMulticast,
         framesRejected: counters.framesRejected,
         pagesZeroFilled: counters.pagesZeroFilled,
+        pagesFreeFilled: counters.pagesFreeFilled,
         bytesReceived: counters.bytesReceived,
         faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
       };
@@ -292,7 +293,8 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     memory = GuestMemory.createEmpty(layout);
     // Over a network a page may need several retransmissions: wait longer before failing.
     const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
-    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: pagesToFetch(descriptor.nonZeroPages, heuristicsOff), eagerPages: descriptor.pages });
+    const plan = planFetches(descriptor.nonZeroPages, descriptor.freePages, heuristicsOff);
+    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: plan.fetch, freePages: plan.spareByFreePages, eagerPages: descriptor.pages });
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
@@ -300,7 +302,11 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   return serveMachine(
     identity,
     { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff },
-    (console, onClusterCall) => KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release() }),
+    (console, onClusterCall) => {
+      const machine = KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release() });
+      machine.freePageMap = descriptor.meta.freePageMap; // its allocator is its parent's
+      return machine;
+    },
     onConsole,
   );
 }

@@ -14,8 +14,9 @@ afterAll(() => memory.close());
 function recorder() {
   const written: Uint8Array[] = [];
   const exits: number[] = [];
-  const host: HypercallHost = { exit: (s) => exits.push(s), consoleWrite: (b) => written.push(b), cloneId: () => 7 };
-  return { host, written, exits };
+  const freeMaps: Array<[number, number]> = [];
+  const host: HypercallHost = { exit: (s) => exits.push(s), consoleWrite: (b) => written.push(b), cloneId: () => 7, freePages: (address, frames) => freeMaps.push([address, frames]) };
+  return { host, written, exits, freeMaps };
 }
 
 function call(at: number, nr: number, ...args: bigint[]): ReturnType<typeof handleHypercall> & { host: ReturnType<typeof recorder> } {
@@ -82,6 +83,22 @@ describe("hypercall handler", () => {
     const r = call(BLOCK, Hypercall.EXIT, 0x1_03n);
     expect(r.host.exits).toEqual([3]);
     expect(call(BLOCK, Hypercall.CLONE_ID)).toMatchObject({ result: 7n });
+  });
+
+  test("a free-page bitmap inside guest memory is passed on; wild ones fail and reach nothing", () => {
+    const good = call(BLOCK, Hypercall.FREE_PAGES, 0x10000n, BigInt(SIZE / 4096));
+    expect(good).toMatchObject({ kind: "done", result: 0n });
+    expect(good.host.freeMaps).toEqual([[0x10000, SIZE / 4096]]);
+    for (const [address, frames, expected] of [
+      [BigInt(SIZE - 8), 4096n, GuestError.EFAULT],
+      [0xffff_ffff_ffff_f000n, 64n, GuestError.EFAULT],
+      [0x10000n, 0n, GuestError.EINVAL],
+      [0x10000n, 1n << 40n, GuestError.EINVAL],
+    ] as const) {
+      const r = call(BLOCK, Hypercall.FREE_PAGES, address, frames);
+      expect(r).toMatchObject({ kind: "done", result: expected });
+      expect(r.host.freeMaps).toEqual([]);
+    }
   });
 
   test("good calls still work after every bad one", () => {

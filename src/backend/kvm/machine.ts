@@ -13,6 +13,12 @@ import { type DeviceState, KvmVm } from "./vm.ts";
 import { captureVcpu, restoreVcpu, savedMsrIndices, type VcpuState } from "./vcpu-state.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
 
+export interface FreePageMap {
+  /** Guest-physical address of the bitmap; bit i set = page frame i in use. */
+  address: number;
+  frames: number;
+}
+
 export interface MachineOptions {
   vcpus: number;
   /** 0 for an original VM; a clone's ID otherwise. */
@@ -62,6 +68,8 @@ export class KvmMachine {
   private resolveEnded!: (end: MachineEnd) => void;
   private stoppedCount = 0;
   private touchedAtEnd: number | undefined;
+  /** Where the guest's page allocator keeps its bitmap, if it said (SF_HC_FREE_PAGES); clones inherit it. */
+  freePageMap: FreePageMap | undefined;
   /** Settles once every vCPU thread has stopped, with why the machine ended. */
   readonly ended: Promise<MachineEnd>;
 
@@ -159,6 +167,9 @@ export class KvmMachine {
         break;
       case "family-call":
         void this.serveClusterCall(event);
+        break;
+      case "free-pages":
+        this.freePageMap = { address: event.address, frames: event.frames };
         break;
       case "stopped":
         this.stats[event.index] = event.stats;

@@ -38,5 +38,7 @@ export type VcpuEvent =
   | { type: "exit"; index: number; status: number }
   | { type: "crash"; index: number; reason: string; rip?: string }
   | { type: "stopped"; index: number; stats: VcpuStats }
+  /** The guest told where its page allocator's bitmap is (SF_HC_FREE_PAGES). */
+  | { type: "free-pages"; index: number; address: number; frames: number }
   /** A hypercall the Machine serves (the Impromptu Cluster API); the vCPU is held until then. */
   | { type: "family-call"; index: number; blockAddress: number; nr: number; args: bigint[] };

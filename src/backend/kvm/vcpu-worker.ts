@@ -40,6 +40,7 @@ function runVcpu(init: VcpuInit): void {
       for (const b of bytes) serial.put(b);
     },
     cloneId: () => init.cloneId,
+    freePages: (address, frames) => post({ type: "free-pages", index, address, frames }),
   };
 
   const crash = (reason: string) => {
