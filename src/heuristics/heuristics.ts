@@ -8,6 +8,7 @@
  *                locally: whoever allocates one writes it before reading (alloc.h's contract).
  */
 import { SnowflockError } from "../errors.ts";
+import { PageBitmap } from "../wasm/page-bitmap.ts";
 
 export const HEURISTICS = ["known-zero", "free-pages"] as const;
 export type Heuristic = (typeof HEURISTICS)[number];
@@ -33,15 +34,13 @@ export interface FetchPlan {
   spareByFreePages: Uint8Array;
 }
 
-/** Which pages a clone fetches, from the descriptor's bitmaps and the heuristics left on. */
+/** Which pages a clone fetches, from the descriptor's bitmaps and the heuristics left on (bitmap work in the WASM kernel). */
 export function planFetches(nonZeroPages: Uint8Array, freePages: Uint8Array | undefined, off: readonly Heuristic[]): FetchPlan {
-  const fetch = off.includes("known-zero") ? new Uint8Array(nonZeroPages.byteLength).fill(0xff) : nonZeroPages.slice();
-  const spareByFreePages = new Uint8Array(fetch.byteLength);
-  if (freePages && !off.includes("free-pages")) {
-    for (let i = 0; i < fetch.byteLength; i++) {
-      spareByFreePages[i] = fetch[i]! & freePages[i]!;
-      fetch[i]! &= ~freePages[i]!;
-    }
-  }
-  return { fetch, spareByFreePages };
+  using fetch = PageBitmap.fromBytes(nonZeroPages);
+  if (off.includes("known-zero")) fetch.setAll();
+  if (!freePages || off.includes("free-pages")) return { fetch: fetch.toBytes(), spareByFreePages: new Uint8Array(nonZeroPages.byteLength) };
+  using free = PageBitmap.fromBytes(freePages);
+  using spared = fetch.clone().and(free);
+  fetch.andNot(free);
+  return { fetch: fetch.toBytes(), spareByFreePages: spared.toBytes() };
 }

@@ -1,0 +1,32 @@
+/** Which pages a clone fetches: the WASM plan against a byte-by-byte reference, for every switch. */
+import { expect, test } from "bun:test";
+import { HEURISTICS, type Heuristic, parseHeuristics, planFetches } from "../../src/heuristics/heuristics.ts";
+import { Rng } from "../support/rng.ts";
+
+function reference(nonZero: Uint8Array, free: Uint8Array | undefined, off: readonly Heuristic[]) {
+  const fetch = new Uint8Array(nonZero.byteLength);
+  const spared = new Uint8Array(nonZero.byteLength);
+  for (let i = 0; i < fetch.byteLength; i++) {
+    const wanted = off.includes("known-zero") ? 0xff : nonZero[i]!;
+    const freeByte = free && !off.includes("free-pages") ? free[i]! : 0;
+    fetch[i] = wanted & ~freeByte;
+    spared[i] = wanted & freeByte;
+  }
+  return { fetch, spareByFreePages: spared };
+}
+
+test("planFetches agrees with the reference for random bitmaps and every set of heuristics off", () => {
+  const rng = new Rng(0x5eed);
+  const offs: Heuristic[][] = [[], ["known-zero"], ["free-pages"], [...HEURISTICS]];
+  for (let round = 0; round < 200; round++) {
+    const bytes = rng.int(1, 300);
+    const nonZero = rng.bytes(bytes);
+    const free = rng.bool(0.8) ? rng.bytes(bytes) : undefined;
+    for (const off of offs) expect(planFetches(nonZero, free, off)).toEqual(reference(nonZero, free, off));
+  }
+});
+
+test("heuristic names are checked", () => {
+  expect(parseHeuristics(["free-pages", "free-pages"])).toEqual(["free-pages"]);
+  expect(() => parseHeuristics(["telepathy"])).toThrow("unknown heuristic 'telepathy'");
+});
