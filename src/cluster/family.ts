@@ -44,6 +44,8 @@ export interface CloneMemoryStats {
   pagesZeroFilled: number;
   /** Of those, pages filled because the guest's allocator had them free. */
   pagesFreeFilled?: number;
+  /** Of pagesFetched, pages asked for ahead of a fault (prefetch). */
+  pagesPrefetched?: number;
   bytesReceived: number;
   /** Faults by service time: entry i counts those served in under 2^i µs (the last: the rest). */
   faultServiceHistogram?: number[];
@@ -65,8 +67,8 @@ export interface FamilyStats extends Required<CloneMemoryStats> {
   descriptorBytes: number;
   /** For a family spread over a cluster: what each host's clones received. */
   hosts?: Record<string, HostMemoryStats>;
-  /** Pages the clones never fetched, by the heuristic that spared them. */
-  pagesAvoided: Record<Heuristic, number>;
+  /** Pages the clones never fetched, by the heuristic that spared them (prefetch spares faults, not pages). */
+  pagesAvoided: Record<Exclude<Heuristic, "prefetch">, number>;
 }
 
 interface Member {
@@ -336,6 +338,7 @@ export class Family {
       descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
       pagesAvoided: { "known-zero": 0, "free-pages": 0 },
       pagesFreeFilled: 0,
+      pagesPrefetched: 0,
     };
     const hosts: Record<string, HostMemoryStats> = {};
     for (const m of this.clones.values()) {
@@ -345,6 +348,7 @@ export class Family {
       totals.framesRejected += m.memory?.framesRejected ?? 0;
       totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
       totals.pagesFreeFilled += m.memory?.pagesFreeFilled ?? 0;
+      totals.pagesPrefetched += m.memory?.pagesPrefetched ?? 0;
       totals.bytesReceived += m.memory?.bytesReceived ?? 0;
       (m.memory?.faultServiceHistogram ?? []).forEach((count, i) => (totals.faultServiceHistogram[i] = (totals.faultServiceHistogram[i] ?? 0) + count));
       if (this.cluster) {

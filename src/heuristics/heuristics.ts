@@ -6,11 +6,13 @@
  *   known-zero   pages the descriptor's bitmap says are zero are zero-filled locally.
  *   free-pages   pages the guest's allocator had free when the clone was made are zero-filled
  *                locally: whoever allocates one writes it before reading (alloc.h's contract).
+ *   prefetch     a fault's following pages that the clone would fetch too come in the same
+ *                round (the window grows while faults stay sequential): fewer faults, not fewer pages.
  */
 import { SnowflockError } from "../errors.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
 
-export const HEURISTICS = ["known-zero", "free-pages"] as const;
+export const HEURISTICS = ["known-zero", "free-pages", "prefetch"] as const;
 export type Heuristic = (typeof HEURISTICS)[number];
 
 /** How a clone process learns which heuristics are off (comma-separated names). */

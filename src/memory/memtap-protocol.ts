@@ -16,6 +16,8 @@ export interface MemtapInit {
   nonZeroPages: Uint8Array;
   /** Bit i set: page i is zero-filled because it was free (free-pages), for the counters. */
   freePages: Uint8Array;
+  /** Ask for the pages after a fault in the same round (the prefetch heuristic). */
+  prefetch: boolean;
   timeoutMs: number;
   /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */
   counters: Float64Array;
@@ -53,8 +55,10 @@ export const Slot = {
   FRAMES_REJECTED: 7,
   /** Of PAGES_ZERO_FILLED, those filled because the allocator had them free. */
   PAGES_FREE_FILLED: 8,
-  HISTOGRAM: 9,
-  WORDS: 9 + HISTOGRAM_BUCKETS,
+  /** Of PAGES_FETCHED, those asked for ahead of a fault (prefetch). */
+  PAGES_PREFETCHED: 9,
+  HISTOGRAM: 10,
+  WORDS: 10 + HISTOGRAM_BUCKETS,
 } as const;
 
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */

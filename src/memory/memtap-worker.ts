@@ -26,6 +26,8 @@ declare const self: Worker;
 /** uffd messages read per read(2): several vCPUs can be waiting at once. */
 const MAX_EVENTS = 64;
 const ZEROS = new Uint8Array(PAGE_SIZE);
+/** Most pages prefetched after one fault. */
+const MAX_PREFETCH_WINDOW = 32;
 
 function post(event: MemtapEvent): void {
   self.postMessage(event);
@@ -87,6 +89,8 @@ class FaultHandler {
   /** Pages copied in unasked (mcdist): a fault read before they arrived only needs a wake. */
   private readonly arrived: Uint8Array;
   private client!: PageSource;
+  private lastFault = -2;
+  private window = 0;
 
   constructor(private readonly init: MemtapInit) {
     this.pageCount = init.size / PAGE_SIZE;
@@ -145,7 +149,10 @@ class FaultHandler {
       else if (this.mayBeNonZero(page)) fetch.push(page);
       else this.zeroFill(page, write);
     }
-    for (let i = 0; i < fetch.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(fetch.slice(i, i + MAX_PAGES_PER_REQUEST));
+    const prefetched = this.init.prefetch ? this.prefetchAround(fetch) : [];
+    const all = [...fetch, ...prefetched];
+    for (let i = 0; i < all.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(all.slice(i, i + MAX_PAGES_PER_REQUEST));
+    this.init.counters[Slot.PAGES_PREFETCHED]! += prefetched.length;
     this.record(faults.size, (performance.now() - started) * 1000);
   }
 
@@ -163,6 +170,29 @@ class FaultHandler {
       faults.set(page, (faults.get(page) ?? false) || (flags & UFFD_PAGEFAULT_FLAG_WRITE) !== 0);
     }
     return faults;
+  }
+
+  /**
+   * Prefetch: pages after a fetched fault that the clone would fetch too, asked for in the same
+   * round. The window doubles while faults stay sequential (each one within reach of the last)
+   * and closes on a fault elsewhere.
+   */
+  private prefetchAround(fetch: number[]): number[] {
+    const taken = new Set(fetch);
+    const extra: number[] = [];
+    for (const page of fetch) {
+      const sequential = page > this.lastFault && page <= this.lastFault + this.window + 1;
+      this.window = sequential ? Math.min(MAX_PREFETCH_WINDOW, Math.max(1, this.window * 2)) : 0;
+      this.lastFault = page;
+      for (let next = page + 1; next <= page + this.window && next < this.pageCount; next++) {
+        if (taken.has(next) || this.arrived[next] === 1 || !this.mayBeNonZero(next)) continue;
+        taken.add(next);
+        extra.push(next);
+      }
+      // Where the window reached: a fault there is still "sequential".
+      if (this.window > 0) this.lastFault = page + this.window;
+    }
+    return extra;
   }
 
   private mayBeNonZero(page: number): boolean {

@@ -27,6 +27,8 @@ export interface MemtapOptions {
   nonZeroPages: Uint8Array;
   /** Pages that are zero-filled only because they were free (counted apart); one bit per backing page. */
   freePages?: Uint8Array;
+  /** Fetch the pages after a fault along with it (window adapts to sequential faults). */
+  prefetch?: boolean;
   /** Pages shipped with the descriptor (backing page number → contents), installed before any vCPU runs. */
   eagerPages: Map<number, Uint8Array>;
   /** How long one request may wait for the server before the clone fails. Default 5000 ms. */
@@ -43,6 +45,8 @@ export interface MemtapStats {
   pagesZeroFilled: number;
   /** Of those, pages zero-filled because the guest's allocator had them free (free-pages). */
   pagesFreeFilled: number;
+  /** Of pagesFetched, pages asked for ahead of a fault (prefetch). */
+  pagesPrefetched: number;
   eagerPages: number;
   bytesReceived: number;
   requests: number;
@@ -168,7 +172,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
       close(stopFd);
     })());
 
-  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
+  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), prefetch: options.prefetch ?? false, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const startLimit = init.timeoutMs + START_GRACE_MS;
@@ -203,6 +207,7 @@ function readStats(c: Float64Array, eagerPages: number): MemtapStats {
     framesRejected: c[Slot.FRAMES_REJECTED]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
     pagesFreeFilled: c[Slot.PAGES_FREE_FILLED]!,
+    pagesPrefetched: c[Slot.PAGES_PREFETCHED]!,
     eagerPages,
     bytesReceived: c[Slot.BYTES_RECEIVED]!,
     requests: c[Slot.REQUESTS]!,

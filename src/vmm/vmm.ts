@@ -203,6 +203,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         framesRejected: counters.framesRejected,
         pagesZeroFilled: counters.pagesZeroFilled,
         pagesFreeFilled: counters.pagesFreeFilled,
+        pagesPrefetched: counters.pagesPrefetched,
         bytesReceived: counters.bytesReceived,
         faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
       };
@@ -294,7 +295,7 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     // Over a network a page may need several retransmissions: wait longer before failing.
     const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
     const plan = planFetches(descriptor.nonZeroPages, descriptor.freePages, heuristicsOff);
-    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: plan.fetch, freePages: plan.spareByFreePages, eagerPages: descriptor.pages });
+    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: plan.fetch, freePages: plan.spareByFreePages, prefetch: !heuristicsOff.includes("prefetch"), eagerPages: descriptor.pages });
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;

@@ -17,7 +17,7 @@ function reference(nonZero: Uint8Array, free: Uint8Array | undefined, off: reado
 
 test("planFetches agrees with the reference for random bitmaps and every set of heuristics off", () => {
   const rng = new Rng(0x5eed);
-  const offs: Heuristic[][] = [[], ["known-zero"], ["free-pages"], [...HEURISTICS]];
+  const offs: Heuristic[][] = [[], ["known-zero"], ["free-pages"], ["prefetch"], [...HEURISTICS]];
   for (let round = 0; round < 200; round++) {
     const bytes = rng.int(1, 300);
     const nonZero = rng.bytes(bytes);
