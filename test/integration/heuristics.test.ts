@@ -47,6 +47,14 @@ describeKvm("avoidance heuristics", () => {
     expect(on.stats.pagesFetched).toBeLessThanOrEqual(off.stats.pagesFetched * 1.1);
   }, 180_000);
 
+  test("the descriptor of a 1 GiB guest after a 256 MiB data setup is under 1/1000 of its memory", async () => {
+    const r = await snowflock(["run", "sha256-par", "size=256M", "seed=1", "clones=1", "--mem", "1G", "--json"], env(), 120_000);
+    expect(r.status).toBe(0);
+    const result = JSON.parse(r.stdout);
+    expect(result.forks[0].descriptorBytes).toBeGreaterThan(0);
+    expect(result.forks[0].descriptorBytes).toBeLessThan(2 ** 30 / 1000);
+  }, 120_000);
+
   test("an unknown heuristic is refused with the list of known ones", async () => {
     const r = await snowflock(["run", "alloc-par", "size=1M", "clones=1", "--no-heuristic", "psychic"], env());
     expect(r.status).toBe(1);
