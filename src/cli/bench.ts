@@ -1,6 +1,10 @@
 /**
  * `snowflock bench fork`: the fork benchmark (bench/fork.ts) beside QEMU, as a command.
  * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (bench/cluster.ts).
+ * `snowflock bench heuristics`: pages fetched with each avoidance heuristic on/off, one host and
+ * across test hosts (bench/heuristics.ts).
+ *
+ * Options shared by the benchmarks have no cac default: each benchmark applies its own (below).
  */
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
@@ -10,22 +14,30 @@ import { memoryOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "./output.ts";
 
 interface BenchOptions {
-  clones: string | number;
+  clones?: string | number;
   mem?: string;
-  runs: string | number;
+  runs?: string | number;
   memory: string;
   peer: boolean;
   peerMax: string | number;
   json?: boolean;
   out?: string;
-  hosts: string | number;
-  transport: string;
+  hosts?: string | number;
+  transport?: string;
+  workloads: string;
   workload: string;
   size: string | number;
   seed: string | number;
 }
 
-const BENCHMARKS = ["fork", "cluster"];
+const BENCHMARKS = ["fork", "cluster", "heuristics"];
+
+/** Per-benchmark defaults of the options they share. */
+const DEFAULTS = {
+  fork: { clones: "1,2,4,8,16,32", runs: 3, mem: "1G" },
+  cluster: { clones: "1,2,4,8,16,32", runs: 3, mem: "64M", hosts: "1,2,4,8", transport: "packet,tcp" },
+  heuristics: { clones: 4, runs: 3, mem: "128M", hosts: 3, transport: "packet" },
+};
 
 function listOption(value: unknown): string[] {
   return String(value).split(",").map((s) => s.trim()).filter(Boolean);
@@ -39,33 +51,39 @@ function wholeNumber(option: string, value: unknown, max: number): number {
 
 export function registerBench(cli: CAC): void {
   cli
-    .command("bench <benchmark>", "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread over test hosts: time, server bytes, multicast vs unicast, overhead vs one host)")
-    .option("--clones <list>", "Clone counts N, comma-separated", { default: "1,2,4,8,16,32" })
-    .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M)")
-    .option("--runs <n>", "Runs per N (the median is reported)", { default: 3 })
+    .command(
+      "bench <benchmark>",
+      "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts)",
+    )
+    .option("--clones <list>", "Clone counts N, comma-separated (default: fork, cluster 1,2,4,8,16,32; heuristics one N, 4)")
+    .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M)")
+    .option("--runs <n>", "Runs per measurement (the median is reported; default 3)")
     .option("--memory <list>", "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable)", { default: "cow" })
     .option("--no-peer", "Skip the QEMU peer")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
-    .option("--hosts <list>", "cluster: test host counts, comma-separated (one `cluster up` each)", { default: "1,2,4,8" })
-    .option("--transport <list>", "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only)", { default: "packet,tcp" })
+    .option("--hosts <list>", "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8); heuristics: one count (default 3; 0 skips the cross-host part)")
+    .option("--transport <list>", "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) (default packet,tcp); heuristics: one (default packet)")
     .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", { default: "search-par" })
-    .option("--size <size>", "cluster: dataset size", { default: "16M" })
-    .option("--seed <n>", "cluster: dataset seed", { default: 7 })
+    .option("--workloads <list>", "heuristics: workloads, comma-separated: sha256-par, search-par, alloc-par", { default: "sha256-par,search-par,alloc-par" })
+    .option("--size <size>", "cluster, heuristics: dataset size", { default: "16M" })
+    .option("--seed <n>", "cluster, heuristics: dataset seed", { default: 7 })
     .option("--json", "Print the report as JSON")
-    .option("--out <dir>", "Where fork.json/fork.svg or cluster.json/cluster.svg go (default: bench/results in the repo, else .)")
+    .option("--out <dir>", "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: bench/results in the repo, else .)")
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
+    .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
     .action(async (benchmark: string, options: BenchOptions) => {
       if (!BENCHMARKS.includes(benchmark)) throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
       if (benchmark === "cluster") return benchCluster(options);
-      const clones = [...new Set(listOption(options.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
+      if (benchmark === "heuristics") return benchHeuristics(options);
+      const clones = [...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
       const memoryPaths = [...new Set(listOption(options.memory))];
       if (clones.length === 0 || memoryPaths.length === 0) throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
       const bench = await import("../../bench/fork.ts");
       const report = await bench.runForkBench({
         clones,
-        memoryBytes: memoryOption(options.mem ?? "1G"),
-        runs: wholeNumber("--runs", options.runs, 1000),
+        memoryBytes: memoryOption(options.mem ?? DEFAULTS.fork.mem),
+        runs: wholeNumber("--runs", options.runs ?? DEFAULTS.fork.runs, 1000),
         memoryPaths,
         peer: options.peer !== false,
         peerMaxClones: wholeNumber("--peer-max", options.peerMax, MAX_CLONES_PER_FORK),
@@ -82,28 +100,76 @@ async function benchCluster(options: BenchOptions): Promise<number> {
   const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
   const { checkMemory, parseWorkload } = await import("../guest/workloads.ts");
   const sorted = (values: number[]) => [...new Set(values)].sort((a, b) => a - b);
-  const clones = sorted(listOption(options.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)));
-  const hosts = sorted(listOption(options.hosts).map((n) => wholeNumber("--hosts", n, MAX_TEST_HOSTS)));
-  const transports = [...new Set(listOption(options.transport).map(transportOption))];
+  const clones = sorted(listOption(options.clones ?? DEFAULTS.cluster.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)));
+  const hosts = sorted(listOption(options.hosts ?? DEFAULTS.cluster.hosts).map((n) => wholeNumber("--hosts", n, MAX_TEST_HOSTS)));
+  const transports = [...new Set(listOption(options.transport ?? DEFAULTS.cluster.transport).map(transportOption))];
   if (clones.length === 0 || hosts.length === 0 || transports.length === 0) throw new SnowflockError("USAGE", "--clones, --hosts and --transport need at least one value");
   const bench = await import("../../bench/cluster.ts");
   const workload = String(options.workload);
   if (!(bench.CLUSTER_WORKLOADS as string[]).includes(workload)) throw new SnowflockError("USAGE", `bad --workload '${workload}'`, `use one of: ${bench.CLUSTER_WORKLOADS.join(", ")}`);
-  const sizeBytes = parseSize(String(options.size));
-  if (sizeBytes === undefined || sizeBytes < 2) throw new SnowflockError("USAGE", `bad --size '${options.size}'`, "give a size such as 16M");
-  const seed = Number(options.seed);
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new SnowflockError("USAGE", `bad --seed '${options.seed}'`, "give a whole number");
-  const memoryBytes = memoryOption(options.mem ?? "64M");
+  const { sizeBytes, seed } = sizeAndSeed(options);
+  const memoryBytes = memoryOption(options.mem ?? DEFAULTS.cluster.mem);
   // Fail before making any test host if the guest cannot hold the dataset.
   checkMemory(parseWorkload(workload, [`size=${sizeBytes}`, `seed=${seed}`, `clones=${clones[clones.length - 1]}`]), memoryBytes);
   const report = await bench.runClusterBench({
     clones,
     hosts,
-    runs: wholeNumber("--runs", options.runs, 1000),
+    runs: wholeNumber("--runs", options.runs ?? DEFAULTS.cluster.runs, 1000),
     transports,
     workload: workload as (typeof bench.CLUSTER_WORKLOADS)[number],
     sizeBytes,
     memoryBytes,
+    seed,
+  });
+  const paths = bench.writeReport(report, options.out === undefined ? bench.defaultOutDir() : String(options.out));
+  if (options.json) printJson(report);
+  else printLine(bench.formatReport(report));
+  log.success(`wrote ${paths.json} and ${paths.svg}`);
+  if (report.badRuns > 0) {
+    log.error(`${report.badRuns} run(s) failed or printed a wrong answer; see the report`);
+    return 1;
+  }
+  return 0;
+}
+
+/** The dataset size and seed options (cluster, heuristics). */
+function sizeAndSeed(options: BenchOptions): { sizeBytes: number; seed: number } {
+  const sizeBytes = parseSize(String(options.size));
+  if (sizeBytes === undefined || sizeBytes < 2) throw new SnowflockError("USAGE", `bad --size '${options.size}'`, "give a size such as 16M");
+  const seed = Number(options.seed);
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new SnowflockError("USAGE", `bad --seed '${options.seed}'`, "give a whole number");
+  return { sizeBytes, seed };
+}
+
+async function benchHeuristics(options: BenchOptions): Promise<number> {
+  const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
+  const { checkMemory, parseWorkload } = await import("../guest/workloads.ts");
+  const bench = await import("../../bench/heuristics.ts");
+  const workloads = [...new Set(listOption(options.workloads))];
+  if (workloads.length === 0) throw new SnowflockError("USAGE", "--workloads needs at least one value");
+  const unknown = workloads.find((w) => !(bench.HEURISTICS_WORKLOADS as string[]).includes(w));
+  if (unknown !== undefined) throw new SnowflockError("USAGE", `bad --workloads entry '${unknown}'`, `use some of: ${bench.HEURISTICS_WORKLOADS.join(", ")}`);
+  const one = (option: string, value: unknown) => {
+    const values = listOption(value);
+    if (values.length !== 1) throw new SnowflockError("USAGE", `bench heuristics takes one ${option} value, not '${value}'`);
+    return values[0]!;
+  };
+  const clones = wholeNumber("--clones", one("--clones", options.clones ?? DEFAULTS.heuristics.clones), MAX_CLONES_PER_FORK);
+  const hostsText = one("--hosts", options.hosts ?? DEFAULTS.heuristics.hosts);
+  const hosts = hostsText === "0" ? 0 : wholeNumber("--hosts", hostsText, MAX_TEST_HOSTS);
+  const transport = transportOption(one("--transport", options.transport ?? DEFAULTS.heuristics.transport));
+  const { sizeBytes, seed } = sizeAndSeed(options);
+  const memoryBytes = memoryOption(options.mem ?? DEFAULTS.heuristics.mem);
+  // Fail before running anything if the guest cannot hold a workload's data.
+  for (const w of workloads) checkMemory(parseWorkload(w, [`size=${sizeBytes}`, `seed=${seed}`, `clones=${clones}`]), memoryBytes);
+  const report = await bench.runHeuristicsBench({
+    workloads: workloads as (typeof bench.HEURISTICS_WORKLOADS)[number][],
+    sizeBytes,
+    clones,
+    memoryBytes,
+    runs: wholeNumber("--runs", options.runs ?? DEFAULTS.heuristics.runs, 1000),
+    hosts,
+    transport,
     seed,
   });
   const paths = bench.writeReport(report, options.out === undefined ? bench.defaultOutDir() : String(options.out));
