@@ -1,0 +1,164 @@
+/**
+ * What the benchmarks that drive the CLI share: a private run directory and test-host prefix per
+ * session, running `snowflock` (this executable, or bin/snowflock.ts from source), test hosts up
+ * and down, waiting for a run's VMs to end, progress lines, and cleanup on error or a signal.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { SnowflockError } from "../src/errors.ts";
+import { listVms, processAlive } from "../src/vmm/run-dir.ts";
+import { selfCommand } from "../src/vmm/self.ts";
+
+export const RUN_TIMEOUT_MS = 300_000;
+export const CLI_TIMEOUT_MS = 120_000;
+
+/** stderr progress: one rewritten line on a terminal, plain lines otherwise. */
+export function progress(text: string): void {
+  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
+  else process.stderr.write(`${text}\n`);
+}
+export function progressDone(): void {
+  if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
+}
+export function warn(text: string): void {
+  progressDone();
+  process.stderr.write(`${text}\n`);
+}
+
+/** The snowflock CLI: this executable when compiled, else bin/snowflock.ts from source. */
+export function cliCommand(): string[] {
+  const compiled = selfCommand().length === 1;
+  return compiled ? selfCommand() : [process.execPath, join(import.meta.dir, "../bin/snowflock.ts")];
+}
+
+export interface Session {
+  tmp: string;
+  runDir: string;
+  inventory: string;
+  prefix: string;
+  clusterUp: boolean;
+  /** Runs so far (for each run's VM name). */
+  runs: number;
+  child?: Subprocess;
+}
+
+export async function cli(session: Session, args: string[], timeoutMs: number): Promise<{ status: number; stdout: string; stderr: string; wallMs: number }> {
+  const started = performance.now();
+  const child = Bun.spawn([...cliCommand(), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, SNOWFLOCK_RUN_DIR: session.runDir, SNOWFLOCK_QUIET: "1", NO_COLOR: "1" },
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+  });
+  session.child = child;
+  try {
+    const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+    return { status, stdout, stderr, wallMs: performance.now() - started };
+  } finally {
+    session.child = undefined;
+  }
+}
+
+export const lastLine = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n").pop() ?? "";
+
+export async function clusterUp(session: Session, hosts: number, maxClones: number): Promise<void> {
+  session.clusterUp = true; // from now on, a cleanup runs `cluster down` (also for a half-made cluster)
+  const r = await cli(session, ["cluster", "up", "--hosts", String(hosts), "--prefix", session.prefix, "--inventory", session.inventory, "--max-clones", String(maxClones), "--json"], CLI_TIMEOUT_MS);
+  if (r.status !== 0) throw new SnowflockError("VM_STATE", `cluster up --hosts ${hosts} failed: ${lastLine(r.stderr)}`);
+}
+
+export async function clusterDown(session: Session): Promise<void> {
+  if (!session.clusterUp) return;
+  const r = await cli(session, ["cluster", "down", "--inventory", session.inventory, "--prefix", session.prefix, "--json"], CLI_TIMEOUT_MS);
+  if (r.status !== 0) warn(`cluster down failed: ${lastLine(r.stderr)}`);
+  session.clusterUp = false;
+}
+
+/** The same, synchronously: for a signal handler. */
+function clusterDownSync(session: Session): void {
+  if (!session.clusterUp) return;
+  Bun.spawnSync([...cliCommand(), "cluster", "down", "--inventory", session.inventory, "--prefix", session.prefix], {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "inherit",
+    env: { ...process.env, SNOWFLOCK_RUN_DIR: session.runDir, SNOWFLOCK_QUIET: "1" },
+    timeout: CLI_TIMEOUT_MS,
+  });
+  session.clusterUp = false;
+}
+
+const SETTLE_TIMEOUT_MS = 15_000;
+
+/** The VMs (parents and clones, on every test host) running in the session's run directory. */
+export function sessionVms(session: Session): Array<{ name: string; pid: number }> {
+  const saved = process.env.SNOWFLOCK_RUN_DIR;
+  process.env.SNOWFLOCK_RUN_DIR = session.runDir;
+  try {
+    return listVms();
+  } catch {
+    return [];
+  } finally {
+    if (saved === undefined) delete process.env.SNOWFLOCK_RUN_DIR;
+    else process.env.SNOWFLOCK_RUN_DIR = saved;
+  }
+}
+
+/** Waits until no VM of the session runs any more (so the next run starts on a quiet machine); returns how long that took. */
+export async function settle(session: Session): Promise<number> {
+  const started = performance.now();
+  for (;;) {
+    const left = sessionVms(session);
+    if (left.length === 0) return performance.now() - started;
+    if (performance.now() - started > SETTLE_TIMEOUT_MS) {
+      warn(`still running ${Math.round(SETTLE_TIMEOUT_MS / 1000)} s after the run ended: ${left.map((vm) => `${vm.name} (pid ${vm.pid})`).join(", ")}; going on`);
+      return performance.now() - started;
+    }
+    await Bun.sleep(20);
+  }
+}
+
+export function cleanup(session: Session): void {
+  const child = session.child;
+  if (child && child.exitCode === null && child.signalCode === null) {
+    child.kill("SIGTERM");
+    const deadline = Date.now() + 5000;
+    while (processAlive(child.pid) && Date.now() < deadline) Bun.sleepSync(50);
+    if (processAlive(child.pid)) child.kill("SIGKILL");
+  }
+  clusterDownSync(session);
+  for (const vm of sessionVms(session)) {
+    try {
+      process.kill(vm.pid, "SIGKILL");
+    } catch {}
+  }
+  rmSync(session.tmp, { recursive: true, force: true });
+}
+
+
+/**
+ * A new session (its own temp directory and test-host prefix); a signal cleans it up and ends the
+ * process. `close()` cleans it up at the end.
+ */
+export function openSession(kind: string, prefix: string): Session & { close(): void } {
+  const tmp = mkdtempSync(join(tmpdir(), `snowflock-bench-${kind}-`));
+  const session: Session = { tmp, runDir: join(tmp, "run"), inventory: join(tmp, "run", "cluster.json"), prefix, clusterUp: false, runs: 0 };
+  mkdirSync(session.runDir, { mode: 0o700 });
+  const interrupted = () => {
+    warn("interrupted; stopping the benchmark's VMs and removing its test hosts");
+    cleanup(session);
+    process.exit(130);
+  };
+  process.on("SIGINT", interrupted);
+  process.on("SIGTERM", interrupted);
+  return Object.assign(session, {
+    close() {
+      process.off("SIGINT", interrupted);
+      process.off("SIGTERM", interrupted);
+      cleanup(session);
+    },
+  });
+}
