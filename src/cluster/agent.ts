@@ -133,7 +133,8 @@ export function startAgent(options: AgentOptions): Agent {
       return { found: true, response: await controlRequest(vm, parsed) };
     } catch (error) {
       if (error instanceof SnowflockError && error.code === "NOT_FOUND") return { found: false };
-      throw error;
+      // The VM is here but does not answer (ending, or hung): that is its answer; this host is fine.
+      return { found: true, response: { ok: false, error: (error as Error).message } };
     }
   };
 
