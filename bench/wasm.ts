@@ -10,11 +10,15 @@
  *   reassembly  mcdist fragment reassembly, src/wasm/reassembly.ts (WasmReassembly) vs
  *               src/mcdist/reassembly.ts (Reassembly): 4112-byte page objects at MTU 1500
  *               (3 fragments each), as the client configures it (512 partial objects).
+ *   fetch plan  which pages a clone fetches (src/heuristics, on the page-bitmap kernel) vs the
+ *               byte-by-byte reference, for a 1 GiB guest's bitmaps.
  */
 import { type Frame, fragment, FrameType } from "../src/mcdist/frame.ts";
 import { Reassembly } from "../src/mcdist/reassembly.ts";
 import { WasmReassembly } from "../src/wasm/reassembly.ts";
 import { machineNote, median } from "./machine.ts";
+import { planFetches } from "../src/heuristics/heuristics.ts";
+import { referenceFetchPlan } from "../test/support/fetch-plan-reference.ts";
 
 const PAGE_OBJECT = 4112;
 const MAX_PARTIAL = 512;
@@ -108,7 +112,34 @@ function reassemblySection(runs: number): void {
   }
 }
 
+/** The fetch plan of a 1 GiB guest (262144 pages): WASM page-bitmap kernel vs the byte-wise reference. */
+function fetchPlanSection(runs: number): void {
+  const bytes = (1 << 30) / 4096 / 8;
+  const next = xorshift(0xb17);
+  const nonZero = Uint8Array.from({ length: bytes }, () => next() & 0xff);
+  const free = Uint8Array.from({ length: bytes }, () => next() & 0xff);
+  const impls: Array<[string, () => unknown]> = [
+    ["TS  ", () => referenceFetchPlan(nonZero, free, [])],
+    ["WASM", () => planFetches(nonZero, free, [])],
+  ];
+  for (const [, plan] of impls) for (let i = 0; i < 5; i++) plan();
+  const samples = impls.map(() => [] as number[]);
+  for (let run = 0; run < runs; run++) {
+    impls.forEach(([, plan], i) => {
+      const started = performance.now();
+      plan();
+      samples[i]!.push(1000 / (performance.now() - started));
+    });
+  }
+  const medians = samples.map(median);
+  console.log(`fetch plan: a 1 GiB guest's bitmaps (${bytes * 8} pages), known-zero and free-pages on, median of ${runs} runs`);
+  impls.forEach(([impl], i) => console.log(`    ${impl} ${medians[i]!.toFixed(0)} plans/s`));
+  console.log(`    WASM / TS = ${(medians[1]! / medians[0]!).toFixed(2)}x`);
+}
+
 if (import.meta.main) {
   console.log(machineNote());
-  reassemblySection(argRuns());
+  const runs = argRuns();
+  reassemblySection(runs);
+  fetchPlanSection(runs);
 }

@@ -1,19 +1,8 @@
 /** Which pages a clone fetches: the WASM plan against a byte-by-byte reference, for every switch. */
 import { expect, test } from "bun:test";
 import { HEURISTICS, type Heuristic, parseHeuristics, planFetches } from "../../src/heuristics/heuristics.ts";
+import { referenceFetchPlan } from "../support/fetch-plan-reference.ts";
 import { Rng } from "../support/rng.ts";
-
-function reference(nonZero: Uint8Array, free: Uint8Array | undefined, off: readonly Heuristic[]) {
-  const fetch = new Uint8Array(nonZero.byteLength);
-  const spared = new Uint8Array(nonZero.byteLength);
-  for (let i = 0; i < fetch.byteLength; i++) {
-    const wanted = off.includes("known-zero") ? 0xff : nonZero[i]!;
-    const freeByte = free && !off.includes("free-pages") ? free[i]! : 0;
-    fetch[i] = wanted & ~freeByte;
-    spared[i] = wanted & freeByte;
-  }
-  return { fetch, spareByFreePages: spared };
-}
 
 test("planFetches agrees with the reference for random bitmaps and every set of heuristics off", () => {
   const rng = new Rng(0x5eed);
@@ -22,7 +11,7 @@ test("planFetches agrees with the reference for random bitmaps and every set of 
     const bytes = rng.int(1, 300);
     const nonZero = rng.bytes(bytes);
     const free = rng.bool(0.8) ? rng.bytes(bytes) : undefined;
-    for (const off of offs) expect(planFetches(nonZero, free, off)).toEqual(reference(nonZero, free, off));
+    for (const off of offs) expect(planFetches(nonZero, free, off)).toEqual(referenceFetchPlan(nonZero, free, off));
   }
 });
 
