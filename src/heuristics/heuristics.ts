@@ -7,7 +7,8 @@
  *   free-pages   pages the guest's allocator had free when the clone was made are zero-filled
  *                locally: whoever allocates one writes it before reading (alloc.h's contract).
  *   prefetch     a fault's following pages that the clone would fetch too come in the same
- *                round (the window grows while faults stay sequential): fewer faults, not fewer pages.
+ *                round (the window grows while faults stay sequential), and a fault on a page the
+ *                clone fills itself fills the run of such pages after it: fewer faults, not fewer pages.
  */
 import { SnowflockError } from "../errors.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";

@@ -28,6 +28,8 @@ const MAX_EVENTS = 64;
 const ZEROS = new Uint8Array(PAGE_SIZE);
 /** Most pages prefetched after one fault. */
 const MAX_PREFETCH_WINDOW = 32;
+/** Most pages zero-filled by one fault on a page the clone fills itself. */
+const MAX_ZERO_RUN = 512;
 
 function post(event: MemtapEvent): void {
   self.postMessage(event);
@@ -147,6 +149,7 @@ class FaultHandler {
     for (const [page, write] of faults) {
       if (this.arrived[page] === 1) uffdWake(this.init.uffd, this.init.address + page * PAGE_SIZE, PAGE_SIZE);
       else if (this.mayBeNonZero(page)) fetch.push(page);
+      else if (this.init.prefetch) this.zeroFillRun(page, write);
       else this.zeroFill(page, write);
     }
     const prefetched = this.init.prefetch ? this.prefetchAround(fetch) : [];
@@ -202,9 +205,31 @@ class FaultHandler {
   /** A read maps the shared zero page; a write gets its own zeroed page at once (no second fault). */
   private zeroFill(page: number, write: boolean): void {
     const address = this.init.address + page * PAGE_SIZE;
-    this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)));
+    if (this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)))) this.countZeroFilled(page);
+  }
+
+  private countZeroFilled(page: number): void {
     this.init.counters[Slot.PAGES_ZERO_FILLED]!++;
     if ((this.init.freePages[page >> 3]! >> (page & 7)) & 1) this.init.counters[Slot.PAGES_FREE_FILLED]!++;
+  }
+
+  /**
+   * With prefetch: a fault on a page the clone fills itself fills the run of such pages after it
+   * in one ioctl (read-only zero pages; a later write copies one in the kernel, no fault here).
+   */
+  private zeroFillRun(page: number, write: boolean): void {
+    let run = 1;
+    while (run < MAX_ZERO_RUN && page + run < this.pageCount && !this.mayBeNonZero(page + run) && this.arrived[page + run] !== 1) run++;
+    if (run === 1) return this.zeroFill(page, write);
+    try {
+      uffdZeropage(this.init.uffd, this.init.address + page * PAGE_SIZE, run * PAGE_SIZE);
+    } catch (error) {
+      if (!(error instanceof SyscallError && error.errno === EEXIST)) throw error;
+      // Some page of the run was there already: the rest one by one.
+      for (let p = page; p < page + run; p++) this.zeroFill(p, false);
+      return;
+    }
+    for (let p = page; p < page + run; p++) this.countZeroFilled(p);
   }
 
   private fetchAndInstall(pages: number[]): void {
@@ -227,12 +252,14 @@ class FaultHandler {
   }
 
   /** EEXIST: the page arrived meanwhile (e.g. a write fault after a zero-page read); just wake the waiter. */
-  private resolve(address: number, install: () => number): void {
+  private resolve(address: number, install: () => number): boolean {
     try {
       install();
+      return true;
     } catch (error) {
       if (!(error instanceof SyscallError && error.errno === EEXIST)) throw error;
       uffdWake(this.init.uffd, address, PAGE_SIZE);
+      return false;
     }
   }
 

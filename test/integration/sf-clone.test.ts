@@ -22,10 +22,10 @@ describeKvm("sf_clone", () => {
     expect(result.stats.clones).toBe(8);
     expect(result.stats.pagesFetched).toBeGreaterThan(0);
     expect(result.stats.pagesFetched).toBeLessThan(guestPages / 2);
-    // Every fault was served by a fetch, a zero-fill, or a prefetched page that came in while it
-    // waited; every prefetched page was fetched without a fault of its own.
+    // Every fault was served by a fetch, a zero-fill (which with prefetch fills a run of pages), or
+    // a page that came in while it waited; every prefetched page was fetched without a fault.
     const { faults, pagesFetched, pagesPrefetched, pagesZeroFilled } = result.stats;
-    expect(faults).toBeGreaterThanOrEqual(pagesFetched - pagesPrefetched + pagesZeroFilled);
+    expect(faults).toBeGreaterThanOrEqual(pagesFetched - pagesPrefetched);
     expect(faults).toBeLessThanOrEqual(pagesFetched + pagesZeroFilled);
     expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
     expect(result.stats.descriptorBytes).toBeGreaterThan(0);
