@@ -52,8 +52,8 @@ export interface Agent {
 /** Control operations a member on another host may relay to a VM here. */
 const RELAYED_OPS = new Set<ControlRequest["op"]>(["status", "kill", "message", "clone-started", "clone-ended"]);
 const WATCH_INTERVAL_MS = 250;
-/** A clone's start includes restoring its eager pages and its memtap's first connection. */
-const CLONE_ORDER_TIMEOUT_MS = 30_000;
+/** How long a parent waits for an agent to start its clones: restoring eager pages, memtap's first connection. */
+export const CLONE_ORDER_TIMEOUT_MS = 30_000;
 
 interface RunningClone {
   name: string;
@@ -218,5 +218,3 @@ export function startAgent(options: AgentOptions): Agent {
     },
   };
 }
-
-export { CLONE_ORDER_TIMEOUT_MS };
