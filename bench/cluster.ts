@@ -26,6 +26,7 @@ import { formatSize } from "../src/size.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
 import { countLines, dataset, sliceLines } from "../test/support/dataset.ts";
+import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
 import { linePlot, type Series } from "./svg.ts";
@@ -318,14 +319,6 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-const fixed = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
-const mb = (bytes: number) => fixed(bytes / 2 ** 20);
-const whole = (n: number) => (Number.isFinite(n) ? String(Math.round(n)) : "-");
-
-function table(header: string[], rows: string[][]): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  return [header, ...rows].map((row) => row.map((c, i) => c.padStart(widths[i]!)).join("  "));
-}
 
 /** The report as text: the baseline, then one table per transport. */
 export function formatReport(report: ClusterReport): string {

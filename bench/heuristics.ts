@@ -32,6 +32,7 @@ import { formatSize } from "../src/size.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
 import { countLines, dataset, sha256Hex, sliceLines } from "../test/support/dataset.ts";
+import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
 
@@ -359,15 +360,8 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-const fixed = (n: number, digits = 1) => (Number.isFinite(n) ? n.toFixed(digits) : "-");
-const mb = (bytes: number) => fixed(bytes / 2 ** 20);
-const whole = (n: number) => (Number.isFinite(n) ? String(Math.round(n)) : "-");
 const ratio = (n: number) => (Number.isFinite(n) ? (n >= 0.01 || n === 0 ? `${n.toFixed(2)}x` : `${n.toPrecision(2)}x`) : "-");
 
-function table(header: string[], rows: string[][], leftColumns = 1): string[] {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-  return [header, ...rows].map((row) => row.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd());
-}
 
 const placementTitle = (report: HeuristicsReport, placement: Placement) =>
   placement === "one host" ? "one host (clones fetch on demand from the parent's memory server)" : `${report.hosts} test hosts, transport ${report.transport} (clones on h1 too fetch on demand)`;
@@ -403,6 +397,7 @@ export function formatReport(report: HeuristicsReport): string {
             fixed(r.wallMs),
             `${r.okRuns}/${r.samples.length}${r.errors.length ? " MISMATCH" : ""}`,
           ]),
+          1,
         ),
       );
     }

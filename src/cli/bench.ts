@@ -88,10 +88,7 @@ export function registerBench(cli: CAC): void {
         peer: options.peer !== false,
         peerMaxClones: wholeNumber("--peer-max", options.peerMax, MAX_CLONES_PER_FORK),
       });
-      const paths = bench.writeReport(report, options.out === undefined ? bench.defaultOutDir() : String(options.out));
-      if (options.json) printJson(report);
-      else printLine(bench.formatReport(report));
-      log.success(`wrote ${paths.json} and ${paths.svg}`);
+      publish(bench, report, options);
       return report.snowflock.some((p) => p.available) ? 0 : 1;
     });
 }
@@ -121,12 +118,22 @@ async function benchCluster(options: BenchOptions): Promise<number> {
     memoryBytes,
     seed,
   });
+  return publish(bench, report, options, report.badRuns);
+}
+
+/** What every benchmark does with its report: write JSON and SVG, print it; 1 if some run failed or answered wrongly. */
+function publish<R>(
+  bench: { writeReport(report: R, dir: string): { json: string; svg: string }; formatReport(report: R): string; defaultOutDir(): string },
+  report: R,
+  options: BenchOptions,
+  badRuns = 0,
+): number {
   const paths = bench.writeReport(report, options.out === undefined ? bench.defaultOutDir() : String(options.out));
   if (options.json) printJson(report);
   else printLine(bench.formatReport(report));
   log.success(`wrote ${paths.json} and ${paths.svg}`);
-  if (report.badRuns > 0) {
-    log.error(`${report.badRuns} run(s) failed or printed a wrong answer; see the report`);
+  if (badRuns > 0) {
+    log.error(`${badRuns} run(s) failed or printed a wrong answer; see the report`);
     return 1;
   }
   return 0;
@@ -172,13 +179,5 @@ async function benchHeuristics(options: BenchOptions): Promise<number> {
     transport,
     seed,
   });
-  const paths = bench.writeReport(report, options.out === undefined ? bench.defaultOutDir() : String(options.out));
-  if (options.json) printJson(report);
-  else printLine(bench.formatReport(report));
-  log.success(`wrote ${paths.json} and ${paths.svg}`);
-  if (report.badRuns > 0) {
-    log.error(`${report.badRuns} run(s) failed or printed a wrong answer; see the report`);
-    return 1;
-  }
-  return 0;
+  return publish(bench, report, options, report.badRuns);
 }
