@@ -11,16 +11,22 @@ export interface McdistServerEndpoint {
   address: Endpoint;
 }
 
-export interface ServerInit {
-  /** The frozen image; the Worker maps it read-only itself and never closes the fd. */
+export interface McdistServerOptions {
+  /** An open fd of the frozen image; the server maps it read-only and does not close it. */
   imageFd: number;
+  /** Bytes to serve (a multiple of the page size). */
   size: number;
+  /** The family number every frame carries (u32). */
   family: number;
+  /** The family's 32-byte secret: pages carry an HMAC tag keyed by it. */
   key: Uint8Array;
   transport: TransportSpec;
   mtu: number;
-  /** The family's VM descriptor, served in chunks to clones that start from it. */
+  /** The family's VM descriptor, for clones that fetch it by multicast too. */
   descriptor?: Uint8Array;
+}
+
+export interface ServerInit extends McdistServerOptions {
   /** Written once to ask the Worker to stop (wakes its poll). */
   stopFd: number;
   /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */

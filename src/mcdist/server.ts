@@ -9,25 +9,11 @@ import { PAGE_SIZE } from "../memory/layout.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK } from "../sys/constants.ts";
 import { close, eventfd, write } from "../sys/files.ts";
 import { checkFamilyKey } from "./messages.ts";
-import { type McdistServerEndpoint, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
-import { checkTransportSpec, type TransportSpec } from "./transport.ts";
+import { type McdistServerEndpoint, type McdistServerOptions, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { checkTransportSpec } from "./transport.ts";
 
-export type { McdistServerEndpoint } from "./server-protocol.ts";
+export type { McdistServerEndpoint, McdistServerOptions } from "./server-protocol.ts";
 
-export interface McdistServerOptions {
-  /** An open fd of the frozen image; the server maps it read-only and does not close it. */
-  imageFd: number;
-  /** Bytes to serve (a multiple of the page size). */
-  size: number;
-  /** The family number every frame carries (u32). */
-  family: number;
-  /** The family's 32-byte secret: pages carry an HMAC tag keyed by it. */
-  key: Uint8Array;
-  transport: TransportSpec;
-  mtu: number;
-  /** The family's VM descriptor, for clones that fetch it by multicast too. */
-  descriptor?: Uint8Array;
-}
 
 export interface McdistServerStats {
   framesSent: number;
@@ -114,7 +100,7 @@ export async function startMcdistServer(options: McdistServerOptions): Promise<M
       close(stopFd);
     })());
 
-  const init: ServerInit = { imageFd: options.imageFd, size: options.size, family: options.family, key: options.key.slice(), transport: options.transport, mtu: options.mtu, descriptor: options.descriptor?.slice(), stopFd, counters };
+  const init: ServerInit = { ...options, key: options.key.slice(), descriptor: options.descriptor?.slice(), stopFd, counters };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const late = new Promise<never>((_, reject) => {
