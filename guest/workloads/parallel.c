@@ -101,6 +101,16 @@ static int64_t fork_family(uint64_t want, int64_t *ticket, uint64_t *granted) {
     return id;
 }
 
+/* In a clone: the SHA-256 of dataset bytes [off, off+len), sent to the parent; the clone ends. */
+static NORETURN void send_hash(uint64_t off, uint64_t len) {
+    static struct range_job job;
+    job.off = off;
+    job.len = len;
+    run_user(hash_range, &job);
+    sf_send(0, job.digest, 32);
+    machine_exit(0);
+}
+
 /* In the parent after the clones ended: the message each clone sent, by id. */
 static int64_t statuses[MAX_CLONES + 1];
 static uint8_t answers[MAX_CLONES + 1][32];
@@ -130,12 +140,8 @@ NORETURN void wl_sha256_par(void) {
     int64_t id = fork_family(want, &ticket, &granted);
     uint64_t slice = size / granted;
     if (id > 0) {
-        static struct range_job job;
-        job.off = (uint64_t)(id - 1) * slice;
-        job.len = (uint64_t)id == granted ? size - job.off : slice;
-        run_user(hash_range, &job);
-        sf_send(0, job.digest, 32);
-        machine_exit(0);
+        uint64_t off = (uint64_t)(id - 1) * slice;
+        send_hash(off, (uint64_t)id == granted ? size - off : slice);
     }
     collect(ticket, granted, 32);
     int status = 0;
@@ -195,12 +201,7 @@ NORETURN void wl_alloc_par(void) {
     int64_t id = fork_family(want, &ticket, &granted);
     if (id > 0) {
         build_dataset(size, seed + (uint64_t)id);
-        static struct range_job job;
-        job.off = 0;
-        job.len = size;
-        run_user(hash_range, &job);
-        sf_send(0, job.digest, 32);
-        machine_exit(0);
+        send_hash(0, size);
     }
     collect(ticket, granted, 32);
     int status = 0;
