@@ -246,12 +246,10 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
  * The descriptor a clone restores: a file, or `mcdist:BYTES:SHA256` — fetched from the family's
  * mcdist server (the clone's memory source), checked against the digest its clone order named.
  */
-function readDescriptor(path: string, memory: CloneSpec["memory"]): Uint8Array {
+function readDescriptor(path: string, memory: CloneSpec["memory"], cluster: ClusterContext | undefined): Uint8Array {
   const byMulticast = /^mcdist:(\d+):([0-9a-f]{64})$/.exec(path);
   if (!byMulticast) return readFileSync(path);
   if (memory.kind !== "ondemand" || memory.server.kind !== "mcdist") throw new SnowflockError("DESCRIPTOR", "a descriptor sent by multicast needs an mcdist memory source");
-  const environment = readClusterEnvironment();
-  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement);
   const server = withOwnEnd(memory.server, cluster) as McdistAddress;
   const client = McdistClient.open({ transport: server.transport!, server: server.server, family: server.family, key: server.key, pageCount: 1, mtu: server.mtu, timeoutMs: REMOTE_MEMORY_TIMEOUT_MS, wakeFd: -1 });
   try {
@@ -271,7 +269,10 @@ function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefin
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
 export async function runClone(spec: CloneSpec, onConsole: (line: string) => void): Promise<VmResult> {
-  const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptorPath, spec.memory));
+  // A clone on another host than its parent reaches its family through the agents.
+  const environment = readClusterEnvironment();
+  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
+  const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptorPath, spec.memory, cluster));
   const identity = {
     name: `${spec.parent}.${spec.cloneId}`,
     workload: descriptor.meta.cmdline,
@@ -281,9 +282,6 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     parent: spec.parent,
     cloneId: spec.cloneId,
   };
-  // A clone on another host than its parent reaches its family through the agents.
-  const environment = readClusterEnvironment();
-  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
   // Its own clones inherit what its parent switched off.
   const heuristicsOff = heuristicsOffFromEnvironment();
   const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
