@@ -14,7 +14,7 @@
 // allocate.
 
 import wasmPath from "../../wasm/build/page-bitmap.wasm" with { type: "file" };
-import { readFileSync } from "node:fs";
+import { instantiateKernel, kernelModule } from "./kernel-loader.ts";
 
 /** Largest supported page count (indices are returned as i32, -1 = none). */
 export const MAX_PAGES = 0x7fff_ffff;
@@ -46,56 +46,9 @@ const KERNEL_FUNCTIONS = [
 let kernel: PageBitmapKernel | undefined;
 let heapView: Uint8Array | undefined;
 
-function missingWasmError(cause: unknown): Error {
-  return new Error(
-    `page-bitmap: cannot read the WebAssembly kernel at ${wasmPath}; build it with \`bun wasm/build.ts\``,
-    { cause },
-  );
-}
-
-function instantiate(module: WebAssembly.Module): PageBitmapKernel {
-  const imports = {
-    env: {
-      abort(msg: number, file: number, line: number, column: number): never {
-        const text = (p: number): string => (p === 0 ? "?" : readAsString(p));
-        throw new Error(`page-bitmap kernel aborted: ${text(msg)} (${text(file)}:${line}:${column})`);
-      },
-    },
-  };
-  const exports = new WebAssembly.Instance(module, imports).exports;
-  if (!(exports["memory"] instanceof WebAssembly.Memory)) {
-    throw new Error("page-bitmap: the wasm module does not export its memory");
-  }
-  for (const name of KERNEL_FUNCTIONS) {
-    if (typeof exports[name] !== "function") {
-      throw new Error(`page-bitmap: the wasm module does not export ${name}() (stale build? run \`bun wasm/build.ts\`)`);
-    }
-  }
-  return exports as unknown as PageBitmapKernel;
-}
-
-/** Decodes an AssemblyScript string (UTF-16LE, byte length stored at ptr - 4). */
-function readAsString(ptr: number): string {
-  const k = getKernel();
-  const buf = k.memory.buffer;
-  const p = ptr >>> 0;
-  if (p < 4 || p > buf.byteLength) return "?";
-  const len = new DataView(buf).getUint32(p - 4, true);
-  if (p + len > buf.byteLength) return "?";
-  return new TextDecoder("utf-16le").decode(new Uint8Array(buf, p, len));
-}
-
 /** Returns the kernel, instantiating it synchronously on first use. */
 export function getKernel(): PageBitmapKernel {
-  if (kernel === undefined) {
-    let bytes: Uint8Array;
-    try {
-      bytes = readFileSync(wasmPath);
-    } catch (err) {
-      throw missingWasmError(err);
-    }
-    kernel = instantiate(new WebAssembly.Module(bytes));
-  }
+  kernel ??= instantiateKernel<PageBitmapKernel>("page-bitmap", kernelModule("page-bitmap", wasmPath), KERNEL_FUNCTIONS);
   return kernel;
 }
 

@@ -22,7 +22,7 @@
 // and the views kept here stay valid (they are re-created if it ever did).
 
 import wasmPath from "../../wasm/build/reassembly.wasm" with { type: "file" };
-import { readFileSync } from "node:fs";
+import { instantiateKernel, kernelModule } from "./kernel-loader.ts";
 import type { Frame } from "../mcdist/frame.ts";
 import type { ReassemblyCounters, ReassemblyOptions } from "../mcdist/reassembly.ts";
 
@@ -62,61 +62,9 @@ const KERNEL_FUNCTIONS = [
 /** Order of the kernel's u64 counters at countersPtr(). */
 const COUNTER_NAMES = ["completed", "duplicates", "inconsistent", "oversized", "evicted"] as const satisfies readonly (keyof ReassemblyCounters)[];
 
-let compiled: WebAssembly.Module | undefined;
-
-function missingWasmError(cause: unknown): Error {
-  return new Error(
-    `reassembly: cannot read the WebAssembly kernel at ${wasmPath}; build it with \`bun wasm/build.ts\``,
-    { cause },
-  );
-}
-
-/** The compiled kernel module, compiled synchronously on first use. */
-export function getReassemblyModule(): WebAssembly.Module {
-  if (compiled === undefined) {
-    let bytes: Uint8Array;
-    try {
-      bytes = readFileSync(wasmPath);
-    } catch (err) {
-      throw missingWasmError(err);
-    }
-    compiled = new WebAssembly.Module(bytes);
-  }
-  return compiled;
-}
-
-/** Decodes an AssemblyScript string (UTF-16LE, byte length stored at ptr - 4). */
-function readAsString(memory: WebAssembly.Memory, ptr: number): string {
-  const buf = memory.buffer;
-  const p = ptr >>> 0;
-  if (p < 4 || p > buf.byteLength) return "?";
-  const len = new DataView(buf).getUint32(p - 4, true);
-  if (p + len > buf.byteLength) return "?";
-  return new TextDecoder("utf-16le").decode(new Uint8Array(buf, p, len));
-}
-
 /** A new, uninitialised kernel instance (call init() before anything else). */
 export function instantiateReassemblyKernel(): ReassemblyKernel {
-  let memory: WebAssembly.Memory | undefined;
-  const imports = {
-    env: {
-      abort(msg: number, file: number, line: number, column: number): never {
-        const text = (p: number): string => (p === 0 || memory === undefined ? "?" : readAsString(memory, p));
-        throw new Error(`reassembly kernel aborted: ${text(msg)} (${text(file)}:${line}:${column})`);
-      },
-    },
-  };
-  const exports = new WebAssembly.Instance(getReassemblyModule(), imports).exports;
-  if (!(exports["memory"] instanceof WebAssembly.Memory)) {
-    throw new Error("reassembly: the wasm module does not export its memory");
-  }
-  memory = exports["memory"];
-  for (const name of KERNEL_FUNCTIONS) {
-    if (typeof exports[name] !== "function") {
-      throw new Error(`reassembly: the wasm module does not export ${name}() (stale build? run \`bun wasm/build.ts\`)`);
-    }
-  }
-  return exports as unknown as ReassemblyKernel;
+  return instantiateKernel<ReassemblyKernel>("reassembly", kernelModule("reassembly", wasmPath), KERNEL_FUNCTIONS);
 }
 
 function checkInteger(name: string, value: number, max: number): number {

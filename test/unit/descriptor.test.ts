@@ -1,10 +1,11 @@
 /** The descriptor format: round trip, and every kind of bad input refused with a clear error. */
 import { describe, expect, test } from "bun:test";
-import { inflateSync } from "node:zlib";
+import { deflateSync } from "node:zlib";
 import { SnowflockError } from "../../src/errors.ts";
 import * as abi from "../../src/backend/kvm/abi.ts";
 import { DESCRIPTOR_VERSION, HEADER_SIZE, sealEnvelope } from "../../src/descriptor/envelope.ts";
 import { decodeDescriptor, type Descriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
+import { decodeZeroElided } from "../../src/wasm/descriptor-codec.ts";
 import { memoryLayout } from "../../src/memory/layout.ts";
 
 const random = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 7) & 0xff);
@@ -55,7 +56,7 @@ function refusal(bytes: Uint8Array): string {
 
 /** The payload of a good descriptor, to forge variants of with a valid checksum. */
 function payloadOf(bytes: Uint8Array): Uint8Array {
-  return new Uint8Array(inflateSync(bytes.subarray(HEADER_SIZE)));
+  return decodeZeroElided(bytes.subarray(HEADER_SIZE), Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(24, true)));
 }
 
 describe("VM descriptor format", () => {
@@ -107,6 +108,28 @@ describe("VM descriptor format", () => {
     expect(refusal(sealEnvelope(notJson))).toContain("metadata is not JSON");
     // Only the metadata: required sections missing.
     expect(refusal(sealEnvelope(payload.slice(0, 8 + metaLength)))).toContain("required section is missing");
+  });
+
+  test("a descriptor deflated by an earlier snowflock still opens", () => {
+    const payload = payloadOf(good);
+    const stored = deflateSync(payload);
+    const old = new Uint8Array(HEADER_SIZE + stored.byteLength);
+    old.set(good.subarray(0, HEADER_SIZE));
+    const v = new DataView(old.buffer);
+    v.setUint16(10, 1, true);
+    v.setUint32(12, Bun.hash.crc32(stored), true);
+    v.setBigUint64(16, BigInt(stored.byteLength), true);
+    old.set(stored, HEADER_SIZE);
+    expect(decodeDescriptor(old).descriptor).toEqual(sample());
+  });
+
+  test("a coded payload that is forged under a valid checksum is refused", () => {
+    const forged = good.slice();
+    forged[forged.byteLength - 1]! ^= 0xff;
+    forged[forged.byteLength - 2]! ^= 0x10;
+    const v = new DataView(forged.buffer);
+    v.setUint32(12, Bun.hash.crc32(forged.subarray(HEADER_SIZE)), true);
+    expect(refusal(forged)).toContain("payload does not decode");
   });
 
   test("a page outside guest memory or a wrong-sized bitmap is refused", () => {
