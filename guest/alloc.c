@@ -119,7 +119,10 @@ void *alloc_pages_below(uint64_t n, uint64_t limit) {
         nfree -= n;
     }
     spin_unlock(&lock);
-    return s == UINT64_MAX ? NULL : (void *)(uintptr_t)(s * PAGE_SIZE);
+    if (s == UINT64_MAX) return NULL;
+    /* The contents are the new owner's to write (alloc.h): a clone need not fetch them. */
+    sf_allocated((void *)(uintptr_t)(s * PAGE_SIZE), n);
+    return (void *)(uintptr_t)(s * PAGE_SIZE);
 }
 
 void *alloc_pages(uint64_t n) { return alloc_pages_below(n, UINT64_MAX); }

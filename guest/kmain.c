@@ -33,6 +33,7 @@ static const struct workload workloads[] = {
     { "sha256-par", 0, wl_sha256_par },
     { "search-par", 0, wl_search_par },
     { "alloc-par", 0, wl_alloc_par },
+    { "mem-states", 0, wl_mem_states },
     { "misuse", 0, wl_misuse },
     { "isolation", 0, wl_isolation },
 };

@@ -23,6 +23,8 @@
 #define SF_HC_CLONE_ID       4 /* () -> clone id, 0 for an original VM */
 #define SF_HC_FREE_PAGES     5 /* (bitmap_gpa, frames) -> 0; the page allocator's bitmap (bit = 1: page used),
                                   read by the host when it clones, so clones never fetch free pages */
+#define SF_HC_ALLOCATED      6 /* (gpa, pages) -> 0; the page allocator just handed out [gpa, gpa + pages * 4096):
+                                  a clone zero-fills those pages instead of fetching them */
 #define SF_HC_CLUSTER_BASE  16 /* first number of the Impromptu Cluster API */
 #define SF_HC_REQUEST_TICKET 16 /* (n, granted_gpa) -> ticket; *granted (u64) = m <= n clones */
 #define SF_HC_CLONE          17 /* (ticket) -> 0 in the parent, 1..m in the clones */
@@ -76,6 +78,7 @@ int64_t sf_exit(int64_t status);
 int64_t sf_console_write(const void *buf, uint64_t len);
 int64_t sf_clone_id(void);
 int64_t sf_free_pages(const void *bitmap, uint64_t frames);
+int64_t sf_allocated(const void *first_page, uint64_t pages);
 
 /* The Impromptu Cluster API. */
 int64_t sf_request_ticket(uint64_t n, uint64_t *granted);

@@ -14,5 +14,6 @@ NORETURN void wl_hostile(void);
 NORETURN void wl_sha256_par(void);
 NORETURN void wl_search_par(void);
 NORETURN void wl_alloc_par(void);
+NORETURN void wl_mem_states(void);
 NORETURN void wl_misuse(void);
 NORETURN void wl_isolation(void);

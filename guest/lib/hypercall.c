@@ -50,6 +50,7 @@ int64_t sf_console_write(const void *buf, uint64_t len) {
 #define GPA(p) ((uint64_t)(uintptr_t)(p))
 
 int64_t sf_free_pages(const void *bitmap, uint64_t frames) { return sf_hypercall(SF_HC_FREE_PAGES, GPA(bitmap), frames, 0, 0, 0, 0); }
+int64_t sf_allocated(const void *first_page, uint64_t pages) { return sf_hypercall(SF_HC_ALLOCATED, GPA(first_page), pages, 0, 0, 0, 0); }
 
 int64_t sf_request_ticket(uint64_t n, uint64_t *granted) {
     return sf_hypercall(SF_HC_REQUEST_TICKET, n, GPA(granted), 0, 0, 0, 0);

@@ -1,7 +1,8 @@
 /* sha256-par and search-par: the parent builds the dataset, clones itself with sf_clone, each
  * clone works on the data it inherited and sends its answer to the parent, which joins and
  * prints one line per clone in ID order, then how many clones it was granted.
- * alloc-par: each clone allocates its own memory after sf_clone, fills and hashes it. */
+ * alloc-par: each clone allocates its own memory after sf_clone, fills and hashes it.
+ * mem-states: each clone reads memory in every state the avoidance heuristics touch. */
 #include "console.h"
 #include "dataset.h"
 #include "kernel.h"
@@ -15,17 +16,18 @@
 static struct dataset ds;
 
 /* Byte range [off, off+len) of the dataset, which may span extents. */
-struct range_job { uint64_t off, len; struct sha256 ctx; uint8_t digest[32]; uint16_t pattern; uint64_t count; };
+struct range_job { const struct dataset *d; uint64_t off, len; struct sha256 ctx; uint8_t digest[32]; uint16_t pattern; uint64_t count; };
 
 static uint64_t hash_range(void *arg) {
     struct range_job *j = arg;
+    const struct dataset *d = j->d;
     sha256_init(&j->ctx);
     uint64_t at = 0, off = j->off, left = j->len;
-    for (uint32_t e = 0; e < ds.nextents && left; e++) {
-        uint64_t n = ds.ext[e].pages * PAGE_SIZE;
+    for (uint32_t e = 0; e < d->nextents && left; e++) {
+        uint64_t n = d->ext[e].pages * PAGE_SIZE;
         if (off < at + n) {
             uint64_t from = off - at, take = n - from < left ? n - from : left;
-            sha256_update(&j->ctx, ds.ext[e].base + from, take);
+            sha256_update(&j->ctx, d->ext[e].base + from, take);
             off += take;
             left -= take;
         }
@@ -104,6 +106,7 @@ static int64_t fork_family(uint64_t want, int64_t *ticket, uint64_t *granted) {
 /* In a clone: the SHA-256 of dataset bytes [off, off+len), sent to the parent; the clone ends. */
 static NORETURN void send_hash(uint64_t off, uint64_t len) {
     static struct range_job job;
+    job.d = &ds;
     job.off = off;
     job.len = len;
     run_user(hash_range, &job);
@@ -113,7 +116,8 @@ static NORETURN void send_hash(uint64_t off, uint64_t len) {
 
 /* In the parent after the clones ended: the message each clone sent, by id. */
 static int64_t statuses[MAX_CLONES + 1];
-static uint8_t answers[MAX_CLONES + 1][32];
+#define ANSWER_MAX 80
+static uint8_t answers[MAX_CLONES + 1][ANSWER_MAX];
 static bool answered[MAX_CLONES + 1];
 
 static void collect(int64_t ticket, uint64_t granted, uint64_t answer_len) {
@@ -122,7 +126,7 @@ static void collect(int64_t ticket, uint64_t granted, uint64_t answer_len) {
         kprintf("error: sf_join failed: %ld\n", joined);
         machine_exit(4);
     }
-    static uint8_t msg[64];
+    static uint8_t msg[ANSWER_MAX];
     uint64_t sender;
     int64_t n;
     while ((n = sf_recv(msg, sizeof msg, &sender, SF_RECV_NONBLOCK)) >= 0) {
@@ -188,18 +192,33 @@ NORETURN void wl_search_par(void) {
     machine_exit(status);
 }
 
+/* Memory the parent holds at the clone for its own use; its clones drop it unread. */
+static struct dataset held;
+
+static void hold(uint64_t size, uint64_t seed) {
+    if (!dataset_alloc(&held, size, seed)) {
+        kprintf("error: not enough guest memory for %lu more bytes\n", size);
+        machine_exit(3);
+    }
+    dataset_generate(&held);
+}
+
 /* Clone i allocates SIZE bytes through the page allocator after sf_clone, fills them with the
  * dataset for SEED + i and sends their SHA-256; the parent prints `alloc <i> <hex>` per clone.
- * The parent used and freed as much memory first, so the clones' pages are free but not zero in
- * its image: only the free-pages heuristic spares fetching them. */
+ * Before the clone the parent holds SIZE/2 bytes of data and has used and freed SIZE more, all
+ * non-zero in its image. A clone frees the held data and its allocation (first fit) reuses those
+ * pages and then the freed ones: allocation-hints spares fetching the first, free-pages (and
+ * allocation-hints) the second. */
 NORETURN void wl_alloc_par(void) {
     uint64_t size, seed, want, granted;
     int64_t ticket;
     parse_params("alloc-par", &size, &seed, &want);
+    hold(size / 2, seed ^ 0x5eedull);
     build_dataset(size, seed);
     dataset_free(&ds);
     int64_t id = fork_family(want, &ticket, &granted);
     if (id > 0) {
+        dataset_free(&held);
         build_dataset(size, seed + (uint64_t)id);
         send_hash(0, size);
     }
@@ -214,6 +233,86 @@ NORETURN void wl_alloc_par(void) {
         char hex[65];
         hex32(answers[i], hex);
         kprintf("alloc %lu %s\n", i, hex);
+    }
+    kprintf("granted %lu\n", granted);
+    machine_exit(status);
+}
+
+/* All-zero check of a dataset's memory, in ring 3. */
+struct zero_job { const struct dataset *d; uint64_t nonzero; };
+
+static uint64_t count_nonzero(void *arg) {
+    struct zero_job *j = arg;
+    j->nonzero = 0;
+    for (uint32_t e = 0; e < j->d->nextents; e++) {
+        const uint64_t *p = (const uint64_t *)j->d->ext[e].base;
+        for (uint64_t w = 0; w < j->d->ext[e].pages * (PAGE_SIZE / 8); w++) j->nonzero += p[w] != 0;
+    }
+    return 0;
+}
+
+static uint64_t zero_fill(void *arg) {
+    const struct dataset *d = arg;
+    for (uint32_t e = 0; e < d->nextents; e++) memset(d->ext[e].base, 0, d->ext[e].pages * PAGE_SIZE);
+    return 0;
+}
+
+struct states_answer { uint8_t shared[32]; uint8_t allocated[32]; uint64_t nonzero; };
+
+/* The avoidance heuristics' safety check. Before the clone the parent has: SHARED (SIZE bytes of
+ * the dataset for SEED, kept), ZEROED (SIZE bytes it wrote zeros to, kept), HELD (SIZE bytes of
+ * the dataset for SEED + 1000, kept) and SIZE more it used and freed. Clone i hashes SHARED (its
+ * parent's data), counts non-zero words in ZEROED, frees HELD, allocates 2 x SIZE (first fit:
+ * HELD's pages, free then allocated, then the freed ones, allocated then written), fills them with
+ * the dataset for SEED + i and hashes them. The parent prints
+ * `states <i> shared=<hex> nonzero=<n> allocated=<hex>` per clone, then `granted <m>`. */
+NORETURN void wl_mem_states(void) {
+    uint64_t size, seed, want, granted;
+    int64_t ticket;
+    static struct dataset shared, zeroed;
+    parse_params("mem-states", &size, &seed, &want);
+    if (!dataset_alloc(&shared, size, seed) || !dataset_alloc(&zeroed, size, 0)) {
+        kprintf("error: not enough guest memory for 4 x %lu bytes\n", size);
+        machine_exit(3);
+    }
+    dataset_generate(&shared);
+    run_user(zero_fill, &zeroed);
+    hold(size, seed + 1000);
+    build_dataset(size, seed + 2000);
+    dataset_free(&ds);
+    int64_t id = fork_family(want, &ticket, &granted);
+    if (id > 0) {
+        static struct states_answer answer;
+        static struct range_job job;
+        static struct zero_job zeros;
+        job = (struct range_job){ .d = &shared, .off = 0, .len = size };
+        run_user(hash_range, &job);
+        memcpy(answer.shared, job.digest, 32);
+        zeros.d = &zeroed;
+        run_user(count_nonzero, &zeros);
+        answer.nonzero = zeros.nonzero;
+        dataset_free(&held);
+        build_dataset(2 * size, seed + (uint64_t)id);
+        job = (struct range_job){ .d = &ds, .off = 0, .len = 2 * size };
+        run_user(hash_range, &job);
+        memcpy(answer.allocated, job.digest, 32);
+        sf_send(0, &answer, sizeof answer);
+        machine_exit(0);
+    }
+    collect(ticket, granted, sizeof(struct states_answer));
+    int status = 0;
+    for (uint64_t i = 1; i <= granted; i++) {
+        if (!answered[i]) {
+            kprintf("states %lu error status %ld\n", i, statuses[i]);
+            status = 1;
+            continue;
+        }
+        struct states_answer a;
+        memcpy(&a, answers[i], sizeof a);
+        char shared_hex[65], allocated_hex[65];
+        hex32(a.shared, shared_hex);
+        hex32(a.allocated, allocated_hex);
+        kprintf("states %lu shared=%s nonzero=%lu allocated=%s\n", i, shared_hex, a.nonzero, allocated_hex);
     }
     kprintf("granted %lu\n", granted);
     machine_exit(status);

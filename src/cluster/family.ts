@@ -44,6 +44,8 @@ export interface CloneMemoryStats {
   pagesZeroFilled: number;
   /** Of those, pages filled because the guest's allocator had them free. */
   pagesFreeFilled?: number;
+  /** Of those, pages filled because the guest's allocator handed them out after the clone began. */
+  pagesAllocationFilled?: number;
   /** Of pagesFetched, pages asked for ahead of a fault (prefetch). */
   pagesPrefetched?: number;
   bytesReceived: number;
@@ -336,8 +338,9 @@ export class Family {
       serverBytesSent: 0,
       serverFramesSent: 0,
       descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
-      pagesAvoided: { "known-zero": 0, "free-pages": 0 },
+      pagesAvoided: { "known-zero": 0, "free-pages": 0, "allocation-hints": 0 },
       pagesFreeFilled: 0,
+      pagesAllocationFilled: 0,
       pagesPrefetched: 0,
     };
     const hosts: Record<string, HostMemoryStats> = {};
@@ -348,6 +351,7 @@ export class Family {
       totals.framesRejected += m.memory?.framesRejected ?? 0;
       totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
       totals.pagesFreeFilled += m.memory?.pagesFreeFilled ?? 0;
+      totals.pagesAllocationFilled += m.memory?.pagesAllocationFilled ?? 0;
       totals.pagesPrefetched += m.memory?.pagesPrefetched ?? 0;
       totals.bytesReceived += m.memory?.bytesReceived ?? 0;
       (m.memory?.faultServiceHistogram ?? []).forEach((count, i) => (totals.faultServiceHistogram[i] = (totals.faultServiceHistogram[i] ?? 0) + count));
@@ -360,9 +364,10 @@ export class Family {
       }
     }
     if (this.cluster) totals.hosts = hosts;
-    // Every page filled with zeros locally was spared by one heuristic: free-pages, or else known-zero.
+    // Every page filled with zeros locally was spared by one heuristic: free-pages or allocation-hints, or else known-zero.
     totals.pagesAvoided["free-pages"] = totals.pagesFreeFilled;
-    totals.pagesAvoided["known-zero"] = totals.pagesZeroFilled - totals.pagesFreeFilled;
+    totals.pagesAvoided["allocation-hints"] = totals.pagesAllocationFilled;
+    totals.pagesAvoided["known-zero"] = totals.pagesZeroFilled - totals.pagesFreeFilled - totals.pagesAllocationFilled;
     for (const server of this.servers) {
       const stats = server.stats();
       totals.serverBytesSent += stats.bytesSent;

@@ -4,6 +4,7 @@
  * fails with an error code in the block while the VM goes on.
  */
 import type { GuestMemory } from "../memory/guest-memory.ts";
+import { PAGE_SIZE, translate } from "../memory/layout.ts";
 
 export const HYPERCALL_PORT = 0x0ed0;
 export const ABI_VERSION = 1;
@@ -16,6 +17,7 @@ export const Hypercall = {
   CONSOLE_WRITE: 3,
   CLONE_ID: 4,
   FREE_PAGES: 5,
+  ALLOCATED: 6,
 } as const;
 
 export const GuestError = {
@@ -55,6 +57,8 @@ export interface HypercallHost {
   cloneId(): number;
   /** The guest's page allocator bitmap (checked to lie in guest memory): bit = 1 means used. */
   freePages(address: number, frames: number): void;
+  /** The guest's allocator handed out `pages` pages starting at byte `offset` of guest memory (checked). */
+  allocated(offset: number, pages: number): void;
 }
 
 export type HypercallOutcome =
@@ -100,6 +104,14 @@ function dispatch(memory: GuestMemory, host: HypercallHost, nr: number, arg: (i:
       if (frames === 0n || frames > BigInt(MAX_FREE_PAGE_FRAMES)) return GuestError.EINVAL;
       if (!memory.guestRange(arg(0), (frames + 7n) / 8n)) return GuestError.EFAULT;
       host.freePages(Number(arg(0)), Number(frames));
+      return 0n;
+    }
+    case Hypercall.ALLOCATED: {
+      const pages = arg(1);
+      if (arg(0) % BigInt(PAGE_SIZE) !== 0n || pages === 0n || pages > BigInt(MAX_FREE_PAGE_FRAMES)) return GuestError.EINVAL;
+      const offset = translate(memory.layout, arg(0), pages * BigInt(PAGE_SIZE));
+      if (offset === undefined) return GuestError.EFAULT;
+      host.allocated(offset, Number(pages));
       return 0n;
     }
     default:

@@ -50,7 +50,12 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
   "alloc-par": {
     summary: "clone i allocates SIZE bytes after sf_clone, fills them with the dataset for SEED+i; prints `alloc <i> <hex>` (their SHA-256)",
     params: PARALLEL_PARAMS,
-    memoryNeed: datasetMemory,
+    memoryNeed: (p) => 2 * datasetMemory(p), // SIZE/2 held + SIZE used and freed, rounded up
+  },
+  "mem-states": {
+    summary: "test: clones read memory in every state the heuristics touch; prints `states <i> shared=<hex> nonzero=<n> allocated=<hex>`",
+    params: PARALLEL_PARAMS,
+    memoryNeed: (p) => 4 * datasetMemory(p) + 4 * 4096,
   },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
   crash: { summary: "test: triple-faults on purpose", params: {} },

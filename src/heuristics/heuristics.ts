@@ -6,6 +6,9 @@
  *   known-zero   pages the descriptor's bitmap says are zero are zero-filled locally.
  *   free-pages   pages the guest's allocator had free when the clone was made are zero-filled
  *                locally: whoever allocates one writes it before reading (alloc.h's contract).
+ *   allocation-hints  pages the guest's allocator hands out after the clone began (it says so by
+ *                SF_HC_ALLOCATED) are zero-filled locally, for the same reason: this covers pages
+ *                the parent had in use that the clone freed and allocated again.
  *   prefetch     a fault's following pages that the clone would fetch too come in the same
  *                round (the window grows while faults stay sequential), and a fault on a page the
  *                clone fills itself fills the run of such pages after it: fewer faults, not fewer pages.
@@ -13,7 +16,7 @@
 import { SnowflockError } from "../errors.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
 
-export const HEURISTICS = ["known-zero", "free-pages", "prefetch"] as const;
+export const HEURISTICS = ["known-zero", "free-pages", "allocation-hints", "prefetch"] as const;
 export type Heuristic = (typeof HEURISTICS)[number];
 
 /** How a clone process learns which heuristics are off (comma-separated names). */

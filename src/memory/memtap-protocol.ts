@@ -3,6 +3,7 @@
  * blocks in poll(), so it cannot read messages: stop travels through an eventfd, counters through
  * a SharedArrayBuffer; events go back by postMessage.
  */
+import type { AllocationHints } from "./allocation-hints.ts";
 
 export interface MemtapInit {
   uffd: number;
@@ -18,6 +19,8 @@ export interface MemtapInit {
   freePages: Uint8Array;
   /** Ask for the pages after a fault in the same round (the prefetch heuristic). */
   prefetch: boolean;
+  /** Pages the guest's allocator handed out (allocation-hints): zero-filled instead of fetched. */
+  allocationHints: AllocationHints | undefined;
   timeoutMs: number;
   /** Float64Array over a SharedArrayBuffer of Slot.WORDS entries. */
   counters: Float64Array;
@@ -57,8 +60,10 @@ export const Slot = {
   PAGES_FREE_FILLED: 8,
   /** Of PAGES_FETCHED, those asked for ahead of a fault (prefetch). */
   PAGES_PREFETCHED: 9,
-  HISTOGRAM: 10,
-  WORDS: 10 + HISTOGRAM_BUCKETS,
+  /** Of PAGES_ZERO_FILLED, those filled because the guest's allocator handed them out (allocation-hints). */
+  PAGES_ALLOCATION_FILLED: 10,
+  HISTOGRAM: 11,
+  WORDS: 11 + HISTOGRAM_BUCKETS,
 } as const;
 
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */

@@ -7,6 +7,7 @@
  * failed validation; on any failure it reports and leaves the faults pending until the owner has
  * stopped the vCPUs and calls stop() (see memtap.ts).
  */
+import { isAllocated } from "./allocation-hints.ts";
 import { SnowflockError } from "../errors.ts";
 import { EAGAIN, EEXIST, EINTR, POLLIN, PROT_NONE } from "../sys/constants.ts";
 import { SyscallError } from "../sys/errno.ts";
@@ -148,6 +149,7 @@ class FaultHandler {
     const fetch: number[] = [];
     for (const [page, write] of faults) {
       if (this.arrived[page] === 1) uffdWake(this.init.uffd, this.init.address + page * PAGE_SIZE, PAGE_SIZE);
+      else if (this.mayBeNonZero(page) && this.handedOut(page)) this.zeroFill(page, write, Slot.PAGES_ALLOCATION_FILLED);
       else if (this.mayBeNonZero(page)) fetch.push(page);
       else if (this.init.prefetch) this.zeroFillRun(page, write);
       else this.zeroFill(page, write);
@@ -188,7 +190,7 @@ class FaultHandler {
       this.window = sequential ? Math.min(MAX_PREFETCH_WINDOW, Math.max(1, this.window * 2)) : 0;
       this.lastFault = page;
       for (let next = page + 1; next <= page + this.window && next < this.pageCount; next++) {
-        if (taken.has(next) || this.arrived[next] === 1 || !this.mayBeNonZero(next)) continue;
+        if (taken.has(next) || this.arrived[next] === 1 || !this.mayBeNonZero(next) || this.handedOut(next)) continue;
         taken.add(next);
         extra.push(next);
       }
@@ -202,10 +204,20 @@ class FaultHandler {
     return ((this.init.nonZeroPages[page >> 3]! >> (page & 7)) & 1) !== 0;
   }
 
-  /** A read maps the shared zero page; a write gets its own zeroed page at once (no second fault). */
-  private zeroFill(page: number, write: boolean): void {
+  /** Whether the guest's allocator handed the page out since the clone began (allocation-hints). */
+  private handedOut(page: number): boolean {
+    return this.init.allocationHints !== undefined && isAllocated(this.init.allocationHints, page);
+  }
+
+  /**
+   * A read maps the shared zero page; a write gets its own zeroed page at once (no second fault).
+   * `because` counts a page the plan would have fetched but for a heuristic of the moment.
+   */
+  private zeroFill(page: number, write: boolean, because?: number): void {
     const address = this.init.address + page * PAGE_SIZE;
-    if (this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)))) this.countZeroFilled(page);
+    if (!this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)))) return;
+    this.countZeroFilled(page);
+    if (because !== undefined) this.init.counters[because]!++;
   }
 
   private countZeroFilled(page: number): void {

@@ -14,6 +14,7 @@ import { SnowflockError } from "../errors.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, O_CLOEXEC, O_NONBLOCK } from "../sys/constants.ts";
 import { close, eventfd, write } from "../sys/files.ts";
 import { _UFFDIO_COPY, _UFFDIO_WAKE, _UFFDIO_ZEROPAGE, UFFDIO_REGISTER_MODE_MISSING, uffdApi, uffdCopy, uffdRegister, userfaultfd } from "../sys/uffd.ts";
+import type { AllocationHints } from "./allocation-hints.ts";
 import type { GuestMemory } from "./guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
@@ -29,6 +30,8 @@ export interface MemtapOptions {
   freePages?: Uint8Array;
   /** Fetch the pages after a fault along with it (window adapts to sequential faults). */
   prefetch?: boolean;
+  /** Pages the guest's allocator handed out since the clone began (set by the vCPUs): zero-filled, never fetched. */
+  allocationHints?: AllocationHints;
   /** Pages shipped with the descriptor (backing page number → contents), installed before any vCPU runs. */
   eagerPages: Map<number, Uint8Array>;
   /** How long one request may wait for the server before the clone fails. Default 5000 ms. */
@@ -45,6 +48,8 @@ export interface MemtapStats {
   pagesZeroFilled: number;
   /** Of those, pages zero-filled because the guest's allocator had them free (free-pages). */
   pagesFreeFilled: number;
+  /** Of those, pages zero-filled because the guest's allocator handed them out after the clone began (allocation-hints). */
+  pagesAllocationFilled: number;
   /** Of pagesFetched, pages asked for ahead of a fault (prefetch). */
   pagesPrefetched: number;
   eagerPages: number;
@@ -172,7 +177,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
       close(stopFd);
     })());
 
-  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), prefetch: options.prefetch ?? false, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
+  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), prefetch: options.prefetch ?? false, allocationHints: options.allocationHints, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
   worker.postMessage(init);
   let timer: Timer | undefined;
   const startLimit = init.timeoutMs + START_GRACE_MS;
@@ -207,6 +212,7 @@ function readStats(c: Float64Array, eagerPages: number): MemtapStats {
     framesRejected: c[Slot.FRAMES_REJECTED]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
     pagesFreeFilled: c[Slot.PAGES_FREE_FILLED]!,
+    pagesAllocationFilled: c[Slot.PAGES_ALLOCATION_FILLED]!,
     pagesPrefetched: c[Slot.PAGES_PREFETCHED]!,
     eagerPages,
     bytesReceived: c[Slot.BYTES_RECEIVED]!,

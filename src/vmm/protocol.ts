@@ -85,7 +85,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
       (typeof counters === "object" &&
         counters !== null &&
         ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])) &&
-        ["pagesMulticast", "framesRejected", "pagesFreeFilled", "pagesPrefetched"].every((k) => counters[k] === undefined || isInt(counters[k])) &&
+        ["pagesMulticast", "framesRejected", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every((k) => counters[k] === undefined || isInt(counters[k])) &&
         (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));
     if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
     return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined, incarnation };

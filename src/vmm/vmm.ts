@@ -3,6 +3,7 @@
  * (control socket, record, console log), stream its console, answer control requests, and clean
  * up when it ends.
  */
+import { type AllocationHints, createAllocationHints } from "../memory/allocation-hints.ts";
 import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
@@ -203,6 +204,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         framesRejected: counters.framesRejected,
         pagesZeroFilled: counters.pagesZeroFilled,
         pagesFreeFilled: counters.pagesFreeFilled,
+        pagesAllocationFilled: counters.pagesAllocationFilled,
         pagesPrefetched: counters.pagesPrefetched,
         bytesReceived: counters.bytesReceived,
         faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
@@ -287,13 +289,15 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
   const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
   let memory: GuestMemory;
   let memtap: Memtap | undefined;
+  let allocationHints: AllocationHints | undefined;
   if (spec.memory.kind === "cow") memory = GuestMemory.openImage(spec.memory.imagePath, layout);
   else {
     memory = GuestMemory.createEmpty(layout);
     // Over a network a page may need several retransmissions: wait longer before failing.
     const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
     const plan = planFetches(descriptor.nonZeroPages, descriptor.freePages, heuristicsOff);
-    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: plan.fetch, freePages: plan.spareByFreePages, prefetch: !heuristicsOff.includes("prefetch"), eagerPages: descriptor.pages });
+    if (!heuristicsOff.includes("allocation-hints")) allocationHints = createAllocationHints(memory.size);
+    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: plan.fetch, freePages: plan.spareByFreePages, prefetch: !heuristicsOff.includes("prefetch"), allocationHints, eagerPages: descriptor.pages });
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
@@ -302,7 +306,7 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     identity,
     { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff },
     (console, onClusterCall) => {
-      const machine = KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release() });
+      const machine = KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release(), allocationHints });
       machine.freePageMap = descriptor.meta.freePageMap; // its allocator is its parent's
       return machine;
     },

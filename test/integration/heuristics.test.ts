@@ -6,6 +6,7 @@ import { expect, test } from "bun:test";
 import { dataset, sha256Hex, sliceLines } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
+import { HEURISTICS } from "../../src/heuristics/heuristics.ts";
 
 const env = () => ({ SNOWFLOCK_RUN_DIR: testRunDir() });
 
@@ -22,14 +23,41 @@ describeKvm("avoidance heuristics", () => {
     const all = await run([]);
     const none = await run(["--no-heuristics"]);
     const noFreePages = await run(["--no-heuristic", "free-pages"]);
-    for (const result of [all, none, noFreePages]) expect(result.console).toEqual([...expected, "granted 4"]);
+    const noHints = await run(["--no-heuristic", "allocation-hints"]);
+    for (const result of [all, none, noFreePages, noHints]) expect(result.console).toEqual([...expected, "granted 4"]);
     expect(all.stats.pagesFetched * 10).toBeLessThanOrEqual(none.stats.pagesFetched);
-    expect(none.stats.pagesAvoided).toEqual({ "known-zero": 0, "free-pages": 0 });
-    // The parent filled and freed the memory the clones allocate: only free-pages spares it.
-    expect(all.stats.pagesAvoided["free-pages"]).toBeGreaterThanOrEqual(4 * (size / 4096));
+    expect(none.stats.pagesAvoided).toEqual({ "known-zero": 0, "free-pages": 0, "allocation-hints": 0 });
+    // Each clone's allocation reuses the SIZE/2 the parent held (only allocation-hints spares
+    // those) and then SIZE/2 of what it had used and freed (free-pages, else allocation-hints).
+    const half = 4 * (size / 2 / 4096);
+    expect(all.stats.pagesAvoided["allocation-hints"]).toBeGreaterThanOrEqual(half);
+    expect(all.stats.pagesAvoided["free-pages"]).toBeGreaterThanOrEqual(half);
     expect(noFreePages.stats.pagesAvoided["free-pages"]).toBe(0);
-    expect(all.stats.pagesFetched * 10).toBeLessThanOrEqual(noFreePages.stats.pagesFetched);
-  }, 180_000);
+    expect(noFreePages.stats.pagesAvoided["allocation-hints"]).toBeGreaterThanOrEqual(2 * half);
+    expect(noFreePages.stats.pagesFetched * 10).toBeLessThanOrEqual(none.stats.pagesFetched);
+    expect(noHints.stats.pagesAvoided["allocation-hints"]).toBe(0);
+    expect(noHints.stats.pagesFetched).toBeGreaterThanOrEqual(all.stats.pagesFetched + half);
+  }, 240_000);
+
+  test("safety: with any heuristic off, all on or none, clones read memory in every state as the parent or the allocator left it", async () => {
+    const size = 8 << 20;
+    const shared = sha256Hex(dataset(5n, size));
+    const expected = [1n, 2n].map((i) => `states ${i} shared=${shared} nonzero=0 allocated=${sha256Hex(dataset(5n + i, 2 * size))}`);
+    const configurations = [[], ["--no-heuristics"], ...HEURISTICS.map((h) => ["--no-heuristic", h])];
+    for (const extra of configurations) {
+      const r = await snowflock(["run", "mem-states", "size=8M", "seed=5", "clones=2", "--memory", "ondemand", "--json", ...extra], env(), 120_000);
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+      const result = JSON.parse(r.stdout) as { console: string[]; stats: { pagesAvoided: Record<string, number> } };
+      expect({ extra, console: result.console }).toEqual({ extra, console: [...expected, "granted 2"] });
+      // Every heuristic left on had pages to spare here, so each was put to the test.
+      for (const name of ["known-zero", "free-pages", "allocation-hints"]) {
+        const on = extra.length === 0 || (extra[0] === "--no-heuristic" && extra[1] !== name);
+        if (on) expect({ extra, name, spared: result.stats.pagesAvoided[name]! > 0 }).toEqual({ extra, name, spared: true });
+        else expect({ extra, name, spared: result.stats.pagesAvoided[name] }).toEqual({ extra, name, spared: 0 });
+      }
+    }
+  }, 600_000);
 
   test("prefetch: sequential faults bring their following pages along; far fewer faults, the same pages and results", async () => {
     const run = async (extra: string[]) => {
@@ -58,6 +86,6 @@ describeKvm("avoidance heuristics", () => {
   test("an unknown heuristic is refused with the list of known ones", async () => {
     const r = await snowflock(["run", "alloc-par", "size=1M", "clones=1", "--no-heuristic", "psychic"], env());
     expect(r.status).toBe(1);
-    expect(r.stderr).toContain("unknown heuristic 'psychic' (the heuristics are: known-zero, free-pages, prefetch)");
+    expect(r.stderr).toContain("unknown heuristic 'psychic' (the heuristics are: known-zero, free-pages, allocation-hints, prefetch)");
   });
 });

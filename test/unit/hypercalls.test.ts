@@ -15,8 +15,9 @@ function recorder() {
   const written: Uint8Array[] = [];
   const exits: number[] = [];
   const freeMaps: Array<[number, number]> = [];
-  const host: HypercallHost = { exit: (s) => exits.push(s), consoleWrite: (b) => written.push(b), cloneId: () => 7, freePages: (address, frames) => freeMaps.push([address, frames]) };
-  return { host, written, exits, freeMaps };
+  const allocations: Array<[number, number]> = [];
+  const host: HypercallHost = { exit: (s) => exits.push(s), consoleWrite: (b) => written.push(b), cloneId: () => 7, freePages: (address, frames) => freeMaps.push([address, frames]), allocated: (offset, pages) => allocations.push([offset, pages]) };
+  return { host, written, exits, freeMaps, allocations };
 }
 
 function call(at: number, nr: number, ...args: bigint[]): ReturnType<typeof handleHypercall> & { host: ReturnType<typeof recorder> } {
@@ -98,6 +99,23 @@ describe("hypercall handler", () => {
       const r = call(BLOCK, Hypercall.FREE_PAGES, address, frames);
       expect(r).toMatchObject({ kind: "done", result: expected });
       expect(r.host.freeMaps).toEqual([]);
+    }
+  });
+
+  test("allocation hints inside guest memory are taken; unaligned, empty, huge or outside ones are refused", () => {
+    const good = call(BLOCK, Hypercall.ALLOCATED, 0x200000n, 16n);
+    expect(good).toMatchObject({ kind: "done", result: 0n });
+    expect(good.host.allocations).toEqual([[0x200000, 16]]);
+    for (const [address, pages, expected] of [
+      [0x200800n, 1n, GuestError.EINVAL],
+      [0x200000n, 0n, GuestError.EINVAL],
+      [0x200000n, 1n << 40n, GuestError.EINVAL],
+      [BigInt(SIZE - 4096), 2n, GuestError.EFAULT],
+      [0xffff_ffff_ffff_f000n, 1n, GuestError.EFAULT],
+    ] as const) {
+      const r = call(BLOCK, Hypercall.ALLOCATED, address, pages);
+      expect(r).toMatchObject({ kind: "done", result: expected });
+      expect(r.host.allocations).toEqual([]);
     }
   });
 

@@ -3,6 +3,7 @@
  * kernel image, pause every vCPU, capture the whole machine state, and restore such a state into
  * a fresh machine — the base the clone pipeline builds on.
  */
+import type { AllocationHints } from "../../memory/allocation-hints.ts";
 import { SnowflockError } from "../../errors.ts";
 import { parseKernelImage } from "../../guest/elf.ts";
 import { GuestError, writeHypercallResult } from "../../guest/hypercalls.ts";
@@ -28,6 +29,8 @@ export interface MachineOptions {
   onClusterCall?: (call: ClusterCallRequest) => Promise<bigint>;
   /** Called once the vCPUs have stopped, before the VM's fd is closed (memtap releases its uffd). */
   beforeClose?: () => void;
+  /** Where the vCPUs mark pages the guest's allocator hands out (memtap zero-fills them). */
+  allocationHints?: AllocationHints;
 }
 
 export interface ClusterCallRequest {
@@ -138,6 +141,7 @@ export class KvmMachine {
           runSize: this.vm.host.vcpuMmapSize,
           memory: { layout: this.memory.layout, address: this.memory.address },
           cloneId: this.options.cloneId ?? 0,
+          allocationHints: this.options.allocationHints,
           control,
         };
         worker.postMessage(init);

@@ -2,6 +2,7 @@
  * What a Machine and its vCPU Workers say to each other. Commands travel through a small
  * SharedArrayBuffer (a parked Worker cannot read messages); events travel by postMessage.
  */
+import type { AllocationHints } from "../../memory/allocation-hints.ts";
 import type { MemoryLayout } from "../../memory/layout.ts";
 
 /**
@@ -20,6 +21,8 @@ export interface VcpuInit {
   runSize: number;
   memory: { layout: MemoryLayout; address: number };
   cloneId: number;
+  /** Where the guest's allocator hands-outs are marked (a clone with memory on demand, allocation-hints on). */
+  allocationHints?: AllocationHints;
   /** Int32Array over a SharedArrayBuffer of Control.WORDS words. */
   control: Int32Array;
 }

@@ -11,6 +11,7 @@ import { lastErrno, libc } from "../../sys/libc.ts";
 import { gettid } from "../../sys/process.ts";
 import { StructView } from "../../sys/layout.ts";
 import { GuestMemory } from "../../memory/guest-memory.ts";
+import { markAllocated } from "../../memory/allocation-hints.ts";
 import { handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
 import * as abi from "./abi.ts";
 import { COM1_BASE, COM1_PORTS, Serial } from "./serial.ts";
@@ -41,6 +42,7 @@ function runVcpu(init: VcpuInit): void {
     },
     cloneId: () => init.cloneId,
     freePages: (address, frames) => post({ type: "free-pages", index, address, frames }),
+    allocated: (offset, pages) => init.allocationHints && markAllocated(init.allocationHints, offset, pages),
   };
 
   const crash = (reason: string) => {
