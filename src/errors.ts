@@ -5,6 +5,7 @@
 export type ErrorCode =
   | "SYSCALL" // a libc call failed (see SyscallError)
   | "KVM_UNAVAILABLE" // no /dev/kvm, no permission, or a required capability missing
+  | "XEN_UNAVAILABLE" // no Xen dom0 to drive: no hypervisor or privcmd, no libraries, a domU, an unknown release
   | "USAGE" // bad command-line input
   | "WORKLOAD" // unknown workload or bad workload parameters
   | "GUEST_IMAGE" // the guest ELF could not be loaded

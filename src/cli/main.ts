@@ -8,6 +8,7 @@ import { registerAgent } from "./agent.ts";
 import { registerBench } from "./bench.ts";
 import { registerCluster } from "./cluster.ts";
 import { registerDescriptor } from "./descriptor.ts";
+import { registerDoctor } from "./doctor.ts";
 import { registerInspect } from "./inspect.ts";
 import { registerFork } from "./fork.ts";
 import { registerKill } from "./kill.ts";
@@ -41,6 +42,7 @@ export async function startCli(argv: string[]): Promise<number> {
   registerBench(cli);
   registerCluster(cli, { startAgents: async (inventory, path, maxClones) => (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path, maxClones) });
   registerAgent(cli);
+  registerDoctor(cli);
   cli.help();
   cli.version(packageJson.version);
 

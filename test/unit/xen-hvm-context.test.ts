@@ -1,0 +1,86 @@
+/**
+ * The HVM save blob walker on blobs built here the way Xen's hvm_save() writes them: descriptors
+ * and payloads in order, the HEADER first, the END last; and its refusals of broken blobs.
+ */
+import { describe, expect, test } from "bun:test";
+import { XEN_RELEASES } from "../../src/backend/xen/abi.ts";
+import { parseHvmContext } from "../../src/backend/xen/hvm-context.ts";
+import { StructView } from "../../src/sys/layout.ts";
+
+const abi = XEN_RELEASES["4.17"]!;
+const { hvm_save_descriptor, hvm_save_header, hvm_hw_cpu } = abi.layouts;
+
+interface Piece {
+  typecode: number;
+  instance: number;
+  payload: Uint8Array;
+  /** Overrides the descriptor's length (to build a lying blob). */
+  length?: number;
+}
+
+function blob(pieces: Piece[]): Uint8Array {
+  const parts = pieces.flatMap((p) => {
+    const d = new StructView(hvm_save_descriptor).set("typecode", p.typecode).set("instance", p.instance).set("length", p.length ?? p.payload.byteLength);
+    return [d.bytes, p.payload];
+  });
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+function header(magic = abi.constants.HVM_FILE_MAGIC, version = abi.constants.HVM_FILE_VERSION): Piece {
+  const h = new StructView(hvm_save_header).set("magic", magic).set("version", version).set("changeset", 0x1234_5678_9abcn).set("cpuid", 0x306c3).set("gtsc_khz", 2_400_000);
+  return { typecode: abi.hvmSaveTypes.HEADER, instance: 0, payload: h.bytes };
+}
+
+function cpu(vcpu: number, rip: number): Piece {
+  return { typecode: abi.hvmSaveTypes.CPU, instance: vcpu, payload: new StructView(hvm_hw_cpu).set("rip", rip).bytes };
+}
+
+const end: Piece = { typecode: abi.hvmSaveTypes.END, instance: 0, payload: new Uint8Array(0) };
+
+describe("parseHvmContext", () => {
+  test("walks every record and reads the header", () => {
+    const lapic: Piece = { typecode: abi.hvmSaveTypes.LAPIC, instance: 1, payload: new Uint8Array(40) };
+    const unknown: Piece = { typecode: 30, instance: 0, payload: new Uint8Array(12) }; // a typecode this release does not name
+    const data = blob([header(), cpu(0, 0x1000), cpu(1, 0x2000), lapic, unknown, end]);
+    const context = parseHvmContext(data, abi);
+
+    expect(context.header).toEqual({ magic: 0x54381286, version: 1, changeset: 0x1234_5678_9abcn, cpuid: 0x306c3, gtscKhz: 2_400_000 });
+    expect(context.records.map((r) => [r.type, r.typecode, r.instance, r.length])).toEqual([
+      ["HEADER", 1, 0, 24],
+      ["CPU", 2, 0, 1032],
+      ["CPU", 2, 1, 1032],
+      ["LAPIC", 5, 1, 40],
+      [undefined, 30, 0, 12],
+      ["END", 0, 0, 0],
+    ]);
+    const second = context.records[2]!;
+    expect(new StructView(hvm_hw_cpu, data, second.offset).get("rip")).toBe(0x2000);
+    expect(context.records.at(-1)!.offset).toBe(data.byteLength);
+  });
+
+  test("stops at END and ignores what follows", () => {
+    const data = blob([header(), end, cpu(0, 1)]);
+    expect(parseHvmContext(data, abi).records.map((r) => r.type)).toEqual(["HEADER", "END"]);
+  });
+
+  const broken: Array<[string, Uint8Array, RegExp]> = [
+    ["no END record", blob([header(), cpu(0, 1)]), /without an END record/],
+    ["a record longer than the blob", blob([header(), { ...cpu(0, 1), length: 5000 }, end]), /claims 5000 bytes, past the end/],
+    ["a cut descriptor", blob([header()]).subarray(0, 30), /without an END record|past the end/],
+    ["no HEADER first", blob([cpu(0, 1), end]), /does not start with a HEADER record/],
+    ["a wrong magic", blob([header(0xdeadbeef), end]), /magic is 0xdeadbeef/],
+    ["another format version", blob([header(undefined, 2), end]), /format version is 2/],
+    ["an empty blob", new Uint8Array(0), /without an END record/],
+  ];
+  for (const [what, data, message] of broken) {
+    test(`refuses ${what}`, () => {
+      expect(() => parseHvmContext(data, abi)).toThrow(message);
+    });
+  }
+});
