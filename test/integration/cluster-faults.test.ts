@@ -13,6 +13,7 @@ import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
 import { useTestCluster } from "../support/test-cluster.ts";
+import { within } from "../support/time.ts";
 
 const PREFIX = `sff${process.pid % 10000}`;
 const runDir = testRunDir();
@@ -122,7 +123,7 @@ describeNetns("clones on many hosts, with faults", () => {
       const half = size / 2;
       expect(stdout.trim().split("\n")).toEqual([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 2 ${half} ${half} error status -9`, "granted 2"]);
       expect(exitCode).not.toBe(0);
-    }, 120_000);
+    }, within(120_000));
 
     test("a host whose agent is dead gets no clones; the family runs on the others", async () => {
       const h3 = readInventory(inventoryPath).hosts[2]!;
@@ -154,6 +155,6 @@ describeNetns("clones on many hosts, with faults", () => {
       expect(lines[2]).toBe("granted 2");
       expect(Date.now() - started).toBeLessThan(60_000);
       expect(exitCode === 0 || lines.some((l) => l.includes("error"))).toBe(true);
-    }, 120_000);
+    }, within(120_000));
   });
 });

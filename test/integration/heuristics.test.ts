@@ -7,6 +7,7 @@ import { dataset, sha256Hex, sliceLines } from "../support/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { HEURISTICS } from "../../src/heuristics/heuristics.ts";
+import { within } from "../support/time.ts";
 
 const env = () => ({ SNOWFLOCK_RUN_DIR: testRunDir() });
 
@@ -37,15 +38,15 @@ describeKvm("avoidance heuristics", () => {
     expect(noFreePages.stats.pagesFetched * 10).toBeLessThanOrEqual(none.stats.pagesFetched);
     expect(noHints.stats.pagesAvoided["allocation-hints"]).toBe(0);
     expect(noHints.stats.pagesFetched).toBeGreaterThanOrEqual(all.stats.pagesFetched + half);
-  }, 240_000);
+  }, within(240_000));
 
   test("safety: with any heuristic off, all on or none, clones read memory in every state as the parent or the allocator left it", async () => {
-    const size = 8 << 20;
+    const size = 2 << 20;
     const shared = sha256Hex(dataset(5n, size));
     const expected = [1n, 2n].map((i) => `states ${i} shared=${shared} nonzero=0 allocated=${sha256Hex(dataset(5n + i, 2 * size))}`);
     const configurations = [[], ["--no-heuristics"], ...HEURISTICS.map((h) => ["--no-heuristic", h])];
     for (const extra of configurations) {
-      const r = await snowflock(["run", "mem-states", "size=8M", "seed=5", "clones=2", "--memory", "ondemand", "--json", ...extra], env(), 120_000);
+      const r = await snowflock(["run", "mem-states", "size=2M", "seed=5", "clones=2", "--memory", "ondemand", "--json", ...extra], env(), 120_000);
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout) as { console: string[]; stats: { pagesAvoided: Record<string, number> } };
@@ -57,7 +58,7 @@ describeKvm("avoidance heuristics", () => {
         else expect({ extra, name, spared: result.stats.pagesAvoided[name] }).toEqual({ extra, name, spared: 0 });
       }
     }
-  }, 600_000);
+  }, within(600_000));
 
   test("prefetch: sequential faults bring their following pages along; far fewer faults, the same pages and results", async () => {
     const run = async (extra: string[]) => {
@@ -73,7 +74,7 @@ describeKvm("avoidance heuristics", () => {
     expect(on.stats.faults * 4).toBeLessThanOrEqual(off.stats.faults);
     // Prefetch asks for pages the clone goes on to read: hardly more than without it.
     expect(on.stats.pagesFetched).toBeLessThanOrEqual(off.stats.pagesFetched * 1.1);
-  }, 180_000);
+  }, within(180_000));
 
   test("the descriptor of a 1 GiB guest after a 256 MiB data setup is under 1/1000 of its memory", async () => {
     const r = await snowflock(["run", "sha256-par", "size=256M", "seed=1", "clones=1", "--mem", "1G", "--json"], env(), 120_000);
@@ -81,7 +82,7 @@ describeKvm("avoidance heuristics", () => {
     const result = JSON.parse(r.stdout);
     expect(result.forks[0].descriptorBytes).toBeGreaterThan(0);
     expect(result.forks[0].descriptorBytes).toBeLessThan(2 ** 30 / 1000);
-  }, 120_000);
+  }, within(120_000));
 
   test("an unknown heuristic is refused with the list of known ones", async () => {
     const r = await snowflock(["run", "alloc-par", "size=1M", "clones=1", "--no-heuristic", "psychic"], env());

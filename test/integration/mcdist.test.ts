@@ -13,6 +13,7 @@ import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import type { TransportSpec } from "../../src/mcdist/transport.ts";
 import type { PeerConfig } from "../support/mcdist-peer.ts";
 import { describeNetns } from "../support/netns.ts";
+import { within } from "../support/time.ts";
 
 const PEER = join(import.meta.dir, "../support/mcdist-peer.ts");
 const PREFIX = `sfmc${process.pid % 1000}`;
@@ -98,12 +99,12 @@ function expectEveryPage(result: Event): void {
 describeNetns("mcdist page transport between network namespaces", () => {
   beforeAll(async () => {
     inventory = await createTestHosts({ hosts: 4, prefix: PREFIX, mtu: MTU });
-  }, 60_000);
+  }, within(60_000));
 
   afterAll(async () => {
     for (const p of peers) p.process.kill(9);
     await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
-  }, 60_000);
+  }, within(60_000));
 
   for (const [index, kind] of (["packet", "udp"] as const).entries()) {
     const family = 0x5f00 + index;
@@ -175,6 +176,6 @@ describeNetns("mcdist page transport between network namespaces", () => {
       expect(failure.elapsedMs).toBeGreaterThanOrEqual(1000);
       expect(failure.elapsedMs).toBeLessThan(1300);
       victim.end();
-    }, 120_000);
+    }, within(120_000));
   }
 });

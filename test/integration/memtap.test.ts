@@ -38,6 +38,7 @@ import { O_CLOEXEC } from "../../src/sys/constants.ts";
 import { userfaultfd } from "../../src/sys/uffd.ts";
 import { dataset, sha256Hex } from "../support/dataset.ts";
 import { describeKvm, KVM_REQUIRED } from "../support/kvm.ts";
+import { within } from "../support/time.ts";
 
 const MEMORY = 256 * 1024 * 1024;
 const DATASET = 64 * 1024 * 1024;
@@ -211,7 +212,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     } finally {
       server.close();
     }
-  }, 60_000);
+  }, within(60_000));
 
   test("a memory server that dies mid-run ends the clone with an error naming it, in bounded time", async () => {
     const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
@@ -227,7 +228,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     expect(end).toEqual({ kind: "stopped" });
     expect(clone.lines).toEqual([]); // no digest from a guest that lost its pages
     expect(ms).toBeLessThan(END_BOUND_MS);
-  }, 60_000);
+  }, within(60_000));
 
   test("an owner that ignores the failure does not leave the clone hanging: memtap fences its memory", async () => {
     const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
@@ -244,7 +245,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     expect(end?.kind).toBe("crash");
     expect(performance.now() - failedAt).toBeGreaterThanOrEqual(FENCE_AFTER_MS - 50);
     expect(clone.lines).toEqual([]);
-  }, 60_000);
+  }, within(60_000));
 
   test("a corrupted page fails the clone and never reaches guest memory", async () => {
     const path = socketPath();
@@ -264,7 +265,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     } finally {
       hostile.close();
     }
-  }, 60_000);
+  }, within(60_000));
 
   test("a memory server that stops answering fails the clone after the timeout", async () => {
     const path = socketPath();
@@ -280,7 +281,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     } finally {
       hostile.close();
     }
-  }, 60_000);
+  }, within(60_000));
 
   test("a clone whose memory server is not there fails to start with a clear error", async () => {
     const path = socketPath();
@@ -396,7 +397,7 @@ describe.skipIf(noUffd !== undefined)("memtap: concurrent faults from several th
       source.close();
       URL.revokeObjectURL(toucher);
     }
-  }, 60_000);
+  }, within(60_000));
 });
 
 // ---- the memory server's side of the protocol, with a raw client ----

@@ -2,6 +2,7 @@
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { within } from "./time.ts";
 
 const ENTRY = join(import.meta.dir, "../../bin/snowflock.ts");
 
@@ -22,7 +23,7 @@ export async function snowflock(args: string[], env: Record<string, string> = {}
     stdout: "pipe",
     stderr: "pipe",
     stdin: "ignore",
-    timeout: timeoutMs,
+    timeout: within(timeoutMs),
   });
   const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   return { status, stdout, stderr };

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Runs a command inside the nested KVM test host: a Debian kernel under QEMU TCG (-cpu max:
+# SVM with nested paging), whose kvm-amd gives a real /dev/kvm on a machine that has none.
+#
+#   bash test/nested/run.sh -- bun test test/integration/run.test.ts
+#
+# The repository is shared into the VM (virtio-9p) at the same absolute path; the command runs
+# there as root (in the same subdirectory if run.sh is called from inside the repository), with
+# SNOWFLOCK_REQUIRE_KVM=1, CI=$CI, the host's bun on PATH, and any SNOWFLOCK_* variables of the
+# caller except SNOWFLOCK_NESTED_*. Its stdout and stderr (merged) stream to this stdout through
+# a virtio console; run.sh exits with its exit status. run.sh's own lines go to stderr, prefixed
+# "nested:". When the VM fails to boot, /dev/kvm does not appear, or the time runs out, it exits
+# non-zero (125, 126 and 124) with the reason and the tail of the VM's console log.
+#
+# Environment:
+#   SNOWFLOCK_NESTED_TIMEOUT  seconds for the whole VM, boot included (default 3000)
+#   SNOWFLOCK_NESTED_CACHE    where build-host.sh keeps the host (default /var/cache/snowflock/nested)
+#   SNOWFLOCK_NESTED_MEM      guest memory (default 12G); SNOWFLOCK_NESTED_SMP vCPUs (default 2)
+#   SNOWFLOCK_NESTED_CPU      QEMU -cpu model (default max: Bun needs AVX2, KVM needs svm)
+#   SNOWFLOCK_NESTED_9P_CACHE 9p cache mode for the repository share (default loose: the guest
+#                             does not see the host's changes made during the run)
+#   SNOWFLOCK_NESTED_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` when the command has
+#                             no --timeout of its own (default 600000)
+#   SNOWFLOCK_NESTED_KEEP=1   keep the run directory (console log, dmesg) under $CACHE/runs
+#   SNOWFLOCK_NESTED_DEBUG=1  also a root shell inside the VM on a unix socket (printed; for hangs)
+#
+# One VM at a time per cache dir: a second run.sh waits for the first.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd "$HERE/../.." && pwd -P)
+CACHE=${SNOWFLOCK_NESTED_CACHE:-/var/cache/snowflock/nested}
+TIMEOUT=${SNOWFLOCK_NESTED_TIMEOUT:-3000}
+MEM=${SNOWFLOCK_NESTED_MEM:-12G}
+SMP=${SNOWFLOCK_NESTED_SMP:-2}
+NINEP_CACHE=${SNOWFLOCK_NESTED_9P_CACHE:-loose}
+say() { printf 'nested: %s\n' "$*" >&2; }
+die() { printf 'nested: error: %s\n' "$1" >&2; exit "${2:-125}"; }
+
+[ "${1:-}" = -- ] && shift
+[ $# -gt 0 ] || die "usage: $0 -- COMMAND [ARGS...]" 2
+[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "SNOWFLOCK_NESTED_TIMEOUT must be a number of seconds, got '$TIMEOUT'" 2
+
+# `bun test` without --timeout: bun's default of 5 s per test is far too short under TCG, where a
+# VM test runs 10-50 times slower than on KVM; give it SNOWFLOCK_NESTED_TEST_TIMEOUT ms.
+if [ "$(basename -- "$1")" = bun ] && [ "${2:-}" = test ]; then
+  has_timeout=0
+  for arg in "$@"; do case "$arg" in --timeout|--timeout=*) has_timeout=1 ;; esac; done
+  if [ "$has_timeout" = 0 ]; then
+    set -- "$1" test --timeout "${SNOWFLOCK_NESTED_TEST_TIMEOUT:-600000}" "${@:3}"
+  fi
+fi
+
+bash "$HERE/build-host.sh" </dev/null || die "building the nested host failed"
+
+# One VM at a time.
+exec 8>"$CACHE/qemu.lock"
+if ! flock -n 8; then
+  say "waiting for another nested VM to finish"
+  flock 8
+fi
+
+mkdir -p "$CACHE/runs"
+RUN=$(mktemp -d "$CACHE/runs/run.XXXXXX")
+qemu_pid=
+cleanup() {
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+  if [ "${SNOWFLOCK_NESTED_KEEP:-}" = 1 ] || [ "${SNOWFLOCK_NESTED_DEBUG:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The command, its environment and directory, NUL-separated, for /init.
+printf '%s\0' "$@" >"$RUN/argv"
+{
+  printf '%s\0' "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root" \
+    "SNOWFLOCK_REQUIRE_KVM=1" "CI=${CI:-}" "TERM=dumb" "LANG=C.UTF-8"
+  while IFS= read -r -d '' kv; do
+    case "$kv" in
+      SNOWFLOCK_NESTED_*|SNOWFLOCK_REQUIRE_KVM=*) ;;
+      SNOWFLOCK_*|NO_COLOR=*|FORCE_COLOR=*) printf '%s\0' "$kv" ;;
+    esac
+  done < <(env -0)
+} >"$RUN/env"
+cwd=$(pwd -P)
+case "$cwd/" in "$REPO"/*) ;; *) cwd=$REPO ;; esac
+printf '%s' "$cwd" >"$RUN/cwd"
+printf '%s' "$REPO" >"$RUN/repo"
+printf '%s' "$NINEP_CACHE" >"$RUN/cache"
+if [ -t 1 ]; then echo 1 >"$RUN/tty"; else echo 0 >"$RUN/tty"; fi
+debug=()
+if [ "${SNOWFLOCK_NESTED_DEBUG:-}" = 1 ]; then
+  echo 1 >"$RUN/debug"
+  debug=(-chardev "socket,id=dbg,path=$RUN/debug.sock,server=on,wait=off" -device virtserialport,chardev=dbg,name=debug)
+  say "debug shell in the VM once it runs the command: socat -,rawer UNIX-CONNECT:$RUN/debug.sock (or: socat - UNIX-CONNECT:...)"
+fi
+
+say "booting the nested KVM host (QEMU TCG, -cpu ${SNOWFLOCK_NESTED_CPU:-max}, $SMP vCPUs, $MEM; timeout ${TIMEOUT}s) for: $*"
+start=$(date +%s.%N)
+# stdout: the command's output through a virtio console (hvc0). The serial port (kernel console,
+# /init's own lines) goes to a log file, shown when something fails.
+set +e
+timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+  -accel tcg -cpu "${SNOWFLOCK_NESTED_CPU:-max}" -smp "$SMP" -m "$MEM" \
+  -display none -monitor none -no-reboot -nic none -nodefaults \
+  -serial "file:$RUN/console.log" \
+  -chardev stdio,id=out,signal=off -device virtio-serial-pci -device virtconsole,chardev=out \
+  -device virtio-rng-pci "${debug[@]}" \
+  -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd" \
+  -append "console=ttyS0 quiet loglevel=${SNOWFLOCK_NESTED_LOGLEVEL:-4} panic=-1 8250.nr_uarts=1 tsc=reliable" \
+  -fsdev "local,id=ctl,path=$RUN,security_model=passthrough" -device virtio-9p-pci,fsdev=ctl,mount_tag=ctl \
+  -fsdev "local,id=repo,path=$REPO,security_model=passthrough,multidevs=remap" -device virtio-9p-pci,fsdev=repo,mount_tag=repo \
+  </dev/null 2>"$RUN/qemu.stderr" &
+qemu_pid=$!
+wait "$qemu_pid"
+rc=$?
+qemu_pid=
+set -e
+wall=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+
+show_log() {
+  if [ -s "$RUN/qemu.stderr" ]; then say "qemu said:"; sed 's/^/  /' "$RUN/qemu.stderr" >&2; fi
+  say "last lines of the VM's console:"
+  tail -n 25 "$RUN/console.log" 2>/dev/null | tr -d '\r' | sed 's/^/  /' >&2
+}
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+  show_log
+  die "timed out after ${TIMEOUT}s (SNOWFLOCK_NESTED_TIMEOUT)" 124
+fi
+if [ -f "$RUN/status" ]; then
+  status=$(cat "$RUN/status")
+  say "done in ${wall}s (guest booted in $(cat "$RUN/booted" 2>/dev/null || echo ?)s): exit status $status"
+  exit "$status"
+fi
+show_log
+if [ -f "$RUN/error" ]; then
+  case "$(cat "$RUN/error")" in
+    kvm:*) die "no KVM in the nested host: $(cut -d' ' -f2- "$RUN/error")" 126 ;;
+    *) die "the nested host failed: $(cat "$RUN/error")" ;;
+  esac
+fi
+if [ -f "$RUN/booted" ]; then
+  die "the VM ended (qemu exit status $rc) while the command was running, after ${wall}s"
+fi
+die "the VM ended (qemu exit status $rc) before it could run the command: it did not boot"

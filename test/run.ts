@@ -1,0 +1,75 @@
+/**
+ * The test command (`bun run test`). Where /dev/kvm works it is `bun test`. Where it does not but
+ * KVM tests must run (SNOWFLOCK_REQUIRE_KVM=1, as in CI, or SNOWFLOCK_NESTED_KVM=1), the files
+ * with KVM tests run inside the nested KVM host (test/nested: a Linux VM under QEMU's software
+ * emulation whose kvm-amd gives a real /dev/kvm) and the rest here; one summary at the end.
+ *
+ * Under emulation a VM runs 10-50 times slower, so time limits scale (SNOWFLOCK_TEST_TIME_SCALE),
+ * and the multi-host cluster files, which start dozens of VMs on several test hosts, are too slow
+ * to run there: they are listed as not run, and run wherever /dev/kvm works.
+ */
+import { Glob } from "bun";
+import { readFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { kvmAvailable } from "../src/backend/kvm/host.ts";
+
+const ROOT = join(import.meta.dir, "..");
+const BUN_TIMEOUT = ["--timeout", "120000"];
+const NESTED_TIME_SCALE = "10";
+/** Cluster files: too slow under emulation (see above). */
+const NOT_UNDER_EMULATION = ["test/integration/cluster.test.ts", "test/integration/cluster-acceptance.test.ts", "test/integration/cluster-faults.test.ts"];
+
+interface Outcome {
+  status: number;
+  passed: number;
+  failed: number;
+}
+
+/** Runs a command with its output passed through, and reads bun's " N pass" / " N fail" lines. */
+async function run(command: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  console.log(`+ ${command.join(" ")}`);
+  const child = Bun.spawn(command, { cwd: ROOT, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  let text = "";
+  const pump = async (stream: ReadableStream<Uint8Array>, out: NodeJS.WriteStream) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      const part = decoder.decode(chunk, { stream: true });
+      text += part;
+      out.write(part);
+    }
+  };
+  await Promise.all([pump(child.stdout, process.stdout), pump(child.stderr, process.stderr)]);
+  const status = await child.exited;
+  const count = (word: string) => Number(text.match(new RegExp(`^ *(\\d+) ${word}$`, "gm"))?.at(-1)?.trim().split(" ")[0] ?? 0);
+  return { status, passed: count("pass"), failed: count("fail") };
+}
+
+function testFiles(): string[] {
+  return [...new Glob("test/**/*.test.ts").scanSync({ cwd: ROOT })].sort();
+}
+
+const needsKvm = (file: string) => readFileSync(join(ROOT, file), "utf8").includes("describeKvm(");
+
+const args = process.argv.slice(2);
+const kvm = kvmAvailable();
+const nested = !kvm.ok && (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_NESTED_KVM === "1");
+if (!nested) {
+  process.exit((await run(["bun", "test", ...BUN_TIMEOUT, ...args])).status);
+}
+
+const files = testFiles().filter((f) => args.length === 0 || args.some((a) => f.includes(a)));
+const kvmFiles = files.filter(needsKvm);
+const here = files.filter((f) => !needsKvm(f));
+const emulated = kvmFiles.filter((f) => !NOT_UNDER_EMULATION.includes(f));
+const notRun = kvmFiles.filter((f) => NOT_UNDER_EMULATION.includes(f));
+console.log(`test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${emulated.length} files with KVM tests run in the nested KVM host (test/nested)`);
+const outcomes: Outcome[] = [];
+if (here.length > 0) outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...here.map((f) => `./${f}`)]));
+if (emulated.length > 0) {
+  outcomes.push(await run(["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...emulated.map((f) => `./${relative(ROOT, join(ROOT, f))}`)], { SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE }));
+}
+const passed = outcomes.reduce((n, o) => n + o.passed, 0);
+const failed = outcomes.reduce((n, o) => n + o.failed, 0);
+if (notRun.length > 0) console.log(`test: NOT RUN (KVM under software emulation is too slow for them; they run where /dev/kvm works): ${notRun.join(", ")}`);
+console.log(`\n ${passed} pass\n ${failed} fail`);
+process.exit(outcomes.some((o) => o.status !== 0) ? 1 : 0);
