@@ -290,6 +290,8 @@ fi
 
 out=/dev/hvc0
 [ -c "$out" ] || out=/dev/ttyS0
+# Bytes through unchanged: no \n -> \r\n on the way to the host.
+stty -F "$out" -opost -echo 2>/dev/null
 mapfile -d '' -t argv <"$CTL/argv"
 mapfile -d '' -t envv <"$CTL/env"
 cwd=$(cat "$CTL/cwd")

@@ -22,9 +22,13 @@
 #   SNOWFLOCK_NESTED_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` when the command has
 #                             no --timeout of its own (default 600000)
 #   SNOWFLOCK_NESTED_KEEP=1   keep the run directory (console log, dmesg) under $CACHE/runs
-#   SNOWFLOCK_NESTED_DEBUG=1  also a root shell inside the VM on a unix socket (printed; for hangs)
+#   SNOWFLOCK_NESTED_DEBUG=1  also a root shell inside the VM and QEMU's monitor, on unix sockets
+#                             (printed; for hangs), and keep the run directory
+#   SNOWFLOCK_NESTED_LOGLEVEL kernel console loglevel in the VM's console log (default 4)
 #
 # One VM at a time per cache dir: a second run.sh waits for the first.
+# (Edit this file by writing a new one and renaming it over: bash reads a running script as it
+# goes, and others may be running it.)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -89,11 +93,13 @@ printf '%s' "$cwd" >"$RUN/cwd"
 printf '%s' "$REPO" >"$RUN/repo"
 printf '%s' "$NINEP_CACHE" >"$RUN/cache"
 if [ -t 1 ]; then echo 1 >"$RUN/tty"; else echo 0 >"$RUN/tty"; fi
-debug=()
+debug=() monitor=(-monitor none)
 if [ "${SNOWFLOCK_NESTED_DEBUG:-}" = 1 ]; then
   echo 1 >"$RUN/debug"
   debug=(-chardev "socket,id=dbg,path=$RUN/debug.sock,server=on,wait=off" -device virtserialport,chardev=dbg,name=debug)
-  say "debug shell in the VM once it runs the command: socat -,rawer UNIX-CONNECT:$RUN/debug.sock (or: socat - UNIX-CONNECT:...)"
+  monitor=(-monitor "unix:$RUN/monitor.sock,server=on,wait=off")
+  say "debug shell in the VM once it runs the command: socat - UNIX-CONNECT:$RUN/debug.sock"
+  say "QEMU monitor (info registers -a, ...): socat - UNIX-CONNECT:$RUN/monitor.sock"
 fi
 
 say "booting the nested KVM host (QEMU TCG, -cpu ${SNOWFLOCK_NESTED_CPU:-max}, $SMP vCPUs, $MEM; timeout ${TIMEOUT}s) for: $*"
@@ -103,7 +109,7 @@ start=$(date +%s.%N)
 set +e
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
   -accel tcg -cpu "${SNOWFLOCK_NESTED_CPU:-max}" -smp "$SMP" -m "$MEM" \
-  -display none -monitor none -no-reboot -nic none -nodefaults \
+  -display none "${monitor[@]}" -no-reboot -nic none -nodefaults \
   -serial "file:$RUN/console.log" \
   -chardev stdio,id=out,signal=off -device virtio-serial-pci -device virtconsole,chardev=out \
   -device virtio-rng-pci "${debug[@]}" \
