@@ -288,10 +288,17 @@ if [ "$(cat "$CTL/debug" 2>/dev/null)" = 1 ]; then
     done' </dev/null >/dev/null 2>&1 &
 fi
 
+# Hold one empty VM for the whole run. KVM flips a static key in __schedule (preempt notifiers)
+# when the first VM is created and the last one destroyed, and every flip patches hot kernel
+# text while both vCPUs run it, which TCG's self-modifying-code handling copes with badly.
+perl -e 'open(my $k, "+<", "/dev/kvm") or exit 1; defined(ioctl($k, 0xAE01, 0)) or exit 2; sleep' </dev/null >/dev/null 2>&1 &
+
 out=/dev/hvc0
 [ -c "$out" ] || out=/dev/ttyS0
-# Bytes through unchanged: no \n -> \r\n on the way to the host.
-stty -F "$out" -opost -echo 2>/dev/null
+# Bytes through unchanged: no \n -> \r\n on the way to the host. hvc resets its termios at the
+# last close, so keep one descriptor open (3) and set it there.
+exec 3<>"$out"
+stty -opost -echo <&3 2>/dev/null
 mapfile -d '' -t argv <"$CTL/argv"
 mapfile -d '' -t envv <"$CTL/env"
 cwd=$(cat "$CTL/cwd")
@@ -301,12 +308,13 @@ cd "$cwd" || fail cwd "cannot enter $cwd"
 # On the host the output is usually a pipe (CI, tee): then give the command a pipe too, not the
 # console's tty, so it prints as it would there (no colours, no progress redraws).
 if [ "$(cat "$CTL/tty" 2>/dev/null)" = 1 ]; then
-  env -i "${envv[@]}" "${argv[@]}" </dev/null >"$out" 2>&1
+  env -i "${envv[@]}" "${argv[@]}" </dev/null >&3 2>&1 3>&-
   status=$?
 else
-  env -i "${envv[@]}" "${argv[@]}" </dev/null 2>&1 | cat >"$out"
+  env -i "${envv[@]}" "${argv[@]}" </dev/null 2>&1 3>&- | cat >&3
   status=${PIPESTATUS[0]}
 fi
+exec 3>&-
 log "exit status $status at $(uptime_s)s"
 echo "$status" >"$CTL/status"
 finish

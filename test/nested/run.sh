@@ -17,6 +17,9 @@
 #   SNOWFLOCK_NESTED_CACHE    where build-host.sh keeps the host (default /var/cache/snowflock/nested)
 #   SNOWFLOCK_NESTED_MEM      guest memory (default 12G); SNOWFLOCK_NESTED_SMP vCPUs (default 2)
 #   SNOWFLOCK_NESTED_CPU      QEMU -cpu model (default max: Bun needs AVX2, KVM needs svm)
+#   SNOWFLOCK_NESTED_ACCEL    QEMU -accel (default tcg,thread=single: with multi-threaded TCG
+#                             the guest kernel now and then wedges for good, both vCPUs looping
+#                             on a stale int3 left by kernel code patching; single is no slower here)
 #   SNOWFLOCK_NESTED_9P_CACHE 9p cache mode for the repository share (default loose: the guest
 #                             does not see the host's changes made during the run)
 #   SNOWFLOCK_NESTED_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` when the command has
@@ -102,13 +105,13 @@ if [ "${SNOWFLOCK_NESTED_DEBUG:-}" = 1 ]; then
   say "QEMU monitor (info registers -a, ...): socat - UNIX-CONNECT:$RUN/monitor.sock"
 fi
 
-say "booting the nested KVM host (QEMU TCG, -cpu ${SNOWFLOCK_NESTED_CPU:-max}, $SMP vCPUs, $MEM; timeout ${TIMEOUT}s) for: $*"
+say "booting the nested KVM host (QEMU ${SNOWFLOCK_NESTED_ACCEL:-tcg,thread=single}, -cpu ${SNOWFLOCK_NESTED_CPU:-max}, $SMP vCPUs, $MEM; timeout ${TIMEOUT}s) for: $*"
 start=$(date +%s.%N)
 # stdout: the command's output through a virtio console (hvc0). The serial port (kernel console,
 # /init's own lines) goes to a log file, shown when something fails.
 set +e
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
-  -accel tcg -cpu "${SNOWFLOCK_NESTED_CPU:-max}" -smp "$SMP" -m "$MEM" \
+  -accel "${SNOWFLOCK_NESTED_ACCEL:-tcg,thread=single}" -cpu "${SNOWFLOCK_NESTED_CPU:-max}" -smp "$SMP" -m "$MEM" \
   -display none "${monitor[@]}" -no-reboot -nic none -nodefaults \
   -serial "file:$RUN/console.log" \
   -chardev stdio,id=out,signal=off -device virtio-serial-pci -device virtconsole,chardev=out \
