@@ -5,7 +5,8 @@
  * emulation whose kvm-amd gives a real /dev/kvm) and the rest here; one summary at the end.
  *
  * The nested host gets one vCPU: with two, 2-vCPU guests inside it were seen to hang.
- * Under emulation a VM runs 10-50 times slower, so time limits scale (SNOWFLOCK_TEST_TIME_SCALE),
+ * Under emulation a VM runs 10-50 times slower, so the tests' time limits scale
+ * (SNOWFLOCK_TEST_TIME_SCALE) and so do snowflock's own waits (SNOWFLOCK_TIMEOUT_SCALE),
  * and the multi-host cluster files, which start dozens of VMs on several test hosts, are too slow
  * to run there: they are listed as not run, and run wherever /dev/kvm works.
  */
@@ -67,7 +68,7 @@ console.log(`test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${emul
 const outcomes: Outcome[] = [];
 if (here.length > 0) outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...here.map((f) => `./${f}`)]));
 if (emulated.length > 0) {
-  outcomes.push(await run(["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...emulated.map((f) => `./${relative(ROOT, join(ROOT, f))}`)], { SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_NESTED_SMP: process.env.SNOWFLOCK_NESTED_SMP ?? "1" }));
+  outcomes.push(await run(["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...emulated.map((f) => `./${relative(ROOT, join(ROOT, f))}`)], { SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_TIMEOUT_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_NESTED_SMP: process.env.SNOWFLOCK_NESTED_SMP ?? "1" }));
 }
 const passed = outcomes.reduce((n, o) => n + o.passed, 0);
 const failed = outcomes.reduce((n, o) => n + o.failed, 0);

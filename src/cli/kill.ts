@@ -4,8 +4,9 @@ import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { checkName, descendants, listVms, processAlive, removeVmFiles, type VmRecord } from "../vmm/run-dir.ts";
 import { log, printJson } from "./output.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
-const STOP_TIMEOUT_MS = 5000;
+const STOP_TIMEOUT_MS = scaledTimeout(5000);
 
 /** Asks the VMM to stop; signals it if it does not answer or does not stop in time. */
 async function stopVm(record: VmRecord): Promise<string> {

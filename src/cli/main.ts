@@ -4,6 +4,7 @@
  */
 import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
+import { timeoutScale } from "../timeouts.ts";
 import { registerAgent } from "./agent.ts";
 import { registerBench } from "./bench.ts";
 import { registerCluster } from "./cluster.ts";
@@ -55,6 +56,7 @@ export async function startCli(argv: string[]): Promise<number> {
       return 0;
     }
     if (cli.options.help) return 0;
+    timeoutScale(); // a bad SNOWFLOCK_TIMEOUT_SCALE is refused here, before anything waits on it
     const status = await cli.runMatchedCommand();
     return typeof status === "number" ? status : 0;
   } catch (error) {

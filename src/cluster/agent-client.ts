@@ -1,8 +1,9 @@
 /** Sends one authenticated request to a host's agent and checks the signed answer. */
 import { SnowflockError } from "../errors.ts";
 import { type AgentOp, signRequest, verifyAnswer } from "./agent-protocol.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
-const DEFAULT_TIMEOUT_MS = 5000;
+const DEFAULT_TIMEOUT_MS = scaledTimeout(5000);
 
 export interface AgentAddress {
   host: string;

@@ -22,6 +22,7 @@ import { HEURISTICS_OFF_VARIABLE } from "../heuristics/heuristics.ts";
 import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult, checkCloneOrder, type ClusterEnvironment } from "./clone-order.ts";
 import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
+import { scaledTimeout } from "../timeouts.ts";
 
 export interface AgentOptions {
   cluster: ClusterContext;
@@ -53,7 +54,7 @@ export interface Agent {
 const RELAYED_OPS = new Set<ControlRequest["op"]>(["status", "kill", "message", "clone-started", "clone-ended"]);
 const WATCH_INTERVAL_MS = 250;
 /** How long a parent waits for an agent to start its clones: restoring eager pages, memtap's first connection. */
-export const CLONE_ORDER_TIMEOUT_MS = 30_000;
+export const CLONE_ORDER_TIMEOUT_MS = scaledTimeout(30_000);
 
 interface RunningClone {
   name: string;

@@ -11,9 +11,10 @@ import type { ControlResponse } from "../vmm/protocol.ts";
 import { type AgentAddress, agentRequest } from "./agent-client.ts";
 import { type Inventory, type InventoryHost, readInventory } from "./inventory.ts";
 import type { ClusterEnvironment } from "./clone-order.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 /** How long a relayed control request may take, agent hop included. */
-const RELAY_TIMEOUT_MS = 8000;
+const RELAY_TIMEOUT_MS = scaledTimeout(8000);
 
 /** An agent's answer to a relay: the VM's own answer, or that no such VM runs there. */
 export type RelayAnswer = { found: true; response: ControlResponse } | { found: false };

@@ -7,13 +7,14 @@
  */
 import type { AgentHello } from "./agent.ts";
 import type { ClusterContext } from "./cluster-context.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 export interface HostRoom {
   host: string;
   room: number;
 }
 
-const HELLO_TIMEOUT_MS = 2000;
+const HELLO_TIMEOUT_MS = scaledTimeout(2000);
 
 export function roomOf(hello: Pick<AgentHello, "freeBytes" | "maxClones" | "clones">, memoryBytes: number): number {
   return Math.max(0, Math.min(hello.maxClones - hello.clones.length, Math.floor(hello.freeBytes / memoryBytes)));

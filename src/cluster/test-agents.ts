@@ -13,8 +13,9 @@ import { runDir } from "../vmm/run-dir.ts";
 import { selfCommand } from "../vmm/self.ts";
 import { listensInside } from "./netns.ts";
 import type { Inventory, InventoryHost } from "./inventory.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
-const AGENT_START_TIMEOUT_MS = 15_000;
+const AGENT_START_TIMEOUT_MS = scaledTimeout(15_000);
 
 /** The run directory of test host `host` of `cluster`: its VMs' sockets, records and logs. */
 export function hostRunDir(cluster: string, host: string): string {

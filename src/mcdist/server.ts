@@ -11,6 +11,7 @@ import { close, eventfd, write } from "../sys/files.ts";
 import { checkFamilyKey } from "./messages.ts";
 import { type McdistServerEndpoint, type McdistServerOptions, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
 import { checkTransportSpec } from "./transport.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 export type { McdistServerEndpoint, McdistServerOptions } from "./server-protocol.ts";
 
@@ -39,8 +40,8 @@ export interface McdistServer {
   close(): Promise<void>;
 }
 
-const START_TIMEOUT_MS = 10_000;
-const STOP_TIMEOUT_MS = 3000;
+const START_TIMEOUT_MS = scaledTimeout(10_000);
+const STOP_TIMEOUT_MS = scaledTimeout(3000);
 
 /** See MEMTAP_WORKER_URL in memtap.ts: a compiled executable keeps the entry's path from the project root. */
 const SERVER_WORKER_URL = import.meta.url.includes("/$bunfs/")

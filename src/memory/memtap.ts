@@ -19,6 +19,7 @@ import type { GuestMemory } from "./guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
 import { HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 export interface MemtapOptions {
   memory: GuestMemory;
@@ -75,10 +76,10 @@ export interface Memtap {
   stop(): Promise<void>;
 }
 
-const DEFAULT_TIMEOUT_MS = 5000;
-const STOP_TIMEOUT_MS = 3000;
+const DEFAULT_TIMEOUT_MS = scaledTimeout(5000);
+const STOP_TIMEOUT_MS = scaledTimeout(3000);
 /** Loading the Worker, on top of the server's own timeout for the Hello. */
-const START_GRACE_MS = 5000;
+const START_GRACE_MS = scaledTimeout(5000);
 
 /** See VCPU_WORKER_URL in machine.ts: a compiled executable keeps the entry's path from the project root. */
 const MEMTAP_WORKER_URL = import.meta.url.includes("/$bunfs/")

@@ -3,8 +3,9 @@ import { existsSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { CONTROL_PROTOCOL_VERSION, type ControlRequest, type ControlResponse } from "./protocol.ts";
 import { vmPaths } from "./run-dir.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
-const TIMEOUT_MS = 5000;
+const TIMEOUT_MS = scaledTimeout(5000);
 
 export type RequestBody = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, "v"> : never) : never;
 

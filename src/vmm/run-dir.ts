@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 export interface VmRecord {
   name: string;
@@ -146,7 +147,7 @@ export function freeName(base: string): string {
   for (let i = 1; ; i++) if (!taken.has(`${base}-${i}`)) return `${base}-${i}`;
 }
 
-const ENDED_CLONE_WAIT_MS = 5000;
+const ENDED_CLONE_WAIT_MS = scaledTimeout(5000);
 
 /** A clone of an earlier ticket with the same name may still be tearing down; let it finish (bounded). */
 export async function awaitEndedClone(name: string, parent: string): Promise<void> {

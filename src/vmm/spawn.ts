@@ -8,8 +8,9 @@ import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "./control-client.ts";
 import { runDir, vmPaths } from "./run-dir.ts";
 import { selfCommand } from "./self.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
-const READY_TIMEOUT_MS = 15_000;
+const READY_TIMEOUT_MS = scaledTimeout(15_000);
 
 export interface StartTimes {
   builtMs: number;

@@ -26,6 +26,7 @@ import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
 import { claimName, ensureRunDir, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "./run-dir.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 export interface VmSpec {
   name: string;
@@ -80,7 +81,7 @@ export interface VmResult {
 
 export const CRASH_EXIT_STATUS = 70;
 /** How long a clone on another host waits for one page before it fails. */
-const REMOTE_MEMORY_TIMEOUT_MS = 15_000;
+const REMOTE_MEMORY_TIMEOUT_MS = scaledTimeout(15_000);
 
 type Identity = Omit<VmRecord, "pid" | "startedAt"> & { workloadName: string };
 

@@ -53,7 +53,7 @@ describeKvm("sf_clone", () => {
       const result = JSON.parse(r.stdout);
       expect(result.console).toEqual([...expected, "granted 3"]);
       // What the clones allocated was zero in the parent: filled locally, never fetched.
-      if (memory === "ondemand") expect(result.stats.pagesZeroFilled).toBeGreaterThan(3 * (size / 4096));
+      if (memory === "ondemand") expect(result.stats.pagesZeroFilled).toBeGreaterThanOrEqual(3 * (size / 4096));
     }
   });
 

@@ -13,6 +13,7 @@ import { loadPvhKernel, setPvhEntryState } from "./pvh.ts";
 import { type DeviceState, KvmVm } from "./vm.ts";
 import { captureVcpu, restoreVcpu, savedMsrIndices, type VcpuState } from "./vcpu-state.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
+import { scaledTimeout } from "../../timeouts.ts";
 
 export interface FreePageMap {
   /** Guest-physical address of the bitmap; bit i set = page frame i in use. */
@@ -52,8 +53,8 @@ export type MachineEnd =
   | { kind: "crash"; reason: string; vcpu: number; rip?: string }
   | { kind: "stopped" };
 
-const PAUSE_TIMEOUT_MS = 5000;
-const START_TIMEOUT_MS = 10_000;
+const PAUSE_TIMEOUT_MS = scaledTimeout(5000);
+const START_TIMEOUT_MS = scaledTimeout(10_000);
 
 /**
  * In a compiled executable every module's import.meta.url is the executable's root and a Worker
