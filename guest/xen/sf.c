@@ -1,0 +1,226 @@
+/*
+ * sf: the Impromptu Cluster API for a Linux domU on Xen, as a command.
+ *
+ *   sf clone N     fork this VM into N clones; prints the clone ID in every VM of the
+ *                  family: 0 in the parent, 1..N in the clones (like fork())
+ *   sf id          this VM's clone ID (0 in a parent or a VM never forked)
+ *   sf join        (parent) wait until every clone has ended; prints "<ended> <id>=<status>..."
+ *   sf exit [S]    (clone) end this clone with status S (default 0)
+ *   sf kill        (parent) end every clone of the family; prints how many
+ *   sf read PATH / sf write PATH VALUE   raw XenStore access (relative paths are this VM's)
+ *
+ * It talks to XenStore through the xenbus device: requests go to snowflock/request, which the
+ * snowflock agent in dom0 watches; its answer comes back in snowflock/reply. Freestanding: no
+ * libc, raw Linux system calls, one static binary that runs in any initramfs.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#define SYS_read 0
+#define SYS_write 1
+#define SYS_open 2
+#define SYS_close 3
+#define SYS_nanosleep 35
+#define SYS_clock_gettime 228
+#define SYS_exit_group 231
+#define O_RDWR 2
+#define CLOCK_MONOTONIC 1
+#define CLOCK_REALTIME 0
+
+/* xen/io/xs_wire.h */
+#define XS_READ 2
+#define XS_WRITE 11
+#define XS_ERROR 16
+struct xsd_sockmsg {
+    uint32_t type, req_id, tx_id, len;
+};
+#define XENSTORE_PAYLOAD_MAX 4096
+
+static long syscall3(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+
+void *memcpy(void *d, const void *s, size_t n) {
+    uint8_t *dd = d;
+    const uint8_t *ss = s;
+    while (n--) *dd++ = *ss++;
+    return d;
+}
+void *memset(void *d, int c, size_t n) {
+    uint8_t *dd = d;
+    while (n--) *dd++ = (uint8_t)c;
+    return d;
+}
+
+static size_t slen(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+static int starts(const char *s, const char *prefix) {
+    while (*prefix)
+        if (*s++ != *prefix++) return 0;
+    return 1;
+}
+static int same(const char *a, const char *b) { return starts(a, b) && slen(a) == slen(b); }
+
+static void out(int fd, const char *s) { syscall3(SYS_write, fd, (long)s, (long)slen(s)); }
+static __attribute__((noreturn)) void quit(int status) {
+    for (;;) syscall3(SYS_exit_group, status, 0, 0);
+}
+static __attribute__((noreturn)) void die(const char *a, const char *b) {
+    out(2, "sf: ");
+    out(2, a);
+    if (b) out(2, b);
+    out(2, "\n");
+    quit(1);
+}
+
+static char *fmt_u64(char *end, uint64_t v) {
+    *--end = 0;
+    do *--end = (char)('0' + v % 10); while (v /= 10);
+    return end;
+}
+static int parse_u64(const char *s, uint64_t *v) {
+    uint64_t r = 0;
+    if (!*s) return 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || r > (UINT64_MAX - 9) / 10) return 0;
+        r = r * 10 + (uint64_t)(*s - '0');
+    }
+    *v = r;
+    return 1;
+}
+
+static void sleep_ms(long ms) {
+    struct { long s, ns; } t = { ms / 1000, (ms % 1000) * 1000000L };
+    syscall3(SYS_nanosleep, (long)&t, 0, 0);
+}
+static uint64_t now_ns(int clock) {
+    struct { long s, ns; } t;
+    syscall3(SYS_clock_gettime, clock, (long)&t, 0);
+    return (uint64_t)t.s * 1000000000ull + (uint64_t)t.ns;
+}
+
+static int xenbus = -1;
+static char reply[XENSTORE_PAYLOAD_MAX + 1];
+static const char *xs_error; /* e.g. "ENOENT" after a failed call */
+
+/* One XenStore request; the reply's payload (NUL-terminated) in `reply`, or 0 with xs_error set. */
+static const char *xs_call(uint32_t type, const char *path, const char *value) {
+    static uint8_t message[sizeof(struct xsd_sockmsg) + XENSTORE_PAYLOAD_MAX];
+    size_t plen = slen(path) + 1, vlen = value ? slen(value) : 0;
+    if (plen + vlen > XENSTORE_PAYLOAD_MAX) die("request too long for XenStore: ", path);
+    struct xsd_sockmsg header = { type, 1, 0, (uint32_t)(plen + vlen) };
+    memcpy(message, &header, sizeof header);
+    memcpy(message + sizeof header, path, plen);
+    if (vlen) memcpy(message + sizeof header + plen, value, vlen);
+    if (xenbus < 0) {
+        xenbus = (int)syscall3(SYS_open, (long)"/dev/xen/xenbus", O_RDWR, 0);
+        if (xenbus < 0) die("cannot open /dev/xen/xenbus (is this a Xen domU with xenfs/xenbus?)", 0);
+    }
+    if (syscall3(SYS_write, xenbus, (long)message, (long)(sizeof header + plen + vlen)) < 0) die("cannot write to /dev/xen/xenbus", 0);
+    size_t got = 0;
+    while (got < sizeof header) {
+        long n = syscall3(SYS_read, xenbus, (long)((uint8_t *)&header + got), (long)(sizeof header - got));
+        if (n <= 0) die("cannot read from /dev/xen/xenbus", 0);
+        got += (size_t)n;
+    }
+    if (header.len > XENSTORE_PAYLOAD_MAX) die("oversized reply from XenStore", 0);
+    for (got = 0; got < header.len;) {
+        long n = syscall3(SYS_read, xenbus, (long)(reply + got), (long)(header.len - got));
+        if (n <= 0) die("cannot read from /dev/xen/xenbus", 0);
+        got += (size_t)n;
+    }
+    reply[header.len] = 0;
+    if (header.type == XS_ERROR) {
+        xs_error = reply;
+        return 0;
+    }
+    return reply;
+}
+
+/* Sends `verb args` to the agent and waits for its reply; returns what follows "<seq> ok ". */
+static const char *ask_agent(const char *verb, const char *args, long timeout_ms) {
+    static char request[256], seq_text[32];
+    char *seq = fmt_u64(seq_text + sizeof seq_text, now_ns(CLOCK_REALTIME) ^ (now_ns(CLOCK_MONOTONIC) << 20));
+    size_t at = 0;
+    for (const char *parts[] = { verb, " ", seq, args ? " " : "", args ? args : "", 0 }, **p = parts; *p; p++) {
+        size_t n = slen(*p);
+        if (at + n >= sizeof request) die("request too long", 0);
+        memcpy(request + at, *p, n);
+        at += n;
+    }
+    request[at] = 0;
+    if (!xs_call(XS_WRITE, "snowflock/request", request))
+        die("no snowflock agent serves this domain: cannot write snowflock/request: ", xs_error);
+    static char prefix[40];
+    size_t sl = slen(seq);
+    memcpy(prefix, seq, sl);
+    prefix[sl] = ' ';
+    prefix[sl + 1] = 0;
+    /* Polled, not watched: the VM may be suspended and resumed as a clone in between, and a
+       plain read works the same before and after. */
+    for (long waited = 0; waited <= timeout_ms; waited += 20) {
+        const char *r = xs_call(XS_READ, "snowflock/reply", 0);
+        if (r && starts(r, prefix)) {
+            r += sl + 1;
+            if (starts(r, "ok")) return r[2] == ' ' ? r + 3 : r + 2;
+            die("the agent refused: ", r);
+        }
+        sleep_ms(20);
+    }
+    die("no answer from the snowflock agent in dom0 (is `snowflock agent --backend xen` running?)", 0);
+}
+
+static const char *clone_id(void) {
+    const char *r = xs_call(XS_READ, "snowflock/clone-id", 0);
+    return r ? r : "0";
+}
+
+static void usage(void) {
+    out(2, "usage: sf clone N | sf id | sf join | sf exit [STATUS] | sf kill | sf read PATH | sf write PATH VALUE\n");
+    quit(2);
+}
+
+static int sf_main(int argc, char **argv) {
+    if (argc < 2) usage();
+    const char *cmd = argv[1];
+    uint64_t n;
+    if (same(cmd, "id") && argc == 2) {
+        out(1, clone_id());
+        out(1, "\n");
+    } else if (same(cmd, "clone") && argc == 3) {
+        if (!parse_u64(argv[2], &n) || n == 0 || n > 64) die("bad clone count (give 1 to 64): ", argv[2]);
+        out(1, ask_agent("clone", argv[2], 30 * 60 * 1000));
+        out(1, "\n");
+    } else if (same(cmd, "join") && argc == 2) {
+        out(1, ask_agent("join", 0, 24L * 3600 * 1000));
+        out(1, "\n");
+    } else if (same(cmd, "kill") && argc == 2) {
+        out(1, ask_agent("kill", 0, 10 * 60 * 1000));
+        out(1, "\n");
+    } else if (same(cmd, "exit") && argc <= 3) {
+        if (argc == 3 && (!parse_u64(argv[2], &n) || n > 255)) die("bad exit status (give 0 to 255): ", argv[2]);
+        ask_agent("exit", argc == 3 ? argv[2] : "0", 10 * 60 * 1000);
+        for (;;) sleep_ms(1000); /* the agent ends this domain */
+    } else if (same(cmd, "read") && argc == 3) {
+        const char *r = xs_call(XS_READ, argv[2], 0);
+        if (!r) die("read failed: ", xs_error);
+        out(1, r);
+        out(1, "\n");
+    } else if (same(cmd, "write") && argc == 4) {
+        if (!xs_call(XS_WRITE, argv[2], argv[3])) die("write failed: ", xs_error);
+    } else {
+        usage();
+    }
+    return 0;
+}
+
+__attribute__((used)) void start_c(long *stack) {
+    quit(sf_main((int)stack[0], (char **)(stack + 1)));
+}
+
+__asm__(".globl _start\n_start:\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call start_c\n  hlt\n");
