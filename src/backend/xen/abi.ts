@@ -45,6 +45,12 @@ export const XEN_X86_FEATURE_VMX = 37; // 1*32+ 5: Intel VT-x (memory sharing ne
 export const XEN_X86_FEATURE_SVM = 98; // 3*32+ 2: AMD-V
 
 // ---- xenctrl.h ----
+// xen/hvm/params.h: where a PVH/HVM domain's XenStore and console rings are, and their ports.
+export const HVM_PARAM_STORE_PFN = 1;
+export const HVM_PARAM_STORE_EVTCHN = 2;
+export const HVM_PARAM_CONSOLE_PFN = 17;
+export const HVM_PARAM_CONSOLE_EVTCHN = 18;
+
 export const XC_PAGE_SHIFT = 12;
 export const XC_PAGE_SIZE = 4096;
 
@@ -290,6 +296,8 @@ const XEN_4_17 = {
     }),
     /** The buffer xc_vcpu_getcontext fills is this union (x86-32, x86-64, native). */
     vcpu_guest_context_any: struct("vcpu_guest_context_any_t", 5168, {}),
+    /** libxl's whole domain configuration: only ever filled and read by libxl (through JSON). */
+    libxl_domain_config: struct("libxl_domain_config", 1288, {}),
   },
 };
 

@@ -29,6 +29,7 @@ import { hypervisorType, PRIVCMD_PATHS, privcmdPath } from "./detect.ts";
 import { isXenUnavailable, xenUnavailable } from "./errors.ts";
 import { ForeignMemory } from "./foreign-memory.ts";
 import { type HvmContext, parseHvmContext } from "./hvm-context.ts";
+import { Libxl } from "./libxl.ts";
 import { type NativePointer, xenLibrary, type XenSymbols } from "./libs.ts";
 import { XenStore } from "./xenstore.ts";
 
@@ -92,6 +93,7 @@ const DOMAIN_BATCH = 256;
 
 export class XenHost {
   private store: XenStore | null | undefined;
+  private toolstack: Libxl | undefined;
 
   private constructor(
     readonly abi: XenReleaseAbi,
@@ -146,6 +148,8 @@ export class XenHost {
   }
 
   close(): void {
+    this.toolstack?.close();
+    this.toolstack = undefined;
     this.store?.close();
     this.store = undefined;
     if (this.xch === null) return;
@@ -215,6 +219,31 @@ export class XenHost {
     const buffer = new Uint8Array(this.abi.layouts.vcpu_guest_context_any.size);
     this.domainCall("xc_vcpu_getcontext", domid, this.xc.xc_vcpu_getcontext(this.handle(), domid, vcpu, buffer), `vCPU ${vcpu}`);
     return new StructView(this.abi.layouts.vcpu_guest_context, buffer);
+  }
+
+  /** Sets a domain's whole HVM state from a blob hvmContext() read (of it or of another domain). */
+  setHvmContext(domid: number, blob: Uint8Array): void {
+    this.domainCall("xc_domain_hvm_setcontext", domid, this.xc.xc_domain_hvm_setcontext(this.handle(), domid, blob, blob.byteLength));
+  }
+
+  /** One HVM_PARAM_* of a PVH/HVM domain. */
+  hvmParam(domid: number, param: number): bigint {
+    const value = new BigUint64Array(1);
+    this.domainCall("xc_hvm_param_get", domid, this.xc.xc_hvm_param_get(this.handle(), domid, param, value), `param ${param}`);
+    return value[0]!;
+  }
+
+  /** The highest guest frame number the domain's physmap has ever had. */
+  maximumGpfn(domid: number): number {
+    const value = new BigUint64Array(1);
+    this.domainCall("xc_domain_maximum_gpfn", domid, this.xc.xc_domain_maximum_gpfn(this.handle(), domid, value));
+    return Number(value[0]!);
+  }
+
+  /** libxl over this host's logger, opened on first use. */
+  libxl(): Libxl {
+    if (!this.toolstack) this.toolstack = Libxl.open(this.abi, this.logger!);
+    return this.toolstack;
   }
 
   /** A libxenforeignmemory handle that logs as quietly as this host; the caller closes it. */

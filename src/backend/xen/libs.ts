@@ -30,6 +30,12 @@ const SYMBOLS = {
     xc_domain_unpause: { args: [T.ptr, T.u32], returns: T.i32 },
     // int xc_domain_hvm_getcontext(xc_interface *xch, uint32_t domid, uint8_t *ctxt_buf, uint32_t size)
     xc_domain_hvm_getcontext: { args: [T.ptr, T.u32, T.ptr, T.u32], returns: T.i32 },
+    // int xc_domain_hvm_setcontext(xc_interface *xch, uint32_t domid, uint8_t *hvm_ctxt, uint32_t size)
+    xc_domain_hvm_setcontext: { args: [T.ptr, T.u32, T.ptr, T.u32], returns: T.i32 },
+    // int xc_hvm_param_get(xc_interface *handle, uint32_t dom, uint32_t param, uint64_t *value)
+    xc_hvm_param_get: { args: [T.ptr, T.u32, T.u32, T.ptr], returns: T.i32 },
+    // int xc_domain_maximum_gpfn(xc_interface *xch, uint32_t domid, xen_pfn_t *gpfns)
+    xc_domain_maximum_gpfn: { args: [T.ptr, T.u32, T.ptr], returns: T.i32 },
     // int xc_vcpu_getcontext(xc_interface *xch, uint32_t domid, uint32_t vcpu, vcpu_guest_context_any_t *ctxt)
     xc_vcpu_getcontext: { args: [T.ptr, T.u32, T.u32, T.ptr], returns: T.i32 },
     // int xc_memshr_fork(xc_interface *xch, uint32_t pdomid, uint32_t domid, bool allow_with_iommu, bool block_interrupts)
@@ -83,6 +89,24 @@ const SYMBOLS = {
     // int libxl_ctx_alloc(libxl_ctx **pctx, int version, unsigned flags, xentoollog_logger *lg)
     libxl_ctx_alloc: { args: [T.ptr, T.i32, T.u32, T.ptr], returns: T.i32 },
     libxl_ctx_free: { args: [T.ptr], returns: T.i32 },
+    // void libxl_domain_config_init(libxl_domain_config *d_config); ..._dispose likewise
+    libxl_domain_config_init: { args: [T.ptr], returns: T.void },
+    libxl_domain_config_dispose: { args: [T.ptr], returns: T.void },
+    // int libxl_retrieve_domain_configuration(ctx, uint32_t domid, libxl_domain_config *d_config, const libxl_asyncop_how *ao_how)
+    libxl_retrieve_domain_configuration: { args: [T.ptr, T.u32, T.ptr, T.ptr], returns: T.i32 },
+    // char *libxl_domain_config_to_json(ctx, libxl_domain_config *p) — malloc'd
+    libxl_domain_config_to_json: { args: [T.ptr, T.ptr], returns: T.ptr },
+    // int libxl_domain_config_from_json(ctx, libxl_domain_config *p, const char *s)
+    libxl_domain_config_from_json: { args: [T.ptr, T.ptr, T.cstring], returns: T.i32 },
+    // int libxl_domain_create_new(ctx, d_config, uint32_t *domid, ao_how, aop_console_how): leaves it paused
+    libxl_domain_create_new: { args: [T.ptr, T.ptr, T.ptr, T.ptr, T.ptr], returns: T.i32 },
+    // int libxl_domain_suspend_only(ctx, uint32_t domid, ao_how): the guest suspends itself and stays so
+    libxl_domain_suspend_only: { args: [T.ptr, T.u32, T.ptr], returns: T.i32 },
+    // int libxl_domain_resume(ctx, uint32_t domid, int suspend_cancel, ao_how)
+    libxl_domain_resume: { args: [T.ptr, T.u32, T.i32, T.ptr], returns: T.i32 },
+    // int libxl_domain_unpause(ctx, uint32_t domid, ao_how); libxl_domain_destroy likewise
+    libxl_domain_unpause: { args: [T.ptr, T.u32, T.ptr], returns: T.i32 },
+    libxl_domain_destroy: { args: [T.ptr, T.u32, T.ptr], returns: T.i32 },
   },
   libc: {
     // the Xen libraries hand out malloc'd strings and vectors

@@ -55,7 +55,8 @@ export class XenStore {
     const length = new Uint32Array(1);
     const data = this.xs.xs_read(this.live(), transaction, cstring(path), length);
     if (data === null) return this.absent("xs_read", path);
-    return this.take(data, (p) => new Uint8Array(toArrayBuffer(p, 0, length[0]!)).slice());
+    // An empty node (a directory, a cleared request) is a value of length 0, which toArrayBuffer refuses.
+    return this.take(data, (p) => (length[0] === 0 ? new Uint8Array(0) : new Uint8Array(toArrayBuffer(p, 0, length[0]!)).slice()));
   }
 
   readString(path: string, transaction = XBT_NULL): string | undefined {

@@ -1,0 +1,219 @@
+/**
+ * `snowflock fork` on Xen, for PVH domains. The clones' domain shells are built first,
+ * from the parent's own libxl configuration, while the parent still runs. Then the parent
+ * suspends itself (the guest's Xen suspend path, as for `xl save`). Its HVM context is read once.
+ * Its memory is copied once per clone, straight between domains through foreign mappings.
+ * The parent resumes as after a checkpoint (the suspend was "cancelled"), and each clone gets
+ * the context and starts as a restored domain would. This Xen has no memory sharing or
+ * paging, so clone memory is eager: copied in full before a clone runs.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { SnowflockError } from "../../errors.ts";
+import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, XC_PAGE_SIZE } from "./abi.ts";
+import { publishMember, readMember } from "./family-keys.ts";
+import type { XenDomain, XenHost } from "./host.ts";
+import { copyPages } from "./page-copy.ts";
+import { shellKernelPath } from "./shell-kernel.ts";
+import { runDir } from "../../vmm/run-dir.ts";
+
+export const MAX_XEN_CLONES = 64;
+
+export interface XenForkRequest {
+  parent: number;
+  clones: number;
+  /** Called for each clone once its keys are in XenStore and before it first runs. */
+  beforeStart?: (clone: XenClone) => void;
+  /** Called once the parent runs again. */
+  afterParentResumed?: () => void;
+  progress?: (message: string) => void;
+}
+
+export interface XenClone {
+  name: string;
+  domid: number;
+  cloneId: number;
+  mac?: string;
+}
+
+export interface XenForkResult {
+  backend: "xen";
+  parent: { name: string; domid: number };
+  /** Xen's native memory sharing and paging are absent here: every clone's memory is copied up front. */
+  memory: "eager";
+  clones: XenClone[];
+  pagesCopied: number;
+  bytesCopied: number;
+  timings: {
+    /** Building the clones' domain shells (the parent still running). */
+    shellsMs: number;
+    /** From asking the parent to suspend to it running again. */
+    parentDownMs: number;
+    suspendMs: number;
+    copyMs: number;
+    /** From the start to the last clone running. */
+    totalMs: number;
+  };
+}
+
+interface LibxlNic {
+  mac?: string;
+}
+interface LibxlDisk {
+  vdev?: string;
+  pdev_path?: string;
+  readwrite?: number | boolean;
+}
+export interface LibxlConfig {
+  c_info: { name?: string; uuid?: string; type?: string };
+  b_info: { kernel?: string; ramdisk?: string; cmdline?: string };
+  nics?: LibxlNic[];
+  disks?: LibxlDisk[];
+}
+
+/** Forks domain `parent` into `clones` new running domains; see the file comment. */
+export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResult {
+  const started = performance.now();
+  const say = request.progress ?? (() => {});
+  const parent = host.domain(request.parent);
+  if (parent === undefined || parent.domid === 0) throw new SnowflockError("NOT_FOUND", `no Xen domU ${request.parent}`, "`snowflock ls --backend xen` or `xl list` shows the domains");
+  checkForkable(parent);
+  const parentName = parent.name ?? `domain-${parent.domid}`;
+  const libxl = host.libxl();
+  const config = JSON.parse(libxl.configurationJson(parent.domid)) as LibxlConfig;
+  if (config.c_info.type !== "pvh") {
+    throw new SnowflockError("VM_STATE", `domain ${parentName} is of type ${config.c_info.type ?? "unknown"}: snowflock forks PVH domains on Xen`, config.c_info.type === "hvm" ? "an HVM domain's device model (QEMU) would have to be cloned too; run the guest as type = \"pvh\"" : "run the guest as type = \"pvh\"");
+  }
+  refuseWritableDisks(parentName, config);
+  const kernel = shellKernelPath(runDir());
+  const store = host.xenstore();
+  const firstId = nextCloneId(host, parent.domid);
+
+  say(`building ${request.clones} domain shell(s) from ${parentName}'s configuration`);
+  const clones: XenClone[] = [];
+  const shellsStarted = performance.now();
+  let parentSuspended = false;
+  try {
+    for (let i = 0; i < request.clones; i++) {
+      const cloneId = firstId + i;
+      const name = `${parentName}.${cloneId}`;
+      const { json, mac } = cloneConfig(config, name, kernel);
+      const domid = libxl.createPaused(json, `clone ${name}`);
+      clones.push({ name, domid, cloneId, mac });
+    }
+    const shellsMs = performance.now() - shellsStarted;
+
+    say(`suspending ${parentName}`);
+    const downStarted = performance.now();
+    libxl.suspend(parent.domid);
+    parentSuspended = true;
+    const suspendMs = performance.now() - downStarted;
+    const context = host.hvmContext(parent.domid).blob;
+    for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
+
+    const copyStarted = performance.now();
+    const memory = host.foreignMemory();
+    let copied: { pages: number };
+    try {
+      copied = copyPages(memory, parent.domid, clones.map((c) => c.domid), host.maximumGpfn(parent.domid));
+    } finally {
+      memory.close();
+    }
+    const copyMs = performance.now() - copyStarted;
+
+    libxl.resume(parent.domid, true);
+    parentSuspended = false;
+    const parentDownMs = performance.now() - downStarted;
+    if (readMember(store, parent.domid) === undefined) publishMember(store, parent.domid, { cloneId: 0, family: parent.domid, parentName });
+    request.afterParentResumed?.();
+
+    for (const clone of clones) {
+      host.setHvmContext(clone.domid, context);
+      publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
+      request.beforeStart?.(clone);
+      libxl.unpause(clone.domid);
+    }
+    return {
+      backend: "xen",
+      parent: { name: parentName, domid: parent.domid },
+      memory: "eager",
+      clones,
+      pagesCopied: copied.pages,
+      bytesCopied: copied.pages * XC_PAGE_SIZE * clones.length,
+      timings: { shellsMs, parentDownMs, suspendMs, copyMs, totalMs: performance.now() - started },
+    };
+  } catch (error) {
+    if (parentSuspended) {
+      try {
+        libxl.resume(parent.domid, true);
+      } catch {
+        // the error below is the one to report; the parent's state shows in `xl list`
+      }
+    }
+    for (const clone of clones) {
+      try {
+        libxl.destroy(clone.domid);
+      } catch {
+        // already gone
+      }
+    }
+    throw error;
+  }
+}
+
+function checkForkable(domain: XenDomain): void {
+  if (!domain.hvm) throw new SnowflockError("VM_STATE", `domain ${domain.name ?? domain.domid} is a PV domain: snowflock forks PVH domains on Xen`, "run the guest as type = \"pvh\"");
+  if (domain.dying || domain.shutdown) throw new SnowflockError("VM_STATE", `domain ${domain.name ?? domain.domid} is ${domain.dying ? "dying" : "shut down"}: only a running domain can be forked`);
+}
+
+/** A clone must never write its parent's disk; without copy-on-write overlays, refuse. */
+export function refuseWritableDisks(name: string, config: LibxlConfig): void {
+  const writable = (config.disks ?? []).filter((d) => d.readwrite !== undefined && d.readwrite !== 0 && d.readwrite !== false);
+  if (writable.length > 0) {
+    const which = writable.map((d) => `${d.vdev ?? "?"} (${d.pdev_path ?? "?"})`).join(", ");
+    throw new SnowflockError("VM_STATE", `domain ${name} has a writable disk: ${which}; its clones would write it too`, "give the parent its disks read-only (e.g. 'file:/img,xvda,r') or keep writable state in memory");
+  }
+}
+
+/**
+ * The parent's configuration for one clone: its own name, UUID and MAC addresses, and the
+ * shell kernel instead of the parent's kernel and initramfs (the clone never boots).
+ */
+export function cloneConfig(parent: LibxlConfig, name: string, kernel: string): { json: string; mac?: string } {
+  const config = structuredClone(parent);
+  config.c_info.name = name;
+  config.c_info.uuid = randomUUID();
+  config.b_info.kernel = kernel;
+  delete config.b_info.ramdisk;
+  delete config.b_info.cmdline;
+  const macs = (config.nics ?? []).map((nic) => (nic.mac = xenMac()));
+  return { json: JSON.stringify(config), mac: macs[0] };
+}
+
+/** A random address in Xen's OUI (00:16:3e), as xl gives a NIC without one. */
+function xenMac(): string {
+  const tail = [...randomBytes(3)];
+  tail[0]! &= 0x7f;
+  return ["00", "16", "3e", ...tail.map((b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
+/** The next free clone ID in the parent's family: clones of earlier forks keep theirs. */
+function nextCloneId(host: XenHost, parent: number): number {
+  const store = host.xenstore();
+  let highest = 0;
+  for (const domain of host.listDomains()) {
+    const member = domain.domid === 0 ? undefined : readMember(store, domain.domid);
+    if (member && member.family === parent && member.cloneId > highest) highest = member.cloneId;
+  }
+  return highest + 1;
+}
+
+/**
+ * The guest keeps its XenStore and console ports and frames across the resume; a clone built
+ * from the same configuration gets the same ones, which is what lets it resume at all.
+ */
+function checkSameRings(host: XenHost, parent: number, clone: number): void {
+  for (const [param, what] of [[HVM_PARAM_STORE_PFN, "XenStore frame"], [HVM_PARAM_STORE_EVTCHN, "XenStore event channel"], [HVM_PARAM_CONSOLE_PFN, "console frame"], [HVM_PARAM_CONSOLE_EVTCHN, "console event channel"]] as const) {
+    const [a, b] = [host.hvmParam(parent, param), host.hvmParam(clone, param)];
+    if (a !== b) throw new SnowflockError("VM_STATE", `clone domain ${clone} got ${what} ${b}, its parent ${parent} has ${a}`, "the parent's configuration changed since it was built; a clone cannot take over its rings");
+  }
+}

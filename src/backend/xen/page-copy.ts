@@ -1,0 +1,72 @@
+/**
+ * Copying a suspended parent's memory straight into its clones' domains: both mapped into this
+ * process through libxenforeignmemory, one batch of guest frames at a time, each parent page read
+ * once and written to every clone. No save file, no stream.
+ */
+import { toArrayBuffer } from "bun:ffi";
+import { SnowflockError } from "../../errors.ts";
+import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
+import { XC_PAGE_SIZE } from "./abi.ts";
+import type { ForeignMemory } from "./foreign-memory.ts";
+
+/** Frames per mapping: big enough to amortize the hypercall, small enough to stay cheap. */
+export const COPY_BATCH = 1024;
+
+export interface PageCopyResult {
+  pages: number;
+  batches: number;
+}
+
+/**
+ * Copies every populated frame of `parent` to the same frame of each clone. Frames are found by
+ * mapping: the RAM at the bottom of the physmap, scanned up until a batch holds no page, and the
+ * special pages (XenStore, console) just below `maximumGpfn`, scanned down likewise.
+ */
+export function copyPages(memory: ForeignMemory, parent: number, clones: number[], maximumGpfn: number, progress?: (pages: number) => void): PageCopyResult {
+  let pages = 0;
+  let batches = 0;
+  const copyBatch = (first: number): number => {
+    const count = Math.min(COPY_BATCH, maximumGpfn + 1 - first);
+    if (count <= 0) return 0;
+    const frames = new BigUint64Array(count);
+    for (let i = 0; i < count; i++) frames[i] = BigInt(first + i);
+    const source = memory.map(parent, PROT_READ, frames);
+    let copied = 0;
+    try {
+      const present = [...source.errors.keys()].filter((i) => source.errors[i] === 0);
+      if (present.length === 0) return 0;
+      const from = new Uint8Array(toArrayBuffer(source.address as never, 0, count * XC_PAGE_SIZE));
+      for (const clone of clones) {
+        const target = memory.map(clone, PROT_READ | PROT_WRITE, frames);
+        try {
+          const to = new Uint8Array(toArrayBuffer(target.address as never, 0, count * XC_PAGE_SIZE));
+          for (const i of present) {
+            if (target.errors[i] !== 0) throw layoutMismatch(parent, clone, first + i, target.errors[i]!);
+            const at = i * XC_PAGE_SIZE;
+            to.set(from.subarray(at, at + XC_PAGE_SIZE), at);
+          }
+        } finally {
+          memory.unmap(target);
+        }
+      }
+      copied = present.length;
+    } finally {
+      memory.unmap(source);
+    }
+    batches++;
+    pages += copied;
+    progress?.(pages);
+    return copied;
+  };
+  let top = 0;
+  for (; top <= maximumGpfn && copyBatch(top) > 0; top += COPY_BATCH);
+  // The special pages sit at the top; stop at the first empty batch below them or at the RAM.
+  for (let first = Math.max(top + COPY_BATCH, maximumGpfn + 1 - COPY_BATCH); first >= top + COPY_BATCH; first -= COPY_BATCH) {
+    if (copyBatch(first) === 0) break;
+  }
+  return { pages, batches };
+}
+
+function layoutMismatch(parent: number, clone: number, frame: number, error: number): SnowflockError {
+  return new SnowflockError("VM_STATE", `clone domain ${clone} has no page at frame 0x${frame.toString(16)} where its parent ${parent} has one (error ${error})`, "the parent's memory layout changed since it was built (ballooning?); fork it again at its configured memory");
+}
