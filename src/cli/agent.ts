@@ -4,18 +4,21 @@ import { SnowflockError } from "../errors.ts";
 import { startAgent } from "../cluster/agent.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
+import { chosenBackend } from "./backend.ts";
 import { log } from "./output.ts";
 
 export const DEFAULT_AGENT_MAX_CLONES = 16;
 
 export function registerAgent(cli: CAC): void {
   cli
-    .command("agent", "Run this host's agent: it takes authenticated requests from the cluster, starts clones here and relays their messages (runs until stopped)")
+    .command("agent", "Run this host's agent: it takes authenticated requests from the cluster, starts clones here and relays their messages; on Xen, it serves the domUs' sf requests (runs until stopped)")
     .option("--host <name>", "Which inventory host this is")
     .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_AGENT_MAX_CLONES })
     .example((bin) => `  ${bin} agent --inventory /etc/snowflock/cluster.json --host h3`)
-    .action(async (options: { host?: string; inventory?: string; maxClones: number | string }) => {
+    .example((bin) => `  ${bin} agent --backend xen     # in a Xen dom0: serve the sf tool of every domU`)
+    .action(async (options: { host?: string; inventory?: string; maxClones: number | string; backend?: string }) => {
+      if ((await chosenBackend(options.backend, "agent")) === "xen") return (await import("./xen.ts")).agentOnXen();
       const path = options.inventory ?? defaultInventoryPath();
       const inventory = readInventory(path);
       if (!inventory.hosts.some((h) => h.name === String(options.host))) {

@@ -1,5 +1,6 @@
 /**
- * `snowflock bench fork`: the fork benchmark (bench/fork.ts) beside QEMU, as a command.
+ * `snowflock bench fork`: the fork benchmark (bench/fork.ts) beside QEMU, as a command; with
+ * `--backend xen` (in a Xen dom0), fork of a PVH domU beside xl save/restore (bench/xen-fork.ts).
  * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (bench/cluster.ts).
  * `snowflock bench heuristics`: pages fetched with each avoidance heuristic on/off, one host and
  * across test hosts (bench/heuristics.ts).
@@ -7,9 +8,12 @@
  * Options shared by the benchmarks have no cac default: each benchmark applies its own (below).
  */
 import type { CAC } from "cac";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
+import { chosenBackend } from "./backend.ts";
 import { memoryOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "./output.ts";
 
@@ -28,6 +32,8 @@ interface BenchOptions {
   workload: string;
   size: string | number;
   seed: string | number;
+  backend?: string;
+  domuConfig?: string;
 }
 
 const BENCHMARKS = ["fork", "cluster", "heuristics"];
@@ -37,6 +43,7 @@ const DEFAULTS = {
   fork: { clones: "1,2,4,8,16,32", runs: 3, mem: "1G" },
   cluster: { clones: "1,2,4,8,16,32", runs: 3, mem: "64M", hosts: "1,2,4,8", transport: "packet,tcp" },
   heuristics: { clones: 4, runs: 3, mem: "128M", hosts: 3, transport: "packet" },
+  xen: { clones: "1,2,4,8", runs: 3, domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg") },
 };
 
 function listOption(value: unknown): string[] {
@@ -68,12 +75,17 @@ export function registerBench(cli: CAC): void {
     .option("--size <size>", "cluster, heuristics: dataset size", { default: "16M" })
     .option("--seed <n>", "cluster, heuristics: dataset seed", { default: 7 })
     .option("--json", "Print the report as JSON")
+    .option("--domu-config <file>", "fork --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)")
     .option("--out <dir>", "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: bench/results in the repo, else .)")
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
     .action(async (benchmark: string, options: BenchOptions) => {
       if (!BENCHMARKS.includes(benchmark)) throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
+      if ((await chosenBackend(options.backend, "bench")) === "xen") {
+        if (benchmark !== "fork") throw new SnowflockError("USAGE", `snowflock bench ${benchmark} runs on KVM only`, "on Xen: snowflock bench fork");
+        return benchXenFork(options);
+      }
       if (benchmark === "cluster") return benchCluster(options);
       if (benchmark === "heuristics") return benchHeuristics(options);
       const clones = [...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
@@ -91,6 +103,16 @@ export function registerBench(cli: CAC): void {
       publish(bench, report, options);
       return report.snowflock.some((p) => p.available) ? 0 : 1;
     });
+}
+
+async function benchXenFork(options: BenchOptions): Promise<number> {
+  const { MAX_XEN_CLONES } = await import("../backend/xen/fork.ts");
+  const clones = [...new Set(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, MAX_XEN_CLONES)))].sort((a, b) => a - b);
+  const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
+  if (!existsSync(domuConfig)) throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
+  const bench = await import("../../bench/xen-fork.ts");
+  const report = await bench.runXenForkBench({ clones, runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000), domuConfig, progress: (line) => log.info(line) });
+  return publish(bench, report, options);
 }
 
 async function benchCluster(options: BenchOptions): Promise<number> {

@@ -8,10 +8,9 @@
 import type { CAC } from "cac";
 import type { Availability, XenFeatures } from "../backend/xen/features.ts";
 import { SnowflockError } from "../errors.ts";
+import { type Backend, BACKENDS, detectedBackend, parseBackend } from "./backend.ts";
 import { printJson, printLine } from "./output.ts";
 
-type Backend = "kvm" | "xen";
-const BACKENDS: Backend[] = ["kvm", "xen"];
 
 type Unavailable = { available: false; reason: string; error: SnowflockError };
 
@@ -119,12 +118,6 @@ async function report(backend: Backend): Promise<Report> {
   return backend === "kvm" ? kvmReport() : xenReport();
 }
 
-/** The backend this host calls for: Xen in a Xen dom0 (privcmd or xenfs's control_d), else KVM. */
-async function detectedBackend(): Promise<Backend> {
-  const { xenDetected } = await import("../backend/xen/detect.ts");
-  return xenDetected() ? "xen" : "kvm";
-}
-
 /** Host memory as people read it: 3.0G, 512M. */
 const approximate = (bytes: number) => (bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)}G` : `${Math.round(bytes / 1024 ** 2)}M`);
 
@@ -169,15 +162,11 @@ function plain(r: Report): KvmReport | XenReport | Omit<Unavailable, "error"> {
 export function registerDoctor(cli: CAC): void {
   cli
     .command("doctor", "Check what this host offers each backend (KVM, Xen)")
-    .option("--backend <name>", "kvm or xen (default: the one detected)")
     .option("--json", "Print a JSON object")
     .action(async (options: { backend?: string; json?: boolean }) => {
-      const asked = options.backend;
-      if (asked !== undefined && !BACKENDS.includes(asked as Backend)) {
-        throw new SnowflockError("USAGE", `bad --backend '${asked}'`, "choose kvm or xen");
-      }
+      const asked = parseBackend(options.backend);
       if (asked !== undefined) {
-        const backend = asked as Backend;
+        const backend = asked;
         const r = await report(backend);
         if (options.json) {
           printJson({ backend, backends: { [backend]: plain(r) } });

@@ -3,6 +3,7 @@ import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { checkName, descendants, listVms, processAlive, removeVmFiles, type VmRecord } from "../vmm/run-dir.ts";
+import { chosenBackend } from "./backend.ts";
 import { log, printJson } from "./output.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -26,7 +27,8 @@ export function registerKill(cli: CAC): void {
     .option("--clones", "Stop only the VM's clones; leave it running")
     .option("--json", "Print the result as JSON")
     .example((bin) => `  ${bin} kill web --clones`)
-    .action(async (rawName: string, options: { clones?: boolean; json?: boolean }) => {
+    .action(async (rawName: string, options: { clones?: boolean; json?: boolean; backend?: string }) => {
+      if ((await chosenBackend(options.backend, "kill")) === "xen") return (await import("./xen.ts")).killOnXen(String(rawName), options);
       const name = checkName(String(rawName));
       const running = listVms();
       const record = running.find((r) => r.name === name);

@@ -4,6 +4,7 @@ import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
 import { familyOrder, listVms } from "../vmm/run-dir.ts";
+import { chosenBackend } from "./backend.ts";
 import { printJson, printTable } from "./output.ts";
 
 function uptime(ms: number): string {
@@ -15,7 +16,8 @@ export function registerLs(cli: CAC): void {
   cli
     .command("ls", "List the VMs running on this host, clones under their parent")
     .option("--json", "Print a JSON array")
-    .action(async (options: { json?: boolean }) => {
+    .action(async (options: { json?: boolean; backend?: string }) => {
+      if ((await chosenBackend(options.backend, "ls")) === "xen") return (await import("./xen.ts")).lsOnXen(options);
       const statuses = await Promise.all(
         listVms().map(async (record): Promise<VmStatus> => {
           const answer = await controlRequest(record.name, "status").catch(() => undefined);

@@ -6,6 +6,7 @@ import { cac } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { timeoutScale } from "../timeouts.ts";
 import { registerAgent } from "./agent.ts";
+import { chosenBackend } from "./backend.ts";
 import { registerBench } from "./bench.ts";
 import { registerCluster } from "./cluster.ts";
 import { registerDescriptor } from "./descriptor.ts";
@@ -33,6 +34,7 @@ export async function startCli(argv: string[]): Promise<number> {
   if (argv[0] === "__clone") return runCloneProcess(argv.slice(1));
   const cli = cac("snowflock");
   cli.option("--debug", "Show stack traces on errors");
+  cli.option("--backend <name>", "kvm or xen (default: xen in a Xen dom0, else kvm)");
   registerRun(cli);
   registerLs(cli);
   registerLogs(cli);
@@ -57,6 +59,8 @@ export async function startCli(argv: string[]): Promise<number> {
     }
     if (cli.options.help) return 0;
     timeoutScale(); // a bad SNOWFLOCK_TIMEOUT_SCALE is refused here, before anything waits on it
+    // Every command takes --backend; those without a Xen side refuse it here.
+    if (cli.options.backend !== undefined) await chosenBackend(cli.options.backend, cli.matchedCommand.name.split(" ")[0]!);
     const status = await cli.runMatchedCommand();
     return typeof status === "number" ? status : 0;
   } catch (error) {
