@@ -21,6 +21,7 @@ const HEADERS = [
   "libxl.h",
   "xen/errno.h",
   "xen/hvm/save.h",
+  "xen/hvm/params.h",
   "xen/arch-x86/cpufeatureset.h",
 ];
 

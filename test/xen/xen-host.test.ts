@@ -9,83 +9,25 @@
  * Anywhere without /dev/xen/privcmd they skip with one line — unless SNOWFLOCK_REQUIRE_XEN=1
  * (as test:xen sets), where a missing Xen fails the run instead.
  */
-import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { afterAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { XEN_RELEASES } from "../../src/backend/xen/abi.ts";
 import type { XenHost } from "../../src/backend/xen/host.ts";
+import { BINARY, consoleText, describeXen, diagnosis as describeState, DOMU_DIR, run, waitFor } from "./support/xen-test.ts";
 
-const PRIVCMD = "/dev/xen/privcmd";
-const REQUIRED = process.env.SNOWFLOCK_REQUIRE_XEN === "1";
-const ROOT = join(import.meta.dir, "../..");
-const BINARY = join(ROOT, "dist/snowflock-baseline");
-const DOMU_DIR = process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu";
 const DOMU = "sf-test-pvh";
-const CONSOLE_LOG = `/var/log/xen/console/guest-${DOMU}.log`;
 const ABI = XEN_RELEASES["4.17"]!;
-
-/** describe() for tests that need a Xen dom0: skips with one line elsewhere, fails if required. */
-function describeXen(name: string, body: () => void): void {
-  if (existsSync(PRIVCMD)) return describe(name, body);
-  const reason = `no Xen dom0 here (${PRIVCMD} is missing)`;
-  if (REQUIRED) {
-    return describe(name, () => {
-      test("Xen is available (SNOWFLOCK_REQUIRE_XEN=1)", () => {
-        throw new Error(`Xen is required here but unavailable: ${reason}; run it with bun run test:xen`);
-      });
-    });
-  }
-  console.warn(`skipping "${name}": ${reason} (bun run test:xen runs it in a nested Xen host)`);
-  describe.skip(name, body);
-}
-
-interface Run {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(command: string[], timeoutMs = 120_000): Promise<Run> {
-  const child = Bun.spawn(command, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
-  const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
-  return { status, stdout, stderr };
-}
 
 /** The highest "tick N" the domU has printed on its console so far (0 before the first). */
 function ticks(): number {
-  let text: string;
-  try {
-    text = readFileSync(CONSOLE_LOG, "utf8");
-  } catch {
-    return 0;
-  }
-  const all = [...text.matchAll(/snowflock-domu: tick (\d+)/g)];
+  const all = [...consoleText(DOMU).matchAll(/snowflock-domu: tick (\d+)/g)];
   return all.length === 0 ? 0 : Number(all[all.length - 1]![1]);
 }
 
-async function waitFor(what: string, ready: () => boolean, timeoutMs: number): Promise<number> {
-  const started = performance.now();
-  while (!ready()) {
-    if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-    await Bun.sleep(250);
-  }
-  return Math.round(performance.now() - started);
-}
-
 const sleep = (ms: number) => Bun.sleep(ms);
-
-const tail = (text: string, lines: number) => text.trimEnd().split("\n").slice(-lines).join("\n");
-
-/** What to look at when the domU is not where a test expects it. */
-async function diagnosis(): Promise<string> {
-  const list = await run(["xl", "list"]);
-  const dmesg = await run(["xl", "dmesg"]);
-  let consoleLog = "(none)";
-  try {
-    consoleLog = tail(readFileSync(CONSOLE_LOG, "utf8"), 15);
-  } catch {}
-  return `xl list:\n${list.stdout}\nxl dmesg (last lines):\n${tail(dmesg.stdout, 15)}\n${CONSOLE_LOG} (last lines):\n${consoleLog}`;
-}
+const diagnosis = () => describeState([DOMU]);
+const CONSOLE_LOG = `/var/log/xen/console/guest-${DOMU}.log`;
 
 describeXen("Xen 4.17 dom0: snowflock doctor and the bindings against a running PVH domU", () => {
   let host: XenHost | undefined;

@@ -1,0 +1,199 @@
+/**
+ * Fork on Xen, in dom0 of the nested Xen host (`bun run test:xen`): `snowflock fork` of a running
+ * PVH domU into clones that keep running with their own clone IDs, `ls` and `kill` of the family,
+ * and the Impromptu Cluster API from inside a domU (guest/xen/sf) served by
+ * `snowflock agent --backend xen`.
+ *
+ * The domUs are build-host.sh's busybox guest with one more archive on top of its initramfs:
+ * the sf tool and an /init that prints "snowflock-domu: tick N id I" every second (I from
+ * `sf id`), and with `sfclone=2` on its command line first runs `sf clone 2` and the rest of
+ * the API (see INIT below).
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cpioArchive } from "./support/cpio.ts";
+import { BINARY, consoleText, describeXen, diagnosis, DOMU_DIR, ROOT, run, waitFor } from "./support/xen-test.ts";
+
+const WORK = "/tmp/snowflock-xen-fork-test";
+const SF = join(ROOT, "guest/build/sf-xen");
+const PARENT = "sfdom";
+const SELF_FORKER = "sfself";
+const BOOT_MS = 300_000;
+const FORK_MS = 600_000;
+
+const INIT = `#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "snowflock-domu: up"
+case "$(cat /proc/cmdline)" in
+*sfclone=2*)
+  sleep 2
+  id=$(sf clone 2)
+  echo "snowflock-domu: sf clone gave $id"
+  if [ "$id" != 0 ]; then
+    family=$(sf read snowflock/family)
+    if sf write /local/domain/$family/snowflock/request "kill 7" 2>/dev/null; then
+      echo "snowflock-domu: forged request accepted"
+    else
+      echo "snowflock-domu: forged request refused"
+    fi
+    sleep 3
+    sf exit $((40 + id))
+  else
+    sf exit 1 || echo "snowflock-domu: parent exit refused"
+    echo "snowflock-domu: join $(sf join)"
+  fi
+  ;;
+esac
+i=0
+while :; do
+  i=$((i + 1))
+  echo "snowflock-domu: tick $i id $(sf id)"
+  sleep 1
+done
+`;
+
+/** The clone IDs a domU has printed with its ticks, from the console log. */
+function idsSeen(domain: string): Set<string> {
+  return new Set([...consoleText(domain).matchAll(/snowflock-domu: tick \d+ id (\S+)/g)].map((m) => m[1]!));
+}
+
+function lastTick(domain: string): number {
+  const all = [...consoleText(domain).matchAll(/snowflock-domu: tick (\d+)/g)];
+  return all.length === 0 ? 0 : Number(all.at(-1)![1]);
+}
+
+async function createDomU(name: string, extra = ""): Promise<number> {
+  await run(["xl", "destroy", name]);
+  const created = await run(["xl", "create", join(WORK, "domu.cfg"), `name="${name}"`, `extra="console=hvc0 quiet ${extra}"`]);
+  if (created.status !== 0) throw new Error(`xl create ${name} failed: ${created.stderr}`);
+  return Number((await run(["xl", "domid", name])).stdout.trim());
+}
+
+describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from inside", () => {
+  let agent: ReturnType<typeof Bun.spawn> | undefined;
+  const domains = () => [PARENT, `${PARENT}.1`, `${PARENT}.2`, `${PARENT}.3`, SELF_FORKER, `${SELF_FORKER}.1`, `${SELF_FORKER}.2`];
+
+  beforeAll(async () => {
+    await run(["mkdir", "-p", WORK]);
+    const base = readFileSync(join(DOMU_DIR, "initrd.gz"));
+    const extra = cpioArchive([
+      { path: "init", data: INIT, mode: 0o755 },
+      { path: "bin/sf", data: readFileSync(SF), mode: 0o755 },
+    ]);
+    // The kernel reads a cpio archive after a compressed one only from a 4-byte boundary (zeros between are skipped).
+    writeFileSync(join(WORK, "initrd"), Buffer.concat([base, new Uint8Array((4 - (base.length % 4)) % 4), extra]));
+    const config = readFileSync(join(DOMU_DIR, "pvh.cfg"), "utf8").replace(/^ramdisk = .*$/m, `ramdisk = "${join(WORK, "initrd")}"`);
+    writeFileSync(join(WORK, "domu.cfg"), config);
+    for (const d of domains()) await run(["xl", "destroy", d]);
+    agent = Bun.spawn([BINARY, "agent", "--backend", "xen"], { cwd: ROOT, stdin: "ignore", stdout: Bun.file(join(WORK, "agent.log")), stderr: Bun.file(join(WORK, "agent.err")) });
+  });
+
+  afterAll(async () => {
+    agent?.kill();
+    for (const d of domains()) await run(["xl", "destroy", d]);
+  });
+
+  const fail = async (what: string) => {
+    const agentLog = [join(WORK, "agent.log"), join(WORK, "agent.err")].map((f) => {
+      try {
+        return readFileSync(f, "utf8");
+      } catch {
+        return "";
+      }
+    });
+    return new Error(`${what}\nagent: ${agentLog.join("\n")}\n${await diagnosis(domains())}`);
+  };
+
+  test("snowflock fork sfdom --clones 3: three running clones whose consoles show IDs 1, 2, 3 from sf id; the parent goes on with 0", async () => {
+    await createDomU(PARENT);
+    await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 2, BOOT_MS);
+    const r = await run([BINARY, "fork", PARENT, "--clones", "3", "--backend", "xen", "--json"], FORK_MS);
+    if (r.status !== 0) throw await fail(`fork failed (${r.status}): ${r.stderr}`);
+    const result = JSON.parse(r.stdout);
+    expect(result.backend).toBe("xen");
+    expect(result.memory).toBe("eager");
+    expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([[`${PARENT}.1`, 1], [`${PARENT}.2`, 2], [`${PARENT}.3`, 3]]);
+    expect(result.pagesCopied).toBeGreaterThan((128 << 20) / 4096 / 2);
+    const parentTick = lastTick(PARENT);
+    for (const c of [1, 2, 3]) {
+      const name = `${PARENT}.${c}`;
+      // A clone carries on from the parent's instant: its first line is a tick, no boot.
+      await waitFor(`${name} printing id ${c}`, () => idsSeen(name).has(String(c)), BOOT_MS).catch(async () => {
+        throw await fail(`${name} never printed its id`);
+      });
+      expect(consoleText(name)).not.toContain("snowflock-domu: up");
+      expect(idsSeen(name)).toEqual(new Set([String(c)]));
+    }
+    await waitFor("the parent ticking on", () => lastTick(PARENT) > parentTick + 1, BOOT_MS);
+    expect([...idsSeen(PARENT)]).toEqual(["0"]);
+  }, FORK_MS * 2);
+
+  test("snowflock ls --backend xen shows the family, clones under their parent", async () => {
+    const r = await run([BINARY, "ls", "--backend", "xen", "--json"]);
+    expect(r.status).toBe(0);
+    const rows = JSON.parse(r.stdout) as Array<{ name: string; cloneId: number; family: number; domid: number }>;
+    const parent = rows.find((x) => x.name === PARENT)!;
+    expect(rows.filter((x) => x.family === parent.domid).map((x) => [x.name, x.cloneId])).toEqual([[PARENT, 0], [`${PARENT}.1`, 1], [`${PARENT}.2`, 2], [`${PARENT}.3`, 3]]);
+    const text = await run([BINARY, "ls", "--backend", "xen"]);
+    expect(text.stdout).toMatch(new RegExp(`^└─ ${PARENT.replace(".", "\\.")}\\.2 `, "m"));
+  });
+
+  test("snowflock kill sfdom.2 ends that clone only; kill sfdom --clones ends the rest; the parent runs on", async () => {
+    const one = await run([BINARY, "kill", `${PARENT}.2`, "--backend", "xen"]);
+    expect(one.status).toBe(0);
+    let names = (await run(["xl", "list"])).stdout;
+    expect(names).not.toMatch(new RegExp(`^${PARENT}\\.2 `, "m"));
+    expect(names).toMatch(new RegExp(`^${PARENT}\\.1 `, "m"));
+    const rest = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
+    expect(rest.status).toBe(0);
+    names = (await run(["xl", "list"])).stdout;
+    expect(names).not.toMatch(new RegExp(`^${PARENT}\\.\\d `, "m"));
+    const before = lastTick(PARENT);
+    await waitFor("the parent ticking after the kills", () => lastTick(PARENT) > before + 1, BOOT_MS);
+    const again = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toContain(`domain ${PARENT} has no running clones`);
+  }, BOOT_MS * 2);
+
+  test("sf clone 2 inside a domU: a family of three, each printing its own ID; exit, join, and a forged request refused", async () => {
+    await createDomU(SELF_FORKER, "sfclone=2");
+    await waitFor(`${SELF_FORKER} printing what sf clone gave`, () => consoleText(SELF_FORKER).includes("sf clone gave"), FORK_MS).catch(async () => {
+      throw await fail(`${SELF_FORKER}: sf clone never returned`);
+    });
+    expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: sf clone gave 0");
+    for (const c of [1, 2]) {
+      const name = `${SELF_FORKER}.${c}`;
+      await waitFor(`${name}: sf clone gave ${c}`, () => consoleText(name).includes(`sf clone gave ${c}`), BOOT_MS);
+      await waitFor(`${name}: the forged request`, () => consoleText(name).includes("forged request"), BOOT_MS);
+      // XenStore refuses a clone's write into its parent's request node.
+      expect(consoleText(name)).toContain("forged request refused");
+    }
+    // The parent may not `sf exit`; it joins its clones, which exit with 41 and 42.
+    await waitFor(`${SELF_FORKER}: join`, () => consoleText(SELF_FORKER).includes("join "), FORK_MS);
+    expect(consoleText(SELF_FORKER)).toContain("parent exit refused");
+    expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: join 2 1=41 2=42");
+    const list = (await run(["xl", "list"])).stdout;
+    expect(list).not.toMatch(new RegExp(`^${SELF_FORKER}\\.\\d `, "m"));
+    expect(list).toMatch(new RegExp(`^${SELF_FORKER} `, "m"));
+    await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS);
+  }, FORK_MS * 3);
+
+  test("fork refuses what it cannot do, in one line: an unknown domain, dom0, a bad count, --memory ondemand", async () => {
+    const cases: Array<[string[], string]> = [
+      [["fork", "nosuchdomain", "--clones", "1"], "no Xen domU named 'nosuchdomain'"],
+      [["fork", "0", "--clones", "1"], "no Xen domU named '0'"],
+      [["fork", PARENT, "--clones", "0"], "bad --clones '0'"],
+      [["fork", PARENT, "--clones", "2", "--memory", "ondemand"], "--memory ondemand is not available on Xen here"],
+      [["run", "hello"], "snowflock run runs on KVM only"],
+    ];
+    for (const [args, message] of cases) {
+      const r = await run([BINARY, ...args, "--backend", "xen"]);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toContain(message);
+    }
+  });
+});

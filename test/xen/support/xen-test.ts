@@ -1,0 +1,73 @@
+/**
+ * What the tests in test/xen share: describeXen (skip with one line without a Xen dom0, fail
+ * when SNOWFLOCK_REQUIRE_XEN=1), running commands, reading a domU's console log, waiting.
+ */
+import { describe, test } from "bun:test";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const PRIVCMD = "/dev/xen/privcmd";
+const REQUIRED = process.env.SNOWFLOCK_REQUIRE_XEN === "1";
+export const ROOT = join(import.meta.dir, "../../..");
+/** The compiled executable on Bun's baseline runtime (bun test/xen/build-baseline.ts). */
+export const BINARY = join(ROOT, "dist/snowflock-baseline");
+export const DOMU_DIR = process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu";
+
+/** describe() for tests that need a Xen dom0: skips with one line elsewhere, fails if required. */
+export function describeXen(name: string, body: () => void): void {
+  if (existsSync(PRIVCMD)) return describe(name, body);
+  const reason = `no Xen dom0 here (${PRIVCMD} is missing)`;
+  if (REQUIRED) {
+    return describe(name, () => {
+      test("Xen is available (SNOWFLOCK_REQUIRE_XEN=1)", () => {
+        throw new Error(`Xen is required here but unavailable: ${reason}; run it with bun run test:xen`);
+      });
+    });
+  }
+  console.warn(`skipping "${name}": ${reason} (bun run test:xen runs it in a nested Xen host)`);
+  describe.skip(name, body);
+}
+
+export interface Run {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function run(command: string[], timeoutMs = 120_000): Promise<Run> {
+  const child = Bun.spawn(command, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
+  const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  return { status, stdout, stderr };
+}
+
+export function consoleLogPath(domain: string): string {
+  return `/var/log/xen/console/guest-${domain}.log`;
+}
+
+/** What a domU has printed on its console so far ("" before xenconsoled opened its log). */
+export function consoleText(domain: string): string {
+  try {
+    return readFileSync(consoleLogPath(domain), "utf8");
+  } catch {
+    return "";
+  }
+}
+
+export async function waitFor(what: string, ready: () => boolean, timeoutMs: number): Promise<number> {
+  const started = performance.now();
+  while (!ready()) {
+    if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    await Bun.sleep(250);
+  }
+  return Math.round(performance.now() - started);
+}
+
+export const tail = (text: string, lines: number) => text.trimEnd().split("\n").slice(-lines).join("\n");
+
+/** xl list, the hypervisor's last lines and the named consoles: for a failure message. */
+export async function diagnosis(domains: string[]): Promise<string> {
+  const list = await run(["xl", "list"]);
+  const dmesg = await run(["xl", "dmesg"]);
+  const consoles = domains.map((d) => `${consoleLogPath(d)} (last lines):\n${tail(consoleText(d), 15) || "(none)"}`).join("\n");
+  return `xl list:\n${list.stdout}\nxl dmesg (last lines):\n${tail(dmesg.stdout, 15)}\n${consoles}`;
+}
