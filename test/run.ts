@@ -9,9 +9,13 @@
  * (SNOWFLOCK_TEST_TIME_SCALE) and so do snowflock's own waits (SNOWFLOCK_TIMEOUT_SCALE),
  * and the multi-host cluster files, which start dozens of VMs on several test hosts, are too slow
  * to run there: they are listed as not run, and run wherever /dev/kvm works.
+ *
+ * In CI (SNOWFLOCK_REQUIRE_KVM=1), or with SNOWFLOCK_XEN_STAGE=1, the Xen stage follows
+ * (`bun run test:xen`: test/xen/ in the nested Xen host), unless this is a Xen dom0 itself,
+ * where `bun test` has run test/xen/ already.
  */
 import { Glob } from "bun";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { kvmAvailable } from "../src/backend/kvm/host.ts";
 
@@ -55,8 +59,24 @@ const needsKvm = (file: string) => readFileSync(join(ROOT, file), "utf8").includ
 const args = process.argv.slice(2);
 const kvm = kvmAvailable();
 const nested = !kvm.ok && (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_NESTED_KVM === "1");
+// The Xen backend's tests need a Xen dom0: in CI (and on request) they run in the nested Xen host.
+const xenStage = args.length === 0 && !existsSync("/dev/xen/privcmd") && (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_XEN_STAGE === "1");
+const outcomes: Outcome[] = [];
+/** The summary of every part, and the exit status. */
+function finish(notRun: string[] = []): never {
+  const passed = outcomes.reduce((n, o) => n + o.passed, 0);
+  const failed = outcomes.reduce((n, o) => n + o.failed, 0);
+  if (notRun.length > 0) console.log(`test: NOT RUN (KVM under software emulation is too slow for them; they run where /dev/kvm works): ${notRun.join(", ")}`);
+  console.log(`\n ${passed} pass\n ${failed} fail`);
+  process.exit(outcomes.some((o) => o.status !== 0) ? 1 : 0);
+}
+const runXenStage = async () => {
+  if (xenStage) outcomes.push(await run(["bun", "run", "test:xen"]));
+};
 if (!nested) {
-  process.exit((await run(["bun", "test", ...BUN_TIMEOUT, ...args])).status);
+  outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...args]));
+  await runXenStage();
+  finish();
 }
 
 const files = testFiles().filter((f) => args.length === 0 || args.some((a) => f.includes(a)));
@@ -65,13 +85,9 @@ const here = files.filter((f) => !needsKvm(f));
 const emulated = kvmFiles.filter((f) => !NOT_UNDER_EMULATION.includes(f));
 const notRun = kvmFiles.filter((f) => NOT_UNDER_EMULATION.includes(f));
 console.log(`test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${emulated.length} files with KVM tests run in the nested KVM host (test/nested)`);
-const outcomes: Outcome[] = [];
 if (here.length > 0) outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...here.map((f) => `./${f}`)]));
 if (emulated.length > 0) {
   outcomes.push(await run(["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...emulated.map((f) => `./${relative(ROOT, join(ROOT, f))}`)], { SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_TIMEOUT_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_NESTED_SMP: process.env.SNOWFLOCK_NESTED_SMP ?? "1" }));
 }
-const passed = outcomes.reduce((n, o) => n + o.passed, 0);
-const failed = outcomes.reduce((n, o) => n + o.failed, 0);
-if (notRun.length > 0) console.log(`test: NOT RUN (KVM under software emulation is too slow for them; they run where /dev/kvm works): ${notRun.join(", ")}`);
-console.log(`\n ${passed} pass\n ${failed} fail`);
-process.exit(outcomes.some((o) => o.status !== 0) ? 1 : 0);
+await runXenStage();
+finish(notRun);
