@@ -134,9 +134,14 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
   test("snowflock ls --backend xen shows the family, clones under their parent", async () => {
     const r = await run([BINARY, "ls", "--backend", "xen", "--json"]);
     expect(r.status).toBe(0);
-    const rows = JSON.parse(r.stdout) as Array<{ name: string; cloneId: number; family: number; domid: number }>;
+    const rows = JSON.parse(r.stdout) as Array<{ name: string; cloneId: number; family: number; domid: number; mac?: string }>;
     const parent = rows.find((x) => x.name === PARENT)!;
-    expect(rows.filter((x) => x.family === parent.domid).map((x) => [x.name, x.cloneId])).toEqual([[PARENT, 0], [`${PARENT}.1`, 1], [`${PARENT}.2`, 2], [`${PARENT}.3`, 3]]);
+    const family = rows.filter((x) => x.family === parent.domid);
+    expect(family.map((x) => [x.name, x.cloneId])).toEqual([[PARENT, 0], [`${PARENT}.1`, 1], [`${PARENT}.2`, 2], [`${PARENT}.3`, 3]]);
+    // Each clone's own MAC address, published in XenStore.
+    const macs = family.slice(1).map((x) => x.mac);
+    for (const mac of macs) expect(mac).toMatch(/^00:16:3e:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}$/);
+    expect(new Set(macs).size).toBe(3);
     const text = await run([BINARY, "ls", "--backend", "xen"]);
     expect(text.stdout).toMatch(new RegExp(`^└─ ${PARENT.replace(".", "\\.")}\\.2 `, "m"));
   });

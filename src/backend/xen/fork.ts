@@ -178,15 +178,17 @@ export function refuseWritableDisks(name: string, config: LibxlConfig): void {
  * The parent's configuration for one clone: its own name, UUID and MAC addresses, and the
  * shell kernel instead of the parent's kernel and initramfs (the clone never boots).
  */
-export function cloneConfig(parent: LibxlConfig, name: string, kernel: string): { json: string; mac?: string } {
+export function cloneConfig(parent: LibxlConfig, name: string, kernel: string): { json: string; mac: string } {
   const config = structuredClone(parent);
   config.c_info.name = name;
   config.c_info.uuid = randomUUID();
   config.b_info.kernel = kernel;
   delete config.b_info.ramdisk;
   delete config.b_info.cmdline;
-  const macs = (config.nics ?? []).map((nic) => (nic.mac = xenMac()));
-  return { json: JSON.stringify(config), mac: macs[0] };
+  // Every clone has its own MAC (published in XenStore); its first NIC, if any, carries it.
+  const mac = xenMac();
+  (config.nics ?? []).forEach((nic, i) => (nic.mac = i === 0 ? mac : xenMac()));
+  return { json: JSON.stringify(config), mac };
 }
 
 /** A random address in Xen's OUI (00:16:3e), as xl gives a NIC without one. */
