@@ -12,7 +12,7 @@ import { SnowflockError } from "../../errors.ts";
 import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, XC_PAGE_SIZE } from "./abi.ts";
 import { publishMember, readMember } from "./family-keys.ts";
 import type { XenDomain, XenHost } from "./host.ts";
-import { copyPages } from "./page-copy.ts";
+import { copyPages, type PageCopyResult } from "./page-copy.ts";
 import { shellKernelPath } from "./shell-kernel.ts";
 import { runDir } from "../../vmm/run-dir.ts";
 
@@ -21,7 +21,7 @@ export const MAX_XEN_CLONES = 64;
 export interface XenForkRequest {
   parent: number;
   clones: number;
-  /** Called for each clone once its keys are in XenStore and before it first runs. */
+  /** Called for each clone once its shell and keys are in XenStore, before it first runs. */
   beforeStart?: (clone: XenClone) => void;
   /** Called once the parent runs again. */
   afterParentResumed?: () => void;
@@ -41,7 +41,11 @@ export interface XenForkResult {
   /** Xen's native memory sharing and paging are absent here: every clone's memory is copied up front. */
   memory: "eager";
   clones: XenClone[];
+  /** The parent's populated pages: each clone has all of them. */
   pagesCopied: number;
+  /** Of those, zero pages, which cost no copy. */
+  pagesZero: number;
+  /** Bytes written into the clones (non-zero pages × clones). */
   bytesCopied: number;
   timings: {
     /** Building the clones' domain shells (the parent still running). */
@@ -50,6 +54,8 @@ export interface XenForkResult {
     parentDownMs: number;
     suspendMs: number;
     copyMs: number;
+    /** Setting each clone's context and unpausing it. */
+    startMs: number;
     /** From the start to the last clone running. */
     totalMs: number;
   };
@@ -98,7 +104,10 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
       const name = `${parentName}.${cloneId}`;
       const { json, mac } = cloneConfig(config, name, kernel);
       const domid = libxl.createPaused(json, `clone ${name}`);
-      clones.push({ name, domid, cloneId, mac });
+      const clone = { name, domid, cloneId, mac };
+      clones.push(clone);
+      publishMember(store, domid, { cloneId, family: parent.domid, parentName, mac });
+      request.beforeStart?.(clone);
     }
     const shellsMs = performance.now() - shellsStarted;
 
@@ -112,7 +121,7 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
 
     const copyStarted = performance.now();
     const memory = host.foreignMemory();
-    let copied: { pages: number };
+    let copied: PageCopyResult;
     try {
       copied = copyPages(memory, parent.domid, clones.map((c) => c.domid), host.maximumGpfn(parent.domid));
     } finally {
@@ -126,20 +135,22 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
     if (readMember(store, parent.domid) === undefined) publishMember(store, parent.domid, { cloneId: 0, family: parent.domid, parentName });
     request.afterParentResumed?.();
 
+    const startStarted = performance.now();
     for (const clone of clones) {
       host.setHvmContext(clone.domid, context);
-      publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
-      request.beforeStart?.(clone);
-      libxl.unpause(clone.domid);
+      // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
+      host.unpause(clone.domid);
     }
+    const startMs = performance.now() - startStarted;
     return {
       backend: "xen",
       parent: { name: parentName, domid: parent.domid },
       memory: "eager",
       clones,
       pagesCopied: copied.pages,
-      bytesCopied: copied.pages * XC_PAGE_SIZE * clones.length,
-      timings: { shellsMs, parentDownMs, suspendMs, copyMs, totalMs: performance.now() - started },
+      pagesZero: copied.zeroPages,
+      bytesCopied: (copied.pages - copied.zeroPages) * XC_PAGE_SIZE * clones.length,
+      timings: { shellsMs, parentDownMs, suspendMs, copyMs, startMs, totalMs: performance.now() - started },
     };
   } catch (error) {
     if (parentSuspended) {

@@ -13,8 +13,18 @@ import type { ForeignMemory } from "./foreign-memory.ts";
 export const COPY_BATCH = 1024;
 
 export interface PageCopyResult {
+  /** The parent's populated pages, each now in every clone. */
   pages: number;
+  /** Of those, pages that were zero in the parent (written only where a shell's page was not). */
+  zeroPages: number;
   batches: number;
+}
+
+const ZERO_PAGE = Buffer.alloc(XC_PAGE_SIZE);
+
+function isZero(pages: Buffer, index: number): boolean {
+  const at = index * XC_PAGE_SIZE;
+  return pages.compare(ZERO_PAGE, 0, XC_PAGE_SIZE, at, at + XC_PAGE_SIZE) === 0;
 }
 
 /**
@@ -24,6 +34,7 @@ export interface PageCopyResult {
  */
 export function copyPages(memory: ForeignMemory, parent: number, clones: number[], maximumGpfn: number, progress?: (pages: number) => void): PageCopyResult {
   let pages = 0;
+  let zeroPages = 0;
   let batches = 0;
   const copyBatch = (first: number): number => {
     const count = Math.min(COPY_BATCH, maximumGpfn + 1 - first);
@@ -35,21 +46,25 @@ export function copyPages(memory: ForeignMemory, parent: number, clones: number[
     try {
       const present = [...source.errors.keys()].filter((i) => source.errors[i] === 0);
       if (present.length === 0) return 0;
-      const from = new Uint8Array(toArrayBuffer(source.address as never, 0, count * XC_PAGE_SIZE));
+      const from = Buffer.from(toArrayBuffer(source.address as never, 0, count * XC_PAGE_SIZE));
+      const zero = present.map((i) => isZero(from, i));
       for (const clone of clones) {
         const target = memory.map(clone, PROT_READ | PROT_WRITE, frames);
         try {
-          const to = new Uint8Array(toArrayBuffer(target.address as never, 0, count * XC_PAGE_SIZE));
-          for (const i of present) {
+          const to = Buffer.from(toArrayBuffer(target.address as never, 0, count * XC_PAGE_SIZE));
+          present.forEach((i, k) => {
             if (target.errors[i] !== 0) throw layoutMismatch(parent, clone, first + i, target.errors[i]!);
             const at = i * XC_PAGE_SIZE;
-            to.set(from.subarray(at, at + XC_PAGE_SIZE), at);
-          }
+            // A shell's fresh pages are zero (Xen scrubs them), but the domain builder wrote some.
+            if (!zero[k]) to.set(from.subarray(at, at + XC_PAGE_SIZE), at);
+            else if (!isZero(to, i)) to.fill(0, at, at + XC_PAGE_SIZE);
+          });
         } finally {
           memory.unmap(target);
         }
       }
       copied = present.length;
+      zeroPages += zero.filter(Boolean).length;
     } finally {
       memory.unmap(source);
     }
@@ -64,7 +79,7 @@ export function copyPages(memory: ForeignMemory, parent: number, clones: number[
   for (let first = Math.max(top + COPY_BATCH, maximumGpfn + 1 - COPY_BATCH); first >= top + COPY_BATCH; first -= COPY_BATCH) {
     if (copyBatch(first) === 0) break;
   }
-  return { pages, batches };
+  return { pages, zeroPages, batches };
 }
 
 function layoutMismatch(parent: number, clone: number, frame: number, error: number): SnowflockError {

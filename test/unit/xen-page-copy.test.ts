@@ -1,0 +1,84 @@
+/**
+ * copyPages over stand-in domains: frames held in this process, "mapped" into one buffer per
+ * mapping as libxenforeignmemory would (missing frames reported per page) and written back on
+ * unmap. The real thing runs in test/xen against Xen.
+ */
+import { ptr } from "bun:ffi";
+import { describe, expect, test } from "bun:test";
+import type { ForeignMapping, ForeignMemory } from "../../src/backend/xen/foreign-memory.ts";
+import { COPY_BATCH, copyPages } from "../../src/backend/xen/page-copy.ts";
+
+const PAGE = 4096;
+const ENOENT = -2;
+
+class StandInMemory {
+  readonly domains = new Map<number, Map<number, Uint8Array>>();
+  private readonly open = new Map<number, { domid: number; frames: BigUint64Array; buffer: Uint8Array }>();
+  maps = 0;
+
+  map(domid: number, _prot: number, frames: BigUint64Array): ForeignMapping {
+    const pages = this.domains.get(domid)!;
+    const buffer = new Uint8Array(frames.length * PAGE);
+    const errors = new Int32Array(frames.length);
+    frames.forEach((gfn, i) => {
+      const page = pages.get(Number(gfn));
+      if (page) buffer.set(page, i * PAGE);
+      else errors[i] = ENOENT;
+    });
+    const address = ptr(buffer);
+    this.open.set(Number(address), { domid, frames, buffer });
+    this.maps++;
+    return { address, pages: frames.length, errors };
+  }
+
+  unmap(mapping: ForeignMapping): void {
+    const m = this.open.get(Number(mapping.address))!;
+    const pages = this.domains.get(m.domid)!;
+    m.frames.forEach((gfn, i) => {
+      if (pages.has(Number(gfn))) pages.set(Number(gfn), m.buffer.slice(i * PAGE, (i + 1) * PAGE));
+    });
+    this.open.delete(Number(mapping.address));
+  }
+}
+
+const filled = (byte: number) => new Uint8Array(PAGE).fill(byte);
+
+/** A PVH-like physmap: RAM frames 0..ram-1 and special frames just below maxGpfn. */
+function domain(ram: number, special: number[], content: (gfn: number) => Uint8Array): Map<number, Uint8Array> {
+  const pages = new Map<number, Uint8Array>();
+  for (let gfn = 0; gfn < ram; gfn++) pages.set(gfn, content(gfn));
+  for (const gfn of special) pages.set(gfn, content(gfn));
+  return pages;
+}
+
+describe("copyPages", () => {
+  const MAX = 0xfefff;
+  const SPECIAL = [0xfeff0, 0xfeff5, MAX];
+  const RAM = 3 * COPY_BATCH + 17;
+
+  test("every clone ends with the parent's RAM and special pages; zero pages cost no copy; builder-written pages are cleared", () => {
+    const memory = new StandInMemory();
+    const parentContent = (gfn: number) => (gfn % 3 === 0 ? filled(0) : filled((gfn % 251) + 1));
+    memory.domains.set(1, domain(RAM, SPECIAL, parentContent));
+    // Shells: scrubbed (zero) pages, except a few the domain builder wrote (kernel, start info, a ring).
+    for (const clone of [2, 3]) memory.domains.set(clone, domain(RAM, SPECIAL, (gfn) => (gfn === 0x100 || gfn === 0x101 || gfn === 0xfeff5 || gfn === 3 ? filled(0xee) : filled(0))));
+    const progress: number[] = [];
+    const result = copyPages(memory as unknown as ForeignMemory, 1, [2, 3], MAX, (n) => progress.push(n));
+    expect(result.pages).toBe(RAM + SPECIAL.length);
+    expect(result.zeroPages).toBe([...memory.domains.get(1)!.values()].filter((p) => p.every((b) => b === 0)).length);
+    for (const clone of [2, 3]) {
+      const pages = memory.domains.get(clone)!;
+      for (const [gfn, page] of memory.domains.get(1)!) expect(Buffer.compare(pages.get(gfn)!, page)).toBe(0);
+    }
+    expect(progress.at(-1)).toBe(result.pages);
+    // Up through the RAM and one empty batch above it; down from the top to the first empty batch.
+    expect(result.batches).toBe(4 + 1);
+  });
+
+  test("a clone missing a frame the parent has fails, naming the frame", () => {
+    const memory = new StandInMemory();
+    memory.domains.set(1, domain(100, [MAX], () => filled(7)));
+    memory.domains.set(2, domain(99, [MAX], () => filled(0)));
+    expect(() => copyPages(memory as unknown as ForeignMemory, 1, [2], MAX)).toThrow("clone domain 2 has no page at frame 0x63 where its parent 1 has one");
+  });
+});
