@@ -9,7 +9,7 @@ import { buildXenTool } from "./guest/xen/build.ts";
 import { buildWasm } from "./wasm/build.ts";
 
 /** Each Worker entry must be named to `bun build --compile`, or the executable cannot start it. */
-const WORKER_ENTRYPOINTS = ["src/backend/kvm/vcpu-worker.ts", "src/memory/memtap-worker.ts", "src/mcdist/server-worker.ts"];
+const WORKER_ENTRYPOINTS = ["src/backend/kvm/vcpu-worker.ts", "src/memory/memtap-worker.ts", "src/mcdist/server-worker.ts", "src/backend/xen/fork-worker.ts"];
 
 async function step<T>(what: string, work: () => Promise<T>): Promise<T> {
   const started = performance.now();

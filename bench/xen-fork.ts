@@ -97,7 +97,7 @@ export async function runXenForkBench(options: XenForkBenchOptions): Promise<Xen
       const samples: Array<Omit<XenForkRow, "clones" | "ratio">> = [];
       for (let run = 1; run <= options.runs; run++) {
         say(`N=${n} run ${run}/${options.runs}: snowflock fork`);
-        const fork = forkDomain(host, { parent: parent.domid, clones: n });
+        const fork = await forkDomain(host, { parent: parent.domid, clones: n });
         for (const c of fork.clones) await destroy(c.name);
         say(`N=${n} run ${run}/${options.runs}: xl save -c + ${n} x xl restore`);
         rmSync(SAVE_FILE, { force: true });

@@ -10,30 +10,30 @@ import { openXen, type XenHost } from "../backend/xen/host.ts";
 import { formatSize } from "../size.ts";
 import { log, printJson, printTable } from "./output.ts";
 
-function withHost<R>(use: (host: XenHost) => R): R {
+async function withHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
   const host = openXen();
   try {
-    return use(host);
+    return await use(host);
   } finally {
     host.close();
   }
 }
 
-export function forkOnXen(domain: string, clones: number, options: { json?: boolean; memory?: string }): number {
+export function forkOnXen(domain: string, clones: number, options: { json?: boolean; memory?: string }): Promise<number> {
   if (options.memory !== undefined && options.memory !== "eager") {
     throw new SnowflockError("USAGE", `--memory ${options.memory} is not available on Xen here`, "this Xen has neither memory sharing nor paging: clones get eager copies of their parent's memory (--memory eager)");
   }
   if (clones > MAX_XEN_CLONES) throw new SnowflockError("USAGE", `bad --clones '${clones}'`, `give a whole number from 1 to ${MAX_XEN_CLONES}`);
-  return withHost((host) => {
+  return withHost(async (host) => {
     const parent = findMember(listMembers(host), domain);
     if (!options.json) log.start(`forking ${parent.name} (domain ${parent.domain.domid}) into ${clones} clone${clones > 1 ? "s" : ""}`);
-    const result = forkDomain(host, { parent: parent.domain.domid, clones, progress: options.json ? undefined : (m) => log.info(m) });
+    const result = await forkDomain(host, { parent: parent.domain.domid, clones, progress: options.json ? undefined : (m) => log.info(m) });
     if (options.json) printJson(result);
     else {
       printTable(["CLONE", "DOMID", "ID", "MAC"], result.clones.map((c) => [c.name, String(c.domid), String(c.cloneId), c.mac ?? "-"]));
       const t = result.timings;
       log.success(
-        `${result.clones.length} clone(s) of ${result.parent.name} running in ${(t.totalMs / 1000).toFixed(2)} s (shells ${(t.shellsMs / 1000).toFixed(2)} s; parent down ${(t.parentDownMs / 1000).toFixed(2)} s, of which memory copy ${(t.copyMs / 1000).toFixed(2)} s); memory: eager, ${formatSize(result.bytesCopied)} copied`,
+        `${result.clones.length} clone(s) of ${result.parent.name} running in ${(t.totalMs / 1000).toFixed(2)} s (shells ${(t.shellsMs / 1000).toFixed(2)} s on ${result.threads} thread(s); parent down ${(t.parentDownMs / 1000).toFixed(2)} s, of which memory copy ${(t.copyMs / 1000).toFixed(2)} s); memory: eager, ${formatSize(result.bytesCopied)} copied, ${result.pagesZero} of ${result.pagesCopied} pages zero`,
       );
     }
     return 0;
@@ -57,7 +57,7 @@ function state(m: XenMember): string {
   return d.shutdown ? "shutdown" : d.paused ? "paused" : d.running ? "running" : d.blocked ? "blocked" : "idle";
 }
 
-export function lsOnXen(options: { json?: boolean }): number {
+export function lsOnXen(options: { json?: boolean }): Promise<number> {
   return withHost((host) => {
     const rows = familyOrder(listMembers(host));
     if (options.json) {
@@ -72,7 +72,7 @@ export function lsOnXen(options: { json?: boolean }): number {
   });
 }
 
-export function killOnXen(name: string, options: { clones?: boolean; json?: boolean }): number {
+export function killOnXen(name: string, options: { clones?: boolean; json?: boolean }): Promise<number> {
   return withHost((host) => {
     const members = listMembers(host);
     const target = findMember(members, name);

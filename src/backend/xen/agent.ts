@@ -52,6 +52,8 @@ export function startXenAgent({ host, log }: XenAgentOptions): XenAgent {
   const handled = new Map<number, string>(); // domid -> last request text handled
   const statuses = new Map<number, Map<number, number>>(); // family -> clone ID -> exit status
   const joins: Array<{ request: Request }> = [];
+  const queue: Request[] = [];
+  let busy = false;
   let stopped = false;
 
   // Only the request node: a domU no fork has touched is a parent (clone ID 0) by default, and
@@ -73,7 +75,7 @@ export function startXenAgent({ host, log }: XenAgentOptions): XenAgent {
     }
   };
 
-  const carryOut = (request: Request): void => {
+  const carryOut = async (request: Request): Promise<void> => {
     const member = readMember(store, request.domid) ?? { cloneId: 0, family: request.domid, parentName: "" };
     const families = listMembers(host);
     switch (request.verb) {
@@ -82,7 +84,7 @@ export function startXenAgent({ host, log }: XenAgentOptions): XenAgent {
         if (!Number.isInteger(n) || n < 1 || n > MAX_XEN_CLONES) return reply(request, `error bad clone count '${request.args[0] ?? ""}' (1 to ${MAX_XEN_CLONES})`);
         log(`domain ${request.domid}: clone ${n}`);
         try {
-          const result = forkDomain(host, {
+          const result = await forkDomain(host, {
             parent: request.domid,
             clones: n,
             beforeStart: (clone) => writeReply(store, clone.domid, request.seq, `ok ${clone.cloneId}`),
@@ -154,8 +156,14 @@ export function startXenAgent({ host, log }: XenAgentOptions): XenAgent {
         log(`domain ${domid}: ignoring a malformed request`);
         continue;
       }
-      carryOut(request);
+      queue.push(request);
     }
+    // One request at a time: a fork suspends and copies domains the next one may name.
+    if (busy || queue.length === 0) return;
+    busy = true;
+    void carryOut(queue.shift()!)
+      .catch((error) => log(`error: ${(error as Error).message}`))
+      .finally(() => (busy = false));
   };
 
   enroll();

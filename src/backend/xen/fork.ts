@@ -8,11 +8,12 @@
  * paging, so clone memory is eager: copied in full before a clone runs.
  */
 import { randomBytes, randomUUID } from "node:crypto";
+import { availableParallelism } from "node:os";
 import { SnowflockError } from "../../errors.ts";
 import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, XC_PAGE_SIZE } from "./abi.ts";
 import { publishMember, readMember } from "./family-keys.ts";
 import type { XenDomain, XenHost } from "./host.ts";
-import { copyPages, type PageCopyResult } from "./page-copy.ts";
+import { ForkHelpers, workerError } from "./fork-helpers.ts";
 import { shellKernelPath } from "./shell-kernel.ts";
 import { runDir } from "../../vmm/run-dir.ts";
 
@@ -26,6 +27,8 @@ export interface XenForkRequest {
   /** Called once the parent runs again. */
   afterParentResumed?: () => void;
   progress?: (message: string) => void;
+  /** Helper threads for the shells and the copies (default: one per CPU, at most one per clone). */
+  threads?: number;
 }
 
 export interface XenClone {
@@ -41,6 +44,8 @@ export interface XenForkResult {
   /** Xen's native memory sharing and paging are absent here: every clone's memory is copied up front. */
   memory: "eager";
   clones: XenClone[];
+  /** Helper threads that built the shells and copied the memory. */
+  threads: number;
   /** The parent's populated pages: each clone has all of them. */
   pagesCopied: number;
   /** Of those, zero pages, which cost no copy. */
@@ -77,7 +82,7 @@ export interface LibxlConfig {
 }
 
 /** Forks domain `parent` into `clones` new running domains; see the file comment. */
-export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResult {
+export async function forkDomain(host: XenHost, request: XenForkRequest): Promise<XenForkResult> {
   const started = performance.now();
   const say = request.progress ?? (() => {});
   const parent = host.domain(request.parent);
@@ -93,20 +98,28 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
   const kernel = shellKernelPath(runDir());
   const store = host.xenstore();
   const firstId = nextCloneId(host, parent.domid);
+  const specs = Array.from({ length: request.clones }, (_, i) => {
+    const cloneId = firstId + i;
+    const name = `${parentName}.${cloneId}`;
+    return { cloneId, name, ...cloneConfig(config, name, kernel) };
+  });
+  // Each helper thread takes every k-th clone, for the shells and later for the copy.
+  const helpers = ForkHelpers.start(Math.max(1, Math.min(request.clones, request.threads ?? availableParallelism())));
+  const share = (w: number) => specs.map((_, i) => i).filter((i) => i % helpers.count === w);
 
-  say(`building ${request.clones} domain shell(s) from ${parentName}'s configuration`);
+  say(`building ${request.clones} domain shell(s) from ${parentName}'s configuration on ${helpers.count} thread(s)`);
   const clones: XenClone[] = [];
   const shellsStarted = performance.now();
   let parentSuspended = false;
   try {
-    for (let i = 0; i < request.clones; i++) {
-      const cloneId = firstId + i;
-      const name = `${parentName}.${cloneId}`;
-      const { json, mac } = cloneConfig(config, name, kernel);
-      const domid = libxl.createPaused(json, `clone ${name}`);
-      const clone = { name, domid, cloneId, mac };
-      clones.push(clone);
-      publishMember(store, domid, { cloneId, family: parent.domid, parentName, mac });
+    const built = await Promise.all(Array.from({ length: helpers.count }, (_, w) => helpers.call(w, { kind: "shells", shells: share(w).map((i) => ({ name: specs[i]!.name, json: specs[i]!.json })) })));
+    const domids = new Map<number, number>();
+    built.forEach((reply, w) => reply.domids.forEach((domid, k) => domids.set(share(w)[k]!, domid)));
+    specs.forEach((spec, i) => domids.has(i) && clones.push({ name: spec.name, domid: domids.get(i)!, cloneId: spec.cloneId, mac: spec.mac }));
+    const failed = built.find((reply) => reply.error);
+    if (failed?.error) throw workerError(failed.error);
+    for (const clone of clones) {
+      publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
       request.beforeStart?.(clone);
     }
     const shellsMs = performance.now() - shellsStarted;
@@ -120,13 +133,11 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
     for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
 
     const copyStarted = performance.now();
-    const memory = host.foreignMemory();
-    let copied: PageCopyResult;
-    try {
-      copied = copyPages(memory, parent.domid, clones.map((c) => c.domid), host.maximumGpfn(parent.domid));
-    } finally {
-      memory.close();
-    }
+    const maximumGpfn = host.maximumGpfn(parent.domid);
+    const copies = await Promise.all(Array.from({ length: helpers.count }, (_, w) => helpers.call(w, { kind: "copy", parent: parent.domid, clones: share(w).map((i) => clones[i]!.domid), maximumGpfn })));
+    const copyFailed = copies.find((reply) => reply.error);
+    if (copyFailed?.error) throw workerError(copyFailed.error);
+    const copied = copies[0]!.result!;
     const copyMs = performance.now() - copyStarted;
 
     libxl.resume(parent.domid, true);
@@ -147,6 +158,7 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
       parent: { name: parentName, domid: parent.domid },
       memory: "eager",
       clones,
+      threads: helpers.count,
       pagesCopied: copied.pages,
       pagesZero: copied.zeroPages,
       bytesCopied: (copied.pages - copied.zeroPages) * XC_PAGE_SIZE * clones.length,
@@ -168,6 +180,8 @@ export function forkDomain(host: XenHost, request: XenForkRequest): XenForkResul
       }
     }
     throw error;
+  } finally {
+    await helpers.close();
   }
 }
 

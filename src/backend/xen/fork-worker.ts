@@ -1,0 +1,60 @@
+/**
+ * One helper thread of a Xen fork: it builds its share of the clones' domain shells, and later
+ * copies the suspended parent's memory into them, with its own libxenctrl, libxl and foreign
+ * memory handles — so the shells and the copies of several clones proceed on several CPUs.
+ */
+import { SnowflockError } from "../../errors.ts";
+import { openXen, type XenHost } from "./host.ts";
+import { copyPages, type PageCopyResult } from "./page-copy.ts";
+
+export type ForkWorkerRequest =
+  | { kind: "shells"; shells: Array<{ name: string; json: string }> }
+  | { kind: "copy"; parent: number; clones: number[]; maximumGpfn: number }
+  | { kind: "close" };
+
+export type ForkWorkerReply =
+  | { kind: "shells"; domids: number[]; error?: WorkerError }
+  | { kind: "copy"; result?: PageCopyResult; error?: WorkerError };
+
+export interface WorkerError {
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+declare const self: Worker;
+
+let host: XenHost | undefined;
+const xen = () => (host ??= openXen());
+
+function describe(error: unknown): WorkerError {
+  return error instanceof SnowflockError ? { code: error.code, message: error.message, hint: error.hint } : { code: "INTERNAL", message: (error as Error).message };
+}
+
+self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
+  const request = event.data;
+  if (request.kind === "close") {
+    host?.close();
+    host = undefined;
+    self.postMessage({ kind: "closed" });
+    return;
+  }
+  if (request.kind === "shells") {
+    const domids: number[] = [];
+    try {
+      for (const shell of request.shells) domids.push(xen().libxl().createPaused(shell.json, `clone ${shell.name}`));
+      self.postMessage({ kind: "shells", domids } satisfies ForkWorkerReply);
+    } catch (error) {
+      self.postMessage({ kind: "shells", domids, error: describe(error) } satisfies ForkWorkerReply);
+    }
+    return;
+  }
+  const memory = xen().foreignMemory();
+  try {
+    self.postMessage({ kind: "copy", result: copyPages(memory, request.parent, request.clones, request.maximumGpfn) } satisfies ForkWorkerReply);
+  } catch (error) {
+    self.postMessage({ kind: "copy", error: describe(error) } satisfies ForkWorkerReply);
+  } finally {
+    memory.close();
+  }
+};
