@@ -17,8 +17,6 @@
  * One `cluster up` per host count (prefix `sfb<pid>`, a private SNOWFLOCK_RUN_DIR), reused for
  * all its runs and removed with `cluster down` before the next one, and on error or Ctrl-C.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import type { RemoteTransport } from "../src/clone/local-fork.ts";
 import { listNamespaces } from "../src/cluster/netns.ts";
 import { SnowflockError } from "../src/errors.ts";
@@ -30,6 +28,7 @@ import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
 import { linePlot, type Series } from "./svg.ts";
+import { writeReportFiles } from "./report-files.ts";
 
 export { defaultOutDir };
 
@@ -440,11 +439,7 @@ export function plotReport(report: ClusterReport): string {
 
 /** Writes cluster.json and cluster.svg into `dir`; returns their paths. */
 export function writeReport(report: ClusterReport, dir: string): { json: string; svg: string } {
-  mkdirSync(dir, { recursive: true });
-  const paths = { json: join(dir, "cluster.json"), svg: join(dir, "cluster.svg") };
-  writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(paths.svg, plotReport(report));
-  return paths;
+  return writeReportFiles(dir, "cluster", report, plotReport(report));
 }
 
 // Run as a script: the same as `snowflock bench cluster`. No top-level await, so the CLI's own

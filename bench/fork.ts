@@ -7,7 +7,7 @@
  *   snowflock bench fork [--clones 1,2,4] [--mem 1G] [--runs 3] [--memory cow] [--no-peer] [--json] [--out DIR]
  *   bun bench/fork.ts [same options]
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { ForkResult } from "../src/clone/local-fork.ts";
@@ -20,6 +20,7 @@ import { selfCommand } from "../src/vmm/self.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
 import { linePlot, type Series } from "./svg.ts";
+import { writeReportFiles } from "./report-files.ts";
 
 export interface ForkBenchOptions {
   clones: number[];
@@ -306,11 +307,7 @@ export function plotReport(report: ForkReport): string {
 
 /** Writes fork.json and fork.svg into `dir`; returns their paths. */
 export function writeReport(report: ForkReport, dir: string): { json: string; svg: string } {
-  mkdirSync(dir, { recursive: true });
-  const paths = { json: join(dir, "fork.json"), svg: join(dir, "fork.svg") };
-  writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(paths.svg, plotReport(report));
-  return paths;
+  return writeReportFiles(dir, "fork", report, plotReport(report));
 }
 
 // Run as a script: the same as `snowflock bench fork`. No top-level await, so the CLI's own

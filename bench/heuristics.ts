@@ -22,8 +22,6 @@
  * SNOWFLOCK_RUN_DIR) serves all cross-host runs and is removed with `cluster down` after them,
  * and on error or Ctrl-C.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import type { RemoteTransport } from "../src/clone/local-fork.ts";
 import { listNamespaces } from "../src/cluster/netns.ts";
 import { SnowflockError } from "../src/errors.ts";
@@ -35,6 +33,7 @@ import { countLines, dataset, sha256Hex, sliceLines } from "../test/support/data
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
+import { writeReportFiles } from "./report-files.ts";
 
 export { defaultOutDir };
 
@@ -487,11 +486,7 @@ export function plotReport(report: HeuristicsReport): string {
 
 /** Writes heuristics.json and heuristics.svg into `dir`; returns their paths. */
 export function writeReport(report: HeuristicsReport, dir: string): { json: string; svg: string } {
-  mkdirSync(dir, { recursive: true });
-  const paths = { json: join(dir, "heuristics.json"), svg: join(dir, "heuristics.svg") };
-  writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(paths.svg, plotReport(report));
-  return paths;
+  return writeReportFiles(dir, "heuristics", report, plotReport(report));
 }
 
 // Run as a script: the same as `snowflock bench heuristics`. No top-level await, so the CLI's own

@@ -14,6 +14,7 @@ import { defaultOutDir } from "./fork.ts";
 import { fixed, table } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { linePlot } from "./svg.ts";
+import { writeReportFiles } from "./report-files.ts";
 
 export { defaultOutDir };
 
@@ -161,9 +162,5 @@ export function plotReport(report: XenForkReport): string {
 
 /** Writes xen-fork.json and xen-fork.svg into `dir`; returns their paths. */
 export function writeReport(report: XenForkReport, dir: string): { json: string; svg: string } {
-  mkdirSync(dir, { recursive: true });
-  const paths = { json: join(dir, "xen-fork.json"), svg: join(dir, "xen-fork.svg") };
-  writeFileSync(paths.json, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(paths.svg, plotReport(report));
-  return paths;
+  return writeReportFiles(dir, "xen-fork", report, plotReport(report));
 }
