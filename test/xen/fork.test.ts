@@ -13,7 +13,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cpioArchive } from "./support/cpio.ts";
-import { BINARY, consoleText, describeXen, diagnosis, DOMU_DIR, ROOT, run, waitFor } from "./support/xen-test.ts";
+import { BINARY, bootDomU, consoleText, describeXen, diagnosis, DOMU_DIR, ROOT, run, waitFor } from "./support/xen-test.ts";
 
 const WORK = "/tmp/snowflock-xen-fork-test";
 const SF = join(ROOT, "guest/build/sf-xen");
@@ -65,11 +65,9 @@ function lastTick(domain: string): number {
   return all.length === 0 ? 0 : Number(all.at(-1)![1]);
 }
 
-async function createDomU(name: string, extra = ""): Promise<number> {
-  await run(["xl", "destroy", name]);
-  const created = await run(["xl", "create", join(WORK, "domu.cfg"), `name="${name}"`, `extra="console=hvc0 quiet ${extra}"`]);
-  if (created.status !== 0) throw new Error(`xl create ${name} failed: ${created.stderr}`);
-  return Number((await run(["xl", "domid", name])).stdout.trim());
+/** Starts a test domU and waits until its console shows it running. */
+async function createDomU(name: string, extra = ""): Promise<void> {
+  await bootDomU(name, [join(WORK, "domu.cfg"), `extra="console=hvc0 quiet ${extra}"`], () => consoleText(name).includes("snowflock-domu: up"), BOOT_MS);
 }
 
 describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from inside", () => {

@@ -71,3 +71,37 @@ export async function diagnosis(domains: string[]): Promise<string> {
   const consoles = domains.map((d) => `${consoleLogPath(d)} (last lines):\n${tail(consoleText(d), 15) || "(none)"}`).join("\n");
   return `xl list:\n${list.stdout}\nxl dmesg (last lines):\n${tail(dmesg.stdout, 15)}\n${consoles}`;
 }
+
+/** Whether xl shows the domain shut down (or crashed): its state column has an s or a c. */
+async function shutDown(name: string): Promise<boolean> {
+  const line = (await run(["xl", "list", name])).stdout.split("\n").find((l) => l.startsWith(`${name} `));
+  const state = line?.trim().split(/\s+/)[4] ?? "";
+  return /[sc]/.test(state);
+}
+
+/**
+ * xl create, then wait until `ready()`. The stock domU kernel now and then triple-faults in its
+ * first instructions under this emulation (in TSC calibration, before it prints anything); such
+ * a domain is started again, at most twice, with a line saying so. Any other failure throws.
+ */
+export async function bootDomU(name: string, createArgs: string[], ready: () => boolean, timeoutMs: number): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    await run(["xl", "destroy", name]);
+    const created = await run(["xl", "create", ...createArgs, `name="${name}"`]);
+    if (created.status !== 0) throw new Error(`xl create ${name} failed: ${created.stderr}`);
+    const started = performance.now();
+    let crashed = false;
+    while (!ready()) {
+      if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for domU ${name}\n${await diagnosis([name])}`);
+      if (await shutDown(name)) {
+        crashed = true;
+        break;
+      }
+      await Bun.sleep(500);
+    }
+    if (!crashed) return Math.round(performance.now() - started);
+    const state = await diagnosis([name]);
+    if (attempt >= 3 || consoleText(name).trim() !== "") throw new Error(`domU ${name} shut down before it was ready\n${state}`);
+    console.warn(`domU ${name} died while booting (attempt ${attempt}), before printing anything; starting it again. ${tail(state, 6)}`);
+  }
+}
