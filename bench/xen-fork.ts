@@ -10,6 +10,7 @@ import { SnowflockError } from "../src/errors.ts";
 import { forkDomain } from "../src/backend/xen/fork.ts";
 import { openXen, type XenHost } from "../src/backend/xen/host.ts";
 import { formatSize } from "../src/size.ts";
+import { runDir } from "../src/vmm/run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
 import { fixed, table } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
@@ -98,7 +99,7 @@ export async function runXenForkBench(options: XenForkBenchOptions): Promise<Xen
       const samples: Array<Omit<XenForkRow, "clones" | "ratio">> = [];
       for (let run = 1; run <= options.runs; run++) {
         say(`N=${n} run ${run}/${options.runs}: snowflock fork`);
-        const fork = await forkDomain(host, { parent: parent.domid, clones: n });
+        const fork = await forkDomain(host, { parent: parent.domid, clones: n, workDirectory: runDir() });
         for (const c of fork.clones) await destroy(c.name);
         say(`N=${n} run ${run}/${options.runs}: xl save -c + ${n} x xl restore`);
         rmSync(SAVE_FILE, { force: true });

@@ -8,6 +8,7 @@ import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } fro
 import { forkDomain, MAX_XEN_CLONES } from "../backend/xen/fork.ts";
 import { openXen, type XenHost } from "../backend/xen/host.ts";
 import { formatSize } from "../size.ts";
+import { runDir } from "../vmm/run-dir.ts";
 import { log, printJson, printTable } from "./output.ts";
 
 async function withHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
@@ -27,7 +28,7 @@ export function forkOnXen(domain: string, clones: number, options: { json?: bool
   return withHost(async (host) => {
     const parent = findMember(listMembers(host), domain);
     if (!options.json) log.start(`forking ${parent.name} (domain ${parent.domain.domid}) into ${clones} clone${clones > 1 ? "s" : ""}`);
-    const result = await forkDomain(host, { parent: parent.domain.domid, clones, progress: options.json ? undefined : (m) => log.info(m) });
+    const result = await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory: runDir(), progress: options.json ? undefined : (m) => log.info(m) });
     if (options.json) printJson(result);
     else {
       printTable(["CLONE", "DOMID", "ID", "MAC"], result.clones.map((c) => [c.name, String(c.domid), String(c.cloneId), c.mac ?? "-"]));
@@ -88,7 +89,7 @@ export function killOnXen(name: string, options: { clones?: boolean; json?: bool
 
 export async function agentOnXen(): Promise<number> {
   const host = openXen();
-  const agent = startXenAgent({ host, log: (line) => log.info(line) });
+  const agent = startXenAgent({ host, workDirectory: runDir(), log: (line) => log.info(line) });
   log.success("Xen agent running: domUs can use sf (guest/xen) now");
   await new Promise<void>((resolve) => {
     process.once("SIGTERM", resolve);

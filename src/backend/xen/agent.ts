@@ -30,6 +30,8 @@ export interface XenAgent {
 
 export interface XenAgentOptions {
   host: XenHost;
+  /** Where snowflock keeps its files on this host (see XenForkRequest). */
+  workDirectory: string;
   log: (line: string) => void;
 }
 
@@ -47,7 +49,7 @@ export function parseRequest(domid: number, text: string): Request | undefined {
   return { domid, verb, seq, args };
 }
 
-export function startXenAgent({ host, log }: XenAgentOptions): XenAgent {
+export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): XenAgent {
   const store = host.xenstore();
   const handled = new Map<number, string>(); // domid -> last request text handled
   const statuses = new Map<number, Map<number, number>>(); // family -> clone ID -> exit status
@@ -87,6 +89,7 @@ export function startXenAgent({ host, log }: XenAgentOptions): XenAgent {
           const result = await forkDomain(host, {
             parent: request.domid,
             clones: n,
+            workDirectory,
             beforeStart: (clone) => writeReply(store, clone.domid, request.seq, `ok ${clone.cloneId}`),
             afterParentResumed: () => reply(request, "ok 0"),
           });

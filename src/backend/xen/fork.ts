@@ -15,13 +15,14 @@ import { publishMember, readMember } from "./family-keys.ts";
 import type { XenDomain, XenHost } from "./host.ts";
 import { ForkHelpers, workerError } from "./fork-helpers.ts";
 import { shellKernelPath } from "./shell-kernel.ts";
-import { runDir } from "../../vmm/run-dir.ts";
 
 export const MAX_XEN_CLONES = 64;
 
 export interface XenForkRequest {
   parent: number;
   clones: number;
+  /** Where snowflock keeps its files on this host (the clone shell's stub kernel goes there). */
+  workDirectory: string;
   /** Called for each clone once its shell and keys are in XenStore, before it first runs. */
   beforeStart?: (clone: XenClone) => void;
   /** Called once the parent runs again. */
@@ -95,7 +96,7 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
     throw new SnowflockError("VM_STATE", `domain ${parentName} is of type ${config.c_info.type ?? "unknown"}: snowflock forks PVH domains on Xen`, config.c_info.type === "hvm" ? "an HVM domain's device model (QEMU) would have to be cloned too; run the guest as type = \"pvh\"" : "run the guest as type = \"pvh\"");
   }
   refuseWritableDisks(parentName, config);
-  const kernel = shellKernelPath(runDir());
+  const kernel = shellKernelPath(request.workDirectory);
   const store = host.xenstore();
   const firstId = nextCloneId(host, parent.domid);
   const specs = Array.from({ length: request.clones }, (_, i) => {
