@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../src/errors.ts";
 import { forkDomain } from "../src/backend/xen/fork.ts";
-import { openXen, type XenHost } from "../src/backend/xen/host.ts";
+import { openXen, type XenDomain, type XenHost } from "../src/backend/xen/host.ts";
 import { formatSize } from "../src/size.ts";
 import { runDir } from "../src/vmm/run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
@@ -73,14 +73,33 @@ function configNamed(source: string, name: string, dir: string): string {
   return path;
 }
 
-/** Until the guest's Xen drivers are up (it has written control/feature-suspend): it can suspend. */
-async function waitSuspendable(host: XenHost, domid: number): Promise<void> {
+/**
+ * Until the guest's Xen drivers are up (it has written control/feature-suspend): then it can
+ * suspend. False if the domain shut down first (see bootDomU in test/xen: the stock kernel now
+ * and then dies in its first instructions under emulation).
+ */
+async function waitSuspendable(host: XenHost, domid: number): Promise<boolean> {
   const store = host.xenstore();
   for (const deadline = Date.now() + 600_000; Date.now() < deadline; ) {
-    if (store.readString(`/local/domain/${domid}/control/feature-suspend`) === "1") return;
+    if (store.readString(`/local/domain/${domid}/control/feature-suspend`) === "1") return true;
+    const domain = host.domain(domid);
+    if (!domain || domain.shutdown || domain.dying) return false;
     await Bun.sleep(250);
   }
   throw new SnowflockError("VM_STATE", `domain ${domid} never offered suspend (control/feature-suspend)`, "the domU's kernel needs Xen's suspend support");
+}
+
+/** Starts the parent domU, again if it dies while booting (at most three times). */
+async function startParent(host: XenHost, config: string, say: (line: string) => void): Promise<XenDomain> {
+  for (let attempt = 1; ; attempt++) {
+    await destroy(PARENT);
+    await sh(["xl", "create", config], "starting the parent domU");
+    const parent = host.listDomains().find((d) => d.name === PARENT);
+    if (!parent) throw new SnowflockError("INTERNAL", `xl create did not leave a domain named ${PARENT}`);
+    if (await waitSuspendable(host, parent.domid)) return parent;
+    if (attempt === 3) throw new SnowflockError("VM_STATE", `the parent domU ${PARENT} shut down while booting, three times`, "`xl dmesg` says why");
+    say(`the parent domU died while booting (attempt ${attempt}); starting it again`);
+  }
 }
 
 export async function runXenForkBench(options: XenForkBenchOptions): Promise<XenForkReport> {
@@ -89,11 +108,8 @@ export async function runXenForkBench(options: XenForkBenchOptions): Promise<Xen
   mkdirSync(dir, { recursive: true });
   const say = options.progress;
   try {
-    await destroy(PARENT);
-    await sh(["xl", "create", configNamed(options.domuConfig, PARENT, dir)], "starting the parent domU");
-    const parent = host.listDomains().find((d) => d.name === PARENT);
-    if (!parent) throw new SnowflockError("INTERNAL", `xl create did not leave a domain named ${PARENT}`);
-    await waitSuspendable(host, parent.domid);
+    say("starting the parent domU");
+    const parent = await startParent(host, configNamed(options.domuConfig, PARENT, dir), say);
     const rows: XenForkRow[] = [];
     for (const n of options.clones) {
       const samples: Array<Omit<XenForkRow, "clones" | "ratio">> = [];
