@@ -50,8 +50,12 @@ export const SYS_tgkill = 234;
 export const SYS_userfaultfd = 323;
 export const SYS_memfd_create = 319;
 
+export const EPERM = 1;
+export const ENOENT = 2;
+export const ESRCH = 3;
 export const EINTR = 4;
 export const EAGAIN = 11;
+export const EACCES = 13;
 export const EEXIST = 17;
 
 export const AF_PACKET = 17;

@@ -5,13 +5,12 @@
  */
 import { ptr } from "bun:ffi";
 import { check } from "./check.ts";
-import { AF_PACKET, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM } from "./constants.ts";
+import { AF_PACKET, EAGAIN, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM } from "./constants.ts";
 import { SyscallError } from "./errno.ts";
 import { close } from "./files.ts";
 import { lastErrno, libc } from "./libc.ts";
 
 const SOCKADDR_LL_SIZE = 20;
-const EAGAIN = 11;
 
 export interface PacketSocket {
   fd: number;

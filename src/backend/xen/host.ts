@@ -4,6 +4,7 @@
  * reading their vCPU and HVM state. Thin: each method is one or two libxenctrl calls.
  */
 import { SnowflockError } from "../../errors.ts";
+import { EACCES, EPERM, ESRCH } from "../../sys/constants.ts";
 import { errnoName, SyscallError } from "../../sys/errno.ts";
 import { StructView } from "../../sys/layout.ts";
 import { lastErrno } from "../../sys/libc.ts";
@@ -32,10 +33,6 @@ import { type HvmContext, parseHvmContext } from "./hvm-context.ts";
 import { Libxl } from "./libxl.ts";
 import { type NativePointer, xenLibrary, type XenSymbols } from "./libs.ts";
 import { XenStore } from "./xenstore.ts";
-
-const EPERM = 1;
-const ESRCH = 3;
-const EACCES = 13;
 
 export interface XenVersion {
   major: number;

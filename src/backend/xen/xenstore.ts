@@ -7,13 +7,12 @@
  * without xenstored.
  */
 import { CString, read, toArrayBuffer } from "bun:ffi";
+import { EAGAIN, ENOENT } from "../../sys/constants.ts";
 import { SyscallError } from "../../sys/errno.ts";
 import { lastErrno } from "../../sys/libc.ts";
 import { XBT_NULL, XS_WATCH_PATH, XS_WATCH_TOKEN, xs_permissions, type XenReleaseAbi } from "./abi.ts";
 import { type NativePointer, xenLibrary, type XenSymbols } from "./libs.ts";
 
-const ENOENT = 2;
-const EAGAIN = 11;
 
 const encoder = new TextEncoder();
 const cstring = (s: string) => encoder.encode(`${s}\0`);
