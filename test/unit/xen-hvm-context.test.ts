@@ -23,13 +23,7 @@ function blob(pieces: Piece[]): Uint8Array {
     const d = new StructView(hvm_save_descriptor).set("typecode", p.typecode).set("instance", p.instance).set("length", p.length ?? p.payload.byteLength);
     return [d.bytes, p.payload];
   });
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
+  return Buffer.concat(parts);
 }
 
 function header(magic = abi.constants.HVM_FILE_MAGIC, version = abi.constants.HVM_FILE_VERSION): Piece {

@@ -79,7 +79,6 @@ export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): Xe
 
   const carryOut = async (request: Request): Promise<void> => {
     const member = readMember(store, request.domid) ?? { cloneId: 0, family: request.domid, parentName: "" };
-    const families = listMembers(host);
     switch (request.verb) {
       case "clone": {
         const n = Number(request.args[0]);
@@ -102,7 +101,7 @@ export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): Xe
         return;
       }
       case "kill": {
-        const clones = clonesOf(families, request.domid);
+        const clones = clonesOf(listMembers(host), request.domid);
         destroyDomains(host, clones.map((c) => c.domain.domid));
         for (const c of clones) recordStatus(request.domid, c.member!.cloneId, STATUS_KILLED);
         log(`domain ${request.domid}: killed ${clones.length} clone(s)`);

@@ -186,8 +186,8 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
   }
 }
 
+/** PV and HVM domains are refused by their libxl type (below); this is about their state. */
 function checkForkable(domain: XenDomain): void {
-  if (!domain.hvm) throw new SnowflockError("VM_STATE", `domain ${domain.name ?? domain.domid} is a PV domain: snowflock forks PVH domains on Xen`, "run the guest as type = \"pvh\"");
   if (domain.dying || domain.shutdown) throw new SnowflockError("VM_STATE", `domain ${domain.name ?? domain.domid} is ${domain.dying ? "dying" : "shut down"}: only a running domain can be forked`);
 }
 

@@ -35,12 +35,5 @@ export function cpioArchive(files: CpioFile[]): Uint8Array {
     entry(file.path, 0o100000 | file.mode, typeof file.data === "string" ? encoder.encode(file.data) : file.data);
   }
   entry("TRAILER!!!", 0, new Uint8Array());
-  const total = parts.reduce((n, p) => n + p.length, 0);
-  const out = new Uint8Array(total + pad4(total));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return Buffer.concat(parts); // every header, name and body is padded to 4 already
 }

@@ -5,6 +5,7 @@
 import { describe, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import type { CliResult } from "../../support/cli.ts";
 
 const PRIVCMD = "/dev/xen/privcmd";
 const REQUIRED = process.env.SNOWFLOCK_REQUIRE_XEN === "1";
@@ -28,13 +29,7 @@ export function describeXen(name: string, body: () => void): void {
   describe.skip(name, body);
 }
 
-export interface Run {
-  status: number;
-  stdout: string;
-  stderr: string;
-}
-
-export async function run(command: string[], timeoutMs = 120_000): Promise<Run> {
+export async function run(command: string[], timeoutMs = 120_000): Promise<CliResult> {
   const child = Bun.spawn(command, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
   const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   return { status, stdout, stderr };
