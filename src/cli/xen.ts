@@ -31,7 +31,7 @@ export function forkOnXen(domain: string, clones: number, options: { json?: bool
     const result = await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory: runDir(), progress: options.json ? undefined : (m) => log.info(m) });
     if (options.json) printJson(result);
     else {
-      printTable(["CLONE", "DOMID", "ID", "MAC"], result.clones.map((c) => [c.name, String(c.domid), String(c.cloneId), c.mac ?? "-"]));
+      printTable(["CLONE", "DOMID", "ID", "MAC"], result.clones.map((c) => [c.name, String(c.domid), String(c.cloneId), c.mac]));
       const t = result.timings;
       log.success(
         `${result.clones.length} clone(s) of ${result.parent.name} running in ${(t.totalMs / 1000).toFixed(2)} s (shells ${(t.shellsMs / 1000).toFixed(2)} s on ${result.threads} thread(s); parent down ${(t.parentDownMs / 1000).toFixed(2)} s, of which memory copy ${(t.copyMs / 1000).toFixed(2)} s); memory: eager, ${formatSize(result.bytesCopied)} copied, ${result.pagesZero} of ${result.pagesCopied} pages zero`,

@@ -36,7 +36,7 @@ export interface XenClone {
   name: string;
   domid: number;
   cloneId: number;
-  mac?: string;
+  mac: string;
 }
 
 export interface XenForkResult {
