@@ -3,12 +3,14 @@
  * deadline and cut short by a wake fd (like page-client.ts). It asks the family's server for pages
  * and collects them from the multicast stream; pages a sibling asked for that arrive meanwhile are
  * handed to onExtraPage (free prefetch). Nothing reaches the caller that has not passed the
- * page's HMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. Lost
- * frames are asked for again (retry, then unicast), and a silent server is a clear failure.
+ * page's HMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. Its own
+ * requests and rate reports are tagged with the family key (control.ts). Lost frames are asked
+ * for again (retry, then unicast), and a silent server is a clear failure.
  */
 import { SnowflockError } from "../errors.ts";
 import { pollRetrying, Woken } from "../memory/page-client.ts";
 import { POLLIN } from "../sys/constants.ts";
+import { newSender, sealControl } from "./control.ts";
 import { decodeFrame, encodeFrame, type Frame, FrameType } from "./frame.ts";
 import {
   checkFamilyKey,
@@ -18,6 +20,7 @@ import {
   encodeRequest,
   MAX_CHUNK_OBJECT_SIZE,
   MAX_REQUEST_PAGES,
+  MIN_PACED_RATE,
   PAGE_OBJECT_SIZE,
   RequestFlag,
   verifyChunkObject,
@@ -39,9 +42,8 @@ const MAX_PARTIAL_PAGES = 512;
 const MAX_PARTIAL_CHUNKS = 2 * MAX_REQUEST_PAGES;
 /** How often a configured rate is reported again (the server forgets reports after 2 s). */
 const RATE_REPORT_EVERY_MS = 1000;
-/** A measured capacity is reported at this share of what handling costs, and never below the floor. */
+/** A measured capacity is reported at this share of what handling costs, and never below the server's floor. */
 const CAPACITY_HEADROOM = 0.8;
-const MIN_REPORTED_RATE = 1000;
 
 export interface McdistClientOptions {
   /** Where to listen and send; a Transport already open is owned (closed) by the client. */
@@ -88,6 +90,8 @@ export class McdistClient {
   private chunks: Array<Uint8Array | undefined> | undefined;
   /** Pages already handed out (returned or given to onExtraPage): later copies are dropped early. */
   private readonly delivered: Uint8Array;
+  /** Who this client is to the server (inside every tag): its sequence numbers are counted per sender. */
+  private readonly sender = newSender();
   private sequence = 0;
   private rateReportedAt = -Infinity;
   /** Pages completed, and the time spent on every frame handled, since the last measured report. */
@@ -153,7 +157,7 @@ export class McdistClient {
     for (let i = 0; i < DRAIN_BATCHES && this.receiveWaiting() === RECEIVE_BATCH; i++) {}
   }
 
-  /** Tells the server how many pages/s this client keeps up with. */
+  /** Tells the server how many pages/s this client keeps up with (it paces no slower than MIN_PACED_RATE). */
   reportRate(pagesPerSecond: number): void {
     this.sendFrame(FrameType.RATE, 0n, encodeRate(pagesPerSecond));
     this.rateReportedAt = performance.now();
@@ -217,10 +221,13 @@ export class McdistClient {
   }
 
   private silent(what: string, retries: number): SnowflockError {
+    const otherVersion = this.dropped.version ?? 0;
     return new SnowflockError(
       "MEMORY",
       `the mcdist server at ${this.options.server.address} did not answer ${what} within ${this.options.timeoutMs} ms (${retries} retries)`,
-      "is the parent's mcdist server running, and this host on the family's network?",
+      otherVersion > 0
+        ? `${otherVersion} frames of another mcdist wire version were refused: run the same snowflock on every host`
+        : "is the parent's mcdist server running, and this host on the family's network?",
     );
   }
 
@@ -269,13 +276,15 @@ export class McdistClient {
     const { pages, micros } = this.handled;
     if (pages === 0 || micros === 0) return undefined;
     this.handled = { pages: 0, micros: 0 };
-    return Math.max(MIN_REPORTED_RATE, Math.floor((CAPACITY_HEADROOM * 1e6 * pages) / micros));
+    return Math.max(MIN_PACED_RATE, Math.floor((CAPACITY_HEADROOM * 1e6 * pages) / micros));
   }
 
   /** A send that fails (e.g. ENOBUFS) counts as a lost frame: the retry covers it, the deadline bounds it. */
-  private sendFrame(type: FrameType, object: bigint, payload: Uint8Array): void {
+  private sendFrame(type: FrameType, object: bigint, message: Uint8Array): void {
     this.sequence = (this.sequence + 1) >>> 0;
-    const bytes = encodeFrame({ type, family: this.options.family, sequence: this.sequence, object, fragment: 0, fragments: 1, payload });
+    const header = { type, family: this.options.family, sequence: this.sequence, object };
+    const payload = sealControl(this.options.key, header, this.sender, message);
+    const bytes = encodeFrame({ ...header, fragment: 0, fragments: 1, payload });
     try {
       this.transport.send(this.options.server.address, bytes);
     } catch {

@@ -3,10 +3,12 @@
  * snowflock's own EtherType) or one UDP datagram. A page larger than a frame is split into
  * fragments. Every frame names its family, and carries a sequence number and a CRC-32, so a
  * receiver can drop frames of other families, duplicates, and anything malformed or forged.
+ * Version 2: REQUEST and RATE payloads carry a sender and a tag (control.ts); a version 1 peer's
+ * frames are dropped as "version", and counted as such on both sides.
  */
 export const ETHERTYPE_MCDIST = 0x88b5; // IEEE 802 "local experimental" EtherType 1
 export const FRAME_MAGIC = 0x5346; // "SF"
-export const FRAME_VERSION = 1;
+export const FRAME_VERSION = 2;
 export const FRAME_HEADER_SIZE = 32;
 export const MAX_FRAGMENTS = 64;
 

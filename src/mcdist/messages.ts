@@ -1,9 +1,9 @@
 /**
- * What mcdist frames carry, above frame.ts: the REQUEST and RATE payloads, and the page object
+ * What mcdist frames carry, above frame.ts: the REQUEST and RATE messages, and the page object
  * (page contents + a 16-byte HMAC tag). A frame's CRC only catches corruption; anyone on the
  * segment can forge a frame with a valid CRC, so a page is installed only if its tag, keyed by the
- * family's secret, verifies. Requests carry no tag (a forged one only costs bandwidth) but every
- * field is checked before use.
+ * family's secret, verifies. Requests and rate reports are tagged too (control.ts), and every field
+ * is checked before use.
  */
 import { PAGE_SIZE } from "../memory/layout.ts";
 
@@ -47,15 +47,20 @@ export function checkFamilyKey(key: Uint8Array): void {
   if (key.byteLength !== FAMILY_KEY_SIZE) throw new RangeError(`the family key has ${key.byteLength} bytes, not ${FAMILY_KEY_SIZE}`);
 }
 
+/** HMAC-SHA256(key, header ‖ data), first TAG_SIZE bytes: every tag of the family. */
+export function familyTag(key: Uint8Array, header: DataView, data: Uint8Array): Uint8Array {
+  const hmac = new Bun.CryptoHasher("sha256", key);
+  hmac.update(new Uint8Array(header.buffer, header.byteOffset, header.byteLength));
+  hmac.update(data);
+  return (hmac.digest() as Uint8Array).subarray(0, TAG_SIZE);
+}
+
 /** HMAC-SHA256(key, family u32 ‖ page u64 ‖ data), first 16 bytes. */
 export function pageTag(key: Uint8Array, family: number, page: number, data: Uint8Array): Uint8Array {
   const header = new DataView(new ArrayBuffer(12));
   header.setUint32(0, family);
   header.setBigUint64(4, BigInt(page));
-  const hmac = new Bun.CryptoHasher("sha256", key);
-  hmac.update(new Uint8Array(header.buffer));
-  hmac.update(data);
-  return (hmac.digest() as Uint8Array).subarray(0, TAG_SIZE);
+  return familyTag(key, header, data);
 }
 
 /** HMAC-SHA256(key, "D" ‖ family u32 ‖ chunk u32 ‖ data), first 16 bytes: never equal to a page's tag input. */
@@ -64,10 +69,7 @@ export function chunkTag(key: Uint8Array, family: number, chunk: number, data: U
   header.setUint8(0, 0x44);
   header.setUint32(1, family);
   header.setUint32(5, chunk);
-  const hmac = new Bun.CryptoHasher("sha256", key);
-  hmac.update(new Uint8Array(header.buffer));
-  hmac.update(data);
-  return (hmac.digest() as Uint8Array).subarray(0, TAG_SIZE);
+  return familyTag(key, header, data);
 }
 
 /** The object a DESCRIPTOR frame sequence carries: the chunk, then its tag. */
@@ -85,7 +87,8 @@ export function verifyChunkObject(key: Uint8Array, family: number, chunk: number
   return sameTag(chunkTag(key, family, chunk, data), object.subarray(data.byteLength)) ? data : undefined;
 }
 
-function sameTag(expected: Uint8Array, given: Uint8Array): boolean {
+/** Compares two tags in constant time. */
+export function sameTag(expected: Uint8Array, given: Uint8Array): boolean {
   let difference = 0;
   for (let i = 0; i < TAG_SIZE; i++) difference |= expected[i]! ^ given[i]!;
   return difference === 0;
@@ -107,7 +110,7 @@ export function verifyPageObject(key: Uint8Array, family: number, page: number, 
   return sameTag(pageTag(key, family, page, data), object.subarray(PAGE_SIZE)) ? data : undefined;
 }
 
-/** REQUEST payload: flags u8, count u8, then `count` page numbers (u32, network order). */
+/** REQUEST message: flags u8, count u8, then `count` page numbers (u32, network order). */
 export function encodeRequest(request: PageRequest): Uint8Array {
   const { flags, pages } = request;
   if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES) throw new RangeError(`a request names 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
@@ -138,7 +141,13 @@ export function decodeRequest(payload: Uint8Array, pageCount: number, chunkCount
   return { flags, pages };
 }
 
-/** RATE payload: the pages per second a receiver keeps up with (u32). */
+/**
+ * The slowest pace a rate report can set (pages/s, 4 MB/s): a receiver slower than this loses
+ * frames and retries rather than holding back its whole family.
+ */
+export const MIN_PACED_RATE = 1000;
+
+/** RATE message: the pages per second a receiver keeps up with (u32). */
 export function encodeRate(pagesPerSecond: number): Uint8Array {
   if (!Number.isInteger(pagesPerSecond) || pagesPerSecond < 1 || pagesPerSecond > 0xffffffff) throw new RangeError(`bad rate ${pagesPerSecond} pages/s`);
   const out = new Uint8Array(4);

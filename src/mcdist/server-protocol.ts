@@ -18,7 +18,7 @@ export interface McdistServerOptions {
   size: number;
   /** The family number every frame carries (u32). */
   family: number;
-  /** The family's 32-byte secret: pages carry an HMAC tag keyed by it. */
+  /** The family's 32-byte secret: pages carry an HMAC tag keyed by it, and so must requests and rate reports. */
   key: Uint8Array;
   transport: TransportSpec;
   mtu: number;
@@ -52,10 +52,18 @@ export const Slot = {
   RATE_REPORTS: 8,
   /** The pacing rate in force (pages/s), 0 when unpaced. */
   PACED_RATE: 9,
-  WORDS: 10,
+  /** REQUEST and RATE frames without a tag that verifies with the family key: ignored. */
+  REQUESTS_FORGED: 10,
+  /** Tagged frames seen before (a sender's sequence already accepted, or too old): ignored. */
+  REQUESTS_REPLAYED: 11,
+  /** Frames in another mcdist wire version (a peer running another snowflock): ignored. */
+  FRAMES_WRONG_VERSION: 12,
+  WORDS: 13,
 } as const;
 
 /** A page multicast less than this long ago is not multicast again for a first request. */
 export const LOCKSTEP_MS = 5;
 /** A client's RATE report counts for this long. */
 export const RATE_REPORT_TTL_MS = 2000;
+/** Senders whose replay window the server keeps (one per client; only holders of the key add one). */
+export const MAX_SENDERS = 65536;

@@ -5,7 +5,9 @@
  * request (lockstep: siblings faulting on the same page together cost one send); a retry is
  * honoured sooner; a request flagged unicast is answered to its sender only (the end game; raw
  * frames only, see request()). When
- * receivers report the rate they keep up with, sends are paced at the slowest recent one.
+ * receivers report the rate they keep up with, sends are paced at the slowest recent one (never
+ * below MIN_PACED_RATE). Only REQUEST and RATE frames tagged with the family key, and each once,
+ * are heard: a peer without the key gets nothing sent and cannot slow the server.
  */
 import { fstatSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
@@ -14,8 +16,10 @@ import { pollRetrying } from "../memory/page-client.ts";
 import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
 import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";
-import { DESCRIPTOR_CHUNK, decodeRate, decodeRequest, descriptorChunks, encodeChunkObject, MessageError, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
-import { LOCKSTEP_MS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { openControl } from "./control.ts";
+import { DESCRIPTOR_CHUNK, decodeRate, decodeRequest, descriptorChunks, encodeChunkObject, MessageError, MIN_PACED_RATE, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
+import { ReplayWindows } from "./replay-window.ts";
+import { LOCKSTEP_MS, MAX_SENDERS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
 import { type Endpoint, openTransport, type Transport } from "./transport.ts";
 
 declare const self: Worker;
@@ -51,7 +55,9 @@ class McdistServer {
   private queue: Send[] = [];
   private head = 0;
   private sequence = 0;
-  private readonly rates = new Map<Endpoint, { rate: number; at: number }>();
+  /** The latest rate report of each sender. */
+  private readonly rates = new Map<bigint, { rate: number; at: number }>();
+  private readonly replay = new ReplayWindows(MAX_SENDERS);
   private tokens = PACING_BURST;
   private refilledAt = performance.now();
 
@@ -105,17 +111,21 @@ class McdistServer {
   private handle(bytes: Uint8Array, from: Endpoint): void {
     const decoded = decodeFrame(bytes, this.init.family);
     if ("dropped" in decoded) {
-      this.c[Slot.DROPPED_REQUESTS]!++;
+      this.c[decoded.dropped === "version" ? Slot.FRAMES_WRONG_VERSION : Slot.DROPPED_REQUESTS]!++;
       return;
     }
     const { frame } = decoded;
+    // PAGE and DESCRIPTOR frames are for clients (our own, looped back, or another server's).
+    if (frame.type !== FrameType.REQUEST && frame.type !== FrameType.RATE) return;
+    const control = openControl(this.init.key, frame);
+    if (control === undefined) return void this.c[Slot.REQUESTS_FORGED]!++;
+    if (!this.replay.accept(control.sender, frame.sequence)) return void this.c[Slot.REQUESTS_REPLAYED]!++;
     try {
-      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(frame.payload, this.pageCount, this.chunkCount), from);
-      else if (frame.type === FrameType.RATE) {
-        this.rates.set(from, { rate: decodeRate(frame.payload), at: performance.now() });
+      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(control.message, this.pageCount, this.chunkCount), from);
+      else {
+        this.rates.set(control.sender, { rate: Math.max(MIN_PACED_RATE, decodeRate(control.message)), at: performance.now() });
         this.c[Slot.RATE_REPORTS]!++;
       }
-      // PAGE and DESCRIPTOR frames are for clients (our own, looped back, or another server's).
     } catch (error) {
       if (!(error instanceof MessageError)) throw error;
       this.c[Slot.DROPPED_REQUESTS]!++;

@@ -27,8 +27,14 @@ export interface McdistServerStats {
   droppedRequests: number;
   sendErrors: number;
   rateReports: number;
-  /** Pages/s the server paces at (the slowest recent RATE report); 0 when unpaced. */
+  /** Pages/s the server paces at (the slowest recent RATE report, at least MIN_PACED_RATE); 0 when unpaced. */
   pacedRate: number;
+  /** REQUEST/RATE frames refused for a missing or bad tag (peers without the family key). */
+  requestsForged: number;
+  /** Tagged frames refused as replays. */
+  requestsReplayed: number;
+  /** Frames refused for another mcdist wire version. */
+  framesWrongVersion: number;
 }
 
 export interface McdistServer {
@@ -131,5 +137,8 @@ function readStats(c: Float64Array): McdistServerStats {
     sendErrors: c[Slot.SEND_ERRORS]!,
     rateReports: c[Slot.RATE_REPORTS]!,
     pacedRate: c[Slot.PACED_RATE]!,
+    requestsForged: c[Slot.REQUESTS_FORGED]!,
+    requestsReplayed: c[Slot.REQUESTS_REPLAYED]!,
+    framesWrongVersion: c[Slot.FRAMES_WRONG_VERSION]!,
   };
 }

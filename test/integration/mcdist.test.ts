@@ -2,7 +2,8 @@
  * mcdist between real network namespaces: a server in h1 multicasts pages of a 4 MiB image to
  * clients in h2 and h3 over a bridge, on both transports (AF_PACKET and UDP multicast). Two
  * clients fetching the same pages cost the server about what one costs; forged frames from h4,
- * lost frames and a killed server never give a client a wrong page or hang it.
+ * lost frames and a killed server never give a client a wrong page or hang it; a peer in h4 without
+ * the family key gets nothing from the server and cannot slow it down.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
@@ -91,9 +92,9 @@ async function runClients(kind: TransportSpec["kind"], family: number, server: M
   return results;
 }
 
-function expectEveryPage(result: Event): void {
-  expect(result).toMatchObject({ done: true, pages: PAGES.length, missing: 0, mismatches: 0 });
-  expect(result.fetched + result.prefetched).toBe(PAGES.length);
+function expectEveryPage(result: Event, pages = PAGES.length): void {
+  expect(result).toMatchObject({ done: true, pages, missing: 0, mismatches: 0 });
+  expect(result.fetched + result.prefetched).toBe(pages);
 }
 
 describeNetns("mcdist page transport between network namespaces", () => {
@@ -128,7 +129,7 @@ describeNetns("mcdist page transport between network namespaces", () => {
       // Two clients, the same pages, at the same time.
       const pair = await runClients(kind, family, endpoint, [2, 3]);
       const s2 = await stats();
-      pair.forEach(expectEveryPage);
+      pair.forEach((r) => expectEveryPage(r));
       const twoClients = s2.bytesSent - s1.bytesSent;
       console.log(
         `${kind}: 1 client: ${oneClient} bytes, ${(PAGES.length / (alone!.elapsedMs / 1000)).toFixed(0)} pages/s; ` +
@@ -144,7 +145,7 @@ describeNetns("mcdist page transport between network namespaces", () => {
       const forged = await runClients(kind, family, endpoint, [2, 3]);
       forger.end();
       const forgerDone = await forger.next();
-      forged.forEach(expectEveryPage);
+      forged.forEach((r) => expectEveryPage(r));
       const forgedDrops = forged.reduce((n, r) => n + (r.stats.framesDropped.forged ?? 0), 0);
       console.log(`${kind}: forger sent ${forgerDone.sent} frames; clients dropped ${forgedDrops} forged pages (${forged.map((r) => JSON.stringify(r.stats.framesDropped)).join(", ")})`);
       expect(forgedDrops).toBeGreaterThan(0);
@@ -177,5 +178,34 @@ describeNetns("mcdist page transport between network namespaces", () => {
       expect(failure.elapsedMs).toBeLessThan(1300);
       victim.end();
     }, within(120_000));
+
+    test(`${kind}: a keyless peer gets no page, no descriptor chunk and cannot change the server's pace; a client with the key completes`, async () => {
+      const server = spawnPeer(1, "server", { transport: spec(kind, 1), family: family + 0x10, keyHex, mtu: MTU, size: SIZE, descriptorBytes: 100_000 });
+      const endpoint = (await server.next()).endpoint as McdistServerEndpoint;
+      const asked = new Set(PAGES);
+      const secret = Array.from({ length: PAGE_COUNT }, (_, p) => p).filter((p) => !asked.has(p)).slice(0, 128);
+      const attacker = spawnPeer(4, "keyless", { transport: spec(kind, 4), family: family + 0x10, keyHex: "", mtu: MTU, server: endpoint, pages: secret, chunks: [0, 1, 2, 3] });
+      expect(await attacker.next()).toEqual({ ready: true });
+      await Bun.sleep(200);
+      const [result] = await runClients(kind, family + 0x10, endpoint, [2], { pages: PAGES.slice(0, 200) });
+      attacker.end();
+      const attack = await attacker.next();
+      // The server reads frames on its own thread: wait (bounded) until it has seen all the attacker sent.
+      let stats: Event = {};
+      for (const deadline = Date.now() + 5000; Date.now() < deadline; await Bun.sleep(20)) {
+        server.say("stats");
+        stats = (await server.next()).stats;
+        if (stats.framesWrongVersion + stats.requestsForged >= attack.sent) break;
+      }
+      server.end();
+      console.log(`${kind}: keyless peer sent ${attack.sent} frames, got ${attack.pagesReceived} pages and ${attack.chunksReceived} chunks; server: ${JSON.stringify(stats)}`);
+      expectEveryPage(result!, 200);
+      expect(attack.sent).toBeGreaterThan(0);
+      expect(attack).toMatchObject({ pagesReceived: 0, chunksReceived: 0 });
+      // Not one of its frames was heard: no unicast answer, no rate report, no pace; only the client's requests count.
+      expect(stats).toMatchObject({ unicastReplies: 0, rateReports: 0, pacedRate: 0, requests: result!.stats.requestsSent });
+      expect(stats.framesWrongVersion).toBe(attack.sent / 4);
+      expect(stats.requestsForged).toBe((3 * attack.sent) / 4);
+    }, within(60_000));
   }
 });

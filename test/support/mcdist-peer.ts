@@ -11,10 +11,15 @@
  *           without sch_netem).
  *   forge   sends PAGE frames for `pages` with the right family and a valid CRC but garbage
  *           contents and tags, to the family's group, until stdin closes; prints {ready} first.
+ *   keyless a peer without the family key: until stdin closes it asks the server for `pages` and the
+ *           descriptor's `chunks` (unicast flag: answer me) and reports RATE=1, in every form it can
+ *           make (the old wire version, untagged, a made-up tag, a tag keyed by a key of its own); it listens for what comes
+ *           back and prints {sent, pagesReceived, chunksReceived}.
  */
 import { McdistClient } from "../../src/mcdist/client.ts";
-import { encodeFrame, fragment, FrameType } from "../../src/mcdist/frame.ts";
-import { PAGE_OBJECT_SIZE } from "../../src/mcdist/messages.ts";
+import { newSender, sealControl } from "../../src/mcdist/control.ts";
+import { decodeFrame, encodeFrame, type Frame, fragment, FRAME_VERSION, FrameType } from "../../src/mcdist/frame.ts";
+import { PAGE_OBJECT_SIZE, RequestFlag } from "../../src/mcdist/messages.ts";
 import { startMcdistServer } from "../../src/mcdist/server.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import { openTransport, type Transport, type TransportSpec } from "../../src/mcdist/transport.ts";
@@ -30,11 +35,15 @@ export interface PeerConfig {
   mtu: number;
   /** server */
   size?: number;
+  /** server: also serve a descriptor of this many bytes (patternBytes) */
+  descriptorBytes?: number;
   /** client */
   server?: McdistServerEndpoint;
   pageCount?: number;
   pages?: number[];
   laterPages?: number[];
+  /** keyless: descriptor chunks to ask for */
+  chunks?: number[];
   batch?: number;
   timeoutMs?: number;
   loss?: number;
@@ -46,6 +55,11 @@ export function patternPage(page: number): Uint8Array {
   const words = new Uint32Array(PAGE_SIZE / 4);
   for (let j = 0; j < words.length; j++) words[j] = Math.imul(page + 1, 0x9e3779b1) ^ Math.imul(j + 7, 0x85ebca6b);
   return new Uint8Array(words.buffer);
+}
+
+/** A descriptor's stand-in: bytes that depend on their offset. */
+export function patternBytes(length: number): Uint8Array {
+  return Uint8Array.from({ length }, (_, i) => (i * 131 + (i >>> 9)) & 0xff);
 }
 
 function emit(event: object): void {
@@ -101,7 +115,8 @@ async function server(config: PeerConfig): Promise<void> {
   const image = new Uint8Array(size);
   for (let page = 0; page < size / PAGE_SIZE; page++) image.set(patternPage(page), page * PAGE_SIZE);
   pwrite(fd, image, 0);
-  const running = await startMcdistServer({ imageFd: fd, size, family: config.family, key: hex(config.keyHex), transport: config.transport, mtu: config.mtu });
+  const descriptor = config.descriptorBytes ? patternBytes(config.descriptorBytes) : undefined;
+  const running = await startMcdistServer({ imageFd: fd, size, family: config.family, key: hex(config.keyHex), transport: config.transport, mtu: config.mtu, descriptor });
   emit({ ready: true, endpoint: running.endpoint });
   running.failed.then((error) => emit({ failed: error.message }));
   for (let line = await nextLine(); line !== undefined; line = await nextLine()) {
@@ -188,12 +203,77 @@ async function forge(config: PeerConfig): Promise<void> {
   emit({ sent });
 }
 
+/** A frame in wire `version` (with its CRC): what a peer without the key can always make. */
+function encodeVersioned(frame: Frame, version: number): Uint8Array {
+  const bytes = encodeFrame(frame);
+  const view = new DataView(bytes.buffer);
+  view.setUint8(2, version);
+  view.setUint32(28, 0);
+  view.setUint32(28, Bun.hash.crc32(bytes));
+  return bytes;
+}
+
+/** REQUEST and RATE messages as they were before tags: flags u8, count u8, u32 numbers; rate u32. */
+function untaggedRequest(flags: number, numbers: number[]): Uint8Array {
+  const out = new Uint8Array(2 + 4 * numbers.length);
+  const view = new DataView(out.buffer);
+  view.setUint8(0, flags);
+  view.setUint8(1, numbers.length);
+  numbers.forEach((n, i) => view.setUint32(2 + 4 * i, n));
+  return out;
+}
+
+async function keyless(config: PeerConfig): Promise<void> {
+  const transport = openTransport(config.transport, { family: config.family, mtu: config.mtu });
+  const server = config.server!.address;
+  const wantedPages = new Set(config.pages ?? []);
+  const messages: Array<[FrameType, Uint8Array]> = [[FrameType.RATE, Uint8Array.of(0, 0, 0, 1)]];
+  const pages = config.pages ?? [];
+  for (let i = 0; i < pages.length; i += 64) messages.push([FrameType.REQUEST, untaggedRequest(RequestFlag.UNICAST | RequestFlag.RETRY, pages.slice(i, i + 64))]);
+  if (config.chunks?.length) messages.push([FrameType.REQUEST, untaggedRequest(RequestFlag.DESCRIPTOR | RequestFlag.UNICAST | RequestFlag.RETRY, config.chunks)]);
+  const madeUpTag = (message: Uint8Array) => {
+    const out = crypto.getRandomValues(new Uint8Array(8 + message.byteLength + 16));
+    out.set(message, 8);
+    return out;
+  };
+  const ownKey = crypto.getRandomValues(new Uint8Array(32));
+  const sender = newSender();
+  const buffer = new Uint8Array(65536);
+  let stop = false;
+  let sequence = 0;
+  const counts = { sent: 0, pagesReceived: 0, chunksReceived: 0 };
+  nextLine().then(() => (stop = true));
+  emit({ ready: true });
+  while (!stop) {
+    for (const [type, message] of messages) {
+      const object = type === FrameType.REQUEST ? BigInt(new DataView(message.buffer).getUint32(2)) : 0n;
+      for (const form of ["old version", "untagged", "made-up tag", "own key"] as const) {
+        sequence = (sequence + 1) >>> 0;
+        const header = { type, family: config.family, sequence, object };
+        const payload = form === "own key" ? sealControl(ownKey, header, sender, message) : form === "made-up tag" ? madeUpTag(message) : message;
+        transport.send(server, encodeVersioned({ ...header, fragment: 0, fragments: 1, payload }, form === "old version" ? 1 : FRAME_VERSION));
+        counts.sent++;
+      }
+    }
+    for (let got = transport.receive(buffer); got !== undefined; got = transport.receive(buffer)) {
+      const decoded = decodeFrame(buffer.subarray(0, got.length), config.family);
+      if ("dropped" in decoded) continue;
+      if (decoded.frame.type === FrameType.DESCRIPTOR) counts.chunksReceived++;
+      if (decoded.frame.type === FrameType.PAGE && wantedPages.has(Number(decoded.frame.object))) counts.pagesReceived++;
+    }
+    await Bun.sleep(20);
+  }
+  transport.close();
+  emit(counts);
+}
+
 const [mode, configText] = process.argv.slice(2);
 const config = JSON.parse(configText!) as PeerConfig;
 try {
   if (mode === "server") await server(config);
   else if (mode === "client") await client(config);
   else if (mode === "forge") await forge(config);
+  else if (mode === "keyless") await keyless(config);
   else throw new Error(`unknown mode ${mode}`);
 } catch (error) {
   emit({ fatal: (error as Error).message });

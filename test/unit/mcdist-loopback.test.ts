@@ -1,11 +1,17 @@
 /**
  * mcdist client and server in one process over UDP multicast on the loopback interface (no root,
- * no namespaces): right pages, prefetch of a sibling's pages, the wake fd, and a silent server.
+ * no namespaces): right pages, prefetch of a sibling's pages, the wake fd, a silent server, and
+ * a server that hears each tagged frame once and keeps its pace above the floor.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { McdistClient, type McdistClientOptions } from "../../src/mcdist/client.ts";
-import { type McdistServer, startMcdistServer } from "../../src/mcdist/server.ts";
-import type { TransportSpec } from "../../src/mcdist/transport.ts";
+import { newSender, sealControl } from "../../src/mcdist/control.ts";
+import { encodeFrame, FrameType } from "../../src/mcdist/frame.ts";
+import { encodeRate, encodeRequest, MIN_PACED_RATE } from "../../src/mcdist/messages.ts";
+import { type McdistServer, type McdistServerStats, startMcdistServer } from "../../src/mcdist/server.ts";
+import { RATE_REPORT_TTL_MS } from "../../src/mcdist/server-protocol.ts";
+import { parseUdpEndpoint, type TransportSpec } from "../../src/mcdist/transport.ts";
+import { openUdpSocket, sendUdp } from "../../src/sys/udp.ts";
 import { Woken } from "../../src/memory/page-client.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, MFD_CLOEXEC } from "../../src/sys/constants.ts";
 import { close, eventfd, memfdCreate, pwrite, write } from "../../src/sys/files.ts";
@@ -73,6 +79,39 @@ describe("mcdist over loopback UDP", () => {
       expect(() => other.fetchDescriptor(65 * 32 * 1024, digest)).toThrow(RangeError);
     } finally {
       await withDescriptor.close();
+    }
+  });
+
+  test("a captured tagged request is heard once however often it is replayed; a tagged RATE=1 paces at the floor, then expires", async () => {
+    const socket = openUdpSocket();
+    const to = parseUdpEndpoint(server.endpoint.address);
+    const sender = newSender();
+    let sequence = 1000;
+    const frame = (type: FrameType, object: bigint, message: Uint8Array) => {
+      const header = { type, family, sequence: ++sequence, object };
+      return encodeFrame({ ...header, fragment: 0, fragments: 1, payload: sealControl(key, header, sender, message) });
+    };
+    const until = async (done: (s: McdistServerStats) => boolean) => {
+      for (const deadline = performance.now() + 5000; !done(server.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
+      return server.stats();
+    };
+    try {
+      const before = server.stats();
+      const captured = frame(FrameType.REQUEST, 200n, encodeRequest({ flags: 0, pages: [200, 201] }));
+      for (let i = 0; i < 20; i++) sendUdp(socket, to.address, to.port, captured);
+      const replayed = await until((s) => s.requestsReplayed - before.requestsReplayed === 19);
+      expect(replayed.requests - before.requests).toBe(1);
+      expect(replayed.requestsReplayed - before.requestsReplayed).toBe(19);
+
+      sendUdp(socket, to.address, to.port, frame(FrameType.RATE, 0n, encodeRate(1)));
+      expect((await until((s) => s.pacedRate !== 0)).pacedRate).toBe(MIN_PACED_RATE);
+      await Bun.sleep(RATE_REPORT_TTL_MS + 100);
+      sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, 202n, encodeRequest({ flags: 0, pages: [202] })));
+      const after = await until((s) => s.requests - replayed.requests === 1 && s.pacedRate === 0);
+      expect(after.pacedRate).toBe(0);
+      expect(after.rateReports - before.rateReports).toBe(1);
+    } finally {
+      close(socket);
     }
   });
 
