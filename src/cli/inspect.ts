@@ -1,10 +1,9 @@
 /** `snowflock inspect FILE`: what a VM descriptor holds. */
 import type { CAC } from "cac";
-import { readFileSync } from "node:fs";
-import { SnowflockError } from "../errors.ts";
-import { decodeDescriptor } from "../descriptor/format.ts";
+import { decodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/format.ts";
 import { type DescriptorSummary, summarize } from "../descriptor/summary.ts";
 import { formatSize } from "../size.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 import { printJson, printLine } from "./output.ts";
 
 export function printSummary(s: DescriptorSummary): void {
@@ -19,12 +18,7 @@ export function registerInspect(cli: CAC): void {
     .command("inspect <file>", "Show what a VM descriptor holds")
     .option("--json", "Print it as JSON")
     .action((file: string, options: { json?: boolean }) => {
-      let bytes: Uint8Array;
-      try {
-        bytes = readFileSync(String(file));
-      } catch (error) {
-        throw new SnowflockError("NOT_FOUND", `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-      }
+      const bytes = readRegularFile(String(file), { what: "descriptor", maxBytes: MAX_DESCRIPTOR_FILE_BYTES, code: "DESCRIPTOR" });
       const { descriptor, envelope } = decodeDescriptor(bytes);
       const summary = summarize(descriptor, envelope, bytes.byteLength);
       if (options.json) printJson(summary);

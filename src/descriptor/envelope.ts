@@ -2,17 +2,30 @@
  * The descriptor envelope: magic, format version (apart from the package version), flags,
  * checksum and lengths, then the payload, coded by the WASM descriptor codec (zero pages elided,
  * the rest LZ-coded). Envelopes of earlier snowflocks, deflated, are still read. The decoder
- * refuses foreign, newer, truncated, oversized and corrupted input, and caps what it will expand.
+ * refuses foreign, newer, truncated, oversized and corrupted input, and caps what it will expand:
+ * at most MAX_PAYLOAD_BYTES (derived from the descriptor layout, layout.ts) and MAX_EXPANSION times
+ * what is stored, both checked on the header before anything is decoded.
+ *
+ * The checksum is an unkeyed CRC: it catches corruption, not forgery. Descriptors are authenticated
+ * where they cross hosts, by the clone order that carries them (HMAC-SHA256 under the cluster
+ * secret, agent-protocol.ts): inline as base64 inside the signed order body, or by multicast
+ * against the byte count and SHA-256 the signed order names (McdistClient.fetchDescriptor). Any
+ * other descriptor is a local file, trusted like the run directory it lives in; so no second MAC.
  */
 import { inflateSync } from "node:zlib";
-import { SnowflockError } from "../errors.ts";
 import { decodeZeroElided, encodeZeroElided } from "../wasm/descriptor-codec.ts";
+import { MAX_PAYLOAD_BYTES } from "./layout.ts";
+import { refuse } from "./refuse.ts";
 
 export const DESCRIPTOR_MAGIC = "SFLKDESC";
 export const DESCRIPTOR_VERSION = 1;
 export const HEADER_SIZE = 32;
-/** No descriptor of a sane VM comes near this; larger input is refused before inflating. */
-export const MAX_PAYLOAD_BYTES = 256 * 1024 * 1024;
+/**
+ * The most a payload may expand over what is stored. Zero-page elision alone reaches 32768:1 (one
+ * bit for 4 KiB); real descriptors stay far below 8192:1 because each carries register state and
+ * pages, while the bitmaps that elide well are bounded by the memory size.
+ */
+const MAX_EXPANSION = 8192;
 /** Written by earlier snowflocks; read only. */
 const FLAG_DEFLATED = 1;
 const FLAG_ZERO_ELIDED = 2;
@@ -21,10 +34,6 @@ export interface EnvelopeInfo {
   version: number;
   storedBytes: number;
   rawBytes: number;
-}
-
-function bad(why: string, hint?: string): never {
-  throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: ${why}`, hint);
 }
 
 export function sealEnvelope(payload: Uint8Array): Uint8Array {
@@ -41,31 +50,40 @@ export function sealEnvelope(payload: Uint8Array): Uint8Array {
   return out;
 }
 
+/** The most the largest payload takes stored (the codecs' worst case, rounded up). */
+const MAX_STORED_BYTES = MAX_PAYLOAD_BYTES + Math.ceil(MAX_PAYLOAD_BYTES / 128) + 4096;
+
+/** The largest descriptor file; readers refuse larger files before reading them. */
+export const MAX_DESCRIPTOR_FILE_BYTES = HEADER_SIZE + MAX_STORED_BYTES;
+
+/** Checks the header against the size limits, then decodes the payload. */
 export function openEnvelope(bytes: Uint8Array): { payload: Uint8Array; info: EnvelopeInfo } {
-  if (bytes.byteLength < HEADER_SIZE) bad(`${bytes.byteLength} bytes is shorter than the ${HEADER_SIZE}-byte header`);
-  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== DESCRIPTOR_MAGIC) bad("wrong magic: this is not a snowflock descriptor");
+  if (bytes.byteLength < HEADER_SIZE) refuse(`${bytes.byteLength} bytes is shorter than the ${HEADER_SIZE}-byte header`);
+  if (new TextDecoder().decode(bytes.subarray(0, 8)) !== DESCRIPTOR_MAGIC) refuse("wrong magic: this is not a snowflock descriptor");
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = v.getUint16(8, true);
-  if (version > DESCRIPTOR_VERSION) bad(`format version ${version} is newer than this snowflock reads (${DESCRIPTOR_VERSION})`, "use a snowflock at least as new as the one that wrote it");
-  if (version < 1) bad(`format version ${version} does not exist`);
+  if (version > DESCRIPTOR_VERSION) refuse(`format version ${version} is newer than this snowflock reads (${DESCRIPTOR_VERSION})`, "use a snowflock at least as new as the one that wrote it");
+  if (version < 1) refuse(`format version ${version} does not exist`);
   const flags = v.getUint16(10, true);
-  if (flags !== 0 && flags !== FLAG_DEFLATED && flags !== FLAG_ZERO_ELIDED) bad(`unknown flags 0x${flags.toString(16)}`);
+  if (flags !== 0 && flags !== FLAG_DEFLATED && flags !== FLAG_ZERO_ELIDED) refuse(`unknown flags 0x${flags.toString(16)}`);
   const storedBytes = v.getBigUint64(16, true);
   const rawBytes = v.getBigUint64(24, true);
-  if (rawBytes > BigInt(MAX_PAYLOAD_BYTES) || storedBytes > BigInt(MAX_PAYLOAD_BYTES)) bad(`payload of ${rawBytes} bytes is over the ${MAX_PAYLOAD_BYTES}-byte limit`);
+  if (rawBytes > BigInt(MAX_PAYLOAD_BYTES)) refuse(`payload of ${rawBytes} bytes is over the ${MAX_PAYLOAD_BYTES}-byte limit`);
+  if (storedBytes > BigInt(MAX_STORED_BYTES)) refuse(`stored payload of ${storedBytes} bytes is over the ${MAX_STORED_BYTES}-byte limit`);
+  if (rawBytes > storedBytes * BigInt(MAX_EXPANSION)) refuse(`${storedBytes} stored bytes claim to expand to ${rawBytes}, over ${MAX_EXPANSION}:1`);
   const available = bytes.byteLength - HEADER_SIZE;
-  if (Number(storedBytes) > available) bad(`truncated: the header announces ${storedBytes} payload bytes, ${available} are there`);
-  if (Number(storedBytes) < available) bad(`${available - Number(storedBytes)} bytes of trailing garbage after the payload`);
+  if (Number(storedBytes) > available) refuse(`truncated: the header announces ${storedBytes} payload bytes, ${available} are there`);
+  if (Number(storedBytes) < available) refuse(`${available - Number(storedBytes)} bytes of trailing garbage after the payload`);
   const stored = bytes.subarray(HEADER_SIZE);
-  if (Bun.hash.crc32(stored) !== v.getUint32(12, true)) bad("checksum mismatch: the descriptor is corrupted");
+  if (Bun.hash.crc32(stored) !== v.getUint32(12, true)) refuse("checksum mismatch: the descriptor is corrupted");
   let payload: Uint8Array;
   try {
     if (flags === FLAG_ZERO_ELIDED) payload = decodeZeroElided(stored, Number(rawBytes));
     else if (flags === FLAG_DEFLATED) payload = inflateSync(stored, { maxOutputLength: Number(rawBytes) });
     else payload = stored;
   } catch (error) {
-    bad(`payload does not decode: ${(error as Error).message}`);
+    refuse(`payload does not decode: ${(error as Error).message}`);
   }
-  if (payload.byteLength !== Number(rawBytes)) bad(`payload is ${payload.byteLength} bytes, the header says ${rawBytes}`);
+  if (payload.byteLength !== Number(rawBytes)) refuse(`payload is ${payload.byteLength} bytes, the header says ${rawBytes}`);
   return { payload, info: { version, storedBytes: Number(storedBytes), rawBytes: Number(rawBytes) } };
 }

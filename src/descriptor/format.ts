@@ -3,16 +3,22 @@
  * device state, the memory layout, which pages are non-zero, and the few pages a clone needs at
  * once (page tables, the pages under RIP and RSP).
  */
-import { SnowflockError } from "../errors.ts";
 import * as abi from "../backend/kvm/abi.ts";
 import type { FreePageMap, MachineState } from "../backend/kvm/machine.ts";
-import { MAX_FREE_PAGE_FRAMES } from "../guest/hypercalls.ts";
 import type { DeviceState } from "../backend/kvm/vm.ts";
 import type { VcpuState } from "../backend/kvm/vcpu-state.ts";
 import type { RamRegion } from "../memory/layout.ts";
 import { PAGE_SIZE } from "../memory/layout.ts";
 import { type EnvelopeInfo, openEnvelope, sealEnvelope } from "./envelope.ts";
-import { FieldReader, readSections, SectionWriter } from "./sections.ts";
+import {
+  DEVICE_BYTES, DEVICE_FIELDS, INCLUDED_PAGE_BYTES, MAX_INCLUDED_PAGES, MAX_MSRS, MAX_VCPUS, maxPayloadBytes, VCPU_FIELDS, VCPU_FIXED_BYTES,
+} from "./layout.ts";
+import { decodeMeta } from "./meta.ts";
+import { refuse } from "./refuse.ts";
+import { FieldReader, SectionWriter, walkSections } from "./sections.ts";
+
+/** Readers of descriptor files refuse larger ones before reading (sys/bounded-read.ts). */
+export { MAX_DESCRIPTOR_FILE_BYTES } from "./envelope.ts";
 
 export interface DescriptorMeta {
   backend: "kvm";
@@ -45,26 +51,14 @@ export interface Descriptor {
 }
 
 const Section = { META: 1, VCPU: 2, DEVICES: 3, NONZERO_BITMAP: 4, PAGES: 5, FREE_BITMAP: 6 } as const;
-
-const VCPU_FIELDS = [
-  ["regs", abi.kvm_regs.size],
-  ["sregs", abi.kvm_sregs.size],
-  ["xsave", abi.kvm_xsave.size],
-  ["xcrs", abi.kvm_xcrs.size],
-  ["lapic", abi.kvm_lapic_state.size],
-  ["events", abi.kvm_vcpu_events.size],
-  ["debugregs", abi.kvm_debugregs.size],
-] as const;
-
-const DEVICE_FIELDS = [
-  ["picMaster", abi.kvm_irqchip.size],
-  ["picSlave", abi.kvm_irqchip.size],
-  ["ioapic", abi.kvm_irqchip.size],
-  ["pit", abi.kvm_pit_state2.size],
-  ["clock", abi.kvm_clock_data.size],
-] as const;
-
-const MAX_MSRS = 256;
+const SECTION_NAMES: Readonly<Record<number, string>> = {
+  [Section.META]: "metadata",
+  [Section.VCPU]: "vCPU",
+  [Section.DEVICES]: "devices",
+  [Section.NONZERO_BITMAP]: "page bitmap",
+  [Section.PAGES]: "pages",
+  [Section.FREE_BITMAP]: "free-page bitmap",
+};
 
 function u32(n: number): Uint8Array {
   const b = new Uint8Array(4);
@@ -104,90 +98,95 @@ export function encodeDescriptor(d: Descriptor): Uint8Array {
   return sealEnvelope(w.bytes());
 }
 
-function bad(why: string): never {
-  throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: ${why}`);
-}
-
-function decodeMeta(body: Uint8Array): DescriptorMeta {
-  let meta: DescriptorMeta;
-  try {
-    meta = JSON.parse(new TextDecoder().decode(body));
-  } catch {
-    bad("the metadata is not JSON");
-  }
-  if (meta.backend !== "kvm") bad(`backend '${String(meta.backend)}' is not one this snowflock restores`);
-  if (!Number.isSafeInteger(meta.memorySize) || meta.memorySize <= 0 || meta.memorySize % PAGE_SIZE !== 0) bad("bad memory size");
-  if (!Array.isArray(meta.regions) || meta.regions.some((r) => r.offset + r.size > meta.memorySize)) bad("memory regions do not fit the memory size");
-  const map = meta.freePageMap;
-  if (map !== undefined && !(Number.isSafeInteger(map?.address) && Number.isSafeInteger(map?.frames) && map.address >= 0 && map.frames > 0 && map.frames <= MAX_FREE_PAGE_FRAMES)) {
-    bad("the free-page map is malformed");
-  }
-  return meta;
+function sectionLength(body: Uint8Array, what: string, expected: number): void {
+  if (body.byteLength !== expected) refuse(`the ${what} does not match the layout: ${body.byteLength} bytes where ${expected} belong`);
 }
 
 function decodeVcpu(body: Uint8Array): { index: number; vcpu: VcpuState } {
+  const msrBytes = body.byteLength - VCPU_FIXED_BYTES;
+  if (msrBytes < 0 || msrBytes % 16 !== 0 || msrBytes > 16 * MAX_MSRS) refuse(`a vCPU section of ${body.byteLength} bytes does not fit the layout`);
   const r = new FieldReader(body, "vCPU");
   const index = r.u32();
   const fields = Object.fromEntries(VCPU_FIELDS.map(([name, size]) => [name, r.bytes(size)])) as Record<(typeof VCPU_FIELDS)[number][0], Uint8Array>;
   const mpState = r.u32();
+  if (mpState > abi.KVM_MP_STATE_SIPI_RECEIVED) refuse(`vCPU ${index} has mp_state ${mpState}, not an x86 one`);
   const count = r.u32();
-  if (count > MAX_MSRS) bad(`${count} MSRs in one vCPU is more than ${MAX_MSRS}`);
+  if (count * 16 !== msrBytes) refuse(`vCPU ${index} announces ${count} MSRs in room for ${msrBytes / 16}`);
   const msrs = Array.from({ length: count }, () => {
     const msrIndex = r.u32();
-    r.u32();
+    if (r.u32() !== 0) refuse(`vCPU ${index} has reserved MSR bits set`);
     return { index: msrIndex, data: r.u64() };
   });
   r.end();
   return { index, vcpu: { ...fields, mpState, msrs } };
 }
 
+/**
+ * Decodes and checks a descriptor while walking it: the metadata first (it fixes the memory size,
+ * hence every later section's size), then each section's type, uniqueness and length before its
+ * body is read. Anything else is refused with a DESCRIPTOR error.
+ */
 export function decodeDescriptor(bytes: Uint8Array): { descriptor: Descriptor; envelope: EnvelopeInfo } {
   const { payload, info } = openEnvelope(bytes);
   let meta: DescriptorMeta | undefined;
+  let pageCount = 0;
   let devices: DeviceState | undefined;
   let nonZeroPages: Uint8Array | undefined;
   let freePages: Uint8Array | undefined;
   const vcpus: VcpuState[] = [];
   const pages = new Map<number, Uint8Array>();
-  for (const { type, body } of readSections(payload)) {
+  const seen = new Set<number>();
+  for (const { type, body } of walkSections(payload)) {
+    const name = SECTION_NAMES[type] ?? refuse(`unknown section type ${type}`);
+    if (type !== Section.VCPU && seen.has(type)) refuse(`the ${name} section appears twice`);
+    seen.add(type);
+    if (!meta && type !== Section.META) refuse(`the ${name} section comes before the metadata`);
     switch (type) {
       case Section.META:
         meta = decodeMeta(body);
+        pageCount = meta.memorySize / PAGE_SIZE;
+        if (payload.byteLength > maxPayloadBytes(meta.memorySize)) refuse(`a ${payload.byteLength}-byte payload is more than ${meta.memorySize} bytes of memory need`);
         break;
       case Section.VCPU: {
+        if (vcpus.length === MAX_VCPUS) refuse(`more than ${MAX_VCPUS} vCPUs`);
         const { index, vcpu } = decodeVcpu(body);
-        if (index !== vcpus.length) bad(`vCPU ${index} out of order`);
+        if (index !== vcpus.length) refuse(`vCPU ${index} out of order`);
         vcpus.push(vcpu);
         break;
       }
       case Section.DEVICES: {
-        const r = new FieldReader(body, "devices");
-        devices = Object.fromEntries(DEVICE_FIELDS.map(([name, size]) => [name, r.bytes(size)])) as unknown as DeviceState;
-        r.end();
+        sectionLength(body, name, DEVICE_BYTES);
+        const r = new FieldReader(body, name);
+        devices = Object.fromEntries(DEVICE_FIELDS.map(([field, size]) => [field, r.bytes(size)])) as unknown as DeviceState;
         break;
       }
       case Section.NONZERO_BITMAP:
+        sectionLength(body, name, Math.ceil(pageCount / 8));
         nonZeroPages = body.slice();
         break;
       case Section.FREE_BITMAP:
+        sectionLength(body, name, Math.ceil(pageCount / 8));
         freePages = body.slice();
         break;
-      case Section.PAGES: {
-        const r = new FieldReader(body, "pages");
-        const count = r.u32();
-        const numbers = Array.from({ length: count }, () => r.u64());
-        for (const n of numbers) pages.set(Number(n), r.bytes(PAGE_SIZE));
-        r.end();
+      case Section.PAGES:
+        decodePages(body, pageCount, pages);
         break;
-      }
-      default:
-        bad(`unknown section type ${type}`);
     }
   }
-  if (!meta || !devices || !nonZeroPages || vcpus.length === 0) bad("a required section is missing");
-  const pageCount = meta.memorySize / PAGE_SIZE;
-  if (nonZeroPages.byteLength !== Math.ceil(pageCount / 8)) bad("the page bitmap does not match the memory size");
-  if (freePages && freePages.byteLength !== nonZeroPages.byteLength) bad("the free-page bitmap does not match the memory size");
-  for (const n of pages.keys()) if (n >= pageCount) bad(`page ${n} is outside guest memory`);
+  if (!meta || !devices || !nonZeroPages || vcpus.length === 0) refuse("a required section is missing");
   return { descriptor: { meta, state: { vcpus, devices, memorySize: meta.memorySize }, nonZeroPages, pages, freePages }, envelope: info };
+}
+
+/** The pages section: a count, that many page numbers (ascending, inside guest memory), the pages. */
+function decodePages(body: Uint8Array, pageCount: number, pages: Map<number, Uint8Array>): void {
+  const r = new FieldReader(body, "pages");
+  const count = r.u32();
+  if (count > Math.min(pageCount, MAX_INCLUDED_PAGES)) refuse(`${count} pages sent along, more than ${Math.min(pageCount, MAX_INCLUDED_PAGES)}`);
+  sectionLength(body, "pages", 4 + count * INCLUDED_PAGE_BYTES);
+  const numbers = Array.from({ length: count }, () => r.u64());
+  numbers.forEach((n, i) => {
+    if (n >= BigInt(pageCount)) refuse(`page ${n} is outside guest memory`);
+    if (i > 0 && n <= numbers[i - 1]!) refuse(`page ${n} is sent along twice or out of order`);
+  });
+  for (const n of numbers) pages.set(Number(n), r.bytes(PAGE_SIZE));
 }

@@ -2,7 +2,7 @@
  * The descriptor payload is a list of sections: u16 type, u16 reserved (0), u32 length, bytes.
  * The reader checks every length against what is left, so no field can point outside the input.
  */
-import { SnowflockError } from "../errors.ts";
+import { refuse } from "./refuse.ts";
 
 export class SectionWriter {
   private chunks: Uint8Array[] = [];
@@ -25,19 +25,23 @@ export class SectionWriter {
   }
 }
 
-export function readSections(payload: Uint8Array): Array<{ type: number; body: Uint8Array }> {
+/**
+ * The sections one at a time, each header checked as it is reached: the caller judges a section's
+ * type and length before it touches the body, and stops at the first it refuses — so a forged
+ * payload of millions of empty sections costs one step, not millions of objects.
+ */
+export function* walkSections(payload: Uint8Array): Generator<{ type: number; body: Uint8Array }> {
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const sections: Array<{ type: number; body: Uint8Array }> = [];
   let at = 0;
   while (at < payload.byteLength) {
-    if (at + 8 > payload.byteLength) throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: section header at byte ${at} is cut off`);
+    if (at + 8 > payload.byteLength) refuse(`section header at byte ${at} is cut off`);
     const type = v.getUint16(at, true);
+    if (v.getUint16(at + 2, true) !== 0) refuse(`section header at byte ${at} has reserved bits set`);
     const length = v.getUint32(at + 4, true);
-    if (at + 8 + length > payload.byteLength) throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: section ${type} at byte ${at} runs past the end`);
-    sections.push({ type, body: payload.subarray(at + 8, at + 8 + length) });
+    if (at + 8 + length > payload.byteLength) refuse(`section ${type} at byte ${at} runs past the end`);
+    yield { type, body: payload.subarray(at + 8, at + 8 + length) };
     at += 8 + length;
   }
-  return sections;
 }
 
 /** Sequential reads of fixed-size fields from one section body, with bounds checks. */
@@ -52,7 +56,7 @@ export class FieldReader {
   }
 
   private need(n: number): number {
-    if (this.at + n > this.body.byteLength) throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: ${this.what} section is too short`);
+    if (this.at + n > this.body.byteLength) refuse(`${this.what} section is too short`);
     const at = this.at;
     this.at += n;
     return at;
@@ -72,6 +76,6 @@ export class FieldReader {
   }
 
   end(): void {
-    if (this.at !== this.body.byteLength) throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: ${this.body.byteLength - this.at} unexpected bytes in the ${this.what} section`);
+    if (this.at !== this.body.byteLength) refuse(`${this.body.byteLength - this.at} unexpected bytes in the ${this.what} section`);
   }
 }

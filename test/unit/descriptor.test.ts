@@ -1,58 +1,12 @@
 /** The descriptor format: round trip, and every kind of bad input refused with a clear error. */
 import { describe, expect, test } from "bun:test";
 import { deflateSync } from "node:zlib";
-import { SnowflockError } from "../../src/errors.ts";
-import * as abi from "../../src/backend/kvm/abi.ts";
 import { DESCRIPTOR_VERSION, HEADER_SIZE, sealEnvelope } from "../../src/descriptor/envelope.ts";
-import { decodeDescriptor, type Descriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
+import { decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
 import { decodeZeroElided } from "../../src/wasm/descriptor-codec.ts";
-import { memoryLayout } from "../../src/memory/layout.ts";
+import { random, refusal, sampleDescriptor } from "../support/descriptor-sample.ts";
 
-const random = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 7) & 0xff);
-
-function sample(): Descriptor {
-  const memorySize = 64 * 1024 * 1024;
-  const vcpu = (seed: number) => ({
-    regs: random(abi.kvm_regs.size, seed),
-    sregs: random(abi.kvm_sregs.size, seed + 1),
-    xsave: random(abi.kvm_xsave.size, seed + 2),
-    xcrs: random(abi.kvm_xcrs.size, seed + 3),
-    lapic: random(abi.kvm_lapic_state.size, seed + 4),
-    events: random(abi.kvm_vcpu_events.size, seed + 5),
-    debugregs: random(abi.kvm_debugregs.size, seed + 6),
-    mpState: seed,
-    msrs: [{ index: 0x10, data: 123456789n + BigInt(seed) }, { index: 0xc0000082, data: 0xffffffff81000000n }],
-  });
-  const nonZeroPages = new Uint8Array(memorySize / 4096 / 8);
-  nonZeroPages[0] = 0b1011;
-  return {
-    meta: { backend: "kvm", name: "t", cmdline: "serve", memorySize, regions: memoryLayout(memorySize).regions, createdAt: "2026-11-25T00:00:00.000Z" },
-    state: {
-      memorySize,
-      vcpus: [vcpu(1), vcpu(2)],
-      devices: {
-        picMaster: random(abi.kvm_irqchip.size, 9),
-        picSlave: random(abi.kvm_irqchip.size, 10),
-        ioapic: random(abi.kvm_irqchip.size, 11),
-        pit: random(abi.kvm_pit_state2.size, 12),
-        clock: random(abi.kvm_clock_data.size, 13),
-      },
-    },
-    nonZeroPages,
-    pages: new Map([[0, random(4096, 20)], [3, random(4096, 21)]]),
-  };
-}
-
-function refusal(bytes: Uint8Array): string {
-  try {
-    decodeDescriptor(bytes);
-  } catch (error) {
-    expect(error).toBeInstanceOf(SnowflockError);
-    expect((error as SnowflockError).code).toBe("DESCRIPTOR");
-    return (error as SnowflockError).render();
-  }
-  throw new Error("the descriptor was accepted");
-}
+const sample = sampleDescriptor;
 
 /** The payload of a good descriptor, to forge variants of with a valid checksum. */
 function payloadOf(bytes: Uint8Array): Uint8Array {
