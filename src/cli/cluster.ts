@@ -6,7 +6,17 @@ import type { CAC } from "cac";
 import { existsSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { type Inventory, defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
-import { DEFAULT_PREFIX, MAX_TEST_HOSTS, TEST_SUBNET, checkPrefix, clusterStatus, clusterUp, destroyTestHosts, testHostNames } from "../cluster/test-hosts.ts";
+import {
+  DEFAULT_PREFIX,
+  MAX_TEST_HOSTS,
+  TEST_SUBNET,
+  checkPrefix,
+  clusterStatus,
+  clusterUp,
+  destroyTestHosts,
+  existingClusterPrefixes,
+  testHostNames,
+} from "../cluster/test-hosts.ts";
 import { log, printJson, printTable } from "./output.ts";
 import { DEFAULT_AGENT_MAX_CLONES } from "./agent.ts";
 
@@ -24,16 +34,18 @@ interface ClusterOptions {
   json?: boolean;
 }
 
-const DESCRIPTION = `Test hosts on this machine: 'up' creates N network namespaces (PREFIX-h1..N), each with an eth0 at 10.77.0.(10+i)/24 joined by a veth pair to the bridge PREFIXbr0 inside the namespace PREFIX-switch, and writes the cluster inventory (hosts, addresses, MACs, agent ports, the cluster secret; mode 0600). All traffic stays between the namespaces; nothing is added to this machine's own network. 'status' shows what exists; 'down' removes every namespace, link and process with the prefix and the inventory (also after a crash). Needs root.`;
+const DESCRIPTION = `Test hosts on this machine: 'up' creates N network namespaces (PREFIX-h1..N), each with an eth0 at 10.77.0.(10+i)/24 joined by a veth pair to the bridge PREFIXbr0 inside the namespace PREFIX-switch, and writes the cluster inventory (hosts, addresses, MACs, agent ports, the cluster secret; mode 0600). All traffic stays between the namespaces; nothing is added to this machine's own network. 'status' shows what exists and flags agents that are not running; 'restart-agents' starts those again; 'down' removes every namespace, link and process of the inventory's cluster and the inventory (after a crash, with no inventory left: name the cluster with --prefix). Needs root.`;
 
 export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
   cli
     .command("cluster <action>", DESCRIPTION)
-    .usage("cluster up --hosts N [--mtu 1500] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json]")
+    .usage(
+      "cluster up --hosts N [--mtu 1500] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json] | cluster restart-agents [--inventory FILE] [--max-clones 16]",
+    )
     .option("--hosts <n>", `up: how many test hosts (1 to ${MAX_TEST_HOSTS})`)
     .option("--mtu <bytes>", "up: MTU of every eth0, veth end and the bridge (default 1500)")
-    .option("--max-clones <n>", `up: most clones each host's agent runs at once (default ${DEFAULT_AGENT_MAX_CLONES})`)
-    .option("--prefix <name>", `up/down: prefix of the namespaces and links (default ${DEFAULT_PREFIX}; down takes it from the inventory)`)
+    .option("--max-clones <n>", `up/restart-agents: most clones each host's agent runs at once (default ${DEFAULT_AGENT_MAX_CLONES})`)
+    .option("--prefix <name>", `up/down: prefix of the namespaces and links (up: default ${DEFAULT_PREFIX}; down takes it from the inventory unless given)`)
     .option("--inventory <file>", `The cluster inventory (default ${defaultInventoryPath()})`)
     .option("--json", "Print the result as JSON")
     .example((bin) => `  ${bin} cluster up --hosts 4 --mtu 9000 && ${bin} cluster status && ${bin} cluster down`)
@@ -45,8 +57,10 @@ export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
           return down(options);
         case "status":
           return status(options);
+        case "restart-agents":
+          return restartAgents(options);
         default:
-          throw new SnowflockError("USAGE", `unknown cluster action '${action}'`, "use `snowflock cluster up|down|status` (see `snowflock cluster --help`)");
+          throw new SnowflockError("USAGE", `unknown cluster action '${action}'`, "use `snowflock cluster up|down|status|restart-agents` (see --help)");
       }
     });
 }
@@ -60,11 +74,18 @@ function wholeNumber(value: number | string | undefined, option: string, fallbac
   return n;
 }
 
+function maxClonesOption(options: ClusterOptions): number {
+  const maxClones = wholeNumber(options.maxClones, "--max-clones", DEFAULT_AGENT_MAX_CLONES);
+  if (maxClones < 1 || maxClones > 1024) {
+    throw new SnowflockError("USAGE", `bad --max-clones '${maxClones}'`, "give a whole number from 1 to 1024");
+  }
+  return maxClones;
+}
+
 async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number> {
   const hosts = wholeNumber(options.hosts, "--hosts");
   const mtu = wholeNumber(options.mtu, "--mtu", 1500);
-  const maxClones = wholeNumber(options.maxClones, "--max-clones", DEFAULT_AGENT_MAX_CLONES);
-  if (maxClones < 1 || maxClones > 1024) throw new SnowflockError("USAGE", `bad --max-clones '${maxClones}'`, "give a whole number from 1 to 1024");
+  const maxClones = maxClonesOption(options);
   const prefix = checkPrefix(options.prefix === undefined ? DEFAULT_PREFIX : String(options.prefix));
   const inventoryPath = options.inventory ? String(options.inventory) : defaultInventoryPath();
   if (!options.json) log.start(`creating ${hosts} test host${hosts > 1 ? "s" : ""} '${prefix}' on ${TEST_SUBNET}, MTU ${mtu}`);
@@ -89,23 +110,35 @@ function publicView(inventory: Inventory, inventoryPath: string) {
   return { inventory: inventoryPath, switchNamespace: inventory.bridge ? `${inventory.cluster}-switch` : null, ...rest };
 }
 
+/**
+ * `down` removes what it is told to, never a guess: the cluster of an inventory that exists, or
+ * the one --prefix names. A missing or mistyped inventory is an error that says what exists.
+ */
 async function down(options: ClusterOptions): Promise<number> {
   const inventoryPath = options.inventory ? String(options.inventory) : defaultInventoryPath();
   let prefix: string;
   if (options.prefix !== undefined) prefix = checkPrefix(String(options.prefix));
-  else if (existsSync(inventoryPath)) {
+  else if (!existsSync(inventoryPath)) {
+    const prefixes = await existingClusterPrefixes();
+    const there = prefixes.length > 0 ? `test clusters here: ${prefixes.join(", ")}` : "no test cluster exists here";
+    throw new SnowflockError(
+      "NOT_FOUND",
+      `no cluster inventory at ${inventoryPath}; nothing removed (${there})`,
+      "pass the inventory `cluster up` wrote (--inventory FILE), or name the cluster to remove with --prefix P",
+    );
+  } else {
     let inventory: Inventory;
     try {
       inventory = readInventory(inventoryPath);
     } catch (error) {
-      if (error instanceof SnowflockError) throw new SnowflockError(error.code, error.message, "to remove test hosts by name anyway, pass --prefix P (default sf); the file is then left in place", { cause: error });
+      if (error instanceof SnowflockError) throw new SnowflockError(error.code, error.message, "to remove test hosts by name anyway, pass --prefix P; the file is then left in place", { cause: error });
       throw error;
     }
     if (inventory.hosts.every((h) => h.namespace === null)) {
       throw new SnowflockError("USAGE", `the inventory ${inventoryPath} describes real hosts (cluster '${inventory.cluster}'); there are no test hosts to remove`, "`cluster down` only removes test hosts made by `cluster up`");
     }
     prefix = checkPrefix(inventory.cluster);
-  } else prefix = DEFAULT_PREFIX;
+  }
 
   const report = await destroyTestHosts(prefix, { inventoryPath });
   if (options.json) {
@@ -140,5 +173,26 @@ async function status(options: ClusterOptions): Promise<number> {
   if (result.bridge) log.info(`cluster '${result.cluster}': bridge ${result.bridge} in namespace ${result.switchNamespace} ${result.bridgeUp ? "up" : "MISSING or down"}, MTU ${result.mtu}`);
   const broken = result.hosts.filter((h) => h.namespaceExists === false || h.interfaceUp === false);
   if (broken.length > 0) log.warn(`${broken.length} host(s) missing or down: run \`snowflock cluster down\` and \`cluster up\` again`);
+  const deadAgents = result.hosts.filter((h) => h.namespaceExists === true && h.agent !== "listening");
+  if (deadAgents.length > 0) {
+    const names = deadAgents.map((h) => h.name).join(", ");
+    log.warn(`agent not running on ${names}: \`snowflock cluster restart-agents${inventoryOption(options)}\` starts it again`);
+  }
+  return 0;
+}
+
+/** ` --inventory FILE` when the command was given one, to repeat it in a hint. */
+const inventoryOption = (options: ClusterOptions) => (options.inventory ? ` --inventory ${options.inventory}` : "");
+
+/** `restart-agents`: starts the agent of every test host where none runs (the others are left alone). */
+async function restartAgents(options: ClusterOptions): Promise<number> {
+  const inventoryPath = options.inventory ? String(options.inventory) : defaultInventoryPath();
+  const maxClones = maxClonesOption(options);
+  const inventory = readInventory(inventoryPath);
+  const { restartDeadAgents } = await import("../cluster/test-agents.ts");
+  const restarted = await restartDeadAgents(inventory, inventoryPath, maxClones);
+  if (options.json) printJson({ restarted: restarted.map((h) => h.name) });
+  else if (restarted.length === 0) log.info(`every test host's agent of cluster '${inventory.cluster}' is running; nothing to restart`);
+  else log.success(`restarted the agent on ${restarted.map((h) => h.name).join(", ")}`);
   return 0;
 }

@@ -2,20 +2,23 @@
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { checkName, descendants, listVms, processAlive, removeVmFiles, type VmRecord } from "../vmm/run-dir.ts";
+import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../vmm/run-dir.ts";
 import { chosenBackend } from "./backend.ts";
 import { log, printJson } from "./output.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 const STOP_TIMEOUT_MS = scaledTimeout(5000);
 
-/** Asks the VMM to stop; signals it if it does not answer or does not stop in time. */
+/**
+ * Asks the VMM to stop; signals it if it does not answer or does not stop in time. Before each
+ * signal the PID is checked to still be the VMM's (its start time), never a process that reused it.
+ */
 async function stopVm(record: VmRecord): Promise<string> {
   const answer = await controlRequest(record.name, "kill").catch(() => undefined);
-  if (!answer?.ok && processAlive(record.pid)) process.kill(record.pid, "SIGTERM");
+  if (!answer?.ok && vmAlive(record)) process.kill(record.pid, "SIGTERM");
   const deadline = Date.now() + STOP_TIMEOUT_MS;
-  while (processAlive(record.pid) && Date.now() < deadline) await Bun.sleep(20);
-  if (!processAlive(record.pid)) return "stopped";
+  while (vmAlive(record) && Date.now() < deadline) await Bun.sleep(20);
+  if (!vmAlive(record)) return "stopped";
   process.kill(record.pid, "SIGKILL");
   removeVmFiles(record.name, { keepLog: true });
   return "killed (it did not stop in time)";

@@ -5,11 +5,13 @@
  * (`namespace: null`). It is JSON, version 1, mode 0600 (it holds the secret), and read strictly:
  * a malformed file is refused with the field that is wrong.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, constants, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { isIpv4 } from "../net/ipv4.ts";
+import { writePrivateFile } from "../sys/private-file.ts";
 import { runDir } from "../vmm/run-dir.ts";
+import { log } from "../cli/output.ts";
 
 export const INVENTORY_VERSION = 1;
 /** The TCP port agents listen on unless an inventory says otherwise. */
@@ -48,17 +50,47 @@ const SECRET = /^[0-9a-f]{64}$/;
 const TOP_KEYS = ["version", "cluster", "secret", "bridge", "mtu", "hosts"];
 const HOST_KEYS = ["name", "namespace", "address", "interface", "mac", "agentPort"];
 
-/** Reads and validates an inventory; every problem is a SnowflockError naming the file and field. */
-export function readInventory(path: string): Inventory {
-  let text: string;
+/** Far more than an inventory of MAX_TEST_HOSTS hosts takes (about 200 bytes a host). */
+const MAX_INVENTORY_BYTES = 1024 * 1024;
+const warnedReadable = new Set<string>();
+
+/**
+ * The inventory's text: only from a regular file of at most MAX_INVENTORY_BYTES (opened without
+ * blocking, so a FIFO is refused rather than waited on). Warns once when others may read the secret.
+ */
+function readInventoryText(path: string): string {
+  let fd: number;
   try {
-    text = readFileSync(path, "utf8");
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === "ENOENT") {
       throw new SnowflockError("NOT_FOUND", `no cluster inventory at ${path}`, "create test hosts with `snowflock cluster up --hosts N`, or pass --inventory FILE");
     }
     throw new SnowflockError("USAGE", `cannot read the cluster inventory ${path}: ${(error as Error).message}`);
   }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new SnowflockError("USAGE", `cluster inventory ${path} is not a regular file`, "pass --inventory FILE naming a JSON file");
+    if (stat.size > MAX_INVENTORY_BYTES) {
+      throw new SnowflockError("USAGE", `cluster inventory ${path} is too large (${stat.size} bytes; at most ${MAX_INVENTORY_BYTES})`);
+    }
+    if ((stat.mode & 0o077) !== 0 && !warnedReadable.has(path)) {
+      warnedReadable.add(path);
+      const mode = (stat.mode & 0o777).toString(8);
+      log.warn(`cluster inventory ${path} holds the cluster secret but is readable by others (mode ${mode}): chmod 600 it`);
+    }
+    const bytes = Buffer.alloc(stat.size);
+    let length = 0;
+    for (let n = 1; n > 0 && length < bytes.length; length += n) n = readSync(fd, bytes, length, bytes.length - length, length);
+    return bytes.toString("utf8", 0, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Reads and validates an inventory; every problem is a SnowflockError naming the file and field. */
+export function readInventory(path: string): Inventory {
+  const text = readInventoryText(path);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -108,20 +140,10 @@ export function validateInventory(value: unknown, source = "inventory"): Invento
 /** Writes an inventory atomically (temporary file, fsync, rename), mode 0600. */
 export function writeInventory(path: string, inventory: Inventory): void {
   validateInventory(inventory, "to be written");
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const temporary = `${path}.tmp-${process.pid}`;
   try {
-    rmSync(temporary, { force: true });
-    const fd = openSync(temporary, "wx", 0o600);
-    try {
-      writeSync(fd, `${JSON.stringify(inventory, null, 2)}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temporary, path);
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    writePrivateFile(path, `${JSON.stringify(inventory, null, 2)}\n`, { durable: true });
   } catch (error) {
-    rmSync(temporary, { force: true });
     throw new SnowflockError("USAGE", `cannot write the cluster inventory ${path}: ${(error as Error).message}`, "pass --inventory FILE in a writable directory");
   }
 }

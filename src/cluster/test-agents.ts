@@ -5,13 +5,13 @@
  * namespace (`ss`): this machine's own namespace has no route to the test hosts, and a connection
  * tried from it would leave the machine.
  */
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, constants, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 import { SnowflockError } from "../errors.ts";
 import { runDir } from "../vmm/run-dir.ts";
 import { selfCommand } from "../vmm/self.ts";
-import { listensInside } from "./netns.ts";
+import { listensInside, listNamespaces } from "./netns.ts";
 import type { Inventory, InventoryHost } from "./inventory.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -25,7 +25,7 @@ export function hostRunDir(cluster: string, host: string): string {
 async function startAgent(inventory: Inventory, inventoryPath: string, host: InventoryHost, maxClones: number): Promise<void> {
   const dir = hostRunDir(inventory.cluster, host.name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const logFd = openSync(join(dir, "agent.log"), "a", 0o600);
+  const logFd = openSync(join(dir, "agent.log"), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   const command = ["ip", "netns", "exec", host.namespace!, ...selfCommand(), "agent", "--inventory", inventoryPath, "--host", host.name, "--max-clones", String(maxClones)];
   const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", logFd, logFd], env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
   closeSync(logFd);
@@ -44,4 +44,13 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
 /** Starts every test host's agent; throws (with the host and its log) if one does not answer. */
 export async function startTestAgents(inventory: Inventory, inventoryPath: string, maxClones: number): Promise<void> {
   await Promise.all(inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host, maxClones)));
+}
+
+/** Starts the agent again on every test host whose namespace exists but where none listens; returns those hosts. */
+export async function restartDeadAgents(inventory: Inventory, inventoryPath: string, maxClones: number): Promise<InventoryHost[]> {
+  const present = new Set(await listNamespaces());
+  const testHosts = inventory.hosts.filter((h) => h.namespace !== null && present.has(h.namespace));
+  const dead = (await Promise.all(testHosts.map(async (h) => ((await listensInside(h.namespace!, h.agentPort)) ? [] : [h])))).flat();
+  await Promise.all(dead.map((host) => startAgent(inventory, inventoryPath, host, maxClones)));
+  return dead;
 }

@@ -64,6 +64,12 @@ export async function existingTestHosts(prefix: string): Promise<{ namespaces: s
   return { namespaces: namespaces.sort(order), links: links.sort(order) };
 }
 
+/** The prefixes of the test clusters that exist on this machine (from their namespaces). */
+export async function existingClusterPrefixes(): Promise<string[]> {
+  const prefixes = (await listNamespaces()).map((n) => /^([a-z][a-z0-9]{0,7})-(h\d+|switch)$/.exec(n)?.[1]).filter((p) => p !== undefined);
+  return [...new Set(prefixes)].sort();
+}
+
 export interface TestHostsOptions {
   hosts: number;
   mtu?: number;

@@ -10,7 +10,7 @@ type ParamKind = "size" | "u64";
 
 interface WorkloadSpec {
   summary: string;
-  params: Record<string, { kind: ParamKind; required: boolean; help: string }>;
+  params: Record<string, { kind: ParamKind; required: boolean; help: string; range?: [bigint, bigint] }>;
   /** Guest memory the workload needs beyond the kernel's own. */
   memoryNeed?: (params: Map<string, bigint>) => number;
 }
@@ -24,7 +24,7 @@ const datasetMemory = (p: Map<string, bigint>) => Math.ceil(Number(p.get("size")
 const PARALLEL_PARAMS: WorkloadSpec["params"] = {
   size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
   seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
-  clones: { kind: "u64", required: true, help: "clones to ask for (1-256)" },
+  clones: { kind: "u64", required: true, help: "clones to ask for (1-256)", range: [1n, 256n] },
 };
 
 export const WORKLOADS: Record<string, WorkloadSpec> = {
@@ -62,6 +62,7 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
   isolation: { summary: "test: members write one variable after sf_clone; each still sees its own", params: {} },
   misuse: { summary: "test: misuses the cluster API, checks each error", params: {} },
   hostile: { summary: "test: makes hypercalls with wild pointers, checks the answers", params: {} },
+  quotas: { summary: "test: floods messages, tickets, checkpoints and console lines until the host's limits refuse them", params: {} },
 };
 
 export interface WorkloadRequest {
@@ -102,6 +103,10 @@ export function parseWorkload(name: string, args: string[]): WorkloadRequest {
     if (value === undefined) {
       const expected = param.kind === "size" ? "a size such as 4096, 64K, 256M or 1G" : "a whole number from 0 to 2^64-1";
       throw new SnowflockError("WORKLOAD", `bad ${key} '${arg.slice(eq + 1)}' for workload ${name}`, `expected ${expected}`);
+    }
+    if (param.range && (value < param.range[0] || value > param.range[1])) {
+      const expected = `expected a whole number from ${param.range[0]} to ${param.range[1]}`;
+      throw new SnowflockError("WORKLOAD", `bad ${key} '${arg.slice(eq + 1)}' for workload ${name}`, expected);
     }
     params.set(key, value);
   }

@@ -5,10 +5,11 @@
  * up`) each have a run directory one level below this one; commands run outside every test host
  * see their VMs too.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
+import { writePrivateFile } from "../sys/private-file.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 export interface VmRecord {
@@ -23,6 +24,11 @@ export interface VmRecord {
   cloneId?: number;
   /** For a VM in a cluster: the inventory host it runs on. */
   host?: string;
+  /**
+   * When the process `pid` started (field 22 of /proc/PID/stat, clock ticks since boot): a PID
+   * reused by another process after the VMM died has another start time, so it is never taken for the VM.
+   */
+  pidStartTime?: string;
 }
 
 export function runDir(): string {
@@ -31,11 +37,33 @@ export function runDir(): string {
   return join(process.env.XDG_RUNTIME_DIR || tmpdir(), `snowflock-${process.getuid?.() ?? "user"}`);
 }
 
+/**
+ * Refuses a run directory someone else could write: another user could plant records (and so
+ * have `kill` signal their choice of process) or links that snowflock would write through.
+ */
+function checkRunDir(dir: string): string {
+  const stat = statSync(dir);
+  const euid = process.geteuid?.();
+  const problem = !stat.isDirectory()
+    ? "is not a directory"
+    : euid !== undefined && stat.uid !== euid
+      ? `belongs to uid ${stat.uid}, not to you (uid ${euid})`
+      : (stat.mode & 0o022) !== 0
+        ? `is writable by others (mode ${(stat.mode & 0o777).toString(8).padStart(4, "0")})`
+        : undefined;
+  if (problem) {
+    const hint = "remove it (snowflock makes it again, mode 0700) or set SNOWFLOCK_RUN_DIR to a directory of your own";
+    throw new SnowflockError("USAGE", `the run directory ${dir} ${problem}`, hint);
+  }
+  return dir;
+}
+
 /** The directories VMs may be found in: the run directory, then the test hosts' below it. */
 function searchedDirs(): string[] {
   const dir = runDir();
   if (!existsSync(dir)) return [dir];
-  const below = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  const entries = readdirSync(checkRunDir(dir), { withFileTypes: true });
+  const below = entries.filter((e) => e.isDirectory()).map((e) => checkRunDir(join(dir, e.name)));
   return [dir, ...below.sort()];
 }
 
@@ -71,7 +99,24 @@ export function ensureRunDir(): string {
   } catch (error) {
     throw new SnowflockError("USAGE", `cannot create the run directory ${dir}: ${(error as Error).message}`, "set SNOWFLOCK_RUN_DIR to a writable directory");
   }
-  return dir;
+  return checkRunDir(dir);
+}
+
+/** Field 22 of /proc/PID/stat (start time in clock ticks after boot); undefined if there is no such process. */
+export function processStartTime(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3];
+}
+
+/** Whether the VMM of `record` still runs: its PID is alive and is still the process that wrote the record. */
+export function vmAlive(record: VmRecord): boolean {
+  return record.pidStartTime !== undefined && processStartTime(record.pid) === record.pidStartTime && processAlive(record.pid);
 }
 
 export function processAlive(pid: number): boolean {
@@ -95,7 +140,7 @@ export function listVms(): VmRecord[] {
       if (!file.endsWith(".json")) continue;
       const name = file.slice(0, -5);
       const record = readRecord(name, dir);
-      if (record && processAlive(record.pid)) records.push(record);
+      if (record && vmAlive(record)) records.push(record);
       else if (record) removeVmFiles(name, { keepLog: true }, dir);
     }
   }
@@ -119,26 +164,62 @@ export function familyOrder<R extends Pick<VmRecord, "name" | "parent" | "cloneI
   return roots.flatMap((r) => walk(r, 0));
 }
 
+/** A record is a few hundred bytes; anything much larger (or no regular file: a FIFO would block) is none. */
+const MAX_RECORD_BYTES = 64 * 1024;
+
 /** The record of VM `name`; undefined when there is none or the file is no VM record. */
 export function readRecord(name: string, dir?: string): VmRecord | undefined {
+  const path = vmPaths(name, dir).record;
   let value: Partial<VmRecord>;
   try {
-    value = JSON.parse(readFileSync(vmPaths(name, dir).record, "utf8"));
+    const stat = lstatSync(path);
+    if (!stat.isFile() || stat.size > MAX_RECORD_BYTES) return undefined;
+    value = JSON.parse(readFileSync(path, "utf8"));
   } catch {
     return undefined;
   }
   return value?.name === name && Number.isInteger(value.pid) ? (value as VmRecord) : undefined;
 }
 
+/** Publishes the record of a VM whose VMM is `record.pid`, with that process's start time. */
 export function writeRecord(record: VmRecord): void {
-  writeFileSync(vmPaths(record.name, runDir()).record, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
+  const withStart = { ...record, pidStartTime: processStartTime(record.pid) };
+  writePrivateFile(vmPaths(record.name, runDir()).record, `${JSON.stringify(withStart, null, 2)}\n`);
 }
 
 export function removeVmFiles(name: string, { keepLog }: { keepLog: boolean }, dir?: string): void {
   const paths = vmPaths(name, dir);
   rmSync(paths.socket, { force: true });
   rmSync(paths.record, { force: true });
-  if (!keepLog) rmSync(paths.log, { force: true });
+  if (!keepLog) for (const log of [paths.log, `${paths.log}.1`]) rmSync(log, { force: true });
+}
+
+/** Consoles of ended VMs kept per run directory for `snowflock logs` after the fact; older ones go. */
+export const KEPT_ENDED_LOGS = 64;
+
+/** The ended VMs whose console logs are in `dir` (no record beside the log), newest first. */
+export function endedLogs(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const present = new Set(names);
+  const ended = names.filter((n) => n.endsWith(".log") && !present.has(`${n.slice(0, -4)}.json`)).map((n) => n.slice(0, -4));
+  const modified = (name: string) => {
+    try {
+      return statSync(join(dir, `${name}.log`)).mtimeMs;
+    } catch {
+      return 0;
+    }
+  };
+  return ended.map((name) => ({ name, at: modified(name) })).sort((a, b) => b.at - a.at).map((e) => e.name);
+}
+
+/** Keeps the newest KEPT_ENDED_LOGS consoles of ended VMs in `dir`: a VM that forks and kills clones all day must not fill /run. */
+function pruneEndedLogs(dir: string): void {
+  for (const name of endedLogs(dir).slice(KEPT_ENDED_LOGS)) removeVmFiles(name, { keepLog: false }, dir);
 }
 
 /** A free name like `serve-3` for a VM started without --name. */
@@ -154,7 +235,7 @@ export async function awaitEndedClone(name: string, parent: string): Promise<voi
   const deadline = Date.now() + ENDED_CLONE_WAIT_MS;
   for (;;) {
     const record = readRecord(name, runDir());
-    if (!record || record.parent !== parent || !processAlive(record.pid) || Date.now() > deadline) return;
+    if (!record || record.parent !== parent || !vmAlive(record) || Date.now() > deadline) return;
     await Bun.sleep(10);
   }
 }
@@ -162,8 +243,9 @@ export async function awaitEndedClone(name: string, parent: string): Promise<voi
 /** Refuses a name a live VM already has. */
 export function claimName(name: string): void {
   const existing = readRecord(name);
-  if (existing && processAlive(existing.pid)) {
+  if (existing && vmAlive(existing)) {
     throw new SnowflockError("USAGE", `a VM named '${name}' is already running (pid ${existing.pid})`, `choose another --name or stop it with \`snowflock kill ${name}\``);
   }
   removeVmFiles(name, { keepLog: false }, runDir());
+  pruneEndedLogs(runDir());
 }
