@@ -1,6 +1,6 @@
 /** Sends one authenticated request to a host's agent and checks the signed answer. */
 import { SnowflockError } from "../errors.ts";
-import { type AgentOp, signRequest, verifyAnswer } from "./agent-protocol.ts";
+import { type AgentOp, encodeRequest, signRequest, verifyAnswer } from "./agent-protocol.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 const DEFAULT_TIMEOUT_MS = scaledTimeout(5000);
@@ -15,13 +15,17 @@ export async function agentRequest(target: AgentAddress, secret: string, op: Age
   const request = signRequest(secret, target.host, op, body);
   const line = await new Promise<string>((resolve, reject) => {
     let buffer = "";
+    // A clone order may have megabytes: what the socket does not take now goes when it drains.
+    let unsent = Buffer.from(encodeRequest(request));
+    const send = (socket: { write(bytes: Uint8Array): number }) => void (unsent = unsent.subarray(Math.max(0, socket.write(unsent))));
     const fail = (why: string) => reject(new SnowflockError("CONTROL", `agent on ${target.host} (${target.address}:${target.port}) did not answer: ${why}`, "is the cluster up? `snowflock cluster status` shows the agents"));
     const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
     Bun.connect({
       hostname: target.address,
       port: target.port,
       socket: {
-        open: (socket) => void socket.write(`${JSON.stringify(request)}\n`),
+        open: send,
+        drain: send,
         data(socket, chunk) {
           buffer += chunk.toString();
           const newline = buffer.indexOf("\n");
@@ -50,7 +54,7 @@ export async function agentRequest(target: AgentAddress, secret: string, op: Age
   } catch {
     throw new SnowflockError("CONTROL", `agent on ${target.host} answered with something that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
   }
-  const checked = verifyAnswer(secret, request.nonce, value);
+  const checked = verifyAnswer(secret, request.header.nonce, value);
   if ("problem" in checked) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.problem}`);
   if (!checked.verified.ok) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.verified.error ?? "no reason given"}`);
   return checked.verified.body;

@@ -6,7 +6,6 @@
  */
 import { fstatSync, rmSync } from "node:fs";
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import type { Socket, SocketHandler } from "bun";
 import { SnowflockError } from "../errors.ts";
 import { MAP_SHARED, O_RDONLY, PROT_READ } from "../sys/constants.ts";
 import { close, open } from "../sys/files.ts";
@@ -22,6 +21,8 @@ import {
   encodePageData,
   ErrorKind,
   HEADER_SIZE,
+  MAX_CLIENT_MESSAGE_SIZE,
+  MAX_HELLO_SIZE,
   MessageType,
   PROTOCOL_VERSION,
   ProtocolError,
@@ -29,6 +30,9 @@ import {
   verifyChecksum,
 } from "./page-protocol.ts";
 import type { PageServerAddress } from "./page-server-address.ts";
+import type { BoundedListener, Connection, ListenerLimits, ListenerProtocol } from "../net/bounded-listener.ts";
+import { listenBounded } from "../net/bounded-listener.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 export interface MemoryServerOptions {
   /** The frozen image, e.g. /proc/PID/fd/N of the parent's memfd; or give imageFd. */
@@ -60,18 +64,28 @@ export interface MemoryServer {
   close(): void;
 }
 
-/** Per-connection state: bytes received but not yet parsed, bytes not yet written. */
-interface Connection {
+/** Per-connection state; a connection is authenticated once its Hello is accepted. */
+interface Client {
   /** Over TCP the Hello must carry the server's token. */
   needsToken: boolean;
-  inbound: Uint8Array;
-  helloDone: boolean;
-  outbound: Uint8Array[];
-  outboundBytes: number;
 }
 
-/** A client that asks faster than it reads is cut off here, not allowed to grow the parent's memory. */
-const MAX_OUTBOUND_BYTES = 16 * 1024 * 1024;
+/**
+ * What a client may cost the parent (net/bounded-listener.ts): before its Hello, one Hello's bytes
+ * and 10 s; after it, one PageRequest at a time, for as long as it likes (memtap holds its connection
+ * for the clone's life). A client that asks faster than it reads is cut off at 16 MiB of unread
+ * answers. One connection per clone: 1024 is more than a family has.
+ */
+function memoryServerLimits(): ListenerLimits {
+  return {
+    maxConnections: 1024,
+    preAuthBytes: MAX_HELLO_SIZE,
+    authDeadlineMs: scaledTimeout(10_000),
+    messageBytes: MAX_CLIENT_MESSAGE_SIZE,
+    idleMs: undefined,
+    maxOutboundBytes: 16 * 1024 * 1024,
+  };
+}
 
 export async function startMemoryServer(options: MemoryServerOptions): Promise<MemoryServer> {
   const { layout, socketPath } = options;
@@ -91,48 +105,38 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
   const image = view(address, layout.size);
   const pageCount = layout.size / PAGE_SIZE;
   const stats: MemoryServerStats = { pagesServed: 0, bytesSent: 0, messagesSent: 0, requests: 0, clients: 0, errors: 0 };
-  const sockets = new Set<Socket<Connection>>();
   let closed = false;
   const token = new Uint8Array(randomBytes(TOKEN_BYTES));
 
-  const send = (socket: Socket<Connection>, message: Uint8Array) => {
+  const send = (connection: Connection<Client>, message: Uint8Array) => {
     stats.bytesSent += message.byteLength;
     stats.messagesSent++;
-    const c = socket.data;
-    if (c.outbound.length > 0) {
-      c.outbound.push(message);
-      c.outboundBytes += message.byteLength;
-      if (c.outboundBytes > MAX_OUTBOUND_BYTES) socket.terminate();
-      return;
-    }
-    const written = Math.max(socket.write(message), 0);
-    if (written < message.byteLength) {
-      c.outbound.push(message.subarray(written));
-      c.outboundBytes += message.byteLength - written;
-    }
+    connection.write(message);
   };
 
-  const refuse = (socket: Socket<Connection>, sequence: number, kind: ErrorKind, text: string) => {
+  const errorMessage = (sequence: number, kind: ErrorKind, text: string) => {
     stats.errors++;
-    send(socket, encodeMessage(MessageType.Error, sequence, encodeError(kind, text)));
+    return encodeMessage(MessageType.Error, sequence, encodeError(kind, text));
   };
+
+  const refuse = (connection: Connection<Client>, sequence: number, kind: ErrorKind, text: string) =>
+    send(connection, errorMessage(sequence, kind, text));
 
   /** Answers one message; false when the connection is done. */
-  const answer = (socket: Socket<Connection>, type: MessageType, sequence: number, payload: Uint8Array): boolean => {
-    const c = socket.data;
-    if (!c.helloDone) {
+  const answer = (connection: Connection<Client>, type: MessageType, sequence: number, payload: Uint8Array): boolean => {
+    if (!connection.authenticated) {
       if (type !== MessageType.Hello) throw new ProtocolError(`${MessageType[type]} before Hello`);
       const { version, token: given } = decodeHello(payload);
       if (version !== PROTOCOL_VERSION) {
-        refuse(socket, sequence, ErrorKind.UnsupportedVersion, `protocol version ${version} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+        refuse(connection, sequence, ErrorKind.UnsupportedVersion, `protocol version ${version} is not supported; this server speaks ${PROTOCOL_VERSION}`);
         return false;
       }
-      if (c.needsToken && !(given && timingSafeEqual(given, token))) {
-        refuse(socket, sequence, ErrorKind.BadMessage, "this memory server needs its token, and the Hello carried none or another");
+      if (connection.state.needsToken && !(given && timingSafeEqual(given, token))) {
+        refuse(connection, sequence, ErrorKind.BadMessage, "this memory server needs its token, and the Hello carried none or another");
         return false;
       }
-      c.helloDone = true;
-      send(socket, encodeMessage(MessageType.HelloReply, sequence, encodeHelloReply({ version: PROTOCOL_VERSION, pageSize: PAGE_SIZE, pageCount })));
+      connection.authenticate();
+      send(connection, encodeMessage(MessageType.HelloReply, sequence, encodeHelloReply({ version: PROTOCOL_VERSION, pageSize: PAGE_SIZE, pageCount })));
       return true;
     }
     if (type !== MessageType.PageRequest) throw new ProtocolError(`unexpected ${MessageType[type]}`);
@@ -140,81 +144,55 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     const pages = decodePageRequest(payload);
     const outside = pages.find((p) => p >= pageCount);
     if (outside !== undefined) {
-      refuse(socket, sequence, ErrorKind.OutOfRange, `page ${outside} is outside the image (${pageCount} pages)`);
+      refuse(connection, sequence, ErrorKind.OutOfRange, `page ${outside} is outside the image (${pageCount} pages)`);
       return true;
     }
     const data = encodePageData(pages, (p) => image.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
     stats.pagesServed += pages.length;
-    send(socket, encodeMessage(MessageType.PageData, sequence, data));
+    send(connection, encodeMessage(MessageType.PageData, sequence, data));
     return true;
   };
 
-  /** Parses every whole message received so far; a malformed one ends the connection. */
-  const receive = (socket: Socket<Connection>, chunk: Uint8Array) => {
-    if (closed) return;
-    const c = socket.data;
-    let buffer = c.inbound.byteLength === 0 ? chunk : concat(c.inbound, chunk);
-    let open = true;
-    try {
-      while (open && buffer.byteLength >= HEADER_SIZE) {
-        const header = decodeHeader(buffer);
-        if (buffer.byteLength < HEADER_SIZE + header.length) break;
-        const payload = buffer.subarray(HEADER_SIZE, HEADER_SIZE + header.length);
-        verifyChecksum(buffer, header, payload);
-        open = answer(socket, header.type, header.sequence, payload);
-        buffer = buffer.subarray(HEADER_SIZE + header.length);
-      }
-    } catch (error) {
-      refuse(socket, 0, ErrorKind.BadMessage, (error as Error).message);
-      open = false;
-    }
-    if (!open) {
-      socket.end();
-      buffer = new Uint8Array(0);
-    }
-    c.inbound = buffer.slice();
-  };
-
-  const handlers = (needsToken: boolean): SocketHandler<Connection> => ({
-    open(socket) {
-      socket.data = { needsToken, inbound: new Uint8Array(0), helloDone: false, outbound: [], outboundBytes: 0 };
-      sockets.add(socket);
+  const protocol = (needsToken: boolean): ListenerProtocol<Client> => ({
+    open() {
       stats.clients++;
+      return { needsToken };
     },
-    data: receive,
-    drain(socket) {
-      const c = socket.data;
-      while (c.outbound.length > 0) {
-        const next = c.outbound[0]!;
-        const written = Math.max(socket.write(next), 0);
-        c.outboundBytes -= written;
-        if (written < next.byteLength) {
-          c.outbound[0] = next.subarray(written);
-          return;
-        }
-        c.outbound.shift();
+    // The header alone tells a message's length (and refuses one too long for its type).
+    messageLength: (_connection, pending) =>
+      pending.byteLength < HEADER_SIZE ? undefined : HEADER_SIZE + decodeHeader(pending.peek(HEADER_SIZE)).length,
+    message(connection, bytes) {
+      if (closed) return;
+      try {
+        const header = decodeHeader(bytes);
+        const payload = bytes.subarray(HEADER_SIZE);
+        verifyChecksum(bytes, header, payload);
+        if (answer(connection, header.type, header.sequence, payload)) return;
+      } catch (error) {
+        refuse(connection, 0, ErrorKind.BadMessage, (error as Error).message);
       }
+      connection.close();
     },
-    close(socket) {
-      sockets.delete(socket);
-    },
-    error(socket) {
-      sockets.delete(socket);
+    refusal(reason) {
+      const message = errorMessage(0, ErrorKind.BadMessage, reason);
+      stats.bytesSent += message.byteLength;
+      stats.messagesSent++;
+      return message;
     },
   });
 
   rmSync(socketPath, { force: true });
-  const listeners: Array<{ stop(closeActive?: boolean): void }> = [];
+  const listeners: BoundedListener[] = [];
   let tcp: MemoryServer["tcp"];
   try {
-    listeners.push(Bun.listen<Connection>({ unix: socketPath, socket: handlers(false) }));
+    listeners.push(listenBounded({ unix: socketPath }, memoryServerLimits(), protocol(false)));
     if (options.tcpAddress) {
-      const listener = Bun.listen<Connection>({ hostname: options.tcpAddress, port: 0, socket: handlers(true) });
+      const listener = listenBounded({ hostname: options.tcpAddress, port: 0 }, memoryServerLimits(), protocol(true));
       listeners.push(listener);
       tcp = { kind: "tcp", address: options.tcpAddress, port: listener.port, token };
     }
   } catch (error) {
-    for (const listener of listeners) listener.stop(true);
+    for (const listener of listeners) listener.stop();
     munmap(address, layout.size);
     if (ownsFd) close(fd);
     throw new SnowflockError("MEMORY", `the memory server cannot listen on ${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ${(error as Error).message}`);
@@ -227,9 +205,7 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     close() {
       if (closed) return;
       closed = true;
-      for (const listener of listeners) listener.stop(true);
-      for (const socket of sockets) socket.terminate();
-      sockets.clear();
+      for (const listener of listeners) listener.stop();
       munmap(address, layout.size);
       if (ownsFd) close(fd);
       rmSync(socketPath, { force: true });
@@ -237,9 +213,3 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
   };
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
-}

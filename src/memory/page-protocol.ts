@@ -54,6 +54,10 @@ const MAX_PAYLOAD: Record<MessageType, number> = {
 };
 
 export const MAX_MESSAGE_SIZE = HEADER_SIZE + MAX_PAYLOAD[MessageType.PageData];
+/** The first message a client sends (Hello, with a token): all a server buffers before a client proves itself. */
+export const MAX_HELLO_SIZE = HEADER_SIZE + MAX_PAYLOAD[MessageType.Hello];
+/** The largest message a client sends at all (a PageRequest). */
+export const MAX_CLIENT_MESSAGE_SIZE = HEADER_SIZE + Math.max(MAX_PAYLOAD[MessageType.Hello], MAX_PAYLOAD[MessageType.PageRequest]);
 
 export class ProtocolError extends SnowflockError {
   override name = "ProtocolError";

@@ -1,8 +1,25 @@
 /** Serves a VMM's control socket: reads request lines, answers each with one response line. */
 import { chmodSync } from "node:fs";
+import { type ListenerLimits, listenBounded } from "../net/bounded-listener.ts";
+import { lineLength } from "../net/byte-queue.ts";
+import { scaledTimeout } from "../timeouts.ts";
 import { type ControlRequest, type ControlResponse, parseRequest } from "./protocol.ts";
 
-const MAX_REQUEST_BYTES = 64 * 1024;
+/**
+ * The socket is the VM owner's alone (mode 0600), so a peer is authenticated by connecting; what
+ * it may cost still has bounds (net/bounded-listener.ts): a request line of 128 KiB, 30 s of silence
+ * between requests (a request being answered, like a fork, does not count), 64 connections.
+ */
+function controlListenerLimits(): ListenerLimits {
+  return {
+    maxConnections: 64,
+    preAuthBytes: 0,
+    authDeadlineMs: scaledTimeout(30_000),
+    messageBytes: 128 * 1024, // the largest request: a family message of 64 KiB (sf_send), ~87 KiB in base64
+    idleMs: scaledTimeout(30_000),
+    maxOutboundBytes: 4 * 1024 * 1024,
+  };
+}
 
 export type ControlHandler = (request: ControlRequest) => ControlResponse | Promise<ControlResponse>;
 
@@ -17,29 +34,15 @@ async function answer(line: string, handle: ControlHandler): Promise<ControlResp
 }
 
 export function serveControl(path: string, handle: ControlHandler): { close(): void } {
-  const buffers = new WeakMap<object, string>();
-  const server = Bun.listen({
-    unix: path,
-    socket: {
-      open(socket) {
-        buffers.set(socket, "");
-      },
-      async data(socket, chunk) {
-        let buffer = (buffers.get(socket) ?? "") + chunk.toString();
-        if (buffer.length > MAX_REQUEST_BYTES) {
-          socket.end(`${JSON.stringify({ ok: false, error: "request too large" })}\n`);
-          return;
-        }
-        let newline: number;
-        while ((newline = buffer.indexOf("\n")) >= 0) {
-          const line = buffer.slice(0, newline);
-          buffer = buffer.slice(newline + 1);
-          socket.write(`${JSON.stringify(await answer(line, handle))}\n`);
-        }
-        buffers.set(socket, buffer);
-      },
+  const server = listenBounded({ unix: path }, controlListenerLimits(), {
+    open(connection) {
+      connection.authenticate();
+      return undefined;
     },
+    messageLength: (_connection, pending) => lineLength(pending),
+    message: async (connection, bytes) => connection.write(`${JSON.stringify(await answer(bytes.toString().trimEnd(), handle))}\n`),
+    refusal: (reason) => `${JSON.stringify({ ok: false, error: reason })}\n`,
   });
   chmodSync(path, 0o600);
-  return { close: () => server.stop(true) };
+  return { close: () => server.stop() };
 }

@@ -136,10 +136,10 @@ describeNetns("clones on many hosts", () => {
     test("an agent refuses a request not signed with the cluster's secret", () => {
       const inventory = readInventory(inventoryPath);
       const h1 = inventory.hosts[0]!;
-      const forged = { v: 1, op: "clone", host: "h1", ts: Date.now(), nonce: "00".repeat(16), body: {}, mac: "11".repeat(32) };
+      const header = { v: 2, op: "clone", host: "h1", ts: Date.now(), nonce: "00".repeat(16), bodyBytes: 2, bodySha256: "00".repeat(32), mac: "11".repeat(32) };
       const script = `
         const socket = await Bun.connect({ hostname: "${h1.address}", port: ${h1.agentPort}, socket: {
-          open(s) { s.write(${JSON.stringify(JSON.stringify(forged) + "\n")}); },
+          open(s) { s.write(${JSON.stringify(`${JSON.stringify(header)}\n{}`)}); },
           data(s, chunk) { console.log(chunk.toString().trim()); process.exit(0); },
           close() { process.exit(3); },
         }});

@@ -1,8 +1,10 @@
 /** The agent's control plane refuses anything not signed with the cluster's secret, and replays. */
 import { afterAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import { agentRequest } from "../../src/cluster/agent-client.ts";
-import { MAX_MESSAGE_BYTES, signRequest } from "../../src/cluster/agent-protocol.ts";
+import { encodeRequest, MAX_BODY_BYTES, MAX_HEADER_BYTES, signRequest } from "../../src/cluster/agent-protocol.ts";
 import { startAgent } from "../../src/cluster/agent.ts";
 import { ClusterContext } from "../../src/cluster/cluster-context.ts";
 import { testRunDir } from "../support/cli.ts";
@@ -11,21 +13,28 @@ process.env.SNOWFLOCK_RUN_DIR = testRunDir();
 const secret = randomBytes(32).toString("hex");
 const host = { name: "h1", namespace: null, address: "127.0.0.1", interface: "lo", mac: "02:73:66:00:00:01", agentPort: 0 };
 const inventory = { version: 1 as const, cluster: "unit", secret, bridge: null, mtu: 1500, hosts: [host] };
-const agent = startAgent({ cluster: new ClusterContext("(in memory)", inventory, host, new Map()), maxClones: 4 });
+const startH1 = () => startAgent({ cluster: new ClusterContext("(in memory)", inventory, host, new Map()), maxClones: 4 });
+const agent = startH1();
 const target = { host: "h1", address: "127.0.0.1", port: agent.port };
 afterAll(() => agent.stop());
 
-/** Sends raw lines and returns the first answer line. */
-async function raw(...lines: string[]): Promise<Record<string, unknown>> {
+/** A request as an agent client sends it, with its header fields changed by `header`. */
+function wire(op: "hello" | "relay", body: unknown, header: Record<string, unknown> = {}, hostName = "h1", ts?: number): string {
+  const request = signRequest(secret, hostName, op, body, ts);
+  return encodeRequest({ ...request, header: { ...request.header, ...header } });
+}
+
+/** Sends raw bytes to the agent on `port` and returns the first answer line. */
+async function raw(text: string, port = agent.port): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     let buffer = "";
     let pending = new Uint8Array(0);
     Bun.connect({
       hostname: "127.0.0.1",
-      port: agent.port,
+      port,
       socket: {
         open(s) {
-          pending = new TextEncoder().encode(lines.map((l) => `${l}\n`).join(""));
+          pending = new TextEncoder().encode(text);
           pending = pending.subarray(Math.max(0, s.write(pending)));
         },
         // A large request goes out over several writes.
@@ -51,27 +60,39 @@ describe("agent authentication", () => {
   });
 
   test("an unauthenticated request is refused", async () => {
-    const answer = await raw(JSON.stringify({ v: 1, op: "hello", host: "h1", ts: Date.now(), nonce: "00".repeat(16), body: null }));
+    const header = { v: 2, op: "hello", host: "h1", ts: Date.now(), nonce: "00".repeat(16), bodyBytes: 4, bodySha256: "00".repeat(32), mac: "00".repeat(32) };
+    const answer = await raw(`${JSON.stringify(header)}\nnull`);
     expect(answer).toEqual({ ok: false, error: "unauthenticated: the request is not signed with this cluster's secret" });
   });
 
-  test("another cluster's secret, a tampered body, another host, a stale or replayed request", async () => {
+  test("another cluster's secret, a tampered body or header, another host, a stale or replayed request", async () => {
     await expect(agentRequest(target, randomBytes(32).toString("hex"), "hello")).rejects.toThrow("not signed with this cluster's secret");
-    const tampered = signRequest(secret, "h1", "hello", { a: 1 });
-    expect((await raw(JSON.stringify({ ...tampered, body: { a: 2 } }))).error).toContain("not signed");
-    expect((await raw(JSON.stringify(signRequest(secret, "h2", "hello", null)))).error).toContain("for host h2");
-    expect((await raw(JSON.stringify(signRequest(secret, "h1", "hello", null, Date.now() - 5 * 60_000)))).error).toContain("too old");
-    const once = JSON.stringify(signRequest(secret, "h1", "hello", null));
+    const signed = wire("relay", { a: 1 });
+    expect((await raw(signed.replace('{"a":1}', '{"a":2}'))).error).toContain("not the one its header was signed for");
+    expect((await raw(wire("relay", { a: 1 }, { op: "hello" }))).error).toContain("not signed");
+    expect((await raw(wire("hello", null, {}, "h2"))).error).toContain("for host h2");
+    expect((await raw(wire("hello", null, {}, "h1", Date.now() - 5 * 60_000))).error).toContain("too old");
+    const once = wire("hello", null);
     expect((await raw(once)).ok).toBe(true);
     expect((await raw(once)).error).toContain("replay");
   });
 
-  test("garbage and oversized input are refused", async () => {
-    expect((await raw("not json")).error).toContain("unauthenticated");
-    expect((await raw("x".repeat(MAX_MESSAGE_BYTES + 1))).error).toContain("too large");
+  test("garbage and oversized input are refused, an unauthenticated peer after one header line's bytes", async () => {
+    expect((await raw("not json\n")).error).toContain("unauthenticated");
+    // No newline within the header's limit: refused without waiting for one (the old agent took 16 Mi characters).
+    expect((await raw("x".repeat(MAX_HEADER_BYTES + 1))).error).toBe("request too large");
+    expect((await raw("x".repeat(4 * 1024 * 1024))).error).toBe("request too large");
+    // A signed header announcing a body over the limit is refused before any of the body is read.
+    const huge = signRequest(secret, "h1", "relay", "x".repeat(MAX_BODY_BYTES));
+    expect((await raw(`${JSON.stringify(huge.header)}\n`)).error).toContain(`body of ${MAX_BODY_BYTES + 2} bytes is over ${MAX_BODY_BYTES}`);
     expect(agent.stats().refused).toBeGreaterThan(5);
     // The agent still serves good requests.
     expect(await agentRequest(target, secret, "hello")).toMatchObject({ host: "h1" });
+  });
+
+  test("once its header is authenticated, a request may carry a body of megabytes (a clone order's descriptor)", async () => {
+    const body = { vm: 7, descriptor: "A".repeat(8 * 1024 * 1024) };
+    await expect(agentRequest(target, secret, "relay", body)).rejects.toThrow("refused: relay needs a VM name");
   });
 
   test("an answer not signed by the agent is rejected by the client", async () => {
@@ -84,6 +105,23 @@ describe("agent authentication", () => {
       await expect(agentRequest({ host: "h1", address: "127.0.0.1", port: impostor.port }, secret, "hello")).rejects.toThrow("refused");
     } finally {
       impostor.stop(true);
+    }
+  });
+});
+
+describe("replay protection across a restart", () => {
+  test("a request accepted before the agent restarts is refused after it; the journal is private", async () => {
+    const first = startH1();
+    const captured = wire("hello", null);
+    expect((await raw(captured, first.port)).ok).toBe(true);
+    first.stop();
+    const second = startH1();
+    try {
+      expect((await raw(captured, second.port)).error).toBe("unauthenticated: the request was already used (replay)");
+      expect((await raw(wire("hello", null), second.port)).ok).toBe(true);
+      expect(statSync(join(process.env.SNOWFLOCK_RUN_DIR!, "agent-h1.nonces")).mode & 0o777).toBe(0o600);
+    } finally {
+      second.stop();
     }
   });
 });
