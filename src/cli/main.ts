@@ -2,7 +2,7 @@
  * The CLI: one cac program, one file per command, and one error funnel — a SnowflockError prints
  * one line (plus its hint) and sets a non-zero exit status; --debug shows the stack.
  */
-import { cac } from "cac";
+import { type CAC, cac } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { timeoutScale } from "../timeouts.ts";
 import { registerAgent } from "./agent.ts";
@@ -16,7 +16,7 @@ import { registerFork } from "./fork.ts";
 import { registerKill } from "./kill.ts";
 import { registerLogs } from "./logs.ts";
 import { registerLs } from "./ls.ts";
-import { log } from "./output.ts";
+import { log, printable } from "./output.ts";
 import { registerRun } from "./run.ts";
 import packageJson from "../../package.json" with { type: "json" };
 
@@ -26,6 +26,23 @@ import packageJson from "../../package.json" with { type: "json" };
  */
 function spellNegatedValues(argv: string[]): string[] {
   return argv.map((arg) => (arg === "--no-heuristic" ? "--heuristic-off" : arg.startsWith("--no-heuristic=") ? `--heuristic-off=${arg.slice(15)}` : arg));
+}
+
+/**
+ * mri reads `-1` as the short option `1`, so `--clones -1` would be refused as "Unknown option
+ * -1". A negative number right after an option that takes a value is joined to it (`--clones=-1`),
+ * for the command's own check to judge it.
+ */
+function joinNegativeValues(cli: CAC, argv: string[]): string[] {
+  const options = [cli.globalCommand, ...cli.commands].flatMap((c) => c.options).filter((o) => !o.isBoolean);
+  const takesValue = new Set(options.flatMap((o) => o.rawName.match(/--?[\w-]+/g) ?? []));
+  const out: string[] = [];
+  for (const arg of argv) {
+    const previous = out.at(-1);
+    if (/^-\d/.test(arg) && previous !== undefined && takesValue.has(previous)) out[out.length - 1] = `${previous}=${arg}`;
+    else out.push(arg);
+  }
+  return out;
 }
 
 /** Runs the CLI on `argv` (without the program name) and returns the process exit status. */
@@ -50,8 +67,10 @@ export async function startCli(argv: string[]): Promise<number> {
   cli.version(packageJson.version);
 
   try {
-    cli.parse(["snowflock", "snowflock", ...spellNegatedValues(argv)], { run: false });
+    cli.parse(["snowflock", "snowflock", ...joinNegativeValues(cli, spellNegatedValues(argv))], { run: false });
     if (!cli.matchedCommand) {
+      // An unknown option before the command (`--bogus ls`) would otherwise just print the help.
+      cli.globalCommand.checkUnknownOptions();
       if (cli.options.help || cli.options.version) return 0;
       if (cli.args.length > 0) throw new SnowflockError("USAGE", `unknown command '${cli.args[0]}'`, "`snowflock --help` lists the commands");
       cli.outputHelp();
@@ -65,25 +84,31 @@ export async function startCli(argv: string[]): Promise<number> {
     return typeof status === "number" ? status : 0;
   } catch (error) {
     if (cli.options.debug) log.error(error);
-    if (error instanceof SnowflockError) log.error(error.render());
-    else if (error instanceof Error && error.name === "CACError") log.error(`${error.message} (\`snowflock --help\` shows the usage)`);
-    else if (!cli.options.debug) log.error(`internal error: ${(error as Error)?.message ?? error} (run with --debug for details)`);
+    // Errors quote what was typed or read (names, files), which must not drive the terminal.
+    if (error instanceof SnowflockError) log.error(printable(error.render()));
+    else if (error instanceof Error && error.name === "CACError") log.error(printable(`${error.message} (\`snowflock --help\` shows the usage)`));
+    else if (!cli.options.debug) log.error(printable(`internal error: ${(error as Error)?.message ?? error} (run with --debug for details)`));
     return 1;
   }
 }
 
-/** `__clone PARENT ID DESCRIPTOR cow:/proc/PID/fd/N | ondemand:unix:SOCKET | ondemand:tcp:ADDRESS:PORT:TOKEN` */
-async function runCloneProcess([parent, cloneId, descriptorPath, memorySource]: string[]): Promise<number> {
+/**
+ * `__clone NAME`: a clone's VMM. All it needs (and the secrets it holds) comes in its launch record
+ * on fd 3, never on its command line; NAME is there for `ps`. Every failure is one line on stderr.
+ */
+async function runCloneProcess(args: string[]): Promise<number> {
   try {
+    const { readLaunchRecord, launchName } = await import("../clone/launch-record.ts");
+    if (args.length !== 1) throw new SnowflockError("USAGE", "__clone takes the clone's name only", "a clone process is started by snowflock itself, never by hand");
+    const record = readLaunchRecord();
+    if (args[0] !== launchName(record)) throw new SnowflockError("USAGE", `__clone ${JSON.stringify(args[0]!.slice(0, 64))} was handed the launch record of ${launchName(record)}`);
     const { runClone } = await import("../vmm/vmm.ts");
-    const { parsePageServer } = await import("../memory/page-server-address.ts");
-    const [kind, path] = [memorySource!.slice(0, memorySource!.indexOf(":")), memorySource!.slice(memorySource!.indexOf(":") + 1)];
-    const memory = kind === "ondemand" ? { kind: "ondemand" as const, server: parsePageServer(path) } : { kind: "cow" as const, imagePath: path };
-    const result = await runClone({ parent: parent!, cloneId: Number(cloneId), descriptorPath: descriptorPath!, memory }, () => {});
+    const result = await runClone(record, () => {});
     if (result.end.kind === "crash") log.error(`${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
     return result.exitStatus;
   } catch (error) {
-    log.error(error instanceof SnowflockError ? error.render() : (error as Error).message);
+    const message = error instanceof SnowflockError ? error.render() : `internal error: ${(error as Error)?.message ?? error}`;
+    log.error(printable(message)); // one line: control characters (newlines too) are shown escaped
     return 1;
   }
 }

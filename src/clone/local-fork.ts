@@ -11,9 +11,10 @@ import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
 import { awaitEndedClone, claimName, runDir } from "../vmm/run-dir.ts";
-import { spawnVmm, type StartTimes } from "../vmm/spawn.ts";
+import { spawnClone, type StartTimes } from "../vmm/spawn.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { formatPageServer } from "../memory/page-server-address.ts";
+import type { LaunchRecord } from "./launch-record.ts";
 import { type McdistServer, startMcdistServer } from "../mcdist/server.ts";
 import { SnowflockError } from "../errors.ts";
 import { randomBytes } from "node:crypto";
@@ -142,17 +143,21 @@ export function releaseClones(source: CloneSource): void {
 /** How a clone's announcement that it runs reaches the code that started it. */
 export type AwaitStart = (cloneId: number) => Promise<StartTimes>;
 
+/** What clones on this host are told besides the source: their cluster (siblings may be on other hosts), heuristics left off. */
+export type LocalLaunch = Pick<LaunchRecord, "cluster" | "heuristicsOff">;
+
 /** One VMM process per clone ID, each restoring the source over memory of its own. */
-/** `env`: what the clone processes are told besides their arguments (a cluster's placement). */
-export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart, env: Record<string, string> = {}): Promise<ForkResult> {
+export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart, launch: LocalLaunch): Promise<ForkResult> {
   const spawnedAt = performance.now();
-  const memorySource = source.server && source.memory === "ondemand" ? `ondemand:${formatPageServer({ kind: "unix", path: source.server.socketPath })}` : `cow:/proc/${getpid()}/fd/${source.imageFd}`;
+  const memory: LaunchRecord["memory"] =
+    source.server && source.memory === "ondemand" ? { kind: "ondemand", server: { kind: "unix", path: source.server.socketPath } } : { kind: "cow", imagePath: `/proc/${getpid()}/fd/${source.imageFd}` };
   const outcomes = await Promise.allSettled(
     ids.map(async (cloneId): Promise<CloneReport> => {
       const name = `${source.parent}.${cloneId}`;
       await awaitEndedClone(name, source.parent);
       claimName(name);
-      const { pid, times } = await spawnVmm(name, ["__clone", source.parent, String(cloneId), source.descriptorPath, memorySource], awaitStart(cloneId), env);
+      const record: LaunchRecord = { parent: source.parent, cloneId, descriptor: { kind: "file", path: source.descriptorPath }, memory, ...launch };
+      const { pid, times } = await spawnClone(record, awaitStart(cloneId));
       return { name, cloneId, pid, readyMs: performance.now() - spawnedAt, restoredMs: times.builtMs, runningMs: times.runningMs };
     }),
   );

@@ -16,10 +16,24 @@ import { getpid } from "../sys/process.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { type ControlRequest, parseRequest } from "../vmm/protocol.ts";
 import { awaitEndedClone, checkName, claimName, ensureRunDir, processAlive, runDir } from "../vmm/run-dir.ts";
-import { spawnVmm } from "../vmm/spawn.ts";
-import { type AgentAnswer, type AgentRequest, MAX_MESSAGE_BYTES, ReplayGuard, signAnswer } from "./agent-protocol.ts";
-import { HEURISTICS_OFF_VARIABLE } from "../heuristics/heuristics.ts";
-import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult, checkCloneOrder, type ClusterEnvironment } from "./clone-order.ts";
+import { spawnClone } from "../vmm/spawn.ts";
+import {
+  type AgentAnswer,
+  type AgentRequest,
+  type AgentRequestHeader,
+  bodyMatches,
+  MAX_BODY_BYTES,
+  MAX_HEADER_BYTES,
+  NONCE_KEEP_MS,
+  ReplayGuard,
+  signAnswer,
+} from "./agent-protocol.ts";
+import { SeenNonces } from "./seen-nonces.ts";
+import { type ListenerLimits, listenBounded } from "../net/bounded-listener.ts";
+import { lineLength } from "../net/byte-queue.ts";
+import { type CloneOrder, type CloneOrderResult, checkCloneOrder, type ClusterEnvironment } from "./clone-order.ts";
+import type { LaunchRecord } from "../clone/launch-record.ts";
+import { parsePageServer } from "../memory/page-server-address.ts";
 import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { scaledTimeout } from "../timeouts.ts";
@@ -28,6 +42,22 @@ export interface AgentOptions {
   cluster: ClusterContext;
   /** Most clones this agent runs at once. */
   maxClones: number;
+}
+
+/**
+ * What the agent's port lets a peer cost it (net/bounded-listener.ts). Before it authenticates, a
+ * peer may send one header line (MAX_HEADER_BYTES) within 10 s; after, a body of up to
+ * MAX_BODY_BYTES. Legitimate clients hold a connection for one request, so 128 at once is plenty.
+ */
+function agentListenerLimits(): ListenerLimits {
+  return {
+    maxConnections: 128,
+    preAuthBytes: MAX_HEADER_BYTES,
+    authDeadlineMs: scaledTimeout(10_000),
+    messageBytes: MAX_BODY_BYTES,
+    idleMs: scaledTimeout(30_000),
+    maxOutboundBytes: 4 * 1024 * 1024,
+  };
 }
 
 export interface AgentStats {
@@ -68,11 +98,11 @@ interface RunningClone {
 export function startAgent(options: AgentOptions): Agent {
   const { cluster } = options;
   const self = cluster.host;
-  const guard = new ReplayGuard();
   const stats: AgentStats = { requests: 0, refused: 0 };
-  const buffers = new WeakMap<object, string>();
   const clones = new Map<string, RunningClone>();
   ensureRunDir();
+  const seenNonces = new SeenNonces(NONCE_KEEP_MS, join(runDir(), `agent-${self.name}.nonces`));
+  const guard = new ReplayGuard(seenNonces);
 
   const hello = (): AgentHello => ({
     host: self.name,
@@ -89,26 +119,24 @@ export function startAgent(options: AgentOptions): Agent {
     }
     // A descriptor sent along is checked here, not in N clone processes; one sent by multicast is
     // fetched (and checked against its digest) by the clones themselves.
-    let descriptorArgument: string;
+    let descriptor: LaunchRecord["descriptor"];
     let descriptorPath: string | undefined;
     if (typeof order.descriptor === "string") {
       const bytes = new Uint8Array(Buffer.from(order.descriptor, "base64"));
       decodeDescriptor(bytes);
       descriptorPath = join(runDir(), `${order.parent}.clones-${randomBytes(6).toString("hex")}.sfd`);
       writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-      descriptorArgument = descriptorPath;
-    } else descriptorArgument = `mcdist:${order.descriptor.bytes}:${order.descriptor.sha256}`;
+      descriptor = { kind: "file", path: descriptorPath };
+    } else descriptor = { kind: "mcdist", ...order.descriptor };
     const environment: ClusterEnvironment = { ...cluster.environment(order.parentIncarnation), placement: order.placement };
+    const memory: LaunchRecord["memory"] = { kind: "ondemand", server: parsePageServer(order.memory) };
     try {
       const outcomes = await Promise.allSettled(
         order.cloneIds.map(async (cloneId) => {
           const name = `${order.parent}.${cloneId}`;
           await awaitEndedClone(name, order.parent);
           claimName(name);
-          const { pid, times } = await spawnVmm(name, ["__clone", order.parent, String(cloneId), descriptorArgument, `ondemand:${order.memory}`], undefined, {
-            [CLUSTER_ENVIRONMENT_VARIABLE]: JSON.stringify(environment),
-            [HEURISTICS_OFF_VARIABLE]: order.heuristicsOff.join(","),
-          });
+          const { pid, times } = await spawnClone({ parent: order.parent, cloneId, descriptor, memory, cluster: environment, heuristicsOff: order.heuristicsOff });
           clones.set(name, { name, cloneId, parent: order.parent, parentHost: order.parentHost, parentIncarnation: order.parentIncarnation, pid });
           return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs };
         }),
@@ -170,52 +198,50 @@ export function startAgent(options: AgentOptions): Agent {
     }
   }, WATCH_INTERVAL_MS);
 
-  const server = Bun.listen({
-    hostname: self.address,
-    port: self.agentPort,
-    socket: {
-      open(socket) {
-        buffers.set(socket, "");
-      },
-      data(socket, chunk) {
-        const text = chunk.toString();
-        let buffer = (buffers.get(socket) ?? "") + text;
-        if (buffer.length > MAX_MESSAGE_BYTES) {
-          stats.refused++;
-          socket.end(`${JSON.stringify({ ok: false, error: "request too large" })}\n`);
-          return;
-        }
-        // Only a chunk with a newline can complete a request: a large one is not rescanned per chunk.
-        let newline = text.includes("\n") ? buffer.indexOf("\n") : -1;
-        for (; newline >= 0; newline = buffer.indexOf("\n")) {
-          const line = buffer.slice(0, newline);
-          buffer = buffer.slice(newline + 1);
-          let value: unknown;
-          try {
-            value = JSON.parse(line);
-          } catch {
-            value = undefined;
-          }
-          const refusal = guard.check(cluster.inventory.secret, self.name, value);
-          if (refusal) {
-            // Nothing is signed for an unauthenticated peer: it learns only that it was refused.
-            stats.refused++;
-            socket.end(`${JSON.stringify({ ok: false, error: `unauthenticated: ${refusal}` })}\n`);
-            return;
-          }
-          stats.requests++;
-          void serve(value as AgentRequest).then((answer) => socket.write(`${JSON.stringify(signAnswer(cluster.inventory.secret, answer))}\n`));
-        }
-        buffers.set(socket, buffer);
-      },
+  /** Nothing is signed for an unauthenticated peer: it learns only that it was refused. */
+  const refusal = (reason: string) => {
+    stats.refused++;
+    return `${JSON.stringify({ ok: false, error: reason })}\n`;
+  };
+
+  // A connection alternates: a header line (authenticated on its own), then the body it announced.
+  const server = listenBounded<{ header?: AgentRequestHeader }>({ hostname: self.address, port: self.agentPort }, agentListenerLimits(), {
+    open: () => ({}),
+    messageLength: (connection, pending) => connection.state.header?.bodyBytes ?? lineLength(pending),
+    message(connection, bytes) {
+      const header = connection.state.header;
+      if (header === undefined) {
+        const value = parseJson(bytes);
+        const problem = guard.check(cluster.inventory.secret, self.name, value);
+        if (problem) return connection.close(refusal(`unauthenticated: ${problem}`));
+        connection.authenticate();
+        connection.state.header = value as AgentRequestHeader;
+        return;
+      }
+      connection.state.header = undefined;
+      if (!bodyMatches(header, bytes)) return connection.close(refusal("unauthenticated: the body is not the one its header was signed for"));
+      stats.requests++;
+      return serve({ op: header.op, nonce: header.nonce, body: parseJson(bytes) }).then((answer) =>
+        connection.write(`${JSON.stringify(signAnswer(cluster.inventory.secret, answer))}\n`),
+      );
     },
+    refusal,
   });
   return {
     port: server.port,
     stats: () => ({ ...stats }),
     stop: () => {
       clearInterval(watcher);
-      server.stop(true);
+      server.stop();
+      seenNonces.close();
     },
   };
+}
+
+function parseJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString());
+  } catch {
+    return undefined;
+  }
 }

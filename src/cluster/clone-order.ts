@@ -1,6 +1,6 @@
 /**
  * What a parent's VMM sends a host's agent to start clones there, and what clone processes on
- * that host are told about their family (the SNOWFLOCK_CLUSTER environment variable). Both are
+ * that host are told about their family (a field of their launch record). Both are
  * checked field by field: the agent acts on the order, so nothing in it is taken on trust beyond
  * the control plane's signature.
  */
@@ -52,13 +52,11 @@ export interface ClusterEnvironment {
   parentIncarnation: string;
 }
 
-export const CLUSTER_ENVIRONMENT_VARIABLE = "SNOWFLOCK_CLUSTER";
-
 function fail(problem: string): never {
   throw new SnowflockError("USAGE", `bad clone order: ${problem}`);
 }
 
-function checkPlacement(value: unknown): Record<string, string> {
+function checkPlacement(value: unknown, fail: (problem: string) => never): Record<string, string> {
   if (typeof value !== "object" || value === null || Array.isArray(value)) fail("placement must be an object");
   const placement = value as Record<string, unknown>;
   const entries = Object.entries(placement);
@@ -92,22 +90,22 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   const server = parsePageServer(order.memory);
   if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
-  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement), memory: order.memory, parentIncarnation: order.parentIncarnation,
+  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement, fail), memory: order.memory, parentIncarnation: order.parentIncarnation,
     heuristicsOff: Array.isArray(order.heuristicsOff) && order.heuristicsOff.every((h) => typeof h === "string") ? parseHeuristics(order.heuristicsOff as string[]) : fail("heuristicsOff must be a list of names") };
 }
 
-export function readClusterEnvironment(): ClusterEnvironment | undefined {
-  const text = process.env[CLUSTER_ENVIRONMENT_VARIABLE];
-  if (!text) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} is not JSON`);
-  }
+/** Checks what a clone process is told of its cluster (from its launch record). */
+export function checkClusterEnvironment(value: unknown): ClusterEnvironment {
+  const bad = (problem: string): never => {
+    throw new SnowflockError("USAGE", `bad cluster environment: ${problem}`);
+  };
+  if (typeof value !== "object" || value === null || Array.isArray(value)) bad("not an object");
   const env = value as Record<string, unknown>;
-  if (typeof env?.inventory !== "string" || typeof env.host !== "string" || typeof env.parentIncarnation !== "string") {
-    throw new SnowflockError("USAGE", `${CLUSTER_ENVIRONMENT_VARIABLE} needs inventory, host and parentIncarnation`);
-  }
-  return { inventory: env.inventory, host: env.host, placement: checkPlacement(env.placement), parentIncarnation: env.parentIncarnation };
+  if (typeof env.inventory !== "string" || env.inventory.length === 0 || env.inventory.length > 4096 || env.inventory.includes("\0")) bad("inventory must be a path");
+  if (typeof env.host !== "string" || env.host.length === 0 || env.host.length > 63) bad("host must be a host name");
+  if (typeof env.parentIncarnation !== "string" || env.parentIncarnation.length === 0 || env.parentIncarnation.length > 64) bad("no parentIncarnation");
+  const known = ["inventory", "host", "placement", "parentIncarnation"];
+  const unknown = Object.keys(env).find((key) => !known.includes(key));
+  if (unknown !== undefined) bad(`unknown field '${unknown.slice(0, 40)}'`);
+  return { inventory: env.inventory as string, host: env.host as string, placement: checkPlacement(env.placement, bad), parentIncarnation: env.parentIncarnation as string };
 }

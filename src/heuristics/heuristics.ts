@@ -19,18 +19,10 @@ import { PageBitmap } from "../wasm/page-bitmap.ts";
 export const HEURISTICS = ["known-zero", "free-pages", "allocation-hints", "prefetch"] as const;
 export type Heuristic = (typeof HEURISTICS)[number];
 
-/** How a clone process learns which heuristics are off (comma-separated names). */
-export const HEURISTICS_OFF_VARIABLE = "SNOWFLOCK_HEURISTICS_OFF";
-
 export function parseHeuristics(names: readonly string[]): Heuristic[] {
   const unknown = names.filter((n) => !(HEURISTICS as readonly string[]).includes(n));
   if (unknown.length > 0) throw new SnowflockError("USAGE", `unknown heuristic '${unknown[0]}'`, `the heuristics are: ${HEURISTICS.join(", ")}`);
   return [...new Set(names)] as Heuristic[];
-}
-
-export function heuristicsOffFromEnvironment(): Heuristic[] {
-  const text = process.env[HEURISTICS_OFF_VARIABLE];
-  return text ? parseHeuristics(text.split(",")) : [];
 }
 
 export interface FetchPlan {

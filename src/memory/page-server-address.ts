@@ -2,7 +2,8 @@
  * Where a clone's memtap finds its memory server: a Unix socket on the same host, TCP on the
  * parent's host with the server's token, or the family's mcdist server (multicast; its family
  * number, page key and MTU; the clone adds its own transport end). It travels as one string (a
- * process argument, a field of an agent's clone order), so it has a strict text form: `unix:PATH`,
+ * field of an agent's clone order, of a clone's launch record, of memtap's start message — never a
+ * process argument: it may hold a secret), so it has a strict text form: `unix:PATH`,
  * `tcp:ADDRESS:PORT:TOKEN` or `mcdist:BASE64URL(JSON)`.
  */
 import { SnowflockError } from "../errors.ts";

@@ -1,12 +1,16 @@
 /**
  * Starting a VMM process of its own (a detached VM, or a clone) and waiting until its control
- * socket answers — or reporting why it died first, from what it wrote to stderr.
+ * socket answers — or reporting why it died first, from what it wrote to stderr. A clone learns
+ * what it is from its launch record on an inherited pipe: nothing secret is in its argv or environment.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
+import type { Writable } from "node:stream";
+import { encodeLaunchRecord, LAUNCH_RECORD_FD, type LaunchRecord, launchName } from "../clone/launch-record.ts";
+import { closeSync, existsSync, readFileSync, rmSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
+import { createPrivateFile } from "../sys/private-file.ts";
 import { controlRequest } from "./control-client.ts";
-import { runDir, vmPaths } from "./run-dir.ts";
+import { removeVmFiles, runDir, vmPaths } from "./run-dir.ts";
 import { selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -17,17 +21,31 @@ export interface StartTimes {
   runningMs: number;
 }
 
+/** Starts a clone's VMM (`__clone NAME`), its launch record written to the pipe on its fd 3. */
+export function spawnClone(record: LaunchRecord, announced?: Promise<StartTimes>): Promise<{ pid: number; times: StartTimes }> {
+  const name = launchName(record);
+  return spawnVmm(name, ["__clone", name], announced, encodeLaunchRecord(record));
+}
+
 /**
  * Resolves once the VMM's vCPUs run, with its pid and its own timings. A clone announces that
  * itself (`announced`), since it may finish its work before anyone could ask; other VMMs are
- * asked through their control socket.
+ * asked through their control socket. `handOver`: written to the child's fd 3, then closed.
  */
-export async function spawnVmm(name: string, args: string[], announced?: Promise<StartTimes>, env: Record<string, string> = {}): Promise<{ pid: number; times: StartTimes }> {
+export async function spawnVmm(
+  name: string,
+  args: string[],
+  announced?: Promise<StartTimes>,
+  handOver?: Uint8Array,
+): Promise<{ pid: number; times: StartTimes }> {
   const errorPath = vmPaths(name, runDir()).startupErrors;
-  const errorFd = openSync(errorPath, "w", 0o600);
+  const errorFd = createPrivateFile(errorPath);
   const command = [...selfCommand(), ...args];
-  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", "ignore", errorFd], env: { ...process.env, ...env, SNOWFLOCK_QUIET: "1" } });
+  const stdio: Array<"ignore" | "pipe" | number> = handOver ? ["ignore", "ignore", errorFd, "pipe"] : ["ignore", "ignore", errorFd];
+  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio, env: { ...process.env, SNOWFLOCK_QUIET: "1" } });
   closeSync(errorFd);
+  // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
+  if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
   let exited: number | null = null;
   child.on("exit", (code) => (exited = code ?? 1));
   child.unref();
@@ -42,7 +60,8 @@ export async function spawnVmm(name: string, args: string[], announced?: Promise
     }
     if (exited !== null) {
       const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
-      throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting${why ? `: ${why}` : ` (status ${exited})`}`, `see \`snowflock logs ${name}\``);
+      removeFailedVm(name);
+      throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting${why ? `: ${why}` : ` (status ${exited})`}`);
     }
     if (!announced && existsSync(vmPaths(name, runDir()).socket)) {
       const answer = await controlRequest(name, "status").catch(() => undefined);
@@ -54,5 +73,12 @@ export async function spawnVmm(name: string, args: string[], announced?: Promise
     await Bun.sleep(5);
   }
   child.kill("SIGKILL");
-  throw new SnowflockError("VM_STATE", `VM '${name}' did not come up within ${READY_TIMEOUT_MS / 1000} s`, `see \`snowflock logs ${name}\``);
+  removeFailedVm(name);
+  throw new SnowflockError("VM_STATE", `VM '${name}' did not come up within ${READY_TIMEOUT_MS / 1000} s`);
+}
+
+/** A VMM that never came up leaves nothing behind: its stderr (already reported), record, socket and log. */
+function removeFailedVm(name: string): void {
+  rmSync(vmPaths(name, runDir()).startupErrors, { force: true });
+  removeVmFiles(name, { keepLog: false }, runDir());
 }
