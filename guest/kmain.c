@@ -36,6 +36,7 @@ static const struct workload workloads[] = {
     { "mem-states", 0, wl_mem_states },
     { "misuse", 0, wl_misuse },
     { "isolation", 0, wl_isolation },
+    { "quotas", 0, wl_quotas },
 };
 
 /* The boot page tables map exactly 0..4 GiB. */

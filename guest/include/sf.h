@@ -36,6 +36,7 @@
                                    blocks unless flags & SF_RECV_NONBLOCK (then SF_EAGAIN) */
 #define SF_HC_CHECKPOINT_PARENT 22 /* () -> checkpoint (>= 1) in the parent; 0 in clones made from it */
 #define SF_HC_CREATE_CLONES  23 /* (checkpoint, ticket) -> 0; the ticket's clones start at the checkpoint */
+#define SF_HC_RELEASE_CHECKPOINT 24 /* (checkpoint) -> 0; the host lets its frozen image go */
 #define SF_RECV_NONBLOCK 1
 #define SF_MESSAGE_MAX 65536
 
@@ -50,6 +51,8 @@
 #define SF_EFAULT  (-14)
 #define SF_EINVAL  (-22)
 #define SF_ENOSYS  (-38)
+#define SF_EDQUOT  (-122) /* a per-VM limit (ABI.md, "Limits"): the recipient's inbox is full (sf_send),
+                             or this VM holds as many tickets / checkpoints as it may */
 
 struct sf_call {
     uint32_t nr;      /* SF_HC_* */
@@ -89,3 +92,4 @@ int64_t sf_send(uint64_t dest, const void *buf, uint64_t len);
 int64_t sf_recv(void *buf, uint64_t cap, uint64_t *sender, uint64_t flags);
 int64_t sf_checkpoint_parent(void);
 int64_t sf_create_clones(int64_t checkpoint, int64_t ticket);
+int64_t sf_release_checkpoint(int64_t checkpoint);

@@ -70,3 +70,6 @@ int64_t sf_checkpoint_parent(void) { return sf_hypercall(SF_HC_CHECKPOINT_PARENT
 int64_t sf_create_clones(int64_t checkpoint, int64_t ticket) {
     return sf_hypercall(SF_HC_CREATE_CLONES, (uint64_t)checkpoint, (uint64_t)ticket, 0, 0, 0, 0);
 }
+int64_t sf_release_checkpoint(int64_t checkpoint) {
+    return sf_hypercall(SF_HC_RELEASE_CHECKPOINT, (uint64_t)checkpoint, 0, 0, 0, 0, 0);
+}

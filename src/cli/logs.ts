@@ -1,12 +1,12 @@
 /** `snowflock logs NAME`: a VM's console, as it printed it. */
 import type { CAC } from "cac";
-import { existsSync, openSync, readSync, closeSync, fstatSync } from "node:fs";
+import { existsSync, openSync, readSync, closeSync, fstatSync, statSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
-import { checkName, processAlive, readRecord, vmPaths } from "../vmm/run-dir.ts";
+import { checkName, readRecord, vmAlive, vmPaths } from "../vmm/run-dir.ts";
 
 function alive(name: string): boolean {
   const record = readRecord(name);
-  return record !== undefined && processAlive(record.pid);
+  return record !== undefined && vmAlive(record);
 }
 
 export function registerLogs(cli: CAC): void {
@@ -17,7 +17,7 @@ export function registerLogs(cli: CAC): void {
     .action(async (name: string, options: { follow?: boolean }) => {
       const { log: path } = vmPaths(checkName(String(name)));
       if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no console log for a VM named '${name}'`, "`snowflock ls` lists the running VMs");
-      const fd = openSync(path, "r");
+      let fd = openSync(path, "r");
       const chunk = Buffer.alloc(64 * 1024);
       let position = 0;
       try {
@@ -28,8 +28,18 @@ export function registerLogs(cli: CAC): void {
             position += n;
             continue;
           }
+          // Once the VM is gone, stop at the end of what is there (also when the log shrank meanwhile).
           if (!options.follow || !alive(String(name))) {
-            if (fstatSync(fd).size === position) break;
+            if (fstatSync(fd).size <= position) break;
+            continue;
+          }
+          // The VMM rotated its log (to NAME.log.1, at its cap): finish the old file, go on in the new one.
+          const current = statSync(path, { throwIfNoEntry: false });
+          if (current && current.ino !== fstatSync(fd).ino) {
+            for (let n; (n = readSync(fd, chunk, 0, chunk.length, position)) > 0; position += n) process.stdout.write(chunk.subarray(0, n));
+            closeSync(fd);
+            fd = openSync(path, "r");
+            position = 0;
             continue;
           }
           await Bun.sleep(100);

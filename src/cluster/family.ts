@@ -8,20 +8,25 @@ import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
 import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
 import type { McdistServer } from "../mcdist/server.ts";
-import { type Heuristic, HEURISTICS_OFF_VARIABLE } from "../heuristics/heuristics.ts";
+import type { Heuristic } from "../heuristics/heuristics.ts";
 import { MAX_MULTICAST_DESCRIPTOR } from "../mcdist/messages.ts";
 import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
 import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
-import { processAlive, readRecord } from "../vmm/run-dir.ts";
+import { type GuestLimits, guestLimits } from "../guest/limits.ts";
+import { readRecord, vmAlive } from "../vmm/run-dir.ts";
 import type { StartTimes } from "../vmm/spawn.ts";
+import type { ControlResponse } from "../vmm/protocol.ts";
 import { CLONE_ORDER_TIMEOUT_MS } from "./agent.ts";
-import { CLUSTER_ENVIRONMENT_VARIABLE, type CloneOrder, type CloneOrderResult } from "./clone-order.ts";
+import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
 import { type ClusterContext, memberRequest } from "./cluster-context.ts";
 import { type HostRoom, spread, surveyRooms } from "./placement.ts";
 import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { getpid } from "../sys/process.ts";
+
+/** A VM's answer to a message its inbox has no room for (GuestLimits): the sender's sf_send fails with SF_EDQUOT. */
+const INBOX_FULL = "the family member's inbox is full";
 
 /** What a clone's end looks like to the parent's sf_join. */
 export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
@@ -41,6 +46,8 @@ export interface CloneMemoryStats {
   pagesMulticast?: number;
   /** mcdist frames refused as corrupted, malformed or forged. */
   framesRejected?: number;
+  /** mcdist requests this clone asked again (retries). */
+  retries?: number;
   pagesZeroFilled: number;
   /** Of those, pages filled because the guest's allocator had them free. */
   pagesFreeFilled?: number;
@@ -65,6 +72,10 @@ export interface FamilyStats extends Required<CloneMemoryStats> {
   serverBytesSent: number;
   /** Frames (mcdist) and answers (memory server) the parent's servers sent. */
   serverFramesSent: number;
+  /** mcdist: pages the parent's servers sent more than once (retransmissions). */
+  serverPagesResent: number;
+  /** mcdist: pages asked for again that the servers did not send again (a queued or recent send answered them). */
+  serverDuplicatesSuppressed: number;
   /** Descriptor bytes written, over every clone round. */
   descriptorBytes: number;
   /** For a family spread over a cluster: what each host's clones received. */
@@ -100,7 +111,11 @@ export class Family {
   private nextTicket = 1;
   private clones = new Map<number, Member>();
   private nextOperatorCloneId = 1;
-  private checkpoints = new Map<number, CloneSource>();
+  /** `inUse`: clones are being made from it, so its image must stay open (clones open it by fd number). */
+  private checkpoints = new Map<number, { source: CloneSource; inUse: number }>();
+  /** Checkpoints and tickets being made (the host is asked first): they count against the limits too. */
+  private pendingCheckpoints = 0;
+  private pendingTickets = 0;
   private servers: MemoryServer[] = [];
   private mcdistServers: McdistServer[] = [];
   /** This run of the VM, unlike any earlier VM of the same name. */
@@ -109,6 +124,7 @@ export class Family {
   readonly forks: ForkResult[] = [];
   private nextCheckpoint = 1;
   private inbox: Array<{ from: number; data: Uint8Array }> = [];
+  private inboxBytes = 0;
   private inboxWaiters: Array<() => void> = [];
 
   constructor(
@@ -123,6 +139,8 @@ export class Family {
     private readonly transport: RemoteTransport = "packet",
     /** Avoidance heuristics the clones leave off (`--no-heuristic`). */
     private readonly heuristicsOff: Heuristic[] = [],
+    /** What the guest may make this VMM keep (SNOWFLOCK_GUEST_LIMITS). */
+    private readonly limits: GuestLimits = guestLimits(),
   ) {
     cluster?.placement.set(self.name, cluster.host.name);
   }
@@ -160,9 +178,8 @@ export class Family {
       const local = ids.filter((id) => remoteHost(id) === undefined);
       const remote = Map.groupBy(ids.filter((id) => remoteHost(id) !== undefined), (id) => remoteHost(id)!);
       // Clones here are told the placement too: their siblings may be on other hosts.
-      const environment: Record<string, string> = { [HEURISTICS_OFF_VARIABLE]: this.heuristicsOff.join(",") };
-      if (cluster) environment[CLUSTER_ENVIRONMENT_VARIABLE] = JSON.stringify(cluster.environment(this.incarnation));
-      const [here, ...there] = await Promise.all([spawnClones(source, local, awaitStart, environment), ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds))]);
+      const launch = { cluster: cluster?.environment(this.incarnation), heuristicsOff: this.heuristicsOff };
+      const [here, ...there] = await Promise.all([spawnClones(source, local, awaitStart, launch), ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds))]);
       result = here!;
       if (cluster) for (const clone of result.clones) clone.host = cluster.host.name;
       for (const part of there) {
@@ -245,10 +262,14 @@ export class Family {
     member.memory = memory;
   }
 
-  /** A message from family member `from` arrived for this VM. */
-  deliver(from: number, data: Uint8Array): void {
+  /** A message from family member `from` arrived for this VM: the answer its sender gets (refused if the inbox is full). */
+  deliver(from: number, data: Uint8Array): ControlResponse {
+    const full = this.inbox.length >= this.limits.inboxMessages || this.inboxBytes + data.byteLength > this.limits.inboxBytes;
+    if (full) return { ok: false, error: INBOX_FULL };
     this.inbox.push({ from, data });
+    this.inboxBytes += data.byteLength;
     for (const wake of this.inboxWaiters.splice(0)) wake();
+    return { ok: true };
   }
 
   async handle(call: ClusterCallRequest): Promise<bigint> {
@@ -262,6 +283,7 @@ export class Family {
       case ClusterCall.RECV: return this.receive(a0, a1, a2, a3);
       case ClusterCall.CHECKPOINT_PARENT: return this.checkpoint(call.blockAddress);
       case ClusterCall.CREATE_CLONES: return this.createClones(a0, a1);
+      case ClusterCall.RELEASE_CHECKPOINT: return this.releaseCheckpoint(a0);
       default: return GuestError.ENOSYS;
     }
   }
@@ -273,9 +295,16 @@ export class Family {
   private async requestTicket(wanted: bigint, grantedAddress: bigint): Promise<bigint> {
     if (wanted < 1n) return GuestError.EINVAL;
     if (grantedAddress !== 0n && !this.memory().guestRange(grantedAddress, 8n)) return GuestError.EFAULT;
+    if (this.tickets.size + this.pendingTickets >= this.limits.tickets) return GuestError.EDQUOT;
     // Policy: at most --max-clones, and no more than could each write all their memory: on this
     // host, or over the cluster's hosts (each agent's limit and free memory).
-    const rooms = this.cluster ? await this.rooms() : undefined;
+    this.pendingTickets++;
+    let rooms: HostRoom[] | undefined;
+    try {
+      rooms = this.cluster ? await this.rooms() : undefined;
+    } finally {
+      this.pendingTickets--;
+    }
     const room = rooms ? rooms.reduce((sum, r) => sum + r.room, 0) : Math.floor(freemem() / this.self.memoryBytes);
     const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, Math.max(1, room));
     const id = this.nextTicket++;
@@ -286,14 +315,16 @@ export class Family {
     return BigInt(id);
   }
 
-  private ticket(id: bigint): Ticket | undefined {
-    return id > 0n && id <= BigInt(Number.MAX_SAFE_INTEGER) ? this.tickets.get(Number(id)) : undefined;
+  /** A ticket this VM holds, or `retired`: it was joined, and dropped so that tickets cannot pile up. */
+  private ticket(id: bigint): Ticket | "retired" | undefined {
+    if (id < 1n || id >= BigInt(this.nextTicket)) return undefined;
+    return this.tickets.get(Number(id)) ?? "retired";
   }
 
   private async clone(ticketId: bigint, blockAddress: number): Promise<bigint> {
     const ticket = this.ticket(ticketId);
     if (!ticket) return GuestError.EINVAL;
-    if (ticket.cloneIds) return GuestError.EBUSY;
+    if (ticket === "retired" || ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
     await this.fork(ticket.cloneIds, this.memoryPath, { block: blockAddress, returns: "clone-id" }, undefined, ticket.rooms);
     return 0n;
@@ -301,24 +332,50 @@ export class Family {
 
   /** Captures the parent now; clones made from it later start here, where the call returns 0. */
   private async checkpoint(blockAddress: number): Promise<bigint> {
-    const id = this.nextCheckpoint++;
-    this.checkpoints.set(id, await this.capture(this.memoryPath, { block: blockAddress, returns: "zero" }));
-    return BigInt(id);
+    if (this.checkpoints.size + this.pendingCheckpoints >= this.limits.checkpoints) return GuestError.EDQUOT;
+    this.pendingCheckpoints++;
+    try {
+      const source = await this.capture(this.memoryPath, { block: blockAddress, returns: "zero" });
+      const id = this.nextCheckpoint++;
+      this.checkpoints.set(id, { source, inUse: 0 });
+      return BigInt(id);
+    } finally {
+      this.pendingCheckpoints--;
+    }
+  }
+
+  private checkpointNamed(id: bigint) {
+    return id > 0n && id < 1_000_000n ? this.checkpoints.get(Number(id)) : undefined;
   }
 
   private async createClones(checkpointId: bigint, ticketId: bigint): Promise<bigint> {
-    const source = checkpointId > 0n && checkpointId < 1_000_000n ? this.checkpoints.get(Number(checkpointId)) : undefined;
+    const checkpoint = this.checkpointNamed(checkpointId);
     const ticket = this.ticket(ticketId);
-    if (!source || !ticket) return GuestError.EINVAL;
-    if (ticket.cloneIds) return GuestError.EBUSY;
+    if (!checkpoint || !ticket) return GuestError.EINVAL;
+    if (ticket === "retired" || ticket.cloneIds) return GuestError.EBUSY;
     ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, source.memory, undefined, source, ticket.rooms);
+    checkpoint.inUse++;
+    try {
+      await this.fork(ticket.cloneIds, checkpoint.source.memory, undefined, checkpoint.source, ticket.rooms);
+    } finally {
+      checkpoint.inUse--;
+    }
+    return 0n;
+  }
+
+  /** The guest lets a checkpoint go: its image is closed here, and freed once the clones made from it have ended. */
+  private releaseCheckpoint(checkpointId: bigint): bigint {
+    const checkpoint = this.checkpointNamed(checkpointId);
+    if (!checkpoint) return GuestError.EINVAL;
+    if (checkpoint.inUse > 0) return GuestError.EBUSY;
+    this.checkpoints.delete(Number(checkpointId));
+    this.release(checkpoint.source);
     return 0n;
   }
 
   /** The checkpoints' images and descriptors go when the VM does. */
   close(): void {
-    for (const source of this.checkpoints.values()) this.release(source);
+    for (const { source } of this.checkpoints.values()) this.release(source);
     this.checkpoints.clear();
     for (const server of this.servers.splice(0)) server.close();
     for (const server of this.mcdistServers.splice(0)) void server.close();
@@ -332,11 +389,14 @@ export class Family {
       pagesFetched: 0,
       pagesMulticast: 0,
       framesRejected: 0,
+      retries: 0,
       pagesZeroFilled: 0,
       bytesReceived: 0,
       faultServiceHistogram: [],
       serverBytesSent: 0,
       serverFramesSent: 0,
+      serverPagesResent: 0,
+      serverDuplicatesSuppressed: 0,
       descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
       pagesAvoided: { "known-zero": 0, "free-pages": 0, "allocation-hints": 0 },
       pagesFreeFilled: 0,
@@ -349,6 +409,7 @@ export class Family {
       totals.pagesFetched += m.memory?.pagesFetched ?? 0;
       totals.pagesMulticast += m.memory?.pagesMulticast ?? 0;
       totals.framesRejected += m.memory?.framesRejected ?? 0;
+      totals.retries += m.memory?.retries ?? 0;
       totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
       totals.pagesFreeFilled += m.memory?.pagesFreeFilled ?? 0;
       totals.pagesAllocationFilled += m.memory?.pagesAllocationFilled ?? 0;
@@ -377,6 +438,8 @@ export class Family {
       const stats = server.stats();
       totals.serverBytesSent += stats.bytesSent;
       totals.serverFramesSent += stats.framesSent;
+      totals.serverPagesResent += stats.pagesResent;
+      totals.serverDuplicatesSuppressed += stats.duplicatesSuppressed;
     }
     return totals;
   }
@@ -386,12 +449,13 @@ export class Family {
     if (!member) return CloneStatus.CRASHED;
     if (member.status !== undefined || member.host !== undefined) return member.status;
     const record = readRecord(member.name);
-    if (!record || !processAlive(record.pid)) member.status = CloneStatus.KILLED;
+    if (!record || !vmAlive(record)) member.status = CloneStatus.KILLED;
     return member.status;
   }
 
   private async join(ticketId: bigint, statusesAddress: bigint, capacity: bigint): Promise<bigint> {
     const ticket = this.ticket(ticketId);
+    if (ticket === "retired") return GuestError.EBUSY;
     if (!ticket || !ticket.cloneIds) return GuestError.EINVAL;
     if (ticket.joined) return GuestError.EBUSY;
     const count = Math.min(Number(capacity > 4096n ? 4096n : capacity), ticket.cloneIds.length);
@@ -410,6 +474,7 @@ export class Family {
     if (!target) return GuestError.EFAULT;
     const view = new DataView(target.buffer, target.byteOffset, count * 8);
     ticket.cloneIds.slice(0, count).forEach((id, i) => view.setBigInt64(i * 8, BigInt(this.memberStatus(id)!), true));
+    this.tickets.delete(Number(ticketId));
     return BigInt(ticket.cloneIds.length);
   }
 
@@ -434,6 +499,7 @@ export class Family {
 
   private async kill(ticketId: bigint): Promise<bigint> {
     const ticket = this.ticket(ticketId);
+    if (ticket === "retired") return 0n; // joined: its clones have all ended
     if (!ticket || !ticket.cloneIds) return GuestError.EINVAL;
     await Promise.all(
       ticket.cloneIds.map(async (id) => {
@@ -459,7 +525,8 @@ export class Family {
     const name = this.memberName(Number(destination));
     if (!name) return GuestError.ESRCH;
     const answer = await memberRequest(this.cluster, name, { op: "message", from: this.cloneId, data: Buffer.from(data).toString("base64") }).catch(() => undefined);
-    return answer?.ok ? length : GuestError.ESRCH;
+    if (answer?.ok) return length;
+    return answer && !answer.ok && answer.error === INBOX_FULL ? GuestError.EDQUOT : GuestError.ESRCH;
   }
 
   private async receive(address: bigint, capacity: bigint, senderAddress: bigint, flags: bigint): Promise<bigint> {
@@ -472,6 +539,7 @@ export class Family {
     const message = this.inbox[0]!;
     if (BigInt(message.data.byteLength) > capacity) return GuestError.E2BIG;
     this.inbox.shift();
+    this.inboxBytes -= message.data.byteLength;
     this.memory().guestRange(address, BigInt(message.data.byteLength))!.set(message.data);
     if (senderAddress !== 0n) {
       const sender = this.memory().guestRange(senderAddress, 8n)!;

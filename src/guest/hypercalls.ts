@@ -29,6 +29,8 @@ export const GuestError = {
   EFAULT: -14n,
   EINVAL: -22n,
   ENOSYS: -38n,
+  /** A per-VM limit (src/guest/limits.ts): a full inbox, too many checkpoints or tickets. */
+  EDQUOT: -122n,
 } as const;
 
 export const CONSOLE_WRITE_MAX = 65536n;
@@ -45,6 +47,7 @@ export const ClusterCall = {
   RECV: 21,
   CHECKPOINT_PARENT: 22,
   CREATE_CLONES: 23,
+  RELEASE_CHECKPOINT: 24,
 } as const;
 const CLUSTER_CALLS = new Set<number>(Object.values(ClusterCall));
 export const RECV_NONBLOCK = 1n;

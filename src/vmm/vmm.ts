@@ -4,14 +4,17 @@
  * up when it ends.
  */
 import { type AllocationHints, createAllocationHints } from "../memory/allocation-hints.ts";
-import { appendFileSync, closeSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { writePrivateFile } from "../sys/private-file.ts";
 import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
 import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
 import { SnowflockError } from "../errors.ts";
 import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
+import { guestLimits } from "../guest/limits.ts";
+import { ConsoleLog } from "./console-log.ts";
 import { type Memtap, startMemtap } from "../memory/memtap.ts";
-import { decodeDescriptor, encodeDescriptor } from "../descriptor/format.ts";
+import { decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/format.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
@@ -20,8 +23,8 @@ import { GuestMemory } from "../memory/guest-memory.ts";
 import type { McdistAddress, PageServerAddress } from "../memory/page-server-address.ts";
 import { McdistClient } from "../mcdist/client.ts";
 import { getpid } from "../sys/process.ts";
-import { readClusterEnvironment } from "../cluster/clone-order.ts";
-import { type Heuristic, heuristicsOffFromEnvironment, planFetches } from "../heuristics/heuristics.ts";
+import { type Heuristic, planFetches } from "../heuristics/heuristics.ts";
+import { type LaunchRecord, launchName } from "../clone/launch-record.ts";
 import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
@@ -46,14 +49,6 @@ export interface VmSpec {
 
 export const DEFAULT_MAX_CLONES = 32;
 
-export interface CloneSpec {
-  parent: string;
-  cloneId: number;
-  descriptorPath: string;
-  /** Copy-on-write from the parent's frozen image (/proc/PID/fd/N), or pages from its memory server. */
-  memory: { kind: "cow"; imagePath: string } | { kind: "ondemand"; server: PageServerAddress };
-}
-
 export interface VmResult {
   name: string;
   workload: string;
@@ -61,7 +56,9 @@ export interface VmResult {
   end: MachineEnd;
   /** The exit status the snowflock process should have: the guest's, or 70 for a crash. */
   exitStatus: number;
+  /** The newest console lines (what SNOWFLOCK_GUEST_LIMITS' console-memory keeps), and how many older ones were left out. */
   console: string[];
+  consoleDropped: number;
   pagesTouched: number;
   /** The family this VM made: clones and what their memory cost. */
   stats: FamilyStats;
@@ -97,9 +94,7 @@ function writeDescriptor(machine: KvmMachine, name: string, cmdline: string, pat
   }
   const pausedMs = performance.now() - started;
   const bytes = encodeDescriptor(descriptor);
-  const temporary = `${path}.tmp-${getpid()}`;
-  writeFileSync(temporary, bytes);
-  renameSync(temporary, path);
+  writePrivateFile(path, bytes);
   const { descriptor: decoded, envelope } = decodeDescriptor(bytes);
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
@@ -120,21 +115,21 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
   ensureRunDir();
   claimName(identity.name);
   const paths = vmPaths(identity.name, runDir());
-  closeSync(openSync(paths.log, "w", 0o600));
+  const limits = guestLimits();
+  const consoleLog = new ConsoleLog(paths.log, limits);
 
-  const lines: string[] = [];
   let firstConsoleLineMs: number | null = null;
   let family: Family | undefined;
   const machine = build(
     (line) => {
       firstConsoleLineMs ??= performance.now();
-      lines.push(line);
-      appendFileSync(paths.log, `${line}\n`);
+      consoleLog.add(line);
       onConsole(line);
     },
     (call) => family!.handle(call),
   );
-  family = new Family(machine, { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId }, options.maxClones, options.memoryPath, options.cluster, options.transport, options.heuristicsOff);
+  const familyIdentity = { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId };
+  family = new Family(machine, familyIdentity, options.maxClones, options.memoryPath, options.cluster, options.transport, options.heuristicsOff, limits);
   // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
   let memoryFailure: Error | undefined;
   void options.memtap?.failed.then((error) => {
@@ -152,7 +147,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     state: runningMs === null ? "starting" : "running",
     timings: { builtMs: vmReadyMs, runningMs },
     uptimeMs: Date.now() - startedAt,
-    consoleLines: lines.length,
+    consoleLines: consoleLog.total,
     pagesTouched: machine.pagesTouched(),
   });
   const control = serveControl(paths.socket, async (request): Promise<ControlResponse> => {
@@ -165,8 +160,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
       case "fork":
         return { ok: true, fork: await family.operatorFork(request.clones, request.memory, request.spread === true, request.transport) };
       case "message":
-        family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
-        return { ok: true };
+        return family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
       case "clone-started":
         family.cloneStarted(request.cloneId, { builtMs: request.builtMs, runningMs: request.runningMs });
         return { ok: true };
@@ -203,6 +197,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         pagesFetched: counters.pagesFetched,
         pagesMulticast: counters.pagesMulticast,
         framesRejected: counters.framesRejected,
+        retries: counters.retries,
         pagesZeroFilled: counters.pagesZeroFilled,
         pagesFreeFilled: counters.pagesFreeFilled,
         pagesAllocationFilled: counters.pagesAllocationFilled,
@@ -218,7 +213,8 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
       cmdline: identity.workload,
       end,
       exitStatus: end.kind === "exit" ? end.status : end.kind === "crash" ? CRASH_EXIT_STATUS : 0,
-      console: lines,
+      console: consoleLog.lines(),
+      consoleDropped: consoleLog.dropped,
       pagesTouched: machine.pagesTouched(),
       stats: family.stats(),
       forks: family.forks,
@@ -229,6 +225,7 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     process.off("SIGTERM", stopOnSignal);
     control.close();
     family.close();
+    consoleLog.close();
     removeVmFiles(identity.name, { keepLog: true }, runDir());
   }
 }
@@ -246,17 +243,16 @@ export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<
 }
 
 /**
- * The descriptor a clone restores: a file, or `mcdist:BYTES:SHA256` — fetched from the family's
- * mcdist server (the clone's memory source), checked against the digest its clone order named.
+ * The descriptor a clone restores: a file, or fetched from the family's mcdist server (the
+ * clone's memory source), checked against the size and digest its clone order named.
  */
-function readDescriptor(path: string, memory: CloneSpec["memory"], cluster: ClusterContext | undefined): Uint8Array {
-  const byMulticast = /^mcdist:(\d+):([0-9a-f]{64})$/.exec(path);
-  if (!byMulticast) return readFileSync(path);
+function readDescriptor(source: LaunchRecord["descriptor"], memory: LaunchRecord["memory"], cluster: ClusterContext | undefined): Uint8Array {
+  if (source.kind === "file") return readRegularFile(source.path, { what: "descriptor", maxBytes: MAX_DESCRIPTOR_FILE_BYTES, code: "DESCRIPTOR" });
   if (memory.kind !== "ondemand" || memory.server.kind !== "mcdist") throw new SnowflockError("DESCRIPTOR", "a descriptor sent by multicast needs an mcdist memory source");
   const server = withOwnEnd(memory.server, cluster) as McdistAddress;
   const client = McdistClient.open({ transport: server.transport!, server: server.server, family: server.family, key: server.key, pageCount: 1, mtu: server.mtu, timeoutMs: REMOTE_MEMORY_TIMEOUT_MS, wakeFd: -1 });
   try {
-    return client.fetchDescriptor(Number(byMulticast[1]), byMulticast[2]!);
+    return client.fetchDescriptor(source.bytes, source.sha256);
   } finally {
     client.close();
   }
@@ -265,19 +261,19 @@ function readDescriptor(path: string, memory: CloneSpec["memory"], cluster: Clus
 /** An mcdist memory source needs this host's end of the family's network: its interface (and address, for UDP). */
 function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefined): PageServerAddress {
   if (server.kind !== "mcdist" || server.transport) return server;
-  if (!cluster) throw new SnowflockError("USAGE", "a clone served by mcdist must know its cluster host (SNOWFLOCK_CLUSTER)");
+  if (!cluster) throw new SnowflockError("USAGE", "a clone served by mcdist must know its cluster host (its launch record's cluster)");
   const host = cluster.host;
   return { ...server, transport: server.server.kind === "packet" ? { kind: "packet", interface: host.interface } : { kind: "udp", interface: host.interface, address: host.address } };
 }
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
-export async function runClone(spec: CloneSpec, onConsole: (line: string) => void): Promise<VmResult> {
+export async function runClone(spec: LaunchRecord, onConsole: (line: string) => void): Promise<VmResult> {
   // A clone on another host than its parent reaches its family through the agents.
-  const environment = readClusterEnvironment();
+  const environment = spec.cluster;
   const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
-  const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptorPath, spec.memory, cluster));
+  const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptor, spec.memory, cluster));
   const identity = {
-    name: `${spec.parent}.${spec.cloneId}`,
+    name: launchName(spec),
     workload: descriptor.meta.cmdline,
     workloadName: descriptor.meta.cmdline.split(" ")[0] ?? "",
     memoryBytes: descriptor.meta.memorySize,
@@ -286,7 +282,7 @@ export async function runClone(spec: CloneSpec, onConsole: (line: string) => voi
     cloneId: spec.cloneId,
   };
   // Its own clones inherit what its parent switched off.
-  const heuristicsOff = heuristicsOffFromEnvironment();
+  const heuristicsOff = spec.heuristicsOff;
   const layout = { size: descriptor.meta.memorySize, regions: descriptor.meta.regions };
   let memory: GuestMemory;
   let memtap: Memtap | undefined;

@@ -59,7 +59,7 @@ describeKvm("snowflock run", () => {
 
 describe("snowflock run refuses bad input with one clear line", () => {
   const cases: Array<[string[], string, Record<string, string>?]> = [
-    [["run", "bogus"], "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile)"],
+    [["run", "bogus"], "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)"],
     [["run", "sha256", "size=12Q"], "bad size '12Q' for workload sha256 (expected a size such as 4096, 64K, 256M or 1G)"],
     [["run", "sha256", "size=1G"], "sha256 size=1073741824 needs at least 1032M of guest memory, but the VM has 256M (raise --mem (e.g. --mem 1088M))"],
     [["run", "hello", "--mem", "lots"], "bad --mem 'lots' (give a size such as 256M or 1G)"],
