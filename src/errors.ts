@@ -33,3 +33,14 @@ export class SnowflockError extends Error {
     return this.hint ? `${this.message} (${this.hint})` : this.message;
   }
 }
+
+/**
+ * An untrusted value (from a guest, a peer or a file) made safe to put into an error message:
+ * String() and JSON.stringify() can throw on such values (a "toString" key, deep nesting) or
+ * print megabytes, so only short primitives are shown as they are.
+ */
+export function shown(value: unknown): string {
+  if (typeof value === "string") return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint" || value === null || value === undefined) return String(value);
+  return Array.isArray(value) ? "an array" : typeof value === "object" ? "an object" : `a ${typeof value}`;
+}

@@ -3,7 +3,9 @@
  * deadline and cut short by a wake fd (like page-client.ts). It asks the family's server for pages
  * and collects them from the multicast stream; pages a sibling asked for that arrive meanwhile are
  * handed to onExtraPage (free prefetch). Nothing reaches the caller that has not passed the
- * page's HMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. Its own
+ * page's HMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. A client
+ * that falls behind (a full batch waiting) drops siblings' pages unread until it catches up: it
+ * cannot afford their prefetch, and its own pages wait behind them. Its own
  * requests and rate reports are tagged with the family key (control.ts). Lost frames are asked
  * for again (retry, then unicast), and a silent server is a clear failure.
  */
@@ -11,7 +13,7 @@ import { SnowflockError } from "../errors.ts";
 import { pollRetrying, Woken } from "../memory/page-client.ts";
 import { POLLIN } from "../sys/constants.ts";
 import { newSender, sealControl } from "./control.ts";
-import { decodeFrame, encodeFrame, type Frame, FrameType } from "./frame.ts";
+import { decodeFrame, encodeFrame, type Frame, FrameType, peekPage } from "./frame.ts";
 import {
   checkFamilyKey,
   DESCRIPTOR_CHUNK,
@@ -28,14 +30,12 @@ import {
 } from "./messages.ts";
 import { WasmReassembly as Reassembly } from "../wasm/reassembly.ts";
 import type { McdistServerEndpoint } from "./server-protocol.ts";
+import { MAX_RTO_MS, RetransmitTimer } from "./retransmit-timer.ts";
 import { checkTransportSpec, openTransport, parseMac, parseUdpEndpoint, type Transport, type TransportSpec } from "./transport.ts";
 
-/** First retry after this long without the pages; doubles up to RETRY_CAP_MS while nothing arrives. */
-export const RETRY_MS = 30;
-export const RETRY_CAP_MS = 250;
 /** Retries by multicast before the client asks for unicast answers (the end game). */
 export const MULTICAST_RETRIES = 3;
-/** Frames handled per drain before returning to the caller's poll. */
+/** Frames handled per drain before returning to the caller's poll; a full batch waiting means the client is behind. */
 const RECEIVE_BATCH = 1024;
 const DRAIN_BATCHES = 16;
 const MAX_PARTIAL_PAGES = 512;
@@ -71,7 +71,7 @@ export interface McdistClientOptions {
 export interface McdistClientStats {
   framesReceived: number;
   bytesReceived: number;
-  /** Dropped frames by reason: frame.ts's (checksum, family, magic, ...), forged, malformed, duplicate, unexpected, inconsistent, oversized, evicted. */
+  /** Dropped frames by reason: frame.ts's (checksum, family, magic, ...), forged, malformed, duplicate, unexpected, inconsistent, oversized, evicted, behind. */
   framesDropped: Record<string, number>;
   requestsSent: number;
   pagesRequested: number;
@@ -94,12 +94,16 @@ export class McdistClient {
   private readonly sender = newSender();
   private sequence = 0;
   private rateReportedAt = -Infinity;
+  /** When to ask again: learnt from this client's round trips, kept across fetches. */
+  private readonly timer: RetransmitTimer;
   /** Pages completed, and the time spent on every frame handled, since the last measured report. */
   private handled = { pages: 0, micros: 0 };
   /** The current fetch: page → its index in the answer. */
   private wanted: Map<number, number> | undefined;
   private results: Array<Uint8Array | undefined> = [];
   private missing = 0;
+  /** The last read found a full batch waiting: pages not asked for are dropped unread meanwhile. */
+  private behind = false;
   private readonly counters = { framesReceived: 0, bytesReceived: 0, requestsSent: 0, pagesRequested: 0, pagesReceivedUnasked: 0, retries: 0, unicastFallbacks: 0, sendErrors: 0 };
   private readonly dropped: Record<string, number> = {};
 
@@ -108,6 +112,8 @@ export class McdistClient {
     private readonly options: McdistClientOptions,
   ) {
     this.fd = transport.fd;
+    // Several retries (the last by unicast) must fit in one fetch's time.
+    this.timer = new RetransmitTimer(Math.min(MAX_RTO_MS, options.timeoutMs / (MULTICAST_RETRIES + 2)));
     this.delivered = new Uint8Array(options.pageCount);
   }
 
@@ -139,7 +145,7 @@ export class McdistClient {
     this.missing = pages.length;
     this.counters.pagesRequested += pages.length;
     try {
-      this.receiveWaiting(); // a sibling may have asked for some already
+      this.drain(); // a sibling may have asked for some already: they may be waiting, unread
       const missing = () => pages.filter((p) => this.results[this.wanted!.get(p)!] === undefined);
       if (this.missing > 0) this.await(missing, 0, "page");
       return this.results as Uint8Array[];
@@ -186,37 +192,51 @@ export class McdistClient {
 
   /**
    * Requests what is missing (pages, or descriptor chunks with the DESCRIPTOR flag) and waits for
-   * it. Retries ask again for what is still missing, backing off while nothing arrives; after
-   * MULTICAST_RETRIES they ask for unicast answers.
+   * it. While what is missing keeps arriving the rest is on its way; after a retransmission timeout
+   * with nothing new (retransmit-timer.ts) it reads what waits first (a descheduled clone's pages
+   * may be there), then asks again for what is still missing; after MULTICAST_RETRIES, by unicast.
    */
   private await(missing: () => number[], kind: number, what: string): void {
-    const { timeoutMs } = this.options;
     const started = performance.now();
-    const deadline = started + timeoutMs;
+    const deadline = started + this.options.timeoutMs;
     let retries = 0;
-    let interval = RETRY_MS;
     this.request(missing(), kind);
-    let missingBefore = missing().length;
-    let nextRetry = started + interval;
+    let left = missing().length;
+    let nextRetry = started + this.timer.timeoutMs;
     const watch = [{ fd: this.fd, events: POLLIN }];
     if (this.options.wakeFd >= 0) watch.push({ fd: this.options.wakeFd, events: POLLIN });
-    for (let left = missingBefore; left > 0; left = missing().length) {
+    let sampled = false;
+    const progressed = (now: number): boolean => {
+      const remaining = missing().length;
+      if (remaining === left) return false;
+      // The first answer times the round trip; Karn: only for a request that was sent once.
+      if (retries === 0 && !sampled) this.timer.sample(now - started);
+      else this.timer.progress();
+      sampled = true;
+      left = remaining;
+      nextRetry = now + this.timer.timeoutMs;
+      return true;
+    };
+    while (left > 0) {
       const now = performance.now();
-      if (now >= deadline) throw this.silent(`${what} ${missing()[0]}`, retries);
-      if (now >= nextRetry) {
+      if (now >= nextRetry || now >= deadline) {
+        this.drain();
+        if (progressed(now)) continue;
+        if (now >= deadline) throw this.silent(`${what} ${missing()[0]}`, retries);
         retries++;
         this.counters.retries++;
+        this.timer.backOff();
         const unicast = retries > MULTICAST_RETRIES;
         if (retries === MULTICAST_RETRIES + 1) this.counters.unicastFallbacks++;
         this.request(missing(), kind | RequestFlag.RETRY | (unicast ? RequestFlag.UNICAST : 0));
-        // Back off while the server is silent; while answers still come, the rest were just lost.
-        interval = left < missingBefore ? RETRY_MS : Math.min(interval * 2, RETRY_CAP_MS);
-        missingBefore = left;
-        nextRetry = now + interval;
+        nextRetry = now + this.timer.timeoutMs;
       }
       const [socket = 0, wake = 0] = pollRetrying(watch, Math.max(1, Math.ceil(Math.min(nextRetry, deadline) - now)));
       if (wake !== 0) throw new Woken("stop requested");
-      if (socket !== 0) this.receiveWaiting();
+      if (socket !== 0) {
+        this.receiveWaiting();
+        progressed(performance.now());
+      }
     }
   }
 
@@ -305,9 +325,18 @@ export class McdistClient {
       if (got === undefined) break;
       this.counters.framesReceived++;
       this.counters.bytesReceived += got.length;
-      this.handle(this.buffer.subarray(0, got.length));
+      const bytes = this.buffer.subarray(0, got.length);
+      if (this.behind && this.unasked(bytes)) this.drop("behind");
+      else this.handle(bytes);
     }
+    this.behind = n === RECEIVE_BATCH;
     return n;
+  }
+
+  /** A page frame that the current fetch (if any) does not wait for. */
+  private unasked(bytes: Uint8Array): boolean {
+    const page = peekPage(bytes, this.options.family);
+    return page !== undefined && this.wanted?.get(page) === undefined;
   }
 
   private handle(bytes: Uint8Array): void {

@@ -66,6 +66,15 @@ export function fragment(type: FrameType, family: number, sequence: number, obje
   return Array.from({ length: fragments }, (_, i) => ({ type, family, sequence, object, fragment: i, fragments, payload: data.subarray(i * size, (i + 1) * size) }));
 }
 
+/** The page number in a PAGE frame's header for `family`, read without checking the frame (to drop it cheaply); else undefined. */
+export function peekPage(bytes: Uint8Array, family: number): number | undefined {
+  if (bytes.byteLength < FRAME_HEADER_SIZE) return undefined;
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (v.getUint8(3) !== FrameType.PAGE || v.getUint32(4) !== family) return undefined;
+  const page = v.getBigUint64(12);
+  return page <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(page) : undefined;
+}
+
 export type DecodeResult = { frame: Frame } | { dropped: string };
 
 /** Decodes a received frame for `family`; anything else is dropped with the reason. */

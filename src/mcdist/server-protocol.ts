@@ -41,7 +41,7 @@ export const Slot = {
   PAGES_SENT: 2,
   /** REQUEST frames that passed validation. */
   REQUESTS: 3,
-  /** Pages asked for that were not sent again: multicast (or queued) a moment ago (lockstep). */
+  /** Pages asked for (first asks) that were not sent again: queued, or sent since the asker could have had them (lockstep). */
   REQUESTS_COLLAPSED: 4,
   /** Requests answered to the requester only (unicast end game). */
   UNICAST_REPLIES: 5,
@@ -58,11 +58,12 @@ export const Slot = {
   REQUESTS_REPLAYED: 11,
   /** Frames in another mcdist wire version (a peer running another snowflock): ignored. */
   FRAMES_WRONG_VERSION: 12,
-  WORDS: 13,
+  /** Pages (and descriptor chunks) sent again after a first send: retransmissions, to the group or by unicast. */
+  PAGES_RESENT: 13,
+  /** Pages asked for again (retries, unicast asks) that were not sent again: a queued send or one made since answers them. */
+  DUPLICATES_SUPPRESSED: 14,
+  WORDS: 15,
 } as const;
-
-/** A page multicast less than this long ago is not multicast again for a first request. */
-export const LOCKSTEP_MS = 5;
 /** A client's RATE report counts for this long. */
 export const RATE_REPORT_TTL_MS = 2000;
 /** Senders whose replay window the server keeps (one per client; only holders of the key add one). */

@@ -1,13 +1,14 @@
 /**
  * The mcdist server's thread: a blocking poll loop that answers REQUEST frames by multicasting
  * each asked page (contents + HMAC tag, fragmented to the MTU) to the whole family, so one clone's
- * fault serves its siblings too. A page multicast a moment ago is not sent again for a first
- * request (lockstep: siblings faulting on the same page together cost one send); a retry is
- * honoured sooner; a request flagged unicast is answered to its sender only (the end game; raw
- * frames only, see request()). When
- * receivers report the rate they keep up with, sends are paced at the slowest recent one (never
- * below MIN_PACED_RATE). Only REQUEST and RATE frames tagged with the family key, and each once,
- * are heard: a peer without the key gets nothing sent and cannot slow the server.
+ * fault serves its siblings too. A page already queued, or sent since the requester could have
+ * had it, is not sent again (send-log.ts): siblings faulting together, and clones retrying while
+ * the queue is long, cost one send. A request flagged unicast is answered to its sender only (the
+ * end game; raw frames only, see request()), unless a send to the group answers it. The queue
+ * holds at most MAX_QUEUE_MS of sends at the paced rate. When receivers report the rate they keep
+ * up with, sends are paced at the slowest recent one (never below MIN_PACED_RATE). Only REQUEST
+ * and RATE frames tagged with the family key, and each once, are heard: a peer without the key
+ * gets nothing sent and cannot slow the server.
  */
 import { fstatSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
@@ -19,13 +20,24 @@ import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";
 import { openControl } from "./control.ts";
 import { DESCRIPTOR_CHUNK, decodeRate, decodeRequest, descriptorChunks, encodeChunkObject, MessageError, MIN_PACED_RATE, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
 import { ReplayWindows } from "./replay-window.ts";
-import { LOCKSTEP_MS, MAX_SENDERS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { MAX_SENDERS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { type Destination, SendLog } from "./send-log.ts";
 import { type Endpoint, openTransport, type Transport } from "./transport.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 declare const self: Worker;
 
 /** Sends waiting beyond this are refused (the clients retry): a request flood cannot grow memory. */
 const MAX_QUEUE = 16384;
+/** When paced, sends waiting longer than this at the paced rate are refused too: a request never waits for seconds. */
+const MAX_QUEUE_MS = scaledTimeout(500);
+/** An object sent longer ago than this is sent again for any request (see SendLog). */
+const RESEND_AFTER_MS = scaledTimeout(100);
+/**
+ * How long a request may have been on its way (client's kernel, the link) before the socket was
+ * found empty: a send this much before that moment may still cross the request (lockstep).
+ */
+const REQUEST_IN_FLIGHT_MS = scaledTimeout(5);
 /** Frames read per wake-up before sending again, so neither side starves the other. */
 const RECEIVE_BATCH = 256;
 const SEND_BATCH = 128;
@@ -40,17 +52,19 @@ interface Send {
   /** A page, or (descriptor) a chunk of the family's descriptor. */
   page: number;
   descriptor?: true;
-  to: Endpoint | "group";
+  to: Destination;
+  queuedAt: number;
 }
 
 class McdistServer {
   private readonly pageCount: number;
-  private readonly lastMulticast: Float64Array;
-  private readonly queuedMulticast: Uint8Array;
+  private readonly pages: SendLog;
+  private readonly chunks: SendLog;
+  /** When the socket was last found empty: every request read since was sent after that. */
+  private quietAt = -Infinity;
   private readonly tags: Uint8Array;
   private readonly tagged: Uint8Array;
   private readonly chunkCount: number;
-  private readonly lastChunkMulticast: Float64Array;
   private readonly buffer = new Uint8Array(65536);
   private queue: Send[] = [];
   private head = 0;
@@ -67,12 +81,11 @@ class McdistServer {
     private readonly transport: Transport,
   ) {
     this.pageCount = init.size / PAGE_SIZE;
-    this.lastMulticast = new Float64Array(this.pageCount).fill(-Infinity);
-    this.queuedMulticast = new Uint8Array(this.pageCount);
+    this.pages = new SendLog(this.pageCount, RESEND_AFTER_MS);
     this.tags = new Uint8Array(this.pageCount * TAG_SIZE);
     this.tagged = new Uint8Array(this.pageCount);
     this.chunkCount = init.descriptor ? descriptorChunks(init.descriptor.byteLength) : 0;
-    this.lastChunkMulticast = new Float64Array(this.chunkCount).fill(-Infinity);
+    this.chunks = new SendLog(this.chunkCount, RESEND_AFTER_MS);
   }
 
   /** Serves until the stop fd fires. */
@@ -82,10 +95,12 @@ class McdistServer {
       { fd: this.init.stopFd, events: POLLIN },
     ];
     for (;;) {
-      const [socket = 0, stop = 0] = pollRetrying(watch, this.pollTimeout());
+      const [, stop = 0] = pollRetrying(watch, this.pollTimeout());
       if (stop !== 0) return;
-      if (socket !== 0) this.receiveSome();
+      // Read even when poll timed out: finding the socket empty after a send is what dates requests (quietAt).
+      this.receiveSome();
       this.sendSome();
+      if (this.head >= this.queue.length) this.receiveSome();
     }
   }
 
@@ -101,14 +116,18 @@ class McdistServer {
   }
 
   private receiveSome(): void {
+    const heardAfter = this.quietAt;
     for (let i = 0; i < RECEIVE_BATCH; i++) {
       const got = this.transport.receive(this.buffer);
-      if (got === undefined) return;
-      this.handle(this.buffer.subarray(0, got.length), got.from);
+      if (got === undefined) {
+        this.quietAt = performance.now();
+        return;
+      }
+      this.handle(this.buffer.subarray(0, got.length), got.from, heardAfter);
     }
   }
 
-  private handle(bytes: Uint8Array, from: Endpoint): void {
+  private handle(bytes: Uint8Array, from: Endpoint, heardAfter: number): void {
     const decoded = decodeFrame(bytes, this.init.family);
     if ("dropped" in decoded) {
       this.c[decoded.dropped === "version" ? Slot.FRAMES_WRONG_VERSION : Slot.DROPPED_REQUESTS]!++;
@@ -121,7 +140,7 @@ class McdistServer {
     if (control === undefined) return void this.c[Slot.REQUESTS_FORGED]!++;
     if (!this.replay.accept(control.sender, frame.sequence)) return void this.c[Slot.REQUESTS_REPLAYED]!++;
     try {
-      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(control.message, this.pageCount, this.chunkCount), from);
+      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(control.message, this.pageCount, this.chunkCount), from, heardAfter - REQUEST_IN_FLIGHT_MS);
       else {
         this.rates.set(control.sender, { rate: Math.max(MIN_PACED_RATE, decodeRate(control.message)), at: performance.now() });
         this.c[Slot.RATE_REPORTS]!++;
@@ -132,45 +151,39 @@ class McdistServer {
     }
   }
 
-  private request(request: { flags: number; pages: number[] }, from: Endpoint): void {
+  /** The most sends the queue takes now: MAX_QUEUE, and when paced, MAX_QUEUE_MS worth. */
+  private queueCapacity(): number {
+    const rate = this.pacedRate(performance.now());
+    return rate === 0 ? MAX_QUEUE : Math.min(MAX_QUEUE, Math.max(PACING_BURST, Math.floor((rate * MAX_QUEUE_MS) / 1000)));
+  }
+
+  /** Queues a send of each asked page (or descriptor chunk) that no send queued or made since answers. */
+  private request(request: { flags: number; pages: number[] }, from: Endpoint, heardAfter: number): void {
     const pending = this.queue.length - this.head;
-    if (pending + request.pages.length > MAX_QUEUE) {
+    if (pending + request.pages.length > this.queueCapacity()) {
       this.c[Slot.DROPPED_REQUESTS]!++;
       return;
     }
     this.c[Slot.REQUESTS]!++;
-    if ((request.flags & RequestFlag.DESCRIPTOR) !== 0) return this.requestChunks(request, from);
+    const descriptor = (request.flags & RequestFlag.DESCRIPTOR) !== 0;
+    const log = descriptor ? this.chunks : this.pages;
     // Over UDP every clone on a host shares the family's port, and a unicast datagram reaches one
     // socket of them only: there the end game is a multicast retry like any other.
-    if ((request.flags & RequestFlag.UNICAST) !== 0 && this.transport.kind === "packet") {
-      this.c[Slot.UNICAST_REPLIES]!++;
-      for (const page of request.pages) this.queue.push({ page, to: from });
-      return;
-    }
-    const now = performance.now();
-    const fresh = (request.flags & RequestFlag.RETRY) !== 0 ? LOCKSTEP_MS / 2 : LOCKSTEP_MS;
-    for (const page of request.pages) {
-      if (this.queuedMulticast[page] === 1 || now - this.lastMulticast[page]! < fresh) {
-        this.c[Slot.REQUESTS_COLLAPSED]!++;
-        continue;
-      }
-      this.queuedMulticast[page] = 1;
-      this.queue.push({ page, to: "group" });
-    }
-  }
-
-  /** Descriptor chunks: every clone of a host asks at its start, so they collapse like pages. */
-  private requestChunks(request: { flags: number; pages: number[] }, from: Endpoint): void {
-    const now = performance.now();
     const unicast = (request.flags & RequestFlag.UNICAST) !== 0 && this.transport.kind === "packet";
-    const fresh = (request.flags & RequestFlag.RETRY) !== 0 ? LOCKSTEP_MS / 2 : LOCKSTEP_MS;
-    for (const chunk of request.pages) {
-      if (!unicast && now - this.lastChunkMulticast[chunk]! < fresh) {
-        this.c[Slot.REQUESTS_COLLAPSED]!++;
+    const to: Destination = unicast ? from : "group";
+    const repeated = (request.flags & (RequestFlag.RETRY | RequestFlag.UNICAST)) !== 0;
+    const now = performance.now();
+    let queued = 0;
+    for (const page of request.pages) {
+      if (!log.needsSend(page, to, now, heardAfter)) {
+        this.c[repeated ? Slot.DUPLICATES_SUPPRESSED : Slot.REQUESTS_COLLAPSED]!++;
         continue;
       }
-      this.queue.push({ page: chunk, descriptor: true, to: unicast ? from : "group" });
+      log.queued(page, to);
+      this.queue.push({ page, to, queuedAt: now, ...(descriptor ? { descriptor } : {}) });
+      queued++;
     }
+    if (unicast && queued > 0) this.c[Slot.UNICAST_REPLIES]!++;
   }
 
   /** The slowest rate reported recently (pages/s); 0 when nobody reported one. */
@@ -189,7 +202,9 @@ class McdistServer {
     const rate = this.pacedRate(now);
     if (rate > 0) this.tokens = Math.min(PACING_BURST, this.tokens + ((now - this.refilledAt) * rate) / 1000);
     this.refilledAt = now;
-    for (let sent = 0; sent < SEND_BATCH && this.head < this.queue.length; sent++) {
+    for (let sent = 0; sent < SEND_BATCH; sent++) {
+      this.skipAnswered();
+      if (this.head >= this.queue.length) break;
       if (rate > 0) {
         if (this.tokens < 1) break;
         this.tokens--;
@@ -197,10 +212,22 @@ class McdistServer {
       const next = this.queue[this.head++]!;
       if (next.descriptor) this.sendChunk(next.page, next.to);
       else this.sendPage(next.page, next.to);
+      if ((next.descriptor ? this.chunks : this.pages).sent(next.page, next.to, performance.now())) this.c[Slot.PAGES_RESENT]!++;
     }
     if (this.head >= this.queue.length) {
       this.queue = [];
       this.head = 0;
+    }
+  }
+
+  /** Drops the queued unicast sends at the head that a group send answered since they were queued. */
+  private skipAnswered(): void {
+    for (let next = this.queue[this.head]; next !== undefined && next.to !== "group"; next = this.queue[this.head]) {
+      const log = next.descriptor ? this.chunks : this.pages;
+      if (log.stillNeeded(next.page, next.to, next.queuedAt)) break;
+      log.dequeued(next.page, next.to);
+      this.c[Slot.DUPLICATES_SUPPRESSED]!++;
+      this.head++;
     }
   }
 
@@ -214,7 +241,7 @@ class McdistServer {
   }
 
   /** Sends one object (a tagged page or chunk) in as many frames as the MTU needs. */
-  private sendObject(type: FrameType, number: number, object: Uint8Array, to: Endpoint | "group"): void {
+  private sendObject(type: FrameType, number: number, object: Uint8Array, to: Destination): void {
     this.sequence = (this.sequence + 1) >>> 0;
     const c = this.c;
     for (const frame of fragment(type, this.init.family, this.sequence, BigInt(number), object, this.transport.maxFrame)) {
@@ -229,24 +256,19 @@ class McdistServer {
     }
   }
 
-  private sendChunk(chunk: number, to: Endpoint | "group"): void {
+  private sendChunk(chunk: number, to: Destination): void {
     const descriptor = this.init.descriptor!;
     const data = descriptor.subarray(chunk * DESCRIPTOR_CHUNK, (chunk + 1) * DESCRIPTOR_CHUNK);
     this.sendObject(FrameType.DESCRIPTOR, chunk, encodeChunkObject(this.init.key, this.init.family, chunk, data), to);
-    if (to === "group") this.lastChunkMulticast[chunk] = performance.now();
   }
 
-  private sendPage(page: number, to: Endpoint | "group"): void {
+  private sendPage(page: number, to: Destination): void {
     const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
     const object = new Uint8Array(PAGE_SIZE + TAG_SIZE);
     object.set(data);
     object.set(this.tag(page, data), PAGE_SIZE);
     this.sendObject(FrameType.PAGE, page, object, to);
     this.c[Slot.PAGES_SENT]!++;
-    if (to === "group") {
-      this.queuedMulticast[page] = 0;
-      this.lastMulticast[page] = performance.now();
-    }
   }
 }
 

@@ -21,8 +21,12 @@ export interface McdistServerStats {
   bytesSent: number;
   pagesSent: number;
   requests: number;
-  /** Page requests not answered again because the page was just multicast (lockstep). */
+  /** Pages asked for that were not sent again: queued, or just sent (lockstep). */
   requestsCollapsed: number;
+  /** Pages (and descriptor chunks) sent more than once: retransmissions. */
+  pagesResent: number;
+  /** Pages asked for again (retries, unicast end game) and not sent again: a queued or recent send answers them. */
+  duplicatesSuppressed: number;
   unicastReplies: number;
   droppedRequests: number;
   sendErrors: number;
@@ -132,6 +136,8 @@ function readStats(c: Float64Array): McdistServerStats {
     pagesSent: c[Slot.PAGES_SENT]!,
     requests: c[Slot.REQUESTS]!,
     requestsCollapsed: c[Slot.REQUESTS_COLLAPSED]!,
+    pagesResent: c[Slot.PAGES_RESENT]!,
+    duplicatesSuppressed: c[Slot.DUPLICATES_SUPPRESSED]!,
     unicastReplies: c[Slot.UNICAST_REPLIES]!,
     droppedRequests: c[Slot.DROPPED_REQUESTS]!,
     sendErrors: c[Slot.SEND_ERRORS]!,

@@ -6,7 +6,7 @@
  * JSON so it can cross to a Worker or another process.
  */
 import { readFileSync } from "node:fs";
-import { SnowflockError } from "../errors.ts";
+import { shown, SnowflockError } from "../errors.ts";
 import { PACKET_ADD_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_MR_MULTICAST, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEADDR, SO_SNDBUF, SO_SNDBUFFORCE, SOL_PACKET, SOL_SOCKET } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
 import { openPacketSocket, receiveFrame, sendFrame } from "../sys/packet.ts";
@@ -97,7 +97,7 @@ export function parseUdpEndpoint(text: string): { address: string; port: number 
 /** Checks a TransportSpec that came as JSON from elsewhere. */
 export function checkTransportSpec(value: unknown): TransportSpec {
   const spec = value as Partial<Record<string, unknown>> | null;
-  const bad = (why: string) => new SnowflockError("USAGE", `bad mcdist transport ${JSON.stringify(value)}: ${why}`, 'give {"kind":"packet","interface":IF} or {"kind":"udp","interface":IF,"address":IPV4}');
+  const bad = (why: string) => new SnowflockError("USAGE", `bad mcdist transport ${shown(value)}: ${why}`, 'give {"kind":"packet","interface":IF} or {"kind":"udp","interface":IF,"address":IPV4}');
   if (typeof spec !== "object" || spec === null) throw bad("not an object");
   if (typeof spec.interface !== "string" || !INTERFACE_NAME.test(spec.interface)) throw bad("no valid interface name");
   if (spec.kind === "packet") return { kind: "packet", interface: spec.interface };
@@ -109,7 +109,7 @@ export function checkTransportSpec(value: unknown): TransportSpec {
     throw bad((error as Error).message);
   }
   const port = spec.port ?? MCDIST_UDP_PORT;
-  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) throw bad(`bad port ${String(spec.port)}`);
+  if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) throw bad(`bad port ${shown(spec.port)}`);
   return { kind: "udp", interface: spec.interface, address: spec.address, port };
 }
 

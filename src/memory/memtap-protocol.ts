@@ -62,8 +62,10 @@ export const Slot = {
   PAGES_PREFETCHED: 9,
   /** Of PAGES_ZERO_FILLED, those filled because the guest's allocator handed them out (allocation-hints). */
   PAGES_ALLOCATION_FILLED: 10,
-  HISTOGRAM: 11,
-  WORDS: 11 + HISTOGRAM_BUCKETS,
+  /** Requests the page source asked again (mcdist retries: a storm shows here). */
+  RETRIES: 11,
+  HISTOGRAM: 12,
+  WORDS: 12 + HISTOGRAM_BUCKETS,
 } as const;
 
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */

@@ -47,10 +47,12 @@ interface PageSource {
   bytesReceived?(): number;
   /** Frames refused as corrupted, malformed or forged (mcdist). */
   framesRejected?(): number;
+  /** Requests asked again because their pages did not come in time (mcdist). */
+  retries?(): number;
   close(): void;
 }
 
-const NORMAL_DROPS = new Set(["family", "duplicate", "unexpected", "evicted"]);
+const NORMAL_DROPS = new Set(["family", "duplicate", "unexpected", "evicted", "behind"]);
 
 class McdistSource implements PageSource {
   readonly fd: number;
@@ -70,6 +72,9 @@ class McdistSource implements PageSource {
     const dropped = this.client.stats().framesDropped;
     // Other families' frames, duplicates and siblings' requests are normal traffic, not rejections.
     return Object.entries(dropped).reduce((sum, [reason, n]) => (NORMAL_DROPS.has(reason) ? sum : sum + n), 0);
+  }
+  retries(): number {
+    return this.client.stats().retries;
   }
   close(): void {
     this.client.close();
@@ -261,6 +266,7 @@ class FaultHandler {
   private countBytes(): void {
     if (this.client.bytesReceived) this.init.counters[Slot.BYTES_RECEIVED] = this.client.bytesReceived();
     if (this.client.framesRejected) this.init.counters[Slot.FRAMES_REJECTED] = this.client.framesRejected();
+    if (this.client.retries) this.init.counters[Slot.RETRIES] = this.client.retries();
   }
 
   /** EEXIST: the page arrived meanwhile (e.g. a write fault after a zero-page read); just wake the waiter. */

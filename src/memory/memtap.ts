@@ -46,6 +46,8 @@ export interface MemtapStats {
   pagesMulticast: number;
   /** mcdist frames refused as corrupted, malformed or forged. */
   framesRejected: number;
+  /** mcdist requests asked again (retries). */
+  retries: number;
   pagesZeroFilled: number;
   /** Of those, pages zero-filled because the guest's allocator had them free (free-pages). */
   pagesFreeFilled: number;
@@ -211,6 +213,7 @@ function readStats(c: Float64Array, eagerPages: number): MemtapStats {
     pagesFetched: c[Slot.PAGES_FETCHED]!,
     pagesMulticast: c[Slot.PAGES_MULTICAST]!,
     framesRejected: c[Slot.FRAMES_REJECTED]!,
+    retries: c[Slot.RETRIES]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
     pagesFreeFilled: c[Slot.PAGES_FREE_FILLED]!,
     pagesAllocationFilled: c[Slot.PAGES_ALLOCATION_FILLED]!,

@@ -1,6 +1,7 @@
 import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
 import type { CloneMemoryStats } from "../cluster/family.ts";
 import type { DescriptorSummary } from "../descriptor/summary.ts";
+import { shown } from "../errors.ts";
 /**
  * The control protocol of a VMM process: one JSON object per line over its Unix socket.
  * Every request names the protocol version; an unknown version or operation is refused.
@@ -54,7 +55,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
   const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport, incarnation } = value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
-  if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${String(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
+  if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${shown(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
   if (op === "descriptor") {
     if (typeof path !== "string" || !path.startsWith("/")) return { error: "descriptor needs an absolute path" };
@@ -85,10 +86,10 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
       (typeof counters === "object" &&
         counters !== null &&
         ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])) &&
-        ["pagesMulticast", "framesRejected", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every((k) => counters[k] === undefined || isInt(counters[k])) &&
+        ["pagesMulticast", "framesRejected", "retries", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every((k) => counters[k] === undefined || isInt(counters[k])) &&
         (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));
     if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
     return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined, incarnation };
   }
-  return { error: `unknown operation ${JSON.stringify(op)}` };
+  return { error: `unknown operation ${shown(op)}` };
 }

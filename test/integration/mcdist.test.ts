@@ -7,16 +7,15 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
 import type { Inventory } from "../../src/cluster/inventory.ts";
 import { createTestHosts, destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import type { TransportSpec } from "../../src/mcdist/transport.ts";
 import type { PeerConfig } from "../support/mcdist-peer.ts";
+import { PeerHosts, type PeerEvent } from "../support/mcdist-peers.ts";
 import { describeNetns } from "../support/netns.ts";
 import { within } from "../support/time.ts";
 
-const PEER = join(import.meta.dir, "../support/mcdist-peer.ts");
 const PREFIX = `sfmc${process.pid % 1000}`;
 const MTU = 1500;
 const SIZE = 4 * 1024 * 1024;
@@ -26,61 +25,12 @@ const keyHex = randomBytes(32).toString("hex");
 /** 500 distinct pages in a scattered but fixed order, like a guest's first faults. */
 const PAGES = Array.from({ length: PAGE_COUNT }, (_, i) => (i * 389 + 17) % PAGE_COUNT).slice(0, 500);
 
-type Event = Record<string, any>;
+type Event = PeerEvent;
 
-class Peer {
-  private readonly decoder = new TextDecoder();
-  private readonly reader;
-  private text = "";
-  constructor(readonly process: Bun.Subprocess<"pipe", "pipe", "pipe">) {
-    this.reader = process.stdout.getReader();
-  }
-
-  /** The next JSON line the peer prints (fails on EOF or after `ms`). */
-  async next(ms = 20_000): Promise<Event> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const newline = this.text.indexOf("\n");
-      if (newline >= 0) {
-        const line = this.text.slice(0, newline);
-        this.text = this.text.slice(newline + 1);
-        const event = JSON.parse(line) as Event;
-        if (event.fatal) throw new Error(`peer failed: ${event.fatal}`);
-        return event;
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error("peer said nothing in time");
-      const read = await Promise.race([this.reader.read(), Bun.sleep(left).then(() => undefined)]);
-      if (read === undefined) continue;
-      if (read.done) throw new Error(`peer ended: ${await new Response(this.process.stderr).text()}`);
-      this.text += this.decoder.decode(read.value, { stream: true });
-    }
-  }
-
-  say(line: string): void {
-    this.process.stdin.write(`${line}\n`);
-    this.process.stdin.flush();
-  }
-
-  end(): void {
-    this.process.stdin.end();
-  }
-}
-
-const peers: Peer[] = [];
 let inventory: Inventory;
-
-function spawnPeer(host: number, mode: string, config: PeerConfig): Peer {
-  const namespace = inventory.hosts[host - 1]!.namespace!;
-  const child = Bun.spawn(["ip", "netns", "exec", namespace, process.execPath, PEER, mode, JSON.stringify(config)], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-  const peer = new Peer(child);
-  peers.push(peer);
-  return peer;
-}
-
-function spec(kind: TransportSpec["kind"], host: number): TransportSpec {
-  return kind === "packet" ? { kind, interface: "eth0" } : { kind, interface: "eth0", address: inventory.hosts[host - 1]!.address };
-}
+const hosts = new PeerHosts(() => inventory);
+const spawnPeer = (host: number, mode: string, config: PeerConfig) => hosts.spawn(host, mode, config);
+const spec = (kind: TransportSpec["kind"], host: number) => hosts.spec(kind, host);
 
 async function runClients(kind: TransportSpec["kind"], family: number, server: McdistServerEndpoint, hosts: number[], extra: Partial<PeerConfig> = {}): Promise<Event[]> {
   const clients = hosts.map((h) => spawnPeer(h, "client", { transport: spec(kind, h), family, keyHex, mtu: MTU, server, pageCount: PAGE_COUNT, pages: PAGES, batch: 32, timeoutMs: 5000, ...extra }));
@@ -103,7 +53,7 @@ describeNetns("mcdist page transport between network namespaces", () => {
   }, within(60_000));
 
   afterAll(async () => {
-    for (const p of peers) p.process.kill(9);
+    hosts.kill();
     await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
   }, within(60_000));
 

@@ -8,7 +8,7 @@
  *           that already arrived as multicast prefetch), checks every page against the pattern and
  *           prints {done, ...}; then on "fetch" fetches `laterPages` once and prints {ok} or {error}.
  *           `loss` drops that fraction of frames in both directions (test-only, for kernels
- *           without sch_netem).
+ *           without sch_netem); `burnMs` and `bufferBytes` make it slow like a clone on a busy host.
  *   forge   sends PAGE frames for `pages` with the right family and a valid CRC but garbage
  *           contents and tags, to the family's group, until stdin closes; prints {ready} first.
  *   keyless a peer without the family key: until stdin closes it asks the server for `pages` and the
@@ -47,7 +47,11 @@ export interface PeerConfig {
   batch?: number;
   timeoutMs?: number;
   loss?: number;
-  rate?: number;
+  rate?: number | "measured";
+  /** client: CPU time burnt after each fetch (ms), like a guest running between faults; frames wait meanwhile. */
+  burnMs?: number;
+  /** client: socket buffer size (bytes): a small one overflows while the client is busy, like a descheduled clone's. */
+  bufferBytes?: number;
 }
 
 /** The image's contents: every 32-bit word depends on its page and position. */
@@ -132,7 +136,7 @@ async function client(config: PeerConfig): Promise<void> {
     const expected = patternPage(page);
     if (data.byteLength !== PAGE_SIZE || !data.every((b, i) => b === expected[i])) mismatches++;
   };
-  const inner = openTransport(config.transport, { family: config.family, mtu: config.mtu });
+  const inner = openTransport(config.transport, { family: config.family, mtu: config.mtu, bufferBytes: config.bufferBytes });
   const lossyTransport = config.loss ? lossy(inner, config.loss, config.family ^ inner.fd) : undefined;
   const transport = lossyTransport ?? inner;
   const mcdist = McdistClient.open({
@@ -167,6 +171,7 @@ async function client(config: PeerConfig): Promise<void> {
       check(page, contents[k]!);
       got.add(page);
     });
+    for (const until = performance.now() + (config.burnMs ?? 0); performance.now() < until; ) {}
   }
   const elapsedMs = performance.now() - started;
   const missing = pages.filter((p) => !got.has(p) && !extra.has(p)).length;

@@ -64,6 +64,25 @@ describe("mcdist over loopback UDP", () => {
     expect(server.stats().pagesSent).toBeGreaterThanOrEqual(4);
   });
 
+  test("a client with a full batch of frames waiting drops siblings' pages unread until it catches up, and still gets its own", async () => {
+    const idle = open();
+    const all = Array.from({ length: PAGES }, (_, p) => p);
+    const fetchAll = (client: McdistClient) => {
+      for (let i = 0; i < PAGES; i += 64) client.fetch(all.slice(i, i + 64));
+    };
+    // Two rounds of every page (3 frames each) wait at the idle client: more than one read takes.
+    fetchAll(open());
+    await Bun.sleep(300); // long enough that the server sends the pages again for a newcomer
+    fetchAll(open());
+    for (const deadline = performance.now() + 2000; server.stats().pagesSent < 2 * PAGES && performance.now() < deadline; ) await Bun.sleep(5);
+    expect(idle.fetch([7])[0]).toEqual(page(7));
+    idle.drain();
+    const dropped = idle.stats().framesDropped;
+    console.log(`behind: ${JSON.stringify(idle.stats())}`);
+    expect(dropped.behind).toBeGreaterThan(0);
+    expect(dropped.forged ?? 0).toBe(0);
+  });
+
   test("a descriptor arrives in tagged chunks and must have the digest the clone order named", async () => {
     const descriptor = crypto.getRandomValues(new Uint8Array(100_000));
     const digest = new Bun.CryptoHasher("sha256").update(descriptor).digest("hex");
