@@ -4,6 +4,8 @@
  * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (bench/cluster.ts).
  * `snowflock bench heuristics`: pages fetched with each avoidance heuristic on/off, one host and
  * across test hosts (bench/heuristics.ts).
+ * `snowflock bench soak`: many fork/kill cycles, locally and across test hosts, with the host's
+ * descriptors, memory, processes, run-directory entries and D-state tasks before and after (bench/soak.ts).
  *
  * Options shared by the benchmarks have no cac default: each benchmark applies its own (below).
  */
@@ -14,7 +16,7 @@ import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
 import { chosenBackend } from "./backend.ts";
-import { memoryOption, transportOption } from "./options.ts";
+import { memoryOption, memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "./output.ts";
 
 interface BenchOptions {
@@ -34,15 +36,18 @@ interface BenchOptions {
   seed: string | number;
   backend?: string;
   domuConfig?: string;
+  cycles: string | number;
+  crossCycles: string | number;
 }
 
-const BENCHMARKS = ["fork", "cluster", "heuristics"];
+const BENCHMARKS = ["fork", "cluster", "heuristics", "soak"];
 
 /** Per-benchmark defaults of the options they share. */
 const DEFAULTS = {
   fork: { clones: "1,2,4,8,16,32", runs: 3, mem: "1G" },
   cluster: { clones: "1,2,4,8,16,32", runs: 3, mem: "64M", hosts: "1,2,4,8", transport: "packet,tcp" },
   heuristics: { clones: 4, runs: 3, mem: "128M", hosts: 3, transport: "packet" },
+  soak: { clones: 1, mem: "64M", hosts: 2, transport: "packet" },
   xen: { clones: "1,2,4,8", runs: 3, domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg") },
 };
 
@@ -60,7 +65,7 @@ export function registerBench(cli: CAC): void {
   cli
     .command(
       "bench <benchmark>",
-      "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts)",
+      "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts); soak (fork/kill cycles: the host's fds, RSS, processes, run-directory entries and D-state tasks before and after)",
     )
     .option("--clones <list>", "Clone counts N, comma-separated (default: fork, cluster 1,2,4,8,16,32; heuristics one N, 4)")
     .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M)")
@@ -74,12 +79,15 @@ export function registerBench(cli: CAC): void {
     .option("--workloads <list>", "heuristics: workloads, comma-separated: sha256-par, search-par, alloc-par", { default: "sha256-par,search-par,alloc-par" })
     .option("--size <size>", "cluster, heuristics: dataset size", { default: "16M" })
     .option("--seed <n>", "cluster, heuristics: dataset seed", { default: 7 })
+    .option("--cycles <n>", "soak: fork/kill cycles on this host (0 skips)", { default: 1000 })
+    .option("--cross-cycles <n>", "soak: fork/kill cycles across test hosts (0 skips; --hosts sets how many, default 2)", { default: 200 })
     .option("--json", "Print the report as JSON")
     .option("--domu-config <file>", "fork --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)")
     .option("--out <dir>", "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: bench/results in the repo, else .)")
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
+    .example((bin) => `  ${bin} bench soak --cycles 1000 --cross-cycles 200`)
     .action(async (benchmark: string, options: BenchOptions) => {
       if (!BENCHMARKS.includes(benchmark)) throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
       if ((await chosenBackend(options.backend, "bench")) === "xen") {
@@ -88,6 +96,7 @@ export function registerBench(cli: CAC): void {
       }
       if (benchmark === "cluster") return benchCluster(options);
       if (benchmark === "heuristics") return benchHeuristics(options);
+      if (benchmark === "soak") return benchSoak(options);
       const clones = [...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
       const memoryPaths = [...new Set(listOption(options.memory))];
       if (clones.length === 0 || memoryPaths.length === 0) throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
@@ -139,6 +148,24 @@ async function benchCluster(options: BenchOptions): Promise<number> {
     sizeBytes,
     memoryBytes,
     seed,
+  });
+  return publish(bench, report, options, report.badRuns);
+}
+
+async function benchSoak(options: BenchOptions): Promise<number> {
+  const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
+  const count = (option: string, value: unknown) => (String(value) === "0" ? 0 : wholeNumber(option, value, 1_000_000));
+  const memory = listOption(options.memory);
+  if (memory.length !== 1) throw new SnowflockError("USAGE", `bench soak takes one --memory value, not '${options.memory}'`);
+  const bench = await import("../../bench/soak.ts");
+  const report = await bench.runSoakBench({
+    cycles: count("--cycles", options.cycles),
+    crossCycles: count("--cross-cycles", options.crossCycles),
+    hosts: wholeNumber("--hosts", options.hosts ?? DEFAULTS.soak.hosts, MAX_TEST_HOSTS),
+    clones: wholeNumber("--clones", options.clones ?? DEFAULTS.soak.clones, MAX_CLONES_PER_FORK),
+    memory: memoryPathOption(memory[0]!),
+    transport: transportOption(String(options.transport ?? DEFAULTS.soak.transport)),
+    memoryBytes: memoryOption(options.mem ?? DEFAULTS.soak.mem),
   });
   return publish(bench, report, options, report.badRuns);
 }
