@@ -10,9 +10,10 @@
  * and the multi-host cluster files, which start dozens of VMs on several test hosts, are too slow
  * to run there: they are listed as not run, and run wherever /dev/kvm works.
  *
- * In CI (SNOWFLOCK_REQUIRE_KVM=1), or with SNOWFLOCK_XEN_STAGE=1, the Xen stage follows
+ * In CI (SNOWFLOCK_REQUIRE_KVM=1), or with SNOWFLOCK_XEN_STAGE=1, the Xen stage runs too
  * (`bun run test:xen`: test/xen/ in the nested Xen host), unless this is a Xen dom0 itself,
- * where `bun test` has run test/xen/ already.
+ * where `bun test` has run test/xen/ already. It runs side by side with the rest (each emulated
+ * host keeps one core busy), its lines prefixed "xen| ".
  */
 import { Glob } from "bun";
 import { existsSync, readFileSync } from "node:fs";
@@ -31,18 +32,31 @@ interface Outcome {
   failed: number;
 }
 
-/** Runs a command with its output passed through, and reads bun's " N pass" / " N fail" lines. */
-async function run(command: string[], env: Record<string, string> = {}): Promise<Outcome> {
-  console.log(`+ ${command.join(" ")}`);
+/**
+ * Runs a command with its output passed through (whole lines behind `prefix`, when given, so a
+ * stage running beside another stays readable), and reads bun's " N pass" / " N fail" lines.
+ */
+async function run(command: string[], env: Record<string, string> = {}, prefix = ""): Promise<Outcome> {
+  console.log(`${prefix}+ ${command.join(" ")}`);
   const child = Bun.spawn(command, { cwd: ROOT, env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
   let text = "";
   const pump = async (stream: ReadableStream<Uint8Array>, out: NodeJS.WriteStream) => {
     const decoder = new TextDecoder();
+    let pending = "";
     for await (const chunk of stream) {
       const part = decoder.decode(chunk, { stream: true });
       text += part;
-      out.write(part);
+      if (!prefix) {
+        out.write(part);
+        continue;
+      }
+      pending += part;
+      const end = pending.lastIndexOf("\n");
+      if (end < 0) continue;
+      out.write(pending.slice(0, end + 1).replace(/^/gm, prefix).slice(0, -prefix.length));
+      pending = pending.slice(end + 1);
     }
+    if (pending) out.write(`${prefix}${pending}\n`);
   };
   await Promise.all([pump(child.stdout, process.stdout), pump(child.stderr, process.stderr)]);
   const status = await child.exited;
@@ -70,12 +84,14 @@ function finish(notRun: string[] = []): never {
   console.log(`\n ${passed} pass\n ${failed} fail`);
   process.exit(outcomes.some((o) => o.status !== 0) ? 1 : 0);
 }
-const runXenStage = async () => {
-  if (xenStage) outcomes.push(await run(["bun", "run", "test:xen"]));
+// Started now, awaited last: the nested Xen host boots and tests while the rest runs.
+const xenOutcome = xenStage ? run(["bun", "run", "test:xen"], {}, "xen| ") : undefined;
+const awaitXenStage = async () => {
+  if (xenOutcome) outcomes.push(await xenOutcome);
 };
 if (!nested) {
   outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...args]));
-  await runXenStage();
+  await awaitXenStage();
   finish();
 }
 
@@ -89,5 +105,5 @@ if (here.length > 0) outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...
 if (emulated.length > 0) {
   outcomes.push(await run(["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...emulated.map((f) => `./${relative(ROOT, join(ROOT, f))}`)], { SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_TIMEOUT_SCALE: NESTED_TIME_SCALE, SNOWFLOCK_NESTED_SMP: process.env.SNOWFLOCK_NESTED_SMP ?? "1" }));
 }
-await runXenStage();
+await awaitXenStage();
 finish(notRun);

@@ -52,7 +52,7 @@ apt_updated=0
 apt_update() {
   [ "$apt_updated" = 1 ] && return 0
   say "apt-get update"
-  apt-get update -qq >&2
+  apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
   apt_updated=1
 }
 need=()
@@ -67,7 +67,7 @@ command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   apt_update
   say "installing ${need[*]}"
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 
 # ---------------------------------------------------------------------------------------------
