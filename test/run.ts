@@ -24,7 +24,7 @@ const ROOT = join(import.meta.dir, "..");
 const BUN_TIMEOUT = ["--timeout", "120000"];
 const NESTED_TIME_SCALE = "10";
 /** Cluster files: too slow under emulation (see above). */
-const NOT_UNDER_EMULATION = ["test/integration/cluster.test.ts", "test/integration/cluster-acceptance.test.ts", "test/integration/cluster-faults.test.ts"];
+const NOT_UNDER_EMULATION = ["test/integration/cluster.test.ts", "test/integration/cluster-acceptance.test.ts", "test/integration/cluster-faults.test.ts", "test/integration/soak.test.ts"];
 
 interface Outcome {
   status: number;

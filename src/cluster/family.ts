@@ -102,6 +102,27 @@ export interface FamilyIdentity {
   cloneId?: number;
 }
 
+/** One clone round's memory servers and the clones that may fault on them. */
+interface ServerRound {
+  server?: MemoryServer;
+  mcdist?: McdistServer;
+  cloneIds: number[];
+  /** The round (or its checkpoint) is let go: no more clones will be made from it. */
+  released: boolean;
+}
+
+/** What a round's servers sent: answers of the memory server, frames of mcdist. */
+function serverTotals(round: ServerRound) {
+  const server = round.server?.stats();
+  const mcdist = round.mcdist?.stats();
+  return {
+    bytesSent: (server?.bytesSent ?? 0) + (mcdist?.bytesSent ?? 0),
+    framesSent: (server?.messagesSent ?? 0) + (mcdist?.framesSent ?? 0),
+    pagesResent: mcdist?.pagesResent ?? 0,
+    duplicatesSuppressed: mcdist?.duplicatesSuppressed ?? 0,
+  };
+}
+
 const JOIN_POLL_MS = 50;
 /** How often a join asks the hosts of clones still running whether they are still there. */
 const REMOTE_PROBE_MS = 1000;
@@ -116,8 +137,10 @@ export class Family {
   /** Checkpoints and tickets being made (the host is asked first): they count against the limits too. */
   private pendingCheckpoints = 0;
   private pendingTickets = 0;
-  private servers: MemoryServer[] = [];
-  private mcdistServers: McdistServer[] = [];
+  /** Each clone round's memory servers, until every clone that may fault on them has ended. */
+  private rounds = new Map<CloneSource, ServerRound>();
+  /** What the servers of closed rounds sent, for stats(). */
+  private closedServers = { bytesSent: 0, framesSent: 0, pagesResent: 0, duplicatesSuppressed: 0 };
   /** This run of the VM, unlike any earlier VM of the same name. */
   readonly incarnation = `${getpid()}-${randomBytes(6).toString("hex")}`;
   /** Every clone round, with its phase times, for --json. */
@@ -189,9 +212,11 @@ export class Family {
       result.clones.sort((a, b) => a.cloneId - b.cloneId);
       result.totalMs = performance.now() - source.startedAt;
     } finally {
+      this.roundOf(source)?.cloneIds.push(...ids);
       if (!checkpoint) this.release(source);
     }
     for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
+    this.closeEndedRounds();
     this.forks.push(result);
     this.nextOperatorCloneId = Math.max(this.nextOperatorCloneId, ...ids.map((id) => id + 1));
     return result;
@@ -238,11 +263,39 @@ export class Family {
     }
   }
 
+  /** The round of memory servers `source` brought (none for copy-on-write alone). */
+  private roundOf(source: CloneSource): ServerRound | undefined {
+    if (!source.server && !source.mcdist) return undefined;
+    let round = this.rounds.get(source);
+    if (!round) this.rounds.set(source, (round = { server: source.server, mcdist: source.mcdist?.server, cloneIds: [], released: false }));
+    return round;
+  }
+
   /** The clones have opened what they need; a memory server stays while they may still fault. */
   private release(source: CloneSource): void {
     releaseClones(source);
-    if (source.server) this.servers.push(source.server);
-    if (source.mcdist) this.mcdistServers.push(source.mcdist.server);
+    const round = this.roundOf(source);
+    if (round) round.released = true;
+    this.closeEndedRounds();
+  }
+
+  /**
+   * Closes the servers of every round no clone can fault on any more (released, and all its clones
+   * ended): a VM that forks all day must not keep a socket, a Worker and an image per round.
+   */
+  private closeEndedRounds(): void {
+    for (const [source, round] of this.rounds) {
+      if (!round.released || round.cloneIds.some((id) => this.memberStatus(id) === undefined)) continue;
+      this.rounds.delete(source);
+      this.closeRound(round);
+    }
+  }
+
+  private closeRound(round: ServerRound): void {
+    const sent = serverTotals(round);
+    for (const key of Object.keys(sent) as Array<keyof typeof sent>) this.closedServers[key] += sent[key];
+    round.server?.close();
+    void round.mcdist?.close();
   }
 
   /** A clone's VMM reports that its vCPUs run. */
@@ -260,6 +313,7 @@ export class Family {
     if (incarnation !== undefined && incarnation !== this.incarnation) return;
     member.status = status;
     member.memory = memory;
+    this.closeEndedRounds();
   }
 
   /** A message from family member `from` arrived for this VM: the answer its sender gets (refused if the inbox is full). */
@@ -377,8 +431,8 @@ export class Family {
   close(): void {
     for (const { source } of this.checkpoints.values()) this.release(source);
     this.checkpoints.clear();
-    for (const server of this.servers.splice(0)) server.close();
-    for (const server of this.mcdistServers.splice(0)) void server.close();
+    for (const round of this.rounds.values()) this.closeRound(round);
+    this.rounds.clear();
   }
 
   /** What the family's clones reported about their memory, added up. */
@@ -429,18 +483,15 @@ export class Family {
     totals.pagesAvoided["free-pages"] = totals.pagesFreeFilled;
     totals.pagesAvoided["allocation-hints"] = totals.pagesAllocationFilled;
     totals.pagesAvoided["known-zero"] = totals.pagesZeroFilled - totals.pagesFreeFilled - totals.pagesAllocationFilled;
-    for (const server of this.servers) {
-      const stats = server.stats();
-      totals.serverBytesSent += stats.bytesSent;
-      totals.serverFramesSent += stats.messagesSent;
+    const sent = { ...this.closedServers };
+    for (const round of this.rounds.values()) {
+      const more = serverTotals(round);
+      for (const key of Object.keys(sent) as Array<keyof typeof sent>) sent[key] += more[key];
     }
-    for (const server of this.mcdistServers) {
-      const stats = server.stats();
-      totals.serverBytesSent += stats.bytesSent;
-      totals.serverFramesSent += stats.framesSent;
-      totals.serverPagesResent += stats.pagesResent;
-      totals.serverDuplicatesSuppressed += stats.duplicatesSuppressed;
-    }
+    totals.serverBytesSent = sent.bytesSent;
+    totals.serverFramesSent = sent.framesSent;
+    totals.serverPagesResent = sent.pagesResent;
+    totals.serverDuplicatesSuppressed = sent.duplicatesSuppressed;
     return totals;
   }
 
