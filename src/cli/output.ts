@@ -22,8 +22,9 @@ export function printable(text: string): string {
   return text.replace(/[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
-export function printLine(line: string): void {
-  process.stdout.write(`${printable(line)}\n`);
+/** Prints text (several lines, for a report) with every control character but the line breaks escaped. */
+export function printLine(text: string): void {
+  process.stdout.write(`${text.split("\n").map(printable).join("\n")}\n`);
 }
 
 /** A plain aligned table for terminals. */

@@ -42,12 +42,17 @@ export function describePageServer(server: PageServerAddress): string {
 }
 
 function parseMcdist(encoded: string, bad: () => SnowflockError): McdistAddress {
-  let value: Record<string, unknown>;
+  let value: unknown;
   try {
     value = JSON.parse(Buffer.from(encoded, "base64url").toString("utf8"));
   } catch {
     throw bad();
   }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw bad();
+  return checkMcdist(value as Record<string, unknown>, bad);
+}
+
+function checkMcdist(value: Record<string, unknown>, bad: () => SnowflockError): McdistAddress {
   const server = value.server as Record<string, unknown> | undefined;
   const { family, key, mtu } = value;
   if (typeof server !== "object" || server === null || (server.kind !== "packet" && server.kind !== "udp") || typeof server.address !== "string") throw bad();

@@ -31,26 +31,7 @@ interface KnownFinding {
  * Bugs the fuzzers found that are not fixed yet. Remove an entry when its fix lands: the replay
  * of its files is marked test.failing, so it turns red the moment the bug is gone.
  */
-const KNOWN_FINDINGS: KnownFinding[] = [
-  {
-    target: "page-server-address",
-    matches: /^crash TypeError: .* at src\/memory\/page-server-address\.ts/,
-    files: ["c2737f9a87e0eb6a.bin"],
-    reason: "parsePageServer: mcdist:<base64url of null> reads null.server (TypeError)",
-  },
-  {
-    target: "launch-record",
-    matches: /^crash TypeError: .* at src\/memory\/page-server-address\.ts/,
-    files: ["623fad22abc4c760.bin"],
-    reason: "a launch record whose memory.server is mcdist:<base64url of null> reaches parsePageServer's null.server (TypeError)",
-  },
-  {
-    target: "clone-order",
-    matches: /^crash TypeError: .* at src\/memory\/page-server-address\.ts/,
-    files: ["bbf7257d44961ac5.bin"],
-    reason: "a clone order whose memory is mcdist:<base64url of null> reaches parsePageServer's null.server (TypeError)",
-  },
-];
+const KNOWN_FINDINGS: KnownFinding[] = [];
 
 const describeFinding = (f: Finding) => `${f.kind} ${f.error}${f.where ? ` at ${f.where}` : ""}`;
 const known = (f: Finding) => KNOWN_FINDINGS.some((k) => k.target === f.target && k.matches.test(describeFinding(f)));
