@@ -83,6 +83,8 @@ const WARM_UP_CYCLES = 5;
 const SAMPLES_PER_PART = 50;
 const FORK_TIMEOUT_MS = scaledTimeout(60_000);
 const GONE_TIMEOUT_MS = scaledTimeout(15_000);
+/** Before the first and the last sample: a killed clone's end reaches its parent (and closes its round's servers) a moment after its process is gone. */
+const SETTLE_MS = scaledTimeout(1000);
 /** RSS moves with the garbage collector: a rise below both of these is not a leak. */
 const RSS_SLACK_BYTES = 16 * 2 ** 20;
 const RSS_SLACK_SHARE = 0.1;
@@ -229,9 +231,11 @@ async function soakPart(session: Session, where: SoakPart["where"], cycles: numb
   let done = 0;
   try {
     for (let i = 0; i < WARM_UP_CYCLES; i++) await cycle(session, name, options.clones, options.memory, spread, options.transport);
+    await Bun.sleep(SETTLE_MS);
     samples.push(sample(session, 0, parentPid));
     for (done = 1; done <= cycles; done++) {
       await cycle(session, name, options.clones, options.memory, spread, options.transport);
+      if (done === cycles) await Bun.sleep(SETTLE_MS);
       if (done % every === 0 || done === cycles) {
         samples.push(sample(session, done, parentPid));
         const rate = done / ((performance.now() - started) / 1000);
