@@ -2,9 +2,9 @@
 import { SnowflockError } from "../errors.ts";
 import { formatSize, parseSize } from "../size.ts";
 import type { MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
+import { MAX_VCPUS } from "../descriptor/layout.ts";
 
 export const MIN_MEMORY = 16 * 1024 * 1024;
-export const MAX_VCPUS = 64;
 
 export function memoryOption(value: unknown): number {
   const bytes = parseSize(String(value));

@@ -4,10 +4,9 @@
  * once (page tables, the pages under RIP and RSP).
  */
 import * as abi from "../backend/kvm/abi.ts";
-import type { FreePageMap, MachineState } from "../backend/kvm/machine.ts";
+import type { MachineState } from "../backend/kvm/machine.ts";
 import type { DeviceState } from "../backend/kvm/vm.ts";
 import type { VcpuState } from "../backend/kvm/vcpu-state.ts";
-import type { RamRegion } from "../memory/layout.ts";
 import { PAGE_SIZE } from "../memory/layout.ts";
 import { type EnvelopeInfo, openEnvelope, sealEnvelope } from "./envelope.ts";
 import {
@@ -20,24 +19,8 @@ import { FieldReader, SectionWriter, walkSections } from "./sections.ts";
 /** Readers of descriptor files refuse larger ones before reading (sys/bounded-read.ts). */
 export { MAX_DESCRIPTOR_FILE_BYTES } from "./envelope.ts";
 
-export interface DescriptorMeta {
-  backend: "kvm";
-  name: string;
-  cmdline: string;
-  memorySize: number;
-  regions: RamRegion[];
-  createdAt: string;
-  /** Set when the guest itself asked for the clone: its call block, and what clones get back. */
-  cloneCall?: CloneCall;
-  /** Where the guest's page allocator keeps its bitmap (SF_HC_FREE_PAGES), for the clones' own clones. */
-  freePageMap?: FreePageMap;
-}
-
-/** sf_clone returns each clone's ID; sf_checkpoint_parent returns 0 in the clones. */
-export interface CloneCall {
-  block: number;
-  returns: "clone-id" | "zero";
-}
+export type { CloneCall, DescriptorMeta } from "./meta.ts";
+import type { DescriptorMeta } from "./meta.ts";
 
 export interface Descriptor {
   meta: DescriptorMeta;

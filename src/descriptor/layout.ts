@@ -4,11 +4,10 @@
  * payload is known before anything is decoded.
  */
 import * as abi from "../backend/kvm/abi.ts";
-import { MAX_VCPUS } from "../cli/options.ts";
 import { PAGE_SIZE } from "../memory/layout.ts";
 
-/** A descriptor holds no more vCPUs than a VM may have. */
-export { MAX_VCPUS };
+/** Most vCPUs a VM may have (`run --vcpus`); a descriptor with more is refused. */
+export const MAX_VCPUS = 64;
 /** The most guest memory a descriptor may describe. */
 export const MAX_MEMORY_BYTES = 256 * 1024 ** 3;
 /** The most the metadata JSON may take (a name, a command line, a few regions). */

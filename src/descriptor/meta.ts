@@ -3,11 +3,30 @@
  * field it should not have. Region offsets go straight to KVM_SET_USER_MEMORY_REGION as offsets
  * into the VMM's mapping, so they must be page-aligned, non-overlapping and inside the memory size.
  */
+import type { FreePageMap } from "../backend/kvm/machine.ts";
 import { MAX_FREE_PAGE_FRAMES } from "../guest/hypercalls.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
-import type { DescriptorMeta } from "./format.ts";
+import { PAGE_SIZE, type RamRegion } from "../memory/layout.ts";
 import { MAX_MEMORY_BYTES, MAX_META_BYTES } from "./layout.ts";
 import { refuse } from "./refuse.ts";
+
+export interface DescriptorMeta {
+  backend: "kvm";
+  name: string;
+  cmdline: string;
+  memorySize: number;
+  regions: RamRegion[];
+  createdAt: string;
+  /** Set when the guest itself asked for the clone: its call block, and what clones get back. */
+  cloneCall?: CloneCall;
+  /** Where the guest's page allocator keeps its bitmap (SF_HC_FREE_PAGES), for the clones' own clones. */
+  freePageMap?: FreePageMap;
+}
+
+/** sf_clone returns each clone's ID; sf_checkpoint_parent returns 0 in the clones. */
+export interface CloneCall {
+  block: number;
+  returns: "clone-id" | "zero";
+}
 
 const MAX_REGIONS = 8;
 const MAX_NAME_LENGTH = 255;
