@@ -133,13 +133,17 @@ function dStateTasks(): number {
   return count;
 }
 
-/** snowflock processes other than this one: VMMs, agents, helpers. */
-function snowflockProcesses(): number[] {
-  return processIds().filter((pid) => pid !== process.pid && readOr(`/proc/${pid}/cmdline`, "").includes("snowflock"));
+/** The session's processes (VMMs, agents): those started with its run directory or a test host's below it. */
+function sessionProcesses(session: Session): number[] {
+  const markers = [`SNOWFLOCK_RUN_DIR=${session.runDir}\0`, `SNOWFLOCK_RUN_DIR=${session.runDir}/`];
+  return processIds().filter((pid) => {
+    const environ = pid === process.pid ? "" : readOr(`/proc/${pid}/environ`, "");
+    return markers.some((m) => environ.includes(m));
+  });
 }
 
-function agentPids(): number[] {
-  return snowflockProcesses().filter((pid) => readOr(`/proc/${pid}/cmdline`, "").split("\0").includes("agent"));
+function agentPids(session: Session): number[] {
+  return sessionProcesses(session).filter((pid) => readOr(`/proc/${pid}/cmdline`, "").split("\0").includes("agent"));
 }
 
 /** The run directory and the test hosts' below it. */
@@ -161,7 +165,7 @@ function countEntries(session: Session): { entries: number; endedLogs: number } 
 }
 
 function sample(session: Session, cycle: number, parentPid: number): SoakSample {
-  const agents = agentPids();
+  const agents = agentPids(session);
   const { entries, endedLogs } = countEntries(session);
   return {
     cycle,
@@ -169,7 +173,7 @@ function sample(session: Session, cycle: number, parentPid: number): SoakSample 
     parentRssBytes: rssBytes(parentPid),
     agentFds: agents.reduce((n, pid) => n + fdCount(pid), 0),
     agentRssBytes: agents.reduce((n, pid) => n + rssBytes(pid), 0),
-    processes: snowflockProcesses().length,
+    processes: sessionProcesses(session).length,
     runDirEntries: entries,
     endedLogs,
     dStateTasks: dStateTasks(),
@@ -305,7 +309,7 @@ const METRICS: Array<[Metric, string, (n: number) => string]> = [
   ["parentRssBytes", "parent VMM RSS, MiB", mb],
   ["agentFds", "agents' fds", String],
   ["agentRssBytes", "agents' RSS, MiB", mb],
-  ["processes", "snowflock processes", String],
+  ["processes", "the run's processes", String],
   ["runDirEntries", "run-directory entries", String],
   ["endedLogs", `ended VMs' logs (newest ${KEPT_ENDED_LOGS} kept)`, String],
   ["dStateTasks", "D-state tasks (machine)", String],

@@ -123,6 +123,25 @@ function serverTotals(round: ServerRound) {
   };
 }
 
+/** Adds a clone's memory counters into `into`. */
+function addMemoryStats(into: CloneMemoryStats, memory: CloneMemoryStats | undefined): void {
+  if (!memory) return;
+  into.faults += memory.faults;
+  into.pagesFetched += memory.pagesFetched;
+  into.pagesMulticast = (into.pagesMulticast ?? 0) + (memory.pagesMulticast ?? 0);
+  into.framesRejected = (into.framesRejected ?? 0) + (memory.framesRejected ?? 0);
+  into.retries = (into.retries ?? 0) + (memory.retries ?? 0);
+  into.pagesZeroFilled += memory.pagesZeroFilled;
+  into.pagesFreeFilled = (into.pagesFreeFilled ?? 0) + (memory.pagesFreeFilled ?? 0);
+  into.pagesAllocationFilled = (into.pagesAllocationFilled ?? 0) + (memory.pagesAllocationFilled ?? 0);
+  into.pagesPrefetched = (into.pagesPrefetched ?? 0) + (memory.pagesPrefetched ?? 0);
+  into.bytesReceived += memory.bytesReceived;
+  const histogram = (into.faultServiceHistogram ??= []);
+  (memory.faultServiceHistogram ?? []).forEach((count, i) => (histogram[i] = (histogram[i] ?? 0) + count));
+}
+
+/** Clone rounds kept for --json's forks[]; their counts are in stats either way. */
+const MAX_FORK_HISTORY = 64;
 const JOIN_POLL_MS = 50;
 /** How often a join asks the hosts of clones still running whether they are still there. */
 const REMOTE_PROBE_MS = 1000;
@@ -131,6 +150,13 @@ export class Family {
   private tickets = new Map<number, Ticket>();
   private nextTicket = 1;
   private clones = new Map<number, Member>();
+  /**
+   * Ended clones that no unjoined ticket still waits for, added up per host ("" for this one):
+   * their members are dropped, so a VM that forks all day keeps counters, not a record a clone.
+   */
+  private retired = new Map<string, { clones: number; memory: CloneMemoryStats }>();
+  private clonesEver = 0;
+  private descriptorBytesEver = 0;
   private nextOperatorCloneId = 1;
   /** `inUse`: clones are being made from it, so its image must stay open (clones open it by fd number). */
   private checkpoints = new Map<number, { source: CloneSource; inUse: number }>();
@@ -143,7 +169,7 @@ export class Family {
   private closedServers = { bytesSent: 0, framesSent: 0, pagesResent: 0, duplicatesSuppressed: 0 };
   /** This run of the VM, unlike any earlier VM of the same name. */
   readonly incarnation = `${getpid()}-${randomBytes(6).toString("hex")}`;
-  /** Every clone round, with its phase times, for --json. */
+  /** The newest clone rounds (MAX_FORK_HISTORY), with their phase times, for --json. */
   readonly forks: ForkResult[] = [];
   private nextCheckpoint = 1;
   private inbox: Array<{ from: number; data: Uint8Array }> = [];
@@ -192,6 +218,7 @@ export class Family {
     for (const id of ids) {
       const name = `${this.self.name}.${id}`;
       this.clones.set(id, { name, host: remoteHost(id), status: undefined, started: Promise.withResolvers<StartTimes>() });
+      this.clonesEver++;
       if (cluster) cluster.placement.set(name, placement.get(id) ?? cluster.host.name);
     }
     const awaitStart = (id: number) => this.clones.get(id)!.started.promise;
@@ -217,7 +244,10 @@ export class Family {
     }
     for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
     this.closeEndedRounds();
+    this.retireEnded();
+    this.descriptorBytesEver += result.descriptorBytes;
     this.forks.push(result);
+    this.forks.splice(0, this.forks.length - MAX_FORK_HISTORY);
     this.nextOperatorCloneId = Math.max(this.nextOperatorCloneId, ...ids.map((id) => id + 1));
     return result;
   }
@@ -314,6 +344,21 @@ export class Family {
     member.status = status;
     member.memory = memory;
     this.closeEndedRounds();
+    this.retireEnded();
+  }
+
+  /** Drops the members of ended clones no unjoined ticket waits for, keeping their counters. */
+  private retireEnded(): void {
+    const awaited = new Set<number>();
+    for (const ticket of this.tickets.values()) for (const id of ticket.cloneIds ?? []) awaited.add(id);
+    for (const [id, member] of this.clones) {
+      if (member.status === undefined || awaited.has(id)) continue;
+      const retired = this.retired.get(member.host ?? "") ?? { clones: 0, memory: { faults: 0, pagesFetched: 0, pagesZeroFilled: 0, bytesReceived: 0 } };
+      retired.clones++;
+      addMemoryStats(retired.memory, member.memory);
+      this.retired.set(member.host ?? "", retired);
+      this.clones.delete(id);
+    }
   }
 
   /** A message from family member `from` arrived for this VM: the answer its sender gets (refused if the inbox is full). */
@@ -438,7 +483,7 @@ export class Family {
   /** What the family's clones reported about their memory, added up. */
   stats(): FamilyStats {
     const totals: FamilyStats = {
-      clones: this.clones.size,
+      clones: this.clonesEver,
       faults: 0,
       pagesFetched: 0,
       pagesMulticast: 0,
@@ -451,33 +496,24 @@ export class Family {
       serverFramesSent: 0,
       serverPagesResent: 0,
       serverDuplicatesSuppressed: 0,
-      descriptorBytes: this.forks.reduce((sum, f) => sum + f.descriptorBytes, 0),
+      descriptorBytes: this.descriptorBytesEver,
       pagesAvoided: { "known-zero": 0, "free-pages": 0, "allocation-hints": 0 },
       pagesFreeFilled: 0,
       pagesAllocationFilled: 0,
       pagesPrefetched: 0,
     };
     const hosts: Record<string, HostMemoryStats> = {};
-    for (const m of this.clones.values()) {
-      totals.faults += m.memory?.faults ?? 0;
-      totals.pagesFetched += m.memory?.pagesFetched ?? 0;
-      totals.pagesMulticast += m.memory?.pagesMulticast ?? 0;
-      totals.framesRejected += m.memory?.framesRejected ?? 0;
-      totals.retries += m.memory?.retries ?? 0;
-      totals.pagesZeroFilled += m.memory?.pagesZeroFilled ?? 0;
-      totals.pagesFreeFilled += m.memory?.pagesFreeFilled ?? 0;
-      totals.pagesAllocationFilled += m.memory?.pagesAllocationFilled ?? 0;
-      totals.pagesPrefetched += m.memory?.pagesPrefetched ?? 0;
-      totals.bytesReceived += m.memory?.bytesReceived ?? 0;
-      (m.memory?.faultServiceHistogram ?? []).forEach((count, i) => (totals.faultServiceHistogram[i] = (totals.faultServiceHistogram[i] ?? 0) + count));
-      if (this.cluster) {
-        const host = (hosts[m.host ?? this.cluster.host.name] ??= { clones: 0, bytesReceived: 0, pagesFetched: 0, pagesMulticast: 0 });
-        host.clones++;
-        host.bytesReceived += m.memory?.bytesReceived ?? 0;
-        host.pagesFetched += m.memory?.pagesFetched ?? 0;
-        host.pagesMulticast += m.memory?.pagesMulticast ?? 0;
-      }
-    }
+    const add = (hostName: string | undefined, clones: number, memory: CloneMemoryStats | undefined) => {
+      addMemoryStats(totals, memory);
+      if (!this.cluster) return;
+      const host = (hosts[hostName || this.cluster.host.name] ??= { clones: 0, bytesReceived: 0, pagesFetched: 0, pagesMulticast: 0 });
+      host.clones += clones;
+      host.bytesReceived += memory?.bytesReceived ?? 0;
+      host.pagesFetched += memory?.pagesFetched ?? 0;
+      host.pagesMulticast += memory?.pagesMulticast ?? 0;
+    };
+    for (const m of this.clones.values()) add(m.host, 1, m.memory);
+    for (const [host, r] of this.retired) add(host, r.clones, r.memory);
     if (this.cluster) totals.hosts = hosts;
     // Every page filled with zeros locally was spared by one heuristic: free-pages or allocation-hints, or else known-zero.
     totals.pagesAvoided["free-pages"] = totals.pagesFreeFilled;
@@ -526,6 +562,7 @@ export class Family {
     const view = new DataView(target.buffer, target.byteOffset, count * 8);
     ticket.cloneIds.slice(0, count).forEach((id, i) => view.setBigInt64(i * 8, BigInt(this.memberStatus(id)!), true));
     this.tickets.delete(Number(ticketId));
+    this.retireEnded();
     return BigInt(ticket.cloneIds.length);
   }
 
