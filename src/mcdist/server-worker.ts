@@ -38,6 +38,12 @@ const RESEND_AFTER_MS = scaledTimeout(100);
  * found empty: a send this much before that moment may still cross the request (lockstep).
  */
 const REQUEST_IN_FLIGHT_MS = scaledTimeout(5);
+/**
+ * A client's first ask for a page that went to the group less than this long ago is answered by
+ * that send (lockstep: siblings that fault together, a page still crossing the link). Should the
+ * client not get it after all, its retry (RETRY flag) is judged by the rule above alone.
+ */
+const FIRST_ASK_LOCKSTEP_MS = scaledTimeout(20);
 /** Frames read per wake-up before sending again, so neither side starves the other. */
 const RECEIVE_BATCH = 256;
 const SEND_BATCH = 128;
@@ -173,9 +179,10 @@ class McdistServer {
     const to: Destination = unicast ? from : "group";
     const repeated = (request.flags & (RequestFlag.RETRY | RequestFlag.UNICAST)) !== 0;
     const now = performance.now();
+    const sentSince = repeated ? heardAfter : Math.min(heardAfter, now - FIRST_ASK_LOCKSTEP_MS);
     let queued = 0;
     for (const page of request.pages) {
-      if (!log.needsSend(page, to, now, heardAfter)) {
+      if (!log.needsSend(page, to, now, sentSince)) {
         this.c[repeated ? Slot.DUPLICATES_SUPPRESSED : Slot.REQUESTS_COLLAPSED]!++;
         continue;
       }
