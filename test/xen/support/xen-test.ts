@@ -75,9 +75,10 @@ async function shutDown(name: string): Promise<boolean> {
 }
 
 /**
- * xl create, then wait until `ready()`. The stock domU kernel now and then triple-faults in its
- * first instructions under this emulation (in TSC calibration, before it prints anything); such
- * a domain is started again, at most twice, with a line saying so. Any other failure throws.
+ * xl create, then wait until `ready()`. The stock domU kernel now and then dies while booting
+ * under this emulation (a triple fault in TSC calibration before it prints anything; seen too
+ * after its ACPI lines); such a domain is started again, at most twice, with a line saying so and
+ * the end of its console. Any other failure throws.
  */
 export async function bootDomU(name: string, createArgs: string[], ready: () => boolean, timeoutMs: number): Promise<number> {
   for (let attempt = 1; ; attempt++) {
@@ -96,7 +97,7 @@ export async function bootDomU(name: string, createArgs: string[], ready: () => 
     }
     if (!crashed) return Math.round(performance.now() - started);
     const state = await diagnosis([name]);
-    if (attempt >= 3 || consoleText(name).trim() !== "") throw new Error(`domU ${name} shut down before it was ready\n${state}`);
-    console.warn(`domU ${name} died while booting (attempt ${attempt}), before printing anything; starting it again. ${tail(state, 6)}`);
+    if (attempt >= 3) throw new Error(`domU ${name} shut down before it was ready, ${attempt} times\n${state}`);
+    console.warn(`domU ${name} died while booting (attempt ${attempt}); starting it again. ${tail(state, 6)}`);
   }
 }
