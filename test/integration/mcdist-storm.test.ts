@@ -8,15 +8,13 @@
  * client re-asking for pages already in flight, unicast answers repeated per retry) shows as
  * bytes sent far beyond the distinct pages' bytes, and in the storm counters.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import type { Inventory } from "../../src/cluster/inventory.ts";
-import { createTestHosts, destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import { encodeFrame, fragment, FrameType } from "../../src/mcdist/frame.ts";
 import { PAGE_OBJECT_SIZE } from "../../src/mcdist/messages.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import { PAGE_SIZE } from "../../src/memory/layout.ts";
-import { PeerHosts } from "../support/mcdist-peers.ts";
+import { usePeerHosts } from "../support/mcdist-peers.ts";
 import { describeNetns } from "../support/netns.ts";
 import { Rng } from "../support/rng.ts";
 import { timeShare } from "../support/time-share.ts";
@@ -35,8 +33,6 @@ const BORROWED = 64;
 const MAX_SENT_PER_PAGE = 1.5;
 const keyHex = randomBytes(32).toString("hex");
 
-let inventory: Inventory;
-const hosts = new PeerHosts(() => inventory);
 
 /** Client i's pages, in its own order: the shared ones, its own slice, part of the next client's. */
 function pagesOf(client: number): number[] {
@@ -52,14 +48,7 @@ function wireBytesPerPage(): number {
 }
 
 describeNetns("mcdist under load: more clients than cores", () => {
-  beforeAll(async () => {
-    inventory = await createTestHosts({ hosts: 4, prefix: PREFIX, mtu: MTU });
-  }, within(60_000));
-
-  afterAll(async () => {
-    hosts.kill();
-    await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
-  }, within(60_000));
+  const hosts = usePeerHosts(PREFIX, MTU);
 
   test("8 slow clients over 3 hosts: the server sends at most 1.5x the distinct pages' bytes, every page correct", async () => {
     const family = 0x57a0;

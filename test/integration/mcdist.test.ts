@@ -5,14 +5,12 @@
  * lost frames and a killed server never give a client a wrong page or hang it; a peer in h4 without
  * the family key gets nothing from the server and cannot slow it down.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import type { Inventory } from "../../src/cluster/inventory.ts";
-import { createTestHosts, destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import type { TransportSpec } from "../../src/mcdist/transport.ts";
 import type { PeerConfig } from "../support/mcdist-peer.ts";
-import { PeerHosts, type PeerEvent } from "../support/mcdist-peers.ts";
+import { type PeerEvent, type PeerHosts, usePeerHosts } from "../support/mcdist-peers.ts";
 import { describeNetns } from "../support/netns.ts";
 import { within } from "../support/time.ts";
 
@@ -27,8 +25,8 @@ const PAGES = Array.from({ length: PAGE_COUNT }, (_, i) => (i * 389 + 17) % PAGE
 
 type Event = PeerEvent;
 
-let inventory: Inventory;
-const hosts = new PeerHosts(() => inventory);
+/** The test hosts, made by the describe block below. */
+let hosts: PeerHosts;
 const spawnPeer = (host: number, mode: string, config: PeerConfig) => hosts.spawn(host, mode, config);
 const spec = (kind: TransportSpec["kind"], host: number) => hosts.spec(kind, host);
 
@@ -48,14 +46,7 @@ function expectEveryPage(result: Event, pages = PAGES.length): void {
 }
 
 describeNetns("mcdist page transport between network namespaces", () => {
-  beforeAll(async () => {
-    inventory = await createTestHosts({ hosts: 4, prefix: PREFIX, mtu: MTU });
-  }, within(60_000));
-
-  afterAll(async () => {
-    hosts.kill();
-    await destroyTestHosts(PREFIX, { inventoryPath: null }).catch(() => {});
-  }, within(60_000));
+  hosts = usePeerHosts(PREFIX, MTU);
 
   for (const [index, kind] of (["packet", "udp"] as const).entries()) {
     const family = 0x5f00 + index;

@@ -19,7 +19,7 @@
 import { McdistClient } from "../../src/mcdist/client.ts";
 import { newSender, sealControl } from "../../src/mcdist/control.ts";
 import { decodeFrame, encodeFrame, type Frame, fragment, FRAME_VERSION, FrameType } from "../../src/mcdist/frame.ts";
-import { PAGE_OBJECT_SIZE, RequestFlag } from "../../src/mcdist/messages.ts";
+import { encodeRate, encodeRequest, MAX_REQUEST_PAGES, PAGE_OBJECT_SIZE, RequestFlag } from "../../src/mcdist/messages.ts";
 import { startMcdistServer } from "../../src/mcdist/server.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import { openTransport, type Transport, type TransportSpec } from "../../src/mcdist/transport.ts";
@@ -218,24 +218,14 @@ function encodeVersioned(frame: Frame, version: number): Uint8Array {
   return bytes;
 }
 
-/** REQUEST and RATE messages as they were before tags: flags u8, count u8, u32 numbers; rate u32. */
-function untaggedRequest(flags: number, numbers: number[]): Uint8Array {
-  const out = new Uint8Array(2 + 4 * numbers.length);
-  const view = new DataView(out.buffer);
-  view.setUint8(0, flags);
-  view.setUint8(1, numbers.length);
-  numbers.forEach((n, i) => view.setUint32(2 + 4 * i, n));
-  return out;
-}
-
 async function keyless(config: PeerConfig): Promise<void> {
   const transport = openTransport(config.transport, { family: config.family, mtu: config.mtu });
   const server = config.server!.address;
   const wantedPages = new Set(config.pages ?? []);
-  const messages: Array<[FrameType, Uint8Array]> = [[FrameType.RATE, Uint8Array.of(0, 0, 0, 1)]];
+  const messages: Array<[FrameType, Uint8Array]> = [[FrameType.RATE, encodeRate(1)]];
   const pages = config.pages ?? [];
-  for (let i = 0; i < pages.length; i += 64) messages.push([FrameType.REQUEST, untaggedRequest(RequestFlag.UNICAST | RequestFlag.RETRY, pages.slice(i, i + 64))]);
-  if (config.chunks?.length) messages.push([FrameType.REQUEST, untaggedRequest(RequestFlag.DESCRIPTOR | RequestFlag.UNICAST | RequestFlag.RETRY, config.chunks)]);
+  for (let i = 0; i < pages.length; i += MAX_REQUEST_PAGES) messages.push([FrameType.REQUEST, encodeRequest({ flags: RequestFlag.UNICAST | RequestFlag.RETRY, pages: pages.slice(i, i + MAX_REQUEST_PAGES) })]);
+  if (config.chunks?.length) messages.push([FrameType.REQUEST, encodeRequest({ flags: RequestFlag.DESCRIPTOR | RequestFlag.UNICAST | RequestFlag.RETRY, pages: config.chunks })]);
   const madeUpTag = (message: Uint8Array) => {
     const out = crypto.getRandomValues(new Uint8Array(8 + message.byteLength + 16));
     out.set(message, 8);

@@ -2,9 +2,12 @@
  * Drives mcdist test peers (mcdist-peer.ts) from a test: each runs in a test host's namespace and
  * speaks JSON lines on stdout, commands on stdin.
  */
+import { afterAll, beforeAll } from "bun:test";
 import type { Inventory } from "../../src/cluster/inventory.ts";
+import { createTestHosts, destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import type { TransportSpec } from "../../src/mcdist/transport.ts";
 import type { PeerConfig } from "./mcdist-peer.ts";
+import { within } from "./time.ts";
 
 const PEER = new URL("./mcdist-peer.ts", import.meta.url).pathname;
 
@@ -70,4 +73,18 @@ export class PeerHosts {
   kill(): void {
     for (const p of this.peers) p.process.kill(9);
   }
+}
+
+/** In a describe block: four test hosts made before its tests and removed after, with their peers. */
+export function usePeerHosts(prefix: string, mtu: number): PeerHosts {
+  let inventory: Inventory | undefined;
+  const hosts = new PeerHosts(() => inventory!);
+  beforeAll(async () => {
+    inventory = await createTestHosts({ hosts: 4, prefix, mtu });
+  }, within(60_000));
+  afterAll(async () => {
+    hosts.kill();
+    await destroyTestHosts(prefix, { inventoryPath: null }).catch(() => {});
+  }, within(60_000));
+  return hosts;
 }
