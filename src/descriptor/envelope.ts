@@ -27,8 +27,9 @@ export const HEADER_SIZE = 32;
  */
 const MAX_EXPANSION = 8192;
 /** Written by earlier snowflocks; read only. */
-const FLAG_DEFLATED = 1;
-const FLAG_ZERO_ELIDED = 2;
+/** How the stored payload is coded (header flags). */
+export const FLAG_DEFLATED = 1;
+export const FLAG_ZERO_ELIDED = 2;
 
 export interface EnvelopeInfo {
   version: number;
@@ -37,15 +38,19 @@ export interface EnvelopeInfo {
 }
 
 export function sealEnvelope(payload: Uint8Array): Uint8Array {
-  const stored = encodeZeroElided(payload);
+  return envelopeAround(encodeZeroElided(payload), payload.byteLength, FLAG_ZERO_ELIDED);
+}
+
+/** The header (magic, version, flags, CRC, sizes) and `stored`, a payload of `rawBytes` coded as `flags` say. */
+export function envelopeAround(stored: Uint8Array, rawBytes: number, flags: number): Uint8Array {
   const out = new Uint8Array(HEADER_SIZE + stored.byteLength);
   const v = new DataView(out.buffer);
   out.set(new TextEncoder().encode(DESCRIPTOR_MAGIC), 0);
   v.setUint16(8, DESCRIPTOR_VERSION, true);
-  v.setUint16(10, FLAG_ZERO_ELIDED, true);
+  v.setUint16(10, flags, true);
   v.setUint32(12, Bun.hash.crc32(stored), true);
   v.setBigUint64(16, BigInt(stored.byteLength), true);
-  v.setBigUint64(24, BigInt(payload.byteLength), true);
+  v.setBigUint64(24, BigInt(rawBytes), true);
   out.set(stored, HEADER_SIZE);
   return out;
 }

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { deflateSync } from "node:zlib";
-import { DESCRIPTOR_MAGIC, DESCRIPTOR_VERSION, HEADER_SIZE, sealEnvelope } from "../../src/descriptor/envelope.ts";
+import { envelopeAround as envelope, FLAG_DEFLATED, FLAG_ZERO_ELIDED, HEADER_SIZE, sealEnvelope } from "../../src/descriptor/envelope.ts";
 import { type Descriptor, decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../../src/descriptor/format.ts";
 import { MAX_PAYLOAD_BYTES } from "../../src/descriptor/layout.ts";
 import { SectionWriter, walkSections } from "../../src/descriptor/sections.ts";
@@ -20,20 +20,6 @@ import { random, refusal, sampleDescriptor, sampleVcpu } from "../support/descri
 const MiB = 1024 * 1024;
 const BLOCK = 4096;
 const Section = { META: 1, DEVICES: 3, PAGES: 5 };
-
-/** An envelope around `stored`, as any writer could make one: a valid CRC is no obstacle. */
-function envelope(stored: Uint8Array, rawBytes: number, flags: number): Uint8Array {
-  const out = new Uint8Array(HEADER_SIZE + stored.byteLength);
-  const v = new DataView(out.buffer);
-  out.set(new TextEncoder().encode(DESCRIPTOR_MAGIC), 0);
-  v.setUint16(8, DESCRIPTOR_VERSION, true);
-  v.setUint16(10, flags, true);
-  v.setUint32(12, Bun.hash.crc32(stored), true);
-  v.setBigUint64(16, BigInt(stored.byteLength), true);
-  v.setBigUint64(24, BigInt(rawBytes), true);
-  out.set(stored, HEADER_SIZE);
-  return out;
-}
 
 /**
  * A zero-elided payload built by hand (format in wasm/descriptor-codec.ts): `rawBytes` announced,
@@ -54,7 +40,8 @@ function zeroBomb(rawBytes: number, first?: Uint8Array): Uint8Array {
   new DataView(stored.buffer).setUint32(0, rawBytes, true);
   stored.set(map, 4);
   stored.set(stream, 4 + map.byteLength);
-  return envelope(stored, rawBytes, 2);
+  // Any writer can make such an envelope: a valid CRC is no obstacle.
+  return envelope(stored, rawBytes, FLAG_ZERO_ELIDED);
 }
 
 function sectionBytes(type: number, body: Uint8Array): Uint8Array {
@@ -126,7 +113,7 @@ describe("hostile descriptors", () => {
     const bitmap = sections.findIndex((s) => s.type === 4);
     sections[bitmap] = { type: 4, body: d.nonZeroPages };
     const payload = payloadOf(sections);
-    expect(refusal(envelope(deflateSync(payload), payload.byteLength, 1))).toContain("over the");
+    expect(refusal(envelope(deflateSync(payload), payload.byteLength, FLAG_DEFLATED))).toContain("over the");
     // And at the metadata itself, in a payload small enough to pass the header check.
     expect(refusal(withMeta((m) => (m.memorySize = 4 * 1024 * 1024 * MiB)))).toContain("memory size must be");
   });
