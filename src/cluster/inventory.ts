@@ -5,10 +5,11 @@
  * (`namespace: null`). It is JSON, version 1, mode 0600 (it holds the secret), and read strictly:
  * a malformed file is refused with the field that is wrong.
  */
-import { closeSync, constants, fstatSync, mkdirSync, openSync, readSync } from "node:fs";
+import { mkdirSync, type Stats } from "node:fs";
 import { dirname, join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { isIpv4 } from "../net/ipv4.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import { runDir } from "../vmm/run-dir.ts";
 import { log } from "../cli/output.ts";
@@ -59,32 +60,18 @@ const warnedReadable = new Set<string>();
  * blocking, so a FIFO is refused rather than waited on). Warns once when others may read the secret.
  */
 function readInventoryText(path: string): string {
-  let fd: number;
+  const warnIfReadable = (stat: Stats) => {
+    if ((stat.mode & 0o077) === 0 || warnedReadable.has(path)) return;
+    warnedReadable.add(path);
+    log.warn(`cluster inventory ${path} holds the cluster secret but is readable by others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`);
+  };
   try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    return new TextDecoder().decode(readRegularFile(path, { what: "cluster inventory", maxBytes: MAX_INVENTORY_BYTES, inspect: warnIfReadable }));
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") {
+    if (error instanceof SnowflockError && error.code === "NOT_FOUND") {
       throw new SnowflockError("NOT_FOUND", `no cluster inventory at ${path}`, "create test hosts with `snowflock cluster up --hosts N`, or pass --inventory FILE");
     }
-    throw new SnowflockError("USAGE", `cannot read the cluster inventory ${path}: ${(error as Error).message}`);
-  }
-  try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new SnowflockError("USAGE", `cluster inventory ${path} is not a regular file`, "pass --inventory FILE naming a JSON file");
-    if (stat.size > MAX_INVENTORY_BYTES) {
-      throw new SnowflockError("USAGE", `cluster inventory ${path} is too large (${stat.size} bytes; at most ${MAX_INVENTORY_BYTES})`);
-    }
-    if ((stat.mode & 0o077) !== 0 && !warnedReadable.has(path)) {
-      warnedReadable.add(path);
-      const mode = (stat.mode & 0o777).toString(8);
-      log.warn(`cluster inventory ${path} holds the cluster secret but is readable by others (mode ${mode}): chmod 600 it`);
-    }
-    const bytes = Buffer.alloc(stat.size);
-    let length = 0;
-    for (let n = 1; n > 0 && length < bytes.length; length += n) n = readSync(fd, bytes, length, bytes.length - length, length);
-    return bytes.toString("utf8", 0, length);
-  } finally {
-    closeSync(fd);
+    throw error;
   }
 }
 
