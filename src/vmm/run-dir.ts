@@ -5,10 +5,11 @@
  * up`) each have a run directory one level below this one; commands run outside every test host
  * see their VMs too.
  */
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
+import { readRegularFile } from "../sys/bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -172,9 +173,7 @@ export function readRecord(name: string, dir?: string): VmRecord | undefined {
   const path = vmPaths(name, dir).record;
   let value: Partial<VmRecord>;
   try {
-    const stat = lstatSync(path);
-    if (!stat.isFile() || stat.size > MAX_RECORD_BYTES) return undefined;
-    value = JSON.parse(readFileSync(path, "utf8"));
+    value = JSON.parse(new TextDecoder().decode(readRegularFile(path, { what: "VM record", maxBytes: MAX_RECORD_BYTES, noFollow: true })));
   } catch {
     return undefined;
   }
