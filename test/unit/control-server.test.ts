@@ -7,14 +7,18 @@ import { testRunDir } from "../support/cli.ts";
 import { within } from "../support/time.ts";
 
 process.env.SNOWFLOCK_RUN_DIR = testRunDir();
-// The control socket's 30 s idle timeout, scaled to 300 ms for this test.
-process.env.SNOWFLOCK_TIMEOUT_SCALE = "0.01";
+// The control socket's 30 s idle timeout, scaled to 300 ms for this server only: test files share
+// one process, and other modules read the scale when they load.
 const IDLE_MS = 300;
 const { socket } = vmPaths("vm1");
+const savedScale = process.env.SNOWFLOCK_TIMEOUT_SCALE;
+process.env.SNOWFLOCK_TIMEOUT_SCALE = "0.01";
 const server = serveControl(socket, async (request) => {
   if (request.op === "kill") await Bun.sleep(3 * IDLE_MS);
   return { ok: true, op: request.op };
 });
+if (savedScale === undefined) delete process.env.SNOWFLOCK_TIMEOUT_SCALE;
+else process.env.SNOWFLOCK_TIMEOUT_SCALE = savedScale;
 afterAll(() => server.close());
 
 /** Connects, sends `text`, and resolves with everything the server sent once it closes. */
