@@ -2,7 +2,7 @@
 import { SnowflockError } from "../errors.ts";
 import { formatSize, parseSize } from "../size.ts";
 import type { MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
-import { MAX_VCPUS } from "../descriptor/layout.ts";
+import { MAX_MEMORY_BYTES, MAX_VCPUS } from "../descriptor/layout.ts";
 
 export const MIN_MEMORY = 16 * 1024 * 1024;
 
@@ -10,6 +10,8 @@ export function memoryOption(value: unknown): number {
   const bytes = parseSize(String(value));
   if (bytes === undefined) throw new SnowflockError("USAGE", `bad --mem '${value}'`, "give a size such as 256M or 1G");
   if (bytes < MIN_MEMORY) throw new SnowflockError("USAGE", `--mem ${value} is too small`, `a VM needs at least ${formatSize(MIN_MEMORY)}`);
+  // A VM's memory must fit in its descriptor, or it could not be cloned.
+  if (bytes > MAX_MEMORY_BYTES) throw new SnowflockError("USAGE", `--mem ${value} is too large`, `a VM has at most ${formatSize(MAX_MEMORY_BYTES)}`);
   if (bytes % (2 * 1024 * 1024) !== 0) throw new SnowflockError("USAGE", `--mem ${value} is not a multiple of 2M`, "guest memory is mapped in 2 MiB pages");
   return bytes;
 }

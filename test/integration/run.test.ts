@@ -63,6 +63,7 @@ describe("snowflock run refuses bad input with one clear line", () => {
     [["run", "sha256", "size=12Q"], "bad size '12Q' for workload sha256 (expected a size such as 4096, 64K, 256M or 1G)"],
     [["run", "sha256", "size=1G"], "sha256 size=1073741824 needs at least 1032M of guest memory, but the VM has 256M (raise --mem (e.g. --mem 1088M))"],
     [["run", "hello", "--mem", "lots"], "bad --mem 'lots' (give a size such as 256M or 1G)"],
+    [["run", "hello", "--mem", "512G"], "--mem 512G is too large (a VM has at most 256G)"],
     [["run", "hello", "--vcpus", "0"], "bad --vcpus '0' (give a whole number from 1 to 64)"],
     [["run", "hello", "--name", "../x"], "bad VM name '../x'"],
     [["run", "hello"], "cannot open /nonexistent/kvm: ENOENT", { SNOWFLOCK_KVM_DEVICE: "/nonexistent/kvm" }],
