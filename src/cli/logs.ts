@@ -1,8 +1,20 @@
-/** `snowflock logs NAME`: a VM's console, as it printed it. */
+/**
+ * `snowflock logs NAME`: a VM's console, as it printed it. To a terminal, control characters but
+ * line breaks and tabs are shown escaped (a guest must not drive the operator's terminal); piped,
+ * or with --raw, the bytes go out as they are.
+ */
 import type { CAC } from "cac";
 import { existsSync, openSync, readSync, closeSync, fstatSync, statSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { checkName, readRecord, vmAlive, vmPaths } from "../vmm/run-dir.ts";
+import { printable } from "./output.ts";
+
+/** Writes console bytes as they are, or (to a terminal) decoded with control characters escaped. */
+function consoleWriter(raw: boolean): (bytes: Uint8Array) => void {
+  if (raw) return (bytes) => void process.stdout.write(bytes);
+  const decoder = new TextDecoder();
+  return (bytes) => void process.stdout.write(decoder.decode(bytes, { stream: true }).split("\n").map(printable).join("\n"));
+}
 
 function alive(name: string): boolean {
   const record = readRecord(name);
@@ -13,18 +25,20 @@ export function registerLogs(cli: CAC): void {
   cli
     .command("logs <name>", "Print a VM's console output")
     .option("-f, --follow", "Keep printing new lines until the VM stops")
+    .option("--raw", "Print control characters as they are, also to a terminal")
     .example((bin) => `  ${bin} logs web --follow`)
-    .action(async (name: string, options: { follow?: boolean }) => {
+    .action(async (name: string, options: { follow?: boolean; raw?: boolean }) => {
       const { log: path } = vmPaths(checkName(String(name)));
       if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no console log for a VM named '${name}'`, "`snowflock ls` lists the running VMs");
       let fd = openSync(path, "r");
       const chunk = Buffer.alloc(64 * 1024);
+      const write = consoleWriter(options.raw === true || !process.stdout.isTTY);
       let position = 0;
       try {
         for (;;) {
           const n = readSync(fd, chunk, 0, chunk.length, position);
           if (n > 0) {
-            process.stdout.write(chunk.subarray(0, n));
+            write(chunk.subarray(0, n));
             position += n;
             continue;
           }
@@ -36,7 +50,7 @@ export function registerLogs(cli: CAC): void {
           // The VMM rotated its log (to NAME.log.1, at its cap): finish the old file, go on in the new one.
           const current = statSync(path, { throwIfNoEntry: false });
           if (current && current.ino !== fstatSync(fd).ino) {
-            for (let n; (n = readSync(fd, chunk, 0, chunk.length, position)) > 0; position += n) process.stdout.write(chunk.subarray(0, n));
+            for (let n; (n = readSync(fd, chunk, 0, chunk.length, position)) > 0; position += n) write(chunk.subarray(0, n));
             closeSync(fd);
             fd = openSync(path, "r");
             position = 0;

@@ -153,6 +153,20 @@ describe("item 10: smaller ones", () => {
     expect(ended).toBe(0);
   });
 
+  test("logs to a terminal shows a guest's escape sequences escaped; piped or --raw, as they are", async () => {
+    const dir = testRunDir();
+    const text = "tick \x1b]0;owned\x07 \x1b[2J done\n";
+    writeFileSync(join(dir, "web.log"), text, { mode: 0o600 });
+    const cli = `${process.execPath} ${join(import.meta.dir, "../../bin/snowflock.ts")} logs web`;
+    // script(1) gives the command a terminal; what it printed there is in its output.
+    const onTerminal = (args: string) => Bun.spawnSync(["script", "-qec", `${cli}${args}`, "/dev/null"], { env: { ...process.env, SNOWFLOCK_RUN_DIR: dir }, stdout: "pipe" }).stdout.toString();
+    expect(onTerminal("")).toContain("tick \\x1b]0;owned\\x07 \\x1b[2J done");
+    expect(onTerminal("")).not.toContain("\x1b");
+    expect(onTerminal(" --raw")).toContain(text.trim());
+    const piped = await snowflock(["logs", "web"], { SNOWFLOCK_RUN_DIR: dir });
+    expect(piped.stdout).toBe(text);
+  });
+
   test("unknown global options and negative numbers are refused by name", async () => {
     const env = { SNOWFLOCK_RUN_DIR: testRunDir() };
     for (const args of [["--bogus"], ["--bogus", "ls"]]) {
