@@ -1,9 +1,11 @@
 /** Sends one authenticated request to a host's agent and checks the signed answer. */
 import { SnowflockError } from "../errors.ts";
-import { type AgentOp, encodeRequest, signRequest, verifyAnswer } from "./agent-protocol.ts";
+import { type AgentOp, encodeRequest, MAX_BODY_BYTES, signRequest, verifyAnswer } from "./agent-protocol.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 const DEFAULT_TIMEOUT_MS = scaledTimeout(5000);
+/** An answer is one line of JSON, signed; no agent's answer comes near a request body's limit. */
+const MAX_ANSWER_BYTES = MAX_BODY_BYTES;
 
 export interface AgentAddress {
   host: string;
@@ -14,7 +16,9 @@ export interface AgentAddress {
 export async function agentRequest(target: AgentAddress, secret: string, op: AgentOp, body: unknown = null, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<unknown> {
   const request = signRequest(secret, target.host, op, body);
   const line = await new Promise<string>((resolve, reject) => {
-    let buffer = "";
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let answered = false;
     // A clone order may have megabytes: what the socket does not take now goes when it drains.
     let unsent = Buffer.from(encodeRequest(request));
     const send = (socket: { write(bytes: Uint8Array): number }) => void (unsent = unsent.subarray(Math.max(0, socket.write(unsent))));
@@ -27,16 +31,20 @@ export async function agentRequest(target: AgentAddress, secret: string, op: Age
         open: send,
         drain: send,
         data(socket, chunk) {
-          buffer += chunk.toString();
-          const newline = buffer.indexOf("\n");
-          if (newline < 0) return;
+          if (answered) return;
+          const newline = chunk.indexOf(0x0a);
+          chunks.push(newline < 0 ? chunk : chunk.subarray(0, newline));
+          received += chunk.byteLength;
+          if (newline < 0 && received <= MAX_ANSWER_BYTES) return;
+          answered = true;
           clearTimeout(timer);
           socket.end();
-          resolve(buffer.slice(0, newline));
+          if (newline < 0) fail(`its answer ran past ${MAX_ANSWER_BYTES} bytes without ending`);
+          else resolve(Buffer.concat(chunks).toString("utf8"));
         },
         close() {
           clearTimeout(timer);
-          if (!buffer.includes("\n")) fail("the connection closed");
+          if (!answered) fail("the connection closed");
         },
         connectError(_socket, error) {
           clearTimeout(timer);
