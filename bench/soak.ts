@@ -2,7 +2,9 @@
  * `snowflock bench soak`: many fork/kill cycles of one running VM, on this host and across test
  * hosts, with what the host holds measured before and after: file descriptors and RSS of the
  * parent's VMM (and of every agent), snowflock processes, run-directory entries and kernel tasks in
- * uninterruptible sleep (D state). A leak of one descriptor, process or file per cycle shows as a
+ * uninterruptible sleep (D state). The parent's RSS is split: its guest's memory (the memfd
+ * mappings: the running guest's pages and the frozen images its servers read), which the guest
+ * size bounds, and the VMM's own, where a host-side leak would show. A leak of one descriptor, process or file per cycle shows as a
  * delta of the cycle count; a flat table is the goal.
  *
  * "Before" is taken after a few warm-up cycles, so what is set up once (Workers, WASM kernels,
@@ -41,7 +43,10 @@ export interface SoakOptions {
 export interface SoakSample {
   cycle: number;
   parentFds: number;
+  /** The parent VMM's resident memory but for guest memory. */
   parentRssBytes: number;
+  /** Guest memory resident in the parent's mappings (running guest, frozen images). */
+  parentGuestRssBytes: number;
   /** Summed over every agent of the test hosts (0 on one host). */
   agentFds: number;
   agentRssBytes: number;
@@ -115,6 +120,17 @@ function rssBytes(pid: number): number {
   return kib === undefined ? 0 : Number(kib) * 1024;
 }
 
+/** Resident bytes of a process's guest memory mappings (memfds named snowflock-*: GuestMemory). */
+function guestRssBytes(pid: number): number {
+  let inGuest = false;
+  let kib = 0;
+  for (const line of readOr(`/proc/${pid}/smaps`, "").split("\n")) {
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) inGuest = line.includes("/memfd:snowflock-");
+    else if (inGuest && line.startsWith("Rss:")) kib += Number(line.match(/(\d+) kB/)?.[1] ?? 0);
+  }
+  return kib * 1024;
+}
+
 /** Tasks (threads) in uninterruptible sleep, machine-wide: a wedged VMM or userfaultfd shows here. */
 function dStateTasks(): number {
   let count = 0;
@@ -167,10 +183,12 @@ function countEntries(session: Session): { entries: number; endedLogs: number } 
 function sample(session: Session, cycle: number, parentPid: number): SoakSample {
   const agents = agentPids(session);
   const { entries, endedLogs } = countEntries(session);
+  const guest = guestRssBytes(parentPid);
   return {
     cycle,
     parentFds: fdCount(parentPid),
-    parentRssBytes: rssBytes(parentPid),
+    parentRssBytes: rssBytes(parentPid) - guest,
+    parentGuestRssBytes: guest,
     agentFds: agents.reduce((n, pid) => n + fdCount(pid), 0),
     agentRssBytes: agents.reduce((n, pid) => n + rssBytes(pid), 0),
     processes: sessionProcesses(session).length,
@@ -180,11 +198,13 @@ function sample(session: Session, cycle: number, parentPid: number): SoakSample 
   };
 }
 
-function flatness(before: SoakSample, after: SoakSample, dirs: number): Record<Metric, boolean> {
+function flatness(before: SoakSample, after: SoakSample, dirs: number, guestBytes: number): Record<Metric, boolean> {
   const rssFlat = (a: number, b: number) => b - a <= Math.max(RSS_SLACK_BYTES, a * RSS_SLACK_SHARE);
   return {
     parentFds: after.parentFds <= before.parentFds,
     parentRssBytes: rssFlat(before.parentRssBytes, after.parentRssBytes),
+    // The guest may touch all of its memory; more than that would be images kept past their round.
+    parentGuestRssBytes: after.parentGuestRssBytes <= Math.max(before.parentGuestRssBytes, guestBytes),
     agentFds: after.agentFds <= before.agentFds,
     agentRssBytes: rssFlat(before.agentRssBytes, after.agentRssBytes),
     processes: after.processes <= before.processes,
@@ -243,7 +263,7 @@ async function soakPart(session: Session, where: SoakPart["where"], cycles: numb
       if (done % every === 0 || done === cycles) {
         samples.push(sample(session, done, parentPid));
         const rate = done / ((performance.now() - started) / 1000);
-        progress(`${where}: cycle ${done}/${cycles} (${fixed(rate)} cycles/s), parent fds ${samples.at(-1)!.parentFds}, RSS ${mb(samples.at(-1)!.parentRssBytes)} MiB`);
+        progress(`${where}: cycle ${done}/${cycles} (${fixed(rate)} cycles/s), parent fds ${samples.at(-1)!.parentFds}, RSS ${mb(samples.at(-1)!.parentRssBytes)} MiB (+ guest ${mb(samples.at(-1)!.parentGuestRssBytes)} MiB)`);
       }
     }
   } catch (e) {
@@ -264,7 +284,7 @@ async function soakPart(session: Session, where: SoakPart["where"], cycles: numb
     before,
     after,
     samples,
-    flat: flatness(before, after, runDirs(session).length),
+    flat: flatness(before, after, runDirs(session).length, options.memoryBytes),
     error,
   };
 }
@@ -306,7 +326,8 @@ export async function runSoakBench(options: SoakOptions): Promise<SoakReport> {
 
 const METRICS: Array<[Metric, string, (n: number) => string]> = [
   ["parentFds", "parent VMM fds", String],
-  ["parentRssBytes", "parent VMM RSS, MiB", mb],
+  ["parentRssBytes", "parent VMM RSS but guest memory, MiB", mb],
+  ["parentGuestRssBytes", "parent's guest memory resident, MiB", mb],
   ["agentFds", "agents' fds", String],
   ["agentRssBytes", "agents' RSS, MiB", mb],
   ["processes", "the run's processes", String],
@@ -316,7 +337,7 @@ const METRICS: Array<[Metric, string, (n: number) => string]> = [
 ];
 
 export function formatReport(report: SoakReport): string {
-  const lines = [report.benchmark, report.machine, `before = after ${WARM_UP_CYCLES} warm-up cycles; flat = no rise (RSS: under ${mb(RSS_SLACK_BYTES)} MiB or ${RSS_SLACK_SHARE * 100}%; ended VMs' logs: at most the ${KEPT_ENDED_LOGS} newest per run directory)`];
+  const lines = [report.benchmark, report.machine, `before = after ${WARM_UP_CYCLES} warm-up cycles; flat = no rise (RSS: under ${mb(RSS_SLACK_BYTES)} MiB or ${RSS_SLACK_SHARE * 100}%; guest memory: within the guest's size; ended VMs' logs: at most the ${KEPT_ENDED_LOGS} newest per run directory)`];
   for (const part of report.parts) {
     const head = `${part.where}: ${part.cycles} cycles, ${part.memory}${part.transport ? ` over ${part.transport}` : ""}, ${fixed(part.durationMs / 1000)} s${part.error ? ` — FAILED at ${part.error}` : ""}`;
     const rows = METRICS.map(([key, label, show]) => [label, show(part.before[key]), show(part.after[key]), show(part.after[key] - part.before[key]), part.flat[key] ? "yes" : "NO"]);
