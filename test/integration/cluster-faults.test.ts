@@ -13,7 +13,7 @@ import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
 import { useTestCluster } from "../support/test-cluster.ts";
-import { within } from "../support/time.ts";
+import { lean, within } from "../support/time.ts";
 
 const PREFIX = `sff${process.pid % 10000}`;
 const runDir = testRunDir();
@@ -22,7 +22,7 @@ const inventoryPath = join(runDir, "cluster.json");
 const FORGER = join(import.meta.dir, "../support/mcdist-forger.ts");
 const ENTRY = join(import.meta.dir, "../../bin/snowflock.ts");
 
-const SEARCH_SIZE = 2 << 20;
+const SEARCH_SIZE = lean(2 << 20, 1 << 20);
 const expectedCounts = (clones: number) => countLines(9n, SEARCH_SIZE, clones);
 
 async function searchPar(transport: string, clones = 6) {
@@ -112,10 +112,10 @@ describeNetns("clones on many hosts, with faults", () => {
     });
 
     test("a clone killed mid-run: the parent's join reports it killed; the other clone's result stands", async () => {
-      const size = 128 << 20;
+      const size = lean(128 << 20, 32 << 20);
       const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=3", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
       let victim: { name: string; pid: number } | undefined;
-      for (const deadline = Date.now() + 60_000; !victim && Date.now() < deadline; await Bun.sleep(20)) victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2"));
+      for (const deadline = Date.now() + within(60_000); !victim && Date.now() < deadline; await Bun.sleep(20)) victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2"));
       expect(victim).toBeDefined();
       process.kill(victim!.pid, "SIGKILL");
       const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
@@ -136,11 +136,11 @@ describeNetns("clones on many hosts, with faults", () => {
     });
 
     test("the parent host's agent killed mid-run: clones that cannot report end as killed, in bounded time", async () => {
-      const size = 64 << 20;
+      const size = lean(64 << 20, 16 << 20);
       const started = Date.now();
       const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=5", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
       let remote: { name: string } | undefined;
-      for (const deadline = Date.now() + 60_000; !remote && Date.now() < deadline; await Bun.sleep(20)) remote = (await vms()).find((v) => v.host === "h2");
+      for (const deadline = Date.now() + within(60_000); !remote && Date.now() < deadline; await Bun.sleep(20)) remote = (await vms()).find((v) => v.host === "h2");
       expect(remote).toBeDefined();
       const agent = pidsIn(1).filter((pid) => Bun.spawnSync(["cat", `/proc/${pid}/cmdline`]).stdout.toString().includes("agent"));
       expect(agent.length).toBeGreaterThan(0);
@@ -153,7 +153,7 @@ describeNetns("clones on many hosts, with faults", () => {
       expect([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 1 0 ${half} error status -9`]).toContain(lines[0]!);
       expect([`slice 2 ${half} ${half} ${sha256Hex(data.subarray(half))}`, `slice 2 ${half} ${half} error status -9`]).toContain(lines[1]!);
       expect(lines[2]).toBe("granted 2");
-      expect(Date.now() - started).toBeLessThan(60_000);
+      expect(Date.now() - started).toBeLessThan(within(60_000));
       expect(exitCode === 0 || lines.some((l) => l.includes("error"))).toBe(true);
     }, within(120_000));
   });

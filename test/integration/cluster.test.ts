@@ -13,6 +13,7 @@ import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
 import { useTestCluster } from "../support/test-cluster.ts";
+import { lean } from "../support/time.ts";
 
 const PREFIX = `sfc${process.pid % 10000}`;
 const runDir = testRunDir();
@@ -39,21 +40,22 @@ describeNetns("clones on many hosts", () => {
     });
 
     test("sha256-par --cluster: clones on every host, slices equal the host's digests, pages fetched over the network", async () => {
-      const r = await snowflock(["run", "sha256-par", "size=16M", "seed=7", "clones=6", "--mem", "128M", "--cluster", inventoryPath, "--json"], env, 120_000);
+      const size = lean(16 << 20, 4 << 20);
+      const r = await snowflock(["run", "sha256-par", `size=${size}`, "seed=7", "clones=6", "--mem", "128M", "--cluster", inventoryPath, "--json"], env, 120_000);
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout);
-      expect(result.console).toEqual([...sliceLines(7n, 16 << 20, 6), "granted 6"]);
+      expect(result.console).toEqual([...sliceLines(7n, size, 6), "granted 6"]);
       const clones = result.forks[0].clones as Array<{ name: string; cloneId: number; host: string }>;
       expect(result.forks[0].failed).toEqual([]);
       expect(clones.map((c) => c.cloneId)).toEqual([1, 2, 3, 4, 5, 6]);
       expect(new Set(clones.map((c) => c.host))).toEqual(new Set(["h1", "h2", "h3"]));
       // Clones on h2 and h3 took every page they read from h1's memory server.
-      expect(result.stats.pagesFetched).toBeGreaterThan(4 * ((16 << 20) / 6 / 4096) * 0.9);
+      expect(result.stats.pagesFetched).toBeGreaterThan(4 * (size / 6 / 4096) * 0.9);
       expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
     });
 
-    const searchSize = 2 << 20;
+    const searchSize = lean(2 << 20, 1 << 20);
     const expectedCounts = (clones: number) => countLines(9n, searchSize, clones);
     const searchPar = async (transport: string) => {
       const r = await snowflock(["run", "search-par", `size=${searchSize}`, "seed=9", "clones=6", "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);

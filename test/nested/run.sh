@@ -25,11 +25,13 @@
 #   SNOWFLOCK_NESTED_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` when the command has
 #                             no --timeout of its own (default 600000)
 #   SNOWFLOCK_NESTED_KEEP=1   keep the run directory (console log, dmesg) under $CACHE/runs
+#   SNOWFLOCK_NESTED_SLOT     which of the VMs that may run at once this is (default 0; see below)
 #   SNOWFLOCK_NESTED_DEBUG=1  also a root shell inside the VM and QEMU's monitor, on unix sockets
 #                             (printed; for hangs), and keep the run directory
 #   SNOWFLOCK_NESTED_LOGLEVEL kernel console loglevel in the VM's console log (default 4)
 #
-# One VM at a time per cache dir: a second run.sh waits for the first.
+# One VM at a time per cache dir and slot: a second run.sh in the same slot waits for the first.
+# `bun run test` runs two, in slots 0 and 1 (each emulator keeps one core busy).
 # (Edit this file by writing a new one and renaming it over: bash reads a running script as it
 # goes, and others may be running it.)
 set -euo pipefail
@@ -61,7 +63,9 @@ fi
 bash "$HERE/build-host.sh" </dev/null || die "building the nested host failed"
 
 # One VM at a time.
-exec 8>"$CACHE/qemu.lock"
+SLOT=${SNOWFLOCK_NESTED_SLOT:-0}
+[[ "$SLOT" =~ ^[0-9]$ ]] || die "SNOWFLOCK_NESTED_SLOT must be a digit, got '$SLOT'" 2
+if [ "$SLOT" = 0 ]; then exec 8>"$CACHE/qemu.lock"; else exec 8>"$CACHE/qemu.$SLOT.lock"; fi
 if ! flock -n 8; then
   say "waiting for another nested VM to finish"
   flock 8
