@@ -26,8 +26,7 @@ export const HEADER_SIZE = 32;
  * pages, while the bitmaps that elide well are bounded by the memory size.
  */
 const MAX_EXPANSION = 8192;
-/** Written by earlier snowflocks; read only. */
-/** How the stored payload is coded (header flags). */
+/** How the stored payload is coded (header flags). Deflated: written by earlier snowflocks, read only. */
 export const FLAG_DEFLATED = 1;
 export const FLAG_ZERO_ELIDED = 2;
 
