@@ -19,7 +19,7 @@
  */
 import { Glob } from "bun";
 import { existsSync, readFileSync } from "node:fs";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { kvmAvailable } from "../src/backend/kvm/host.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -108,7 +108,7 @@ console.log(`test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${kvmF
 /** `bun test` on `testFiles` in a nested KVM host of its own (lock slot, memory). */
 const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix = "") =>
   run(
-    ["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...testFiles.map((f) => `./${relative(ROOT, join(ROOT, f))}`)],
+    ["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...testFiles.map((f) => `./${f}`)],
     {
       SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE,
       SNOWFLOCK_TIMEOUT_SCALE: NESTED_TIME_SCALE,
