@@ -24,6 +24,7 @@ import { MAX_SENDERS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slo
 import { type Destination, SendLog } from "./send-log.ts";
 import { type Endpoint, openTransport, type Transport } from "./transport.ts";
 import { scaledTimeout } from "../timeouts.ts";
+import { WorkerCollector } from "../worker-collector.ts";
 
 declare const self: Worker;
 
@@ -100,9 +101,11 @@ class McdistServer {
       { fd: this.transport.fd, events: POLLIN },
       { fd: this.init.stopFd, events: POLLIN },
     ];
+    const collector = new WorkerCollector();
     for (;;) {
       const [, stop = 0] = pollRetrying(watch, this.pollTimeout());
       if (stop !== 0) return;
+      collector.tick();
       // Read even when poll timed out: finding the socket empty after a send is what dates requests (quietAt).
       this.receiveSome();
       this.sendSome();

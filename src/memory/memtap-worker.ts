@@ -20,6 +20,7 @@ import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, S
 import { PageClient, pollRetrying, Woken } from "./page-client.ts";
 import { McdistClient } from "../mcdist/client.ts";
 import { parsePageServer } from "./page-server-address.ts";
+import { WorkerCollector } from "../worker-collector.ts";
 import { HEADER_SIZE, MAX_PAGES_PER_REQUEST, pageDataSize } from "./page-protocol.ts";
 
 declare const self: Worker;
@@ -130,9 +131,11 @@ class FaultHandler {
       { fd: this.init.stopFd, events: POLLIN },
       { fd: this.client.fd, events: POLLIN },
     ];
+    const collector = new WorkerCollector();
     for (;;) {
       const [faults = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
       if (stop !== 0) throw new Woken("stop requested");
+      collector.tick();
       if (server !== 0) {
         this.client.idle();
         this.countBytes();

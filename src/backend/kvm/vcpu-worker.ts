@@ -12,6 +12,7 @@ import { gettid } from "../../sys/process.ts";
 import { StructView } from "../../sys/layout.ts";
 import { GuestMemory } from "../../memory/guest-memory.ts";
 import { markAllocated } from "../../memory/allocation-hints.ts";
+import { WorkerCollector } from "../../worker-collector.ts";
 import { handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
 import * as abi from "./abi.ts";
 import { COM1_BASE, COM1_PORTS, Serial } from "./serial.ts";
@@ -91,6 +92,7 @@ function runVcpu(init: VcpuInit): void {
   Atomics.store(control, Control.TID, gettid());
   Atomics.store(control, Control.STATE, VcpuRunState.RUNNING);
   post({ type: "ready", index });
+  const collector = new WorkerCollector();
   while (!finished) {
     const command = Atomics.load(control, Control.COMMAND);
     if (command === Command.STOP) break;
@@ -147,6 +149,7 @@ function runVcpu(init: VcpuInit): void {
       }
       default: crash(`unexpected KVM exit reason ${reason}`);
     }
+    collector.tick();
   }
   serial.flush();
   Atomics.store(control, Control.STATE, VcpuRunState.STOPPED);
