@@ -58,7 +58,7 @@ export interface McdistClientOptions {
   timeoutMs: number;
   /** A readable fd that means "stop waiting" (an eventfd); -1 for none. */
   wakeFd: number;
-  /** Called with each verified page that arrives without being asked for by this fetch (once per page). */
+  /** Called with each verified page that arrives without being asked for by this fetch (once per page); `data` is valid during the call only. */
   onExtraPage?: (page: number, data: Uint8Array) => void;
   /**
    * The pages/s this client keeps up with, reported to the server for pacing: a fixed number, or
@@ -377,7 +377,7 @@ export class McdistClient {
     if (data === undefined) return this.drop(object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed");
     this.delivered[page] = 1;
     if (index !== undefined) {
-      this.results[index] = data;
+      this.results[index] = data.slice(); // data is a view of reassembly memory
       this.missing--;
     } else {
       this.counters.pagesReceivedUnasked++;

@@ -77,7 +77,11 @@ export function peekPage(bytes: Uint8Array, family: number): number | undefined 
 
 export type DecodeResult = { frame: Frame } | { dropped: string };
 
-/** Decodes a received frame for `family`; anything else is dropped with the reason. */
+/**
+ * Decodes a received frame for `family`; anything else is dropped with the reason. The payload is
+ * a view of `bytes` (no copy: a receiver decodes every frame on the segment), valid as long as
+ * they are; the CRC field is zeroed in place while it is checked, then put back.
+ */
 export function decodeFrame(bytes: Uint8Array, family: number): DecodeResult {
   if (bytes.byteLength < FRAME_HEADER_SIZE) return { dropped: "short" };
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -88,10 +92,12 @@ export function decodeFrame(bytes: Uint8Array, family: number): DecodeResult {
   const length = v.getUint16(24);
   // Ethernet pads short frames, so the frame may be longer than header + payload, never shorter.
   if (FRAME_HEADER_SIZE + length > bytes.byteLength) return { dropped: "length" };
-  const body = bytes.slice(0, FRAME_HEADER_SIZE + length);
+  const body = bytes.subarray(0, FRAME_HEADER_SIZE + length);
   const crc = v.getUint32(28);
-  new DataView(body.buffer).setUint32(28, 0);
-  if (Bun.hash.crc32(body) !== crc) return { dropped: "checksum" };
+  v.setUint32(28, 0);
+  const computed = Bun.hash.crc32(body);
+  v.setUint32(28, crc);
+  if (computed !== crc) return { dropped: "checksum" };
   if (v.getUint32(4) !== family) return { dropped: "family" };
   const fragments = v.getUint16(22);
   const index = v.getUint16(20);

@@ -43,7 +43,7 @@ export class Reassembly {
     return this.partial.size;
   }
 
-  /** Adds one frame; returns the whole object's bytes when this frame completed it. */
+  /** Adds one frame; returns the whole object's bytes when this frame completed it (a copy here; WasmReassembly's is a view until its next add). */
   add(frame: Frame): Uint8Array | undefined {
     if (frame.fragments === 1) {
       if (frame.fragment !== 0) return void this.counters.inconsistent++;

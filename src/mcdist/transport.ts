@@ -77,8 +77,15 @@ export function groupAddress(family: number): string {
   return `239.77.${(family >>> 8) & 0xff}.${family & 0xff}`;
 }
 
+const HEX_BYTES = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 export function formatMac(mac: Uint8Array): string {
-  return Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join(":");
+  return `${HEX_BYTES[mac[0]!]}:${HEX_BYTES[mac[1]!]}:${HEX_BYTES[mac[2]!]}:${HEX_BYTES[mac[3]!]}:${HEX_BYTES[mac[4]!]}:${HEX_BYTES[mac[5]!]}`;
+}
+
+function sameMac(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = 0; i < 6; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export function parseMac(text: string): Uint8Array {
@@ -187,8 +194,7 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
       for (;;) {
         const got = receiveFrame(socket, buffer);
         if (got === undefined) return undefined;
-        const from = formatMac(got.source);
-        if (from !== ownText) return { length: got.length, from };
+        if (!sameMac(got.source, own)) return { length: got.length, from: formatMac(got.source) };
       }
     },
     close() {

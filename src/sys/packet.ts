@@ -3,7 +3,6 @@
  * the frame on the wire is a plain Ethernet frame with our EtherType). struct sockaddr_ll:
  * family u16, protocol u16 (network order), ifindex i32, hatype u16, pkttype u8, halen u8, addr[8].
  */
-import { ptr } from "bun:ffi";
 import { check } from "./check.ts";
 import { AF_PACKET, EAGAIN, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM } from "./constants.ts";
 import { SyscallError } from "./errno.ts";
@@ -56,15 +55,22 @@ export function sendFrame(socket: PacketSocket, destination: Uint8Array, payload
   return check("sendto", libc.sendto(socket.fd, payload, payload.byteLength, 0, sockaddrLl(socket.ethertype, socket.ifindex, destination), SOCKADDR_LL_SIZE) as number);
 }
 
-/** One received frame (its payload, the sender's Ethernet address and the EtherType), or undefined if none is waiting. */
+/** Where recvfrom writes the sender's address: one per thread, reused (a receiver reads every frame on its segment). */
+const from = new Uint8Array(SOCKADDR_LL_SIZE);
+const fromView = new DataView(from.buffer);
+const fromLength = new Uint32Array(1);
+
+/**
+ * One received frame (its length in `buffer`, the sender's Ethernet address and the EtherType), or
+ * undefined if none is waiting. `source` is a view that the next receiveFrame() overwrites.
+ */
 export function receiveFrame(socket: PacketSocket, buffer: Uint8Array): { length: number; source: Uint8Array; protocol: number } | undefined {
-  const from = new Uint8Array(SOCKADDR_LL_SIZE);
-  const fromLength = new Uint32Array([SOCKADDR_LL_SIZE]);
-  const n = libc.recvfrom(socket.fd, buffer, buffer.byteLength, MSG_DONTWAIT, from, ptr(fromLength)) as number;
+  fromLength[0] = SOCKADDR_LL_SIZE;
+  const n = libc.recvfrom(socket.fd, buffer, buffer.byteLength, MSG_DONTWAIT, from, fromLength) as number;
   if (n < 0) {
     const errno = lastErrno();
     if (errno === EAGAIN) return undefined;
     throw new SyscallError("recvfrom", errno);
   }
-  return { length: n, source: from.slice(12, 18), protocol: new DataView(from.buffer).getUint16(2, false) };
+  return { length: n, source: from.subarray(12, 18), protocol: fromView.getUint16(2, false) };
 }

@@ -77,7 +77,7 @@ function checkInteger(name: string, value: number, max: number): number {
 /**
  * Fragment reassembly for mcdist objects in WebAssembly: a drop-in for
  * Reassembly (src/mcdist/reassembly.ts), with the same options, results and
- * counters. `add` returns a copy that the caller owns.
+ * counters. `add` returns a view, valid until the next add() or clear().
  */
 export class WasmReassembly {
   /** Live view of the kernel's counters (reads and writes go to the kernel). */
@@ -121,7 +121,10 @@ export class WasmReassembly {
     return this.#kernel.pending();
   }
 
-  /** Adds one frame; returns the whole object's bytes when this frame completed it. */
+  /**
+   * Adds one frame; returns the whole object's bytes when this frame completed it: a view (of the
+   * kernel's memory, or of the frame), valid until the next add() or clear(). Copy what you keep.
+   */
   add(frame: Frame): Uint8Array | undefined {
     const payload = frame.payload;
     const length = payload.byteLength;
@@ -132,11 +135,9 @@ export class WasmReassembly {
     const status = k.add(frame.object, frame.sequence, frame.fragment, frame.fragments, length);
     if (status >= 0) {
       const at = k.objectPtr(status) >>> 0;
-      const object = this.#heap().slice(at, at + (k.objectLength(status) >>> 0));
-      k.release(status);
-      return object;
+      return this.#heap().subarray(at, at + (k.objectLength(status) >>> 0)); // the next add() releases the slot
     }
-    if (status === ReassemblyStatus.COMPLETE_INPUT) return payload.slice();
+    if (status === ReassemblyStatus.COMPLETE_INPUT) return payload;
     return undefined;
   }
 

@@ -7,7 +7,9 @@ describe("mcdist frames", () => {
   test("a page at MTU 1500 is three frames that decode back to it", () => {
     const frames = fragment(FrameType.PAGE, 42, 7, 1234n, page, 1500);
     expect(frames.map((f) => f.payload.byteLength)).toEqual([1468, 1468, 1160]);
-    const decoded = frames.map((f) => decodeFrame(encodeFrame(f), 42));
+    const encoded = frames.map((f) => encodeFrame(f));
+    const decoded = encoded.map((bytes) => decodeFrame(bytes, 42));
+    expect(encoded).toEqual(frames.map((f) => encodeFrame(f))); // decoding leaves the frame as it was
     const parts = decoded.map((d) => ("frame" in d ? d.frame : undefined));
     expect(parts.every((p) => p?.object === 1234n && p.fragments === 3 && p.sequence === 7)).toBe(true);
     const joined = new Uint8Array(4096);
@@ -31,10 +33,12 @@ describe("mcdist frames", () => {
     expect(decodeFrame(good, 43)).toEqual({ dropped: "family" });
     expect(decodeFrame(good.subarray(0, 20), 42)).toEqual({ dropped: "short" });
     expect(decodeFrame(good.subarray(0, FRAME_HEADER_SIZE + 100), 42)).toEqual({ dropped: "length" });
-    for (const [at, reason] of [[0, "magic"], [2, "version"], [3, "type"], [40, "checksum"], [14, "checksum"]] as const) {
+    for (const [at, reason] of [[0, "magic"], [2, "version"], [3, "type"], [40, "checksum"], [14, "checksum"], [29, "checksum"]] as const) {
       const bad = good.slice();
       bad[at]! ^= 0x5a;
+      const received = bad.slice();
       expect(decodeFrame(bad, 42)).toEqual({ dropped: reason });
+      expect(bad).toEqual(received); // the CRC is checked in place and put back
     }
     // A forged frame with a correct checksum but impossible fragment numbers.
     const forged = encodeFrame({ type: FrameType.PAGE, family: 42, sequence: 1, object: 1n, fragment: 5, fragments: 3, payload: new Uint8Array(8) });
