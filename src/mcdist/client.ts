@@ -321,11 +321,11 @@ export class McdistClient {
   private receiveWaiting(): number {
     let n = 0;
     for (; n < RECEIVE_BATCH; n++) {
-      const got = this.transport.receive(this.buffer);
-      if (got === undefined) break;
+      const length = this.transport.receive(this.buffer);
+      if (length === undefined) break;
       this.counters.framesReceived++;
-      this.counters.bytesReceived += got.length;
-      const bytes = this.buffer.subarray(0, got.length);
+      this.counters.bytesReceived += length;
+      const bytes = this.buffer.subarray(0, length);
       if (this.behind && this.unasked(bytes)) this.drop("behind");
       else this.handle(bytes);
     }

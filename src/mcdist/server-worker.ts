@@ -127,16 +127,16 @@ class McdistServer {
   private receiveSome(): void {
     const heardAfter = this.quietAt;
     for (let i = 0; i < RECEIVE_BATCH; i++) {
-      const got = this.transport.receive(this.buffer);
-      if (got === undefined) {
+      const length = this.transport.receive(this.buffer);
+      if (length === undefined) {
         this.quietAt = performance.now();
         return;
       }
-      this.handle(this.buffer.subarray(0, got.length), got.from, heardAfter);
+      this.handle(this.buffer.subarray(0, length), heardAfter);
     }
   }
 
-  private handle(bytes: Uint8Array, from: Endpoint, heardAfter: number): void {
+  private handle(bytes: Uint8Array, heardAfter: number): void {
     const decoded = decodeFrame(bytes, this.init.family);
     if ("dropped" in decoded) {
       this.c[decoded.dropped === "version" ? Slot.FRAMES_WRONG_VERSION : Slot.DROPPED_REQUESTS]!++;
@@ -149,7 +149,7 @@ class McdistServer {
     if (control === undefined) return void this.c[Slot.REQUESTS_FORGED]!++;
     if (!this.replay.accept(control.sender, frame.sequence)) return void this.c[Slot.REQUESTS_REPLAYED]!++;
     try {
-      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(control.message, this.pageCount, this.chunkCount), from, heardAfter - REQUEST_IN_FLIGHT_MS);
+      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(control.message, this.pageCount, this.chunkCount), this.transport.sender(), heardAfter - REQUEST_IN_FLIGHT_MS);
       else {
         this.rates.set(control.sender, { rate: Math.max(MIN_PACED_RATE, decodeRate(control.message)), at: performance.now() });
         this.c[Slot.RATE_REPORTS]!++;

@@ -9,7 +9,8 @@ import { readFileSync } from "node:fs";
 import { shown, SnowflockError } from "../errors.ts";
 import { PACKET_ADD_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_MR_MULTICAST, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEADDR, SO_SNDBUF, SO_SNDBUFFORCE, SOL_PACKET, SOL_SOCKET } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
-import { openPacketSocket, receiveFrame, sendFrame } from "../sys/packet.ts";
+import { openPacketSocket, sendFrame } from "../sys/packet.ts";
+import { closeRxRing, lastSource, openRxRing, type PacketRing, takeFrame } from "../sys/packet-ring.ts";
 import {
   bindUdp,
   joinMulticastGroup,
@@ -22,6 +23,7 @@ import {
   setMulticastTtl,
   setSocketInt,
   setSocketOption,
+  type UdpPeer,
 } from "../sys/udp.ts";
 import { ETHERTYPE_MCDIST } from "./frame.ts";
 
@@ -42,8 +44,10 @@ export interface Transport {
   /** Largest frame send() takes (what frame.ts's `fragment` should be given as the MTU). */
   readonly maxFrame: number;
   send(to: Endpoint | "group", bytes: Uint8Array): void;
-  /** One waiting frame (into `buffer`) and its sender; undefined when none is waiting. Never blocks. */
-  receive(buffer: Uint8Array): { length: number; from: Endpoint } | undefined;
+  /** One waiting frame into `buffer`: its length, or undefined when none is waiting. Never blocks. */
+  receive(buffer: Uint8Array): number | undefined;
+  /** Who sent the frame the last receive() returned (made only when asked: most frames' sender does not matter). */
+  sender(): Endpoint;
   close(): void;
 }
 
@@ -165,8 +169,12 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
   const ownText = formatMac(own);
   const group = groupMac(options.family);
   const socket = openPacketSocket(spec.interface, ETHERTYPE_MCDIST);
+  let ring: PacketRing | undefined;
   try {
-    setBuffers(socket.fd, options.bufferBytes ?? DEFAULT_BUFFER_BYTES);
+    const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
+    // Every frame on the segment is read: from a ring, not one recvfrom(2) each. Slots fit the link's largest frame.
+    ring = openRxRing(socket.fd, Number(interfaceFile(spec.interface, "mtu")), bufferBytes);
+    setBuffers(socket.fd, bufferBytes);
     // struct packet_mreq: ifindex i32, type u16, alen u16, address[8]. Real NICs filter multicast MACs not joined.
     const mreq = new Uint8Array(16);
     const view = new DataView(mreq.buffer);
@@ -179,9 +187,11 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
       setSocketInt(socket.fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING");
     } catch {} // older kernels: our own frames come back and are dropped below
   } catch (error) {
+    if (ring) closeRxRing(ring);
     close(socket.fd);
     throw error;
   }
+  const frames = ring;
   return {
     kind: "packet",
     fd: socket.fd,
@@ -192,12 +202,13 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     },
     receive(buffer) {
       for (;;) {
-        const got = receiveFrame(socket, buffer);
-        if (got === undefined) return undefined;
-        if (!sameMac(got.source, own)) return { length: got.length, from: formatMac(got.source) };
+        const length = takeFrame(frames, buffer);
+        if (length === undefined || !sameMac(lastSource(frames), own)) return length;
       }
     },
+    sender: () => formatMac(lastSource(frames)),
     close() {
+      closeRxRing(frames);
       close(socket.fd);
     },
   };
@@ -208,6 +219,7 @@ function openUdpTransport(spec: Extract<TransportSpec, { kind: "udp" }>, options
   const group = groupAddress(options.family);
   const joinGroup = options.joinGroup ?? true;
   const fd = openUdpSocket();
+  let from: UdpPeer = { address: "0.0.0.0", port: 0 };
   let localPort: number;
   try {
     setBuffers(fd, options.bufferBytes ?? DEFAULT_BUFFER_BYTES);
@@ -242,8 +254,11 @@ function openUdpTransport(spec: Extract<TransportSpec, { kind: "udp" }>, options
     // Our own multicasts come back (loop is on); receivers drop them by frame type.
     receive(buffer) {
       const got = receiveUdp(fd, buffer);
-      return got && { length: got.length, from: `${got.from.address}:${got.from.port}` };
+      if (got === undefined) return undefined;
+      from = got.from;
+      return got.length;
     },
+    sender: () => `${from.address}:${from.port}`,
     close() {
       close(fd);
     },

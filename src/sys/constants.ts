@@ -79,3 +79,6 @@ export const SOL_PACKET = 263;
 export const PACKET_ADD_MEMBERSHIP = 1;
 export const PACKET_MR_MULTICAST = 0;
 export const PACKET_IGNORE_OUTGOING = 23;
+export const PACKET_RX_RING = 5;
+export const PACKET_VERSION = 10;
+export const TPACKET_V2 = 1;

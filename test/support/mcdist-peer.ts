@@ -103,11 +103,12 @@ function lossy(inner: Transport, loss: number, seed: number): Transport & { lost
     },
     receive(buffer) {
       for (;;) {
-        const got = inner.receive(buffer);
-        if (got === undefined || random() >= loss) return got;
+        const length = inner.receive(buffer);
+        if (length === undefined || random() >= loss) return length;
         lost++;
       }
     },
+    sender: () => inner.sender(),
     close: () => inner.close(),
     lost: () => lost,
   };
@@ -250,8 +251,8 @@ async function keyless(config: PeerConfig): Promise<void> {
         counts.sent++;
       }
     }
-    for (let got = transport.receive(buffer); got !== undefined; got = transport.receive(buffer)) {
-      const decoded = decodeFrame(buffer.subarray(0, got.length), config.family);
+    for (let length = transport.receive(buffer); length !== undefined; length = transport.receive(buffer)) {
+      const decoded = decodeFrame(buffer.subarray(0, length), config.family);
       if ("dropped" in decoded) continue;
       if (decoded.frame.type === FrameType.DESCRIPTOR) counts.chunksReceived++;
       if (decoded.frame.type === FrameType.PAGE && wantedPages.has(Number(decoded.frame.object))) counts.pagesReceived++;
