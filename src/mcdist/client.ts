@@ -86,8 +86,9 @@ export class McdistClient {
   private readonly buffer = new Uint8Array(65536);
   private readonly reassembly = new Reassembly({ maxPartial: MAX_PARTIAL_PAGES, maxObjectBytes: PAGE_OBJECT_SIZE });
   private readonly chunkReassembly = new Reassembly({ maxPartial: MAX_PARTIAL_CHUNKS, maxObjectBytes: MAX_CHUNK_OBJECT_SIZE });
-  /** While a descriptor is fetched: its chunks so far. */
+  /** While a descriptor is fetched: its chunks so far, and how many are still missing. */
   private chunks: Array<Uint8Array | undefined> | undefined;
+  private chunksMissing = 0;
   /** Pages already handed out (returned or given to onExtraPage): later copies are dropped early. */
   private readonly delivered: Uint8Array;
   /** Who this client is to the server (inside every tag): its sequence numbers are counted per sender. */
@@ -96,7 +97,7 @@ export class McdistClient {
   private rateReportedAt = -Infinity;
   /** When to ask again: learnt from this client's round trips, kept across fetches. */
   private readonly timer: RetransmitTimer;
-  /** Pages completed, and the time spent on every frame handled, since the last measured report. */
+  /** Pages completed, and the time spent reading and handling frames, since the last measured report. */
   private handled = { pages: 0, micros: 0 };
   /** The current fetch: page → its index in the answer. */
   private wanted: Map<number, number> | undefined;
@@ -147,7 +148,7 @@ export class McdistClient {
     try {
       this.drain(); // a sibling may have asked for some already: they may be waiting, unread
       const missing = () => pages.filter((p) => this.results[this.wanted!.get(p)!] === undefined);
-      if (this.missing > 0) this.await(missing, 0, "page");
+      if (this.missing > 0) this.await(missing, () => this.missing, 0, "page");
       return this.results as Uint8Array[];
     } finally {
       this.wanted = undefined;
@@ -196,24 +197,23 @@ export class McdistClient {
    * with nothing new (retransmit-timer.ts) it reads what waits first (a descheduled clone's pages
    * may be there), then asks again for what is still missing; after MULTICAST_RETRIES, by unicast.
    */
-  private await(missing: () => number[], kind: number, what: string): void {
+  private await(missing: () => number[], remaining: () => number, kind: number, what: string): void {
     const started = performance.now();
     const deadline = started + this.options.timeoutMs;
     let retries = 0;
     this.request(missing(), kind);
-    let left = missing().length;
+    let left = remaining();
     let nextRetry = started + this.timer.timeoutMs;
     const watch = [{ fd: this.fd, events: POLLIN }];
     if (this.options.wakeFd >= 0) watch.push({ fd: this.options.wakeFd, events: POLLIN });
     let sampled = false;
     const progressed = (now: number): boolean => {
-      const remaining = missing().length;
-      if (remaining === left) return false;
+      if (remaining() === left) return false;
       // The first answer times the round trip; Karn: only for a request that was sent once.
       if (retries === 0 && !sampled) this.timer.sample(now - started);
       else this.timer.progress();
       sampled = true;
-      left = remaining;
+      left = remaining();
       nextRetry = now + this.timer.timeoutMs;
       return true;
     };
@@ -235,7 +235,7 @@ export class McdistClient {
       if (wake !== 0) throw new Woken("stop requested");
       if (socket !== 0) {
         this.receiveWaiting();
-        progressed(performance.now());
+        if (remaining() !== left) progressed(performance.now());
       }
     }
   }
@@ -261,10 +261,11 @@ export class McdistClient {
     if (count === 0 || count > MAX_REQUEST_PAGES) throw new RangeError(`a descriptor of ${bytes} bytes is not fetched by multicast (1 to ${MAX_REQUEST_PAGES * DESCRIPTOR_CHUNK} bytes)`);
     const chunks: Array<Uint8Array | undefined> = new Array(count).fill(undefined);
     this.chunks = chunks;
+    this.chunksMissing = count;
     try {
       const missing = () => chunks.flatMap((chunk, i) => (chunk === undefined ? [i] : []));
       this.receiveWaiting();
-      if (missing().length > 0) this.await(missing, RequestFlag.DESCRIPTOR, "descriptor chunk");
+      if (missing().length > 0) this.await(missing, () => this.chunksMissing, RequestFlag.DESCRIPTOR, "descriptor chunk");
     } finally {
       this.chunks = undefined;
     }
@@ -319,6 +320,8 @@ export class McdistClient {
 
   /** Handles up to RECEIVE_BATCH waiting frames; returns how many it read. */
   private receiveWaiting(): number {
+    // Timed per batch, not per frame: a clock read can cost as much as a frame (under emulation).
+    const started = performance.now();
     let n = 0;
     for (; n < RECEIVE_BATCH; n++) {
       const length = this.transport.receive(this.buffer);
@@ -327,8 +330,9 @@ export class McdistClient {
       this.counters.bytesReceived += length;
       const bytes = this.buffer.subarray(0, length);
       if (this.behind && this.unasked(bytes)) this.drop("behind");
-      else this.handle(bytes);
+      else if (this.handleFrame(bytes)) this.handled.pages++;
     }
+    if (n > 0) this.handled.micros += (performance.now() - started) * 1000;
     this.behind = n === RECEIVE_BATCH;
     return n;
   }
@@ -337,12 +341,6 @@ export class McdistClient {
   private unasked(bytes: Uint8Array): boolean {
     const page = peekPage(bytes, this.options.family);
     return page !== undefined && this.wanted?.get(page) === undefined;
-  }
-
-  private handle(bytes: Uint8Array): void {
-    const started = performance.now();
-    if (this.handleFrame(bytes)) this.handled.pages++;
-    this.handled.micros += (performance.now() - started) * 1000;
   }
 
   /** A descriptor chunk: kept only while a descriptor is being fetched. */
@@ -357,6 +355,7 @@ export class McdistClient {
     const data = verifyChunkObject(this.options.key, this.options.family, chunk, object);
     if (data === undefined) return this.drop("forged");
     chunks[chunk] = data.slice();
+    this.chunksMissing--;
     return false;
   }
 

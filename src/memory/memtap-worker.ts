@@ -53,6 +53,9 @@ interface PageSource {
   close(): void;
 }
 
+/** How often frames read while idle are added to the shared counters (a fetch and the stop always add them). */
+const COUNT_EVERY_MS = 100;
+
 const NORMAL_DROPS = new Set(["family", "duplicate", "unexpected", "evicted", "behind"]);
 
 class McdistSource implements PageSource {
@@ -132,16 +135,25 @@ class FaultHandler {
       { fd: this.client.fd, events: POLLIN },
     ];
     const collector = new WorkerCollector();
-    for (;;) {
-      const [faults = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
-      if (stop !== 0) throw new Woken("stop requested");
-      collector.tick();
-      if (server !== 0) {
-        this.client.idle();
-        this.countBytes();
+    let countedAt = 0;
+    try {
+      for (;;) {
+        const [faults = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
+        if (stop !== 0) throw new Woken("stop requested");
+        collector.tick();
+        if (server !== 0) {
+          this.client.idle();
+          // Frames wake this loop one or a few at a time: the counters are refreshed now and then, not per wake.
+          if (Date.now() - countedAt >= COUNT_EVERY_MS) {
+            this.countBytes();
+            countedAt = Date.now();
+          }
+        }
+        if ((faults & POLLIN) !== 0) this.serveBatch();
+        else if (faults !== 0) throw new SnowflockError("INTERNAL", `the userfaultfd reported poll events 0x${faults.toString(16)}`);
       }
-      if ((faults & POLLIN) !== 0) this.serveBatch();
-      else if (faults !== 0) throw new SnowflockError("INTERNAL", `the userfaultfd reported poll events 0x${faults.toString(16)}`);
+    } finally {
+      this.countBytes();
     }
   }
 

@@ -1,4 +1,3 @@
-import { ptr } from "bun:ffi";
 import { libc } from "./libc.ts";
 import { check } from "./check.ts";
 import { O_CLOEXEC } from "./constants.ts";
@@ -47,13 +46,23 @@ export interface PollRequest {
   events: number;
 }
 
+/** poll(2)'s table, reused: a receive loop polls once per frame or so, and each thread has its own. */
+let pollTable = new Uint8Array(64);
+let pollView = new DataView(pollTable.buffer);
+
 /** poll(2) over a few descriptors; returns the revents of each, in order. */
 export function poll(requests: PollRequest[], timeoutMs: number): number[] {
-  const table = new DataView(new ArrayBuffer(8 * requests.length));
-  requests.forEach((r, i) => {
-    table.setInt32(i * 8, r.fd, true);
-    table.setInt16(i * 8 + 4, r.events, true);
-  });
-  check("poll", libc.poll(ptr(table), requests.length, timeoutMs));
-  return requests.map((_, i) => table.getInt16(i * 8 + 6, true));
+  if (8 * requests.length > pollTable.byteLength) {
+    pollTable = new Uint8Array(8 * requests.length);
+    pollView = new DataView(pollTable.buffer);
+  }
+  for (let i = 0; i < requests.length; i++) {
+    pollView.setInt32(i * 8, requests[i]!.fd, true);
+    pollView.setInt16(i * 8 + 4, requests[i]!.events, true);
+    pollView.setInt16(i * 8 + 6, 0, true);
+  }
+  check("poll", libc.poll(pollTable, requests.length, timeoutMs));
+  const revents = new Array<number>(requests.length);
+  for (let i = 0; i < requests.length; i++) revents[i] = pollView.getInt16(i * 8 + 6, true);
+  return revents;
 }
