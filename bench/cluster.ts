@@ -44,6 +44,8 @@ export interface ClusterBenchOptions {
   sizeBytes: number;
   memoryBytes: number;
   seed: number;
+  /** MTU of the test hosts' links. */
+  mtu: number;
 }
 
 /** One `snowflock run`: what it measured, or why it does not count. */
@@ -107,6 +109,8 @@ export interface ClusterReport {
   sizeBytes: number;
   memoryBytes: number;
   seed: number;
+  /** MTU of the test hosts' links. */
+  mtu: number;
   clones: number[];
   hosts: number[];
   transports: RemoteTransport[];
@@ -252,8 +256,8 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
     const results: ClusterRow[] = [];
     const maxClones = Math.max(16, ...options.clones);
     for (const hosts of options.hosts) {
-      progress(`[${elapsed()}] hosts ${hosts}: cluster up (prefix ${prefix}, --max-clones ${maxClones})`);
-      await clusterUp(session, hosts, maxClones);
+      progress(`[${elapsed()}] hosts ${hosts}: cluster up (prefix ${prefix}, --max-clones ${maxClones}, --mtu ${options.mtu})`);
+      await clusterUp(session, hosts, maxClones, options.mtu);
       try {
         for (const transport of options.transports) {
           progress(`[${elapsed()}] hosts ${hosts}, ${transport}: warm-up run`);
@@ -292,14 +296,15 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
       }
     }
     return {
-      benchmark: `cluster: ${options.workload} size=${formatSize(options.sizeBytes)} seed=${options.seed} in a ${formatSize(options.memoryBytes)} guest, clones spread over test hosts (network namespaces on this machine)`,
+      benchmark: `cluster: ${options.workload} size=${formatSize(options.sizeBytes)} seed=${options.seed} in a ${formatSize(options.memoryBytes)} guest, clones spread over test hosts (network namespaces on this machine, MTU ${options.mtu})`,
       machine: machineNote(),
-      command: `snowflock bench cluster --clones ${options.clones.join(",")} --hosts ${options.hosts.join(",")} --transport ${options.transports.join(",")} --runs ${options.runs} --workload ${options.workload} --size ${formatSize(options.sizeBytes)} --mem ${formatSize(options.memoryBytes)} --seed ${options.seed}`,
+      command: `snowflock bench cluster --clones ${options.clones.join(",")} --hosts ${options.hosts.join(",")} --transport ${options.transports.join(",")} --runs ${options.runs} --workload ${options.workload} --size ${formatSize(options.sizeBytes)} --mem ${formatSize(options.memoryBytes)} --seed ${options.seed} --mtu ${options.mtu}`,
       runs: options.runs,
       workload: options.workload,
       sizeBytes: options.sizeBytes,
       memoryBytes: options.memoryBytes,
       seed: options.seed,
+      mtu: options.mtu,
       clones: options.clones,
       hosts: options.hosts,
       transports: options.transports,

@@ -15,6 +15,7 @@ import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
+import { TEST_HOST_MTU } from "../cluster/test-hosts.ts";
 import { chosenBackend } from "./backend.ts";
 import { memoryOption, memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "./output.ts";
@@ -38,6 +39,7 @@ interface BenchOptions {
   domuConfig?: string;
   cycles: string | number;
   crossCycles: string | number;
+  mtu: string | number;
 }
 
 const BENCHMARKS = ["fork", "cluster", "heuristics", "soak"];
@@ -79,6 +81,7 @@ export function registerBench(cli: CAC): void {
     .option("--workloads <list>", "heuristics: workloads, comma-separated: sha256-par, search-par, alloc-par", { default: "sha256-par,search-par,alloc-par" })
     .option("--size <size>", "cluster, heuristics: dataset size", { default: "16M" })
     .option("--seed <n>", "cluster, heuristics: dataset seed", { default: 7 })
+    .option("--mtu <bytes>", "cluster: MTU of the test hosts' links (as `cluster up --mtu`)", { default: TEST_HOST_MTU })
     .option("--cycles <n>", "soak: fork/kill cycles on this host (0 skips)", { default: 1000 })
     .option("--cross-cycles <n>", "soak: fork/kill cycles across test hosts (0 skips; --hosts sets how many, default 2)", { default: 200 })
     .option("--json", "Print the report as JSON")
@@ -148,6 +151,7 @@ async function benchCluster(options: BenchOptions): Promise<number> {
     sizeBytes,
     memoryBytes,
     seed,
+    mtu: wholeNumber("--mtu", options.mtu, 65535),
   });
   return publish(bench, report, options, report.badRuns);
 }

@@ -9,6 +9,7 @@ import { type Inventory, defaultInventoryPath, readInventory } from "../cluster/
 import {
   DEFAULT_PREFIX,
   MAX_TEST_HOSTS,
+  TEST_HOST_MTU,
   TEST_SUBNET,
   checkPrefix,
   clusterStatus,
@@ -40,10 +41,10 @@ export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
   cli
     .command("cluster <action>", DESCRIPTION)
     .usage(
-      "cluster up --hosts N [--mtu 1500] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json] | cluster restart-agents [--inventory FILE] [--max-clones 16]",
+      "cluster up --hosts N [--mtu 9000] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json] | cluster restart-agents [--inventory FILE] [--max-clones 16]",
     )
     .option("--hosts <n>", `up: how many test hosts (1 to ${MAX_TEST_HOSTS})`)
-    .option("--mtu <bytes>", "up: MTU of every eth0, veth end and the bridge (default 1500)")
+    .option("--mtu <bytes>", `up: MTU of every eth0, veth end and the bridge (default ${TEST_HOST_MTU})`)
     .option("--max-clones <n>", `up/restart-agents: most clones each host's agent runs at once (default ${DEFAULT_AGENT_MAX_CLONES})`)
     .option("--prefix <name>", `up/down: prefix of the namespaces and links (up: default ${DEFAULT_PREFIX}; down takes it from the inventory unless given)`)
     .option("--inventory <file>", `The cluster inventory (default ${defaultInventoryPath()})`)
@@ -84,7 +85,7 @@ function maxClonesOption(options: ClusterOptions): number {
 
 async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number> {
   const hosts = wholeNumber(options.hosts, "--hosts");
-  const mtu = wholeNumber(options.mtu, "--mtu", 1500);
+  const mtu = wholeNumber(options.mtu, "--mtu", TEST_HOST_MTU);
   const maxClones = maxClonesOption(options);
   const prefix = checkPrefix(options.prefix === undefined ? DEFAULT_PREFIX : String(options.prefix));
   const inventoryPath = options.inventory ? String(options.inventory) : defaultInventoryPath();

@@ -222,6 +222,7 @@ describeNetns("items 6 and 10: cluster down refuses guesses; dead agents are fla
     const up = await snowflock(["cluster", "up", "--hosts", "1", "--prefix", PREFIX, "--inventory", inventory], env);
     expect(up.status).toBe(0);
     expect(await ours()).toEqual([`${PREFIX}-h1`, `${PREFIX}-switch`]);
+    expect(JSON.parse(readFileSync(inventory, "utf8")).mtu).toBe(9000); // jumbo frames unless --mtu says otherwise
 
     for (const args of [["--inventory", "/nonexistent/cluster.json"], ["--inventory", `${inventory}x`], []]) {
       const down = await snowflock(["cluster", "down", ...args], env);
