@@ -36,7 +36,6 @@ export interface PacketRing {
 
 const alignUp = (n: number, to: number) => Math.ceil(n / to) * to;
 
-
 /** Sets up a receive ring of about `bytes` for frames of up to `maxFrame` bytes on packet socket `fd` (before it receives). */
 export function openRxRing(fd: number, maxFrame: number, bytes: number): PacketRing {
   const slotSize = alignUp(FRAME_OFFSET + maxFrame, 16);
