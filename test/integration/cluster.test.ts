@@ -52,7 +52,10 @@ describeNetns("clones on many hosts", () => {
       expect(new Set(clones.map((c) => c.host))).toEqual(new Set(["h1", "h2", "h3"]));
       // Clones on h2 and h3 took every page they read from h1's memory server.
       expect(result.stats.pagesFetched).toBeGreaterThan(4 * (size / 6 / 4096) * 0.9);
-      expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(result.stats.pagesFetched * 4096);
+      // The four remote slices are distinct pages, each sent at least once. (Not pagesFetched * 4096:
+      // a page two clones asked for may go out once, by multicast, and at MTU 9000 framing adds
+      // too little to hide that.)
+      expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(4 * (size / 6) * 0.9);
     });
 
     const searchSize = lean(2 << 20, 1 << 20);
