@@ -8,7 +8,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { SnowflockError } from "../src/errors.ts";
-import { TEST_HOST_MTU } from "../src/cluster/test-hosts.ts";
 import { listVms, processAlive } from "../src/vmm/run-dir.ts";
 import { selfCommand } from "../src/vmm/self.ts";
 
@@ -66,9 +65,11 @@ export async function cli(session: Session, args: string[], timeoutMs: number): 
 
 export const lastLine = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n").pop() ?? "";
 
-export async function clusterUp(session: Session, hosts: number, maxClones: number, mtu = TEST_HOST_MTU): Promise<void> {
+/** `cluster up` with this session's prefix and inventory; without `mtu`, the test hosts' default. */
+export async function clusterUp(session: Session, hosts: number, maxClones: number, mtu?: number): Promise<void> {
   session.clusterUp = true; // from now on, a cleanup runs `cluster down` (also for a half-made cluster)
-  const r = await cli(session, ["cluster", "up", "--hosts", String(hosts), "--mtu", String(mtu), "--prefix", session.prefix, "--inventory", session.inventory, "--max-clones", String(maxClones), "--json"], CLI_TIMEOUT_MS);
+  const mtuArgs = mtu === undefined ? [] : ["--mtu", String(mtu)];
+  const r = await cli(session, ["cluster", "up", "--hosts", String(hosts), ...mtuArgs, "--prefix", session.prefix, "--inventory", session.inventory, "--max-clones", String(maxClones), "--json"], CLI_TIMEOUT_MS);
   if (r.status !== 0) throw new SnowflockError("VM_STATE", `cluster up --hosts ${hosts} failed: ${lastLine(r.stderr)}`);
 }
 
