@@ -23,7 +23,7 @@ import { SnowflockError } from "../src/errors.ts";
 import { formatSize } from "../src/size.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
-import { countLines, dataset, sliceLines } from "../test/support/dataset.ts";
+import { countLines, dataset, sliceLines } from "../src/guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";

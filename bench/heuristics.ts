@@ -29,7 +29,7 @@ import { HEURISTICS } from "../src/heuristics/heuristics.ts";
 import { formatSize } from "../src/size.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
-import { countLines, dataset, sha256Hex, sliceLines } from "../test/support/dataset.ts";
+import { countLines, dataset, sha256Hex, sliceLines } from "../src/guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";

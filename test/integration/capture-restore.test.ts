@@ -7,7 +7,7 @@ import { expect, test } from "bun:test";
 import { KvmMachine, type MachineEnd } from "../../src/backend/kvm/machine.ts";
 import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/memory/guest-memory.ts";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeMachine } from "../../src/clone/describe.ts";
 import { decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";

@@ -7,7 +7,7 @@ import { beforeAll, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
-import { countLines, dataset, sliceLines } from "../support/dataset.ts";
+import { countLines, dataset, sliceLines } from "../../src/guest/dataset.ts";
 import { testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";

@@ -8,7 +8,7 @@
 import { expect, test } from "bun:test";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
-import { countLines, dataset, sha256Hex } from "../support/dataset.ts";
+import { countLines, dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";

@@ -8,7 +8,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { listNamespaces } from "../../src/cluster/netns.ts";
-import { countLines, sliceLines } from "../support/dataset.ts";
+import { countLines, sliceLines } from "../../src/guest/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";

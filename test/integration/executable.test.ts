@@ -3,7 +3,7 @@ import { expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { describeKvm, KVM_REQUIRED } from "../support/kvm.ts";
 
 const BUILT = join(import.meta.dir, "../../dist/snowflock");

@@ -3,7 +3,7 @@
  * same results; each heuristic can be switched off to measure it.
  */
 import { expect, test } from "bun:test";
-import { dataset, sha256Hex, sliceLines } from "../support/dataset.ts";
+import { dataset, sha256Hex, sliceLines } from "../../src/guest/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { HEURISTICS } from "../../src/heuristics/heuristics.ts";

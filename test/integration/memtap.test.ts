@@ -36,7 +36,7 @@ import {
 import { close } from "../../src/sys/files.ts";
 import { O_CLOEXEC } from "../../src/sys/constants.ts";
 import { userfaultfd } from "../../src/sys/uffd.ts";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { describeKvm, KVM_REQUIRED } from "../support/kvm.ts";
 import { within } from "../support/time.ts";
 

@@ -1,6 +1,6 @@
 /** `snowflock run` end to end, as a user runs it: real VMs, output checked against the host. */
 import { describe, expect, test } from "bun:test";
-import { dataset, sha256Hex } from "../support/dataset.ts";
+import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 

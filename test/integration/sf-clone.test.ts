@@ -1,6 +1,6 @@
 /** The Impromptu Cluster API from inside the guest: sf_clone families on one host. */
 import { expect, test } from "bun:test";
-import { countLines, dataset, sha256Hex, sliceLines } from "../support/dataset.ts";
+import { countLines, dataset, sha256Hex, sliceLines } from "../../src/guest/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 

@@ -1,4 +1,4 @@
-/** The workload dataset computed on the host, to check what the guest prints. */
+/** The built-in guest's workload datasets (guest/workloads/parallel.c) and answers, computed on the host to check what the guest prints. */
 const GAMMA = 0x9e3779b97f4a7c15n;
 const MASK = (1n << 64n) - 1n;
 
