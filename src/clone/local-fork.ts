@@ -17,6 +17,7 @@ import { formatPageServer } from "../memory/page-server-address.ts";
 import type { LaunchRecord } from "./launch-record.ts";
 import { type McdistServer, startMcdistServer } from "../mcdist/server.ts";
 import { SnowflockError } from "../errors.ts";
+import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 import { randomBytes } from "node:crypto";
 import { describeMachine } from "./describe.ts";
 
@@ -31,6 +32,9 @@ export interface CloneReport {
   /** Inside the clone's own process: from its start to the VM restored, and to its vCPUs running. */
   restoredMs: number;
   runningMs: number;
+  /** Once the clone has ended: its exit status (or a CloneStatus), and what its memory cost (memory on demand). */
+  exitStatus?: number;
+  memory?: CloneMemoryStats;
 }
 
 export interface ForkResult {

@@ -5,7 +5,8 @@
  */
 import { freemem } from "node:os";
 import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
-import { captureClones, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
+import { captureClones, type CloneReport, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
+import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
 import type { McdistServer } from "../mcdist/server.ts";
 import type { Heuristic } from "../heuristics/heuristics.ts";
@@ -37,27 +38,6 @@ interface Ticket {
   rooms?: HostRoom[];
   cloneIds: number[] | undefined;
   joined: boolean;
-}
-
-export interface CloneMemoryStats {
-  faults: number;
-  /** Pages this clone asked for (by request), and pages that reached it by multicast unasked. */
-  pagesFetched: number;
-  pagesMulticast?: number;
-  /** mcdist frames refused as corrupted, malformed or forged. */
-  framesRejected?: number;
-  /** mcdist requests this clone asked again (retries). */
-  retries?: number;
-  pagesZeroFilled: number;
-  /** Of those, pages filled because the guest's allocator had them free. */
-  pagesFreeFilled?: number;
-  /** Of those, pages filled because the guest's allocator handed them out after the clone began. */
-  pagesAllocationFilled?: number;
-  /** Of pagesFetched, pages asked for ahead of a fault (prefetch). */
-  pagesPrefetched?: number;
-  bytesReceived: number;
-  /** Faults by service time: entry i counts those served in under 2^i µs (the last: the rest). */
-  faultServiceHistogram?: number[];
 }
 
 export interface HostMemoryStats {
@@ -138,6 +118,13 @@ function addMemoryStats(into: CloneMemoryStats, memory: CloneMemoryStats | undef
   into.bytesReceived += memory.bytesReceived;
   const histogram = (into.faultServiceHistogram ??= []);
   (memory.faultServiceHistogram ?? []).forEach((count, i) => (histogram[i] = (histogram[i] ?? 0) + count));
+}
+
+/** A clone's report in forks[] gets how it ended and what its memory cost, once it has ended. */
+function noteEnd(report: CloneReport, member: Member | undefined): void {
+  if (member?.status === undefined) return;
+  report.exitStatus = member.status;
+  if (member.memory) report.memory = member.memory;
 }
 
 /** Clone rounds kept for --json's forks[]; their counts are in stats either way. */
@@ -243,6 +230,8 @@ export class Family {
       if (!checkpoint) this.release(source);
     }
     for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
+    // A fast clone may have ended before its round was recorded.
+    for (const clone of result.clones) noteEnd(clone, this.clones.get(clone.cloneId));
     this.closeEndedRounds();
     this.retireEnded();
     this.descriptorBytesEver += result.descriptorBytes;
@@ -343,6 +332,8 @@ export class Family {
     if (incarnation !== undefined && incarnation !== this.incarnation) return;
     member.status = status;
     member.memory = memory;
+    const report = this.forks.findLast((round) => round.clones.some((c) => c.cloneId === cloneId && c.exitStatus === undefined))?.clones.find((c) => c.cloneId === cloneId);
+    if (report) noteEnd(report, member);
     this.closeEndedRounds();
     this.retireEnded();
   }

@@ -1,5 +1,5 @@
 import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
-import type { CloneMemoryStats } from "../cluster/family.ts";
+import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 import type { DescriptorSummary } from "../descriptor/summary.ts";
 import { shown } from "../errors.ts";
 /**
