@@ -3,7 +3,8 @@
  * not where it offers nothing. Without --backend it reports the detected backend (xen in a Xen
  * dom0, else kvm), or one line per backend when neither works, and exits 0; a backend asked for
  * by name that is absent is that backend's one-line error and exit status 1. --json reports both
- * backends (or the one asked for).
+ * backends (or the one asked for). Where neither works it names the way to try snowflock here
+ * anyway: the demo in the nested KVM host.
  */
 import type { CAC } from "cac";
 import type { Availability, XenFeatures } from "../backend/xen/features.ts";
@@ -154,6 +155,10 @@ function printReport(r: KvmReport | XenReport): void {
   ]);
 }
 
+/** Where neither backend works: how to see snowflock run on this machine anyway. */
+export const NESTED_DEMO_HINT =
+  "to try snowflock on this machine anyway: `bun run demo` in snowflock's repository runs its demo inside the nested KVM host (a VM under QEMU's software emulation whose kvm-amd gives a real /dev/kvm; 10-50x slower; test/nested/README.md)";
+
 /** For JSON: an unavailable backend without its error object. */
 function plain(r: Report): KvmReport | XenReport | Omit<Unavailable, "error"> {
   return r.available ? r : { available: false, reason: r.reason };
@@ -180,12 +185,14 @@ export function registerDoctor(cli: CAC): void {
       const detected = await detectedBackend();
       const reports = { kvm: await report("kvm"), xen: await report("xen") };
       if (options.json) {
-        printJson({ backend: detected, backends: { kvm: plain(reports.kvm), xen: plain(reports.xen) } });
+        const none = !reports.kvm.available && !reports.xen.available;
+        printJson({ backend: detected, backends: { kvm: plain(reports.kvm), xen: plain(reports.xen) }, ...(none ? { tryNested: NESTED_DEMO_HINT } : {}) });
         return 0;
       }
       const chosen = reports[detected];
       if (chosen.available) printReport(chosen);
       else for (const b of BACKENDS) printLine(`${b}: ${reports[b].available ? `available (snowflock doctor --backend ${b})` : reports[b].reason}`);
+      if (!reports.kvm.available && !reports.xen.available) printLine(NESTED_DEMO_HINT);
       return 0;
     });
 }

@@ -30,6 +30,9 @@ describe.skipIf(xen !== undefined)(`snowflock doctor without Xen${xen ? ` (skipp
     expect(report.backends.xen!.reason).toMatch(/\/dev\/xen\/privcmd is missing/);
     expect(typeof report.backends.kvm!.available).toBe("boolean");
     if (!report.backends.kvm!.available) expect(report.backends.kvm!.reason).toBeString();
+    // Neither backend here: the report names the nested KVM host's demo as the way to try snowflock.
+    if (report.backends.kvm!.available) expect(report).not.toHaveProperty("tryNested");
+    else expect(report).toHaveProperty("tryNested", expect.stringContaining("`bun run demo`"));
   });
 
   test("--backend xen --json: the Xen report alone, exit status 1", async () => {
@@ -47,6 +50,8 @@ describe.skipIf(xen !== undefined)(`snowflock doctor without Xen${xen ? ` (skipp
       expect(xenLines).toHaveLength(1);
       expect(xenLines[0]).toMatch(/^xen: .*privcmd is missing/);
       expect(r.stdout.split("\n").filter((l) => l.startsWith("kvm: "))).toHaveLength(1);
+      // No /dev/kvm either: the last line says how to try snowflock here anyway.
+      expect(r.stdout.trim().split("\n").at(-1)).toMatch(/^to try snowflock on this machine anyway: `bun run demo` .* nested KVM host/);
     } else {
       expect(r.stdout).toMatch(/^backend +kvm$/m);
     }
