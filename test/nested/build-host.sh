@@ -21,7 +21,9 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
 CACHE=${SNOWFLOCK_NESTED_CACHE:-/var/cache/snowflock/nested}
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
-say() { printf 'nested-build: %s\n' "$*" >&2; }
+T0=$(date +%s.%N)
+# Each step with the time since the build began: a first build takes minutes.
+say() { printf 'nested-build: [%5.1fs] %s\n' "$(awk -v s="$T0" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" "$*" >&2; }
 die() { printf 'nested-build: error: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and builds a root filesystem)"
