@@ -41,12 +41,14 @@ export interface Session {
   clusterUp: boolean;
   /** Runs so far (for each run's VM name). */
   runs: number;
+  /** The snowflock command line to run (default: cliCommand()). */
+  command?: string[];
   child?: Subprocess;
 }
 
 export async function cli(session: Session, args: string[], timeoutMs: number): Promise<{ status: number; stdout: string; stderr: string; wallMs: number }> {
   const started = performance.now();
-  const child = Bun.spawn([...cliCommand(), ...args], {
+  const child = Bun.spawn([...(session.command ?? cliCommand()), ...args], {
     stdin: "ignore",
     stdout: "pipe",
     stderr: "pipe",
@@ -83,7 +85,7 @@ export async function clusterDown(session: Session): Promise<void> {
 /** The same, synchronously: for a signal handler. */
 function clusterDownSync(session: Session): void {
   if (!session.clusterUp) return;
-  Bun.spawnSync([...cliCommand(), "cluster", "down", "--inventory", session.inventory, "--prefix", session.prefix], {
+  Bun.spawnSync([...(session.command ?? cliCommand()), "cluster", "down", "--inventory", session.inventory, "--prefix", session.prefix], {
     stdin: "ignore",
     stdout: "ignore",
     stderr: "inherit",

@@ -7,7 +7,7 @@
  * The nested host gets one vCPU: with two, 2-vCPU guests inside it were seen to hang.
  * Under emulation a VM runs 10-50 times slower, so the tests' time limits scale
  * (SNOWFLOCK_TEST_TIME_SCALE) and so do snowflock's own waits (SNOWFLOCK_TIMEOUT_SCALE),
- * and tests shrink their data (test/support/time.ts). The multi-host cluster files and the soak,
+ * and tests shrink their data (test/support/time.ts). The multi-host cluster files, the soak and the demo,
  * which start dozens of VMs on several test hosts, run in a second nested KVM host beside the
  * first, once the Xen stage (below) has ended: its emulated dom0 falls behind its time limits
  * when three emulators share two cores.
@@ -26,7 +26,7 @@ const ROOT = join(import.meta.dir, "..");
 const BUN_TIMEOUT = ["--timeout", "120000"];
 const NESTED_TIME_SCALE = "10";
 /** Files for the second nested KVM host (see above). */
-const SECOND_NESTED_HOST = ["test/integration/cluster.test.ts", "test/integration/cluster-acceptance.test.ts", "test/integration/cluster-faults.test.ts", "test/integration/soak.test.ts"];
+const SECOND_NESTED_HOST = ["test/integration/cluster.test.ts", "test/integration/cluster-acceptance.test.ts", "test/integration/cluster-faults.test.ts", "test/integration/soak.test.ts", "test/integration/demo.test.ts"];
 
 interface Outcome {
   status: number;
