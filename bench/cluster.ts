@@ -12,12 +12,12 @@
  *
  *   snowflock bench cluster [--clones 1,2,4,8,16,32] [--hosts 1,2,4,8] [--transport packet,tcp]
  *                           [--runs 3] [--workload search-par] [--size 16M] [--mem 64M] [--json] [--out DIR]
- *   bun bench/cluster.ts [same options]
+ *   bun bin/snowflock.ts bench cluster [same options]   (from source)
  *
  * One `cluster up` per host count (prefix `sfb<pid>`, a private SNOWFLOCK_RUN_DIR), reused for
  * all its runs and removed with `cluster down` before the next one, and on error or Ctrl-C.
  */
-import type { RemoteTransport } from "../src/clone/local-fork.ts";
+import type { RemoteTransport } from "../src/clone/fork-result.ts";
 import { listNamespaces } from "../src/cluster/netns.ts";
 import { SnowflockError } from "../src/errors.ts";
 import { formatSize } from "../src/size.ts";
@@ -445,10 +445,4 @@ export function plotReport(report: ClusterReport): string {
 /** Writes cluster.json and cluster.svg into `dir`; returns their paths. */
 export function writeReport(report: ClusterReport, dir: string): { json: string; svg: string } {
   return writeReportFiles(dir, "cluster", report, plotReport(report));
-}
-
-// Run as a script: the same as `snowflock bench cluster`. No top-level await, so the CLI's own
-// import of this module finds it already evaluated.
-if (import.meta.main) {
-  void import("../src/cli/main.ts").then(async ({ startCli }) => process.exit(await startCli(["bench", "cluster", ...process.argv.slice(2)])));
 }

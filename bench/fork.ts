@@ -5,12 +5,12 @@
  * a table, fork.json and fork.svg (time vs N, log2 x axis).
  *
  *   snowflock bench fork [--clones 1,2,4] [--mem 1G] [--runs 3] [--memory cow] [--no-peer] [--json] [--out DIR]
- *   bun bench/fork.ts [same options]
+ *   bun bin/snowflock.ts bench fork [same options]      (from source; `bun run bench:fork`)
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import type { ForkResult } from "../src/clone/local-fork.ts";
+import type { ForkResult } from "../src/clone/fork-result.ts";
 import { SnowflockError } from "../src/errors.ts";
 import { guestImage } from "../src/guest/image.ts";
 import { formatSize } from "../src/size.ts";
@@ -308,10 +308,4 @@ export function plotReport(report: ForkReport): string {
 /** Writes fork.json and fork.svg into `dir`; returns their paths. */
 export function writeReport(report: ForkReport, dir: string): { json: string; svg: string } {
   return writeReportFiles(dir, "fork", report, plotReport(report));
-}
-
-// Run as a script: the same as `snowflock bench fork`. No top-level await, so the CLI's own
-// import of this module finds it already evaluated.
-if (import.meta.main) {
-  void import("../src/cli/main.ts").then(async ({ startCli }) => process.exit(await startCli(["bench", "fork", ...process.argv.slice(2)])));
 }

@@ -16,13 +16,13 @@
  *   snowflock bench heuristics [--workloads sha256-par,search-par,alloc-par] [--size 16M] [--clones 4]
  *                              [--mem 128M] [--runs 3] [--hosts 3] [--transport packet] [--seed 7]
  *                              [--json] [--out DIR]
- *   bun bench/heuristics.ts [same options]
+ *   bun bin/snowflock.ts bench heuristics [same options]   (from source)
  *
  * `--hosts 0` skips the cross-host part. One `cluster up` (prefix `sfh<pid>`, a private
  * SNOWFLOCK_RUN_DIR) serves all cross-host runs and is removed with `cluster down` after them,
  * and on error or Ctrl-C.
  */
-import type { RemoteTransport } from "../src/clone/local-fork.ts";
+import type { RemoteTransport } from "../src/clone/fork-result.ts";
 import { listNamespaces } from "../src/cluster/netns.ts";
 import { SnowflockError } from "../src/errors.ts";
 import { HEURISTICS } from "../src/heuristics/heuristics.ts";
@@ -487,10 +487,4 @@ export function plotReport(report: HeuristicsReport): string {
 /** Writes heuristics.json and heuristics.svg into `dir`; returns their paths. */
 export function writeReport(report: HeuristicsReport, dir: string): { json: string; svg: string } {
   return writeReportFiles(dir, "heuristics", report, plotReport(report));
-}
-
-// Run as a script: the same as `snowflock bench heuristics`. No top-level await, so the CLI's own
-// import of this module finds it already evaluated.
-if (import.meta.main) {
-  void import("../src/cli/main.ts").then(async ({ startCli }) => process.exit(await startCli(["bench", "heuristics", ...process.argv.slice(2)])));
 }

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { SnowflockError } from "../src/errors.ts";
 import { controlRequest } from "../src/vmm/control-client.ts";
 import { endedLogs, KEPT_ENDED_LOGS, processAlive } from "../src/vmm/run-dir.ts";
-import type { MemoryPath, RemoteTransport } from "../src/clone/local-fork.ts";
+import type { MemoryPath, RemoteTransport } from "../src/clone/fork-result.ts";
 import { scaledTimeout } from "../src/timeouts.ts";
 import { fixed, mb, table } from "./format.ts";
 import { machineNote } from "./machine.ts";

@@ -1,7 +1,7 @@
 /** Parsing of option values shared by several commands. */
 import { SnowflockError } from "../errors.ts";
 import { formatSize, parseSize } from "../size.ts";
-import type { MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
+import type { MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { MAX_MEMORY_BYTES, MAX_VCPUS } from "../descriptor/layout.ts";
 
 export const MIN_MEMORY = 16 * 1024 * 1024;

@@ -5,7 +5,8 @@
  */
 import { freemem } from "node:os";
 import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
-import { captureClones, type CloneReport, type CloneSource, type ForkResult, type MemoryPath, releaseClones, remoteMemory, type RemoteTransport, spawnClones } from "../clone/local-fork.ts";
+import type { CloneReport, ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
+import { captureClones, type CloneSource, releaseClones, remoteMemory, spawnClones } from "../clone/local-fork.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 import type { MemoryServer } from "../memory/memory-server.ts";
 import type { McdistServer } from "../mcdist/server.ts";

@@ -1,4 +1,4 @@
-import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
+import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 import type { DescriptorSummary } from "../descriptor/summary.ts";
 import { shown } from "../errors.ts";

@@ -7,7 +7,7 @@ import { type AllocationHints, createAllocationHints } from "../memory/allocatio
 import { writePrivateFile } from "../sys/private-file.ts";
 import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
 import { describeMachine } from "../clone/describe.ts";
-import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/local-fork.ts";
+import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
 import { guestLimits } from "../guest/limits.ts";
