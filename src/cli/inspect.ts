@@ -3,7 +3,7 @@ import type { CAC } from "cac";
 import { decodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/format.ts";
 import { type DescriptorSummary, summarize } from "../descriptor/summary.ts";
 import { formatSize } from "../size.ts";
-import { readRegularFile } from "../sys/bounded-read.ts";
+import { readRegularFile } from "../bounded-read.ts";
 import { printJson, printLine } from "./output.ts";
 
 export function printSummary(s: DescriptorSummary): void {

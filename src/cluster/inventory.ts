@@ -9,7 +9,7 @@ import { mkdirSync, type Stats } from "node:fs";
 import { dirname, join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { isIpv4 } from "../net/ipv4.ts";
-import { readRegularFile } from "../sys/bounded-read.ts";
+import { readRegularFile } from "../bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import { runDir } from "../vmm/run-dir.ts";
 import { log } from "../cli/output.ts";

@@ -12,7 +12,7 @@
  * when the agent starts and whenever it has grown to twice what is still live.
  */
 import { closeSync, constants, existsSync, openSync, writeSync } from "node:fs";
-import { readRegularFile } from "../sys/bounded-read.ts";
+import { readRegularFile } from "../bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 
 const LINE = /^(\d+) ([0-9a-f]{32})$/;

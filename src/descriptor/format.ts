@@ -16,7 +16,7 @@ import { decodeMeta } from "./meta.ts";
 import { refuse } from "./refuse.ts";
 import { FieldReader, SectionWriter, walkSections } from "./sections.ts";
 
-/** Readers of descriptor files refuse larger ones before reading (sys/bounded-read.ts). */
+/** Readers of descriptor files refuse larger ones before reading (bounded-read.ts). */
 export { MAX_DESCRIPTOR_FILE_BYTES } from "./envelope.ts";
 
 export type { CloneCall, DescriptorMeta } from "./meta.ts";

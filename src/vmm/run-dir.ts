@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } fr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
-import { readRegularFile } from "../sys/bounded-read.ts";
+import { readRegularFile } from "../bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import { scaledTimeout } from "../timeouts.ts";
 

@@ -14,7 +14,7 @@ import { guestLimits } from "../guest/limits.ts";
 import { ConsoleLog } from "./console-log.ts";
 import { type Memtap, startMemtap } from "../memory/memtap.ts";
 import { decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/format.ts";
-import { readRegularFile } from "../sys/bounded-read.ts";
+import { readRegularFile } from "../bounded-read.ts";
 import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";

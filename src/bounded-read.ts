@@ -5,8 +5,8 @@
  * one byte is ever read (a file that changes size after the check is refused).
  */
 import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
-import { type ErrorCode, SnowflockError } from "../errors.ts";
-import { formatSize } from "../size.ts";
+import { type ErrorCode, SnowflockError } from "./errors.ts";
+import { formatSize } from "./size.ts";
 
 export interface BoundedReadOptions {
   /** What the file is, for messages ("descriptor", "inventory"). */
