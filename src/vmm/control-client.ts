@@ -1,11 +1,14 @@
 /** Sends one request to a VMM's control socket and waits (bounded) for its answer. */
 import { existsSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
+import { requestLine } from "../net/line-request.ts";
 import { CONTROL_PROTOCOL_VERSION, type ControlRequest, type ControlResponse } from "./protocol.ts";
 import { vmPaths } from "./run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 const TIMEOUT_MS = scaledTimeout(5000);
+/** A VMM's answer is one line of JSON; the largest, a fork's or a status, is far below this. */
+const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 
 export type RequestBody = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, "v"> : never) : never;
 
@@ -13,40 +16,11 @@ export async function controlRequest(name: string, body: RequestBody | ControlRe
   const { socket: path } = vmPaths(name);
   if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no running VM named '${name}'`, "`snowflock ls` lists the running VMs");
   const request = { v: CONTROL_PROTOCOL_VERSION, ...(typeof body === "string" ? { op: body } : body) };
-  return new Promise<ControlResponse>((resolve, reject) => {
-    let buffer = "";
-    const fail = (why: string) => reject(new SnowflockError("CONTROL", `VM '${name}' did not answer: ${why}`, "it may have just stopped; `snowflock ls` shows what runs"));
-    const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
-    Bun.connect({
-      unix: path,
-      socket: {
-        open(socket) {
-          socket.write(`${JSON.stringify(request)}\n`);
-        },
-        data(socket, chunk) {
-          buffer += chunk.toString();
-          const newline = buffer.indexOf("\n");
-          if (newline < 0) return;
-          clearTimeout(timer);
-          socket.end();
-          try {
-            resolve(JSON.parse(buffer.slice(0, newline)) as ControlResponse);
-          } catch {
-            fail("the answer was not JSON");
-          }
-        },
-        close() {
-          clearTimeout(timer);
-          if (!buffer.includes("\n")) fail("the connection closed");
-        },
-        connectError(_socket, error) {
-          clearTimeout(timer);
-          fail(error.message);
-        },
-      },
-    }).catch((error: Error) => {
-      clearTimeout(timer);
-      fail(error.message);
-    });
-  });
+  const failure = (why: string) => new SnowflockError("CONTROL", `VM '${name}' did not answer: ${why}`, "it may have just stopped; `snowflock ls` shows what runs");
+  const line = await requestLine({ unix: path }, `${JSON.stringify(request)}\n`, { timeoutMs, maxAnswerBytes: MAX_ANSWER_BYTES, failure });
+  try {
+    return JSON.parse(line) as ControlResponse;
+  } catch {
+    throw failure("the answer was not JSON");
+  }
 }
