@@ -9,13 +9,13 @@ import { readFileSync } from "node:fs";
 import { shown, SnowflockError } from "../errors.ts";
 import { PACKET_ADD_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_MR_MULTICAST, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEADDR, SO_SNDBUF, SO_SNDBUFFORCE, SOL_PACKET, SOL_SOCKET } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
+import { parseIpv4 } from "../sys/inet.ts";
 import { openPacketSocket, sendFrame } from "../sys/packet.ts";
 import { closeRxRing, lastSource, openRxRing, type PacketRing, takeFrame } from "../sys/packet-ring.ts";
 import {
   bindUdp,
   joinMulticastGroup,
   openUdpSocket,
-  parseIpv4,
   receiveUdp,
   sendUdp,
   setMulticastInterface,

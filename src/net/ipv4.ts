@@ -1,5 +1,12 @@
 /** IPv4 addresses in dotted-quad text, as inventories, clone orders and memory-server addresses carry them. */
+import { parseIpv4 } from "../sys/inet.ts";
+
+/** Whether `text` is an IPv4 address: the one grammar the sockets use too (sys/inet.ts). */
 export function isIpv4(text: string): boolean {
-  const parts = text.split(".");
-  return parts.length === 4 && parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255);
+  try {
+    parseIpv4(text);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -18,6 +18,7 @@ import {
   SOCK_DGRAM,
 } from "./constants.ts";
 import { SyscallError } from "./errno.ts";
+import { parseIpv4 } from "./inet.ts";
 import { lastErrno, libc } from "./libc.ts";
 
 /** getsockname is not among libc.ts's symbols yet; bound here (same libc, same per-thread errno). */
@@ -30,12 +31,6 @@ const SOCKADDR_IN_SIZE = 16;
 export interface UdpPeer {
   address: string;
   port: number;
-}
-
-export function parseIpv4(address: string): Uint8Array {
-  const octets = address.split(".").map((o) => (/^\d{1,3}$/.test(o) ? Number(o) : NaN));
-  if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255))) throw new RangeError(`not an IPv4 address: ${address}`);
-  return Uint8Array.from(octets);
 }
 
 function checkPort(port: number): void {
