@@ -21,7 +21,7 @@ import { parseSize } from "../src/size.ts";
 import { scaledTimeout } from "../src/timeouts.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import type { ForkResult } from "../src/clone/fork-result.ts";
-import { printTable } from "../src/cli/output.ts";
+import { printTable } from "../src/output.ts";
 import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, RUN_TIMEOUT_MS, type Session } from "../bench/session.ts";
 import { cloneRows, cloneTable } from "./clone-table.ts";
 

@@ -5,7 +5,7 @@ import { startAgent } from "../cluster/agent.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import { chosenBackend } from "./backend.ts";
-import { log } from "./output.ts";
+import { log } from "../output.ts";
 
 export const DEFAULT_AGENT_MAX_CLONES = 16;
 

@@ -18,7 +18,7 @@ import { parseSize } from "../size.ts";
 import { TEST_HOST_MTU } from "../cluster/test-hosts.ts";
 import { chosenBackend } from "./backend.ts";
 import { memoryOption, memoryPathOption, transportOption } from "./options.ts";
-import { log, printJson, printLine } from "./output.ts";
+import { log, printJson, printLine } from "../output.ts";
 
 interface BenchOptions {
   clones?: string | number;

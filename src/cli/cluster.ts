@@ -18,7 +18,7 @@ import {
   existingClusterPrefixes,
   testHostNames,
 } from "../cluster/test-hosts.ts";
-import { log, printJson, printTable } from "./output.ts";
+import { log, printJson, printTable } from "../output.ts";
 import { DEFAULT_AGENT_MAX_CLONES } from "./agent.ts";
 
 export interface ClusterHooks {

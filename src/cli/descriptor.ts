@@ -4,7 +4,7 @@ import { resolve } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { checkName } from "../vmm/run-dir.ts";
-import { log, printJson } from "./output.ts";
+import { log, printJson } from "../output.ts";
 import { printSummary } from "./inspect.ts";
 
 export function registerDescriptor(cli: CAC): void {

@@ -10,7 +10,7 @@ import type { CAC } from "cac";
 import type { Availability, XenFeatures } from "../backend/xen/features.ts";
 import { SnowflockError } from "../errors.ts";
 import { type Backend, BACKENDS, detectedBackend, parseBackend } from "./backend.ts";
-import { printJson, printLine } from "./output.ts";
+import { printJson, printLine } from "../output.ts";
 
 
 type Unavailable = { available: false; reason: string; error: SnowflockError };

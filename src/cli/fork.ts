@@ -7,7 +7,7 @@ import { checkName } from "../vmm/run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { chosenBackend } from "./backend.ts";
 import { memoryPathOption, transportOption } from "./options.ts";
-import { log, printJson, printTable } from "./output.ts";
+import { log, printJson, printTable } from "../output.ts";
 
 export function registerFork(cli: CAC): void {
   cli

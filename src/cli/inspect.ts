@@ -4,7 +4,7 @@ import { decodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/forma
 import { type DescriptorSummary, summarize } from "../descriptor/summary.ts";
 import { formatSize } from "../size.ts";
 import { readRegularFile } from "../bounded-read.ts";
-import { printJson, printLine } from "./output.ts";
+import { printJson, printLine } from "../output.ts";
 
 export function printSummary(s: DescriptorSummary): void {
   printLine(`descriptor v${s.formatVersion} of ${s.name} (${s.cmdline}), captured ${s.createdAt}`);

@@ -4,7 +4,7 @@ import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../vmm/run-dir.ts";
 import { chosenBackend } from "./backend.ts";
-import { log, printJson } from "./output.ts";
+import { log, printJson } from "../output.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 const STOP_TIMEOUT_MS = scaledTimeout(5000);

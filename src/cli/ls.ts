@@ -5,7 +5,7 @@ import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
 import { familyOrder, listVms } from "../vmm/run-dir.ts";
 import { chosenBackend } from "./backend.ts";
-import { printJson, printTable } from "./output.ts";
+import { printJson, printTable } from "../output.ts";
 
 function uptime(ms: number): string {
   const s = Math.floor(ms / 1000);

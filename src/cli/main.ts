@@ -16,7 +16,7 @@ import { registerFork } from "./fork.ts";
 import { registerKill } from "./kill.ts";
 import { registerLogs } from "./logs.ts";
 import { registerLs } from "./ls.ts";
-import { log, printable } from "./output.ts";
+import { log, printable } from "../output.ts";
 import { registerRun } from "./run.ts";
 import packageJson from "../../package.json" with { type: "json" };
 

@@ -6,7 +6,7 @@ import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts"
 import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../vmm/run-dir.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
-import { log, printJson, printLine } from "./output.ts";
+import { log, printJson, printLine } from "../output.ts";
 import { memoryOption, memoryPathOption, transportOption, vcpusOption } from "./options.ts";
 import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
 import { HEURISTICS, parseHeuristics } from "../heuristics/heuristics.ts";

@@ -9,7 +9,7 @@ import { forkDomain, MAX_XEN_CLONES } from "../backend/xen/fork.ts";
 import { openXen, type XenHost } from "../backend/xen/host.ts";
 import { formatSize } from "../size.ts";
 import { runDir } from "../vmm/run-dir.ts";
-import { log, printJson, printTable } from "./output.ts";
+import { log, printJson, printTable } from "../output.ts";
 
 async function withHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
   const host = openXen();

@@ -12,7 +12,7 @@ import { isIpv4 } from "../net/ipv4.ts";
 import { readRegularFile } from "../bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import { runDir } from "../vmm/run-dir.ts";
-import { log } from "../cli/output.ts";
+import { log } from "../output.ts";
 
 export const INVENTORY_VERSION = 1;
 /** The TCP port agents listen on unless an inventory says otherwise. */
