@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { machineNote, median } from "./machine.ts";
+import { machineNote, median } from "../src/bench/machine.ts";
 
 const root = join(import.meta.dir, "..");
 const args = process.argv.slice(2);

@@ -20,7 +20,7 @@
 import { type Frame, fragment, FrameType } from "../src/mcdist/frame.ts";
 import { Reassembly } from "../src/mcdist/reassembly.ts";
 import { WasmReassembly } from "../src/wasm/reassembly.ts";
-import { machineNote, median } from "./machine.ts";
+import { machineNote, median } from "../src/bench/machine.ts";
 import { planFetches } from "../src/heuristics/heuristics.ts";
 import { referenceFetchPlan } from "../test/support/fetch-plan-reference.ts";
 import { PageBitmap } from "../src/wasm/page-bitmap.ts";

@@ -22,7 +22,7 @@ import { scaledTimeout } from "../src/timeouts.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import type { ForkResult } from "../src/clone/fork-result.ts";
 import { printTable } from "../src/output.ts";
-import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, RUN_TIMEOUT_MS, type Session } from "../bench/session.ts";
+import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, RUN_TIMEOUT_MS, type Session } from "../src/bench/session.ts";
 import { cloneRows, cloneTable } from "./clone-table.ts";
 
 const ROOT = join(import.meta.dir, "..");

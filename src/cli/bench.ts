@@ -1,11 +1,11 @@
 /**
- * `snowflock bench fork`: the fork benchmark (bench/fork.ts) beside QEMU, as a command; with
- * `--backend xen` (in a Xen dom0), fork of a PVH domU beside xl save/restore (bench/xen-fork.ts).
- * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (bench/cluster.ts).
+ * `snowflock bench fork`: the fork benchmark (src/bench/fork.ts) beside QEMU, as a command; with
+ * `--backend xen` (in a Xen dom0), fork of a PVH domU beside xl save/restore (src/bench/xen-fork.ts).
+ * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (src/bench/cluster.ts).
  * `snowflock bench heuristics`: pages fetched with each avoidance heuristic on/off, one host and
- * across test hosts (bench/heuristics.ts).
+ * across test hosts (src/bench/heuristics.ts).
  * `snowflock bench soak`: many fork/kill cycles, locally and across test hosts, with the host's
- * descriptors, memory, processes, run-directory entries and D-state tasks before and after (bench/soak.ts).
+ * descriptors, memory, processes, run-directory entries and D-state tasks before and after (src/bench/soak.ts).
  *
  * Options shared by the benchmarks have no cac default: each benchmark applies its own (below).
  */
@@ -103,7 +103,7 @@ export function registerBench(cli: CAC): void {
       const clones = [...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
       const memoryPaths = [...new Set(listOption(options.memory))];
       if (clones.length === 0 || memoryPaths.length === 0) throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
-      const bench = await import("../../bench/fork.ts");
+      const bench = await import("../bench/fork.ts");
       const report = await bench.runForkBench({
         clones,
         memoryBytes: memoryOption(options.mem ?? DEFAULTS.fork.mem),
@@ -122,7 +122,7 @@ async function benchXenFork(options: BenchOptions): Promise<number> {
   const clones = [...new Set(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, MAX_XEN_CLONES)))].sort((a, b) => a - b);
   const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
   if (!existsSync(domuConfig)) throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
-  const bench = await import("../../bench/xen-fork.ts");
+  const bench = await import("../bench/xen-fork.ts");
   const report = await bench.runXenForkBench({ clones, runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000), domuConfig, progress: (line) => log.info(line) });
   return publish(bench, report, options);
 }
@@ -135,7 +135,7 @@ async function benchCluster(options: BenchOptions): Promise<number> {
   const hosts = sorted(listOption(options.hosts ?? DEFAULTS.cluster.hosts).map((n) => wholeNumber("--hosts", n, MAX_TEST_HOSTS)));
   const transports = [...new Set(listOption(options.transport ?? DEFAULTS.cluster.transport).map(transportOption))];
   if (clones.length === 0 || hosts.length === 0 || transports.length === 0) throw new SnowflockError("USAGE", "--clones, --hosts and --transport need at least one value");
-  const bench = await import("../../bench/cluster.ts");
+  const bench = await import("../bench/cluster.ts");
   const workload = String(options.workload);
   if (!(bench.CLUSTER_WORKLOADS as string[]).includes(workload)) throw new SnowflockError("USAGE", `bad --workload '${workload}'`, `use one of: ${bench.CLUSTER_WORKLOADS.join(", ")}`);
   const { sizeBytes, seed } = sizeAndSeed(options);
@@ -161,7 +161,7 @@ async function benchSoak(options: BenchOptions): Promise<number> {
   const count = (option: string, value: unknown) => (String(value) === "0" ? 0 : wholeNumber(option, value, 1_000_000));
   const memory = listOption(options.memory);
   if (memory.length !== 1) throw new SnowflockError("USAGE", `bench soak takes one --memory value, not '${options.memory}'`);
-  const bench = await import("../../bench/soak.ts");
+  const bench = await import("../bench/soak.ts");
   const report = await bench.runSoakBench({
     cycles: count("--cycles", options.cycles),
     crossCycles: count("--cross-cycles", options.crossCycles),
@@ -204,7 +204,7 @@ function sizeAndSeed(options: BenchOptions): { sizeBytes: number; seed: number }
 async function benchHeuristics(options: BenchOptions): Promise<number> {
   const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
   const { checkMemory, parseWorkload } = await import("../guest/workloads.ts");
-  const bench = await import("../../bench/heuristics.ts");
+  const bench = await import("../bench/heuristics.ts");
   const workloads = [...new Set(listOption(options.workloads))];
   if (workloads.length === 0) throw new SnowflockError("USAGE", "--workloads needs at least one value");
   const unknown = workloads.find((w) => !(bench.HEURISTICS_WORKLOADS as string[]).includes(w));

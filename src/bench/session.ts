@@ -7,9 +7,9 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import { SnowflockError } from "../src/errors.ts";
-import { listVms, processAlive } from "../src/vmm/run-dir.ts";
-import { selfCommand } from "../src/vmm/self.ts";
+import { SnowflockError } from "../errors.ts";
+import { listVms, processAlive } from "../vmm/run-dir.ts";
+import { selfCommand } from "../vmm/self.ts";
 
 export const RUN_TIMEOUT_MS = 300_000;
 export const CLI_TIMEOUT_MS = 120_000;
@@ -30,7 +30,7 @@ export function warn(text: string): void {
 /** The snowflock CLI: this executable when compiled, else bin/snowflock.ts from source. */
 export function cliCommand(): string[] {
   const compiled = selfCommand().length === 1;
-  return compiled ? selfCommand() : [process.execPath, join(import.meta.dir, "../bin/snowflock.ts")];
+  return compiled ? selfCommand() : [process.execPath, join(import.meta.dir, "../../bin/snowflock.ts")];
 }
 
 export interface Session {

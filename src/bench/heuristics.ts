@@ -22,14 +22,14 @@
  * SNOWFLOCK_RUN_DIR) serves all cross-host runs and is removed with `cluster down` after them,
  * and on error or Ctrl-C.
  */
-import type { RemoteTransport } from "../src/clone/fork-result.ts";
-import { listNamespaces } from "../src/cluster/netns.ts";
-import { SnowflockError } from "../src/errors.ts";
-import { HEURISTICS } from "../src/heuristics/heuristics.ts";
-import { formatSize } from "../src/size.ts";
-import type { VmResult } from "../src/vmm/vmm.ts";
+import type { RemoteTransport } from "../clone/fork-result.ts";
+import { listNamespaces } from "../cluster/netns.ts";
+import { SnowflockError } from "../errors.ts";
+import { HEURISTICS } from "../heuristics/heuristics.ts";
+import { formatSize } from "../size.ts";
+import type { VmResult } from "../vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
-import { countLines, dataset, sha256Hex, sliceLines } from "../src/guest/dataset.ts";
+import { countLines, dataset, sha256Hex, sliceLines } from "../guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
@@ -239,7 +239,7 @@ function summarize(samples: RunSample[], names: string[]): Pick<HeuristicsRow, N
 
 /** Runs the whole sweep; the test hosts it made are gone after, also on error or a signal. */
 export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promise<HeuristicsReport> {
-  const { kvmHost } = await import("../src/backend/kvm/host.ts");
+  const { kvmHost } = await import("../backend/kvm/host.ts");
   kvmHost();
   if (options.hosts > 0 && process.getuid?.() !== 0) {
     throw new SnowflockError("USAGE", "bench heuristics makes test hosts (network namespaces) and needs root", "run it as root, or pass --hosts 0 for the one-host part only");

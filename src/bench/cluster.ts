@@ -17,13 +17,13 @@
  * One `cluster up` per host count (prefix `sfb<pid>`, a private SNOWFLOCK_RUN_DIR), reused for
  * all its runs and removed with `cluster down` before the next one, and on error or Ctrl-C.
  */
-import type { RemoteTransport } from "../src/clone/fork-result.ts";
-import { listNamespaces } from "../src/cluster/netns.ts";
-import { SnowflockError } from "../src/errors.ts";
-import { formatSize } from "../src/size.ts";
-import type { VmResult } from "../src/vmm/vmm.ts";
+import type { RemoteTransport } from "../clone/fork-result.ts";
+import { listNamespaces } from "../cluster/netns.ts";
+import { SnowflockError } from "../errors.ts";
+import { formatSize } from "../size.ts";
+import type { VmResult } from "../vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
-import { countLines, dataset, sliceLines } from "../src/guest/dataset.ts";
+import { countLines, dataset, sliceLines } from "../guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
@@ -214,7 +214,7 @@ function medians(samples: RunSample[]): Medians {
 
 /** Runs the whole sweep; every cluster it made is gone after, also on error or a signal. */
 export async function runClusterBench(options: ClusterBenchOptions): Promise<ClusterReport> {
-  const { kvmHost } = await import("../src/backend/kvm/host.ts");
+  const { kvmHost } = await import("../backend/kvm/host.ts");
   kvmHost();
   if (process.getuid?.() !== 0) throw new SnowflockError("USAGE", "bench cluster makes test hosts (network namespaces) and needs root", "run it as root");
   const prefix = `sfb${process.pid % 1000}`;

@@ -13,11 +13,11 @@
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { SnowflockError } from "../src/errors.ts";
-import { controlRequest } from "../src/vmm/control-client.ts";
-import { endedLogs, KEPT_ENDED_LOGS, processAlive } from "../src/vmm/run-dir.ts";
-import type { MemoryPath, RemoteTransport } from "../src/clone/fork-result.ts";
-import { scaledTimeout } from "../src/timeouts.ts";
+import { SnowflockError } from "../errors.ts";
+import { controlRequest } from "../vmm/control-client.ts";
+import { endedLogs, KEPT_ENDED_LOGS, processAlive } from "../vmm/run-dir.ts";
+import type { MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
+import { scaledTimeout } from "../timeouts.ts";
 import { fixed, mb, table } from "./format.ts";
 import { machineNote } from "./machine.ts";
 import { writeReportFiles } from "./report-files.ts";

@@ -10,13 +10,13 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import type { ForkResult } from "../src/clone/fork-result.ts";
-import { SnowflockError } from "../src/errors.ts";
-import { guestImage } from "../src/guest/image.ts";
-import { formatSize } from "../src/size.ts";
-import { controlRequest } from "../src/vmm/control-client.ts";
-import { listVms, processAlive, readRecord, vmPaths } from "../src/vmm/run-dir.ts";
-import { selfCommand } from "../src/vmm/self.ts";
+import type { ForkResult } from "../clone/fork-result.ts";
+import { SnowflockError } from "../errors.ts";
+import { guestImage } from "../guest/image.ts";
+import { formatSize } from "../size.ts";
+import { controlRequest } from "../vmm/control-client.ts";
+import { listVms, processAlive, readRecord, vmPaths } from "../vmm/run-dir.ts";
+import { cliCommand } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
 import { linePlot, type Series } from "./svg.ts";
@@ -80,11 +80,6 @@ function progressDone(): void {
   if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
 }
 
-/** The snowflock CLI: this executable when compiled, else bin/snowflock.ts from source. */
-function cliCommand(): string[] {
-  const compiled = selfCommand().length === 1;
-  return compiled ? selfCommand() : [process.execPath, join(import.meta.dir, "../bin/snowflock.ts")];
-}
 
 /** bench/results of the snowflock checkout the working directory is in, else the working directory. */
 export function defaultOutDir(): string {
@@ -219,7 +214,7 @@ async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNul
 
 /** Runs the whole benchmark in a private run directory; everything it started is gone after. */
 export async function runForkBench(options: ForkBenchOptions): Promise<ForkReport> {
-  const { kvmHost } = await import("../src/backend/kvm/host.ts");
+  const { kvmHost } = await import("../backend/kvm/host.ts");
   kvmHost();
   const noQemu = options.peer ? ensureQemu(progress) : undefined;
   if (noQemu) throw new SnowflockError("USAGE", noQemu, "install qemu-system-x86 or pass --no-peer");

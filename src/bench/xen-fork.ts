@@ -6,11 +6,11 @@
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { SnowflockError } from "../src/errors.ts";
-import { forkDomain } from "../src/backend/xen/fork.ts";
-import { openXen, type XenDomain, type XenHost } from "../src/backend/xen/host.ts";
-import { formatSize } from "../src/size.ts";
-import { runDir } from "../src/vmm/run-dir.ts";
+import { SnowflockError } from "../errors.ts";
+import { forkDomain } from "../backend/xen/fork.ts";
+import { openXen, type XenDomain, type XenHost } from "../backend/xen/host.ts";
+import { formatSize } from "../size.ts";
+import { runDir } from "../vmm/run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
 import { fixed, table } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
