@@ -39,12 +39,7 @@ export interface CloneSource {
   writtenAt: number;
 }
 
-/**
- * Pause → descriptor → freeze → resume, then write the descriptor where clone processes read it.
- * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
- * copy of the call returns.
- */
-
+/** How this host serves memory to clones on other hosts. */
 export interface RemoteServing {
   transport: RemoteTransport;
   /** This host's address and interface on the cluster network, and its MTU. */
@@ -53,6 +48,11 @@ export interface RemoteServing {
   mtu: number;
 }
 
+/**
+ * Pause → descriptor → freeze → resume, then write the descriptor where clone processes read it.
+ * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
+ * copy of the call returns.
+ */
 export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, remote?: RemoteServing): Promise<CloneSource> {
   const startedAt = performance.now();
   machine.pause();
