@@ -4,6 +4,7 @@
  * counters through a SharedArrayBuffer; events go back by postMessage.
  */
 import type { Endpoint, TransportSpec } from "./transport.ts";
+import type { WorkerEvent } from "../worker-link.ts";
 
 /** What a client needs to reach a server: its transport kind and its endpoint on it. Plain JSON. */
 export interface McdistServerEndpoint {
@@ -33,7 +34,7 @@ export interface ServerInit extends McdistServerOptions {
   counters: Float64Array;
 }
 
-export type ServerEvent = { type: "ready"; endpoint: McdistServerEndpoint } | { type: "failed"; message: string } | { type: "stopped" };
+export type ServerEvent = WorkerEvent<{ endpoint: McdistServerEndpoint }>;
 
 export const Slot = {
   FRAMES_SENT: 0,

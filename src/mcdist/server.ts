@@ -6,12 +6,11 @@
  */
 import { SnowflockError } from "../errors.ts";
 import { PAGE_SIZE } from "../memory/layout.ts";
-import { EFD_CLOEXEC, EFD_NONBLOCK } from "../sys/constants.ts";
-import { close, eventfd, write } from "../sys/files.ts";
 import { checkFamilyKey } from "./messages.ts";
-import { type McdistServerEndpoint, type McdistServerOptions, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
+import { type McdistServerEndpoint, type McdistServerOptions, type ServerInit, Slot } from "./server-protocol.ts";
 import { checkTransportSpec } from "./transport.ts";
 import { scaledTimeout } from "../timeouts.ts";
+import { WorkerLink } from "../worker-link.ts";
 
 export type { McdistServerEndpoint, McdistServerOptions } from "./server-protocol.ts";
 
@@ -73,60 +72,19 @@ function checkOptions(options: McdistServerOptions): void {
 
 export async function startMcdistServer(options: McdistServerOptions): Promise<McdistServer> {
   checkOptions(options);
-  const stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   const counters = new Float64Array(new SharedArrayBuffer(Slot.WORDS * 8));
-  const worker = new Worker(SERVER_WORKER_URL);
-
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
-  let workerStopped = false;
-  let resolveFailed!: (error: Error) => void;
-  const failed = new Promise<Error>((resolve) => (resolveFailed = resolve));
-  let resolveReady!: (endpoint: McdistServerEndpoint) => void;
-  let rejectReady!: (error: Error) => void;
-  const ready = new Promise<McdistServerEndpoint>((resolve, reject) => ((resolveReady = resolve), (rejectReady = reject)));
-
-  const fail = (error: Error) => {
-    rejectReady(error);
-    resolveFailed(error);
-  };
-  worker.onmessage = (message: MessageEvent<ServerEvent>) => {
-    const event = message.data;
-    if (event.type === "ready") resolveReady(event.endpoint);
-    else if (event.type === "failed") fail(new SnowflockError("MEMORY", event.message));
-    else {
-      workerStopped = true;
-      rejectReady(new SnowflockError("MEMORY", "the mcdist server stopped before it was ready"));
-      resolveStopped();
-    }
-  };
-  worker.onerror = (error) => fail(new SnowflockError("INTERNAL", `mcdist server thread failed: ${error.message}`));
-
-  let closing: Promise<void> | undefined;
-  const close_ = () =>
-    (closing ??= (async () => {
-      write(stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
-      if (!workerStopped) await Promise.race([stopped, Bun.sleep(STOP_TIMEOUT_MS)]);
-      worker.terminate();
-      close(stopFd);
-    })());
-
-  const init: ServerInit = { ...options, key: options.key.slice(), descriptor: options.descriptor?.slice(), stopFd, counters };
-  worker.postMessage(init);
-  let timer: Timer | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SnowflockError("MEMORY", `the mcdist server did not start within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
-  });
+  const link = new WorkerLink<{ endpoint: McdistServerEndpoint }>(SERVER_WORKER_URL, "the mcdist server");
+  const close = () => link.finish(STOP_TIMEOUT_MS);
+  const init: ServerInit = { ...options, key: options.key.slice(), descriptor: options.descriptor?.slice(), stopFd: link.stopFd, counters };
+  link.worker.postMessage(init);
   let endpoint: McdistServerEndpoint;
   try {
-    endpoint = await Promise.race([ready, late]);
+    ({ endpoint } = await link.whenReady(START_TIMEOUT_MS, `the mcdist server did not start within ${START_TIMEOUT_MS} ms`));
   } catch (error) {
-    await close_();
+    await close();
     throw error;
-  } finally {
-    clearTimeout(timer);
   }
-  return { endpoint, failed, stats: () => readStats(counters), close: close_ };
+  return { endpoint, failed: link.failed, stats: () => readStats(counters), close };
 }
 
 function readStats(c: Float64Array): McdistServerStats {

@@ -3,6 +3,7 @@
  * blocks in poll(), so it cannot read messages: stop travels through an eventfd, counters through
  * a SharedArrayBuffer; events go back by postMessage.
  */
+import type { WorkerEvent } from "../worker-link.ts";
 import type { AllocationHints } from "./allocation-hints.ts";
 
 export interface MemtapInit {
@@ -36,11 +37,8 @@ export const UffdState = {
   CLOSED_BY_OWNER: 3,
 } as const;
 
-export type MemtapEvent =
-  | { type: "ready" }
-  | { type: "failed"; message: string }
-  /** The Worker has closed the userfaultfd and its connection. */
-  | { type: "stopped" };
+/** `stopped`: the Worker has closed the userfaultfd and its connection. */
+export type MemtapEvent = WorkerEvent<object>;
 
 /** Fault-service time buckets: bucket i counts faults served in under 2^i µs (the last: the rest). */
 export const HISTOGRAM_BUCKETS = 24;

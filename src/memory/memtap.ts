@@ -11,15 +11,16 @@
  * waiting faults return and the vCPUs see the stop before re-entering the guest.
  */
 import { SnowflockError } from "../errors.ts";
-import { EFD_CLOEXEC, EFD_NONBLOCK, O_CLOEXEC, O_NONBLOCK } from "../sys/constants.ts";
-import { close, eventfd, write } from "../sys/files.ts";
+import { O_CLOEXEC, O_NONBLOCK } from "../sys/constants.ts";
+import { close } from "../sys/files.ts";
 import { _UFFDIO_COPY, _UFFDIO_WAKE, _UFFDIO_ZEROPAGE, UFFDIO_REGISTER_MODE_MISSING, uffdApi, uffdCopy, uffdRegister, userfaultfd } from "../sys/uffd.ts";
 import type { AllocationHints } from "./allocation-hints.ts";
 import type { GuestMemory } from "./guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "./layout.ts";
-import { HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
+import { HISTOGRAM_BUCKETS, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
 import { scaledTimeout } from "../timeouts.ts";
+import { WorkerLink } from "../worker-link.ts";
 
 export interface MemtapOptions {
   memory: GuestMemory;
@@ -121,48 +122,17 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
   const pageCount = memory.size / PAGE_SIZE;
   checkInputs(options, pageCount);
   const uffd = registerMemory(options);
-  const stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   const counters = new Float64Array(new SharedArrayBuffer(Slot.WORDS * 8));
-  const worker = new Worker(MEMTAP_WORKER_URL);
-
-  let workerStopped = false;
-  let resolveStopped!: () => void;
-  const stopped = new Promise<void>((resolve) => (resolveStopped = resolve));
-  let resolveFailed!: (error: Error) => void;
-  const failed = new Promise<Error>((resolve) => (resolveFailed = resolve));
-  let resolveReady!: () => void;
-  let rejectReady!: (error: Error) => void;
-  const ready = new Promise<void>((resolve, reject) => ((resolveReady = resolve), (rejectReady = reject)));
-
-  const fail = (error: Error) => {
-    rejectReady(error);
-    resolveFailed(error);
-  };
-  worker.onmessage = (message: MessageEvent<MemtapEvent>) => {
-    const event = message.data;
-    if (event.type === "ready") resolveReady();
-    else if (event.type === "failed") fail(new SnowflockError("MEMORY", event.message));
-    else {
-      workerStopped = true;
-      resolveStopped();
-    }
-  };
-  worker.onerror = (error) => fail(new SnowflockError("INTERNAL", `memtap thread failed: ${error.message}`));
+  const link = new WorkerLink<object>(MEMTAP_WORKER_URL, "memtap");
 
   // The Worker closes the uffd when it stops; the owner closes it only if the Worker has not
   // claimed it after its chance (a stuck or terminated Worker).
   const uffdClosed = new Int32Array(new SharedArrayBuffer(4));
-  let stopAsked = false;
-  const askStop = () => {
-    if (stopAsked) return;
-    stopAsked = true;
-    write(stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
-  };
   const closeIfOpen = () => {
     if (Atomics.compareExchange(uffdClosed, 0, UffdState.OPEN, UffdState.CLOSED_BY_OWNER) === UffdState.OPEN) close(uffd);
   };
   const release = () => {
-    askStop();
+    link.askStop();
     for (const deadline = performance.now() + STOP_TIMEOUT_MS; performance.now() < deadline; ) {
       const state = Atomics.load(uffdClosed, 0);
       if (state !== UffdState.OPEN && state !== UffdState.CLAIMED) return;
@@ -170,34 +140,20 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
     }
     closeIfOpen();
   };
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      askStop();
-      if (!workerStopped) await Promise.race([stopped, Bun.sleep(STOP_TIMEOUT_MS)]);
-      worker.terminate();
-      closeIfOpen();
-      close(stopFd);
-    })());
+  const stop = () => link.finish(STOP_TIMEOUT_MS, closeIfOpen);
 
-  const init: MemtapInit = { uffd, stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), prefetch: options.prefetch ?? false, allocationHints: options.allocationHints, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
-  worker.postMessage(init);
-  let timer: Timer | undefined;
+  const init: MemtapInit = { uffd, stopFd: link.stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), prefetch: options.prefetch ?? false, allocationHints: options.allocationHints, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
+  link.worker.postMessage(init);
   const startLimit = init.timeoutMs + START_GRACE_MS;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new SnowflockError("MEMORY", `memtap did not connect to the memory server at ${describePageServer(options.server)} within ${startLimit} ms`)), startLimit);
-  });
   try {
-    await Promise.race([ready, late]);
+    await link.whenReady(startLimit, `memtap did not connect to the memory server at ${describePageServer(options.server)} within ${startLimit} ms`);
   } catch (error) {
     await stop();
     throw error;
-  } finally {
-    clearTimeout(timer);
   }
 
   return {
-    failed,
+    failed: link.failed,
     stop,
     release,
     stats: () => readStats(counters, options.eagerPages.size),
