@@ -22,7 +22,7 @@ import { scaledTimeout } from "../src/timeouts.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import type { ForkResult } from "../src/clone/fork-result.ts";
 import { printTable } from "../src/output.ts";
-import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, RUN_TIMEOUT_MS, type Session } from "../src/bench/session.ts";
+import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, ownPrefix, RUN_TIMEOUT_MS, type Session } from "../src/bench/session.ts";
 import { cloneRows, cloneTable } from "./clone-table.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -133,12 +133,12 @@ async function cloneTick(session: Session, clone: string): Promise<string | unde
 
 async function main(): Promise<number> {
   const binary = join(ROOT, "dist/snowflock");
-  const session = openSession("demo", `sfd${process.pid % 1000}`);
+  const hosts = testHostsPossible();
+  const session = openSession("demo", hosts.ok ? await ownPrefix("d") : "sfd");
   if (existsSync(binary)) session.command = [binary];
   try {
     say(`snowflock demo: ${session.command ? binary : "bin/snowflock.ts (from source; `bun run build` makes dist/snowflock)"}`);
     await bootGuest(session);
-    const hosts = testHostsPossible();
     step("2. test hosts for clones on other hosts");
     let clustered = false;
     if (hosts.ok) {

@@ -18,15 +18,13 @@
  * all its runs and removed with `cluster down` before the next one, and on error or Ctrl-C.
  */
 import type { RemoteTransport } from "../clone/fork-result.ts";
-import { listNamespaces } from "../cluster/netns.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
-import type { VmResult } from "../vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
-import { countLines, dataset, sliceLines } from "../guest/dataset.ts";
+import { expectedConsole } from "../guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
-import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
+import { checkRun, cli, clusterDown, clusterUp, FailedRuns, openSession, ownPrefix, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, stopwatch } from "./session.ts";
 import { linePlot, type Series } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
 
@@ -124,16 +122,6 @@ export interface ClusterReport {
 
 
 // ---------------------------------------------------------------------------------------------
-// The answer, computed on this host (the guest's splitmix64 dataset, guest/workloads/parallel.c).
-
-/** Expected console lines per clone count, for the workload over this dataset. */
-function expectedConsole(workload: ClusterWorkload, seed: number, size: number): (clones: number) => string[] {
-  const data = dataset(BigInt(seed), size);
-  const lines = workload === "search-par" ? countLines : sliceLines;
-  return (clones) => [...lines(BigInt(seed), size, clones, data), `granted ${clones}`];
-}
-
-// ---------------------------------------------------------------------------------------------
 // Running the CLI.
 
 const EMPTY: Omit<RunSample, "ok" | "wallMs" | "lingerMs"> = {
@@ -156,41 +144,24 @@ async function runOnce(session: Session, options: ClusterBenchOptions, clones: n
   if (transport) args.push("--cluster", session.inventory, "--transport", transport);
   const r = await cli(session, args, RUN_TIMEOUT_MS);
   const lingerMs = await settle(session);
-  let result: VmResult;
-  try {
-    result = JSON.parse(r.stdout) as VmResult;
-  } catch {
-    return { ok: false, error: `exit ${r.status}, no JSON result: ${lastLine(r.stderr) || lastLine(r.stdout) || "(no output)"}`, wallMs: r.wallMs, lingerMs, ...EMPTY };
-  }
-  const fork = result.forks?.[0];
-  const placement: Record<string, number> = {};
-  for (const c of fork?.clones ?? []) placement[c.host ?? "local"] = (placement[c.host ?? "local"] ?? 0) + 1;
+  const checked = checkRun(r, clones, expected);
+  if ("error" in checked) return { ok: false, error: checked.error, wallMs: r.wallMs, lingerMs, ...EMPTY };
+  const { result, placement, remoteClones, problems } = checked;
   const sample: RunSample = {
     ok: true,
     wallMs: r.wallMs,
     lingerMs,
     endMs: result.timings.endMs,
-    allRunningMs: fork?.totalMs ?? NaN,
+    allRunningMs: result.forks[0]?.totalMs ?? NaN,
     serverBytesSent: result.stats.serverBytesSent,
     serverFramesSent: result.stats.serverFramesSent,
     pagesFetched: result.stats.pagesFetched,
     pagesMulticast: result.stats.pagesMulticast,
     bytesReceived: result.stats.bytesReceived,
     placement,
-    remoteClones: (fork?.clones ?? []).filter((c) => c.host !== undefined && c.host !== "h1").length,
+    remoteClones,
   };
-  const problems: string[] = [];
-  if (r.status !== 0 || result.exitStatus !== 0) problems.push(`exit ${r.status} (guest ${result.end.kind}${"status" in result.end ? ` ${result.end.status}` : ""})`);
-  if (!fork) problems.push("no fork recorded");
-  else if (fork.failed.length > 0) problems.push(`${fork.failed.length} clone(s) failed: ${fork.failed[0]!.name}: ${fork.failed[0]!.error}`);
-  else if (fork.clones.length !== clones) problems.push(`${fork.clones.length} clones ran, ${clones} asked for`);
-  const console = result.console ?? [];
-  if (console.length !== expected.length || console.some((line, i) => line !== expected[i])) {
-    const i = expected.findIndex((line, k) => console[k] !== line);
-    problems.push(`console differs from the host's answer at line ${i + 1}: got '${console[i] ?? "(none)"}', expected '${expected[i] ?? "(none)"}'`);
-  }
-  if (problems.length > 0) return { ...sample, ok: false, error: problems.join("; ") };
-  return sample;
+  return problems.length > 0 ? { ...sample, ok: false, error: problems.join("; ") } : sample;
 }
 
 function medians(samples: RunSample[]): Medians {
@@ -217,22 +188,12 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
   const { kvmHost } = await import("../backend/kvm/host.ts");
   kvmHost();
   if (process.getuid?.() !== 0) throw new SnowflockError("USAGE", "bench cluster makes test hosts (network namespaces) and needs root", "run it as root");
-  const prefix = `sfb${process.pid % 1000}`;
-  if ((await listNamespaces()).some((n) => n.startsWith(`${prefix}-`))) {
-    throw new SnowflockError("USAGE", `test hosts with prefix '${prefix}' already exist`, `remove them with \`snowflock cluster down --prefix ${prefix}\` or run again`);
-  }
+  const prefix = await ownPrefix("b");
   const session = openSession("cluster", prefix);
   const started = performance.now();
-  const elapsed = () => {
-    const s = Math.round((performance.now() - started) / 1000);
-    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-  };
-  let badRuns = 0;
-  const record = (what: string, sample: RunSample) => {
-    if (sample.ok) return;
-    badRuns++;
-    warn(`MISMATCH/FAILURE ${what}: ${sample.error}`);
-  };
+  const elapsed = stopwatch(started);
+  const failures = new FailedRuns();
+  const record = (what: string, sample: RunSample) => failures.record(what, sample);
   try {
     progress(`computing the expected ${options.workload} answers for ${formatSize(options.sizeBytes)} seed ${options.seed} on this host`);
     const expectedFor = expectedConsole(options.workload, options.seed, options.sizeBytes);
@@ -310,7 +271,7 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
       transports: options.transports,
       startedAt: new Date(Date.now() - (performance.now() - started)).toISOString(),
       durationMs: performance.now() - started,
-      badRuns,
+      badRuns: failures.count,
       baseline,
       results,
     };

@@ -23,16 +23,14 @@
  * and on error or Ctrl-C.
  */
 import type { RemoteTransport } from "../clone/fork-result.ts";
-import { listNamespaces } from "../cluster/netns.ts";
 import { SnowflockError } from "../errors.ts";
 import { HEURISTICS } from "../heuristics/heuristics.ts";
 import { formatSize } from "../size.ts";
-import type { VmResult } from "../vmm/vmm.ts";
 import { defaultOutDir } from "./fork.ts";
-import { countLines, dataset, sha256Hex, sliceLines } from "../guest/dataset.ts";
+import { expectedConsole } from "../guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
-import { cli, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, warn } from "./session.ts";
+import { checkRun, cli, clusterDown, clusterUp, FailedRuns, openSession, ownPrefix, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, stopwatch } from "./session.ts";
 import { writeReportFiles } from "./report-files.ts";
 
 export { defaultOutDir };
@@ -142,21 +140,6 @@ export interface HeuristicsReport {
 
 
 // ---------------------------------------------------------------------------------------------
-// The answer, computed on this host (the guest's splitmix64 dataset, guest/workloads/parallel.c).
-
-/** The console lines the workload prints for `clones` clones over this dataset. */
-export function expectedConsole(workload: HeuristicsWorkload, seed: number, size: number, clones: number): string[] {
-  if (workload === "alloc-par") {
-    // Clone i fills SIZE bytes of its own with the dataset for SEED + i.
-    const lines = Array.from({ length: clones }, (_, k) => `alloc ${k + 1} ${sha256Hex(dataset(BigInt(seed + k + 1), size))}`);
-    return [...lines, `granted ${clones}`];
-  }
-  const data = dataset(BigInt(seed), size);
-  const lines = workload === "search-par" ? countLines : sliceLines;
-  return [...lines(BigInt(seed), size, clones, data), `granted ${clones}`];
-}
-
-// ---------------------------------------------------------------------------------------------
 // Running the CLI.
 
 const EMPTY: Omit<RunSample, "ok" | "wallMs" | "lingerMs"> = {
@@ -180,15 +163,9 @@ async function runOnce(session: Session, options: HeuristicsBenchOptions, worklo
   if (cluster) args.push("--cluster", session.inventory, "--transport", options.transport);
   const r = await cli(session, args, RUN_TIMEOUT_MS);
   const lingerMs = await settle(session);
-  let result: VmResult;
-  try {
-    result = JSON.parse(r.stdout) as VmResult;
-  } catch {
-    return { ok: false, error: `exit ${r.status}, no JSON result: ${lastLine(r.stderr) || lastLine(r.stdout) || "(no output)"}`, wallMs: r.wallMs, lingerMs, ...EMPTY };
-  }
-  const fork = result.forks?.[0];
-  const placement: Record<string, number> = {};
-  for (const c of fork?.clones ?? []) placement[c.host ?? "local"] = (placement[c.host ?? "local"] ?? 0) + 1;
+  const checked = checkRun(r, options.clones, expected);
+  if ("error" in checked) return { ok: false, error: checked.error, wallMs: r.wallMs, lingerMs, ...EMPTY };
+  const { result, placement, remoteClones, problems } = checked;
   const stats = result.stats;
   const sample: RunSample = {
     ok: true,
@@ -203,21 +180,9 @@ async function runOnce(session: Session, options: HeuristicsBenchOptions, worklo
     bytesReceived: stats.bytesReceived,
     serverBytesSent: stats.serverBytesSent,
     placement,
-    remoteClones: (fork?.clones ?? []).filter((c) => c.host !== undefined && c.host !== "h1").length,
+    remoteClones,
   };
-  const problems: string[] = [];
-  if (r.status !== 0 || result.exitStatus !== 0) problems.push(`exit ${r.status} (guest ${result.end.kind}${"status" in result.end ? ` ${result.end.status}` : ""})`);
-  if (!fork) problems.push("no fork recorded");
-  else if (fork.failed.length > 0) problems.push(`${fork.failed.length} clone(s) failed: ${fork.failed[0]!.name}: ${fork.failed[0]!.error}`);
-  else if (fork.clones.length !== options.clones) problems.push(`${fork.clones.length} clones ran, ${options.clones} asked for`);
-  const console = result.console ?? [];
-  if (console.length !== expected.length || console.some((line, i) => line !== expected[i])) {
-    let i = expected.findIndex((line, k) => console[k] !== line);
-    if (i < 0) i = expected.length; // the console has more lines than expected
-    problems.push(`console differs from the host's answer at line ${i + 1}: got '${console[i] ?? "(none)"}', expected '${expected[i] ?? "(none)"}'`);
-  }
-  if (problems.length > 0) return { ...sample, ok: false, error: problems.join("; ") };
-  return sample;
+  return problems.length > 0 ? { ...sample, ok: false, error: problems.join("; ") } : sample;
 }
 
 /** The heuristics a report shows: HEURISTICS, then any other name the runs counted pages for. */
@@ -244,28 +209,18 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
   if (options.hosts > 0 && process.getuid?.() !== 0) {
     throw new SnowflockError("USAGE", "bench heuristics makes test hosts (network namespaces) and needs root", "run it as root, or pass --hosts 0 for the one-host part only");
   }
-  const prefix = `sfh${process.pid % 1000}`;
-  if (options.hosts > 0 && (await listNamespaces()).some((n) => n.startsWith(`${prefix}-`))) {
-    throw new SnowflockError("USAGE", `test hosts with prefix '${prefix}' already exist`, `remove them with \`snowflock cluster down --prefix ${prefix}\` or run again`);
-  }
+  const prefix = options.hosts > 0 ? await ownPrefix("h") : `sfh${process.pid % 1000}`;
   const session = openSession("heuristics", prefix);
   const started = performance.now();
-  const elapsed = () => {
-    const s = Math.round((performance.now() - started) / 1000);
-    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-  };
-  let badRuns = 0;
-  const record = (what: string, sample: RunSample) => {
-    if (sample.ok) return;
-    badRuns++;
-    warn(`MISMATCH/FAILURE ${what}: ${sample.error}`);
-  };
+  const elapsed = stopwatch(started);
+  const failures = new FailedRuns();
+  const record = (what: string, sample: RunSample) => failures.record(what, sample);
   const configs = configurations();
   try {
     const expected = new Map<HeuristicsWorkload, string[]>();
     for (const workload of options.workloads) {
       progress(`[${elapsed()}] computing the expected ${workload} answer for ${formatSize(options.sizeBytes)} seed ${options.seed}, ${options.clones} clones on this host`);
-      expected.set(workload, expectedConsole(workload, options.seed, options.sizeBytes, options.clones));
+      expected.set(workload, expectedConsole(workload, options.seed, options.sizeBytes)(options.clones));
     }
 
     const results: HeuristicsRow[] = [];
@@ -347,7 +302,7 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
       configurations: configs,
       startedAt: new Date(Date.now() - (performance.now() - started)).toISOString(),
       durationMs: performance.now() - started,
-      badRuns,
+      badRuns: failures.count,
       results,
     };
   } finally {

@@ -8,8 +8,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { SnowflockError } from "../errors.ts";
+import { listNamespaces } from "../cluster/netns.ts";
 import { listVms, processAlive } from "../vmm/run-dir.ts";
 import { selfCommand } from "../vmm/self.ts";
+import type { VmResult } from "../vmm/vmm.ts";
 
 export const RUN_TIMEOUT_MS = 300_000;
 export const CLI_TIMEOUT_MS = 120_000;
@@ -165,4 +167,68 @@ export function openSession(kind: string, prefix: string): Session & { close(): 
       cleanup(session);
     },
   });
+}
+
+/** A test-host prefix of this process's own (`sf<letter><pid % 1000>`), refused if test hosts with it exist already. */
+export async function ownPrefix(letter: string): Promise<string> {
+  const prefix = `sf${letter}${process.pid % 1000}`;
+  if ((await listNamespaces()).some((n) => n.startsWith(`${prefix}-`))) {
+    throw new SnowflockError("USAGE", `test hosts with prefix '${prefix}' already exist`, `remove them with \`snowflock cluster down --prefix ${prefix}\` or run again`);
+  }
+  return prefix;
+}
+
+/** m:ss since `started` (performance.now()), for progress lines. */
+export function stopwatch(started = performance.now()): () => string {
+  return () => {
+    const s = Math.round((performance.now() - started) / 1000);
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  };
+}
+
+/** Runs that failed or printed a wrong answer: counted, and each one warned of as it happens. */
+export class FailedRuns {
+  count = 0;
+  record(what: string, sample: { ok: boolean; error?: string }): void {
+    if (sample.ok) return;
+    this.count++;
+    warn(`MISMATCH/FAILURE ${what}: ${sample.error}`);
+  }
+}
+
+/** A `snowflock run ... --json` of a parallel workload, read and checked against the host's answer. */
+export type CheckedRun =
+  | { error: string }
+  | {
+      result: VmResult;
+      /** Clones per host ("local" without a cluster), and how many ran on a host other than h1. */
+      placement: Record<string, number>;
+      remoteClones: number;
+      /** What differs from a clean run of `clones` clones printing `expected`; empty when none. */
+      problems: string[];
+    };
+
+export function checkRun(r: { status: number; stdout: string; stderr: string }, clones: number, expected: string[]): CheckedRun {
+  let result: VmResult;
+  try {
+    result = JSON.parse(r.stdout) as VmResult;
+  } catch {
+    return { error: `exit ${r.status}, no JSON result: ${lastLine(r.stderr) || lastLine(r.stdout) || "(no output)"}` };
+  }
+  const fork = result.forks?.[0];
+  const placement: Record<string, number> = {};
+  for (const c of fork?.clones ?? []) placement[c.host ?? "local"] = (placement[c.host ?? "local"] ?? 0) + 1;
+  const remoteClones = (fork?.clones ?? []).filter((c) => c.host !== undefined && c.host !== "h1").length;
+  const problems: string[] = [];
+  if (r.status !== 0 || result.exitStatus !== 0) problems.push(`exit ${r.status} (guest ${result.end.kind}${"status" in result.end ? ` ${result.end.status}` : ""})`);
+  if (!fork) problems.push("no fork recorded");
+  else if (fork.failed.length > 0) problems.push(`${fork.failed.length} clone(s) failed: ${fork.failed[0]!.name}: ${fork.failed[0]!.error}`);
+  else if (fork.clones.length !== clones) problems.push(`${fork.clones.length} clones ran, ${clones} asked for`);
+  const console = result.console ?? [];
+  if (console.length !== expected.length || console.some((line, i) => line !== expected[i])) {
+    let i = expected.findIndex((line, k) => console[k] !== line);
+    if (i < 0) i = expected.length; // the console has more lines than expected
+    problems.push(`console differs from the host's answer at line ${i + 1}: got '${console[i] ?? "(none)"}', expected '${expected[i] ?? "(none)"}'`);
+  }
+  return { result, placement, remoteClones, problems };
 }

@@ -46,3 +46,20 @@ export function countLines(seed: bigint, size: number, clones: number, data = da
     return `count ${index + 1} ${pattern} ${pairs[pattern]}`;
   });
 }
+
+/** The parallel workloads whose answers the host can compute. */
+export type ParallelWorkload = "sha256-par" | "search-par" | "alloc-par";
+
+/**
+ * The console lines `workload` prints for N clones over this dataset (the clones' lines, then
+ * `granted N`), as a function of N: the dataset is made once for every N asked.
+ */
+export function expectedConsole(workload: ParallelWorkload, seed: number, size: number): (clones: number) => string[] {
+  if (workload === "alloc-par") {
+    // Clone i fills SIZE bytes of its own with the dataset for SEED + i.
+    return (clones) => [...Array.from({ length: clones }, (_, k) => `alloc ${k + 1} ${sha256Hex(dataset(BigInt(seed + k + 1), size))}`), `granted ${clones}`];
+  }
+  const data = dataset(BigInt(seed), size);
+  const lines = workload === "search-par" ? countLines : sliceLines;
+  return (clones) => [...lines(BigInt(seed), size, clones, data), `granted ${clones}`];
+}
