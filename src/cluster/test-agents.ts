@@ -5,11 +5,11 @@
  * namespace (`ss`): this machine's own namespace has no route to the test hosts, and a connection
  * tried from it would leave the machine.
  */
-import { closeSync, constants, mkdirSync, openSync } from "node:fs";
+import { constants, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
 import { SnowflockError } from "../errors.ts";
 import { runDir } from "../vmm/run-dir.ts";
+import { spawnDetached } from "../vmm/detached.ts";
 import { selfCommand } from "../vmm/self.ts";
 import { listensInside, listNamespaces } from "./netns.ts";
 import type { Inventory, InventoryHost } from "./inventory.ts";
@@ -27,13 +27,10 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const logFd = openSync(join(dir, "agent.log"), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   const command = ["ip", "netns", "exec", host.namespace!, ...selfCommand(), "agent", "--inventory", inventoryPath, "--host", host.name, "--max-clones", String(maxClones)];
-  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio: ["ignore", logFd, logFd], env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
-  closeSync(logFd);
-  let exited: number | null = null;
-  child.on("exit", (code) => (exited = code ?? 1));
-  child.unref();
+  const { exitStatus } = spawnDetached(command, { outputFd: logFd, stdoutToo: true, env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
   const deadline = Date.now() + AGENT_START_TIMEOUT_MS;
   while (!(await listensInside(host.namespace!, host.agentPort))) {
+    const exited = exitStatus();
     if (exited !== null || Date.now() > deadline) {
       throw new SnowflockError("INTERNAL", `the agent of ${host.name} did not come up${exited !== null ? ` (it exited with status ${exited})` : ` within ${AGENT_START_TIMEOUT_MS / 1000} s`}`, `see ${join(dir, "agent.log")}`);
     }

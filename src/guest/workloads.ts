@@ -4,6 +4,7 @@
  * bad request fails with one clear line before any VM is made.
  */
 import { SnowflockError } from "../errors.ts";
+import { PAGE_SIZE } from "../memory/layout.ts";
 import { formatSize, parseSize } from "../size.ts";
 
 type ParamKind = "size" | "u64";
@@ -18,7 +19,7 @@ interface WorkloadSpec {
 /** The kernel image, page tables, stacks and allocator bitmap need a few MiB of their own. */
 export const KERNEL_RESERVE = 8 * 1024 * 1024;
 
-const datasetMemory = (p: Map<string, bigint>) => Math.ceil(Number(p.get("size")!) / 4096) * 4096;
+const datasetMemory = (p: Map<string, bigint>) => Math.ceil(Number(p.get("size")!) / PAGE_SIZE) * PAGE_SIZE;
 
 /** The workloads that clone themselves with sf_clone. */
 const PARALLEL_PARAMS: WorkloadSpec["params"] = {

@@ -3,14 +3,14 @@
  * socket answers — or reporting why it died first, from what it wrote to stderr. A clone learns
  * what it is from its launch record on an inherited pipe: nothing secret is in its argv or environment.
  */
-import { spawn } from "node:child_process";
 import type { Writable } from "node:stream";
 import { encodeLaunchRecord, LAUNCH_RECORD_FD, type LaunchRecord, launchName } from "../clone/launch-record.ts";
-import { closeSync, existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { createPrivateFile } from "../sys/private-file.ts";
 import { controlRequest } from "./control-client.ts";
 import { removeVmFiles, runDir, vmPaths } from "./run-dir.ts";
+import { spawnDetached } from "./detached.ts";
 import { selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -41,14 +41,9 @@ export async function spawnVmm(
   const errorPath = vmPaths(name, runDir()).startupErrors;
   const errorFd = createPrivateFile(errorPath);
   const command = [...selfCommand(), ...args];
-  const stdio: Array<"ignore" | "pipe" | number> = handOver ? ["ignore", "ignore", errorFd, "pipe"] : ["ignore", "ignore", errorFd];
-  const child = spawn(command[0]!, command.slice(1), { detached: true, stdio, env: { ...process.env, SNOWFLOCK_QUIET: "1" } });
-  closeSync(errorFd);
+  const { child, exitStatus } = spawnDetached(command, { outputFd: errorFd, pipeOnFd3: handOver !== undefined, env: { ...process.env, SNOWFLOCK_QUIET: "1" } });
   // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
   if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
-  let exited: number | null = null;
-  child.on("exit", (code) => (exited = code ?? 1));
-  child.unref();
 
   let announcedTimes: StartTimes | undefined;
   void announced?.then((times) => (announcedTimes = times));
@@ -58,6 +53,7 @@ export async function spawnVmm(
       rmSync(errorPath, { force: true });
       return { pid: child.pid!, times: announcedTimes };
     }
+    const exited = exitStatus();
     if (exited !== null) {
       const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
       removeFailedVm(name);

@@ -4,7 +4,7 @@
  * every entry is bounds-checked, and the walk is bounded by the table sizes.
  */
 import type { GuestMemory } from "../../memory/guest-memory.ts";
-import { translate } from "../../memory/layout.ts";
+import { PAGE_SIZE, translate } from "../../memory/layout.ts";
 
 const PRESENT = 1n;
 const LARGE = 1n << 7n;
@@ -12,8 +12,8 @@ const ADDRESS_MASK = 0x000f_ffff_ffff_f000n;
 
 /** Backing page number of guest-physical `address`, if it is RAM. */
 export function backingPage(memory: GuestMemory, address: bigint): number | undefined {
-  const offset = translate(memory.layout, address & ~0xfffn, 4096n);
-  return offset === undefined ? undefined : offset / 4096;
+  const offset = translate(memory.layout, address & ~0xfffn, BigInt(PAGE_SIZE));
+  return offset === undefined ? undefined : offset / PAGE_SIZE;
 }
 
 function table(memory: GuestMemory, address: bigint): BigUint64Array | undefined {
