@@ -193,7 +193,6 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
   const started = performance.now();
   const elapsed = stopwatch(started);
   const failures = new FailedRuns();
-  const record = (what: string, sample: RunSample) => failures.record(what, sample);
   try {
     progress(`computing the expected ${options.workload} answers for ${formatSize(options.sizeBytes)} seed ${options.seed} on this host`);
     const expectedFor = expectedConsole(options.workload, options.seed, options.sizeBytes);
@@ -202,13 +201,13 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
     // Baseline: one host, all memory present, local copy-on-write clones (no --cluster).
     const baseline: BaselineRow[] = [];
     progress(`[${elapsed()}] baseline: warm-up run`);
-    record("baseline warm-up", await runOnce(session, options, options.clones[0]!, expected.get(options.clones[0]!)!));
+    failures.record("baseline warm-up", await runOnce(session, options, options.clones[0]!, expected.get(options.clones[0]!)!));
     for (const n of options.clones) {
       const samples: RunSample[] = [];
       for (let run = 1; run <= options.runs; run++) {
         progress(`[${elapsed()}] baseline (one host, local cow), clones ${n}: run ${run}/${options.runs}`);
         const sample = await runOnce(session, options, n, expected.get(n)!);
-        record(`baseline clones ${n} run ${run}`, sample);
+        failures.record(`baseline clones ${n} run ${run}`, sample);
         samples.push(sample);
       }
       baseline.push({ clones: n, ...medians(samples), errors: samples.flatMap((s) => (s.error ? [s.error] : [])), samples });
@@ -223,7 +222,7 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
         for (const transport of options.transports) {
           progress(`[${elapsed()}] hosts ${hosts}, ${transport}: warm-up run`);
           const warmClones = options.clones.find((n) => n >= hosts) ?? options.clones[options.clones.length - 1]!;
-          record(`hosts ${hosts} ${transport} warm-up`, await runOnce(session, options, warmClones, expected.get(warmClones)!, transport));
+          failures.record(`hosts ${hosts} ${transport} warm-up`, await runOnce(session, options, warmClones, expected.get(warmClones)!, transport));
         }
         for (const n of options.clones) {
           for (const transport of options.transports) {
@@ -231,7 +230,7 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
             for (let run = 1; run <= options.runs; run++) {
               progress(`[${elapsed()}] hosts ${hosts}, clones ${n}, ${transport}: run ${run}/${options.runs}`);
               const sample = await runOnce(session, options, n, expected.get(n)!, transport);
-              record(`hosts ${hosts}, clones ${n}, ${transport}, run ${run}`, sample);
+              failures.record(`hosts ${hosts}, clones ${n}, ${transport}, run ${run}`, sample);
               samples.push(sample);
             }
             const med = medians(samples);

@@ -16,7 +16,7 @@ import { guestImage } from "../guest/image.ts";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { listVms, processAlive, readRecord, vmPaths } from "../vmm/run-dir.ts";
-import { cliCommand } from "./session.ts";
+import { cliCommand, progress, progressDone } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
 import { linePlot, type Series } from "./svg.ts";
@@ -70,16 +70,6 @@ const RUN_TIMEOUT_MS = 120_000;
 
 /** Thrown when the VMM refuses a memory path: reported as unavailable, not as a failure. */
 class Unavailable extends Error {}
-
-/** stderr progress: one rewritten line on a terminal, plain lines otherwise. */
-function progress(text: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r\x1b[K${text}`);
-  else process.stderr.write(`${text}\n`);
-}
-function progressDone(): void {
-  if (process.stderr.isTTY) process.stderr.write("\r\x1b[K");
-}
-
 
 /** bench/results of the snowflock checkout the working directory is in, else the working directory. */
 export function defaultOutDir(): string {

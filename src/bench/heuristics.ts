@@ -214,7 +214,6 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
   const started = performance.now();
   const elapsed = stopwatch(started);
   const failures = new FailedRuns();
-  const record = (what: string, sample: RunSample) => failures.record(what, sample);
   const configs = configurations();
   try {
     const expected = new Map<HeuristicsWorkload, string[]>();
@@ -230,14 +229,14 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
       const where = cluster ? `${options.hosts} hosts, ${options.transport}` : "one host";
       const first = options.workloads[0]!;
       progress(`[${elapsed()}] ${where}: warm-up run`);
-      record(`${where} warm-up`, await runOnce(session, options, first, configs[0]!, expected.get(first)!, cluster));
+      failures.record(`${where} warm-up`, await runOnce(session, options, first, configs[0]!, expected.get(first)!, cluster));
       for (const workload of options.workloads) {
         const samples = new Map(configs.map((c) => [c.name, [] as RunSample[]]));
         for (let run = 1; run <= options.runs; run++) {
           for (const config of configs) {
             progress(`[${elapsed()}] ${where}, ${workload}, heuristics ${config.name}: run ${run}/${options.runs}`);
             const sample = await runOnce(session, options, workload, config, expected.get(workload)!, cluster);
-            record(`${where}, ${workload}, heuristics ${config.name}, run ${run}`, sample);
+            failures.record(`${where}, ${workload}, heuristics ${config.name}, run ${run}`, sample);
             samples.get(config.name)!.push(sample);
           }
         }

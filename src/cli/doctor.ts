@@ -184,15 +184,15 @@ export function registerDoctor(cli: CAC): void {
 
       const detected = await detectedBackend();
       const reports = { kvm: await report("kvm"), xen: await report("xen") };
+      const none = !reports.kvm.available && !reports.xen.available;
       if (options.json) {
-        const none = !reports.kvm.available && !reports.xen.available;
         printJson({ backend: detected, backends: { kvm: plain(reports.kvm), xen: plain(reports.xen) }, ...(none ? { tryNested: NESTED_DEMO_HINT } : {}) });
         return 0;
       }
       const chosen = reports[detected];
       if (chosen.available) printReport(chosen);
       else for (const b of BACKENDS) printLine(`${b}: ${reports[b].available ? `available (snowflock doctor --backend ${b})` : reports[b].reason}`);
-      if (!reports.kvm.available && !reports.xen.available) printLine(NESTED_DEMO_HINT);
+      if (none) printLine(NESTED_DEMO_HINT);
       return 0;
     });
 }

@@ -333,7 +333,7 @@ export class Family {
     if (incarnation !== undefined && incarnation !== this.incarnation) return;
     member.status = status;
     member.memory = memory;
-    const report = this.forks.findLast((round) => round.clones.some((c) => c.cloneId === cloneId && c.exitStatus === undefined))?.clones.find((c) => c.cloneId === cloneId);
+    const report = this.forks.flatMap((round) => round.clones).findLast((c) => c.cloneId === cloneId && c.exitStatus === undefined);
     if (report) noteEnd(report, member);
     this.closeEndedRounds();
     this.retireEnded();
