@@ -6,13 +6,13 @@
  * forces either path. Exits with the demo's status.
  */
 import { join } from "node:path";
-import { kvmAvailable } from "../src/backend/kvm/host.ts";
+import { loadBackend } from "../src/backend/select.ts";
 
 const ROOT = join(import.meta.dir, "..");
 /** Snowflock's own waits inside the nested host: it runs 10-50 times slower than KVM. */
 const NESTED_TIME_SCALE = "10";
 
-function chosenPath(): "native" | "nested" {
+async function chosenPath(): Promise<"native" | "nested"> {
   const flags = process.argv.slice(2);
   const unknown = flags.filter((f) => f !== "--native" && f !== "--nested");
   if (unknown.length > 0 || flags.length > 1) {
@@ -28,8 +28,7 @@ function chosenPath(): "native" | "nested" {
     console.error(`SNOWFLOCK_DEMO must be native or nested, not '${asked}'`);
     process.exit(2);
   }
-  const kvm = kvmAvailable();
-  if (kvm.ok) {
+  if ((await (await loadBackend("kvm")).doctor()).available) {
     console.error("/dev/kvm works here: running the demo on this host");
     return "native";
   }
@@ -46,7 +45,7 @@ async function run(command: string[], env: Record<string, string>): Promise<numb
 }
 
 const demo = join(ROOT, "demo/demo.ts");
-const path = chosenPath();
+const path = await chosenPath();
 const status =
   path === "native"
     ? await run([process.execPath, demo], {})

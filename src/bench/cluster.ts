@@ -185,8 +185,6 @@ function medians(samples: RunSample[]): Medians {
 
 /** Runs the whole sweep; every cluster it made is gone after, also on error or a signal. */
 export async function runClusterBench(options: ClusterBenchOptions): Promise<ClusterReport> {
-  const { kvmHost } = await import("../backend/kvm/host.ts");
-  kvmHost();
   if (process.getuid?.() !== 0) throw new SnowflockError("USAGE", "bench cluster makes test hosts (network namespaces) and needs root", "run it as root");
   const prefix = await ownPrefix("b");
   const session = openSession("cluster", prefix);

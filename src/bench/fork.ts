@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import type { ForkResult } from "../clone/fork-result.ts";
+import type { ForkResult, MemoryPath } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { guestImage } from "../guest/image.ts";
 import { formatSize } from "../size.ts";
@@ -94,9 +94,9 @@ async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
   }
 }
 
-async function stopVms(vms: Array<{ name: string; pid: number }>): Promise<void> {
+async function stopVms(vms: Array<{ name: string; pid?: number }>): Promise<void> {
   await Promise.all(vms.map((vm) => controlRequest(vm.name, "kill").catch(() => undefined)));
-  await waitGone(vms.map((vm) => vm.pid), 10_000);
+  await waitGone(vms.flatMap((vm) => (vm.pid === undefined ? [] : [vm.pid])), 10_000);
 }
 
 /** Starts the parent VM as `snowflock run serve --detach` and waits for its first tick line. */
@@ -119,7 +119,7 @@ async function startParent(memoryBytes: number): Promise<void> {
 /** Forks N clones, checks they all run with the requested memory path, and stops them again. */
 async function forkOnce(clones: number, memory: string): Promise<ForkResult> {
   // Passed through as given: the VMM itself refuses a memory path it does not have.
-  const request = { op: "fork" as const, clones, memory: memory as ForkResult["memory"] };
+  const request = { op: "fork" as const, clones, memory: memory as MemoryPath };
   const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);
   if (!answer.ok) throw new Unavailable(answer.error);
   const result = answer.fork!;
@@ -204,8 +204,6 @@ async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNul
 
 /** Runs the whole benchmark in a private run directory; everything it started is gone after. */
 export async function runForkBench(options: ForkBenchOptions): Promise<ForkReport> {
-  const { kvmHost } = await import("../backend/kvm/host.ts");
-  kvmHost();
   const noQemu = options.peer ? ensureQemu(progress) : undefined;
   if (noQemu) throw new SnowflockError("USAGE", noQemu, "install qemu-system-x86 or pass --no-peer");
   const tmp = mkdtempSync(join(tmpdir(), "snowflock-bench-fork-"));

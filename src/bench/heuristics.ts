@@ -204,8 +204,6 @@ function summarize(samples: RunSample[], names: string[]): Pick<HeuristicsRow, N
 
 /** Runs the whole sweep; the test hosts it made are gone after, also on error or a signal. */
 export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promise<HeuristicsReport> {
-  const { kvmHost } = await import("../backend/kvm/host.ts");
-  kvmHost();
   if (options.hosts > 0 && process.getuid?.() !== 0) {
     throw new SnowflockError("USAGE", "bench heuristics makes test hosts (network namespaces) and needs root", "run it as root, or pass --hosts 0 for the one-host part only");
   }

@@ -228,7 +228,7 @@ async function cycle(session: Session, parent: string, clones: number, memory: M
   const deadline = performance.now() + GONE_TIMEOUT_MS;
   for (;;) {
     const left = sessionVms(session).filter((vm) => names.has(vm.name));
-    if (left.length === 0 && fork.clones.every((c) => !processAlive(c.pid))) return;
+    if (left.length === 0 && fork.clones.every((c) => c.pid === undefined || !processAlive(c.pid))) return;
     if (performance.now() > deadline) throw new SnowflockError("VM_STATE", `clones still there ${GONE_TIMEOUT_MS / 1000} s after kill: ${[...names].join(", ")}`);
     await Bun.sleep(5);
   }

@@ -7,8 +7,7 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
-import { forkDomain } from "../backend/xen/fork.ts";
-import { openXen, type XenDomain, type XenHost } from "../backend/xen/host.ts";
+import type { DomainOperations } from "../backend/backend.ts";
 import { formatSize } from "../size.ts";
 import { runDir } from "../vmm/run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
@@ -73,49 +72,32 @@ function configNamed(source: string, name: string, dir: string): string {
   return path;
 }
 
-/**
- * Until the guest's Xen drivers are up (it has written control/feature-suspend): then it can
- * suspend. False if the domain shut down first (see bootDomU in test/xen: the stock kernel now
- * and then dies in its first instructions under emulation).
- */
-async function waitSuspendable(host: XenHost, domid: number): Promise<boolean> {
-  const store = host.xenstore();
-  for (const deadline = Date.now() + 600_000; Date.now() < deadline; ) {
-    if (store.readString(`/local/domain/${domid}/control/feature-suspend`) === "1") return true;
-    const domain = host.domain(domid);
-    if (!domain || domain.shutdown || domain.dying) return false;
-    await Bun.sleep(250);
-  }
-  throw new SnowflockError("VM_STATE", `domain ${domid} never offered suspend (control/feature-suspend)`, "the domU's kernel needs Xen's suspend support");
-}
-
-/** Starts the parent domU, again if it dies while booting (at most three times). */
-async function startParent(host: XenHost, config: string, say: (line: string) => void): Promise<XenDomain> {
+/** Starts the parent domU, again if it dies while booting (at most three times); its memory size. */
+async function startParent(domains: DomainOperations, config: string, say: (line: string) => void): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     await destroy(PARENT);
     await sh(["xl", "create", config], "starting the parent domU");
-    const parent = host.listDomains().find((d) => d.name === PARENT);
-    if (!parent) throw new SnowflockError("INTERNAL", `xl create did not leave a domain named ${PARENT}`);
-    if (await waitSuspendable(host, parent.domid)) return parent;
+    // Until the guest's Xen drivers are up; false if it shut down first (see bootDomU in test/xen:
+    // the stock kernel now and then dies in its first instructions under emulation).
+    if (await domains.waitReady(PARENT, 600_000)) return (await domains.list()).find((d) => d.name === PARENT)!.memoryBytes;
     if (attempt === 3) throw new SnowflockError("VM_STATE", `the parent domU ${PARENT} shut down while booting, three times`, "`xl dmesg` says why");
     say(`the parent domU died while booting (attempt ${attempt}); starting it again`);
   }
 }
 
-export async function runXenForkBench(options: XenForkBenchOptions): Promise<XenForkReport> {
-  const host = openXen();
+export async function runXenForkBench(domains: DomainOperations, options: XenForkBenchOptions): Promise<XenForkReport> {
   const dir = join("/var/tmp", "snowflock-bench-xen");
   mkdirSync(dir, { recursive: true });
   const say = options.progress;
   try {
     say("starting the parent domU");
-    const parent = await startParent(host, configNamed(options.domuConfig, PARENT, dir), say);
+    const memoryBytes = await startParent(domains, configNamed(options.domuConfig, PARENT, dir), say);
     const rows: XenForkRow[] = [];
     for (const n of options.clones) {
       const samples: Array<Omit<XenForkRow, "clones" | "ratio">> = [];
       for (let run = 1; run <= options.runs; run++) {
         say(`N=${n} run ${run}/${options.runs}: snowflock fork`);
-        const fork = await forkDomain(host, { parent: parent.domid, clones: n, workDirectory: runDir() });
+        const fork = await domains.fork(PARENT, n, { workDirectory: runDir() });
         for (const c of fork.clones) await destroy(c.name);
         say(`N=${n} run ${run}/${options.runs}: xl save -c + ${n} x xl restore`);
         rmSync(SAVE_FILE, { force: true });
@@ -128,7 +110,7 @@ export async function runXenForkBench(options: XenForkBenchOptions): Promise<Xen
         }
         for (let i = 1; i <= n; i++) await destroy(`${PARENT}-r${i}`);
         rmSync(SAVE_FILE, { force: true });
-        samples.push({ snowflockMs: fork.timings.totalMs, shellsMs: fork.timings.shellsMs, parentDownMs: fork.timings.parentDownMs, xlMs: xlSaveMs + xlRestoreMs, xlSaveMs, xlRestoreMs });
+        samples.push({ snowflockMs: fork.totalMs, shellsMs: fork.eagerCopy?.shellsMs ?? 0, parentDownMs: fork.pausedMs, xlMs: xlSaveMs + xlRestoreMs, xlSaveMs, xlRestoreMs });
       }
       const m = (key: keyof (typeof samples)[number]) => median(samples.map((s) => s[key]));
       const row = { clones: n, snowflockMs: m("snowflockMs"), shellsMs: m("shellsMs"), parentDownMs: m("parentDownMs"), xlMs: m("xlMs"), xlSaveMs: m("xlSaveMs"), xlRestoreMs: m("xlRestoreMs"), ratio: 0 };
@@ -139,21 +121,20 @@ export async function runXenForkBench(options: XenForkBenchOptions): Promise<Xen
     return {
       benchmark: "snowflock fork --backend xen vs xl save -c + N x xl restore",
       machine: machineNote(),
-      xen: `${host.version.major}.${host.version.minor}${host.version.extra}`,
-      memoryBytes: parent.maxPages * 4096,
+      xen: await domains.hypervisor(),
+      memoryBytes,
       runs: options.runs,
       rows,
     };
   } finally {
     await destroy(PARENT);
-    host.close();
   }
 }
 
 const seconds = (ms: number) => fixed(ms / 1000, 2);
 
 export function formatReport(report: XenForkReport): string {
-  const lines = [report.benchmark, `${report.machine}; Xen ${report.xen}; PVH domU of ${formatSize(report.memoryBytes)}; median of ${report.runs} run(s)`, ""];
+  const lines = [report.benchmark, `${report.machine}; ${report.xen}; PVH domU of ${formatSize(report.memoryBytes)}; median of ${report.runs} run(s)`, ""];
   lines.push(
     ...table(
       ["N", "snowflock s", "shells s", "parent down s", "xl save+restore s", "save s", "restores s", "xl/snowflock"],
@@ -166,7 +147,7 @@ export function formatReport(report: XenForkReport): string {
 export function plotReport(report: XenForkReport): string {
   return linePlot({
     title: `Xen: time to N running clones of a ${formatSize(report.memoryBytes)} PVH domU (median of ${report.runs})`,
-    subtitle: `${report.machine}; Xen ${report.xen}`,
+    subtitle: `${report.machine}; ${report.xen}`,
     xLabel: "clones N (log2 scale)",
     yLabel: "seconds to all N running",
     xLog2: true,

@@ -4,10 +4,18 @@ import { SnowflockError } from "../errors.ts";
 import { startAgent } from "../cluster/agent.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
-import { chosenBackend } from "./backend.ts";
+import { selectBackend } from "../backend/select.ts";
+import { runDir } from "../vmm/run-dir.ts";
 import { log } from "../output.ts";
 
 export const DEFAULT_AGENT_MAX_CLONES = 16;
+
+function untilStopped(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.once("SIGTERM", resolve);
+    process.once("SIGINT", resolve);
+  });
+}
 
 export function registerAgent(cli: CAC): void {
   cli
@@ -18,7 +26,14 @@ export function registerAgent(cli: CAC): void {
     .example((bin) => `  ${bin} agent --inventory /etc/snowflock/cluster.json --host h3`)
     .example((bin) => `  ${bin} agent --backend xen     # in a Xen dom0: serve the sf tool of every domU`)
     .action(async (options: { host?: string; inventory?: string; maxClones: number | string; backend?: string }) => {
-      if ((await chosenBackend(options.backend, "agent")) === "xen") return (await import("./xen.ts")).agentOnXen();
+      const { domains } = await selectBackend(options.backend, "agent");
+      if (domains) {
+        const guests = domains.serveGuests({ workDirectory: runDir(), log: (line) => log.info(line) });
+        log.success("Xen agent running: domUs can use sf (guest/xen) now");
+        await untilStopped();
+        guests.stop();
+        return 0;
+      }
       const path = options.inventory ?? defaultInventoryPath();
       const inventory = readInventory(path);
       if (!inventory.hosts.some((h) => h.name === String(options.host))) {
@@ -29,10 +44,7 @@ export function registerAgent(cli: CAC): void {
       const cluster = ClusterContext.load(path, String(options.host));
       const agent = startAgent({ cluster, maxClones });
       log.success(`agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} (up to ${maxClones} clones)`);
-      await new Promise<void>((resolve) => {
-        process.once("SIGTERM", resolve);
-        process.once("SIGINT", resolve);
-      });
+      await untilStopped();
       agent.stop();
       return 0;
     });

@@ -16,7 +16,8 @@ import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
 import { TEST_HOST_MTU } from "../cluster/test-hosts.ts";
-import { chosenBackend } from "./backend.ts";
+import type { DomainOperations } from "../backend/backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { memoryOption, memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "../output.ts";
 
@@ -93,10 +94,12 @@ export function registerBench(cli: CAC): void {
     .example((bin) => `  ${bin} bench soak --cycles 1000 --cross-cycles 200`)
     .action(async (benchmark: string, options: BenchOptions) => {
       if (!BENCHMARKS.includes(benchmark)) throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
-      if ((await chosenBackend(options.backend, "bench")) === "xen") {
-        if (benchmark !== "fork") throw new SnowflockError("USAGE", `snowflock bench ${benchmark} runs on KVM only`, "on Xen: snowflock bench fork");
-        return benchXenFork(options);
+      const backend = await selectBackend(options.backend, "bench");
+      if (backend.domains) {
+        if (benchmark !== "fork") throw new SnowflockError("USAGE", `snowflock bench ${benchmark} does not run on ${backend.name}`, `on ${backend.name}: snowflock bench fork`);
+        return benchDomainFork(backend.domains, options);
       }
+      backend.check();
       if (benchmark === "cluster") return benchCluster(options);
       if (benchmark === "heuristics") return benchHeuristics(options);
       if (benchmark === "soak") return benchSoak(options);
@@ -117,13 +120,12 @@ export function registerBench(cli: CAC): void {
     });
 }
 
-async function benchXenFork(options: BenchOptions): Promise<number> {
-  const { MAX_XEN_CLONES } = await import("../backend/xen/fork.ts");
-  const clones = [...new Set(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, MAX_XEN_CLONES)))].sort((a, b) => a - b);
+async function benchDomainFork(domains: DomainOperations, options: BenchOptions): Promise<number> {
+  const clones = [...new Set(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, domains.maxClones)))].sort((a, b) => a - b);
   const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
   if (!existsSync(domuConfig)) throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
   const bench = await import("../bench/xen-fork.ts");
-  const report = await bench.runXenForkBench({ clones, runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000), domuConfig, progress: (line) => log.info(line) });
+  const report = await bench.runXenForkBench(domains, { clones, runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000), domuConfig, progress: (line) => log.info(line) });
   return publish(bench, report, options);
 }
 

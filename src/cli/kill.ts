@@ -3,7 +3,7 @@ import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../vmm/run-dir.ts";
-import { chosenBackend } from "./backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { log, printJson } from "../output.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -31,7 +31,12 @@ export function registerKill(cli: CAC): void {
     .option("--json", "Print the result as JSON")
     .example((bin) => `  ${bin} kill web --clones`)
     .action(async (rawName: string, options: { clones?: boolean; json?: boolean; backend?: string }) => {
-      if ((await chosenBackend(options.backend, "kill")) === "xen") return (await import("./xen.ts")).killOnXen(String(rawName), options);
+      const { domains } = await selectBackend(options.backend, "kill");
+      if (domains) {
+        const ended = await domains.kill(String(rawName), options);
+        if (options.json) return printJson(ended.map((d) => ({ name: d.name, domid: d.id, result: "destroyed" })));
+        return log.success(`destroyed ${ended.map((d) => d.name).join(", ")}`);
+      }
       const name = checkName(String(rawName));
       const running = listVms();
       const record = running.find((r) => r.name === name);

@@ -4,7 +4,8 @@ import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
 import { familyOrder, listVms } from "../vmm/run-dir.ts";
-import { chosenBackend } from "./backend.ts";
+import type { DomainOperations } from "../backend/backend.ts";
+import { selectBackend } from "../backend/select.ts";
 import { printJson, printTable } from "../output.ts";
 
 function uptime(ms: number): string {
@@ -12,12 +13,23 @@ function uptime(ms: number): string {
   return s < 60 ? `${s}s` : s < 3600 ? `${Math.floor(s / 60)}m${s % 60}s` : `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
 }
 
+/** Domains the hypervisor runs (Xen domUs), families as trees. */
+async function listDomains(domains: DomainOperations, json: boolean): Promise<void> {
+  const rows = await domains.list();
+  if (json) return printJson(rows.map(({ depth, id, ...row }) => ({ ...row, domid: id })));
+  printTable(
+    ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],
+    rows.map((d) => [d.depth === 0 ? d.name : `${"  ".repeat(d.depth - 1)}└─ ${d.name}`, String(d.id), d.state, formatSize(d.memoryBytes), String(d.vcpus), String(d.cloneId)]),
+  );
+}
+
 export function registerLs(cli: CAC): void {
   cli
     .command("ls", "List the VMs running on this host, clones under their parent")
     .option("--json", "Print a JSON array")
     .action(async (options: { json?: boolean; backend?: string }) => {
-      if ((await chosenBackend(options.backend, "ls")) === "xen") return (await import("./xen.ts")).lsOnXen(options);
+      const backend = await selectBackend(options.backend, "ls");
+      if (backend.domains) return listDomains(backend.domains, options.json === true);
       const statuses = await Promise.all(
         listVms().map(async (record): Promise<VmStatus> => {
           const answer = await controlRequest(record.name, "status").catch(() => undefined);

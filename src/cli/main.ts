@@ -3,10 +3,10 @@
  * one line (plus its hint) and sets a non-zero exit status; --debug shows the stack.
  */
 import { type CAC, cac } from "cac";
+import { selectBackend } from "../backend/select.ts";
 import { SnowflockError } from "../errors.ts";
 import { timeoutScale } from "../timeouts.ts";
 import { registerAgent } from "./agent.ts";
-import { chosenBackend } from "./backend.ts";
 import { registerBench } from "./bench.ts";
 import { registerCluster } from "./cluster.ts";
 import { registerDescriptor } from "./descriptor.ts";
@@ -79,7 +79,7 @@ export async function startCli(argv: string[]): Promise<number> {
     if (cli.options.help) return 0;
     timeoutScale(); // a bad SNOWFLOCK_TIMEOUT_SCALE is refused here, before anything waits on it
     // Every command takes --backend; those without a Xen side refuse it here.
-    if (cli.options.backend !== undefined) await chosenBackend(cli.options.backend, cli.matchedCommand.name.split(" ")[0]!);
+    if (cli.options.backend !== undefined) await selectBackend(cli.options.backend, cli.matchedCommand.name.split(" ")[0]!);
     const status = await cli.runMatchedCommand();
     return typeof status === "number" ? status : 0;
   } catch (error) {

@@ -2,7 +2,8 @@
 import { SnowflockError } from "../errors.ts";
 import { formatSize, parseSize } from "../size.ts";
 import type { MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
-import { MAX_MEMORY_BYTES, MAX_VCPUS } from "../descriptor/layout.ts";
+import { MAX_VCPUS } from "../backend/backend.ts";
+import { MAX_MEMORY_BYTES } from "../descriptor/layout.ts";
 
 export const MIN_MEMORY = 16 * 1024 * 1024;
 

@@ -1,5 +1,6 @@
 /** `snowflock run WORKLOAD [KEY=VALUE ...]`: boot the built-in guest and run a workload in it. */
 import type { CAC } from "cac";
+import { selectBackend } from "../backend/select.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts";
@@ -12,6 +13,7 @@ import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
 import { HEURISTICS, parseHeuristics } from "../heuristics/heuristics.ts";
 
 interface RunOptions {
+  backend?: string;
   mem: string;
   vcpus: number;
   maxClones: number;
@@ -67,9 +69,8 @@ export function registerRun(cli: CAC): void {
       if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones), "--memory", memoryPath, ...clusterArgs], options.json === true);
 
       const { runVm } = await import("../vmm/vmm.ts");
-      const { kvmHost } = await import("../backend/kvm/host.ts");
       checkMemory(workload, memoryBytes);
-      kvmHost();
+      (await selectBackend(options.backend, "run")).check();
       if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`);
       const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff }, options.json ? () => {} : printLine);
       if (options.json) printJson(result);

@@ -1,4 +1,5 @@
 /** What a clone round is and what it reports: types shared by the pipeline, the VMM's control protocol and the CLI. */
+import type { BackendName } from "../backend/names.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 
 /**
@@ -6,6 +7,9 @@ import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
  * starts empty and fetches each page on first touch from the parent's memory server.
  */
 export type MemoryPath = "cow" | "ondemand";
+
+/** How a fork gave its clones memory: a MemoryPath, or (Xen without paging) a full copy up front. */
+export type ForkMemory = MemoryPath | "eager";
 
 /**
  * How clones on other hosts reach this host's memory: `tcp`, each its own connection to the
@@ -19,10 +23,14 @@ export interface CloneReport {
   /** The inventory host it runs on, for a family spread over a cluster. */
   host?: string;
   cloneId: number;
-  pid: number;
+  /** The clone's VMM process (KVM) or its domain (Xen). */
+  pid?: number;
+  domid?: number;
+  /** Its own MAC address, where the backend gave it one. */
+  mac?: string;
   /** From the start of the clone processes to this clone's vCPUs running. */
   readyMs: number;
-  /** Inside the clone's own process: from its start to the VM restored, and to its vCPUs running. */
+  /** From its start to the VM restored, and to its vCPUs running (inside its own process on KVM). */
   restoredMs: number;
   runningMs: number;
   /** Once the clone has ended: its exit status (or a CloneStatus), and what its memory cost (memory on demand). */
@@ -30,16 +38,37 @@ export interface CloneReport {
   memory?: CloneMemoryStats;
 }
 
+/** A fork that copied the parent's memory into each clone up front (Xen without paging). */
+export interface EagerCopy {
+  /** Helper threads that built the clones' shells and copied the memory. */
+  threads: number;
+  /** The parent's populated pages: each clone has all of them. */
+  pagesCopied: number;
+  /** Of those, zero pages, which cost no copy. */
+  pagesZero: number;
+  /** Bytes written into the clones (non-zero pages × clones). */
+  bytesCopied: number;
+  /** Building the clones' shells while the parent ran; suspending it; the copy; setting each clone's context and unpausing it. */
+  shellsMs: number;
+  suspendMs: number;
+  copyMs: number;
+  startMs: number;
+}
+
+/** What `snowflock fork --json` prints, on every backend. */
 export interface ForkResult {
+  backend: BackendName;
   parent: string;
-  memory: MemoryPath;
-  /** How long the parent's vCPUs were stopped (capture + freeze). */
+  memory: ForkMemory;
+  /** How long the parent was stopped (capture + freeze; on Xen: suspend, copy, resume). */
   pausedMs: number;
-  /** Encoding and writing the descriptor, after the parent resumed. */
+  /** Encoding and writing the descriptor, after the parent resumed (0 where there is none). */
   descriptorMs: number;
   descriptorBytes: number;
   clones: CloneReport[];
   failed: Array<{ name: string; error: string }>;
   /** From the pause to the last clone running. */
   totalMs: number;
+  /** Where memory was copied up front: what it cost. */
+  eagerCopy?: EagerCopy;
 }

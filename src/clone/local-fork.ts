@@ -5,7 +5,7 @@
  */
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { KvmMachine } from "../backend/kvm/machine.ts";
+import type { BackendName, Machine } from "../backend/backend.ts";
 import type { CloneCall } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
@@ -23,6 +23,7 @@ import { describeMachine } from "./describe.ts";
 
 /** A captured parent that clones can be started from, now or later (a checkpoint). */
 export interface CloneSource {
+  backend: BackendName;
   parent: string;
   memory: MemoryPath;
   /** For `ondemand`: serves the frozen image; lives as long as the clones may fault. */
@@ -53,7 +54,7 @@ export interface RemoteServing {
  * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
  * copy of the call returns.
  */
-export async function captureClones(machine: KvmMachine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, remote?: RemoteServing): Promise<CloneSource> {
+export async function captureClones(machine: Machine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, remote?: RemoteServing): Promise<CloneSource> {
   const startedAt = performance.now();
   machine.pause();
   let descriptor;
@@ -87,7 +88,7 @@ export async function captureClones(machine: KvmMachine, about: { name: string; 
       throw error;
     }
   }
-  return { parent: about.name, memory, server, mcdist, descriptorPath, descriptorBytes: bytes.byteLength, descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"), imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+  return { backend: descriptor.meta.backend, parent: about.name, memory, server, mcdist, descriptorPath, descriptorBytes: bytes.byteLength, descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"), imageFd, startedAt, resumedAt, writtenAt: performance.now() };
 }
 
 /** What a clone on another host is told of this source's memory (formatPageServer's text form). */
@@ -124,6 +125,7 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
     }),
   );
   return {
+    backend: source.backend,
     parent: source.parent,
     memory: source.memory,
     pausedMs: source.resumedAt - source.startedAt,

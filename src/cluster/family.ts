@@ -4,7 +4,7 @@
  * (guest/ABI.md). Every guest pointer is checked; a misuse fails that call with an error code.
  */
 import { freemem } from "node:os";
-import type { ClusterCallRequest, KvmMachine } from "../backend/kvm/machine.ts";
+import type { GuestCall, Machine } from "../backend/backend.ts";
 import type { CloneReport, ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { captureClones, type CloneSource, releaseClones, remoteMemory, spawnClones } from "../clone/local-fork.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
@@ -165,7 +165,7 @@ export class Family {
   private inboxWaiters: Array<() => void> = [];
 
   constructor(
-    private readonly machine: KvmMachine,
+    private readonly machine: Machine,
     private readonly self: FamilyIdentity,
     private readonly maxClones: number,
     /** How clones made by the guest (sf_clone, checkpoints) get their memory. */
@@ -363,7 +363,7 @@ export class Family {
     return { ok: true };
   }
 
-  async handle(call: ClusterCallRequest): Promise<bigint> {
+  async handle(call: GuestCall): Promise<bigint> {
     const [a0 = 0n, a1 = 0n, a2 = 0n, a3 = 0n] = call.args;
     switch (call.nr) {
       case ClusterCall.REQUEST_TICKET: return this.requestTicket(a0, a1);

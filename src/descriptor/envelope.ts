@@ -15,7 +15,7 @@
 import { inflateSync } from "node:zlib";
 import { decodeZeroElided, encodeZeroElided } from "../wasm/descriptor-codec.ts";
 import { MAX_PAYLOAD_BYTES } from "./layout.ts";
-import { refuse } from "./refuse.ts";
+import { refuse } from "../sections.ts";
 
 export const DESCRIPTOR_MAGIC = "SFLKDESC";
 export const DESCRIPTOR_VERSION = 1;

@@ -3,14 +3,14 @@
  * field it should not have. Region offsets go straight to KVM_SET_USER_MEMORY_REGION as offsets
  * into the VMM's mapping, so they must be page-aligned, non-overlapping and inside the memory size.
  */
-import type { FreePageMap } from "../backend/kvm/machine.ts";
+import { BACKENDS, type BackendName, type FreePageMap } from "../backend/backend.ts";
 import { MAX_FREE_PAGE_FRAMES } from "../guest/hypercalls.ts";
 import { PAGE_SIZE, type RamRegion } from "../memory/layout.ts";
 import { MAX_MEMORY_BYTES, MAX_META_BYTES } from "./layout.ts";
-import { refuse } from "./refuse.ts";
+import { refuse } from "../sections.ts";
 
 export interface DescriptorMeta {
-  backend: "kvm";
+  backend: BackendName;
   name: string;
   cmdline: string;
   memorySize: number;
@@ -94,7 +94,7 @@ export function decodeMeta(body: Uint8Array): DescriptorMeta {
     refuse("the metadata is not JSON");
   }
   const meta = record(value, "the metadata", META_FIELDS);
-  if (meta.backend !== "kvm") refuse(`backend '${text(meta.backend, "the backend", 16)}' is not one this snowflock restores`);
+  if (!BACKENDS.includes(meta.backend as BackendName)) refuse(`backend '${text(meta.backend, "the backend", 16)}' is not one snowflock knows`);
   text(meta.name, "the name", MAX_NAME_LENGTH);
   text(meta.cmdline, "the command line", MAX_CMDLINE_LENGTH);
   const createdAt = text(meta.createdAt, "the capture time", 64);

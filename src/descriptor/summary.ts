@@ -1,6 +1,6 @@
 /** What `inspect` shows of a descriptor. */
-import * as abi from "../backend/kvm/abi.ts";
-import { StructView } from "../sys/layout.ts";
+import type { VcpuSummary } from "../backend/backend.ts";
+import { statePersist } from "../backend/persist.ts";
 import { PAGE_SIZE } from "../memory/layout.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
 import type { EnvelopeInfo } from "./envelope.ts";
@@ -11,7 +11,8 @@ export interface DescriptorSummary {
   name: string;
   cmdline: string;
   createdAt: string;
-  vcpus: Array<{ index: number; rip: string; rsp: string; mpState: number; msrs: number }>;
+  backend: string;
+  vcpus: VcpuSummary[];
   memoryBytes: number;
   pages: number;
   pagesNonZero: number;
@@ -33,10 +34,8 @@ export function summarize(d: Descriptor, envelope: EnvelopeInfo, fileBytes: numb
     name: d.meta.name,
     cmdline: d.meta.cmdline,
     createdAt: d.meta.createdAt,
-    vcpus: d.state.vcpus.map((v, index) => {
-      const regs = new StructView(abi.kvm_regs, v.regs);
-      return { index, rip: `0x${regs.get64("rip").toString(16)}`, rsp: `0x${regs.get64("rsp").toString(16)}`, mpState: v.mpState, msrs: v.msrs.length };
-    }),
+    backend: d.meta.backend,
+    vcpus: statePersist(d.meta.backend).summary(d.state),
     memoryBytes: d.meta.memorySize,
     pages,
     pagesNonZero: nonZero.popcount(),

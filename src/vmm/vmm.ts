@@ -5,7 +5,9 @@
  */
 import { type AllocationHints, createAllocationHints } from "../memory/allocation-hints.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
-import { type ClusterCallRequest, KvmMachine, type MachineEnd } from "../backend/kvm/machine.ts";
+import type { GuestCall, Machine, MachineEnd } from "../backend/backend.ts";
+import { statePersist } from "../backend/persist.ts";
+import { machineFactory } from "../backend/select.ts";
 import { describeMachine } from "../clone/describe.ts";
 import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
@@ -83,7 +85,7 @@ const REMOTE_MEMORY_TIMEOUT_MS = scaledTimeout(15_000);
 type Identity = Omit<VmRecord, "pid" | "startedAt"> & { workloadName: string };
 
 /** Pauses the VM only while its state is captured; encodes and writes after resuming. */
-function writeDescriptor(machine: KvmMachine, name: string, cmdline: string, path: string) {
+function writeDescriptor(machine: Machine, name: string, cmdline: string, path: string) {
   const started = performance.now();
   machine.pause();
   let descriptor;
@@ -99,7 +101,7 @@ function writeDescriptor(machine: KvmMachine, name: string, cmdline: string, pat
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-type BuildMachine = (onConsole: (line: string) => void, onClusterCall: (call: ClusterCallRequest) => Promise<bigint>) => KvmMachine;
+type BuildMachine = (onConsole: (line: string) => void, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
 
 interface ServeOptions {
   maxClones: number;
@@ -231,13 +233,14 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
 }
 
 /** Boots the built-in guest with a workload and serves it until it ends. */
-export function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
+export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
   checkMemory(spec.workload, spec.memoryBytes);
+  const machines = await machineFactory("kvm");
   const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
   return serveMachine(
     identity,
     { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster, transport: spec.transport, heuristicsOff: spec.heuristicsOff },
-    (console, onClusterCall) => KvmMachine.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onClusterCall }),
+    (console, onGuestCall) => machines.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onGuestCall }),
     onConsole,
   );
 }
@@ -272,12 +275,13 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
   const environment = spec.cluster;
   const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
   const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptor, spec.memory, cluster));
+  const machines = await machineFactory(descriptor.meta.backend);
   const identity = {
     name: launchName(spec),
     workload: descriptor.meta.cmdline,
     workloadName: descriptor.meta.cmdline.split(" ")[0] ?? "",
     memoryBytes: descriptor.meta.memorySize,
-    vcpus: descriptor.state.vcpus.length,
+    vcpus: statePersist(descriptor.meta.backend).summary(descriptor.state).length,
     parent: spec.parent,
     cloneId: spec.cloneId,
   };
@@ -302,8 +306,8 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
   return serveMachine(
     identity,
     { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff },
-    (console, onClusterCall) => {
-      const machine = KvmMachine.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onClusterCall, beforeClose: () => memtap?.release(), allocationHints });
+    (console, onGuestCall) => {
+      const machine = machines.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onGuestCall, beforeClose: () => memtap?.release(), allocationHints });
       machine.freePageMap = descriptor.meta.freePageMap; // its allocator is its parent's
       return machine;
     },

@@ -4,7 +4,9 @@
  * original — while the original, resumed, also finishes as if nothing happened.
  */
 import { expect, test } from "bun:test";
-import { KvmMachine, type MachineEnd } from "../../src/backend/kvm/machine.ts";
+import type { MachineEnd } from "../../src/backend/backend.ts";
+import { KvmMachine } from "../../src/backend/kvm/machine.ts";
+import type { KvmState } from "../../src/backend/kvm/persist.ts";
 import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/memory/guest-memory.ts";
 import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
@@ -47,9 +49,9 @@ describeKvm("capture and restore", () => {
       await a.start();
       await Bun.sleep(40);
       a.pause();
-      const state = a.capture();
+      const { state } = a.capture();
       expect(original.lines.some((l) => l.startsWith("sha256 "))).toBe(false); // captured mid-run
-      expect(state.vcpus).toHaveLength(vcpus);
+      expect((state as KvmState).vcpus).toHaveLength(vcpus);
 
       const restored = console();
       const b = KvmMachine.restore(state, GuestMemory.copyOf(a.memory), { onConsole: restored.onConsole });
@@ -70,7 +72,7 @@ describeKvm("capture and restore", () => {
     await original.waitFor((l) => l === "tick 3 id 0");
     a.pause();
     const lastTick = Number(/^tick (\d+)/.exec(original.lines.at(-1)!)![1]);
-    const state = a.capture();
+    const { state } = a.capture();
     const memory = GuestMemory.copyOf(a.memory);
     await a.stop();
 

@@ -26,7 +26,7 @@ describeKvm("local fork", () => {
     await parent.start();
     await waitFor(lines, (l) => l.startsWith("tick 2 "));
     parent.pause();
-    const state = parent.capture();
+    const { state } = parent.capture();
     const image = parent.memory.freeze();
     const imagePath = `/proc/self/fd/${image}`;
     const frozen = digest(parent.memory.bytes);

@@ -1,6 +1,7 @@
 /** A small, valid VM descriptor (64 MiB, two vCPUs, two pages sent along) for descriptor tests to forge variants of. */
 import { expect } from "bun:test";
 import * as abi from "../../src/backend/kvm/abi.ts";
+import type { KvmState } from "../../src/backend/kvm/persist.ts";
 import { decodeDescriptor, type Descriptor } from "../../src/descriptor/format.ts";
 import { SnowflockError } from "../../src/errors.ts";
 import { memoryLayout } from "../../src/memory/layout.ts";
@@ -21,13 +22,15 @@ export function sampleVcpu(seed: number) {
   };
 }
 
-export function sampleDescriptor(): Descriptor {
+/** A descriptor of a KVM machine (its state typed as KVM's, for tests that change it). */
+export function sampleDescriptor(): Descriptor & { state: KvmState } {
   const memorySize = 64 * 1024 * 1024;
   const nonZeroPages = new Uint8Array(memorySize / 4096 / 8);
   nonZeroPages[0] = 0b1011;
   return {
     meta: { backend: "kvm", name: "t", cmdline: "serve", memorySize, regions: memoryLayout(memorySize).regions, createdAt: "2026-11-25T00:00:00.000Z" },
     state: {
+      backend: "kvm",
       memorySize,
       vcpus: [sampleVcpu(1), sampleVcpu(2)],
       devices: {

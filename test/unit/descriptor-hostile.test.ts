@@ -12,7 +12,7 @@ import { deflateSync } from "node:zlib";
 import { envelopeAround as envelope, FLAG_DEFLATED, FLAG_ZERO_ELIDED, HEADER_SIZE, sealEnvelope } from "../../src/descriptor/envelope.ts";
 import { type Descriptor, decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../../src/descriptor/format.ts";
 import { MAX_PAYLOAD_BYTES } from "../../src/descriptor/layout.ts";
-import { SectionWriter, walkSections } from "../../src/descriptor/sections.ts";
+import { SectionWriter, walkSections } from "../../src/sections.ts";
 import { decodeZeroElided } from "../../src/wasm/descriptor-codec.ts";
 import { snowflock } from "../support/cli.ts";
 import { random, refusal, sampleDescriptor, sampleVcpu } from "../support/descriptor-sample.ts";

@@ -1,7 +1,8 @@
 /** The descriptor format: round trip, and every kind of bad input refused with a clear error. */
 import { describe, expect, test } from "bun:test";
 import { deflateSync } from "node:zlib";
-import { DESCRIPTOR_VERSION, HEADER_SIZE, sealEnvelope } from "../../src/descriptor/envelope.ts";
+import { DESCRIPTOR_VERSION, HEADER_SIZE, openEnvelope, sealEnvelope } from "../../src/descriptor/envelope.ts";
+import { SectionWriter, walkSections } from "../../src/sections.ts";
 import { decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
 import { decodeZeroElided } from "../../src/wasm/descriptor-codec.ts";
 import { random, refusal, sampleDescriptor } from "../support/descriptor-sample.ts";
@@ -95,6 +96,14 @@ describe("VM descriptor format", () => {
     expect(refusal(encodeDescriptor(short))).toContain("bitmap does not match");
     const foreignBackend = sample();
     (foreignBackend.meta as { backend: string }).backend = "xen";
-    expect(refusal(encodeDescriptor(foreignBackend))).toContain("backend 'xen'");
+    expect(() => encodeDescriptor(foreignBackend)).toThrow("a kvm machine state under xen metadata");
+    // A descriptor that names a backend whose state this snowflock does not restore, or none it knows.
+    for (const [backend, why] of [["xen", "backend 'xen' is not one whose clones"], ["hyperv", "backend 'hyperv' is not one snowflock knows"]]) {
+      const w = new SectionWriter();
+      for (const { type, body } of walkSections(openEnvelope(encodeDescriptor(sample())).payload)) {
+        w.add(type, type === 1 ? new TextEncoder().encode(JSON.stringify({ ...sample().meta, backend })) : body);
+      }
+      expect(refusal(sealEnvelope(w.bytes()))).toContain(why!);
+    }
   });
 });

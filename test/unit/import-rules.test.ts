@@ -28,15 +28,18 @@ function cruise(cwd: string, paths: string[]): { status: number; violations: Arr
   return { status, violations: report.summary.violations.map((v) => ({ rule: v.rule.name, from: v.from, to: v.to })) };
 }
 
-test("each rule fires on its fixture; errors fail the check, the backend rule only warns", () => {
+test("each rule fires on its fixture and fails the check", () => {
   write({
     "tsconfig.json": JSON.stringify({ compilerOptions: { allowImportingTsExtensions: true, noEmit: true, module: "esnext", moduleResolution: "bundler" } }),
     "src/errors.ts": "export class SnowflockError extends Error {}\n",
     "src/clone/a.ts": 'import { b } from "./b.ts";\nexport const a = () => b;\n',
     "src/clone/b.ts": 'import { a } from "./a.ts";\nexport const b = () => a;\n',
     "src/sys/files.ts": 'import { SnowflockError } from "../errors.ts";\nimport { a } from "../clone/a.ts";\nexport const f = [SnowflockError, a];\n',
-    "src/cli/main.ts": 'import { helper } from "../../test/support/helper.ts";\nimport { machine } from "../backend/kvm/machine.ts";\nexport const m = [helper, machine];\n',
+    "src/cli/main.ts": 'import { helper } from "../../test/support/helper.ts";\nimport { machine } from "../backend/kvm/machine.ts";\nimport { backend } from "../backend/select.ts";\nexport const m = [helper, machine, backend];\n',
+    "src/clone/pipeline.ts": 'import { machine } from "../backend/kvm/machine.ts";\nimport type { Machine } from "../backend/backend.ts";\nexport const p: Machine = machine;\n',
     "src/backend/kvm/machine.ts": "export const machine = 1;\n",
+    "src/backend/backend.ts": "export type Machine = number;\n",
+    "src/backend/select.ts": 'import { machine } from "./kvm/machine.ts";\nexport const backend = machine;\n',
     "test/support/helper.ts": "export const helper = 1;\n",
     "bin/snowflock.ts": 'import { m } from "../src/cli/main.ts";\nexport default m;\n',
   });
@@ -48,12 +51,13 @@ test("each rule fires on its fixture; errors fail the check, the backend rule on
   // src/sys may throw snowflock's typed errors, and import nothing else of ours.
   expect(found("sys-imports-nothing-of-ours")).toEqual(["src/sys/files.ts -> src/clone/a.ts"]);
   expect(found("no-test-code-in-the-binary")).toEqual(["src/cli/main.ts -> test/support/helper.ts"]);
-  expect(found("no-backend-internals-above-the-backend")).toEqual(["src/cli/main.ts -> src/backend/kvm/machine.ts"]);
+  // src/clone reaching into the KVM backend fires; the seam (backend.ts, select.ts) does not.
+  expect(found("no-backend-internals-above-the-backend").sort()).toEqual(["src/cli/main.ts -> src/backend/kvm/machine.ts", "src/clone/pipeline.ts -> src/backend/kvm/machine.ts"]);
   expect(status).not.toBe(0);
 }, 60_000);
 
 test("the project itself keeps the rules (what `bun run deps` checks in CI)", () => {
   const { status, violations } = cruise(ROOT, ["src", "bench", "demo", "bin"]);
-  expect(violations.filter((v) => v.rule !== "no-backend-internals-above-the-backend")).toEqual([]);
+  expect(violations).toEqual([]);
   expect(status).toBe(0);
 }, 60_000);

@@ -3,55 +3,18 @@
  * kernel image, pause every vCPU, capture the whole machine state, and restore such a state into
  * a fresh machine — the base the clone pipeline builds on.
  */
-import type { AllocationHints } from "../../memory/allocation-hints.ts";
 import { SnowflockError } from "../../errors.ts";
 import { parseKernelImage } from "../../guest/elf.ts";
 import { GuestError, writeHypercallResult } from "../../guest/hypercalls.ts";
 import { GuestMemory } from "../../memory/guest-memory.ts";
 import { kickVcpu, installKickHandler } from "./kick.ts";
 import { loadPvhKernel, setPvhEntryState } from "./pvh.ts";
-import { type DeviceState, KvmVm } from "./vm.ts";
-import { captureVcpu, restoreVcpu, savedMsrIndices, type VcpuState } from "./vcpu-state.ts";
+import type { BackendState, CapturedMachine, FreePageMap, GuestCall, Machine, MachineEnd, MachineOptions } from "../backend.ts";
+import { eagerPages, type KvmState } from "./persist.ts";
+import { KvmVm } from "./vm.ts";
+import { captureVcpu, restoreVcpu, savedMsrIndices } from "./vcpu-state.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
 import { scaledTimeout } from "../../timeouts.ts";
-
-export interface FreePageMap {
-  /** Guest-physical address of the bitmap; bit i set = page frame i in use. */
-  address: number;
-  frames: number;
-}
-
-export interface MachineOptions {
-  vcpus: number;
-  /** 0 for an original VM; a clone's ID otherwise. */
-  cloneId?: number;
-  onConsole?: (line: string, vcpu: number) => void;
-  /** Serves the Impromptu Cluster API; the calling vCPU waits for the result. */
-  onClusterCall?: (call: ClusterCallRequest) => Promise<bigint>;
-  /** Called once the vCPUs have stopped, before the VM's fd is closed (memtap releases its uffd). */
-  beforeClose?: () => void;
-  /** Where the vCPUs mark pages the guest's allocator hands out (memtap zero-fills them). */
-  allocationHints?: AllocationHints;
-}
-
-export interface ClusterCallRequest {
-  vcpu: number;
-  nr: number;
-  args: bigint[];
-  /** Guest-physical address of the call block (where a clone's sf_clone result goes). */
-  blockAddress: number;
-}
-
-export interface MachineState {
-  vcpus: VcpuState[];
-  devices: DeviceState;
-  memorySize: number;
-}
-
-export type MachineEnd =
-  | { kind: "exit"; status: number }
-  | { kind: "crash"; reason: string; vcpu: number; rip?: string }
-  | { kind: "stopped" };
 
 const PAUSE_TIMEOUT_MS = scaledTimeout(5000);
 const START_TIMEOUT_MS = scaledTimeout(10_000);
@@ -64,7 +27,7 @@ const VCPU_WORKER_URL = import.meta.url.includes("/$bunfs/")
   ? new URL("./src/backend/kvm/vcpu-worker.ts", import.meta.url).href
   : new URL("./vcpu-worker.ts", import.meta.url).href;
 
-export class KvmMachine {
+export class KvmMachine implements Machine {
   private workers: Worker[] = [];
   private controls: Int32Array[] = [];
   private stats: VcpuStats[] = [];
@@ -103,7 +66,9 @@ export class KvmMachine {
   }
 
   /** A fresh machine that carries on from `state` over `memory` (which it takes ownership of). */
-  static restore(state: MachineState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): KvmMachine {
+  static restore(saved: BackendState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): KvmMachine {
+    if (saved.backend !== "kvm") throw new SnowflockError("VM_STATE", `a ${saved.backend} machine state cannot be restored on KVM`);
+    const state = saved as KvmState;
     if (memory.size !== state.memorySize) throw new SnowflockError("VM_STATE", `memory of ${memory.size} bytes does not match the captured ${state.memorySize}`);
     const vm = new KvmVm(memory, state.vcpus.length);
     try {
@@ -184,10 +149,10 @@ export class KvmMachine {
   }
 
   private async serveClusterCall(event: Extract<VcpuEvent, { type: "family-call" }>): Promise<void> {
-    const call = { vcpu: event.index, nr: event.nr, args: event.args, blockAddress: event.blockAddress };
+    const call: GuestCall = { vcpu: event.index, nr: event.nr, args: event.args, blockAddress: event.blockAddress };
     let result: bigint;
     try {
-      result = this.options.onClusterCall ? await this.options.onClusterCall(call) : GuestError.ENOSYS;
+      result = this.options.onGuestCall ? await this.options.onGuestCall(call) : GuestError.ENOSYS;
     } catch {
       result = GuestError.EINVAL;
     }
@@ -244,17 +209,19 @@ export class KvmMachine {
     this.command(Command.RUN);
   }
 
-  /** The whole machine state except bulk memory. The machine must be paused. */
-  capture(): MachineState {
+  /** The whole machine state except bulk memory, and the pages a clone needs at once. The machine must be paused. */
+  capture(): CapturedMachine {
     if (this.controls.some((c) => Atomics.load(c, Control.STATE) !== VcpuRunState.PAUSED)) {
       throw new SnowflockError("VM_STATE", "capture needs every vCPU paused");
     }
     const msrs = savedMsrIndices(this.vm.host.msrIndices);
-    return {
+    const state: KvmState = {
+      backend: "kvm",
       devices: this.vm.captureDevices(),
       vcpus: this.vm.vcpus.map((v) => captureVcpu(v.fd, msrs)),
       memorySize: this.memory.size,
     };
+    return { state, eagerPages: eagerPages(state, this.memory) };
   }
 
   /** Ends the machine from outside; resolves with how it ended. */

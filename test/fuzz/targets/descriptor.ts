@@ -5,9 +5,10 @@
  */
 import { deflateSync } from "node:zlib";
 import * as abi from "../../../src/backend/kvm/abi.ts";
+import type { KvmState } from "../../../src/backend/kvm/persist.ts";
 import { type Descriptor, decodeDescriptor, encodeDescriptor } from "../../../src/descriptor/format.ts";
 import { HEADER_SIZE, openEnvelope, sealEnvelope } from "../../../src/descriptor/envelope.ts";
-import { SectionWriter, walkSections } from "../../../src/descriptor/sections.ts";
+import { SectionWriter, walkSections } from "../../../src/sections.ts";
 import { SnowflockError } from "../../../src/errors.ts";
 import { memoryLayout, PAGE_SIZE } from "../../../src/memory/layout.ts";
 import { DescriptorCodecError, decodeZeroElided, encodeZeroElided } from "../../../src/wasm/descriptor-codec.ts";
@@ -45,12 +46,13 @@ export function randomDescriptor(rng: Rng): Descriptor {
   const bitmap = () => rng.bytes(Math.ceil(pageCount / 8));
   const pages = new Map<number, Uint8Array>();
   for (let n = rng.int(0, 3); n > 0; n--) pages.set(rng.int(0, pageCount - 1), filler(rng, PAGE_SIZE));
+  const state: KvmState = { backend: "kvm", memorySize, vcpus: Array.from({ length: rng.int(1, 3) }, vcpu), devices: {
+      picMaster: filler(rng, abi.kvm_irqchip.size), picSlave: filler(rng, abi.kvm_irqchip.size), ioapic: filler(rng, abi.kvm_irqchip.size),
+      pit: filler(rng, abi.kvm_pit_state2.size), clock: filler(rng, abi.kvm_clock_data.size) } };
   const d: Descriptor = {
     meta: { backend: "kvm", name: `vm${rng.int(0, 99)}`, cmdline: rng.pick(["serve", "sha256 size=1M"]), memorySize,
       regions: memoryLayout(memorySize).regions, createdAt: new Date(1_700_000_000_000 + rng.int(0, 1e9)).toISOString() },
-    state: { memorySize, vcpus: Array.from({ length: rng.int(1, 3) }, vcpu), devices: {
-      picMaster: filler(rng, abi.kvm_irqchip.size), picSlave: filler(rng, abi.kvm_irqchip.size), ioapic: filler(rng, abi.kvm_irqchip.size),
-      pit: filler(rng, abi.kvm_pit_state2.size), clock: filler(rng, abi.kvm_clock_data.size) } },
+    state,
     nonZeroPages: bitmap(),
     pages,
   };

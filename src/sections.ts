@@ -1,8 +1,14 @@
 /**
- * The descriptor payload is a list of sections: u16 type, u16 reserved (0), u32 length, bytes.
- * The reader checks every length against what is left, so no field can point outside the input.
+ * The descriptor payload, and each backend's persisted machine state inside it, is a list of
+ * sections: u16 type, u16 reserved (0), u32 length, bytes. The reader checks every length against
+ * what is left, so no field can point outside the input. Whatever does not fit is refused.
  */
-import { refuse } from "./refuse.ts";
+import { SnowflockError } from "./errors.ts";
+
+/** Every refusal of a descriptor: one DESCRIPTOR error saying what is wrong with it. */
+export function refuse(why: string, hint?: string): never {
+  throw new SnowflockError("DESCRIPTOR", `not a usable VM descriptor: ${why}`, hint);
+}
 
 export class SectionWriter {
   private chunks: Uint8Array[] = [];
@@ -12,6 +18,11 @@ export class SectionWriter {
     header.setUint16(0, type, true);
     header.setUint32(4, body.byteLength, true);
     this.chunks.push(new Uint8Array(header.buffer), body);
+  }
+
+  /** Sections already written elsewhere (a backend's persisted state), as they are. */
+  addWritten(sections: Uint8Array): void {
+    this.chunks.push(sections);
   }
 
   bytes(): Uint8Array {

@@ -1,0 +1,168 @@
+/**
+ * The seam between snowflock's clone pipeline and a hypervisor: what every backend offers
+ * (`Backend`) and what a running VM looks like to the layers above (`Machine`). Nothing above
+ * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
+ */
+import type { ForkResult } from "../clone/fork-result.ts";
+import type { AllocationHints } from "../memory/allocation-hints.ts";
+import type { GuestMemory } from "../memory/guest-memory.ts";
+import type { SnowflockError } from "../errors.ts";
+import type { BackendName } from "./names.ts";
+
+export { BACKENDS, type BackendName } from "./names.ts";
+
+/** Most vCPUs a VM may have (`run --vcpus`); a descriptor with more is refused. */
+export const MAX_VCPUS = 64;
+
+/** Where the guest's page allocator keeps its bitmap (SF_HC_FREE_PAGES). */
+export interface FreePageMap {
+  /** Guest-physical address of the bitmap; bit i set = page frame i in use. */
+  address: number;
+  frames: number;
+}
+
+/** A guest's Impromptu Cluster API call (sf_clone, sf_join, ...) as the family serves it. */
+export interface GuestCall {
+  vcpu: number;
+  nr: number;
+  args: bigint[];
+  /** Guest-physical address of the call block (where a clone's sf_clone result goes). */
+  blockAddress: number;
+}
+
+export type MachineEnd = { kind: "exit"; status: number } | { kind: "crash"; reason: string; vcpu: number; rip?: string } | { kind: "stopped" };
+
+/** A machine's captured state apart from its memory: opaque above the backend, tagged with it. */
+export interface BackendState {
+  backend: BackendName;
+  memorySize: number;
+}
+
+/** What `inspect` shows of each vCPU. */
+export interface VcpuSummary {
+  index: number;
+  rip: string;
+  rsp: string;
+  mpState: number;
+  msrs: number;
+}
+
+export interface StateDecoder {
+  /** One section of the backend's (type in sectionTypes), checked as it is read. */
+  take(type: number, body: Uint8Array): void;
+  /** The state, once every section was taken; refuses a state with a part missing. */
+  finish(): BackendState;
+}
+
+export interface StatePersist {
+  /** Descriptor section types this backend's state uses (never 1 or 4 to 15: the descriptor's own). */
+  sectionTypes: ReadonlySet<number>;
+  sectionName(type: number): string;
+  /** The most bytes its sections (headers included) may take. */
+  maxBytes: number;
+  /** The state as descriptor sections. */
+  encode(state: BackendState): Uint8Array;
+  decoder(memorySize: number): StateDecoder;
+  summary(state: BackendState): VcpuSummary[];
+}
+
+/** A paused machine, captured: its state and the backing pages a clone touches first (page tables, code and stack under each vCPU). */
+export interface CapturedMachine {
+  state: BackendState;
+  eagerPages: number[];
+}
+
+export interface MachineOptions {
+  vcpus: number;
+  /** 0 for an original VM; a clone's ID otherwise. */
+  cloneId?: number;
+  onConsole?: (line: string, vcpu: number) => void;
+  /** Serves the Impromptu Cluster API; the calling vCPU waits for the result. */
+  onGuestCall?: (call: GuestCall) => Promise<bigint>;
+  /** Called once the vCPUs have stopped, before the VM is closed (memtap releases its uffd). */
+  beforeClose?: () => void;
+  /** Where the vCPUs mark pages the guest's allocator hands out (memtap zero-fills them). */
+  allocationHints?: AllocationHints;
+}
+
+/** A VM this process runs: the clone pipeline pauses it, captures it and resumes it. */
+export interface Machine {
+  readonly memory: GuestMemory;
+  /** Settles once the machine has stopped, with why. */
+  readonly ended: Promise<MachineEnd>;
+  /** Where the guest's allocator keeps its bitmap, if it said; clones inherit it. */
+  freePageMap: FreePageMap | undefined;
+  start(): Promise<void>;
+  /** Ends the machine from outside; resolves with how it ended. */
+  stop(): Promise<MachineEnd>;
+  pause(): void;
+  resume(): void;
+  /** The machine's state (it must be paused). */
+  capture(): CapturedMachine;
+  /** Guest pages written so far (or, once ended, by the end). */
+  pagesTouched(): number;
+}
+
+/** Machines run by snowflock's own VMM processes (KVM). */
+export interface MachineFactory {
+  /** A machine with the kernel `image` loaded at its entry; start() runs it. */
+  boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions): Machine;
+  /** A fresh machine that carries on from `state` over `memory` (which it takes ownership of). */
+  restore(state: BackendState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): Machine;
+}
+
+/** A VM the hypervisor runs and snowflock attaches to by name (Xen domUs), as `ls` shows it. */
+export interface DomainListing {
+  name: string;
+  id: number;
+  state: string;
+  memoryBytes: number;
+  vcpus: number;
+  cloneId: number;
+  /** The family's parent (its id); its own for a domain no fork touched. */
+  family: number;
+  mac?: string;
+  /** 0 for a parent; one more per generation of clones (for the tree in `ls`). */
+  depth: number;
+}
+
+/** The operator's commands on VMs the hypervisor runs (Xen): fork, ls, kill and the host's agent. */
+export interface DomainOperations {
+  readonly maxClones: number;
+  /** Refuses a `--memory` this host cannot give clones. */
+  checkMemory(memory: string | undefined): void;
+  /** `workDirectory`: where snowflock keeps its files on this host (the run directory). */
+  fork(name: string, clones: number, options: { workDirectory: string; progress?: (line: string) => void }): Promise<ForkResult>;
+  /** Parents first, each followed by its clones. */
+  list(): Promise<DomainListing[]>;
+  /** Ends a domain and its clones, or only its clones; the domains ended. */
+  kill(name: string, options: { clones?: boolean }): Promise<DomainListing[]>;
+  /** The hypervisor and its version, as reports name it. */
+  hypervisor(): Promise<string>;
+  /** Waits until the domain's drivers are up and it can be suspended (so forked); false if it shut down first. */
+  waitReady(name: string, timeoutMs: number): Promise<boolean>;
+  /** Serves the guests' requests (sf clone, join, exit, kill) until stop(). */
+  serveGuests(options: { workDirectory: string; log: (line: string) => void }): { stop(): void };
+}
+
+/** One fact `doctor` prints about a backend: a label and its value. */
+export type DoctorLine = [label: string, value: string];
+
+export type DoctorReport =
+  | { backend: BackendName; available: true; memoryOnDemand: boolean; facts: Record<string, unknown>; lines: DoctorLine[] }
+  | { backend: BackendName; available: false; reason: string; error: SnowflockError };
+
+export interface Backend {
+  readonly name: BackendName;
+  /** The CLI commands this backend serves. */
+  readonly commands: readonly string[];
+  /** How to work with this backend, for a command it does not serve. */
+  readonly usage: string;
+  /** Throws a typed error saying how to fix the host if this backend cannot run here. */
+  check(): void;
+  doctor(): Promise<DoctorReport>;
+  /** Present where snowflock runs the VMs itself, in its VMM processes. */
+  readonly machines?: MachineFactory;
+  /** Present where the hypervisor runs the VMs and snowflock attaches to them. */
+  readonly domains?: DomainOperations;
+}

@@ -1,0 +1,181 @@
+/**
+ * The Xen backend (a dom0): Xen runs the domUs, snowflock attaches to them by name to fork, list
+ * and end them, and serves the guests' own requests (sf) through XenStore.
+ */
+import type { ForkResult } from "../../clone/fork-result.ts";
+import type { Backend, DoctorReport, DomainListing, DomainOperations } from "../backend.ts";
+import { startXenAgent } from "./agent.ts";
+import { isXenUnavailable } from "./errors.ts";
+import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
+import { type Availability, xenFeatures } from "./features.ts";
+import { forkDomain, MAX_XEN_CLONES } from "./fork.ts";
+import { openXen, type XenHost } from "./host.ts";
+import { SnowflockError } from "../../errors.ts";
+import { XC_PAGE_SIZE } from "./abi.ts";
+
+async function withHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
+  const host = openXen();
+  try {
+    return await use(host);
+  } finally {
+    host.close();
+  }
+}
+
+function state(m: XenMember): string {
+  const d = m.domain;
+  return d.shutdown ? "shutdown" : d.paused ? "paused" : d.running ? "running" : d.blocked ? "blocked" : "idle";
+}
+
+function listing(m: XenMember, depth: number): DomainListing {
+  return {
+    name: m.name,
+    id: m.domain.domid,
+    state: state(m),
+    memoryBytes: m.domain.totPages * XC_PAGE_SIZE,
+    vcpus: m.domain.onlineVcpus,
+    cloneId: m.member?.cloneId ?? 0,
+    family: m.member?.family ?? m.domain.domid,
+    mac: m.member?.mac,
+    depth,
+  };
+}
+
+/** Parents first, each followed by its clones. */
+function familyOrder(members: XenMember[]): DomainListing[] {
+  const ordered: DomainListing[] = [];
+  const visit = (m: XenMember, depth: number) => {
+    ordered.push(listing(m, depth));
+    for (const c of clonesOf(members, m.domain.domid).sort((a, b) => a.member!.cloneId - b.member!.cloneId)) visit(c, depth + 1);
+  };
+  const isClone = (m: XenMember) => m.member !== undefined && m.member.family !== m.domain.domid && members.some((p) => p.domain.domid === m.member!.family);
+  for (const m of members.filter((x) => !isClone(x))) visit(m, 0);
+  return ordered;
+}
+
+const yesNo = (a: Availability) => (a.available === true ? `yes: ${a.detail}` : a.available === false ? `no: ${a.reason}` : `unknown: ${a.reason}`);
+
+/** Host memory as people read it: 3.0G, 512M. */
+const approximate = (bytes: number) => (bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)}G` : `${Math.round(bytes / 1024 ** 2)}M`);
+
+async function doctor(): Promise<DoctorReport> {
+  let host: XenHost;
+  try {
+    host = openXen();
+  } catch (error) {
+    if (isXenUnavailable(error)) return { backend: "xen", available: false, reason: error.render(), error };
+    throw error;
+  }
+  try {
+    const { version, abi } = host;
+    const info = host.physinfo();
+    const features = xenFeatures(host);
+    const facts = {
+      version: `${version.major}.${version.minor}${version.extra}`,
+      release: abi.release,
+      domctlInterfaceVersion: abi.constants.XEN_DOMCTL_INTERFACE_VERSION,
+      capabilities: host.capabilities,
+      guestTypes: { pv: features.pv, hvm: features.hvm, hap: features.hap, shadow: features.shadow },
+      cpu: { count: info.nrCpus, mhz: Math.round(info.cpuKhz / 1000), vmx: info.cpu.vmx, svm: info.cpu.svm },
+      memory: { totalBytes: info.totalPages * info.pageSize, freeBytes: info.freePages * info.pageSize },
+      domains: host.listDomains().length,
+      memSharingFork: features.memSharingFork,
+      paging: features.paging,
+      cloneMemory: features.cloneMemory,
+    };
+    const types = Object.entries(facts.guestTypes).flatMap(([type, has]) => (has ? [type] : [])).join(" ");
+    const cpu = facts.cpu;
+    return {
+      backend: "xen",
+      available: true,
+      memoryOnDemand: features.cloneMemory === "ondemand",
+      facts,
+      lines: [
+        ["backend", "xen (dom0)"],
+        ["xen", `${facts.version} (domctl interface 0x${facts.domctlInterfaceVersion.toString(16)})`],
+        ["capabilities", facts.capabilities],
+        ["virt caps", types || "none"],
+        ["cpus", `${cpu.count} at ${cpu.mhz} MHz, ${cpu.vmx ? "Intel VT-x" : cpu.svm ? "AMD-V" : "no hardware virtualization"}`],
+        ["memory", `${approximate(facts.memory.totalBytes)} total, ${approximate(facts.memory.freeBytes)} free`],
+        ["domains", String(facts.domains)],
+        ["mem-sharing fork", yesNo(features.memSharingFork)],
+        ["paging", yesNo(features.paging)],
+        ["memory-on-demand", features.cloneMemory === "ondemand" ? "yes (paging)" : 'no: clones get eager copies of their parent\'s memory (memory: "eager")'],
+      ],
+    };
+  } finally {
+    host.close();
+  }
+}
+
+const domains: DomainOperations = {
+  maxClones: MAX_XEN_CLONES,
+  checkMemory(memory) {
+    if (memory !== undefined && memory !== "eager") {
+      throw new SnowflockError("USAGE", `--memory ${memory} is not available on Xen here`, "this Xen has neither memory sharing nor paging: clones get eager copies of their parent's memory (--memory eager)");
+    }
+  },
+  fork: (name, clones, { workDirectory, progress }) =>
+    withHost(async (host): Promise<ForkResult> => {
+      const parent = findMember(listMembers(host), name);
+      progress?.(`forking ${parent.name} (domain ${parent.domain.domid}) into ${clones} clone${clones > 1 ? "s" : ""}`);
+      const r = await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory, progress });
+      const t = r.timings;
+      return {
+        backend: "xen",
+        parent: r.parent.name,
+        memory: "eager",
+        pausedMs: t.parentDownMs,
+        descriptorMs: 0,
+        descriptorBytes: 0,
+        // Every clone starts at the end of the round: its context set and unpaused, all in this process.
+        clones: r.clones.map((c) => ({ name: c.name, cloneId: c.cloneId, domid: c.domid, mac: c.mac, readyMs: t.totalMs, restoredMs: t.totalMs - t.startMs, runningMs: t.totalMs })),
+        failed: [],
+        totalMs: t.totalMs,
+        eagerCopy: { threads: r.threads, pagesCopied: r.pagesCopied, pagesZero: r.pagesZero, bytesCopied: r.bytesCopied, shellsMs: t.shellsMs, suspendMs: t.suspendMs, copyMs: t.copyMs, startMs: t.startMs },
+      };
+    }),
+  list: () => withHost((host) => familyOrder(listMembers(host))),
+  kill: (name, { clones: onlyClones }) =>
+    withHost((host) => {
+      const members = listMembers(host);
+      const target = findMember(members, name);
+      const clones = clonesOf(members, target.domain.domid);
+      if (onlyClones && clones.length === 0) throw new SnowflockError("NOT_FOUND", `domain ${target.name} has no running clones`);
+      const victims = onlyClones ? clones : [...clones, target];
+      destroyDomains(host, victims.map((v) => v.domain.domid));
+      return victims.map((v) => listing(v, 0));
+    }),
+  hypervisor: () => withHost(({ version }) => `Xen ${version.major}.${version.minor}${version.extra}`),
+  waitReady: (name, timeoutMs) =>
+    withHost(async (host) => {
+      const domid = findMember(listMembers(host), name).domain.domid;
+      const store = host.xenstore();
+      for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; ) {
+        if (store.readString(`/local/domain/${domid}/control/feature-suspend`) === "1") return true;
+        const domain = host.domain(domid);
+        if (!domain || domain.shutdown || domain.dying) return false;
+        await Bun.sleep(250);
+      }
+      throw new SnowflockError("VM_STATE", `domain ${name} never offered suspend (control/feature-suspend) in ${Math.round(timeoutMs / 1000)} s`, "the domU's kernel needs Xen's suspend support");
+    }),
+  serveGuests({ workDirectory, log }) {
+    const host = openXen();
+    const agent = startXenAgent({ host, workDirectory, log });
+    return {
+      stop() {
+        agent.stop();
+        host.close();
+      },
+    };
+  },
+};
+
+export const xenBackend: Backend = {
+  name: "xen",
+  commands: ["fork", "ls", "kill", "agent", "doctor", "bench"],
+  usage: "on Xen: start domains with xl create, then use fork, ls, kill, agent (--backend xen)",
+  check: () => openXen().close(),
+  doctor,
+  domains,
+};
