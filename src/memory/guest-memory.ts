@@ -3,7 +3,18 @@
  * so that a clone round can freeze it: the memfd becomes a read-only image that clones map
  * copy-on-write, and this process moves onto a private mapping of it.
  */
-import { MAP_ANONYMOUS, MAP_FIXED, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, MFD_CLOEXEC, O_RDONLY, PROT_READ, PROT_WRITE } from "../sys/constants.ts";
+import { isZeroPage } from "./zero-page.ts";
+import {
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MFD_CLOEXEC,
+  O_RDONLY,
+  PROT_READ,
+  PROT_WRITE,
+} from "../sys/constants.ts";
 import { close, ftruncate, memfdCreate, open, pwrite } from "../sys/files.ts";
 import { mincore, mmap, munmap, view } from "../sys/memory.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
@@ -84,7 +95,12 @@ export class GuestMemory {
    * Copy-on-write with no backing file, so freeze() writes a real image from the contents.
    */
   static createEmpty(layout: MemoryLayout): GuestMemory {
-    return new GuestMemory(layout, mmap(0, layout.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), -1, true);
+    return new GuestMemory(
+      layout,
+      mmap(0, layout.size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+      -1,
+      true,
+    );
   }
 
   /** The same memory seen from another thread (a vCPU Worker); it does not own the mapping. */
@@ -120,16 +136,8 @@ export class GuestMemory {
   /** Pages that may hold something other than zeros: touched, and not all zero when looked at. */
   nonZeroPages(): PageBitmap {
     const pages = this.touchedPages();
-    const words = new BigUint64Array(this.bytes.buffer, this.bytes.byteOffset, this.size / 8);
     for (let page = pages.nextSet(0); page >= 0; page = pages.nextSet(page + 1)) {
-      let zero = true;
-      for (let w = page * 512, end = w + 512; w < end; w++) {
-        if (words[w] !== 0n) {
-          zero = false;
-          break;
-        }
-      }
-      if (zero) pages.clear(page);
+      if (isZeroPage(this.bytes, page)) pages.clear(page);
     }
     return pages;
   }

@@ -6,6 +6,7 @@
 import { toArrayBuffer } from "bun:ffi";
 import { SnowflockError } from "../../errors.ts";
 import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
+import { isZeroPage } from "../../memory/zero-page.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import type { ForeignMemory } from "./foreign-memory.ts";
 
@@ -20,19 +21,18 @@ export interface PageCopyResult {
   batches: number;
 }
 
-const ZERO_PAGE = Buffer.alloc(XC_PAGE_SIZE);
-
-function isZero(pages: Buffer, index: number): boolean {
-  const at = index * XC_PAGE_SIZE;
-  return pages.compare(ZERO_PAGE, 0, XC_PAGE_SIZE, at, at + XC_PAGE_SIZE) === 0;
-}
-
 /**
  * Copies every populated frame of `parent` to the same frame of each clone. Frames are found by
  * mapping: the RAM at the bottom of the physmap, scanned up until a batch holds no page, and the
  * special pages (XenStore, console) just below `maximumGpfn`, scanned down likewise.
  */
-export function copyPages(memory: ForeignMemory, parent: number, clones: number[], maximumGpfn: number, progress?: (pages: number) => void): PageCopyResult {
+export function copyPages(
+  memory: ForeignMemory,
+  parent: number,
+  clones: number[],
+  maximumGpfn: number,
+  progress?: (pages: number) => void,
+): PageCopyResult {
   let pages = 0;
   let zeroPages = 0;
   let batches = 0;
@@ -47,7 +47,7 @@ export function copyPages(memory: ForeignMemory, parent: number, clones: number[
       const present = [...source.errors.keys()].filter((i) => source.errors[i] === 0);
       if (present.length === 0) return 0;
       const from = Buffer.from(toArrayBuffer(source.address as never, 0, count * XC_PAGE_SIZE));
-      const zero = present.map((i) => isZero(from, i));
+      const zero = present.map((i) => isZeroPage(from, i));
       for (const clone of clones) {
         const target = memory.map(clone, PROT_READ | PROT_WRITE, frames);
         try {
@@ -57,7 +57,7 @@ export function copyPages(memory: ForeignMemory, parent: number, clones: number[
             const at = i * XC_PAGE_SIZE;
             // A shell's fresh pages are zero (Xen scrubs them), but the domain builder wrote some.
             if (!zero[k]) to.set(from.subarray(at, at + XC_PAGE_SIZE), at);
-            else if (!isZero(to, i)) to.fill(0, at, at + XC_PAGE_SIZE);
+            else if (!isZeroPage(to, i)) to.fill(0, at, at + XC_PAGE_SIZE);
           });
         } finally {
           memory.unmap(target);
@@ -83,5 +83,9 @@ export function copyPages(memory: ForeignMemory, parent: number, clones: number[
 }
 
 function layoutMismatch(parent: number, clone: number, frame: number, error: number): SnowflockError {
-  return new SnowflockError("VM_STATE", `clone domain ${clone} has no page at frame 0x${frame.toString(16)} where its parent ${parent} has one (error ${error})`, "the parent's memory layout changed since it was built (ballooning?); fork it again at its configured memory");
+  return new SnowflockError(
+    "VM_STATE",
+    `clone domain ${clone} has no page at frame 0x${frame.toString(16)} where its parent ${parent} has one (error ${error})`,
+    "the parent's memory layout changed since it was built (ballooning?); fork it again at its configured memory",
+  );
 }
