@@ -9,7 +9,12 @@ import { buildXenTool } from "./guest/xen/build.ts";
 import { buildWasm } from "./wasm/build.ts";
 
 /** Each Worker entry must be named to `bun build --compile`, or the executable cannot start it. */
-const WORKER_ENTRYPOINTS = ["src/backend/kvm/vcpu-worker.ts", "src/memory/memtap-worker.ts", "src/mcdist/server-worker.ts", "src/backend/xen/fork-worker.ts"];
+const WORKER_ENTRYPOINTS = [
+  "src/backend/kvm/vcpu-worker.ts",
+  "src/memory/memtap-worker.ts",
+  "src/mcdist/server-worker.ts",
+  "src/backend/xen/fork-worker.ts",
+];
 
 async function step<T>(what: string, work: () => Promise<T>): Promise<T> {
   const started = performance.now();
@@ -19,10 +24,23 @@ async function step<T>(what: string, work: () => Promise<T>): Promise<T> {
 }
 
 async function compileExecutable(outfile: string): Promise<void> {
-  const build = Bun.spawn([process.execPath, "build", "--compile", "--minify-whitespace", "--minify-syntax", "bin/snowflock.ts", ...WORKER_ENTRYPOINTS, "--outfile", outfile], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
+  const build = Bun.spawn(
+    [
+      process.execPath,
+      "build",
+      "--compile",
+      "--minify-whitespace",
+      "--minify-syntax",
+      "bin/snowflock.ts",
+      ...WORKER_ENTRYPOINTS,
+      "--outfile",
+      outfile,
+    ],
+    {
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  );
   const [out, err, code] = await Promise.all([new Response(build.stdout).text(), new Response(build.stderr).text(), build.exited]);
   if (code !== 0) throw new Error(`bun build --compile failed:\n${out}${err}`);
 }

@@ -63,9 +63,28 @@ const runDir = mkdtempSync(join(tmpdir(), "snowflock-bench-"));
 const peers: Record<string, string[]> = {
   snowflock: [SNOWFLOCK, "run", "hello", "--mem", "256M"],
   "qemu -accel kvm": [
-    "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", "256M", "-smp", "1",
-    "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-    "-kernel", GUEST, "-append", "hello smp=1", "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+    "qemu-system-x86_64",
+    "-accel",
+    "kvm",
+    "-cpu",
+    "host,-arch-capabilities",
+    "-m",
+    "256M",
+    "-smp",
+    "1",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-serial",
+    "stdio",
+    "-no-reboot",
+    "-kernel",
+    GUEST,
+    "-append",
+    "hello smp=1",
+    "-device",
+    "isa-debug-exit,iobase=0xf4,iosize=4",
   ],
 };
 
@@ -96,6 +115,8 @@ else {
   console.log(`${report.benchmark}\n${report.machine}; median of ${runs} runs\n`);
   console.log(`${"".padEnd(18)}${"median".padStart(10)}${"min".padStart(10)}${"max".padStart(10)}${"ratio".padStart(8)}`);
   for (const r of report.results) {
-    console.log(`${r.name.padEnd(18)}${`${r.medianMs.toFixed(1)} ms`.padStart(10)}${`${r.minMs.toFixed(1)} ms`.padStart(10)}${`${r.maxMs.toFixed(1)} ms`.padStart(10)}${`${r.ratioToSnowflock.toFixed(2)}x`.padStart(8)}`);
+    console.log(
+      `${r.name.padEnd(18)}${`${r.medianMs.toFixed(1)} ms`.padStart(10)}${`${r.minMs.toFixed(1)} ms`.padStart(10)}${`${r.maxMs.toFixed(1)} ms`.padStart(10)}${`${r.ratioToSnowflock.toFixed(2)}x`.padStart(8)}`,
+    );
   }
 }

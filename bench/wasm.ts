@@ -108,8 +108,13 @@ function reassemblySection(runs: number): void {
     ["WASM", () => new WasmReassembly(options)],
   ];
   const pages = pageFrames();
-  console.log(`reassembly: ${PAGES} objects of ${PAGE_OBJECT} B at MTU ${MTU} (${pages[0]!.length} fragments each), maxPartial ${MAX_PARTIAL}, median of ${runs} runs`);
-  for (const [name, frames] of [["in order", inOrder(pages)], ["interleaved (64-page windows shuffled, 10% duplicates)", interleaved(pages)]] as const) {
+  console.log(
+    `reassembly: ${PAGES} objects of ${PAGE_OBJECT} B at MTU ${MTU} (${pages[0]!.length} fragments each), maxPartial ${MAX_PARTIAL}, median of ${runs} runs`,
+  );
+  for (const [name, frames] of [
+    ["in order", inOrder(pages)],
+    ["interleaved (64-page windows shuffled, 10% duplicates)", interleaved(pages)],
+  ] as const) {
     // Warm up both (JIT, wasm tiers) before timing; then alternate runs.
     for (const [, make] of impls) for (let i = 0; i < 3; i++) timeOnce(make, frames);
     const samples = impls.map(() => [] as number[]);
@@ -186,16 +191,43 @@ function pageBitmapSection(runs: number): void {
     return [start, Math.floor(next() * Math.min(4096, GUEST_PAGES - start))];
   });
   const impls: Array<[string, () => unknown]> = [
-    ["TS  ", () => bitmapRound(RefBitmap.fromBytes(first, GUEST_PAGES), RefBitmap.fromBytes(second, GUEST_PAGES), (x, y) => { x.or(y); x.andNot(y); x.and(y); }, ranges)],
-    ["WASM", () => {
-      using a = PageBitmap.fromBytes(first, GUEST_PAGES);
-      using b = PageBitmap.fromBytes(second, GUEST_PAGES);
-      return bitmapRound(a, b, (x, y) => { x.or(y); x.andNot(y); x.and(y); }, ranges);
-    }],
+    [
+      "TS  ",
+      () =>
+        bitmapRound(
+          RefBitmap.fromBytes(first, GUEST_PAGES),
+          RefBitmap.fromBytes(second, GUEST_PAGES),
+          (x, y) => {
+            x.or(y);
+            x.andNot(y);
+            x.and(y);
+          },
+          ranges,
+        ),
+    ],
+    [
+      "WASM",
+      () => {
+        using a = PageBitmap.fromBytes(first, GUEST_PAGES);
+        using b = PageBitmap.fromBytes(second, GUEST_PAGES);
+        return bitmapRound(
+          a,
+          b,
+          (x, y) => {
+            x.or(y);
+            x.andNot(y);
+            x.and(y);
+          },
+          ranges,
+        );
+      },
+    ],
   ];
   const [ts, wasm] = impls.map(([, run]) => run());
   if (ts !== wasm) throw new Error(`page bitmap: the kernel and the reference disagree (${wasm} vs ${ts})`);
-  console.log(`page bitmap: a 1 GiB guest's bitmaps (${GUEST_PAGES} pages): load two, 64 set and clear ranges, or/and-not/and, population count, walk every run; median of ${runs} runs`);
+  console.log(
+    `page bitmap: a 1 GiB guest's bitmaps (${GUEST_PAGES} pages): load two, 64 set and clear ranges, or/and-not/and, population count, walk every run; median of ${runs} runs`,
+  );
   printRatio(impls, runsPerSecond(impls, runs), (perSecond) => `${perSecond.toFixed(0)} rounds/s`);
 
   const nonZero = Uint8Array.from({ length: GUEST_PAGES / 8 }, () => next() * 256);
@@ -211,7 +243,14 @@ function pageBitmapSection(runs: number): void {
 /** A payload shaped like a 1 GiB guest's descriptor: metadata, registers, two bitmaps, carried pages. */
 function descriptorShapedPayload(): Uint8Array {
   const next = xorshift(0xde5c);
-  const meta = new TextEncoder().encode(JSON.stringify({ name: "bench", memory: 1 << 30, vcpus: 2, regions: Array.from({ length: 24 }, (_, i) => ({ gpa: i << 20, bytes: 1 << 20, kind: "ram" })) }));
+  const meta = new TextEncoder().encode(
+    JSON.stringify({
+      name: "bench",
+      memory: 1 << 30,
+      vcpus: 2,
+      regions: Array.from({ length: 24 }, (_, i) => ({ gpa: i << 20, bytes: 1 << 20, kind: "ram" })),
+    }),
+  );
   const registers = Uint8Array.from({ length: 2 * 1536 }, (_, i) => (i % 8 < 3 ? next() * 256 : 0));
   const touched = new Uint8Array(GUEST_PAGES / 8);
   touched.fill(0xff, 0, touched.length / 4); // the 256 MiB data setup
@@ -231,7 +270,9 @@ function codecSection(runs: number): void {
   const deflated = deflateSync(raw, { level: 6 });
   const mib = raw.length / 2 ** 20;
   const rate = (perSecond: number): string => `${(perSecond * mib).toFixed(0)} MiB/s`;
-  console.log(`descriptor codec: a ${(raw.length / 1024).toFixed(0)} KiB descriptor-shaped payload (1 GiB guest) -> ${coded.length} bytes (deflate level 6: ${deflated.length} bytes); median of ${runs} runs`);
+  console.log(
+    `descriptor codec: a ${(raw.length / 1024).toFixed(0)} KiB descriptor-shaped payload (1 GiB guest) -> ${coded.length} bytes (deflate level 6: ${deflated.length} bytes); median of ${runs} runs`,
+  );
   const encoders: Array<[string, () => unknown]> = [
     ["TS  ", () => referenceEncode(raw)],
     ["WASM", () => encodeZeroElided(raw)],

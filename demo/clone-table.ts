@@ -34,7 +34,10 @@ export function cloneRows(result: VmResult, expected: string[], where: { parentH
     const m = c.memory;
     const remote = c.host !== undefined && c.host !== where.parentHost;
     const want = expected[c.cloneId - 1];
-    const line = want !== undefined && result.console.includes(want) ? want : result.console.find((l) => /^(slice|count|alloc) /.test(l) && l.split(" ")[1] === String(c.cloneId));
+    const line =
+      want !== undefined && result.console.includes(want)
+        ? want
+        : result.console.find((l) => /^(slice|count|alloc) /.test(l) && l.split(" ")[1] === String(c.cloneId));
     const free = m?.pagesFreeFilled ?? 0;
     const allocation = m?.pagesAllocationFilled ?? 0;
     return {

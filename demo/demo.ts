@@ -22,7 +22,17 @@ import { scaledTimeout } from "../src/timeouts.ts";
 import type { VmResult } from "../src/vmm/vmm.ts";
 import type { ForkResult } from "../src/clone/fork-result.ts";
 import { printTable } from "../src/output.ts";
-import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, ownPrefix, RUN_TIMEOUT_MS, type Session } from "../src/bench/session.ts";
+import {
+  cli,
+  CLI_TIMEOUT_MS,
+  clusterDown,
+  clusterUp,
+  lastLine,
+  openSession,
+  ownPrefix,
+  RUN_TIMEOUT_MS,
+  type Session,
+} from "../src/bench/session.ts";
 import { cloneRows, cloneTable } from "./clone-table.ts";
 
 const ROOT = join(import.meta.dir, "..");
@@ -44,7 +54,11 @@ function fail(text: string): void {
 }
 
 /** Runs `snowflock ARGS` as shown; a non-zero status is a failure of the demo. */
-async function snowflock(session: Session, args: string[], timeoutMs = CLI_TIMEOUT_MS): Promise<{ ok: boolean; stdout: string; stderr: string }> {
+async function snowflock(
+  session: Session,
+  args: string[],
+  timeoutMs = CLI_TIMEOUT_MS,
+): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   say(`$ snowflock ${args.join(" ")}`);
   const r = await cli(session, args, timeoutMs);
   if (r.status !== 0) fail(`snowflock ${args[0]} exited with status ${r.status}: ${lastLine(r.stderr) || lastLine(r.stdout)}`);
@@ -73,11 +87,15 @@ async function bootGuest(session: Session): Promise<void> {
   const result = r.ok ? parsed<VmResult>(r.stdout) : undefined;
   if (!result) return;
   for (const line of result.console) say(`  guest: ${line}`);
-  say(`  booted and ran in ${result.timings.endMs.toFixed(0)} ms (first console line at ${result.timings.firstConsoleLineMs?.toFixed(0) ?? "-"} ms)`);
+  say(
+    `  booted and ran in ${result.timings.endMs.toFixed(0)} ms (first console line at ${result.timings.firstConsoleLineMs?.toFixed(0) ?? "-"} ms)`,
+  );
 }
 
 async function cloneAndCheck(session: Session, cluster: boolean): Promise<void> {
-  step(`3. sf_clone: a guest forks into ${CLONES} clones${cluster ? ` over 2 hosts (mcdist ${TRANSPORT} multicast)` : ""}, memory on demand`);
+  step(
+    `3. sf_clone: a guest forks into ${CLONES} clones${cluster ? ` over 2 hosts (mcdist ${TRANSPORT} multicast)` : ""}, memory on demand`,
+  );
   const size = parseSize(SIZE);
   if (size === undefined) return fail(`SNOWFLOCK_DEMO_SIZE='${SIZE}' is not a size (give e.g. 8M)`);
   const expected = sliceLines(BigInt(SEED), size, CLONES);
@@ -92,7 +110,9 @@ async function cloneAndCheck(session: Session, cluster: boolean): Promise<void> 
   const { header, cells } = cloneTable(rows);
   printTable(header, cells);
   say("  FETCHED: pages the clone asked for; MULTICAST: pages that reached it unasked, sent for a sibling;");
-  say("  AVOIDED: pages it never fetched, spared by known-zero / free-pages / allocation-hints; RUNNING: from the clones' start to its vCPUs running");
+  say(
+    "  AVOIDED: pages it never fetched, spared by known-zero / free-pages / allocation-hints; RUNNING: from the clones' start to its vCPUs running",
+  );
   const matched = rows.filter((row) => row.matched).length;
   say(
     `  parent paused ${round.pausedMs.toFixed(1)} ms; VM descriptor ${round.descriptorBytes} bytes; all ${round.clones.length} clones running ${round.totalMs.toFixed(0)} ms after the pause; ` +
@@ -109,7 +129,10 @@ async function operatorFork(session: Session): Promise<void> {
   await snowflock(session, ["run", "serve", "--name", name, "--detach"]);
   const fork = await snowflock(session, ["fork", name, "--clones", "2", "--json"]);
   const result = fork.ok ? parsed<ForkResult>(fork.stdout) : undefined;
-  if (result) say(`  ${result.clones.length} clones running ${result.totalMs.toFixed(0)} ms after the pause (parent paused ${result.pausedMs.toFixed(1)} ms)`);
+  if (result)
+    say(
+      `  ${result.clones.length} clones running ${result.totalMs.toFixed(0)} ms after the pause (parent paused ${result.pausedMs.toFixed(1)} ms)`,
+    );
   const ls = await snowflock(session, ["ls"]);
   say(ls.stdout.trimEnd().replace(/^/gm, "  "));
   for (const vm of [name, `${name}.1`, `${name}.2`]) if (!ls.stdout.includes(vm)) fail(`ls does not show ${vm}`);
@@ -159,7 +182,11 @@ async function main(): Promise<number> {
   } finally {
     session.close();
   }
-  say(failures === 0 ? `\ndemo done in ${elapsed()}: every clone's answer matched the host's` : `\ndemo FAILED (${failures} problem(s)) after ${elapsed()}`);
+  say(
+    failures === 0
+      ? `\ndemo done in ${elapsed()}: every clone's answer matched the host's`
+      : `\ndemo FAILED (${failures} problem(s)) after ${elapsed()}`,
+  );
   return failures === 0 ? 0 : 1;
 }
 

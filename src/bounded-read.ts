@@ -20,18 +20,25 @@ export interface BoundedReadOptions {
   noFollow?: boolean;
 }
 
-export function readRegularFile(path: string, { what, maxBytes, code = "USAGE", inspect, noFollow = false }: BoundedReadOptions): Uint8Array {
+export function readRegularFile(
+  path: string,
+  { what, maxBytes, code = "USAGE", inspect, noFollow = false }: BoundedReadOptions,
+): Uint8Array {
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (noFollow ? constants.O_NOFOLLOW : 0));
   } catch (error) {
     const errno = (error as NodeJS.ErrnoException).code;
-    throw new SnowflockError(errno === "ENOENT" ? "NOT_FOUND" : code, `cannot read the ${what} ${path}: ${errno ?? (error as Error).message}`);
+    throw new SnowflockError(
+      errno === "ENOENT" ? "NOT_FOUND" : code,
+      `cannot read the ${what} ${path}: ${errno ?? (error as Error).message}`,
+    );
   }
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new SnowflockError(code, `the ${what} ${path} is not a regular file`, `give the path of a ${what} file`);
-    if (stat.size > maxBytes) throw new SnowflockError(code, `the ${what} ${path} is larger than ${formatSize(maxBytes)}, the most a ${what} can be`);
+    if (stat.size > maxBytes)
+      throw new SnowflockError(code, `the ${what} ${path} is larger than ${formatSize(maxBytes)}, the most a ${what} can be`);
     inspect?.(stat);
     // One byte more than fstat promised: reading it means the file grew under us.
     const buffer = new Uint8Array(stat.size + 1);

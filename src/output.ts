@@ -31,7 +31,11 @@ export function printLine(text: string): void {
 export function printTable(header: string[], cells: string[][]): void {
   const rows = cells.map((row) => row.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const format = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
+  const format = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
   printLine(format(header));
   for (const row of rows) printLine(format(row));
 }

@@ -15,7 +15,11 @@ export function timeoutScale(env: Record<string, string | undefined> = process.e
   if (text === undefined || text === "") return 1;
   const scale = Number(text);
   if (!Number.isFinite(scale) || scale <= 0 || scale > MAX_SCALE) {
-    throw new SnowflockError("USAGE", `bad ${TIMEOUT_SCALE_VARIABLE} '${text}'`, `give a number above 0 and at most ${MAX_SCALE}, such as 10`);
+    throw new SnowflockError(
+      "USAGE",
+      `bad ${TIMEOUT_SCALE_VARIABLE} '${text}'`,
+      `give a number above 0 and at most ${MAX_SCALE}, such as 10`,
+    );
   }
   return scale;
 }

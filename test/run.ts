@@ -26,7 +26,13 @@ const ROOT = join(import.meta.dir, "..");
 const BUN_TIMEOUT = ["--timeout", "120000"];
 const NESTED_TIME_SCALE = "10";
 /** Files for the second nested KVM host (see above). */
-const SECOND_NESTED_HOST = ["test/integration/cluster.test.ts", "test/integration/cluster-acceptance.test.ts", "test/integration/cluster-faults.test.ts", "test/integration/soak.test.ts", "test/integration/demo.test.ts"];
+const SECOND_NESTED_HOST = [
+  "test/integration/cluster.test.ts",
+  "test/integration/cluster-acceptance.test.ts",
+  "test/integration/cluster-faults.test.ts",
+  "test/integration/soak.test.ts",
+  "test/integration/demo.test.ts",
+];
 
 interface Outcome {
   status: number;
@@ -55,14 +61,26 @@ async function run(command: string[], env: Record<string, string> = {}, prefix =
       pending += part;
       const end = pending.lastIndexOf("\n");
       if (end < 0) continue;
-      out.write(pending.slice(0, end + 1).replace(/^/gm, prefix).slice(0, -prefix.length));
+      out.write(
+        pending
+          .slice(0, end + 1)
+          .replace(/^/gm, prefix)
+          .slice(0, -prefix.length),
+      );
       pending = pending.slice(end + 1);
     }
     if (pending) out.write(`${prefix}${pending}\n`);
   };
   await Promise.all([pump(child.stdout, process.stdout), pump(child.stderr, process.stderr)]);
   const status = await child.exited;
-  const count = (word: string) => Number(text.match(new RegExp(`^ *(\\d+) ${word}$`, "gm"))?.at(-1)?.trim().split(" ")[0] ?? 0);
+  const count = (word: string) =>
+    Number(
+      text
+        .match(new RegExp(`^ *(\\d+) ${word}$`, "gm"))
+        ?.at(-1)
+        ?.trim()
+        .split(" ")[0] ?? 0,
+    );
   return { status, passed: count("pass"), failed: count("fail") };
 }
 
@@ -76,7 +94,10 @@ const args = process.argv.slice(2);
 const kvm = kvmAvailable();
 const nested = !kvm.ok && (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_NESTED_KVM === "1");
 // The Xen backend's tests need a Xen dom0: in CI (and on request) they run in the nested Xen host.
-const xenStage = args.length === 0 && !existsSync("/dev/xen/privcmd") && (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_XEN_STAGE === "1");
+const xenStage =
+  args.length === 0 &&
+  !existsSync("/dev/xen/privcmd") &&
+  (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_XEN_STAGE === "1");
 const outcomes: Outcome[] = [];
 /** The summary of every part, and the exit status. */
 function finish(): never {
@@ -104,11 +125,22 @@ const kvmFiles = files.filter(needsKvm);
 const here = files.filter((f) => !needsKvm(f));
 const first = kvmFiles.filter((f) => !SECOND_NESTED_HOST.includes(f));
 const second = kvmFiles.filter((f) => SECOND_NESTED_HOST.includes(f));
-console.log(`test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${kvmFiles.length} files with KVM tests run in nested KVM hosts (test/nested)`);
+console.log(
+  `test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${kvmFiles.length} files with KVM tests run in nested KVM hosts (test/nested)`,
+);
 /** `bun test` on `testFiles` in a nested KVM host of its own (lock slot, memory). */
 const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix = "") =>
   run(
-    ["bash", "test/nested/run.sh", "--", "bun", "test", "--timeout", String(120_000 * Number(NESTED_TIME_SCALE)), ...testFiles.map((f) => `./${f}`)],
+    [
+      "bash",
+      "test/nested/run.sh",
+      "--",
+      "bun",
+      "test",
+      "--timeout",
+      String(120_000 * Number(NESTED_TIME_SCALE)),
+      ...testFiles.map((f) => `./${f}`),
+    ],
     {
       SNOWFLOCK_TEST_TIME_SCALE: NESTED_TIME_SCALE,
       SNOWFLOCK_TIMEOUT_SCALE: NESTED_TIME_SCALE,
@@ -119,7 +151,8 @@ const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix 
     prefix,
   );
 // The second host waits for the Xen stage; its own outcome is collected with the others.
-const secondOutcome = second.length > 0 ? (xenOutcome ?? Promise.resolve()).then(() => inNestedHost(second, 1, "6G", "cluster| ")) : undefined;
+const secondOutcome =
+  second.length > 0 ? (xenOutcome ?? Promise.resolve()).then(() => inNestedHost(second, 1, "6G", "cluster| ")) : undefined;
 if (here.length > 0) outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...here.map((f) => `./${f}`)]));
 if (first.length > 0) outcomes.push(await inNestedHost(first, 0, "8G"));
 await awaitXenStage();

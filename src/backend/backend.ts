@@ -30,7 +30,10 @@ export interface GuestCall {
   blockAddress: number;
 }
 
-export type MachineEnd = { kind: "exit"; status: number } | { kind: "crash"; reason: string; vcpu: number; rip?: string } | { kind: "stopped" };
+export type MachineEnd =
+  | { kind: "exit"; status: number }
+  | { kind: "crash"; reason: string; vcpu: number; rip?: string }
+  | { kind: "stopped" };
 
 /** A machine's captured state apart from its memory: opaque above the backend, tagged with it. */
 export interface BackendState {

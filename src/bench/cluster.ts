@@ -24,7 +24,21 @@ import { defaultOutDir } from "./fork.ts";
 import { expectedConsole } from "../guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
-import { checkRun, cli, clusterDown, clusterUp, FailedRuns, openSession, ownPrefix, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, stopwatch } from "./session.ts";
+import {
+  checkRun,
+  cli,
+  clusterDown,
+  clusterUp,
+  FailedRuns,
+  openSession,
+  ownPrefix,
+  progress,
+  progressDone,
+  RUN_TIMEOUT_MS,
+  type Session,
+  settle,
+  stopwatch,
+} from "./session.ts";
 import { linePlot, type Series } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
 
@@ -120,7 +134,6 @@ export interface ClusterReport {
   results: ClusterRow[];
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Running the CLI.
 
@@ -137,10 +150,29 @@ const EMPTY: Omit<RunSample, "ok" | "wallMs" | "lingerMs"> = {
 };
 
 /** One `snowflock run WORKLOAD ... --json`, with or without --cluster; checks its console. */
-async function runOnce(session: Session, options: ClusterBenchOptions, clones: number, expected: string[], transport?: RemoteTransport): Promise<RunSample> {
+async function runOnce(
+  session: Session,
+  options: ClusterBenchOptions,
+  clones: number,
+  expected: string[],
+  transport?: RemoteTransport,
+): Promise<RunSample> {
   // A name of its own per run: a clone of the previous run may still be ending on its host.
   const name = `bench${++session.runs}`;
-  const args = ["run", options.workload, `size=${options.sizeBytes}`, `seed=${options.seed}`, `clones=${clones}`, "--mem", String(options.memoryBytes), "--max-clones", String(Math.max(32, clones)), "--name", name, "--json"];
+  const args = [
+    "run",
+    options.workload,
+    `size=${options.sizeBytes}`,
+    `seed=${options.seed}`,
+    `clones=${clones}`,
+    "--mem",
+    String(options.memoryBytes),
+    "--max-clones",
+    String(Math.max(32, clones)),
+    "--name",
+    name,
+    "--json",
+  ];
   if (transport) args.push("--cluster", session.inventory, "--transport", transport);
   const r = await cli(session, args, RUN_TIMEOUT_MS);
   const lingerMs = await settle(session);
@@ -185,7 +217,8 @@ function medians(samples: RunSample[]): Medians {
 
 /** Runs the whole sweep; every cluster it made is gone after, also on error or a signal. */
 export async function runClusterBench(options: ClusterBenchOptions): Promise<ClusterReport> {
-  if (process.getuid?.() !== 0) throw new SnowflockError("USAGE", "bench cluster makes test hosts (network namespaces) and needs root", "run it as root");
+  if (process.getuid?.() !== 0)
+    throw new SnowflockError("USAGE", "bench cluster makes test hosts (network namespaces) and needs root", "run it as root");
   const prefix = await ownPrefix("b");
   const session = openSession("cluster", prefix);
   const started = performance.now();
@@ -220,7 +253,10 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
         for (const transport of options.transports) {
           progress(`[${elapsed()}] hosts ${hosts}, ${transport}: warm-up run`);
           const warmClones = options.clones.find((n) => n >= hosts) ?? options.clones[options.clones.length - 1]!;
-          failures.record(`hosts ${hosts} ${transport} warm-up`, await runOnce(session, options, warmClones, expected.get(warmClones)!, transport));
+          failures.record(
+            `hosts ${hosts} ${transport} warm-up`,
+            await runOnce(session, options, warmClones, expected.get(warmClones)!, transport),
+          );
         }
         for (const n of options.clones) {
           for (const transport of options.transports) {
@@ -281,7 +317,6 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-
 /** The report as text: the baseline, then one table per transport. */
 export function formatReport(report: ClusterReport): string {
   const lines = [
@@ -293,14 +328,34 @@ export function formatReport(report: ClusterReport): string {
     "baseline: one host, all memory present (plain `snowflock run`, local copy-on-write clones)",
     ...table(
       ["N", "all-run ms", "result ms", "wall ms", "ok"],
-      report.baseline.map((b) => [String(b.clones), fixed(b.allRunningMs), fixed(b.endMs), fixed(b.wallMs), `${b.okRuns}/${b.samples.length}`]),
+      report.baseline.map((b) => [
+        String(b.clones),
+        fixed(b.allRunningMs),
+        fixed(b.endMs),
+        fixed(b.wallMs),
+        `${b.okRuns}/${b.samples.length}`,
+      ]),
     ),
   ];
   for (const transport of report.transports) {
     lines.push("", `transport ${transport}${transport === "tcp" ? " (unicast only)" : " (mcdist multicast)"}`);
     lines.push(
       ...table(
-        ["hosts", "N", "remote", "all-run ms", "result ms", "wall ms", "overhead", "server MB", "/remote", "frames", "fetched", "mcast", "ok"],
+        [
+          "hosts",
+          "N",
+          "remote",
+          "all-run ms",
+          "result ms",
+          "wall ms",
+          "overhead",
+          "server MB",
+          "/remote",
+          "frames",
+          "fetched",
+          "mcast",
+          "ok",
+        ],
         report.results
           .filter((r) => r.transport === transport)
           .map((r) => [
@@ -321,9 +376,19 @@ export function formatReport(report: ClusterReport): string {
       ),
     );
   }
-  const lingering = [...report.baseline.flatMap((b) => b.samples.map((x) => ({ what: `baseline N=${b.clones}`, ms: x.lingerMs }))), ...report.results.flatMap((r) => r.samples.map((x) => ({ what: `hosts ${r.hosts} N=${r.clones} ${r.transport}`, ms: x.lingerMs })))].sort((a, b) => b.ms - a.ms);
-  if (lingering[0]) lines.push("", `VMs still running after the run command exited (the next run waited for them): at most ${fixed(lingering[0].ms, 0)} ms (${lingering[0].what}); median ${fixed(median(lingering.map((x) => x.ms)), 0)} ms`);
-  const bad = [...report.baseline.map((b) => ({ what: `baseline N=${b.clones}`, errors: b.errors })), ...report.results.map((r) => ({ what: `hosts ${r.hosts} N=${r.clones} ${r.transport}`, errors: r.errors }))].filter((x) => x.errors.length);
+  const lingering = [
+    ...report.baseline.flatMap((b) => b.samples.map((x) => ({ what: `baseline N=${b.clones}`, ms: x.lingerMs }))),
+    ...report.results.flatMap((r) => r.samples.map((x) => ({ what: `hosts ${r.hosts} N=${r.clones} ${r.transport}`, ms: x.lingerMs }))),
+  ].sort((a, b) => b.ms - a.ms);
+  if (lingering[0])
+    lines.push(
+      "",
+      `VMs still running after the run command exited (the next run waited for them): at most ${fixed(lingering[0].ms, 0)} ms (${lingering[0].what}); median ${fixed(median(lingering.map((x) => x.ms)), 0)} ms`,
+    );
+  const bad = [
+    ...report.baseline.map((b) => ({ what: `baseline N=${b.clones}`, errors: b.errors })),
+    ...report.results.map((r) => ({ what: `hosts ${r.hosts} N=${r.clones} ${r.transport}`, errors: r.errors })),
+  ].filter((x) => x.errors.length);
   if (report.badRuns > 0 || bad.length > 0) {
     lines.push("", `${report.badRuns} run(s) failed or printed a wrong answer (left out of the medians):`);
     for (const x of bad) for (const e of x.errors) lines.push(`  ${x.what}: ${e}`);

@@ -62,7 +62,9 @@ export interface ForkReport {
   memoryBytes: number;
   clones: number[];
   snowflock: Array<{ memory: string; available: boolean; reason?: string; results: SnowflockRow[] }>;
-  peer?: { name: string; bootMs: number; stateBytes: number; maxClones: number; note?: string; results: PeerRow[] } | { name: string; skipped: string };
+  peer?:
+    | { name: string; bootMs: number; stateBytes: number; maxClones: number; note?: string; results: PeerRow[] }
+    | { name: string; skipped: string };
 }
 
 const PARENT = "bench-parent";
@@ -96,7 +98,10 @@ async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
 
 async function stopVms(vms: Array<{ name: string; pid?: number }>): Promise<void> {
   await Promise.all(vms.map((vm) => controlRequest(vm.name, "kill").catch(() => undefined)));
-  await waitGone(vms.flatMap((vm) => (vm.pid === undefined ? [] : [vm.pid])), 10_000);
+  await waitGone(
+    vms.flatMap((vm) => (vm.pid === undefined ? [] : [vm.pid])),
+    10_000,
+  );
 }
 
 /** Starts the parent VM as `snowflock run serve --detach` and waits for its first tick line. */
@@ -108,10 +113,25 @@ async function startParent(memoryBytes: number): Promise<void> {
     env: { ...process.env, SNOWFLOCK_QUIET: "1" },
   });
   const [stderr, status] = await Promise.all([new Response(child.stderr).text(), child.exited]);
-  if (status !== 0) throw new SnowflockError("VM_STATE", `the parent VM did not start: ${stderr.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n").pop()}`);
+  if (status !== 0)
+    throw new SnowflockError(
+      "VM_STATE",
+      `the parent VM did not start: ${stderr
+        .replace(/\x1b\[[0-9;]*m/g, "")
+        .trim()
+        .split("\n")
+        .pop()}`,
+    );
   const deadline = Date.now() + 30_000;
-  while (!/tick \d+/.test(await Bun.file(vmPaths(PARENT).log).text().catch(() => ""))) {
-    if (Date.now() > deadline) throw new SnowflockError("VM_STATE", "the parent VM printed no tick line within 30 s", `see ${vmPaths(PARENT).log}`);
+  while (
+    !/tick \d+/.test(
+      await Bun.file(vmPaths(PARENT).log)
+        .text()
+        .catch(() => ""),
+    )
+  ) {
+    if (Date.now() > deadline)
+      throw new SnowflockError("VM_STATE", "the parent VM printed no tick line within 30 s", `see ${vmPaths(PARENT).log}`);
     await Bun.sleep(10);
   }
 }
@@ -193,10 +213,24 @@ async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNul
         restore.push(await peer.restore(n));
       }
       const totalMs = save.map((s, i) => s + restore[i]!);
-      results.push({ clones: n, totalMs: median(totalMs), saveMs: median(save), restoreMs: median(restore), downtimeMs: median(downtime), samples: { totalMs, saveMs: save, restoreMs: restore } });
+      results.push({
+        clones: n,
+        totalMs: median(totalMs),
+        saveMs: median(save),
+        restoreMs: median(restore),
+        downtimeMs: median(downtime),
+        samples: { totalMs, saveMs: save, restoreMs: restore },
+      });
     }
     const capped = options.clones.some((c) => c > options.peerMaxClones);
-    return { name, bootMs, stateBytes, maxClones: options.peerMaxClones, note: capped ? `QEMU run for N <= ${options.peerMaxClones} only` : undefined, results };
+    return {
+      name,
+      bootMs,
+      stateBytes,
+      maxClones: options.peerMaxClones,
+      note: capped ? `QEMU run for N <= ${options.peerMaxClones} only` : undefined,
+      results,
+    };
   } finally {
     await peer.close();
   }
@@ -257,7 +291,10 @@ const ms = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? 
 export function formatReport(report: ForkReport): string {
   const peer = report.peer && "results" in report.peer ? report.peer : undefined;
   const lines = [report.benchmark, `${report.machine}; median of ${report.runs} runs`];
-  if (peer) lines.push(`peer: ${peer.name}; state file ${formatSize(peer.stateBytes)} (${peer.stateBytes} bytes); source boot ${ms(peer.bootMs)} ms${peer.note ? `; ${peer.note}` : ""}`);
+  if (peer)
+    lines.push(
+      `peer: ${peer.name}; state file ${formatSize(peer.stateBytes)} (${peer.stateBytes} bytes); source boot ${ms(peer.bootMs)} ms${peer.note ? `; ${peer.note}` : ""}`,
+    );
   else if (report.peer && "skipped" in report.peer) lines.push(`peer: skipped (${report.peer.skipped})`);
   for (const path of report.snowflock) {
     lines.push("", `memory ${path.memory}${path.available ? "" : `: unavailable (${path.reason})`}`);
@@ -265,18 +302,32 @@ export function formatReport(report: ForkReport): string {
     const header = ["N", "snowflock ms", "per clone", "parent paused ms", "QEMU save+restore ms", "QEMU/snowflock"];
     const rows = path.results.map((r) => {
       const q = peer?.results.find((p) => p.clones === r.clones);
-      return [String(r.clones), ms(r.totalMs), ms(r.perCloneMs), ms(r.pausedMs), q ? ms(q.totalMs) : "-", q ? `${(q.totalMs / r.totalMs).toFixed(2)}x` : "-"];
+      return [
+        String(r.clones),
+        ms(r.totalMs),
+        ms(r.perCloneMs),
+        ms(r.pausedMs),
+        q ? ms(q.totalMs) : "-",
+        q ? `${(q.totalMs / r.totalMs).toFixed(2)}x` : "-",
+      ];
     });
     const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
-    for (const row of [header, ...rows]) lines.push(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
+    for (const row of [header, ...rows])
+      lines.push(row.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
   }
   return `${lines.join("\n")}\n`;
 }
 
 export function plotReport(report: ForkReport): string {
-  const series: Series[] = report.snowflock.filter((p) => p.available).map((p) => ({ name: `snowflock fork (${p.memory})`, points: p.results.map((r): [number, number] => [r.clones, r.totalMs]) }));
+  const series: Series[] = report.snowflock
+    .filter((p) => p.available)
+    .map((p) => ({ name: `snowflock fork (${p.memory})`, points: p.results.map((r): [number, number] => [r.clones, r.totalMs]) }));
   if (report.peer && "results" in report.peer) {
-    series.push({ name: "QEMU migrate to file + N restores", points: report.peer.results.map((r): [number, number] => [r.clones, r.totalMs]), dashed: true });
+    series.push({
+      name: "QEMU migrate to file + N restores",
+      points: report.peer.results.map((r): [number, number] => [r.clones, r.totalMs]),
+      dashed: true,
+    });
   }
   return linePlot({
     title: `Time to N running clones (${formatSize(report.memoryBytes)} guest, median of ${report.runs})`,

@@ -30,7 +30,21 @@ import { defaultOutDir } from "./fork.ts";
 import { expectedConsole } from "../guest/dataset.ts";
 import { fixed, mb, table, whole } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
-import { checkRun, cli, clusterDown, clusterUp, FailedRuns, openSession, ownPrefix, progress, progressDone, RUN_TIMEOUT_MS, type Session, settle, stopwatch } from "./session.ts";
+import {
+  checkRun,
+  cli,
+  clusterDown,
+  clusterUp,
+  FailedRuns,
+  openSession,
+  ownPrefix,
+  progress,
+  progressDone,
+  RUN_TIMEOUT_MS,
+  type Session,
+  settle,
+  stopwatch,
+} from "./session.ts";
 import { writeReportFiles } from "./report-files.ts";
 
 export { defaultOutDir };
@@ -91,7 +105,17 @@ export interface RunSample {
   remoteClones: number;
 }
 
-const NUMERIC = ["wallMs", "endMs", "pagesFetched", "pagesMulticast", "pagesIn", "faults", "bytesReceived", "serverBytesSent", "remoteClones"] as const;
+const NUMERIC = [
+  "wallMs",
+  "endMs",
+  "pagesFetched",
+  "pagesMulticast",
+  "pagesIn",
+  "faults",
+  "bytesReceived",
+  "serverBytesSent",
+  "remoteClones",
+] as const;
 type NumericKey = (typeof NUMERIC)[number];
 
 export interface HeuristicsRow extends Record<NumericKey, number> {
@@ -138,7 +162,6 @@ export interface HeuristicsReport {
   results: HeuristicsRow[];
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Running the CLI.
 
@@ -156,10 +179,33 @@ const EMPTY: Omit<RunSample, "ok" | "wallMs" | "lingerMs"> = {
 };
 
 /** One `snowflock run WORKLOAD ... --memory ondemand --json` in a configuration, with or without --cluster; checks its console. */
-async function runOnce(session: Session, options: HeuristicsBenchOptions, workload: HeuristicsWorkload, config: Configuration, expected: string[], cluster: boolean): Promise<RunSample> {
+async function runOnce(
+  session: Session,
+  options: HeuristicsBenchOptions,
+  workload: HeuristicsWorkload,
+  config: Configuration,
+  expected: string[],
+  cluster: boolean,
+): Promise<RunSample> {
   // A name of its own per run: a clone of the previous run may still be ending on its host.
   const name = `hbench${++session.runs}`;
-  const args = ["run", workload, `size=${options.sizeBytes}`, `seed=${options.seed}`, `clones=${options.clones}`, "--mem", String(options.memoryBytes), "--max-clones", String(Math.max(32, options.clones)), "--memory", "ondemand", "--name", name, "--json", ...config.args];
+  const args = [
+    "run",
+    workload,
+    `size=${options.sizeBytes}`,
+    `seed=${options.seed}`,
+    `clones=${options.clones}`,
+    "--mem",
+    String(options.memoryBytes),
+    "--max-clones",
+    String(Math.max(32, options.clones)),
+    "--memory",
+    "ondemand",
+    "--name",
+    name,
+    "--json",
+    ...config.args,
+  ];
   if (cluster) args.push("--cluster", session.inventory, "--transport", options.transport);
   const r = await cli(session, args, RUN_TIMEOUT_MS);
   const lingerMs = await settle(session);
@@ -196,7 +242,9 @@ function summarize(samples: RunSample[], names: string[]): Pick<HeuristicsRow, N
   const ok = samples.filter((s) => s.ok);
   const m = (values: number[]) => (values.length ? median(values) : NaN);
   const numbers = Object.fromEntries(NUMERIC.map((key) => [key, m(ok.map((s) => s[key]))])) as Record<NumericKey, number>;
-  const pagesAvoided = Object.fromEntries(names.map((name) => [name, m(ok.map((s) => s.pagesAvoided[name] ?? NaN).filter(Number.isFinite))]));
+  const pagesAvoided = Object.fromEntries(
+    names.map((name) => [name, m(ok.map((s) => s.pagesAvoided[name] ?? NaN).filter(Number.isFinite))]),
+  );
   return { okRuns: ok.length, ...numbers, pagesAvoided };
 }
 
@@ -205,7 +253,11 @@ function summarize(samples: RunSample[], names: string[]): Pick<HeuristicsRow, N
 /** Runs the whole sweep; the test hosts it made are gone after, also on error or a signal. */
 export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promise<HeuristicsReport> {
   if (options.hosts > 0 && process.getuid?.() !== 0) {
-    throw new SnowflockError("USAGE", "bench heuristics makes test hosts (network namespaces) and needs root", "run it as root, or pass --hosts 0 for the one-host part only");
+    throw new SnowflockError(
+      "USAGE",
+      "bench heuristics makes test hosts (network namespaces) and needs root",
+      "run it as root, or pass --hosts 0 for the one-host part only",
+    );
   }
   const prefix = options.hosts > 0 ? await ownPrefix("h") : `sfh${process.pid % 1000}`;
   const session = openSession("heuristics", prefix);
@@ -216,7 +268,9 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
   try {
     const expected = new Map<HeuristicsWorkload, string[]>();
     for (const workload of options.workloads) {
-      progress(`[${elapsed()}] computing the expected ${workload} answer for ${formatSize(options.sizeBytes)} seed ${options.seed}, ${options.clones} clones on this host`);
+      progress(
+        `[${elapsed()}] computing the expected ${workload} answer for ${formatSize(options.sizeBytes)} seed ${options.seed}, ${options.clones} clones on this host`,
+      );
       expected.set(workload, expectedConsole(workload, options.seed, options.sizeBytes)(options.clones));
     }
 
@@ -313,9 +367,10 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
 
 const ratio = (n: number) => (Number.isFinite(n) ? (n >= 0.01 || n === 0 ? `${n.toFixed(2)}x` : `${n.toPrecision(2)}x`) : "-");
 
-
 const placementTitle = (report: HeuristicsReport, placement: Placement) =>
-  placement === "one host" ? "one host (clones fetch on demand from the parent's memory server)" : `${report.hosts} test hosts, transport ${report.transport} (clones on h1 too fetch on demand)`;
+  placement === "one host"
+    ? "one host (clones fetch on demand from the parent's memory server)"
+    : `${report.hosts} test hosts, transport ${report.transport} (clones on h1 too fetch on demand)`;
 
 /** The report as text: one table per workload × placement. */
 export function formatReport(report: HeuristicsReport): string {
@@ -330,11 +385,28 @@ export function formatReport(report: HeuristicsReport): string {
     for (const placement of ["one host", "cluster"] as const) {
       const rows = report.results.filter((r) => r.workload === workload && r.placement === placement);
       if (rows.length === 0) continue;
-      const spread = placement === "cluster" ? Object.entries(rows.find((r) => Object.keys(r.clonesPerHost).length)?.clonesPerHost ?? {}).map(([h, n]) => `${h}:${n}`).join(" ") : "";
+      const spread =
+        placement === "cluster"
+          ? Object.entries(rows.find((r) => Object.keys(r.clonesPerHost).length)?.clonesPerHost ?? {})
+              .map(([h, n]) => `${h}:${n}`)
+              .join(" ")
+          : "";
       lines.push("", `${workload}, ${placementTitle(report, placement)}${spread ? `; clones per host ${spread}` : ""}`);
       lines.push(
         ...table(
-          ["heuristics", "fetched", "vs none", ...(placement === "cluster" ? ["mcast", "in", "in vs none"] : []), ...report.heuristics.map((h) => `avoided ${h}`), "faults", "recv MB", "sent MB", "result ms", "wall ms", "ok"],
+          [
+            "heuristics",
+            "fetched",
+            "vs none",
+            ...(placement === "cluster" ? ["mcast", "in", "in vs none"] : []),
+            ...report.heuristics.map((h) => `avoided ${h}`),
+            "faults",
+            "recv MB",
+            "sent MB",
+            "result ms",
+            "wall ms",
+            "ok",
+          ],
           rows.map((r) => [
             r.config,
             whole(r.pagesFetched),
@@ -376,7 +448,10 @@ export function plotReport(report: HeuristicsReport): string {
   const color = (name: string, i: number) => (name === "none" ? "#7f7f7f" : CONFIG_COLORS[i % CONFIG_COLORS.length]!);
   const groups = report.workloads.flatMap((w) =>
     (["one host", "cluster"] as const)
-      .map((p) => ({ label: `${w}, ${p === "one host" ? "one host" : `${report.hosts} hosts`}`, rows: report.results.filter((r) => r.workload === w && r.placement === p) }))
+      .map((p) => ({
+        label: `${w}, ${p === "one host" ? "one host" : `${report.hosts} hosts`}`,
+        rows: report.results.filter((r) => r.workload === w && r.placement === p),
+      }))
       .filter((g) => g.rows.length > 0),
   );
   const bar = 22;
@@ -400,13 +475,18 @@ export function plotReport(report: HeuristicsReport): string {
     `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
     `<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(report.machine)}</text>`,
   ];
-  const steps = yMax <= 1 ? [0, 0.25, 0.5, 0.75, 1] : Array.from({ length: Math.round(yMax / 0.25) + 1 }, (_, i) => i * 0.25).filter((_, i, a) => a.length <= 9 || i % 2 === 0);
+  const steps =
+    yMax <= 1
+      ? [0, 0.25, 0.5, 0.75, 1]
+      : Array.from({ length: Math.round(yMax / 0.25) + 1 }, (_, i) => i * 0.25).filter((_, i, a) => a.length <= 9 || i % 2 === 0);
   for (const v of steps) {
     out.push(`<line x1="${left}" x2="${left + plotW}" y1="${f(py(v))}" y2="${f(py(v))}" stroke="#e5e5e5"/>`);
     out.push(`<text x="${left - 6}" y="${f(py(v))}" text-anchor="end" dominant-baseline="middle">${v}</text>`);
   }
   out.push(`<path d="M${left} ${top}V${top + plotH}H${left + plotW}" fill="none" stroke="black"/>`);
-  out.push(`<text transform="translate(18 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">pages fetched / pages fetched with none</text>`);
+  out.push(
+    `<text transform="translate(18 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">pages fetched / pages fetched with none</text>`,
+  );
   groups.forEach((g, gi) => {
     const x0 = left + gap / 2 + gi * groupW;
     configs.forEach((name, ci) => {
@@ -416,14 +496,22 @@ export function plotReport(report: HeuristicsReport): string {
       const v = row.fetchedVsNone;
       if (Number.isFinite(v)) {
         const y = py(v);
-        out.push(`<rect x="${f(x + 1)}" y="${f(y)}" width="${bar - 2}" height="${f(top + plotH - y)}" fill="${color(name, ci)}"><title>${escapeXml(`${g.label}, ${name}: ${whole(row.pagesFetched)} pages (${ratio(v)})`)}</title></rect>`);
-        out.push(`<text transform="translate(${f(x + bar / 2 + 4)} ${f(y - 4)}) rotate(-90)" font-size="10">${whole(row.pagesFetched)}</text>`);
+        out.push(
+          `<rect x="${f(x + 1)}" y="${f(y)}" width="${bar - 2}" height="${f(top + plotH - y)}" fill="${color(name, ci)}"><title>${escapeXml(`${g.label}, ${name}: ${whole(row.pagesFetched)} pages (${ratio(v)})`)}</title></rect>`,
+        );
+        out.push(
+          `<text transform="translate(${f(x + bar / 2 + 4)} ${f(y - 4)}) rotate(-90)" font-size="10">${whole(row.pagesFetched)}</text>`,
+        );
       } else {
         out.push(`<text x="${f(x + bar / 2)}" y="${top + plotH - 4}" text-anchor="middle" font-size="10" fill="#d62728">x</text>`);
       }
     });
-    out.push(`<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 18}" text-anchor="middle">${escapeXml(g.label.split(", ")[0]!)}</text>`);
-    out.push(`<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 34}" text-anchor="middle" fill="#555">${escapeXml(g.label.split(", ")[1]!)}</text>`);
+    out.push(
+      `<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 18}" text-anchor="middle">${escapeXml(g.label.split(", ")[0]!)}</text>`,
+    );
+    out.push(
+      `<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 34}" text-anchor="middle" fill="#555">${escapeXml(g.label.split(", ")[1]!)}</text>`,
+    );
   });
   configs.forEach((name, ci) => {
     const lx = left + plotW + 24;
@@ -431,7 +519,9 @@ export function plotReport(report: HeuristicsReport): string {
     out.push(`<rect x="${lx}" y="${ly - 6}" width="24" height="12" fill="${color(name, ci)}"/>`);
     out.push(`<text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escapeXml(name === "all" ? "all on" : name)}</text>`);
   });
-  out.push(`<text x="${left + plotW / 2}" y="${height - 10}" text-anchor="middle" fill="#555">bar labels: pages fetched (all clones); x: no good run</text>`);
+  out.push(
+    `<text x="${left + plotW / 2}" y="${height - 10}" text-anchor="middle" fill="#555">bar labels: pages fetched (all clones); x: no good run</text>`,
+  );
   out.push("</svg>");
   return `${out.join("\n")}\n`;
 }

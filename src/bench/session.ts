@@ -48,7 +48,11 @@ export interface Session {
   child?: Subprocess;
 }
 
-export async function cli(session: Session, args: string[], timeoutMs: number): Promise<{ status: number; stdout: string; stderr: string; wallMs: number }> {
+export async function cli(
+  session: Session,
+  args: string[],
+  timeoutMs: number,
+): Promise<{ status: number; stdout: string; stderr: string; wallMs: number }> {
   const started = performance.now();
   const child = Bun.spawn([...(session.command ?? cliCommand()), ...args], {
     stdin: "ignore",
@@ -60,20 +64,46 @@ export async function cli(session: Session, args: string[], timeoutMs: number): 
   });
   session.child = child;
   try {
-    const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+    const [stdout, stderr, status] = await Promise.all([
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+      child.exited,
+    ]);
     return { status, stdout, stderr, wallMs: performance.now() - started };
   } finally {
     session.child = undefined;
   }
 }
 
-export const lastLine = (text: string) => text.replace(/\x1b\[[0-9;]*m/g, "").trim().split("\n").pop() ?? "";
+export const lastLine = (text: string) =>
+  text
+    .replace(/\x1b\[[0-9;]*m/g, "")
+    .trim()
+    .split("\n")
+    .pop() ?? "";
 
 /** `cluster up` with this session's prefix and inventory; without `mtu`, the test hosts' default. */
 export async function clusterUp(session: Session, hosts: number, maxClones: number, mtu?: number): Promise<void> {
   session.clusterUp = true; // from now on, a cleanup runs `cluster down` (also for a half-made cluster)
   const mtuArgs = mtu === undefined ? [] : ["--mtu", String(mtu)];
-  const r = await cli(session, ["cluster", "up", "--hosts", String(hosts), ...mtuArgs, "--prefix", session.prefix, "--inventory", session.inventory, "--max-clones", String(maxClones), "--json"], CLI_TIMEOUT_MS);
+  const r = await cli(
+    session,
+    [
+      "cluster",
+      "up",
+      "--hosts",
+      String(hosts),
+      ...mtuArgs,
+      "--prefix",
+      session.prefix,
+      "--inventory",
+      session.inventory,
+      "--max-clones",
+      String(maxClones),
+      "--json",
+    ],
+    CLI_TIMEOUT_MS,
+  );
   if (r.status !== 0) throw new SnowflockError("VM_STATE", `cluster up --hosts ${hosts} failed: ${lastLine(r.stderr)}`);
 }
 
@@ -120,7 +150,9 @@ export async function settle(session: Session): Promise<number> {
     const left = sessionVms(session);
     if (left.length === 0) return performance.now() - started;
     if (performance.now() - started > SETTLE_TIMEOUT_MS) {
-      warn(`still running ${Math.round(SETTLE_TIMEOUT_MS / 1000)} s after the run ended: ${left.map((vm) => `${vm.name} (pid ${vm.pid})`).join(", ")}; going on`);
+      warn(
+        `still running ${Math.round(SETTLE_TIMEOUT_MS / 1000)} s after the run ended: ${left.map((vm) => `${vm.name} (pid ${vm.pid})`).join(", ")}; going on`,
+      );
       return performance.now() - started;
     }
     await Bun.sleep(20);
@@ -144,14 +176,20 @@ export function cleanup(session: Session): void {
   rmSync(session.tmp, { recursive: true, force: true });
 }
 
-
 /**
  * A new session (its own temp directory and test-host prefix); a signal cleans it up and ends the
  * process. `close()` cleans it up at the end.
  */
 export function openSession(kind: string, prefix: string): Session & { close(): void } {
   const tmp = mkdtempSync(join(tmpdir(), `snowflock-bench-${kind}-`));
-  const session: Session = { tmp, runDir: join(tmp, "run"), inventory: join(tmp, "run", "cluster.json"), prefix, clusterUp: false, runs: 0 };
+  const session: Session = {
+    tmp,
+    runDir: join(tmp, "run"),
+    inventory: join(tmp, "run", "cluster.json"),
+    prefix,
+    clusterUp: false,
+    runs: 0,
+  };
   mkdirSync(session.runDir, { mode: 0o700 });
   const interrupted = () => {
     warn("interrupted; stopping the benchmark's VMs and removing its test hosts");
@@ -173,7 +211,11 @@ export function openSession(kind: string, prefix: string): Session & { close(): 
 export async function ownPrefix(letter: string): Promise<string> {
   const prefix = `sf${letter}${process.pid % 1000}`;
   if ((await listNamespaces()).some((n) => n.startsWith(`${prefix}-`))) {
-    throw new SnowflockError("USAGE", `test hosts with prefix '${prefix}' already exist`, `remove them with \`snowflock cluster down --prefix ${prefix}\` or run again`);
+    throw new SnowflockError(
+      "USAGE",
+      `test hosts with prefix '${prefix}' already exist`,
+      `remove them with \`snowflock cluster down --prefix ${prefix}\` or run again`,
+    );
   }
   return prefix;
 }
@@ -220,15 +262,19 @@ export function checkRun(r: { status: number; stdout: string; stderr: string }, 
   for (const c of fork?.clones ?? []) placement[c.host ?? "local"] = (placement[c.host ?? "local"] ?? 0) + 1;
   const remoteClones = (fork?.clones ?? []).filter((c) => c.host !== undefined && c.host !== "h1").length;
   const problems: string[] = [];
-  if (r.status !== 0 || result.exitStatus !== 0) problems.push(`exit ${r.status} (guest ${result.end.kind}${"status" in result.end ? ` ${result.end.status}` : ""})`);
+  if (r.status !== 0 || result.exitStatus !== 0)
+    problems.push(`exit ${r.status} (guest ${result.end.kind}${"status" in result.end ? ` ${result.end.status}` : ""})`);
   if (!fork) problems.push("no fork recorded");
-  else if (fork.failed.length > 0) problems.push(`${fork.failed.length} clone(s) failed: ${fork.failed[0]!.name}: ${fork.failed[0]!.error}`);
+  else if (fork.failed.length > 0)
+    problems.push(`${fork.failed.length} clone(s) failed: ${fork.failed[0]!.name}: ${fork.failed[0]!.error}`);
   else if (fork.clones.length !== clones) problems.push(`${fork.clones.length} clones ran, ${clones} asked for`);
   const console = result.console ?? [];
   if (console.length !== expected.length || console.some((line, i) => line !== expected[i])) {
     let i = expected.findIndex((line, k) => console[k] !== line);
     if (i < 0) i = expected.length; // the console has more lines than expected
-    problems.push(`console differs from the host's answer at line ${i + 1}: got '${console[i] ?? "(none)"}', expected '${expected[i] ?? "(none)"}'`);
+    problems.push(
+      `console differs from the host's answer at line ${i + 1}: got '${console[i] ?? "(none)"}', expected '${expected[i] ?? "(none)"}'`,
+    );
   }
   return { result, placement, remoteClones, problems };
 }

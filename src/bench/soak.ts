@@ -21,7 +21,18 @@ import { scaledTimeout } from "../timeouts.ts";
 import { fixed, mb, table } from "./format.ts";
 import { machineNote } from "./machine.ts";
 import { writeReportFiles } from "./report-files.ts";
-import { cli, CLI_TIMEOUT_MS, clusterDown, clusterUp, lastLine, openSession, progress, progressDone, type Session, sessionVms } from "./session.ts";
+import {
+  cli,
+  CLI_TIMEOUT_MS,
+  clusterDown,
+  clusterUp,
+  lastLine,
+  openSession,
+  progress,
+  progressDone,
+  type Session,
+  sessionVms,
+} from "./session.ts";
 import { linePlot } from "./svg.ts";
 import { defaultOutDir } from "./fork.ts";
 
@@ -97,7 +108,10 @@ const RSS_SLACK_SHARE = 0.1;
 // ---------------------------------------------------------------------------------------------
 // What the host holds.
 
-const processIds = () => readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number);
+const processIds = () =>
+  readdirSync("/proc")
+    .filter((e) => /^\d+$/.test(e))
+    .map(Number);
 
 function readOr(path: string, fallback: string): string {
   try {
@@ -218,18 +232,31 @@ function flatness(before: SoakSample, after: SoakSample, dirs: number, guestByte
 // Cycles.
 
 /** Forks `parent` into `clones` clones, then kills them and waits until they are gone. */
-async function cycle(session: Session, parent: string, clones: number, memory: MemoryPath, spread: boolean, transport: RemoteTransport): Promise<void> {
-  const answer = await controlRequest(parent, { op: "fork", clones, memory, spread, transport: spread ? transport : undefined }, FORK_TIMEOUT_MS);
+async function cycle(
+  session: Session,
+  parent: string,
+  clones: number,
+  memory: MemoryPath,
+  spread: boolean,
+  transport: RemoteTransport,
+): Promise<void> {
+  const answer = await controlRequest(
+    parent,
+    { op: "fork", clones, memory, spread, transport: spread ? transport : undefined },
+    FORK_TIMEOUT_MS,
+  );
   if (!answer.ok) throw new SnowflockError("VM_STATE", `fork of ${parent} failed: ${answer.error}`);
   const fork = answer.fork!;
-  if (fork.failed.length > 0) throw new SnowflockError("VM_STATE", `fork of ${parent}: ${fork.failed.map((f) => `${f.name}: ${f.error}`).join("; ")}`);
+  if (fork.failed.length > 0)
+    throw new SnowflockError("VM_STATE", `fork of ${parent}: ${fork.failed.map((f) => `${f.name}: ${f.error}`).join("; ")}`);
   await Promise.all(fork.clones.map((c) => controlRequest(c.name, "kill").catch(() => undefined)));
   const names = new Set(fork.clones.map((c) => c.name));
   const deadline = performance.now() + GONE_TIMEOUT_MS;
   for (;;) {
     const left = sessionVms(session).filter((vm) => names.has(vm.name));
     if (left.length === 0 && fork.clones.every((c) => c.pid === undefined || !processAlive(c.pid))) return;
-    if (performance.now() > deadline) throw new SnowflockError("VM_STATE", `clones still there ${GONE_TIMEOUT_MS / 1000} s after kill: ${[...names].join(", ")}`);
+    if (performance.now() > deadline)
+      throw new SnowflockError("VM_STATE", `clones still there ${GONE_TIMEOUT_MS / 1000} s after kill: ${[...names].join(", ")}`);
     await Bun.sleep(5);
   }
 }
@@ -263,7 +290,9 @@ async function soakPart(session: Session, where: SoakPart["where"], cycles: numb
       if (done % every === 0 || done === cycles) {
         samples.push(sample(session, done, parentPid));
         const rate = done / ((performance.now() - started) / 1000);
-        progress(`${where}: cycle ${done}/${cycles} (${fixed(rate)} cycles/s), parent fds ${samples.at(-1)!.parentFds}, RSS ${mb(samples.at(-1)!.parentRssBytes)} MiB (+ guest ${mb(samples.at(-1)!.parentGuestRssBytes)} MiB)`);
+        progress(
+          `${where}: cycle ${done}/${cycles} (${fixed(rate)} cycles/s), parent fds ${samples.at(-1)!.parentFds}, RSS ${mb(samples.at(-1)!.parentRssBytes)} MiB (+ guest ${mb(samples.at(-1)!.parentGuestRssBytes)} MiB)`,
+        );
       }
     }
   } catch (e) {
@@ -337,10 +366,20 @@ const METRICS: Array<[Metric, string, (n: number) => string]> = [
 ];
 
 export function formatReport(report: SoakReport): string {
-  const lines = [report.benchmark, report.machine, `before = after ${WARM_UP_CYCLES} warm-up cycles; flat = no rise (RSS: under ${mb(RSS_SLACK_BYTES)} MiB or ${RSS_SLACK_SHARE * 100}%; guest memory: within the guest's size; ended VMs' logs: at most the ${KEPT_ENDED_LOGS} newest per run directory)`];
+  const lines = [
+    report.benchmark,
+    report.machine,
+    `before = after ${WARM_UP_CYCLES} warm-up cycles; flat = no rise (RSS: under ${mb(RSS_SLACK_BYTES)} MiB or ${RSS_SLACK_SHARE * 100}%; guest memory: within the guest's size; ended VMs' logs: at most the ${KEPT_ENDED_LOGS} newest per run directory)`,
+  ];
   for (const part of report.parts) {
     const head = `${part.where}: ${part.cycles} cycles, ${part.memory}${part.transport ? ` over ${part.transport}` : ""}, ${fixed(part.durationMs / 1000)} s${part.error ? ` — FAILED at ${part.error}` : ""}`;
-    const rows = METRICS.map(([key, label, show]) => [label, show(part.before[key]), show(part.after[key]), show(part.after[key] - part.before[key]), part.flat[key] ? "yes" : "NO"]);
+    const rows = METRICS.map(([key, label, show]) => [
+      label,
+      show(part.before[key]),
+      show(part.after[key]),
+      show(part.after[key] - part.before[key]),
+      part.flat[key] ? "yes" : "NO",
+    ]);
     lines.push("", head, ...table(["what", "before", "after", "delta", "flat"], rows, 1));
   }
   return lines.join("\n");
@@ -353,7 +392,10 @@ export function writeReport(report: SoakReport, dir: string): { json: string; sv
     xLabel: "cycle",
     yLabel: "count (fds, processes, entries)",
     series: report.parts.flatMap((part) =>
-      (["parentFds", "agentFds", "processes", "runDirEntries"] as const).map((key) => ({ name: `${part.where} ${key}`, points: part.samples.map((s): [number, number] => [s.cycle, s[key]]) })),
+      (["parentFds", "agentFds", "processes", "runDirEntries"] as const).map((key) => ({
+        name: `${part.where} ${key}`,
+        points: part.samples.map((s): [number, number] => [s.cycle, s[key]]),
+      })),
     ),
   });
   return writeReportFiles(dir, "soak", report, svg);

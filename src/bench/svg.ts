@@ -24,7 +24,7 @@ export interface PlotSpec {
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
 const MARGIN = { left: 72, top: 56, bottom: 56 };
 
-const escape = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+const escapeXml = (text: string) => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 const fmt = (n: number) => (Math.round(n * 10) / 10).toString();
 
 /** About `count` round tick values (1, 2, 5 × 10^k steps) from 0 to at least `max`. */
@@ -58,9 +58,9 @@ export function linePlot(spec: PlotSpec): string {
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
-    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escape(spec.title)}</text>`,
+    `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(spec.title)}</text>`,
   ];
-  if (spec.subtitle) out.push(`<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escape(spec.subtitle)}</text>`);
+  if (spec.subtitle) out.push(`<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(spec.subtitle)}</text>`);
   // Grid and y ticks.
   for (const v of yTicks) {
     const y = fmt(py(v));
@@ -75,8 +75,8 @@ export function linePlot(spec: PlotSpec): string {
   }
   // Axes and labels.
   out.push(`<path d="M${MARGIN.left} ${MARGIN.top}V${MARGIN.top + plotH}H${MARGIN.left + plotW}" fill="none" stroke="black"/>`);
-  out.push(`<text x="${MARGIN.left + plotW / 2}" y="${height - 12}" text-anchor="middle">${escape(spec.xLabel)}</text>`);
-  out.push(`<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escape(spec.yLabel)}</text>`);
+  out.push(`<text x="${MARGIN.left + plotW / 2}" y="${height - 12}" text-anchor="middle">${escapeXml(spec.xLabel)}</text>`);
+  out.push(`<text transform="translate(18 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`);
   // Lines, markers and the legend.
   spec.series.forEach((s, i) => {
     const color = s.color ?? COLORS[i % COLORS.length]!;
@@ -86,8 +86,10 @@ export function linePlot(spec: PlotSpec): string {
     for (const [x, y] of valid) out.push(`<circle cx="${fmt(px(x))}" cy="${fmt(py(y))}" r="3.5" fill="${color}"/>`);
     const ly = MARGIN.top + 12 + i * 18;
     const lx = MARGIN.left + plotW + 16;
-    out.push(`<line x1="${lx}" x2="${lx + 24}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`);
-    out.push(`<text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escape(s.name)}</text>`);
+    out.push(
+      `<line x1="${lx}" x2="${lx + 24}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`,
+    );
+    out.push(`<text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
   });
   out.push("</svg>");
   return `${out.join("\n")}\n`;

@@ -80,7 +80,8 @@ async function startParent(domains: DomainOperations, config: string, say: (line
     // Until the guest's Xen drivers are up; false if it shut down first (see bootDomU in test/xen:
     // the stock kernel now and then dies in its first instructions under emulation).
     if (await domains.waitReady(PARENT, 600_000)) return (await domains.list()).find((d) => d.name === PARENT)!.memoryBytes;
-    if (attempt === 3) throw new SnowflockError("VM_STATE", `the parent domU ${PARENT} shut down while booting, three times`, "`xl dmesg` says why");
+    if (attempt === 3)
+      throw new SnowflockError("VM_STATE", `the parent domU ${PARENT} shut down while booting, three times`, "`xl dmesg` says why");
     say(`the parent domU died while booting (attempt ${attempt}); starting it again`);
   }
 }
@@ -110,10 +111,26 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
         }
         for (let i = 1; i <= n; i++) await destroy(`${PARENT}-r${i}`);
         rmSync(SAVE_FILE, { force: true });
-        samples.push({ snowflockMs: fork.totalMs, shellsMs: fork.eagerCopy?.shellsMs ?? 0, parentDownMs: fork.pausedMs, xlMs: xlSaveMs + xlRestoreMs, xlSaveMs, xlRestoreMs });
+        samples.push({
+          snowflockMs: fork.totalMs,
+          shellsMs: fork.eagerCopy?.shellsMs ?? 0,
+          parentDownMs: fork.pausedMs,
+          xlMs: xlSaveMs + xlRestoreMs,
+          xlSaveMs,
+          xlRestoreMs,
+        });
       }
       const m = (key: keyof (typeof samples)[number]) => median(samples.map((s) => s[key]));
-      const row = { clones: n, snowflockMs: m("snowflockMs"), shellsMs: m("shellsMs"), parentDownMs: m("parentDownMs"), xlMs: m("xlMs"), xlSaveMs: m("xlSaveMs"), xlRestoreMs: m("xlRestoreMs"), ratio: 0 };
+      const row = {
+        clones: n,
+        snowflockMs: m("snowflockMs"),
+        shellsMs: m("shellsMs"),
+        parentDownMs: m("parentDownMs"),
+        xlMs: m("xlMs"),
+        xlSaveMs: m("xlSaveMs"),
+        xlRestoreMs: m("xlRestoreMs"),
+        ratio: 0,
+      };
       row.ratio = row.xlMs / row.snowflockMs;
       rows.push(row);
       say(`N=${n}: snowflock ${fixed(row.snowflockMs / 1000, 2)} s, xl ${fixed(row.xlMs / 1000, 2)} s, ${fixed(row.ratio, 2)}x`);
@@ -134,11 +151,24 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
 const seconds = (ms: number) => fixed(ms / 1000, 2);
 
 export function formatReport(report: XenForkReport): string {
-  const lines = [report.benchmark, `${report.machine}; ${report.xen}; PVH domU of ${formatSize(report.memoryBytes)}; median of ${report.runs} run(s)`, ""];
+  const lines = [
+    report.benchmark,
+    `${report.machine}; ${report.xen}; PVH domU of ${formatSize(report.memoryBytes)}; median of ${report.runs} run(s)`,
+    "",
+  ];
   lines.push(
     ...table(
       ["N", "snowflock s", "shells s", "parent down s", "xl save+restore s", "save s", "restores s", "xl/snowflock"],
-      report.rows.map((r) => [String(r.clones), seconds(r.snowflockMs), seconds(r.shellsMs), seconds(r.parentDownMs), seconds(r.xlMs), seconds(r.xlSaveMs), seconds(r.xlRestoreMs), `${fixed(r.ratio, 2)}x`]),
+      report.rows.map((r) => [
+        String(r.clones),
+        seconds(r.snowflockMs),
+        seconds(r.shellsMs),
+        seconds(r.parentDownMs),
+        seconds(r.xlMs),
+        seconds(r.xlSaveMs),
+        seconds(r.xlRestoreMs),
+        `${fixed(r.ratio, 2)}x`,
+      ]),
     ),
   );
   return `${lines.join("\n")}\n`;

@@ -19,7 +19,10 @@ function untilStopped(): Promise<void> {
 
 export function registerAgent(cli: CAC): void {
   cli
-    .command("agent", "Run this host's agent: it takes authenticated requests from the cluster, starts clones here and relays their messages; on Xen, it serves the domUs' sf requests (runs until stopped)")
+    .command(
+      "agent",
+      "Run this host's agent: it takes authenticated requests from the cluster, starts clones here and relays their messages; on Xen, it serves the domUs' sf requests (runs until stopped)",
+    )
     .option("--host <name>", "Which inventory host this is")
     .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_AGENT_MAX_CLONES })
@@ -37,10 +40,15 @@ export function registerAgent(cli: CAC): void {
       const path = options.inventory ?? defaultInventoryPath();
       const inventory = readInventory(path);
       if (!inventory.hosts.some((h) => h.name === String(options.host))) {
-        throw new SnowflockError("USAGE", `no host '${options.host ?? ""}' in ${path}`, `use --host with one of: ${inventory.hosts.map((h) => h.name).join(", ")}`);
+        throw new SnowflockError(
+          "USAGE",
+          `no host '${options.host ?? ""}' in ${path}`,
+          `use --host with one of: ${inventory.hosts.map((h) => h.name).join(", ")}`,
+        );
       }
       const maxClones = Number(options.maxClones);
-      if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > 1024) throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, "give a whole number from 1 to 1024");
+      if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > 1024)
+        throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, "give a whole number from 1 to 1024");
       const cluster = ClusterContext.load(path, String(options.host));
       const agent = startAgent({ cluster, maxClones });
       log.success(`agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} (up to ${maxClones} clones)`);

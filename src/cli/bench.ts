@@ -51,16 +51,24 @@ const DEFAULTS = {
   cluster: { clones: "1,2,4,8,16,32", runs: 3, mem: "64M", hosts: "1,2,4,8", transport: "packet,tcp" },
   heuristics: { clones: 4, runs: 3, mem: "128M", hosts: 3, transport: "packet" },
   soak: { clones: 1, mem: "64M", hosts: 2, transport: "packet" },
-  xen: { clones: "1,2,4,8", runs: 3, domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg") },
+  xen: {
+    clones: "1,2,4,8",
+    runs: 3,
+    domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg"),
+  },
 };
 
 function listOption(value: unknown): string[] {
-  return String(value).split(",").map((s) => s.trim()).filter(Boolean);
+  return String(value)
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 function wholeNumber(option: string, value: unknown, max: number): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > max) throw new SnowflockError("USAGE", `bad ${option} '${value}'`, `give whole numbers from 1 to ${max}`);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw new SnowflockError("USAGE", `bad ${option} '${value}'`, `give whole numbers from 1 to ${max}`);
   return n;
 }
 
@@ -73,13 +81,25 @@ export function registerBench(cli: CAC): void {
     .option("--clones <list>", "Clone counts N, comma-separated (default: fork, cluster 1,2,4,8,16,32; heuristics one N, 4)")
     .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M)")
     .option("--runs <n>", "Runs per measurement (the median is reported; default 3)")
-    .option("--memory <list>", "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable)", { default: "cow" })
+    .option("--memory <list>", "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable)", {
+      default: "cow",
+    })
     .option("--no-peer", "Skip the QEMU peer")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
-    .option("--hosts <list>", "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8); heuristics: one count (default 3; 0 skips the cross-host part)")
-    .option("--transport <list>", "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) (default packet,tcp); heuristics: one (default packet)")
-    .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", { default: "search-par" })
-    .option("--workloads <list>", "heuristics: workloads, comma-separated: sha256-par, search-par, alloc-par", { default: "sha256-par,search-par,alloc-par" })
+    .option(
+      "--hosts <list>",
+      "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8); heuristics: one count (default 3; 0 skips the cross-host part)",
+    )
+    .option(
+      "--transport <list>",
+      "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) (default packet,tcp); heuristics: one (default packet)",
+    )
+    .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", {
+      default: "search-par",
+    })
+    .option("--workloads <list>", "heuristics: workloads, comma-separated: sha256-par, search-par, alloc-par", {
+      default: "sha256-par,search-par,alloc-par",
+    })
     .option("--size <size>", "cluster, heuristics: dataset size", { default: "16M" })
     .option("--seed <n>", "cluster, heuristics: dataset seed", { default: 7 })
     .option("--mtu <bytes>", "cluster: MTU of the test hosts' links (as `cluster up --mtu`)", { default: TEST_HOST_MTU })
@@ -87,25 +107,37 @@ export function registerBench(cli: CAC): void {
     .option("--cross-cycles <n>", "soak: fork/kill cycles across test hosts (0 skips; --hosts sets how many, default 2)", { default: 200 })
     .option("--json", "Print the report as JSON")
     .option("--domu-config <file>", "fork --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)")
-    .option("--out <dir>", "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: bench/results in the repo, else .)")
+    .option(
+      "--out <dir>",
+      "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: bench/results in the repo, else .)",
+    )
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
     .example((bin) => `  ${bin} bench soak --cycles 1000 --cross-cycles 200`)
     .action(async (benchmark: string, options: BenchOptions) => {
-      if (!BENCHMARKS.includes(benchmark)) throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
+      if (!BENCHMARKS.includes(benchmark))
+        throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
       const backend = await selectBackend(options.backend, "bench");
       if (backend.domains) {
-        if (benchmark !== "fork") throw new SnowflockError("USAGE", `snowflock bench ${benchmark} does not run on ${backend.name}`, `on ${backend.name}: snowflock bench fork`);
+        if (benchmark !== "fork")
+          throw new SnowflockError(
+            "USAGE",
+            `snowflock bench ${benchmark} does not run on ${backend.name}`,
+            `on ${backend.name}: snowflock bench fork`,
+          );
         return benchDomainFork(backend.domains, options);
       }
       backend.check();
       if (benchmark === "cluster") return benchCluster(options);
       if (benchmark === "heuristics") return benchHeuristics(options);
       if (benchmark === "soak") return benchSoak(options);
-      const clones = [...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)))].sort((a, b) => a - b);
+      const clones = [
+        ...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK))),
+      ].sort((a, b) => a - b);
       const memoryPaths = [...new Set(listOption(options.memory))];
-      if (clones.length === 0 || memoryPaths.length === 0) throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
+      if (clones.length === 0 || memoryPaths.length === 0)
+        throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
       const bench = await import("../bench/fork.ts");
       const report = await bench.runForkBench({
         clones,
@@ -121,11 +153,19 @@ export function registerBench(cli: CAC): void {
 }
 
 async function benchDomainFork(domains: DomainOperations, options: BenchOptions): Promise<number> {
-  const clones = [...new Set(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, domains.maxClones)))].sort((a, b) => a - b);
+  const clones = [
+    ...new Set(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, domains.maxClones))),
+  ].sort((a, b) => a - b);
   const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
-  if (!existsSync(domuConfig)) throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
+  if (!existsSync(domuConfig))
+    throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
   const bench = await import("../bench/xen-fork.ts");
-  const report = await bench.runXenForkBench(domains, { clones, runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000), domuConfig, progress: (line) => log.info(line) });
+  const report = await bench.runXenForkBench(domains, {
+    clones,
+    runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000),
+    domuConfig,
+    progress: (line) => log.info(line),
+  });
   return publish(bench, report, options);
 }
 
@@ -136,10 +176,12 @@ async function benchCluster(options: BenchOptions): Promise<number> {
   const clones = sorted(listOption(options.clones ?? DEFAULTS.cluster.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK)));
   const hosts = sorted(listOption(options.hosts ?? DEFAULTS.cluster.hosts).map((n) => wholeNumber("--hosts", n, MAX_TEST_HOSTS)));
   const transports = [...new Set(listOption(options.transport ?? DEFAULTS.cluster.transport).map(transportOption))];
-  if (clones.length === 0 || hosts.length === 0 || transports.length === 0) throw new SnowflockError("USAGE", "--clones, --hosts and --transport need at least one value");
+  if (clones.length === 0 || hosts.length === 0 || transports.length === 0)
+    throw new SnowflockError("USAGE", "--clones, --hosts and --transport need at least one value");
   const bench = await import("../bench/cluster.ts");
   const workload = String(options.workload);
-  if (!(bench.CLUSTER_WORKLOADS as string[]).includes(workload)) throw new SnowflockError("USAGE", `bad --workload '${workload}'`, `use one of: ${bench.CLUSTER_WORKLOADS.join(", ")}`);
+  if (!(bench.CLUSTER_WORKLOADS as string[]).includes(workload))
+    throw new SnowflockError("USAGE", `bad --workload '${workload}'`, `use one of: ${bench.CLUSTER_WORKLOADS.join(", ")}`);
   const { sizeBytes, seed } = sizeAndSeed(options);
   const memoryBytes = memoryOption(options.mem ?? DEFAULTS.cluster.mem);
   // Fail before making any test host if the guest cannot hold the dataset.
@@ -197,7 +239,8 @@ function publish<R>(
 /** The dataset size and seed options (cluster, heuristics). */
 function sizeAndSeed(options: BenchOptions): { sizeBytes: number; seed: number } {
   const sizeBytes = parseSize(String(options.size));
-  if (sizeBytes === undefined || sizeBytes < 2) throw new SnowflockError("USAGE", `bad --size '${options.size}'`, "give a size such as 16M");
+  if (sizeBytes === undefined || sizeBytes < 2)
+    throw new SnowflockError("USAGE", `bad --size '${options.size}'`, "give a size such as 16M");
   const seed = Number(options.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new SnowflockError("USAGE", `bad --seed '${options.seed}'`, "give a whole number");
   return { sizeBytes, seed };
@@ -210,7 +253,8 @@ async function benchHeuristics(options: BenchOptions): Promise<number> {
   const workloads = [...new Set(listOption(options.workloads))];
   if (workloads.length === 0) throw new SnowflockError("USAGE", "--workloads needs at least one value");
   const unknown = workloads.find((w) => !(bench.HEURISTICS_WORKLOADS as string[]).includes(w));
-  if (unknown !== undefined) throw new SnowflockError("USAGE", `bad --workloads entry '${unknown}'`, `use some of: ${bench.HEURISTICS_WORKLOADS.join(", ")}`);
+  if (unknown !== undefined)
+    throw new SnowflockError("USAGE", `bad --workloads entry '${unknown}'`, `use some of: ${bench.HEURISTICS_WORKLOADS.join(", ")}`);
   const one = (option: string, value: unknown) => {
     const values = listOption(value);
     if (values.length !== 1) throw new SnowflockError("USAGE", `bench heuristics takes one ${option} value, not '${value}'`);

@@ -20,11 +20,14 @@ export function chooseCluster(option: string | boolean): ClusterChoice {
   const host = hostOfThisProcess(inventory);
   if (host) return { cluster: ClusterContext.load(inventoryPath, host.name) };
   const first = inventory.hosts[0]!;
-  if (first.namespace !== null && process.env[INSIDE_TEST_HOST] !== "1") return { rerunInside: first.namespace, runDir: hostRunDir(inventory.cluster, first.name), inventoryPath };
+  if (first.namespace !== null && process.env[INSIDE_TEST_HOST] !== "1")
+    return { rerunInside: first.namespace, runDir: hostRunDir(inventory.cluster, first.name), inventoryPath };
   throw new SnowflockError(
     "USAGE",
     `this machine is none of the hosts in ${inventoryPath}`,
-    first.namespace === null ? "run it on a host the inventory names (its address must be one of this machine's)" : `the test host namespace ${first.namespace} is not usable; run \`snowflock cluster status\``,
+    first.namespace === null
+      ? "run it on a host the inventory names (its address must be one of this machine's)"
+      : `the test host namespace ${first.namespace} is not usable; run \`snowflock cluster status\``,
   );
 }
 

@@ -46,7 +46,10 @@ export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
     .option("--hosts <n>", `up: how many test hosts (1 to ${MAX_TEST_HOSTS})`)
     .option("--mtu <bytes>", `up: MTU of every eth0, veth end and the bridge (default ${TEST_HOST_MTU})`)
     .option("--max-clones <n>", `up/restart-agents: most clones each host's agent runs at once (default ${DEFAULT_AGENT_MAX_CLONES})`)
-    .option("--prefix <name>", `up/down: prefix of the namespaces and links (up: default ${DEFAULT_PREFIX}; down takes it from the inventory unless given)`)
+    .option(
+      "--prefix <name>",
+      `up/down: prefix of the namespaces and links (up: default ${DEFAULT_PREFIX}; down takes it from the inventory unless given)`,
+    )
     .option("--inventory <file>", `The cluster inventory (default ${defaultInventoryPath()})`)
     .option("--json", "Print the result as JSON")
     .example((bin) => `  ${bin} cluster up --hosts 4 --mtu 9000 && ${bin} cluster status && ${bin} cluster down`)
@@ -61,7 +64,11 @@ export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
         case "restart-agents":
           return restartAgents(options);
         default:
-          throw new SnowflockError("USAGE", `unknown cluster action '${action}'`, "use `snowflock cluster up|down|status|restart-agents` (see --help)");
+          throw new SnowflockError(
+            "USAGE",
+            `unknown cluster action '${action}'`,
+            "use `snowflock cluster up|down|status|restart-agents` (see --help)",
+          );
       }
     });
 }
@@ -70,7 +77,11 @@ function wholeNumber(value: number | string | undefined, option: string, fallbac
   if (value === undefined && fallback !== undefined) return fallback;
   const n = Number(value);
   if (value === undefined || value === "" || typeof value === "boolean" || !Number.isInteger(n)) {
-    throw new SnowflockError("USAGE", value === undefined ? `${option} is required` : `bad ${option} '${value}'`, `give a whole number, e.g. ${option} ${option === "--mtu" ? 1500 : 3}`);
+    throw new SnowflockError(
+      "USAGE",
+      value === undefined ? `${option} is required` : `bad ${option} '${value}'`,
+      `give a whole number, e.g. ${option} ${option === "--mtu" ? 1500 : 3}`,
+    );
   }
   return n;
 }
@@ -101,7 +112,10 @@ async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number>
     },
   });
   if (options.json) printJson(publicView(inventory, inventoryPath));
-  else log.success(`${inventory.hosts.length} test host(s) up on bridge ${inventory.bridge} (namespace ${testHostNames(prefix).switchNamespace}); inventory ${inventoryPath}`);
+  else
+    log.success(
+      `${inventory.hosts.length} test host(s) up on bridge ${inventory.bridge} (namespace ${testHostNames(prefix).switchNamespace}); inventory ${inventoryPath}`,
+    );
   return 0;
 }
 
@@ -132,11 +146,21 @@ async function down(options: ClusterOptions): Promise<number> {
     try {
       inventory = readInventory(inventoryPath);
     } catch (error) {
-      if (error instanceof SnowflockError) throw new SnowflockError(error.code, error.message, "to remove test hosts by name anyway, pass --prefix P; the file is then left in place", { cause: error });
+      if (error instanceof SnowflockError)
+        throw new SnowflockError(
+          error.code,
+          error.message,
+          "to remove test hosts by name anyway, pass --prefix P; the file is then left in place",
+          { cause: error },
+        );
       throw error;
     }
     if (inventory.hosts.every((h) => h.namespace === null)) {
-      throw new SnowflockError("USAGE", `the inventory ${inventoryPath} describes real hosts (cluster '${inventory.cluster}'); there are no test hosts to remove`, "`cluster down` only removes test hosts made by `cluster up`");
+      throw new SnowflockError(
+        "USAGE",
+        `the inventory ${inventoryPath} describes real hosts (cluster '${inventory.cluster}'); there are no test hosts to remove`,
+        "`cluster down` only removes test hosts made by `cluster up`",
+      );
     }
     prefix = checkPrefix(inventory.cluster);
   }
@@ -146,13 +170,15 @@ async function down(options: ClusterOptions): Promise<number> {
     printJson(report);
     return 0;
   }
-  if (report.processes.length > 0) log.info(`ended ${report.processes.length} process(es) inside the namespaces: ${report.processes.join(" ")}`);
+  if (report.processes.length > 0)
+    log.info(`ended ${report.processes.length} process(es) inside the namespaces: ${report.processes.join(" ")}`);
   if (report.links.length > 0) log.info(`removed link(s): ${report.links.join(" ")}`);
   if (report.namespaces.length > 0) log.info(`removed namespace(s): ${report.namespaces.join(" ")}`);
   if (report.runDirs.length > 0) log.info(`removed run director${report.runDirs.length > 1 ? "ies" : "y"}: ${report.runDirs.join(" ")}`);
   if (report.inventory) log.info(`removed inventory ${report.inventory}`);
   if (report.inventoryKept) log.warn(report.inventoryKept);
-  const nothing = report.processes.length + report.links.length + report.namespaces.length + report.runDirs.length === 0 && !report.inventory;
+  const nothing =
+    report.processes.length + report.links.length + report.namespaces.length + report.runDirs.length === 0 && !report.inventory;
   if (nothing) log.info(`no test hosts with prefix '${prefix}' found; nothing to remove`);
   else log.success(`test cluster '${prefix}' removed`);
   return 0;
@@ -169,9 +195,22 @@ async function status(options: ClusterOptions): Promise<number> {
   const yesNo = (v: boolean | null) => (v === null ? "-" : v ? "yes" : "no");
   printTable(
     ["HOST", "NAMESPACE", "ADDRESS", "MAC", "INTERFACE", "NS EXISTS", "UP", "AGENT", "VMS"],
-    result.hosts.map((h) => [h.name, h.namespace ?? "(real host)", h.address, h.mac, h.interface, yesNo(h.namespaceExists), yesNo(h.interfaceUp), `${h.agent} (:${h.agentPort})`, h.vms.join(" ") || "-"]),
+    result.hosts.map((h) => [
+      h.name,
+      h.namespace ?? "(real host)",
+      h.address,
+      h.mac,
+      h.interface,
+      yesNo(h.namespaceExists),
+      yesNo(h.interfaceUp),
+      `${h.agent} (:${h.agentPort})`,
+      h.vms.join(" ") || "-",
+    ]),
   );
-  if (result.bridge) log.info(`cluster '${result.cluster}': bridge ${result.bridge} in namespace ${result.switchNamespace} ${result.bridgeUp ? "up" : "MISSING or down"}, MTU ${result.mtu}`);
+  if (result.bridge)
+    log.info(
+      `cluster '${result.cluster}': bridge ${result.bridge} in namespace ${result.switchNamespace} ${result.bridgeUp ? "up" : "MISSING or down"}, MTU ${result.mtu}`,
+    );
   const broken = result.hosts.filter((h) => h.namespaceExists === false || h.interfaceUp === false);
   if (broken.length > 0) log.warn(`${broken.length} host(s) missing or down: run \`snowflock cluster down\` and \`cluster up\` again`);
   const deadAgents = result.hosts.filter((h) => h.namespaceExists === true && h.agent !== "listening");

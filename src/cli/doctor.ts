@@ -22,7 +22,9 @@ function printFields(fields: DoctorLine[]): void {
 
 /** For JSON: what the backend offers, or why not (without the error object). */
 function plain(r: DoctorReport): Record<string, unknown> {
-  return r.available ? { backend: r.backend, available: true, ...r.facts, memoryOnDemand: r.memoryOnDemand } : { available: false, reason: r.reason };
+  return r.available
+    ? { backend: r.backend, available: true, ...r.facts, memoryOnDemand: r.memoryOnDemand }
+    : { available: false, reason: r.reason };
 }
 
 /** Where neither backend works: how to see snowflock run on this machine anyway. */
@@ -51,12 +53,18 @@ export function registerDoctor(cli: CAC): void {
       const reports = { kvm: await report("kvm"), xen: await report("xen") };
       const none = !reports.kvm.available && !reports.xen.available;
       if (options.json) {
-        printJson({ backend: detected, backends: { kvm: plain(reports.kvm), xen: plain(reports.xen) }, ...(none ? { tryNested: NESTED_DEMO_HINT } : {}) });
+        printJson({
+          backend: detected,
+          backends: { kvm: plain(reports.kvm), xen: plain(reports.xen) },
+          ...(none ? { tryNested: NESTED_DEMO_HINT } : {}),
+        });
         return 0;
       }
       const chosen = reports[detected];
       if (chosen.available) printFields(chosen.lines);
-      else for (const b of BACKENDS) printLine(`${b}: ${reports[b].available ? `available (snowflock doctor --backend ${b})` : reports[b].reason}`);
+      else
+        for (const b of BACKENDS)
+          printLine(`${b}: ${reports[b].available ? `available (snowflock doctor --backend ${b})` : reports[b].reason}`);
       if (none) printLine(NESTED_DEMO_HINT);
       return 0;
     });

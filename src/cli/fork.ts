@@ -26,7 +26,13 @@ async function forkVm(rawName: string, clones: number, options: ForkOptions): Pr
   const name = checkName(rawName);
   const memory = memoryPathOption(options.memory ?? "cow");
   if (!options.json) log.start(`forking ${name} into ${clones} clone${clones > 1 ? "s" : ""}`);
-  const request = { op: "fork" as const, clones, memory, spread: options.cluster === true, transport: options.transport === undefined ? undefined : transportOption(options.transport) };
+  const request = {
+    op: "fork" as const,
+    clones,
+    memory,
+    spread: options.cluster === true,
+    transport: options.transport === undefined ? undefined : transportOption(options.transport),
+  };
   const answer = await controlRequest(name, request, scaledTimeout(60_000));
   if (!answer.ok) throw new SnowflockError("CONTROL", `VM '${name}' could not fork: ${answer.error}`);
   return answer.fork!;
@@ -35,7 +41,8 @@ async function forkVm(rawName: string, clones: number, options: ForkOptions): Pr
 /** A domain the hypervisor runs (a Xen domU): snowflock forks it from here. */
 function forkDomain(domains: NonNullable<Backend["domains"]>, name: string, clones: number, options: ForkOptions): Promise<ForkResult> {
   domains.checkMemory(options.memory);
-  if (clones > domains.maxClones) throw new SnowflockError("USAGE", `bad --clones '${clones}'`, `give a whole number from 1 to ${domains.maxClones}`);
+  if (clones > domains.maxClones)
+    throw new SnowflockError("USAGE", `bad --clones '${clones}'`, `give a whole number from 1 to ${domains.maxClones}`);
   return domains.fork(name, clones, { workDirectory: runDir(), progress: options.json ? undefined : (line) => log.info(line) });
 }
 
@@ -59,16 +66,27 @@ function printFork(result: ForkResult): void {
   const memory = copy
     ? `memory: eager, ${formatSize(copy.bytesCopied)} copied, ${copy.pagesZero} of ${copy.pagesCopied} pages zero (shells ${(copy.shellsMs / 1000).toFixed(2)} s on ${copy.threads} thread(s), copy ${(copy.copyMs / 1000).toFixed(2)} s)`
     : `memory: ${result.memory}, descriptor ${result.descriptorBytes} bytes`;
-  log.success(`${result.clones.length} clone(s) of ${result.parent} running in ${result.totalMs.toFixed(1)} ms; parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}`);
+  log.success(
+    `${result.clones.length} clone(s) of ${result.parent} running in ${result.totalMs.toFixed(1)} ms; parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}`,
+  );
 }
 
 export function registerFork(cli: CAC): void {
   cli
     .command("fork <name>", "Clone a running VM into N new VMs that carry on from the same instant")
     .option("--clones <n>", "How many clones", { default: 1 })
-    .option("--memory <path>", "How clones get memory: cow (copy-on-write of the frozen image; the default) or ondemand (fetched on first touch from the parent's memory server); on Xen: eager")
-    .option("--cluster", "Spread the clones over the cluster the VM was started in (`run --cluster`); clones on other hosts take memory on demand")
-    .option("--transport <kind>", "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with")
+    .option(
+      "--memory <path>",
+      "How clones get memory: cow (copy-on-write of the frozen image; the default) or ondemand (fetched on first touch from the parent's memory server); on Xen: eager",
+    )
+    .option(
+      "--cluster",
+      "Spread the clones over the cluster the VM was started in (`run --cluster`); clones on other hosts take memory on demand",
+    )
+    .option(
+      "--transport <kind>",
+      "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with",
+    )
     .option("--json", "Print the fork's result as JSON (the same shape on every backend; see the README)")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)
     .example((bin) => `  ${bin} fork mydomu --clones 3 --backend xen     # in a Xen dom0 (a PVH domU)`)
@@ -78,7 +96,9 @@ export function registerFork(cli: CAC): void {
         throw new SnowflockError("USAGE", `bad --clones '${options.clones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
       }
       const backend = await selectBackend(options.backend, "fork");
-      const result = backend.domains ? await forkDomain(backend.domains, String(rawName), clones, options) : await forkVm(String(rawName), clones, options);
+      const result = backend.domains
+        ? await forkDomain(backend.domains, String(rawName), clones, options)
+        : await forkVm(String(rawName), clones, options);
       if (options.json) printJson(result);
       else printFork(result);
       for (const f of result.failed) log.error(`${f.name}: ${f.error}`);

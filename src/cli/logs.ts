@@ -29,7 +29,8 @@ export function registerLogs(cli: CAC): void {
     .example((bin) => `  ${bin} logs web --follow`)
     .action(async (name: string, options: { follow?: boolean; raw?: boolean }) => {
       const { log: path } = vmPaths(checkName(String(name)));
-      if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no console log for a VM named '${name}'`, "`snowflock ls` lists the running VMs");
+      if (!existsSync(path))
+        throw new SnowflockError("NOT_FOUND", `no console log for a VM named '${name}'`, "`snowflock ls` lists the running VMs");
       let fd = openSync(path, "r");
       const chunk = Buffer.alloc(64 * 1024);
       const write = consoleWriter(options.raw === true || !process.stdout.isTTY);
@@ -50,7 +51,7 @@ export function registerLogs(cli: CAC): void {
           // The VMM rotated its log (to NAME.log.1, at its cap): finish the old file, go on in the new one.
           const current = statSync(path, { throwIfNoEntry: false });
           if (current && current.ino !== fstatSync(fd).ino) {
-            for (let n; (n = readSync(fd, chunk, 0, chunk.length, position)) > 0; position += n) write(chunk.subarray(0, n));
+            for (let n: number; (n = readSync(fd, chunk, 0, chunk.length, position)) > 0; position += n) write(chunk.subarray(0, n));
             closeSync(fd);
             fd = openSync(path, "r");
             position = 0;

@@ -19,7 +19,14 @@ async function listDomains(domains: DomainOperations, json: boolean): Promise<vo
   if (json) return printJson(rows.map(({ depth, id, ...row }) => ({ ...row, domid: id })));
   printTable(
     ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],
-    rows.map((d) => [d.depth === 0 ? d.name : `${"  ".repeat(d.depth - 1)}└─ ${d.name}`, String(d.id), d.state, formatSize(d.memoryBytes), String(d.vcpus), String(d.cloneId)]),
+    rows.map((d) => [
+      d.depth === 0 ? d.name : `${"  ".repeat(d.depth - 1)}└─ ${d.name}`,
+      String(d.id),
+      d.state,
+      formatSize(d.memoryBytes),
+      String(d.vcpus),
+      String(d.cloneId),
+    ]),
   );
 }
 
@@ -34,7 +41,14 @@ export function registerLs(cli: CAC): void {
         listVms().map(async (record): Promise<VmStatus> => {
           const answer = await controlRequest(record.name, "status").catch(() => undefined);
           if (answer?.ok && answer.status) return answer.status;
-          return { ...record, state: "stopping", timings: { builtMs: 0, runningMs: null }, uptimeMs: Date.now() - Date.parse(record.startedAt), consoleLines: 0, pagesTouched: 0 };
+          return {
+            ...record,
+            state: "stopping",
+            timings: { builtMs: 0, runningMs: null },
+            uptimeMs: Date.now() - Date.parse(record.startedAt),
+            consoleLines: 0,
+            pagesTouched: 0,
+          };
         }),
       );
       if (options.json) return printJson(statuses);

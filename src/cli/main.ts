@@ -25,7 +25,9 @@ import packageJson from "../../package.json" with { type: "json" };
  * (`--no-heuristic NAME`) is spelt for it as the option it declares (`--heuristic-off NAME`).
  */
 function spellNegatedValues(argv: string[]): string[] {
-  return argv.map((arg) => (arg === "--no-heuristic" ? "--heuristic-off" : arg.startsWith("--no-heuristic=") ? `--heuristic-off=${arg.slice(15)}` : arg));
+  return argv.map((arg) =>
+    arg === "--no-heuristic" ? "--heuristic-off" : arg.startsWith("--no-heuristic=") ? `--heuristic-off=${arg.slice(15)}` : arg,
+  );
 }
 
 /**
@@ -60,7 +62,10 @@ export async function startCli(argv: string[]): Promise<number> {
   registerDescriptor(cli);
   registerInspect(cli);
   registerBench(cli);
-  registerCluster(cli, { startAgents: async (inventory, path, maxClones) => (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path, maxClones) });
+  registerCluster(cli, {
+    startAgents: async (inventory, path, maxClones) =>
+      (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path, maxClones),
+  });
   registerAgent(cli);
   registerDoctor(cli);
   cli.help();
@@ -72,7 +77,8 @@ export async function startCli(argv: string[]): Promise<number> {
       // An unknown option before the command (`--bogus ls`) would otherwise just print the help.
       cli.globalCommand.checkUnknownOptions();
       if (cli.options.help || cli.options.version) return 0;
-      if (cli.args.length > 0) throw new SnowflockError("USAGE", `unknown command '${cli.args[0]}'`, "`snowflock --help` lists the commands");
+      if (cli.args.length > 0)
+        throw new SnowflockError("USAGE", `unknown command '${cli.args[0]}'`, "`snowflock --help` lists the commands");
       cli.outputHelp();
       return 0;
     }
@@ -86,8 +92,10 @@ export async function startCli(argv: string[]): Promise<number> {
     if (cli.options.debug) log.error(error);
     // Errors quote what was typed or read (names, files), which must not drive the terminal.
     if (error instanceof SnowflockError) log.error(printable(error.render()));
-    else if (error instanceof Error && error.name === "CACError") log.error(printable(`${error.message} (\`snowflock --help\` shows the usage)`));
-    else if (!cli.options.debug) log.error(printable(`internal error: ${(error as Error)?.message ?? error} (run with --debug for details)`));
+    else if (error instanceof Error && error.name === "CACError")
+      log.error(printable(`${error.message} (\`snowflock --help\` shows the usage)`));
+    else if (!cli.options.debug)
+      log.error(printable(`internal error: ${(error as Error)?.message ?? error} (run with --debug for details)`));
     return 1;
   }
 }
@@ -99,12 +107,24 @@ export async function startCli(argv: string[]): Promise<number> {
 async function runCloneProcess(args: string[]): Promise<number> {
   try {
     const { readLaunchRecord, launchName } = await import("../clone/launch-record.ts");
-    if (args.length !== 1) throw new SnowflockError("USAGE", "__clone takes the clone's name only", "a clone process is started by snowflock itself, never by hand");
+    if (args.length !== 1)
+      throw new SnowflockError(
+        "USAGE",
+        "__clone takes the clone's name only",
+        "a clone process is started by snowflock itself, never by hand",
+      );
     const record = readLaunchRecord();
-    if (args[0] !== launchName(record)) throw new SnowflockError("USAGE", `__clone ${JSON.stringify(args[0]!.slice(0, 64))} was handed the launch record of ${launchName(record)}`);
+    if (args[0] !== launchName(record))
+      throw new SnowflockError(
+        "USAGE",
+        `__clone ${JSON.stringify(args[0]!.slice(0, 64))} was handed the launch record of ${launchName(record)}`,
+      );
     const { runClone } = await import("../vmm/vmm.ts");
     const result = await runClone(record, () => {});
-    if (result.end.kind === "crash") log.error(`${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
+    if (result.end.kind === "crash")
+      log.error(
+        `${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,
+      );
     return result.exitStatus;
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : `internal error: ${(error as Error)?.message ?? error}`;

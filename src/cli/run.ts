@@ -38,8 +38,15 @@ export function registerRun(cli: CAC): void {
     .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>)")
     .option("--detach", "Run in the background; print the VM's name and return")
     .option("--json", "Print one JSON object at the end instead of the console lines")
-    .option("--cluster [inventory]", "Spread the guest's clones over the cluster's hosts (default inventory: $SNOWFLOCK_RUN_DIR/cluster.json); clones on other hosts take memory on demand")
-    .option("--transport <kind>", "With --cluster: how clones on other hosts get pages: packet (mcdist multicast over raw Ethernet frames), udp (mcdist over UDP multicast) or tcp (unicast only)", { default: "packet" })
+    .option(
+      "--cluster [inventory]",
+      "Spread the guest's clones over the cluster's hosts (default inventory: $SNOWFLOCK_RUN_DIR/cluster.json); clones on other hosts take memory on demand",
+    )
+    .option(
+      "--transport <kind>",
+      "With --cluster: how clones on other hosts get pages: packet (mcdist multicast over raw Ethernet frames), udp (mcdist over UDP multicast) or tcp (unicast only)",
+      { default: "packet" },
+    )
     .option("--no-heuristics", "Clones fetch every page they touch: no avoidance heuristic (to measure them)")
     .option("--heuristic-off <name>", `(or --no-heuristic NAME) Switch one avoidance heuristic off, repeatable: ${HEURISTICS.join(", ")}`)
     .example((bin) => `  ${bin} run hello`)
@@ -53,7 +60,11 @@ export function registerRun(cli: CAC): void {
       const memoryPath = memoryPathOption(options.memory);
       const maxClones = Number(options.maxClones);
       if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > MAX_CLONES_PER_FORK) {
-        throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`);
+        throw new SnowflockError(
+          "USAGE",
+          `bad --max-clones '${options.maxClones}'`,
+          `give a whole number from 1 to ${MAX_CLONES_PER_FORK}`,
+        );
       }
       const choice = options.cluster === undefined || options.cluster === false ? undefined : chooseCluster(options.cluster);
       if (choice && "rerunInside" in choice) {
@@ -62,19 +73,49 @@ export function registerRun(cli: CAC): void {
       }
       const cluster = choice?.cluster;
       const transport = transportOption(options.transport);
-      const heuristicsOff = options.heuristics === false ? [...HEURISTICS] : parseHeuristics([options.heuristicOff ?? []].flat().map(String));
+      const heuristicsOff =
+        options.heuristics === false ? [...HEURISTICS] : parseHeuristics([options.heuristicOff ?? []].flat().map(String));
       ensureRunDir();
       const name = options.name === undefined ? freeName(workload.name) : checkName(String(options.name));
-      const clusterArgs = [...(cluster ? [`--cluster=${cluster.inventoryPath}`, "--transport", transport] : []), ...heuristicsOff.flatMap((h) => ["--no-heuristic", h])];
-      if (options.detach) return detach(name, workloadName, params, ["--mem", String(memoryBytes), "--vcpus", String(vcpus), "--max-clones", String(maxClones), "--memory", memoryPath, ...clusterArgs], options.json === true);
+      const clusterArgs = [
+        ...(cluster ? [`--cluster=${cluster.inventoryPath}`, "--transport", transport] : []),
+        ...heuristicsOff.flatMap((h) => ["--no-heuristic", h]),
+      ];
+      if (options.detach)
+        return detach(
+          name,
+          workloadName,
+          params,
+          [
+            "--mem",
+            String(memoryBytes),
+            "--vcpus",
+            String(vcpus),
+            "--max-clones",
+            String(maxClones),
+            "--memory",
+            memoryPath,
+            ...clusterArgs,
+          ],
+          options.json === true,
+        );
 
       const { runVm } = await import("../vmm/vmm.ts");
       checkMemory(workload, memoryBytes);
       (await selectBackend(options.backend, "run")).check();
-      if (!options.json) log.start(`booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`);
-      const result = await runVm({ name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff }, options.json ? () => {} : printLine);
+      if (!options.json)
+        log.start(
+          `booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`,
+        );
+      const result = await runVm(
+        { name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff },
+        options.json ? () => {} : printLine,
+      );
       if (options.json) printJson(result);
-      else if (result.end.kind === "crash") log.error(`${name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`);
+      else if (result.end.kind === "crash")
+        log.error(
+          `${name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,
+        );
       else if (result.end.kind === "exit" && result.end.status !== 0) log.warn(`${name}: guest exited with status ${result.end.status}`);
       return result.exitStatus;
     });

@@ -15,7 +15,15 @@ export function describeMachine(machine: Machine, about: { name: string; cmdline
   const nonZeroPages = nonZero.toBytes();
   const freePageMap = machine.freePageMap;
   return {
-    meta: { backend: state.backend, name: about.name, cmdline: about.cmdline, memorySize: memory.size, regions: memory.layout.regions, createdAt: new Date().toISOString(), freePageMap },
+    meta: {
+      backend: state.backend,
+      name: about.name,
+      cmdline: about.cmdline,
+      memorySize: memory.size,
+      regions: memory.layout.regions,
+      createdAt: new Date().toISOString(),
+      freePageMap,
+    },
     state,
     nonZeroPages,
     pages,

@@ -6,7 +6,7 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { BackendName, Machine } from "../backend/backend.ts";
-import type { CloneCall } from "../descriptor/format.ts";
+import type { CloneCall, Descriptor } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
@@ -54,10 +54,16 @@ export interface RemoteServing {
  * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
  * copy of the call returns.
  */
-export async function captureClones(machine: Machine, about: { name: string; cmdline: string }, memory: MemoryPath, cloneCall?: CloneCall, remote?: RemoteServing): Promise<CloneSource> {
+export async function captureClones(
+  machine: Machine,
+  about: { name: string; cmdline: string },
+  memory: MemoryPath,
+  cloneCall?: CloneCall,
+  remote?: RemoteServing,
+): Promise<CloneSource> {
   const startedAt = performance.now();
   machine.pause();
-  let descriptor;
+  let descriptor: Descriptor;
   let imageFd: number;
   try {
     descriptor = describeMachine(machine, about);
@@ -74,26 +80,59 @@ export async function captureClones(machine: Machine, about: { name: string; cmd
   // also mcdist's fallback should multicast not start.
   const server =
     memory === "ondemand" || remote
-      ? await startMemoryServer({ imageFd, layout: machine.memory.layout, socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`), tcpAddress: remote?.address })
+      ? await startMemoryServer({
+          imageFd,
+          layout: machine.memory.layout,
+          socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`),
+          tcpAddress: remote?.address,
+        })
       : undefined;
   let mcdist: CloneSource["mcdist"];
   if (remote && remote.transport !== "tcp") {
     const family = randomBytes(4).readUInt32BE(0);
     const key = new Uint8Array(randomBytes(32));
-    const transport = remote.transport === "packet" ? { kind: "packet" as const, interface: remote.interface } : { kind: "udp" as const, interface: remote.interface, address: remote.address };
+    const transport =
+      remote.transport === "packet"
+        ? { kind: "packet" as const, interface: remote.interface }
+        : { kind: "udp" as const, interface: remote.interface, address: remote.address };
     try {
-      mcdist = { server: await startMcdistServer({ imageFd, size: machine.memory.size, family, key, transport, mtu: remote.mtu, descriptor: bytes }), family, key, mtu: remote.mtu };
+      mcdist = {
+        server: await startMcdistServer({ imageFd, size: machine.memory.size, family, key, transport, mtu: remote.mtu, descriptor: bytes }),
+        family,
+        key,
+        mtu: remote.mtu,
+      };
     } catch (error) {
       server?.close();
       throw error;
     }
   }
-  return { backend: descriptor.meta.backend, parent: about.name, memory, server, mcdist, descriptorPath, descriptorBytes: bytes.byteLength, descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"), imageFd, startedAt, resumedAt, writtenAt: performance.now() };
+  return {
+    backend: descriptor.meta.backend,
+    parent: about.name,
+    memory,
+    server,
+    mcdist,
+    descriptorPath,
+    descriptorBytes: bytes.byteLength,
+    descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"),
+    imageFd,
+    startedAt,
+    resumedAt,
+    writtenAt: performance.now(),
+  };
 }
 
 /** What a clone on another host is told of this source's memory (formatPageServer's text form). */
 export function remoteMemory(source: CloneSource): string {
-  if (source.mcdist) return formatPageServer({ kind: "mcdist", server: source.mcdist.server.endpoint, family: source.mcdist.family, key: source.mcdist.key, mtu: source.mcdist.mtu });
+  if (source.mcdist)
+    return formatPageServer({
+      kind: "mcdist",
+      server: source.mcdist.server.endpoint,
+      family: source.mcdist.family,
+      key: source.mcdist.key,
+      mtu: source.mcdist.mtu,
+    });
   if (!source.server?.tcp) throw new SnowflockError("INTERNAL", "this clone source serves no host but its own");
   return formatPageServer(source.server.tcp);
 }
@@ -113,13 +152,21 @@ export type LocalLaunch = Pick<LaunchRecord, "cluster" | "heuristicsOff">;
 export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart, launch: LocalLaunch): Promise<ForkResult> {
   const spawnedAt = performance.now();
   const memory: LaunchRecord["memory"] =
-    source.server && source.memory === "ondemand" ? { kind: "ondemand", server: { kind: "unix", path: source.server.socketPath } } : { kind: "cow", imagePath: `/proc/${getpid()}/fd/${source.imageFd}` };
+    source.server && source.memory === "ondemand"
+      ? { kind: "ondemand", server: { kind: "unix", path: source.server.socketPath } }
+      : { kind: "cow", imagePath: `/proc/${getpid()}/fd/${source.imageFd}` };
   const outcomes = await Promise.allSettled(
     ids.map(async (cloneId): Promise<CloneReport> => {
       const name = `${source.parent}.${cloneId}`;
       await awaitEndedClone(name, source.parent);
       claimName(name);
-      const record: LaunchRecord = { parent: source.parent, cloneId, descriptor: { kind: "file", path: source.descriptorPath }, memory, ...launch };
+      const record: LaunchRecord = {
+        parent: source.parent,
+        cloneId,
+        descriptor: { kind: "file", path: source.descriptorPath },
+        memory,
+        ...launch,
+      };
       const { pid, times } = await spawnClone(record, awaitStart(cloneId));
       return { name, cloneId, pid, readyMs: performance.now() - spawnedAt, restoredMs: times.builtMs, runningMs: times.runningMs };
     }),
@@ -132,7 +179,9 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
     descriptorMs: source.writtenAt - source.resumedAt,
     descriptorBytes: source.descriptorBytes,
     clones: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
-    failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ name: `${source.parent}.${ids[i]}`, error: (o.reason as Error).message }] : [])),
+    failed: outcomes.flatMap((o, i) =>
+      o.status === "rejected" ? [{ name: `${source.parent}.${ids[i]}`, error: (o.reason as Error).message }] : [],
+    ),
     totalMs: performance.now() - source.startedAt,
   };
 }

@@ -14,19 +14,38 @@ export interface AgentAddress {
   port: number;
 }
 
-export async function agentRequest(target: AgentAddress, secret: string, op: AgentOp, body: unknown = null, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<unknown> {
+export async function agentRequest(
+  target: AgentAddress,
+  secret: string,
+  op: AgentOp,
+  body: unknown = null,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): Promise<unknown> {
   const request = signRequest(secret, target.host, op, body);
-  const failure = (why: string) => new SnowflockError("CONTROL", `agent on ${target.host} (${target.address}:${target.port}) did not answer: ${why}`, "is the cluster up? `snowflock cluster status` shows the agents");
+  const failure = (why: string) =>
+    new SnowflockError(
+      "CONTROL",
+      `agent on ${target.host} (${target.address}:${target.port}) did not answer: ${why}`,
+      "is the cluster up? `snowflock cluster status` shows the agents",
+    );
   // A clone order may have megabytes: requestLine sends what the socket does not take now as it drains.
-  const line = await requestLine({ hostname: target.address, port: target.port }, encodeRequest(request), { timeoutMs, maxAnswerBytes: MAX_ANSWER_BYTES, failure });
+  const line = await requestLine({ hostname: target.address, port: target.port }, encodeRequest(request), {
+    timeoutMs,
+    maxAnswerBytes: MAX_ANSWER_BYTES,
+    failure,
+  });
   let value: unknown;
   try {
     value = JSON.parse(line);
   } catch {
-    throw new SnowflockError("CONTROL", `agent on ${target.host} answered with something that is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+    throw new SnowflockError(
+      "CONTROL",
+      `agent on ${target.host} answered with something that is not JSON: ${JSON.stringify(line.slice(0, 80))}`,
+    );
   }
   const checked = verifyAnswer(secret, request.header.nonce, value);
   if ("problem" in checked) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.problem}`);
-  if (!checked.verified.ok) throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.verified.error ?? "no reason given"}`);
+  if (!checked.verified.ok)
+    throw new SnowflockError("CONTROL", `agent on ${target.host} refused: ${checked.verified.error ?? "no reason given"}`);
   return checked.verified.body;
 }

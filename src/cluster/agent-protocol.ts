@@ -120,7 +120,8 @@ export function verifyAnswer(secret: string, nonce: string, value: unknown): { v
   // A refusal of an unauthenticated request is unsigned by design; pass its reason on.
   if (a.ok === false && a.mac === undefined && typeof a.error === "string") return { problem: a.error };
   if (a.nonce !== nonce) return { problem: "the answer is for another request" };
-  if (typeof a.ok !== "boolean" || (a.error !== undefined && typeof a.error !== "string")) return { problem: "the answer lacks ok or error" };
+  if (typeof a.ok !== "boolean" || (a.error !== undefined && typeof a.error !== "string"))
+    return { problem: "the answer lacks ok or error" };
   // An agent's answers nest a few levels; writing out a far deeper one to check its MAC would take seconds.
   if (!nestsWithin(a.body, MAX_ANSWER_DEPTH)) return { problem: "the answer's body nests too deeply" };
   if (!sameMac(mac(secret, answerText(a)), a.mac)) return { problem: "the answer is not signed with this cluster's secret" };
@@ -139,7 +140,13 @@ export class ReplayGuard {
     if (typeof value !== "object" || value === null) return "the request is not an object";
     const r = value as AgentRequestHeader;
     if (r.v !== AGENT_PROTOCOL_VERSION) return `unsupported protocol version ${typeof r.v === "number" ? r.v : typeof r.v}`;
-    if (typeof r.op !== "string" || typeof r.host !== "string" || typeof r.ts !== "number" || typeof r.nonce !== "string" || !/^[0-9a-f]{32}$/.test(r.nonce)) {
+    if (
+      typeof r.op !== "string" ||
+      typeof r.host !== "string" ||
+      typeof r.ts !== "number" ||
+      typeof r.nonce !== "string" ||
+      !/^[0-9a-f]{32}$/.test(r.nonce)
+    ) {
       return "the request lacks op, host, ts or nonce";
     }
     if (!Number.isSafeInteger(r.bodyBytes) || r.bodyBytes < 0 || typeof r.bodySha256 !== "string" || !/^[0-9a-f]{64}$/.test(r.bodySha256)) {

@@ -115,7 +115,10 @@ export function startAgent(options: AgentOptions): Agent {
 
   const startClones = async (order: CloneOrder): Promise<CloneOrderResult> => {
     if (clones.size + order.cloneIds.length > options.maxClones) {
-      throw new SnowflockError("VM_STATE", `host ${self.name} runs ${clones.size} clone(s); ${order.cloneIds.length} more would pass its limit of ${options.maxClones}`);
+      throw new SnowflockError(
+        "VM_STATE",
+        `host ${self.name} runs ${clones.size} clone(s); ${order.cloneIds.length} more would pass its limit of ${options.maxClones}`,
+      );
     }
     // A descriptor sent along is checked here, not in N clone processes; one sent by multicast is
     // fetched (and checked against its digest) by the clones themselves.
@@ -136,15 +139,31 @@ export function startAgent(options: AgentOptions): Agent {
           const name = `${order.parent}.${cloneId}`;
           await awaitEndedClone(name, order.parent);
           claimName(name);
-          const { pid, times } = await spawnClone({ parent: order.parent, cloneId, descriptor, memory, cluster: environment, heuristicsOff: order.heuristicsOff });
-          clones.set(name, { name, cloneId, parent: order.parent, parentHost: order.parentHost, parentIncarnation: order.parentIncarnation, pid });
+          const { pid, times } = await spawnClone({
+            parent: order.parent,
+            cloneId,
+            descriptor,
+            memory,
+            cluster: environment,
+            heuristicsOff: order.heuristicsOff,
+          });
+          clones.set(name, {
+            name,
+            cloneId,
+            parent: order.parent,
+            parentHost: order.parentHost,
+            parentIncarnation: order.parentIncarnation,
+            pid,
+          });
           return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs };
         }),
       );
       return {
         host: self.name,
         started: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
-        failed: outcomes.flatMap((o, i) => (o.status === "rejected" ? [{ cloneId: order.cloneIds[i]!, error: (o.reason as Error).message }] : [])),
+        failed: outcomes.flatMap((o, i) =>
+          o.status === "rejected" ? [{ cloneId: order.cloneIds[i]!, error: (o.reason as Error).message }] : [],
+        ),
       };
     } finally {
       if (descriptorPath) rmSync(descriptorPath, { force: true });
@@ -194,7 +213,11 @@ export function startAgent(options: AgentOptions): Agent {
       if (!parentHost) continue;
       // The incarnation keeps a late report from reaching a newer VM that took the parent's name.
       const request = { op: "clone-ended", cloneId: clone.cloneId, status: -9, incarnation: clone.parentIncarnation };
-      void (parentHost.name === self.name ? controlRequest(clone.parent, request as never) : cluster.agentCall(parentHost, "relay", { vm: clone.parent, request })).catch(() => undefined);
+      void (
+        parentHost.name === self.name
+          ? controlRequest(clone.parent, request as never)
+          : cluster.agentCall(parentHost, "relay", { vm: clone.parent, request })
+      ).catch(() => undefined);
     }
   }, WATCH_INTERVAL_MS);
 
@@ -219,7 +242,8 @@ export function startAgent(options: AgentOptions): Agent {
         return;
       }
       connection.state.header = undefined;
-      if (!bodyMatches(header, bytes)) return connection.close(refusal("unauthenticated: the body is not the one its header was signed for"));
+      if (!bodyMatches(header, bytes))
+        return connection.close(refusal("unauthenticated: the body is not the one its header was signed for"));
       stats.requests++;
       return serve({ op: header.op, nonce: header.nonce, body: parseJson(bytes) }).then((answer) =>
         connection.write(`${JSON.stringify(signAnswer(cluster.inventory.secret, answer))}\n`),

@@ -77,21 +77,45 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   const descriptor = order.descriptor as Record<string, unknown> | string;
   if (typeof descriptor === "string") {
     if (descriptor.length === 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(descriptor)) fail("descriptor must be base64");
-  } else if (typeof descriptor !== "object" || descriptor === null || !Number.isInteger(descriptor.bytes) || (descriptor.bytes as number) < 1 || typeof descriptor.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(descriptor.sha256)) {
+  } else if (
+    typeof descriptor !== "object" ||
+    descriptor === null ||
+    !Number.isInteger(descriptor.bytes) ||
+    (descriptor.bytes as number) < 1 ||
+    typeof descriptor.sha256 !== "string" ||
+    !/^[0-9a-f]{64}$/.test(descriptor.sha256)
+  ) {
     fail("descriptor must be base64, or its bytes and sha256");
   }
   const ids = order.cloneIds;
-  if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_CLONES_PER_FORK || !ids.every((id) => Number.isInteger(id) && id >= 1 && id <= 1_000_000)) {
+  if (
+    !Array.isArray(ids) ||
+    ids.length === 0 ||
+    ids.length > MAX_CLONES_PER_FORK ||
+    !ids.every((id) => Number.isInteger(id) && id >= 1 && id <= 1_000_000)
+  ) {
     fail(`cloneIds must be 1 to ${MAX_CLONES_PER_FORK} clone IDs`);
   }
   if (new Set(ids).size !== ids.length) fail("cloneIds repeat");
   if (typeof order.memory !== "string") fail("no memory server");
-  if (typeof order.parentIncarnation !== "string" || order.parentIncarnation.length === 0 || order.parentIncarnation.length > 64) fail("no parentIncarnation");
+  if (typeof order.parentIncarnation !== "string" || order.parentIncarnation.length === 0 || order.parentIncarnation.length > 64)
+    fail("no parentIncarnation");
   const server = parsePageServer(order.memory);
   if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
-  return { parent: order.parent, parentHost: order.parentHost, descriptor: descriptor as CloneOrder["descriptor"], cloneIds: ids as number[], placement: checkPlacement(order.placement, fail), memory: order.memory, parentIncarnation: order.parentIncarnation,
-    heuristicsOff: Array.isArray(order.heuristicsOff) && order.heuristicsOff.every((h) => typeof h === "string") ? parseHeuristics(order.heuristicsOff as string[]) : fail("heuristicsOff must be a list of names") };
+  return {
+    parent: order.parent,
+    parentHost: order.parentHost,
+    descriptor: descriptor as CloneOrder["descriptor"],
+    cloneIds: ids as number[],
+    placement: checkPlacement(order.placement, fail),
+    memory: order.memory,
+    parentIncarnation: order.parentIncarnation,
+    heuristicsOff:
+      Array.isArray(order.heuristicsOff) && order.heuristicsOff.every((h) => typeof h === "string")
+        ? parseHeuristics(order.heuristicsOff as string[])
+        : fail("heuristicsOff must be a list of names"),
+  };
 }
 
 /** Checks what a clone process is told of its cluster (from its launch record). */
@@ -101,11 +125,18 @@ export function checkClusterEnvironment(value: unknown): ClusterEnvironment {
   };
   if (typeof value !== "object" || value === null || Array.isArray(value)) bad("not an object");
   const env = value as Record<string, unknown>;
-  if (typeof env.inventory !== "string" || env.inventory.length === 0 || env.inventory.length > 4096 || env.inventory.includes("\0")) bad("inventory must be a path");
+  if (typeof env.inventory !== "string" || env.inventory.length === 0 || env.inventory.length > 4096 || env.inventory.includes("\0"))
+    bad("inventory must be a path");
   if (typeof env.host !== "string" || env.host.length === 0 || env.host.length > 63) bad("host must be a host name");
-  if (typeof env.parentIncarnation !== "string" || env.parentIncarnation.length === 0 || env.parentIncarnation.length > 64) bad("no parentIncarnation");
+  if (typeof env.parentIncarnation !== "string" || env.parentIncarnation.length === 0 || env.parentIncarnation.length > 64)
+    bad("no parentIncarnation");
   const known = ["inventory", "host", "placement", "parentIncarnation"];
   const unknown = Object.keys(env).find((key) => !known.includes(key));
   if (unknown !== undefined) bad(`unknown field '${unknown.slice(0, 40)}'`);
-  return { inventory: env.inventory as string, host: env.host as string, placement: checkPlacement(env.placement, bad), parentIncarnation: env.parentIncarnation as string };
+  return {
+    inventory: env.inventory as string,
+    host: env.host as string,
+    placement: checkPlacement(env.placement, bad),
+    parentIncarnation: env.parentIncarnation as string,
+  };
 }

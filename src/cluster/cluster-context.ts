@@ -79,7 +79,11 @@ export class ClusterContext {
 }
 
 /** A control request to a family member: through the cluster when there is one, else on this host. */
-export async function memberRequest(cluster: ClusterContext | undefined, vmName: string, body: RequestBody | RequestBody["op"]): Promise<ControlResponse> {
+export async function memberRequest(
+  cluster: ClusterContext | undefined,
+  vmName: string,
+  body: RequestBody | RequestBody["op"],
+): Promise<ControlResponse> {
   if (!cluster) return controlRequest(vmName, body);
   const answer = await cluster.relay(vmName, body);
   if (!answer.found) throw new SnowflockError("NOT_FOUND", `no running VM named '${vmName}'`);

@@ -188,17 +188,33 @@ export class Family {
 
   /** `snowflock fork`: clones with fresh IDs, outside any ticket. */
   async operatorFork(count: number, memory: MemoryPath, spreadOverCluster = false, transport = this.transport): Promise<ForkResult> {
-    if (spreadOverCluster && !this.cluster) throw new SnowflockError("USAGE", `VM '${this.self.name}' was not started with --cluster`, "start it with `snowflock run ... --cluster`, or fork without --cluster");
+    if (spreadOverCluster && !this.cluster)
+      throw new SnowflockError(
+        "USAGE",
+        `VM '${this.self.name}' was not started with --cluster`,
+        "start it with `snowflock run ... --cluster`, or fork without --cluster",
+      );
     const ids = Array.from({ length: count }, (_, i) => this.nextOperatorCloneId + i);
     this.nextOperatorCloneId += count;
     const rooms = spreadOverCluster ? await this.rooms() : undefined;
     if (rooms && rooms.reduce((sum, r) => sum + r.room, 0) < count) {
-      throw new SnowflockError("VM_STATE", `the cluster has room for ${rooms.reduce((sum, r) => sum + r.room, 0)} more clone(s) of ${this.self.name}, not ${count}`, "`snowflock cluster status` shows the hosts and their clones");
+      throw new SnowflockError(
+        "VM_STATE",
+        `the cluster has room for ${rooms.reduce((sum, r) => sum + r.room, 0)} more clone(s) of ${this.self.name}, not ${count}`,
+        "`snowflock cluster status` shows the hosts and their clones",
+      );
     }
     return this.fork(ids, memory, undefined, undefined, rooms, transport);
   }
 
-  private async fork(ids: number[], memory: MemoryPath, cloneCall?: CloneCall, checkpoint?: CloneSource, rooms?: HostRoom[], transport = this.transport): Promise<ForkResult> {
+  private async fork(
+    ids: number[],
+    memory: MemoryPath,
+    cloneCall?: CloneCall,
+    checkpoint?: CloneSource,
+    rooms?: HostRoom[],
+    transport = this.transport,
+  ): Promise<ForkResult> {
     const cluster = this.cluster;
     const placement = cluster && rooms ? spread(ids, rooms, cluster.host.name) : new Map<number, string>();
     const remoteHost = (id: number) => (cluster && placement.get(id) !== cluster.host.name ? placement.get(id) : undefined);
@@ -214,10 +230,16 @@ export class Family {
     let result: ForkResult;
     try {
       const local = ids.filter((id) => remoteHost(id) === undefined);
-      const remote = Map.groupBy(ids.filter((id) => remoteHost(id) !== undefined), (id) => remoteHost(id)!);
+      const remote = Map.groupBy(
+        ids.filter((id) => remoteHost(id) !== undefined),
+        (id) => remoteHost(id)!,
+      );
       // Clones here are told the placement too: their siblings may be on other hosts.
       const launch = { cluster: cluster?.environment(this.incarnation), heuristicsOff: this.heuristicsOff };
-      const [here, ...there] = await Promise.all([spawnClones(source, local, awaitStart, launch), ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds))]);
+      const [here, ...there] = await Promise.all([
+        spawnClones(source, local, awaitStart, launch),
+        ...[...remote].map(([host, hostIds]) => this.spawnRemote(source, host, hostIds)),
+      ]);
       result = here!;
       if (cluster) for (const clone of result.clones) clone.host = cluster.host.name;
       for (const part of there) {
@@ -275,11 +297,22 @@ export class Family {
       const answer = (await cluster.agentCall(cluster.hostNamed(hostName), "clone", order, CLONE_ORDER_TIMEOUT_MS)) as CloneOrderResult;
       const readyMs = performance.now() - startedAt;
       return {
-        clones: answer.started.map((c) => ({ name: c.name, host: hostName, cloneId: c.cloneId, pid: c.pid, readyMs, restoredMs: c.builtMs, runningMs: c.runningMs })),
+        clones: answer.started.map((c) => ({
+          name: c.name,
+          host: hostName,
+          cloneId: c.cloneId,
+          pid: c.pid,
+          readyMs,
+          restoredMs: c.builtMs,
+          runningMs: c.runningMs,
+        })),
         failed: answer.failed.map((f) => ({ name: `${this.self.name}.${f.cloneId}`, error: `on ${hostName}: ${f.error}` })),
       };
     } catch (error) {
-      return { clones: [], failed: ids.map((id) => ({ name: `${this.self.name}.${id}`, error: `on ${hostName}: ${(error as Error).message}` })) };
+      return {
+        clones: [],
+        failed: ids.map((id) => ({ name: `${this.self.name}.${id}`, error: `on ${hostName}: ${(error as Error).message}` })),
+      };
     }
   }
 
@@ -345,7 +378,10 @@ export class Family {
     for (const ticket of this.tickets.values()) for (const id of ticket.cloneIds ?? []) awaited.add(id);
     for (const [id, member] of this.clones) {
       if (member.status === undefined || awaited.has(id)) continue;
-      const retired = this.retired.get(member.host ?? "") ?? { clones: 0, memory: { faults: 0, pagesFetched: 0, pagesZeroFilled: 0, bytesReceived: 0 } };
+      const retired = this.retired.get(member.host ?? "") ?? {
+        clones: 0,
+        memory: { faults: 0, pagesFetched: 0, pagesZeroFilled: 0, bytesReceived: 0 },
+      };
       retired.clones++;
       addMemoryStats(retired.memory, member.memory);
       this.retired.set(member.host ?? "", retired);
@@ -366,16 +402,26 @@ export class Family {
   async handle(call: GuestCall): Promise<bigint> {
     const [a0 = 0n, a1 = 0n, a2 = 0n, a3 = 0n] = call.args;
     switch (call.nr) {
-      case ClusterCall.REQUEST_TICKET: return this.requestTicket(a0, a1);
-      case ClusterCall.CLONE: return this.clone(a0, call.blockAddress);
-      case ClusterCall.JOIN: return this.join(a0, a1, a2);
-      case ClusterCall.KILL: return this.kill(a0);
-      case ClusterCall.SEND: return this.send(a0, a1, a2);
-      case ClusterCall.RECV: return this.receive(a0, a1, a2, a3);
-      case ClusterCall.CHECKPOINT_PARENT: return this.checkpoint(call.blockAddress);
-      case ClusterCall.CREATE_CLONES: return this.createClones(a0, a1);
-      case ClusterCall.RELEASE_CHECKPOINT: return this.releaseCheckpoint(a0);
-      default: return GuestError.ENOSYS;
+      case ClusterCall.REQUEST_TICKET:
+        return this.requestTicket(a0, a1);
+      case ClusterCall.CLONE:
+        return this.clone(a0, call.blockAddress);
+      case ClusterCall.JOIN:
+        return this.join(a0, a1, a2);
+      case ClusterCall.KILL:
+        return this.kill(a0);
+      case ClusterCall.SEND:
+        return this.send(a0, a1, a2);
+      case ClusterCall.RECV:
+        return this.receive(a0, a1, a2, a3);
+      case ClusterCall.CHECKPOINT_PARENT:
+        return this.checkpoint(call.blockAddress);
+      case ClusterCall.CREATE_CLONES:
+        return this.createClones(a0, a1);
+      case ClusterCall.RELEASE_CHECKPOINT:
+        return this.releaseCheckpoint(a0);
+      default:
+        return GuestError.ENOSYS;
     }
   }
 
@@ -535,7 +581,7 @@ export class Family {
   private async join(ticketId: bigint, statusesAddress: bigint, capacity: bigint): Promise<bigint> {
     const ticket = this.ticket(ticketId);
     if (ticket === "retired") return GuestError.EBUSY;
-    if (!ticket || !ticket.cloneIds) return GuestError.EINVAL;
+    if (!ticket?.cloneIds) return GuestError.EINVAL;
     if (ticket.joined) return GuestError.EBUSY;
     const count = Math.min(Number(capacity > 4096n ? 4096n : capacity), ticket.cloneIds.length);
     const out = this.memory().guestRange(statusesAddress, BigInt(count * 8));
@@ -580,7 +626,7 @@ export class Family {
   private async kill(ticketId: bigint): Promise<bigint> {
     const ticket = this.ticket(ticketId);
     if (ticket === "retired") return 0n; // joined: its clones have all ended
-    if (!ticket || !ticket.cloneIds) return GuestError.EINVAL;
+    if (!ticket?.cloneIds) return GuestError.EINVAL;
     await Promise.all(
       ticket.cloneIds.map(async (id) => {
         const member = this.clones.get(id);
@@ -604,7 +650,11 @@ export class Family {
     if (destination > 1_000_000n || Number(destination) === this.cloneId) return GuestError.EINVAL;
     const name = this.memberName(Number(destination));
     if (!name) return GuestError.ESRCH;
-    const answer = await memberRequest(this.cluster, name, { op: "message", from: this.cloneId, data: Buffer.from(data).toString("base64") }).catch(() => undefined);
+    const answer = await memberRequest(this.cluster, name, {
+      op: "message",
+      from: this.cloneId,
+      data: Buffer.from(data).toString("base64"),
+    }).catch(() => undefined);
     if (answer?.ok) return length;
     return answer && !answer.ok && answer.error === INBOX_FULL ? GuestError.EDQUOT : GuestError.ESRCH;
   }

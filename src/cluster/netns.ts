@@ -14,7 +14,7 @@ export interface IpResult {
 
 /** Runs `ip ARGS...` and returns what it printed, whatever its exit status. */
 export async function ipRaw(args: string[]): Promise<IpResult> {
-  let child;
+  let child: Bun.Subprocess<"ignore", "pipe", "pipe">;
   try {
     child = Bun.spawn(["ip", ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   } catch (error) {
@@ -135,7 +135,11 @@ export async function terminate(pids: number[], graceMs = 2000): Promise<number[
  * peer's kernel answered with a reset, so ARP and IP worked both ways); silence or "no route"
  * does not. No ICMP tool is needed, and the packets never leave the namespaces' network.
  */
-export async function probeReachable(namespace: string, address: string, timeoutMs = 3000): Promise<{ ok: true } | { ok: false; why: string }> {
+export async function probeReachable(
+  namespace: string,
+  address: string,
+  timeoutMs = 3000,
+): Promise<{ ok: true } | { ok: false; why: string }> {
   const script = `
     const timer = setTimeout(() => { console.error("no answer within ${timeoutMs} ms"); process.exit(2); }, ${timeoutMs});
     try {

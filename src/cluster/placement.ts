@@ -41,7 +41,7 @@ export function spread(ids: number[], rooms: HostRoom[], parentHost: string): Ma
   let next = 0;
   for (const id of ids) {
     let skipped = 0;
-    while (skipped < left.length && left[next % left.length]!.room === 0) (next++, skipped++);
+    while (skipped < left.length && left[next % left.length]!.room === 0) next++, skipped++;
     if (skipped === left.length) break;
     const host = left[next % left.length]!;
     host.room--;

@@ -26,13 +26,30 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
   const dir = hostRunDir(inventory.cluster, host.name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const logFd = openSync(join(dir, "agent.log"), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
-  const command = ["ip", "netns", "exec", host.namespace!, ...selfCommand(), "agent", "--inventory", inventoryPath, "--host", host.name, "--max-clones", String(maxClones)];
+  const command = [
+    "ip",
+    "netns",
+    "exec",
+    host.namespace!,
+    ...selfCommand(),
+    "agent",
+    "--inventory",
+    inventoryPath,
+    "--host",
+    host.name,
+    "--max-clones",
+    String(maxClones),
+  ];
   const { exitStatus } = spawnDetached(command, { outputFd: logFd, stdoutToo: true, env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
   const deadline = Date.now() + AGENT_START_TIMEOUT_MS;
   while (!(await listensInside(host.namespace!, host.agentPort))) {
     const exited = exitStatus();
     if (exited !== null || Date.now() > deadline) {
-      throw new SnowflockError("INTERNAL", `the agent of ${host.name} did not come up${exited !== null ? ` (it exited with status ${exited})` : ` within ${AGENT_START_TIMEOUT_MS / 1000} s`}`, `see ${join(dir, "agent.log")}`);
+      throw new SnowflockError(
+        "INTERNAL",
+        `the agent of ${host.name} did not come up${exited !== null ? ` (it exited with status ${exited})` : ` within ${AGENT_START_TIMEOUT_MS / 1000} s`}`,
+        `see ${join(dir, "agent.log")}`,
+      );
     }
     await Bun.sleep(50);
   }
@@ -40,7 +57,9 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
 
 /** Starts every test host's agent; throws (with the host and its log) if one does not answer. */
 export async function startTestAgents(inventory: Inventory, inventoryPath: string, maxClones: number): Promise<void> {
-  await Promise.all(inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host, maxClones)));
+  await Promise.all(
+    inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host, maxClones)),
+  );
 }
 
 /** Starts the agent again on every test host whose namespace exists but where none listens; returns those hosts. */

@@ -17,8 +17,26 @@ import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { listVms, runDir } from "../vmm/run-dir.ts";
 import { SnowflockError } from "../errors.ts";
-import { type Inventory, type InventoryHost, DEFAULT_AGENT_PORT, INVENTORY_VERSION, defaultInventoryPath, readInventory, writeInventory } from "./inventory.ts";
-import { ip, linkAddresses, linkInfo, listensInside, listLinks, listNamespaces, namespacePids, probeReachable, terminate } from "./netns.ts";
+import {
+  type Inventory,
+  type InventoryHost,
+  DEFAULT_AGENT_PORT,
+  INVENTORY_VERSION,
+  defaultInventoryPath,
+  readInventory,
+  writeInventory,
+} from "./inventory.ts";
+import {
+  ip,
+  linkAddresses,
+  linkInfo,
+  listensInside,
+  listLinks,
+  listNamespaces,
+  namespacePids,
+  probeReachable,
+  terminate,
+} from "./netns.ts";
 
 export const DEFAULT_PREFIX = "sf";
 export const TEST_SUBNET = "10.77.0.0/24";
@@ -52,14 +70,18 @@ export function testHostNames(prefix: string) {
 
 export function checkPrefix(prefix: string): string {
   if (!PREFIX.test(prefix)) {
-    throw new SnowflockError("USAGE", `bad test-host prefix '${prefix}'`, "use 1 to 8 lowercase letters or digits, starting with a letter (interface names are limited to 15 characters)");
+    throw new SnowflockError(
+      "USAGE",
+      `bad test-host prefix '${prefix}'`,
+      "use 1 to 8 lowercase letters or digits, starting with a letter (interface names are limited to 15 characters)",
+    );
   }
   return prefix;
 }
 
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-const namespacePattern = (prefix: string) => new RegExp(`^${escape(prefix)}-(h\\d+|switch)$`);
-const linkPattern = (prefix: string) => new RegExp(`^${escape(prefix)}(br0|-h\\d+)$`);
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+const namespacePattern = (prefix: string) => new RegExp(`^${escapeRegExp(prefix)}-(h\\d+|switch)$`);
+const linkPattern = (prefix: string) => new RegExp(`^${escapeRegExp(prefix)}(br0|-h\\d+)$`);
 
 /** Namespaces and root-namespace links that belong to a test cluster with this prefix. */
 export async function existingTestHosts(prefix: string): Promise<{ namespaces: string[]; links: string[] }> {
@@ -96,8 +118,10 @@ export async function createTestHosts(options: TestHostsOptions): Promise<Invent
   if (!Number.isInteger(options.hosts) || options.hosts < 1 || options.hosts > MAX_TEST_HOSTS) {
     throw new SnowflockError("USAGE", `bad number of test hosts '${options.hosts}'`, `give a whole number from 1 to ${MAX_TEST_HOSTS}`);
   }
-  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new SnowflockError("USAGE", `bad MTU '${mtu}'`, "give a whole number from 68 to 65535");
-  if (!Number.isInteger(agentPort) || agentPort < 1 || agentPort > 65535) throw new SnowflockError("USAGE", `bad agent port '${agentPort}'`, "give a port from 1 to 65535");
+  if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)
+    throw new SnowflockError("USAGE", `bad MTU '${mtu}'`, "give a whole number from 68 to 65535");
+  if (!Number.isInteger(agentPort) || agentPort < 1 || agentPort > 65535)
+    throw new SnowflockError("USAGE", `bad agent port '${agentPort}'`, "give a port from 1 to 65535");
   await refuseExisting(prefix);
 
   const names = testHostNames(prefix);
@@ -105,13 +129,55 @@ export async function createTestHosts(options: TestHostsOptions): Promise<Invent
   const hosts: InventoryHost[] = [];
   try {
     await ip(["netns", "add", sw]);
-    await ip(["-n", sw, "link", "add", names.bridge, "mtu", String(mtu), "type", "bridge", "stp_state", "0", "forward_delay", "0", "mcast_snooping", "0"]);
+    await ip([
+      "-n",
+      sw,
+      "link",
+      "add",
+      names.bridge,
+      "mtu",
+      String(mtu),
+      "type",
+      "bridge",
+      "stp_state",
+      "0",
+      "forward_delay",
+      "0",
+      "mcast_snooping",
+      "0",
+    ]);
     await ip(["-n", sw, "link", "set", names.bridge, "mtu", String(mtu), "up"]);
     for (let i = 1; i <= options.hosts; i++) {
-      const host: InventoryHost = { name: `h${i}`, namespace: names.hostNamespace(i), address: names.address(i), interface: "eth0", mac: names.mac(i), agentPort };
+      const host: InventoryHost = {
+        name: `h${i}`,
+        namespace: names.hostNamespace(i),
+        address: names.address(i),
+        interface: "eth0",
+        mac: names.mac(i),
+        agentPort,
+      };
       const ns = host.namespace!;
       await ip(["netns", "add", ns]);
-      await ip(["-n", sw, "link", "add", names.port(i), "mtu", String(mtu), "type", "veth", "peer", "name", "eth0", "netns", ns, "mtu", String(mtu), "address", host.mac]);
+      await ip([
+        "-n",
+        sw,
+        "link",
+        "add",
+        names.port(i),
+        "mtu",
+        String(mtu),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns,
+        "mtu",
+        String(mtu),
+        "address",
+        host.mac,
+      ]);
       await ip(["-n", sw, "link", "set", names.port(i), "master", names.bridge, "up"]);
       await ip(["-n", ns, "addr", "add", `${host.address}/24`, "dev", "eth0"]);
       await ip(["-n", ns, "link", "set", "lo", "up"]);
@@ -123,7 +189,12 @@ export async function createTestHosts(options: TestHostsOptions): Promise<Invent
   } catch (error) {
     await destroyTestHosts(prefix, { inventoryPath: null }).catch(() => {});
     if (error instanceof SnowflockError) {
-      throw new SnowflockError(error.code, `creating test hosts '${prefix}' failed (everything made was removed again): ${error.message}`, error.hint, { cause: error });
+      throw new SnowflockError(
+        error.code,
+        `creating test hosts '${prefix}' failed (everything made was removed again): ${error.message}`,
+        error.hint,
+        { cause: error },
+      );
     }
     throw error;
   }
@@ -135,26 +206,38 @@ async function refuseExisting(prefix: string): Promise<void> {
   const found = [...existing.namespaces.map((n) => `namespace ${n}`), ...existing.links.map((l) => `link ${l}`)];
   if (found.length > 0) {
     const shown = found.length > 4 ? `${found.slice(0, 4).join(", ")} and ${found.length - 4} more` : found.join(", ");
-    throw new SnowflockError("USAGE", `a test cluster with prefix '${prefix}' already exists (${shown})`, `run \`snowflock cluster down${prefix === DEFAULT_PREFIX ? "" : ` --prefix ${prefix}`}\` first`);
+    throw new SnowflockError(
+      "USAGE",
+      `a test cluster with prefix '${prefix}' already exists (${shown})`,
+      `run \`snowflock cluster down${prefix === DEFAULT_PREFIX ? "" : ` --prefix ${prefix}`}\` first`,
+    );
   }
 }
 
 /** Checks what was made: MTU, MAC and address of every eth0, and that h1 reaches h2. */
 async function verify(bridge: string, switchNamespace: string, hosts: InventoryHost[], mtu: number): Promise<void> {
   const bridgeInfo = await linkInfo(switchNamespace, bridge);
-  if (!bridgeInfo || bridgeInfo.mtu !== mtu) throw new SnowflockError("INTERNAL", `bridge ${bridge} has MTU ${bridgeInfo?.mtu}, not ${mtu}`);
+  if (!bridgeInfo || bridgeInfo.mtu !== mtu)
+    throw new SnowflockError("INTERNAL", `bridge ${bridge} has MTU ${bridgeInfo?.mtu}, not ${mtu}`);
   for (const host of hosts) {
     const info = await linkInfo(host.namespace, host.interface);
     const addresses = await linkAddresses(host.namespace!, host.interface);
     if (!info || info.mtu !== mtu || info.address !== host.mac || !addresses.includes(`${host.address}/24`)) {
-      throw new SnowflockError("INTERNAL", `${host.namespace}: ${host.interface} is not as configured (mtu ${info?.mtu}, mac ${info?.address}, addresses ${addresses.join(" ") || "none"})`);
+      throw new SnowflockError(
+        "INTERNAL",
+        `${host.namespace}: ${host.interface} is not as configured (mtu ${info?.mtu}, mac ${info?.address}, addresses ${addresses.join(" ") || "none"})`,
+      );
     }
   }
   if (hosts.length >= 2) {
     const [from, to] = [hosts[0]!, hosts[1]!];
     let answer = await probeReachable(from.namespace!, to.address);
     for (let attempt = 0; !answer.ok && attempt < 2; attempt++) answer = await probeReachable(from.namespace!, to.address);
-    if (!answer.ok) throw new SnowflockError("INTERNAL", `${from.name} (${from.address}) cannot reach ${to.name} (${to.address}) over ${bridge}: ${answer.why}`);
+    if (!answer.ok)
+      throw new SnowflockError(
+        "INTERNAL",
+        `${from.name} (${from.address}) cannot reach ${to.name} (${to.address}) over ${bridge}: ${answer.why}`,
+      );
   }
 }
 
@@ -195,13 +278,16 @@ export async function destroyTestHosts(prefix: string, options: { inventoryPath?
     report.links.push(link);
   }
   // Hosts first, the switch last: a namespace's veth ends vanish with it.
-  const ordered = [...existing.namespaces.filter((n) => !n.endsWith("-switch")), ...existing.namespaces.filter((n) => n.endsWith("-switch"))];
+  const ordered = [
+    ...existing.namespaces.filter((n) => !n.endsWith("-switch")),
+    ...existing.namespaces.filter((n) => n.endsWith("-switch")),
+  ];
   for (const namespace of ordered) {
     await ip(["netns", "del", namespace]);
     report.namespaces.push(namespace);
   }
 
-  const hostDir = new RegExp(`^${escape(prefix)}-h\\d+$`);
+  const hostDir = new RegExp(`^${escapeRegExp(prefix)}-h\\d+$`);
   for (const entry of existsSync(runDir()) ? readdirSync(runDir(), { withFileTypes: true }) : []) {
     if (!entry.isDirectory() || !hostDir.test(entry.name)) continue;
     rmSync(join(runDir(), entry.name), { recursive: true, force: true });
@@ -246,7 +332,11 @@ export async function clusterUp(options: ClusterUpOptions): Promise<Inventory> {
     } catch {
       described = " (not a valid inventory)";
     }
-    throw new SnowflockError("USAGE", `a cluster inventory already exists at ${inventoryPath}${described}`, `run \`snowflock cluster down${inventoryPath === defaultInventoryPath() ? "" : ` --inventory ${inventoryPath}`}\` first`);
+    throw new SnowflockError(
+      "USAGE",
+      `a cluster inventory already exists at ${inventoryPath}${described}`,
+      `run \`snowflock cluster down${inventoryPath === defaultInventoryPath() ? "" : ` --inventory ${inventoryPath}`}\` first`,
+    );
   }
   const inventory = await createTestHosts({ ...options, prefix });
   try {

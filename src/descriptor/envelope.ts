@@ -66,7 +66,11 @@ export function openEnvelope(bytes: Uint8Array): { payload: Uint8Array; info: En
   if (new TextDecoder().decode(bytes.subarray(0, 8)) !== DESCRIPTOR_MAGIC) refuse("wrong magic: this is not a snowflock descriptor");
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = v.getUint16(8, true);
-  if (version > DESCRIPTOR_VERSION) refuse(`format version ${version} is newer than this snowflock reads (${DESCRIPTOR_VERSION})`, "use a snowflock at least as new as the one that wrote it");
+  if (version > DESCRIPTOR_VERSION)
+    refuse(
+      `format version ${version} is newer than this snowflock reads (${DESCRIPTOR_VERSION})`,
+      "use a snowflock at least as new as the one that wrote it",
+    );
   if (version < 1) refuse(`format version ${version} does not exist`);
   const flags = v.getUint16(10, true);
   if (flags !== 0 && flags !== FLAG_DEFLATED && flags !== FLAG_ZERO_ELIDED) refuse(`unknown flags 0x${flags.toString(16)}`);
@@ -74,7 +78,8 @@ export function openEnvelope(bytes: Uint8Array): { payload: Uint8Array; info: En
   const rawBytes = v.getBigUint64(24, true);
   if (rawBytes > BigInt(MAX_PAYLOAD_BYTES)) refuse(`payload of ${rawBytes} bytes is over the ${MAX_PAYLOAD_BYTES}-byte limit`);
   if (storedBytes > BigInt(MAX_STORED_BYTES)) refuse(`stored payload of ${storedBytes} bytes is over the ${MAX_STORED_BYTES}-byte limit`);
-  if (rawBytes > storedBytes * BigInt(MAX_EXPANSION)) refuse(`${storedBytes} stored bytes claim to expand to ${rawBytes}, over ${MAX_EXPANSION}:1`);
+  if (rawBytes > storedBytes * BigInt(MAX_EXPANSION))
+    refuse(`${storedBytes} stored bytes claim to expand to ${rawBytes}, over ${MAX_EXPANSION}:1`);
   const available = bytes.byteLength - HEADER_SIZE;
   if (Number(storedBytes) > available) refuse(`truncated: the header announces ${storedBytes} payload bytes, ${available} are there`);
   if (Number(storedBytes) < available) refuse(`${available - Number(storedBytes)} bytes of trailing garbage after the payload`);

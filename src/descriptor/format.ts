@@ -90,7 +90,8 @@ export function decodeDescriptor(bytes: Uint8Array): { descriptor: Descriptor; e
       case Section.META: {
         meta = decodeMeta(body);
         pageCount = meta.memorySize / PAGE_SIZE;
-        if (payload.byteLength > maxPayloadBytes(meta.memorySize)) refuse(`a ${payload.byteLength}-byte payload is more than ${meta.memorySize} bytes of memory need`);
+        if (payload.byteLength > maxPayloadBytes(meta.memorySize))
+          refuse(`a ${payload.byteLength}-byte payload is more than ${meta.memorySize} bytes of memory need`);
         const persist = statePersist(meta.backend);
         state = persist.decoder(meta.memorySize);
         stateTypes = persist.sectionTypes;
@@ -119,7 +120,8 @@ export function decodeDescriptor(bytes: Uint8Array): { descriptor: Descriptor; e
 function decodePages(body: Uint8Array, pageCount: number, pages: Map<number, Uint8Array>): void {
   const r = new FieldReader(body, "pages");
   const count = r.u32();
-  if (count > Math.min(pageCount, MAX_INCLUDED_PAGES)) refuse(`${count} pages sent along, more than ${Math.min(pageCount, MAX_INCLUDED_PAGES)}`);
+  if (count > Math.min(pageCount, MAX_INCLUDED_PAGES))
+    refuse(`${count} pages sent along, more than ${Math.min(pageCount, MAX_INCLUDED_PAGES)}`);
   sectionLength(body, "pages", 4 + count * INCLUDED_PAGE_BYTES);
   const numbers = Array.from({ length: count }, () => r.u64());
   numbers.forEach((n, i) => {

@@ -73,12 +73,16 @@ function disjoint(ranges: Array<{ start: number; size: number }>): boolean {
 const REGION_FIELDS = new Set(["guestAddress", "size", "offset"]);
 
 function checkRegions(value: unknown, memorySize: number): void {
-  if (!Array.isArray(value) || value.length < 1 || value.length > MAX_REGIONS) refuse(`the memory regions must be a list of 1 to ${MAX_REGIONS}`);
+  if (!Array.isArray(value) || value.length < 1 || value.length > MAX_REGIONS)
+    refuse(`the memory regions must be a list of 1 to ${MAX_REGIONS}`);
   const regions = value.map((r, i) => {
     const region = record(r, `memory region ${i}`, REGION_FIELDS);
     const size = count(region.size, `region ${i}'s size`, { min: PAGE_SIZE, max: memorySize, aligned: PAGE_SIZE });
     const offset = count(region.offset, `region ${i}'s offset`, { max: memorySize - size, aligned: PAGE_SIZE });
-    const guestAddress = count(region.guestAddress, `region ${i}'s guest address`, { max: GUEST_PHYSICAL_LIMIT - size, aligned: PAGE_SIZE });
+    const guestAddress = count(region.guestAddress, `region ${i}'s guest address`, {
+      max: GUEST_PHYSICAL_LIMIT - size,
+      aligned: PAGE_SIZE,
+    });
     return { size, offset, guestAddress };
   });
   if (!disjoint(regions.map((r) => ({ start: r.offset, size: r.size })))) refuse("memory regions overlap in the backing");
@@ -94,7 +98,8 @@ export function decodeMeta(body: Uint8Array): DescriptorMeta {
     refuse("the metadata is not JSON");
   }
   const meta = record(value, "the metadata", META_FIELDS);
-  if (!BACKENDS.includes(meta.backend as BackendName)) refuse(`backend '${text(meta.backend, "the backend", 16)}' is not one snowflock knows`);
+  if (!BACKENDS.includes(meta.backend as BackendName))
+    refuse(`backend '${text(meta.backend, "the backend", 16)}' is not one snowflock knows`);
   text(meta.name, "the name", MAX_NAME_LENGTH);
   text(meta.cmdline, "the command line", MAX_CMDLINE_LENGTH);
   const createdAt = text(meta.createdAt, "the capture time", 64);

@@ -57,7 +57,10 @@ export type ParallelWorkload = "sha256-par" | "search-par" | "alloc-par";
 export function expectedConsole(workload: ParallelWorkload, seed: number, size: number): (clones: number) => string[] {
   if (workload === "alloc-par") {
     // Clone i fills SIZE bytes of its own with the dataset for SEED + i.
-    return (clones) => [...Array.from({ length: clones }, (_, k) => `alloc ${k + 1} ${sha256Hex(dataset(BigInt(seed + k + 1), size))}`), `granted ${clones}`];
+    return (clones) => [
+      ...Array.from({ length: clones }, (_, k) => `alloc ${k + 1} ${sha256Hex(dataset(BigInt(seed + k + 1), size))}`),
+      `granted ${clones}`,
+    ];
   }
   const data = dataset(BigInt(seed), size);
   const lines = workload === "search-par" ? countLines : sliceLines;

@@ -49,7 +49,8 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
     memoryNeed: datasetMemory,
   },
   "alloc-par": {
-    summary: "clone i allocates SIZE bytes after sf_clone, fills them with the dataset for SEED+i; prints `alloc <i> <hex>` (their SHA-256)",
+    summary:
+      "clone i allocates SIZE bytes after sf_clone, fills them with the dataset for SEED+i; prints `alloc <i> <hex>` (their SHA-256)",
     params: PARALLEL_PARAMS,
     memoryNeed: (p) => 2 * datasetMemory(p), // SIZE/2 held + SIZE used and freed, rounded up
   },
@@ -98,7 +99,11 @@ export function parseWorkload(name: string, args: string[]): WorkloadRequest {
     const param = spec.params[key];
     if (eq < 0 || !param) {
       const takes = Object.keys(spec.params);
-      throw new SnowflockError("WORKLOAD", `workload ${name} does not take '${arg}'`, takes.length ? `it takes ${takes.map((k) => `${k}=…`).join(" ")}` : "it takes no parameters");
+      throw new SnowflockError(
+        "WORKLOAD",
+        `workload ${name} does not take '${arg}'`,
+        takes.length ? `it takes ${takes.map((k) => `${k}=…`).join(" ")}` : "it takes no parameters",
+      );
     }
     const value = parseValue(param.kind, arg.slice(eq + 1));
     if (value === undefined) {

@@ -21,7 +21,8 @@ export type Heuristic = (typeof HEURISTICS)[number];
 
 export function parseHeuristics(names: readonly string[]): Heuristic[] {
   const unknown = names.filter((n) => !(HEURISTICS as readonly string[]).includes(n));
-  if (unknown.length > 0) throw new SnowflockError("USAGE", `unknown heuristic '${unknown[0]}'`, `the heuristics are: ${HEURISTICS.join(", ")}`);
+  if (unknown.length > 0)
+    throw new SnowflockError("USAGE", `unknown heuristic '${unknown[0]}'`, `the heuristics are: ${HEURISTICS.join(", ")}`);
   return [...new Set(names)] as Heuristic[];
 }
 
@@ -36,7 +37,8 @@ export interface FetchPlan {
 export function planFetches(nonZeroPages: Uint8Array, freePages: Uint8Array | undefined, off: readonly Heuristic[]): FetchPlan {
   using fetch = PageBitmap.fromBytes(nonZeroPages);
   if (off.includes("known-zero")) fetch.setAll();
-  if (!freePages || off.includes("free-pages")) return { fetch: fetch.toBytes(), spareByFreePages: new Uint8Array(nonZeroPages.byteLength) };
+  if (!freePages || off.includes("free-pages"))
+    return { fetch: fetch.toBytes(), spareByFreePages: new Uint8Array(nonZeroPages.byteLength) };
   using free = PageBitmap.fromBytes(freePages);
   using spared = fetch.clone().and(free);
   fetch.andNot(free);

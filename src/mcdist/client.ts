@@ -105,7 +105,16 @@ export class McdistClient {
   private missing = 0;
   /** The last read found a full batch waiting: pages not asked for are dropped unread meanwhile. */
   private behind = false;
-  private readonly counters = { framesReceived: 0, bytesReceived: 0, requestsSent: 0, pagesRequested: 0, pagesReceivedUnasked: 0, retries: 0, unicastFallbacks: 0, sendErrors: 0 };
+  private readonly counters = {
+    framesReceived: 0,
+    bytesReceived: 0,
+    requestsSent: 0,
+    pagesRequested: 0,
+    pagesReceivedUnasked: 0,
+    retries: 0,
+    unicastFallbacks: 0,
+    sendErrors: 0,
+  };
   private readonly dropped: Record<string, number> = {};
 
   private constructor(
@@ -126,7 +135,8 @@ export class McdistClient {
     const transport = given ?? openTransport(checkTransportSpec(options.transport), { family: options.family, mtu: options.mtu });
     try {
       const { server } = options;
-      if (server.kind !== transport.kind) throw new SnowflockError("USAGE", `the mcdist server is on a ${server.kind} transport; this client's is ${transport.kind}`);
+      if (server.kind !== transport.kind)
+        throw new SnowflockError("USAGE", `the mcdist server is on a ${server.kind} transport; this client's is ${transport.kind}`);
       if (server.kind === "packet") parseMac(server.address);
       else parseUdpEndpoint(server.address);
       const client = new McdistClient(transport, options);
@@ -173,7 +183,12 @@ export class McdistClient {
   stats(): McdistClientStats {
     const r = this.reassembly.counters;
     const framesDropped: Record<string, number> = { ...this.dropped };
-    for (const [reason, n] of [["duplicate", r.duplicates], ["inconsistent", r.inconsistent], ["oversized", r.oversized], ["evicted", r.evicted]] as const) {
+    for (const [reason, n] of [
+      ["duplicate", r.duplicates],
+      ["inconsistent", r.inconsistent],
+      ["oversized", r.oversized],
+      ["evicted", r.evicted],
+    ] as const) {
       if (n > 0) framesDropped[reason] = (framesDropped[reason] ?? 0) + n;
     }
     return { ...this.counters, framesDropped };
@@ -186,8 +201,11 @@ export class McdistClient {
   }
 
   private checkPages(pages: number[]): void {
-    if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES) throw new RangeError(`fetch takes 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
-    for (const page of pages) if (!Number.isInteger(page) || page < 0 || page >= this.options.pageCount) throw new RangeError(`page ${page} is outside the image (${this.options.pageCount} pages)`);
+    if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES)
+      throw new RangeError(`fetch takes 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
+    for (const page of pages)
+      if (!Number.isInteger(page) || page < 0 || page >= this.options.pageCount)
+        throw new RangeError(`page ${page} is outside the image (${this.options.pageCount} pages)`);
     if (new Set(pages).size !== pages.length) throw new RangeError("fetch was given the same page twice");
   }
 
@@ -258,7 +276,10 @@ export class McdistClient {
    */
   fetchDescriptor(bytes: number, sha256: string): Uint8Array {
     const count = descriptorChunks(bytes);
-    if (count === 0 || count > MAX_REQUEST_PAGES) throw new RangeError(`a descriptor of ${bytes} bytes is not fetched by multicast (1 to ${MAX_REQUEST_PAGES * DESCRIPTOR_CHUNK} bytes)`);
+    if (count === 0 || count > MAX_REQUEST_PAGES)
+      throw new RangeError(
+        `a descriptor of ${bytes} bytes is not fetched by multicast (1 to ${MAX_REQUEST_PAGES * DESCRIPTOR_CHUNK} bytes)`,
+      );
     const chunks: Array<Uint8Array | undefined> = new Array(count).fill(undefined);
     this.chunks = chunks;
     this.chunksMissing = count;
@@ -271,10 +292,13 @@ export class McdistClient {
     }
     const whole = new Uint8Array(chunks.reduce((sum, c) => sum + c!.byteLength, 0));
     let at = 0;
-    for (const chunk of chunks) (whole.set(chunk!, at), (at += chunk!.byteLength));
+    for (const chunk of chunks) whole.set(chunk!, at), (at += chunk!.byteLength);
     const digest = new Bun.CryptoHasher("sha256").update(whole).digest("hex");
     if (whole.byteLength !== bytes || digest !== sha256) {
-      throw new SnowflockError("DESCRIPTOR", `the descriptor received by multicast has ${whole.byteLength} bytes and SHA-256 ${digest.slice(0, 16)}…; the clone order named ${bytes} bytes and ${sha256.slice(0, 16)}…`);
+      throw new SnowflockError(
+        "DESCRIPTOR",
+        `the descriptor received by multicast has ${whole.byteLength} bytes and SHA-256 ${digest.slice(0, 16)}…; the clone order named ${bytes} bytes and ${sha256.slice(0, 16)}…`,
+      );
     }
     return whole;
   }

@@ -62,8 +62,17 @@ export function encodeFrame(frame: Frame): Uint8Array {
 export function fragment(type: FrameType, family: number, sequence: number, object: bigint, data: Uint8Array, mtu: number): Frame[] {
   const size = payloadPerFrame(mtu);
   const fragments = Math.max(1, Math.ceil(data.byteLength / size));
-  if (fragments > MAX_FRAGMENTS) throw new RangeError(`${data.byteLength} bytes need ${fragments} frames at MTU ${mtu}; at most ${MAX_FRAGMENTS}`);
-  return Array.from({ length: fragments }, (_, i) => ({ type, family, sequence, object, fragment: i, fragments, payload: data.subarray(i * size, (i + 1) * size) }));
+  if (fragments > MAX_FRAGMENTS)
+    throw new RangeError(`${data.byteLength} bytes need ${fragments} frames at MTU ${mtu}; at most ${MAX_FRAGMENTS}`);
+  return Array.from({ length: fragments }, (_, i) => ({
+    type,
+    family,
+    sequence,
+    object,
+    fragment: i,
+    fragments,
+    payload: data.subarray(i * size, (i + 1) * size),
+  }));
 }
 
 /** The page number in a PAGE frame's header for `family`, read without checking the frame (to drop it cheaply); else undefined. */

@@ -113,7 +113,8 @@ export function verifyPageObject(key: Uint8Array, family: number, page: number, 
 /** REQUEST message: flags u8, count u8, then `count` page numbers (u32, network order). */
 export function encodeRequest(request: PageRequest): Uint8Array {
   const { flags, pages } = request;
-  if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES) throw new RangeError(`a request names 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
+  if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES)
+    throw new RangeError(`a request names 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
   const out = new Uint8Array(2 + 4 * pages.length);
   const view = new DataView(out.buffer);
   view.setUint8(0, flags);
@@ -149,7 +150,8 @@ export const MIN_PACED_RATE = 1000;
 
 /** RATE message: the pages per second a receiver keeps up with (u32). */
 export function encodeRate(pagesPerSecond: number): Uint8Array {
-  if (!Number.isInteger(pagesPerSecond) || pagesPerSecond < 1 || pagesPerSecond > 0xffffffff) throw new RangeError(`bad rate ${pagesPerSecond} pages/s`);
+  if (!Number.isInteger(pagesPerSecond) || pagesPerSecond < 1 || pagesPerSecond > 0xffffffff)
+    throw new RangeError(`bad rate ${pagesPerSecond} pages/s`);
   const out = new Uint8Array(4);
   new DataView(out.buffer).setUint32(0, pagesPerSecond);
   return out;

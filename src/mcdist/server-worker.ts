@@ -18,7 +18,18 @@ import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
 import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";
 import { openControl } from "./control.ts";
-import { DESCRIPTOR_CHUNK, decodeRate, decodeRequest, descriptorChunks, encodeChunkObject, MessageError, MIN_PACED_RATE, pageTag, RequestFlag, TAG_SIZE } from "./messages.ts";
+import {
+  DESCRIPTOR_CHUNK,
+  decodeRate,
+  decodeRequest,
+  descriptorChunks,
+  encodeChunkObject,
+  MessageError,
+  MIN_PACED_RATE,
+  pageTag,
+  RequestFlag,
+  TAG_SIZE,
+} from "./messages.ts";
 import { ReplayWindows } from "./replay-window.ts";
 import { MAX_SENDERS, RATE_REPORT_TTL_MS, type ServerEvent, type ServerInit, Slot } from "./server-protocol.ts";
 import { type Destination, SendLog } from "./send-log.ts";
@@ -149,7 +160,12 @@ class McdistServer {
     if (control === undefined) return void this.c[Slot.REQUESTS_FORGED]!++;
     if (!this.replay.accept(control.sender, frame.sequence)) return void this.c[Slot.REQUESTS_REPLAYED]!++;
     try {
-      if (frame.type === FrameType.REQUEST) this.request(decodeRequest(control.message, this.pageCount, this.chunkCount), this.transport.sender(), heardAfter - REQUEST_IN_FLIGHT_MS);
+      if (frame.type === FrameType.REQUEST)
+        this.request(
+          decodeRequest(control.message, this.pageCount, this.chunkCount),
+          this.transport.sender(),
+          heardAfter - REQUEST_IN_FLIGHT_MS,
+        );
       else {
         this.rates.set(control.sender, { rate: Math.max(MIN_PACED_RATE, decodeRate(control.message)), at: performance.now() });
         this.c[Slot.RATE_REPORTS]!++;
@@ -287,7 +303,11 @@ function run(init: ServerInit): void {
   let transport: Transport | undefined;
   try {
     const size = fstatSync(init.imageFd).size;
-    if (size < init.size) throw new SnowflockError("MEMORY", `the memory image (fd ${init.imageFd}) has ${size} bytes; the mcdist server was asked to serve ${init.size}`);
+    if (size < init.size)
+      throw new SnowflockError(
+        "MEMORY",
+        `the memory image (fd ${init.imageFd}) has ${size} bytes; the mcdist server was asked to serve ${init.size}`,
+      );
     address = mmap(0, init.size, PROT_READ, MAP_SHARED, init.imageFd, 0);
     transport = openTransport(init.transport, { family: init.family, mtu: init.mtu, joinGroup: false });
     post({ type: "ready", endpoint: { kind: transport.kind, address: transport.localEndpoint } });

@@ -14,7 +14,6 @@ import { WorkerLink } from "../worker-link.ts";
 
 export type { McdistServerEndpoint, McdistServerOptions } from "./server-protocol.ts";
 
-
 export interface McdistServerStats {
   framesSent: number;
   bytesSent: number;
@@ -59,8 +58,10 @@ const SERVER_WORKER_URL = import.meta.url.includes("/$bunfs/")
 
 function checkOptions(options: McdistServerOptions): void {
   const bad = (what: string) => new SnowflockError("USAGE", `cannot start the mcdist server: ${what}`);
-  if (!Number.isInteger(options.size) || options.size <= 0 || options.size % PAGE_SIZE !== 0) throw bad(`the image size ${options.size} is not a positive multiple of ${PAGE_SIZE}`);
-  if (!Number.isInteger(options.family) || options.family < 0 || options.family > 0xffffffff) throw bad(`the family ${options.family} is not a u32`);
+  if (!Number.isInteger(options.size) || options.size <= 0 || options.size % PAGE_SIZE !== 0)
+    throw bad(`the image size ${options.size} is not a positive multiple of ${PAGE_SIZE}`);
+  if (!Number.isInteger(options.family) || options.family < 0 || options.family > 0xffffffff)
+    throw bad(`the family ${options.family} is not a u32`);
   if (!Number.isInteger(options.imageFd) || options.imageFd < 0) throw bad(`bad image fd ${options.imageFd}`);
   try {
     checkFamilyKey(options.key);

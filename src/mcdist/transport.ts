@@ -7,7 +7,18 @@
  */
 import { readFileSync } from "node:fs";
 import { shown, SnowflockError } from "../errors.ts";
-import { PACKET_ADD_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_MR_MULTICAST, SO_RCVBUF, SO_RCVBUFFORCE, SO_REUSEADDR, SO_SNDBUF, SO_SNDBUFFORCE, SOL_PACKET, SOL_SOCKET } from "../sys/constants.ts";
+import {
+  PACKET_ADD_MEMBERSHIP,
+  PACKET_IGNORE_OUTGOING,
+  PACKET_MR_MULTICAST,
+  SO_RCVBUF,
+  SO_RCVBUFFORCE,
+  SO_REUSEADDR,
+  SO_SNDBUF,
+  SO_SNDBUFFORCE,
+  SOL_PACKET,
+  SOL_SOCKET,
+} from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
 import { parseIpv4 } from "../sys/inet.ts";
 import { openPacketSocket, sendFrame } from "../sys/packet.ts";
@@ -108,7 +119,12 @@ export function parseUdpEndpoint(text: string): { address: string; port: number 
 /** Checks a TransportSpec that came as JSON from elsewhere. */
 export function checkTransportSpec(value: unknown): TransportSpec {
   const spec = value as Partial<Record<string, unknown>> | null;
-  const bad = (why: string) => new SnowflockError("USAGE", `bad mcdist transport ${shown(value)}: ${why}`, 'give {"kind":"packet","interface":IF} or {"kind":"udp","interface":IF,"address":IPV4}');
+  const bad = (why: string) =>
+    new SnowflockError(
+      "USAGE",
+      `bad mcdist transport ${shown(value)}: ${why}`,
+      'give {"kind":"packet","interface":IF} or {"kind":"udp","interface":IF,"address":IPV4}',
+    );
   if (typeof spec !== "object" || spec === null) throw bad("not an object");
   if (typeof spec.interface !== "string" || !INTERFACE_NAME.test(spec.interface)) throw bad("no valid interface name");
   if (spec.kind === "packet") return { kind: "packet", interface: spec.interface };
@@ -128,7 +144,11 @@ function interfaceFile(name: string, file: string): string {
   try {
     return readFileSync(`/sys/class/net/${name}/${file}`, "utf8").trim();
   } catch (error) {
-    throw new SnowflockError("USAGE", `network interface ${name} not found (${(error as Error).message})`, "give an interface of this host (network namespace), see `ip link`");
+    throw new SnowflockError(
+      "USAGE",
+      `network interface ${name} not found (${(error as Error).message})`,
+      "give an interface of this host (network namespace), see `ip link`",
+    );
   }
 }
 
@@ -160,7 +180,12 @@ export function openTransport(input: TransportSpec, options: TransportOptions): 
     return spec.kind === "packet" ? openPacketTransport(spec, options) : openUdpTransport(spec, options);
   } catch (error) {
     if (error instanceof SnowflockError && error.code !== "SYSCALL") throw error;
-    throw new SnowflockError("MEMORY", `cannot open the mcdist ${spec.kind} transport on ${spec.interface}: ${(error as Error).message}`, spec.kind === "packet" ? "AF_PACKET sockets need root (CAP_NET_RAW)" : undefined, { cause: error });
+    throw new SnowflockError(
+      "MEMORY",
+      `cannot open the mcdist ${spec.kind} transport on ${spec.interface}: ${(error as Error).message}`,
+      spec.kind === "packet" ? "AF_PACKET sockets need root (CAP_NET_RAW)" : undefined,
+      { cause: error },
+    );
   }
 }
 

@@ -89,7 +89,8 @@ function memoryServerLimits(): ListenerLimits {
 
 export async function startMemoryServer(options: MemoryServerOptions): Promise<MemoryServer> {
   const { layout, socketPath } = options;
-  if (options.imageFd === undefined && options.imagePath === undefined) throw new SnowflockError("MEMORY", "the memory server needs an image path or fd");
+  if (options.imageFd === undefined && options.imagePath === undefined)
+    throw new SnowflockError("MEMORY", "the memory server needs an image path or fd");
   const fd = options.imageFd ?? open(options.imagePath!, O_RDONLY);
   const ownsFd = options.imageFd === undefined;
   const imageName = options.imagePath ?? `fd ${fd}`;
@@ -128,7 +129,12 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
       if (type !== MessageType.Hello) throw new ProtocolError(`${MessageType[type]} before Hello`);
       const { version, token: given } = decodeHello(payload);
       if (version !== PROTOCOL_VERSION) {
-        refuse(connection, sequence, ErrorKind.UnsupportedVersion, `protocol version ${version} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+        refuse(
+          connection,
+          sequence,
+          ErrorKind.UnsupportedVersion,
+          `protocol version ${version} is not supported; this server speaks ${PROTOCOL_VERSION}`,
+        );
         return false;
       }
       if (connection.state.needsToken && !(given && timingSafeEqual(given, token))) {
@@ -136,7 +142,10 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
         return false;
       }
       connection.authenticate();
-      send(connection, encodeMessage(MessageType.HelloReply, sequence, encodeHelloReply({ version: PROTOCOL_VERSION, pageSize: PAGE_SIZE, pageCount })));
+      send(
+        connection,
+        encodeMessage(MessageType.HelloReply, sequence, encodeHelloReply({ version: PROTOCOL_VERSION, pageSize: PAGE_SIZE, pageCount })),
+      );
       return true;
     }
     if (type !== MessageType.PageRequest) throw new ProtocolError(`unexpected ${MessageType[type]}`);
@@ -195,7 +204,10 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     for (const listener of listeners) listener.stop();
     munmap(address, layout.size);
     if (ownsFd) close(fd);
-    throw new SnowflockError("MEMORY", `the memory server cannot listen on ${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ${(error as Error).message}`);
+    throw new SnowflockError(
+      "MEMORY",
+      `the memory server cannot listen on ${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ${(error as Error).message}`,
+    );
   }
 
   return {
@@ -212,4 +224,3 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     },
   };
 }
-

@@ -90,7 +90,18 @@ function openSource(init: MemtapInit, onExtraPage: (page: number, data: Uint8Arr
   const pageCount = init.size / PAGE_SIZE;
   if (server.kind !== "mcdist") return PageClient.connect(server, { timeoutMs: init.timeoutMs, wakeFd: init.stopFd, pageCount });
   if (!server.transport) throw new SnowflockError("MEMORY", "an mcdist memory source needs this host's transport (interface)");
-  const client = McdistClient.open({ transport: server.transport, server: server.server, family: server.family, key: server.key, pageCount, mtu: server.mtu, timeoutMs: init.timeoutMs, wakeFd: init.stopFd, onExtraPage, ratePagesPerSecond: "measured" });
+  const client = McdistClient.open({
+    transport: server.transport,
+    server: server.server,
+    family: server.family,
+    key: server.key,
+    pageCount,
+    mtu: server.mtu,
+    timeoutMs: init.timeoutMs,
+    wakeFd: init.stopFd,
+    onExtraPage,
+    ratePagesPerSecond: "measured",
+  });
   return new McdistSource(client);
 }
 
@@ -191,7 +202,8 @@ class FaultHandler {
       const addressAt = at + uffd_msg.fields["arg.pagefault.address"].offset;
       const address = view.getUint32(addressAt, true) + view.getUint32(addressAt + 4, true) * 2 ** 32;
       const page = Math.floor((address - this.init.address) / PAGE_SIZE);
-      if (page < 0 || page >= this.pageCount) throw new SnowflockError("INTERNAL", `fault at 0x${address.toString(16)} is outside guest memory`);
+      if (page < 0 || page >= this.pageCount)
+        throw new SnowflockError("INTERNAL", `fault at 0x${address.toString(16)} is outside guest memory`);
       faults.set(page, (faults.get(page) ?? false) || (flags & UFFD_PAGEFAULT_FLAG_WRITE) !== 0);
     }
     return faults;
@@ -235,7 +247,8 @@ class FaultHandler {
    */
   private zeroFill(page: number, write: boolean, because?: number): void {
     const address = this.init.address + page * PAGE_SIZE;
-    if (!this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE)))) return;
+    if (!this.resolve(address, () => (write ? uffdCopy(this.init.uffd, address, ZEROS) : uffdZeropage(this.init.uffd, address, PAGE_SIZE))))
+      return;
     this.countZeroFilled(page);
     if (because !== undefined) this.init.counters[because]!++;
   }

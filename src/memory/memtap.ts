@@ -13,7 +13,16 @@
 import { SnowflockError } from "../errors.ts";
 import { O_CLOEXEC, O_NONBLOCK } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
-import { _UFFDIO_COPY, _UFFDIO_WAKE, _UFFDIO_ZEROPAGE, UFFDIO_REGISTER_MODE_MISSING, uffdApi, uffdCopy, uffdRegister, userfaultfd } from "../sys/uffd.ts";
+import {
+  _UFFDIO_COPY,
+  _UFFDIO_WAKE,
+  _UFFDIO_ZEROPAGE,
+  UFFDIO_REGISTER_MODE_MISSING,
+  uffdApi,
+  uffdCopy,
+  uffdRegister,
+  userfaultfd,
+} from "../sys/uffd.ts";
 import type { AllocationHints } from "./allocation-hints.ts";
 import type { GuestMemory } from "./guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
@@ -91,10 +100,14 @@ const MEMTAP_WORKER_URL = import.meta.url.includes("/$bunfs/")
 
 function checkInputs(options: MemtapOptions, pageCount: number): void {
   if (options.nonZeroPages.byteLength !== Math.ceil(pageCount / 8)) {
-    throw new SnowflockError("MEMORY", `the non-zero page bitmap has ${options.nonZeroPages.byteLength} bytes; ${pageCount} pages need ${Math.ceil(pageCount / 8)}`);
+    throw new SnowflockError(
+      "MEMORY",
+      `the non-zero page bitmap has ${options.nonZeroPages.byteLength} bytes; ${pageCount} pages need ${Math.ceil(pageCount / 8)}`,
+    );
   }
   for (const [page, data] of options.eagerPages) {
-    if (!Number.isInteger(page) || page < 0 || page >= pageCount) throw new SnowflockError("MEMORY", `eager page ${page} is outside guest memory`);
+    if (!Number.isInteger(page) || page < 0 || page >= pageCount)
+      throw new SnowflockError("MEMORY", `eager page ${page} is outside guest memory`);
     if (data.byteLength !== PAGE_SIZE) throw new SnowflockError("MEMORY", `eager page ${page} has ${data.byteLength} bytes`);
   }
 }
@@ -107,7 +120,8 @@ function registerMemory(options: MemtapOptions): number {
     uffdApi(uffd, 0);
     const ioctls = uffdRegister(uffd, memory.address, memory.size, UFFDIO_REGISTER_MODE_MISSING);
     for (const needed of [_UFFDIO_COPY, _UFFDIO_ZEROPAGE, _UFFDIO_WAKE]) {
-      if ((ioctls & (1n << BigInt(needed))) === 0n) throw new SnowflockError("MEMORY", `userfaultfd does not offer ioctl ${needed} on guest memory`);
+      if ((ioctls & (1n << BigInt(needed))) === 0n)
+        throw new SnowflockError("MEMORY", `userfaultfd does not offer ioctl ${needed} on guest memory`);
     }
     for (const [page, data] of options.eagerPages) uffdCopy(uffd, memory.address + page * PAGE_SIZE, data);
     return uffd;
@@ -142,11 +156,27 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
   };
   const stop = () => link.finish(STOP_TIMEOUT_MS, closeIfOpen);
 
-  const init: MemtapInit = { uffd, stopFd: link.stopFd, address: memory.address, size: memory.size, server: formatPageServer(options.server), nonZeroPages: options.nonZeroPages.slice(), freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength), prefetch: options.prefetch ?? false, allocationHints: options.allocationHints, timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS, counters, uffdClosed };
+  const init: MemtapInit = {
+    uffd,
+    stopFd: link.stopFd,
+    address: memory.address,
+    size: memory.size,
+    server: formatPageServer(options.server),
+    nonZeroPages: options.nonZeroPages.slice(),
+    freePages: options.freePages?.slice() ?? new Uint8Array(options.nonZeroPages.byteLength),
+    prefetch: options.prefetch ?? false,
+    allocationHints: options.allocationHints,
+    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    counters,
+    uffdClosed,
+  };
   link.worker.postMessage(init);
   const startLimit = init.timeoutMs + START_GRACE_MS;
   try {
-    await link.whenReady(startLimit, `memtap did not connect to the memory server at ${describePageServer(options.server)} within ${startLimit} ms`);
+    await link.whenReady(
+      startLimit,
+      `memtap did not connect to the memory server at ${describePageServer(options.server)} within ${startLimit} ms`,
+    );
   } catch (error) {
     await stop();
     throw error;
@@ -161,7 +191,10 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
 }
 
 function readStats(c: Float64Array, eagerPages: number): MemtapStats {
-  const histogram = Array.from({ length: HISTOGRAM_BUCKETS }, (_, i) => ({ upToMicros: i === HISTOGRAM_BUCKETS - 1 ? Infinity : 2 ** i, count: c[Slot.HISTOGRAM + i]! }));
+  const histogram = Array.from({ length: HISTOGRAM_BUCKETS }, (_, i) => ({
+    upToMicros: i === HISTOGRAM_BUCKETS - 1 ? Infinity : 2 ** i,
+    count: c[Slot.HISTOGRAM + i]!,
+  }));
   const last = histogram.findLastIndex((b) => b.count > 0);
   const faults = c[Slot.FAULTS]!;
   return {

@@ -57,14 +57,20 @@ export class PageClient {
     try {
       fd = server.kind === "unix" ? connectUnix(server.path) : connectTcp(server.address, server.port);
     } catch (error) {
-      throw new SnowflockError("MEMORY", `cannot reach the memory server at ${path}: ${(error as Error).message}`, "is the parent VM's memory server running?");
+      throw new SnowflockError(
+        "MEMORY",
+        `cannot reach the memory server at ${path}: ${(error as Error).message}`,
+        "is the parent VM's memory server running?",
+      );
     }
     const client = new PageClient(fd, path, options);
     try {
       const hello = encodeHello(PROTOCOL_VERSION, server.kind === "tcp" ? server.token : undefined);
       const info = decodeHelloReply(client.call(MessageType.Hello, hello, MessageType.HelloReply));
       if (info.version !== PROTOCOL_VERSION || info.pageSize !== PAGE_SIZE || info.pageCount !== options.pageCount) {
-        throw client.failure(`serves version ${info.version}, ${info.pageCount} pages of ${info.pageSize} bytes; this clone needs version ${PROTOCOL_VERSION}, ${options.pageCount} pages of ${PAGE_SIZE}`);
+        throw client.failure(
+          `serves version ${info.version}, ${info.pageCount} pages of ${info.pageSize} bytes; this clone needs version ${PROTOCOL_VERSION}, ${options.pageCount} pages of ${PAGE_SIZE}`,
+        );
       }
       return client;
     } catch (error) {
@@ -104,7 +110,8 @@ export class PageClient {
 
   /** A server that went away shows as EOF, EPIPE or ECONNRESET depending on timing: one message for all. */
   private connectionFailure(error: unknown): SnowflockError {
-    if (error instanceof SyscallError && (error.errnoName === "EPIPE" || error.errnoName === "ECONNRESET")) return this.failure(`closed the connection (${error.errnoName})`, error);
+    if (error instanceof SyscallError && (error.errnoName === "EPIPE" || error.errnoName === "ECONNRESET"))
+      return this.failure(`closed the connection (${error.errnoName})`, error);
     return this.failure(`connection failed (${(error as Error).message})`, error);
   }
 
@@ -129,7 +136,8 @@ export class PageClient {
       const { text } = this.checked(() => decodeError(body));
       throw this.failure(`refused ${pages ? `pages ${pages.join(",")}` : MessageType[type]}: ${text}`);
     }
-    if (header.type !== answer) throw this.failure(`sent a bad message: ${MessageType[header.type]} where ${MessageType[answer]} was expected`);
+    if (header.type !== answer)
+      throw this.failure(`sent a bad message: ${MessageType[header.type]} where ${MessageType[answer]} was expected`);
     return body;
   }
 

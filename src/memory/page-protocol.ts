@@ -103,7 +103,8 @@ export function decodeHeader(bytes: Uint8Array): Header {
   const type = view.getUint16(6, true);
   if (type === MessageType.Invalid || !(type in MAX_PAYLOAD)) throw new ProtocolError(`unknown message type ${type}`);
   const length = view.getUint32(8, true);
-  if (length > MAX_PAYLOAD[type as MessageType]) throw new ProtocolError(`${MessageType[type]} payload of ${length} bytes is over ${MAX_PAYLOAD[type as MessageType]}`);
+  if (length > MAX_PAYLOAD[type as MessageType])
+    throw new ProtocolError(`${MessageType[type]} payload of ${length} bytes is over ${MAX_PAYLOAD[type as MessageType]}`);
   if (view.getUint32(20, true) !== 0) throw new ProtocolError("reserved header field is not zero");
   return { type, length, sequence: view.getUint32(12, true), checksum: view.getUint32(16, true) };
 }
@@ -111,7 +112,10 @@ export function decodeHeader(bytes: Uint8Array): Header {
 export function verifyChecksum(headerBytes: Uint8Array, header: Header, payload: Uint8Array): void {
   if (payload.byteLength !== header.length) throw new ProtocolError(`payload of ${payload.byteLength} bytes, header says ${header.length}`);
   const actual = checksum(headerBytes, payload);
-  if (actual !== header.checksum) throw new ProtocolError(`checksum mismatch in ${MessageType[header.type]} #${header.sequence} (0x${actual.toString(16)} != 0x${header.checksum.toString(16)})`);
+  if (actual !== header.checksum)
+    throw new ProtocolError(
+      `checksum mismatch in ${MessageType[header.type]} #${header.sequence} (0x${actual.toString(16)} != 0x${header.checksum.toString(16)})`,
+    );
 }
 
 // ---- payloads ----
@@ -124,7 +128,8 @@ function u32s(...values: number[]): Uint8Array {
 }
 
 function reader(payload: Uint8Array, what: string, exact?: number) {
-  if (exact !== undefined && payload.byteLength !== exact) throw new ProtocolError(`${what} payload of ${payload.byteLength} bytes, expected ${exact}`);
+  if (exact !== undefined && payload.byteLength !== exact)
+    throw new ProtocolError(`${what} payload of ${payload.byteLength} bytes, expected ${exact}`);
   return new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
 }
 
@@ -139,7 +144,8 @@ export function encodeHello(version = PROTOCOL_VERSION, token?: Uint8Array): Uin
 }
 
 export function decodeHello(payload: Uint8Array): { version: number; token?: Uint8Array } {
-  if (payload.byteLength !== 4 && payload.byteLength !== 4 + TOKEN_BYTES) throw new ProtocolError(`Hello payload of ${payload.byteLength} bytes, expected 4 or ${4 + TOKEN_BYTES}`);
+  if (payload.byteLength !== 4 && payload.byteLength !== 4 + TOKEN_BYTES)
+    throw new ProtocolError(`Hello payload of ${payload.byteLength} bytes, expected 4 or ${4 + TOKEN_BYTES}`);
   const version = reader(payload, "Hello").getUint32(0, true);
   return payload.byteLength === 4 ? { version } : { version, token: payload.slice(4) };
 }
@@ -165,7 +171,8 @@ export function decodeHelloReply(payload: Uint8Array): ImageInfo {
 }
 
 export function encodePageRequest(pages: readonly number[]): Uint8Array {
-  if (pages.length === 0 || pages.length > MAX_PAGES_PER_REQUEST) throw new RangeError(`a page request carries 1..${MAX_PAGES_PER_REQUEST} pages, not ${pages.length}`);
+  if (pages.length === 0 || pages.length > MAX_PAGES_PER_REQUEST)
+    throw new RangeError(`a page request carries 1..${MAX_PAGES_PER_REQUEST} pages, not ${pages.length}`);
   return u32s(pages.length, ...pages);
 }
 
@@ -182,7 +189,11 @@ export function decodePageRequest(payload: Uint8Array): number[] {
 export const pageDataSize = (count: number): number => 4 + PAGE_ENTRY * count;
 
 /** Writes the PageData payload for `pages` into `payload`, copying each page from `read(page)`. */
-export function encodePageData(pages: readonly number[], read: (page: number) => Uint8Array, payload = new Uint8Array(pageDataSize(pages.length))): Uint8Array {
+export function encodePageData(
+  pages: readonly number[],
+  read: (page: number) => Uint8Array,
+  payload = new Uint8Array(pageDataSize(pages.length)),
+): Uint8Array {
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   view.setUint32(0, pages.length, true);
   pages.forEach((page, i) => {
@@ -199,7 +210,8 @@ export function encodePageData(pages: readonly number[], read: (page: number) =>
  */
 export function decodePageData(payload: Uint8Array, requested: readonly number[]): Uint8Array[] {
   const view = reader(payload, "PageData", pageDataSize(requested.length));
-  if (view.getUint32(0, true) !== requested.length) throw new ProtocolError(`PageData carries ${view.getUint32(0, true)} pages, ${requested.length} were asked for`);
+  if (view.getUint32(0, true) !== requested.length)
+    throw new ProtocolError(`PageData carries ${view.getUint32(0, true)} pages, ${requested.length} were asked for`);
   return requested.map((page, i) => {
     const at = 4 + PAGE_ENTRY * i;
     const got = view.getUint32(at, true);

@@ -30,7 +30,13 @@ export type PageServerAddress = UnicastAddress | McdistAddress;
 export function formatPageServer(server: PageServerAddress): string {
   if (server.kind === "unix") return `unix:${server.path}`;
   if (server.kind === "tcp") return `tcp:${server.address}:${server.port}:${Buffer.from(server.token).toString("hex")}`;
-  const json = { server: server.server, family: server.family, key: Buffer.from(server.key).toString("hex"), mtu: server.mtu, transport: server.transport };
+  const json = {
+    server: server.server,
+    family: server.family,
+    key: Buffer.from(server.key).toString("hex"),
+    mtu: server.mtu,
+    transport: server.transport,
+  };
   return `mcdist:${Buffer.from(JSON.stringify(json)).toString("base64url")}`;
 }
 
@@ -55,7 +61,13 @@ function parseMcdist(encoded: string, bad: () => SnowflockError): McdistAddress 
 function checkMcdist(value: Record<string, unknown>, bad: () => SnowflockError): McdistAddress {
   const server = value.server as Record<string, unknown> | undefined;
   const { family, key, mtu } = value;
-  if (typeof server !== "object" || server === null || (server.kind !== "packet" && server.kind !== "udp") || typeof server.address !== "string") throw bad();
+  if (
+    typeof server !== "object" ||
+    server === null ||
+    (server.kind !== "packet" && server.kind !== "udp") ||
+    typeof server.address !== "string"
+  )
+    throw bad();
   if (typeof family !== "number" || !Number.isInteger(family) || family < 0 || family > 0xffffffff) throw bad();
   if (typeof key !== "string" || !/^[0-9a-f]{64}$/.test(key)) throw bad();
   if (typeof mtu !== "number" || !Number.isInteger(mtu) || mtu < 576 || mtu > 65535) throw bad();
@@ -70,7 +82,12 @@ function checkMcdist(value: Record<string, unknown>, bad: () => SnowflockError):
 }
 
 export function parsePageServer(text: string): PageServerAddress {
-  const bad = () => new SnowflockError("MEMORY", `bad memory-server address '${text.replace(/:[0-9a-f]{64}$/, ":…").slice(0, 80)}'`, "expected unix:PATH, tcp:ADDRESS:PORT:TOKEN or mcdist:…");
+  const bad = () =>
+    new SnowflockError(
+      "MEMORY",
+      `bad memory-server address '${text.replace(/:[0-9a-f]{64}$/, ":…").slice(0, 80)}'`,
+      "expected unix:PATH, tcp:ADDRESS:PORT:TOKEN or mcdist:…",
+    );
   if (text.startsWith("unix:") && text.length > 5) return { kind: "unix", path: text.slice(5) };
   if (text.startsWith("mcdist:")) return parseMcdist(text.slice(7), bad);
   const tcp = /^tcp:([0-9.]+):(\d{1,5}):([0-9a-f]+)$/.exec(text);

@@ -47,7 +47,8 @@ export function requestLine(target: LineTarget, request: Uint8Array | string, op
         fail(error.message);
       },
     };
-    const connected = "unix" in target ? Bun.connect({ unix: target.unix, socket }) : Bun.connect({ hostname: target.hostname, port: target.port, socket });
+    const connected =
+      "unix" in target ? Bun.connect({ unix: target.unix, socket }) : Bun.connect({ hostname: target.hostname, port: target.port, socket });
     connected.catch((error: Error) => {
       clearTimeout(timer);
       fail(error.message);

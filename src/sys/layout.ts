@@ -44,11 +44,16 @@ export class StructView<F extends string> {
     const f = this.layout.fields[name];
     const at = this.base + f.offset;
     switch (f.type) {
-      case "u8": return this.view.getUint8(at);
-      case "u16": return this.view.getUint16(at, true);
-      case "u32": return this.view.getUint32(at, true);
-      case "u64": return Number(this.view.getBigUint64(at, true));
-      case "bytes": throw new TypeError(`${this.layout.cType}.${name} is not a scalar`);
+      case "u8":
+        return this.view.getUint8(at);
+      case "u16":
+        return this.view.getUint16(at, true);
+      case "u32":
+        return this.view.getUint32(at, true);
+      case "u64":
+        return Number(this.view.getBigUint64(at, true));
+      case "bytes":
+        throw new TypeError(`${this.layout.cType}.${name} is not a scalar`);
     }
   }
 
@@ -60,11 +65,20 @@ export class StructView<F extends string> {
     const f = this.layout.fields[name];
     const at = this.base + f.offset;
     switch (f.type) {
-      case "u8": this.view.setUint8(at, Number(value)); break;
-      case "u16": this.view.setUint16(at, Number(value), true); break;
-      case "u32": this.view.setUint32(at, Number(value), true); break;
-      case "u64": this.view.setBigUint64(at, BigInt(value), true); break;
-      case "bytes": throw new TypeError(`${this.layout.cType}.${name} is not a scalar`);
+      case "u8":
+        this.view.setUint8(at, Number(value));
+        break;
+      case "u16":
+        this.view.setUint16(at, Number(value), true);
+        break;
+      case "u32":
+        this.view.setUint32(at, Number(value), true);
+        break;
+      case "u64":
+        this.view.setBigUint64(at, BigInt(value), true);
+        break;
+      case "bytes":
+        throw new TypeError(`${this.layout.cType}.${name} is not a scalar`);
     }
     return this;
   }

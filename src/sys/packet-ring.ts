@@ -49,7 +49,18 @@ export function openRxRing(fd: number, maxFrame: number, bytes: number): PacketR
   const size = blockSize * blocks;
   const address = mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   const memory = view(address, size);
-  return { address, bytes: size, slotSize, slotsPerBlock, blockSize, slots: blocks * slotsPerBlock, next: 0, memory, words: new Uint32Array(memory.buffer, memory.byteOffset, size / 4), source: new Uint8Array(6) };
+  return {
+    address,
+    bytes: size,
+    slotSize,
+    slotsPerBlock,
+    blockSize,
+    slots: blocks * slotsPerBlock,
+    next: 0,
+    memory,
+    words: new Uint32Array(memory.buffer, memory.byteOffset, size / 4),
+    source: new Uint8Array(6),
+  };
 }
 
 /**

@@ -52,7 +52,17 @@ export function openPacketSocket(interfaceName: string, ethertype: number): Pack
 
 /** Sends one frame with `payload` to Ethernet address `destination` (6 bytes). */
 export function sendFrame(socket: PacketSocket, destination: Uint8Array, payload: Uint8Array): number {
-  return check("sendto", libc.sendto(socket.fd, payload, payload.byteLength, 0, sockaddrLl(socket.ethertype, socket.ifindex, destination), SOCKADDR_LL_SIZE) as number);
+  return check(
+    "sendto",
+    libc.sendto(
+      socket.fd,
+      payload,
+      payload.byteLength,
+      0,
+      sockaddrLl(socket.ethertype, socket.ifindex, destination),
+      SOCKADDR_LL_SIZE,
+    ) as number,
+  );
 }
 
 /** Where recvfrom writes the sender's address: one per thread, reused (a receiver reads every frame on its segment). */
@@ -64,7 +74,10 @@ const fromLength = new Uint32Array(1);
  * One received frame (its length in `buffer`, the sender's Ethernet address and the EtherType), or
  * undefined if none is waiting. `source` is a view that the next receiveFrame() overwrites.
  */
-export function receiveFrame(socket: PacketSocket, buffer: Uint8Array): { length: number; source: Uint8Array; protocol: number } | undefined {
+export function receiveFrame(
+  socket: PacketSocket,
+  buffer: Uint8Array,
+): { length: number; source: Uint8Array; protocol: number } | undefined {
   fromLength[0] = SOCKADDR_LL_SIZE;
   const n = libc.recvfrom(socket.fd, buffer, buffer.byteLength, MSG_DONTWAIT, from, fromLength) as number;
   if (n < 0) {

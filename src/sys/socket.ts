@@ -32,7 +32,8 @@ export function send(fd: number, buffer: Uint8Array): number {
 /** socket(AF_INET, SOCK_STREAM) + connect(address:port), TCP_NODELAY set; returns the connected fd. */
 export function connectTcp(address: string, port: number): number {
   const octets = address.split(".").map(Number);
-  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255)) throw new RangeError(`not an IPv4 address: ${address}`);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255))
+    throw new RangeError(`not an IPv4 address: ${address}`);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new RangeError(`not a TCP port: ${port}`);
   // struct sockaddr_in: family u16, port u16 (network order), address (network order), zero[8].
   const sockaddr = new Uint8Array(16);

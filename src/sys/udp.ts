@@ -49,7 +49,10 @@ function sockaddrIn(address: string, port: number): Uint8Array {
 }
 
 function peerOf(sockaddr: Uint8Array): UdpPeer {
-  return { address: Array.from(sockaddr.subarray(4, 8)).join("."), port: new DataView(sockaddr.buffer, sockaddr.byteOffset).getUint16(2, false) };
+  return {
+    address: Array.from(sockaddr.subarray(4, 8)).join("."),
+    port: new DataView(sockaddr.buffer, sockaddr.byteOffset).getUint16(2, false),
+  };
 }
 
 /** socket(AF_INET, SOCK_DGRAM): a blocking UDP socket (close-on-exec). */
@@ -103,7 +106,11 @@ export function setMulticastTtl(fd: number, ttl: number): void {
 
 /** sendto(address:port); blocks while the socket's send buffer is full. */
 export function sendUdp(fd: number, address: string, port: number, payload: Uint8Array): number {
-  return check("sendto", libc.sendto(fd, payload, payload.byteLength, 0, sockaddrIn(address, port), SOCKADDR_IN_SIZE) as number, `${address}:${port}`);
+  return check(
+    "sendto",
+    libc.sendto(fd, payload, payload.byteLength, 0, sockaddrIn(address, port), SOCKADDR_IN_SIZE) as number,
+    `${address}:${port}`,
+  );
 }
 
 /** One waiting datagram and its sender, or undefined if none is waiting (never blocks). */

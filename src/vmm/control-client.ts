@@ -12,11 +12,16 @@ const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
 
 export type RequestBody = ControlRequest extends infer R ? (R extends ControlRequest ? Omit<R, "v"> : never) : never;
 
-export async function controlRequest(name: string, body: RequestBody | ControlRequest["op"], timeoutMs = TIMEOUT_MS): Promise<ControlResponse> {
+export async function controlRequest(
+  name: string,
+  body: RequestBody | ControlRequest["op"],
+  timeoutMs = TIMEOUT_MS,
+): Promise<ControlResponse> {
   const { socket: path } = vmPaths(name);
   if (!existsSync(path)) throw new SnowflockError("NOT_FOUND", `no running VM named '${name}'`, "`snowflock ls` lists the running VMs");
   const request = { v: CONTROL_PROTOCOL_VERSION, ...(typeof body === "string" ? { op: body } : body) };
-  const failure = (why: string) => new SnowflockError("CONTROL", `VM '${name}' did not answer: ${why}`, "it may have just stopped; `snowflock ls` shows what runs");
+  const failure = (why: string) =>
+    new SnowflockError("CONTROL", `VM '${name}' did not answer: ${why}`, "it may have just stopped; `snowflock ls` shows what runs");
   const line = await requestLine({ unix: path }, `${JSON.stringify(request)}\n`, { timeoutMs, maxAnswerBytes: MAX_ANSWER_BYTES, failure });
   try {
     return JSON.parse(line) as ControlResponse;

@@ -13,8 +13,16 @@ export interface DetachedChild {
 }
 
 /** `outputFd` is the child's stderr (and stdout, with `stdoutToo`); it is closed here once handed over. */
-export function spawnDetached(command: string[], options: { outputFd: number; stdoutToo?: boolean; pipeOnFd3?: boolean; env: NodeJS.ProcessEnv }): DetachedChild {
-  const stdio: StdioOptions = ["ignore", options.stdoutToo ? options.outputFd : "ignore", options.outputFd, ...(options.pipeOnFd3 ? (["pipe"] as const) : [])];
+export function spawnDetached(
+  command: string[],
+  options: { outputFd: number; stdoutToo?: boolean; pipeOnFd3?: boolean; env: NodeJS.ProcessEnv },
+): DetachedChild {
+  const stdio: StdioOptions = [
+    "ignore",
+    options.stdoutToo ? options.outputFd : "ignore",
+    options.outputFd,
+    ...(options.pipeOnFd3 ? (["pipe"] as const) : []),
+  ];
   const child = spawn(command[0]!, command.slice(1), { detached: true, stdio, env: options.env });
   closeSync(options.outputFd);
   let exited: number | null = null;

@@ -43,7 +43,9 @@ export interface VmStatus {
   pagesTouched: number;
 }
 
-export type ControlResponse = { ok: true; status?: VmStatus; descriptor?: DescriptorSummary & { pausedMs: number }; fork?: ForkResult } | { ok: false; error: string };
+export type ControlResponse =
+  | { ok: true; status?: VmStatus; descriptor?: DescriptorSummary & { pausedMs: number }; fork?: ForkResult }
+  | { ok: false; error: string };
 
 export function parseRequest(line: string): ControlRequest | { error: string } {
   let value: unknown;
@@ -53,32 +55,41 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport, incarnation } = value as Record<string, unknown>;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport, incarnation } = value as Record<
+    string,
+    unknown
+  >;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
-  if (v !== CONTROL_PROTOCOL_VERSION) return { error: `unsupported protocol version ${shown(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
+  if (v !== CONTROL_PROTOCOL_VERSION)
+    return { error: `unsupported protocol version ${shown(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
   if (op === "status" || op === "kill") return { v, op };
   if (op === "descriptor") {
     if (typeof path !== "string" || !path.startsWith("/")) return { error: "descriptor needs an absolute path" };
     return { v, op, path };
   }
   if (op === "fork") {
-    if (typeof clones !== "number" || !Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) return { error: `fork needs a clone count from 1 to ${MAX_CLONES_PER_FORK}` };
+    if (typeof clones !== "number" || !Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK)
+      return { error: `fork needs a clone count from 1 to ${MAX_CLONES_PER_FORK}` };
     if (memory !== "cow" && memory !== "ondemand") return { error: "fork memory must be cow or ondemand" };
     if (spread !== undefined && typeof spread !== "boolean") return { error: "fork spread must be true or false" };
-    if (transport !== undefined && transport !== "tcp" && transport !== "packet" && transport !== "udp") return { error: "fork transport must be packet, udp or tcp" };
+    if (transport !== undefined && transport !== "tcp" && transport !== "packet" && transport !== "udp")
+      return { error: "fork transport must be packet, udp or tcp" };
     return { v, op, clones, memory, spread, transport };
   }
   if (op === "message") {
-    if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000) return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };
+    if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000)
+      return { error: "message needs from (a clone ID) and base64 data up to 64 KiB" };
     return { v, op, from, data };
   }
   if (op === "clone-started") {
-    if (!isInt(cloneId) || cloneId < 1 || typeof builtMs !== "number" || typeof runningMs !== "number") return { error: "clone-started needs cloneId, builtMs and runningMs" };
+    if (!isInt(cloneId) || cloneId < 1 || typeof builtMs !== "number" || typeof runningMs !== "number")
+      return { error: "clone-started needs cloneId, builtMs and runningMs" };
     return { v, op, cloneId, builtMs, runningMs };
   }
   if (op === "clone-ended") {
     if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };
-    if (incarnation !== undefined && (typeof incarnation !== "string" || incarnation.length > 64)) return { error: "clone-ended incarnation must be a short string" };
+    if (incarnation !== undefined && (typeof incarnation !== "string" || incarnation.length > 64))
+      return { error: "clone-ended incarnation must be a short string" };
     const counters = memory as Record<string, unknown> | undefined;
     const histogram = counters?.faultServiceHistogram;
     const valid =
@@ -86,7 +97,9 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
       (typeof counters === "object" &&
         counters !== null &&
         ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])) &&
-        ["pagesMulticast", "framesRejected", "retries", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every((k) => counters[k] === undefined || isInt(counters[k])) &&
+        ["pagesMulticast", "framesRejected", "retries", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every(
+          (k) => counters[k] === undefined || isInt(counters[k]),
+        ) &&
         (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));
     if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
     return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined, incarnation };

@@ -88,7 +88,11 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 export function checkName(name: string): string {
   if (!NAME.test(name)) {
-    throw new SnowflockError("USAGE", `bad VM name '${name}'`, "use up to 63 letters, digits, '.', '_' or '-', starting with a letter or digit");
+    throw new SnowflockError(
+      "USAGE",
+      `bad VM name '${name}'`,
+      "use up to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    );
   }
   return name;
 }
@@ -98,7 +102,11 @@ export function ensureRunDir(): string {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
   } catch (error) {
-    throw new SnowflockError("USAGE", `cannot create the run directory ${dir}: ${(error as Error).message}`, "set SNOWFLOCK_RUN_DIR to a writable directory");
+    throw new SnowflockError(
+      "USAGE",
+      `cannot create the run directory ${dir}: ${(error as Error).message}`,
+      "set SNOWFLOCK_RUN_DIR to a writable directory",
+    );
   }
   return checkRunDir(dir);
 }
@@ -160,7 +168,10 @@ export function familyOrder<R extends Pick<VmRecord, "name" | "parent" | "cloneI
   const roots = records.filter((r) => !r.parent || !names.has(r.parent));
   const walk = (r: R, depth: number): Array<R & { depth: number }> => [
     { ...r, depth },
-    ...records.filter((c) => c.parent === r.name).sort((a, b) => (a.cloneId ?? 0) - (b.cloneId ?? 0)).flatMap((c) => walk(c, depth + 1)),
+    ...records
+      .filter((c) => c.parent === r.name)
+      .sort((a, b) => (a.cloneId ?? 0) - (b.cloneId ?? 0))
+      .flatMap((c) => walk(c, depth + 1)),
   ];
   return roots.flatMap((r) => walk(r, 0));
 }
@@ -213,7 +224,10 @@ export function endedLogs(dir: string): string[] {
       return 0;
     }
   };
-  return ended.map((name) => ({ name, at: modified(name) })).sort((a, b) => b.at - a.at).map((e) => e.name);
+  return ended
+    .map((name) => ({ name, at: modified(name) }))
+    .sort((a, b) => b.at - a.at)
+    .map((e) => e.name);
 }
 
 /** Keeps the newest KEPT_ENDED_LOGS consoles of ended VMs in `dir`: a VM that forks and kills clones all day must not fill /run. */
@@ -243,7 +257,11 @@ export async function awaitEndedClone(name: string, parent: string): Promise<voi
 export function claimName(name: string): void {
   const existing = readRecord(name);
   if (existing && vmAlive(existing)) {
-    throw new SnowflockError("USAGE", `a VM named '${name}' is already running (pid ${existing.pid})`, `choose another --name or stop it with \`snowflock kill ${name}\``);
+    throw new SnowflockError(
+      "USAGE",
+      `a VM named '${name}' is already running (pid ${existing.pid})`,
+      `choose another --name or stop it with \`snowflock kill ${name}\``,
+    );
   }
   removeVmFiles(name, { keepLog: false }, runDir());
   pruneEndedLogs(runDir());

@@ -41,7 +41,11 @@ export async function spawnVmm(
   const errorPath = vmPaths(name, runDir()).startupErrors;
   const errorFd = createPrivateFile(errorPath);
   const command = [...selfCommand(), ...args];
-  const { child, exitStatus } = spawnDetached(command, { outputFd: errorFd, pipeOnFd3: handOver !== undefined, env: { ...process.env, SNOWFLOCK_QUIET: "1" } });
+  const { child, exitStatus } = spawnDetached(command, {
+    outputFd: errorFd,
+    pipeOnFd3: handOver !== undefined,
+    env: { ...process.env, SNOWFLOCK_QUIET: "1" },
+  });
   // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
   if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
 

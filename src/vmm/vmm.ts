@@ -15,7 +15,7 @@ import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
 import { guestLimits } from "../guest/limits.ts";
 import { ConsoleLog } from "./console-log.ts";
 import { type Memtap, startMemtap } from "../memory/memtap.ts";
-import { decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/format.ts";
+import { type Descriptor, decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FILE_BYTES } from "../descriptor/format.ts";
 import { readRegularFile } from "../bounded-read.ts";
 import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
@@ -88,7 +88,7 @@ type Identity = Omit<VmRecord, "pid" | "startedAt"> & { workloadName: string };
 function writeDescriptor(machine: Machine, name: string, cmdline: string, path: string) {
   const started = performance.now();
   machine.pause();
-  let descriptor;
+  let descriptor: Descriptor;
   try {
     descriptor = describeMachine(machine, { name, cmdline });
   } finally {
@@ -113,7 +113,12 @@ interface ServeOptions {
   heuristicsOff?: Heuristic[];
 }
 
-async function serveMachine(identity: Identity, options: ServeOptions, build: BuildMachine, onConsole: (line: string) => void): Promise<VmResult> {
+async function serveMachine(
+  identity: Identity,
+  options: ServeOptions,
+  build: BuildMachine,
+  onConsole: (line: string) => void,
+): Promise<VmResult> {
   ensureRunDir();
   claimName(identity.name);
   const paths = vmPaths(identity.name, runDir());
@@ -130,8 +135,23 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     },
     (call) => family!.handle(call),
   );
-  const familyIdentity = { name: identity.name, cmdline: identity.workload, memoryBytes: identity.memoryBytes, parent: identity.parent, cloneId: identity.cloneId };
-  family = new Family(machine, familyIdentity, options.maxClones, options.memoryPath, options.cluster, options.transport, options.heuristicsOff, limits);
+  const familyIdentity = {
+    name: identity.name,
+    cmdline: identity.workload,
+    memoryBytes: identity.memoryBytes,
+    parent: identity.parent,
+    cloneId: identity.cloneId,
+  };
+  family = new Family(
+    machine,
+    familyIdentity,
+    options.maxClones,
+    options.memoryPath,
+    options.cluster,
+    options.transport,
+    options.heuristicsOff,
+    limits,
+  );
   // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
   let memoryFailure: Error | undefined;
   void options.memtap?.failed.then((error) => {
@@ -186,7 +206,12 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
     const startedMs = performance.now();
     runningMs = startedMs;
     if (identity.parent && identity.cloneId) {
-      await memberRequest(options.cluster, identity.parent, { op: "clone-started", cloneId: identity.cloneId, builtMs: vmReadyMs, runningMs }).catch(() => undefined);
+      await memberRequest(options.cluster, identity.parent, {
+        op: "clone-started",
+        cloneId: identity.cloneId,
+        builtMs: vmReadyMs,
+        runningMs,
+      }).catch(() => undefined);
     }
     let end = await machine.ended;
     await options.memtap?.stop();
@@ -207,7 +232,13 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
         bytesReceived: counters.bytesReceived,
         faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
       };
-      await memberRequest(options.cluster, identity.parent, { op: "clone-ended", cloneId: identity.cloneId, status, memory, incarnation: options.cluster?.parentIncarnation }).catch(() => undefined);
+      await memberRequest(options.cluster, identity.parent, {
+        op: "clone-ended",
+        cloneId: identity.cloneId,
+        status,
+        memory,
+        incarnation: options.cluster?.parentIncarnation,
+      }).catch(() => undefined);
     }
     return {
       name: identity.name,
@@ -236,11 +267,28 @@ async function serveMachine(identity: Identity, options: ServeOptions, build: Bu
 export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
   checkMemory(spec.workload, spec.memoryBytes);
   const machines = await machineFactory("kvm");
-  const identity = { name: spec.name, workload: spec.workload.cmdline, workloadName: spec.workload.name, memoryBytes: spec.memoryBytes, vcpus: spec.vcpus };
+  const identity = {
+    name: spec.name,
+    workload: spec.workload.cmdline,
+    workloadName: spec.workload.name,
+    memoryBytes: spec.memoryBytes,
+    vcpus: spec.vcpus,
+  };
   return serveMachine(
     identity,
-    { maxClones: spec.maxClones, memoryPath: spec.memoryPath, cluster: spec.cluster, transport: spec.transport, heuristicsOff: spec.heuristicsOff },
-    (console, onGuestCall) => machines.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, { vcpus: spec.vcpus, onConsole: console, onGuestCall }),
+    {
+      maxClones: spec.maxClones,
+      memoryPath: spec.memoryPath,
+      cluster: spec.cluster,
+      transport: spec.transport,
+      heuristicsOff: spec.heuristicsOff,
+    },
+    (console, onGuestCall) =>
+      machines.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, {
+        vcpus: spec.vcpus,
+        onConsole: console,
+        onGuestCall,
+      }),
     onConsole,
   );
 }
@@ -249,11 +297,26 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
  * The descriptor a clone restores: a file, or fetched from the family's mcdist server (the
  * clone's memory source), checked against the size and digest its clone order named.
  */
-function readDescriptor(source: LaunchRecord["descriptor"], memory: LaunchRecord["memory"], cluster: ClusterContext | undefined): Uint8Array {
-  if (source.kind === "file") return readRegularFile(source.path, { what: "descriptor", maxBytes: MAX_DESCRIPTOR_FILE_BYTES, code: "DESCRIPTOR" });
-  if (memory.kind !== "ondemand" || memory.server.kind !== "mcdist") throw new SnowflockError("DESCRIPTOR", "a descriptor sent by multicast needs an mcdist memory source");
+function readDescriptor(
+  source: LaunchRecord["descriptor"],
+  memory: LaunchRecord["memory"],
+  cluster: ClusterContext | undefined,
+): Uint8Array {
+  if (source.kind === "file")
+    return readRegularFile(source.path, { what: "descriptor", maxBytes: MAX_DESCRIPTOR_FILE_BYTES, code: "DESCRIPTOR" });
+  if (memory.kind !== "ondemand" || memory.server.kind !== "mcdist")
+    throw new SnowflockError("DESCRIPTOR", "a descriptor sent by multicast needs an mcdist memory source");
   const server = withOwnEnd(memory.server, cluster) as McdistAddress;
-  const client = McdistClient.open({ transport: server.transport!, server: server.server, family: server.family, key: server.key, pageCount: 1, mtu: server.mtu, timeoutMs: REMOTE_MEMORY_TIMEOUT_MS, wakeFd: -1 });
+  const client = McdistClient.open({
+    transport: server.transport!,
+    server: server.server,
+    family: server.family,
+    key: server.key,
+    pageCount: 1,
+    mtu: server.mtu,
+    timeoutMs: REMOTE_MEMORY_TIMEOUT_MS,
+    wakeFd: -1,
+  });
   try {
     return client.fetchDescriptor(source.bytes, source.sha256);
   } finally {
@@ -266,14 +329,21 @@ function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefin
   if (server.kind !== "mcdist" || server.transport) return server;
   if (!cluster) throw new SnowflockError("USAGE", "a clone served by mcdist must know its cluster host (its launch record's cluster)");
   const host = cluster.host;
-  return { ...server, transport: server.server.kind === "packet" ? { kind: "packet", interface: host.interface } : { kind: "udp", interface: host.interface, address: host.address } };
+  return {
+    ...server,
+    transport:
+      server.server.kind === "packet"
+        ? { kind: "packet", interface: host.interface }
+        : { kind: "udp", interface: host.interface, address: host.address },
+  };
 }
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
 export async function runClone(spec: LaunchRecord, onConsole: (line: string) => void): Promise<VmResult> {
   // A clone on another host than its parent reaches its family through the agents.
   const environment = spec.cluster;
-  const cluster = environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
+  const cluster =
+    environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
   const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptor, spec.memory, cluster));
   const machines = await machineFactory(descriptor.meta.backend);
   const identity = {
@@ -298,7 +368,16 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
     const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
     const plan = planFetches(descriptor.nonZeroPages, descriptor.freePages, heuristicsOff);
     if (!heuristicsOff.includes("allocation-hints")) allocationHints = createAllocationHints(memory.size);
-    memtap = await startMemtap({ memory, timeoutMs, server: withOwnEnd(spec.memory.server, cluster), nonZeroPages: plan.fetch, freePages: plan.spareByFreePages, prefetch: !heuristicsOff.includes("prefetch"), allocationHints, eagerPages: descriptor.pages });
+    memtap = await startMemtap({
+      memory,
+      timeoutMs,
+      server: withOwnEnd(spec.memory.server, cluster),
+      nonZeroPages: plan.fetch,
+      freePages: plan.spareByFreePages,
+      prefetch: !heuristicsOff.includes("prefetch"),
+      allocationHints,
+      eagerPages: descriptor.pages,
+    });
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
@@ -307,7 +386,13 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
     identity,
     { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff },
     (console, onGuestCall) => {
-      const machine = machines.restore(descriptor.state, memory, { cloneId: spec.cloneId, onConsole: console, onGuestCall, beforeClose: () => memtap?.release(), allocationHints });
+      const machine = machines.restore(descriptor.state, memory, {
+        cloneId: spec.cloneId,
+        onConsole: console,
+        onGuestCall,
+        beforeClose: () => memtap?.release(),
+        allocationHints,
+      });
       machine.freePageMap = descriptor.meta.freePageMap; // its allocator is its parent's
       return machine;
     },

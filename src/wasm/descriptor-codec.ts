@@ -45,7 +45,8 @@ function getKernel(): DescriptorCodecKernel {
 }
 
 function checkLength(what: string, n: number): void {
-  if (!Number.isInteger(n) || n < 0 || n > MAX_CODEC_BYTES) throw new RangeError(`descriptor codec: ${what} must be an integer in [0, ${MAX_CODEC_BYTES}], got ${n}`);
+  if (!Number.isInteger(n) || n < 0 || n > MAX_CODEC_BYTES)
+    throw new RangeError(`descriptor codec: ${what} must be an integer in [0, ${MAX_CODEC_BYTES}], got ${n}`);
 }
 
 /** Encodes `raw`: all-zero 4 KiB blocks elided, the rest LZ-coded. */

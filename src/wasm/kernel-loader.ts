@@ -46,10 +46,10 @@ export function instantiateKernel<Kernel>(name: string, module: WebAssembly.Modu
     },
   };
   const exports = new WebAssembly.Instance(module, imports).exports;
-  if (!(exports["memory"] instanceof WebAssembly.Memory)) {
+  if (!(exports.memory instanceof WebAssembly.Memory)) {
     throw new Error(`${name}: the wasm module does not export its memory`);
   }
-  memory = exports["memory"];
+  memory = exports.memory;
   for (const fn of functions) {
     if (typeof exports[fn] !== "function") {
       throw new Error(`${name}: the wasm module does not export ${fn}() (stale build? run \`bun wasm/build.ts\`)`);

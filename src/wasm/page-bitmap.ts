@@ -39,8 +39,20 @@ export interface PageBitmapKernel {
 }
 
 const KERNEL_FUNCTIONS = [
-  "alloc", "allocBitmap", "free", "memoryBytes", "setRange", "clearRange", "testBit", "popcount",
-  "nextSet", "nextClear", "andInto", "orInto", "andNotInto", "fromByteVector",
+  "alloc",
+  "allocBitmap",
+  "free",
+  "memoryBytes",
+  "setRange",
+  "clearRange",
+  "testBit",
+  "popcount",
+  "nextSet",
+  "nextClear",
+  "andInto",
+  "orInto",
+  "andNotInto",
+  "fromByteVector",
 ] as const;
 
 let kernel: PageBitmapKernel | undefined;

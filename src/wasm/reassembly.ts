@@ -55,12 +55,16 @@ export interface ReassemblyKernel {
   release(slot: number): void;
 }
 
-const KERNEL_FUNCTIONS = [
-  "init", "clear", "inputPtr", "countersPtr", "pending", "add", "objectPtr", "objectLength", "release",
-] as const;
+const KERNEL_FUNCTIONS = ["init", "clear", "inputPtr", "countersPtr", "pending", "add", "objectPtr", "objectLength", "release"] as const;
 
 /** Order of the kernel's u64 counters at countersPtr(). */
-const COUNTER_NAMES = ["completed", "duplicates", "inconsistent", "oversized", "evicted"] as const satisfies readonly (keyof ReassemblyCounters)[];
+const COUNTER_NAMES = [
+  "completed",
+  "duplicates",
+  "inconsistent",
+  "oversized",
+  "evicted",
+] as const satisfies readonly (keyof ReassemblyCounters)[];
 
 /** A new, uninitialised kernel instance (call init() before anything else). */
 export function instantiateReassemblyKernel(): ReassemblyKernel {

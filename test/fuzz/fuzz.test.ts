@@ -13,9 +13,19 @@ const CI_SEED = 20261202;
 
 /** Cases per target in CI: all targets together well under a minute on a loaded 2-core machine. */
 const CI_CASES: Record<string, number> = {
-  "descriptor-envelope": 10_000, descriptor: 8000, "descriptor-codec": 8000, "mcdist-frame": 20_000, "mcdist-messages": 20_000,
-  "mcdist-reassembly": 3000, "agent-request": 10_000, "agent-answer": 8000, "clone-order": 8000, "page-protocol": 20_000,
-  "page-server-address": 8000, "vmm-control": 6000, "launch-record": 10_000,
+  "descriptor-envelope": 10_000,
+  descriptor: 8000,
+  "descriptor-codec": 8000,
+  "mcdist-frame": 20_000,
+  "mcdist-messages": 20_000,
+  "mcdist-reassembly": 3000,
+  "agent-request": 10_000,
+  "agent-answer": 8000,
+  "clone-order": 8000,
+  "page-protocol": 20_000,
+  "page-server-address": 8000,
+  "vmm-control": 6000,
+  "launch-record": 10_000,
 };
 
 interface KnownFinding {
@@ -43,15 +53,19 @@ describe("fuzz targets (fixed CI budget)", () => {
 
   for (const target of TARGETS) {
     const cases = CI_CASES[target.name] ?? 0;
-    test(`${target.name}: ${cases} cases from seed ${CI_SEED}`, async () => {
-      const report = await fuzzTarget(target.name, { seed: CI_SEED, cases });
-      const replay = (f: Finding) => `bun test/fuzz/run.ts --target ${f.target} --seed ${f.seed} --start ${f.caseIndex} --cases 1`;
-      const fresh = report.findings.filter((f) => !known(f)).map((f) => `${describeFinding(f)} (replay: ${replay(f)})`);
-      expect(fresh).toEqual([]);
-      // The mutations must reach both sides of the decoder, or the budget tests nothing.
-      expect(report.accepted).toBeGreaterThan(cases / 50);
-      expect(report.refused).toBeGreaterThan(cases / 50);
-    }, within(120_000));
+    test(
+      `${target.name}: ${cases} cases from seed ${CI_SEED}`,
+      async () => {
+        const report = await fuzzTarget(target.name, { seed: CI_SEED, cases });
+        const replay = (f: Finding) => `bun test/fuzz/run.ts --target ${f.target} --seed ${f.seed} --start ${f.caseIndex} --cases 1`;
+        const fresh = report.findings.filter((f) => !known(f)).map((f) => `${describeFinding(f)} (replay: ${replay(f)})`);
+        expect(fresh).toEqual([]);
+        // The mutations must reach both sides of the decoder, or the budget tests nothing.
+        expect(report.accepted).toBeGreaterThan(cases / 50);
+        expect(report.refused).toBeGreaterThan(cases / 50);
+      },
+      within(120_000),
+    );
   }
 });
 

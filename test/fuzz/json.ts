@@ -22,9 +22,28 @@ function edgeValue(rng: Rng, strings: readonly string[]): Json {
   if (rng.bool(0.002)) return new RawJson("[".repeat(DEEP) + "]".repeat(DEEP));
   if (strings.length > 0 && rng.bool(0.2)) return rng.pick(strings);
   return rng.pick<() => Json>([
-    () => null, () => true, () => false, () => 0, () => -1, () => 1.5, () => -0.5, () => 2 ** 53, () => 2 ** 64, () => 1e308, () => -1e308,
-    () => 0xffffffff, () => 65, () => "", () => "x".repeat(rng.int(64, 70_000)), () => "\u0000\u001b[2J\ud800", () => "../../etc/passwd",
-    () => [], () => ({}), () => objectWith("toString", 1), () => objectWith("valueOf", {}), () => objectWith("__proto__", objectWith("x", 1)),
+    () => null,
+    () => true,
+    () => false,
+    () => 0,
+    () => -1,
+    () => 1.5,
+    () => -0.5,
+    () => 2 ** 53,
+    () => 2 ** 64,
+    () => 1e308,
+    () => -1e308,
+    () => 0xffffffff,
+    () => 65,
+    () => "",
+    () => "x".repeat(rng.int(64, 70_000)),
+    () => "\u0000\u001b[2J\ud800",
+    () => "../../etc/passwd",
+    () => [],
+    () => ({}),
+    () => objectWith("toString", 1),
+    () => objectWith("valueOf", {}),
+    () => objectWith("__proto__", objectWith("x", 1)),
     () => Array.from({ length: rng.int(65, 5000) }, () => 1),
   ])();
 }
@@ -39,7 +58,8 @@ function objectWith(key: string, value: Json): { [key: string]: Json } {
 export function stringify(value: Json): string {
   if (value instanceof RawJson) return value.text;
   if (Array.isArray(value)) return `[${value.map(stringify).join(",")}]`;
-  if (value !== null && typeof value === "object") return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}:${stringify(v)}`)}}`;
+  if (value !== null && typeof value === "object")
+    return `{${Object.entries(value).map(([k, v]) => `${JSON.stringify(k)}:${stringify(v)}`)}}`;
   return JSON.stringify(value);
 }
 

@@ -9,10 +9,21 @@ import type { Rng } from "../support/rng.ts";
 export const MAX_INPUT_BYTES = 1 << 20;
 
 /** Values at the edges of 8-, 16-, 32- and 64-bit fields: where length and bound checks go wrong. */
-const INTERESTING_U32 = [0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 63, 64, 65, 127, 128, 255, 256, 4095, 4096, 4097, 32767, 32768, 65535, 65536,
-  0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff, 0x10000000, 0x1000000];
-const INTERESTING_U64 = [0n, 1n, 0x7fffffffffffffffn, 0x8000000000000000n, 0xffffffffffffffffn, 0x100000000n, 1n << 53n, (1n << 53n) + 1n,
-  0x10000000n];
+const INTERESTING_U32 = [
+  0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 63, 64, 65, 127, 128, 255, 256, 4095, 4096, 4097, 32767, 32768, 65535, 65536, 0x7fffffff, 0x80000000,
+  0xfffffffe, 0xffffffff, 0x10000000, 0x1000000,
+];
+const INTERESTING_U64 = [
+  0n,
+  1n,
+  0x7fffffffffffffffn,
+  0x8000000000000000n,
+  0xffffffffffffffffn,
+  0x100000000n,
+  1n << 53n,
+  (1n << 53n) + 1n,
+  0x10000000n,
+];
 
 type Mutation = (input: Uint8Array, rng: Rng, corpus: readonly Uint8Array[]) => Uint8Array;
 
@@ -80,7 +91,15 @@ const interestingInteger: Mutation = (input, rng) => {
 };
 
 const MUTATIONS: readonly Mutation[] = [
-  flipBits, setByte, insertBytes, deleteBytes, duplicateBytes, splice, truncate, interestingInteger, interestingInteger,
+  flipBits,
+  setByte,
+  insertBytes,
+  deleteBytes,
+  duplicateBytes,
+  splice,
+  truncate,
+  interestingInteger,
+  interestingInteger,
 ];
 
 /** One to four stacked byte mutations of `input`. */

@@ -26,6 +26,10 @@ export function listRegressions(): Regression[] {
   if (!existsSync(REGRESSIONS_DIR)) return [];
   return readdirSync(REGRESSIONS_DIR, { withFileTypes: true })
     .filter((d) => d.isDirectory())
-    .flatMap((d) => readdirSync(join(REGRESSIONS_DIR, d.name)).filter((f) => f.endsWith(".bin")).sort()
-      .map((file) => ({ target: d.name, file, input: new Uint8Array(readFileSync(join(REGRESSIONS_DIR, d.name, file))) })));
+    .flatMap((d) =>
+      readdirSync(join(REGRESSIONS_DIR, d.name))
+        .filter((f) => f.endsWith(".bin"))
+        .sort()
+        .map((file) => ({ target: d.name, file, input: new Uint8Array(readFileSync(join(REGRESSIONS_DIR, d.name, file))) })),
+    );
 }

@@ -67,15 +67,30 @@ export async function fuzzTarget(name: string, options: FuzzOptions): Promise<Fu
   const hangMs = options.hangMs ?? HANG_MS;
   const started = performance.now();
   const end = (options.start ?? 0) + options.cases;
-  const report: FuzzReport = { target: name, seed: options.seed, cases: options.cases, ms: 0, accepted: 0, refused: 0, roundTrips: 0,
-    findings: [] };
+  const report: FuzzReport = {
+    target: name,
+    seed: options.seed,
+    cases: options.cases,
+    ms: 0,
+    accepted: 0,
+    refused: 0,
+    roundTrips: 0,
+    findings: [],
+  };
   for (let start = options.start ?? 0; start < end; ) {
     const job = { name, module: options.module, seed: options.seed, start, end, minimize: options.minimize ?? false };
     const result = await runRange(job, hangMs, report.findings);
     if ("hungAt" in result) {
       const c = makeCase(target, corpusOf(target, options.seed), options.seed, result.hungAt);
-      const hang: Finding = { target: name, kind: "slow", error: `still running after ${hangMs} ms (hang)`, where: "", seed: options.seed,
-        caseIndex: result.hungAt, input: "input" in c ? c.input : undefined };
+      const hang: Finding = {
+        target: name,
+        kind: "slow",
+        error: `still running after ${hangMs} ms (hang)`,
+        where: "",
+        seed: options.seed,
+        caseIndex: result.hungAt,
+        input: "input" in c ? c.input : undefined,
+      };
       report.findings.push(hang);
       start = result.hungAt + 1;
       continue;

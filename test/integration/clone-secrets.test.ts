@@ -31,40 +31,51 @@ describeNetns("secrets of running clones", () => {
     const cluster = useTestCluster({ prefix: PREFIX, hosts: 2, runDir, cli: (args) => snowflock(args, env) });
     afterAll(async () => void (await snowflock(["kill", "web"], env)));
 
-    test("cow, ondemand (unix), tcp, packet and udp clones run, and no process shows a token, key or the cluster secret", async () => {
-      const run = await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", cluster.inventoryPath], env, 120_000);
-      expect({ status: run.status, stderr: run.stderr }).toEqual({ status: 0, stderr: expect.stringContaining("web runs in the background") });
-      const forks: Array<[string[], string]> = [
-        [["--memory", "cow"], "h1"],
-        [["--memory", "ondemand"], "h1"],
-        [["--cluster", "--transport", "tcp"], "h2"],
-        [["--cluster", "--transport", "packet"], "h2"],
-        [["--cluster", "--transport", "udp"], "h2"],
-      ];
-      const names: string[] = [];
-      for (const [options, host] of forks) {
-        const forked = await snowflock(["fork", "web", "--clones", "1", ...options, "--json"], env, 120_000);
-        expect({ options, stderr: forked.stderr }).toEqual({ options, stderr: "" });
-        const clone = JSON.parse(forked.stdout).clones[0] as { name: string; host: string };
-        expect({ options, host: clone.host }).toEqual({ options, host });
-        names.push(clone.name);
-      }
-      for (const name of names) expect({ name, ticking: await ticking(name) }).toEqual({ name, ticking: true });
+    test(
+      "cow, ondemand (unix), tcp, packet and udp clones run, and no process shows a token, key or the cluster secret",
+      async () => {
+        const run = await snowflock(
+          ["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", cluster.inventoryPath],
+          env,
+          120_000,
+        );
+        expect({ status: run.status, stderr: run.stderr }).toEqual({
+          status: 0,
+          stderr: expect.stringContaining("web runs in the background"),
+        });
+        const forks: Array<[string[], string]> = [
+          [["--memory", "cow"], "h1"],
+          [["--memory", "ondemand"], "h1"],
+          [["--cluster", "--transport", "tcp"], "h2"],
+          [["--cluster", "--transport", "packet"], "h2"],
+          [["--cluster", "--transport", "udp"], "h2"],
+        ];
+        const names: string[] = [];
+        for (const [options, host] of forks) {
+          const forked = await snowflock(["fork", "web", "--clones", "1", ...options, "--json"], env, 120_000);
+          expect({ options, stderr: forked.stderr }).toEqual({ options, stderr: "" });
+          const clone = JSON.parse(forked.stdout).clones[0] as { name: string; host: string };
+          expect({ options, host: clone.host }).toEqual({ options, host });
+          names.push(clone.name);
+        }
+        for (const name of names) expect({ name, ticking: await ticking(name) }).toEqual({ name, ticking: true });
 
-      // One look at every process while all five clones run.
-      const views = processViews();
-      const ourClones = views.filter((v) => cloneArguments(v) && v.environ.some((e) => e.startsWith(`SNOWFLOCK_RUN_DIR=${runDir}`)));
-      expect(ourClones.length).toBe(names.length);
-      expect(leaks(views, [readInventory(cluster.inventoryPath).secret])).toEqual([]);
-      expect(ourClones.map((v) => cloneArguments(v)).sort()).toEqual(names.sort().map((name) => [name]));
-      // Nothing that looks like a secret in any snowflock command line, and no snowflock variable in
-      // a clone's environment but those of this test, its run directory and the quiet flag.
-      const ours = views.filter((v) => v.args.some((a) => a.endsWith("bin/snowflock.ts") || a.endsWith("/snowflock")));
-      expect(ours.flatMap((v) => v.args.filter((a) => /[0-9a-f]{64}/.test(a)))).toEqual([]);
-      const known = new Set([...Object.keys(process.env), "SNOWFLOCK_QUIET", "SNOWFLOCK_RUN_DIR", "SNOWFLOCK_INSIDE_TEST_HOST"]);
-      const variables = ourClones.flatMap((v) => v.environ.map((e) => e.slice(0, e.indexOf("="))));
-      const added = variables.filter((name) => name.startsWith("SNOWFLOCK_") && !known.has(name));
-      expect(added).toEqual([]);
-    }, within(600_000));
+        // One look at every process while all five clones run.
+        const views = processViews();
+        const ourClones = views.filter((v) => cloneArguments(v) && v.environ.some((e) => e.startsWith(`SNOWFLOCK_RUN_DIR=${runDir}`)));
+        expect(ourClones.length).toBe(names.length);
+        expect(leaks(views, [readInventory(cluster.inventoryPath).secret])).toEqual([]);
+        expect(ourClones.map((v) => cloneArguments(v)).sort()).toEqual(names.sort().map((name) => [name]));
+        // Nothing that looks like a secret in any snowflock command line, and no snowflock variable in
+        // a clone's environment but those of this test, its run directory and the quiet flag.
+        const ours = views.filter((v) => v.args.some((a) => a.endsWith("bin/snowflock.ts") || a.endsWith("/snowflock")));
+        expect(ours.flatMap((v) => v.args.filter((a) => /[0-9a-f]{64}/.test(a)))).toEqual([]);
+        const known = new Set([...Object.keys(process.env), "SNOWFLOCK_QUIET", "SNOWFLOCK_RUN_DIR", "SNOWFLOCK_INSIDE_TEST_HOST"]);
+        const variables = ourClones.flatMap((v) => v.environ.map((e) => e.slice(0, e.indexOf("="))));
+        const added = variables.filter((name) => name.startsWith("SNOWFLOCK_") && !known.has(name));
+        expect(added).toEqual([]);
+      },
+      within(600_000),
+    );
   });
 });

@@ -21,7 +21,13 @@ const runDir = testRunDir();
 const inventoryPath = join(runDir, "cluster.json");
 
 async function dist(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
-  const child = Bun.spawn([EXECUTABLE, ...args], { env: { ...process.env, SNOWFLOCK_RUN_DIR: runDir }, stdout: "pipe", stderr: "pipe", stdin: "ignore", timeout: within(180_000) });
+  const child = Bun.spawn([EXECUTABLE, ...args], {
+    env: { ...process.env, SNOWFLOCK_RUN_DIR: runDir },
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+    timeout: within(180_000),
+  });
   const [stdout, stderr, status] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   return { status, stdout, stderr };
 }
@@ -36,7 +42,18 @@ describeNetns("acceptance: dist/snowflock over four test hosts", () => {
     // 64 MiB where KVM works; under emulation a quarter, as the nested host runs VMs 10-50 times slower.
     const shaSize = lean(64 << 20, 16 << 20);
     test(`sha256-par size=${shaSize >> 20}M seed=9 clones=8 --cluster: right digests, clones on all four hosts`, async () => {
-      const r = await dist(["run", "sha256-par", `size=${shaSize}`, "seed=9", "clones=8", "--mem", "256M", "--cluster", inventoryPath, "--json"]);
+      const r = await dist([
+        "run",
+        "sha256-par",
+        `size=${shaSize}`,
+        "seed=9",
+        "clones=8",
+        "--mem",
+        "256M",
+        "--cluster",
+        inventoryPath,
+        "--json",
+      ]);
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout);
@@ -51,17 +68,37 @@ describeNetns("acceptance: dist/snowflock over four test hosts", () => {
       const counts = (clones: number) => countLines(9n, size, clones, data);
       const h1 = readInventory(inventoryPath).hosts[0]!;
       const searchPar = async (clones: number) => {
-        const capture = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-switch`, process.execPath, CAPTURE, `${PREFIX}-h1`, h1.mac], { stdout: "pipe", stderr: "pipe" });
+        const capture = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-switch`, process.execPath, CAPTURE, `${PREFIX}-h1`, h1.mac], {
+          stdout: "pipe",
+          stderr: "pipe",
+        });
         const reader = capture.stdout.getReader();
         expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
-        const r = await dist(["run", "search-par", `size=${size}`, "seed=9", `clones=${clones}`, "--mem", "64M", "--cluster", inventoryPath, "--transport", "packet", "--json"]);
+        const r = await dist([
+          "run",
+          "search-par",
+          `size=${size}`,
+          "seed=9",
+          `clones=${clones}`,
+          "--mem",
+          "64M",
+          "--cluster",
+          inventoryPath,
+          "--transport",
+          "packet",
+          "--json",
+        ]);
         capture.kill("SIGTERM");
         let captured = "";
         for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) captured += new TextDecoder().decode(chunk.value);
         expect(r.stderr).toBe("");
         const result = JSON.parse(r.stdout);
         expect(result.console).toEqual([...counts(clones), `granted ${clones}`]);
-        return { stats: result.stats, clones: result.forks[0].clones as Array<{ host: string }>, captured: JSON.parse(captured.trim()) as { frames: number; bytes: number } };
+        return {
+          stats: result.stats,
+          clones: result.forks[0].clones as Array<{ host: string }>,
+          captured: JSON.parse(captured.trim()) as { frames: number; bytes: number },
+        };
       };
       const one = await searchPar(1);
       const eight = await searchPar(8);

@@ -26,14 +26,34 @@ const SEARCH_SIZE = lean(2 << 20, 1 << 20);
 const expectedCounts = (clones: number) => countLines(9n, SEARCH_SIZE, clones);
 
 async function searchPar(transport: string, clones = 6) {
-  const r = await snowflock(["run", "search-par", `size=${SEARCH_SIZE}`, "seed=9", `clones=${clones}`, "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);
+  const r = await snowflock(
+    [
+      "run",
+      "search-par",
+      `size=${SEARCH_SIZE}`,
+      "seed=9",
+      `clones=${clones}`,
+      "--mem",
+      "64M",
+      "--cluster",
+      inventoryPath,
+      "--transport",
+      transport,
+      "--json",
+    ],
+    env,
+    120_000,
+  );
   expect(r.stderr).toBe("");
   const result = JSON.parse(r.stdout);
   return { status: r.status, result };
 }
 
 function nft(rules: string): void {
-  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "nft", "-f", "-"], { stdin: new TextEncoder().encode(rules), stderr: "pipe" });
+  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "nft", "-f", "-"], {
+    stdin: new TextEncoder().encode(rules),
+    stderr: "pipe",
+  });
   if (r.exitCode !== 0) throw new Error(`nft: ${r.stderr.toString()}`);
 }
 
@@ -43,7 +63,12 @@ function tc(args: string[]): void {
 }
 
 function pidsIn(host: number): number[] {
-  return Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h${host}`]).stdout.toString().trim().split(/\s+/).filter(Boolean).map(Number);
+  return Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h${host}`])
+    .stdout.toString()
+    .trim()
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number);
 }
 
 async function vms(): Promise<Array<{ name: string; host?: string; pid: number }>> {
@@ -65,7 +90,17 @@ describeNetns("clones on many hosts, with faults", () => {
           expect(result.console).toEqual([...expectedCounts(6), "granted 6"]);
           expect(status).toBe(0);
         }
-        const counters = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "nft", "list", "table", "bridge", "sfloss"]).stdout.toString();
+        const counters = Bun.spawnSync([
+          "ip",
+          "netns",
+          "exec",
+          `${PREFIX}-switch`,
+          "nft",
+          "list",
+          "table",
+          "bridge",
+          "sfloss",
+        ]).stdout.toString();
         expect(Number(/packets (\d+)/.exec(counters)?.[1])).toBeGreaterThan(0);
       } finally {
         nft("delete table bridge sfloss\ndelete table netdev sfdup");
@@ -81,7 +116,25 @@ describeNetns("clones on many hosts, with faults", () => {
         tc(["qdisc", "add", "dev", port, "root", "handle", "1:", "htb", "default", "10", "r2q", "1000"]);
         tc(["class", "add", "dev", port, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit"]);
         tc(["class", "add", "dev", port, "parent", "1:", "classid", "1:20", "htb", "rate", "20mbit", "ceil", "20mbit"]);
-        tc(["filter", "add", "dev", port, "parent", "1:", "protocol", "all", "u32", "match", "u8", "0x00", "0x03", "at", "31", "flowid", "1:20"]);
+        tc([
+          "filter",
+          "add",
+          "dev",
+          port,
+          "parent",
+          "1:",
+          "protocol",
+          "all",
+          "u32",
+          "match",
+          "u8",
+          "0x00",
+          "0x03",
+          "at",
+          "31",
+          "flowid",
+          "1:20",
+        ]);
       }
       try {
         for (const transport of ["packet", "udp", "tcp"]) {
@@ -90,7 +143,20 @@ describeNetns("clones on many hosts, with faults", () => {
           expect(status).toBe(0);
         }
         for (const port of ports) {
-          const held = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-switch`, "tc", "-s", "class", "show", "dev", port, "classid", "1:20"]).stdout.toString();
+          const held = Bun.spawnSync([
+            "ip",
+            "netns",
+            "exec",
+            `${PREFIX}-switch`,
+            "tc",
+            "-s",
+            "class",
+            "show",
+            "dev",
+            port,
+            "classid",
+            "1:20",
+          ]).stdout.toString();
           expect(Number(/Sent \d+ bytes (\d+) pkt/.exec(held)?.[1])).toBeGreaterThan(0);
           expect(Number(/overlimits (\d+)/.exec(held)?.[1])).toBeGreaterThan(0);
         }
@@ -102,7 +168,10 @@ describeNetns("clones on many hosts, with faults", () => {
     test("forged and corrupted frames injected from a test host are refused; the counts stay right", async () => {
       // It forges until killed after the run (its own limit only bounds a test that fails): under
       // emulation the family's first page goes out a minute after the run starts.
-      const forger = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-h3`, process.execPath, FORGER, "eth0", String(within(60))], { stdout: "pipe", stderr: "pipe" });
+      const forger = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-h3`, process.execPath, FORGER, "eth0", String(within(60))], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
       const reader = forger.stdout.getReader();
       expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
       const { status, result } = await searchPar("packet");
@@ -113,19 +182,31 @@ describeNetns("clones on many hosts, with faults", () => {
       expect(result.stats.framesRejected).toBeGreaterThan(0);
     });
 
-    test("a clone killed mid-run: the parent's join reports it killed; the other clone's result stands", async () => {
-      const size = lean(128 << 20, 32 << 20);
-      const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=3", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
-      let victim: { name: string; pid: number } | undefined;
-      for (const deadline = Date.now() + within(60_000); !victim && Date.now() < deadline; await Bun.sleep(20)) victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2"));
-      expect(victim).toBeDefined();
-      process.kill(victim!.pid, "SIGKILL");
-      const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
-      const data = dataset(3n, size);
-      const half = size / 2;
-      expect(stdout.trim().split("\n")).toEqual([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 2 ${half} ${half} error status -9`, "granted 2"]);
-      expect(exitCode).not.toBe(0);
-    }, within(120_000));
+    test(
+      "a clone killed mid-run: the parent's join reports it killed; the other clone's result stands",
+      async () => {
+        const size = lean(128 << 20, 32 << 20);
+        const run = Bun.spawn(
+          [process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=3", "clones=2", "--mem", "256M", "--cluster", inventoryPath],
+          { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" },
+        );
+        let victim: { name: string; pid: number } | undefined;
+        for (const deadline = Date.now() + within(60_000); !victim && Date.now() < deadline; await Bun.sleep(20))
+          victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2"));
+        expect(victim).toBeDefined();
+        process.kill(victim!.pid, "SIGKILL");
+        const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
+        const data = dataset(3n, size);
+        const half = size / 2;
+        expect(stdout.trim().split("\n")).toEqual([
+          `slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`,
+          `slice 2 ${half} ${half} error status -9`,
+          "granted 2",
+        ]);
+        expect(exitCode).not.toBe(0);
+      },
+      within(120_000),
+    );
 
     test("a host whose agent is dead gets no clones; the family runs on the others", async () => {
       const h3 = readInventory(inventoryPath).hosts[2]!;
@@ -137,26 +218,40 @@ describeNetns("clones on many hosts, with faults", () => {
       expect(result.forks[0].clones.map((c: { host: string }) => c.host)).not.toContain(h3.name);
     });
 
-    test("the parent host's agent killed mid-run: clones that cannot report end as killed, in bounded time", async () => {
-      const size = lean(64 << 20, 16 << 20);
-      const started = Date.now();
-      const run = Bun.spawn([process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=5", "clones=2", "--mem", "256M", "--cluster", inventoryPath], { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" });
-      let remote: { name: string } | undefined;
-      for (const deadline = Date.now() + within(60_000); !remote && Date.now() < deadline; await Bun.sleep(20)) remote = (await vms()).find((v) => v.host === "h2");
-      expect(remote).toBeDefined();
-      const agent = pidsIn(1).filter((pid) => Bun.spawnSync(["cat", `/proc/${pid}/cmdline`]).stdout.toString().includes("agent"));
-      expect(agent.length).toBeGreaterThan(0);
-      for (const pid of agent) process.kill(pid, "SIGKILL");
-      const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
-      const data = dataset(5n, size);
-      const half = size / 2;
-      // Both clones run on other hosts than the parent: each either got its result through or ended as killed.
-      const lines = stdout.trim().split("\n");
-      expect([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 1 0 ${half} error status -9`]).toContain(lines[0]!);
-      expect([`slice 2 ${half} ${half} ${sha256Hex(data.subarray(half))}`, `slice 2 ${half} ${half} error status -9`]).toContain(lines[1]!);
-      expect(lines[2]).toBe("granted 2");
-      expect(Date.now() - started).toBeLessThan(within(60_000));
-      expect(exitCode === 0 || lines.some((l) => l.includes("error"))).toBe(true);
-    }, within(120_000));
+    test(
+      "the parent host's agent killed mid-run: clones that cannot report end as killed, in bounded time",
+      async () => {
+        const size = lean(64 << 20, 16 << 20);
+        const started = Date.now();
+        const run = Bun.spawn(
+          [process.execPath, ENTRY, "run", "sha256-par", `size=${size}`, "seed=5", "clones=2", "--mem", "256M", "--cluster", inventoryPath],
+          { env: { ...process.env, ...env }, stdout: "pipe", stderr: "pipe" },
+        );
+        let remote: { name: string } | undefined;
+        for (const deadline = Date.now() + within(60_000); !remote && Date.now() < deadline; await Bun.sleep(20))
+          remote = (await vms()).find((v) => v.host === "h2");
+        expect(remote).toBeDefined();
+        const agent = pidsIn(1).filter((pid) =>
+          Bun.spawnSync(["cat", `/proc/${pid}/cmdline`])
+            .stdout.toString()
+            .includes("agent"),
+        );
+        expect(agent.length).toBeGreaterThan(0);
+        for (const pid of agent) process.kill(pid, "SIGKILL");
+        const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
+        const data = dataset(5n, size);
+        const half = size / 2;
+        // Both clones run on other hosts than the parent: each either got its result through or ended as killed.
+        const lines = stdout.trim().split("\n");
+        expect([`slice 1 0 ${half} ${sha256Hex(data.subarray(0, half))}`, `slice 1 0 ${half} error status -9`]).toContain(lines[0]!);
+        expect([`slice 2 ${half} ${half} ${sha256Hex(data.subarray(half))}`, `slice 2 ${half} ${half} error status -9`]).toContain(
+          lines[1]!,
+        );
+        expect(lines[2]).toBe("granted 2");
+        expect(Date.now() - started).toBeLessThan(within(60_000));
+        expect(exitCode === 0 || lines.some((l) => l.includes("error"))).toBe(true);
+      },
+      within(120_000),
+    );
   });
 });

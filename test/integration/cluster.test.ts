@@ -22,7 +22,11 @@ const inventoryPath = join(runDir, "cluster.json");
 
 /** Runs a short Bun script inside a test host's namespace and returns what it printed. */
 function insideHost(host: number, script: string): { status: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-h${host}`, process.execPath, "-e", script], { stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+  const r = Bun.spawnSync(["ip", "netns", "exec", `${PREFIX}-h${host}`, process.execPath, "-e", script], {
+    stdout: "pipe",
+    stderr: "pipe",
+    timeout: 20_000,
+  });
   return { status: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
@@ -41,7 +45,11 @@ describeNetns("clones on many hosts", () => {
 
     test("sha256-par --cluster: clones on every host, slices equal the host's digests, pages fetched over the network", async () => {
       const size = lean(16 << 20, 4 << 20);
-      const r = await snowflock(["run", "sha256-par", `size=${size}`, "seed=7", "clones=6", "--mem", "128M", "--cluster", inventoryPath, "--json"], env, 120_000);
+      const r = await snowflock(
+        ["run", "sha256-par", `size=${size}`, "seed=7", "clones=6", "--mem", "128M", "--cluster", inventoryPath, "--json"],
+        env,
+        120_000,
+      );
       expect(r.stderr).toBe("");
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout);
@@ -61,12 +69,38 @@ describeNetns("clones on many hosts", () => {
     const searchSize = lean(2 << 20, 1 << 20);
     const expectedCounts = (clones: number) => countLines(9n, searchSize, clones);
     const searchPar = async (transport: string) => {
-      const r = await snowflock(["run", "search-par", `size=${searchSize}`, "seed=9", "clones=6", "--mem", "64M", "--cluster", inventoryPath, "--transport", transport, "--json"], env, 120_000);
+      const r = await snowflock(
+        [
+          "run",
+          "search-par",
+          `size=${searchSize}`,
+          "seed=9",
+          "clones=6",
+          "--mem",
+          "64M",
+          "--cluster",
+          inventoryPath,
+          "--transport",
+          transport,
+          "--json",
+        ],
+        env,
+        120_000,
+      );
       expect(r.stderr).toBe("");
       const result = JSON.parse(r.stdout);
       // One comparison, so a failure shows the clones that failed and why.
-      expect({ status: r.status, console: result.console, failed: result.forks[0].failed }).toEqual({ status: 0, console: [...expectedCounts(6), "granted 6"], failed: [] });
-      return result.stats as { serverBytesSent: number; pagesFetched: number; pagesMulticast: number; hosts: Record<string, { clones: number; bytesReceived: number }> };
+      expect({ status: r.status, console: result.console, failed: result.forks[0].failed }).toEqual({
+        status: 0,
+        console: [...expectedCounts(6), "granted 6"],
+        failed: [],
+      });
+      return result.stats as {
+        serverBytesSent: number;
+        pagesFetched: number;
+        pagesMulticast: number;
+        hosts: Record<string, { clones: number; bytesReceived: number }>;
+      };
     };
 
     // Every clone reads the whole dataset: with unicast each remote clone costs the server its
@@ -102,7 +136,9 @@ describeNetns("clones on many hosts", () => {
     });
 
     test("fork --cluster of a detached serve VM: clones on other hosts carry on with their own IDs", async () => {
-      expect((await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", inventoryPath], env)).status).toBe(0);
+      expect((await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", inventoryPath], env)).status).toBe(
+        0,
+      );
       const forked = await snowflock(["fork", "web", "--clones", "3", "--cluster", "--json"], env, 60_000);
       expect(forked.stderr).toBe("");
       const result = JSON.parse(forked.stdout);
@@ -141,7 +177,16 @@ describeNetns("clones on many hosts", () => {
     test("an agent refuses a request not signed with the cluster's secret", () => {
       const inventory = readInventory(inventoryPath);
       const h1 = inventory.hosts[0]!;
-      const header = { v: 2, op: "clone", host: "h1", ts: Date.now(), nonce: "00".repeat(16), bodyBytes: 2, bodySha256: "00".repeat(32), mac: "11".repeat(32) };
+      const header = {
+        v: 2,
+        op: "clone",
+        host: "h1",
+        ts: Date.now(),
+        nonce: "00".repeat(16),
+        bodyBytes: 2,
+        bodySha256: "00".repeat(32),
+        mac: "11".repeat(32),
+      };
       const script = `
         const socket = await Bun.connect({ hostname: "${h1.address}", port: ${h1.agentPort}, socket: {
           open(s) { s.write(${JSON.stringify(`${JSON.stringify(header)}\n{}`)}); },

@@ -65,7 +65,11 @@ describeKvm("local fork", () => {
     expect(forked.status).toBe(0);
     const result = JSON.parse(forked.stdout);
     expect(result).toMatchObject({ parent: "web", memory: "cow", failed: [] });
-    expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([["web.1", 1], ["web.2", 2], ["web.3", 3]]);
+    expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([
+      ["web.1", 1],
+      ["web.2", 2],
+      ["web.3", 3],
+    ]);
     expect(result.pausedMs).toBeGreaterThan(0);
 
     await Bun.sleep(500);
@@ -83,7 +87,11 @@ describeKvm("local fork", () => {
     expect(listed.find((v: { name: string }) => v.name === "web.2")).toMatchObject({ parent: "web", cloneId: 2, state: "running" });
 
     expect((await snowflock(["kill", "web.2"], env)).status).toBe(0);
-    expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout).map((v: { name: string }) => v.name).sort()).toEqual(["web", "web.1", "web.3"]);
+    expect(
+      JSON.parse((await snowflock(["ls", "--json"], env)).stdout)
+        .map((v: { name: string }) => v.name)
+        .sort(),
+    ).toEqual(["web", "web.1", "web.3"]);
     expect((await snowflock(["kill", "web", "--clones"], env)).status).toBe(0);
     expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout).map((v: { name: string }) => v.name)).toEqual(["web"]);
     expect((await snowflock(["fork", "web", "--clones", "1"], env)).status).toBe(0);

@@ -118,7 +118,14 @@ describe("item 9: the run directory and the files in it", () => {
     expect(fromBig.stderr).toContain(`the cluster inventory ${big} is larger than 1M`);
 
     const readable = join(dir, "readable.json");
-    const host = { name: "h1", namespace: "sfnone-h1", address: "10.77.0.11", interface: "eth0", mac: "02:73:66:00:00:01", agentPort: 7070 };
+    const host = {
+      name: "h1",
+      namespace: "sfnone-h1",
+      address: "10.77.0.11",
+      interface: "eth0",
+      mac: "02:73:66:00:00:01",
+      agentPort: 7070,
+    };
     const secret = "ab".repeat(32);
     writeFileSync(readable, JSON.stringify({ version: 1, cluster: "sfnone", secret, bridge: "sfnonebr0", mtu: 1500, hosts: [host] }));
     chmodSync(readable, 0o644);
@@ -159,7 +166,11 @@ describe("item 10: smaller ones", () => {
     writeFileSync(join(dir, "web.log"), text, { mode: 0o600 });
     const cli = `${process.execPath} ${join(import.meta.dir, "../../bin/snowflock.ts")} logs web`;
     // script(1) gives the command a terminal; what it printed there is in its output.
-    const onTerminal = (args: string) => Bun.spawnSync(["script", "-qec", `${cli}${args}`, "/dev/null"], { env: { ...process.env, SNOWFLOCK_RUN_DIR: dir }, stdout: "pipe" }).stdout.toString();
+    const onTerminal = (args: string) =>
+      Bun.spawnSync(["script", "-qec", `${cli}${args}`, "/dev/null"], {
+        env: { ...process.env, SNOWFLOCK_RUN_DIR: dir },
+        stdout: "pipe",
+      }).stdout.toString();
     expect(onTerminal("")).toContain("tick \\x1b]0;owned\\x07 \\x1b[2J done");
     expect(onTerminal("")).not.toContain("\x1b");
     expect(onTerminal(" --raw")).toContain(text.trim());
@@ -235,7 +246,12 @@ describeNetns("items 6 and 10: cluster down refuses guesses; dead agents are fla
   });
 
   test("status flags a dead agent and restart-agents starts it again", async () => {
-    const pids = Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h1`]).stdout.toString().trim().split(/\s+/).filter(Boolean).map(Number);
+    const pids = Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h1`])
+      .stdout.toString()
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
     expect(pids.length).toBeGreaterThan(0);
     for (const pid of pids) process.kill(pid, "SIGKILL");
     let status = await snowflock(["cluster", "status", "--inventory", inventory], env);

@@ -29,4 +29,3 @@ describeKvm("descriptor -o", () => {
     }
   });
 });
-

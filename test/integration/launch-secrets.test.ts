@@ -42,7 +42,13 @@ describe.skipIf(process.getuid?.() !== 0)("clone processes started by an agent",
       stderr: "inherit",
     });
     for (const deadline = Date.now() + within(20_000); ; await Bun.sleep(100)) {
-      if (await agentRequest(host, secret, "hello").then(() => true, () => false)) break;
+      if (
+        await agentRequest(host, secret, "hello").then(
+          () => true,
+          () => false,
+        )
+      )
+        break;
       if (Date.now() > deadline) throw new Error("the agent did not start");
     }
   });
@@ -52,33 +58,42 @@ describe.skipIf(process.getuid?.() !== 0)("clone processes started by an agent",
     await agent?.exited;
   });
 
-  test("hold the family's mcdist key, yet no process shows it (or the cluster secret) in its arguments or environment", async () => {
-    const order: CloneOrder = {
-      parent: "web",
-      parentHost: "h1",
-      descriptor: { bytes: 4096, sha256: "ab".repeat(32) },
-      cloneIds: [1, 2],
-      placement: { web: "h1", "web.1": "h1", "web.2": "h1" },
-      memory: formatPageServer({ kind: "mcdist", server: { kind: "packet", address: "02:00:00:00:00:09" }, family: 7, key, mtu: 1500 }),
-      parentIncarnation: "test",
-      heuristicsOff: ["prefetch"],
-    };
-    const answer = agentRequest(host, secret, "clone", order, within(60_000)) as Promise<CloneOrderResult>;
-    let views = processViews();
-    for (const deadline = Date.now() + within(10_000); ourClones(views).length < 2 && Date.now() < deadline; await Bun.sleep(20)) views = processViews();
-    // One look at every process, taken while both clones run (each waits for its descriptor).
-    expect(ourClones(views).map((c) => cloneArguments(c)).sort()).toEqual([["web.1"], ["web.2"]]);
-    expect(leaks(views, [key.toString("hex"), secret])).toEqual([]);
+  test(
+    "hold the family's mcdist key, yet no process shows it (or the cluster secret) in its arguments or environment",
+    async () => {
+      const order: CloneOrder = {
+        parent: "web",
+        parentHost: "h1",
+        descriptor: { bytes: 4096, sha256: "ab".repeat(32) },
+        cloneIds: [1, 2],
+        placement: { web: "h1", "web.1": "h1", "web.2": "h1" },
+        memory: formatPageServer({ kind: "mcdist", server: { kind: "packet", address: "02:00:00:00:00:09" }, family: 7, key, mtu: 1500 }),
+        parentIncarnation: "test",
+        heuristicsOff: ["prefetch"],
+      };
+      const answer = agentRequest(host, secret, "clone", order, within(60_000)) as Promise<CloneOrderResult>;
+      let views = processViews();
+      for (const deadline = Date.now() + within(10_000); ourClones(views).length < 2 && Date.now() < deadline; await Bun.sleep(20))
+        views = processViews();
+      // One look at every process, taken while both clones run (each waits for its descriptor).
+      expect(
+        ourClones(views)
+          .map((c) => cloneArguments(c))
+          .sort(),
+      ).toEqual([["web.1"], ["web.2"]]);
+      expect(leaks(views, [key.toString("hex"), secret])).toEqual([]);
 
-    // No server answers: each clone ends with one clear line, reported back through the agent.
-    const result = await answer;
-    expect(result.started).toEqual([]);
-    expect(result.failed.map((f) => f.cloneId).sort()).toEqual([1, 2]);
-    for (const failure of result.failed) {
-      expect(failure.error).toMatch(/^VM 'web\.[12]' (stopped right after starting: .*descriptor|did not come up within)/);
-      expect(failure.error).not.toContain("\n");
-    }
-  }, within(120_000));
+      // No server answers: each clone ends with one clear line, reported back through the agent.
+      const result = await answer;
+      expect(result.started).toEqual([]);
+      expect(result.failed.map((f) => f.cloneId).sort()).toEqual([1, 2]);
+      for (const failure of result.failed) {
+        expect(failure.error).toMatch(/^VM 'web\.[12]' (stopped right after starting: .*descriptor|did not come up within)/);
+        expect(failure.error).not.toContain("\n");
+      }
+    },
+    within(120_000),
+  );
 });
 
 /** `snowflock __clone ARGS` with `handOver` on its fd 3 (nothing there when undefined): its status and stderr. */
@@ -95,7 +110,13 @@ async function cloneProcess(args: string[], handOver?: Uint8Array): Promise<{ st
 describe("__clone started wrongly", () => {
   test("says what is wrong in one line, never a raw JavaScript error", async () => {
     const descriptor = { kind: "file" as const, path: join(runDir, "missing.sfd") };
-    const record = { parent: "web", cloneId: 1, descriptor, memory: { kind: "cow" as const, imagePath: "/proc/1/fd/0" }, heuristicsOff: [] };
+    const record = {
+      parent: "web",
+      cloneId: 1,
+      descriptor,
+      memory: { kind: "cow" as const, imagePath: "/proc/1/fd/0" },
+      heuristicsOff: [],
+    };
     const cases: Array<[string[], Uint8Array | undefined, string]> = [
       [[], undefined, "__clone takes the clone's name only"],
       [["web.1"], undefined, "bad launch record: nothing was handed over on fd 3"],
@@ -107,7 +128,12 @@ describe("__clone started wrongly", () => {
     for (const [args, handOver, expected] of cases) {
       const { status, stderr } = await cloneProcess(args, handOver);
       const lines = stderr.trim().split("\n");
-      expect({ args, status, lines: lines.length, first: lines[0] }).toEqual({ args, status: 1, lines: 1, first: expect.stringContaining(expected) });
+      expect({ args, status, lines: lines.length, first: lines[0] }).toEqual({
+        args,
+        status: 1,
+        lines: 1,
+        first: expect.stringContaining(expected),
+      });
       expect(stderr).not.toMatch(/TypeError|undefined is not|at .*\.ts:\d+/);
     }
   });

@@ -33,7 +33,6 @@ const BORROWED = 64;
 const MAX_SENT_PER_PAGE = 1.5;
 const keyHex = randomBytes(32).toString("hex");
 
-
 /** Client i's pages, in its own order: the shared ones, its own slice, part of the next client's. */
 function pagesOf(client: number): number[] {
   const scattered = Array.from({ length: PAGE_COUNT }, (_, i) => (i * 389 + 17) % PAGE_COUNT);
@@ -50,52 +49,59 @@ function wireBytesPerPage(): number {
 describeNetns("mcdist under load: more clients than cores", () => {
   const hosts = usePeerHosts(PREFIX, MTU);
 
-  test("8 slow clients over 3 hosts: the server sends at most 1.5x the distinct pages' bytes, every page correct", async () => {
-    const family = 0x57a0;
-    const server = hosts.spawn(1, "server", { transport: hosts.spec("packet", 1), family, keyHex, mtu: MTU, size: SIZE });
-    const endpoint = (await server.next()).endpoint as McdistServerEndpoint;
-    const plans = Array.from({ length: CLIENTS }, (_, i) => pagesOf(i));
-    const clients = plans.map((pages, i) =>
-      hosts.spawn(2 + (i % 3), "client", {
-        transport: hosts.spec("packet", 2 + (i % 3)),
-        family,
-        keyHex,
-        mtu: MTU,
-        server: endpoint,
-        pageCount: PAGE_COUNT,
-        pages,
-        batch: 32,
-        timeoutMs: within(15_000),
-        rate: "measured",
-        burnMs: 2,
-        bufferBytes: 256 * 1024,
-      }),
-    );
-    for (const c of clients) expect(await c.next(within(20_000))).toEqual({ ready: true });
-    // Nine tasks (the server and eight clients) on two emulated cores.
-    const share = timeShare([server, ...clients].map((p) => p.process.pid), { cores: 2, sliceMs: 10 });
-    for (const c of clients) c.say("go");
-    const results = await Promise.all(clients.map((c) => c.next(within(300_000)))).finally(() => share.stop());
-    for (const c of clients) c.end();
-    server.say("stats");
-    const stats = (await server.next()).stats;
-    server.end();
+  test(
+    "8 slow clients over 3 hosts: the server sends at most 1.5x the distinct pages' bytes, every page correct",
+    async () => {
+      const family = 0x57a0;
+      const server = hosts.spawn(1, "server", { transport: hosts.spec("packet", 1), family, keyHex, mtu: MTU, size: SIZE });
+      const endpoint = (await server.next()).endpoint as McdistServerEndpoint;
+      const plans = Array.from({ length: CLIENTS }, (_, i) => pagesOf(i));
+      const clients = plans.map((pages, i) =>
+        hosts.spawn(2 + (i % 3), "client", {
+          transport: hosts.spec("packet", 2 + (i % 3)),
+          family,
+          keyHex,
+          mtu: MTU,
+          server: endpoint,
+          pageCount: PAGE_COUNT,
+          pages,
+          batch: 32,
+          timeoutMs: within(15_000),
+          rate: "measured",
+          burnMs: 2,
+          bufferBytes: 256 * 1024,
+        }),
+      );
+      for (const c of clients) expect(await c.next(within(20_000))).toEqual({ ready: true });
+      // Nine tasks (the server and eight clients) on two emulated cores.
+      const share = timeShare(
+        [server, ...clients].map((p) => p.process.pid),
+        { cores: 2, sliceMs: 10 },
+      );
+      for (const c of clients) c.say("go");
+      const results = await Promise.all(clients.map((c) => c.next(within(300_000)))).finally(() => share.stop());
+      for (const c of clients) c.end();
+      server.say("stats");
+      const stats = (await server.next()).stats;
+      server.end();
 
-    const distinct = new Set(plans.flat()).size;
-    const perPage = wireBytesPerPage();
-    const ratio = stats.bytesSent / (distinct * perPage);
-    const retries = results.reduce((n, r) => n + r.stats.retries, 0);
-    console.log(
-      `storm: ${distinct} distinct pages (${perPage} wire bytes each); server sent ${stats.bytesSent} bytes = ${ratio.toFixed(2)}x, ` +
-        `${stats.pagesSent} pages; client retries ${retries}; slowest client ${Math.max(...results.map((r) => r.elapsedMs)).toFixed(0)} ms; ` +
-        `server ${JSON.stringify(stats)}`,
-    );
-    results.forEach((r, i) => {
-      expect(r).toMatchObject({ done: true, pages: plans[i]!.length, missing: 0, mismatches: 0 });
-      expect(r.fetched + r.prefetched).toBe(plans[i]!.length);
-    });
-    // Every page sent is a distinct one the family asked for, or a retransmission (counted).
-    expect(stats.pagesSent - stats.pagesResent).toBe(distinct);
-    expect(stats.bytesSent).toBeLessThanOrEqual(MAX_SENT_PER_PAGE * distinct * perPage);
-  }, within(400_000));
+      const distinct = new Set(plans.flat()).size;
+      const perPage = wireBytesPerPage();
+      const ratio = stats.bytesSent / (distinct * perPage);
+      const retries = results.reduce((n, r) => n + r.stats.retries, 0);
+      console.log(
+        `storm: ${distinct} distinct pages (${perPage} wire bytes each); server sent ${stats.bytesSent} bytes = ${ratio.toFixed(2)}x, ` +
+          `${stats.pagesSent} pages; client retries ${retries}; slowest client ${Math.max(...results.map((r) => r.elapsedMs)).toFixed(0)} ms; ` +
+          `server ${JSON.stringify(stats)}`,
+      );
+      results.forEach((r, i) => {
+        expect(r).toMatchObject({ done: true, pages: plans[i]!.length, missing: 0, mismatches: 0 });
+        expect(r.fetched + r.prefetched).toBe(plans[i]!.length);
+      });
+      // Every page sent is a distinct one the family asked for, or a retransmission (counted).
+      expect(stats.pagesSent - stats.pagesResent).toBe(distinct);
+      expect(stats.bytesSent).toBeLessThanOrEqual(MAX_SENT_PER_PAGE * distinct * perPage);
+    },
+    within(400_000),
+  );
 });

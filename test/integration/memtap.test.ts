@@ -103,7 +103,13 @@ interface Clone {
 
 async function startClone(s: Snapshot, serverSocket: string, timeoutMs?: number): Promise<Clone> {
   const memory = GuestMemory.createEmpty(s.image.layout);
-  const memtap = await startMemtap({ memory, server: { kind: "unix", path: serverSocket }, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages, timeoutMs });
+  const memtap = await startMemtap({
+    memory,
+    server: { kind: "unix", path: serverSocket },
+    nonZeroPages: s.descriptor.nonZeroPages,
+    eagerPages: s.descriptor.pages,
+    timeoutMs,
+  });
   const lines: string[] = [];
   const machine = KvmMachine.restore(s.descriptor.state, memory, { cloneId: 1, onConsole: (l) => lines.push(l) });
   const started = performance.now();
@@ -154,14 +160,30 @@ function hostileServer(image: GuestMemory, path: string, misbehaviour: Misbehavi
           const payload = buffer.subarray(at + HEADER_SIZE, at + HEADER_SIZE + header.length);
           at += HEADER_SIZE + header.length;
           if (header.type === MessageType.Hello) {
-            socket.write(encodeMessage(MessageType.HelloReply, header.sequence, encodeHelloReply({ version: PROTOCOL_VERSION, pageSize: PAGE_SIZE, pageCount })));
+            socket.write(
+              encodeMessage(
+                MessageType.HelloReply,
+                header.sequence,
+                encodeHelloReply({ version: PROTOCOL_VERSION, pageSize: PAGE_SIZE, pageCount }),
+              ),
+            );
             continue;
           }
           const pages = decodePageRequest(payload);
           if (++state.requests <= afterRequests) {
-            socket.write(encodeMessage(MessageType.PageData, header.sequence, encodePageData(pages, (p) => image.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE))));
+            socket.write(
+              encodeMessage(
+                MessageType.PageData,
+                header.sequence,
+                encodePageData(pages, (p) => image.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)),
+              ),
+            );
           } else if (misbehaviour === "corrupt") {
-            const message = encodeMessage(MessageType.PageData, header.sequence, encodePageData(pages, (p) => image.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)));
+            const message = encodeMessage(
+              MessageType.PageData,
+              header.sequence,
+              encodePageData(pages, (p) => image.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE)),
+            );
             message[HEADER_SIZE + 8 + 100]! ^= 0x01; // one bit of the first page, after the checksum was taken
             state.corruptedPage = pages[0]!;
             socket.write(message);
@@ -188,109 +210,131 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     close(s.imageFd);
   });
 
-  test("runs to the host's digest with 2 vCPUs faulting, fetching only the non-zero pages it touches", async () => {
-    const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
-    try {
+  test(
+    "runs to the host's digest with 2 vCPUs faulting, fetching only the non-zero pages it touches",
+    async () => {
+      const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
+      try {
+        const clone = await startClone(s, server.socketPath);
+        let failure: Error | undefined;
+        void clone.memtap.failed.then((e) => (failure = e));
+        const end = await clone.machine.ended;
+        const ms = performance.now() - clone.started;
+        await clone.memtap.stop();
+        expect(failure).toBeUndefined();
+        expect(end).toEqual({ kind: "exit", status: 0 });
+        expect(clone.lines).toEqual([EXPECTED]);
+
+        const stats = clone.memtap.stats();
+        report("clone run", stats, ms);
+        const pageCount = MEMORY / PAGE_SIZE;
+        expect(stats.pagesFetched).toBeGreaterThan(DATASET / PAGE_SIZE / 2);
+        expect(stats.pagesFetched).toBeLessThan(pageCount / 3);
+        expect(stats.faults).toBe(stats.pagesFetched + stats.pagesZeroFilled);
+        expect(stats.eagerPages).toBe(s.descriptor.pages.size);
+        expect(server.stats().pagesServed).toBe(stats.pagesFetched);
+        expect(stats.faultServiceHistogram.reduce((n, b) => n + b.count, 0)).toBe(stats.faults);
+      } finally {
+        server.close();
+      }
+    },
+    within(60_000),
+  );
+
+  test(
+    "a memory server that dies mid-run ends the clone with an error naming it, in bounded time",
+    async () => {
+      const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
       const clone = await startClone(s, server.socketPath);
-      let failure: Error | undefined;
-      void clone.memtap.failed.then((e) => (failure = e));
-      const end = await clone.machine.ended;
-      const ms = performance.now() - clone.started;
-      await clone.memtap.stop();
-      expect(failure).toBeUndefined();
-      expect(end).toEqual({ kind: "exit", status: 0 });
-      expect(clone.lines).toEqual([EXPECTED]);
-
-      const stats = clone.memtap.stats();
-      report("clone run", stats, ms);
-      const pageCount = MEMORY / PAGE_SIZE;
-      expect(stats.pagesFetched).toBeGreaterThan(DATASET / PAGE_SIZE / 2);
-      expect(stats.pagesFetched).toBeLessThan(pageCount / 3);
-      expect(stats.faults).toBe(stats.pagesFetched + stats.pagesZeroFilled);
-      expect(stats.eagerPages).toBe(s.descriptor.pages.size);
-      expect(server.stats().pagesServed).toBe(stats.pagesFetched);
-      expect(stats.faultServiceHistogram.reduce((n, b) => n + b.count, 0)).toBe(stats.faults);
-    } finally {
+      await waitUntil(() => clone.memtap.stats().pagesFetched >= 200);
+      const killedAt = performance.now();
       server.close();
-    }
-  }, within(60_000));
+      const { error, end, msAfterFailure } = await endAfterFailure(clone);
+      const ms = performance.now() - killedAt;
+      console.log(
+        `server killed: clone ended ${ms.toFixed(0)} ms later (${msAfterFailure.toFixed(0)} ms after memtap reported): ${error.message}`,
+      );
+      expect(error.message).toContain(`memory server at ${server.socketPath}`);
+      expect(error.message).toContain("closed the connection");
+      expect(end).toEqual({ kind: "stopped" });
+      expect(clone.lines).toEqual([]); // no digest from a guest that lost its pages
+      expect(ms).toBeLessThan(END_BOUND_MS);
+    },
+    within(60_000),
+  );
 
-  test("a memory server that dies mid-run ends the clone with an error naming it, in bounded time", async () => {
-    const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
-    const clone = await startClone(s, server.socketPath);
-    await waitUntil(() => clone.memtap.stats().pagesFetched >= 200);
-    const killedAt = performance.now();
-    server.close();
-    const { error, end, msAfterFailure } = await endAfterFailure(clone);
-    const ms = performance.now() - killedAt;
-    console.log(`server killed: clone ended ${ms.toFixed(0)} ms later (${msAfterFailure.toFixed(0)} ms after memtap reported): ${error.message}`);
-    expect(error.message).toContain(`memory server at ${server.socketPath}`);
-    expect(error.message).toContain("closed the connection");
-    expect(end).toEqual({ kind: "stopped" });
-    expect(clone.lines).toEqual([]); // no digest from a guest that lost its pages
-    expect(ms).toBeLessThan(END_BOUND_MS);
-  }, within(60_000));
-
-  test("an owner that ignores the failure does not leave the clone hanging: memtap fences its memory", async () => {
-    const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
-    const clone = await startClone(s, server.socketPath);
-    await waitUntil(() => clone.memtap.stats().pagesFetched >= 200);
-    server.close();
-    const error = await clone.memtap.failed;
-    const failedAt = performance.now();
-    // Nobody stops the VM. After FENCE_AFTER_MS guest memory becomes inaccessible and the uffd
-    // closes: the waiting vCPUs fail their access (the guest cannot go on, on zeros or otherwise).
-    const end = await Promise.race([clone.machine.ended, Bun.sleep(FENCE_AFTER_MS + END_BOUND_MS).then(() => undefined)]);
-    await clone.memtap.stop();
-    expect(error.message).toContain("closed the connection");
-    expect(end?.kind).toBe("crash");
-    expect(performance.now() - failedAt).toBeGreaterThanOrEqual(FENCE_AFTER_MS - 50);
-    expect(clone.lines).toEqual([]);
-  }, within(60_000));
-
-  test("a corrupted page fails the clone and never reaches guest memory", async () => {
-    const path = socketPath();
-    const hostile = hostileServer(s.image, path, "corrupt", 100);
-    try {
-      const clone = await startClone(s, path);
+  test(
+    "an owner that ignores the failure does not leave the clone hanging: memtap fences its memory",
+    async () => {
+      const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
+      const clone = await startClone(s, server.socketPath);
+      await waitUntil(() => clone.memtap.stats().pagesFetched >= 200);
+      server.close();
       const error = await clone.memtap.failed;
-      // Before anything releases the waiting fault: the bad page is not in the clone's memory.
-      expect(hostile.state.corruptedPage).toBeGreaterThanOrEqual(0);
-      using resident = clone.memory.touchedPages();
-      expect(resident.test(hostile.state.corruptedPage)).toBe(false);
-      expect(clone.memtap.stats().pagesFetched).toBe(100);
-      const { end } = await endAfterFailure(clone);
-      expect(error.message).toContain(`memory server at ${path} sent a bad message: checksum mismatch`);
-      expect(end).toEqual({ kind: "stopped" });
+      const failedAt = performance.now();
+      // Nobody stops the VM. After FENCE_AFTER_MS guest memory becomes inaccessible and the uffd
+      // closes: the waiting vCPUs fail their access (the guest cannot go on, on zeros or otherwise).
+      const end = await Promise.race([clone.machine.ended, Bun.sleep(FENCE_AFTER_MS + END_BOUND_MS).then(() => undefined)]);
+      await clone.memtap.stop();
+      expect(error.message).toContain("closed the connection");
+      expect(end?.kind).toBe("crash");
+      expect(performance.now() - failedAt).toBeGreaterThanOrEqual(FENCE_AFTER_MS - 50);
       expect(clone.lines).toEqual([]);
-    } finally {
-      hostile.close();
-    }
-  }, within(60_000));
+    },
+    within(60_000),
+  );
 
-  test("a memory server that stops answering fails the clone after the timeout", async () => {
-    const path = socketPath();
-    const hostile = hostileServer(s.image, path, "silent", 50);
-    try {
-      const clone = await startClone(s, path, 1000);
-      const started = performance.now();
-      const { error, end } = await endAfterFailure(clone);
-      expect(error.message).toBe(`the memory server at ${path} did not answer within 1000 ms`);
-      expect(performance.now() - started).toBeLessThan(1000 + END_BOUND_MS);
-      expect(end).toEqual({ kind: "stopped" });
-      expect(clone.lines).toEqual([]);
-    } finally {
-      hostile.close();
-    }
-  }, within(60_000));
+  test(
+    "a corrupted page fails the clone and never reaches guest memory",
+    async () => {
+      const path = socketPath();
+      const hostile = hostileServer(s.image, path, "corrupt", 100);
+      try {
+        const clone = await startClone(s, path);
+        const error = await clone.memtap.failed;
+        // Before anything releases the waiting fault: the bad page is not in the clone's memory.
+        expect(hostile.state.corruptedPage).toBeGreaterThanOrEqual(0);
+        using resident = clone.memory.touchedPages();
+        expect(resident.test(hostile.state.corruptedPage)).toBe(false);
+        expect(clone.memtap.stats().pagesFetched).toBe(100);
+        const { end } = await endAfterFailure(clone);
+        expect(error.message).toContain(`memory server at ${path} sent a bad message: checksum mismatch`);
+        expect(end).toEqual({ kind: "stopped" });
+        expect(clone.lines).toEqual([]);
+      } finally {
+        hostile.close();
+      }
+    },
+    within(60_000),
+  );
+
+  test(
+    "a memory server that stops answering fails the clone after the timeout",
+    async () => {
+      const path = socketPath();
+      const hostile = hostileServer(s.image, path, "silent", 50);
+      try {
+        const clone = await startClone(s, path, 1000);
+        const started = performance.now();
+        const { error, end } = await endAfterFailure(clone);
+        expect(error.message).toBe(`the memory server at ${path} did not answer within 1000 ms`);
+        expect(performance.now() - started).toBeLessThan(1000 + END_BOUND_MS);
+        expect(end).toEqual({ kind: "stopped" });
+        expect(clone.lines).toEqual([]);
+      } finally {
+        hostile.close();
+      }
+    },
+    within(60_000),
+  );
 
   test("a clone whose memory server is not there fails to start with a clear error", async () => {
     const path = socketPath();
     const memory = GuestMemory.createEmpty(s.image.layout);
     try {
-      await expect(startMemtap({ memory, server: { kind: "unix", path }, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages })).rejects.toThrow(
-        `cannot reach the memory server at ${path}`,
-      );
+      await expect(
+        startMemtap({ memory, server: { kind: "unix", path }, nonZeroPages: s.descriptor.nonZeroPages, eagerPages: s.descriptor.pages }),
+      ).rejects.toThrow(`cannot reach the memory server at ${path}`);
     } finally {
       memory.close();
     }
@@ -308,7 +352,10 @@ function uffdUnavailable(): string | undefined {
   }
 }
 const noUffd = uffdUnavailable();
-if (noUffd && KVM_REQUIRED) test("userfaultfd is available (SNOWFLOCK_REQUIRE_KVM=1)", () => { throw new Error(noUffd); });
+if (noUffd && KVM_REQUIRED)
+  test("userfaultfd is available (SNOWFLOCK_REQUIRE_KVM=1)", () => {
+    throw new Error(noUffd);
+  });
 
 /** A Worker that reads pages of a memtap'd memory (each read may fault) and hashes each page. */
 const TOUCHER = `
@@ -331,74 +378,90 @@ function hashPage(words: Int32Array, page: number): number {
 }
 
 describe.skipIf(noUffd !== undefined)("memtap: concurrent faults from several threads", () => {
-  test("four threads on two memtaps of one server read every page right, the same pages at once", async () => {
-    const source = GuestMemory.create(16 * 1024 * 1024);
-    const pageCount = source.size / PAGE_SIZE;
-    const sourceWords = new Int32Array(source.bytes.buffer, source.bytes.byteOffset, source.size / 4);
-    for (let page = 0; page < pageCount; page++) {
-      if (page % 4 === 0) continue; // every fourth page stays zero
-      for (let w = 0; w < 1024; w++) sourceWords[page * 1024 + w] = Math.imul(page + 1, 0x9e3779b1) ^ w;
-    }
-    using nonZero = source.nonZeroPages();
-    const nonZeroPages = nonZero.toBytes();
-    const imageFd = source.freeze();
-    const server = await startMemoryServer({ imageFd, layout: source.layout, socketPath: socketPath() });
-    const toucher = URL.createObjectURL(new Blob([TOUCHER], { type: "application/typescript" }));
-    const writePages = (k: number) => [pageCount - 4 * (k + 1)]; // zero pages nobody else reads
-    const readPages = Array.from({ length: pageCount - 16 }, (_, p) => p);
-    const expected = readPages.map((p) => hashPage(sourceWords, p));
-    const memories: GuestMemory[] = [];
-    const memtaps: Memtap[] = [];
-    try {
-      for (let m = 0; m < 2; m++) {
-        const memory = GuestMemory.createEmpty(source.layout);
-        memories.push(memory);
-        memtaps.push(await startMemtap({ memory, server: { kind: "unix", path: server.socketPath }, nonZeroPages, eagerPages: new Map([[1, source.bytes.slice(PAGE_SIZE, 2 * PAGE_SIZE)]]) }));
+  test(
+    "four threads on two memtaps of one server read every page right, the same pages at once",
+    async () => {
+      const source = GuestMemory.create(16 * 1024 * 1024);
+      const pageCount = source.size / PAGE_SIZE;
+      const sourceWords = new Int32Array(source.bytes.buffer, source.bytes.byteOffset, source.size / 4);
+      for (let page = 0; page < pageCount; page++) {
+        if (page % 4 === 0) continue; // every fourth page stays zero
+        for (let w = 0; w < 1024; w++) sourceWords[page * 1024 + w] = Math.imul(page + 1, 0x9e3779b1) ^ w;
       }
-      const started = performance.now();
-      const results = await Promise.all(
-        [0, 1, 2, 3].map(
-          (k) =>
-            new Promise<Int32Array>((resolve, reject) => {
-              const worker = new Worker(toucher);
-              worker.onmessage = (e: MessageEvent<Int32Array>) => {
-                worker.terminate();
-                resolve(e.data);
-              };
-              worker.onerror = (e) => reject(new Error(e.message));
-              const memory = memories[k % 2]!;
-              // Threads 0 and 1 share memtap 0, 2 and 3 memtap 1; in each pair one reads forwards, one backwards.
-              const pages = k < 2 ? readPages : readPages.toReversed();
-              worker.postMessage({ layout: memory.layout, address: memory.address, pages: k % 2 === 0 ? pages : pages.toReversed(), writes: writePages(k).map((p) => [p, 1000 + k]) });
+      using nonZero = source.nonZeroPages();
+      const nonZeroPages = nonZero.toBytes();
+      const imageFd = source.freeze();
+      const server = await startMemoryServer({ imageFd, layout: source.layout, socketPath: socketPath() });
+      const toucher = URL.createObjectURL(new Blob([TOUCHER], { type: "application/typescript" }));
+      const writePages = (k: number) => [pageCount - 4 * (k + 1)]; // zero pages nobody else reads
+      const readPages = Array.from({ length: pageCount - 16 }, (_, p) => p);
+      const expected = readPages.map((p) => hashPage(sourceWords, p));
+      const memories: GuestMemory[] = [];
+      const memtaps: Memtap[] = [];
+      try {
+        for (let m = 0; m < 2; m++) {
+          const memory = GuestMemory.createEmpty(source.layout);
+          memories.push(memory);
+          memtaps.push(
+            await startMemtap({
+              memory,
+              server: { kind: "unix", path: server.socketPath },
+              nonZeroPages,
+              eagerPages: new Map([[1, source.bytes.slice(PAGE_SIZE, 2 * PAGE_SIZE)]]),
             }),
-        ),
-      );
-      const ms = performance.now() - started;
-      const stopped = memtaps.splice(0);
-      for (const memtap of stopped) await memtap.stop(); // the counters are final once stopped
-      results.forEach((hashes, k) => {
-        const order = (k < 2) === (k % 2 === 0) ? readPages : readPages.toReversed();
-        const want = (k < 2) === (k % 2 === 0) ? expected : expected.toReversed();
-        expect(hashes.length).toBe(order.length);
-        expect([...hashes]).toEqual(want);
-      });
-      stopped.forEach((memtap, m) => {
-        const stats = memtap.stats();
-        report(`threads on memtap ${m}`, stats, ms);
-        expect(stats.faults).toBe(stats.pagesFetched + stats.pagesZeroFilled);
-        expect(stats.pagesFetched).toBeGreaterThanOrEqual(nonZero.popcount() - 1 - 12); // all read non-zero pages but the eager one
-        expect(stats.pagesZeroFilled).toBeGreaterThanOrEqual(readPages.length / 4);
-      });
-      expect(server.stats().clients).toBe(2);
-    } finally {
-      for (const memtap of memtaps) await memtap.stop();
-      for (const memory of memories) memory.close();
-      server.close();
-      close(imageFd);
-      source.close();
-      URL.revokeObjectURL(toucher);
-    }
-  }, within(60_000));
+          );
+        }
+        const started = performance.now();
+        const results = await Promise.all(
+          [0, 1, 2, 3].map(
+            (k) =>
+              new Promise<Int32Array>((resolve, reject) => {
+                const worker = new Worker(toucher);
+                worker.onmessage = (e: MessageEvent<Int32Array>) => {
+                  worker.terminate();
+                  resolve(e.data);
+                };
+                worker.onerror = (e) => reject(new Error(e.message));
+                const memory = memories[k % 2]!;
+                // Threads 0 and 1 share memtap 0, 2 and 3 memtap 1; in each pair one reads forwards, one backwards.
+                const pages = k < 2 ? readPages : readPages.toReversed();
+                worker.postMessage({
+                  layout: memory.layout,
+                  address: memory.address,
+                  pages: k % 2 === 0 ? pages : pages.toReversed(),
+                  writes: writePages(k).map((p) => [p, 1000 + k]),
+                });
+              }),
+          ),
+        );
+        const ms = performance.now() - started;
+        const stopped = memtaps.splice(0);
+        for (const memtap of stopped) await memtap.stop(); // the counters are final once stopped
+        results.forEach((hashes, k) => {
+          const order = k < 2 === (k % 2 === 0) ? readPages : readPages.toReversed();
+          const want = k < 2 === (k % 2 === 0) ? expected : expected.toReversed();
+          expect(hashes.length).toBe(order.length);
+          expect([...hashes]).toEqual(want);
+        });
+        stopped.forEach((memtap, m) => {
+          const stats = memtap.stats();
+          report(`threads on memtap ${m}`, stats, ms);
+          expect(stats.faults).toBe(stats.pagesFetched + stats.pagesZeroFilled);
+          expect(stats.pagesFetched).toBeGreaterThanOrEqual(nonZero.popcount() - 1 - 12); // all read non-zero pages but the eager one
+          expect(stats.pagesZeroFilled).toBeGreaterThanOrEqual(readPages.length / 4);
+        });
+        expect(server.stats().clients).toBe(2);
+      } finally {
+        for (const memtap of memtaps) await memtap.stop();
+        for (const memory of memories) memory.close();
+        server.close();
+        close(imageFd);
+        source.close();
+        URL.revokeObjectURL(toucher);
+      }
+    },
+    within(60_000),
+  );
 });
 
 // ---- the memory server's side of the protocol, with a raw client ----

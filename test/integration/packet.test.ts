@@ -39,7 +39,10 @@ describe.skipIf(!canNetns && !required)("AF_PACKET frames between network namesp
   });
 
   test("a fragmented page arrives whole; other families, corrupted frames and garbage are dropped", async () => {
-    const receiver = Bun.spawn(["ip", "netns", "exec", b, process.execPath, PEER, "recv", `${prefix}y`, "42", "6"], { stdout: "pipe", stderr: "pipe" });
+    const receiver = Bun.spawn(["ip", "netns", "exec", b, process.execPath, PEER, "recv", `${prefix}y`, "42", "6"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     const reader = receiver.stdout.getReader();
     const decoder = new TextDecoder();
     let text = "";
@@ -55,11 +58,20 @@ describe.skipIf(!canNetns && !required)("AF_PACKET frames between network namesp
       if (done) break;
       text += decoder.decode(value);
     }
-    const lines = text.trim().split("\n").slice(1).map((l) => JSON.parse(l));
+    const lines = text
+      .trim()
+      .split("\n")
+      .slice(1)
+      .map((l) => JSON.parse(l));
     const fragments = lines.filter((l) => l.object === "77").sort((x, y) => x.fragment - y.fragment);
     expect(fragments.map((f) => f.fragment)).toEqual([0, 1, 2]);
     const page = Buffer.concat(fragments.map((f) => Buffer.from(f.payload, "base64")));
     expect(new Uint8Array(page)).toEqual(TEST_PAGE);
-    expect(lines.filter((l) => l.dropped).map((l) => l.dropped).sort()).toEqual(["checksum", "family", "magic"]);
+    expect(
+      lines
+        .filter((l) => l.dropped)
+        .map((l) => l.dropped)
+        .sort(),
+    ).toEqual(["checksum", "family", "magic"]);
   });
 });

@@ -36,7 +36,12 @@ describeKvm("snowflock run", () => {
     const r = await snowflock(["run", "sha256", "size=4K", "seed=9", "--json", "--mem", "32M"], env);
     expect(r.status).toBe(0);
     const result = JSON.parse(r.stdout);
-    expect(result).toMatchObject({ workload: "sha256", exitStatus: 0, end: { kind: "exit", status: 0 }, console: [`sha256 ${sha256Hex(dataset(9n, 4096))}`] });
+    expect(result).toMatchObject({
+      workload: "sha256",
+      exitStatus: 0,
+      end: { kind: "exit", status: 0 },
+      console: [`sha256 ${sha256Hex(dataset(9n, 4096))}`],
+    });
     expect(result.timings.firstConsoleLineMs).toBeGreaterThan(0);
     expect(result.timings.endMs).toBeGreaterThanOrEqual(result.timings.firstConsoleLineMs);
     expect(result.pagesTouched).toBeGreaterThan(0);
@@ -59,9 +64,15 @@ describeKvm("snowflock run", () => {
 
 describe("snowflock run refuses bad input with one clear line", () => {
   const cases: Array<[string[], string, Record<string, string>?]> = [
-    [["run", "bogus"], "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)"],
+    [
+      ["run", "bogus"],
+      "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)",
+    ],
     [["run", "sha256", "size=12Q"], "bad size '12Q' for workload sha256 (expected a size such as 4096, 64K, 256M or 1G)"],
-    [["run", "sha256", "size=1G"], "sha256 size=1073741824 needs at least 1032M of guest memory, but the VM has 256M (raise --mem (e.g. --mem 1088M))"],
+    [
+      ["run", "sha256", "size=1G"],
+      "sha256 size=1073741824 needs at least 1032M of guest memory, but the VM has 256M (raise --mem (e.g. --mem 1088M))",
+    ],
     [["run", "hello", "--mem", "lots"], "bad --mem 'lots' (give a size such as 256M or 1G)"],
     [["run", "hello", "--mem", "512G"], "--mem 512G is too large (a VM has at most 256G)"],
     [["run", "hello", "--vcpus", "0"], "bad --vcpus '0' (give a whole number from 1 to 64)"],

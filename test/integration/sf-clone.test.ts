@@ -14,7 +14,10 @@ describeKvm("sf_clone", () => {
   });
 
   test("the same with --memory ondemand: clones fetch pages from the parent's memory server", async () => {
-    const r = await snowflock(["run", "sha256-par", "size=64M", "seed=7", "clones=8", "--mem", "256M", "--memory", "ondemand", "--json"], env());
+    const r = await snowflock(
+      ["run", "sha256-par", "size=64M", "seed=7", "clones=8", "--mem", "256M", "--memory", "ondemand", "--json"],
+      env(),
+    );
     expect(r.status).toBe(0);
     const result = JSON.parse(r.stdout);
     expect(result.console).toEqual([...sliceLines(7n, 64 << 20, 8), "granted 8"]);
@@ -48,7 +51,10 @@ describeKvm("sf_clone", () => {
     const size = 4 << 20;
     const expected = [1n, 2n, 3n].map((i) => `alloc ${i} ${sha256Hex(dataset(5n + i, size))}`);
     for (const memory of ["cow", "ondemand"]) {
-      const r = await snowflock(["run", "alloc-par", `size=${size}`, "seed=5", "clones=3", "--mem", "64M", "--memory", memory, "--json"], env());
+      const r = await snowflock(
+        ["run", "alloc-par", `size=${size}`, "seed=5", "clones=3", "--mem", "64M", "--memory", memory, "--json"],
+        env(),
+      );
       expect(r.status).toBe(0);
       const result = JSON.parse(r.stdout);
       expect(result.console).toEqual([...expected, "granted 3"]);
@@ -74,7 +80,11 @@ describeKvm("sf_clone", () => {
       // The parent writes, then tells clone 1 to look; clone 1 writes, then tells clone 2 to look.
       const r = await snowflock(["run", "isolation", "--mem", "32M", "--memory", memory], env());
       expect(r.status).toBe(0);
-      expect(r.stdout.trim().split("\n").sort()).toEqual(["isolation clone 1 saw 1000", "isolation clone 2 saw 1000", "isolation parent sees 3000"]);
+      expect(r.stdout.trim().split("\n").sort()).toEqual([
+        "isolation clone 1 saw 1000",
+        "isolation clone 2 saw 1000",
+        "isolation parent sees 3000",
+      ]);
     });
   }
 
@@ -87,6 +97,7 @@ describeKvm("sf_clone", () => {
     expect(r.status).toBe(0);
     // Clone 1 checked its own misuses (join from a clone, bad sends) and logged them.
     const clone = (await snowflock(["logs", "misuse-1.1"], e)).stdout;
-    for (const check of ["clone_join", "send_no_member", "send_self", "send_oversized", "send_wild_pointer"]) expect(clone).toContain(`misuse ${check} ok`);
+    for (const check of ["clone_join", "send_no_member", "send_self", "send_oversized", "send_wild_pointer"])
+      expect(clone).toContain(`misuse ${check} ok`);
   });
 });

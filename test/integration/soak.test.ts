@@ -23,14 +23,28 @@ describeNetns("bench soak", () => {
     test(`${local} local and ${cross} cross-host cycles: every cycle works and the host holds what it held`, async () => {
       const out = mkdtempSync(join(tmpdir(), "snowflock-soak-"));
       try {
-        const r = await snowflock(["bench", "soak", "--cycles", String(local), "--cross-cycles", String(cross), "--out", out, "--json"], { SNOWFLOCK_RUN_DIR: testRunDir() }, 300_000);
+        const r = await snowflock(
+          ["bench", "soak", "--cycles", String(local), "--cross-cycles", String(cross), "--out", out, "--json"],
+          { SNOWFLOCK_RUN_DIR: testRunDir() },
+          300_000,
+        );
         const report = JSON.parse(r.stdout) as SoakReport;
         expect(report.parts.map((p) => [p.where, p.cycles, p.error])).toEqual([
           ["local", local, undefined],
           ["cross-host", cross, undefined],
         ]);
         for (const part of report.parts) {
-          const flat = { parentFds: true, parentRssBytes: true, parentGuestRssBytes: true, agentFds: true, agentRssBytes: true, processes: true, runDirEntries: true, endedLogs: true, dStateTasks: true };
+          const flat = {
+            parentFds: true,
+            parentRssBytes: true,
+            parentGuestRssBytes: true,
+            agentFds: true,
+            agentRssBytes: true,
+            processes: true,
+            runDirEntries: true,
+            endedLogs: true,
+            dStateTasks: true,
+          };
           expect({ where: part.where, ...part.flat }).toEqual({ where: part.where, ...flat });
         }
         expect(report.badRuns).toBe(0);

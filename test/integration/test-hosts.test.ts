@@ -33,11 +33,20 @@ describeNetns("test hosts (cluster up/status/down)", () => {
   });
 
   test("up --hosts 3 --mtu 1400 builds namespaces, a bridge and the inventory", async () => {
-    const up = await snowflock(["cluster", "up", "--hosts", "3", "--mtu", "1400", "--prefix", PREFIX, "--inventory", inventoryPath, "--json"], env);
+    const up = await snowflock(
+      ["cluster", "up", "--hosts", "3", "--mtu", "1400", "--prefix", PREFIX, "--inventory", inventoryPath, "--json"],
+      env,
+    );
     expect(up.stderr).toBe("");
     expect(up.status).toBe(0);
     const printed = JSON.parse(up.stdout);
-    expect(printed).toMatchObject({ inventory: inventoryPath, cluster: PREFIX, bridge: `${PREFIX}br0`, switchNamespace: `${PREFIX}-switch`, mtu: 1400 });
+    expect(printed).toMatchObject({
+      inventory: inventoryPath,
+      cluster: PREFIX,
+      bridge: `${PREFIX}br0`,
+      switchNamespace: `${PREFIX}-switch`,
+      mtu: 1400,
+    });
     expect(printed.secret).toBeUndefined();
 
     const namespaces = (await listNamespaces()).filter(ours(PREFIX)).sort();
@@ -53,7 +62,13 @@ describeNetns("test hosts (cluster up/status/down)", () => {
     const macs = new Set<string>();
     for (const [index, host] of inventory.hosts.entries()) {
       const i = index + 1;
-      expect(host).toMatchObject({ name: `h${i}`, namespace: `${PREFIX}-h${i}`, address: `10.77.0.${10 + i}`, interface: "eth0", agentPort: 7070 });
+      expect(host).toMatchObject({
+        name: `h${i}`,
+        namespace: `${PREFIX}-h${i}`,
+        address: `10.77.0.${10 + i}`,
+        interface: "eth0",
+        agentPort: 7070,
+      });
       expect(host.mac).toMatch(/^02:73:66:[0-9a-f]{2}:00:0[1-3]$/);
       macs.add(host.mac);
       const eth0 = await linkInfo(host.namespace, "eth0");
@@ -81,14 +96,25 @@ describeNetns("test hosts (cluster up/status/down)", () => {
     const report = JSON.parse(status.stdout);
     expect(report).toMatchObject({ cluster: PREFIX, bridgeUp: true, mtu: 1400 });
     // `up` started an agent in every host.
-    expect(report.hosts.map((h: { namespaceExists: boolean; interfaceUp: boolean; agent: string }) => [h.namespaceExists, h.interfaceUp, h.agent])).toEqual([
+    expect(
+      report.hosts.map((h: { namespaceExists: boolean; interfaceUp: boolean; agent: string }) => [
+        h.namespaceExists,
+        h.interfaceUp,
+        h.agent,
+      ]),
+    ).toEqual([
       [true, true, "listening"],
       [true, true, "listening"],
       [true, true, "listening"],
     ]);
 
     // An agent that is gone shows as such.
-    const h3Pids = Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h3`]).stdout.toString().trim().split(/\s+/).filter(Boolean).map(Number);
+    const h3Pids = Bun.spawnSync(["ip", "netns", "pids", `${PREFIX}-h3`])
+      .stdout.toString()
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
     expect(h3Pids.length).toBeGreaterThan(0);
     for (const pid of h3Pids) process.kill(pid, "SIGKILL");
     let agents: string[] = [];
@@ -101,7 +127,9 @@ describeNetns("test hosts (cluster up/status/down)", () => {
 
     const table = await snowflock(["cluster", "status", "--inventory", inventoryPath], env);
     expect(table.stdout).toMatch(/^HOST\s+NAMESPACE\s+ADDRESS\s+MAC\s+INTERFACE\s+NS EXISTS\s+UP\s+AGENT/);
-    expect(table.stdout).toMatch(new RegExp(`\\nh2\\s+${PREFIX}-h2\\s+10\\.77\\.0\\.12\\s+02:73:66:[0-9a-f:]+\\s+eth0\\s+yes\\s+yes\\s+listening`));
+    expect(table.stdout).toMatch(
+      new RegExp(`\\nh2\\s+${PREFIX}-h2\\s+10\\.77\\.0\\.12\\s+02:73:66:[0-9a-f:]+\\s+eth0\\s+yes\\s+yes\\s+listening`),
+    );
   });
 
   test("up refuses while the cluster exists", async () => {
@@ -146,7 +174,10 @@ describeNetns("test hosts (cluster up/status/down)", () => {
     ipSync(["-n", `${CRASHED}-switch`, "link", "add", `${CRASHED}-h1`, "type", "veth", "peer", "name", "eth0", "netns", `${CRASHED}-h1`]);
     ipSync(["link", "add", `${CRASHED}-h2`, "type", "veth", "peer", "name", `${CRASHED}-h2x`]);
     // A process that ignores SIGTERM must still be ended.
-    const stubborn = Bun.spawn(["ip", "netns", "exec", `${CRASHED}-h1`, "sh", "-c", "trap '' TERM; while :; do sleep 1; done"], { stdout: "ignore", stderr: "ignore" });
+    const stubborn = Bun.spawn(["ip", "netns", "exec", `${CRASHED}-h1`, "sh", "-c", "trap '' TERM; while :; do sleep 1; done"], {
+      stdout: "ignore",
+      stderr: "ignore",
+    });
     started.push(stubborn);
     await Bun.sleep(200);
 
@@ -168,11 +199,21 @@ describeNetns("test hosts (cluster up/status/down)", () => {
     expect(notJson.status).toBe(1);
     expect(notJson.stderr).toContain(`cluster inventory ${broken} is not valid JSON`);
 
-    const good = { version: 1, cluster: "x", secret: "ab".repeat(32), bridge: "xbr0", mtu: 1500, hosts: [{ name: "h1", namespace: "x-h1", address: "10.77.0.11", interface: "eth0", mac: "02:73:66:00:00:01", agentPort: 7070 }] };
+    const good = {
+      version: 1,
+      cluster: "x",
+      secret: "ab".repeat(32),
+      bridge: "xbr0",
+      mtu: 1500,
+      hosts: [{ name: "h1", namespace: "x-h1", address: "10.77.0.11", interface: "eth0", mac: "02:73:66:00:00:01", agentPort: 7070 }],
+    };
     const cases: Array<[unknown, string]> = [
       [{ ...good, version: 2 }, "version must be 1, got 2"],
       [{ ...good, secret: "abc" }, "secret must be 64 lowercase hex characters"],
-      [{ ...good, hosts: [{ ...good.hosts[0], address: "10.77.0.300" }] }, `hosts[0].address must be an IPv4 address like 10.77.0.11, got "10.77.0.300"`],
+      [
+        { ...good, hosts: [{ ...good.hosts[0], address: "10.77.0.300" }] },
+        `hosts[0].address must be an IPv4 address like 10.77.0.11, got "10.77.0.300"`,
+      ],
       [{ ...good, hosts: [{ ...good.hosts[0], mac: "nope" }] }, "hosts[0].mac must be a MAC address"],
       [{ ...good, hosts: [] }, "hosts must be a non-empty array"],
       [{ ...good, extra: true }, "'extra' is not a field of a version 1 inventory"],

@@ -17,7 +17,9 @@ describe.skipIf(xen !== undefined)(`snowflock doctor without Xen${xen ? ` (skipp
     expect(r.stdout).toBe("");
     const lines = r.stderr.trim().split("\n");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/no Xen hypervisor here: \/dev\/xen\/privcmd is missing|this Linux runs on Xen, but \/dev\/xen\/privcmd is missing/);
+    expect(lines[0]).toMatch(
+      /no Xen hypervisor here: \/dev\/xen\/privcmd is missing|this Linux runs on Xen, but \/dev\/xen\/privcmd is missing/,
+    );
   });
 
   test("--json reports both backends; Xen as unavailable, with the same reason", async () => {
@@ -38,7 +40,10 @@ describe.skipIf(xen !== undefined)(`snowflock doctor without Xen${xen ? ` (skipp
   test("--backend xen --json: the Xen report alone, exit status 1", async () => {
     const r = await snowflock(["doctor", "--backend", "xen", "--json"]);
     expect(r.status).toBe(1);
-    expect(JSON.parse(r.stdout)).toEqual({ backend: "xen", backends: { xen: { available: false, reason: expect.stringMatching(/privcmd is missing/) } } });
+    expect(JSON.parse(r.stdout)).toEqual({
+      backend: "xen",
+      backends: { xen: { available: false, reason: expect.stringMatching(/privcmd is missing/) } },
+    });
   });
 
   test("without --backend: Xen is one line saying why, exit status 0", async () => {

@@ -69,11 +69,7 @@ export function probeSource(headers: string[], expressions: CExpression[]): stri
 
 async function run(argv: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = Bun.spawn(argv, { cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(child.stdout).text(),
-    new Response(child.stderr).text(),
-    child.exited,
-  ]);
+  const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
   return { code, stdout, stderr };
 }
 
@@ -82,11 +78,7 @@ async function run(argv: string[], cwd: string): Promise<{ code: number; stdout:
  * guarded by `ifdef` whose macro is undefined are absent from the map. Throws with gcc's stderr if
  * the program does not compile.
  */
-export async function probeC(
-  headers: string[],
-  expressions: CExpression[],
-  options: ProbeOptions = {},
-): Promise<Map<string, bigint>> {
+export async function probeC(headers: string[], expressions: CExpression[], options: ProbeOptions = {}): Promise<Map<string, bigint>> {
   const source = probeSource(headers, expressions);
   const dir = await mkdtemp(join(tmpdir(), "snowflock-c-abi-"));
   try {

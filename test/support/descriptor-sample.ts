@@ -18,7 +18,10 @@ export function sampleVcpu(seed: number) {
     events: random(abi.kvm_vcpu_events.size, seed + 5),
     debugregs: random(abi.kvm_debugregs.size, seed + 6),
     mpState: seed % 4,
-    msrs: [{ index: 0x10, data: 123456789n + BigInt(seed) }, { index: 0xc0000082, data: 0xffffffff81000000n }],
+    msrs: [
+      { index: 0x10, data: 123456789n + BigInt(seed) },
+      { index: 0xc0000082, data: 0xffffffff81000000n },
+    ],
   };
 }
 
@@ -28,7 +31,14 @@ export function sampleDescriptor(): Descriptor & { state: KvmState } {
   const nonZeroPages = new Uint8Array(memorySize / 4096 / 8);
   nonZeroPages[0] = 0b1011;
   return {
-    meta: { backend: "kvm", name: "t", cmdline: "serve", memorySize, regions: memoryLayout(memorySize).regions, createdAt: "2026-11-25T00:00:00.000Z" },
+    meta: {
+      backend: "kvm",
+      name: "t",
+      cmdline: "serve",
+      memorySize,
+      regions: memoryLayout(memorySize).regions,
+      createdAt: "2026-11-25T00:00:00.000Z",
+    },
     state: {
       backend: "kvm",
       memorySize,
@@ -42,7 +52,10 @@ export function sampleDescriptor(): Descriptor & { state: KvmState } {
       },
     },
     nonZeroPages,
-    pages: new Map([[0, random(4096, 20)], [3, random(4096, 21)]]),
+    pages: new Map([
+      [0, random(4096, 20)],
+      [3, random(4096, 21)],
+    ]),
   };
 }
 

@@ -43,6 +43,10 @@ while (Date.now() < deadline) {
   if (formatMac(got.source) === ownMac) continue;
   const ask = encodeRequest({ flags: RequestFlag.UNICAST | RequestFlag.RETRY, pages: [Number(frame.object)] });
   sendFrame(socket, got.source, encodeFrame({ ...frame, type: FrameType.REQUEST, fragment: 0, fragments: 1, payload: ask }));
-  sendFrame(socket, got.source, encodeFrame({ ...frame, type: FrameType.RATE, object: 0n, fragment: 0, fragments: 1, payload: Uint8Array.of(0, 0, 0, 1) }));
+  sendFrame(
+    socket,
+    got.source,
+    encodeFrame({ ...frame, type: FrameType.RATE, object: 0n, fragment: 0, fragments: 1, payload: Uint8Array.of(0, 0, 0, 1) }),
+  );
 }
 console.log(`forged ${forged}`);

@@ -121,7 +121,15 @@ async function server(config: PeerConfig): Promise<void> {
   for (let page = 0; page < size / PAGE_SIZE; page++) image.set(patternPage(page), page * PAGE_SIZE);
   pwrite(fd, image, 0);
   const descriptor = config.descriptorBytes ? patternBytes(config.descriptorBytes) : undefined;
-  const running = await startMcdistServer({ imageFd: fd, size, family: config.family, key: hex(config.keyHex), transport: config.transport, mtu: config.mtu, descriptor });
+  const running = await startMcdistServer({
+    imageFd: fd,
+    size,
+    family: config.family,
+    key: hex(config.keyHex),
+    transport: config.transport,
+    mtu: config.mtu,
+    descriptor,
+  });
   emit({ ready: true, endpoint: running.endpoint });
   running.failed.then((error) => emit({ failed: error.message }));
   for (let line = await nextLine(); line !== undefined; line = await nextLine()) {
@@ -176,14 +184,32 @@ async function client(config: PeerConfig): Promise<void> {
   }
   const elapsedMs = performance.now() - started;
   const missing = pages.filter((p) => !got.has(p) && !extra.has(p)).length;
-  emit({ done: true, pages: pages.length, fetched: got.size, prefetched: pages.filter((p) => extra.has(p) && !got.has(p)).length, missing, mismatches, elapsedMs, fetches, lost: lossyTransport?.lost() ?? 0, stats: mcdist.stats() });
+  emit({
+    done: true,
+    pages: pages.length,
+    fetched: got.size,
+    prefetched: pages.filter((p) => extra.has(p) && !got.has(p)).length,
+    missing,
+    mismatches,
+    elapsedMs,
+    fetches,
+    lost: lossyTransport?.lost() ?? 0,
+    stats: mcdist.stats(),
+  });
   if ((await nextLine()) !== "fetch") return;
   const later = performance.now();
   try {
     const contents = mcdist.fetch(config.laterPages!);
-    emit({ ok: true, mismatches: contents.filter((data, k) => !data.every((b, i) => b === patternPage(config.laterPages![k]!)[i])).length });
+    emit({
+      ok: true,
+      mismatches: contents.filter((data, k) => !data.every((b, i) => b === patternPage(config.laterPages![k]!)[i])).length,
+    });
   } catch (error) {
-    emit({ error: (error as Error).message, code: error instanceof SnowflockError ? error.code : undefined, elapsedMs: performance.now() - later });
+    emit({
+      error: (error as Error).message,
+      code: error instanceof SnowflockError ? error.code : undefined,
+      elapsedMs: performance.now() - later,
+    });
   }
   mcdist.close();
 }
@@ -225,8 +251,16 @@ async function keyless(config: PeerConfig): Promise<void> {
   const wantedPages = new Set(config.pages ?? []);
   const messages: Array<[FrameType, Uint8Array]> = [[FrameType.RATE, encodeRate(1)]];
   const pages = config.pages ?? [];
-  for (let i = 0; i < pages.length; i += MAX_REQUEST_PAGES) messages.push([FrameType.REQUEST, encodeRequest({ flags: RequestFlag.UNICAST | RequestFlag.RETRY, pages: pages.slice(i, i + MAX_REQUEST_PAGES) })]);
-  if (config.chunks?.length) messages.push([FrameType.REQUEST, encodeRequest({ flags: RequestFlag.DESCRIPTOR | RequestFlag.UNICAST | RequestFlag.RETRY, pages: config.chunks })]);
+  for (let i = 0; i < pages.length; i += MAX_REQUEST_PAGES)
+    messages.push([
+      FrameType.REQUEST,
+      encodeRequest({ flags: RequestFlag.UNICAST | RequestFlag.RETRY, pages: pages.slice(i, i + MAX_REQUEST_PAGES) }),
+    ]);
+  if (config.chunks?.length)
+    messages.push([
+      FrameType.REQUEST,
+      encodeRequest({ flags: RequestFlag.DESCRIPTOR | RequestFlag.UNICAST | RequestFlag.RETRY, pages: config.chunks }),
+    ]);
   const madeUpTag = (message: Uint8Array) => {
     const out = crypto.getRandomValues(new Uint8Array(8 + message.byteLength + 16));
     out.set(message, 8);
@@ -246,8 +280,12 @@ async function keyless(config: PeerConfig): Promise<void> {
       for (const form of ["old version", "untagged", "made-up tag", "own key"] as const) {
         sequence = (sequence + 1) >>> 0;
         const header = { type, family: config.family, sequence, object };
-        const payload = form === "own key" ? sealControl(ownKey, header, sender, message) : form === "made-up tag" ? madeUpTag(message) : message;
-        transport.send(server, encodeVersioned({ ...header, fragment: 0, fragments: 1, payload }, form === "old version" ? 1 : FRAME_VERSION));
+        const payload =
+          form === "own key" ? sealControl(ownKey, header, sender, message) : form === "made-up tag" ? madeUpTag(message) : message;
+        transport.send(
+          server,
+          encodeVersioned({ ...header, fragment: 0, fragments: 1, payload }, form === "old version" ? 1 : FRAME_VERSION),
+        );
         counts.sent++;
       }
     }

@@ -11,6 +11,7 @@ import { within } from "./time.ts";
 
 const PEER = new URL("./mcdist-peer.ts", import.meta.url).pathname;
 
+// biome-ignore lint/suspicious/noExplicitAny: events of every kind from the peer processes, read field by field by each test
 export type PeerEvent = Record<string, any>;
 
 export class Peer {
@@ -59,7 +60,11 @@ export class PeerHosts {
 
   spawn(host: number, mode: string, config: PeerConfig): Peer {
     const namespace = this.inventory().hosts[host - 1]!.namespace!;
-    const child = Bun.spawn(["ip", "netns", "exec", namespace, process.execPath, PEER, mode, JSON.stringify(config)], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const child = Bun.spawn(["ip", "netns", "exec", namespace, process.execPath, PEER, mode, JSON.stringify(config)], {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     const peer = new Peer(child);
     this.peers.push(peer);
     return peer;
@@ -67,7 +72,9 @@ export class PeerHosts {
 
   /** The transport of `kind` on host `host`'s eth0. */
   spec(kind: TransportSpec["kind"], host: number): TransportSpec {
-    return kind === "packet" ? { kind, interface: "eth0" } : { kind, interface: "eth0", address: this.inventory().hosts[host - 1]!.address };
+    return kind === "packet"
+      ? { kind, interface: "eth0" }
+      : { kind, interface: "eth0", address: this.inventory().hosts[host - 1]!.address };
   }
 
   kill(): void {

@@ -12,7 +12,10 @@ function netnsAvailability(): { ok: true } | { ok: false; reason: string } {
   try {
     const added = Bun.spawnSync(["ip", "netns", "add", name], { stdout: "ignore", stderr: "pipe" });
     if (added.exitCode !== 0) return { ok: false, reason: `\`ip netns add\` fails: ${added.stderr.toString().trim()}` };
-    const veth = Bun.spawnSync(["ip", "-n", name, "link", "add", "sfcheck0", "type", "veth", "peer", "name", "sfcheck1"], { stdout: "ignore", stderr: "pipe" });
+    const veth = Bun.spawnSync(["ip", "-n", name, "link", "add", "sfcheck0", "type", "veth", "peer", "name", "sfcheck1"], {
+      stdout: "ignore",
+      stderr: "pipe",
+    });
     if (veth.exitCode !== 0) return { ok: false, reason: `cannot create veth pairs: ${veth.stderr.toString().trim()}` };
     const bridge = Bun.spawnSync(["ip", "-n", name, "link", "add", "sfcheckbr", "type", "bridge"], { stdout: "ignore", stderr: "pipe" });
     if (bridge.exitCode !== 0) return { ok: false, reason: `cannot create bridges: ${bridge.stderr.toString().trim()}` };

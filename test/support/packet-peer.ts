@@ -15,8 +15,28 @@ const MULTICAST = new Uint8Array([0x01, 0x00, 0x5e, 0x53, 0x46, 0x01]);
 
 if (mode === "send") {
   for (const frame of fragment(FrameType.PAGE, family, 1, 77n, TEST_PAGE, 1500)) sendFrame(socket, MULTICAST, encodeFrame(frame));
-  sendFrame(socket, MULTICAST, encodeFrame({ type: FrameType.PAGE, family: family + 1, sequence: 2, object: 77n, fragment: 0, fragments: 1, payload: new Uint8Array(16) }));
-  const corrupted = encodeFrame({ type: FrameType.PAGE, family, sequence: 3, object: 78n, fragment: 0, fragments: 1, payload: new Uint8Array(64) });
+  sendFrame(
+    socket,
+    MULTICAST,
+    encodeFrame({
+      type: FrameType.PAGE,
+      family: family + 1,
+      sequence: 2,
+      object: 77n,
+      fragment: 0,
+      fragments: 1,
+      payload: new Uint8Array(16),
+    }),
+  );
+  const corrupted = encodeFrame({
+    type: FrameType.PAGE,
+    family,
+    sequence: 3,
+    object: 78n,
+    fragment: 0,
+    fragments: 1,
+    payload: new Uint8Array(64),
+  });
   corrupted[40]! ^= 1;
   sendFrame(socket, MULTICAST, corrupted);
   sendFrame(socket, MULTICAST, new TextEncoder().encode("definitely not an mcdist frame, just some bytes"));
@@ -34,6 +54,14 @@ if (mode === "send") {
     seen++;
     const result = decodeFrame(buffer.subarray(0, got.length), family);
     if ("dropped" in result) console.log(JSON.stringify({ dropped: result.dropped }));
-    else console.log(JSON.stringify({ object: String(result.frame.object), fragment: result.frame.fragment, fragments: result.frame.fragments, payload: Buffer.from(result.frame.payload).toString("base64") }));
+    else
+      console.log(
+        JSON.stringify({
+          object: String(result.frame.object),
+          fragment: result.frame.fragment,
+          fragments: result.frame.fragments,
+          payload: Buffer.from(result.frame.payload).toString("base64"),
+        }),
+      );
   }
 }

@@ -12,7 +12,9 @@ export interface ProcessView {
 
 function readList(path: string): string[] | undefined {
   try {
-    return readFileSync(path, "utf8").split("\0").filter((part) => part !== "");
+    return readFileSync(path, "utf8")
+      .split("\0")
+      .filter((part) => part !== "");
   } catch {
     return undefined; // the process ended while we looked
   }
@@ -45,12 +47,16 @@ export function leaks(views: ProcessView[], secrets: string[]): string[] {
   const shapes = [/ondemand:/, /(^|[^a-z])mcdist:/, /tcp:[0-9.]+:\d+:[0-9a-f]{64}/, /^SNOWFLOCK_CLUSTER=/, /^SNOWFLOCK_HEURISTICS_OFF=/];
   const found: string[] = [];
   for (const view of views) {
-    for (const [where, list] of [["args", view.args], ["environ", view.environ]] as const) {
+    for (const [where, list] of [
+      ["args", view.args],
+      ["environ", view.environ],
+    ] as const) {
       for (const text of list) {
         // A secret may also hide inside an encoded blob (a base64url JSON document, as mcdist's once did).
         const decoded = (text.match(/[A-Za-z0-9_-]{40,}/g) ?? []).map((blob) => Buffer.from(blob, "base64url").toString("latin1"));
         const holds = (t: string) => forms.some((form) => t.includes(form));
-        if (holds(text) || decoded.some(holds) || shapes.some((shape) => shape.test(text))) found.push(`${view.pid}: ${where}: ${text.slice(0, 120)}`);
+        if (holds(text) || decoded.some(holds) || shapes.some((shape) => shape.test(text)))
+          found.push(`${view.pid}: ${where}: ${text.slice(0, 120)}`);
       }
     }
   }

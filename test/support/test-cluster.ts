@@ -13,10 +13,24 @@ export interface TestCluster {
 }
 
 /** Call inside a describe(); `cli` runs the snowflock command (from source or the executable). */
-export function useTestCluster(options: { prefix: string; hosts: number; runDir: string; cli: (args: string[]) => Promise<CliResult> }): TestCluster {
+export function useTestCluster(options: {
+  prefix: string;
+  hosts: number;
+  runDir: string;
+  cli: (args: string[]) => Promise<CliResult>;
+}): TestCluster {
   const inventoryPath = join(options.runDir, "cluster.json");
   beforeAll(async () => {
-    const up = await options.cli(["cluster", "up", "--hosts", String(options.hosts), "--prefix", options.prefix, "--inventory", inventoryPath]);
+    const up = await options.cli([
+      "cluster",
+      "up",
+      "--hosts",
+      String(options.hosts),
+      "--prefix",
+      options.prefix,
+      "--inventory",
+      inventoryPath,
+    ]);
     if (up.status !== 0) throw new Error(`cluster up failed: ${up.stderr}`);
   });
   afterAll(async () => {

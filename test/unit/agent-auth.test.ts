@@ -60,7 +60,16 @@ describe("agent authentication", () => {
   });
 
   test("an unauthenticated request is refused", async () => {
-    const header = { v: 2, op: "hello", host: "h1", ts: Date.now(), nonce: "00".repeat(16), bodyBytes: 4, bodySha256: "00".repeat(32), mac: "00".repeat(32) };
+    const header = {
+      v: 2,
+      op: "hello",
+      host: "h1",
+      ts: Date.now(),
+      nonce: "00".repeat(16),
+      bodyBytes: 4,
+      bodySha256: "00".repeat(32),
+      mac: "00".repeat(32),
+    };
     const answer = await raw(`${JSON.stringify(header)}\nnull`);
     expect(answer).toEqual({ ok: false, error: "unauthenticated: the request is not signed with this cluster's secret" });
   });
@@ -84,7 +93,9 @@ describe("agent authentication", () => {
     expect((await raw("x".repeat(4 * 1024 * 1024))).error).toBe("request too large");
     // A signed header announcing a body over the limit is refused before any of the body is read.
     const huge = signRequest(secret, "h1", "relay", "x".repeat(MAX_BODY_BYTES));
-    expect((await raw(`${JSON.stringify(huge.header)}\n`)).error).toContain(`body of ${MAX_BODY_BYTES + 2} bytes is over ${MAX_BODY_BYTES}`);
+    expect((await raw(`${JSON.stringify(huge.header)}\n`)).error).toContain(
+      `body of ${MAX_BODY_BYTES + 2} bytes is over ${MAX_BODY_BYTES}`,
+    );
     expect(agent.stats().refused).toBeGreaterThan(5);
     // The agent still serves good requests.
     expect(await agentRequest(target, secret, "hello")).toMatchObject({ host: "h1" });

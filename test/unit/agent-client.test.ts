@@ -40,8 +40,12 @@ describe("agent client", () => {
 
   test("an answer that is not JSON, or not signed, is refused by name", async () => {
     const garbage = peer((socket) => void socket.write("hello there\n"));
-    await expect(agentRequest({ host: "h1", address: "127.0.0.1", port: garbage }, SECRET, "hello")).rejects.toThrow("answered with something that is not JSON");
+    await expect(agentRequest({ host: "h1", address: "127.0.0.1", port: garbage }, SECRET, "hello")).rejects.toThrow(
+      "answered with something that is not JSON",
+    );
     const unsigned = peer((socket) => void socket.write('{"ok":true}\n'));
-    await expect(agentRequest({ host: "h1", address: "127.0.0.1", port: unsigned }, SECRET, "hello")).rejects.toThrow("agent on h1 refused");
+    await expect(agentRequest({ host: "h1", address: "127.0.0.1", port: unsigned }, SECRET, "hello")).rejects.toThrow(
+      "agent on h1 refused",
+    );
   });
 });

@@ -6,11 +6,40 @@ import type { VmResult } from "../../src/vmm/vmm.ts";
 const expected = ["slice 1 0 100 aa", "slice 2 100 100 bb"];
 
 function result(console: string[], exitStatus = 0): VmResult {
-  const memory = { faults: 9, pagesFetched: 40, pagesMulticast: 3, pagesZeroFilled: 10, pagesFreeFilled: 4, pagesAllocationFilled: 1, bytesReceived: 1 };
-  const clone = (cloneId: number, host: string) => ({ name: `p.${cloneId}`, host, cloneId, pid: 1, readyMs: 12.4, restoredMs: 1, runningMs: 2, exitStatus, memory });
+  const memory = {
+    faults: 9,
+    pagesFetched: 40,
+    pagesMulticast: 3,
+    pagesZeroFilled: 10,
+    pagesFreeFilled: 4,
+    pagesAllocationFilled: 1,
+    bytesReceived: 1,
+  };
+  const clone = (cloneId: number, host: string) => ({
+    name: `p.${cloneId}`,
+    host,
+    cloneId,
+    pid: 1,
+    readyMs: 12.4,
+    restoredMs: 1,
+    runningMs: 2,
+    exitStatus,
+    memory,
+  });
   return {
     console,
-    forks: [{ parent: "p", memory: "ondemand", pausedMs: 1, descriptorMs: 1, descriptorBytes: 10, clones: [clone(1, "h1"), clone(2, "h2")], failed: [], totalMs: 20 }],
+    forks: [
+      {
+        parent: "p",
+        memory: "ondemand",
+        pausedMs: 1,
+        descriptorMs: 1,
+        descriptorBytes: 10,
+        clones: [clone(1, "h1"), clone(2, "h2")],
+        failed: [],
+        totalMs: 20,
+      },
+    ],
   } as unknown as VmResult;
 }
 

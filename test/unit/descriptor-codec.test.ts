@@ -35,11 +35,11 @@ function randomPayload(rng: Rng): Uint8Array {
       case 4: // a sparse bitmap
         for (let k = 0; k < span; k++) if (rng.bool(0.05)) out[at + k] = 1 << rng.int(0, 7);
         break;
-      default: // a short repeating pattern
-        {
-          const pattern = rng.bytes(rng.int(1, 12));
-          for (let k = 0; k < span; k++) out[at + k] = pattern[k % pattern.length]!;
-        }
+      default: {
+        // a short repeating pattern
+        const pattern = rng.bytes(rng.int(1, 12));
+        for (let k = 0; k < span; k++) out[at + k] = pattern[k % pattern.length]!;
+      }
     }
     at += span;
   }
@@ -95,7 +95,10 @@ describe("descriptor codec: WASM kernel vs TypeScript reference", () => {
           forged = new Uint8Array([...encoded, ...rng.bytes(rng.int(1, 8))]);
           break;
         default: // noise after a valid header
-          forged = new Uint8Array([...encoded.subarray(0, Math.min(encoded.length, 4 + Math.ceil(raw.length / PAGE / 8))), ...rng.bytes(rng.int(0, 200))]);
+          forged = new Uint8Array([
+            ...encoded.subarray(0, Math.min(encoded.length, 4 + Math.ceil(raw.length / PAGE / 8))),
+            ...rng.bytes(rng.int(0, 200)),
+          ]);
       }
       const fromWasm = wasmDecode(forged, raw.length);
       expect(fromWasm).toEqual(referenceDecode(forged, raw.length));
@@ -122,6 +125,38 @@ describe("descriptor codec: WASM kernel vs TypeScript reference", () => {
     const header = good.subarray(0, 5);
     expect(reason(new Uint8Array([...header, 0x10, 9, 2, 0]))).toContain("before the start");
     expect(reason(new Uint8Array([...header, 0x10, 9]))).toContain("fewer bytes");
-    expect(reason(new Uint8Array([...header, 0x1f, 9, 1, 0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0]))).toContain("more bytes");
+    expect(
+      reason(
+        new Uint8Array([
+          ...header,
+          0x1f,
+          9,
+          1,
+          0,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          255,
+          0,
+        ]),
+      ),
+    ).toContain("more bytes");
   });
 });

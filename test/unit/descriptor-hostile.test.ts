@@ -93,8 +93,15 @@ describe("hostile descriptors", () => {
     // The largest payload the header check lets through: all zeros (millions of empty sections of
     // type 0), or a valid 256 GiB metadata section followed by zeros.
     const raw = Math.floor(MAX_PAYLOAD_BYTES / BLOCK) * BLOCK;
-    const meta = { ...sampleDescriptor().meta, memorySize: 256 * 1024 * MiB, regions: [{ guestAddress: 0, size: 256 * 1024 * MiB, offset: 0 }] };
-    for (const [first, why] of [[undefined, "unknown section type 0"], [metaSection(meta), "unknown section type 0"]] as const) {
+    const meta = {
+      ...sampleDescriptor().meta,
+      memorySize: 256 * 1024 * MiB,
+      regions: [{ guestAddress: 0, size: 256 * 1024 * MiB, offset: 0 }],
+    };
+    for (const [first, why] of [
+      [undefined, "unknown section type 0"],
+      [metaSection(meta), "unknown section type 0"],
+    ] as const) {
       const bomb = zeroBomb(raw, first ?? new Uint8Array(0));
       const { growth, message } = rssGrowth(() => refusal(bomb));
       expect(message).toContain(why);
@@ -109,7 +116,9 @@ describe("hostile descriptors", () => {
     d.meta.regions = [{ guestAddress: 0, size: d.meta.memorySize, offset: 0 }];
     d.nonZeroPages = new Uint8Array(d.meta.memorySize / BLOCK / 8);
     const metaBody = new TextEncoder().encode(JSON.stringify(d.meta));
-    const sections: Array<{ type: number; body: Uint8Array }> = goodSections().map((s) => (s.type === Section.META ? { type: s.type, body: metaBody } : s));
+    const sections: Array<{ type: number; body: Uint8Array }> = goodSections().map((s) =>
+      s.type === Section.META ? { type: s.type, body: metaBody } : s,
+    );
     const bitmap = sections.findIndex((s) => s.type === 4);
     sections[bitmap] = { type: 4, body: d.nonZeroPages };
     const payload = payloadOf(sections);
@@ -123,8 +132,20 @@ describe("hostile descriptors", () => {
     const cases: Array<[unknown, string]> = [
       [[{ guestAddress: 0, size: 64 * MiB, offset: -4096 }], "offset must be"],
       [[{ guestAddress: 0, size: half, offset: 100 }], "offset must be"],
-      [[{ guestAddress: 0, size: half, offset: 0 }, { guestAddress: 4 * 1024 * MiB, size: half, offset: half / 2 }], "overlap in the backing"],
-      [[{ guestAddress: 0, size: half, offset: 0 }, { guestAddress: half / 2, size: half, offset: half }], "overlap in guest-physical space"],
+      [
+        [
+          { guestAddress: 0, size: half, offset: 0 },
+          { guestAddress: 4 * 1024 * MiB, size: half, offset: half / 2 },
+        ],
+        "overlap in the backing",
+      ],
+      [
+        [
+          { guestAddress: 0, size: half, offset: 0 },
+          { guestAddress: half / 2, size: half, offset: half },
+        ],
+        "overlap in guest-physical space",
+      ],
       [[{ guestAddress: 0, size: half, offset: 48 * MiB }], "offset must be"],
       [[{ guestAddress: 0, size: "64M", offset: 0 }], "size must be"],
       [[], "list of 1 to"],

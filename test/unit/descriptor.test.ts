@@ -98,7 +98,10 @@ describe("VM descriptor format", () => {
     (foreignBackend.meta as { backend: string }).backend = "xen";
     expect(() => encodeDescriptor(foreignBackend)).toThrow("a kvm machine state under xen metadata");
     // A descriptor that names a backend whose state this snowflock does not restore, or none it knows.
-    for (const [backend, why] of [["xen", "backend 'xen' is not one whose clones"], ["hyperv", "backend 'hyperv' is not one snowflock knows"]]) {
+    for (const [backend, why] of [
+      ["xen", "backend 'xen' is not one whose clones"],
+      ["hyperv", "backend 'hyperv' is not one snowflock knows"],
+    ]) {
       const w = new SectionWriter();
       for (const { type, body } of walkSections(openEnvelope(encodeDescriptor(sample())).payload)) {
         w.add(type, type === 1 ? new TextEncoder().encode(JSON.stringify({ ...sample().meta, backend })) : body);

@@ -60,7 +60,9 @@ describe("a VM's inbox", () => {
     const parent = family("lim", { inboxBytes: 2 * 65536 });
     // The parent's control socket, answering messages as its VMM does (src/vmm/vmm.ts).
     const server = serveControl(vmPaths("lim", runDir).socket, (request) =>
-      request.op === "message" ? parent.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64"))) : { ok: false, error: "unexpected" },
+      request.op === "message"
+        ? parent.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")))
+        : { ok: false, error: "unexpected" },
     );
     try {
       const clone = family("lim.1", {}, "lim");
@@ -97,7 +99,8 @@ describe("tickets and checkpoints", () => {
     // The machine here has nothing but memory: a capture would throw; the limit must answer first.
     expect(await call(family("checkpoints", { checkpoints: 0 }), ClusterCall.CHECKPOINT_PARENT)).toBe(GuestError.EDQUOT);
     // Releasing one this VM does not hold is a bad argument, not a crash.
-    for (const id of [0n, 1n, (1n << 64n) - 1n]) expect(await call(family("release", {}), ClusterCall.RELEASE_CHECKPOINT, id)).toBe(GuestError.EINVAL);
+    for (const id of [0n, 1n, (1n << 64n) - 1n])
+      expect(await call(family("release", {}), ClusterCall.RELEASE_CHECKPOINT, id)).toBe(GuestError.EINVAL);
   });
 });
 
@@ -139,7 +142,11 @@ describe("the console log", () => {
       const log = new ConsoleLog(vmPaths("chatty", runDir).log, { consoleMemory: 1 << 20, consoleLog: 4096 });
       log.add("first");
       const env = { ...process.env, SNOWFLOCK_RUN_DIR: runDir };
-      const follower = Bun.spawn([process.execPath, SNOWFLOCK, "logs", "chatty", "--follow"], { env, stdout: "pipe", timeout: within(60_000) });
+      const follower = Bun.spawn([process.execPath, SNOWFLOCK, "logs", "chatty", "--follow"], {
+        env,
+        stdout: "pipe",
+        timeout: within(60_000),
+      });
       const reader = follower.stdout.getReader();
       let printed = "";
       const awaitPrinted = async (line: string) => {

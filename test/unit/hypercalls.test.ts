@@ -16,7 +16,13 @@ function recorder() {
   const exits: number[] = [];
   const freeMaps: Array<[number, number]> = [];
   const allocations: Array<[number, number]> = [];
-  const host: HypercallHost = { exit: (s) => exits.push(s), consoleWrite: (b) => written.push(b), cloneId: () => 7, freePages: (address, frames) => freeMaps.push([address, frames]), allocated: (offset, pages) => allocations.push([offset, pages]) };
+  const host: HypercallHost = {
+    exit: (s) => exits.push(s),
+    consoleWrite: (b) => written.push(b),
+    cloneId: () => 7,
+    freePages: (address, frames) => freeMaps.push([address, frames]),
+    allocated: (offset, pages) => allocations.push([offset, pages]),
+  };
   return { host, written, exits, freeMaps, allocations };
 }
 

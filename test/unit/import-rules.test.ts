@@ -23,20 +23,27 @@ function write(files: Record<string, string>): void {
 function cruise(cwd: string, paths: string[]): { status: number; violations: Array<{ rule: string; from: string; to: string }> } {
   const command = [process.execPath, "--bun", join(ROOT, "node_modules/.bin/depcruise"), "--config", join(ROOT, ".dependency-cruiser.cjs")];
   const json = Bun.spawnSync([...command, "--output-type", "json", ...paths], { cwd });
-  const report = JSON.parse(json.stdout.toString()) as { summary: { violations: Array<{ rule: { name: string }; from: string; to: string }> } };
+  const report = JSON.parse(json.stdout.toString()) as {
+    summary: { violations: Array<{ rule: { name: string }; from: string; to: string }> };
+  };
   const status = Bun.spawnSync([...command, "--output-type", "err", ...paths], { cwd, stdout: "ignore", stderr: "ignore" }).exitCode;
   return { status, violations: report.summary.violations.map((v) => ({ rule: v.rule.name, from: v.from, to: v.to })) };
 }
 
 test("each rule fires on its fixture and fails the check", () => {
   write({
-    "tsconfig.json": JSON.stringify({ compilerOptions: { allowImportingTsExtensions: true, noEmit: true, module: "esnext", moduleResolution: "bundler" } }),
+    "tsconfig.json": JSON.stringify({
+      compilerOptions: { allowImportingTsExtensions: true, noEmit: true, module: "esnext", moduleResolution: "bundler" },
+    }),
     "src/errors.ts": "export class SnowflockError extends Error {}\n",
     "src/clone/a.ts": 'import { b } from "./b.ts";\nexport const a = () => b;\n',
     "src/clone/b.ts": 'import { a } from "./a.ts";\nexport const b = () => a;\n',
-    "src/sys/files.ts": 'import { SnowflockError } from "../errors.ts";\nimport { a } from "../clone/a.ts";\nexport const f = [SnowflockError, a];\n',
-    "src/cli/main.ts": 'import { helper } from "../../test/support/helper.ts";\nimport { machine } from "../backend/kvm/machine.ts";\nimport { backend } from "../backend/select.ts";\nexport const m = [helper, machine, backend];\n',
-    "src/clone/pipeline.ts": 'import { machine } from "../backend/kvm/machine.ts";\nimport type { Machine } from "../backend/backend.ts";\nexport const p: Machine = machine;\n',
+    "src/sys/files.ts":
+      'import { SnowflockError } from "../errors.ts";\nimport { a } from "../clone/a.ts";\nexport const f = [SnowflockError, a];\n',
+    "src/cli/main.ts":
+      'import { helper } from "../../test/support/helper.ts";\nimport { machine } from "../backend/kvm/machine.ts";\nimport { backend } from "../backend/select.ts";\nexport const m = [helper, machine, backend];\n',
+    "src/clone/pipeline.ts":
+      'import { machine } from "../backend/kvm/machine.ts";\nimport type { Machine } from "../backend/backend.ts";\nexport const p: Machine = machine;\n',
     "src/backend/kvm/machine.ts": "export const machine = 1;\n",
     "src/backend/backend.ts": "export type Machine = number;\n",
     "src/backend/select.ts": 'import { machine } from "./kvm/machine.ts";\nexport const backend = machine;\n',
@@ -52,7 +59,10 @@ test("each rule fires on its fixture and fails the check", () => {
   expect(found("sys-imports-nothing-of-ours")).toEqual(["src/sys/files.ts -> src/clone/a.ts"]);
   expect(found("no-test-code-in-the-binary")).toEqual(["src/cli/main.ts -> test/support/helper.ts"]);
   // src/clone reaching into the KVM backend fires; the seam (backend.ts, select.ts) does not.
-  expect(found("no-backend-internals-above-the-backend").sort()).toEqual(["src/cli/main.ts -> src/backend/kvm/machine.ts", "src/clone/pipeline.ts -> src/backend/kvm/machine.ts"]);
+  expect(found("no-backend-internals-above-the-backend").sort()).toEqual([
+    "src/cli/main.ts -> src/backend/kvm/machine.ts",
+    "src/clone/pipeline.ts -> src/backend/kvm/machine.ts",
+  ]);
   expect(status).not.toBe(0);
 }, 60_000);
 

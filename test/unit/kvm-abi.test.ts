@@ -40,13 +40,9 @@ function isLayout(v: unknown): v is StructLayout {
 
 const exports: [string, unknown][] = Object.entries(abi as Record<string, unknown>);
 
-const layouts = exports
-  .filter((e): e is [string, StructLayout] => isLayout(e[1]))
-  .sort(([a], [b]) => a.localeCompare(b));
+const layouts = exports.filter((e): e is [string, StructLayout] => isLayout(e[1])).sort(([a], [b]) => a.localeCompare(b));
 
-const numbers = exports.filter(
-  (e): e is [string, number] => e[0].startsWith("KVM_") && typeof e[1] === "number",
-);
+const numbers = exports.filter((e): e is [string, number] => e[0].startsWith("KVM_") && typeof e[1] === "number");
 
 const ioctlComments: IoctlComment[] = parseIoctlComments(await Bun.file(SOURCE_URL).text());
 const commented = new Set(ioctlComments.map((c) => c.name));
@@ -185,9 +181,7 @@ describe.skipIf(skipReason !== undefined)(title, () => {
       test(`${c.name} equals the header's macro`, () => {
         const header = probed.get(macro(c.name));
         // Received: abi.ts; Expected: the header.
-        expect(`${c.name} = ${hex(ours)}`).toBe(
-          `${c.name} = ${header === undefined ? "not defined in <linux/kvm.h>" : hex(header)}`,
-        );
+        expect(`${c.name} = ${hex(ours)}`).toBe(`${c.name} = ${header === undefined ? "not defined in <linux/kvm.h>" : hex(header)}`);
       });
     }
   });

@@ -2,7 +2,13 @@
 import { describe, expect, test } from "bun:test";
 import { closeSync, constants, openSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { decodeLaunchRecord, encodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES, readLaunchRecord } from "../../src/clone/launch-record.ts";
+import {
+  decodeLaunchRecord,
+  encodeLaunchRecord,
+  type LaunchRecord,
+  MAX_LAUNCH_RECORD_BYTES,
+  readLaunchRecord,
+} from "../../src/clone/launch-record.ts";
 import { SnowflockError } from "../../src/errors.ts";
 import { formatPageServer } from "../../src/memory/page-server-address.ts";
 import { testRunDir } from "../support/cli.ts";
@@ -14,8 +20,21 @@ const cluster = { inventory: "/run/sf/cluster.json", host: "h2", placement: { we
 const file = { kind: "file" as const, path: "/run/sf/web.sfd" };
 const records: LaunchRecord[] = [
   { parent: "web", cloneId: 1, descriptor: file, memory: { kind: "cow", imagePath: "/proc/42/fd/9" }, heuristicsOff: [] },
-  { parent: "web", cloneId: 2, descriptor: file, memory: { kind: "ondemand", server: { kind: "unix", path: "/run/sf/web.sock" } }, heuristicsOff: ["prefetch"] },
-  { parent: "web", cloneId: 3, descriptor: file, memory: { kind: "ondemand", server: { kind: "tcp", address: "10.77.0.1", port: 4000, token } }, cluster, heuristicsOff: [] },
+  {
+    parent: "web",
+    cloneId: 2,
+    descriptor: file,
+    memory: { kind: "ondemand", server: { kind: "unix", path: "/run/sf/web.sock" } },
+    heuristicsOff: ["prefetch"],
+  },
+  {
+    parent: "web",
+    cloneId: 3,
+    descriptor: file,
+    memory: { kind: "ondemand", server: { kind: "tcp", address: "10.77.0.1", port: 4000, token } },
+    cluster,
+    heuristicsOff: [],
+  },
   {
     parent: "web",
     cloneId: 4,
@@ -67,14 +86,26 @@ describe("launch record", () => {
       ["descriptor path empty", (r) => (r.descriptor = { kind: "file", path: "" }), /descriptor.path must be a path/],
       ["descriptor path with NUL", (r) => (r.descriptor = { kind: "file", path: "/a\0b" }), /descriptor.path must be a path/],
       ["mcdist descriptor, bad digest", (r) => (r.descriptor = { kind: "mcdist", bytes: 10, sha256: "zz" }), /sha256/],
-      ["mcdist descriptor without an mcdist server", (r) => (r.descriptor = { kind: "mcdist", bytes: 10, sha256: "ab".repeat(32) }), /needs an mcdist memory server/],
+      [
+        "mcdist descriptor without an mcdist server",
+        (r) => (r.descriptor = { kind: "mcdist", bytes: 10, sha256: "ab".repeat(32) }),
+        /needs an mcdist memory server/,
+      ],
       ["memory of an unknown kind", (r) => (r.memory = { kind: "floppy" }), /memory.kind/],
       ["memory server not text", (r) => (r.memory = { kind: "ondemand", server: { kind: "tcp" } }), /memory.server/],
-      ["memory server with a short token", (r) => (r.memory = { kind: "ondemand", server: "tcp:10.0.0.1:80:abcd" }), /bad memory-server address/],
+      [
+        "memory server with a short token",
+        (r) => (r.memory = { kind: "ondemand", server: "tcp:10.0.0.1:80:abcd" }),
+        /bad memory-server address/,
+      ],
       ["heuristicsOff a string", (r) => (r.heuristicsOff = "prefetch"), /heuristicsOff must be a list/],
       ["heuristicsOff unknown", (r) => (r.heuristicsOff = ["telepathy"]), /unknown heuristic 'telepathy'/],
       ["cluster not an object", (r) => (r.cluster = "h2"), /bad cluster environment: not an object/],
-      ["cluster placement wrong", (r) => (r.cluster = { ...cluster, placement: [] }), /bad cluster environment: placement must be an object/],
+      [
+        "cluster placement wrong",
+        (r) => (r.cluster = { ...cluster, placement: [] }),
+        /bad cluster environment: placement must be an object/,
+      ],
       ["cluster with an extra field", (r) => (r.cluster = { ...cluster, secret: "x" }), /bad cluster environment: unknown field 'secret'/],
       ["an unknown field", (r) => (r.env = { LD_PRELOAD: "/x.so" }), /unknown field 'env'/],
       ["another version", (r) => (r.v = 2), /version must be 1/],
@@ -87,7 +118,8 @@ describe("launch record", () => {
   });
 
   test("what is not a JSON object, empty or oversized input is refused before it is parsed", () => {
-    for (const text of ["", "null", "[1]", '"web"', "{", "\u0000"]) expect(refusal(new TextEncoder().encode(text))).toMatch(/^bad launch record: /);
+    for (const text of ["", "null", "[1]", '"web"', "{", "\u0000"])
+      expect(refusal(new TextEncoder().encode(text))).toMatch(/^bad launch record: /);
     expect(refusal(new Uint8Array([0x7b, 0xff, 0x7d]))).toMatch(/not UTF-8 JSON/);
     const padded = valid();
     padded.parent = "web";
@@ -121,7 +153,9 @@ describe("launch record", () => {
     };
     expect(readLaunchRecord(fifo(encodeLaunchRecord(records[3]!)))).toEqual(records[3]!);
     expect(() => readLaunchRecord(fifo(new Uint8Array()))).toThrow("bad launch record: it is empty");
-    expect(() => readLaunchRecord(fifo(new Uint8Array(MAX_LAUNCH_RECORD_BYTES + 100)))).toThrow(`more than ${MAX_LAUNCH_RECORD_BYTES} bytes`);
+    expect(() => readLaunchRecord(fifo(new Uint8Array(MAX_LAUNCH_RECORD_BYTES + 100)))).toThrow(
+      `more than ${MAX_LAUNCH_RECORD_BYTES} bytes`,
+    );
     const file = join(dir, "record.json");
     writeFileSync(file, encodeLaunchRecord(records[0]!));
     expect(() => readLaunchRecord(openSync(file, "r"))).toThrow("bad launch record: nothing was handed over on fd");

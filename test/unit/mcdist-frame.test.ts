@@ -22,7 +22,15 @@ describe("mcdist frames", () => {
   });
 
   test("Ethernet padding after the payload is ignored", () => {
-    const small: Frame = { type: FrameType.REQUEST, family: 1, sequence: 1, object: 5n, fragment: 0, fragments: 1, payload: new Uint8Array([1, 2]) };
+    const small: Frame = {
+      type: FrameType.REQUEST,
+      family: 1,
+      sequence: 1,
+      object: 5n,
+      fragment: 0,
+      fragments: 1,
+      payload: new Uint8Array([1, 2]),
+    };
     const padded = new Uint8Array(64);
     padded.set(encodeFrame(small));
     expect(decodeFrame(padded, 1)).toMatchObject({ frame: { object: 5n, payload: new Uint8Array([1, 2]) } });
@@ -33,7 +41,14 @@ describe("mcdist frames", () => {
     expect(decodeFrame(good, 43)).toEqual({ dropped: "family" });
     expect(decodeFrame(good.subarray(0, 20), 42)).toEqual({ dropped: "short" });
     expect(decodeFrame(good.subarray(0, FRAME_HEADER_SIZE + 100), 42)).toEqual({ dropped: "length" });
-    for (const [at, reason] of [[0, "magic"], [2, "version"], [3, "type"], [40, "checksum"], [14, "checksum"], [29, "checksum"]] as const) {
+    for (const [at, reason] of [
+      [0, "magic"],
+      [2, "version"],
+      [3, "type"],
+      [40, "checksum"],
+      [14, "checksum"],
+      [29, "checksum"],
+    ] as const) {
       const bad = good.slice();
       bad[at]! ^= 0x5a;
       const received = bad.slice();
@@ -41,7 +56,15 @@ describe("mcdist frames", () => {
       expect(bad).toEqual(received); // the CRC is checked in place and put back
     }
     // A forged frame with a correct checksum but impossible fragment numbers.
-    const forged = encodeFrame({ type: FrameType.PAGE, family: 42, sequence: 1, object: 1n, fragment: 5, fragments: 3, payload: new Uint8Array(8) });
+    const forged = encodeFrame({
+      type: FrameType.PAGE,
+      family: 42,
+      sequence: 1,
+      object: 1n,
+      fragment: 5,
+      fragments: 3,
+      payload: new Uint8Array(8),
+    });
     expect(decodeFrame(forged, 42)).toEqual({ dropped: "fragment" });
     const random = Uint8Array.from({ length: 1500 }, () => Math.floor(Math.random() * 256));
     expect("dropped" in decodeFrame(random, 42)).toBe(true);

@@ -27,7 +27,17 @@ let server: McdistServer;
 const clients: McdistClient[] = [];
 
 function open(extra: Partial<McdistClientOptions> = {}): McdistClient {
-  const client = McdistClient.open({ transport, server: server.endpoint, family, key, pageCount: PAGES, mtu: 1500, timeoutMs: 2000, wakeFd: -1, ...extra });
+  const client = McdistClient.open({
+    transport,
+    server: server.endpoint,
+    family,
+    key,
+    pageCount: PAGES,
+    mtu: 1500,
+    timeoutMs: 2000,
+    wakeFd: -1,
+    ...extra,
+  });
   clients.push(client);
   return client;
 }
@@ -57,7 +67,8 @@ describe("mcdist over loopback UDP", () => {
     for (const [p, data] of extras) expect(data).toEqual(page(p));
     expect(sibling.stats().pagesReceivedUnasked).toBe(4);
     // The server thread counts a page after sending it, so its counters may trail what arrived.
-    for (const deadline = performance.now() + 2000; server.stats().pagesSent < asked.length && performance.now() < deadline; ) Bun.sleepSync(1);
+    for (const deadline = performance.now() + 2000; server.stats().pagesSent < asked.length && performance.now() < deadline; )
+      Bun.sleepSync(1);
     // One request, unless the machine was slow enough for the client to retry.
     expect(server.stats().requests).toBe(1 + client.stats().retries);
     expect(server.stats().pagesSent).toBe(client.stats().retries === 0 ? 4 : server.stats().pagesSent);
@@ -74,7 +85,8 @@ describe("mcdist over loopback UDP", () => {
     fetchAll(open());
     await Bun.sleep(300); // long enough that the server sends the pages again for a newcomer
     fetchAll(open());
-    for (const deadline = performance.now() + 2000; server.stats().pagesSent < 2 * PAGES && performance.now() < deadline; ) await Bun.sleep(5);
+    for (const deadline = performance.now() + 2000; server.stats().pagesSent < 2 * PAGES && performance.now() < deadline; )
+      await Bun.sleep(5);
     expect(idle.fetch([7])[0]).toEqual(page(7));
     idle.drain();
     const dropped = idle.stats().framesDropped;
@@ -86,7 +98,15 @@ describe("mcdist over loopback UDP", () => {
   test("a descriptor arrives in tagged chunks and must have the digest the clone order named", async () => {
     const descriptor = crypto.getRandomValues(new Uint8Array(100_000));
     const digest = new Bun.CryptoHasher("sha256").update(descriptor).digest("hex");
-    const withDescriptor = await startMcdistServer({ imageFd, size: image.byteLength, family: family + 1, key, transport: { ...transport, port: transport.port! + 1 }, mtu: 1500, descriptor });
+    const withDescriptor = await startMcdistServer({
+      imageFd,
+      size: image.byteLength,
+      family: family + 1,
+      key,
+      transport: { ...transport, port: transport.port! + 1 },
+      mtu: 1500,
+      descriptor,
+    });
     try {
       const options = { transport: { ...transport, port: transport.port! + 1 }, server: withDescriptor.endpoint, family: family + 1 };
       const client = open(options);
@@ -94,7 +114,9 @@ describe("mcdist over loopback UDP", () => {
       // Every byte crossed once at least, in frames of at most the MTU.
       expect(withDescriptor.stats().framesSent).toBeGreaterThanOrEqual(Math.ceil(descriptor.byteLength / 1500));
       const other = open(options);
-      expect(() => other.fetchDescriptor(descriptor.byteLength, "00".repeat(32))).toThrow(/the descriptor received by multicast has 100000 bytes and SHA-256 [0-9a-f]{16}…; the clone order named 100000 bytes and 0000000000000000…/);
+      expect(() => other.fetchDescriptor(descriptor.byteLength, "00".repeat(32))).toThrow(
+        /the descriptor received by multicast has 100000 bytes and SHA-256 [0-9a-f]{16}…; the clone order named 100000 bytes and 0000000000000000…/,
+      );
       expect(() => other.fetchDescriptor(65 * 32 * 1024, digest)).toThrow(RangeError);
     } finally {
       await withDescriptor.close();
@@ -163,7 +185,10 @@ describe("mcdist over loopback UDP", () => {
       error = e;
     }
     const elapsed = performance.now() - started;
-    expect(error).toMatchObject({ code: "MEMORY", message: expect.stringMatching(/^the mcdist server at 127\.0\.0\.1:9 did not answer page 3 within 600 ms \(\d+ retries\)$/) });
+    expect(error).toMatchObject({
+      code: "MEMORY",
+      message: expect.stringMatching(/^the mcdist server at 127\.0\.0\.1:9 did not answer page 3 within 600 ms \(\d+ retries\)$/),
+    });
     expect(elapsed).toBeGreaterThanOrEqual(600);
     expect(elapsed).toBeLessThan(900);
     expect(client.stats().unicastFallbacks).toBe(1);

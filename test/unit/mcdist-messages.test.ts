@@ -82,7 +82,12 @@ describe("mcdist transport naming", () => {
   });
 
   test("specs from JSON are checked", () => {
-    expect(checkTransportSpec({ kind: "udp", interface: "eth0", address: "10.77.0.11" })).toEqual({ kind: "udp", interface: "eth0", address: "10.77.0.11", port: 7789 });
+    expect(checkTransportSpec({ kind: "udp", interface: "eth0", address: "10.77.0.11" })).toEqual({
+      kind: "udp",
+      interface: "eth0",
+      address: "10.77.0.11",
+      port: 7789,
+    });
     expect(checkTransportSpec({ kind: "packet", interface: "eth0" })).toEqual({ kind: "packet", interface: "eth0" });
     expect(() => checkTransportSpec({ kind: "packet", interface: "../etc" })).toThrow(/interface/);
     expect(() => checkTransportSpec({ kind: "udp", interface: "eth0", address: "10.77.0" })).toThrow(/IPv4/);

@@ -87,7 +87,12 @@ describe("mcdist reassembly", () => {
     expect(r.pending).toBe(3);
     expect(r.counters.evicted).toBe(1);
     // Page 1 was evicted: its remaining fragments start over and never complete.
-    expect(sends[0]!.slice(1).map((f) => r.add(f)).every((x) => x === undefined)).toBe(true);
+    expect(
+      sends[0]!
+        .slice(1)
+        .map((f) => r.add(f))
+        .every((x) => x === undefined),
+    ).toBe(true);
     // Page 4 is still there and completes.
     let done: Uint8Array | undefined;
     for (const f of sends[3]!.slice(1)) done = r.add(f) ?? done;

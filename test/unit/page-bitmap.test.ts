@@ -61,7 +61,7 @@ class Rng extends BaseRng {
   }
 }
 
-const BASE_SEED = Number(process.env["PAGE_BITMAP_SEED"] ?? 0x5eed_f10c) >>> 0;
+const BASE_SEED = Number(process.env.PAGE_BITMAP_SEED ?? 0x5eed_f10c) >>> 0;
 
 /** A random bitmap and its reference twin. */
 function randomPair(rng: Rng, size: number): [PageBitmap, RefBitmap] {
@@ -260,7 +260,7 @@ describe("PageBitmap edge cases", () => {
       expect(bm.popcount()).toBe(size);
       const bytes = bm.toBytes();
       expect(bytes.length).toBe(Math.ceil(size / 8));
-      expect(bytes[bytes.length - 1]).toBe(size % 8 === 0 ? 0xff : (1 << size % 8) - 1);
+      expect(bytes[bytes.length - 1]).toBe(size % 8 === 0 ? 0xff : (1 << (size % 8)) - 1);
       expect(bm.nextClear(0)).toBe(-1);
       // OR with a full bitmap must not leak into the tail either.
       const full = new PageBitmap(size).setAll();

@@ -19,7 +19,7 @@ if (!existsSync(WASM_FILE)) {
 }
 const { WasmReassembly, instantiateReassemblyKernel, ReassemblyStatus } = await import("../../src/wasm/reassembly.ts");
 
-const BASE_SEED = Number(process.env["REASSEMBLY_SEED"] ?? 0x0f1a_5eed) >>> 0;
+const BASE_SEED = Number(process.env.REASSEMBLY_SEED ?? 0x0f1a_5eed) >>> 0;
 const PAGE_OBJECT = 4112;
 const OBJECTS = [0n, 1n, 2n, 3n, 7n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n];
 
@@ -185,7 +185,9 @@ describe("WasmReassembly matches the TypeScript Reassembly", () => {
         const key = `${object}/${sequence}`;
         let frames = sends.get(key);
         if (frames === undefined || frames.length === 0) {
-          frames = rng.shuffle(fragment(FrameType.PAGE, 9, sequence, object, rng.bytes(rng.int(1, PAGE_OBJECT)), rng.pick([1500, 1000, 600])));
+          frames = rng.shuffle(
+            fragment(FrameType.PAGE, 9, sequence, object, rng.bytes(rng.int(1, PAGE_OBJECT)), rng.pick([1500, 1000, 600])),
+          );
           sends.set(key, frames);
         }
         feed(p, rng.bool(0.05) ? frames[0]! : frames.pop()!, what);
@@ -197,8 +199,23 @@ describe("WasmReassembly matches the TypeScript Reassembly", () => {
   });
 
   test("edge cases: single fragments, zero fragments, empty payloads, maxPartial 0, maxObjectBytes 0", () => {
-    const frame = (o: Partial<Frame>): Frame => ({ type: FrameType.PAGE, family: 9, sequence: 1, object: 5n, fragment: 0, fragments: 2, payload: new Uint8Array(10), ...o });
-    for (const [maxPartial, maxObjectBytes] of [[0, 4112], [1, 0], [0, 0], [2, 20], [1, 4112]] as const) {
+    const frame = (o: Partial<Frame>): Frame => ({
+      type: FrameType.PAGE,
+      family: 9,
+      sequence: 1,
+      object: 5n,
+      fragment: 0,
+      fragments: 2,
+      payload: new Uint8Array(10),
+      ...o,
+    });
+    for (const [maxPartial, maxObjectBytes] of [
+      [0, 4112],
+      [1, 0],
+      [0, 0],
+      [2, 20],
+      [1, 4112],
+    ] as const) {
       const p = pair(maxPartial, maxObjectBytes);
       const what = `maxPartial ${maxPartial} maxObjectBytes ${maxObjectBytes}`;
       const frames: Frame[] = [
@@ -226,11 +243,16 @@ describe("WasmReassembly matches the TypeScript Reassembly", () => {
   test("a result is a view until the next add (no copy per page): a copy taken then stays intact", () => {
     const r = new WasmReassembly({ maxPartial: 4, maxObjectBytes: PAGE_OBJECT });
     const data = Uint8Array.from({ length: PAGE_OBJECT }, (_, i) => i & 0xff);
-    const first = fragment(FrameType.PAGE, 9, 1, 1n, data, 1500).map((f) => r.add(f)).find((x) => x !== undefined)!;
+    const first = fragment(FrameType.PAGE, 9, 1, 1n, data, 1500)
+      .map((f) => r.add(f))
+      .find((x) => x !== undefined)!;
     expect(first).toEqual(data);
     const kept = first.slice();
     const other = data.map((b) => b ^ 0x5a);
-    const second = fragment(FrameType.PAGE, 9, 1, 2n, other, 1500).reverse().map((f) => r.add(f)).find((x) => x !== undefined)!;
+    const second = fragment(FrameType.PAGE, 9, 1, 2n, other, 1500)
+      .reverse()
+      .map((f) => r.add(f))
+      .find((x) => x !== undefined)!;
     expect(second).toEqual(other);
     expect(kept).toEqual(data);
     const single = Uint8Array.of(1, 2, 3);

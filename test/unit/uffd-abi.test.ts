@@ -21,17 +21,33 @@ const exported = Object.entries(uffd as Record<string, unknown>);
 const layouts = exported.filter((e): e is [string, StructLayout] => typeof e[1] === "object" && e[1] !== null && "cType" in e[1]);
 const constants = exported.filter((e): e is [string, number] => typeof e[1] === "number" && !commented.has(e[0]));
 /** libc constants the memtap path uses, by their C names. */
-const LIBC = { SYS_userfaultfd: "__NR_userfaultfd", AF_UNIX: "AF_UNIX", SOCK_STREAM: "SOCK_STREAM", SOCK_CLOEXEC: "SOCK_CLOEXEC", MSG_NOSIGNAL: "MSG_NOSIGNAL", EEXIST: "EEXIST", EAGAIN: "EAGAIN", EINTR: "EINTR" } as const;
+const LIBC = {
+  SYS_userfaultfd: "__NR_userfaultfd",
+  AF_UNIX: "AF_UNIX",
+  SOCK_STREAM: "SOCK_STREAM",
+  SOCK_CLOEXEC: "SOCK_CLOEXEC",
+  MSG_NOSIGNAL: "MSG_NOSIGNAL",
+  EEXIST: "EEXIST",
+  EAGAIN: "EAGAIN",
+  EINTR: "EINTR",
+} as const;
 
 const required = process.env.SNOWFLOCK_REQUIRE_KVM === "1";
 function gccUnavailable(): string | undefined {
   if (process.platform !== "linux" || process.arch !== "x64") return `uffd.ts is x86-64 Linux, this is ${process.platform}/${process.arch}`;
   if (!Bun.which("gcc")) return "gcc not found on PATH";
-  const pre = Bun.spawnSync(["gcc", "-E", "-x", "c", "-o", "/dev/null", "-"], { stdin: new TextEncoder().encode("#include <linux/userfaultfd.h>\n"), stdout: "ignore", stderr: "pipe" });
+  const pre = Bun.spawnSync(["gcc", "-E", "-x", "c", "-o", "/dev/null", "-"], {
+    stdin: new TextEncoder().encode("#include <linux/userfaultfd.h>\n"),
+    stdout: "ignore",
+    stderr: "pipe",
+  });
   return pre.exitCode === 0 ? undefined : "gcc cannot find <linux/userfaultfd.h>";
 }
 const skipReason = gccUnavailable();
-if (skipReason && required) test("<linux/userfaultfd.h> checks can run (SNOWFLOCK_REQUIRE_KVM=1)", () => { throw new Error(skipReason); });
+if (skipReason && required)
+  test("<linux/userfaultfd.h> checks can run (SNOWFLOCK_REQUIRE_KVM=1)", () => {
+    throw new Error(skipReason);
+  });
 
 describe.skipIf(skipReason !== undefined)("uffd.ts vs <linux/userfaultfd.h>", () => {
   const layoutChecks = new Map(layouts.map(([name, l]) => [name, layoutExpressions(l)]));
@@ -55,7 +71,14 @@ describe.skipIf(skipReason !== undefined)("uffd.ts vs <linux/userfaultfd.h>", ()
   }
 
   test("every ioctl is commented with its encoding", () => {
-    expect(ioctls.map((c) => c.name).sort()).toEqual(["UFFDIO_API", "UFFDIO_COPY", "UFFDIO_REGISTER", "UFFDIO_UNREGISTER", "UFFDIO_WAKE", "UFFDIO_ZEROPAGE"]);
+    expect(ioctls.map((c) => c.name).sort()).toEqual([
+      "UFFDIO_API",
+      "UFFDIO_COPY",
+      "UFFDIO_REGISTER",
+      "UFFDIO_UNREGISTER",
+      "UFFDIO_WAKE",
+      "UFFDIO_ZEROPAGE",
+    ]);
   });
 
   for (const c of ioctls) {
@@ -69,11 +92,14 @@ describe.skipIf(skipReason !== undefined)("uffd.ts vs <linux/userfaultfd.h>", ()
 
   test("constants equal the header's", () => {
     const ours: Record<string, number | string> = Object.fromEntries(constants);
-    const header = Object.fromEntries(constants.map(([n]) => [n, probed.has(macro(n)) ? Number(probed.get(macro(n))) : "not in the header"]));
+    const header = Object.fromEntries(
+      constants.map(([n]) => [n, probed.has(macro(n)) ? Number(probed.get(macro(n))) : "not in the header"]),
+    );
     expect(ours).toEqual(header);
   });
 
   test("libc constants memtap relies on", () => {
+    // biome-ignore lint/performance/noDynamicNamespaceImportAccess: every constant, compared with C's
     const ours = Object.fromEntries(Object.keys(LIBC).map((k) => [k, consts[k as keyof typeof LIBC]]));
     const header = Object.fromEntries(Object.entries(LIBC).map(([k, c]) => [k, Number(probed.get(macro(c)))]));
     expect(ours).toEqual(header);
@@ -92,13 +118,23 @@ function openUffd(): number | string {
 const probeFd = openUffd();
 if (typeof probeFd === "number") close(probeFd);
 const liveSkip = typeof probeFd === "string" ? `userfaultfd unavailable: ${probeFd}` : undefined;
-if (liveSkip && required) test("userfaultfd works (SNOWFLOCK_REQUIRE_KVM=1)", () => { throw new Error(liveSkip); });
+if (liveSkip && required)
+  test("userfaultfd works (SNOWFLOCK_REQUIRE_KVM=1)", () => {
+    throw new Error(liveSkip);
+  });
 
 describe.skipIf(liveSkip !== undefined)("userfaultfd wrappers", () => {
   test("register, copy, zero page, EEXIST on a page already there, unregister", () => {
     const fd = uffd.userfaultfd(consts.O_CLOEXEC | consts.O_NONBLOCK);
     const size = 4 * 4096;
-    const address = mmap(0, size, consts.PROT_READ | consts.PROT_WRITE, consts.MAP_PRIVATE | consts.MAP_ANONYMOUS | consts.MAP_NORESERVE, -1, 0);
+    const address = mmap(
+      0,
+      size,
+      consts.PROT_READ | consts.PROT_WRITE,
+      consts.MAP_PRIVATE | consts.MAP_ANONYMOUS | consts.MAP_NORESERVE,
+      -1,
+      0,
+    );
     try {
       const api = uffd.uffdApi(fd, 0);
       expect(api.ioctls & (1n << BigInt(uffd._UFFDIO_REGISTER))).not.toBe(0n);

@@ -36,7 +36,9 @@ describe("workload requests", () => {
   test("an unknown workload names the known ones", () => {
     const e = errorOf(() => parseWorkload("bogus", []));
     expect(e.code).toBe("WORKLOAD");
-    expect(e.render()).toBe("unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)");
+    expect(e.render()).toBe(
+      "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)",
+    );
   });
 
   test("a bad size is one clear line", () => {

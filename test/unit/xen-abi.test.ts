@@ -26,7 +26,9 @@ const HEADERS = [
 ];
 
 function isLayout(v: unknown): v is StructLayout {
-  return typeof v === "object" && v !== null && typeof (v as StructLayout).cType === "string" && typeof (v as StructLayout).size === "number";
+  return (
+    typeof v === "object" && v !== null && typeof (v as StructLayout).cType === "string" && typeof (v as StructLayout).size === "number"
+  );
 }
 
 const exported = Object.entries(abi as Record<string, unknown>);
@@ -41,7 +43,11 @@ const value = (expr: string) => `value(${expr})`;
 function unavailable(): string | undefined {
   if (process.platform !== "linux" || process.arch !== "x64") return `abi.ts is x86-64 Linux, this is ${process.platform}/${process.arch}`;
   if (!Bun.which("gcc")) return "gcc not found on PATH";
-  const pre = Bun.spawnSync(["gcc", "-E", "-x", "c", "-o", "/dev/null", "-"], { stdin: new TextEncoder().encode("#include <xenctrl.h>\n"), stdout: "ignore", stderr: "pipe" });
+  const pre = Bun.spawnSync(["gcc", "-E", "-x", "c", "-o", "/dev/null", "-"], {
+    stdin: new TextEncoder().encode("#include <xenctrl.h>\n"),
+    stdout: "ignore",
+    stderr: "pipe",
+  });
   if (pre.exitCode !== 0) return "gcc cannot find <xenctrl.h> (install Debian's libxen-dev)";
   return undefined;
 }
@@ -67,7 +73,9 @@ describe("release lookup (no headers needed)", () => {
       error = e;
     }
     expect(isXenUnavailable(error)).toBe(true);
-    expect((error as Error).message).toBe("this hypervisor is Xen 4.18, but snowflock's Xen bindings know only Xen 4.17 (domctl interface 0x15)");
+    expect((error as Error).message).toBe(
+      "this hypervisor is Xen 4.18, but snowflock's Xen bindings know only Xen 4.17 (domctl interface 0x15)",
+    );
   });
 
   test("every release has the same shape and a distinct domctl interface version", () => {
@@ -85,7 +93,8 @@ if (skipReason && required) {
 
 const releases = Object.values(abi.XEN_RELEASES);
 /** The release the installed headers are from, found by their domctl interface version. */
-const headerDomctl = skipReason === undefined ? (await probeC(HEADERS, [{ name: "domctl", expr: "XEN_DOMCTL_INTERFACE_VERSION" }])).get("domctl") : undefined;
+const headerDomctl =
+  skipReason === undefined ? (await probeC(HEADERS, [{ name: "domctl", expr: "XEN_DOMCTL_INTERFACE_VERSION" }])).get("domctl") : undefined;
 const headerRelease = releases.find((r) => BigInt(r.constants.XEN_DOMCTL_INTERFACE_VERSION) === headerDomctl);
 
 const title = skipReason === undefined ? "abi.ts vs libxen-dev" : `abi.ts vs libxen-dev (skipped: ${skipReason})`;
@@ -110,7 +119,9 @@ describe.skipIf(skipReason !== undefined)(title, () => {
   });
 
   test("the headers are from a release abi.ts knows", () => {
-    const found = headerRelease ? `Xen ${headerRelease.release}` : `no entry in XEN_RELEASES for XEN_DOMCTL_INTERFACE_VERSION 0x${headerDomctl?.toString(16)}`;
+    const found = headerRelease
+      ? `Xen ${headerRelease.release}`
+      : `no entry in XEN_RELEASES for XEN_DOMCTL_INTERFACE_VERSION 0x${headerDomctl?.toString(16)}`;
     expect(found).toBe(`Xen ${headerRelease?.release ?? "?"}`);
   });
 

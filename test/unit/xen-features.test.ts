@@ -19,7 +19,18 @@ interface Answers {
 
 function host(a: Answers): FeatureSource {
   const physinfo = {
-    virtCaps: { pv: true, hvm: true, hap: a.hap ?? true, shadow: false, directio: false, iommuHapPtShare: false, vmtrace: false, vpmu: false, gnttabV1: true, gnttabV2: true },
+    virtCaps: {
+      pv: true,
+      hvm: true,
+      hap: a.hap ?? true,
+      shadow: false,
+      directio: false,
+      iommuHapPtShare: false,
+      vmtrace: false,
+      vpmu: false,
+      gnttabV1: true,
+      gnttabV2: true,
+    },
     cpu: { vmx: a.vmx ?? false, svm: a.svm ?? !(a.vmx ?? false) },
   } as XenPhysinfo;
   return {
@@ -33,8 +44,14 @@ function host(a: Answers): FeatureSource {
 describe("xenFeatures", () => {
   test("Debian's build (neither option): both unavailable, eager clone memory", () => {
     const f = xenFeatures(host({ sharing: XEN_ENOSYS, paging: XEN_ENOSYS }));
-    expect(f.memSharingFork).toEqual({ available: false, reason: "this Xen is built without memory sharing (CONFIG_MEM_SHARING): XENMEM_sharing_op answers ENOSYS" });
-    expect(f.paging).toEqual({ available: false, reason: "this Xen is built without memory paging (CONFIG_MEM_PAGING): XENMEM_paging_op answers ENOSYS" });
+    expect(f.memSharingFork).toEqual({
+      available: false,
+      reason: "this Xen is built without memory sharing (CONFIG_MEM_SHARING): XENMEM_sharing_op answers ENOSYS",
+    });
+    expect(f.paging).toEqual({
+      available: false,
+      reason: "this Xen is built without memory paging (CONFIG_MEM_PAGING): XENMEM_paging_op answers ENOSYS",
+    });
     expect(f.cloneMemory).toBe("eager");
     expect([f.pv, f.hvm, f.hap, f.shadow]).toEqual([true, true, true, false]);
   });
@@ -65,8 +82,14 @@ describe("xenFeatures", () => {
 
   test("an unexpected answer is unknown, with the errno, never a guess", () => {
     const f = xenFeatures(host({ sharing: 13, paging: 0 }));
-    expect(f.memSharingFork).toEqual({ available: "unknown", reason: "XENMEM_sharing_op on DOMID_INVALID answered EACCES, neither ENOSYS nor ESRCH" });
-    expect(f.paging).toEqual({ available: "unknown", reason: "XENMEM_paging_op on DOMID_INVALID answered success, neither ENOSYS nor ESRCH" });
+    expect(f.memSharingFork).toEqual({
+      available: "unknown",
+      reason: "XENMEM_sharing_op on DOMID_INVALID answered EACCES, neither ENOSYS nor ESRCH",
+    });
+    expect(f.paging).toEqual({
+      available: "unknown",
+      reason: "XENMEM_paging_op on DOMID_INVALID answered success, neither ENOSYS nor ESRCH",
+    });
     expect(f.cloneMemory).toBe("eager");
   });
 });

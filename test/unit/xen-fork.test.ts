@@ -41,8 +41,16 @@ describe("a clone never writes its parent's disk", () => {
   });
 
   test("a writable disk refuses the fork, naming it", () => {
-    const config = { ...parent, disks: [{ vdev: "xvda", pdev_path: "/img/root.img", readwrite: 1 }, { vdev: "xvdb", pdev_path: "/img/ro.img" }] };
-    expect(() => refuseWritableDisks("web", config)).toThrow("domain web has a writable disk: xvda (/img/root.img); its clones would write it too");
+    const config = {
+      ...parent,
+      disks: [
+        { vdev: "xvda", pdev_path: "/img/root.img", readwrite: 1 },
+        { vdev: "xvdb", pdev_path: "/img/ro.img" },
+      ],
+    };
+    expect(() => refuseWritableDisks("web", config)).toThrow(
+      "domain web has a writable disk: xvda (/img/root.img); its clones would write it too",
+    );
   });
 });
 

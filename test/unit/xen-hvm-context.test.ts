@@ -20,14 +20,22 @@ interface Piece {
 
 function blob(pieces: Piece[]): Uint8Array {
   const parts = pieces.flatMap((p) => {
-    const d = new StructView(hvm_save_descriptor).set("typecode", p.typecode).set("instance", p.instance).set("length", p.length ?? p.payload.byteLength);
+    const d = new StructView(hvm_save_descriptor)
+      .set("typecode", p.typecode)
+      .set("instance", p.instance)
+      .set("length", p.length ?? p.payload.byteLength);
     return [d.bytes, p.payload];
   });
   return Buffer.concat(parts);
 }
 
 function header(magic = abi.constants.HVM_FILE_MAGIC, version = abi.constants.HVM_FILE_VERSION): Piece {
-  const h = new StructView(hvm_save_header).set("magic", magic).set("version", version).set("changeset", 0x1234_5678_9abcn).set("cpuid", 0x306c3).set("gtsc_khz", 2_400_000);
+  const h = new StructView(hvm_save_header)
+    .set("magic", magic)
+    .set("version", version)
+    .set("changeset", 0x1234_5678_9abcn)
+    .set("cpuid", 0x306c3)
+    .set("gtsc_khz", 2_400_000);
   return { typecode: abi.hvmSaveTypes.HEADER, instance: 0, payload: h.bytes };
 }
 

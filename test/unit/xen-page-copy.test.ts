@@ -61,7 +61,11 @@ describe("copyPages", () => {
     const parentContent = (gfn: number) => (gfn % 3 === 0 ? filled(0) : filled((gfn % 251) + 1));
     memory.domains.set(1, domain(RAM, SPECIAL, parentContent));
     // Shells: scrubbed (zero) pages, except a few the domain builder wrote (kernel, start info, a ring).
-    for (const clone of [2, 3]) memory.domains.set(clone, domain(RAM, SPECIAL, (gfn) => (gfn === 0x100 || gfn === 0x101 || gfn === 0xfeff5 || gfn === 3 ? filled(0xee) : filled(0))));
+    for (const clone of [2, 3])
+      memory.domains.set(
+        clone,
+        domain(RAM, SPECIAL, (gfn) => (gfn === 0x100 || gfn === 0x101 || gfn === 0xfeff5 || gfn === 3 ? filled(0xee) : filled(0))),
+      );
     const progress: number[] = [];
     const result = copyPages(memory as unknown as ForeignMemory, 1, [2, 3], MAX, (n) => progress.push(n));
     expect(result.pages).toBe(RAM + SPECIAL.length);
@@ -77,8 +81,16 @@ describe("copyPages", () => {
 
   test("a clone missing a frame the parent has fails, naming the frame", () => {
     const memory = new StandInMemory();
-    memory.domains.set(1, domain(100, [MAX], () => filled(7)));
-    memory.domains.set(2, domain(99, [MAX], () => filled(0)));
-    expect(() => copyPages(memory as unknown as ForeignMemory, 1, [2], MAX)).toThrow("clone domain 2 has no page at frame 0x63 where its parent 1 has one");
+    memory.domains.set(
+      1,
+      domain(100, [MAX], () => filled(7)),
+    );
+    memory.domains.set(
+      2,
+      domain(99, [MAX], () => filled(0)),
+    );
+    expect(() => copyPages(memory as unknown as ForeignMemory, 1, [2], MAX)).toThrow(
+      "clone domain 2 has no page at frame 0x63 where its parent 1 has one",
+    );
   });
 });

@@ -25,7 +25,8 @@ function entrypoints(): string[] {
   const source = readFileSync(join(ROOT, "build.ts"), "utf8");
   const workers = source.match(/WORKER_ENTRYPOINTS\s*=\s*\[([^\]]*)\]/);
   const cli = source.match(/"--compile"[^\n]*?"(bin\/[^"]+\.ts)"/);
-  if (!workers || !cli) throw new Error("cannot find the entrypoints in build.ts (WORKER_ENTRYPOINTS and the bin/*.ts entry of `bun build --compile`)");
+  if (!workers || !cli)
+    throw new Error("cannot find the entrypoints in build.ts (WORKER_ENTRYPOINTS and the bin/*.ts entry of `bun build --compile`)");
   const entries = [cli[1]!, ...[...workers[1]!.matchAll(/"([^"]+)"/g)].map((m) => m[1]!)];
   for (const entry of entries) if (!existsSync(join(ROOT, entry))) throw new Error(`build.ts names ${entry}, which does not exist`);
   return entries;
@@ -46,7 +47,11 @@ async function step<T>(what: string, work: () => Promise<T> | T): Promise<T> {
 }
 
 function baselineRuntime(): string {
-  const r = Bun.spawnSync(["bash", join(import.meta.dir, "bun-baseline.sh")], { stdout: "pipe", stderr: "inherit", env: { ...process.env, SNOWFLOCK_XEN_BUN_VERSION: process.env.SNOWFLOCK_XEN_BUN_VERSION ?? Bun.version } });
+  const r = Bun.spawnSync(["bash", join(import.meta.dir, "bun-baseline.sh")], {
+    stdout: "pipe",
+    stderr: "inherit",
+    env: { ...process.env, SNOWFLOCK_XEN_BUN_VERSION: process.env.SNOWFLOCK_XEN_BUN_VERSION ?? Bun.version },
+  });
   if (r.exitCode !== 0) throw new Error("test/xen/bun-baseline.sh could not provide the baseline runtime");
   return r.stdout.toString().trim();
 }
@@ -54,7 +59,18 @@ function baselineRuntime(): string {
 async function compile(runtime: string, entries: string[]): Promise<void> {
   const tmp = `${OUT}.tmp-${process.pid}`;
   const build = Bun.spawn(
-    [process.execPath, "build", "--compile", "--target=bun-linux-x64-baseline", `--compile-executable-path=${runtime}`, "--minify-whitespace", "--minify-syntax", ...entries, "--outfile", tmp],
+    [
+      process.execPath,
+      "build",
+      "--compile",
+      "--target=bun-linux-x64-baseline",
+      `--compile-executable-path=${runtime}`,
+      "--minify-whitespace",
+      "--minify-syntax",
+      ...entries,
+      "--outfile",
+      tmp,
+    ],
     { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
   );
   const [out, err, code] = await Promise.all([new Response(build.stdout).text(), new Response(build.stderr).text(), build.exited]);

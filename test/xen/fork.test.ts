@@ -68,7 +68,12 @@ function lastTick(domain: string): number {
 
 /** Starts a test domU and waits until its console shows it running. */
 async function createDomU(name: string, extra = ""): Promise<void> {
-  await bootDomU(name, [join(WORK, "domu.cfg"), `extra="console=hvc0 quiet ${extra}"`], () => consoleText(name).includes("snowflock-domu: up"), BOOT_MS);
+  await bootDomU(
+    name,
+    [join(WORK, "domu.cfg"), `extra="console=hvc0 quiet ${extra}"`],
+    () => consoleText(name).includes("snowflock-domu: up"),
+    BOOT_MS,
+  );
 }
 
 describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from inside", () => {
@@ -87,7 +92,12 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     const config = readFileSync(join(DOMU_DIR, "pvh.cfg"), "utf8").replace(/^ramdisk = .*$/m, `ramdisk = "${join(WORK, "initrd")}"`);
     writeFileSync(join(WORK, "domu.cfg"), config);
     for (const d of domains()) await run(["xl", "destroy", d]);
-    agent = Bun.spawn([BINARY, "agent", "--backend", "xen"], { cwd: ROOT, stdin: "ignore", stdout: Bun.file(join(WORK, "agent.log")), stderr: Bun.file(join(WORK, "agent.err")) });
+    agent = Bun.spawn([BINARY, "agent", "--backend", "xen"], {
+      cwd: ROOT,
+      stdin: "ignore",
+      stdout: Bun.file(join(WORK, "agent.log")),
+      stderr: Bun.file(join(WORK, "agent.err")),
+    });
   });
 
   afterAll(async () => {
@@ -106,31 +116,39 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     return new Error(`${what}\nagent: ${agentLog.join("\n")}\n${await diagnosis(domains())}`);
   };
 
-  test("snowflock fork sfdom --clones 3: three running clones whose consoles show IDs 1, 2, 3 from sf id; the parent goes on with 0", async () => {
-    await createDomU(PARENT);
-    await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 2, BOOT_MS);
-    const r = await run([BINARY, "fork", PARENT, "--clones", "3", "--backend", "xen", "--json"], FORK_MS);
-    if (r.status !== 0) throw await fail(`fork failed (${r.status}): ${r.stderr}`);
-    const result = JSON.parse(r.stdout);
-    expect(result.backend).toBe("xen");
-    expect(result.memory).toBe("eager");
-    expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([[`${PARENT}.1`, 1], [`${PARENT}.2`, 2], [`${PARENT}.3`, 3]]);
-    expect(result.eagerCopy.pagesCopied).toBeGreaterThan((128 << 20) / 4096 / 2);
-    const parentTick = lastTick(PARENT);
-    for (const c of [1, 2, 3]) {
-      const name = `${PARENT}.${c}`;
-      // A clone carries on from the parent's instant: its first line is a tick, no boot.
-      await waitFor(`${name} printing id ${c}`, () => idsSeen(name, { skipFirst: true }).has(String(c)), BOOT_MS).catch(async () => {
-        throw await fail(`${name} never printed its id`);
-      });
-      expect(consoleText(name)).not.toContain("snowflock-domu: up");
-      // Its first line may be the one the parent was printing at the fork instant (its `sf id` had
-      // already answered 0); every line after that is the clone's own.
-      expect(idsSeen(name, { skipFirst: true })).toEqual(new Set([String(c)]));
-    }
-    await waitFor("the parent ticking on", () => lastTick(PARENT) > parentTick + 1, BOOT_MS);
-    expect([...idsSeen(PARENT)]).toEqual(["0"]);
-  }, FORK_MS * 2);
+  test(
+    "snowflock fork sfdom --clones 3: three running clones whose consoles show IDs 1, 2, 3 from sf id; the parent goes on with 0",
+    async () => {
+      await createDomU(PARENT);
+      await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 2, BOOT_MS);
+      const r = await run([BINARY, "fork", PARENT, "--clones", "3", "--backend", "xen", "--json"], FORK_MS);
+      if (r.status !== 0) throw await fail(`fork failed (${r.status}): ${r.stderr}`);
+      const result = JSON.parse(r.stdout);
+      expect(result.backend).toBe("xen");
+      expect(result.memory).toBe("eager");
+      expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([
+        [`${PARENT}.1`, 1],
+        [`${PARENT}.2`, 2],
+        [`${PARENT}.3`, 3],
+      ]);
+      expect(result.eagerCopy.pagesCopied).toBeGreaterThan((128 << 20) / 4096 / 2);
+      const parentTick = lastTick(PARENT);
+      for (const c of [1, 2, 3]) {
+        const name = `${PARENT}.${c}`;
+        // A clone carries on from the parent's instant: its first line is a tick, no boot.
+        await waitFor(`${name} printing id ${c}`, () => idsSeen(name, { skipFirst: true }).has(String(c)), BOOT_MS).catch(async () => {
+          throw await fail(`${name} never printed its id`);
+        });
+        expect(consoleText(name)).not.toContain("snowflock-domu: up");
+        // Its first line may be the one the parent was printing at the fork instant (its `sf id` had
+        // already answered 0); every line after that is the clone's own.
+        expect(idsSeen(name, { skipFirst: true })).toEqual(new Set([String(c)]));
+      }
+      await waitFor("the parent ticking on", () => lastTick(PARENT) > parentTick + 1, BOOT_MS);
+      expect([...idsSeen(PARENT)]).toEqual(["0"]);
+    },
+    FORK_MS * 2,
+  );
 
   test("snowflock ls --backend xen shows the family, clones under their parent", async () => {
     const r = await run([BINARY, "ls", "--backend", "xen", "--json"]);
@@ -138,7 +156,12 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     const rows = JSON.parse(r.stdout) as Array<{ name: string; cloneId: number; family: number; domid: number; mac?: string }>;
     const parent = rows.find((x) => x.name === PARENT)!;
     const family = rows.filter((x) => x.family === parent.domid);
-    expect(family.map((x) => [x.name, x.cloneId])).toEqual([[PARENT, 0], [`${PARENT}.1`, 1], [`${PARENT}.2`, 2], [`${PARENT}.3`, 3]]);
+    expect(family.map((x) => [x.name, x.cloneId])).toEqual([
+      [PARENT, 0],
+      [`${PARENT}.1`, 1],
+      [`${PARENT}.2`, 2],
+      [`${PARENT}.3`, 3],
+    ]);
     // Each clone's own MAC address, published in XenStore.
     const macs = family.slice(1).map((x) => x.mac);
     for (const mac of macs) expect(mac).toMatch(/^00:16:3e:[0-9a-f]{2}:[0-9a-f]{2}:[0-9a-f]{2}$/);
@@ -147,45 +170,55 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     expect(text.stdout).toMatch(new RegExp(`^└─ ${PARENT.replace(".", "\\.")}\\.2 `, "m"));
   });
 
-  test("snowflock kill sfdom.2 ends that clone only; kill sfdom --clones ends the rest; the parent runs on", async () => {
-    const one = await run([BINARY, "kill", `${PARENT}.2`, "--backend", "xen"]);
-    expect(one.status).toBe(0);
-    let names = (await run(["xl", "list"])).stdout;
-    expect(names).not.toMatch(new RegExp(`^${PARENT}\\.2 `, "m"));
-    expect(names).toMatch(new RegExp(`^${PARENT}\\.1 `, "m"));
-    const rest = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
-    expect(rest.status).toBe(0);
-    names = (await run(["xl", "list"])).stdout;
-    expect(names).not.toMatch(new RegExp(`^${PARENT}\\.\\d `, "m"));
-    const before = lastTick(PARENT);
-    await waitFor("the parent ticking after the kills", () => lastTick(PARENT) > before + 1, BOOT_MS);
-    const again = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
-    expect(again.status).toBe(1);
-    expect(again.stderr).toContain(`domain ${PARENT} has no running clones`);
-  }, BOOT_MS * 2);
+  test(
+    "snowflock kill sfdom.2 ends that clone only; kill sfdom --clones ends the rest; the parent runs on",
+    async () => {
+      const one = await run([BINARY, "kill", `${PARENT}.2`, "--backend", "xen"]);
+      expect(one.status).toBe(0);
+      let names = (await run(["xl", "list"])).stdout;
+      expect(names).not.toMatch(new RegExp(`^${PARENT}\\.2 `, "m"));
+      expect(names).toMatch(new RegExp(`^${PARENT}\\.1 `, "m"));
+      const rest = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
+      expect(rest.status).toBe(0);
+      names = (await run(["xl", "list"])).stdout;
+      expect(names).not.toMatch(new RegExp(`^${PARENT}\\.\\d `, "m"));
+      const before = lastTick(PARENT);
+      await waitFor("the parent ticking after the kills", () => lastTick(PARENT) > before + 1, BOOT_MS);
+      const again = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
+      expect(again.status).toBe(1);
+      expect(again.stderr).toContain(`domain ${PARENT} has no running clones`);
+    },
+    BOOT_MS * 2,
+  );
 
-  test("sf clone 2 inside a domU: a family of three, each printing its own ID; exit, join, and a forged request refused", async () => {
-    await createDomU(SELF_FORKER, "sfclone=2");
-    await waitFor(`${SELF_FORKER} printing what sf clone gave`, () => consoleText(SELF_FORKER).includes("sf clone gave"), FORK_MS).catch(async () => {
-      throw await fail(`${SELF_FORKER}: sf clone never returned`);
-    });
-    expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: sf clone gave 0");
-    for (const c of [1, 2]) {
-      const name = `${SELF_FORKER}.${c}`;
-      await waitFor(`${name}: sf clone gave ${c}`, () => consoleText(name).includes(`sf clone gave ${c}`), BOOT_MS);
-      await waitFor(`${name}: the forged request`, () => consoleText(name).includes("forged request"), BOOT_MS);
-      // XenStore refuses a clone's write into its parent's request node.
-      expect(consoleText(name)).toContain("forged request refused");
-    }
-    // The parent may not `sf exit`; it joins its clones, which exit with 41 and 42.
-    await waitFor(`${SELF_FORKER}: join`, () => consoleText(SELF_FORKER).includes("join "), FORK_MS);
-    expect(consoleText(SELF_FORKER)).toContain("parent exit refused");
-    expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: join 2 1=41 2=42");
-    const list = (await run(["xl", "list"])).stdout;
-    expect(list).not.toMatch(new RegExp(`^${SELF_FORKER}\\.\\d `, "m"));
-    expect(list).toMatch(new RegExp(`^${SELF_FORKER} `, "m"));
-    await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS);
-  }, FORK_MS * 3);
+  test(
+    "sf clone 2 inside a domU: a family of three, each printing its own ID; exit, join, and a forged request refused",
+    async () => {
+      await createDomU(SELF_FORKER, "sfclone=2");
+      await waitFor(`${SELF_FORKER} printing what sf clone gave`, () => consoleText(SELF_FORKER).includes("sf clone gave"), FORK_MS).catch(
+        async () => {
+          throw await fail(`${SELF_FORKER}: sf clone never returned`);
+        },
+      );
+      expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: sf clone gave 0");
+      for (const c of [1, 2]) {
+        const name = `${SELF_FORKER}.${c}`;
+        await waitFor(`${name}: sf clone gave ${c}`, () => consoleText(name).includes(`sf clone gave ${c}`), BOOT_MS);
+        await waitFor(`${name}: the forged request`, () => consoleText(name).includes("forged request"), BOOT_MS);
+        // XenStore refuses a clone's write into its parent's request node.
+        expect(consoleText(name)).toContain("forged request refused");
+      }
+      // The parent may not `sf exit`; it joins its clones, which exit with 41 and 42.
+      await waitFor(`${SELF_FORKER}: join`, () => consoleText(SELF_FORKER).includes("join "), FORK_MS);
+      expect(consoleText(SELF_FORKER)).toContain("parent exit refused");
+      expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: join 2 1=41 2=42");
+      const list = (await run(["xl", "list"])).stdout;
+      expect(list).not.toMatch(new RegExp(`^${SELF_FORKER}\\.\\d `, "m"));
+      expect(list).toMatch(new RegExp(`^${SELF_FORKER} `, "m"));
+      await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS);
+    },
+    FORK_MS * 3,
+  );
 
   test("fork refuses what it cannot do, in one line: an unknown domain, dom0, a bad count, --memory ondemand", async () => {
     const cases: Array<[string[], string]> = [

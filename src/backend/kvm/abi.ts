@@ -140,11 +140,24 @@ export const kvm_run = struct("struct kvm_run", 2352, {
 });
 
 export const kvm_regs = struct("struct kvm_regs", 144, {
-  rax: u64(0), rbx: u64(8), rcx: u64(16), rdx: u64(24),
-  rsi: u64(32), rdi: u64(40), rsp: u64(48), rbp: u64(56),
-  r8: u64(64), r9: u64(72), r10: u64(80), r11: u64(88),
-  r12: u64(96), r13: u64(104), r14: u64(112), r15: u64(120),
-  rip: u64(128), rflags: u64(136),
+  rax: u64(0),
+  rbx: u64(8),
+  rcx: u64(16),
+  rdx: u64(24),
+  rsi: u64(32),
+  rdi: u64(40),
+  rsp: u64(48),
+  rbp: u64(56),
+  r8: u64(64),
+  r9: u64(72),
+  r10: u64(80),
+  r11: u64(88),
+  r12: u64(96),
+  r13: u64(104),
+  r14: u64(112),
+  r15: u64(120),
+  rip: u64(128),
+  rflags: u64(136),
 });
 
 export const kvm_segment = struct("struct kvm_segment", 24, {
@@ -168,10 +181,21 @@ export const kvm_dtable = struct("struct kvm_dtable", 16, {
 });
 
 export const kvm_sregs = struct("struct kvm_sregs", 312, {
-  cs: bytes(0, 24), ds: bytes(24, 24), es: bytes(48, 24), fs: bytes(72, 24),
-  gs: bytes(96, 24), ss: bytes(120, 24), tr: bytes(144, 24), ldt: bytes(168, 24),
-  gdt: bytes(192, 16), idt: bytes(208, 16),
-  cr0: u64(224), cr2: u64(232), cr3: u64(240), cr4: u64(248), cr8: u64(256),
+  cs: bytes(0, 24),
+  ds: bytes(24, 24),
+  es: bytes(48, 24),
+  fs: bytes(72, 24),
+  gs: bytes(96, 24),
+  ss: bytes(120, 24),
+  tr: bytes(144, 24),
+  ldt: bytes(168, 24),
+  gdt: bytes(192, 16),
+  idt: bytes(208, 16),
+  cr0: u64(224),
+  cr2: u64(232),
+  cr3: u64(240),
+  cr4: u64(248),
+  cr8: u64(256),
   efer: u64(264),
   apic_base: u64(272),
   interrupt_bitmap: bytes(280, 32),

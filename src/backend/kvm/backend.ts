@@ -42,7 +42,10 @@ async function doctor(): Promise<DoctorReport> {
       ["device", `${kvmDevice()} (opens, every capability snowflock needs)`],
       ["api version", String(KVM_API_VERSION)],
       ["userfaultfd", userfaultfd.available ? "yes" : `no: ${userfaultfd.reason}`],
-      ["memory-on-demand", userfaultfd.available ? "yes (userfaultfd)" : "no: --memory ondemand and clones on other hosts need userfaultfd"],
+      [
+        "memory-on-demand",
+        userfaultfd.available ? "yes (userfaultfd)" : "no: --memory ondemand and clones on other hosts need userfaultfd",
+      ],
     ],
   };
 }

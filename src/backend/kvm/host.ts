@@ -46,7 +46,11 @@ export function kvmHost(): KvmHost {
   try {
     const version = ioctl(fd, abi.KVM_GET_API_VERSION, 0, "KVM_GET_API_VERSION");
     if (version !== abi.KVM_API_VERSION) {
-      throw new SnowflockError("KVM_UNAVAILABLE", `KVM API version ${version} is not the expected ${abi.KVM_API_VERSION}`, "use a Linux kernel from 2.6.22 on");
+      throw new SnowflockError(
+        "KVM_UNAVAILABLE",
+        `KVM API version ${version} is not the expected ${abi.KVM_API_VERSION}`,
+        "use a Linux kernel from 2.6.22 on",
+      );
     }
     const missing = REQUIRED_CAPABILITIES.filter((c) => ioctl(fd, abi.KVM_CHECK_EXTENSION, c.cap, "KVM_CHECK_EXTENSION") <= 0);
     if (missing.length > 0) {
@@ -80,7 +84,12 @@ function openKvm(): number {
       ENXIO: "the kvm module is loaded but no hardware virtualization is available",
       ENODEV: "the kvm module is loaded but no hardware virtualization is available",
     };
-    throw new SnowflockError("KVM_UNAVAILABLE", `cannot open ${kvmDevice()}: ${error.errnoName}`, hints[error.errnoName] ?? "check that KVM works on this host", { cause: error });
+    throw new SnowflockError(
+      "KVM_UNAVAILABLE",
+      `cannot open ${kvmDevice()}: ${error.errnoName}`,
+      hints[error.errnoName] ?? "check that KVM works on this host",
+      { cause: error },
+    );
   }
 }
 

@@ -69,7 +69,8 @@ export class KvmMachine implements Machine {
   static restore(saved: BackendState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): KvmMachine {
     if (saved.backend !== "kvm") throw new SnowflockError("VM_STATE", `a ${saved.backend} machine state cannot be restored on KVM`);
     const state = saved as KvmState;
-    if (memory.size !== state.memorySize) throw new SnowflockError("VM_STATE", `memory of ${memory.size} bytes does not match the captured ${state.memorySize}`);
+    if (memory.size !== state.memorySize)
+      throw new SnowflockError("VM_STATE", `memory of ${memory.size} bytes does not match the captured ${state.memorySize}`);
     const vm = new KvmVm(memory, state.vcpus.length);
     try {
       vm.restoreDevices(state.devices);
@@ -115,7 +116,10 @@ export class KvmMachine implements Machine {
     });
     let timer: Timer | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SnowflockError("INTERNAL", `vCPU threads did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      timer = setTimeout(
+        () => reject(new SnowflockError("INTERNAL", `vCPU threads did not start within ${START_TIMEOUT_MS / 1000} s`)),
+        START_TIMEOUT_MS,
+      );
     });
     try {
       await Promise.race([Promise.all(ready), timeout]);

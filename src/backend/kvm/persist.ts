@@ -74,10 +74,14 @@ function encodeMsrs(msrs: MsrValue[]): Uint8Array {
 
 function decodeVcpu(body: Uint8Array): { index: number; vcpu: VcpuState } {
   const msrBytes = body.byteLength - VCPU_FIXED_BYTES;
-  if (msrBytes < 0 || msrBytes % 16 !== 0 || msrBytes > 16 * MAX_MSRS) refuse(`a vCPU section of ${body.byteLength} bytes does not fit the layout`);
+  if (msrBytes < 0 || msrBytes % 16 !== 0 || msrBytes > 16 * MAX_MSRS)
+    refuse(`a vCPU section of ${body.byteLength} bytes does not fit the layout`);
   const r = new FieldReader(body, "vCPU");
   const index = r.u32();
-  const fields = Object.fromEntries(VCPU_FIELDS.map(([name, size]) => [name, r.bytes(size)])) as Record<(typeof VCPU_FIELDS)[number][0], Uint8Array>;
+  const fields = Object.fromEntries(VCPU_FIELDS.map(([name, size]) => [name, r.bytes(size)])) as Record<
+    (typeof VCPU_FIELDS)[number][0],
+    Uint8Array
+  >;
   const mpState = r.u32();
   if (mpState > abi.KVM_MP_STATE_SIPI_RECEIVED) refuse(`vCPU ${index} has mp_state ${mpState}, not an x86 one`);
   const count = r.u32();
@@ -105,7 +109,10 @@ export const kvmPersist: StatePersist = {
     const { vcpus, devices } = asKvm(state);
     const w = new SectionWriter();
     vcpus.forEach((vcpu, index) => {
-      w.add(Section.VCPU, concat([u32(index), ...VCPU_FIELDS.map(([name]) => vcpu[name]), u32(vcpu.mpState), u32(vcpu.msrs.length), encodeMsrs(vcpu.msrs)]));
+      w.add(
+        Section.VCPU,
+        concat([u32(index), ...VCPU_FIELDS.map(([name]) => vcpu[name]), u32(vcpu.mpState), u32(vcpu.msrs.length), encodeMsrs(vcpu.msrs)]),
+      );
     });
     w.add(Section.DEVICES, concat(DEVICE_FIELDS.map(([name]) => devices[name])));
     return w.bytes();
@@ -124,7 +131,8 @@ export const kvmPersist: StatePersist = {
           return;
         }
         if (devices) refuse("the devices section appears twice");
-        if (body.byteLength !== DEVICE_BYTES) refuse(`the devices section does not match the layout: ${body.byteLength} bytes where ${DEVICE_BYTES} belong`);
+        if (body.byteLength !== DEVICE_BYTES)
+          refuse(`the devices section does not match the layout: ${body.byteLength} bytes where ${DEVICE_BYTES} belong`);
         const r = new FieldReader(body, "devices");
         devices = Object.fromEntries(DEVICE_FIELDS.map(([field, size]) => [field, r.bytes(size)])) as unknown as DeviceState;
       },
@@ -139,7 +147,13 @@ export const kvmPersist: StatePersist = {
   summary(state): VcpuSummary[] {
     return asKvm(state).vcpus.map((v, index) => {
       const regs = new StructView(abi.kvm_regs, v.regs);
-      return { index, rip: `0x${regs.get64("rip").toString(16)}`, rsp: `0x${regs.get64("rsp").toString(16)}`, mpState: v.mpState, msrs: v.msrs.length };
+      return {
+        index,
+        rip: `0x${regs.get64("rip").toString(16)}`,
+        rsp: `0x${regs.get64("rsp").toString(16)}`,
+        mpState: v.mpState,
+        msrs: v.msrs.length,
+      };
     });
   },
 };

@@ -24,7 +24,10 @@ export function loadPvhKernel(memory: GuestMemory, image: KernelImage, cmdline: 
   for (const s of image.segments) {
     const target = memory.guestRange(BigInt(s.physicalAddress), BigInt(s.memorySize));
     if (!target || s.physicalAddress < LEGACY_HOLE.end) {
-      throw new SnowflockError("GUEST_IMAGE", `guest segment at 0x${s.physicalAddress.toString(16)} (${s.memorySize} bytes) does not fit in ${memory.size} bytes of guest memory`);
+      throw new SnowflockError(
+        "GUEST_IMAGE",
+        `guest segment at 0x${s.physicalAddress.toString(16)} (${s.memorySize} bytes) does not fit in ${memory.size} bytes of guest memory`,
+      );
     }
     target.fill(0);
     target.set(s.data);
@@ -62,7 +65,13 @@ export function loadPvhKernel(memory: GuestMemory, image: KernelImage, cmdline: 
 function segment(bytes: Uint8Array, at: number, fields: { selector: number; type: number; s: number; db: number; limit: number }): void {
   const seg = new StructView(abi.kvm_segment, bytes, at);
   seg.set("base", 0).set("limit", fields.limit).set("selector", fields.selector).set("type", fields.type);
-  seg.set("present", 1).set("dpl", 0).set("db", fields.db).set("s", fields.s).set("l", 0).set("g", fields.limit > 0xfffff ? 1 : 0);
+  seg
+    .set("present", 1)
+    .set("dpl", 0)
+    .set("db", fields.db)
+    .set("s", fields.s)
+    .set("l", 0)
+    .set("g", fields.limit > 0xfffff ? 1 : 0);
   seg.set("avl", 0).set("unusable", 0);
 }
 

@@ -30,11 +30,19 @@ export class Serial {
 
   read(offset: number): number {
     switch (offset) {
-      case LSR: return LSR_IDLE;
-      case IIR: return IIR_NO_INTERRUPT;
-      case MSR: return 0xb0; // CTS, DSR, DCD
-      case THR: return (this.registers[LCR]! & LCR_DLAB) !== 0 ? this.registers[THR]! : 0;
-      case IER: case LCR: case MCR: default: return this.registers[offset]!;
+      case LSR:
+        return LSR_IDLE;
+      case IIR:
+        return IIR_NO_INTERRUPT;
+      case MSR:
+        return 0xb0; // CTS, DSR, DCD
+      case THR:
+        return (this.registers[LCR]! & LCR_DLAB) !== 0 ? this.registers[THR]! : 0;
+      case IER:
+      case LCR:
+      case MCR:
+      default:
+        return this.registers[offset]!;
     }
   }
 

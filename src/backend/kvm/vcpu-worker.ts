@@ -131,13 +131,23 @@ function runVcpu(init: VcpuInit): void {
     const reason = run.get("exit_reason");
     pendingIo = reason === abi.KVM_EXIT_IO || reason === abi.KVM_EXIT_MMIO;
     switch (reason) {
-      case abi.KVM_EXIT_IO: handleIo(); break;
-      case abi.KVM_EXIT_MMIO: handleMmio(); break;
-      case abi.KVM_EXIT_INTR: break;
-      case abi.KVM_EXIT_HLT: break;
-      case abi.KVM_EXIT_SHUTDOWN: crash("triple fault (KVM_EXIT_SHUTDOWN)"); break;
+      case abi.KVM_EXIT_IO:
+        handleIo();
+        break;
+      case abi.KVM_EXIT_MMIO:
+        handleMmio();
+        break;
+      case abi.KVM_EXIT_INTR:
+        break;
+      case abi.KVM_EXIT_HLT:
+        break;
+      case abi.KVM_EXIT_SHUTDOWN:
+        crash("triple fault (KVM_EXIT_SHUTDOWN)");
+        break;
       case abi.KVM_EXIT_FAIL_ENTRY:
-        crash(`VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason 0x${run.get64("fail_entry.hardware_entry_failure_reason").toString(16)})`);
+        crash(
+          `VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason 0x${run.get64("fail_entry.hardware_entry_failure_reason").toString(16)})`,
+        );
         break;
       case abi.KVM_EXIT_INTERNAL_ERROR:
         crash(`KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror ${run.get("internal.suberror")})`);
@@ -147,7 +157,8 @@ function runVcpu(init: VcpuInit): void {
         crash(`guest ${SYSTEM_EVENTS[type] ?? `system event ${type}`} (KVM_EXIT_SYSTEM_EVENT)`);
         break;
       }
-      default: crash(`unexpected KVM exit reason ${reason}`);
+      default:
+        crash(`unexpected KVM exit reason ${reason}`);
     }
     collector.tick();
   }
@@ -161,7 +172,11 @@ self.onmessage = (event: MessageEvent<VcpuInit>) => {
   try {
     runVcpu(event.data);
   } catch (error) {
-    self.postMessage({ type: "crash", index: event.data.index, reason: `vCPU thread failed: ${(error as Error).message}` } satisfies VcpuEvent);
+    self.postMessage({
+      type: "crash",
+      index: event.data.index,
+      reason: `vCPU thread failed: ${(error as Error).message}`,
+    } satisfies VcpuEvent);
     Atomics.store(event.data.control, Control.STATE, VcpuRunState.STOPPED);
     Atomics.notify(event.data.control, Control.STATE);
   }

@@ -37,7 +37,10 @@ export class KvmVm {
   readonly vcpus: VcpuHandle[] = [];
   readonly host: KvmHost;
 
-  constructor(readonly memory: GuestMemory, vcpuCount: number) {
+  constructor(
+    readonly memory: GuestMemory,
+    vcpuCount: number,
+  ) {
     this.host = kvmHost();
     this.fd = ioctl(this.host.fd, abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM");
     try {
@@ -65,7 +68,12 @@ export class KvmVm {
     } catch (error) {
       this.close();
       if (error instanceof SnowflockError) throw error;
-      throw new SnowflockError("KVM_UNAVAILABLE", `cannot create a KVM virtual machine: ${(error as Error).message}`, "check `dmesg` for KVM errors", { cause: error });
+      throw new SnowflockError(
+        "KVM_UNAVAILABLE",
+        `cannot create a KVM virtual machine: ${(error as Error).message}`,
+        "check `dmesg` for KVM errors",
+        { cause: error },
+      );
     }
   }
 

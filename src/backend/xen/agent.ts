@@ -82,7 +82,8 @@ export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): Xe
     switch (request.verb) {
       case "clone": {
         const n = Number(request.args[0]);
-        if (!Number.isInteger(n) || n < 1 || n > MAX_XEN_CLONES) return reply(request, `error bad clone count '${request.args[0] ?? ""}' (1 to ${MAX_XEN_CLONES})`);
+        if (!Number.isInteger(n) || n < 1 || n > MAX_XEN_CLONES)
+          return reply(request, `error bad clone count '${request.args[0] ?? ""}' (1 to ${MAX_XEN_CLONES})`);
         log(`domain ${request.domid}: clone ${n}`);
         try {
           const result = await forkDomain(host, {
@@ -92,7 +93,9 @@ export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): Xe
             beforeStart: (clone) => writeReply(store, clone.domid, request.seq, `ok ${clone.cloneId}`),
             afterParentResumed: () => reply(request, "ok 0"),
           });
-          log(`domain ${request.domid}: ${result.clones.map((c) => `${c.name} (domain ${c.domid})`).join(", ")} running; parent down ${result.timings.parentDownMs.toFixed(0)} ms`);
+          log(
+            `domain ${request.domid}: ${result.clones.map((c) => `${c.name} (domain ${c.domid})`).join(", ")} running; parent down ${result.timings.parentDownMs.toFixed(0)} ms`,
+          );
         } catch (error) {
           const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
           log(`domain ${request.domid}: clone failed: ${message}`);
@@ -102,14 +105,18 @@ export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): Xe
       }
       case "kill": {
         const clones = clonesOf(listMembers(host), request.domid);
-        destroyDomains(host, clones.map((c) => c.domain.domid));
+        destroyDomains(
+          host,
+          clones.map((c) => c.domain.domid),
+        );
         for (const c of clones) recordStatus(request.domid, c.member!.cloneId, STATUS_KILLED);
         log(`domain ${request.domid}: killed ${clones.length} clone(s)`);
         return reply(request, `ok ${clones.length}`);
       }
       case "exit": {
         const status = Number(request.args[0] ?? "0");
-        if (member.cloneId === 0 || member.family === request.domid) return reply(request, "error only a clone can exit; the parent ends as any VM does");
+        if (member.cloneId === 0 || member.family === request.domid)
+          return reply(request, "error only a clone can exit; the parent ends as any VM does");
         if (!Number.isInteger(status) || status < 0 || status > 255) return reply(request, `error bad exit status '${request.args[0]}'`);
         recordStatus(member.family, member.cloneId, status);
         log(`domain ${request.domid}: clone ${member.cloneId} of ${member.family} exits with ${status}`);

@@ -48,12 +48,14 @@ function familyOrder(members: XenMember[]): DomainListing[] {
     ordered.push(listing(m, depth));
     for (const c of clonesOf(members, m.domain.domid).sort((a, b) => a.member!.cloneId - b.member!.cloneId)) visit(c, depth + 1);
   };
-  const isClone = (m: XenMember) => m.member !== undefined && m.member.family !== m.domain.domid && members.some((p) => p.domain.domid === m.member!.family);
+  const isClone = (m: XenMember) =>
+    m.member !== undefined && m.member.family !== m.domain.domid && members.some((p) => p.domain.domid === m.member!.family);
   for (const m of members.filter((x) => !isClone(x))) visit(m, 0);
   return ordered;
 }
 
-const yesNo = (a: Availability) => (a.available === true ? `yes: ${a.detail}` : a.available === false ? `no: ${a.reason}` : `unknown: ${a.reason}`);
+const yesNo = (a: Availability) =>
+  a.available === true ? `yes: ${a.detail}` : a.available === false ? `no: ${a.reason}` : `unknown: ${a.reason}`;
 
 /** Host memory as people read it: 3.0G, 512M. */
 const approximate = (bytes: number) => (bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)}G` : `${Math.round(bytes / 1024 ** 2)}M`);
@@ -83,7 +85,9 @@ async function doctor(): Promise<DoctorReport> {
       paging: features.paging,
       cloneMemory: features.cloneMemory,
     };
-    const types = Object.entries(facts.guestTypes).flatMap(([type, has]) => (has ? [type] : [])).join(" ");
+    const types = Object.entries(facts.guestTypes)
+      .flatMap(([type, has]) => (has ? [type] : []))
+      .join(" ");
     const cpu = facts.cpu;
     return {
       backend: "xen",
@@ -100,7 +104,10 @@ async function doctor(): Promise<DoctorReport> {
         ["domains", String(facts.domains)],
         ["mem-sharing fork", yesNo(features.memSharingFork)],
         ["paging", yesNo(features.paging)],
-        ["memory-on-demand", features.cloneMemory === "ondemand" ? "yes (paging)" : 'no: clones get eager copies of their parent\'s memory (memory: "eager")'],
+        [
+          "memory-on-demand",
+          features.cloneMemory === "ondemand" ? "yes (paging)" : 'no: clones get eager copies of their parent\'s memory (memory: "eager")',
+        ],
       ],
     };
   } finally {
@@ -112,7 +119,11 @@ const domains: DomainOperations = {
   maxClones: MAX_XEN_CLONES,
   checkMemory(memory) {
     if (memory !== undefined && memory !== "eager") {
-      throw new SnowflockError("USAGE", `--memory ${memory} is not available on Xen here`, "this Xen has neither memory sharing nor paging: clones get eager copies of their parent's memory (--memory eager)");
+      throw new SnowflockError(
+        "USAGE",
+        `--memory ${memory} is not available on Xen here`,
+        "this Xen has neither memory sharing nor paging: clones get eager copies of their parent's memory (--memory eager)",
+      );
     }
   },
   fork: (name, clones, { workDirectory, progress }) =>
@@ -129,10 +140,27 @@ const domains: DomainOperations = {
         descriptorMs: 0,
         descriptorBytes: 0,
         // Every clone starts at the end of the round: its context set and unpaused, all in this process.
-        clones: r.clones.map((c) => ({ name: c.name, cloneId: c.cloneId, domid: c.domid, mac: c.mac, readyMs: t.totalMs, restoredMs: t.totalMs - t.startMs, runningMs: t.totalMs })),
+        clones: r.clones.map((c) => ({
+          name: c.name,
+          cloneId: c.cloneId,
+          domid: c.domid,
+          mac: c.mac,
+          readyMs: t.totalMs,
+          restoredMs: t.totalMs - t.startMs,
+          runningMs: t.totalMs,
+        })),
         failed: [],
         totalMs: t.totalMs,
-        eagerCopy: { threads: r.threads, pagesCopied: r.pagesCopied, pagesZero: r.pagesZero, bytesCopied: r.bytesCopied, shellsMs: t.shellsMs, suspendMs: t.suspendMs, copyMs: t.copyMs, startMs: t.startMs },
+        eagerCopy: {
+          threads: r.threads,
+          pagesCopied: r.pagesCopied,
+          pagesZero: r.pagesZero,
+          bytesCopied: r.bytesCopied,
+          shellsMs: t.shellsMs,
+          suspendMs: t.suspendMs,
+          copyMs: t.copyMs,
+          startMs: t.startMs,
+        },
       };
     }),
   list: () => withHost((host) => familyOrder(listMembers(host))),
@@ -143,7 +171,10 @@ const domains: DomainOperations = {
       const clones = clonesOf(members, target.domain.domid);
       if (onlyClones && clones.length === 0) throw new SnowflockError("NOT_FOUND", `domain ${target.name} has no running clones`);
       const victims = onlyClones ? clones : [...clones, target];
-      destroyDomains(host, victims.map((v) => v.domain.domid));
+      destroyDomains(
+        host,
+        victims.map((v) => v.domain.domid),
+      );
       return victims.map((v) => listing(v, 0));
     }),
   hypervisor: () => withHost(({ version }) => `Xen ${version.major}.${version.minor}${version.extra}`),
@@ -157,7 +188,11 @@ const domains: DomainOperations = {
         if (!domain || domain.shutdown || domain.dying) return false;
         await Bun.sleep(250);
       }
-      throw new SnowflockError("VM_STATE", `domain ${name} never offered suspend (control/feature-suspend) in ${Math.round(timeoutMs / 1000)} s`, "the domU's kernel needs Xen's suspend support");
+      throw new SnowflockError(
+        "VM_STATE",
+        `domain ${name} never offered suspend (control/feature-suspend) in ${Math.round(timeoutMs / 1000)} s`,
+        "the domU's kernel needs Xen's suspend support",
+      );
     }),
   serveGuests({ workDirectory, log }) {
     const host = openXen();

@@ -23,7 +23,10 @@ export function familyPath(domid: number, key = ""): string {
 
 /** dom0 owns it; the domain itself may only read. */
 function readOnlyFor(domid: number) {
-  return [{ domid: 0, perms: XS_PERM_NONE }, { domid, perms: XS_PERM_READ }];
+  return [
+    { domid: 0, perms: XS_PERM_NONE },
+    { domid, perms: XS_PERM_READ },
+  ];
 }
 
 /** Writes a member's keys (before a clone first runs), and the request node it may write. */
@@ -48,7 +51,10 @@ export function openRequests(store: XenStore, domid: number): void {
     store.setPermissions(familyPath(domid), readOnlyFor(domid));
   }
   if (store.read(familyPath(domid, "request")) === undefined) store.write(familyPath(domid, "request"), "");
-  store.setPermissions(familyPath(domid, "request"), [{ domid: 0, perms: XS_PERM_NONE }, { domid, perms: XS_PERM_READ | XS_PERM_WRITE }]);
+  store.setPermissions(familyPath(domid, "request"), [
+    { domid: 0, perms: XS_PERM_NONE },
+    { domid, perms: XS_PERM_READ | XS_PERM_WRITE },
+  ]);
 }
 
 /** The member's keys, or undefined for a domain no family knows. */
@@ -56,7 +62,12 @@ export function readMember(store: XenStore, domid: number): FamilyKeys | undefin
   const cloneId = store.readString(familyPath(domid, "clone-id"));
   const family = store.readString(familyPath(domid, "family"));
   if (cloneId === undefined || family === undefined) return undefined;
-  return { cloneId: Number(cloneId), family: Number(family), parentName: store.readString(familyPath(domid, "parent")) ?? "", mac: store.readString(familyPath(domid, "mac")) };
+  return {
+    cloneId: Number(cloneId),
+    family: Number(family),
+    parentName: store.readString(familyPath(domid, "parent")) ?? "",
+    mac: store.readString(familyPath(domid, "mac")),
+  };
 }
 
 /** The agent's answer to the guest's request `seq`. */

@@ -29,7 +29,9 @@ export function clonesOf(members: XenMember[], parent: number): XenMember[] {
 
 /** A domU by name or domid. */
 export function findMember(members: XenMember[], nameOrId: string): XenMember {
-  const found = members.find((m) => m.name === nameOrId) ?? (/^\d+$/.test(nameOrId) ? members.find((m) => m.domain.domid === Number(nameOrId)) : undefined);
+  const found =
+    members.find((m) => m.name === nameOrId) ??
+    (/^\d+$/.test(nameOrId) ? members.find((m) => m.domain.domid === Number(nameOrId)) : undefined);
   if (!found) throw new SnowflockError("NOT_FOUND", `no Xen domU named '${nameOrId}'`, "`snowflock ls --backend xen` lists them");
   return found;
 }

@@ -41,8 +41,15 @@ type Built = { built: true } | { built: false; availability: Availability };
 /** Reads an op probe's errno as "built in" or the availability that ends the question. */
 function built(errno: number, op: string, option: string): Built {
   if (errno === XEN_ESRCH) return { built: true };
-  if (errno === XEN_ENOSYS) return { built: false, availability: { available: false, reason: `this Xen is built without ${option}: ${op} answers ENOSYS` } };
-  return { built: false, availability: { available: "unknown", reason: `${op} on DOMID_INVALID answered ${errno === 0 ? "success" : errnoName(errno)}, neither ENOSYS nor ESRCH` } };
+  if (errno === XEN_ENOSYS)
+    return { built: false, availability: { available: false, reason: `this Xen is built without ${option}: ${op} answers ENOSYS` } };
+  return {
+    built: false,
+    availability: {
+      available: "unknown",
+      reason: `${op} on DOMID_INVALID answered ${errno === 0 ? "success" : errnoName(errno)}, neither ENOSYS nor ESRCH`,
+    },
+  };
 }
 
 /** The few host calls the probes need (a XenHost; tests hand in their own answers). */

@@ -25,7 +25,10 @@ export class ForkHelpers {
     return this.workers.length;
   }
 
-  call<K extends ForkWorkerReply["kind"]>(index: number, request: Extract<ForkWorkerRequest, { kind: K }>): Promise<Extract<ForkWorkerReply, { kind: K }>> {
+  call<K extends ForkWorkerReply["kind"]>(
+    index: number,
+    request: Extract<ForkWorkerRequest, { kind: K }>,
+  ): Promise<Extract<ForkWorkerReply, { kind: K }>> {
     const worker = this.workers[index]!;
     return new Promise((resolve, reject) => {
       worker.onmessage = (event: MessageEvent<Extract<ForkWorkerReply, { kind: K }>>) => resolve(event.data);

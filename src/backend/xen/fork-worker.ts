@@ -28,7 +28,9 @@ let host: XenHost | undefined;
 const xen = () => (host ??= openXen());
 
 function describe(error: unknown): WorkerError {
-  return error instanceof SnowflockError ? { code: error.code, message: error.message, hint: error.hint } : { code: "INTERNAL", message: (error as Error).message };
+  return error instanceof SnowflockError
+    ? { code: error.code, message: error.message, hint: error.hint }
+    : { code: "INTERNAL", message: (error as Error).message };
 }
 
 self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
@@ -51,7 +53,10 @@ self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
   }
   const memory = xen().foreignMemory();
   try {
-    self.postMessage({ kind: "copy", result: copyPages(memory, request.parent, request.clones, request.maximumGpfn) } satisfies ForkWorkerReply);
+    self.postMessage({
+      kind: "copy",
+      result: copyPages(memory, request.parent, request.clones, request.maximumGpfn),
+    } satisfies ForkWorkerReply);
   } catch (error) {
     self.postMessage({ kind: "copy", error: describe(error) } satisfies ForkWorkerReply);
   } finally {

@@ -87,13 +87,20 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
   const started = performance.now();
   const say = request.progress ?? (() => {});
   const parent = host.domain(request.parent);
-  if (parent === undefined || parent.domid === 0) throw new SnowflockError("NOT_FOUND", `no Xen domU ${request.parent}`, "`snowflock ls --backend xen` or `xl list` shows the domains");
+  if (parent === undefined || parent.domid === 0)
+    throw new SnowflockError("NOT_FOUND", `no Xen domU ${request.parent}`, "`snowflock ls --backend xen` or `xl list` shows the domains");
   checkForkable(parent);
   const parentName = parent.name ?? `domain-${parent.domid}`;
   const libxl = host.libxl();
   const config = JSON.parse(libxl.configurationJson(parent.domid)) as LibxlConfig;
   if (config.c_info.type !== "pvh") {
-    throw new SnowflockError("VM_STATE", `domain ${parentName} is of type ${config.c_info.type ?? "unknown"}: snowflock forks PVH domains on Xen`, config.c_info.type === "hvm" ? "an HVM domain's device model (QEMU) would have to be cloned too; run the guest as type = \"pvh\"" : "run the guest as type = \"pvh\"");
+    throw new SnowflockError(
+      "VM_STATE",
+      `domain ${parentName} is of type ${config.c_info.type ?? "unknown"}: snowflock forks PVH domains on Xen`,
+      config.c_info.type === "hvm"
+        ? 'an HVM domain\'s device model (QEMU) would have to be cloned too; run the guest as type = "pvh"'
+        : 'run the guest as type = "pvh"',
+    );
   }
   refuseWritableDisks(parentName, config);
   const kernel = shellKernelPath(request.workDirectory);
@@ -113,10 +120,16 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
   const shellsStarted = performance.now();
   let parentSuspended = false;
   try {
-    const built = await Promise.all(Array.from({ length: helpers.count }, (_, w) => helpers.call(w, { kind: "shells", shells: share(w).map((i) => ({ name: specs[i]!.name, json: specs[i]!.json })) })));
+    const built = await Promise.all(
+      Array.from({ length: helpers.count }, (_, w) =>
+        helpers.call(w, { kind: "shells", shells: share(w).map((i) => ({ name: specs[i]!.name, json: specs[i]!.json })) }),
+      ),
+    );
     const domids = new Map<number, number>();
     built.forEach((reply, w) => reply.domids.forEach((domid, k) => domids.set(share(w)[k]!, domid)));
-    specs.forEach((spec, i) => domids.has(i) && clones.push({ name: spec.name, domid: domids.get(i)!, cloneId: spec.cloneId, mac: spec.mac }));
+    specs.forEach(
+      (spec, i) => domids.has(i) && clones.push({ name: spec.name, domid: domids.get(i)!, cloneId: spec.cloneId, mac: spec.mac }),
+    );
     const failed = built.find((reply) => reply.error);
     if (failed?.error) throw workerError(failed.error);
     for (const clone of clones) {
@@ -135,7 +148,11 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
 
     const copyStarted = performance.now();
     const maximumGpfn = host.maximumGpfn(parent.domid);
-    const copies = await Promise.all(Array.from({ length: helpers.count }, (_, w) => helpers.call(w, { kind: "copy", parent: parent.domid, clones: share(w).map((i) => clones[i]!.domid), maximumGpfn })));
+    const copies = await Promise.all(
+      Array.from({ length: helpers.count }, (_, w) =>
+        helpers.call(w, { kind: "copy", parent: parent.domid, clones: share(w).map((i) => clones[i]!.domid), maximumGpfn }),
+      ),
+    );
     const copyFailed = copies.find((reply) => reply.error);
     if (copyFailed?.error) throw workerError(copyFailed.error);
     const copied = copies[0]!.result!;
@@ -188,7 +205,11 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
 
 /** PV and HVM domains are refused by their libxl type (below); this is about their state. */
 function checkForkable(domain: XenDomain): void {
-  if (domain.dying || domain.shutdown) throw new SnowflockError("VM_STATE", `domain ${domain.name ?? domain.domid} is ${domain.dying ? "dying" : "shut down"}: only a running domain can be forked`);
+  if (domain.dying || domain.shutdown)
+    throw new SnowflockError(
+      "VM_STATE",
+      `domain ${domain.name ?? domain.domid} is ${domain.dying ? "dying" : "shut down"}: only a running domain can be forked`,
+    );
 }
 
 /** A clone must never write its parent's disk; without copy-on-write overlays, refuse. */
@@ -196,7 +217,11 @@ export function refuseWritableDisks(name: string, config: LibxlConfig): void {
   const writable = (config.disks ?? []).filter((d) => d.readwrite !== undefined && d.readwrite !== 0 && d.readwrite !== false);
   if (writable.length > 0) {
     const which = writable.map((d) => `${d.vdev ?? "?"} (${d.pdev_path ?? "?"})`).join(", ");
-    throw new SnowflockError("VM_STATE", `domain ${name} has a writable disk: ${which}; its clones would write it too`, "give the parent its disks read-only (e.g. 'file:/img,xvda,r') or keep writable state in memory");
+    throw new SnowflockError(
+      "VM_STATE",
+      `domain ${name} has a writable disk: ${which}; its clones would write it too`,
+      "give the parent its disks read-only (e.g. 'file:/img,xvda,r') or keep writable state in memory",
+    );
   }
 }
 
@@ -240,8 +265,18 @@ function nextCloneId(host: XenHost, parent: number): number {
  * from the same configuration gets the same ones, which is what lets it resume at all.
  */
 function checkSameRings(host: XenHost, parent: number, clone: number): void {
-  for (const [param, what] of [[HVM_PARAM_STORE_PFN, "XenStore frame"], [HVM_PARAM_STORE_EVTCHN, "XenStore event channel"], [HVM_PARAM_CONSOLE_PFN, "console frame"], [HVM_PARAM_CONSOLE_EVTCHN, "console event channel"]] as const) {
+  for (const [param, what] of [
+    [HVM_PARAM_STORE_PFN, "XenStore frame"],
+    [HVM_PARAM_STORE_EVTCHN, "XenStore event channel"],
+    [HVM_PARAM_CONSOLE_PFN, "console frame"],
+    [HVM_PARAM_CONSOLE_EVTCHN, "console event channel"],
+  ] as const) {
     const [a, b] = [host.hvmParam(parent, param), host.hvmParam(clone, param)];
-    if (a !== b) throw new SnowflockError("VM_STATE", `clone domain ${clone} got ${what} ${b}, its parent ${parent} has ${a}`, "the parent's configuration changed since it was built; a clone cannot take over its rings");
+    if (a !== b)
+      throw new SnowflockError(
+        "VM_STATE",
+        `clone domain ${clone} got ${what} ${b}, its parent ${parent} has ${a}`,
+        "the parent's configuration changed since it was built; a clone cannot take over its rings",
+      );
   }
 }

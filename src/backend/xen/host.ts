@@ -52,7 +52,18 @@ export interface XenPhysinfo {
   freePages: number;
   scrubPages: number;
   /** xl info's virt_caps: what kinds of guest this hypervisor can run, and how. */
-  virtCaps: { pv: boolean; hvm: boolean; hap: boolean; shadow: boolean; directio: boolean; iommuHapPtShare: boolean; vmtrace: boolean; vpmu: boolean; gnttabV1: boolean; gnttabV2: boolean };
+  virtCaps: {
+    pv: boolean;
+    hvm: boolean;
+    hap: boolean;
+    shadow: boolean;
+    directio: boolean;
+    iommuHapPtShare: boolean;
+    vmtrace: boolean;
+    vpmu: boolean;
+    gnttabV1: boolean;
+    gnttabV2: boolean;
+  };
   /** The boot CPU's virtualization extension, from physinfo's featureset words. */
   cpu: { vmx: boolean; svm: boolean };
 }
@@ -107,19 +118,27 @@ export class XenHost {
     const privcmd = privcmdPath();
     if (privcmd === undefined) {
       throw hypervisorType() === "xen"
-        ? xenUnavailable(`this Linux runs on Xen, but ${PRIVCMD_PATHS[0]} is missing`, "load the xen_privcmd module; snowflock's Xen backend runs in dom0")
+        ? xenUnavailable(
+            `this Linux runs on Xen, but ${PRIVCMD_PATHS[0]} is missing`,
+            "load the xen_privcmd module; snowflock's Xen backend runs in dom0",
+          )
         : xenUnavailable(`no Xen hypervisor here: ${PRIVCMD_PATHS[0]} is missing`, "snowflock's Xen backend runs in a Xen dom0");
     }
     const { abi: libraryAbi, xc } = loadXenctrl();
     const toollog = xenLibrary("xentoollog", libraryAbi);
     // A logger that never prints (its FILE is never touched): failures come back as errno, and
     // libxc's default logger would add its own lines to stderr.
-    const logger = toollog.xtl_createlogger_stdiostream(null, XTL_NUM_LEVELS, XTL_STDIOSTREAM_HIDE_PROGRESS | XTL_STDIOSTREAM_PROGRESS_NO_CR);
+    const logger = toollog.xtl_createlogger_stdiostream(
+      null,
+      XTL_NUM_LEVELS,
+      XTL_STDIOSTREAM_HIDE_PROGRESS | XTL_STDIOSTREAM_PROGRESS_NO_CR,
+    );
     const xch = xc.xc_interface_open(logger, logger, 0);
     if (xch === null) {
       const errno = lastErrno();
       if (logger !== null) toollog.xtl_logger_destroy(logger);
-      const hint = errno === EACCES || errno === EPERM ? "run snowflock as root in dom0" : "check that this is a Xen dom0 with the privcmd driver";
+      const hint =
+        errno === EACCES || errno === EPERM ? "run snowflock as root in dom0" : "check that this is a Xen dom0 with the privcmd driver";
       throw xenUnavailable(`cannot open Xen's control interface (${privcmd}): ${errnoName(errno)}`, hint);
     }
     const close = () => {
@@ -129,11 +148,22 @@ export class XenHost {
     try {
       const v = xc.xc_version(xch, XENVER_version, null);
       // The first hypercall: failing here means privcmd does not lead to a hypervisor.
-      if (v < 0) throw xenUnavailable(`cannot reach the hypervisor through ${privcmd}: XENVER_version failed with ${errnoName(lastErrno())}`, "snowflock's Xen backend runs in a Xen dom0");
-      const version: XenVersion = { major: v >>> 16, minor: v & 0xffff, extra: versionString(xc, xch, XENVER_extraversion, XEN_EXTRAVERSION_LEN) };
+      if (v < 0)
+        throw xenUnavailable(
+          `cannot reach the hypervisor through ${privcmd}: XENVER_version failed with ${errnoName(lastErrno())}`,
+          "snowflock's Xen backend runs in a Xen dom0",
+        );
+      const version: XenVersion = {
+        major: v >>> 16,
+        minor: v & 0xffff,
+        extra: versionString(xc, xch, XENVER_extraversion, XEN_EXTRAVERSION_LEN),
+      };
       const abi = xenReleaseAbi(version.major, version.minor);
       if (abi !== libraryAbi) {
-        throw xenUnavailable(`this hypervisor is Xen ${abi.release}, but the libxenctrl found is ${libraryAbi.sonames.xenctrl}`, `install Debian's libxenmisc${abi.release}`);
+        throw xenUnavailable(
+          `this hypervisor is Xen ${abi.release}, but the libxenctrl found is ${libraryAbi.sonames.xenctrl}`,
+          `install Debian's libxenmisc${abi.release}`,
+        );
       }
       const capabilities = versionString(xc, xch, XENVER_capabilities, XEN_CAPABILITIES_INFO_LEN).trim(); // Xen ends it with a space
       const physical = readPhysinfo(abi, xc, xch);
@@ -356,7 +386,10 @@ function readPhysinfo(abi: XenReleaseAbi, xc: XenSymbols<"xenctrl">, xch: Native
     const errno = lastErrno();
     // Only the control domain may ask: a domU with a privcmd device ends here.
     throw errno === EPERM || errno === EACCES
-      ? xenUnavailable(`this is a Xen guest, not dom0: the hypervisor refused XEN_SYSCTL_physinfo (${errnoName(errno)})`, "snowflock's Xen backend runs in dom0")
+      ? xenUnavailable(
+          `this is a Xen guest, not dom0: the hypervisor refused XEN_SYSCTL_physinfo (${errnoName(errno)})`,
+          "snowflock's Xen backend runs in dom0",
+        )
       : new SyscallError("xc_physinfo", errno);
   }
   const c = abi.constants;

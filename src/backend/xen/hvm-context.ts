@@ -45,9 +45,17 @@ export function parseHvmContext(blob: Uint8Array, abi: XenReleaseAbi): HvmContex
   for (;;) {
     if (at + descriptor.size > blob.byteLength) throw malformed(`it ends at byte ${blob.byteLength} without an END record`);
     const d = new StructView(descriptor, blob, at);
-    const record: HvmRecord = { typecode: d.get("typecode"), type: names.get(d.get("typecode")), instance: d.get("instance"), offset: at + descriptor.size, length: d.get("length") };
+    const record: HvmRecord = {
+      typecode: d.get("typecode"),
+      type: names.get(d.get("typecode")),
+      instance: d.get("instance"),
+      offset: at + descriptor.size,
+      length: d.get("length"),
+    };
     if (record.offset + record.length > blob.byteLength) {
-      throw malformed(`record ${record.type ?? record.typecode} at byte ${at} claims ${record.length} bytes, past the end at ${blob.byteLength}`);
+      throw malformed(
+        `record ${record.type ?? record.typecode} at byte ${at} claims ${record.length} bytes, past the end at ${blob.byteLength}`,
+      );
     }
     records.push(record);
     at = record.offset + record.length;
@@ -55,10 +63,18 @@ export function parseHvmContext(blob: Uint8Array, abi: XenReleaseAbi): HvmContex
   }
 
   const first = records[0]!;
-  if (first.typecode !== abi.hvmSaveTypes.HEADER || first.length < headerLayout.size) throw malformed("it does not start with a HEADER record");
+  if (first.typecode !== abi.hvmSaveTypes.HEADER || first.length < headerLayout.size)
+    throw malformed("it does not start with a HEADER record");
   const h = new StructView(headerLayout, blob, first.offset);
-  const header: HvmSaveHeader = { magic: h.get("magic"), version: h.get("version"), changeset: h.get64("changeset"), cpuid: h.get("cpuid"), gtscKhz: h.get("gtsc_khz") };
+  const header: HvmSaveHeader = {
+    magic: h.get("magic"),
+    version: h.get("version"),
+    changeset: h.get64("changeset"),
+    cpuid: h.get("cpuid"),
+    gtscKhz: h.get("gtsc_khz"),
+  };
   if (header.magic !== abi.constants.HVM_FILE_MAGIC) throw malformed(`its magic is 0x${header.magic.toString(16)}, not HVM_FILE_MAGIC`);
-  if (header.version !== abi.constants.HVM_FILE_VERSION) throw malformed(`its format version is ${header.version}, not ${abi.constants.HVM_FILE_VERSION}`);
+  if (header.version !== abi.constants.HVM_FILE_VERSION)
+    throw malformed(`its format version is ${header.version}, not ${abi.constants.HVM_FILE_VERSION}`);
   return { blob, header, records };
 }

@@ -134,13 +134,20 @@ const PACKAGES: Record<XenLibraryName, (release: string) => string> = {
 /** The soname of a library as built for this release. */
 export function sonameOf(name: XenLibraryName, abi: XenReleaseAbi): string {
   switch (name) {
-    case "xenctrl": return abi.sonames.xenctrl;
-    case "xenlight": return abi.sonames.xenlight;
-    case "xentoollog": return "libxentoollog.so.1";
-    case "xenforeignmemory": return "libxenforeignmemory.so.1";
-    case "xenevtchn": return "libxenevtchn.so.1";
-    case "xenstore": return "libxenstore.so.4";
-    case "libc": return "libc.so.6";
+    case "xenctrl":
+      return abi.sonames.xenctrl;
+    case "xenlight":
+      return abi.sonames.xenlight;
+    case "xentoollog":
+      return "libxentoollog.so.1";
+    case "xenforeignmemory":
+      return "libxenforeignmemory.so.1";
+    case "xenevtchn":
+      return "libxenevtchn.so.1";
+    case "xenstore":
+      return "libxenstore.so.4";
+    case "libc":
+      return "libc.so.6";
   }
 }
 
@@ -162,8 +169,16 @@ export function xenLibrary<N extends XenLibraryName>(name: N, abi: XenReleaseAbi
   } catch (error) {
     const missingSymbol = /Symbol "([^"]+)" not found/.exec((error as Error).message)?.[1];
     throw missingSymbol
-      ? xenUnavailable(`${soname} lacks ${missingSymbol}: it is not the Xen ${abi.release} build snowflock expects`, `install Debian's ${PACKAGES[name](abi.release)}`, error)
-      : xenUnavailable(`Xen's libraries are missing: cannot load ${soname}`, `install Debian's ${PACKAGES[name](abi.release)} (xen-utils-${abi.release} brings all of them)`, error);
+      ? xenUnavailable(
+          `${soname} lacks ${missingSymbol}: it is not the Xen ${abi.release} build snowflock expects`,
+          `install Debian's ${PACKAGES[name](abi.release)}`,
+          error,
+        )
+      : xenUnavailable(
+          `Xen's libraries are missing: cannot load ${soname}`,
+          `install Debian's ${PACKAGES[name](abi.release)} (xen-utils-${abi.release} brings all of them)`,
+          error,
+        );
   }
   loaded.set(soname, library.symbols);
   return library.symbols;

@@ -11,8 +11,13 @@ import { type NativePointer, xenLibrary, type XenSymbols } from "./libs.ts";
 /** libxl's error numbers (_libxl_types.h) that a user may meet, for the message. */
 const ERROR_DOMAIN_NOTFOUND = -21;
 const LIBXL_ERRORS: Record<number, string> = {
-  [-1]: "ERROR_NONSPECIFIC", [-3]: "ERROR_FAIL", [-5]: "ERROR_NOMEM", [-6]: "ERROR_INVAL",
-  [-21]: "ERROR_DOMAIN_NOTFOUND", [-22]: "ERROR_ABORTED", [-23]: "ERROR_NOTFOUND",
+  [-1]: "ERROR_NONSPECIFIC",
+  [-3]: "ERROR_FAIL",
+  [-5]: "ERROR_NOMEM",
+  [-6]: "ERROR_INVAL",
+  [-21]: "ERROR_DOMAIN_NOTFOUND",
+  [-22]: "ERROR_ABORTED",
+  [-23]: "ERROR_NOTFOUND",
 };
 
 export class LibxlError extends SnowflockError {
@@ -21,7 +26,11 @@ export class LibxlError extends SnowflockError {
     readonly result: number,
     detail: string,
   ) {
-    super(result === ERROR_DOMAIN_NOTFOUND ? "NOT_FOUND" : "INTERNAL", `${call} failed for ${detail}: ${LIBXL_ERRORS[result] ?? `libxl error ${result}`}`, "libxl's own lines are in /var/log/xen; `xl dmesg` shows the hypervisor's");
+    super(
+      result === ERROR_DOMAIN_NOTFOUND ? "NOT_FOUND" : "INTERNAL",
+      `${call} failed for ${detail}: ${LIBXL_ERRORS[result] ?? `libxl error ${result}`}`,
+      "libxl's own lines are in /var/log/xen; `xl dmesg` shows the hypervisor's",
+    );
   }
 }
 
@@ -50,7 +59,11 @@ export class Libxl {
   /** The configuration libxl keeps for a running domU, as libxl JSON (what `xl list -l` shows). */
   configurationJson(domid: number): string {
     return this.withConfig((config) => {
-      this.check("libxl_retrieve_domain_configuration", this.xl.libxl_retrieve_domain_configuration(this.live(), domid, config, null), `domain ${domid}`);
+      this.check(
+        "libxl_retrieve_domain_configuration",
+        this.xl.libxl_retrieve_domain_configuration(this.live(), domid, config, null),
+        `domain ${domid}`,
+      );
       const json = this.xl.libxl_domain_config_to_json(this.live(), config);
       if (json === null) throw new LibxlError("libxl_domain_config_to_json", -5, `domain ${domid}`);
       try {
@@ -64,7 +77,11 @@ export class Libxl {
   /** Builds a domain from libxl JSON and leaves it paused; its domid. */
   createPaused(json: string, what: string): number {
     return this.withConfig((config) => {
-      this.check("libxl_domain_config_from_json", this.xl.libxl_domain_config_from_json(this.live(), config, Buffer.from(`${json}\0`)), what);
+      this.check(
+        "libxl_domain_config_from_json",
+        this.xl.libxl_domain_config_from_json(this.live(), config, Buffer.from(`${json}\0`)),
+        what,
+      );
       const domid = new Uint32Array(1);
       this.check("libxl_domain_create_new", this.xl.libxl_domain_create_new(this.live(), config, domid, null, null), what);
       return domid[0]!;

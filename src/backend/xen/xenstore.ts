@@ -13,7 +13,6 @@ import { lastErrno } from "../../sys/libc.ts";
 import { XBT_NULL, XS_WATCH_PATH, XS_WATCH_TOKEN, xs_permissions, type XenReleaseAbi } from "./abi.ts";
 import { type NativePointer, xenLibrary, type XenSymbols } from "./libs.ts";
 
-
 const encoder = new TextEncoder();
 const cstring = (s: string) => encoder.encode(`${s}\0`);
 

@@ -31,7 +31,10 @@ export function ensureQemu(say: (line: string) => void): string | undefined {
   Bun.spawnSync(["apt-get", "update", "-qq"], { env, stdout: "ignore", stderr: "ignore" });
   const install = Bun.spawnSync(["apt-get", "install", "-y", "-qq", "qemu-system-x86"], { env, stdout: "ignore", stderr: "pipe" });
   if (install.exitCode === 0 && qemuAvailable()) return undefined;
-  const why = install.exitCode === 0 ? "installed, but qemu-system-x86_64 is not on PATH" : install.stderr.toString().trim().split("\n").pop() || "not root or not Debian?";
+  const why =
+    install.exitCode === 0
+      ? "installed, but qemu-system-x86_64 is not on PATH"
+      : install.stderr.toString().trim().split("\n").pop() || "not root or not Debian?";
   return `qemu-system-x86_64 is missing and apt-get could not install qemu-system-x86 (${why})`;
 }
 
@@ -144,10 +147,27 @@ export class QemuSnapshotPeer {
 
   private command(tag: string, incoming?: string): string[] {
     return [
-      "qemu-system-x86_64", "-accel", "kvm", "-cpu", "host,-arch-capabilities", "-m", `${this.memoryBytes / 2 ** 20}M`, "-smp", "1",
-      "-nodefaults", "-no-user-config", "-display", "none", "-serial", `file:${join(this.dir, `${tag}.serial`)}`,
-      "-qmp", `unix:${join(this.dir, `${tag}.qmp`)},server=on,wait=off`,
-      "-kernel", this.elfPath, "-append", "serve smp=1",
+      "qemu-system-x86_64",
+      "-accel",
+      "kvm",
+      "-cpu",
+      "host,-arch-capabilities",
+      "-m",
+      `${this.memoryBytes / 2 ** 20}M`,
+      "-smp",
+      "1",
+      "-nodefaults",
+      "-no-user-config",
+      "-display",
+      "none",
+      "-serial",
+      `file:${join(this.dir, `${tag}.serial`)}`,
+      "-qmp",
+      `unix:${join(this.dir, `${tag}.qmp`)},server=on,wait=off`,
+      "-kernel",
+      this.elfPath,
+      "-append",
+      "serve smp=1",
       ...(incoming ? ["-incoming", incoming] : []),
     ];
   }
@@ -176,11 +196,19 @@ export class QemuSnapshotPeer {
   }
 
   private async waitForTicks(instance: Instance, more: number, timeoutMs: number): Promise<void> {
-    const count = async () => ((await Bun.file(instance.serial).text().catch(() => "")).match(TICK) ?? []).length;
+    const count = async () =>
+      (
+        (
+          await Bun.file(instance.serial)
+            .text()
+            .catch(() => "")
+        ).match(TICK) ?? []
+      ).length;
     const target = (await count()) + more;
     const deadline = Date.now() + timeoutMs;
     while ((await count()) < target) {
-      if (instance.child.exitCode !== null) throw new Error(`QEMU ended (status ${instance.child.exitCode}): ${(await instance.stderr).trim()}`);
+      if (instance.child.exitCode !== null)
+        throw new Error(`QEMU ended (status ${instance.child.exitCode}): ${(await instance.stderr).trim()}`);
       if (Date.now() > deadline) throw new Error(`the QEMU guest printed no tick line within ${timeoutMs / 1000} s`);
       await Bun.sleep(10);
     }
@@ -203,8 +231,10 @@ export class QemuSnapshotPeer {
     await source.qmp.execute("migrate", { uri: `exec:cat > ${this.statePath}` });
     for (;;) {
       const info = await source.qmp.execute<{ status?: string; downtime?: number; "error-desc"?: string }>("query-migrate");
-      if (info.status === "completed") return { saveMs: performance.now() - started, downtimeMs: info.downtime ?? NaN, bytes: statSync(this.statePath).size };
-      if (info.status === "failed" || info.status === "cancelled") throw new Error(`QEMU migrate ${info.status}: ${info["error-desc"] ?? ""}`);
+      if (info.status === "completed")
+        return { saveMs: performance.now() - started, downtimeMs: info.downtime ?? NaN, bytes: statSync(this.statePath).size };
+      if (info.status === "failed" || info.status === "cancelled")
+        throw new Error(`QEMU migrate ${info.status}: ${info["error-desc"] ?? ""}`);
       await Bun.sleep(1);
     }
   }
@@ -238,7 +268,8 @@ export class QemuSnapshotPeer {
       if (resumed) return;
       const status = await instance.qmp.execute<{ status: string }>("query-status").catch(() => undefined);
       if (status?.status === "running") return;
-      if (instance.child.exitCode !== null) throw new Error(`restored QEMU ended (status ${instance.child.exitCode}): ${(await instance.stderr).trim()}`);
+      if (instance.child.exitCode !== null)
+        throw new Error(`restored QEMU ended (status ${instance.child.exitCode}): ${(await instance.stderr).trim()}`);
       if (status && !["inmigrate", "prelaunch", "paused", "restore-vm", "finish-migrate"].includes(status.status)) {
         throw new Error(`restored QEMU is ${status.status}, not running`);
       }

@@ -7,7 +7,13 @@
  */
 import { createHash, createHmac } from "node:crypto";
 import {
-  AGENT_PROTOCOL_VERSION, type AgentRequestHeader, bodyMatches, MAX_HEADER_BYTES, ReplayGuard, signAnswer, verifyAnswer,
+  AGENT_PROTOCOL_VERSION,
+  type AgentRequestHeader,
+  bodyMatches,
+  MAX_HEADER_BYTES,
+  ReplayGuard,
+  signAnswer,
+  verifyAnswer,
 } from "../../../src/cluster/agent-protocol.ts";
 import { checkCloneOrder } from "../../../src/cluster/clone-order.ts";
 import { SnowflockError } from "../../../src/errors.ts";
@@ -16,28 +22,70 @@ import type { Rng } from "../../support/rng.ts";
 import { check, type FuzzTarget } from "../engine.ts";
 import { type Json, mutateJsonBytes, parseJson, setField, stringify } from "../json.ts";
 
-const SECRET = "5ec2e7".repeat(10) + "abcd";
+const SECRET = `${"5ec2e7".repeat(10)}abcd`;
 const HOST = "h1";
 const NOW = 1_800_000_000_000;
 const KEY_HEX = "ab".repeat(32);
 
-const KEYS = ["v", "op", "host", "ts", "nonce", "bodyBytes", "bodySha256", "mac", "parent", "parentHost", "descriptor", "bytes", "sha256",
-  "cloneIds", "placement", "memory", "parentIncarnation", "heuristicsOff", "vm", "request", "ok", "error", "cloneId", "status"];
+const KEYS = [
+  "v",
+  "op",
+  "host",
+  "ts",
+  "nonce",
+  "bodyBytes",
+  "bodySha256",
+  "mac",
+  "parent",
+  "parentHost",
+  "descriptor",
+  "bytes",
+  "sha256",
+  "cloneIds",
+  "placement",
+  "memory",
+  "parentIncarnation",
+  "heuristicsOff",
+  "vm",
+  "request",
+  "ok",
+  "error",
+  "cloneId",
+  "status",
+];
 
 const mcdistAddress = (json: string) => `mcdist:${Buffer.from(json).toString("base64url")}`;
 
 /** Memory-server addresses, good and bad, for the string fields of orders and addresses. */
 export const ADDRESSES = [
   formatPageServer({ kind: "tcp", address: "10.0.0.1", port: 7000, token: new Uint8Array(32).fill(3) }),
-  formatPageServer({ kind: "mcdist", server: { kind: "udp", address: "239.1.2.3:7400" }, family: 77, key: new Uint8Array(32).fill(9),
-    mtu: 1500 }),
-  formatPageServer({ kind: "mcdist", server: { kind: "packet", address: "02:00:00:00:00:01" }, family: 1, key: new Uint8Array(32),
-    mtu: 9000, transport: { kind: "udp", interface: "eth0", address: "10.0.0.2", port: 7400 } }),
-  "unix:/run/x.sock", "tcp:10.0.0.1:0:00", "tcp:999.0.0.1:1:" + KEY_HEX, "mcdist:",
-  mcdistAddress("null"), mcdistAddress("[]"), mcdistAddress("7"),
+  formatPageServer({
+    kind: "mcdist",
+    server: { kind: "udp", address: "239.1.2.3:7400" },
+    family: 77,
+    key: new Uint8Array(32).fill(9),
+    mtu: 1500,
+  }),
+  formatPageServer({
+    kind: "mcdist",
+    server: { kind: "packet", address: "02:00:00:00:00:01" },
+    family: 1,
+    key: new Uint8Array(32),
+    mtu: 9000,
+    transport: { kind: "udp", interface: "eth0", address: "10.0.0.2", port: 7400 },
+  }),
+  "unix:/run/x.sock",
+  "tcp:10.0.0.1:0:00",
+  `tcp:999.0.0.1:1:${KEY_HEX}`,
+  "mcdist:",
+  mcdistAddress("null"),
+  mcdistAddress("[]"),
+  mcdistAddress("7"),
   mcdistAddress(`{"server":{"kind":"udp","address":"a"},"family":1,"key":"${KEY_HEX}","mtu":1500,"transport":null}`),
-  mcdistAddress(`{"server":{"kind":"udp","address":"a"},"family":1,"key":"${KEY_HEX}","mtu":1500,`
-    + `"transport":{"kind":"udp","interface":"e","address":"x"}}`),
+  mcdistAddress(
+    `{"server":{"kind":"udp","address":"a"},"family":1,"key":"${KEY_HEX}","mtu":1500,` +
+      `"transport":{"kind":"udp","interface":"e","address":"x"}}`,
+  ),
 ];
 
 function randomOrder(rng: Rng): Record<string, unknown> {
@@ -52,7 +100,7 @@ function randomOrder(rng: Rng): Record<string, unknown> {
     cloneIds: ids,
     placement: Object.fromEntries(ids.map((id) => [`vm1.${id}`, rng.pick(["h0", "h1", "h2"])])),
     memory: multicast ? ADDRESSES[1]! : ADDRESSES[0]!,
-    parentIncarnation: "inc-" + rng.int(0, 1e6),
+    parentIncarnation: `inc-${rng.int(0, 1e6)}`,
     heuristicsOff: rng.bool() ? [] : ["prefetch"],
   };
 }
@@ -143,13 +191,18 @@ function signTreeAnswer(tree: Json): void {
 
 export const agentAnswerTarget: FuzzTarget = {
   name: "agent-answer",
-  seeds: (rng) => [
-    { ok: true, nonce: NONCE, body: { host: HOST, pid: 1, version: "0.1.0", freeBytes: 1e9, maxClones: 16, clones: [] } },
-    { ok: true, nonce: NONCE, body: { host: HOST, started: [{ cloneId: 1, name: "vm1.1", pid: 9, builtMs: 1, runningMs: 2 }],
-      failed: [] } },
-    { ok: false, nonce: NONCE, error: "bad clone order: no parent" },
-  ].map((a) => JSON.stringify(rng.bool(0.9) ? signAnswer(SECRET, a) : { ok: false, error: "unauthenticated: x" }))
-    .map((text) => new TextEncoder().encode(text)),
+  seeds: (rng) =>
+    [
+      { ok: true, nonce: NONCE, body: { host: HOST, pid: 1, version: "0.1.0", freeBytes: 1e9, maxClones: 16, clones: [] } },
+      {
+        ok: true,
+        nonce: NONCE,
+        body: { host: HOST, started: [{ cloneId: 1, name: "vm1.1", pid: 9, builtMs: 1, runningMs: 2 }], failed: [] },
+      },
+      { ok: false, nonce: NONCE, error: "bad clone order: no parent" },
+    ]
+      .map((a) => JSON.stringify(rng.bool(0.9) ? signAnswer(SECRET, a) : { ok: false, error: "unauthenticated: x" }))
+      .map((text) => new TextEncoder().encode(text)),
   mutate: (input, rng, corpus) => mutateJsonBytes(input, rng, corpus, KEYS, [NONCE], (tree) => rng.bool() && signTreeAnswer(tree)),
   run(input) {
     const result = verifyAnswer(SECRET, NONCE, parseLine(input));

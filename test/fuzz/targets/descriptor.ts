@@ -46,12 +46,27 @@ export function randomDescriptor(rng: Rng): Descriptor {
   const bitmap = () => rng.bytes(Math.ceil(pageCount / 8));
   const pages = new Map<number, Uint8Array>();
   for (let n = rng.int(0, 3); n > 0; n--) pages.set(rng.int(0, pageCount - 1), filler(rng, PAGE_SIZE));
-  const state: KvmState = { backend: "kvm", memorySize, vcpus: Array.from({ length: rng.int(1, 3) }, vcpu), devices: {
-      picMaster: filler(rng, abi.kvm_irqchip.size), picSlave: filler(rng, abi.kvm_irqchip.size), ioapic: filler(rng, abi.kvm_irqchip.size),
-      pit: filler(rng, abi.kvm_pit_state2.size), clock: filler(rng, abi.kvm_clock_data.size) } };
+  const state: KvmState = {
+    backend: "kvm",
+    memorySize,
+    vcpus: Array.from({ length: rng.int(1, 3) }, vcpu),
+    devices: {
+      picMaster: filler(rng, abi.kvm_irqchip.size),
+      picSlave: filler(rng, abi.kvm_irqchip.size),
+      ioapic: filler(rng, abi.kvm_irqchip.size),
+      pit: filler(rng, abi.kvm_pit_state2.size),
+      clock: filler(rng, abi.kvm_clock_data.size),
+    },
+  };
   const d: Descriptor = {
-    meta: { backend: "kvm", name: `vm${rng.int(0, 99)}`, cmdline: rng.pick(["serve", "sha256 size=1M"]), memorySize,
-      regions: memoryLayout(memorySize).regions, createdAt: new Date(1_700_000_000_000 + rng.int(0, 1e9)).toISOString() },
+    meta: {
+      backend: "kvm",
+      name: `vm${rng.int(0, 99)}`,
+      cmdline: rng.pick(["serve", "sha256 size=1M"]),
+      memorySize,
+      regions: memoryLayout(memorySize).regions,
+      createdAt: new Date(1_700_000_000_000 + rng.int(0, 1e9)).toISOString(),
+    },
     state,
     nonZeroPages: bitmap(),
     pages,
@@ -62,8 +77,23 @@ export function randomDescriptor(rng: Rng): Descriptor {
   return d;
 }
 
-const META_KEYS = ["backend", "name", "cmdline", "memorySize", "regions", "guestAddress", "offset", "size", "createdAt", "cloneCall", "block",
-  "returns", "freePageMap", "address", "frames"];
+const META_KEYS = [
+  "backend",
+  "name",
+  "cmdline",
+  "memorySize",
+  "regions",
+  "guestAddress",
+  "offset",
+  "size",
+  "createdAt",
+  "cloneCall",
+  "block",
+  "returns",
+  "freePageMap",
+  "address",
+  "frames",
+];
 const SECTION_TYPES = [0, 1, 2, 3, 4, 5, 6, 7, 0xffff];
 
 /** Section-aware mutations: sections dropped, repeated, retyped, reordered, resized; fields and metadata changed. */
@@ -104,11 +134,12 @@ function mutateSections(payload: Uint8Array, rng: Rng, corpus: readonly Uint8Arr
       if (other.length > 0) sections.splice(rng.int(0, sections.length), 0, rng.pick(other));
       break;
     }
-    default:
+    default: {
       // A count or size field at the start of a body (vCPU index, page count) set to an edge.
       section.body = section.body.slice();
       const edge = rng.pick([0, 1, 2, 63, 64, 65, 256, 257, 0xffff, 0xffffffff]);
       if (section.body.byteLength >= 4) new DataView(section.body.buffer).setUint32(0, edge, true);
+    }
   }
   const w = new SectionWriter();
   for (const s of sections) w.add(s.type, s.body);
@@ -196,10 +227,11 @@ export const envelopeTarget: FuzzTarget = {
       case 2:
         v.setBigUint64(16, BigInt(rng.pick([0, 1, stored.byteLength - 1, stored.byteLength + 1, 2 ** 28, 2 ** 28 + 1, 2 ** 53])), true);
         break;
-      case 3:
+      case 3: {
         const nearby = Number(v.getBigUint64(24, true)) + rng.int(-4, 4);
         v.setBigUint64(24, BigInt(rng.pick([0, 1, 4096, nearby, 2 ** 28, 2 ** 28 + 1, 2 ** 40])), true);
         break;
+      }
       case 4: {
         // Payloads small on disk and large in memory: the decompression bombs of issue 10, item 4.
         const n = rng.pick([1, 4, 16, 64, 256]) * 2 ** 20;

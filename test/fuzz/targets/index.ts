@@ -8,8 +8,19 @@ import { pageProtocolTarget, pageServerAddressTarget } from "./page-protocol.ts"
 import { vmmControlTarget } from "./vmm-control.ts";
 
 export const TARGETS: readonly FuzzTarget[] = [
-  envelopeTarget, descriptorTarget, codecTarget, frameTarget, messagesTarget, reassemblyTarget, agentRequestTarget, agentAnswerTarget,
-  cloneOrderTarget, pageProtocolTarget, pageServerAddressTarget, vmmControlTarget, launchRecordTarget,
+  envelopeTarget,
+  descriptorTarget,
+  codecTarget,
+  frameTarget,
+  messagesTarget,
+  reassemblyTarget,
+  agentRequestTarget,
+  agentAnswerTarget,
+  cloneOrderTarget,
+  pageProtocolTarget,
+  pageServerAddressTarget,
+  vmmControlTarget,
+  launchRecordTarget,
 ];
 
 export function targetNamed(name: string): FuzzTarget {

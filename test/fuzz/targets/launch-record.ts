@@ -7,8 +7,25 @@ import { check, type FuzzTarget, same } from "../engine.ts";
 import { mutateJsonBytes } from "../json.ts";
 import { ADDRESSES } from "./agent.ts";
 
-const KEYS = ["v", "parent", "cloneId", "descriptor", "kind", "path", "bytes", "sha256", "memory", "imagePath", "server", "cluster",
-  "inventory", "host", "placement", "parentIncarnation", "heuristicsOff"];
+const KEYS = [
+  "v",
+  "parent",
+  "cloneId",
+  "descriptor",
+  "kind",
+  "path",
+  "bytes",
+  "sha256",
+  "memory",
+  "imagePath",
+  "server",
+  "cluster",
+  "inventory",
+  "host",
+  "placement",
+  "parentIncarnation",
+  "heuristicsOff",
+];
 
 function randomRecord(rng: Rng): LaunchRecord {
   const multicast = rng.bool();
@@ -19,9 +36,10 @@ function randomRecord(rng: Rng): LaunchRecord {
     descriptor: multicast
       ? { kind: "mcdist", bytes: rng.int(1, 1 << 20), sha256: "e3".repeat(32) }
       : { kind: "file", path: `/run/snowflock/vm.clones-${rng.int(0, 1e6)}.sfd` },
-    memory: rng.bool(0.3) && !multicast
-      ? { kind: "cow", imagePath: `/proc/${rng.int(2, 99999)}/fd/7` }
-      : { kind: "ondemand", server: parsePageServer(ADDRESSES[multicast ? 1 : 0]!) },
+    memory:
+      rng.bool(0.3) && !multicast
+        ? { kind: "cow", imagePath: `/proc/${rng.int(2, 99999)}/fd/7` }
+        : { kind: "ondemand", server: parsePageServer(ADDRESSES[multicast ? 1 : 0]!) },
     cluster: rng.bool()
       ? { inventory: "/etc/snowflock/inventory.json", host: "h1", placement: { [`vm1.${cloneId}`]: "h1" }, parentIncarnation: "inc-1" }
       : undefined,

@@ -5,8 +5,16 @@
  */
 import { decodeFrame, encodeFrame, type Frame, FRAME_HEADER_SIZE, FrameType, fragment, MAX_FRAGMENTS } from "../../../src/mcdist/frame.ts";
 import {
-  decodeRate, decodeRequest, encodeChunkObject, encodePageObject, encodeRate, encodeRequest, MAX_REQUEST_PAGES, MessageError,
-  verifyChunkObject, verifyPageObject,
+  decodeRate,
+  decodeRequest,
+  encodeChunkObject,
+  encodePageObject,
+  encodeRate,
+  encodeRequest,
+  MAX_REQUEST_PAGES,
+  MessageError,
+  verifyChunkObject,
+  verifyPageObject,
 } from "../../../src/mcdist/messages.ts";
 import { openControl, sealControl } from "../../../src/mcdist/control.ts";
 import { Reassembly } from "../../../src/mcdist/reassembly.ts";
@@ -72,8 +80,13 @@ function mutateFrameHeader(frame: Uint8Array, rng: Rng): Uint8Array {
 }
 
 function checkFrame(frame: Frame, bytes: Uint8Array): void {
-  const ok = frame.fragment < frame.fragments && frame.fragments <= MAX_FRAGMENTS && frame.family === FAMILY
-    && frame.payload.byteLength === new DataView(bytes.buffer, bytes.byteOffset).getUint16(24) && frame.type >= 1 && frame.type <= 4;
+  const ok =
+    frame.fragment < frame.fragments &&
+    frame.fragments <= MAX_FRAGMENTS &&
+    frame.family === FAMILY &&
+    frame.payload.byteLength === new DataView(bytes.buffer, bytes.byteOffset).getUint16(24) &&
+    frame.type >= 1 &&
+    frame.type <= 4;
   check(ok, `decodeFrame passed fragment ${frame.fragment}/${frame.fragments} of type ${frame.type}, ${frame.payload.byteLength} bytes`);
 }
 
@@ -234,7 +247,10 @@ export const reassemblyTarget: FuzzTarget = {
       const expected = reference.add(decoded.frame);
       const got = kernel.add(decoded.frame);
       same(got, expected, "the WASM reassembly's object (against the reference's)");
-      check(!expected || expected.byteLength <= REASSEMBLY.maxObjectBytes, `an object of ${expected?.byteLength} bytes passed maxObjectBytes`);
+      check(
+        !expected || expected.byteLength <= REASSEMBLY.maxObjectBytes,
+        `an object of ${expected?.byteLength} bytes passed maxObjectBytes`,
+      );
       if (reference.pending > REASSEMBLY.maxPartial) throw new Error(`${reference.pending} objects in progress, more than maxPartial`);
       if (expected) completed++;
     }
@@ -245,4 +261,3 @@ export const reassemblyTarget: FuzzTarget = {
   },
   expected: () => false,
 };
-

@@ -6,8 +6,24 @@
 import { SnowflockError } from "../../../src/errors.ts";
 import { PAGE_SIZE } from "../../../src/memory/layout.ts";
 import {
-  decodeError, decodeHeader, decodeHello, decodeHelloReply, decodePageData, decodePageRequest, encodeError, encodeHello, encodeHelloReply,
-  encodeMessage, encodePageData, encodePageRequest, ErrorKind, HEADER_SIZE, MAX_PAGES_PER_REQUEST, MessageType, PROTOCOL_VERSION, TOKEN_BYTES,
+  decodeError,
+  decodeHeader,
+  decodeHello,
+  decodeHelloReply,
+  decodePageData,
+  decodePageRequest,
+  encodeError,
+  encodeHello,
+  encodeHelloReply,
+  encodeMessage,
+  encodePageData,
+  encodePageRequest,
+  ErrorKind,
+  HEADER_SIZE,
+  MAX_PAGES_PER_REQUEST,
+  MessageType,
+  PROTOCOL_VERSION,
+  TOKEN_BYTES,
   verifyChecksum,
 } from "../../../src/memory/page-protocol.ts";
 import { parsePageServer } from "../../../src/memory/page-server-address.ts";
@@ -97,7 +113,10 @@ export const pageProtocolTarget: FuzzTarget = {
         break;
       }
       case MessageType.PageData:
-        check(decodePageData(payload, requestedFor(payload)).every((page) => page.byteLength === PAGE_SIZE), "PageData gave a short page");
+        check(
+          decodePageData(payload, requestedFor(payload)).every((page) => page.byteLength === PAGE_SIZE),
+          "PageData gave a short page",
+        );
         break;
       case MessageType.Error:
         decodeError(payload);
@@ -118,7 +137,7 @@ export const pageProtocolTarget: FuzzTarget = {
     same(decodeHello(encodeHello(PROTOCOL_VERSION, token)), { version: PROTOCOL_VERSION, token }, "decodeHello(encodeHello(h))");
     const data = pageData(rng, pages.slice(0, 3));
     same(decodePageData(data, pages.slice(0, 3))[0], data.subarray(8, 8 + PAGE_SIZE), "decodePageData(encodePageData(p))");
-    const text = "refused: " + rng.int(0, 1e9);
+    const text = `refused: ${rng.int(0, 1e9)}`;
     if (decodeError(encodeError(ErrorKind.BadMessage, text)).text !== text) throw new Error("Error round trip differs");
   },
 };

@@ -88,7 +88,8 @@ export async function bootDomU(name: string, createArgs: string[], ready: () => 
     const started = performance.now();
     let crashed = false;
     while (!ready()) {
-      if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for domU ${name}\n${await diagnosis([name])}`);
+      if (performance.now() - started > timeoutMs)
+        throw new Error(`timed out after ${timeoutMs / 1000} s waiting for domU ${name}\n${await diagnosis([name])}`);
       if (await shutDown(name)) {
         crashed = true;
         break;
