@@ -4,8 +4,8 @@
  * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
  */
 import type { ForkResult } from "../clone/fork-result.ts";
-import type { AllocationHints } from "../memory/allocation-hints.ts";
-import type { GuestMemory } from "../memory/guest-memory.ts";
+import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
+import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import type { SnowflockError } from "../errors.ts";
 import type { BackendName } from "./names.ts";
 

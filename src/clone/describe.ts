@@ -4,7 +4,7 @@
  */
 import type { FreePageMap, Machine } from "../backend/backend.ts";
 import type { Descriptor } from "../descriptor/format.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 
 export function describeMachine(machine: Machine, about: { name: string; cmdline: string }): Descriptor {
   const { state, eagerPages } = machine.capture();

@@ -6,7 +6,7 @@
  */
 import type { BackendState, StateDecoder } from "../backend/backend.ts";
 import { STATE_SECTION_TYPES, statePersist } from "../backend/persist.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { FieldReader, refuse, SectionWriter, walkSections } from "../sections.ts";
 import { type EnvelopeInfo, openEnvelope, sealEnvelope } from "./envelope.ts";
 import { INCLUDED_PAGE_BYTES, MAX_INCLUDED_PAGES, maxPayloadBytes } from "./layout.ts";

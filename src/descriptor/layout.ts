@@ -4,7 +4,7 @@
  * payload is known before anything is decoded.
  */
 import { MAX_STATE_BYTES } from "../backend/persist.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 
 /** The most guest memory a descriptor may describe. */
 export const MAX_MEMORY_BYTES = 256 * 1024 ** 3;

@@ -5,7 +5,7 @@
  */
 import { BACKENDS, type BackendName, type FreePageMap } from "../backend/backend.ts";
 import { MAX_FREE_PAGE_FRAMES } from "../guest/hypercalls.ts";
-import { PAGE_SIZE, type RamRegion } from "../memory/layout.ts";
+import { PAGE_SIZE, type RamRegion } from "../guest-memory/layout.ts";
 import { MAX_MEMORY_BYTES, MAX_META_BYTES } from "./layout.ts";
 import { refuse } from "../sections.ts";
 

@@ -1,7 +1,7 @@
 /** What `inspect` shows of a descriptor. */
 import type { VcpuSummary } from "../backend/backend.ts";
 import { statePersist } from "../backend/persist.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { PageBitmap } from "../wasm/page-bitmap.ts";
 import type { EnvelopeInfo } from "./envelope.ts";
 import type { Descriptor } from "./format.ts";

@@ -3,8 +3,8 @@
  * block and every pointer and length in it are checked against guest RAM first, and a bad call
  * fails with an error code in the block while the VM goes on.
  */
-import type { GuestMemory } from "../memory/guest-memory.ts";
-import { PAGE_SIZE, translate } from "../memory/layout.ts";
+import type { GuestMemory } from "../guest-memory/guest-memory.ts";
+import { PAGE_SIZE, translate } from "../guest-memory/layout.ts";
 
 export const HYPERCALL_PORT = 0x0ed0;
 export const ABI_VERSION = 1;

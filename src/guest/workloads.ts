@@ -4,7 +4,7 @@
  * bad request fails with one clear line before any VM is made.
  */
 import { SnowflockError } from "../errors.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { formatSize, parseSize } from "../size.ts";
 
 type ParamKind = "size" | "u64";

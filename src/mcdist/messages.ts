@@ -5,7 +5,7 @@
  * family's secret, verifies. Requests and rate reports are tagged too (control.ts), and every field
  * is checked before use.
  */
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 
 export const TAG_SIZE = 16;
 export const PAGE_OBJECT_SIZE = PAGE_SIZE + TAG_SIZE;

@@ -5,7 +5,7 @@
  * parent's event loop must not.
  */
 import { SnowflockError } from "../errors.ts";
-import { PAGE_SIZE } from "../memory/layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { checkFamilyKey } from "./messages.ts";
 import { type McdistServerEndpoint, type McdistServerOptions, type ServerInit, Slot } from "./server-protocol.ts";
 import { checkTransportSpec } from "./transport.ts";

@@ -10,7 +10,7 @@ import { SnowflockError } from "../errors.ts";
 import { MAP_SHARED, O_RDONLY, PROT_READ } from "../sys/constants.ts";
 import { close, open } from "../sys/files.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
-import { type MemoryLayout, PAGE_SIZE } from "./layout.ts";
+import { type MemoryLayout, PAGE_SIZE } from "../guest-memory/layout.ts";
 import {
   decodeHeader,
   decodeHello,

@@ -4,7 +4,7 @@
  * a SharedArrayBuffer; events go back by postMessage.
  */
 import type { WorkerEvent } from "../worker-link.ts";
-import type { AllocationHints } from "./allocation-hints.ts";
+import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 
 export interface MemtapInit {
   uffd: number;

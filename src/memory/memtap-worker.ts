@@ -7,7 +7,7 @@
  * failed validation; on any failure it reports and leaves the faults pending until the owner has
  * stopped the vCPUs and calls stop() (see memtap.ts).
  */
-import { isAllocated } from "./allocation-hints.ts";
+import { isAllocated } from "../guest-memory/allocation-hints.ts";
 import { SnowflockError } from "../errors.ts";
 import { EAGAIN, EEXIST, EINTR, POLLIN, PROT_NONE } from "../sys/constants.ts";
 import { SyscallError } from "../sys/errno.ts";
@@ -15,7 +15,7 @@ import { close } from "../sys/files.ts";
 import { lastErrno, libc } from "../sys/libc.ts";
 import { mprotect } from "../sys/memory.ts";
 import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uffdWake, uffdZeropage } from "../sys/uffd.ts";
-import { PAGE_SIZE } from "./layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { FENCE_AFTER_MS, HISTOGRAM_BUCKETS, type MemtapEvent, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
 import { PageClient, pollRetrying, Woken } from "./page-client.ts";
 import { McdistClient } from "../mcdist/client.ts";

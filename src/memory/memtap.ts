@@ -23,10 +23,10 @@ import {
   uffdRegister,
   userfaultfd,
 } from "../sys/uffd.ts";
-import type { AllocationHints } from "./allocation-hints.ts";
-import type { GuestMemory } from "./guest-memory.ts";
+import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
+import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
-import { PAGE_SIZE } from "./layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { HISTOGRAM_BUCKETS, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { WorkerLink } from "../worker-link.ts";

@@ -9,7 +9,7 @@ import { SyscallError } from "../sys/errno.ts";
 import { close, poll, type PollRequest, read } from "../sys/files.ts";
 import { connectTcp, connectUnix, send } from "../sys/socket.ts";
 import { describePageServer, type UnicastAddress } from "./page-server-address.ts";
-import { PAGE_SIZE } from "./layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import {
   decodeError,
   decodeHeader,

@@ -13,7 +13,7 @@
  * must never reach guest memory.
  */
 import { SnowflockError } from "../errors.ts";
-import { PAGE_SIZE } from "./layout.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 
 export const MAGIC = 0x47504653; // "SFPG" read as a little-endian u32
 export const PROTOCOL_VERSION = 1;

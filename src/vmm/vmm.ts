@@ -3,7 +3,7 @@
  * (control socket, record, console log), stream its console, answer control requests, and clean
  * up when it ends.
  */
-import { type AllocationHints, createAllocationHints } from "../memory/allocation-hints.ts";
+import { type AllocationHints, createAllocationHints } from "../guest-memory/allocation-hints.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import type { GuestCall, Machine, MachineEnd } from "../backend/backend.ts";
 import { statePersist } from "../backend/persist.ts";
@@ -21,7 +21,7 @@ import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
 import { writeHypercallResult } from "../guest/hypercalls.ts";
-import { GuestMemory } from "../memory/guest-memory.ts";
+import { GuestMemory } from "../guest-memory/guest-memory.ts";
 import type { McdistAddress, PageServerAddress } from "../memory/page-server-address.ts";
 import { McdistClient } from "../mcdist/client.ts";
 import { getpid } from "../sys/process.ts";

@@ -8,7 +8,7 @@ import type { MachineEnd } from "../../src/backend/backend.ts";
 import { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import type { KvmState } from "../../src/backend/kvm/persist.ts";
 import { guestImage } from "../../src/guest/image.ts";
-import { GuestMemory } from "../../src/memory/guest-memory.ts";
+import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeMachine } from "../../src/clone/describe.ts";

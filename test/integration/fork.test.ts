@@ -5,7 +5,7 @@
 import { expect, test } from "bun:test";
 import { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import { guestImage } from "../../src/guest/image.ts";
-import { GuestMemory } from "../../src/memory/guest-memory.ts";
+import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 

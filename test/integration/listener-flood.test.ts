@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { agentRequest } from "../../src/cluster/agent-client.ts";
-import { PAGE_SIZE } from "../../src/memory/layout.ts";
+import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import { PageClient } from "../../src/memory/page-client.ts";
 import {
   decodeError,

@@ -13,7 +13,7 @@ import { randomBytes } from "node:crypto";
 import { encodeFrame, fragment, FrameType } from "../../src/mcdist/frame.ts";
 import { PAGE_OBJECT_SIZE } from "../../src/mcdist/messages.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
-import { PAGE_SIZE } from "../../src/memory/layout.ts";
+import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import { usePeerHosts } from "../support/mcdist-peers.ts";
 import { describeNetns } from "../support/netns.ts";
 import { Rng } from "../support/rng.ts";

@@ -14,8 +14,8 @@ import { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import { describeMachine } from "../../src/clone/describe.ts";
 import type { Descriptor } from "../../src/descriptor/format.ts";
 import { guestImage } from "../../src/guest/image.ts";
-import { GuestMemory } from "../../src/memory/guest-memory.ts";
-import { PAGE_SIZE } from "../../src/memory/layout.ts";
+import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
+import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import { startMemoryServer } from "../../src/memory/memory-server.ts";
 import { type Memtap, type MemtapStats, startMemtap } from "../../src/memory/memtap.ts";
 import { FENCE_AFTER_MS } from "../../src/memory/memtap-protocol.ts";
@@ -359,7 +359,7 @@ if (noUffd && KVM_REQUIRED)
 
 /** A Worker that reads pages of a memtap'd memory (each read may fault) and hashes each page. */
 const TOUCHER = `
-import { GuestMemory } from ${JSON.stringify(new URL("../../src/memory/guest-memory.ts", import.meta.url).pathname)};
+import { GuestMemory } from ${JSON.stringify(new URL("../../src/guest-memory/guest-memory.ts", import.meta.url).pathname)};
 self.onmessage = ({ data }) => {
   const memory = GuestMemory.attach(data.layout, data.address);
   const words = new Int32Array(memory.bytes.buffer, memory.bytes.byteOffset, memory.size / 4);

@@ -4,7 +4,7 @@ import * as abi from "../../src/backend/kvm/abi.ts";
 import type { KvmState } from "../../src/backend/kvm/persist.ts";
 import { decodeDescriptor, type Descriptor } from "../../src/descriptor/format.ts";
 import { SnowflockError } from "../../src/errors.ts";
-import { memoryLayout } from "../../src/memory/layout.ts";
+import { memoryLayout } from "../../src/guest-memory/layout.ts";
 
 export const random = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 131 + seed * 7) & 0xff);
 

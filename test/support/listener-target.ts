@@ -10,7 +10,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { startAgent } from "../../src/cluster/agent.ts";
 import { ClusterContext } from "../../src/cluster/cluster-context.ts";
-import { memoryLayout, PAGE_SIZE } from "../../src/memory/layout.ts";
+import { memoryLayout, PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import { startMemoryServer } from "../../src/memory/memory-server.ts";
 import { testRunDir } from "./cli.ts";
 

@@ -23,7 +23,7 @@ import { encodeRate, encodeRequest, MAX_REQUEST_PAGES, PAGE_OBJECT_SIZE, Request
 import { startMcdistServer } from "../../src/mcdist/server.ts";
 import type { McdistServerEndpoint } from "../../src/mcdist/server-protocol.ts";
 import { openTransport, type Transport, type TransportSpec } from "../../src/mcdist/transport.ts";
-import { PAGE_SIZE } from "../../src/memory/layout.ts";
+import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import { SnowflockError } from "../../src/errors.ts";
 import { MFD_CLOEXEC } from "../../src/sys/constants.ts";
 import { memfdCreate, pwrite } from "../../src/sys/files.ts";

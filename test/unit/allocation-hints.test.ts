@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { createAllocationHints, isAllocated, markAllocated } from "../../src/memory/allocation-hints.ts";
+import { createAllocationHints, isAllocated, markAllocated } from "../../src/guest-memory/allocation-hints.ts";
 import { Rng } from "../support/rng.ts";
 
 describe("allocation-hints bitmap", () => {

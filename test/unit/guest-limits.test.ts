@@ -12,7 +12,7 @@ import type { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import { Family } from "../../src/cluster/family.ts";
 import { ClusterCall, GuestError, RECV_NONBLOCK } from "../../src/guest/hypercalls.ts";
 import { DEFAULT_GUEST_LIMITS, type GuestLimits, guestLimits } from "../../src/guest/limits.ts";
-import { GuestMemory } from "../../src/memory/guest-memory.ts";
+import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { ConsoleLog } from "../../src/vmm/console-log.ts";
 import { serveControl } from "../../src/vmm/control-server.ts";
 import { removeVmFiles, vmPaths, writeRecord } from "../../src/vmm/run-dir.ts";

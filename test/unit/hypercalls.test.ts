@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { CALL_BLOCK_SIZE, GuestError, handleHypercall, Hypercall, type HypercallHost } from "../../src/guest/hypercalls.ts";
-import { GuestMemory } from "../../src/memory/guest-memory.ts";
+import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 
 const SIZE = 16 * 1024 * 1024;
 const memory = GuestMemory.create(SIZE, "hypercall-test");

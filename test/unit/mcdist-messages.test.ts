@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { PAGE_SIZE } from "../../src/memory/layout.ts";
+import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import {
   decodeRate,
   decodeRequest,

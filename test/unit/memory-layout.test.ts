@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { HIGH_RAM_BASE, LOW_RAM_LIMIT, memoryLayout, translate } from "../../src/memory/layout.ts";
+import { HIGH_RAM_BASE, LOW_RAM_LIMIT, memoryLayout, translate } from "../../src/guest-memory/layout.ts";
 
 describe("guest memory layout", () => {
   test("small memory is one region from 0", () => {

@@ -1,7 +1,7 @@
 /** isZeroPage: the one zero-page test the KVM descriptor and Xen's eager copy share. */
 import { expect, test } from "bun:test";
-import { PAGE_SIZE } from "../../src/memory/layout.ts";
-import { isZeroPage } from "../../src/memory/zero-page.ts";
+import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
+import { isZeroPage } from "../../src/guest-memory/zero-page.ts";
 
 test("a page is zero only if every byte is, also in a view that starts inside its buffer", () => {
   const backing = new Uint8Array(5 * PAGE_SIZE);

@@ -6,7 +6,7 @@
 import { SnowflockError } from "../../errors.ts";
 import { parseKernelImage } from "../../guest/elf.ts";
 import { GuestError, writeHypercallResult } from "../../guest/hypercalls.ts";
-import { GuestMemory } from "../../memory/guest-memory.ts";
+import { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { kickVcpu, installKickHandler } from "./kick.ts";
 import { loadPvhKernel, setPvhEntryState } from "./pvh.ts";
 import type { BackendState, CapturedMachine, FreePageMap, GuestCall, Machine, MachineEnd, MachineOptions } from "../backend.ts";

@@ -3,8 +3,8 @@
  * pages and the pages under RIP and RSP that a clone needs at once. The tables are guest data:
  * every entry is bounds-checked, and the walk is bounded by the table sizes.
  */
-import type { GuestMemory } from "../../memory/guest-memory.ts";
-import { PAGE_SIZE, translate } from "../../memory/layout.ts";
+import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
+import { PAGE_SIZE, translate } from "../../guest-memory/layout.ts";
 
 const PRESENT = 1n;
 const LARGE = 1n << 7n;

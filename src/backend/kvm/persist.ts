@@ -4,7 +4,7 @@
  * size comes from the ioctl structs, so the largest state is known before anything is decoded;
  * every field is checked while it is read.
  */
-import type { GuestMemory } from "../../memory/guest-memory.ts";
+import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { FieldReader, refuse, SectionWriter } from "../../sections.ts";
 import { StructView } from "../../sys/layout.ts";
 import { type CapturedMachine, MAX_VCPUS, type StatePersist, type VcpuSummary } from "../backend.ts";

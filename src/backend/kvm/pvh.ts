@@ -7,7 +7,7 @@ import { SnowflockError } from "../../errors.ts";
 import { ioctl } from "../../sys/ioctl.ts";
 import { StructView } from "../../sys/layout.ts";
 import type { KernelImage } from "../../guest/elf.ts";
-import type { GuestMemory } from "../../memory/guest-memory.ts";
+import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import * as abi from "./abi.ts";
 
 const START_INFO_ADDRESS = 0x1000;

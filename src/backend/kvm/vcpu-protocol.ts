@@ -2,8 +2,8 @@
  * What a Machine and its vCPU Workers say to each other. Commands travel through a small
  * SharedArrayBuffer (a parked Worker cannot read messages); events travel by postMessage.
  */
-import type { AllocationHints } from "../../memory/allocation-hints.ts";
-import type { MemoryLayout } from "../../memory/layout.ts";
+import type { AllocationHints } from "../../guest-memory/allocation-hints.ts";
+import type { MemoryLayout } from "../../guest-memory/layout.ts";
 
 /**
  * HOLD is set by the Worker itself while the Machine serves one of its hypercalls. TID is the

@@ -8,7 +8,7 @@ import { close } from "../../sys/files.ts";
 import { ioctl } from "../../sys/ioctl.ts";
 import { mmap, munmap } from "../../sys/memory.ts";
 import { StructView } from "../../sys/layout.ts";
-import type { GuestMemory } from "../../memory/guest-memory.ts";
+import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import * as abi from "./abi.ts";
 import { vcpuCpuid } from "./cpuid.ts";
 import { type KvmHost, kvmHost, supportedCpuid } from "./host.ts";

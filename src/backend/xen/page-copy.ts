@@ -6,7 +6,7 @@
 import { toArrayBuffer } from "bun:ffi";
 import { SnowflockError } from "../../errors.ts";
 import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
-import { isZeroPage } from "../../memory/zero-page.ts";
+import { isZeroPage } from "../../guest-memory/zero-page.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import type { ForeignMemory } from "./foreign-memory.ts";
 

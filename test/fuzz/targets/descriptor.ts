@@ -10,7 +10,7 @@ import { type Descriptor, decodeDescriptor, encodeDescriptor } from "../../../sr
 import { HEADER_SIZE, openEnvelope, sealEnvelope } from "../../../src/descriptor/envelope.ts";
 import { SectionWriter, walkSections } from "../../../src/sections.ts";
 import { SnowflockError } from "../../../src/errors.ts";
-import { memoryLayout, PAGE_SIZE } from "../../../src/memory/layout.ts";
+import { memoryLayout, PAGE_SIZE } from "../../../src/guest-memory/layout.ts";
 import { DescriptorCodecError, decodeZeroElided, encodeZeroElided } from "../../../src/wasm/descriptor-codec.ts";
 import { referenceDecode } from "../../support/descriptor-codec-reference.ts";
 import type { Rng } from "../../support/rng.ts";

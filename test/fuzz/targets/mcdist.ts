@@ -18,7 +18,7 @@ import {
 } from "../../../src/mcdist/messages.ts";
 import { openControl, sealControl } from "../../../src/mcdist/control.ts";
 import { Reassembly } from "../../../src/mcdist/reassembly.ts";
-import { PAGE_SIZE } from "../../../src/memory/layout.ts";
+import { PAGE_SIZE } from "../../../src/guest-memory/layout.ts";
 import { WasmReassembly } from "../../../src/wasm/reassembly.ts";
 import type { Rng } from "../../support/rng.ts";
 import { check, type FuzzTarget, same, type Verdict } from "../engine.ts";

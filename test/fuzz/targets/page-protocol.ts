@@ -4,7 +4,7 @@
  * what travels in clone orders and clone arguments).
  */
 import { SnowflockError } from "../../../src/errors.ts";
-import { PAGE_SIZE } from "../../../src/memory/layout.ts";
+import { PAGE_SIZE } from "../../../src/guest-memory/layout.ts";
 import {
   decodeError,
   decodeHeader,
