@@ -1,10 +1,11 @@
 /**
  * A VM's family, as its own VMM sees it: the tickets it was granted, the clones it made, its
- * inbox, and — for a clone — its parent. Serves the Impromptu Cluster API hypercalls
- * (guest/ABI.md). Every guest pointer is checked; a misuse fails that call with an error code.
+ * inbox, and — for a clone — its parent. It carries out the Impromptu Cluster API (guest/ABI.md)
+ * in values: guest-calls.ts turns the guest's hypercalls (and their guest pointers) into these
+ * calls. A misuse fails that call with an error code.
  */
 import { freemem } from "node:os";
-import type { GuestCall, Machine } from "../backend/backend.ts";
+import type { Machine } from "../backend/backend.ts";
 import type { CloneReport, ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { captureClones, type CloneSource, releaseClones, remoteMemory, spawnClones } from "../clone/local-fork.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
@@ -14,13 +15,14 @@ import type { Heuristic } from "../heuristics/heuristics.ts";
 import { MAX_MULTICAST_DESCRIPTOR } from "../mcdist/messages.ts";
 import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
-import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
+import { GuestError } from "../guest/hypercalls.ts";
 import { type GuestLimits, guestLimits } from "../guest/limits.ts";
 import { readRecord, vmAlive } from "../vmm/run-dir.ts";
 import type { StartTimes } from "../vmm/spawn.ts";
 import type { ControlResponse } from "../vmm/protocol.ts";
 import { CLONE_ORDER_TIMEOUT_MS } from "./agent.ts";
 import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
+import type { FamilyCalls, GuestErrorCode } from "./guest-calls.ts";
 import { type ClusterContext, memberRequest } from "./cluster-context.ts";
 import { type HostRoom, spread, surveyRooms } from "./placement.ts";
 import { readFileSync } from "node:fs";
@@ -134,7 +136,7 @@ const JOIN_POLL_MS = 50;
 /** How often a join asks the hosts of clones still running whether they are still there. */
 const REMOTE_PROBE_MS = 1000;
 
-export class Family {
+export class Family implements FamilyCalls {
   private tickets = new Map<number, Ticket>();
   private nextTicket = 1;
   private clones = new Map<number, Member>();
@@ -399,39 +401,8 @@ export class Family {
     return { ok: true };
   }
 
-  async handle(call: GuestCall): Promise<bigint> {
-    const [a0 = 0n, a1 = 0n, a2 = 0n, a3 = 0n] = call.args;
-    switch (call.nr) {
-      case ClusterCall.REQUEST_TICKET:
-        return this.requestTicket(a0, a1);
-      case ClusterCall.CLONE:
-        return this.clone(a0, call.blockAddress);
-      case ClusterCall.JOIN:
-        return this.join(a0, a1, a2);
-      case ClusterCall.KILL:
-        return this.kill(a0);
-      case ClusterCall.SEND:
-        return this.send(a0, a1, a2);
-      case ClusterCall.RECV:
-        return this.receive(a0, a1, a2, a3);
-      case ClusterCall.CHECKPOINT_PARENT:
-        return this.checkpoint(call.blockAddress);
-      case ClusterCall.CREATE_CLONES:
-        return this.createClones(a0, a1);
-      case ClusterCall.RELEASE_CHECKPOINT:
-        return this.releaseCheckpoint(a0);
-      default:
-        return GuestError.ENOSYS;
-    }
-  }
-
-  private memory() {
-    return this.machine.memory;
-  }
-
-  private async requestTicket(wanted: bigint, grantedAddress: bigint): Promise<bigint> {
+  async requestTicket(wanted: bigint): Promise<{ ticket: number; granted: number } | GuestErrorCode> {
     if (wanted < 1n) return GuestError.EINVAL;
-    if (grantedAddress !== 0n && !this.memory().guestRange(grantedAddress, 8n)) return GuestError.EFAULT;
     if (this.tickets.size + this.pendingTickets >= this.limits.tickets) return GuestError.EDQUOT;
     // Policy: at most --max-clones, and no more than could each write all their memory: on this
     // host, or over the cluster's hosts (each agent's limit and free memory).
@@ -446,10 +417,7 @@ export class Family {
     const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, Math.max(1, room));
     const id = this.nextTicket++;
     this.tickets.set(id, { granted, rooms: rooms && room > 0 ? rooms : undefined, cloneIds: undefined, joined: false });
-    // Looked up again: the guest's memory may have been re-mapped while the agents answered.
-    const out = grantedAddress === 0n ? undefined : this.memory().guestRange(grantedAddress, 8n);
-    if (out) new DataView(out.buffer, out.byteOffset, 8).setBigUint64(0, BigInt(granted), true);
-    return BigInt(id);
+    return { ticket: id, granted };
   }
 
   /** A ticket this VM holds, or `retired`: it was joined, and dropped so that tickets cannot pile up. */
@@ -458,7 +426,7 @@ export class Family {
     return this.tickets.get(Number(id)) ?? "retired";
   }
 
-  private async clone(ticketId: bigint, blockAddress: number): Promise<bigint> {
+  async clone(ticketId: bigint, blockAddress: number): Promise<bigint> {
     const ticket = this.ticket(ticketId);
     if (!ticket) return GuestError.EINVAL;
     if (ticket === "retired" || ticket.cloneIds) return GuestError.EBUSY;
@@ -468,7 +436,7 @@ export class Family {
   }
 
   /** Captures the parent now; clones made from it later start here, where the call returns 0. */
-  private async checkpoint(blockAddress: number): Promise<bigint> {
+  async checkpoint(blockAddress: number): Promise<bigint> {
     if (this.checkpoints.size + this.pendingCheckpoints >= this.limits.checkpoints) return GuestError.EDQUOT;
     this.pendingCheckpoints++;
     try {
@@ -485,7 +453,7 @@ export class Family {
     return id > 0n && id < 1_000_000n ? this.checkpoints.get(Number(id)) : undefined;
   }
 
-  private async createClones(checkpointId: bigint, ticketId: bigint): Promise<bigint> {
+  async createClones(checkpointId: bigint, ticketId: bigint): Promise<bigint> {
     const checkpoint = this.checkpointNamed(checkpointId);
     const ticket = this.ticket(ticketId);
     if (!checkpoint || !ticket) return GuestError.EINVAL;
@@ -501,7 +469,7 @@ export class Family {
   }
 
   /** The guest lets a checkpoint go: its image is closed here, and freed once the clones made from it have ended. */
-  private releaseCheckpoint(checkpointId: bigint): bigint {
+  releaseCheckpoint(checkpointId: bigint): bigint {
     const checkpoint = this.checkpointNamed(checkpointId);
     if (!checkpoint) return GuestError.EINVAL;
     if (checkpoint.inUse > 0) return GuestError.EBUSY;
@@ -578,14 +546,19 @@ export class Family {
     return member.status;
   }
 
-  private async join(ticketId: bigint, statusesAddress: bigint, capacity: bigint): Promise<bigint> {
+  joinable(ticketId: bigint): { clones: number } | GuestErrorCode {
     const ticket = this.ticket(ticketId);
     if (ticket === "retired") return GuestError.EBUSY;
     if (!ticket?.cloneIds) return GuestError.EINVAL;
     if (ticket.joined) return GuestError.EBUSY;
-    const count = Math.min(Number(capacity > 4096n ? 4096n : capacity), ticket.cloneIds.length);
-    const out = this.memory().guestRange(statusesAddress, BigInt(count * 8));
-    if (!out) return GuestError.EFAULT;
+    return { clones: ticket.cloneIds.length };
+  }
+
+  /** Waits for the clones of a joinable ticket (joinable()), then drops the ticket. */
+  async join(ticketId: bigint): Promise<number[]> {
+    const ticket = this.ticket(ticketId);
+    if (typeof ticket !== "object" || !ticket.cloneIds || ticket.joined)
+      throw new SnowflockError("INTERNAL", `ticket ${ticketId} is not joinable`);
     ticket.joined = true;
     let probedAt = performance.now();
     while (ticket.cloneIds.some((id) => this.memberStatus(id) === undefined)) {
@@ -594,14 +567,10 @@ export class Family {
       await this.probeRemoteMembers(ticket.cloneIds);
       probedAt = performance.now();
     }
-    // The guest may have been restored elsewhere meanwhile; look the range up again.
-    const target = this.memory().guestRange(statusesAddress, BigInt(count * 8));
-    if (!target) return GuestError.EFAULT;
-    const view = new DataView(target.buffer, target.byteOffset, count * 8);
-    ticket.cloneIds.slice(0, count).forEach((id, i) => view.setBigInt64(i * 8, BigInt(this.memberStatus(id)!), true));
+    const statuses = ticket.cloneIds.map((id) => this.memberStatus(id)!);
     this.tickets.delete(Number(ticketId));
     this.retireEnded();
-    return BigInt(ticket.cloneIds.length);
+    return statuses;
   }
 
   /**
@@ -623,7 +592,7 @@ export class Family {
     );
   }
 
-  private async kill(ticketId: bigint): Promise<bigint> {
+  async kill(ticketId: bigint): Promise<bigint> {
     const ticket = this.ticket(ticketId);
     if (ticket === "retired") return 0n; // joined: its clones have all ended
     if (!ticket?.cloneIds) return GuestError.EINVAL;
@@ -643,10 +612,7 @@ export class Family {
     return id === 0 ? this.self.parent : `${this.self.parent}.${id}`;
   }
 
-  private async send(destination: bigint, address: bigint, length: bigint): Promise<bigint> {
-    if (length > BigInt(MESSAGE_MAX)) return GuestError.E2BIG;
-    const data = this.memory().guestRange(address, length);
-    if (!data) return GuestError.EFAULT;
+  async send(destination: bigint, data: Uint8Array): Promise<bigint> {
     if (destination > 1_000_000n || Number(destination) === this.cloneId) return GuestError.EINVAL;
     const name = this.memberName(Number(destination));
     if (!name) return GuestError.ESRCH;
@@ -655,26 +621,19 @@ export class Family {
       from: this.cloneId,
       data: Buffer.from(data).toString("base64"),
     }).catch(() => undefined);
-    if (answer?.ok) return length;
+    if (answer?.ok) return BigInt(data.byteLength);
     return answer && !answer.ok && answer.error === INBOX_FULL ? GuestError.EDQUOT : GuestError.ESRCH;
   }
 
-  private async receive(address: bigint, capacity: bigint, senderAddress: bigint, flags: bigint): Promise<bigint> {
-    if (!this.memory().guestRange(address, capacity > BigInt(MESSAGE_MAX) ? BigInt(MESSAGE_MAX) : capacity)) return GuestError.EFAULT;
-    if (senderAddress !== 0n && !this.memory().guestRange(senderAddress, 8n)) return GuestError.EFAULT;
+  async receive(capacity: bigint, nonblocking: boolean): Promise<{ from: number; data: Uint8Array } | GuestErrorCode> {
     while (this.inbox.length === 0) {
-      if (flags & RECV_NONBLOCK) return GuestError.EAGAIN;
+      if (nonblocking) return GuestError.EAGAIN;
       await new Promise<void>((wake) => this.inboxWaiters.push(wake));
     }
     const message = this.inbox[0]!;
     if (BigInt(message.data.byteLength) > capacity) return GuestError.E2BIG;
     this.inbox.shift();
     this.inboxBytes -= message.data.byteLength;
-    this.memory().guestRange(address, BigInt(message.data.byteLength))!.set(message.data);
-    if (senderAddress !== 0n) {
-      const sender = this.memory().guestRange(senderAddress, 8n)!;
-      new DataView(sender.buffer, sender.byteOffset, 8).setBigUint64(0, BigInt(message.from), true);
-    }
-    return BigInt(message.data.byteLength);
+    return message;
   }
 }

@@ -12,6 +12,7 @@ import { describeMachine } from "../clone/describe.ts";
 import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { CloneStatus, Family, type FamilyStats } from "../cluster/family.ts";
+import { serveGuestCall } from "../cluster/guest-calls.ts";
 import { guestLimits } from "../guest/limits.ts";
 import { ConsoleLog } from "./console-log.ts";
 import { type Memtap, startMemtap } from "../memory/memtap.ts";
@@ -133,7 +134,7 @@ async function serveMachine(
       consoleLog.add(line);
       onConsole(line);
     },
-    (call) => family!.handle(call),
+    (call) => serveGuestCall(family!, machine.memory, call),
   );
   const familyIdentity = {
     name: identity.name,

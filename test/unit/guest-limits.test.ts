@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import { Family } from "../../src/cluster/family.ts";
+import { serveGuestCall } from "../../src/cluster/guest-calls.ts";
 import { ClusterCall, GuestError, RECV_NONBLOCK } from "../../src/guest/hypercalls.ts";
 import { DEFAULT_GUEST_LIMITS, type GuestLimits, guestLimits } from "../../src/guest/limits.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
@@ -31,7 +32,7 @@ function family(name: string, limits: Partial<GuestLimits>, parent?: string): Fa
   const identity = { name, cmdline: "test", memoryBytes: SIZE, ...(parent ? { parent, cloneId: 1 } : {}) };
   return new Family(machine, identity, 4, "cow", undefined, "packet", [], { ...DEFAULT_GUEST_LIMITS, ...limits });
 }
-const call = (f: Family, nr: number, ...args: bigint[]) => f.handle({ vcpu: 0, nr, args, blockAddress: 0x7000 });
+const call = (f: Family, nr: number, ...args: bigint[]) => serveGuestCall(f, memory, { vcpu: 0, nr, args, blockAddress: 0x7000 });
 const receive = (f: Family) => call(f, ClusterCall.RECV, BigInt(BUFFER), 65536n, 0n, RECV_NONBLOCK);
 
 describe("a VM's inbox", () => {
