@@ -46,8 +46,9 @@ export interface VcpuSummary {
   index: number;
   rip: string;
   rsp: string;
-  mpState: number;
-  msrs: number;
+  /** KVM's: the vCPU's run state and how many MSRs were saved. */
+  mpState?: number;
+  msrs?: number;
 }
 
 export interface StateDecoder {
@@ -58,7 +59,7 @@ export interface StateDecoder {
 }
 
 export interface StatePersist {
-  /** Descriptor section types this backend's state uses (never 1 or 4 to 15: the descriptor's own). */
+  /** Descriptor section types this backend's state uses (2 and 3 KVM's, 16 and up Xen's; never 1 or 4 to 15: the descriptor's own). */
   sectionTypes: ReadonlySet<number>;
   sectionName(type: number): string;
   /** The most bytes its sections (headers included) may take. */

@@ -97,9 +97,9 @@ describe("VM descriptor format", () => {
     const foreignBackend = sample();
     (foreignBackend.meta as { backend: string }).backend = "xen";
     expect(() => encodeDescriptor(foreignBackend)).toThrow("a kvm machine state under xen metadata");
-    // A descriptor that names a backend whose state this snowflock does not restore, or none it knows.
+    // KVM's state under metadata that names Xen, or a backend snowflock does not know.
     for (const [backend, why] of [
-      ["xen", "backend 'xen' is not one whose clones"],
+      ["xen", "section type 2 holds another backend's machine state than xen's"],
       ["hyperv", "backend 'hyperv' is not one snowflock knows"],
     ]) {
       const w = new SectionWriter();

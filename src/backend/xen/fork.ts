@@ -14,6 +14,7 @@ import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN
 import { publishMember, readMember } from "./family-keys.ts";
 import type { XenDomain, XenHost } from "./host.ts";
 import { ForkHelpers, workerError } from "./fork-helpers.ts";
+import { captureState, restoreState } from "./persist.ts";
 import { shellKernelPath } from "./shell-kernel.ts";
 
 export const MAX_XEN_CLONES = 64;
@@ -143,7 +144,7 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
     libxl.suspend(parent.domid);
     parentSuspended = true;
     const suspendMs = performance.now() - downStarted;
-    const context = host.hvmContext(parent.domid).blob;
+    const state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE);
     for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
 
     const copyStarted = performance.now();
@@ -166,7 +167,7 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
 
     const startStarted = performance.now();
     for (const clone of clones) {
-      host.setHvmContext(clone.domid, context);
+      restoreState(host, clone.domid, state);
       // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
       host.unpause(clone.domid);
     }

@@ -1,0 +1,103 @@
+/**
+ * A Xen PVH domain's state apart from its memory: the hypervisor's HVM context (every vCPU and
+ * the emulated platform devices, one consistent blob from xc_domain_hvm_getcontext), captured from
+ * a suspended parent and set into each clone. In a descriptor it is one section: the Xen release
+ * whose layouts the blob follows, then the blob, walked record by record when it is read.
+ */
+import { SnowflockError } from "../../errors.ts";
+import { FieldReader, refuse, SectionWriter } from "../../sections.ts";
+import { StructView } from "../../sys/layout.ts";
+import type { BackendState, StatePersist, VcpuSummary } from "../backend.ts";
+import { XEN_RELEASES, type XenReleaseAbi } from "./abi.ts";
+import type { XenHost } from "./host.ts";
+import { type HvmContext, parseHvmContext } from "./hvm-context.ts";
+
+export interface XenState extends BackendState {
+  backend: "xen";
+  /** The Xen release whose HVM save format the context follows ("4.17"). */
+  release: string;
+  context: HvmContext;
+}
+
+/** The descriptor section of a Xen state (types 16 and up are the Xen backend's). */
+const HVM_CONTEXT_SECTION = 16;
+/** An HVM context is a few KiB per vCPU (CPU, LAPIC and its registers, XSAVE, MTRRs). */
+const MAX_CONTEXT_BYTES = 1024 * 1024;
+const MAX_RELEASE_LENGTH = 16;
+
+/** Reads the domain's state; the domain must be suspended or paused, so that it stands still. */
+export function captureState(host: XenHost, domid: number, memorySize: number): XenState {
+  return { backend: "xen", release: host.abi.release, context: host.hvmContext(domid), memorySize };
+}
+
+/** Sets `state` into a clone's domain (built with the parent's layout and not yet run). */
+export function restoreState(host: XenHost, domid: number, state: XenState): void {
+  if (state.release !== host.abi.release) {
+    throw new SnowflockError("VM_STATE", `a state captured under Xen ${state.release} cannot be set under Xen ${host.abi.release}`);
+  }
+  host.setHvmContext(domid, state.context.blob);
+}
+
+function asXen(state: BackendState): XenState {
+  if (state.backend !== "xen") refuse(`a ${state.backend} machine state given to the Xen backend`);
+  return state as XenState;
+}
+
+function releaseAbi(release: string): XenReleaseAbi {
+  return XEN_RELEASES[release] ?? refuse(`the HVM context follows Xen ${release}, whose layouts this snowflock does not have`);
+}
+
+export const xenPersist: StatePersist = {
+  sectionTypes: new Set([HVM_CONTEXT_SECTION]),
+  sectionName: () => "HVM context",
+  maxBytes: 8 + 4 + MAX_RELEASE_LENGTH + MAX_CONTEXT_BYTES,
+
+  encode(state) {
+    const { release, context } = asXen(state);
+    const name = new TextEncoder().encode(release);
+    const body = new Uint8Array(4 + name.byteLength + context.blob.byteLength);
+    new DataView(body.buffer).setUint32(0, name.byteLength, true);
+    body.set(name, 4);
+    body.set(context.blob, 4 + name.byteLength);
+    const w = new SectionWriter();
+    w.add(HVM_CONTEXT_SECTION, body);
+    return w.bytes();
+  },
+
+  decoder(memorySize) {
+    let state: XenState | undefined;
+    return {
+      take(_type, body) {
+        if (state) refuse("the HVM context section appears twice");
+        const r = new FieldReader(body, "HVM context");
+        const length = r.u32();
+        if (length > MAX_RELEASE_LENGTH) refuse(`a Xen release name of ${length} bytes`);
+        const release = new TextDecoder().decode(r.bytes(length));
+        const blob = body.slice(4 + length);
+        if (blob.byteLength > MAX_CONTEXT_BYTES) refuse(`an HVM context of ${blob.byteLength} bytes, more than ${MAX_CONTEXT_BYTES}`);
+        let context: HvmContext;
+        try {
+          context = parseHvmContext(blob, releaseAbi(release));
+        } catch (error) {
+          if (error instanceof SnowflockError && error.code === "DESCRIPTOR") throw error;
+          refuse((error as Error).message);
+        }
+        state = { backend: "xen", release, context, memorySize };
+      },
+      finish() {
+        return state ?? refuse("a required section is missing: the HVM context");
+      },
+    };
+  },
+
+  summary(state): VcpuSummary[] {
+    const { release, context } = asXen(state);
+    const abi = releaseAbi(release);
+    return context.records
+      .filter((r) => r.typecode === abi.hvmSaveTypes.CPU)
+      .map((r) => {
+        const cpu = new StructView(abi.layouts.hvm_hw_cpu, context.blob, r.offset);
+        return { index: r.instance, rip: `0x${cpu.get64("rip").toString(16)}`, rsp: `0x${cpu.get64("rsp").toString(16)}` };
+      });
+  },
+};

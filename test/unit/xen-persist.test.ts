@@ -1,0 +1,96 @@
+/**
+ * A Xen domain's state in a descriptor (src/backend/xen/persist.ts): written and read back with
+ * the descriptor's own sections around it, shown by `inspect`'s summary, and refused in one
+ * DESCRIPTOR error when its HVM context is broken or follows a Xen release snowflock lacks.
+ */
+import { describe, expect, test } from "bun:test";
+import type { XenState } from "../../src/backend/xen/persist.ts";
+import { parseHvmContext } from "../../src/backend/xen/hvm-context.ts";
+import { openEnvelope, sealEnvelope } from "../../src/descriptor/envelope.ts";
+import { type Descriptor, decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
+import { summarize } from "../../src/descriptor/summary.ts";
+import { memoryLayout } from "../../src/guest-memory/layout.ts";
+import { SectionWriter, walkSections } from "../../src/sections.ts";
+import { refusal, sampleDescriptor } from "../support/descriptor-sample.ts";
+import { abi, blob, cpu, end, header } from "../support/hvm-context-sample.ts";
+
+const MEMORY = 16 * 1024 * 1024;
+
+function xenDescriptor(context = blob([header(), cpu(0, 0x1000), cpu(1, 0x2000), end])): Descriptor & { state: XenState } {
+  return {
+    meta: {
+      backend: "xen",
+      name: "domu",
+      cmdline: "pvh",
+      memorySize: MEMORY,
+      regions: memoryLayout(MEMORY).regions,
+      createdAt: "2026-12-03T00:00:00.000Z",
+    },
+    state: { backend: "xen", release: "4.17", context: parseHvmContext(context, abi), memorySize: MEMORY },
+    nonZeroPages: new Uint8Array(MEMORY / 4096 / 8).fill(0x0f),
+    pages: new Map([[2, new Uint8Array(4096).fill(9)]]),
+  };
+}
+
+/** The descriptor's payload with the Xen section's body replaced by `body`. */
+function withStateBody(body: Uint8Array): Uint8Array {
+  const w = new SectionWriter();
+  for (const section of walkSections(openEnvelope(encodeDescriptor(xenDescriptor())).payload))
+    w.add(section.type, section.type === 16 ? body : section.body);
+  return sealEnvelope(w.bytes());
+}
+
+describe("a Xen descriptor", () => {
+  test("reads back as written, and inspect names its vCPUs from the HVM context", () => {
+    const d = xenDescriptor();
+    const bytes = encodeDescriptor(d);
+    const { descriptor, envelope } = decodeDescriptor(bytes);
+    expect(descriptor.meta.backend).toBe("xen");
+    const state = descriptor.state as XenState;
+    expect(state.release).toBe("4.17");
+    expect([...state.context.blob]).toEqual([...d.state.context.blob]);
+    expect(state.context.records.map((r) => r.type)).toEqual(["HEADER", "CPU", "CPU", "END"]);
+    expect(descriptor.pages.get(2)![0]).toBe(9);
+    const summary = summarize(descriptor, envelope, bytes.byteLength);
+    expect(summary.backend).toBe("xen");
+    expect(summary.vcpus).toEqual([
+      { index: 0, rip: "0x1000", rsp: "0x0" },
+      { index: 1, rip: "0x2000", rsp: "0x0" },
+    ]);
+  });
+
+  test("a broken HVM context, an unknown release or a missing one is refused", () => {
+    const release = new TextEncoder().encode("4.17");
+    const body = (name: Uint8Array, context: Uint8Array) => {
+      const out = new Uint8Array(4 + name.byteLength + context.byteLength);
+      new DataView(out.buffer).setUint32(0, name.byteLength, true);
+      out.set(name, 4);
+      out.set(context, 4 + name.byteLength);
+      return out;
+    };
+    expect(refusal(withStateBody(body(release, blob([header(), cpu(0, 1)]))))).toContain("without an END record");
+    expect(refusal(withStateBody(body(release, blob([header(0xdeadbeef), end]))))).toContain("magic is 0xdeadbeef");
+    expect(refusal(withStateBody(body(new TextEncoder().encode("9.99"), blob([header(), end]))))).toContain("follows Xen 9.99");
+    expect(refusal(withStateBody(body(new TextEncoder().encode("x".repeat(40)), blob([header(), end]))))).toContain(
+      "release name of 40 bytes",
+    );
+    expect(refusal(withStateBody(new Uint8Array(2)))).toContain("too short");
+    // The descriptor's own sections without the state at all.
+    const w = new SectionWriter();
+    for (const section of walkSections(openEnvelope(encodeDescriptor(xenDescriptor())).payload))
+      if (section.type !== 16) w.add(section.type, section.body);
+    expect(refusal(sealEnvelope(w.bytes()))).toContain("the HVM context");
+  });
+
+  test("a KVM state under Xen metadata (or the other way round) is refused", () => {
+    const mixed = xenDescriptor();
+    const kvm = sampleDescriptor();
+    expect(() => encodeDescriptor({ ...mixed, state: kvm.state })).toThrow("a kvm machine state under xen metadata");
+    // KVM sections inside a Xen descriptor: not its backend's.
+    const w = new SectionWriter();
+    for (const section of walkSections(openEnvelope(encodeDescriptor(xenDescriptor())).payload)) w.add(section.type, section.body);
+    for (const section of walkSections(openEnvelope(encodeDescriptor(kvm)).payload))
+      if (section.type === 3) w.add(section.type, section.body);
+    expect(refusal(sealEnvelope(w.bytes()))).toContain("another backend's machine state");
+  });
+});
