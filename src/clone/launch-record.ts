@@ -9,7 +9,7 @@
  */
 import { closeSync, fstatSync, readSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
-import { type ClusterEnvironment, checkClusterEnvironment } from "../cluster/clone-order.ts";
+import { type ClusterEnvironment, checkClusterEnvironment } from "./cluster-environment.ts";
 import { type Heuristic, parseHeuristics } from "../heuristics/heuristics.ts";
 import { formatPageServer, type PageServerAddress, parsePageServer } from "../memory/page-server-address.ts";
 import { checkName } from "../vmm/run-dir.ts";

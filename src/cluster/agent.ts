@@ -31,7 +31,8 @@ import {
 import { SeenNonces } from "./seen-nonces.ts";
 import { type ListenerLimits, listenBounded } from "../net/bounded-listener.ts";
 import { lineLength } from "../net/byte-queue.ts";
-import { type CloneOrder, type CloneOrderResult, checkCloneOrder, type ClusterEnvironment } from "./clone-order.ts";
+import type { ClusterEnvironment } from "../clone/cluster-environment.ts";
+import { type CloneOrder, type CloneOrderResult, checkCloneOrder } from "./clone-order.ts";
 import type { LaunchRecord } from "../clone/launch-record.ts";
 import { parsePageServer } from "../memory/page-server-address.ts";
 import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";

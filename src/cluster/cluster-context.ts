@@ -10,7 +10,7 @@ import { controlRequest, type RequestBody } from "../vmm/control-client.ts";
 import type { ControlResponse } from "../vmm/protocol.ts";
 import { type AgentAddress, agentRequest } from "./agent-client.ts";
 import { type Inventory, type InventoryHost, readInventory } from "./inventory.ts";
-import type { ClusterEnvironment } from "./clone-order.ts";
+import type { ClusterEnvironment } from "../clone/cluster-environment.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 /** How long a relayed control request may take, agent hop included. */

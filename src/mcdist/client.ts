@@ -10,7 +10,7 @@
  * for again (retry, then unicast), and a silent server is a clear failure.
  */
 import { SnowflockError } from "../errors.ts";
-import { pollRetrying, Woken } from "../memory/page-client.ts";
+import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
 import { POLLIN } from "../sys/constants.ts";
 import { newSender, sealControl } from "./control.ts";
 import { decodeFrame, encodeFrame, type Frame, FrameType, peekPage } from "./frame.ts";

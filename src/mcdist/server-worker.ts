@@ -13,7 +13,7 @@
 import { fstatSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
-import { pollRetrying } from "../memory/page-client.ts";
+import { pollRetrying } from "../sys/poll-retrying.ts";
 import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
 import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";

@@ -6,7 +6,8 @@
 import { SnowflockError } from "../errors.ts";
 import { EINTR, POLLIN } from "../sys/constants.ts";
 import { SyscallError } from "../sys/errno.ts";
-import { close, poll, type PollRequest, read } from "../sys/files.ts";
+import { close, read } from "../sys/files.ts";
+import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
 import { connectTcp, connectUnix, send } from "../sys/socket.ts";
 import { describePageServer, type UnicastAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
@@ -26,11 +27,6 @@ import {
   ProtocolError,
   verifyChecksum,
 } from "./page-protocol.ts";
-
-/** Thrown when the wake fd fired: someone asked this thread to stop; not a failure. */
-export class Woken extends Error {
-  override name = "Woken";
-}
 
 export interface PageClientOptions {
   timeoutMs: number;
@@ -188,15 +184,5 @@ export class PageClient {
         throw this.connectionFailure(error);
       }
     }
-  }
-}
-
-/** poll(2) where a signal landing on this thread counts as "nothing ready yet". */
-export function pollRetrying(requests: PollRequest[], timeoutMs: number): number[] {
-  try {
-    return poll(requests, timeoutMs);
-  } catch (error) {
-    if (error instanceof SyscallError && error.errno === EINTR) return requests.map(() => 0);
-    throw error;
   }
 }

@@ -12,7 +12,7 @@ import { type McdistServer, type McdistServerStats, startMcdistServer } from "..
 import { RATE_REPORT_TTL_MS } from "../../src/mcdist/server-protocol.ts";
 import { parseUdpEndpoint, type TransportSpec } from "../../src/mcdist/transport.ts";
 import { openUdpSocket, sendUdp } from "../../src/sys/udp.ts";
-import { Woken } from "../../src/memory/page-client.ts";
+import { Woken } from "../../src/sys/poll-retrying.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, MFD_CLOEXEC } from "../../src/sys/constants.ts";
 import { close, eventfd, memfdCreate, pwrite, write } from "../../src/sys/files.ts";
 
