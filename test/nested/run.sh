@@ -33,7 +33,8 @@
 # One VM at a time per cache dir and slot: a second run.sh in the same slot waits for the first.
 # `bun run test` runs two, in slots 0 and 1 (each emulator keeps one core busy).
 # (Edit this file by writing a new one and renaming it over: bash reads a running script as it
-# goes, and others may be running it.)
+# goes, and others may be running it.) What it shares with test/xen/run.sh is in
+# test/lib/host-common.sh, which it reads whole when it starts.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -43,62 +44,31 @@ TIMEOUT=${SNOWFLOCK_NESTED_TIMEOUT:-3000}
 MEM=${SNOWFLOCK_NESTED_MEM:-12G}
 SMP=${SNOWFLOCK_NESTED_SMP:-2}
 NINEP_CACHE=${SNOWFLOCK_NESTED_9P_CACHE:-loose}
-say() { printf 'nested: %s\n' "$*" >&2; }
-die() { printf 'nested: error: %s\n' "$1" >&2; exit "${2:-125}"; }
+# shellcheck source=SCRIPTDIR/../lib/host-common.sh
+. "$HERE/../lib/host-common.sh"
+log_as nested 125
 
-[ "${1:-}" = -- ] && shift
-[ $# -gt 0 ] || die "usage: $0 -- COMMAND [ARGS...]" 2
-[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "SNOWFLOCK_NESTED_TIMEOUT must be a number of seconds, got '$TIMEOUT'" 2
-
-# `bun test` without --timeout: bun's default of 5 s per test is far too short under TCG, where a
-# VM test runs 10-50 times slower than on KVM; give it SNOWFLOCK_NESTED_TEST_TIMEOUT ms.
-if [ "$(basename -- "$1")" = bun ] && [ "${2:-}" = test ]; then
-  has_timeout=0
-  for arg in "$@"; do case "$arg" in --timeout|--timeout=*) has_timeout=1 ;; esac; done
-  if [ "$has_timeout" = 0 ]; then
-    set -- "$1" test --timeout "${SNOWFLOCK_NESTED_TEST_TIMEOUT:-600000}" "${@:3}"
-  fi
-fi
+# The command (`bun test` without --timeout gets SNOWFLOCK_NESTED_TEST_TIMEOUT ms).
+take_command SNOWFLOCK_NESTED "$@"
+set -- "${CMD[@]}"
 
 bash "$HERE/build-host.sh" </dev/null || die "building the nested host failed"
 
 # One VM at a time.
 SLOT=${SNOWFLOCK_NESTED_SLOT:-0}
 [[ "$SLOT" =~ ^[0-9]$ ]] || die "SNOWFLOCK_NESTED_SLOT must be a digit, got '$SLOT'" 2
-if [ "$SLOT" = 0 ]; then exec 8>"$CACHE/qemu.lock"; else exec 8>"$CACHE/qemu.$SLOT.lock"; fi
-if ! flock -n 8; then
-  say "waiting for another nested VM to finish"
-  flock 8
-fi
+if [ "$SLOT" = 0 ]; then qemu_lock "$CACHE/qemu.lock" nested; else qemu_lock "$CACHE/qemu.$SLOT.lock" nested; fi
 
-mkdir -p "$CACHE/runs"
-RUN=$(mktemp -d "$CACHE/runs/run.XXXXXX")
 qemu_pid=
+# shellcheck disable=SC2317 # the EXIT trap's
 cleanup() {
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
   if [ "${SNOWFLOCK_NESTED_KEEP:-}" = 1 ] || [ "${SNOWFLOCK_NESTED_DEBUG:-}" = 1 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+start_run
 
-# The command, its environment and directory, NUL-separated, for /init.
-printf '%s\0' "$@" >"$RUN/argv"
-{
-  printf '%s\0' "PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root" \
-    "SNOWFLOCK_REQUIRE_KVM=1" "CI=${CI:-}" "TERM=dumb" "LANG=C.UTF-8"
-  while IFS= read -r -d '' kv; do
-    case "$kv" in
-      SNOWFLOCK_NESTED_*|SNOWFLOCK_REQUIRE_KVM=*) ;;
-      SNOWFLOCK_*|NO_COLOR=*|FORCE_COLOR=*) printf '%s\0' "$kv" ;;
-    esac
-  done < <(env -0)
-} >"$RUN/env"
-cwd=$(pwd -P)
-case "$cwd/" in "$REPO"/*) ;; *) cwd=$REPO ;; esac
-printf '%s' "$cwd" >"$RUN/cwd"
-printf '%s' "$REPO" >"$RUN/repo"
-printf '%s' "$NINEP_CACHE" >"$RUN/cache"
+# The command, its environment and directory, for /init.
+write_command /usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin SNOWFLOCK_NESTED SNOWFLOCK_REQUIRE_KVM=1 -- "$@"
 if [ -t 1 ]; then echo 1 >"$RUN/tty"; else echo 0 >"$RUN/tty"; fi
 debug=() monitor=(-monitor none)
 if [ "${SNOWFLOCK_NESTED_DEBUG:-}" = 1 ]; then
@@ -113,47 +83,15 @@ say "booting the nested KVM host (QEMU ${SNOWFLOCK_NESTED_ACCEL:-tcg,thread=sing
 start=$(date +%s.%N)
 # stdout: the command's output through a virtio console (hvc0). The serial port (kernel console,
 # /init's own lines) goes to a log file, shown when something fails.
-set +e
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+run_qemu \
   -accel "${SNOWFLOCK_NESTED_ACCEL:-tcg,thread=single}" -cpu "${SNOWFLOCK_NESTED_CPU:-max}" -smp "$SMP" -m "$MEM" \
   -display none "${monitor[@]}" -no-reboot -nic none -nodefaults \
   -serial "file:$RUN/console.log" \
   -chardev stdio,id=out,signal=off -device virtio-serial-pci -device virtconsole,chardev=out \
   -device virtio-rng-pci "${debug[@]}" \
   -kernel "$CACHE/vmlinuz" -initrd "$CACHE/initrd" \
-  -append "console=ttyS0 quiet loglevel=${SNOWFLOCK_NESTED_LOGLEVEL:-4} panic=-1 8250.nr_uarts=1 tsc=reliable" \
-  -fsdev "local,id=ctl,path=$RUN,security_model=passthrough" -device virtio-9p-pci,fsdev=ctl,mount_tag=ctl \
-  -fsdev "local,id=repo,path=$REPO,security_model=passthrough,multidevs=remap" -device virtio-9p-pci,fsdev=repo,mount_tag=repo \
-  </dev/null 2>"$RUN/qemu.stderr" &
-qemu_pid=$!
-wait "$qemu_pid"
-rc=$?
-qemu_pid=
-set -e
-wall=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+  -append "console=ttyS0 quiet loglevel=${SNOWFLOCK_NESTED_LOGLEVEL:-4} panic=-1 8250.nr_uarts=1 tsc=reliable"
+wall=$(since "$start")
 
-show_log() {
-  if [ -s "$RUN/qemu.stderr" ]; then say "qemu said:"; sed 's/^/  /' "$RUN/qemu.stderr" >&2; fi
-  say "last lines of the VM's console:"
-  tail -n 25 "$RUN/console.log" 2>/dev/null | tr -d '\r' | sed 's/^/  /' >&2
-}
-if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-  show_log
-  die "timed out after ${TIMEOUT}s (SNOWFLOCK_NESTED_TIMEOUT)" 124
-fi
-if [ -f "$RUN/status" ]; then
-  status=$(cat "$RUN/status")
-  say "done in ${wall}s (guest booted in $(cat "$RUN/booted" 2>/dev/null || echo ?)s): exit status $status"
-  exit "$status"
-fi
-show_log
-if [ -f "$RUN/error" ]; then
-  case "$(cat "$RUN/error")" in
-    kvm:*) die "no KVM in the nested host: $(cut -d' ' -f2- "$RUN/error")" 126 ;;
-    *) die "the nested host failed: $(cat "$RUN/error")" ;;
-  esac
-fi
-if [ -f "$RUN/booted" ]; then
-  die "the VM ended (qemu exit status $rc) while the command was running, after ${wall}s"
-fi
-die "the VM ended (qemu exit status $rc) before it could run the command: it did not boot"
+vm_exit "$rc" "$wall" "done in ${wall}s (guest booted in $(cat "$RUN/booted" 2>/dev/null || echo ?)s)" SNOWFLOCK_NESTED_TIMEOUT \
+  "last lines of the VM's console:" 25 kvm "no KVM in the nested host" "the nested host"

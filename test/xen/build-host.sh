@@ -21,84 +21,33 @@
 #   vmlinuz, host.env   the dom0 kernel, and what run.sh needs to know (versions, paths)
 #   stamp               hash of everything initrd was made from
 #
-# Progress lines ("xen-build: ...") go to stderr; nothing to stdout.
+# Progress lines ("xen-build: ...") go to stderr; nothing to stdout. The steps it shares with
+# test/nested/build-host.sh are functions in test/lib/host-common.sh.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 
 CACHE=${SNOWFLOCK_XEN_CACHE:-/var/cache/snowflock/xen}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
+LIB=$HERE/../lib/host-common.sh
+# shellcheck source=SCRIPTDIR/../lib/host-common.sh
+. "$LIB"
 XEN_RELEASE=4.17
-T0=$(date +%s.%N)
-say() { printf 'xen-build: [%5.1fs] %s\n' "$(awk -v s="$T0" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" "$*" >&2; }
-die() { printf 'xen-build: error: %s\n' "$*" >&2; exit 1; }
+log_as xen-build 1 "$(date +%s.%N)"
 
-[ "$(id -u)" = 0 ] || die "must run as root (it installs packages and builds a root filesystem)"
-[ "$(uname -m)" = x86_64 ] || die "needs an x86_64 host"
-umask 022
-mkdir -p "$CACHE"
-chmod 0755 "$CACHE"
-
-# One build at a time (run.sh may be called concurrently).
-exec 9>"$CACHE/build.lock"
-if ! flock -n 9; then
-  say "waiting for another build of the Xen host"
-  flock 9
-fi
+# As root; one build at a time (run.sh may be called concurrently).
+build_start "the Xen host"
 
 # ---------------------------------------------------------------------------------------------
-# Host tools.
-apt_updated=0
-apt_update() {
-  [ "$apt_updated" = 1 ] && return 0
-  say "apt-get update"
-  apt-get -o DPkg::Lock::Timeout=900 update -qq >&2
-  apt_updated=1
-}
-need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v cpio >/dev/null || need+=(cpio)
-command -v depmod >/dev/null || need+=(kmod)
-command -v flock >/dev/null || need+=(util-linux)
-command -v busybox >/dev/null || need+=(busybox-static) # not used here: the domU's comes from apt-get download
-command -v npm >/dev/null || need+=(npm)
-[ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
-if [ ${#need[@]} -gt 0 ]; then
-  apt_update
-  say "installing ${need[*]}"
-  apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${need[@]}" >&2
-fi
+# Host tools (busybox-static is not used here: the domU's comes from apt-get download).
+install_missing qemu-system-x86_64:qemu-system-x86 debootstrap:debootstrap cpio:cpio depmod:kmod flock:util-linux \
+  busybox:busybox-static npm:npm /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
 
 # ---------------------------------------------------------------------------------------------
 # Which Debian: this host's release and the mirror apt already uses (for debootstrap; the other
 # packages come through the host's own apt configuration, security updates included).
-. /etc/os-release
-[ "${ID:-}" = debian ] || die "this host is ${ID:-unknown}; the Xen host is built from Debian's archive"
-SUITE=${VERSION_CODENAME:-}
-[ -n "$SUITE" ] || die "/etc/os-release has no VERSION_CODENAME"
-mirror() {
-  local f uri
-  for f in /etc/apt/sources.list.d/*.sources; do # deb822: the stanza whose Suites names $SUITE itself
-    [ -f "$f" ] || continue
-    uri=$(awk -v suite="$SUITE" 'BEGIN { RS = ""; FS = "\n" }
-      { u = ""; s = 0; off = 0
-        for (i = 1; i <= NF; i++) {
-          if ($i ~ /^URIs:/) { split($i, a, /[ \t]+/); u = a[2] }
-          if ($i ~ /^Suites:/) { n = split($i, b, /[ \t]+/); for (j = 2; j <= n; j++) if (b[j] == suite) s = 1 }
-          if ($i ~ /^Enabled:[ \t]*no/) off = 1
-        }
-        if (u != "" && s && !off) { print u; exit } }' "$f")
-    [ -n "$uri" ] && { echo "$uri"; return; }
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do # one-line format
-    [ -f "$f" ] || continue
-    uri=$(awk -v suite="$SUITE" '$1 == "deb" { sub(/^deb[ \t]+(\[[^]]*\][ \t]+)?/, ""); split($0, a, /[ \t]+/); if (a[2] == suite) { print a[1]; exit } }' "$f")
-    [ -n "$uri" ] && { echo "$uri"; return; }
-  done
-  echo http://deb.debian.org/debian
-}
-MIRROR=$(mirror)
+debian_suite "the Xen host"
+MIRROR=$(find_mirror "$SUITE")
 
 # Candidate versions, in one apt-cache call: "pkg version" lines.
 candidates() {
@@ -112,10 +61,7 @@ fetch() {
   deb=$(ls "$dir"/*.deb 2>/dev/null | head -1 || true)
   if [ -z "$deb" ]; then
     rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    if ! (cd "$dir.tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg=$version" >&2 2>/dev/null); then
-      apt_update
-      (cd "$dir.tmp" && apt-get download -qq -o APT::Sandbox::User=root "$pkg=$version" >&2)
-    fi
+    apt_download "$dir.tmp" -qq -o APT::Sandbox::User=root "$pkg=$version"
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
     deb=$(ls "$dir"/*.deb | head -1)
     for old in "$CACHE/debs/$pkg"/*; do [ "$old" != "$dir" ] && rm -rf "$old"; done
@@ -125,13 +71,7 @@ fetch() {
 
 # ---------------------------------------------------------------------------------------------
 # What goes in: the kernel linux-image-amd64 points at, Xen, busybox-static; versions from apt.
-KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
-if [ -z "$KPKG" ]; then
-  apt_update
-  KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
-fi
-[ -n "$KPKG" ] || die "apt knows no linux-image-amd64 (check /etc/apt/sources.list*)"
-KVER=${KPKG#linux-image-}
+find_kernel
 VERSIONS=$(candidates "$KPKG" "xen-utils-$XEN_RELEASE" "xen-hypervisor-$XEN_RELEASE-amd64" busybox-static)
 version_of() { awk -v p="$1" '$1 == p { print $2 }' <<<"$VERSIONS"; }
 KPKG_VERSION=$(version_of "$KPKG")
@@ -182,23 +122,14 @@ build_rootfs() {
   local tmp=$CACHE/rootfs.tmp
   rm -rf "$tmp"
   say "debootstrap --variant=minbase $SUITE from $MIRROR (about a minute)"
-  if ! debootstrap --variant=minbase --components=main --include="$ROOTFS_PACKAGES" \
-      --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
-      "$SUITE" "$tmp" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1; then
-    tail -20 "$CACHE/debootstrap.log" >&2
-    die "debootstrap failed (log: $CACHE/debootstrap.log)"
-  fi
+  debootstrap_minbase "$ROOTFS_PACKAGES" "$tmp"
   chroot "$tmp" apt-get clean
   rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/* "$tmp"/var/log/* "$tmp"/debootstrap
   rm -rf "$CACHE/rootfs" && mv "$tmp" "$CACHE/rootfs"
 }
 # Keyed by what debootstrap is given and this function's text, not by the whole script.
-ROOTFS_KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ROOTFS_PACKAGES" "$(declare -f build_rootfs)" | sha256sum | cut -c1-16)
-if [ "$(cat "$CACHE/rootfs.stamp" 2>/dev/null)" != "$ROOTFS_KEY" ] || [ ! -x "$CACHE/rootfs/bin/sh" ]; then
-  rm -f "$CACHE/rootfs.stamp" "$CACHE/dom0root.stamp"
-  build_rootfs
-  echo "$ROOTFS_KEY" >"$CACHE/rootfs.stamp"
-fi
+ROOTFS_KEY=$(printf '%s\n' "$SUITE" "$MIRROR" "$ROOTFS_PACKAGES" "$(declare -f build_rootfs debootstrap_minbase)" | sha256sum | cut -c1-16)
+rootfs_stage "$ROOTFS_KEY" "$CACHE/dom0root.stamp"
 
 # ---------------------------------------------------------------------------------------------
 # Stage 4: Xen's userland on top: xen-utils (xl, xenstored, xenconsoled, xen-init-dom0),
@@ -260,23 +191,15 @@ if [ "$(cat "$CACHE/dom0root.stamp" 2>/dev/null)" != "$DOM0ROOT_KEY" ] || [ ! -f
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Stage 5: the initrd. Rebuilt when this script, the kernel, dom0's root or bun changed.
+# Stage 5: the initrd. Rebuilt when this script (or its library), the kernel, dom0's root or bun
+# changed.
 BUN=$(bash "$HERE/bun-baseline.sh")
 BUN_ID=$(stat -c '%n %s %Y' "$BUN")
-STAMP=$(printf '%s\n' "$(sha256sum <"$SELF")" "$KPKG $KPKG_VERSION" "$DOM0ROOT_KEY" "$BUSYBOX_VERSION" "$XEN_VERSION" "$BUN_ID" | sha256sum | cut -c1-32)
-if [ "$(cat "$CACHE/stamp" 2>/dev/null)" = "$STAMP" ] && [ -f "$CACHE/initrd" ] && [ -f "$CACHE/vmlinuz" ] && [ -f "$CACHE/xen" ]; then
-  exit 0
-fi
+STAMP=$(printf '%s\n' "$(sha256sum <"$SELF")" "$(sha256sum <"$LIB")" "$KPKG $KPKG_VERSION" "$DOM0ROOT_KEY" "$BUSYBOX_VERSION" "$XEN_VERSION" "$BUN_ID" | sha256sum | cut -c1-32)
+initrd_current "$STAMP" initrd vmlinuz xen && exit 0
 rm -f "$CACHE/stamp"
 
-pack() { # DIR OUT: a newc archive of DIR's contents, root-owned
-  (cd "$1" && find . -mindepth 1 -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --owner=0:0 --quiet) >"$2.tmp"
-  mv "$2.tmp" "$2"
-}
-if [ ! -f "$CACHE/base.cpio" ]; then
-  say "packing dom0's root filesystem"
-  pack "$CACHE/dom0root" "$CACHE/base.cpio"
-fi
+pack_base "$CACHE/dom0root" "dom0's root filesystem"
 
 say "assembling the overlay: kernel $KVER modules, bun $("$BUN" --version) (baseline), the domU, /init"
 OV=$CACHE/overlay.tmp
@@ -291,14 +214,9 @@ mkdir -p "$OV/usr/lib/modules/$KVER" "$OV/usr/local/bin" "$OV$DOMU_DIR" "$OV/etc
 KMOD=$KDIR/lib/modules/$KVER
 want=$(cd "$KMOD" && awk -F: '{ print $1 }' modules.dep | grep -E \
   '^kernel/(drivers/xen/|drivers/block/(xen-blkback/|loop)|drivers/net/xen-netback/|drivers/virtio/|drivers/char/(virtio_console|hw_random/virtio)|fs/(9p|netfs|fscache)/|net/9p/|net/bridge/|drivers/net/(tun|veth|dummy)\.ko)' || true)
-closure=$( (cd "$KMOD" && for m in $want; do echo "$m"; grep -E "^$m:" modules.dep | cut -d: -f2 | tr ' ' '\n'; done) | grep -v '^$' | sort -u)
-(cd "$KMOD" && printf '%s\n' $closure | cpio -pdm --quiet "$OV/usr/lib/modules/$KVER")
-cp "$KMOD"/modules.order "$KMOD"/modules.builtin "$KMOD"/modules.builtin.modinfo "$OV/usr/lib/modules/$KVER/" 2>/dev/null || true
-depmod -b "$OV/usr" "$KVER"
+copy_modules "$KMOD" "$KVER" "$OV" "$want"
 
-cp "$BUN" "$OV/usr/local/bin/bun"
-chmod 0755 "$OV/usr/local/bin/bun"
-ln -s bun "$OV/usr/local/bin/bunx"
+overlay_bun "$BUN" "$OV"
 
 # The domU: Debian's kernel (PVH entry) and a busybox initramfs whose /init prints a line every
 # second on its console (hvc0; xenconsoled logs it to /var/log/xen/console/guest-<name>.log).
@@ -340,19 +258,18 @@ on_crash = "preserve"
 CFG
 rm -rf "$BB"
 
-printf 'xen-dom0\n' >"$OV/etc/hostname"
-printf '127.0.0.1\tlocalhost\n127.0.1.1\txen-dom0\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$OV/etc/hosts"
-: >"$OV/etc/resolv.conf"
+overlay_etc "$OV" xen-dom0
 
 # /init: mounts, Xen's modules and daemons, the shares, then the command the host left in the
 # control share (/run/xenhost: argv, env and cwd, NUL-separated); its exit status goes back there.
-cat >"$OV/init" <<INIT
+{
+  cat <<INIT
 #!/bin/bash
 XEN_BIN=/usr/lib/xen-$XEN_RELEASE/bin
 KVER=$KVER
 DOMU_DIR=$DOMU_DIR
 INIT
-cat >>"$OV/init" <<'INIT'
+  cat <<'INIT'
 export PATH=$XEN_BIN:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
 CTL=/run/xenhost
 log() { echo "xen-init: $*" >/dev/console; }
@@ -375,14 +292,9 @@ fail() { # fail STAGE MESSAGE
   finish
 }
 
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tmpfs -o mode=0755 tmpfs /run
+INIT
+  init_mounts
+  cat <<'INIT'
 mkdir -p /run/lock
 ln -sf /proc/self/fd /dev/fd; ln -sf /proc/self/fd/0 /dev/stdin; ln -sf /proc/self/fd/1 /dev/stdout; ln -sf /proc/self/fd/2 /dev/stderr
 hostname xen-dom0
@@ -393,10 +305,9 @@ mkdir -p "$CTL"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none ctl "$CTL" || fail mount "cannot mount the control share"
 ctl_mounted=1
 log "control share at $(uptime_s)s"
-cache=$(cat "$CTL/cache" 2>/dev/null || echo loose)
-repo=$(cat "$CTL/repo")
-mkdir -p "$repo"
-mount -t 9p -o "trans=virtio,version=9p2000.L,msize=262144,cache=$cache,access=client" repo "$repo" || fail mount "cannot mount the repository at $repo"
+INIT
+  init_repo_share
+  cat <<'INIT'
 
 # Xen: the drivers, xenfs, then the toolstack's daemons (what Debian's xencommons does).
 modprobe -a xenfs xen-evtchn xen-gntdev xen-gntalloc xen-privcmd || log "modprobe of Xen drivers failed"
@@ -417,29 +328,17 @@ log "$xenstored up at $(uptime_s)s"
 "$XEN_BIN/xenconsoled" --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console || fail xen "xenconsoled did not start"
 log "xen toolstack up at $(uptime_s)s ($xenstored, xenconsoled)"
 
-mapfile -d '' -t argv <"$CTL/argv"
-mapfile -d '' -t envv <"$CTL/env"
-cwd=$(cat "$CTL/cwd")
-uptime_s >"$CTL/booted"
-log "running ${argv[*]} in $cwd at $(uptime_s)s"
-cd "$cwd" || fail cwd "cannot enter $cwd"
+INIT
+  init_command
+  cat <<'INIT'
 # The command's output goes to a file in the control share, which run.sh streams to its stdout
 # as it grows (a virtio serial port would be the obvious channel, but in this PV dom0 a write to
 # one never completed).
 env -i "${envv[@]}" "SNOWFLOCK_XEN_DOMU_DIR=$DOMU_DIR" "${argv[@]}" </dev/null >>"$CTL/output" 2>&1
 status=$?
-log "exit status $status at $(uptime_s)s"
-echo "$status" >"$CTL/status"
-finish
 INIT
-chmod 0755 "$OV/init"
+  init_status
+} >"$OV/init"
 
-pack "$OV" "$CACHE/overlay.cpio"
-rm -rf "$OV"
-say "writing the initrd"
-cat "$CACHE/base.cpio" "$CACHE/overlay.cpio" >"$CACHE/initrd.tmp"
-mv "$CACHE/initrd.tmp" "$CACHE/initrd"
-cp "$KDIR/boot/vmlinuz-$KVER" "$CACHE/vmlinuz.tmp" && mv "$CACHE/vmlinuz.tmp" "$CACHE/vmlinuz"
-printf 'KVER=%s\nKPKG_VERSION=%s\nXEN_VERSION=%s\nSUITE=%s\nDOMU_DIR=%s\n' "$KVER" "$KPKG_VERSION" "$XEN_VERSION" "$SUITE" "$DOMU_DIR" >"$CACHE/host.env"
-echo "$STAMP" >"$CACHE/stamp"
+finish_build "$OV" "$KDIR/boot/vmlinuz-$KVER" "$STAMP" KVER KPKG_VERSION XEN_VERSION SUITE DOMU_DIR
 say "built: Xen $XEN_VERSION, dom0 kernel $KVER ($KPKG_VERSION), initrd $(du -m "$CACHE/initrd" | cut -f1) MiB"

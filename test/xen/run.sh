@@ -33,7 +33,8 @@
 #                           loglvl=all, dom0), QEMU's log of CPU resets and guest errors, and dom0's
 #                           dmesg, xl dmesg and /var/log/xen (guest consoles) when it got that far
 #
-# One VM at a time per cache dir: a second run.sh waits for the first.
+# One VM at a time per cache dir: a second run.sh waits for the first. What this script shares with
+# test/nested/run.sh is in test/lib/host-common.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -46,34 +47,22 @@ SMP=${SNOWFLOCK_XEN_SMP:-2}
 CPU=${SNOWFLOCK_XEN_CPU:-qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16}
 NINEP_CACHE=${SNOWFLOCK_XEN_9P_CACHE:-loose}
 T0=$(date +%s.%N)
-since() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }'; }
-say() { printf 'xen: %s\n' "$*" >&2; }
-die() { printf 'xen: error: %s\n' "$1" >&2; exit "${2:-125}"; }
+# shellcheck source=SCRIPTDIR/../lib/host-common.sh
+. "$HERE/../lib/host-common.sh"
+log_as xen 125
 
-[ "${1:-}" = -- ] && shift
-[ $# -gt 0 ] || die "usage: $0 -- COMMAND [ARGS...]" 2
-[[ "$TIMEOUT" =~ ^[0-9]+$ ]] || die "SNOWFLOCK_XEN_TIMEOUT must be a number of seconds, got '$TIMEOUT'" 2
-
-# `bun test` without --timeout: bun's 5 s per test is far too short under TCG.
-if [ "$(basename -- "$1")" = bun ] && [ "${2:-}" = test ]; then
-  has_timeout=0
-  for arg in "$@"; do case "$arg" in --timeout | --timeout=*) has_timeout=1 ;; esac; done
-  [ "$has_timeout" = 1 ] || set -- "$1" test --timeout "${SNOWFLOCK_XEN_TEST_TIMEOUT:-600000}" "${@:3}"
-fi
+# The command (`bun test` without --timeout gets SNOWFLOCK_XEN_TEST_TIMEOUT ms).
+take_command SNOWFLOCK_XEN "$@"
+set -- "${CMD[@]}"
 
 bash "$HERE/build-host.sh" </dev/null || die "building the Xen host failed"
 say "host ready in $(since "$T0")s"
 . "$CACHE/host.env"
 
-exec 8>"$CACHE/qemu.lock"
-if ! flock -n 8; then
-  say "waiting for another Xen VM to finish"
-  flock 8
-fi
+qemu_lock "$CACHE/qemu.lock" Xen
 
-mkdir -p "$CACHE/runs"
-RUN=$(mktemp -d "$CACHE/runs/run.XXXXXX")
 qemu_pid= watch_pid= tail_pid=
+# shellcheck disable=SC2317 # the EXIT trap's
 cleanup() {
   local rc=$?
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
@@ -83,27 +72,10 @@ cleanup() {
   if [ "${SNOWFLOCK_XEN_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
   ls -dt "$CACHE"/runs/run.* 2>/dev/null | tail -n +6 | xargs -r rm -rf || true
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+start_run
 
-# The command, its environment and directory, NUL-separated, for dom0's /init.
-printf '%s\0' "$@" >"$RUN/argv"
-{
-  printf '%s\0' "PATH=/usr/lib/xen-4.17/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin" "HOME=/root" \
-    "CI=${CI:-}" "TERM=dumb" "LANG=C.UTF-8"
-  while IFS= read -r -d '' kv; do
-    case "$kv" in
-      SNOWFLOCK_XEN_*) ;;
-      SNOWFLOCK_*|NO_COLOR=*|FORCE_COLOR=*) printf '%s\0' "$kv" ;;
-    esac
-  done < <(env -0)
-} >"$RUN/env"
-cwd=$(pwd -P)
-case "$cwd/" in "$REPO"/*) ;; *) cwd=$REPO ;; esac
-printf '%s' "$cwd" >"$RUN/cwd"
-printf '%s' "$REPO" >"$RUN/repo"
-printf '%s' "$NINEP_CACHE" >"$RUN/cache"
+# The command, its environment and directory, for dom0's /init.
+write_command /usr/lib/xen-4.17/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin SNOWFLOCK_XEN -- "$@"
 
 say "booting Xen $XEN_VERSION + dom0 $KVER (QEMU TCG, -cpu $CPU, $SMP vCPUs, $MEM, dom0 $DOM0_MEM; timeout ${TIMEOUT}s) for: $*"
 start=$(date +%s.%N)
@@ -117,22 +89,13 @@ tail_pid=$!
 ( while [ ! -s "$RUN/booted" ]; do sleep 0.5; done
   say "dom0 up, running the command: $(since "$start")s after QEMU started (dom0 uptime $(cat "$RUN/booted")s)" ) &
 watch_pid=$!
-set +e
-timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
+run_qemu \
   -accel tcg -cpu "$CPU" -smp "$SMP" -m "$MEM" \
   -display none -monitor none -no-reboot -nic none -nodefaults -d cpu_reset,guest_errors -D "$RUN/qemu.log" \
   -serial "file:$RUN/console.log" \
   -kernel "$CACHE/xen" \
   -append "console=com1 com1=115200 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=$SMP noreboot loglvl=all guest_loglvl=all" \
-  -initrd "$CACHE/vmlinuz console=hvc0 earlyprintk=xen loglevel=4,$CACHE/initrd" \
-  -fsdev "local,id=ctl,path=$RUN,security_model=passthrough" -device virtio-9p-pci,fsdev=ctl,mount_tag=ctl \
-  -fsdev "local,id=repo,path=$REPO,security_model=passthrough,multidevs=remap" -device virtio-9p-pci,fsdev=repo,mount_tag=repo \
-  </dev/null 2>"$RUN/qemu.stderr" &
-qemu_pid=$!
-wait "$qemu_pid"
-rc=$?
-qemu_pid=
-set -e
+  -initrd "$CACHE/vmlinuz console=hvc0 earlyprintk=xen loglevel=4,$CACHE/initrd"
 kill "$watch_pid" 2>/dev/null || true
 watch_pid=
 # tail -f polls once a second: let it print what is left, then stop it.
@@ -142,28 +105,6 @@ wait "$tail_pid" 2>/dev/null || true
 tail_pid=
 wall=$(since "$start")
 
-show_log() {
-  if [ -s "$RUN/qemu.stderr" ]; then say "qemu said:"; sed 's/^/  /' "$RUN/qemu.stderr" >&2; fi
-  say "last lines of the serial console (Xen, dom0):"
-  tail -n 30 "$RUN/console.log" 2>/dev/null | tr -d '\r' | sed 's/^/  /' >&2
-}
-if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-  show_log
-  die "timed out after ${TIMEOUT}s (SNOWFLOCK_XEN_TIMEOUT)" 124
-fi
-if [ -f "$RUN/status" ]; then
-  status=$(cat "$RUN/status")
-  say "done in $(since "$T0")s (QEMU ${wall}s; dom0 reached the command after $(cat "$RUN/booted" 2>/dev/null || echo ?)s of uptime): exit status $status"
-  exit "$status"
-fi
-show_log
-if [ -f "$RUN/error" ]; then
-  case "$(cat "$RUN/error")" in
-    xen:*) die "dom0 has no working Xen: $(cut -d' ' -f2- "$RUN/error")" 126 ;;
-    *) die "the Xen host failed: $(cat "$RUN/error")" ;;
-  esac
-fi
-if [ -f "$RUN/booted" ]; then
-  die "the VM ended (qemu exit status $rc) while the command was running, after ${wall}s"
-fi
-die "the VM ended (qemu exit status $rc) before it could run the command: it did not boot"
+vm_exit "$rc" "$wall" \
+  "done in $(since "$T0")s (QEMU ${wall}s; dom0 reached the command after $(cat "$RUN/booted" 2>/dev/null || echo ?)s of uptime)" \
+  SNOWFLOCK_XEN_TIMEOUT "last lines of the serial console (Xen, dom0):" 30 xen "dom0 has no working Xen" "the Xen host"
