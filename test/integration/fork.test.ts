@@ -7,6 +7,7 @@ import { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
+import { expectForkResult } from "../support/fork-result-shape.ts";
 import { describeKvm } from "../support/kvm.ts";
 
 async function waitFor(lines: string[], match: (l: string) => boolean, timeoutMs = 20_000): Promise<void> {
@@ -65,6 +66,7 @@ describeKvm("local fork", () => {
     expect(forked.status).toBe(0);
     const result = JSON.parse(forked.stdout);
     expect(result).toMatchObject({ parent: "web", memory: "cow", failed: [] });
+    expectForkResult(result, "kvm");
     expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([
       ["web.1", 1],
       ["web.2", 2],

@@ -12,6 +12,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { expectForkResult } from "../support/fork-result-shape.ts";
 import { cpioArchive } from "./support/cpio.ts";
 import { BINARY, bootDomU, consoleText, describeXen, diagnosis, DOMU_DIR, ROOT, run, waitFor } from "./support/xen-test.ts";
 
@@ -124,7 +125,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       const r = await run([BINARY, "fork", PARENT, "--clones", "3", "--backend", "xen", "--json"], FORK_MS);
       if (r.status !== 0) throw await fail(`fork failed (${r.status}): ${r.stderr}`);
       const result = JSON.parse(r.stdout);
-      expect(result.backend).toBe("xen");
+      expectForkResult(result, "xen");
       expect(result.memory).toBe("eager");
       expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([
         [`${PARENT}.1`, 1],
