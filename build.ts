@@ -16,7 +16,11 @@ const WORKER_ENTRYPOINTS = [
   "src/backend/xen/fork-worker.ts",
 ];
 
-async function step<T>(what: string, work: () => Promise<T>): Promise<T> {
+/** What `bun build --compile` makes the executable from: the CLI entry and every Worker entry (test/xen/build-baseline.ts builds the same). */
+export const EXECUTABLE_ENTRYPOINTS = ["bin/snowflock.ts", ...WORKER_ENTRYPOINTS];
+
+/** Runs one build step and prints how long it took. */
+export async function step<T>(what: string, work: () => Promise<T> | T): Promise<T> {
   const started = performance.now();
   const result = await work();
   console.error(`  ${what} (${Math.round(performance.now() - started)} ms)`);
@@ -25,17 +29,7 @@ async function step<T>(what: string, work: () => Promise<T>): Promise<T> {
 
 async function compileExecutable(outfile: string): Promise<void> {
   const build = Bun.spawn(
-    [
-      process.execPath,
-      "build",
-      "--compile",
-      "--minify-whitespace",
-      "--minify-syntax",
-      "bin/snowflock.ts",
-      ...WORKER_ENTRYPOINTS,
-      "--outfile",
-      outfile,
-    ],
+    [process.execPath, "build", "--compile", "--minify-whitespace", "--minify-syntax", ...EXECUTABLE_ENTRYPOINTS, "--outfile", outfile],
     {
       stdout: "pipe",
       stderr: "pipe",

@@ -12,8 +12,9 @@
  * runtime comes from the npm registry through test/xen/bun-baseline.sh, cached in the Xen host's
  * cache dir, and is handed to `bun build` with --compile-executable-path (nothing else downloads).
  */
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
+import { EXECUTABLE_ENTRYPOINTS, step } from "../../build.ts";
 import { buildGuest } from "../../guest/build.ts";
 import { buildWasm, listKernels } from "../../wasm/build.ts";
 
@@ -22,14 +23,9 @@ const OUT = join(ROOT, "dist/snowflock-baseline");
 
 /** The CLI entry and the Worker entries, as build.ts passes them to `bun build --compile`. */
 function entrypoints(): string[] {
-  const source = readFileSync(join(ROOT, "build.ts"), "utf8");
-  const workers = source.match(/WORKER_ENTRYPOINTS\s*=\s*\[([^\]]*)\]/);
-  const cli = source.match(/"--compile"[^\n]*?"(bin\/[^"]+\.ts)"/);
-  if (!workers || !cli)
-    throw new Error("cannot find the entrypoints in build.ts (WORKER_ENTRYPOINTS and the bin/*.ts entry of `bun build --compile`)");
-  const entries = [cli[1]!, ...[...workers[1]!.matchAll(/"([^"]+)"/g)].map((m) => m[1]!)];
-  for (const entry of entries) if (!existsSync(join(ROOT, entry))) throw new Error(`build.ts names ${entry}, which does not exist`);
-  return entries;
+  for (const entry of EXECUTABLE_ENTRYPOINTS)
+    if (!existsSync(join(ROOT, entry))) throw new Error(`build.ts names ${entry}, which does not exist`);
+  return EXECUTABLE_ENTRYPOINTS;
 }
 
 const mtime = (path: string) => (existsSync(path) ? statSync(path).mtimeMs : 0);
@@ -37,13 +33,6 @@ const mtime = (path: string) => (existsSync(path) ? statSync(path).mtimeMs : 0);
 async function wasmIsStale(outDir: string): Promise<boolean> {
   const kernels = await listKernels();
   return kernels.some((k) => mtime(k) >= mtime(join(outDir, `${basename(k, ".ts")}.wasm`)));
-}
-
-async function step<T>(what: string, work: () => Promise<T> | T): Promise<T> {
-  const started = performance.now();
-  const result = await work();
-  console.error(`  ${what} (${Math.round(performance.now() - started)} ms)`);
-  return result;
 }
 
 function baselineRuntime(): string {
