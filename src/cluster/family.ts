@@ -15,7 +15,7 @@ import type { Heuristic } from "../heuristics/heuristics.ts";
 import { MAX_MULTICAST_DESCRIPTOR } from "../mcdist/messages.ts";
 import { SnowflockError } from "../errors.ts";
 import type { CloneCall } from "../descriptor/format.ts";
-import { GuestError } from "../guest/hypercalls.ts";
+import { CloneStatus, GuestError } from "../guest/hypercalls.ts";
 import { type GuestLimits, guestLimits } from "../guest/limits.ts";
 import { readRecord, vmAlive } from "../vmm/run-dir.ts";
 import type { StartTimes } from "../vmm/spawn.ts";
@@ -31,9 +31,6 @@ import { getpid } from "../sys/process.ts";
 
 /** A VM's answer to a message its inbox has no room for (GuestLimits): the sender's sf_send fails with SF_EDQUOT. */
 const INBOX_FULL = "the family member's inbox is full";
-
-/** What a clone's end looks like to the parent's sf_join. */
-export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
 
 interface Ticket {
   granted: number;

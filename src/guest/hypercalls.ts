@@ -51,6 +51,8 @@ export const ClusterCall = {
 } as const;
 const CLUSTER_CALLS = new Set<number>(Object.values(ClusterCall));
 export const RECV_NONBLOCK = 1n;
+/** What sf_join reports for a clone that did not exit by itself (guest/ABI.md; also the Xen sf tool's join). */
+export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
 export const MESSAGE_MAX = 65536;
 
 /** What a hypercall may ask of the VMM that runs the guest. */

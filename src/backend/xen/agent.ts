@@ -12,6 +12,7 @@
  * speaks for the domain it came from, and acts only on that domain's own family.
  */
 import { SnowflockError } from "../../errors.ts";
+import { CloneStatus } from "../../guest/hypercalls.ts";
 import { familyPath, openRequests, readMember, writeReply } from "./family-keys.ts";
 import { clonesOf, destroyDomains, listMembers } from "./family.ts";
 import { forkDomain, MAX_XEN_CLONES } from "./fork.ts";
@@ -21,8 +22,6 @@ const WATCH_TOKEN = "snowflock-agent";
 const POLL_MS = 20;
 const JOIN_POLL_MS = 250;
 const REQUEST_PATH = /^\/local\/domain\/(\d+)\/snowflock\/request$/;
-/** Status reported for a clone that ended without `sf exit` (killed, crashed or shut down). */
-export const STATUS_KILLED = -9;
 
 export interface XenAgent {
   stop(): void;
@@ -109,7 +108,7 @@ export function startXenAgent({ host, workDirectory, log }: XenAgentOptions): Xe
           host,
           clones.map((c) => c.domain.domid),
         );
-        for (const c of clones) recordStatus(request.domid, c.member!.cloneId, STATUS_KILLED);
+        for (const c of clones) recordStatus(request.domid, c.member!.cloneId, CloneStatus.KILLED);
         log(`domain ${request.domid}: killed ${clones.length} clone(s)`);
         return reply(request, `ok ${clones.length}`);
       }
