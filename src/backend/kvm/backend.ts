@@ -1,61 +1,15 @@
 /** The KVM backend: snowflock's own VMM processes run the machines (/dev/kvm, one Worker per vCPU). */
-import { SnowflockError } from "../../errors.ts";
-import { O_CLOEXEC, O_NONBLOCK } from "../../sys/constants.ts";
-import { close } from "../../sys/files.ts";
-import { uffdApi, userfaultfd } from "../../sys/uffd.ts";
-import type { Backend, DoctorReport } from "../backend.ts";
-import { KVM_API_VERSION } from "./abi.ts";
-import { kvmDevice, kvmHost } from "./host.ts";
+import type { Backend } from "../backend.ts";
+import { kvmDoctor } from "./doctor.ts";
+import { kvmHost } from "./host.ts";
 import { KvmMachine } from "./machine.ts";
-
-/** Memory-on-demand on KVM rests on userfaultfd: open one and do the API handshake, as memtap does. */
-function userfaultfdAvailable(): { available: true } | { available: false; reason: string } {
-  try {
-    const fd = userfaultfd(O_CLOEXEC | O_NONBLOCK);
-    try {
-      uffdApi(fd, 0);
-    } finally {
-      close(fd);
-    }
-    return { available: true };
-  } catch (error) {
-    if (error instanceof SnowflockError) return { available: false, reason: error.render() };
-    throw error;
-  }
-}
-
-async function doctor(): Promise<DoctorReport> {
-  try {
-    kvmHost(); // opens the device and checks the API version and every capability snowflock needs
-  } catch (error) {
-    if (error instanceof SnowflockError) return { backend: "kvm", available: false, reason: error.render(), error };
-    throw error;
-  }
-  const userfaultfd = userfaultfdAvailable();
-  return {
-    backend: "kvm",
-    available: true,
-    memoryOnDemand: userfaultfd.available,
-    facts: { device: kvmDevice(), apiVersion: KVM_API_VERSION, userfaultfd },
-    lines: [
-      ["backend", "kvm"],
-      ["device", `${kvmDevice()} (opens, every capability snowflock needs)`],
-      ["api version", String(KVM_API_VERSION)],
-      ["userfaultfd", userfaultfd.available ? "yes" : `no: ${userfaultfd.reason}`],
-      [
-        "memory-on-demand",
-        userfaultfd.available ? "yes (userfaultfd)" : "no: --memory ondemand and clones on other hosts need userfaultfd",
-      ],
-    ],
-  };
-}
 
 export const kvmBackend: Backend = {
   name: "kvm",
   commands: ["run", "ls", "logs", "kill", "fork", "descriptor", "inspect", "bench", "cluster", "agent", "doctor"],
   usage: "on KVM: snowflock run boots a VM; fork, ls, logs, kill work on it",
   check: () => void kvmHost(),
-  doctor,
+  doctor: kvmDoctor,
   machines: {
     boot: (image, memoryBytes, cmdline, options) => KvmMachine.boot(image, memoryBytes, cmdline, options),
     restore: (state, memory, options) => KvmMachine.restore(state, memory, options),

@@ -1,13 +1,12 @@
 /**
  * The Xen backend (a dom0): Xen runs the domUs, snowflock attaches to them by name to fork, list
- * and end them, and serves the guests' own requests (sf) through XenStore.
+ * and end them, and serves the guests' own requests (sf) through XenStore. `doctor`: doctor.ts.
  */
 import type { ForkResult } from "../../clone/fork-result.ts";
-import type { Backend, DoctorReport, DomainListing, DomainOperations } from "../backend.ts";
+import type { Backend, DomainListing, DomainOperations } from "../backend.ts";
 import { startXenAgent } from "./agent.ts";
-import { isXenUnavailable } from "./errors.ts";
+import { xenDoctor } from "./doctor.ts";
 import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
-import { type Availability, xenFeatures } from "./features.ts";
 import { forkDomain, MAX_XEN_CLONES } from "./fork.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { SnowflockError } from "../../errors.ts";
@@ -52,67 +51,6 @@ function familyOrder(members: XenMember[]): DomainListing[] {
     m.member !== undefined && m.member.family !== m.domain.domid && members.some((p) => p.domain.domid === m.member!.family);
   for (const m of members.filter((x) => !isClone(x))) visit(m, 0);
   return ordered;
-}
-
-const yesNo = (a: Availability) =>
-  a.available === true ? `yes: ${a.detail}` : a.available === false ? `no: ${a.reason}` : `unknown: ${a.reason}`;
-
-/** Host memory as people read it: 3.0G, 512M. */
-const approximate = (bytes: number) => (bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)}G` : `${Math.round(bytes / 1024 ** 2)}M`);
-
-async function doctor(): Promise<DoctorReport> {
-  let host: XenHost;
-  try {
-    host = openXen();
-  } catch (error) {
-    if (isXenUnavailable(error)) return { backend: "xen", available: false, reason: error.render(), error };
-    throw error;
-  }
-  try {
-    const { version, abi } = host;
-    const info = host.physinfo();
-    const features = xenFeatures(host);
-    const facts = {
-      version: `${version.major}.${version.minor}${version.extra}`,
-      release: abi.release,
-      domctlInterfaceVersion: abi.constants.XEN_DOMCTL_INTERFACE_VERSION,
-      capabilities: host.capabilities,
-      guestTypes: { pv: features.pv, hvm: features.hvm, hap: features.hap, shadow: features.shadow },
-      cpu: { count: info.nrCpus, mhz: Math.round(info.cpuKhz / 1000), vmx: info.cpu.vmx, svm: info.cpu.svm },
-      memory: { totalBytes: info.totalPages * info.pageSize, freeBytes: info.freePages * info.pageSize },
-      domains: host.listDomains().length,
-      memSharingFork: features.memSharingFork,
-      paging: features.paging,
-      cloneMemory: features.cloneMemory,
-    };
-    const types = Object.entries(facts.guestTypes)
-      .flatMap(([type, has]) => (has ? [type] : []))
-      .join(" ");
-    const cpu = facts.cpu;
-    return {
-      backend: "xen",
-      available: true,
-      memoryOnDemand: features.cloneMemory === "ondemand",
-      facts,
-      lines: [
-        ["backend", "xen (dom0)"],
-        ["xen", `${facts.version} (domctl interface 0x${facts.domctlInterfaceVersion.toString(16)})`],
-        ["capabilities", facts.capabilities],
-        ["virt caps", types || "none"],
-        ["cpus", `${cpu.count} at ${cpu.mhz} MHz, ${cpu.vmx ? "Intel VT-x" : cpu.svm ? "AMD-V" : "no hardware virtualization"}`],
-        ["memory", `${approximate(facts.memory.totalBytes)} total, ${approximate(facts.memory.freeBytes)} free`],
-        ["domains", String(facts.domains)],
-        ["mem-sharing fork", yesNo(features.memSharingFork)],
-        ["paging", yesNo(features.paging)],
-        [
-          "memory-on-demand",
-          features.cloneMemory === "ondemand" ? "yes (paging)" : 'no: clones get eager copies of their parent\'s memory (memory: "eager")',
-        ],
-      ],
-    };
-  } finally {
-    host.close();
-  }
 }
 
 const domains: DomainOperations = {
@@ -211,6 +149,6 @@ export const xenBackend: Backend = {
   commands: ["fork", "ls", "kill", "agent", "doctor", "bench"],
   usage: "on Xen: start domains with xl create, then use fork, ls, kill, agent (--backend xen)",
   check: () => openXen().close(),
-  doctor,
+  doctor: xenDoctor,
   domains,
 };
