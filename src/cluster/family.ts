@@ -23,6 +23,7 @@ import type { ControlResponse } from "../vmm/protocol.ts";
 import { CLONE_ORDER_TIMEOUT_MS } from "./agent.ts";
 import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
 import type { FamilyCalls, GuestErrorCode } from "./guest-calls.ts";
+import { Tickets } from "./tickets.ts";
 import { type ClusterContext, memberRequest } from "./cluster-context.ts";
 import { type HostRoom, spread, surveyRooms } from "./placement.ts";
 import { readFileSync } from "node:fs";
@@ -31,14 +32,6 @@ import { getpid } from "../sys/process.ts";
 
 /** A VM's answer to a message its inbox has no room for (GuestLimits): the sender's sf_send fails with SF_EDQUOT. */
 const INBOX_FULL = "the family member's inbox is full";
-
-interface Ticket {
-  granted: number;
-  /** For a family spread over a cluster: each host's room when the ticket was granted. */
-  rooms?: HostRoom[];
-  cloneIds: number[] | undefined;
-  joined: boolean;
-}
 
 export interface HostMemoryStats {
   clones: number;
@@ -129,13 +122,10 @@ function noteEnd(report: CloneReport, member: Member | undefined): void {
 
 /** Clone rounds kept for --json's forks[]; their counts are in stats either way. */
 const MAX_FORK_HISTORY = 64;
-const JOIN_POLL_MS = 50;
-/** How often a join asks the hosts of clones still running whether they are still there. */
-const REMOTE_PROBE_MS = 1000;
 
 export class Family implements FamilyCalls {
-  private tickets = new Map<number, Ticket>();
-  private nextTicket = 1;
+  /** Each ticket's rooms: for a family spread over a cluster, each host's room when the ticket was granted. */
+  private readonly tickets: Tickets<HostRoom[] | undefined>;
   private clones = new Map<number, Member>();
   /**
    * Ended clones that no unjoined ticket still waits for, added up per host ("" for this one):
@@ -147,9 +137,8 @@ export class Family implements FamilyCalls {
   private nextOperatorCloneId = 1;
   /** `inUse`: clones are being made from it, so its image must stay open (clones open it by fd number). */
   private checkpoints = new Map<number, { source: CloneSource; inUse: number }>();
-  /** Checkpoints and tickets being made (the host is asked first): they count against the limits too. */
+  /** Checkpoints being made: they count against the limit too. */
   private pendingCheckpoints = 0;
-  private pendingTickets = 0;
   /** Each clone round's memory servers, until every clone that may fault on them has ended. */
   private rounds = new Map<CloneSource, ServerRound>();
   /** What the servers of closed rounds sent, for stats(). */
@@ -179,6 +168,14 @@ export class Family implements FamilyCalls {
     private readonly limits: GuestLimits = guestLimits(),
   ) {
     cluster?.placement.set(self.name, cluster.host.name);
+    this.tickets = new Tickets(limits.tickets, {
+      status: (id) => this.memberStatus(id),
+      probe: (ids) => this.probeRemoteMembers(ids),
+      end: async (id) => {
+        const member = this.clones.get(id);
+        if (member) await memberRequest(this.cluster, member.name, "kill").catch(() => undefined);
+      },
+    });
   }
 
   get cloneId(): number {
@@ -373,8 +370,7 @@ export class Family implements FamilyCalls {
 
   /** Drops the members of ended clones no unjoined ticket waits for, keeping their counters. */
   private retireEnded(): void {
-    const awaited = new Set<number>();
-    for (const ticket of this.tickets.values()) for (const id of ticket.cloneIds ?? []) awaited.add(id);
+    const awaited = this.tickets.awaited();
     for (const [id, member] of this.clones) {
       if (member.status === undefined || awaited.has(id)) continue;
       const retired = this.retired.get(member.host ?? "") ?? {
@@ -400,35 +396,20 @@ export class Family implements FamilyCalls {
 
   async requestTicket(wanted: bigint): Promise<{ ticket: number; granted: number } | GuestErrorCode> {
     if (wanted < 1n) return GuestError.EINVAL;
-    if (this.tickets.size + this.pendingTickets >= this.limits.tickets) return GuestError.EDQUOT;
-    // Policy: at most --max-clones, and no more than could each write all their memory: on this
-    // host, or over the cluster's hosts (each agent's limit and free memory).
-    this.pendingTickets++;
-    let rooms: HostRoom[] | undefined;
-    try {
-      rooms = this.cluster ? await this.rooms() : undefined;
-    } finally {
-      this.pendingTickets--;
-    }
-    const room = rooms ? rooms.reduce((sum, r) => sum + r.room, 0) : Math.floor(freemem() / this.self.memoryBytes);
-    const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, Math.max(1, room));
-    const id = this.nextTicket++;
-    this.tickets.set(id, { granted, rooms: rooms && room > 0 ? rooms : undefined, cloneIds: undefined, joined: false });
-    return { ticket: id, granted };
-  }
-
-  /** A ticket this VM holds, or `retired`: it was joined, and dropped so that tickets cannot pile up. */
-  private ticket(id: bigint): Ticket | "retired" | undefined {
-    if (id < 1n || id >= BigInt(this.nextTicket)) return undefined;
-    return this.tickets.get(Number(id)) ?? "retired";
+    return this.tickets.grant(async () => {
+      // Policy: at most --max-clones, and no more than could each write all their memory: on this
+      // host, or over the cluster's hosts (each agent's limit and free memory).
+      const rooms = this.cluster ? await this.rooms() : undefined;
+      const room = rooms ? rooms.reduce((sum, r) => sum + r.room, 0) : Math.floor(freemem() / this.self.memoryBytes);
+      const granted = Math.min(Number(wanted > 1_000_000n ? 1_000_000n : wanted), this.maxClones, Math.max(1, room));
+      return { granted, extra: rooms && room > 0 ? rooms : undefined };
+    });
   }
 
   async clone(ticketId: bigint, blockAddress: number): Promise<bigint> {
-    const ticket = this.ticket(ticketId);
-    if (!ticket) return GuestError.EINVAL;
-    if (ticket === "retired" || ticket.cloneIds) return GuestError.EBUSY;
-    ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
-    await this.fork(ticket.cloneIds, this.memoryPath, { block: blockAddress, returns: "clone-id" }, undefined, ticket.rooms);
+    const ticket = this.tickets.startClones(ticketId);
+    if (typeof ticket === "bigint") return ticket;
+    await this.fork(ticket.cloneIds, this.memoryPath, { block: blockAddress, returns: "clone-id" }, undefined, ticket.extra);
     return 0n;
   }
 
@@ -452,13 +433,12 @@ export class Family implements FamilyCalls {
 
   async createClones(checkpointId: bigint, ticketId: bigint): Promise<bigint> {
     const checkpoint = this.checkpointNamed(checkpointId);
-    const ticket = this.ticket(ticketId);
-    if (!checkpoint || !ticket) return GuestError.EINVAL;
-    if (ticket === "retired" || ticket.cloneIds) return GuestError.EBUSY;
-    ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
+    if (!checkpoint) return GuestError.EINVAL;
+    const ticket = this.tickets.startClones(ticketId);
+    if (typeof ticket === "bigint") return ticket;
     checkpoint.inUse++;
     try {
-      await this.fork(ticket.cloneIds, checkpoint.source.memory, undefined, checkpoint.source, ticket.rooms);
+      await this.fork(ticket.cloneIds, checkpoint.source.memory, undefined, checkpoint.source, ticket.extra);
     } finally {
       checkpoint.inUse--;
     }
@@ -544,28 +524,11 @@ export class Family implements FamilyCalls {
   }
 
   joinable(ticketId: bigint): { clones: number } | GuestErrorCode {
-    const ticket = this.ticket(ticketId);
-    if (ticket === "retired") return GuestError.EBUSY;
-    if (!ticket?.cloneIds) return GuestError.EINVAL;
-    if (ticket.joined) return GuestError.EBUSY;
-    return { clones: ticket.cloneIds.length };
+    return this.tickets.joinable(ticketId);
   }
 
-  /** Waits for the clones of a joinable ticket (joinable()), then drops the ticket. */
   async join(ticketId: bigint): Promise<number[]> {
-    const ticket = this.ticket(ticketId);
-    if (typeof ticket !== "object" || !ticket.cloneIds || ticket.joined)
-      throw new SnowflockError("INTERNAL", `ticket ${ticketId} is not joinable`);
-    ticket.joined = true;
-    let probedAt = performance.now();
-    while (ticket.cloneIds.some((id) => this.memberStatus(id) === undefined)) {
-      await Bun.sleep(JOIN_POLL_MS);
-      if (performance.now() - probedAt < REMOTE_PROBE_MS) continue;
-      await this.probeRemoteMembers(ticket.cloneIds);
-      probedAt = performance.now();
-    }
-    const statuses = ticket.cloneIds.map((id) => this.memberStatus(id)!);
-    this.tickets.delete(Number(ticketId));
+    const statuses = await this.tickets.join(ticketId);
     this.retireEnded();
     return statuses;
   }
@@ -589,18 +552,8 @@ export class Family implements FamilyCalls {
     );
   }
 
-  async kill(ticketId: bigint): Promise<bigint> {
-    const ticket = this.ticket(ticketId);
-    if (ticket === "retired") return 0n; // joined: its clones have all ended
-    if (!ticket?.cloneIds) return GuestError.EINVAL;
-    await Promise.all(
-      ticket.cloneIds.map(async (id) => {
-        const member = this.clones.get(id);
-        if (!member || this.memberStatus(id) !== undefined) return;
-        await memberRequest(this.cluster, member.name, "kill").catch(() => undefined);
-      }),
-    );
-    return 0n;
+  kill(ticketId: bigint): Promise<bigint> {
+    return this.tickets.kill(ticketId);
   }
 
   /** The VMM name of family member `id` (0 = the parent of the family), if there is one. */
