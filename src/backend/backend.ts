@@ -130,7 +130,16 @@ export interface DomainListing {
   depth: number;
 }
 
-/** The operator's commands on VMs the hypervisor runs (Xen): fork, ls, kill and the host's agent. */
+/** A guest's request to its host through the hypervisor (Xen: what the sf tool writes into XenStore). */
+export interface GuestRequest {
+  domain: number;
+  verb: string;
+  /** The request's sequence number, which its answer repeats. */
+  seq: string;
+  args: string[];
+}
+
+/** The operator's commands on VMs the hypervisor runs (Xen): fork, ls, kill; and what the host's agent needs to serve the guests. */
 export interface DomainOperations {
   readonly maxClones: number;
   /** Refuses a `--memory` this host cannot give clones. */
@@ -145,8 +154,33 @@ export interface DomainOperations {
   hypervisor(): Promise<string>;
   /** Waits until the domain's drivers are up and it can be suspended (so forked); false if it shut down first. */
   waitReady(name: string, timeoutMs: number): Promise<boolean>;
-  /** Serves the guests' requests (sf clone, join, exit, kill) until stop(). */
-  serveGuests(options: { workDirectory: string; log: (line: string) => void }): { stop(): void };
+  /** Hands each new request of a guest (the sf tool) to `onRequest` until stop(); answer() replies to one. */
+  guestRequests(
+    onRequest: (request: GuestRequest) => void,
+    log: (line: string) => void,
+  ): { answer(domain: number, seq: string, text: string): void; stop(): void };
+  /** A domain's place in its family: its clone ID (0 for a parent) and its parent's id (its own for a parent). */
+  memberOf(domain: number): { cloneId: number; family: number };
+  /** The running clones of the parent `domain`, by clone ID. */
+  clonesOf(domain: number): Array<{ domain: number; cloneId: number }>;
+  /** The next free clone ID in the parent's family (clones of earlier rounds keep theirs). */
+  nextCloneId(domain: number): number;
+  /**
+   * Forks `domain` into clones with IDs from `firstCloneId`, for a guest's own request: each clone is
+   * told its ID before it first runs (onCloneReady), the parent once it runs again (onParentResumed).
+   */
+  forkFor(
+    domain: number,
+    clones: number,
+    options: {
+      firstCloneId: number;
+      workDirectory: string;
+      onCloneReady: (clone: { domain: number; cloneId: number; name: string }) => void;
+      onParentResumed: () => void;
+    },
+  ): Promise<ForkResult>;
+  /** Ends domains (their XenStore entries, console and memory go too). */
+  destroy(domains: number[]): void;
 }
 
 /** One fact `doctor` prints about a backend: a label and its value. */

@@ -3,6 +3,7 @@ import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { startAgent } from "../cluster/agent.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
+import { serveDomainGuests } from "../cluster/domain-guests.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import { selectBackend } from "../backend/select.ts";
 import { runDir } from "../vmm/run-dir.ts";
@@ -31,7 +32,7 @@ export function registerAgent(cli: CAC): void {
     .action(async (options: { host?: string; inventory?: string; maxClones: number | string; backend?: string }) => {
       const { domains } = await selectBackend(options.backend, "agent");
       if (domains) {
-        const guests = domains.serveGuests({ workDirectory: runDir(), log: (line) => log.info(line) });
+        const guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line) });
         log.success("Xen agent running: domUs can use sf (guest/xen) now");
         await untilStopped();
         guests.stop();

@@ -61,12 +61,15 @@ export class Tickets<Extra = undefined> {
     return this.tickets.get(Number(id)) ?? "retired";
   }
 
-  /** The ticket's clone IDs (1 to granted), now assigned, and what was decided with it; or why it cannot clone. */
-  startClones(id: bigint): { cloneIds: number[]; extra: Extra } | GuestErrorCode {
+  /**
+   * The ticket's clone IDs, now assigned — `first` to `first` + granted - 1 (on KVM from 1; on Xen
+   * after the clones of earlier rounds still running) — and what was decided with it; or why it cannot clone.
+   */
+  startClones(id: bigint, first = 1): { cloneIds: number[]; extra: Extra } | GuestErrorCode {
     const ticket = this.lookup(id);
     if (!ticket) return GuestError.EINVAL;
     if (ticket === "retired" || ticket.cloneIds) return GuestError.EBUSY;
-    ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => i + 1);
+    ticket.cloneIds = Array.from({ length: ticket.granted }, (_, i) => first + i);
     return { cloneIds: ticket.cloneIds, extra: ticket.extra };
   }
 
@@ -112,8 +115,8 @@ export class Tickets<Extra = undefined> {
     return new Set([...this.tickets.values()].flatMap((t) => t.cloneIds ?? []));
   }
 
-  /** Tickets cloned and not yet joined, oldest first. */
-  open(): bigint[] {
-    return [...this.tickets].filter(([, t]) => t.cloneIds && !t.joined).map(([id]) => BigInt(id));
+  /** Tickets cloned and not yet joined, oldest first, with their clone IDs. */
+  open(): Array<{ ticket: bigint; cloneIds: number[] }> {
+    return [...this.tickets].flatMap(([id, t]) => (t.cloneIds && !t.joined ? [{ ticket: BigInt(id), cloneIds: t.cloneIds }] : []));
   }
 }

@@ -74,8 +74,8 @@ describe("the clone shell kernel", () => {
 
 describe("agent requests", () => {
   test("verb, sequence number and arguments", () => {
-    expect(parseRequest(5, "clone 1234 3")).toEqual({ domid: 5, verb: "clone", seq: "1234", args: ["3"] });
-    expect(parseRequest(5, "join 99\n")).toEqual({ domid: 5, verb: "join", seq: "99", args: [] });
+    expect(parseRequest(5, "clone 1234 3")).toEqual({ domain: 5, verb: "clone", seq: "1234", args: ["3"] });
+    expect(parseRequest(5, "join 99\n")).toEqual({ domain: 5, verb: "join", seq: "99", args: [] });
   });
 
   test("empty, sequence-less or forged-looking text is no request", () => {

@@ -4,10 +4,11 @@
  */
 import type { ForkResult } from "../../clone/fork-result.ts";
 import type { Backend, DomainListing, DomainOperations } from "../backend.ts";
-import { startXenAgent } from "./agent.ts";
+import { watchRequests } from "./agent.ts";
 import { xenDoctor } from "./doctor.ts";
 import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
-import { forkDomain, MAX_XEN_CLONES } from "./fork.ts";
+import { forkDomain, MAX_XEN_CLONES, nextCloneId, type XenForkResult } from "./fork.ts";
+import { readMember } from "./family-keys.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { SnowflockError } from "../../errors.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
@@ -53,6 +54,58 @@ function familyOrder(members: XenMember[]): DomainListing[] {
   return ordered;
 }
 
+/** A Xen fork's result in the shape every backend's fork reports. */
+function forkResult(r: XenForkResult): ForkResult {
+  const t = r.timings;
+  return {
+    backend: "xen",
+    parent: r.parent.name,
+    memory: "eager",
+    pausedMs: t.parentDownMs,
+    descriptorMs: 0,
+    descriptorBytes: 0,
+    // Every clone starts at the end of the round: its context set and unpaused, all in this process.
+    clones: r.clones.map((c) => ({
+      name: c.name,
+      cloneId: c.cloneId,
+      domid: c.domid,
+      mac: c.mac,
+      readyMs: t.totalMs,
+      restoredMs: t.totalMs - t.startMs,
+      runningMs: t.totalMs,
+    })),
+    failed: [],
+    totalMs: t.totalMs,
+    eagerCopy: {
+      threads: r.threads,
+      pagesCopied: r.pagesCopied,
+      pagesZero: r.pagesZero,
+      bytesCopied: r.bytesCopied,
+      shellsMs: t.shellsMs,
+      suspendMs: t.suspendMs,
+      copyMs: t.copyMs,
+      startMs: t.startMs,
+    },
+  };
+}
+
+/** The host the agent holds while it serves the guests' requests; other calls open one of their own. */
+let agentHost: XenHost | undefined;
+
+function withAgentHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
+  return agentHost ? Promise.resolve(use(agentHost)) : withHost(use);
+}
+
+function useAgentHost<R>(use: (host: XenHost) => R): R {
+  if (agentHost) return use(agentHost);
+  const host = openXen();
+  try {
+    return use(host);
+  } finally {
+    host.close();
+  }
+}
+
 const domains: DomainOperations = {
   maxClones: MAX_XEN_CLONES,
   checkMemory(memory) {
@@ -65,41 +118,10 @@ const domains: DomainOperations = {
     }
   },
   fork: (name, clones, { workDirectory, progress }) =>
-    withHost(async (host): Promise<ForkResult> => {
+    withHost(async (host) => {
       const parent = findMember(listMembers(host), name);
       progress?.(`forking ${parent.name} (domain ${parent.domain.domid}) into ${clones} clone${clones > 1 ? "s" : ""}`);
-      const r = await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory, progress });
-      const t = r.timings;
-      return {
-        backend: "xen",
-        parent: r.parent.name,
-        memory: "eager",
-        pausedMs: t.parentDownMs,
-        descriptorMs: 0,
-        descriptorBytes: 0,
-        // Every clone starts at the end of the round: its context set and unpaused, all in this process.
-        clones: r.clones.map((c) => ({
-          name: c.name,
-          cloneId: c.cloneId,
-          domid: c.domid,
-          mac: c.mac,
-          readyMs: t.totalMs,
-          restoredMs: t.totalMs - t.startMs,
-          runningMs: t.totalMs,
-        })),
-        failed: [],
-        totalMs: t.totalMs,
-        eagerCopy: {
-          threads: r.threads,
-          pagesCopied: r.pagesCopied,
-          pagesZero: r.pagesZero,
-          bytesCopied: r.bytesCopied,
-          shellsMs: t.shellsMs,
-          suspendMs: t.suspendMs,
-          copyMs: t.copyMs,
-          startMs: t.startMs,
-        },
-      };
+      return forkResult(await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory, progress }));
     }),
   list: () => withHost((host) => familyOrder(listMembers(host))),
   kill: (name, { clones: onlyClones }) =>
@@ -132,16 +154,37 @@ const domains: DomainOperations = {
         "the domU's kernel needs Xen's suspend support",
       );
     }),
-  serveGuests({ workDirectory, log }) {
+  guestRequests(onRequest, log) {
     const host = openXen();
-    const agent = startXenAgent({ host, workDirectory, log });
+    agentHost = host;
+    const channel = watchRequests(host, onRequest, log);
     return {
+      answer: channel.answer,
       stop() {
-        agent.stop();
+        channel.stop();
+        agentHost = undefined;
         host.close();
       },
     };
   },
+  memberOf: (domain) => useAgentHost((host) => readMember(host.xenstore(), domain) ?? { cloneId: 0, family: domain }),
+  clonesOf: (domain) =>
+    useAgentHost((host) => clonesOf(listMembers(host), domain).map((c) => ({ domain: c.domain.domid, cloneId: c.member!.cloneId }))),
+  nextCloneId: (domain) => useAgentHost((host) => nextCloneId(host, domain)),
+  forkFor: (domain, clones, { firstCloneId, workDirectory, onCloneReady, onParentResumed }) =>
+    withAgentHost(async (host) =>
+      forkResult(
+        await forkDomain(host, {
+          parent: domain,
+          clones,
+          firstCloneId,
+          workDirectory,
+          beforeStart: (clone) => onCloneReady({ domain: clone.domid, cloneId: clone.cloneId, name: clone.name }),
+          afterParentResumed: onParentResumed,
+        }),
+      ),
+    ),
+  destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),
 };
 
 export const xenBackend: Backend = {

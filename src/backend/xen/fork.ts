@@ -24,6 +24,8 @@ export interface XenForkRequest {
   clones: number;
   /** Where snowflock keeps its files on this host (the clone shell's stub kernel goes there). */
   workDirectory: string;
+  /** The first clone's ID (the others follow it); by default the next free one in the parent's family. */
+  firstCloneId?: number;
   /** Called for each clone once its shell and keys are in XenStore, before it first runs. */
   beforeStart?: (clone: XenClone) => void;
   /** Called once the parent runs again. */
@@ -106,7 +108,7 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
   refuseWritableDisks(parentName, config);
   const kernel = shellKernelPath(request.workDirectory);
   const store = host.xenstore();
-  const firstId = nextCloneId(host, parent.domid);
+  const firstId = request.firstCloneId ?? nextCloneId(host, parent.domid);
   const specs = Array.from({ length: request.clones }, (_, i) => {
     const cloneId = firstId + i;
     const name = `${parentName}.${cloneId}`;
@@ -251,7 +253,7 @@ function xenMac(): string {
 }
 
 /** The next free clone ID in the parent's family: clones of earlier forks keep theirs. */
-function nextCloneId(host: XenHost, parent: number): number {
+export function nextCloneId(host: XenHost, parent: number): number {
   const store = host.xenstore();
   let highest = 0;
   for (const domain of host.listDomains()) {

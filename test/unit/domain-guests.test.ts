@@ -1,0 +1,127 @@
+/**
+ * The Xen front end of the family (src/cluster/domain-guests.ts) against a stand-in for the
+ * hypervisor's domains (this is a unit test of the front end alone; the real one, with the sf tool
+ * inside PVH domUs, is test/xen/fork.test.ts). The requests are the sf tool's; the answers are
+ * what it prints from.
+ */
+import { expect, test } from "bun:test";
+import type { DomainOperations, GuestRequest } from "../../src/backend/backend.ts";
+import type { ForkResult } from "../../src/clone/fork-result.ts";
+import { serveDomainGuests } from "../../src/cluster/domain-guests.ts";
+import { DEFAULT_GUEST_LIMITS } from "../../src/guest/limits.ts";
+
+interface FakeDomain {
+  cloneId: number;
+  family: number;
+}
+
+/** Domain 5 is a parent; forks make domains from 100 up. */
+function fakeHypervisor() {
+  const alive = new Map<number, FakeDomain>([[5, { cloneId: 0, family: 5 }]]);
+  const answers: string[] = [];
+  let next = 100;
+  let onRequest: ((r: GuestRequest) => void) | undefined;
+  const domains: Partial<DomainOperations> = {
+    maxClones: 64,
+    guestRequests: (handler) => {
+      onRequest = handler;
+      return { answer: (domain, seq, text) => void answers.push(`${domain}#${seq}: ${text}`), stop: () => {} };
+    },
+    memberOf: (domain) => alive.get(domain) ?? { cloneId: 0, family: domain },
+    clonesOf: (parent) =>
+      [...alive].filter(([id, d]) => d.family === parent && id !== parent).map(([domain, d]) => ({ domain, cloneId: d.cloneId })),
+    nextCloneId: (parent) => 1 + Math.max(0, ...[...alive.values()].filter((d) => d.family === parent).map((d) => d.cloneId)),
+    forkFor: async (parent, clones, { firstCloneId, onCloneReady, onParentResumed }) => {
+      for (let i = 0; i < clones; i++) {
+        const domain = next++;
+        alive.set(domain, { cloneId: firstCloneId + i, family: parent });
+        onCloneReady({ domain, cloneId: firstCloneId + i, name: `p.${firstCloneId + i}` });
+      }
+      onParentResumed();
+      return { clones: [], pausedMs: 1 } as unknown as ForkResult;
+    },
+    destroy: (ids) => ids.forEach((id) => alive.delete(id)),
+  };
+  const send = (domain: number, seq: number, verb: string, ...args: string[]) => onRequest!({ domain, verb, seq: String(seq), args });
+  return { alive, answers, send, domains: domains as DomainOperations };
+}
+
+const settle = (ms = 30) => Bun.sleep(ms);
+
+test("sf clone, exit and join: each clone learns its ID, the parent 0, and the join reports each clone's status", async () => {
+  const h = fakeHypervisor();
+  const served = serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS });
+  h.send(5, 1, "clone", "2");
+  await settle();
+  expect(h.answers).toEqual(["100#1: ok 1", "101#1: ok 2", "5#1: ok 0"]);
+  h.send(5, 2, "exit", "3");
+  h.send(100, 1, "exit", "41");
+  await settle();
+  expect(h.answers.at(-1)).toBe("5#2: error only a clone can exit; the parent ends as any VM does");
+  expect(h.alive.has(100)).toBe(false);
+  h.send(5, 3, "join");
+  await settle(100);
+  expect(h.answers.some((a) => a.startsWith("5#3"))).toBe(false); // clone 2 still runs
+  h.send(101, 1, "exit", "42");
+  await settle(200);
+  expect(h.answers.at(-1)).toBe("5#3: ok 2 1=41 2=42");
+  served.stop();
+});
+
+test("sf kill ends the running clones of the rounds not yet joined; a later round's clones take the next IDs", async () => {
+  const h = fakeHypervisor();
+  serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS });
+  h.send(5, 1, "clone", "1");
+  h.send(5, 2, "clone", "2");
+  await settle();
+  expect(h.answers.filter((a) => a.startsWith("5#"))).toEqual(["5#1: ok 0", "5#2: ok 0"]);
+  expect([...h.alive.values()].map((d) => d.cloneId)).toEqual([0, 1, 2, 3]);
+  h.send(102, 2, "exit", "7"); // clone 3 ends by itself
+  h.send(5, 3, "kill");
+  await settle();
+  expect(h.answers.at(-1)).toBe("5#3: ok 2");
+  expect([...h.alive.keys()]).toEqual([5]);
+  h.send(5, 4, "join");
+  await settle(200);
+  expect(h.answers.at(-1)).toBe("5#4: ok 3 1=-9 2=-9 3=7");
+});
+
+test("bad requests get one-line errors and change nothing", async () => {
+  const h = fakeHypervisor();
+  serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: { ...DEFAULT_GUEST_LIMITS, tickets: 1 } });
+  for (const [seq, verb, arg] of [
+    [1, "clone", "0"],
+    [2, "clone", "65"],
+    [3, "clone", "x"],
+    [4, "fly", ""],
+    [5, "toString", ""],
+    [6, "__proto__", ""],
+  ] as const)
+    h.send(5, seq, verb, arg);
+  await settle();
+  expect(h.answers).toEqual([
+    "5#1: error bad clone count '0' (1 to 64)",
+    "5#2: error bad clone count '65' (1 to 64)",
+    "5#3: error bad clone count 'x' (1 to 64)",
+    "5#4: error unknown request 'fly' (clone, join, exit, kill)",
+    "5#5: error unknown request 'toString' (clone, join, exit, kill)",
+    "5#6: error unknown request '__proto__' (clone, join, exit, kill)",
+  ]);
+  h.send(5, 7, "clone", "1");
+  h.send(5, 8, "clone", "1"); // one unjoined round is this domain's limit here
+  h.send(100, 1, "exit", "256");
+  await settle();
+  expect(h.answers.slice(6)).toEqual([
+    "100#7: ok 1",
+    "5#7: ok 0",
+    "5#8: error this domain holds 1 unjoined clone rounds already: join them first",
+    "100#1: error bad exit status '256'",
+  ]);
+  expect(h.alive.size).toBe(2);
+  // An empty join answers at once.
+  const other = fakeHypervisor();
+  serveDomainGuests(other.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS });
+  other.send(5, 1, "join");
+  await settle();
+  expect(other.answers).toEqual(["5#1: ok 0"]);
+});
