@@ -61,7 +61,6 @@ export interface StateDecoder {
 export interface StatePersist {
   /** Descriptor section types this backend's state uses (2 and 3 KVM's, 16 and up Xen's; never 1 or 4 to 15: the descriptor's own). */
   sectionTypes: ReadonlySet<number>;
-  sectionName(type: number): string;
   /** The most bytes its sections (headers included) may take. */
   maxBytes: number;
   /** The state as descriptor sections. */

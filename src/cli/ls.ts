@@ -3,7 +3,9 @@ import type { CAC } from "cac";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
-import { familyOrder, listVms } from "../vmm/run-dir.ts";
+import { familyOrder, treeName } from "../family-order.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
+import { listVms } from "../vmm/run-dir.ts";
 import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { printJson, printTable } from "../output.ts";
@@ -19,14 +21,7 @@ async function listDomains(domains: DomainOperations, json: boolean): Promise<vo
   if (json) return printJson(rows.map(({ depth, id, ...row }) => ({ ...row, domid: id })));
   printTable(
     ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],
-    rows.map((d) => [
-      d.depth === 0 ? d.name : `${"  ".repeat(d.depth - 1)}└─ ${d.name}`,
-      String(d.id),
-      d.state,
-      formatSize(d.memoryBytes),
-      String(d.vcpus),
-      String(d.cloneId),
-    ]),
+    rows.map((d) => [treeName(d.name, d.depth), String(d.id), d.state, formatSize(d.memoryBytes), String(d.vcpus), String(d.cloneId)]),
   );
 }
 
@@ -56,14 +51,14 @@ export function registerLs(cli: CAC): void {
       const hosts = statuses.some((s) => s.host !== undefined);
       printTable(
         ["NAME", ...(hosts ? ["HOST"] : []), "STATE", "WORKLOAD", "MEM", "VCPUS", "TOUCHED", "UPTIME", "PID"],
-        familyOrder(statuses).map((s) => [
-          s.depth === 0 ? s.name : `${"  ".repeat(s.depth - 1)}└─ ${s.name}`,
+        familyOrder(statuses, (s) => ({ key: s.name, parent: s.parent, cloneId: s.cloneId ?? 0 })).map((s) => [
+          treeName(s.name, s.depth),
           ...(hosts ? [s.host ?? "-"] : []),
           s.state,
           s.workload,
           formatSize(s.memoryBytes),
           String(s.vcpus),
-          formatSize(s.pagesTouched * 4096),
+          formatSize(s.pagesTouched * PAGE_SIZE),
           uptime(s.uptimeMs),
           String(s.pid),
         ]),

@@ -162,20 +162,6 @@ export function descendants(records: VmRecord[], name: string): VmRecord[] {
   return children.flatMap((c) => [c, ...descendants(records, c.name)]);
 }
 
-/** Parents first, each followed by its clones; `depth` says how far down the family tree. */
-export function familyOrder<R extends Pick<VmRecord, "name" | "parent" | "cloneId">>(records: R[]): Array<R & { depth: number }> {
-  const names = new Set(records.map((r) => r.name));
-  const roots = records.filter((r) => !r.parent || !names.has(r.parent));
-  const walk = (r: R, depth: number): Array<R & { depth: number }> => [
-    { ...r, depth },
-    ...records
-      .filter((c) => c.parent === r.name)
-      .sort((a, b) => (a.cloneId ?? 0) - (b.cloneId ?? 0))
-      .flatMap((c) => walk(c, depth + 1)),
-  ];
-  return roots.flatMap((r) => walk(r, 0));
-}
-
 /** A record is a few hundred bytes; anything much larger (or no regular file: a FIFO would block) is none. */
 const MAX_RECORD_BYTES = 64 * 1024;
 

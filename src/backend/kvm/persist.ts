@@ -102,7 +102,6 @@ function asKvm(state: { backend: string }): KvmState {
 
 export const kvmPersist: StatePersist = {
   sectionTypes: new Set(Object.values(Section)),
-  sectionName: (type) => (type === Section.VCPU ? "vCPU" : "devices"),
   maxBytes: MAX_VCPUS * (SECTION_HEADER + VCPU_FIXED_BYTES + 16 * MAX_MSRS) + SECTION_HEADER + DEVICE_BYTES,
 
   encode(state) {

@@ -11,6 +11,7 @@ import { forkDomain, MAX_XEN_CLONES, nextCloneId, type XenForkResult } from "./f
 import { readMember } from "./family-keys.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { SnowflockError } from "../../errors.ts";
+import { familyOrder } from "../../family-order.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 
 async function withHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
@@ -27,7 +28,7 @@ function state(m: XenMember): string {
   return d.shutdown ? "shutdown" : d.paused ? "paused" : d.running ? "running" : d.blocked ? "blocked" : "idle";
 }
 
-function listing(m: XenMember, depth: number): DomainListing {
+function listing(m: XenMember): Omit<DomainListing, "depth"> {
   return {
     name: m.name,
     id: m.domain.domid,
@@ -37,21 +38,7 @@ function listing(m: XenMember, depth: number): DomainListing {
     cloneId: m.member?.cloneId ?? 0,
     family: m.member?.family ?? m.domain.domid,
     mac: m.member?.mac,
-    depth,
   };
-}
-
-/** Parents first, each followed by its clones. */
-function familyOrder(members: XenMember[]): DomainListing[] {
-  const ordered: DomainListing[] = [];
-  const visit = (m: XenMember, depth: number) => {
-    ordered.push(listing(m, depth));
-    for (const c of clonesOf(members, m.domain.domid).sort((a, b) => a.member!.cloneId - b.member!.cloneId)) visit(c, depth + 1);
-  };
-  const isClone = (m: XenMember) =>
-    m.member !== undefined && m.member.family !== m.domain.domid && members.some((p) => p.domain.domid === m.member!.family);
-  for (const m of members.filter((x) => !isClone(x))) visit(m, 0);
-  return ordered;
 }
 
 /** A Xen fork's result in the shape every backend's fork reports. */
@@ -123,7 +110,15 @@ const domains: DomainOperations = {
       progress?.(`forking ${parent.name} (domain ${parent.domain.domid}) into ${clones} clone${clones > 1 ? "s" : ""}`);
       return forkResult(await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory, progress }));
     }),
-  list: () => withHost((host) => familyOrder(listMembers(host))),
+  // A clone's parent is its family (clone ID > 0); a domain no fork touched is its own family.
+  list: () =>
+    withHost((host) =>
+      familyOrder(listMembers(host).map(listing), (d) => ({
+        key: d.id,
+        parent: d.cloneId > 0 && d.family !== d.id ? d.family : undefined,
+        cloneId: d.cloneId,
+      })),
+    ),
   kill: (name, { clones: onlyClones }) =>
     withHost((host) => {
       const members = listMembers(host);
@@ -135,7 +130,7 @@ const domains: DomainOperations = {
         host,
         victims.map((v) => v.domain.domid),
       );
-      return victims.map((v) => listing(v, 0));
+      return victims.map((v) => ({ ...listing(v), depth: 0 }));
     }),
   hypervisor: () => withHost(({ version }) => `Xen ${version.major}.${version.minor}${version.extra}`),
   waitReady: (name, timeoutMs) =>

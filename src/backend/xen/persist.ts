@@ -49,7 +49,6 @@ function releaseAbi(release: string): XenReleaseAbi {
 
 export const xenPersist: StatePersist = {
   sectionTypes: new Set([HVM_CONTEXT_SECTION]),
-  sectionName: () => "HVM context",
   maxBytes: 8 + 4 + MAX_RELEASE_LENGTH + MAX_CONTEXT_BYTES,
 
   encode(state) {
