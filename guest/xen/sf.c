@@ -4,9 +4,10 @@
  *   sf clone N     fork this VM into N clones; prints the clone ID in every VM of the
  *                  family: 0 in the parent, 1..N in the clones (like fork())
  *   sf id          this VM's clone ID (0 in a parent or a VM never forked)
- *   sf join        (parent) wait until every clone has ended; prints "<ended> <id>=<status>..."
+ *   sf join        (parent) wait until the clones of its rounds not yet joined have ended;
+ *                  prints "<ended> <id>=<status>..."
  *   sf exit [S]    (clone) end this clone with status S (default 0)
- *   sf kill        (parent) end every clone of the family; prints how many
+ *   sf kill        (parent) end the running clones of its rounds not yet joined; prints how many
  *   sf read PATH / sf write PATH VALUE   raw XenStore access (relative paths are this VM's)
  *
  * It talks to XenStore through the xenbus device: requests go to snowflock/request, which the

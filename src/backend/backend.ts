@@ -3,7 +3,6 @@
  * (`Backend`) and what a running VM looks like to the layers above (`Machine`). Nothing above
  * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
  */
-import type { ForkResult } from "../clone/fork-result.ts";
 import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import type { SnowflockError } from "../errors.ts";
@@ -138,13 +137,82 @@ export interface GuestRequest {
   args: string[];
 }
 
+/**
+ * The phases of one round of clones from one parent, as a backend carries them out.
+ * src/clone/pipeline.ts runs them in this order, times each, resumes the parent if capture fails
+ * and abandons the round on any failure (then releases a whole CloneRound).
+ */
+export interface CaptureRound<Source> {
+  /** While the parent still runs: what the clones need before it stops (Xen: their domain shells). */
+  prepare(): Promise<void>;
+  /** Stops the parent (KVM: its vCPUs; Xen: the guest suspends itself). */
+  pause(): Promise<void>;
+  /** With the parent stopped: its state and memory as the clones will start from them. */
+  capture(): Promise<void>;
+  resume(): Promise<void>;
+  /** With the parent running again: what clones start from, where they reach it (KVM: the descriptor file, memory servers). */
+  distribute(): Promise<Source>;
+  /** After a failure in any phase, with the parent running: undoes what the round made (clones not yet running). */
+  abandon(): Promise<void>;
+}
+
+/** A round that also starts its clones from the source it distributed. */
+export interface CloneRound<Source, Started> extends CaptureRound<Source> {
+  restore(source: Source): Promise<Started>;
+  /** Lets go of what the round held while it ran (threads, handles), after success or failure. */
+  release(): Promise<void>;
+}
+
+/** A clone the hypervisor runs as a domain of its own. */
+export interface StartedDomain {
+  name: string;
+  cloneId: number;
+  domid: number;
+  mac: string;
+}
+
+/** What a round of domains started, and where the parent's memory was copied into each clone up front, what that cost. */
+export interface DomainRoundResult {
+  backend: BackendName;
+  parent: string;
+  clones: StartedDomain[];
+  copy?: CopyFigures;
+}
+
+/** An eager copy of the parent's memory into every clone (Xen without paging). */
+export interface CopyFigures {
+  /** Helper threads that built the clones' shells and copied the memory. */
+  threads: number;
+  /** The parent's populated pages: each clone has all of them. */
+  pagesCopied: number;
+  /** Of those, zero pages, which cost no copy. */
+  pagesZero: number;
+  /** Bytes written into the clones (non-zero pages × clones). */
+  bytesCopied: number;
+}
+
+export interface DomainRoundOptions {
+  /** Where snowflock keeps its files on this host (the run directory). */
+  workDirectory: string;
+  /** The first clone's ID (the others follow it); by default the next free one in the parent's family. */
+  firstCloneId?: number;
+  progress?: (line: string) => void;
+  /** Each clone, once it knows its ID and before it first runs (a guest's request: its answer). */
+  onCloneReady?: (clone: StartedDomain) => void;
+  /** Once the parent runs again. */
+  onParentResumed?: () => void;
+}
+
 /** The operator's commands on VMs the hypervisor runs (Xen): fork, ls, kill; and what the host's agent needs to serve the guests. */
 export interface DomainOperations {
   readonly maxClones: number;
   /** Refuses a `--memory` this host cannot give clones. */
   checkMemory(memory: string | undefined): void;
-  /** `workDirectory`: where snowflock keeps its files on this host (the run directory). */
-  fork(name: string, clones: number, options: { workDirectory: string; progress?: (line: string) => void }): Promise<ForkResult>;
+  /**
+   * One round of clones of the domain `parent` (a name, or a domain's id for a guest's own request),
+   * for src/clone/pipeline.ts to run; see DomainRoundOptions.
+   */
+  round(parent: string | number, clones: number, options: DomainRoundOptions): CloneRound<unknown, DomainRoundResult>;
   /** Parents first, each followed by its clones. */
   list(): Promise<DomainListing[]>;
   /** Ends a domain and its clones, or only its clones; the domains ended. */
@@ -164,20 +232,6 @@ export interface DomainOperations {
   clonesOf(domain: number): Array<{ domain: number; cloneId: number }>;
   /** The next free clone ID in the parent's family (clones of earlier rounds keep theirs). */
   nextCloneId(domain: number): number;
-  /**
-   * Forks `domain` into clones with IDs from `firstCloneId`, for a guest's own request: each clone is
-   * told its ID before it first runs (onCloneReady), the parent once it runs again (onParentResumed).
-   */
-  forkFor(
-    domain: number,
-    clones: number,
-    options: {
-      firstCloneId: number;
-      workDirectory: string;
-      onCloneReady: (clone: { domain: number; cloneId: number; name: string }) => void;
-      onParentResumed: () => void;
-    },
-  ): Promise<ForkResult>;
   /** Ends domains (their XenStore entries, console and memory go too). */
   destroy(domains: number[]): void;
 }

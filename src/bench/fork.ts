@@ -15,7 +15,7 @@ import { SnowflockError } from "../errors.ts";
 import { guestImage } from "../guest/image.ts";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { listVms, processAlive, readRecord, vmPaths } from "../vmm/run-dir.ts";
+import { listVms, processAlive, readRecord, vmPaths } from "../run-dir.ts";
 import { cliCommand, progress, progressDone } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";

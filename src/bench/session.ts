@@ -9,7 +9,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { SnowflockError } from "../errors.ts";
 import { listNamespaces } from "../cluster/netns.ts";
-import { listVms, processAlive } from "../vmm/run-dir.ts";
+import { listVms, processAlive } from "../run-dir.ts";
 import { selfCommand } from "../vmm/self.ts";
 import type { VmResult } from "../vmm/vmm.ts";
 

@@ -15,7 +15,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { endedLogs, KEPT_ENDED_LOGS, processAlive } from "../vmm/run-dir.ts";
+import { endedLogs, KEPT_ENDED_LOGS, processAlive } from "../run-dir.ts";
 import type { MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { fixed, mb, table } from "./format.ts";

@@ -8,8 +8,9 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import type { DomainOperations } from "../backend/backend.ts";
+import { forkDomain } from "../clone/domain-fork.ts";
 import { formatSize } from "../size.ts";
-import { runDir } from "../vmm/run-dir.ts";
+import { runDir } from "../run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
 import { fixed, table } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
@@ -98,7 +99,7 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
       const samples: Array<Omit<XenForkRow, "clones" | "ratio">> = [];
       for (let run = 1; run <= options.runs; run++) {
         say(`N=${n} run ${run}/${options.runs}: snowflock fork`);
-        const fork = await domains.fork(PARENT, n, { workDirectory: runDir() });
+        const fork = await forkDomain(domains, PARENT, n, { workDirectory: runDir() });
         for (const c of fork.clones) await destroy(c.name);
         say(`N=${n} run ${run}/${options.runs}: xl save -c + ${n} x xl restore`);
         rmSync(SAVE_FILE, { force: true });

@@ -3,7 +3,7 @@ import type { CAC } from "cac";
 import { resolve } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { checkName } from "../vmm/run-dir.ts";
+import { checkName } from "../run-dir.ts";
 import { log, printJson } from "../output.ts";
 import { printSummary } from "./inspect.ts";
 

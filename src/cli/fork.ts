@@ -1,13 +1,14 @@
 /** `snowflock fork NAME --clones N [--cluster]`: clone a running VM, on this host or over its cluster (or a Xen domU). */
 import type { CAC } from "cac";
-import type { Backend } from "../backend/backend.ts";
+import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
+import { forkDomain } from "../clone/domain-fork.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
-import { checkName, runDir } from "../vmm/run-dir.ts";
+import { checkName, runDir } from "../run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printTable } from "../output.ts";
@@ -39,11 +40,11 @@ async function forkVm(rawName: string, clones: number, options: ForkOptions): Pr
 }
 
 /** A domain the hypervisor runs (a Xen domU): snowflock forks it from here. */
-function forkDomain(domains: NonNullable<Backend["domains"]>, name: string, clones: number, options: ForkOptions): Promise<ForkResult> {
+function forkDomainNamed(domains: DomainOperations, name: string, clones: number, options: ForkOptions): Promise<ForkResult> {
   domains.checkMemory(options.memory);
   if (clones > domains.maxClones)
     throw new SnowflockError("USAGE", `bad --clones '${clones}'`, `give a whole number from 1 to ${domains.maxClones}`);
-  return domains.fork(name, clones, { workDirectory: runDir(), progress: options.json ? undefined : (line) => log.info(line) });
+  return forkDomain(domains, name, clones, { workDirectory: runDir(), progress: options.json ? undefined : (line) => log.info(line) });
 }
 
 function printFork(result: ForkResult): void {
@@ -97,7 +98,7 @@ export function registerFork(cli: CAC): void {
       }
       const backend = await selectBackend(options.backend, "fork");
       const result = backend.domains
-        ? await forkDomain(backend.domains, String(rawName), clones, options)
+        ? await forkDomainNamed(backend.domains, String(rawName), clones, options)
         : await forkVm(String(rawName), clones, options);
       if (options.json) printJson(result);
       else printFork(result);

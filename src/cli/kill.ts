@@ -2,7 +2,7 @@
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../vmm/run-dir.ts";
+import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../run-dir.ts";
 import { selectBackend } from "../backend/select.ts";
 import { log, printJson } from "../output.ts";
 import { scaledTimeout } from "../timeouts.ts";

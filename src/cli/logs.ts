@@ -6,7 +6,7 @@
 import type { CAC } from "cac";
 import { existsSync, openSync, readSync, closeSync, fstatSync, statSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
-import { checkName, readRecord, vmAlive, vmPaths } from "../vmm/run-dir.ts";
+import { checkName, readRecord, vmAlive, vmPaths } from "../run-dir.ts";
 import { printable } from "../output.ts";
 
 /** Writes console bytes as they are, or (to a terminal) decoded with control characters escaped. */

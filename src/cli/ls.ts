@@ -5,7 +5,7 @@ import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
 import { familyOrder, treeName } from "../family-order.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
-import { listVms } from "../vmm/run-dir.ts";
+import { listVms } from "../run-dir.ts";
 import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { printJson, printTable } from "../output.ts";

@@ -4,7 +4,7 @@ import { selectBackend } from "../backend/select.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { checkMemory, parseWorkload, workloadHelp } from "../guest/workloads.ts";
-import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../vmm/run-dir.ts";
+import { checkName, ensureRunDir, freeName, claimName, vmPaths } from "../run-dir.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { spawnVmm } from "../vmm/spawn.ts";
 import { log, printJson, printLine } from "../output.ts";

@@ -4,7 +4,7 @@
  */
 import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
-import { checkName } from "../vmm/run-dir.ts";
+import { checkName } from "../run-dir.ts";
 
 /** What a clone process on another host than its parent knows of the cluster. */
 export interface ClusterEnvironment {

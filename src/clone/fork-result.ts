@@ -1,5 +1,5 @@
 /** What a clone round is and what it reports: types shared by the pipeline, the VMM's control protocol and the CLI. */
-import type { BackendName } from "../backend/names.ts";
+import type { BackendName, CopyFigures } from "../backend/backend.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 
 /**
@@ -39,15 +39,7 @@ export interface CloneReport {
 }
 
 /** A fork that copied the parent's memory into each clone up front (Xen without paging). */
-export interface EagerCopy {
-  /** Helper threads that built the clones' shells and copied the memory. */
-  threads: number;
-  /** The parent's populated pages: each clone has all of them. */
-  pagesCopied: number;
-  /** Of those, zero pages, which cost no copy. */
-  pagesZero: number;
-  /** Bytes written into the clones (non-zero pages × clones). */
-  bytesCopied: number;
+export interface EagerCopy extends CopyFigures {
   /** Building the clones' shells while the parent ran; suspending it; the copy; setting each clone's context and unpausing it. */
   shellsMs: number;
   suspendMs: number;

@@ -12,7 +12,7 @@ import { SnowflockError } from "../errors.ts";
 import { type ClusterEnvironment, checkClusterEnvironment } from "./cluster-environment.ts";
 import { type Heuristic, parseHeuristics } from "../heuristics/heuristics.ts";
 import { formatPageServer, type PageServerAddress, parsePageServer } from "../memory/page-server-address.ts";
-import { checkName } from "../vmm/run-dir.ts";
+import { checkName } from "../run-dir.ts";
 
 export interface LaunchRecord {
   parent: string;

@@ -1,16 +1,18 @@
 /**
- * Forking a running VM on this host: pause → capture a descriptor → freeze memory → resume the
- * parent → start one VMM process per clone, each restoring the descriptor over a copy-on-write
- * mapping of the frozen image. The parent is paused only for the capture and the freeze.
+ * Forking a machine this process runs (KVM), as a round of the clone pipeline (pipeline.ts): pause
+ * → capture a descriptor and freeze the memory → resume → distribute (write the descriptor where
+ * clone processes read it, start the memory servers), then one VMM process per clone, each
+ * restoring the descriptor over a copy-on-write mapping of the frozen image or memory on demand.
+ * The parent is stopped only for the capture and the freeze.
  */
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { BackendName, Machine } from "../backend/backend.ts";
+import type { BackendName, CaptureRound, Machine } from "../backend/backend.ts";
 import type { CloneCall, Descriptor } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
-import { awaitEndedClone, claimName, runDir } from "../vmm/run-dir.ts";
+import { awaitEndedClone, claimName, runDir } from "../run-dir.ts";
 import { spawnClone, type StartTimes } from "../vmm/spawn.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { formatPageServer } from "../memory/page-server-address.ts";
@@ -20,6 +22,7 @@ import { SnowflockError } from "../errors.ts";
 import type { CloneReport, ForkResult, MemoryPath, RemoteTransport } from "./fork-result.ts";
 import { randomBytes } from "node:crypto";
 import { describeMachine } from "./describe.ts";
+import { captureRound, type RoundTimings } from "./pipeline.ts";
 
 /** A captured parent that clones can be started from, now or later (a checkpoint). */
 export interface CloneSource {
@@ -35,9 +38,9 @@ export interface CloneSource {
   /** SHA-256 (hex) of the descriptor: clones that receive it by multicast check it against this. */
   descriptorSha256: string;
   imageFd: number;
+  /** When its round began (performance.now()) and how long each phase took. */
   startedAt: number;
-  resumedAt: number;
-  writtenAt: number;
+  timings: RoundTimings;
 }
 
 /** How this host serves memory to clones on other hosts. */
@@ -50,7 +53,7 @@ export interface RemoteServing {
 }
 
 /**
- * Pause → descriptor → freeze → resume, then write the descriptor where clone processes read it.
+ * Captures `machine` through the pipeline into a source clones start from.
  * `cloneCall`: the guest's call block when the guest asked for the clones, and what each clone's
  * copy of the call returns.
  */
@@ -61,65 +64,78 @@ export async function captureClones(
   cloneCall?: CloneCall,
   remote?: RemoteServing,
 ): Promise<CloneSource> {
-  const startedAt = performance.now();
-  machine.pause();
-  let descriptor: Descriptor;
-  let imageFd: number;
-  try {
-    descriptor = describeMachine(machine, about);
-    descriptor.meta.cloneCall = cloneCall;
-    imageFd = machine.memory.freeze();
-  } finally {
-    machine.resume();
-  }
-  const resumedAt = performance.now();
-  const bytes = encodeDescriptor(descriptor);
-  const descriptorPath = join(runDir(), `${about.name}.clones-${getpid()}-${Math.round(startedAt * 1000)}.sfd`);
-  writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-  // Clones on other hosts (remote given) always take their memory on demand; the TCP server is
-  // also mcdist's fallback should multicast not start.
-  const server =
-    memory === "ondemand" || remote
-      ? await startMemoryServer({
-          imageFd,
-          layout: machine.memory.layout,
-          socketPath: join(runDir(), `${about.name}.pages-${getpid()}-${Math.round(startedAt * 1000)}.sock`),
-          tcpAddress: remote?.address,
-        })
-      : undefined;
-  let mcdist: CloneSource["mcdist"];
-  if (remote && remote.transport !== "tcp") {
-    const family = randomBytes(4).readUInt32BE(0);
-    const key = new Uint8Array(randomBytes(32));
-    const transport =
-      remote.transport === "packet"
-        ? { kind: "packet" as const, interface: remote.interface }
-        : { kind: "udp" as const, interface: remote.interface, address: remote.address };
-    try {
-      mcdist = {
-        server: await startMcdistServer({ imageFd, size: machine.memory.size, family, key, transport, mtu: remote.mtu, descriptor: bytes }),
-        family,
-        key,
-        mtu: remote.mtu,
-      };
-    } catch (error) {
-      server?.close();
-      throw error;
-    }
-  }
+  const { source, timings, startedAt } = await captureRound(machineRound(machine, about, memory, cloneCall, remote));
+  return { ...source, timings, startedAt };
+}
+
+/** The KVM round's phases up to the source; see the file comment. */
+function machineRound(
+  machine: Machine,
+  about: { name: string; cmdline: string },
+  memory: MemoryPath,
+  cloneCall: CloneCall | undefined,
+  remote: RemoteServing | undefined,
+): CaptureRound<Omit<CloneSource, "startedAt" | "timings">> {
+  const stamp = `${getpid()}-${Math.round(performance.now() * 1000)}`;
+  const descriptorPath = join(runDir(), `${about.name}.clones-${stamp}.sfd`);
+  let descriptor: Descriptor | undefined;
+  let imageFd: number | undefined;
+  let server: MemoryServer | undefined;
   return {
-    backend: descriptor.meta.backend,
-    parent: about.name,
-    memory,
-    server,
-    mcdist,
-    descriptorPath,
-    descriptorBytes: bytes.byteLength,
-    descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"),
-    imageFd,
-    startedAt,
-    resumedAt,
-    writtenAt: performance.now(),
+    prepare: async () => {},
+    pause: async () => machine.pause(),
+    capture: async () => {
+      descriptor = describeMachine(machine, about);
+      descriptor.meta.cloneCall = cloneCall;
+      imageFd = machine.memory.freeze();
+    },
+    resume: async () => machine.resume(),
+    distribute: async () => {
+      const bytes = encodeDescriptor(descriptor!);
+      writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+      // Clones on other hosts (remote given) always take their memory on demand; the TCP server is
+      // also mcdist's fallback should multicast not start.
+      if (memory === "ondemand" || remote)
+        server = await startMemoryServer({
+          imageFd: imageFd!,
+          layout: machine.memory.layout,
+          socketPath: join(runDir(), `${about.name}.pages-${stamp}.sock`),
+          tcpAddress: remote?.address,
+        });
+      let mcdist: CloneSource["mcdist"];
+      if (remote && remote.transport !== "tcp") {
+        const family = randomBytes(4).readUInt32BE(0);
+        const key = new Uint8Array(randomBytes(32));
+        const transport =
+          remote.transport === "packet"
+            ? { kind: "packet" as const, interface: remote.interface }
+            : { kind: "udp" as const, interface: remote.interface, address: remote.address };
+        const mtu = remote.mtu;
+        const size = machine.memory.size;
+        mcdist = {
+          server: await startMcdistServer({ imageFd: imageFd!, size, family, key, transport, mtu, descriptor: bytes }),
+          family,
+          key,
+          mtu,
+        };
+      }
+      return {
+        backend: descriptor!.meta.backend,
+        parent: about.name,
+        memory,
+        server,
+        mcdist,
+        descriptorPath,
+        descriptorBytes: bytes.byteLength,
+        descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"),
+        imageFd: imageFd!,
+      };
+    },
+    abandon: async () => {
+      server?.close();
+      rmSync(descriptorPath, { force: true });
+      if (imageFd !== undefined) close(imageFd);
+    },
   };
 }
 
@@ -175,8 +191,8 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
     backend: source.backend,
     parent: source.parent,
     memory: source.memory,
-    pausedMs: source.resumedAt - source.startedAt,
-    descriptorMs: source.writtenAt - source.resumedAt,
+    pausedMs: source.timings.pausedMs,
+    descriptorMs: source.timings.distributeMs,
     descriptorBytes: source.descriptorBytes,
     clones: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),
     failed: outcomes.flatMap((o, i) =>

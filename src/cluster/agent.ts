@@ -15,7 +15,7 @@ import { decodeDescriptor } from "../descriptor/format.ts";
 import { getpid } from "../sys/process.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { type ControlRequest, parseRequest } from "../vmm/protocol.ts";
-import { awaitEndedClone, checkName, claimName, ensureRunDir, processAlive, runDir } from "../vmm/run-dir.ts";
+import { awaitEndedClone, checkName, claimName, ensureRunDir, processAlive, runDir } from "../run-dir.ts";
 import { spawnClone } from "../vmm/spawn.ts";
 import {
   type AgentAnswer,
@@ -43,6 +43,11 @@ export interface AgentOptions {
   cluster: ClusterContext;
   /** Most clones this agent runs at once. */
   maxClones: number;
+  /**
+   * Where this host's backend runs no VMM processes of snowflock's (a Xen dom0), why it takes no
+   * clone orders: it says maxClones 0 to placement and refuses an order in this one line.
+   */
+  noClonesBecause?: string;
 }
 
 /**
@@ -110,7 +115,7 @@ export function startAgent(options: AgentOptions): Agent {
     pid: getpid(),
     version: packageJson.version,
     freeBytes: freemem(),
-    maxClones: options.maxClones,
+    maxClones: options.noClonesBecause === undefined ? options.maxClones : 0,
     clones: [...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
   });
 
@@ -193,6 +198,7 @@ export function startAgent(options: AgentOptions): Agent {
         case "hello":
           return { ok: true, nonce: request.nonce, body: hello() };
         case "clone":
+          if (options.noClonesBecause !== undefined) throw new SnowflockError("VM_STATE", `host ${self.name} ${options.noClonesBecause}`);
           return { ok: true, nonce: request.nonce, body: await startClones(checkCloneOrder(request.body)) };
         case "relay":
           return { ok: true, nonce: request.nonce, body: await relay(request.body) };

@@ -6,7 +6,7 @@
  */
 import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
-import { checkName } from "../vmm/run-dir.ts";
+import { checkName } from "../run-dir.ts";
 import { parsePageServer } from "../memory/page-server-address.ts";
 import { type Heuristic, parseHeuristics } from "../heuristics/heuristics.ts";
 import { checkPlacement } from "../clone/cluster-environment.ts";

@@ -17,6 +17,7 @@ import type { DomainOperations, GuestRequest } from "../backend/backend.ts";
 import { SnowflockError } from "../errors.ts";
 import { CloneStatus, GuestError } from "../guest/hypercalls.ts";
 import { type GuestLimits, guestLimits } from "../guest/limits.ts";
+import { forkDomain } from "../clone/domain-fork.ts";
 import { Tickets } from "./tickets.ts";
 
 /** How long a look at which clones still run stays good while joins wait. */
@@ -84,10 +85,10 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     tickets.startClones(BigInt(granted.ticket), firstCloneId);
     log(`domain ${request.domain}: clone ${count}`);
     try {
-      const result = await domains.forkFor(request.domain, count, {
+      const result = await forkDomain(domains, request.domain, count, {
         firstCloneId,
         workDirectory,
-        onCloneReady: (c) => channel?.answer(c.domain, request.seq, `ok ${c.cloneId}`),
+        onCloneReady: (c) => channel?.answer(c.domid, request.seq, `ok ${c.cloneId}`),
         onParentResumed: () => reply(request, "ok 0"),
       });
       log(

@@ -11,7 +11,7 @@ import { SnowflockError } from "../errors.ts";
 import { isIpv4 } from "../net/ipv4.ts";
 import { readRegularFile } from "../bounded-read.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
-import { runDir } from "../vmm/run-dir.ts";
+import { runDir } from "../run-dir.ts";
 import { log } from "../output.ts";
 
 export const INVENTORY_VERSION = 1;

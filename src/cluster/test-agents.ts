@@ -8,7 +8,7 @@
 import { constants, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
-import { runDir } from "../vmm/run-dir.ts";
+import { runDir } from "../run-dir.ts";
 import { spawnDetached } from "../vmm/detached.ts";
 import { selfCommand } from "../vmm/self.ts";
 import { listensInside, listNamespaces } from "./netns.ts";

@@ -15,7 +15,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { listVms, runDir } from "../vmm/run-dir.ts";
+import { listVms, runDir } from "../run-dir.ts";
 import { SnowflockError } from "../errors.ts";
 import {
   type Inventory,

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { requestLine } from "../net/line-request.ts";
 import { CONTROL_PROTOCOL_VERSION, type ControlRequest, type ControlResponse } from "./protocol.ts";
-import { vmPaths } from "./run-dir.ts";
+import { vmPaths } from "../run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 const TIMEOUT_MS = scaledTimeout(5000);

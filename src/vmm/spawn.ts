@@ -9,7 +9,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { createPrivateFile } from "../sys/private-file.ts";
 import { controlRequest } from "./control-client.ts";
-import { removeVmFiles, runDir, vmPaths } from "./run-dir.ts";
+import { removeVmFiles, runDir, vmPaths } from "../run-dir.ts";
 import { spawnDetached } from "./detached.ts";
 import { selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";

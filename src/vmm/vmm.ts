@@ -31,7 +31,7 @@ import { type LaunchRecord, launchName } from "../clone/launch-record.ts";
 import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
-import { claimName, ensureRunDir, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "./run-dir.ts";
+import { claimName, ensureRunDir, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "../run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 export interface VmSpec {

@@ -9,7 +9,7 @@ import { chmodSync, chownSync, existsSync, readdirSync, readFileSync, symlinkSyn
 import { join } from "node:path";
 import { listNamespaces } from "../../src/cluster/netns.ts";
 import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
-import { processStartTime } from "../../src/vmm/run-dir.ts";
+import { processStartTime } from "../../src/run-dir.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeNetns } from "../support/netns.ts";
 import { within } from "../support/time.ts";

@@ -136,3 +136,24 @@ describe("replay protection across a restart", () => {
     }
   });
 });
+
+describe("an agent whose backend starts no clones for other hosts (a Xen dom0)", () => {
+  test("says it has no room and refuses a signed clone order in one line naming why", async () => {
+    const xenHost = { ...host, name: "x1" };
+    const xenInventory = { ...inventory, hosts: [xenHost] };
+    const dom0 = startAgent({
+      cluster: new ClusterContext("(in memory)", xenInventory, xenHost, new Map()),
+      maxClones: 4,
+      noClonesBecause: "is a xen host: it starts no clones for parents on other hosts (yet)",
+    });
+    try {
+      const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
+      expect(await agentRequest(at, secret, "hello")).toMatchObject({ host: "x1", maxClones: 0 });
+      await expect(agentRequest(at, secret, "clone", { parent: "p" })).rejects.toThrow(
+        "host x1 is a xen host: it starts no clones for parents on other hosts (yet)",
+      );
+    } finally {
+      dom0.stop();
+    }
+  });
+});

@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { controlRequest } from "../../src/vmm/control-client.ts";
 import { serveControl } from "../../src/vmm/control-server.ts";
-import { vmPaths } from "../../src/vmm/run-dir.ts";
+import { vmPaths } from "../../src/run-dir.ts";
 import { testRunDir } from "../support/cli.ts";
 import { within } from "../support/time.ts";
 

@@ -5,8 +5,7 @@
  * what it prints from.
  */
 import { expect, test } from "bun:test";
-import type { DomainOperations, GuestRequest } from "../../src/backend/backend.ts";
-import type { ForkResult } from "../../src/clone/fork-result.ts";
+import type { DomainOperations, GuestRequest, StartedDomain } from "../../src/backend/backend.ts";
 import { serveDomainGuests } from "../../src/cluster/domain-guests.ts";
 import { DEFAULT_GUEST_LIMITS } from "../../src/guest/limits.ts";
 
@@ -31,14 +30,25 @@ function fakeHypervisor() {
     clonesOf: (parent) =>
       [...alive].filter(([id, d]) => d.family === parent && id !== parent).map(([domain, d]) => ({ domain, cloneId: d.cloneId })),
     nextCloneId: (parent) => 1 + Math.max(0, ...[...alive.values()].filter((d) => d.family === parent).map((d) => d.cloneId)),
-    forkFor: async (parent, clones, { firstCloneId, onCloneReady, onParentResumed }) => {
-      for (let i = 0; i < clones; i++) {
-        const domain = next++;
-        alive.set(domain, { cloneId: firstCloneId + i, family: parent });
-        onCloneReady({ domain, cloneId: firstCloneId + i, name: `p.${firstCloneId + i}` });
-      }
-      onParentResumed();
-      return { clones: [], pausedMs: 1 } as unknown as ForkResult;
+    round: (parent, clones, { firstCloneId, onCloneReady, onParentResumed }) => {
+      const started: StartedDomain[] = [];
+      return {
+        prepare: async () => {
+          for (let i = 0; i < clones; i++) {
+            const clone = { domid: next++, cloneId: firstCloneId! + i, name: `p.${firstCloneId! + i}`, mac: "00:16:3e:00:00:01" };
+            alive.set(clone.domid, { cloneId: clone.cloneId, family: parent as number });
+            started.push(clone);
+            onCloneReady?.(clone);
+          }
+        },
+        pause: async () => {},
+        capture: async () => {},
+        resume: async () => onParentResumed?.(),
+        distribute: async () => undefined,
+        restore: async () => ({ backend: "xen" as const, parent: "p", clones: started }),
+        abandon: async () => {},
+        release: async () => {},
+      };
     },
     destroy: (ids) => ids.forEach((id) => alive.delete(id)),
   };

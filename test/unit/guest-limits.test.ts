@@ -16,7 +16,7 @@ import { DEFAULT_GUEST_LIMITS, type GuestLimits, guestLimits } from "../../src/g
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { ConsoleLog } from "../../src/vmm/console-log.ts";
 import { serveControl } from "../../src/vmm/control-server.ts";
-import { removeVmFiles, vmPaths, writeRecord } from "../../src/vmm/run-dir.ts";
+import { removeVmFiles, vmPaths, writeRecord } from "../../src/run-dir.ts";
 import { within } from "../support/time.ts";
 
 const SNOWFLOCK = join(import.meta.dir, "../../bin/snowflock.ts");

@@ -2,12 +2,11 @@
  * The Xen backend (a dom0): Xen runs the domUs, snowflock attaches to them by name to fork, list
  * and end them, and serves the guests' own requests (sf) through XenStore. `doctor`: doctor.ts.
  */
-import type { ForkResult } from "../../clone/fork-result.ts";
 import type { Backend, DomainListing, DomainOperations } from "../backend.ts";
 import { watchRequests } from "./agent.ts";
 import { xenDoctor } from "./doctor.ts";
 import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
-import { forkDomain, MAX_XEN_CLONES, nextCloneId, type XenForkResult } from "./fork.ts";
+import { MAX_XEN_CLONES, nextCloneId, xenRound } from "./fork.ts";
 import { readMember } from "./family-keys.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { SnowflockError } from "../../errors.ts";
@@ -41,47 +40,8 @@ function listing(m: XenMember): Omit<DomainListing, "depth"> {
   };
 }
 
-/** A Xen fork's result in the shape every backend's fork reports. */
-function forkResult(r: XenForkResult): ForkResult {
-  const t = r.timings;
-  return {
-    backend: "xen",
-    parent: r.parent.name,
-    memory: "eager",
-    pausedMs: t.parentDownMs,
-    descriptorMs: 0,
-    descriptorBytes: 0,
-    // Every clone starts at the end of the round: its context set and unpaused, all in this process.
-    clones: r.clones.map((c) => ({
-      name: c.name,
-      cloneId: c.cloneId,
-      domid: c.domid,
-      mac: c.mac,
-      readyMs: t.totalMs,
-      restoredMs: t.totalMs - t.startMs,
-      runningMs: t.totalMs,
-    })),
-    failed: [],
-    totalMs: t.totalMs,
-    eagerCopy: {
-      threads: r.threads,
-      pagesCopied: r.pagesCopied,
-      pagesZero: r.pagesZero,
-      bytesCopied: r.bytesCopied,
-      shellsMs: t.shellsMs,
-      suspendMs: t.suspendMs,
-      copyMs: t.copyMs,
-      startMs: t.startMs,
-    },
-  };
-}
-
 /** The host the agent holds while it serves the guests' requests; other calls open one of their own. */
 let agentHost: XenHost | undefined;
-
-function withAgentHost<R>(use: (host: XenHost) => R | Promise<R>): Promise<R> {
-  return agentHost ? Promise.resolve(use(agentHost)) : withHost(use);
-}
 
 function useAgentHost<R>(use: (host: XenHost) => R): R {
   if (agentHost) return use(agentHost);
@@ -104,12 +64,20 @@ const domains: DomainOperations = {
       );
     }
   },
-  fork: (name, clones, { workDirectory, progress }) =>
-    withHost(async (host) => {
-      const parent = findMember(listMembers(host), name);
-      progress?.(`forking ${parent.name} (domain ${parent.domain.domid}) into ${clones} clone${clones > 1 ? "s" : ""}`);
-      return forkResult(await forkDomain(host, { parent: parent.domain.domid, clones, workDirectory, progress }));
-    }),
+  round(parentName, clones, options) {
+    // The agent's host serves a guest's own request; the operator's fork opens one for the round.
+    const host = agentHost ?? openXen();
+    const onRelease = host === agentHost ? undefined : () => host.close();
+    try {
+      const parent = typeof parentName === "number" ? parentName : findMember(listMembers(host), parentName).domain.domid;
+      if (typeof parentName === "string")
+        options.progress?.(`forking ${parentName} (domain ${parent}) into ${clones} clone${clones > 1 ? "s" : ""}`);
+      return xenRound(host, { ...options, parent, clones, onRelease });
+    } catch (error) {
+      onRelease?.();
+      throw error;
+    }
+  },
   // A clone's parent is its family (clone ID > 0); a domain no fork touched is its own family.
   list: () =>
     withHost((host) =>
@@ -166,19 +134,6 @@ const domains: DomainOperations = {
   clonesOf: (domain) =>
     useAgentHost((host) => clonesOf(listMembers(host), domain).map((c) => ({ domain: c.domain.domid, cloneId: c.member!.cloneId }))),
   nextCloneId: (domain) => useAgentHost((host) => nextCloneId(host, domain)),
-  forkFor: (domain, clones, { firstCloneId, workDirectory, onCloneReady, onParentResumed }) =>
-    withAgentHost(async (host) =>
-      forkResult(
-        await forkDomain(host, {
-          parent: domain,
-          clones,
-          firstCloneId,
-          workDirectory,
-          beforeStart: (clone) => onCloneReady({ domain: clone.domid, cloneId: clone.cloneId, name: clone.name }),
-          afterParentResumed: onParentResumed,
-        }),
-      ),
-    ),
   destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),
 };
 

@@ -1,73 +1,33 @@
 /**
- * `snowflock fork` on Xen, for PVH domains. The clones' domain shells are built first,
- * from the parent's own libxl configuration, while the parent still runs. Then the parent
- * suspends itself (the guest's Xen suspend path, as for `xl save`). Its HVM context is read once.
- * Its memory is copied once per clone, straight between domains through foreign mappings.
- * The parent resumes as after a checkpoint (the suspend was "cancelled"), and each clone gets
- * the context and starts as a restored domain would. This Xen has no memory sharing or
- * paging, so clone memory is eager: copied in full before a clone runs.
+ * `snowflock fork` on Xen, for PVH domains, as one round of the clone pipeline (src/clone/pipeline.ts).
+ * prepare: the clones' domain shells are built from the parent's own libxl configuration while the
+ * parent still runs. pause: the parent suspends itself (the guest's Xen suspend path, as for
+ * `xl save`). capture: its HVM context is read once and its memory copied once per clone, straight
+ * between domains through foreign mappings. resume: the parent carries on as after a checkpoint (the
+ * suspend was "cancelled"). restore: each clone gets the context and starts as a restored domain
+ * would. This Xen has no memory sharing or paging, so clone memory is eager: copied in full before
+ * a clone runs.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { SnowflockError } from "../../errors.ts";
+import type { CloneRound, CopyFigures, DomainRoundOptions, DomainRoundResult, StartedDomain } from "../backend.ts";
 import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, XC_PAGE_SIZE } from "./abi.ts";
 import { publishMember, readMember } from "./family-keys.ts";
 import type { XenDomain, XenHost } from "./host.ts";
 import { ForkHelpers, workerError } from "./fork-helpers.ts";
-import { captureState, restoreState } from "./persist.ts";
+import { captureState, type XenState, restoreState } from "./persist.ts";
 import { shellKernelPath } from "./shell-kernel.ts";
 
 export const MAX_XEN_CLONES = 64;
 
-export interface XenForkRequest {
+export interface XenRoundRequest extends DomainRoundOptions {
   parent: number;
   clones: number;
-  /** Where snowflock keeps its files on this host (the clone shell's stub kernel goes there). */
-  workDirectory: string;
-  /** The first clone's ID (the others follow it); by default the next free one in the parent's family. */
-  firstCloneId?: number;
-  /** Called for each clone once its shell and keys are in XenStore, before it first runs. */
-  beforeStart?: (clone: XenClone) => void;
-  /** Called once the parent runs again. */
-  afterParentResumed?: () => void;
-  progress?: (message: string) => void;
   /** Helper threads for the shells and the copies (default: one per CPU, at most one per clone). */
   threads?: number;
-}
-
-export interface XenClone {
-  name: string;
-  domid: number;
-  cloneId: number;
-  mac: string;
-}
-
-export interface XenForkResult {
-  backend: "xen";
-  parent: { name: string; domid: number };
-  /** Xen's native memory sharing and paging are absent here: every clone's memory is copied up front. */
-  memory: "eager";
-  clones: XenClone[];
-  /** Helper threads that built the shells and copied the memory. */
-  threads: number;
-  /** The parent's populated pages: each clone has all of them. */
-  pagesCopied: number;
-  /** Of those, zero pages, which cost no copy. */
-  pagesZero: number;
-  /** Bytes written into the clones (non-zero pages × clones). */
-  bytesCopied: number;
-  timings: {
-    /** Building the clones' domain shells (the parent still running). */
-    shellsMs: number;
-    /** From asking the parent to suspend to it running again. */
-    parentDownMs: number;
-    suspendMs: number;
-    copyMs: number;
-    /** Setting each clone's context and unpausing it. */
-    startMs: number;
-    /** From the start to the last clone running. */
-    totalMs: number;
-  };
+  /** Called once the round is over, whatever its outcome (the backend closes a host it opened for it). */
+  onRelease?: () => void;
 }
 
 interface LibxlNic {
@@ -85,9 +45,8 @@ export interface LibxlConfig {
   disks?: LibxlDisk[];
 }
 
-/** Forks domain `parent` into `clones` new running domains; see the file comment. */
-export async function forkDomain(host: XenHost, request: XenForkRequest): Promise<XenForkResult> {
-  const started = performance.now();
+/** A round of clones of domain `request.parent`; see the file comment. Refuses a parent that cannot be forked at once. */
+export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<XenState, DomainRoundResult> {
   const say = request.progress ?? (() => {});
   const parent = host.domain(request.parent);
   if (parent === undefined || parent.domid === 0)
@@ -117,93 +76,92 @@ export async function forkDomain(host: XenHost, request: XenForkRequest): Promis
   // Each helper thread takes every k-th clone, for the shells and later for the copy.
   const helpers = ForkHelpers.start(Math.max(1, Math.min(request.clones, request.threads ?? availableParallelism())));
   const share = (w: number) => specs.map((_, i) => i).filter((i) => i % helpers.count === w);
+  const clones: StartedDomain[] = [];
+  let suspended = false;
+  let state: XenState | undefined;
+  let copy: CopyFigures | undefined;
 
-  say(`building ${request.clones} domain shell(s) from ${parentName}'s configuration on ${helpers.count} thread(s)`);
-  const clones: XenClone[] = [];
-  const shellsStarted = performance.now();
-  let parentSuspended = false;
-  try {
-    const built = await Promise.all(
-      Array.from({ length: helpers.count }, (_, w) =>
-        helpers.call(w, { kind: "shells", shells: share(w).map((i) => ({ name: specs[i]!.name, json: specs[i]!.json })) }),
-      ),
-    );
-    const domids = new Map<number, number>();
-    built.forEach((reply, w) => reply.domids.forEach((domid, k) => domids.set(share(w)[k]!, domid)));
-    specs.forEach(
-      (spec, i) => domids.has(i) && clones.push({ name: spec.name, domid: domids.get(i)!, cloneId: spec.cloneId, mac: spec.mac }),
-    );
-    const failed = built.find((reply) => reply.error);
-    if (failed?.error) throw workerError(failed.error);
-    for (const clone of clones) {
-      publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
-      request.beforeStart?.(clone);
-    }
-    const shellsMs = performance.now() - shellsStarted;
-
-    say(`suspending ${parentName}`);
-    const downStarted = performance.now();
-    libxl.suspend(parent.domid);
-    parentSuspended = true;
-    const suspendMs = performance.now() - downStarted;
-    const state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE);
-    for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
-
-    const copyStarted = performance.now();
-    const maximumGpfn = host.maximumGpfn(parent.domid);
-    const copies = await Promise.all(
-      Array.from({ length: helpers.count }, (_, w) =>
-        helpers.call(w, { kind: "copy", parent: parent.domid, clones: share(w).map((i) => clones[i]!.domid), maximumGpfn }),
-      ),
-    );
-    const copyFailed = copies.find((reply) => reply.error);
-    if (copyFailed?.error) throw workerError(copyFailed.error);
-    const copied = copies[0]!.result!;
-    const copyMs = performance.now() - copyStarted;
-
-    libxl.resume(parent.domid, true);
-    parentSuspended = false;
-    const parentDownMs = performance.now() - downStarted;
-    if (readMember(store, parent.domid) === undefined) publishMember(store, parent.domid, { cloneId: 0, family: parent.domid, parentName });
-    request.afterParentResumed?.();
-
-    const startStarted = performance.now();
-    for (const clone of clones) {
-      restoreState(host, clone.domid, state);
-      // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
-      host.unpause(clone.domid);
-    }
-    const startMs = performance.now() - startStarted;
-    return {
-      backend: "xen",
-      parent: { name: parentName, domid: parent.domid },
-      memory: "eager",
-      clones,
-      threads: helpers.count,
-      pagesCopied: copied.pages,
-      pagesZero: copied.zeroPages,
-      bytesCopied: (copied.pages - copied.zeroPages) * XC_PAGE_SIZE * clones.length,
-      timings: { shellsMs, parentDownMs, suspendMs, copyMs, startMs, totalMs: performance.now() - started },
-    };
-  } catch (error) {
-    if (parentSuspended) {
-      try {
-        libxl.resume(parent.domid, true);
-      } catch {
-        // the error below is the one to report; the parent's state shows in `xl list`
+  return {
+    async prepare() {
+      say(`building ${request.clones} domain shell(s) from ${parentName}'s configuration on ${helpers.count} thread(s)`);
+      const built = await Promise.all(
+        Array.from({ length: helpers.count }, (_, w) =>
+          helpers.call(w, { kind: "shells", shells: share(w).map((i) => ({ name: specs[i]!.name, json: specs[i]!.json })) }),
+        ),
+      );
+      const domids = new Map<number, number>();
+      built.forEach((reply, w) => reply.domids.forEach((domid, k) => domids.set(share(w)[k]!, domid)));
+      specs.forEach(
+        (spec, i) => domids.has(i) && clones.push({ name: spec.name, domid: domids.get(i)!, cloneId: spec.cloneId, mac: spec.mac }),
+      );
+      const failed = built.find((reply) => reply.error);
+      if (failed?.error) throw workerError(failed.error);
+      for (const clone of clones) {
+        publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
+        request.onCloneReady?.(clone);
       }
-    }
-    for (const clone of clones) {
-      try {
-        libxl.destroy(clone.domid);
-      } catch {
-        // already gone
+    },
+    async pause() {
+      say(`suspending ${parentName}`);
+      libxl.suspend(parent.domid);
+      suspended = true;
+    },
+    async capture() {
+      state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE);
+      for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
+      const maximumGpfn = host.maximumGpfn(parent.domid);
+      const copies = await Promise.all(
+        Array.from({ length: helpers.count }, (_, w) =>
+          helpers.call(w, { kind: "copy", parent: parent.domid, clones: share(w).map((i) => clones[i]!.domid), maximumGpfn }),
+        ),
+      );
+      const copyFailed = copies.find((reply) => reply.error);
+      if (copyFailed?.error) throw workerError(copyFailed.error);
+      const copied = copies[0]!.result!;
+      copy = {
+        threads: helpers.count,
+        pagesCopied: copied.pages,
+        pagesZero: copied.zeroPages,
+        bytesCopied: (copied.pages - copied.zeroPages) * XC_PAGE_SIZE * clones.length,
+      };
+    },
+    async resume() {
+      if (!suspended) return;
+      libxl.resume(parent.domid, true);
+      suspended = false;
+      if (readMember(store, parent.domid) === undefined)
+        publishMember(store, parent.domid, { cloneId: 0, family: parent.domid, parentName });
+      request.onParentResumed?.();
+    },
+    async distribute() {
+      if (!state) throw new SnowflockError("INTERNAL", `the round of ${parentName} distributed before it captured`);
+      return state;
+    },
+    async restore(captured) {
+      for (const clone of clones) {
+        restoreState(host, clone.domid, captured);
+        // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
+        host.unpause(clone.domid);
       }
-    }
-    throw error;
-  } finally {
-    await helpers.close();
-  }
+      return { backend: "xen", parent: parentName, clones, copy };
+    },
+    async abandon() {
+      for (const clone of clones) {
+        try {
+          libxl.destroy(clone.domid);
+        } catch {
+          // already gone
+        }
+      }
+    },
+    async release() {
+      try {
+        await helpers.close();
+      } finally {
+        request.onRelease?.();
+      }
+    },
+  };
 }
 
 /** PV and HVM domains are refused by their libxl type (below); this is about their state. */

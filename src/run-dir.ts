@@ -8,10 +8,10 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SnowflockError } from "../errors.ts";
-import { readRegularFile } from "../bounded-read.ts";
-import { writePrivateFile } from "../sys/private-file.ts";
-import { scaledTimeout } from "../timeouts.ts";
+import { SnowflockError } from "./errors.ts";
+import { readRegularFile } from "./bounded-read.ts";
+import { writePrivateFile } from "./sys/private-file.ts";
+import { scaledTimeout } from "./timeouts.ts";
 
 export interface VmRecord {
   name: string;
