@@ -109,7 +109,8 @@ function reassemblySection(runs: number): void {
   ];
   const pages = pageFrames();
   console.log(
-    `reassembly: ${PAGES} objects of ${PAGE_OBJECT} B at MTU ${MTU} (${pages[0]!.length} fragments each), maxPartial ${MAX_PARTIAL}, median of ${runs} runs`,
+    `reassembly: ${PAGES} objects of ${PAGE_OBJECT} B at MTU ${MTU} (${pages[0]!.length} fragments each), ` +
+      `maxPartial ${MAX_PARTIAL}, median of ${runs} runs`,
   );
   for (const [name, frames] of [
     ["in order", inOrder(pages)],
@@ -226,7 +227,8 @@ function pageBitmapSection(runs: number): void {
   const [ts, wasm] = impls.map(([, run]) => run());
   if (ts !== wasm) throw new Error(`page bitmap: the kernel and the reference disagree (${wasm} vs ${ts})`);
   console.log(
-    `page bitmap: a 1 GiB guest's bitmaps (${GUEST_PAGES} pages): load two, 64 set and clear ranges, or/and-not/and, population count, walk every run; median of ${runs} runs`,
+    `page bitmap: a 1 GiB guest's bitmaps (${GUEST_PAGES} pages): load two, 64 set and clear ranges, ` +
+      `or/and-not/and, population count, walk every run; median of ${runs} runs`,
   );
   printRatio(impls, runsPerSecond(impls, runs), (perSecond) => `${perSecond.toFixed(0)} rounds/s`);
 
@@ -271,7 +273,8 @@ function codecSection(runs: number): void {
   const mib = raw.length / 2 ** 20;
   const rate = (perSecond: number): string => `${(perSecond * mib).toFixed(0)} MiB/s`;
   console.log(
-    `descriptor codec: a ${(raw.length / 1024).toFixed(0)} KiB descriptor-shaped payload (1 GiB guest) -> ${coded.length} bytes (deflate level 6: ${deflated.length} bytes); median of ${runs} runs`,
+    `descriptor codec: a ${(raw.length / 1024).toFixed(0)} KiB descriptor-shaped payload (1 GiB guest) -> ` +
+      `${coded.length} bytes (deflate level 6: ${deflated.length} bytes); median of ${runs} runs`,
   );
   const encoders: Array<[string, () => unknown]> = [
     ["TS  ", () => referenceEncode(raw)],

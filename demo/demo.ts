@@ -88,7 +88,8 @@ async function bootGuest(session: Session): Promise<void> {
   if (!result) return;
   for (const line of result.console) say(`  guest: ${line}`);
   say(
-    `  booted and ran in ${result.timings.endMs.toFixed(0)} ms (first console line at ${result.timings.firstConsoleLineMs?.toFixed(0) ?? "-"} ms)`,
+    `  booted and ran in ${result.timings.endMs.toFixed(0)} ms (first console line at ` +
+      `${result.timings.firstConsoleLineMs?.toFixed(0) ?? "-"} ms)`,
   );
 }
 
@@ -111,11 +112,13 @@ async function cloneAndCheck(session: Session, cluster: boolean): Promise<void> 
   printTable(header, cells);
   say("  FETCHED: pages the clone asked for; MULTICAST: pages that reached it unasked, sent for a sibling;");
   say(
-    "  AVOIDED: pages it never fetched, spared by known-zero / free-pages / allocation-hints; RUNNING: from the clones' start to its vCPUs running",
+    "  AVOIDED: pages it never fetched, spared by known-zero / free-pages / allocation-hints; RUNNING: " +
+      "from the clones' start to its vCPUs running",
   );
   const matched = rows.filter((row) => row.matched).length;
   say(
-    `  parent paused ${round.pausedMs.toFixed(1)} ms; VM descriptor ${round.descriptorBytes} bytes; all ${round.clones.length} clones running ${round.totalMs.toFixed(0)} ms after the pause; ` +
+    `  parent paused ${round.pausedMs.toFixed(1)} ms; VM descriptor ${round.descriptorBytes} bytes; all ` +
+      `${round.clones.length} clones running ${round.totalMs.toFixed(0)} ms after the pause; ` +
       `parent's memory server sent ${(result.stats.serverBytesSent / 1048576).toFixed(1)} MiB`,
   );
   say(`  ${matched}/${CLONES} clones' SHA-256 equal the host's (${SIZE} dataset, seed ${SEED})`);
@@ -131,7 +134,8 @@ async function operatorFork(session: Session): Promise<void> {
   const result = fork.ok ? parsed<ForkResult>(fork.stdout) : undefined;
   if (result)
     say(
-      `  ${result.clones.length} clones running ${result.totalMs.toFixed(0)} ms after the pause (parent paused ${result.pausedMs.toFixed(1)} ms)`,
+      `  ${result.clones.length} clones running ${result.totalMs.toFixed(0)} ms after the pause (parent ` +
+        `paused ${result.pausedMs.toFixed(1)} ms)`,
     );
   const ls = await snowflock(session, ["ls"]);
   say(ls.stdout.trimEnd().replace(/^/gm, "  "));

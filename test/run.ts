@@ -126,7 +126,8 @@ const here = files.filter((f) => !needsKvm(f));
 const first = kvmFiles.filter((f) => !SECOND_NESTED_HOST.includes(f));
 const second = kvmFiles.filter((f) => SECOND_NESTED_HOST.includes(f));
 console.log(
-  `test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${kvmFiles.length} files with KVM tests run in nested KVM hosts (test/nested)`,
+  `test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${kvmFiles.length} files with KVM tests ` +
+    `run in nested KVM hosts (test/nested)`,
 );
 /** `bun test` on `testFiles` in a nested KVM host of its own (lock slot, memory). */
 const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix = "") =>

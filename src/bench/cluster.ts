@@ -290,9 +290,16 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
       }
     }
     return {
-      benchmark: `cluster: ${options.workload} size=${formatSize(options.sizeBytes)} seed=${options.seed} in a ${formatSize(options.memoryBytes)} guest, clones spread over test hosts (network namespaces on this machine, MTU ${options.mtu})`,
+      benchmark:
+        `cluster: ${options.workload} size=${formatSize(options.sizeBytes)} seed=${options.seed} in a ` +
+        `${formatSize(options.memoryBytes)} guest, clones spread over test hosts (network namespaces on this ` +
+        `machine, MTU ${options.mtu})`,
       machine: machineNote(),
-      command: `snowflock bench cluster --clones ${options.clones.join(",")} --hosts ${options.hosts.join(",")} --transport ${options.transports.join(",")} --runs ${options.runs} --workload ${options.workload} --size ${formatSize(options.sizeBytes)} --mem ${formatSize(options.memoryBytes)} --seed ${options.seed} --mtu ${options.mtu}`,
+      command:
+        `snowflock bench cluster --clones ${options.clones.join(",")} --hosts ${options.hosts.join(",")} ` +
+        `--transport ${options.transports.join(",")} --runs ${options.runs} --workload ${options.workload} ` +
+        `--size ${formatSize(options.sizeBytes)} --mem ${formatSize(options.memoryBytes)} --seed ` +
+        `${options.seed} --mtu ${options.mtu}`,
       runs: options.runs,
       workload: options.workload,
       sizeBytes: options.sizeBytes,
@@ -322,8 +329,10 @@ export function formatReport(report: ClusterReport): string {
   const lines = [
     report.benchmark,
     `${report.machine}; median of ${report.runs} runs; ${(report.durationMs / 60_000).toFixed(1)} min`,
-    "all-run = pause to the last clone running (forks[0].totalMs); result = VMM process start to the guest's end (timings.endMs); wall = the run command, spawn to exit;",
-    "overhead = result / baseline result for the same N; MB = h1's memory server bytes sent (MiB); /remote = MB per clone not on h1; fetched = pages by request, mcast = pages received by multicast.",
+    "all-run = pause to the last clone running (forks[0].totalMs); result = VMM process start to the " +
+      "guest's end (timings.endMs); wall = the run command, spawn to exit;",
+    "overhead = result / baseline result for the same N; MB = h1's memory server bytes sent (MiB); " +
+      "/remote = MB per clone not on h1; fetched = pages by request, mcast = pages received by multicast.",
     "",
     "baseline: one host, all memory present (plain `snowflock run`, local copy-on-write clones)",
     ...table(
@@ -383,7 +392,9 @@ export function formatReport(report: ClusterReport): string {
   if (lingering[0])
     lines.push(
       "",
-      `VMs still running after the run command exited (the next run waited for them): at most ${fixed(lingering[0].ms, 0)} ms (${lingering[0].what}); median ${fixed(median(lingering.map((x) => x.ms)), 0)} ms`,
+      `VMs still running after the run command exited (the next run waited for them): at most ` +
+        `${fixed(lingering[0].ms, 0)} ms (${lingering[0].what}); median ` +
+        `${fixed(median(lingering.map((x) => x.ms)), 0)} ms`,
     );
   const bad = [
     ...report.baseline.map((b) => ({ what: `baseline N=${b.clones}`, errors: b.errors })),
@@ -426,7 +437,10 @@ function stack(svgs: string[]): string {
     width = Math.max(width, w);
     return placed;
   });
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ${y}">\n<rect width="${width}" height="${y}" fill="white"/>\n${inner.join("\n")}\n</svg>\n`;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" viewBox="0 0 ${width} ` +
+    `${y}">\n<rect width="${width}" height="${y}" fill="white"/>\n${inner.join("\n")}\n</svg>\n`
+  );
 }
 
 export function plotReport(report: ClusterReport): string {

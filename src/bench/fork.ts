@@ -293,7 +293,8 @@ export function formatReport(report: ForkReport): string {
   const lines = [report.benchmark, `${report.machine}; median of ${report.runs} runs`];
   if (peer)
     lines.push(
-      `peer: ${peer.name}; state file ${formatSize(peer.stateBytes)} (${peer.stateBytes} bytes); source boot ${ms(peer.bootMs)} ms${peer.note ? `; ${peer.note}` : ""}`,
+      `peer: ${peer.name}; state file ${formatSize(peer.stateBytes)} (${peer.stateBytes} bytes); source ` +
+        `boot ${ms(peer.bootMs)} ms${peer.note ? `; ${peer.note}` : ""}`,
     );
   else if (report.peer && "skipped" in report.peer) lines.push(`peer: skipped (${report.peer.skipped})`);
   for (const path of report.snowflock) {

@@ -269,7 +269,8 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
     const expected = new Map<HeuristicsWorkload, string[]>();
     for (const workload of options.workloads) {
       progress(
-        `[${elapsed()}] computing the expected ${workload} answer for ${formatSize(options.sizeBytes)} seed ${options.seed}, ${options.clones} clones on this host`,
+        `[${elapsed()}] computing the expected ${workload} answer for ${formatSize(options.sizeBytes)} seed ` +
+          `${options.seed}, ${options.clones} clones on this host`,
       );
       expected.set(workload, expectedConsole(workload, options.seed, options.sizeBytes)(options.clones));
     }
@@ -338,9 +339,17 @@ export async function runHeuristicsBench(options: HeuristicsBenchOptions): Promi
       }
     }
     return {
-      benchmark: `heuristics: ${options.workloads.join(", ")} size=${formatSize(options.sizeBytes)} seed=${options.seed} clones=${options.clones} in a ${formatSize(options.memoryBytes)} guest, --memory ondemand; one host${options.hosts > 0 ? ` and ${options.hosts} test hosts (network namespaces on this machine, transport ${options.transport})` : ""}`,
+      benchmark:
+        `heuristics: ${options.workloads.join(", ")} size=${formatSize(options.sizeBytes)} ` +
+        `seed=${options.seed} clones=${options.clones} in a ${formatSize(options.memoryBytes)} guest, ` +
+        `--memory ondemand; one ` +
+        `host${options.hosts > 0 ? ` and ${options.hosts} test hosts (network namespaces on this machine, transport ${options.transport})` : ""}`,
       machine: machineNote(),
-      command: `snowflock bench heuristics --workloads ${options.workloads.join(",")} --size ${formatSize(options.sizeBytes)} --clones ${options.clones} --mem ${formatSize(options.memoryBytes)} --runs ${options.runs} --hosts ${options.hosts} --transport ${options.transport} --seed ${options.seed}`,
+      command:
+        `snowflock bench heuristics --workloads ${options.workloads.join(",")} --size ` +
+        `${formatSize(options.sizeBytes)} --clones ${options.clones} --mem ${formatSize(options.memoryBytes)} ` +
+        `--runs ${options.runs} --hosts ${options.hosts} --transport ${options.transport} --seed ` +
+        `${options.seed}`,
       runs: options.runs,
       workloads: options.workloads,
       sizeBytes: options.sizeBytes,
@@ -379,7 +388,8 @@ export function formatReport(report: HeuristicsReport): string {
     `${report.machine}; median of ${report.runs} run${report.runs > 1 ? "s" : ""}; ${(report.durationMs / 60_000).toFixed(1)} min`,
     "fetched = pages the clones fetched; vs none = fetched / fetched with --no-heuristics; avoided NAME = pages that heuristic spared;",
     "mcast = pages received by multicast before a fault (not in fetched); in = fetched + mcast;",
-    "recv MB = bytes the clones received (MiB); sent MB = bytes h1's memory servers sent; result = VMM start to the guest's end (timings.endMs); wall = the run command, spawn to exit.",
+    "recv MB = bytes the clones received (MiB); sent MB = bytes h1's memory servers sent; result = VMM " +
+      "start to the guest's end (timings.endMs); wall = the run command, spawn to exit.",
   ];
   for (const workload of report.workloads) {
     for (const placement of ["one host", "cluster"] as const) {
@@ -462,7 +472,8 @@ export function plotReport(report: HeuristicsReport): string {
   const plotH = 300;
   const legendW = 40 + Math.max(...configs.map((c) => c.length)) * 7 + 40;
   const plotW = Math.max(groups.length * groupW, 240);
-  const title = `Pages fetched relative to no heuristics (${formatSize(report.sizeBytes)}, ${report.clones} clones, median of ${report.runs})`;
+  const title =
+    `Pages fetched relative to no heuristics (${formatSize(report.sizeBytes)}, ${report.clones} clones, ` + `median of ${report.runs})`;
   const width = Math.max(left + plotW + 24 + legendW, title.length * 8 + 40, report.machine.length * 7 + 40);
   const height = top + plotH + 70;
   const values = report.results.map((r) => r.fetchedVsNone).filter(Number.isFinite);
@@ -470,7 +481,8 @@ export function plotReport(report: HeuristicsReport): string {
   const py = (v: number) => top + plotH - (Math.min(v, yMax) / yMax) * plotH;
   const f = (n: number) => (Math.round(n * 10) / 10).toString();
   const out = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ` +
+      `${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
     `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(title)}</text>`,
     `<text x="${width / 2}" y="40" text-anchor="middle" fill="#555">${escapeXml(report.machine)}</text>`,
@@ -497,7 +509,8 @@ export function plotReport(report: HeuristicsReport): string {
       if (Number.isFinite(v)) {
         const y = py(v);
         out.push(
-          `<rect x="${f(x + 1)}" y="${f(y)}" width="${bar - 2}" height="${f(top + plotH - y)}" fill="${color(name, ci)}"><title>${escapeXml(`${g.label}, ${name}: ${whole(row.pagesFetched)} pages (${ratio(v)})`)}</title></rect>`,
+          `<rect x="${f(x + 1)}" y="${f(y)}" width="${bar - 2}" height="${f(top + plotH - y)}" ` +
+            `fill="${color(name, ci)}"><title>${escapeXml(`${g.label}, ${name}: ${whole(row.pagesFetched)} pages (${ratio(v)})`)}</title></rect>`,
         );
         out.push(
           `<text transform="translate(${f(x + bar / 2 + 4)} ${f(y - 4)}) rotate(-90)" font-size="10">${whole(row.pagesFetched)}</text>`,
@@ -507,10 +520,12 @@ export function plotReport(report: HeuristicsReport): string {
       }
     });
     out.push(
-      `<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 18}" text-anchor="middle">${escapeXml(g.label.split(", ")[0]!)}</text>`,
+      `<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 18}" ` +
+        `text-anchor="middle">${escapeXml(g.label.split(", ")[0]!)}</text>`,
     );
     out.push(
-      `<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 34}" text-anchor="middle" fill="#555">${escapeXml(g.label.split(", ")[1]!)}</text>`,
+      `<text x="${f(x0 + (configs.length * bar) / 2)}" y="${top + plotH + 34}" text-anchor="middle" ` +
+        `fill="#555">${escapeXml(g.label.split(", ")[1]!)}</text>`,
     );
   });
   configs.forEach((name, ci) => {
@@ -520,7 +535,8 @@ export function plotReport(report: HeuristicsReport): string {
     out.push(`<text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escapeXml(name === "all" ? "all on" : name)}</text>`);
   });
   out.push(
-    `<text x="${left + plotW / 2}" y="${height - 10}" text-anchor="middle" fill="#555">bar labels: pages fetched (all clones); x: no good run</text>`,
+    `<text x="${left + plotW / 2}" y="${height - 10}" text-anchor="middle" fill="#555">bar labels: pages ` +
+      `fetched (all clones); x: no good run</text>`,
   );
   out.push("</svg>");
   return `${out.join("\n")}\n`;

@@ -151,7 +151,8 @@ export async function settle(session: Session): Promise<number> {
     if (left.length === 0) return performance.now() - started;
     if (performance.now() - started > SETTLE_TIMEOUT_MS) {
       warn(
-        `still running ${Math.round(SETTLE_TIMEOUT_MS / 1000)} s after the run ended: ${left.map((vm) => `${vm.name} (pid ${vm.pid})`).join(", ")}; going on`,
+        `still running ${Math.round(SETTLE_TIMEOUT_MS / 1000)} s after the run ended: ` +
+          `${left.map((vm) => `${vm.name} (pid ${vm.pid})`).join(", ")}; going on`,
       );
       return performance.now() - started;
     }

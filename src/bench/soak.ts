@@ -291,7 +291,9 @@ async function soakPart(session: Session, where: SoakPart["where"], cycles: numb
         samples.push(sample(session, done, parentPid));
         const rate = done / ((performance.now() - started) / 1000);
         progress(
-          `${where}: cycle ${done}/${cycles} (${fixed(rate)} cycles/s), parent fds ${samples.at(-1)!.parentFds}, RSS ${mb(samples.at(-1)!.parentRssBytes)} MiB (+ guest ${mb(samples.at(-1)!.parentGuestRssBytes)} MiB)`,
+          `${where}: cycle ${done}/${cycles} (${fixed(rate)} cycles/s), parent fds ` +
+            `${samples.at(-1)!.parentFds}, RSS ${mb(samples.at(-1)!.parentRssBytes)} MiB (+ guest ` +
+            `${mb(samples.at(-1)!.parentGuestRssBytes)} MiB)`,
         );
       }
     }
@@ -344,7 +346,10 @@ export async function runSoakBench(options: SoakOptions): Promise<SoakReport> {
   return {
     benchmark: `soak: fork/kill cycles of a running ${mb(options.memoryBytes)} MiB \`serve\` VM, ${options.clones} clone(s) a cycle`,
     machine: machineNote(),
-    command: `snowflock bench soak --cycles ${options.cycles} --cross-cycles ${options.crossCycles} --hosts ${options.hosts} --clones ${options.clones} --memory ${options.memory} --transport ${options.transport} --mem ${options.memoryBytes}`,
+    command:
+      `snowflock bench soak --cycles ${options.cycles} --cross-cycles ${options.crossCycles} --hosts ` +
+      `${options.hosts} --clones ${options.clones} --memory ${options.memory} --transport ` +
+      `${options.transport} --mem ${options.memoryBytes}`,
     parts,
     badRuns: bad,
   };
@@ -369,10 +374,15 @@ export function formatReport(report: SoakReport): string {
   const lines = [
     report.benchmark,
     report.machine,
-    `before = after ${WARM_UP_CYCLES} warm-up cycles; flat = no rise (RSS: under ${mb(RSS_SLACK_BYTES)} MiB or ${RSS_SLACK_SHARE * 100}%; guest memory: within the guest's size; ended VMs' logs: at most the ${KEPT_ENDED_LOGS} newest per run directory)`,
+    `before = after ${WARM_UP_CYCLES} warm-up cycles; flat = no rise (RSS: under ${mb(RSS_SLACK_BYTES)} ` +
+      `MiB or ${RSS_SLACK_SHARE * 100}%; guest memory: within the guest's size; ended VMs' logs: at most ` +
+      `the ${KEPT_ENDED_LOGS} newest per run directory)`,
   ];
   for (const part of report.parts) {
-    const head = `${part.where}: ${part.cycles} cycles, ${part.memory}${part.transport ? ` over ${part.transport}` : ""}, ${fixed(part.durationMs / 1000)} s${part.error ? ` — FAILED at ${part.error}` : ""}`;
+    const head =
+      `${part.where}: ${part.cycles} cycles, ` +
+      `${part.memory}${part.transport ? ` over ${part.transport}` : ""}, ${fixed(part.durationMs / 1000)} ` +
+      `s${part.error ? ` — FAILED at ${part.error}` : ""}`;
     const rows = METRICS.map(([key, label, show]) => [
       label,
       show(part.before[key]),

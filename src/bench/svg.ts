@@ -56,7 +56,8 @@ export function linePlot(spec: PlotSpec): string {
   const py = (y: number) => MARGIN.top + plotH - (y / yMax) * plotH;
 
   const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ` +
+      `${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="${width}" height="${height}" fill="white"/>`,
     `<text x="${width / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(spec.title)}</text>`,
   ];
@@ -87,7 +88,8 @@ export function linePlot(spec: PlotSpec): string {
     const ly = MARGIN.top + 12 + i * 18;
     const lx = MARGIN.left + plotW + 16;
     out.push(
-      `<line x1="${lx}" x2="${lx + 24}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`,
+      `<line x1="${lx}" x2="${lx + 24}" y1="${ly}" y2="${ly}" stroke="${color}" ` +
+        `stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`,
     );
     out.push(`<text x="${lx + 30}" y="${ly}" dominant-baseline="middle">${escapeXml(s.name)}</text>`);
   });

@@ -23,7 +23,8 @@ export function registerAgent(cli: CAC): void {
   cli
     .command(
       "agent",
-      "Run this host's one agent: it takes authenticated requests from the cluster, starts clones here and relays their messages; in a Xen dom0 it also serves the domUs' sf requests (runs until stopped)",
+      "Run this host's one agent: it takes authenticated requests from the cluster, starts clones here and " +
+        "relays their messages; in a Xen dom0 it also serves the domUs' sf requests (runs until stopped)",
     )
     .option("--host <name>", "Which inventory host this is (in a Xen dom0: optional, for the cluster's control plane)")
     .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
@@ -60,7 +61,8 @@ function startControlPlane(options: { host?: string; inventory?: string; maxClon
   const noClonesBecause = backend.machines ? undefined : `is a ${backend.name} host: it starts no clones for parents on other hosts (yet)`;
   const agent = startAgent({ cluster, maxClones, noClonesBecause });
   log.success(
-    `agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} (${noClonesBecause ? "no clones from other hosts" : `up to ${maxClones} clones`})`,
+    `agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} ` +
+      `(${noClonesBecause ? "no clones from other hosts" : `up to ${maxClones} clones`})`,
   );
   return agent;
 }

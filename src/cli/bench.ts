@@ -76,7 +76,11 @@ export function registerBench(cli: CAC): void {
   cli
     .command(
       "bench <benchmark>",
-      "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts); soak (fork/kill cycles: the host's fds, RSS, processes, run-directory entries and D-state tasks before and after)",
+      "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread " +
+        "over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages " +
+        "fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts); " +
+        "soak (fork/kill cycles: the host's fds, RSS, processes, run-directory entries and D-state tasks " +
+        "before and after)",
     )
     .option("--clones <list>", "Clone counts N, comma-separated (default: fork, cluster 1,2,4,8,16,32; heuristics one N, 4)")
     .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M)")
@@ -88,11 +92,13 @@ export function registerBench(cli: CAC): void {
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option(
       "--hosts <list>",
-      "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8); heuristics: one count (default 3; 0 skips the cross-host part)",
+      "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8); heuristics: one " +
+        "count (default 3; 0 skips the cross-host part)",
     )
     .option(
       "--transport <list>",
-      "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) (default packet,tcp); heuristics: one (default packet)",
+      "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) " +
+        "(default packet,tcp); heuristics: one (default packet)",
     )
     .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", {
       default: "search-par",
@@ -109,7 +115,8 @@ export function registerBench(cli: CAC): void {
     .option("--domu-config <file>", "fork --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)")
     .option(
       "--out <dir>",
-      "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: bench/results in the repo, else .)",
+      "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: " +
+        "bench/results in the repo, else .)",
     )
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)

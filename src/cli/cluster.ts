@@ -35,13 +35,22 @@ interface ClusterOptions {
   json?: boolean;
 }
 
-const DESCRIPTION = `Test hosts on this machine: 'up' creates N network namespaces (PREFIX-h1..N), each with an eth0 at 10.77.0.(10+i)/24 joined by a veth pair to the bridge PREFIXbr0 inside the namespace PREFIX-switch, and writes the cluster inventory (hosts, addresses, MACs, agent ports, the cluster secret; mode 0600). All traffic stays between the namespaces; nothing is added to this machine's own network. 'status' shows what exists and flags agents that are not running; 'restart-agents' starts those again; 'down' removes every namespace, link and process of the inventory's cluster and the inventory (after a crash, with no inventory left: name the cluster with --prefix). Needs root.`;
+const DESCRIPTION =
+  `Test hosts on this machine: 'up' creates N network namespaces (PREFIX-h1..N), each with an eth0 at ` +
+  `10.77.0.(10+i)/24 joined by a veth pair to the bridge PREFIXbr0 inside the namespace PREFIX-switch, ` +
+  `and writes the cluster inventory (hosts, addresses, MACs, agent ports, the cluster secret; mode ` +
+  `0600). All traffic stays between the namespaces; nothing is added to this machine's own network. ` +
+  `'status' shows what exists and flags agents that are not running; 'restart-agents' starts those ` +
+  `again; 'down' removes every namespace, link and process of the inventory's cluster and the inventory ` +
+  `(after a crash, with no inventory left: name the cluster with --prefix). Needs root.`;
 
 export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
   cli
     .command("cluster <action>", DESCRIPTION)
     .usage(
-      "cluster up --hosts N [--mtu 9000] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json] | cluster restart-agents [--inventory FILE] [--max-clones 16]",
+      "cluster up --hosts N [--mtu 9000] [--max-clones 16] [--prefix sf] [--inventory FILE] [--json] | " +
+        "cluster down [--inventory FILE] [--prefix P] [--json] | cluster status [--inventory FILE] [--json] | " +
+        "cluster restart-agents [--inventory FILE] [--max-clones 16]",
     )
     .option("--hosts <n>", `up: how many test hosts (1 to ${MAX_TEST_HOSTS})`)
     .option("--mtu <bytes>", `up: MTU of every eth0, veth end and the bridge (default ${TEST_HOST_MTU})`)
@@ -114,7 +123,8 @@ async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number>
   if (options.json) printJson(publicView(inventory, inventoryPath));
   else
     log.success(
-      `${inventory.hosts.length} test host(s) up on bridge ${inventory.bridge} (namespace ${testHostNames(prefix).switchNamespace}); inventory ${inventoryPath}`,
+      `${inventory.hosts.length} test host(s) up on bridge ${inventory.bridge} (namespace ` +
+        `${testHostNames(prefix).switchNamespace}); inventory ${inventoryPath}`,
     );
   return 0;
 }
@@ -209,7 +219,8 @@ async function status(options: ClusterOptions): Promise<number> {
   );
   if (result.bridge)
     log.info(
-      `cluster '${result.cluster}': bridge ${result.bridge} in namespace ${result.switchNamespace} ${result.bridgeUp ? "up" : "MISSING or down"}, MTU ${result.mtu}`,
+      `cluster '${result.cluster}': bridge ${result.bridge} in namespace ${result.switchNamespace} ` +
+        `${result.bridgeUp ? "up" : "MISSING or down"}, MTU ${result.mtu}`,
     );
   const broken = result.hosts.filter((h) => h.namespaceExists === false || h.interfaceUp === false);
   if (broken.length > 0) log.warn(`${broken.length} host(s) missing or down: run \`snowflock cluster down\` and \`cluster up\` again`);

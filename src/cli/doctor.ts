@@ -29,7 +29,9 @@ function plain(r: DoctorReport): Record<string, unknown> {
 
 /** Where neither backend works: how to see snowflock run on this machine anyway. */
 export const NESTED_DEMO_HINT =
-  "to try snowflock on this machine anyway: `bun run demo` in snowflock's repository runs its demo inside the nested KVM host (a VM under QEMU's software emulation whose kvm-amd gives a real /dev/kvm; 10-50x slower; test/nested/README.md)";
+  "to try snowflock on this machine anyway: `bun run demo` in snowflock's repository runs its demo " +
+  "inside the nested KVM host (a VM under QEMU's software emulation whose kvm-amd gives a real " +
+  "/dev/kvm; 10-50x slower; test/nested/README.md)";
 
 export function registerDoctor(cli: CAC): void {
   cli

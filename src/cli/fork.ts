@@ -65,10 +65,13 @@ function printFork(result: ForkResult): void {
   );
   const copy = result.eagerCopy;
   const memory = copy
-    ? `memory: eager, ${formatSize(copy.bytesCopied)} copied, ${copy.pagesZero} of ${copy.pagesCopied} pages zero (shells ${(copy.shellsMs / 1000).toFixed(2)} s on ${copy.threads} thread(s), copy ${(copy.copyMs / 1000).toFixed(2)} s)`
+    ? `memory: eager, ${formatSize(copy.bytesCopied)} copied, ${copy.pagesZero} of ${copy.pagesCopied} ` +
+      `pages zero (shells ${(copy.shellsMs / 1000).toFixed(2)} s on ${copy.threads} thread(s), copy ` +
+      `${(copy.copyMs / 1000).toFixed(2)} s)`
     : `memory: ${result.memory}, descriptor ${result.descriptorBytes} bytes`;
   log.success(
-    `${result.clones.length} clone(s) of ${result.parent} running in ${result.totalMs.toFixed(1)} ms; parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}`,
+    `${result.clones.length} clone(s) of ${result.parent} running in ${result.totalMs.toFixed(1)} ms; ` +
+      `parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}`,
   );
 }
 
@@ -78,7 +81,8 @@ export function registerFork(cli: CAC): void {
     .option("--clones <n>", "How many clones", { default: 1 })
     .option(
       "--memory <path>",
-      "How clones get memory: cow (copy-on-write of the frozen image; the default) or ondemand (fetched on first touch from the parent's memory server); on Xen: eager",
+      "How clones get memory: cow (copy-on-write of the frozen image; the default) or ondemand (fetched on " +
+        "first touch from the parent's memory server); on Xen: eager",
     )
     .option(
       "--cluster",

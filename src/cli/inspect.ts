@@ -10,11 +10,13 @@ export function printSummary(s: DescriptorSummary): void {
   printLine(`descriptor v${s.formatVersion} of ${s.name} (${s.cmdline}), a ${s.backend} machine captured ${s.createdAt}`);
   printLine(`memory      ${formatSize(s.memoryBytes)}: ${s.pages} pages, ${s.pagesNonZero} non-zero, ${s.pagesIncluded} included`);
   printLine(
-    `size        ${s.fileBytes} bytes (${s.rawBytes} before compression, ratio ${s.compressionRatio.toFixed(1)}:1) = 1/${Math.round(1 / s.fractionOfMemory)} of guest memory`,
+    `size        ${s.fileBytes} bytes (${s.rawBytes} before compression, ratio ` +
+      `${s.compressionRatio.toFixed(1)}:1) = 1/${Math.round(1 / s.fractionOfMemory)} of guest memory`,
   );
   for (const v of s.vcpus)
     printLine(
-      `vcpu ${v.index}      rip ${v.rip} rsp ${v.rsp}${v.mpState === undefined ? "" : ` mp_state ${v.mpState}`}${v.msrs === undefined ? "" : ` msrs ${v.msrs}`}`,
+      `vcpu ${v.index}      rip ${v.rip} rsp ` +
+        `${v.rsp}${v.mpState === undefined ? "" : ` mp_state ${v.mpState}`}${v.msrs === undefined ? "" : ` msrs ${v.msrs}`}`,
     );
 }
 

@@ -123,7 +123,8 @@ async function runCloneProcess(args: string[]): Promise<number> {
     const result = await runClone(record, () => {});
     if (result.end.kind === "crash")
       log.error(
-        `${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,
+        `${result.name}: guest crashed on vCPU ${result.end.vcpu}: ` +
+          `${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,
       );
     return result.exitStatus;
   } catch (error) {

@@ -40,11 +40,13 @@ export function registerRun(cli: CAC): void {
     .option("--json", "Print one JSON object at the end instead of the console lines")
     .option(
       "--cluster [inventory]",
-      "Spread the guest's clones over the cluster's hosts (default inventory: $SNOWFLOCK_RUN_DIR/cluster.json); clones on other hosts take memory on demand",
+      "Spread the guest's clones over the cluster's hosts (default inventory: " +
+        "$SNOWFLOCK_RUN_DIR/cluster.json); clones on other hosts take memory on demand",
     )
     .option(
       "--transport <kind>",
-      "With --cluster: how clones on other hosts get pages: packet (mcdist multicast over raw Ethernet frames), udp (mcdist over UDP multicast) or tcp (unicast only)",
+      "With --cluster: how clones on other hosts get pages: packet (mcdist multicast over raw Ethernet " +
+        "frames), udp (mcdist over UDP multicast) or tcp (unicast only)",
       { default: "packet" },
     )
     .option("--no-heuristics", "Clones fetch every page they touch: no avoidance heuristic (to measure them)")
@@ -105,7 +107,8 @@ export function registerRun(cli: CAC): void {
       (await selectBackend(options.backend, "run")).check();
       if (!options.json)
         log.start(
-          `booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`,
+          `booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} ` +
+            `vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`,
         );
       const result = await runVm(
         { name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff },

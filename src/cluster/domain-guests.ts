@@ -92,7 +92,8 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         onParentResumed: () => reply(request, "ok 0"),
       });
       log(
-        `domain ${request.domain}: ${result.clones.map((c) => `${c.name} (domain ${c.domid})`).join(", ")} running; parent down ${result.pausedMs.toFixed(0)} ms`,
+        `domain ${request.domain}: ${result.clones.map((c) => `${c.name} (domain ${c.domid})`).join(", ")} ` +
+          `running; parent down ${result.pausedMs.toFixed(0)} ms`,
       );
     } catch (error) {
       const message = error instanceof SnowflockError ? error.render() : (error as Error).message;

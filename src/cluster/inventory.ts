@@ -64,7 +64,8 @@ function readInventoryText(path: string): string {
     if ((stat.mode & 0o077) === 0 || warnedReadable.has(path)) return;
     warnedReadable.add(path);
     log.warn(
-      `cluster inventory ${path} holds the cluster secret but is readable by others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`,
+      `cluster inventory ${path} holds the cluster secret but is readable by others (mode ` +
+        `${(stat.mode & 0o777).toString(8)}): chmod 600 it`,
     );
   };
   try {

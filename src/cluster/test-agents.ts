@@ -47,7 +47,8 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
     if (exited !== null || Date.now() > deadline) {
       throw new SnowflockError(
         "INTERNAL",
-        `the agent of ${host.name} did not come up${exited !== null ? ` (it exited with status ${exited})` : ` within ${AGENT_START_TIMEOUT_MS / 1000} s`}`,
+        `the agent of ${host.name} did not come ` +
+          `up${exited !== null ? ` (it exited with status ${exited})` : ` within ${AGENT_START_TIMEOUT_MS / 1000} s`}`,
         `see ${join(dir, "agent.log")}`,
       );
     }

@@ -225,7 +225,8 @@ async function verify(bridge: string, switchNamespace: string, hosts: InventoryH
     if (!info || info.mtu !== mtu || info.address !== host.mac || !addresses.includes(`${host.address}/24`)) {
       throw new SnowflockError(
         "INTERNAL",
-        `${host.namespace}: ${host.interface} is not as configured (mtu ${info?.mtu}, mac ${info?.address}, addresses ${addresses.join(" ") || "none"})`,
+        `${host.namespace}: ${host.interface} is not as configured (mtu ${info?.mtu}, mac ${info?.address}, ` +
+          `addresses ${addresses.join(" ") || "none"})`,
       );
     }
   }

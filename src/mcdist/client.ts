@@ -297,7 +297,8 @@ export class McdistClient {
     if (whole.byteLength !== bytes || digest !== sha256) {
       throw new SnowflockError(
         "DESCRIPTOR",
-        `the descriptor received by multicast has ${whole.byteLength} bytes and SHA-256 ${digest.slice(0, 16)}…; the clone order named ${bytes} bytes and ${sha256.slice(0, 16)}…`,
+        `the descriptor received by multicast has ${whole.byteLength} bytes and SHA-256 ` +
+          `${digest.slice(0, 16)}…; the clone order named ${bytes} bytes and ${sha256.slice(0, 16)}…`,
       );
     }
     return whole;

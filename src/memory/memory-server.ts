@@ -206,7 +206,9 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     if (ownsFd) close(fd);
     throw new SnowflockError(
       "MEMORY",
-      `the memory server cannot listen on ${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ${(error as Error).message}`,
+      `the memory server cannot listen on ` +
+        `${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ` +
+        `${(error as Error).message}`,
     );
   }
 

@@ -65,7 +65,8 @@ export class PageClient {
       const info = decodeHelloReply(client.call(MessageType.Hello, hello, MessageType.HelloReply));
       if (info.version !== PROTOCOL_VERSION || info.pageSize !== PAGE_SIZE || info.pageCount !== options.pageCount) {
         throw client.failure(
-          `serves version ${info.version}, ${info.pageCount} pages of ${info.pageSize} bytes; this clone needs version ${PROTOCOL_VERSION}, ${options.pageCount} pages of ${PAGE_SIZE}`,
+          `serves version ${info.version}, ${info.pageCount} pages of ${info.pageSize} bytes; this clone needs ` +
+            `version ${PROTOCOL_VERSION}, ${options.pageCount} pages of ${PAGE_SIZE}`,
         );
       }
       return client;

@@ -114,7 +114,8 @@ export function verifyChecksum(headerBytes: Uint8Array, header: Header, payload:
   const actual = checksum(headerBytes, payload);
   if (actual !== header.checksum)
     throw new ProtocolError(
-      `checksum mismatch in ${MessageType[header.type]} #${header.sequence} (0x${actual.toString(16)} != 0x${header.checksum.toString(16)})`,
+      `checksum mismatch in ${MessageType[header.type]} #${header.sequence} (0x${actual.toString(16)} != ` +
+        `0x${header.checksum.toString(16)})`,
     );
 }
 

@@ -62,56 +62,59 @@ describeNetns("acceptance: dist/snowflock over four test hosts", () => {
       expect(new Set(result.forks[0].clones.map((c: { host: string }) => c.host))).toEqual(new Set(["h1", "h2", "h3", "h4"]));
     });
 
-    test("search-par: right counts; 8 clones cost the server at most 1.5 x the bytes of 1; the bridge saw the same AF_PACKET frames", async () => {
-      const size = lean(16 << 20, 4 << 20);
-      const data = dataset(9n, size);
-      const counts = (clones: number) => countLines(9n, size, clones, data);
-      const h1 = readInventory(inventoryPath).hosts[0]!;
-      const searchPar = async (clones: number) => {
-        const capture = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-switch`, process.execPath, CAPTURE, `${PREFIX}-h1`, h1.mac], {
-          stdout: "pipe",
-          stderr: "pipe",
-        });
-        const reader = capture.stdout.getReader();
-        expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
-        const r = await dist([
-          "run",
-          "search-par",
-          `size=${size}`,
-          "seed=9",
-          `clones=${clones}`,
-          "--mem",
-          "64M",
-          "--cluster",
-          inventoryPath,
-          "--transport",
-          "packet",
-          "--json",
-        ]);
-        capture.kill("SIGTERM");
-        let captured = "";
-        for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) captured += new TextDecoder().decode(chunk.value);
-        expect(r.stderr).toBe("");
-        const result = JSON.parse(r.stdout);
-        expect(result.console).toEqual([...counts(clones), `granted ${clones}`]);
-        return {
-          stats: result.stats,
-          clones: result.forks[0].clones as Array<{ host: string }>,
-          captured: JSON.parse(captured.trim()) as { frames: number; bytes: number },
+    test(
+      "search-par: right counts; 8 clones cost the server at most 1.5 x the bytes of 1; the bridge saw the " + "same AF_PACKET frames",
+      async () => {
+        const size = lean(16 << 20, 4 << 20);
+        const data = dataset(9n, size);
+        const counts = (clones: number) => countLines(9n, size, clones, data);
+        const h1 = readInventory(inventoryPath).hosts[0]!;
+        const searchPar = async (clones: number) => {
+          const capture = Bun.spawn(["ip", "netns", "exec", `${PREFIX}-switch`, process.execPath, CAPTURE, `${PREFIX}-h1`, h1.mac], {
+            stdout: "pipe",
+            stderr: "pipe",
+          });
+          const reader = capture.stdout.getReader();
+          expect(new TextDecoder().decode((await reader.read()).value)).toContain("ready");
+          const r = await dist([
+            "run",
+            "search-par",
+            `size=${size}`,
+            "seed=9",
+            `clones=${clones}`,
+            "--mem",
+            "64M",
+            "--cluster",
+            inventoryPath,
+            "--transport",
+            "packet",
+            "--json",
+          ]);
+          capture.kill("SIGTERM");
+          let captured = "";
+          for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) captured += new TextDecoder().decode(chunk.value);
+          expect(r.stderr).toBe("");
+          const result = JSON.parse(r.stdout);
+          expect(result.console).toEqual([...counts(clones), `granted ${clones}`]);
+          return {
+            stats: result.stats,
+            clones: result.forks[0].clones as Array<{ host: string }>,
+            captured: JSON.parse(captured.trim()) as { frames: number; bytes: number },
+          };
         };
-      };
-      const one = await searchPar(1);
-      const eight = await searchPar(8);
-      // The single clone runs on another host than the parent (the parent's host is used last).
-      expect(one.clones.map((c) => c.host)).toEqual(["h2"]);
-      expect(one.stats.serverBytesSent).toBeGreaterThan(size);
-      expect(eight.stats.serverBytesSent).toBeLessThanOrEqual(1.5 * one.stats.serverBytesSent);
-      for (const run of [one, eight]) {
-        expect(run.captured.frames).toBe(run.stats.serverFramesSent);
-        // Ethernet pads short frames, so the wire may carry a few bytes more, never fewer.
-        expect(run.captured.bytes).toBeGreaterThanOrEqual(run.stats.serverBytesSent);
-        expect(run.captured.bytes).toBeLessThanOrEqual(run.stats.serverBytesSent + 64 * run.captured.frames);
-      }
-    });
+        const one = await searchPar(1);
+        const eight = await searchPar(8);
+        // The single clone runs on another host than the parent (the parent's host is used last).
+        expect(one.clones.map((c) => c.host)).toEqual(["h2"]);
+        expect(one.stats.serverBytesSent).toBeGreaterThan(size);
+        expect(eight.stats.serverBytesSent).toBeLessThanOrEqual(1.5 * one.stats.serverBytesSent);
+        for (const run of [one, eight]) {
+          expect(run.captured.frames).toBe(run.stats.serverFramesSent);
+          // Ethernet pads short frames, so the wire may carry a few bytes more, never fewer.
+          expect(run.captured.bytes).toBeGreaterThanOrEqual(run.stats.serverBytesSent);
+          expect(run.captured.bytes).toBeLessThanOrEqual(run.stats.serverBytesSent + 64 * run.captured.frames);
+        }
+      },
+    );
   });
 });

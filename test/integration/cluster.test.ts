@@ -114,26 +114,32 @@ describeNetns("clones on many hosts", () => {
     });
 
     for (const transport of ["packet", "udp"]) {
-      test(`search-par --cluster --transport ${transport}: same counts, and the server sends each page about once for all remote clones`, async () => {
-        const stats = await searchPar(transport);
-        expect(unicastBytesPerRemoteClone).toBeGreaterThan(0);
-        expect(stats.pagesMulticast).toBeGreaterThan(0);
-        expect(stats.serverBytesSent).toBeLessThanOrEqual(1.5 * unicastBytesPerRemoteClone);
-        expect(stats.hosts.h2!.bytesReceived).toBeGreaterThan(searchSize);
-      });
+      test(
+        `search-par --cluster --transport ${transport}: same counts, and the server sends each page about once for all remote clones`,
+        async () => {
+          const stats = await searchPar(transport);
+          expect(unicastBytesPerRemoteClone).toBeGreaterThan(0);
+          expect(stats.pagesMulticast).toBeGreaterThan(0);
+          expect(stats.serverBytesSent).toBeLessThanOrEqual(1.5 * unicastBytesPerRemoteClone);
+          expect(stats.hosts.h2!.bytesReceived).toBeGreaterThan(searchSize);
+        },
+      );
     }
 
-    test("isolation --cluster: the parent messages a clone on one host, which messages a clone on another; each kept its own memory", async () => {
-      const r = await snowflock(["run", "isolation", "--mem", "32M", "--cluster", inventoryPath, "--json"], env, 120_000);
-      expect(r.stderr).toBe("");
-      const result = JSON.parse(r.stdout);
-      expect(result.console.sort()).toEqual(["isolation clone 1 saw 1000", "isolation clone 2 saw 1000", "isolation parent sees 3000"]);
-      expect(result.forks[0].clones.map((c: { cloneId: number; host: string }) => [c.cloneId, c.host])).toEqual([
-        [1, "h2"],
-        [2, "h3"],
-      ]);
-      expect(r.status).toBe(0);
-    });
+    test(
+      "isolation --cluster: the parent messages a clone on one host, which messages a clone on another; " + "each kept its own memory",
+      async () => {
+        const r = await snowflock(["run", "isolation", "--mem", "32M", "--cluster", inventoryPath, "--json"], env, 120_000);
+        expect(r.stderr).toBe("");
+        const result = JSON.parse(r.stdout);
+        expect(result.console.sort()).toEqual(["isolation clone 1 saw 1000", "isolation clone 2 saw 1000", "isolation parent sees 3000"]);
+        expect(result.forks[0].clones.map((c: { cloneId: number; host: string }) => [c.cloneId, c.host])).toEqual([
+          [1, "h2"],
+          [2, "h3"],
+        ]);
+        expect(r.status).toBe(0);
+      },
+    );
 
     test("fork --cluster of a detached serve VM: clones on other hosts carry on with their own IDs", async () => {
       expect((await snowflock(["run", "serve", "--detach", "--name", "web", "--mem", "64M", "--cluster", inventoryPath], env)).status).toBe(

@@ -91,7 +91,8 @@ describeNetns("mcdist under load: more clients than cores", () => {
       const retries = results.reduce((n, r) => n + r.stats.retries, 0);
       console.log(
         `storm: ${distinct} distinct pages (${perPage} wire bytes each); server sent ${stats.bytesSent} bytes = ${ratio.toFixed(2)}x, ` +
-          `${stats.pagesSent} pages; client retries ${retries}; slowest client ${Math.max(...results.map((r) => r.elapsedMs)).toFixed(0)} ms; ` +
+          `${stats.pagesSent} pages; client retries ${retries}; slowest client ` +
+          `${Math.max(...results.map((r) => r.elapsedMs)).toFixed(0)} ms; ` +
           `server ${JSON.stringify(stats)}`,
       );
       results.forEach((r, i) => {

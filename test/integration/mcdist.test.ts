@@ -71,7 +71,8 @@ describeNetns("mcdist page transport between network namespaces", () => {
     const family = 0x5f00 + index;
 
     test(
-      `${kind}: two clients on the same pages cost the server about one; forged and lost frames never give a wrong page; a killed server is a clear error`,
+      `${kind}: two clients on the same pages cost the server about one; forged and lost frames never give ` +
+        `a wrong page; a killed server is a clear error`,
       async () => {
         const server = spawnPeer(1, "server", { transport: spec(kind, 1), family, keyHex, mtu: MTU, size: SIZE });
         const endpoint = (await server.next()).endpoint as McdistServerEndpoint;
@@ -95,7 +96,8 @@ describeNetns("mcdist page transport between network namespaces", () => {
         const twoClients = s2.bytesSent - s1.bytesSent;
         console.log(
           `${kind}: 1 client: ${oneClient} bytes, ${(PAGES.length / (alone!.elapsedMs / 1000)).toFixed(0)} pages/s; ` +
-            `2 clients: ${twoClients} bytes (${(twoClients / oneClient).toFixed(2)}x), ${pair.map((r) => (PAGES.length / (r.elapsedMs / 1000)).toFixed(0)).join(" and ")} pages/s, ` +
+            `2 clients: ${twoClients} bytes (${(twoClients / oneClient).toFixed(2)}x), ` +
+            `${pair.map((r) => (PAGES.length / (r.elapsedMs / 1000)).toFixed(0)).join(" and ")} pages/s, ` +
             `collapsed ${s2.requestsCollapsed - s1.requestsCollapsed}, prefetched ${pair.map((r) => r.prefetched).join("+")}`,
         );
         // Issue 10's bound: at most 1.5x one copy. On a loaded machine one client of the pair may be
@@ -113,7 +115,8 @@ describeNetns("mcdist page transport between network namespaces", () => {
         forged.forEach((r) => expectEveryPage(r));
         const forgedDrops = forged.reduce((n, r) => n + (r.stats.framesDropped.forged ?? 0), 0);
         console.log(
-          `${kind}: forger sent ${forgerDone.sent} frames; clients dropped ${forgedDrops} forged pages (${forged.map((r) => JSON.stringify(r.stats.framesDropped)).join(", ")})`,
+          `${kind}: forger sent ${forgerDone.sent} frames; clients dropped ${forgedDrops} forged pages ` +
+            `(${forged.map((r) => JSON.stringify(r.stats.framesDropped)).join(", ")})`,
         );
         expect(forgedDrops).toBeGreaterThan(0);
 
@@ -121,7 +124,9 @@ describeNetns("mcdist page transport between network namespaces", () => {
         const [lossy] = await runClients(kind, family, endpoint, [2], { loss: 0.1 });
         expectEveryPage(lossy!);
         console.log(
-          `${kind}: with 10% loss: ${lossy!.lost} frames lost, ${lossy!.stats.retries} retries, ${lossy!.stats.unicastFallbacks} unicast fallbacks, ${(PAGES.length / (lossy!.elapsedMs / 1000)).toFixed(0)} pages/s`,
+          `${kind}: with 10% loss: ${lossy!.lost} frames lost, ${lossy!.stats.retries} retries, ` +
+            `${lossy!.stats.unicastFallbacks} unicast fallbacks, ` +
+            `${(PAGES.length / (lossy!.elapsedMs / 1000)).toFixed(0)} pages/s`,
         );
         expect(lossy!.lost).toBeGreaterThan(0);
         expect(lossy!.stats.retries).toBeGreaterThan(0);
@@ -154,7 +159,8 @@ describeNetns("mcdist page transport between network namespaces", () => {
         expect(failure.code).toBe("MEMORY");
         expect(failure.error).toMatch(
           new RegExp(
-            `^the mcdist server at ${endpoint.address.replace(/\./g, "\\.")} did not answer page ${PAGE_COUNT - 1} within 1000 ms \\(\\d+ retries\\)$`,
+            `^the mcdist server at ${endpoint.address.replace(/\./g, "\\.")} did not answer page ` +
+              `${PAGE_COUNT - 1} within 1000 ms \\(\\d+ retries\\)$`,
           ),
         );
         expect(failure.elapsedMs).toBeGreaterThanOrEqual(1000);
@@ -203,7 +209,8 @@ describeNetns("mcdist page transport between network namespaces", () => {
         }
         server.end();
         console.log(
-          `${kind}: keyless peer sent ${attack.sent} frames, got ${attack.pagesReceived} pages and ${attack.chunksReceived} chunks; server: ${JSON.stringify(stats)}`,
+          `${kind}: keyless peer sent ${attack.sent} frames, got ${attack.pagesReceived} pages and ` +
+            `${attack.chunksReceived} chunks; server: ${JSON.stringify(stats)}`,
         );
         expectEveryPage(result!, 200);
         expect(attack.sent).toBeGreaterThan(0);

@@ -55,7 +55,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function report(what: string, stats: MemtapStats, ms: number): void {
   console.log(
-    `${what}: ${stats.faults} faults (${stats.pagesFetched} fetched in ${stats.requests} requests, ${stats.pagesZeroFilled} zero-filled, ${stats.eagerPages} eager) in ${ms.toFixed(0)} ms; ` +
+    `${what}: ${stats.faults} faults (${stats.pagesFetched} fetched in ${stats.requests} requests, ` +
+      `${stats.pagesZeroFilled} zero-filled, ${stats.eagerPages} eager) in ${ms.toFixed(0)} ms; ` +
       `service mean ${stats.meanServiceMicros.toFixed(1)} µs/fault, wall ${((ms * 1000) / Math.max(stats.faults, 1)).toFixed(1)} µs/fault`,
   );
 }

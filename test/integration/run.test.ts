@@ -66,7 +66,8 @@ describe("snowflock run refuses bad input with one clear line", () => {
   const cases: Array<[string[], string, Record<string, string>?]> = [
     [
       ["run", "bogus"],
-      "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)",
+      "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, " +
+        "mem-states, serve, crash, isolation, misuse, hostile, quotas)",
     ],
     [["run", "sha256", "size=12Q"], "bad size '12Q' for workload sha256 (expected a size such as 4096, 64K, 256M or 1G)"],
     [

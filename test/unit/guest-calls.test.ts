@@ -81,18 +81,21 @@ describe("sf_join", () => {
     expect(family.asked).toEqual(["joinable 5", "join 5"]);
   });
 
-  test("statuses that would run past the guest's RAM fail before the join waits; a ticket it cannot join fails as the family says", async () => {
-    for (const address of [...WILD, BigInt(RAM_BYTES - 16)]) {
+  test(
+    "statuses that would run past the guest's RAM fail before the join waits; a ticket it cannot join " + "fails as the family says",
+    async () => {
+      for (const address of [...WILD, BigInt(RAM_BYTES - 16)]) {
+        const family = fakeFamily();
+        expect(await serveGuestCall(family, fakeRam(), call(ClusterCall.JOIN, 5n, address, 3n))).toBe(GuestError.EFAULT);
+        expect(family.asked).toEqual(["joinable 5"]);
+      }
       const family = fakeFamily();
-      expect(await serveGuestCall(family, fakeRam(), call(ClusterCall.JOIN, 5n, address, 3n))).toBe(GuestError.EFAULT);
-      expect(family.asked).toEqual(["joinable 5"]);
-    }
-    const family = fakeFamily();
-    expect(await serveGuestCall(family, fakeRam(), call(ClusterCall.JOIN, 9n, 0x200n, 3n))).toBe(GuestError.EINVAL);
-    expect(family.asked).toEqual(["joinable 9"]);
-    // A huge capacity is capped; it does not make the range (or the write) larger than the clones.
-    expect(await serveGuestCall(fakeFamily(), fakeRam(), call(ClusterCall.JOIN, 5n, BigInt(RAM_BYTES - 24), 2n ** 64n - 1n))).toBe(3n);
-  });
+      expect(await serveGuestCall(family, fakeRam(), call(ClusterCall.JOIN, 9n, 0x200n, 3n))).toBe(GuestError.EINVAL);
+      expect(family.asked).toEqual(["joinable 9"]);
+      // A huge capacity is capped; it does not make the range (or the write) larger than the clones.
+      expect(await serveGuestCall(fakeFamily(), fakeRam(), call(ClusterCall.JOIN, 5n, BigInt(RAM_BYTES - 24), 2n ** 64n - 1n))).toBe(3n);
+    },
+  );
 });
 
 describe("sf_send and sf_recv", () => {

@@ -41,9 +41,12 @@ test("each rule fires on its fixture and fails the check", () => {
     "src/sys/files.ts":
       'import { SnowflockError } from "../errors.ts";\nimport { a } from "../clone/a.ts";\nexport const f = [SnowflockError, a];\n',
     "src/cli/main.ts":
-      'import { helper } from "../../test/support/helper.ts";\nimport { machine } from "../backend/kvm/machine.ts";\nimport { backend } from "../backend/select.ts";\nexport const m = [helper, machine, backend];\n',
+      'import { helper } from "../../test/support/helper.ts";\nimport { machine } from ' +
+      '"../backend/kvm/machine.ts";\nimport { backend } from "../backend/select.ts";\nexport const m = ' +
+      "[helper, machine, backend];\n",
     "src/clone/pipeline.ts":
-      'import { machine } from "../backend/kvm/machine.ts";\nimport type { Machine } from "../backend/backend.ts";\nexport const p: Machine = machine;\n',
+      'import { machine } from "../backend/kvm/machine.ts";\nimport type { Machine } from ' +
+      '"../backend/backend.ts";\nexport const p: Machine = machine;\n',
     "src/backend/kvm/machine.ts": "export const machine = 1;\n",
     "src/backend/backend.ts": "export type Machine = number;\n",
     "src/backend/select.ts": 'import { machine } from "./kvm/machine.ts";\nexport const backend = machine;\n',

@@ -75,25 +75,28 @@ describe("mcdist over loopback UDP", () => {
     expect(server.stats().pagesSent).toBeGreaterThanOrEqual(4);
   });
 
-  test("a client with a full batch of frames waiting drops siblings' pages unread until it catches up, and still gets its own", async () => {
-    const idle = open();
-    const all = Array.from({ length: PAGES }, (_, p) => p);
-    const fetchAll = (client: McdistClient) => {
-      for (let i = 0; i < PAGES; i += 64) client.fetch(all.slice(i, i + 64));
-    };
-    // Two rounds of every page (3 frames each) wait at the idle client: more than one read takes.
-    fetchAll(open());
-    await Bun.sleep(300); // long enough that the server sends the pages again for a newcomer
-    fetchAll(open());
-    for (const deadline = performance.now() + 2000; server.stats().pagesSent < 2 * PAGES && performance.now() < deadline; )
-      await Bun.sleep(5);
-    expect(idle.fetch([7])[0]).toEqual(page(7));
-    idle.drain();
-    const dropped = idle.stats().framesDropped;
-    console.log(`behind: ${JSON.stringify(idle.stats())}`);
-    expect(dropped.behind).toBeGreaterThan(0);
-    expect(dropped.forged ?? 0).toBe(0);
-  });
+  test(
+    "a client with a full batch of frames waiting drops siblings' pages unread until it catches up, and " + "still gets its own",
+    async () => {
+      const idle = open();
+      const all = Array.from({ length: PAGES }, (_, p) => p);
+      const fetchAll = (client: McdistClient) => {
+        for (let i = 0; i < PAGES; i += 64) client.fetch(all.slice(i, i + 64));
+      };
+      // Two rounds of every page (3 frames each) wait at the idle client: more than one read takes.
+      fetchAll(open());
+      await Bun.sleep(300); // long enough that the server sends the pages again for a newcomer
+      fetchAll(open());
+      for (const deadline = performance.now() + 2000; server.stats().pagesSent < 2 * PAGES && performance.now() < deadline; )
+        await Bun.sleep(5);
+      expect(idle.fetch([7])[0]).toEqual(page(7));
+      idle.drain();
+      const dropped = idle.stats().framesDropped;
+      console.log(`behind: ${JSON.stringify(idle.stats())}`);
+      expect(dropped.behind).toBeGreaterThan(0);
+      expect(dropped.forged ?? 0).toBe(0);
+    },
+  );
 
   test("a descriptor arrives in tagged chunks and must have the digest the clone order named", async () => {
     const descriptor = crypto.getRandomValues(new Uint8Array(100_000));
@@ -123,38 +126,41 @@ describe("mcdist over loopback UDP", () => {
     }
   });
 
-  test("a captured tagged request is heard once however often it is replayed; a tagged RATE=1 paces at the floor, then expires", async () => {
-    const socket = openUdpSocket();
-    const to = parseUdpEndpoint(server.endpoint.address);
-    const sender = newSender();
-    let sequence = 1000;
-    const frame = (type: FrameType, object: bigint, message: Uint8Array) => {
-      const header = { type, family, sequence: ++sequence, object };
-      return encodeFrame({ ...header, fragment: 0, fragments: 1, payload: sealControl(key, header, sender, message) });
-    };
-    const until = async (done: (s: McdistServerStats) => boolean) => {
-      for (const deadline = performance.now() + 5000; !done(server.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
-      return server.stats();
-    };
-    try {
-      const before = server.stats();
-      const captured = frame(FrameType.REQUEST, 200n, encodeRequest({ flags: 0, pages: [200, 201] }));
-      for (let i = 0; i < 20; i++) sendUdp(socket, to.address, to.port, captured);
-      const replayed = await until((s) => s.requestsReplayed - before.requestsReplayed === 19);
-      expect(replayed.requests - before.requests).toBe(1);
-      expect(replayed.requestsReplayed - before.requestsReplayed).toBe(19);
+  test(
+    "a captured tagged request is heard once however often it is replayed; a tagged RATE=1 paces at the " + "floor, then expires",
+    async () => {
+      const socket = openUdpSocket();
+      const to = parseUdpEndpoint(server.endpoint.address);
+      const sender = newSender();
+      let sequence = 1000;
+      const frame = (type: FrameType, object: bigint, message: Uint8Array) => {
+        const header = { type, family, sequence: ++sequence, object };
+        return encodeFrame({ ...header, fragment: 0, fragments: 1, payload: sealControl(key, header, sender, message) });
+      };
+      const until = async (done: (s: McdistServerStats) => boolean) => {
+        for (const deadline = performance.now() + 5000; !done(server.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
+        return server.stats();
+      };
+      try {
+        const before = server.stats();
+        const captured = frame(FrameType.REQUEST, 200n, encodeRequest({ flags: 0, pages: [200, 201] }));
+        for (let i = 0; i < 20; i++) sendUdp(socket, to.address, to.port, captured);
+        const replayed = await until((s) => s.requestsReplayed - before.requestsReplayed === 19);
+        expect(replayed.requests - before.requests).toBe(1);
+        expect(replayed.requestsReplayed - before.requestsReplayed).toBe(19);
 
-      sendUdp(socket, to.address, to.port, frame(FrameType.RATE, 0n, encodeRate(1)));
-      expect((await until((s) => s.pacedRate !== 0)).pacedRate).toBe(MIN_PACED_RATE);
-      await Bun.sleep(RATE_REPORT_TTL_MS + 100);
-      sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, 202n, encodeRequest({ flags: 0, pages: [202] })));
-      const after = await until((s) => s.requests - replayed.requests === 1 && s.pacedRate === 0);
-      expect(after.pacedRate).toBe(0);
-      expect(after.rateReports - before.rateReports).toBe(1);
-    } finally {
-      close(socket);
-    }
-  });
+        sendUdp(socket, to.address, to.port, frame(FrameType.RATE, 0n, encodeRate(1)));
+        expect((await until((s) => s.pacedRate !== 0)).pacedRate).toBe(MIN_PACED_RATE);
+        await Bun.sleep(RATE_REPORT_TTL_MS + 100);
+        sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, 202n, encodeRequest({ flags: 0, pages: [202] })));
+        const after = await until((s) => s.requests - replayed.requests === 1 && s.pacedRate === 0);
+        expect(after.pacedRate).toBe(0);
+        expect(after.rateReports - before.rateReports).toBe(1);
+      } finally {
+        close(socket);
+      }
+    },
+  );
 
   test("bad page lists are refused before anything is sent", () => {
     const client = open();

@@ -37,7 +37,9 @@ function pair(maxPartial: number, maxObjectBytes: number): Pair {
 function feed(p: Pair, frame: Frame, what: string): Uint8Array | undefined {
   const want = p.ts.add(frame);
   const got = p.wasm.add(frame);
-  const desc = `${what}: object ${frame.object} seq ${frame.sequence} fragment ${frame.fragment}/${frame.fragments} (${frame.payload.byteLength} B)`;
+  const desc =
+    `${what}: object ${frame.object} seq ${frame.sequence} fragment ${frame.fragment}/${frame.fragments} ` +
+    `(${frame.payload.byteLength} B)`;
   if (want === undefined) expect(got, desc).toBeUndefined();
   else expect(got, desc).toEqual(want);
   expect(counters(p.wasm.counters), `${desc}: counters`).toEqual(counters(p.ts.counters));

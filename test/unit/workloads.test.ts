@@ -37,7 +37,8 @@ describe("workload requests", () => {
     const e = errorOf(() => parseWorkload("bogus", []));
     expect(e.code).toBe("WORKLOAD");
     expect(e.render()).toBe(
-      "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, mem-states, serve, crash, isolation, misuse, hostile, quotas)",
+      "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, " +
+        "mem-states, serve, crash, isolation, misuse, hostile, quotas)",
     );
   });
 

@@ -62,30 +62,34 @@ describeXen("Xen 4.17 dom0: snowflock doctor and the bindings against a running 
     console.log(`domU ${DOMU} (domid ${domid}) ticking ${ms} ms after xl create`);
   });
 
-  test("snowflock doctor --backend xen --json (dist/snowflock-baseline): Xen 4.17, pv and hvm, no mem-sharing fork, no paging, eager clone memory", async () => {
-    expect(existsSync(BINARY)).toBe(true); // bun test/xen/build-baseline.ts
-    const r = await run([BINARY, "doctor", "--backend", "xen", "--json"]);
-    expect(r.stderr).toBe("");
-    expect(r.status).toBe(0);
-    const report = JSON.parse(r.stdout);
-    expect(report.backend).toBe("xen");
-    expect(Object.keys(report.backends)).toEqual(["xen"]);
-    const x = report.backends.xen;
-    expect(x.available).toBe(true);
-    expect(x.version).toMatch(/^4\.17\./);
-    expect(x.release).toBe("4.17");
-    expect(x.capabilities).toContain("xen-3.0-x86_64");
-    expect(x.capabilities).toContain("hvm-3.0-x86_64");
-    expect(x.guestTypes).toEqual({ pv: true, hvm: true, hap: true, shadow: false });
-    expect(x.cpu.svm).toBe(true);
-    expect(x.domains).toBeGreaterThanOrEqual(2); // dom0 and the test domU
-    expect(x.memSharingFork.available).toBe(false);
-    expect(x.memSharingFork.reason).toMatch(/without memory sharing.*ENOSYS/);
-    expect(x.paging.available).toBe(false);
-    expect(x.paging.reason).toMatch(/without memory paging.*ENOSYS/);
-    expect(x.memoryOnDemand).toBe(false);
-    expect(x.cloneMemory).toBe("eager");
-  });
+  test(
+    "snowflock doctor --backend xen --json (dist/snowflock-baseline): Xen 4.17, pv and hvm, no " +
+      "mem-sharing fork, no paging, eager clone memory",
+    async () => {
+      expect(existsSync(BINARY)).toBe(true); // bun test/xen/build-baseline.ts
+      const r = await run([BINARY, "doctor", "--backend", "xen", "--json"]);
+      expect(r.stderr).toBe("");
+      expect(r.status).toBe(0);
+      const report = JSON.parse(r.stdout);
+      expect(report.backend).toBe("xen");
+      expect(Object.keys(report.backends)).toEqual(["xen"]);
+      const x = report.backends.xen;
+      expect(x.available).toBe(true);
+      expect(x.version).toMatch(/^4\.17\./);
+      expect(x.release).toBe("4.17");
+      expect(x.capabilities).toContain("xen-3.0-x86_64");
+      expect(x.capabilities).toContain("hvm-3.0-x86_64");
+      expect(x.guestTypes).toEqual({ pv: true, hvm: true, hap: true, shadow: false });
+      expect(x.cpu.svm).toBe(true);
+      expect(x.domains).toBeGreaterThanOrEqual(2); // dom0 and the test domU
+      expect(x.memSharingFork.available).toBe(false);
+      expect(x.memSharingFork.reason).toMatch(/without memory sharing.*ENOSYS/);
+      expect(x.paging.available).toBe(false);
+      expect(x.paging.reason).toMatch(/without memory paging.*ENOSYS/);
+      expect(x.memoryOnDemand).toBe(false);
+      expect(x.cloneMemory).toBe("eager");
+    },
+  );
 
   test("snowflock doctor without --backend detects Xen and says the same in text", async () => {
     const r = await run([BINARY, "doctor"]);
