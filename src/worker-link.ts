@@ -1,13 +1,18 @@
 /**
  * The owner's side of a service thread (the memtap, the mcdist server): a Worker that blocks in
  * poll(2), so it is stopped by writing an eventfd it watches, not by a message. It reports
- * `ready` (with what the owner needs), `failed` (a message), and `stopped` when its loop is over.
+ * `ready` (with what the owner needs), `failed` (a message), and `stopped` when its loop is over;
+ * a thread with more to say along the way (the Xen pager: progress, "serving") sends `note`s.
  */
 import { SnowflockError } from "./errors.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK } from "./sys/constants.ts";
 import { close, eventfd, write } from "./sys/files.ts";
 
-export type WorkerEvent<Ready> = ({ type: "ready" } & Ready) | { type: "failed"; message: string } | { type: "stopped" };
+export type WorkerEvent<Ready> =
+  | ({ type: "ready" } & Ready)
+  | { type: "failed"; message: string }
+  | { type: "stopped" }
+  | { type: "note"; note: unknown };
 
 export class WorkerLink<Ready extends object> {
   readonly worker: Worker;
@@ -21,8 +26,8 @@ export class WorkerLink<Ready extends object> {
   private stopAsked = false;
   private finishing: Promise<void> | undefined;
 
-  /** `name`, for messages ("memtap", "the mcdist server"). */
-  constructor(url: string, name: string) {
+  /** `name`, for messages ("memtap", "the mcdist server"); `onNote` takes the thread's notes. */
+  constructor(url: string, name: string, onNote?: (note: unknown) => void) {
     this.worker = new Worker(url);
     const ready = Promise.withResolvers<Ready>();
     const failed = Promise.withResolvers<Error>();
@@ -42,6 +47,7 @@ export class WorkerLink<Ready extends object> {
         const { type: _, ...value } = event;
         ready.resolve(value as unknown as Ready);
       } else if (event.type === "failed") fail(new SnowflockError("MEMORY", event.message));
+      else if (event.type === "note") onNote?.(event.note);
       else {
         this.hasStopped = true;
         ready.reject(new SnowflockError("MEMORY", `${name} stopped before it was ready`));

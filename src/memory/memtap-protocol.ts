@@ -40,31 +40,5 @@ export const UffdState = {
 /** `stopped`: the Worker has closed the userfaultfd and its connection. */
 export type MemtapEvent = WorkerEvent<object>;
 
-/** Fault-service time buckets: bucket i counts faults served in under 2^i µs (the last: the rest). */
-export const HISTOGRAM_BUCKETS = 24;
-
-export const Slot = {
-  FAULTS: 0,
-  PAGES_FETCHED: 1,
-  PAGES_ZERO_FILLED: 2,
-  BYTES_RECEIVED: 3,
-  REQUESTS: 4,
-  SERVICE_MICROS: 5,
-  /** Pages that arrived by multicast, asked for by a sibling, and were copied in before any fault. */
-  PAGES_MULTICAST: 6,
-  /** mcdist frames refused as corrupted, malformed or forged. */
-  FRAMES_REJECTED: 7,
-  /** Of PAGES_ZERO_FILLED, those filled because the allocator had them free. */
-  PAGES_FREE_FILLED: 8,
-  /** Of PAGES_FETCHED, those asked for ahead of a fault (prefetch). */
-  PAGES_PREFETCHED: 9,
-  /** Of PAGES_ZERO_FILLED, those filled because the guest's allocator handed them out (allocation-hints). */
-  PAGES_ALLOCATION_FILLED: 10,
-  /** Requests the page source asked again (mcdist retries: a storm shows here). */
-  RETRIES: 11,
-  HISTOGRAM: 12,
-  WORDS: 12 + HISTOGRAM_BUCKETS,
-} as const;
-
 /** After a failure, how long the Worker waits for stop() before it fences guest memory itself. */
 export const FENCE_AFTER_MS = 2000;

@@ -27,7 +27,8 @@ import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
-import { HISTOGRAM_BUCKETS, type MemtapInit, Slot, UffdState } from "./memtap-protocol.ts";
+import { type MemtapInit, UffdState } from "./memtap-protocol.ts";
+import { faultCounters, type FaultStats, readFaultStats } from "./fault-counters.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { WorkerLink } from "../worker-link.ts";
 
@@ -49,33 +50,8 @@ export interface MemtapOptions {
   timeoutMs?: number;
 }
 
-export interface MemtapStats {
-  faults: number;
-  pagesFetched: number;
-  /** Pages received by multicast before this clone faulted on them (mcdist). */
-  pagesMulticast: number;
-  /** mcdist frames refused as corrupted, malformed or forged. */
-  framesRejected: number;
-  /** mcdist requests asked again (retries). */
-  retries: number;
-  pagesZeroFilled: number;
-  /** Of those, pages zero-filled because the guest's allocator had them free (free-pages). */
-  pagesFreeFilled: number;
-  /** Of those, pages zero-filled because the guest's allocator handed them out after the clone began (allocation-hints). */
-  pagesAllocationFilled: number;
-  /** Of pagesFetched, pages asked for ahead of a fault (prefetch). */
-  pagesPrefetched: number;
-  eagerPages: number;
-  bytesReceived: number;
-  requests: number;
-  /** Mean time from reading a fault to its page being installed. */
-  meanServiceMicros: number;
-  /** Faults served in under `upToMicros` (and at least the previous bucket's bound). */
-  faultServiceHistogram: Array<{ upToMicros: number; count: number }>;
-}
-
 export interface Memtap {
-  stats(): MemtapStats;
+  stats(): FaultStats;
   /**
    * Closes the uffd now (faults still waiting are then filled by the kernel). Call it once the
    * vCPUs are stopped and before the VM's fd is closed: KVM waits there for page faults in flight,
@@ -136,7 +112,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
   const pageCount = memory.size / PAGE_SIZE;
   checkInputs(options, pageCount);
   const uffd = registerMemory(options);
-  const counters = new Float64Array(new SharedArrayBuffer(Slot.WORDS * 8));
+  const counters = faultCounters();
   const link = new WorkerLink<object>(MEMTAP_WORKER_URL, "memtap");
 
   // The Worker closes the uffd when it stops; the owner closes it only if the Worker has not
@@ -186,31 +162,6 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
     failed: link.failed,
     stop,
     release,
-    stats: () => readStats(counters, options.eagerPages.size),
-  };
-}
-
-function readStats(c: Float64Array, eagerPages: number): MemtapStats {
-  const histogram = Array.from({ length: HISTOGRAM_BUCKETS }, (_, i) => ({
-    upToMicros: i === HISTOGRAM_BUCKETS - 1 ? Infinity : 2 ** i,
-    count: c[Slot.HISTOGRAM + i]!,
-  }));
-  const last = histogram.findLastIndex((b) => b.count > 0);
-  const faults = c[Slot.FAULTS]!;
-  return {
-    faults,
-    pagesFetched: c[Slot.PAGES_FETCHED]!,
-    pagesMulticast: c[Slot.PAGES_MULTICAST]!,
-    framesRejected: c[Slot.FRAMES_REJECTED]!,
-    retries: c[Slot.RETRIES]!,
-    pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
-    pagesFreeFilled: c[Slot.PAGES_FREE_FILLED]!,
-    pagesAllocationFilled: c[Slot.PAGES_ALLOCATION_FILLED]!,
-    pagesPrefetched: c[Slot.PAGES_PREFETCHED]!,
-    eagerPages,
-    bytesReceived: c[Slot.BYTES_RECEIVED]!,
-    requests: c[Slot.REQUESTS]!,
-    meanServiceMicros: faults === 0 ? 0 : c[Slot.SERVICE_MICROS]! / faults,
-    faultServiceHistogram: histogram.slice(0, last + 1),
+    stats: () => readFaultStats(counters, options.eagerPages.size),
   };
 }

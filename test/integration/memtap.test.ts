@@ -17,8 +17,9 @@ import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import { startMemoryServer } from "../../src/memory/memory-server.ts";
-import { type Memtap, type MemtapStats, startMemtap } from "../../src/memory/memtap.ts";
+import { type Memtap, startMemtap } from "../../src/memory/memtap.ts";
 import { FENCE_AFTER_MS } from "../../src/memory/memtap-protocol.ts";
+import type { FaultStats } from "../../src/memory/fault-counters.ts";
 import {
   decodeError,
   decodeHeader,
@@ -53,7 +54,7 @@ let sockets = 0;
 const socketPath = () => join(dir, `s${sockets++}.sock`);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function report(what: string, stats: MemtapStats, ms: number): void {
+function report(what: string, stats: FaultStats, ms: number): void {
   console.log(
     `${what}: ${stats.faults} faults (${stats.pagesFetched} fetched in ${stats.requests} requests, ` +
       `${stats.pagesZeroFilled} zero-filled, ${stats.eagerPages} eager) in ${ms.toFixed(0)} ms; ` +

@@ -1,0 +1,83 @@
+/**
+ * Where a clone's missing pages come from, for whatever serves its faults (memtap on KVM, the
+ * pager on Xen): the parent's memory server over one connection (Unix socket or TCP), or mcdist.
+ */
+import { SnowflockError } from "../errors.ts";
+import { McdistClient } from "../mcdist/client.ts";
+import { PageClient } from "./page-client.ts";
+import { parsePageServer } from "./page-server-address.ts";
+
+export interface PageSource {
+  /** Polled while no fault waits. */
+  readonly fd: number;
+  fetch(pages: number[]): Uint8Array[];
+  /** `fd` turned readable while idle. */
+  idle(): void;
+  /** Bytes received so far, when the source counts them itself (mcdist's frames). */
+  bytesReceived?(): number;
+  /** Frames refused as corrupted, malformed or forged (mcdist). */
+  framesRejected?(): number;
+  /** Requests asked again because their pages did not come in time (mcdist). */
+  retries?(): number;
+  close(): void;
+}
+
+export interface PageSourceOptions {
+  /** The memory server, in formatPageServer's text form. */
+  server: string;
+  pageCount: number;
+  timeoutMs: number;
+  /** Readable once the owner asks the serving thread to stop: ends a wait on the source. */
+  wakeFd: number;
+  /** mcdist: a page a sibling asked for, arriving unasked. */
+  onExtraPage: (page: number, data: Uint8Array) => void;
+}
+
+const NORMAL_DROPS = new Set(["family", "duplicate", "unexpected", "evicted", "behind"]);
+
+class McdistSource implements PageSource {
+  readonly fd: number;
+  constructor(private readonly client: McdistClient) {
+    this.fd = client.fd;
+  }
+  fetch(pages: number[]): Uint8Array[] {
+    return this.client.fetch(pages);
+  }
+  idle(): void {
+    this.client.drain();
+  }
+  bytesReceived(): number {
+    return this.client.stats().bytesReceived;
+  }
+  framesRejected(): number {
+    const dropped = this.client.stats().framesDropped;
+    // Other families' frames, duplicates and siblings' requests are normal traffic, not rejections.
+    return Object.entries(dropped).reduce((sum, [reason, n]) => (NORMAL_DROPS.has(reason) ? sum : sum + n), 0);
+  }
+  retries(): number {
+    return this.client.stats().retries;
+  }
+  close(): void {
+    this.client.close();
+  }
+}
+
+export function openPageSource(options: PageSourceOptions): PageSource {
+  const server = parsePageServer(options.server);
+  const { pageCount, timeoutMs, wakeFd } = options;
+  if (server.kind !== "mcdist") return PageClient.connect(server, { timeoutMs, wakeFd, pageCount });
+  if (!server.transport) throw new SnowflockError("MEMORY", "an mcdist memory source needs this host's transport (interface)");
+  const client = McdistClient.open({
+    transport: server.transport,
+    server: server.server,
+    family: server.family,
+    key: server.key,
+    pageCount,
+    mtu: server.mtu,
+    timeoutMs,
+    wakeFd,
+    onExtraPage: options.onExtraPage,
+    ratePagesPerSecond: "measured",
+  });
+  return new McdistSource(client);
+}
