@@ -50,7 +50,9 @@ describe("xenFeatures", () => {
     });
     expect(f.paging).toEqual({
       available: false,
-      reason: "this Xen is built without memory paging (CONFIG_MEM_PAGING): XENMEM_paging_op answers ENOSYS",
+      reason:
+        "this Xen is built without memory paging (CONFIG_MEM_PAGING): XENMEM_paging_op answers ENOSYS; rebuild Xen with " +
+        'CONFIG_UNSUPPORTED=y, CONFIG_MEM_PAGING=y, # CONFIG_TBOOT is not set (README: "Memory on demand on Xen")',
     });
     expect(f.cloneMemory).toBe("eager");
     expect([f.pv, f.hvm, f.hap, f.shadow]).toEqual([true, true, true, false]);

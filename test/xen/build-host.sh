@@ -11,6 +11,8 @@
 #   debs/<pkg>/<version>/*.deb  the packages, downloaded with `apt-get download` (never installed here)
 #   kernel-<release>/   linux-image-<release>-amd64, extracted         (key: its version)
 #   xen                 boot/xen-4.17-amd64.gz, gunzipped: QEMU's -kernel (key: its version)
+#   xen-paging          Xen built from bookworm's source package with memory paging
+#                       (mem-paging.kconfig; key: version, fragment, the function that builds it)
 #   rootfs/             debootstrap minbase of this host's Debian release (key: suite, mirror,
 #                       packages, the function that builds it)
 #   dom0root/           rootfs/ + Xen's userland (xen-utils-4.17, xenstore-utils, their libraries;
@@ -113,6 +115,53 @@ if [ "$(cat "$CACHE/xen.version" 2>/dev/null)" != "$XEN_VERSION" ] || [ ! -f "$C
   mv "$CACHE/xen.new" "$CACHE/xen"
   rm -rf "$CACHE/xen.tmp"
   echo "$XEN_VERSION" >"$CACHE/xen.version"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2b: Xen rebuilt from Debian's source package with memory paging (test/xen/mem-paging.kconfig
+# appended to Debian's own debian/xen-kconfig). Only the hypervisor: Debian's 4.17 tools talk to
+# it (the same domctl and sysctl interface versions). The source is pinned to bookworm's own
+# package (the security archive lists its newer source but does not serve it); it comes through
+# deb-src twins of this host's apt sources, in an apt state of its own (the host's apt
+# configuration is left as it is). About 10 minutes of two cores, once.
+PAGING_FRAGMENT=$HERE/mem-paging.kconfig
+PAGING_SOURCE_VERSION=4.17.5+72-g01140da4e8-1
+build_paging_xen() {
+  local work=$CACHE/xen-src apt_dir=$CACHE/apt-src tree f
+  install_missing dpkg-source:dpkg-dev gcc:gcc make:make bison:bison flex:flex python3:python3
+  rm -rf "$apt_dir" "$work" && mkdir -p "$apt_dir/parts" "$apt_dir/lists/partial" "$work"
+  : >"$apt_dir/sources.list"
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] && sed -n 's/^deb \(.*\)/deb-src \1/p' "$f"
+  done >"$apt_dir/parts/host.list"
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && sed 's/^Types:.*/Types: deb-src/' "$f" >"$apt_dir/parts/$(basename "$f")"
+  done
+  local apt=(apt-get -o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts="$apt_dir/parts"
+    -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache" -o APT::Sandbox::User=root)
+  say "fetching the source of xen $PAGING_SOURCE_VERSION (deb-src)"
+  "${apt[@]}" update -qq >&2
+  # apt-get source unpacks with dpkg-source -x, which applies Debian's patch series.
+  (cd "$work" && "${apt[@]}" source -qq "xen=$PAGING_SOURCE_VERSION" >"$CACHE/xen-paging-source.log" 2>&1) ||
+    { tail -20 "$CACHE/xen-paging-source.log" >&2; die "apt-get source xen=$PAGING_SOURCE_VERSION failed (log: $CACHE/xen-paging-source.log)"; }
+  tree=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'xen-*' | head -1)
+  [ -n "$tree" ] && [ -f "$tree/debian/xen-kconfig" ] || die "the xen source package has no debian/xen-kconfig"
+  cat "$tree/debian/xen-kconfig" "$PAGING_FRAGMENT" >"$tree/xen/.config"
+  say "building Xen $PAGING_SOURCE_VERSION with memory paging (about 10 minutes)"
+  if ! { make -C "$tree/xen" olddefconfig XEN_TARGET_ARCH=x86_64 && make -C "$tree/xen" -j"$(nproc)" XEN_TARGET_ARCH=x86_64; } \
+      >"$CACHE/xen-paging-build.log" 2>&1; then
+    tail -20 "$CACHE/xen-paging-build.log" >&2
+    die "building Xen with memory paging failed (log: $CACHE/xen-paging-build.log)"
+  fi
+  grep -qx 'CONFIG_MEM_PAGING=y' "$tree/xen/.config" || die "olddefconfig dropped CONFIG_MEM_PAGING (see $PAGING_FRAGMENT)"
+  cp "$tree/xen/xen" "$CACHE/xen-paging.new" && mv "$CACHE/xen-paging.new" "$CACHE/xen-paging"
+  rm -rf "$work" "$apt_dir"
+}
+PAGING_KEY=$(printf '%s\n' "$PAGING_SOURCE_VERSION" "$(cat "$PAGING_FRAGMENT")" "$(declare -f build_paging_xen)" | sha256sum | cut -c1-16)
+if [ "$(cat "$CACHE/xen-paging.key" 2>/dev/null)" != "$PAGING_KEY" ] || [ ! -f "$CACHE/xen-paging" ]; then
+  rm -f "$CACHE/xen-paging.key"
+  build_paging_xen
+  echo "$PAGING_KEY" >"$CACHE/xen-paging.key"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,9 @@
 # (or QEMU ended while the command ran); with the reason and the tail of the serial console.
 #
 # Environment:
+#   SNOWFLOCK_XEN_HYPERVISOR  stock (Debian's binary; the default) or paging (bookworm's Xen source built
+#                           with memory paging; the command then gets SNOWFLOCK_REQUIRE_PAGING=1, so
+#                           tests that need paging fail instead of skipping)
 #   SNOWFLOCK_XEN_TIMEOUT   seconds for the whole VM, boot included (default 900)
 #   SNOWFLOCK_XEN_CACHE     where build-host.sh keeps the host (default /var/cache/snowflock/xen)
 #   SNOWFLOCK_XEN_MEM       QEMU memory (default 4G); SNOWFLOCK_XEN_DOM0_MEM dom0's share (default 1536M)
@@ -52,6 +55,12 @@ T0=$(date +%s.%N)
 log_as xen 125
 
 # The command (`bun test` without --timeout gets SNOWFLOCK_XEN_TEST_TIMEOUT ms).
+HYPERVISOR=${SNOWFLOCK_XEN_HYPERVISOR:-stock}
+case "$HYPERVISOR" in
+  stock) XEN_IMAGE=$CACHE/xen ;;
+  paging) XEN_IMAGE=$CACHE/xen-paging && export SNOWFLOCK_REQUIRE_PAGING=1 ;;
+  *) die "SNOWFLOCK_XEN_HYPERVISOR must be stock or paging, not '$HYPERVISOR'" ;;
+esac
 take_command SNOWFLOCK_XEN "$@"
 set -- "${CMD[@]}"
 
@@ -77,7 +86,7 @@ start_run
 # The command, its environment and directory, for dom0's /init.
 write_command /usr/lib/xen-4.17/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin SNOWFLOCK_XEN -- "$@"
 
-say "booting Xen $XEN_VERSION + dom0 $KVER (QEMU TCG, -cpu $CPU, $SMP vCPUs, $MEM, dom0 $DOM0_MEM; timeout ${TIMEOUT}s) for: $*"
+say "booting Xen $XEN_VERSION ($HYPERVISOR) + dom0 $KVER (QEMU TCG, -cpu $CPU, $SMP vCPUs, $MEM, dom0 $DOM0_MEM; timeout ${TIMEOUT}s) for: $*"
 start=$(date +%s.%N)
 # The command's output: dom0 appends it to $RUN/output (9p, uncached: every write reaches this
 # file at once), streamed from here to stdout. The serial port (Xen's console, dom0's hvc0
@@ -93,7 +102,7 @@ run_qemu \
   -accel tcg -cpu "$CPU" -smp "$SMP" -m "$MEM" \
   -display none -monitor none -no-reboot -nic none -nodefaults -d cpu_reset,guest_errors -D "$RUN/qemu.log" \
   -serial "file:$RUN/console.log" \
-  -kernel "$CACHE/xen" \
+  -kernel "$XEN_IMAGE" \
   -append "console=com1 com1=115200 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=$SMP noreboot loglvl=all guest_loglvl=all" \
   -initrd "$CACHE/vmlinuz console=hvc0 earlyprintk=xen loglevel=4,$CACHE/initrd"
 kill "$watch_pid" 2>/dev/null || true

@@ -38,6 +38,9 @@ export interface XenFeatures {
 
 type Built = { built: true } | { built: false; availability: Availability };
 
+/** The Kconfig lines that give Xen 4.17 memory paging (README: "Memory on demand on Xen"). */
+export const PAGING_KCONFIG = ["CONFIG_UNSUPPORTED=y", "CONFIG_MEM_PAGING=y", "# CONFIG_TBOOT is not set"] as const;
+
 /** Reads an op probe's errno as "built in" or the availability that ends the question. */
 function built(errno: number, op: string, option: string): Built {
   if (errno === XEN_ESRCH) return { built: true };
@@ -69,8 +72,12 @@ export function xenFeatures(host: FeatureSource): XenFeatures {
 
   const pagingOp = built(host.probePagingOp(), "XENMEM_paging_op", "memory paging (CONFIG_MEM_PAGING)");
   const dom0Hvm = host.domain(0)?.hvm ?? false;
+  const notBuilt = (a: Availability): Availability =>
+    a.available === false
+      ? { available: false, reason: `${a.reason}; rebuild Xen with ${PAGING_KCONFIG.join(", ")} (README: "Memory on demand on Xen")` }
+      : a;
   const paging: Availability = !pagingOp.built
-    ? pagingOp.availability
+    ? notBuilt(pagingOp.availability)
     : !virtCaps.hap
       ? { available: false, reason: "Xen's memory paging needs hardware-assisted paging (HAP), which this host lacks" }
       : dom0Hvm
