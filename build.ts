@@ -14,6 +14,7 @@ const WORKER_ENTRYPOINTS = [
   "src/memory/memtap-worker.ts",
   "src/mcdist/server-worker.ts",
   "src/backend/xen/fork-worker.ts",
+  "src/backend/xen/pager-worker.ts",
 ];
 
 /** What `bun build --compile` makes the executable from: the CLI entry and every Worker entry (test/xen/build-baseline.ts builds the same). */

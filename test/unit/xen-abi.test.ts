@@ -22,6 +22,7 @@ const HEADERS = [
   "xen/errno.h",
   "xen/hvm/save.h",
   "xen/hvm/params.h",
+  "xen/vm_event.h",
   "xen/arch-x86/cpufeatureset.h",
 ];
 

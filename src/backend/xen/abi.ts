@@ -50,6 +50,15 @@ export const HVM_PARAM_STORE_PFN = 1;
 export const HVM_PARAM_STORE_EVTCHN = 2;
 export const HVM_PARAM_CONSOLE_PFN = 17;
 export const HVM_PARAM_CONSOLE_EVTCHN = 18;
+/** The gfn of the page that becomes the paging ring (libxl reserves one for every HVM/PVH domain). */
+export const HVM_PARAM_PAGING_RING_PFN = 27;
+
+// xen/vm_event.h: the paging ring's requests and responses (layouts and version per release, below).
+export const VM_EVENT_FLAG_VCPU_PAUSED = 1 << 0; // in a request: the vCPU waits; in a response: unpause it
+export const VM_EVENT_FLAG_FOREIGN = 1 << 1; // a request from another domain's mapping (no vCPU waits)
+export const VM_EVENT_REASON_MEM_PAGING = 3;
+export const MEM_PAGING_DROP_PAGE = 1 << 0; // the guest gave the page up: nothing to fill
+export const MEM_PAGING_EVICT_FAIL = 1 << 1;
 
 export const XC_PAGE_SHIFT = 12;
 export const XC_PAGE_SIZE = 4096;
@@ -86,6 +95,8 @@ const XEN_4_17 = {
   constants: {
     XEN_DOMCTL_INTERFACE_VERSION: 0x15,
     XEN_SYSCTL_INTERFACE_VERSION: 0x15,
+    /** A paging response with any other version is dropped by Xen, and its vCPU stays paused. */
+    VM_EVENT_INTERFACE_VERSION: 7,
 
     // xen_domctl_getdomaininfo.flags
     XEN_DOMINF_dying: 1 << 0,
@@ -170,6 +181,24 @@ const XEN_4_17 = {
     CPU_MSR: 20,
   },
   layouts: {
+    /** One slot of the paging ring; a response has the same layout. */
+    vm_event_request: struct("vm_event_request_t", 400, {
+      version: u32(0),
+      flags: u32(4),
+      reason: u32(8),
+      vcpu_id: u32(12),
+      "u.mem_paging.gfn": u64(24),
+      "u.mem_paging.p2mt": u32(32),
+      "u.mem_paging.flags": u32(36),
+    }),
+    /** The ring page: producer and consumer indexes, then the slots (as many as fit, a power of two). */
+    vm_event_sring: struct("vm_event_sring_t", 464, {
+      req_prod: u32(0),
+      req_event: u32(4),
+      rsp_prod: u32(8),
+      rsp_event: u32(12),
+      ring: bytes(64, 400),
+    }),
     /** xc_domaininfo_t: what xc_domain_getinfolist fills, one per domain. */
     getdomaininfo: struct("struct xen_domctl_getdomaininfo", 112, {
       domain: u16(0),

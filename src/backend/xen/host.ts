@@ -29,6 +29,7 @@ import {
 import { hypervisorType, PRIVCMD_PATHS, privcmdPath } from "./detect.ts";
 import { isXenUnavailable, xenUnavailable } from "./errors.ts";
 import { ForeignMemory } from "./foreign-memory.ts";
+import { EventChannel } from "./event-channel.ts";
 import { type HvmContext, parseHvmContext } from "./hvm-context.ts";
 import { Libxl } from "./libxl.ts";
 import { type NativePointer, xenLibrary, type XenSymbols } from "./libs.ts";
@@ -267,6 +268,40 @@ export class XenHost {
     return Number(value[0]!);
   }
 
+  // ---- memory paging (a Xen built with CONFIG_MEM_PAGING; features.ts probes for it) ----
+
+  /** Attaches this process as the domain's pager (its ring page must be mapped first); the port Xen notifies on. */
+  pagingEnable(domid: number): number {
+    const port = new Uint32Array(1);
+    this.domainCall("xc_mem_paging_enable", domid, this.xc.xc_mem_paging_enable(this.handle(), domid, port));
+    return port[0]!;
+  }
+
+  pagingDisable(domid: number): void {
+    this.domainCall("xc_mem_paging_disable", domid, this.xc.xc_mem_paging_disable(this.handle(), domid));
+  }
+
+  /** Nominates, then evicts one page (it becomes "paged out"): 0, or the errno of the step that refused (EBUSY: in use by Xen or a mapping). */
+  pagingEvict(domid: number, gfn: number): number {
+    if (this.xc.xc_mem_paging_nominate(this.handle(), domid, gfn) < 0) return lastErrno();
+    return this.xc.xc_mem_paging_evict(this.handle(), domid, gfn) < 0 ? lastErrno() : 0;
+  }
+
+  /** Fills a paged-out page with `data` (one page): 0, or the errno (ENOENT: the page is not paged out). */
+  pagingLoad(domid: number, gfn: number, data: Uint8Array): number {
+    return this.xc.xc_mem_paging_load(this.handle(), domid, gfn, data) < 0 ? lastErrno() : 0;
+  }
+
+  /** Removes pages from the domain's physmap (the paging ring's page, once mapped). */
+  decreaseReservation(domid: number, gfns: number[]): void {
+    const frames = new BigUint64Array(gfns.map(BigInt));
+    this.domainCall(
+      "xc_domain_decrease_reservation_exact",
+      domid,
+      this.xc.xc_domain_decrease_reservation_exact(this.handle(), domid, frames.length, 0, frames),
+    );
+  }
+
   /** libxl over this host's logger, opened on first use. */
   libxl(): Libxl {
     if (!this.toolstack) this.toolstack = Libxl.open(this.abi, this.logger!);
@@ -276,6 +311,11 @@ export class XenHost {
   /** A libxenforeignmemory handle that logs as quietly as this host; the caller closes it. */
   foreignMemory(): ForeignMemory {
     return ForeignMemory.open(this.abi, this.logger);
+  }
+
+  /** Binds domain `domid`'s event channel `remotePort` here, logging as quietly as this host; the caller closes it. */
+  eventChannel(domid: number, remotePort: number): EventChannel {
+    return EventChannel.bind(this.abi, this.logger, domid, remotePort);
   }
 
   /** XenStore, opened on first use. */

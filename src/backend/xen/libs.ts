@@ -40,8 +40,20 @@ const SYMBOLS = {
     xc_vcpu_getcontext: { args: [T.ptr, T.u32, T.u32, T.ptr], returns: T.i32 },
     // int xc_memshr_fork(xc_interface *xch, uint32_t pdomid, uint32_t domid, bool allow_with_iommu, bool block_interrupts)
     xc_memshr_fork: { args: [T.ptr, T.u32, T.u32, T.bool, T.bool], returns: T.i32 },
-    // int xc_mem_paging_nominate(xc_interface *xch, uint32_t domain_id, uint64_t gfn)
+    // int xc_mem_paging_nominate(xc_interface *xch, uint32_t domain_id, uint64_t gfn); _evict likewise
     xc_mem_paging_nominate: { args: [T.ptr, T.u32, T.u64], returns: T.i32 },
+    xc_mem_paging_evict: { args: [T.ptr, T.u32, T.u64], returns: T.i32 },
+    // int xc_mem_paging_enable(xc_interface *xch, uint32_t domain_id, uint32_t *port)
+    xc_mem_paging_enable: { args: [T.ptr, T.u32, T.ptr], returns: T.i32 },
+    xc_mem_paging_disable: { args: [T.ptr, T.u32], returns: T.i32 },
+    // int xc_mem_paging_load(xc_interface *xch, uint32_t domain_id, uint64_t gfn, void *buffer)
+    xc_mem_paging_load: { args: [T.ptr, T.u32, T.u64, T.ptr], returns: T.i32 },
+    // int xc_domain_populate_physmap_exact(xch, uint32_t domid, unsigned long nr_extents, unsigned int extent_order, unsigned int mem_flags, xen_pfn_t *extent_start)
+    xc_domain_populate_physmap_exact: { args: [T.ptr, T.u32, T.u64, T.u32, T.u32, T.ptr], returns: T.i32 },
+    // int xc_domain_decrease_reservation_exact(xch, uint32_t domid, unsigned long nr_extents, unsigned int extent_order, xen_pfn_t *extent_start)
+    xc_domain_decrease_reservation_exact: { args: [T.ptr, T.u32, T.u64, T.u32, T.ptr], returns: T.i32 },
+    // int xc_domain_setmaxmem(xc_interface *xch, uint32_t domid, uint64_t max_memkb)
+    xc_domain_setmaxmem: { args: [T.ptr, T.u32, T.u64], returns: T.i32 },
   },
   xenforeignmemory: {
     // xenforeignmemory_handle *xenforeignmemory_open(struct xentoollog_logger *logger, unsigned open_flags)
@@ -57,6 +69,14 @@ const SYMBOLS = {
     xenevtchn_open: { args: [T.ptr, T.u32], returns: T.ptr },
     xenevtchn_close: { args: [T.ptr], returns: T.i32 },
     xenevtchn_fd: { args: [T.ptr], returns: T.i32 },
+    // xenevtchn_port_or_error_t xenevtchn_bind_interdomain(xce, uint32_t domid, evtchn_port_t remote_port)
+    xenevtchn_bind_interdomain: { args: [T.ptr, T.u32, T.u32], returns: T.i32 },
+    // int xenevtchn_unbind(xce, evtchn_port_t port); _unmask and _notify likewise
+    xenevtchn_unbind: { args: [T.ptr, T.u32], returns: T.i32 },
+    xenevtchn_unmask: { args: [T.ptr, T.u32], returns: T.i32 },
+    xenevtchn_notify: { args: [T.ptr, T.u32], returns: T.i32 },
+    // xenevtchn_port_or_error_t xenevtchn_pending(xce): the port that fired (blocks until one does)
+    xenevtchn_pending: { args: [T.ptr], returns: T.i32 },
   },
   xenstore: {
     // struct xs_handle *xs_open(unsigned long flags)

@@ -1,0 +1,127 @@
+/**
+ * snowflock's Xen pager against a real domain, in dom0 of the nested Xen host built with memory
+ * paging (`SNOWFLOCK_XEN_HYPERVISOR=paging`, part of `bun run test:xen`): a PVH domU created paused
+ * has its RAM copied into a memfd image, served by snowflock's memory server, and paged out; then
+ * it runs with every page it touches brought in by the pager on first touch. On a Xen without
+ * paging (Debian's own) this file checks only that the pager refuses in one line.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { xenFeatures } from "../../src/backend/xen/features.ts";
+import { openXen, type XenHost } from "../../src/backend/xen/host.ts";
+import { captureImage, type MemoryImage } from "../../src/backend/xen/memory-image.ts";
+import { attachPager, type XenPager } from "../../src/backend/xen/pager.ts";
+import { memoryLayout, PAGE_SIZE } from "../../src/guest-memory/layout.ts";
+import { type MemoryServer, startMemoryServer } from "../../src/memory/memory-server.ts";
+import { formatPageServer } from "../../src/memory/page-server-address.ts";
+import { close } from "../../src/sys/files.ts";
+import { consoleText, describeXen, diagnosis, DOMU_DIR, run, waitFor } from "./support/xen-test.ts";
+
+const WORK = "/tmp/snowflock-xen-pager-test";
+const DOMU = "pgdom";
+/** pvh.cfg's memory = 128 (MiB), all of it RAM from frame 0 up. */
+const RAM_PAGES = (128 << 20) / PAGE_SIZE;
+const RUN_MS = 900_000;
+
+describeXen("the Xen pager (memory on demand for clone shells)", () => {
+  let host: XenHost | undefined;
+  let image: MemoryImage | undefined;
+  let pager: XenPager | undefined;
+  let server: MemoryServer | undefined;
+  const paging = () => (host ??= openXen()) && xenFeatures(host).paging.available === true;
+
+  afterAll(async () => {
+    await run(["xl", "destroy", DOMU]);
+    await pager?.stop();
+    server?.close();
+    if (image) close(image.fd);
+    host?.close();
+    rmSync(WORK, { recursive: true, force: true });
+  });
+
+  async function createPaused(): Promise<number> {
+    await run(["xl", "destroy", DOMU]);
+    const created = await run(["xl", "create", "-p", join(DOMU_DIR, "pvh.cfg"), `name="${DOMU}"`]);
+    if (created.status !== 0) throw new Error(`xl create -p ${DOMU} failed: ${created.stderr}`);
+    return Number((await run(["xl", "domid", DOMU])).stdout.trim());
+  }
+
+  test("this host's Xen pages when the run asks for it (SNOWFLOCK_REQUIRE_PAGING=1: the paging hypervisor)", () => {
+    if (process.env.SNOWFLOCK_REQUIRE_PAGING === "1") expect(paging()).toBe(true);
+    else console.log(`paging here: ${paging()}`);
+  });
+
+  test("without paging, attaching a pager is refused in one line naming CONFIG_MEM_PAGING", async () => {
+    if (paging()) return console.log("this Xen pages: the refusal is checked on the stock host");
+    const domid = await createPaused();
+    await expect(attachPager(domid, RAM_PAGES, 60_000)).rejects.toThrow(
+      `Xen would not page domain ${domid}: this Xen is built without memory paging (CONFIG_MEM_PAGING)`,
+    );
+    await run(["xl", "destroy", DOMU]);
+  });
+
+  test(
+    "a PVH domU created paused, its RAM paged out, boots to its ticks with each page it touches brought in by the pager; " +
+      "most of its pages are never fetched",
+    async () => {
+      if (!paging()) return console.log("no paging on this Xen: skipped here, run on the paging host");
+      mkdirSync(WORK, { recursive: true });
+      const domid = await createPaused();
+      const xen = host!;
+      const memory = xen.foreignMemory();
+      try {
+        image = captureImage(memory, domid, RAM_PAGES, DOMU);
+      } finally {
+        memory.close();
+      }
+      const nonZero = RAM_PAGES - image.zeroPages;
+      let shown = 0;
+      pager = await attachPager(domid, RAM_PAGES, 600_000, (done, total) => {
+        if (done - shown >= 8192) console.log(`paging out: ${(shown = done)} of ${total}`);
+      });
+      const { pagedOut, present, evictMs } = pager.attached;
+      console.log(
+        `paged out ${pagedOut} of ${RAM_PAGES} frames in ${(evictMs / 1000).toFixed(1)} s (${((evictMs * 1000) / RAM_PAGES).toFixed(0)} µs per frame); kept present: ${present.length}`,
+      );
+      expect(pagedOut).toBeGreaterThan(RAM_PAGES - 64);
+      expect((await xen.domain(domid))!.totPages).toBeLessThan(64 + present.length);
+
+      const socketPath = join(WORK, "pages.sock");
+      server = await startMemoryServer({ imageFd: image.fd, layout: memoryLayout(RAM_PAGES * PAGE_SIZE), socketPath });
+      const { loadMs } = await pager.serve(
+        {
+          server: formatPageServer({ kind: "unix", path: socketPath }),
+          nonZeroPages: image.nonZeroPages,
+          freePages: new Uint8Array(image.nonZeroPages.byteLength),
+          prefetch: true,
+          eagerFrames: [],
+          timeoutMs: 60_000,
+        },
+        120_000,
+      );
+      console.log(`pager serving (eager and present frames in after ${loadMs.toFixed(0)} ms); unpausing ${DOMU}`);
+      xen.unpause(domid);
+      const failure = pager.failed.then((error) => {
+        throw error;
+      });
+      const ticks = () => (consoleText(DOMU).match(/snowflock-domu: tick \d+/g) ?? []).length;
+      try {
+        const ms = await Promise.race([waitFor(`${DOMU} to tick twice`, () => ticks() >= 2, RUN_MS), failure]);
+        console.log(`${DOMU} ticking ${(ms / 1000).toFixed(1)} s after its unpause`);
+      } catch (error) {
+        console.log(await diagnosis([DOMU]));
+        throw error;
+      }
+      const stats = pager.stats();
+      console.log(JSON.stringify(stats));
+      expect(stats.faults).toBeGreaterThan(0);
+      expect(stats.pagesFetched).toBeGreaterThan(0);
+      expect(stats.pagesFetched).toBeLessThan(nonZero);
+      expect(stats.pagesZeroFilled).toBeGreaterThan(0);
+      expect(stats.faultServiceHistogram.reduce((n, b) => n + b.count, 0)).toBe(stats.faults);
+      expect(server.stats().pagesServed).toBe(stats.pagesFetched);
+    },
+    RUN_MS + 600_000,
+  );
+});
