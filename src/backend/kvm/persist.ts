@@ -9,7 +9,7 @@ import { FieldReader, refuse, SectionWriter } from "../../sections.ts";
 import { StructView } from "../../sys/layout.ts";
 import { type CapturedMachine, MAX_VCPUS, type StatePersist, type VcpuSummary } from "../backend.ts";
 import * as abi from "./abi.ts";
-import { backingPage, pageTablePages, virtualToPhysical } from "./page-walk.ts";
+import { backingPage, pageTablePages, virtualToPhysical } from "../../guest-memory/page-walk.ts";
 import type { MsrValue, VcpuState } from "./vcpu-state.ts";
 import type { DeviceState } from "./vm.ts";
 
