@@ -1,7 +1,6 @@
 /** Serves a VMM's control socket: reads request lines, answers each with one response line. */
-import { chmodSync } from "node:fs";
-import { type ListenerLimits, listenBounded } from "../net/bounded-listener.ts";
-import { lineLength } from "../net/byte-queue.ts";
+import type { ListenerLimits } from "../net/bounded-listener.ts";
+import { serveLines } from "../net/line-server.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { type ControlRequest, type ControlResponse, parseRequest } from "./protocol.ts";
 
@@ -34,15 +33,5 @@ async function answer(line: string, handle: ControlHandler): Promise<ControlResp
 }
 
 export function serveControl(path: string, handle: ControlHandler): { close(): void } {
-  const server = listenBounded({ unix: path }, controlListenerLimits(), {
-    open(connection) {
-      connection.authenticate();
-      return undefined;
-    },
-    messageLength: (_connection, pending) => lineLength(pending),
-    message: async (connection, bytes) => connection.write(`${JSON.stringify(await answer(bytes.toString().trimEnd(), handle))}\n`),
-    refusal: (reason) => `${JSON.stringify({ ok: false, error: reason })}\n`,
-  });
-  chmodSync(path, 0o600);
-  return { close: () => server.stop() };
+  return serveLines(path, controlListenerLimits(), (line) => answer(line, handle));
 }

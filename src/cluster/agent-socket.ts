@@ -1,0 +1,101 @@
+/**
+ * The agent's own socket in this host's run directory (agent.sock, the owner's alone): operator
+ * commands that need the process that stays. A Xen fork whose clones take memory on demand runs
+ * in the agent, which keeps their pagers and memory server for as long as they live.
+ */
+import { existsSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { DomainOperations } from "../backend/backend.ts";
+import { forkDomain } from "../clone/domain-fork.ts";
+import type { ForkResult } from "../clone/fork-result.ts";
+import { SnowflockError } from "../errors.ts";
+import type { ListenerLimits } from "../net/bounded-listener.ts";
+import { requestLine } from "../net/line-request.ts";
+import { serveLines } from "../net/line-server.ts";
+import { scaledTimeout } from "../timeouts.ts";
+
+const VERSION = 1;
+
+export interface AgentForkRequest {
+  v: number;
+  op: "fork";
+  parent: string;
+  clones: number;
+  memory: "eager" | "ondemand";
+}
+
+type Answer = { ok: true; fork: ForkResult } | { ok: false; error: string };
+
+export const agentSocketPath = (runDirectory: string) => join(runDirectory, "agent.sock");
+
+function limits(): ListenerLimits {
+  return {
+    maxConnections: 16,
+    preAuthBytes: 0,
+    authDeadlineMs: scaledTimeout(30_000),
+    messageBytes: 4096,
+    idleMs: scaledTimeout(30_000),
+    maxOutboundBytes: 1024 * 1024,
+  };
+}
+
+function parse(line: string, maxClones: number): AgentForkRequest {
+  let request: Partial<AgentForkRequest>;
+  try {
+    request = JSON.parse(line) as Partial<AgentForkRequest>;
+  } catch {
+    throw new Error("the request is not JSON");
+  }
+  if (request.v !== VERSION) throw new Error(`protocol version ${String(request.v)}; this agent speaks ${VERSION}`);
+  if (request.op !== "fork") throw new Error(`unknown operation ${JSON.stringify(request.op)}`);
+  if (typeof request.parent !== "string" || request.parent.length === 0 || request.parent.length > 128) throw new Error("bad parent");
+  if (!Number.isInteger(request.clones) || request.clones! < 1 || request.clones! > maxClones)
+    throw new Error(`bad clone count (1 to ${maxClones})`);
+  if (request.memory !== "eager" && request.memory !== "ondemand") throw new Error("bad memory mode");
+  return request as AgentForkRequest;
+}
+
+/** Serves forks of domains for the operator's `snowflock fork` (one at a time per request). */
+export function serveAgentSocket(domains: DomainOperations, runDirectory: string, log: (line: string) => void): { close(): void } {
+  // One agent per host: a socket left by an agent that died is taken over.
+  rmSync(agentSocketPath(runDirectory), { force: true });
+  return serveLines(agentSocketPath(runDirectory), limits(), async (line): Promise<Answer> => {
+    const request = parse(line, domains.maxClones);
+    domains.checkMemory(request.memory);
+    log(`fork ${request.parent} --clones ${request.clones} --memory ${request.memory} (snowflock fork)`);
+    const fork = await forkDomain(domains, request.parent, request.clones, { workDirectory: runDirectory, memory: request.memory });
+    return { ok: true, fork };
+  });
+}
+
+/** `snowflock fork` of a domain through this host's agent. */
+export async function forkThroughAgent(
+  runDirectory: string,
+  parent: string,
+  clones: number,
+  memory: AgentForkRequest["memory"],
+): Promise<ForkResult> {
+  const path = agentSocketPath(runDirectory);
+  if (!existsSync(path))
+    throw new SnowflockError(
+      "NOT_FOUND",
+      `no snowflock agent runs on this host (${path} is missing)`,
+      "start `snowflock agent --backend xen` in this dom0: clones with memory on demand live on in it",
+    );
+  const request: AgentForkRequest = { v: VERSION, op: "fork", parent, clones, memory };
+  const failure = (why: string) =>
+    new SnowflockError("CONTROL", `the agent did not answer the fork: ${why}`, "`snowflock agent` may have stopped");
+  const line = await requestLine({ unix: path }, `${JSON.stringify(request)}\n`, {
+    timeoutMs: scaledTimeout(900_000),
+    maxAnswerBytes: 16 * 1024 * 1024,
+    failure,
+  });
+  let answer: Answer;
+  try {
+    answer = JSON.parse(line) as Answer;
+  } catch {
+    throw failure("the answer was not JSON");
+  }
+  if (!answer.ok) throw new SnowflockError("VM_STATE", `the agent could not fork ${parent}: ${answer.error}`);
+  return answer.fork;
+}
