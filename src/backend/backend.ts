@@ -177,6 +177,19 @@ export interface DomainRoundResult {
   parent: string;
   clones: StartedDomain[];
   copy?: CopyFigures;
+  onDemand?: OnDemandFigures;
+}
+
+/** A round whose clones take their memory on demand from pagers (Xen with paging). */
+export interface OnDemandFigures {
+  /** Frames each clone's shell had paged out before the fork, and how long that took (the shells side by side). */
+  pagesPagedOut: number;
+  pageOutMs: number;
+  /** The parent's frozen image: its frames, and of them zero ones (never fetched). */
+  imagePages: number;
+  zeroPages: number;
+  /** Frames each clone got before it ran: page tables, the pages under each vCPU's RIP and RSP, its per-CPU area. */
+  eagerFrames: number;
 }
 
 /** An eager copy of the parent's memory into every clone (Xen without paging). */
@@ -194,6 +207,8 @@ export interface CopyFigures {
 export interface DomainRoundOptions {
   /** Where snowflock keeps its files on this host (the run directory). */
   workDirectory: string;
+  /** How clones get memory: a copy up front, or on demand (where the hypervisor pages; only in the agent, which keeps them). */
+  memory?: "eager" | "ondemand";
   /** The first clone's ID (the others follow it); by default the next free one in the parent's family. */
   firstCloneId?: number;
   progress?: (line: string) => void;
@@ -225,7 +240,7 @@ export interface DomainOperations {
   guestRequests(
     onRequest: (request: GuestRequest) => void,
     log: (line: string) => void,
-  ): { answer(domain: number, seq: string, text: string): void; stop(): void };
+  ): { answer(domain: number, seq: string, text: string): void; stop(): Promise<void> };
   /** A domain's place in its family: its clone ID (0 for a parent) and its parent's id (its own for a parent). */
   memberOf(domain: number): { cloneId: number; family: number };
   /** The running clones of the parent `domain`, by clone ID. */

@@ -4,10 +4,11 @@ import { SnowflockError } from "../errors.ts";
 import { type Agent, startAgent } from "../cluster/agent.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
 import { serveDomainGuests } from "../cluster/domain-guests.ts";
+import { serveAgentSocket } from "../cluster/agent-socket.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
-import type { Backend } from "../backend/backend.ts";
+import type { Backend, DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
-import { runDir } from "../run-dir.ts";
+import { ensureRunDir, runDir } from "../run-dir.ts";
 import { log } from "../output.ts";
 
 export const DEFAULT_AGENT_MAX_CLONES = 16;
@@ -29,22 +30,57 @@ export function registerAgent(cli: CAC): void {
     .option("--host <name>", "Which inventory host this is (in a Xen dom0: optional, for the cluster's control plane)")
     .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_AGENT_MAX_CLONES })
+    .option(
+      "--memory <mode>",
+      "In a Xen dom0, how the domUs' clones get memory: eager (a copy up front) or ondemand (paged in by a pager; a Xen built " +
+        "with paging). Default: ondemand where Xen pages, else eager",
+    )
     .example((bin) => `  ${bin} agent --inventory /etc/snowflock/cluster.json --host h3`)
     .example((bin) => `  ${bin} agent --backend xen     # in a Xen dom0: serve the sf tool of every domU`)
-    .action(async (options: { host?: string; inventory?: string; maxClones: number | string; backend?: string }) => {
+    .action(async (options: AgentOptions) => {
       const backend = await selectBackend(options.backend, "agent");
       // One agent per host: in a dom0 it serves the domUs' sf requests, and with --host the cluster's control plane as well.
-      const guests = backend.domains && serveDomainGuests(backend.domains, { workDirectory: runDir(), log: (line) => log.info(line) });
-      if (guests) log.success(`${backend.name} agent serving the domUs' sf requests (guest/xen)`);
+      const domains = backend.domains;
+      let guests: { stop(): Promise<void> } | undefined;
+      let operator: { close(): void } | undefined;
+      if (domains) {
+        const memory = guestMemory(domains, options.memory);
+        guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line), memory });
+        operator = serveAgentSocket(domains, ensureRunDir(), (line) => log.info(line));
+        log.success(`${backend.name} agent serving the domUs' sf requests (guest/xen); their clones' memory: ${memory}`);
+      }
       const control = options.host !== undefined || !guests ? startControlPlane(options, backend) : undefined;
       await untilStopped();
-      guests?.stop();
+      operator?.close();
+      await guests?.stop();
       control?.stop();
       return 0;
     });
 }
 
-function startControlPlane(options: { host?: string; inventory?: string; maxClones: number | string }, backend: Backend): Agent {
+interface AgentOptions {
+  host?: string;
+  inventory?: string;
+  maxClones: number | string;
+  backend?: string;
+  memory?: string;
+}
+
+/** The memory mode asked for (refused where the hypervisor cannot), else ondemand where it pages. */
+function guestMemory(domains: DomainOperations, asked: string | undefined): "eager" | "ondemand" {
+  if (asked !== undefined) {
+    domains.checkMemory(asked);
+    return asked === "ondemand" ? "ondemand" : "eager";
+  }
+  try {
+    domains.checkMemory("ondemand");
+    return "ondemand";
+  } catch {
+    return "eager";
+  }
+}
+
+function startControlPlane(options: AgentOptions, backend: Backend): Agent {
   const path = options.inventory ?? defaultInventoryPath();
   const inventory = readInventory(path);
   if (!inventory.hosts.some((h) => h.name === String(options.host))) {

@@ -3,6 +3,7 @@ import type { CAC } from "cac";
 import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
+import { forkThroughAgent } from "../cluster/agent-socket.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
@@ -44,6 +45,8 @@ function forkDomainNamed(domains: DomainOperations, name: string, clones: number
   domains.checkMemory(options.memory);
   if (clones > domains.maxClones)
     throw new SnowflockError("USAGE", `bad --clones '${clones}'`, `give a whole number from 1 to ${domains.maxClones}`);
+  // Clones with memory on demand live on with their pagers: the agent forks them and keeps them.
+  if (options.memory === "ondemand") return forkThroughAgent(runDir(), name, clones, "ondemand");
   return forkDomain(domains, name, clones, { workDirectory: runDir(), progress: options.json ? undefined : (line) => log.info(line) });
 }
 

@@ -36,5 +36,6 @@ export async function forkDomain(
       copyMs: t.captureMs,
       startMs: t.restoreMs,
     },
+    onDemand: started.onDemand,
   };
 }

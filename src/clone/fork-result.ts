@@ -1,5 +1,5 @@
 /** What a clone round is and what it reports: types shared by the pipeline, the VMM's control protocol and the CLI. */
-import type { BackendName, CopyFigures } from "../backend/backend.ts";
+import type { BackendName, CopyFigures, OnDemandFigures } from "../backend/backend.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 
 /**
@@ -63,4 +63,6 @@ export interface ForkResult {
   totalMs: number;
   /** Where memory was copied up front: what it cost. */
   eagerCopy?: EagerCopy;
+  /** Xen with memory on demand: the clones' paged-out shells and the parent's frozen image. */
+  onDemand?: OnDemandFigures;
 }

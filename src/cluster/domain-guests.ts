@@ -34,9 +34,11 @@ export interface DomainGuestsOptions {
   workDirectory: string;
   log: (line: string) => void;
   limits?: GuestLimits;
+  /** How the guests' clones get memory (default: eager; ondemand where the hypervisor pages). */
+  memory?: "eager" | "ondemand";
 }
 
-export function serveDomainGuests(domains: DomainOperations, options: DomainGuestsOptions): { stop(): void } {
+export function serveDomainGuests(domains: DomainOperations, options: DomainGuestsOptions): { stop(): Promise<void> } {
   const { log, workDirectory } = options;
   const limits = options.limits ?? guestLimits();
   const books = new Map<number, Book>();
@@ -88,12 +90,13 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
       const result = await forkDomain(domains, request.domain, count, {
         firstCloneId,
         workDirectory,
+        memory: options.memory,
         onCloneReady: (c) => channel?.answer(c.domid, request.seq, `ok ${c.cloneId}`),
         onParentResumed: () => reply(request, "ok 0"),
       });
       log(
         `domain ${request.domain}: ${result.clones.map((c) => `${c.name} (domain ${c.domid})`).join(", ")} ` +
-          `running; parent down ${result.pausedMs.toFixed(0)} ms`,
+          `running; parent down ${result.pausedMs.toFixed(0)} ms; memory ${result.memory}`,
       );
     } catch (error) {
       const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
@@ -155,5 +158,5 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
   };
 
   channel = domains.guestRequests(handle, log);
-  return { stop: () => channel?.stop() };
+  return { stop: async () => await channel?.stop() };
 }

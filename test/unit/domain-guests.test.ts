@@ -24,7 +24,7 @@ function fakeHypervisor() {
     maxClones: 64,
     guestRequests: (handler) => {
       onRequest = handler;
-      return { answer: (domain, seq, text) => void answers.push(`${domain}#${seq}: ${text}`), stop: () => {} };
+      return { answer: (domain, seq, text) => void answers.push(`${domain}#${seq}: ${text}`), stop: async () => {} };
     },
     memberOf: (domain) => alive.get(domain) ?? { cloneId: 0, family: domain },
     clonesOf: (parent) =>

@@ -9,6 +9,8 @@ import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } fro
 import { MAX_XEN_CLONES, nextCloneId, xenRound } from "./fork.ts";
 import { readMember } from "./family-keys.ts";
 import { openXen, type XenHost } from "./host.ts";
+import { Keeper } from "./keeper.ts";
+import { xenFeatures } from "./features.ts";
 import { SnowflockError } from "../../errors.ts";
 import { familyOrder } from "../../family-order.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
@@ -42,6 +44,8 @@ function listing(m: XenMember): Omit<DomainListing, "depth"> {
 
 /** The host the agent holds while it serves the guests' requests; other calls open one of their own. */
 let agentHost: XenHost | undefined;
+/** The agent's keeper of clones with memory on demand (their pagers and memory servers). */
+let keeper: Keeper | undefined;
 
 function useAgentHost<R>(use: (host: XenHost) => R): R {
   if (agentHost) return use(agentHost);
@@ -56,13 +60,11 @@ function useAgentHost<R>(use: (host: XenHost) => R): R {
 const domains: DomainOperations = {
   maxClones: MAX_XEN_CLONES,
   checkMemory(memory) {
-    if (memory !== undefined && memory !== "eager") {
-      throw new SnowflockError(
-        "USAGE",
-        `--memory ${memory} is not available on Xen here`,
-        "this Xen has neither memory sharing nor paging: clones get eager copies of their parent's memory (--memory eager)",
-      );
-    }
+    if (memory === undefined || memory === "eager") return;
+    if (memory !== "ondemand")
+      throw new SnowflockError("USAGE", `bad --memory '${memory}'`, "on Xen: eager (a copy up front) or ondemand (where Xen pages)");
+    const paging = useAgentHost((host) => xenFeatures(host).paging);
+    if (paging.available !== true) throw new SnowflockError("USAGE", `--memory ondemand needs Xen's memory paging: ${paging.reason}`);
   },
   round(parentName, clones, options) {
     // The agent's host serves a guest's own request; the operator's fork opens one for the round.
@@ -72,7 +74,7 @@ const domains: DomainOperations = {
       const parent = typeof parentName === "number" ? parentName : findMember(listMembers(host), parentName).domain.domid;
       if (typeof parentName === "string")
         options.progress?.(`forking ${parentName} (domain ${parent}) into ${clones} clone${clones > 1 ? "s" : ""}`);
-      return xenRound(host, { ...options, parent, clones, onRelease });
+      return xenRound(host, { ...options, memory: options.memory ?? "eager", keeper, parent, clones, onRelease });
     } catch (error) {
       onRelease?.();
       throw error;
@@ -120,11 +122,24 @@ const domains: DomainOperations = {
   guestRequests(onRequest, log) {
     const host = openXen();
     agentHost = host;
+    const kept = new Keeper(
+      (domid) => host.domain(domid) !== undefined,
+      (domid) => destroyDomains(host, [domid]),
+      log,
+    );
+    keeper = kept;
     const channel = watchRequests(host, onRequest, log);
     return {
       answer: channel.answer,
-      stop() {
+      async stop() {
         channel.stop();
+        // Clones whose pager goes away would wait for pages for ever: they end with the agent.
+        destroyDomains(
+          host,
+          kept.clones().map((c) => c.domid),
+        );
+        await kept.stopAll();
+        keeper = undefined;
         agentHost = undefined;
         host.close();
       },

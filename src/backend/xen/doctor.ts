@@ -33,8 +33,7 @@ export async function xenDoctor(): Promise<DoctorReport> {
       domains: host.listDomains().length,
       memSharingFork: features.memSharingFork,
       paging: features.paging,
-      // What a fork gives clones here: snowflock's Xen fork copies eagerly even where Xen could page (its pager is not wired into the fork yet).
-      cloneMemory: "eager",
+      cloneMemory: features.cloneMemory,
     };
     const types = Object.entries(facts.guestTypes)
       .flatMap(([type, has]) => (has ? [type] : []))
@@ -43,7 +42,7 @@ export async function xenDoctor(): Promise<DoctorReport> {
     return {
       backend: "xen",
       available: true,
-      memoryOnDemand: false,
+      memoryOnDemand: features.cloneMemory === "ondemand",
       facts,
       lines: [
         ["backend", "xen (dom0)"],
@@ -58,7 +57,7 @@ export async function xenDoctor(): Promise<DoctorReport> {
         [
           "memory-on-demand",
           features.cloneMemory === "ondemand"
-            ? 'not yet: this Xen pages, but snowflock\'s Xen fork still copies memory eagerly (memory: "eager")'
+            ? "yes (paging): fork --memory ondemand and the domUs' sf clone, through snowflock agent"
             : 'no: clones get eager copies of their parent\'s memory (memory: "eager")',
         ],
       ],

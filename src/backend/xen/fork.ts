@@ -18,12 +18,18 @@ import type { XenDomain, XenHost } from "./host.ts";
 import { ForkHelpers, workerError } from "./fork-helpers.ts";
 import { captureState, type XenState, restoreState } from "./persist.ts";
 import { shellKernelPath } from "./shell-kernel.ts";
+import type { Keeper } from "./keeper.ts";
+import { OnDemandMemory, ramPagesOf } from "./ondemand.ts";
 
 export const MAX_XEN_CLONES = 64;
 
 export interface XenRoundRequest extends DomainRoundOptions {
   parent: number;
   clones: number;
+  /** `ondemand`: paged-out shells, each served by its pager from a frozen image (a Xen built with paging; see ondemand.ts). */
+  memory: "eager" | "ondemand";
+  /** Where clones with memory on demand live on once the round is over (the agent's). */
+  keeper?: Keeper;
   /** Helper threads for the shells and the copies (default: one per CPU, at most one per clone). */
   threads?: number;
   /** Called once the round is over, whatever its outcome (the backend closes a host it opened for it). */
@@ -40,7 +46,7 @@ interface LibxlDisk {
 }
 export interface LibxlConfig {
   c_info: { name?: string; uuid?: string; type?: string };
-  b_info: { kernel?: string; ramdisk?: string; cmdline?: string };
+  b_info: { kernel?: string; ramdisk?: string; cmdline?: string; max_memkb?: number; target_memkb?: number };
   nics?: LibxlNic[];
   disks?: LibxlDisk[];
 }
@@ -65,6 +71,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
     );
   }
   refuseWritableDisks(parentName, config);
+  const onDemand = request.memory === "ondemand" ? new OnDemandMemory(parentName, ramPagesOf(parentName, config), request) : undefined;
   const kernel = shellKernelPath(request.workDirectory);
   const store = host.xenstore();
   const firstId = request.firstCloneId ?? nextCloneId(host, parent.domid);
@@ -100,6 +107,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
         publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
         request.onCloneReady?.(clone);
       }
+      if (onDemand) await onDemand.pageOut(clones, say);
     },
     async pause() {
       say(`suspending ${parentName}`);
@@ -109,6 +117,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
     async capture() {
       state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE);
       for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
+      if (onDemand) return onDemand.capture(host, parent.domid, state);
       const maximumGpfn = host.maximumGpfn(parent.domid);
       const copies = await Promise.all(
         Array.from({ length: helpers.count }, (_, w) =>
@@ -135,17 +144,21 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
     },
     async distribute() {
       if (!state) throw new SnowflockError("INTERNAL", `the round of ${parentName} distributed before it captured`);
+      await onDemand?.distribute(request.workDirectory);
       return state;
     },
     async restore(captured) {
       for (const clone of clones) {
         restoreState(host, clone.domid, captured);
+        await onDemand?.serve(clone.domid);
         // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
         host.unpause(clone.domid);
       }
-      return { backend: "xen", parent: parentName, clones, copy };
+      onDemand?.handOver();
+      return { backend: "xen", parent: parentName, clones, copy, onDemand: onDemand?.figures() };
     },
     async abandon() {
+      await onDemand?.abandon();
       for (const clone of clones) {
         try {
           libxl.destroy(clone.domid);

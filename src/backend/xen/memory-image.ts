@@ -4,7 +4,10 @@
  * domain is paused or suspended; zero pages are left as the memfd's holes and marked in the bitmap.
  */
 import { toArrayBuffer } from "bun:ffi";
-import { MFD_CLOEXEC, PROT_READ } from "../../sys/constants.ts";
+import { MAP_SHARED, MFD_CLOEXEC, PROT_READ } from "../../sys/constants.ts";
+import { mmap, munmap, view } from "../../sys/memory.ts";
+import { memoryLayout, translate } from "../../guest-memory/layout.ts";
+import type { PhysicalMemory } from "../../guest-memory/page-walk.ts";
 import { close, ftruncate, memfdCreate, pwrite } from "../../sys/files.ts";
 import { SyscallError } from "../../sys/errno.ts";
 import { isZeroPage } from "../../guest-memory/zero-page.ts";
@@ -55,4 +58,20 @@ export function captureImage(memory: ForeignMemory, domid: number, pages: number
     close(fd);
     throw error;
   }
+}
+
+/** The image read as guest-physical memory (for the page walks of eagerFrames), mapped read-only until close(). */
+export function imageView(image: MemoryImage): PhysicalMemory & { close(): void } {
+  const size = image.pages * XC_PAGE_SIZE;
+  const address = mmap(0, size, PROT_READ, MAP_SHARED, image.fd, 0);
+  const bytes = view(address, size);
+  const layout = memoryLayout(size);
+  return {
+    layout,
+    guestRange(start, length) {
+      const offset = translate(layout, start, length);
+      return offset === undefined ? undefined : bytes.subarray(offset, offset + Number(length));
+    },
+    close: () => munmap(address, size),
+  };
 }

@@ -11,6 +11,7 @@ import type { BackendState, StatePersist, VcpuSummary } from "../backend.ts";
 import { XEN_RELEASES, type XenReleaseAbi } from "./abi.ts";
 import type { XenHost } from "./host.ts";
 import { type HvmContext, parseHvmContext } from "./hvm-context.ts";
+import { backingPage, pageTablePages, type PhysicalMemory, virtualToPhysical } from "../../guest-memory/page-walk.ts";
 
 export interface XenState extends BackendState {
   backend: "xen";
@@ -100,3 +101,33 @@ export const xenPersist: StatePersist = {
       });
   },
 };
+
+/** The per-CPU area's size to bring in under each vCPU's GS base: Linux's percpu unit is 256 KiB at most here. */
+const PERCPU_PAGES = 64;
+const KERNEL_HALF = 0xffff_8000_0000_0000n;
+
+/**
+ * The frames a clone must have before it runs, read from the parent's frozen `memory`: each
+ * vCPU's page tables and the pages under its RIP and RSP (as on KVM), and its per-CPU area (under
+ * the kernel's GS base). Linux's resume registers its vcpu_info there, and Xen refuses a
+ * paged-out vcpu_info page without asking the pager for it.
+ */
+export function eagerFrames(state: XenState, memory: PhysicalMemory): number[] {
+  const abi = releaseAbi(state.release);
+  const eager = new Set<number>();
+  for (const r of state.context.records.filter((r) => r.typecode === abi.hvmSaveTypes.CPU)) {
+    const cpu = new StructView(abi.layouts.hvm_hw_cpu, state.context.blob, r.offset);
+    const cr3 = cpu.get64("cr3");
+    const paging = (cpu.get64("cr0") & (1n << 31n)) !== 0n;
+    const virtual = [cpu.get64("rip"), cpu.get64("rsp")];
+    for (const base of [cpu.get64("gs_base"), cpu.get64("shadow_gs")].filter((b) => b >= KERNEL_HALF)) {
+      for (let page = 0n; page < BigInt(PERCPU_PAGES); page++) virtual.push(base + page * 4096n);
+    }
+    const physical = paging ? [...pageTablePages(memory, cr3), ...virtual.map((va) => virtualToPhysical(memory, cr3, va))] : virtual;
+    for (const address of physical) {
+      const frame = address === undefined ? undefined : backingPage(memory, address);
+      if (frame !== undefined) eager.add(frame);
+    }
+  }
+  return [...eager].sort((a, b) => a - b);
+}

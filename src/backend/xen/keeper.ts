@@ -1,0 +1,95 @@
+/**
+ * Clones with memory on demand live as long as their pagers and their round's memory server: this
+ * process (the agent, in a dom0) keeps them. Once a second it looks at the domains: a clone gone
+ * (exited, destroyed, killed) has its pager stopped; a round with no clone left closes its memory
+ * server and image. A pager that fails ends its domain (its waiting vCPUs would stay paused for
+ * ever) and is remembered with its error for `ls` and `--json`.
+ */
+import { close } from "../../sys/files.ts";
+import type { FaultStats } from "../../memory/fault-counters.ts";
+import type { MemoryServer } from "../../memory/memory-server.ts";
+import type { XenPager } from "./pager.ts";
+
+export interface KeptRound {
+  parent: string;
+  server: MemoryServer;
+  imageFd: number;
+  pagers: XenPager[];
+}
+
+export interface KeptClone {
+  domid: number;
+  parent: string;
+  stats: FaultStats;
+  /** Why its pager failed (its domain was then destroyed). */
+  error?: string;
+}
+
+const SWEEP_MS = 1000;
+
+export class Keeper {
+  private readonly rounds = new Set<KeptRound>();
+  private readonly failures = new Map<number, string>();
+  private timer: Timer | undefined;
+
+  constructor(
+    /** Whether a domain still exists. */
+    private readonly alive: (domid: number) => boolean,
+    /** Ends a domain whose pager failed. */
+    private readonly destroy: (domid: number) => void,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  keep(round: KeptRound): void {
+    this.rounds.add(round);
+    for (const pager of round.pagers) {
+      pager.failed.then((error) => {
+        this.failures.set(pager.domid, error.message);
+        this.log(`domain ${pager.domid}: its pager failed (${error.message}); ending it`);
+        try {
+          this.destroy(pager.domid);
+        } catch {
+          // gone already
+        }
+      });
+    }
+    this.timer ??= setInterval(() => void this.sweep(), SWEEP_MS);
+    this.timer.unref();
+  }
+
+  /** Stops the pagers of clones that are gone and closes rounds none of whose clones is left. */
+  async sweep(): Promise<void> {
+    for (const round of this.rounds) {
+      const gone = round.pagers.filter((p) => !this.alive(p.domid));
+      for (const pager of gone) await pager.stop();
+      round.pagers = round.pagers.filter((p) => !gone.includes(p));
+      if (round.pagers.length > 0) continue;
+      round.server.close();
+      close(round.imageFd);
+      this.rounds.delete(round);
+    }
+    if (this.rounds.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  /** The clones kept now, with what their memory cost so far. */
+  clones(): KeptClone[] {
+    return [...this.rounds].flatMap((round) =>
+      round.pagers.map((p) => ({ domid: p.domid, parent: round.parent, stats: p.stats(), error: this.failures.get(p.domid) })),
+    );
+  }
+
+  /** Stops every pager and server (the agent is ending: its clones' faults go unanswered, so they are ended first by the caller). */
+  async stopAll(): Promise<void> {
+    for (const round of this.rounds) {
+      for (const pager of round.pagers) await pager.stop();
+      round.server.close();
+      close(round.imageFd);
+    }
+    this.rounds.clear();
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}

@@ -1,0 +1,136 @@
+/**
+ * Memory on demand for a Xen fork round (a Xen built with paging): each clone shell gets its own
+ * pager (pager.ts), which pages the shell's RAM out while the parent still runs; the suspended
+ * parent's RAM is copied once into a memfd image; a memory server in this process serves it; at
+ * restore each pager starts serving before its clone is unpaused. Afterwards the keeper
+ * (keeper.ts) holds the pagers and the server for as long as the clones live.
+ */
+import { join } from "node:path";
+import { SnowflockError } from "../../errors.ts";
+import { close } from "../../sys/files.ts";
+import { memoryLayout } from "../../guest-memory/layout.ts";
+import { type MemoryServer, startMemoryServer } from "../../memory/memory-server.ts";
+import { formatPageServer } from "../../memory/page-server-address.ts";
+import { scaledTimeout } from "../../timeouts.ts";
+import type { OnDemandFigures, StartedDomain } from "../backend.ts";
+import { XC_PAGE_SIZE } from "./abi.ts";
+import type { XenHost } from "./host.ts";
+import type { Keeper } from "./keeper.ts";
+import { captureImage, imageView, type MemoryImage } from "./memory-image.ts";
+import { eagerFrames, type XenState } from "./persist.ts";
+import { attachPager, type XenPager } from "./pager.ts";
+
+const PAGE_OUT_TIMEOUT_MS = scaledTimeout(600_000);
+const SERVE_TIMEOUT_MS = scaledTimeout(60_000);
+const FETCH_TIMEOUT_MS = scaledTimeout(30_000);
+
+/** A PVH domain's RAM frames: [0, memory), which must equal maxmem (Xen refuses paging with populate-on-demand). */
+export function ramPagesOf(name: string, config: { b_info: { max_memkb?: number; target_memkb?: number } }): number {
+  const { max_memkb: max, target_memkb: target } = config.b_info;
+  if (!target || !max) throw new SnowflockError("VM_STATE", `domain ${name}'s configuration gives no memory size`);
+  if (max !== target)
+    throw new SnowflockError(
+      "VM_STATE",
+      `domain ${name} has maxmem ${max / 1024} MiB above its memory ${target / 1024} MiB (populate on demand)`,
+      "memory on demand needs memory = maxmem: Xen refuses paging for a domain with populate on demand",
+    );
+  return (target * 1024) / XC_PAGE_SIZE;
+}
+
+export class OnDemandMemory {
+  private pagers: XenPager[] = [];
+  private image: MemoryImage | undefined;
+  private server: MemoryServer | undefined;
+  private pageOutMs = 0;
+  private eager: number[] = [];
+  private handedOver = false;
+
+  constructor(
+    private readonly parentName: string,
+    private readonly ramPages: number,
+    private readonly request: { keeper?: Keeper },
+  ) {
+    if (!request.keeper)
+      throw new SnowflockError(
+        "USAGE",
+        "clones with memory on demand need a process that stays: the agent",
+        "run `snowflock agent --backend xen` in this dom0 and fork from there (sf clone inside the domU)",
+      );
+  }
+
+  /** Attaches a pager to each shell; they page out side by side (one Worker each). */
+  async pageOut(clones: StartedDomain[], say: (line: string) => void): Promise<void> {
+    say(`paging out ${clones.length} shell(s) of ${this.ramPages} frames each`);
+    const started = performance.now();
+    const attached = await Promise.allSettled(clones.map((c) => attachPager(c.domid, this.ramPages, PAGE_OUT_TIMEOUT_MS)));
+    this.pagers = attached.flatMap((a) => (a.status === "fulfilled" ? [a.value] : []));
+    const failed = attached.find((a) => a.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
+    this.pageOutMs = performance.now() - started;
+  }
+
+  /** With the parent suspended: its RAM into a memfd image, and the frames each clone needs before it runs. */
+  capture(host: XenHost, parent: number, state: XenState): void {
+    const memory = host.foreignMemory();
+    try {
+      this.image = captureImage(memory, parent, this.ramPages, `${this.parentName}.image`);
+    } finally {
+      memory.close();
+    }
+    const image = imageView(this.image);
+    try {
+      this.eager = eagerFrames(state, image);
+    } finally {
+      image.close();
+    }
+  }
+
+  async distribute(workDirectory: string): Promise<void> {
+    const image = this.image!;
+    this.server = await startMemoryServer({
+      imageFd: image.fd,
+      layout: memoryLayout(this.ramPages * XC_PAGE_SIZE),
+      socketPath: join(workDirectory, `${this.parentName}.xen-pages-${process.pid}-${Math.round(performance.now())}.sock`),
+    });
+  }
+
+  /** The pager of `domid` serves from now on; its domain may run once this resolves. */
+  async serve(domid: number): Promise<void> {
+    const pager = this.pagers.find((p) => p.domid === domid);
+    if (!pager || !this.server || !this.image) throw new SnowflockError("INTERNAL", `no pager for clone domain ${domid}`);
+    await pager.serve(
+      {
+        server: formatPageServer({ kind: "unix", path: this.server.socketPath }),
+        nonZeroPages: this.image.nonZeroPages,
+        freePages: new Uint8Array(this.image.nonZeroPages.byteLength),
+        prefetch: true,
+        eagerFrames: this.eager,
+        timeoutMs: FETCH_TIMEOUT_MS,
+      },
+      SERVE_TIMEOUT_MS,
+    );
+  }
+
+  /** The clones run: the keeper holds their pagers and the server from now on. */
+  handOver(): void {
+    this.request.keeper!.keep({ parent: this.parentName, server: this.server!, imageFd: this.image!.fd, pagers: this.pagers });
+    this.handedOver = true;
+  }
+
+  figures(): OnDemandFigures {
+    return {
+      pagesPagedOut: Math.min(...this.pagers.map((p) => p.attached.pagedOut)),
+      pageOutMs: this.pageOutMs,
+      imagePages: this.ramPages,
+      zeroPages: this.image?.zeroPages ?? 0,
+      eagerFrames: this.eager.length,
+    };
+  }
+
+  async abandon(): Promise<void> {
+    if (this.handedOver) return;
+    for (const pager of this.pagers) await pager.stop();
+    this.server?.close();
+    if (this.image) close(this.image.fd);
+  }
+}
