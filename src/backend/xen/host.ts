@@ -277,10 +277,6 @@ export class XenHost {
     return port[0]!;
   }
 
-  pagingDisable(domid: number): void {
-    this.domainCall("xc_mem_paging_disable", domid, this.xc.xc_mem_paging_disable(this.handle(), domid));
-  }
-
   /** Nominates, then evicts one page (it becomes "paged out"): 0, or the errno of the step that refused (EBUSY: in use by Xen or a mapping). */
   pagingEvict(domid: number, gfn: number): number {
     if (this.xc.xc_mem_paging_nominate(this.handle(), domid, gfn) < 0) return lastErrno();

@@ -45,7 +45,6 @@ const SYMBOLS = {
     xc_mem_paging_evict: { args: [T.ptr, T.u32, T.u64], returns: T.i32 },
     // int xc_mem_paging_enable(xc_interface *xch, uint32_t domain_id, uint32_t *port)
     xc_mem_paging_enable: { args: [T.ptr, T.u32, T.ptr], returns: T.i32 },
-    xc_mem_paging_disable: { args: [T.ptr, T.u32], returns: T.i32 },
     // int xc_mem_paging_load(xc_interface *xch, uint32_t domain_id, uint64_t gfn, void *buffer)
     xc_mem_paging_load: { args: [T.ptr, T.u32, T.u64, T.ptr], returns: T.i32 },
     // int xc_domain_populate_physmap_exact(xch, uint32_t domid, unsigned long nr_extents, unsigned int extent_order, unsigned int mem_flags, xen_pfn_t *extent_start)
