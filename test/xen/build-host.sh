@@ -300,6 +300,10 @@ ramdisk = "$DOMU_DIR/initrd.gz"
 extra = "console=hvc0 quiet"
 memory = 128
 vcpus = 1
+# Never trap RDTSC: QEMU's emulated AMD-V has no NRIP save, so Xen decodes each trapped RDTSC
+# itself, and under it the guest now and then triple-faulted at one (TSC calibration at boot,
+# pvclock_clocksource_read right after a suspend is cancelled). Clones stay on this host's TSC.
+tsc_mode = "native"
 # A test domU never reboots or crashes on its own: keep it for a look (xl would recreate it
 # under a new domid on a reboot, which hides what happened).
 on_reboot = "preserve"

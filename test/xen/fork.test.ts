@@ -65,6 +65,8 @@ function idsSeen(domain: string, { skipFirst = false } = {}): Set<string> {
   return new Set(skipFirst ? ids.slice(1) : ids);
 }
 
+const firstLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0];
+
 function lastTick(domain: string): number {
   const all = [...consoleText(domain).matchAll(/snowflock-domu: tick (\d+)/g)];
   return all.length === 0 ? 0 : Number(all.at(-1)![1]);
@@ -124,7 +126,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     "snowflock fork sfdom --clones 3: three running clones whose consoles show IDs 1, 2, 3 from sf id; the parent goes on with 0",
     async () => {
       await createDomU(PARENT);
-      await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 2, BOOT_MS);
+      await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 2, BOOT_MS, [PARENT]);
       const r = await run([BINARY, "fork", PARENT, "--clones", "3", "--backend", "xen", "--json"], FORK_MS);
       if (r.status !== 0) throw await fail(`fork failed (${r.status}): ${r.stderr}`);
       const result = JSON.parse(r.stdout);
@@ -140,15 +142,17 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       for (const c of [1, 2, 3]) {
         const name = `${PARENT}.${c}`;
         // A clone carries on from the parent's instant: its first line is a tick, no boot.
-        await waitFor(`${name} printing id ${c}`, () => idsSeen(name, { skipFirst: true }).has(String(c)), BOOT_MS).catch(async () => {
-          throw await fail(`${name} never printed its id`);
-        });
+        await waitFor(`${name} printing id ${c}`, () => idsSeen(name, { skipFirst: true }).has(String(c)), BOOT_MS, [name]).catch(
+          async (e) => {
+            throw await fail(`${name} never printed its id: ${firstLine(e)}`);
+          },
+        );
         expect(consoleText(name)).not.toContain("snowflock-domu: up");
         // Its first line may be the one the parent was printing at the fork instant (its `sf id` had
         // already answered 0); every line after that is the clone's own.
         expect(idsSeen(name, { skipFirst: true })).toEqual(new Set([String(c)]));
       }
-      await waitFor("the parent ticking on", () => lastTick(PARENT) > parentTick + 1, BOOT_MS);
+      await waitFor("the parent ticking on", () => lastTick(PARENT) > parentTick + 1, BOOT_MS, [PARENT]);
       expect([...idsSeen(PARENT)]).toEqual(["0"]);
     },
     FORK_MS * 2,
@@ -187,7 +191,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       names = (await run(["xl", "list"])).stdout;
       expect(names).not.toMatch(new RegExp(`^${PARENT}\\.\\d `, "m"));
       const before = lastTick(PARENT);
-      await waitFor("the parent ticking after the kills", () => lastTick(PARENT) > before + 1, BOOT_MS);
+      await waitFor("the parent ticking after the kills", () => lastTick(PARENT) > before + 1, BOOT_MS, [PARENT]);
       const again = await run([BINARY, "kill", PARENT, "--clones", "--backend", "xen"]);
       expect(again.status).toBe(1);
       expect(again.stderr).toContain(`domain ${PARENT} has no running clones`);
@@ -200,7 +204,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       "own IDs; the parent may end and the clones run on",
     async () => {
       if (!PAGING_HOST) return console.log("Debian's Xen does not page: --memory ondemand is refused (last test)");
-      await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 1, BOOT_MS);
+      await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 1, BOOT_MS, [PARENT]);
       // Clone IDs are free again once the earlier clones are gone: their console logs must not speak for the new ones.
       for (const c of [1, 2, 3, 4]) rmSync(consoleLogPath(`${PARENT}.${c}`), { force: true });
       const r = await run([BINARY, "fork", PARENT, "--clones", "2", "--memory", "ondemand", "--backend", "xen", "--json"], FORK_MS);
@@ -215,11 +219,11 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       console.log(`fork --memory ondemand: ${JSON.stringify({ totalMs: result.totalMs, pausedMs: result.pausedMs, ...result.onDemand })}`);
       const clones = result.clones as Array<{ name: string; cloneId: number }>;
       for (const { name, cloneId } of clones) {
-        await waitFor(`${name} printing id ${cloneId}`, () => idsSeen(name, { skipFirst: true }).has(String(cloneId)), FORK_MS).catch(
-          async () => {
-            throw await fail(`${name} never printed its id`);
-          },
-        );
+        await waitFor(`${name} printing id ${cloneId}`, () => idsSeen(name, { skipFirst: true }).has(String(cloneId)), FORK_MS, [
+          name,
+        ]).catch(async (e) => {
+          throw await fail(`${name} never printed its id: ${firstLine(e)}`);
+        });
       }
       // The parent ends; the clones' pages come from the frozen image the agent keeps, not from it.
       expect((await run(["xl", "destroy", PARENT])).status).toBe(0);
@@ -228,8 +232,9 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
         "both clones ticking on after the parent ended",
         () => clones.every((c, k) => lastTick(c.name) > before[k]! + 2),
         BOOT_MS,
-      ).catch(async () => {
-        throw await fail(`the clones stopped ticking (last ticks ${clones.map((c) => lastTick(c.name)).join(", ")})`);
+        clones.map((c) => c.name),
+      ).catch(async (e) => {
+        throw await fail(`the clones stopped ticking (last ticks ${clones.map((c) => lastTick(c.name)).join(", ")}): ${firstLine(e)}`);
       });
       for (const { name } of clones) expect((await run([BINARY, "kill", name, "--backend", "xen"])).status).toBe(0);
     },
@@ -240,27 +245,27 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     "sf clone 2 inside a domU: a family of three, each printing its own ID; exit, join, and a forged request refused",
     async () => {
       await createDomU(SELF_FORKER, "sfclone=2");
-      await waitFor(`${SELF_FORKER} printing what sf clone gave`, () => consoleText(SELF_FORKER).includes("sf clone gave"), FORK_MS).catch(
-        async () => {
-          throw await fail(`${SELF_FORKER}: sf clone never returned`);
-        },
-      );
+      await waitFor(`${SELF_FORKER} printing what sf clone gave`, () => consoleText(SELF_FORKER).includes("sf clone gave"), FORK_MS, [
+        SELF_FORKER,
+      ]).catch(async (e) => {
+        throw await fail(`${SELF_FORKER}: sf clone never returned: ${firstLine(e)}`);
+      });
       expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: sf clone gave 0");
       for (const c of [1, 2]) {
         const name = `${SELF_FORKER}.${c}`;
-        await waitFor(`${name}: sf clone gave ${c}`, () => consoleText(name).includes(`sf clone gave ${c}`), BOOT_MS);
-        await waitFor(`${name}: the forged request`, () => consoleText(name).includes("forged request"), BOOT_MS);
+        await waitFor(`${name}: sf clone gave ${c}`, () => consoleText(name).includes(`sf clone gave ${c}`), BOOT_MS, [name]);
+        await waitFor(`${name}: the forged request`, () => consoleText(name).includes("forged request"), BOOT_MS, [name]);
         // XenStore refuses a clone's write into its parent's request node.
         expect(consoleText(name)).toContain("forged request refused");
       }
       // The parent may not `sf exit`; it joins its clones, which exit with 41 and 42.
-      await waitFor(`${SELF_FORKER}: join`, () => consoleText(SELF_FORKER).includes("join "), FORK_MS);
+      await waitFor(`${SELF_FORKER}: join`, () => consoleText(SELF_FORKER).includes("join "), FORK_MS, [SELF_FORKER]);
       expect(consoleText(SELF_FORKER)).toContain("parent exit refused");
       expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: join 2 1=41 2=42");
       const list = (await run(["xl", "list"])).stdout;
       expect(list).not.toMatch(new RegExp(`^${SELF_FORKER}\\.\\d `, "m"));
       expect(list).toMatch(new RegExp(`^${SELF_FORKER} `, "m"));
-      await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS);
+      await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS, [SELF_FORKER]);
       // The agent gives the clones memory on demand where Xen pages (the paging host), else a copy.
       const agentOutput = ["agent.log", "agent.err"].map((f) => readFileSync(join(WORK, f), "utf8")).join("");
       expect(agentOutput).toContain(`memory ${PAGING_HOST ? "ondemand" : "eager"}`);

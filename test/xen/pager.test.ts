@@ -110,7 +110,7 @@ describeXen("the Xen pager (memory on demand for clone shells)", () => {
       // minutes under CI's load; fork.test.ts runs clones on the pager for real).
       try {
         const ms = await Promise.race([
-          waitFor(`${DOMU}'s kernel to print`, () => consoleText(DOMU).includes("Linux version"), RUN_MS),
+          waitFor(`${DOMU}'s kernel to print`, () => consoleText(DOMU).includes("Linux version"), RUN_MS, [DOMU]),
           failure,
         ]);
         console.log(`${DOMU}'s kernel printing ${(ms / 1000).toFixed(1)} s after its unpause`);

@@ -165,7 +165,7 @@ describeXen("Xen 4.17 dom0: snowflock doctor and the bindings against a running 
     const before = ticks();
     h.unpause(domid);
     expect(h.domain(domid)!.paused).toBe(false);
-    await waitFor("a new tick after unpause", () => ticks() > before + 1, 120_000);
+    await waitFor("a new tick after unpause", () => ticks() > before + 1, 120_000, [DOMU]);
   });
 
   test("hvmContext() of the PVH domU parses: HEADER, CPU, LAPIC, ... END", async () => {
@@ -200,7 +200,7 @@ describeXen("Xen 4.17 dom0: snowflock doctor and the bindings against a running 
   test("the domU keeps running through all of it", async () => {
     await expectDomuAlive();
     const before = ticks();
-    await waitFor("two more ticks", () => ticks() >= before + 2, 120_000);
+    await waitFor("two more ticks", () => ticks() >= before + 2, 120_000, [DOMU]);
     await expectDomuAlive();
     // Ticking is the proof it runs; a runnable vCPU waiting for a CPU is neither running nor blocked.
     const d = (await xen()).domain(domid)!;

@@ -48,10 +48,24 @@ export function consoleText(domain: string): string {
   }
 }
 
-export async function waitFor(what: string, ready: () => boolean, timeoutMs: number): Promise<number> {
+/**
+ * Polls `ready()` until it holds. With `alive`, it fails at once, with the diagnosis, when one of
+ * those domains has shut down or crashed: a dead guest never gets ready, and the run should not
+ * sit out the whole timeout to say so.
+ */
+export async function waitFor(what: string, ready: () => boolean, timeoutMs: number, alive: string[] = []): Promise<number> {
   const started = performance.now();
+  let checked = started;
   while (!ready()) {
     if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+    if (alive.length > 0 && performance.now() - checked > 2000) {
+      checked = performance.now();
+      for (const domain of alive) {
+        // Ready just before it shut down (a clone that prints, then exits) is still ready.
+        if ((await shutDown(domain)) && !ready())
+          throw new Error(`domU ${domain} shut down or crashed while waiting for ${what}\n${await diagnosis(alive)}`);
+      }
+    }
     await Bun.sleep(250);
   }
   return Math.round(performance.now() - started);
@@ -75,10 +89,10 @@ async function shutDown(name: string): Promise<boolean> {
 }
 
 /**
- * xl create, then wait until `ready()`. The stock domU kernel now and then dies while booting
- * under this emulation (a triple fault in TSC calibration before it prints anything; seen too
- * after its ACPI lines); such a domain is started again, at most twice, with a line saying so and
- * the end of its console. Any other failure throws.
+ * xl create, then wait until `ready()`. The stock domU kernel now and then died while booting
+ * under this emulation (a triple fault at an RDTSC in TSC calibration, before pvh.cfg said
+ * tsc_mode = "native"; once too after its ACPI lines); such a domain is started again, at most
+ * twice, with a line saying so and the end of its console. Any other failure throws.
  */
 export async function bootDomU(name: string, createArgs: string[], ready: () => boolean, timeoutMs: number): Promise<number> {
   for (let attempt = 1; ; attempt++) {
