@@ -4,6 +4,7 @@
  * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
  */
 import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
+import type { FaultStats } from "../memory/fault-counters.ts";
 import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import type { SnowflockError } from "../errors.ts";
 import type { BackendName } from "./names.ts";
@@ -249,6 +250,17 @@ export interface DomainOperations {
   nextCloneId(domain: number): number;
   /** Ends domains (their XenStore entries, console and memory go too). */
   destroy(domains: number[]): void;
+  /** In the agent: the clones whose memory its pagers serve, with what each cost so far (empty elsewhere). */
+  pagedClones(): PagedClone[];
+}
+
+/** A clone whose memory a pager in this process serves (Xen with paging). */
+export interface PagedClone {
+  domid: number;
+  parent: string;
+  stats: FaultStats;
+  /** Why its pager failed (its domain was ended then). */
+  error?: string;
 }
 
 /** One fact `doctor` prints about a backend: a label and its value. */

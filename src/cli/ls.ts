@@ -5,7 +5,8 @@ import { controlRequest } from "../vmm/control-client.ts";
 import type { VmStatus } from "../vmm/protocol.ts";
 import { familyOrder, treeName } from "../family-order.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
-import { listVms } from "../run-dir.ts";
+import { listVms, runDir } from "../run-dir.ts";
+import { pagedClonesOfAgent } from "../cluster/agent-socket.ts";
 import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { printJson, printTable } from "../output.ts";
@@ -18,7 +19,12 @@ function uptime(ms: number): string {
 /** Domains the hypervisor runs (Xen domUs), families as trees. */
 async function listDomains(domains: DomainOperations, json: boolean): Promise<void> {
   const rows = await domains.list();
-  if (json) return printJson(rows.map(({ depth, id, ...row }) => ({ ...row, domid: id })));
+  // Clones with memory on demand: what their pagers (in the agent) counted so far.
+  const paged = new Map((await pagedClonesOfAgent(runDir())).map((c) => [c.domid, c]));
+  if (json)
+    return printJson(
+      rows.map(({ depth, id, ...row }) => ({ ...row, domid: id, memory: paged.get(id)?.stats, pagerError: paged.get(id)?.error })),
+    );
   printTable(
     ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],
     rows.map((d) => [treeName(d.name, d.depth), String(d.id), d.state, formatSize(d.memoryBytes), String(d.vcpus), String(d.cloneId)]),

@@ -5,7 +5,7 @@
  */
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import type { DomainOperations } from "../backend/backend.ts";
+import type { DomainOperations, PagedClone } from "../backend/backend.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
@@ -24,7 +24,9 @@ export interface AgentForkRequest {
   memory: "eager" | "ondemand";
 }
 
-type Answer = { ok: true; fork: ForkResult } | { ok: false; error: string };
+type AgentSocketRequest = AgentForkRequest | { v: number; op: "paged-clones" };
+
+type Answer = { ok: true; fork: ForkResult } | { ok: true; clones: PagedClone[] } | { ok: false; error: string };
 
 export const agentSocketPath = (runDirectory: string) => join(runDirectory, "agent.sock");
 
@@ -39,7 +41,7 @@ function limits(): ListenerLimits {
   };
 }
 
-function parse(line: string, maxClones: number): AgentForkRequest {
+function parse(line: string, maxClones: number): AgentSocketRequest {
   let request: Partial<AgentForkRequest>;
   try {
     request = JSON.parse(line) as Partial<AgentForkRequest>;
@@ -47,6 +49,7 @@ function parse(line: string, maxClones: number): AgentForkRequest {
     throw new Error("the request is not JSON");
   }
   if (request.v !== VERSION) throw new Error(`protocol version ${String(request.v)}; this agent speaks ${VERSION}`);
+  if ((request.op as string) === "paged-clones") return { v: VERSION, op: "paged-clones" };
   if (request.op !== "fork") throw new Error(`unknown operation ${JSON.stringify(request.op)}`);
   if (typeof request.parent !== "string" || request.parent.length === 0 || request.parent.length > 128) throw new Error("bad parent");
   if (!Number.isInteger(request.clones) || request.clones! < 1 || request.clones! > maxClones)
@@ -61,6 +64,7 @@ export function serveAgentSocket(domains: DomainOperations, runDirectory: string
   rmSync(agentSocketPath(runDirectory), { force: true });
   return serveLines(agentSocketPath(runDirectory), limits(), async (line): Promise<Answer> => {
     const request = parse(line, domains.maxClones);
+    if (request.op === "paged-clones") return { ok: true, clones: domains.pagedClones() };
     domains.checkMemory(request.memory);
     log(`fork ${request.parent} --clones ${request.clones} --memory ${request.memory} (snowflock fork)`);
     const fork = await forkDomain(domains, request.parent, request.clones, { workDirectory: runDirectory, memory: request.memory });
@@ -97,5 +101,21 @@ export async function forkThroughAgent(
     throw failure("the answer was not JSON");
   }
   if (!answer.ok) throw new SnowflockError("VM_STATE", `the agent could not fork ${parent}: ${answer.error}`);
+  if (!("fork" in answer)) throw failure("its answer has no fork");
   return answer.fork;
+}
+
+/** The clones the agent's pagers serve, with their counters; none when no agent runs here. */
+export async function pagedClonesOfAgent(runDirectory: string): Promise<PagedClone[]> {
+  const path = agentSocketPath(runDirectory);
+  if (!existsSync(path)) return [];
+  const failure = (why: string) => new SnowflockError("CONTROL", `the agent did not answer: ${why}`, "`snowflock agent` may have stopped");
+  const line = await requestLine({ unix: path }, `${JSON.stringify({ v: VERSION, op: "paged-clones" })}\n`, {
+    timeoutMs: scaledTimeout(10_000),
+    maxAnswerBytes: 16 * 1024 * 1024,
+    failure,
+  });
+  const answer = JSON.parse(line) as { ok: boolean; clones?: PagedClone[]; error?: string };
+  if (!answer.ok || !answer.clones) throw failure(answer.error ?? "no clones in its answer");
+  return answer.clones;
 }

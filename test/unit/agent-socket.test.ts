@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DomainOperations, DomainRoundOptions } from "../../src/backend/backend.ts";
-import { agentSocketPath, forkThroughAgent, serveAgentSocket } from "../../src/cluster/agent-socket.ts";
+import { agentSocketPath, forkThroughAgent, pagedClonesOfAgent, serveAgentSocket } from "../../src/cluster/agent-socket.ts";
 import { requestLine } from "../../src/net/line-request.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "snowflock-agent-socket-"));
@@ -16,6 +16,7 @@ const rounds: Array<{ parent: string | number; clones: number; options: DomainRo
 const domains = {
   maxClones: 64,
   checkMemory: () => {},
+  pagedClones: () => [{ domid: 10, parent: "web", stats: { faults: 7, pagesFetched: 5 } }],
   round: (parent: string | number, clones: number, options: DomainRoundOptions) => {
     rounds.push({ parent, clones, options });
     const started = Array.from({ length: clones }, (_, i) => ({
@@ -78,5 +79,12 @@ test("without an agent, the fork says how to start one", async () => {
   await expect(forkThroughAgent(none, "web", 1, "ondemand")).rejects.toThrow(
     `no snowflock agent runs on this host (${agentSocketPath(none)} is missing)`,
   );
+  rmSync(none, { recursive: true });
+});
+
+test("the clones the agent's pagers serve come back with their counters; without an agent there are none", async () => {
+  expect(await pagedClonesOfAgent(dir)).toEqual([{ domid: 10, parent: "web", stats: { faults: 7, pagesFetched: 5 } }] as never);
+  const none = mkdtempSync(join(tmpdir(), "snowflock-no-agent-"));
+  expect(await pagedClonesOfAgent(none)).toEqual([]);
   rmSync(none, { recursive: true });
 });

@@ -225,6 +225,18 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
           throw await fail(`${name} never printed its id: ${firstLine(e)}`);
         });
       }
+      // What each clone's pager counted so far, as `ls --json` shows it: a share of the image, never all of it.
+      const listed = JSON.parse((await run([BINARY, "ls", "--backend", "xen", "--json"])).stdout) as Array<{
+        name: string;
+        memory?: { faults: number; pagesFetched: number; pagesZeroFilled: number };
+      }>;
+      for (const { name } of clones) {
+        const memory = listed.find((row) => row.name === name)?.memory;
+        console.log(`${name}: ${JSON.stringify(memory)}`);
+        expect(memory!.faults).toBeGreaterThan(0);
+        expect(memory!.pagesFetched).toBeGreaterThan(0);
+        expect(memory!.pagesFetched).toBeLessThan(result.onDemand.imagePages - result.onDemand.zeroPages);
+      }
       // The parent ends; the clones' pages come from the frozen image the agent keeps, not from it.
       expect((await run(["xl", "destroy", PARENT])).status).toBe(0);
       const before = clones.map((c) => lastTick(c.name));

@@ -150,6 +150,7 @@ const domains: DomainOperations = {
     useAgentHost((host) => clonesOf(listMembers(host), domain).map((c) => ({ domain: c.domain.domid, cloneId: c.member!.cloneId }))),
   nextCloneId: (domain) => useAgentHost((host) => nextCloneId(host, domain)),
   destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),
+  pagedClones: () => keeper?.clones() ?? [],
 };
 
 export const xenBackend: Backend = {
