@@ -62,7 +62,7 @@ export async function waitFor(what: string, ready: () => boolean, timeoutMs: num
       checked = performance.now();
       for (const domain of alive) {
         // Ready just before it shut down (a clone that prints, then exits) is still ready.
-        if ((await shutDown(domain)) && !ready())
+        if ((await ended(domain)) && !ready())
           throw new Error(`domU ${domain} shut down or crashed while waiting for ${what}\n${await diagnosis(alive)}`);
       }
     }
@@ -81,11 +81,15 @@ export async function diagnosis(domains: string[]): Promise<string> {
   return `xl list:\n${list.stdout}\nxl dmesg (last lines):\n${tail(dmesg.stdout, 15)}\n${consoles}`;
 }
 
-/** Whether xl shows the domain shut down (or crashed): its state column has an s or a c. */
-async function shutDown(name: string): Promise<boolean> {
-  const line = (await run(["xl", "list", name])).stdout.split("\n").find((l) => l.startsWith(`${name} `));
-  const state = line?.trim().split(/\s+/)[4] ?? "";
-  return /[sc]/.test(state);
+/**
+ * Whether xl shows the domain ended: crashed, or shut down for any reason but a suspend (a fork
+ * suspends its parent for a moment; a triple fault shows as a reboot). `xl list -v` gives the
+ * state column and, after the UUID, the shutdown reason code (2: suspend).
+ */
+async function ended(name: string): Promise<boolean> {
+  const line = (await run(["xl", "list", "-v", name])).stdout.split("\n").find((l) => l.startsWith(`${name} `));
+  const [, , , , state = "", , , reason = ""] = line?.trim().split(/\s+/) ?? [];
+  return state.includes("c") || (state.includes("s") && reason !== "2");
 }
 
 /**
@@ -104,7 +108,7 @@ export async function bootDomU(name: string, createArgs: string[], ready: () => 
     while (!ready()) {
       if (performance.now() - started > timeoutMs)
         throw new Error(`timed out after ${timeoutMs / 1000} s waiting for domU ${name}\n${await diagnosis([name])}`);
-      if (await shutDown(name)) {
+      if (await ended(name)) {
         crashed = true;
         break;
       }
