@@ -1,38 +1,46 @@
-// Builds `sf`, the Impromptu Cluster API tool for Linux domUs on Xen, with the host gcc: one
-// static x86-64 Linux executable with no libc (it runs in any initramfs).
-//   bun guest/xen/build.ts        -> guest/build/sf-xen
+// Builds the tools for Linux domUs on Xen with the host gcc, each one static x86-64 Linux
+// executable with no libc (they run in any initramfs): `sf`, the Impromptu Cluster API tool, and
+// `dataset`, the seeded test dataset (test jobs).
+//   bun guest/xen/build.ts        -> guest/build/sf-xen, guest/build/dataset-xen
 import { rename, rm, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
 
-const SOURCE = join(import.meta.dir, "sf.c");
-
-export const SF_CFLAGS = [
+const CFLAGS = [
   "-std=gnu11", "-m64", "-static", "-nostdlib", "-ffreestanding", "-O2", "-fno-stack-protector",
   "-fno-pie", "-no-pie", "-fcf-protection=none", "-fno-asynchronous-unwind-tables",
   "-Wall", "-Wextra", "-Werror", "-Wl,--build-id=none", "-Wl,-z,noexecstack", "-s",
 ];
 
+const TOOLS = { sf: "sf.c", dataset: "dataset.c" } as const;
+const SHARED = join(import.meta.dir, "freestanding.h");
+
 async function mtime(path: string): Promise<number> {
   return stat(path).then((s) => s.mtimeMs, () => -1);
 }
 
-export async function buildXenTool(outDir: string): Promise<string> {
-  const out = join(outDir, "sf-xen");
-  const [built, source, script] = await Promise.all([mtime(out), mtime(SOURCE), mtime(import.meta.path)]);
-  if (built > source && built > script) return out;
+async function buildTool(source: string, out: string): Promise<void> {
+  const [built, ...inputs] = await Promise.all([mtime(out), mtime(source), mtime(SHARED), mtime(import.meta.path)]);
+  if (inputs.every((t) => built > t)) return;
   const tmp = `${out}.tmp-${process.pid}`;
   try {
-    const proc = Bun.spawn(["gcc", ...SF_CFLAGS, "-o", tmp, SOURCE], { stdout: "pipe", stderr: "pipe" });
+    const proc = Bun.spawn(["gcc", ...CFLAGS, "-o", tmp, source], { stdout: "pipe", stderr: "pipe" });
     const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
-    if (code !== 0) throw new Error(`sf (guest/xen) build failed (exit ${code}):\n${err}`);
+    if (code !== 0) throw new Error(`${relative(process.cwd(), source)} build failed (exit ${code}):\n${err}`);
     await rename(tmp, out);
   } finally {
     await rm(tmp, { force: true });
   }
-  return out;
+}
+
+/** Builds the domU tools into `outDir` (each only when older than its sources); their paths. */
+export async function buildXenTools(outDir: string): Promise<Record<keyof typeof TOOLS, string>> {
+  const names = Object.keys(TOOLS) as Array<keyof typeof TOOLS>;
+  const paths = names.map((name) => join(outDir, `${name}-xen`));
+  await Promise.all(names.map((name, i) => buildTool(join(import.meta.dir, TOOLS[name]), paths[i]!)));
+  return Object.fromEntries(names.map((name, i) => [name, paths[i]!])) as Record<keyof typeof TOOLS, string>;
 }
 
 if (import.meta.main) {
-  const out = await buildXenTool(join(import.meta.dir, "../build"));
-  console.log(relative(process.cwd(), out) || out);
+  const built = await buildXenTools(join(import.meta.dir, "../build"));
+  for (const path of Object.values(built)) console.log(relative(process.cwd(), path) || path);
 }

@@ -5,8 +5,9 @@
  *                  family: 0 in the parent, 1..N in the clones (like fork())
  *   sf id          this VM's clone ID (0 in a parent or a VM never forked)
  *   sf join        (parent) wait until the clones of its rounds not yet joined have ended;
- *                  prints "<ended> <id>=<status>..."
- *   sf exit [S]    (clone) end this clone with status S (default 0)
+ *                  prints "<ended> <id>=<status>[:<result>]..."
+ *   sf exit [S [RESULT]]  (clone) end this clone with status S (default 0) and a short result
+ *                  for its parent's join (up to 64 of [0-9A-Za-z._+-], e.g. a digest)
  *   sf kill        (parent) end the running clones of its rounds not yet joined; prints how many
  *   sf read PATH / sf write PATH VALUE   raw XenStore access (relative paths are this VM's)
  *
@@ -14,19 +15,8 @@
  * snowflock agent in dom0 watches; its answer comes back in snowflock/reply. Freestanding: no
  * libc, raw Linux system calls, one static binary that runs in any initramfs.
  */
-#include <stddef.h>
-#include <stdint.h>
-
-#define SYS_read 0
-#define SYS_write 1
-#define SYS_open 2
-#define SYS_close 3
-#define SYS_nanosleep 35
-#define SYS_clock_gettime 228
-#define SYS_exit_group 231
-#define O_RDWR 2
-#define CLOCK_MONOTONIC 1
-#define CLOCK_REALTIME 0
+#define TOOL_NAME "sf"
+#include "freestanding.h"
 
 /* xen/io/xs_wire.h */
 #define XS_READ 2
@@ -36,64 +26,6 @@ struct xsd_sockmsg {
     uint32_t type, req_id, tx_id, len;
 };
 #define XENSTORE_PAYLOAD_MAX 4096
-
-static long syscall3(long n, long a, long b, long c) {
-    long r;
-    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return r;
-}
-
-void *memcpy(void *d, const void *s, size_t n) {
-    uint8_t *dd = d;
-    const uint8_t *ss = s;
-    while (n--) *dd++ = *ss++;
-    return d;
-}
-void *memset(void *d, int c, size_t n) {
-    uint8_t *dd = d;
-    while (n--) *dd++ = (uint8_t)c;
-    return d;
-}
-
-static size_t slen(const char *s) {
-    size_t n = 0;
-    while (s[n]) n++;
-    return n;
-}
-static int starts(const char *s, const char *prefix) {
-    while (*prefix)
-        if (*s++ != *prefix++) return 0;
-    return 1;
-}
-static int same(const char *a, const char *b) { return starts(a, b) && slen(a) == slen(b); }
-
-static void out(int fd, const char *s) { syscall3(SYS_write, fd, (long)s, (long)slen(s)); }
-static __attribute__((noreturn)) void quit(int status) {
-    for (;;) syscall3(SYS_exit_group, status, 0, 0);
-}
-static __attribute__((noreturn)) void die(const char *a, const char *b) {
-    out(2, "sf: ");
-    out(2, a);
-    if (b) out(2, b);
-    out(2, "\n");
-    quit(1);
-}
-
-static char *fmt_u64(char *end, uint64_t v) {
-    *--end = 0;
-    do *--end = (char)('0' + v % 10); while (v /= 10);
-    return end;
-}
-static int parse_u64(const char *s, uint64_t *v) {
-    uint64_t r = 0;
-    if (!*s) return 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || r > (UINT64_MAX - 9) / 10) return 0;
-        r = r * 10 + (uint64_t)(*s - '0');
-    }
-    *v = r;
-    return 1;
-}
 
 static void sleep_ms(long ms) {
     struct { long s, ns; } t = { ms / 1000, (ms % 1000) * 1000000L };
@@ -182,11 +114,11 @@ static const char *clone_id(void) {
 }
 
 static void usage(void) {
-    out(2, "usage: sf clone N | sf id | sf join | sf exit [STATUS] | sf kill | sf read PATH | sf write PATH VALUE\n");
+    out(2, "usage: sf clone N | sf id | sf join | sf exit [STATUS [RESULT]] | sf kill | sf read PATH | sf write PATH VALUE\n");
     quit(2);
 }
 
-static int sf_main(int argc, char **argv) {
+static int tool_main(int argc, char **argv) {
     if (argc < 2) usage();
     const char *cmd = argv[1];
     uint64_t n;
@@ -203,9 +135,18 @@ static int sf_main(int argc, char **argv) {
     } else if (same(cmd, "kill") && argc == 2) {
         out(1, ask_agent("kill", 0, 10 * 60 * 1000));
         out(1, "\n");
-    } else if (same(cmd, "exit") && argc <= 3) {
-        if (argc == 3 && (!parse_u64(argv[2], &n) || n > 255)) die("bad exit status (give 0 to 255): ", argv[2]);
-        ask_agent("exit", argc == 3 ? argv[2] : "0", 10 * 60 * 1000);
+    } else if (same(cmd, "exit") && argc <= 4) {
+        if (argc >= 3 && (!parse_u64(argv[2], &n) || n > 255)) die("bad exit status (give 0 to 255): ", argv[2]);
+        static char args[128];
+        const char *result = argc == 4 ? argv[3] : "";
+        if (slen(result) > 64) die("result too long (at most 64 characters): ", result);
+        size_t sl = argc >= 3 ? slen(argv[2]) : 1, rl = slen(result);
+        memcpy(args, argc >= 3 ? argv[2] : "0", sl);
+        if (rl) {
+            args[sl] = ' ';
+            memcpy(args + sl + 1, result, rl);
+        }
+        ask_agent("exit", args, 10 * 60 * 1000);
         for (;;) sleep_ms(1000); /* the agent ends this domain */
     } else if (same(cmd, "read") && argc == 3) {
         const char *r = xs_call(XS_READ, argv[2], 0);
@@ -219,9 +160,3 @@ static int sf_main(int argc, char **argv) {
     }
     return 0;
 }
-
-__attribute__((used)) void start_c(long *stack) {
-    quit(sf_main((int)stack[0], (char **)(stack + 1)));
-}
-
-__asm__(".globl _start\n_start:\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call start_c\n  hlt\n");

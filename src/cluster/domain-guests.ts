@@ -5,8 +5,9 @@
  * sf_clone, sf_join and sf_kill on KVM (guest-calls.ts is that front end).
  *
  *   clone <seq> N   a ticket for N clones, cloned at once: the parent is answered "ok 0", each clone "ok <id>"
- *   join <seq>      waits for the clones of every ticket cloned and not joined: "ok <m> <id>=<status>..."
- *   exit <seq> S    (a clone) ends the requester with status S, which its parent's join reports
+ *   join <seq>      waits for the clones of every ticket cloned and not joined: "ok <m> <id>=<status>[:<result>]..."
+ *   exit <seq> S [R]  (a clone) ends the requester with status S and result R (a short token, e.g. a
+ *                   digest), which its parent's join reports
  *   kill <seq>      ends the running clones of those tickets: "ok <n>"
  *
  * A request always speaks for the domain it came from (the hypervisor sees to that) and acts only
@@ -22,11 +23,17 @@ import { Tickets } from "./tickets.ts";
 
 /** How long a look at which clones still run stays good while joins wait. */
 const RUNNING_FRESH_MS = 250;
+/** What a clone may hand its parent with sf exit: a digest, a count, a word. */
+const RESULT = /^[0-9A-Za-z._+-]{1,64}$/;
+/** A join's answer stays well inside one XenStore value (4096 bytes with its path); results past this are left out. */
+const JOIN_REPLY_MAX = 3072;
 
 interface Book {
   tickets: Tickets;
   /** Clone ID → how it ended (sf exit's status, or CloneStatus.KILLED), until a join reports it. */
   statuses: Map<number, number>;
+  /** Clone ID → the result it exited with, until a join reports it. */
+  results: Map<number, string>;
 }
 
 export interface DomainGuestsOptions {
@@ -66,7 +73,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         if (!statuses.has(cloneId)) statuses.set(cloneId, CloneStatus.KILLED);
       },
     });
-    books.set(parent, (found = { tickets, statuses }));
+    books.set(parent, (found = { tickets, statuses, results: new Map() }));
     return found;
   };
 
@@ -106,17 +113,22 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
   };
 
   const join = async (request: GuestRequest): Promise<void> => {
-    const { tickets, statuses } = book(request.domain);
-    const ended: Array<[number, number]> = [];
+    const { tickets, statuses, results } = book(request.domain);
+    const ended: Array<{ cloneId: number; status: number; result?: string }> = [];
     for (const { ticket, cloneIds } of tickets.open()) {
       const joined = await tickets.join(ticket);
       cloneIds.forEach((cloneId, i) => {
-        ended.push([cloneId, joined[i]!]);
+        ended.push({ cloneId, status: joined[i]!, result: results.get(cloneId) });
         statuses.delete(cloneId);
+        results.delete(cloneId);
       });
     }
-    ended.sort(([a], [b]) => a - b);
-    reply(request, `ok ${ended.length}${ended.map(([id, status]) => ` ${id}=${status}`).join("")}`);
+    ended.sort((a, b) => a.cloneId - b.cloneId);
+    let answer = `ok ${ended.length}${ended.map(({ cloneId, status }) => ` ${cloneId}=${status}`).join("")}`;
+    const withResults = `ok ${ended.length}${ended.map(({ cloneId, status, result }) => ` ${cloneId}=${status}${result ? `:${result}` : ""}`).join("")}`;
+    if (withResults.length <= JOIN_REPLY_MAX) answer = withResults;
+    else log(`domain ${request.domain}: join of ${ended.length} clones answered without their results (over ${JOIN_REPLY_MAX} bytes)`);
+    reply(request, answer);
   };
 
   const exit = (request: GuestRequest): void => {
@@ -125,9 +137,15 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
       return reply(request, "error only a clone can exit; the parent ends as any VM does");
     const status = Number(request.args[0] ?? "0");
     if (!Number.isInteger(status) || status < 0 || status > 255) return reply(request, `error bad exit status '${request.args[0]}'`);
-    const { statuses } = book(member.family);
-    if (!statuses.has(member.cloneId)) statuses.set(member.cloneId, status);
-    log(`domain ${request.domain}: clone ${member.cloneId} of ${member.family} exits with ${status}`);
+    const result = request.args[1];
+    if (result !== undefined && !RESULT.test(result)) return reply(request, "error bad exit result: at most 64 of 0-9 A-Z a-z . _ + -");
+    if (request.args.length > 2) return reply(request, "error exit takes a status and one result");
+    const { statuses, results } = book(member.family);
+    if (!statuses.has(member.cloneId)) {
+      statuses.set(member.cloneId, status);
+      if (result !== undefined) results.set(member.cloneId, result);
+    }
+    log(`domain ${request.domain}: clone ${member.cloneId} of ${member.family} exits with ${status}${result ? ` (${result})` : ""}`);
     domains.destroy([request.domain]);
   };
 

@@ -78,6 +78,30 @@ test("sf clone, exit and join: each clone learns its ID, the parent 0, and the j
   served.stop();
 });
 
+test("sf exit with a result: the parent's join reports it after the status; too many for one answer, only statuses", async () => {
+  const h = fakeHypervisor();
+  const lines: string[] = [];
+  serveDomainGuests(h.domains, { workDirectory: "/tmp", log: (l) => lines.push(l), limits: DEFAULT_GUEST_LIMITS });
+  h.send(5, 1, "clone", "2");
+  await settle();
+  h.send(100, 1, "exit", "0", "9478da224d93883893008c657d547a0a4f40ed3244d0f1cc527e2ee281d03f44");
+  h.send(101, 1, "exit", "3", "count-17");
+  h.send(5, 2, "join");
+  await settle(200);
+  expect(h.answers.at(-1)).toBe("5#2: ok 2 1=0:9478da224d93883893008c657d547a0a4f40ed3244d0f1cc527e2ee281d03f44 2=3:count-17");
+  // 64 clones with 64-character results would not fit one XenStore value.
+  h.send(5, 3, "clone", "64");
+  await settle(100);
+  for (let d = 102; d < 166; d++) h.send(d, 1, "exit", "0", "f".repeat(64));
+  h.send(5, 4, "join");
+  await settle(300);
+  const answer = h.answers.at(-1)!;
+  expect(answer.startsWith("5#4: ok 64 1=0 2=0 ")).toBe(true);
+  expect(answer.endsWith(" 64=0")).toBe(true);
+  expect(answer).not.toContain("=0:");
+  expect(lines.at(-1)).toContain("join of 64 clones answered without their results");
+});
+
 test("sf kill ends the running clones of the rounds not yet joined; a later round's clones take the next IDs", async () => {
   const h = fakeHypervisor();
   serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS });
@@ -120,12 +144,18 @@ test("bad requests get one-line errors and change nothing", async () => {
   h.send(5, 7, "clone", "1");
   h.send(5, 8, "clone", "1"); // one unjoined round is this domain's limit here
   h.send(100, 1, "exit", "256");
+  h.send(100, 2, "exit", "0", "a b"); // one result, without spaces (the guest's tool splits nothing)
+  h.send(100, 3, "exit", "0", "x".repeat(65));
+  h.send(100, 4, "exit", "0", "digest", "more");
   await settle();
   expect(h.answers.slice(6)).toEqual([
     "100#7: ok 1",
     "5#7: ok 0",
     "5#8: error this domain holds 1 unjoined clone rounds already: join them first",
     "100#1: error bad exit status '256'",
+    "100#2: error bad exit result: at most 64 of 0-9 A-Z a-z . _ + -",
+    "100#3: error bad exit result: at most 64 of 0-9 A-Z a-z . _ + -",
+    "100#4: error exit takes a status and one result",
   ]);
   expect(h.alive.size).toBe(2);
   // An empty join answers at once.
