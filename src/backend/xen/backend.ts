@@ -123,7 +123,8 @@ const domains: DomainOperations = {
     const host = openXen();
     agentHost = host;
     const kept = new Keeper(
-      (domid) => host.domain(domid) !== undefined,
+      // A destroyed clone stays a dying domain while its pager still maps its ring: it counts as gone.
+      (domid) => host.domain(domid)?.dying === false,
       (domid) => destroyDomains(host, [domid]),
       log,
     );

@@ -61,7 +61,15 @@ export class Keeper {
   async sweep(): Promise<void> {
     for (const round of this.rounds) {
       const gone = round.pagers.filter((p) => !this.alive(p.domid));
-      for (const pager of gone) await pager.stop();
+      for (const pager of gone) {
+        const s = pager.stats();
+        this.log(
+          `domain ${pager.domid} (a clone of ${round.parent}) ended: ${s.faults} faults, ${s.pagesFetched} pages fetched ` +
+            `(${s.pagesPrefetched} prefetched, ${s.eagerPages} before it ran), ${s.pagesZeroFilled} zero-filled; ` +
+            `mean fault service ${(s.meanServiceMicros / 1000).toFixed(1)} ms`,
+        );
+        await pager.stop();
+      }
       round.pagers = round.pagers.filter((p) => !gone.includes(p));
       if (round.pagers.length > 0) continue;
       round.server.close();
