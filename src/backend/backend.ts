@@ -125,6 +125,8 @@ export interface DomainListing {
   /** The family's parent (its id); its own for a domain no fork touched. */
   family: number;
   mac?: string;
+  /** A clone whose memory a pager serves (it cannot run without the agent that forked it). */
+  onDemand?: boolean;
   /** 0 for a parent; one more per generation of clones (for the tree in `ls`). */
   depth: number;
 }

@@ -7,9 +7,9 @@ import { familyOrder, treeName } from "../family-order.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { listVms, runDir } from "../run-dir.ts";
 import { pagedClonesOfAgent } from "../cluster/agent-socket.ts";
-import type { DomainOperations } from "../backend/backend.ts";
+import type { DomainListing, DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
-import { printJson, printTable } from "../output.ts";
+import { log, printJson, printTable } from "../output.ts";
 
 function uptime(ms: number): string {
   const s = Math.floor(ms / 1000);
@@ -20,15 +20,35 @@ function uptime(ms: number): string {
 async function listDomains(domains: DomainOperations, json: boolean): Promise<void> {
   const rows = await domains.list();
   // Clones with memory on demand: what their pagers (in the agent) counted so far.
-  const paged = new Map((await pagedClonesOfAgent(runDir())).map((c) => [c.domid, c]));
+  const agent = await pagedClonesOfAgent(runDir());
+  const paged = new Map("clones" in agent ? agent.clones.map((c) => [c.domid, c]) : []);
+  const pagerError = (row: DomainListing) => {
+    if (paged.get(row.id)?.error) return paged.get(row.id)?.error;
+    if (!row.onDemand || paged.has(row.id)) return undefined;
+    const why = "noAgent" in agent ? agent.noAgent : "the agent serves no pager for it (it was restarted)";
+    return `nothing serves its memory: ${why}; it cannot run on (snowflock kill it)`;
+  };
   if (json)
     return printJson(
-      rows.map(({ depth, id, ...row }) => ({ ...row, domid: id, memory: paged.get(id)?.stats, pagerError: paged.get(id)?.error })),
+      rows.map(({ depth, id, onDemand, ...row }) => ({
+        ...row,
+        domid: id,
+        memory: paged.get(id)?.stats,
+        pagerError: pagerError({ ...row, id, onDemand, depth }),
+      })),
     );
   printTable(
     ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],
-    rows.map((d) => [treeName(d.name, d.depth), String(d.id), d.state, formatSize(d.memoryBytes), String(d.vcpus), String(d.cloneId)]),
+    rows.map((d) => [
+      treeName(d.name, d.depth),
+      String(d.id),
+      pagerError(d) ? `${d.state} (no pager)` : d.state,
+      formatSize(d.memoryBytes),
+      String(d.vcpus),
+      String(d.cloneId),
+    ]),
   );
+  for (const d of rows) if (pagerError(d)) log.warn(`${d.name}: ${pagerError(d)}`);
 }
 
 export function registerLs(cli: CAC): void {

@@ -105,17 +105,24 @@ export async function forkThroughAgent(
   return answer.fork;
 }
 
-/** The clones the agent's pagers serve, with their counters; none when no agent runs here. */
-export async function pagedClonesOfAgent(runDirectory: string): Promise<PagedClone[]> {
+/**
+ * The clones the agent's pagers serve, with their counters; or why none can be: no agent socket
+ * here, or an agent that does not answer (killed: its socket file stays behind).
+ */
+export async function pagedClonesOfAgent(runDirectory: string): Promise<{ clones: PagedClone[] } | { noAgent: string }> {
   const path = agentSocketPath(runDirectory);
-  if (!existsSync(path)) return [];
+  if (!existsSync(path)) return { noAgent: "no snowflock agent runs here" };
   const failure = (why: string) => new SnowflockError("CONTROL", `the agent did not answer: ${why}`, "`snowflock agent` may have stopped");
-  const line = await requestLine({ unix: path }, `${JSON.stringify({ v: VERSION, op: "paged-clones" })}\n`, {
-    timeoutMs: scaledTimeout(10_000),
-    maxAnswerBytes: 16 * 1024 * 1024,
-    failure,
-  });
-  const answer = JSON.parse(line) as { ok: boolean; clones?: PagedClone[]; error?: string };
-  if (!answer.ok || !answer.clones) throw failure(answer.error ?? "no clones in its answer");
-  return answer.clones;
+  try {
+    const line = await requestLine({ unix: path }, `${JSON.stringify({ v: VERSION, op: "paged-clones" })}\n`, {
+      timeoutMs: scaledTimeout(10_000),
+      maxAnswerBytes: 16 * 1024 * 1024,
+      failure,
+    });
+    const answer = JSON.parse(line) as { ok: boolean; clones?: PagedClone[]; error?: string };
+    if (!answer.ok || !answer.clones) return { noAgent: `the agent did not list its clones: ${answer.error ?? "no clones in its answer"}` };
+    return { clones: answer.clones };
+  } catch (error) {
+    return { noAgent: error instanceof SnowflockError ? error.message : `the agent did not answer: ${(error as Error).message}` };
+  }
 }

@@ -4,7 +4,7 @@
  * test/xen/fork.test.ts on the paging host).
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DomainOperations, DomainRoundOptions } from "../../src/backend/backend.ts";
@@ -82,9 +82,13 @@ test("without an agent, the fork says how to start one", async () => {
   rmSync(none, { recursive: true });
 });
 
-test("the clones the agent's pagers serve come back with their counters; without an agent there are none", async () => {
-  expect(await pagedClonesOfAgent(dir)).toEqual([{ domid: 10, parent: "web", stats: { faults: 7, pagesFetched: 5 } }] as never);
+test("the clones the agent's pagers serve come back with their counters; without an agent, or a dead one, it says why", async () => {
+  expect(await pagedClonesOfAgent(dir)).toEqual({ clones: [{ domid: 10, parent: "web", stats: { faults: 7, pagesFetched: 5 } }] } as never);
   const none = mkdtempSync(join(tmpdir(), "snowflock-no-agent-"));
-  expect(await pagedClonesOfAgent(none)).toEqual([]);
+  expect(await pagedClonesOfAgent(none)).toEqual({ noAgent: "no snowflock agent runs here" });
+  // A killed agent leaves its socket file behind: nobody listens there.
+  writeFileSync(agentSocketPath(none), "");
+  const dead = await pagedClonesOfAgent(none);
+  expect("noAgent" in dead && dead.noAgent).toStartWith("the agent did not answer");
   rmSync(none, { recursive: true });
 });

@@ -39,7 +39,21 @@ function listing(m: XenMember): Omit<DomainListing, "depth"> {
     cloneId: m.member?.cloneId ?? 0,
     family: m.member?.family ?? m.domain.domid,
     mac: m.member?.mac,
+    onDemand: m.member?.memory === "ondemand" || undefined,
   };
+}
+
+/**
+ * Clones with memory on demand whose pager ended with an earlier agent (killed): their memory is
+ * gone with it, so they cannot run on. A new agent ends them, one line each, rather than leave
+ * them paused for ever.
+ */
+function endOrphans(host: XenHost, log: (line: string) => void): void {
+  const orphans = listMembers(host).filter((m) => m.member?.memory === "ondemand" && m.member.cloneId > 0);
+  for (const orphan of orphans) {
+    log(`domain ${orphan.domain.domid} (${orphan.name}): its memory's pager ended with an earlier agent; ending it`);
+    destroyDomains(host, [orphan.domain.domid]);
+  }
 }
 
 /** The host the agent holds while it serves the guests' requests; other calls open one of their own. */
@@ -129,6 +143,7 @@ const domains: DomainOperations = {
       log,
     );
     keeper = kept;
+    endOrphans(host, log);
     const channel = watchRequests(host, onRequest, log);
     return {
       answer: channel.answer,

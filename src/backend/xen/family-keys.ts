@@ -1,6 +1,7 @@
 /**
  * Where a family lives in XenStore: each member's `/local/domain/<domid>/snowflock/` holds its
- * clone ID, its family (the parent's domid), its MAC address, and the request/reply pair through
+ * clone ID, its family (the parent's domid), its MAC address, whether a pager serves its memory
+ * (`memory` = ondemand: without the agent's pager it cannot run), and the request/reply pair through
  * which the guest tool (guest/xen/sf) talks to the agent. dom0 owns every node; the member may
  * read its own, and write only its `request` — XenStore refuses any other domain.
  */
@@ -15,6 +16,8 @@ export interface FamilyKeys {
   family: number;
   parentName: string;
   mac?: string;
+  /** "ondemand": its memory comes from a pager in the agent that forked it. */
+  memory?: "ondemand";
 }
 
 export function familyPath(domid: number, key = ""): string {
@@ -37,6 +40,7 @@ export function publishMember(store: XenStore, domid: number, keys: FamilyKeys):
     ["parent", keys.parentName],
   ];
   if (keys.mac) entries.push(["mac", keys.mac]);
+  if (keys.memory) entries.push(["memory", keys.memory]);
   openRequests(store, domid);
   for (const [key, value] of entries) {
     store.write(familyPath(domid, key), value);
@@ -67,6 +71,7 @@ export function readMember(store: XenStore, domid: number): FamilyKeys | undefin
     family: Number(family),
     parentName: store.readString(familyPath(domid, "parent")) ?? "",
     mac: store.readString(familyPath(domid, "mac")),
+    memory: store.readString(familyPath(domid, "memory")) === "ondemand" ? "ondemand" : undefined,
   };
 }
 

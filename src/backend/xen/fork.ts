@@ -104,7 +104,13 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
       const failed = built.find((reply) => reply.error);
       if (failed?.error) throw workerError(failed.error);
       for (const clone of clones) {
-        publishMember(store, clone.domid, { cloneId: clone.cloneId, family: parent.domid, parentName, mac: clone.mac });
+        publishMember(store, clone.domid, {
+          cloneId: clone.cloneId,
+          family: parent.domid,
+          parentName,
+          mac: clone.mac,
+          memory: onDemand ? "ondemand" : undefined,
+        });
         request.onCloneReady?.(clone);
       }
       if (onDemand) await onDemand.pageOut(clones, say);
