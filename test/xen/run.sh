@@ -27,7 +27,7 @@
 #   SNOWFLOCK_XEN_TIMEOUT   seconds for the whole VM, boot included (default 900)
 #   SNOWFLOCK_XEN_CACHE     where build-host.sh keeps the host (default /var/cache/snowflock/xen)
 #   SNOWFLOCK_XEN_MEM       QEMU memory (default 4G); SNOWFLOCK_XEN_DOM0_MEM dom0's share (default 1536M)
-#   SNOWFLOCK_XEN_SMP       vCPUs (default 2)
+#   SNOWFLOCK_XEN_SMP       vCPUs (default 2; at least 2: the test domUs are pinned to pCPU 1)
 #   SNOWFLOCK_XEN_CPU       QEMU -cpu (default qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16)
 #   SNOWFLOCK_XEN_9P_CACHE  9p cache mode of the repository share (default loose)
 #   SNOWFLOCK_XEN_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` without --timeout (default 600000)
@@ -50,6 +50,8 @@ SMP=${SNOWFLOCK_XEN_SMP:-2}
 CPU=${SNOWFLOCK_XEN_CPU:-qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16}
 NINEP_CACHE=${SNOWFLOCK_XEN_9P_CACHE:-loose}
 T0=$(date +%s.%N)
+# The test domUs are pinned to pCPU 1 (build-host.sh's pvh.cfg says why).
+[ "$SMP" -ge 2 ] 2>/dev/null || { echo "xen: SNOWFLOCK_XEN_SMP must be 2 or more (the test domUs run on pCPU 1)" >&2; exit 125; }
 # shellcheck source=SCRIPTDIR/../lib/host-common.sh
 . "$HERE/../lib/host-common.sh"
 log_as xen 125
