@@ -10,8 +10,9 @@
  * the API (see INIT below).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { sha256Hex } from "../../src/guest/dataset.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { cpioArchive } from "./support/cpio.ts";
 import { BINARY, bootDomU, consoleLogPath, consoleText, describeXen, diagnosis, DOMU_DIR, ROOT, run, waitFor } from "./support/xen-test.ts";
@@ -21,8 +22,13 @@ const PAGING_HOST = process.env.SNOWFLOCK_REQUIRE_PAGING === "1";
 
 const WORK = "/tmp/snowflock-xen-fork-test";
 const SF = join(ROOT, "guest/build/sf-xen");
+const DATASET = join(ROOT, "guest/build/dataset-xen");
 const PARENT = "sfdom";
 const SELF_FORKER = "sfself";
+/** The dataset job's domU (256 MiB): 64 MiB of seeded data in RAM, a quarter hashed by each of 4 clones. */
+const JOB = "sfjob";
+const JOB_SEED = 42;
+const JOB_BYTES = 64 << 20;
 const BOOT_MS = 300_000;
 const FORK_MS = 600_000;
 
@@ -50,6 +56,23 @@ case "$(cat /proc/cmdline)" in
     echo "snowflock-domu: join $(sf join)"
   fi
   ;;
+*sfjob=1*)
+  dataset ${JOB_SEED} ${JOB_BYTES} > /data
+  echo "snowflock-domu: dataset ready"
+  id=$(sf clone 4)
+  echo "snowflock-domu: sf clone gave $id"
+  if [ "$id" != 0 ]; then
+    quarter=$((${JOB_BYTES} / 4 / 1048576))
+    digest=$(dd if=/data bs=1048576 skip=$(((id - 1) * quarter)) count=$quarter 2>/dev/null | sha256sum)
+    digest=\${digest%% *}
+    echo "snowflock-domu: slice $id $digest"
+    # The test reads this clone's counters while it lives, then says go.
+    until [ -n "$(sf read snowflock/go 2>/dev/null)" ]; do sleep 1; done
+    sf exit 0 "$digest"
+  else
+    echo "snowflock-domu: join $(sf join)"
+  fi
+  ;;
 esac
 i=0
 while :; do
@@ -65,6 +88,18 @@ function idsSeen(domain: string, { skipFirst = false } = {}): Set<string> {
   return new Set(skipFirst ? ids.slice(1) : ids);
 }
 
+/** What the agent has printed so far. */
+const agentOutput = () =>
+  ["agent.log", "agent.err"]
+    .map((f) => {
+      try {
+        return readFileSync(join(WORK, f), "utf8");
+      } catch {
+        return "";
+      }
+    })
+    .join("");
+
 const firstLine = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0];
 
 function lastTick(domain: string): number {
@@ -72,11 +107,20 @@ function lastTick(domain: string): number {
   return all.length === 0 ? 0 : Number(all.at(-1)![1]);
 }
 
+/** The domains are gone within a minute, and no dying one ("(null)" in xl list) is left either. */
+async function expectGone(names: string[]): Promise<void> {
+  const left = (list: string) => list.split("\n").filter((l) => names.some((n) => l.startsWith(`${n} `)) || l.startsWith("(null) "));
+  let list = "";
+  for (let waited = 0; waited < 60_000 && ((list = (await run(["xl", "list"])).stdout), left(list).length > 0); waited += 1000)
+    await Bun.sleep(1000);
+  expect(left(list)).toEqual([]);
+}
+
 /** Starts a test domU and waits until its console shows it running. */
-async function createDomU(name: string, extra = ""): Promise<void> {
+async function createDomU(name: string, extra = "", config: string[] = []): Promise<void> {
   await bootDomU(
     name,
-    [join(WORK, "domu.cfg"), `extra="console=hvc0 quiet ${extra}"`],
+    [join(WORK, "domu.cfg"), `extra="console=hvc0 quiet ${extra}"`, ...config],
     () => consoleText(name).includes("snowflock-domu: up"),
     BOOT_MS,
   );
@@ -84,7 +128,17 @@ async function createDomU(name: string, extra = ""): Promise<void> {
 
 describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from inside", () => {
   let agent: ReturnType<typeof Bun.spawn> | undefined;
-  const domains = () => [PARENT, `${PARENT}.1`, `${PARENT}.2`, `${PARENT}.3`, SELF_FORKER, `${SELF_FORKER}.1`, `${SELF_FORKER}.2`];
+  const domains = () => [
+    PARENT,
+    `${PARENT}.1`,
+    `${PARENT}.2`,
+    `${PARENT}.3`,
+    SELF_FORKER,
+    `${SELF_FORKER}.1`,
+    `${SELF_FORKER}.2`,
+    JOB,
+    ...[1, 2, 3, 4].map((c) => `${JOB}.${c}`),
+  ];
 
   beforeAll(async () => {
     await run(["mkdir", "-p", WORK]);
@@ -92,18 +146,14 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     const extra = cpioArchive([
       { path: "init", data: INIT, mode: 0o755 },
       { path: "bin/sf", data: readFileSync(SF), mode: 0o755 },
+      { path: "bin/dataset", data: readFileSync(DATASET), mode: 0o755 },
     ]);
     // The kernel reads a cpio archive after a compressed one only from a 4-byte boundary (zeros between are skipped).
     writeFileSync(join(WORK, "initrd"), Buffer.concat([base, new Uint8Array((4 - (base.length % 4)) % 4), extra]));
     const config = readFileSync(join(DOMU_DIR, "pvh.cfg"), "utf8").replace(/^ramdisk = .*$/m, `ramdisk = "${join(WORK, "initrd")}"`);
     writeFileSync(join(WORK, "domu.cfg"), config);
     for (const d of domains()) await run(["xl", "destroy", d]);
-    agent = Bun.spawn([BINARY, "agent", "--backend", "xen"], {
-      cwd: ROOT,
-      stdin: "ignore",
-      stdout: Bun.file(join(WORK, "agent.log")),
-      stderr: Bun.file(join(WORK, "agent.err")),
-    });
+    agent = startAgent();
   });
 
   afterAll(async () => {
@@ -111,16 +161,16 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     for (const d of domains()) await run(["xl", "destroy", d]);
   });
 
-  const fail = async (what: string) => {
-    const agentLog = [join(WORK, "agent.log"), join(WORK, "agent.err")].map((f) => {
-      try {
-        return readFileSync(f, "utf8");
-      } catch {
-        return "";
-      }
+  /** `snowflock agent --backend xen`, its output appended to agent.log and agent.err (a restarted one adds to them). */
+  const startAgent = () =>
+    Bun.spawn([BINARY, "agent", "--backend", "xen"], {
+      cwd: ROOT,
+      stdin: "ignore",
+      stdout: openSync(join(WORK, "agent.log"), "a"),
+      stderr: openSync(join(WORK, "agent.err"), "a"),
     });
-    return new Error(`${what}\nagent: ${agentLog.join("\n")}\n${await diagnosis(domains())}`);
-  };
+
+  const fail = async (what: string) => new Error(`${what}\nagent: ${agentOutput()}\n${await diagnosis(domains())}`);
 
   test(
     "snowflock fork sfdom --clones 3: three running clones whose consoles show IDs 1, 2, 3 from sf id; the parent goes on with 0",
@@ -197,6 +247,39 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       expect(again.stderr).toContain(`domain ${PARENT} has no running clones`);
     },
     BOOT_MS * 2,
+  );
+
+  test(
+    "paging host: the agent killed under an on-demand clone: ls --json says nothing serves its memory, and the next agent ends it; " +
+      "no domain is left behind",
+    async () => {
+      if (!PAGING_HOST) return console.log("Debian's Xen does not page: no clone with memory on demand here");
+      await waitFor(`${PARENT} ticking`, () => lastTick(PARENT) >= 1, BOOT_MS, [PARENT]);
+      rmSync(consoleLogPath(`${PARENT}.1`), { force: true });
+      const r = await run([BINARY, "fork", PARENT, "--clones", "1", "--memory", "ondemand", "--backend", "xen", "--json"], FORK_MS);
+      if (r.status !== 0) throw await fail(`fork --memory ondemand failed (${r.status}): ${r.stderr}`);
+      const orphan = `${PARENT}.1`;
+      await waitFor(`${orphan} printing id 1`, () => idsSeen(orphan, { skipFirst: true }).has("1"), FORK_MS, [orphan]);
+      agent!.kill("SIGKILL");
+      await agent!.exited;
+      const listed = await run([BINARY, "ls", "--backend", "xen", "--json"]);
+      expect(listed.status).toBe(0);
+      const row = (JSON.parse(listed.stdout) as Array<{ name: string; pagerError?: string }>).find((x) => x.name === orphan);
+      expect(row?.pagerError).toStartWith("nothing serves its memory: the agent did not answer");
+      const text = await run([BINARY, "ls", "--backend", "xen"]);
+      expect(text.stdout).toMatch(new RegExp(`${orphan.replace(".", "\\.")} .*\\(no pager\\)`));
+      expect(text.stderr).toContain(`${orphan}: nothing serves its memory`);
+      agent = startAgent();
+      await waitFor(
+        "the new agent ending the orphan",
+        () => agentOutput().includes(`(${orphan}): its memory's pager ended with an earlier agent; ending it`),
+        60_000,
+      );
+      await expectGone([orphan]);
+      const before = lastTick(PARENT);
+      await waitFor(`${PARENT} ticking on`, () => lastTick(PARENT) > before + 1, BOOT_MS, [PARENT]);
+    },
+    FORK_MS * 2,
   );
 
   test(
@@ -279,8 +362,64 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       expect(list).toMatch(new RegExp(`^${SELF_FORKER} `, "m"));
       await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS, [SELF_FORKER]);
       // The agent gives the clones memory on demand where Xen pages (the paging host), else a copy.
-      const agentOutput = ["agent.log", "agent.err"].map((f) => readFileSync(join(WORK, f), "utf8")).join("");
-      expect(agentOutput).toContain(`memory ${PAGING_HOST ? "ondemand" : "eager"}`);
+      expect(agentOutput()).toContain(`memory ${PAGING_HOST ? "ondemand" : "eager"}`);
+    },
+    FORK_MS * 3,
+  );
+
+  test(
+    "a 256 MiB domU fills 64 MiB with a seeded dataset and runs sf clone 4: each clone hashes its quarter, and the parent's " +
+      "sf join reports the four digests, equal to the host's",
+    async () => {
+      // The host's digests, from the same generator (checked against src/guest/dataset.ts by test/unit/xen-domu-tools.test.ts).
+      const data = new Uint8Array(await new Response(Bun.spawn([DATASET, String(JOB_SEED), String(JOB_BYTES)]).stdout).arrayBuffer());
+      expect(data.length).toBe(JOB_BYTES);
+      const quarter = JOB_BYTES / 4;
+      const expected = [0, 1, 2, 3].map((i) => sha256Hex(data.subarray(i * quarter, (i + 1) * quarter)));
+      await createDomU(JOB, "sfjob=1", ["memory=256", "maxmem=256"]);
+      await waitFor(`${JOB}: sf clone gave`, () => consoleText(JOB).includes("sf clone gave"), FORK_MS, [JOB]).catch(async (e) => {
+        throw await fail(`${JOB}: sf clone never returned: ${firstLine(e)}`);
+      });
+      const digests: string[] = [];
+      for (const c of [1, 2, 3, 4]) {
+        const name = `${JOB}.${c}`;
+        const line = new RegExp(`snowflock-domu: slice ${c} ([0-9a-f]{64})`);
+        await waitFor(`${name} hashing its quarter`, () => line.test(consoleText(name)), FORK_MS, [name]).catch(async (e) => {
+          throw await fail(`${name} never printed its digest: ${firstLine(e)}`);
+        });
+        digests.push(line.exec(consoleText(name))![1]!);
+      }
+      expect(digests).toEqual(expected);
+      if (PAGING_HOST) {
+        // Each clone fetched its quarter and what it ran on: a small share of the domU's 65,536 pages.
+        const listed = JSON.parse((await run([BINARY, "ls", "--backend", "xen", "--json"])).stdout) as Array<{
+          name: string;
+          memory?: { faults: number; pagesFetched: number; faultServiceHistogram: unknown };
+        }>;
+        for (const c of [1, 2, 3, 4]) {
+          const memory = listed.find((row) => row.name === `${JOB}.${c}`)?.memory;
+          console.log(`${JOB}.${c}: ${JSON.stringify(memory)}`);
+          expect(memory!.pagesFetched).toBeGreaterThan(quarter / 4096);
+          expect(memory!.pagesFetched).toBeLessThan((256 << 20) / 4096 / 4);
+        }
+      }
+      for (const c of [1, 2, 3, 4]) {
+        const domid = (await run(["xl", "domid", `${JOB}.${c}`])).stdout.trim();
+        expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go`, "1"])).status).toBe(0);
+      }
+      await waitFor(`${JOB}: join`, () => consoleText(JOB).includes("join "), FORK_MS, [JOB]);
+      expect(consoleText(JOB)).toContain(`snowflock-domu: join 4 ${expected.map((d, i) => `${i + 1}=0:${d}`).join(" ")}`);
+      if (PAGING_HOST) {
+        // The agent's last word on each clone's memory, once its domain has gone.
+        await waitFor(
+          "the agent's lines on the ended clones",
+          () => agentOutput().match(new RegExp(`a clone of ${JOB}\\) ended: \\d+ faults`, "g"))?.length === 4,
+          30_000,
+        );
+      }
+      // No clone left, not even as a dying domain held by a pager that was never stopped.
+      await expectGone([1, 2, 3, 4].map((c) => `${JOB}.${c}`));
+      await run(["xl", "destroy", JOB]);
     },
     FORK_MS * 3,
   );
