@@ -89,17 +89,7 @@ export async function forkThroughAgent(
   const request: AgentForkRequest = { v: VERSION, op: "fork", parent, clones, memory };
   const failure = (why: string) =>
     new SnowflockError("CONTROL", `the agent did not answer the fork: ${why}`, "`snowflock agent` may have stopped");
-  const line = await requestLine({ unix: path }, `${JSON.stringify(request)}\n`, {
-    timeoutMs: scaledTimeout(900_000),
-    maxAnswerBytes: 16 * 1024 * 1024,
-    failure,
-  });
-  let answer: Answer;
-  try {
-    answer = JSON.parse(line) as Answer;
-  } catch {
-    throw failure("the answer was not JSON");
-  }
+  const answer = await askAgent(path, request, scaledTimeout(900_000), failure);
   if (!answer.ok) throw new SnowflockError("VM_STATE", `the agent could not fork ${parent}: ${answer.error}`);
   if (!("fork" in answer)) throw failure("its answer has no fork");
   return answer.fork;
@@ -114,15 +104,26 @@ export async function pagedClonesOfAgent(runDirectory: string): Promise<{ clones
   if (!existsSync(path)) return { noAgent: "no snowflock agent runs here" };
   const failure = (why: string) => new SnowflockError("CONTROL", `the agent did not answer: ${why}`, "`snowflock agent` may have stopped");
   try {
-    const line = await requestLine({ unix: path }, `${JSON.stringify({ v: VERSION, op: "paged-clones" })}\n`, {
-      timeoutMs: scaledTimeout(10_000),
-      maxAnswerBytes: 16 * 1024 * 1024,
-      failure,
-    });
-    const answer = JSON.parse(line) as { ok: boolean; clones?: PagedClone[]; error?: string };
-    if (!answer.ok || !answer.clones) return { noAgent: `the agent did not list its clones: ${answer.error ?? "no clones in its answer"}` };
+    const answer = await askAgent(path, { v: VERSION, op: "paged-clones" }, scaledTimeout(10_000), failure);
+    if (!answer.ok || !("clones" in answer))
+      return { noAgent: `the agent did not list its clones: ${answer.ok ? "no clones in its answer" : answer.error}` };
     return { clones: answer.clones };
   } catch (error) {
     return { noAgent: error instanceof SnowflockError ? error.message : `the agent did not answer: ${(error as Error).message}` };
+  }
+}
+
+/** One request line to the agent's socket, one JSON answer line back; `failure` says what went wrong. */
+async function askAgent(
+  path: string,
+  request: AgentSocketRequest,
+  timeoutMs: number,
+  failure: (why: string) => SnowflockError,
+): Promise<Answer> {
+  const line = await requestLine({ unix: path }, `${JSON.stringify(request)}\n`, { timeoutMs, maxAnswerBytes: 16 * 1024 * 1024, failure });
+  try {
+    return JSON.parse(line) as Answer;
+  } catch {
+    throw failure("the answer was not JSON");
   }
 }
