@@ -71,15 +71,19 @@ export class Keeper {
         await pager.stop();
       }
       round.pagers = round.pagers.filter((p) => !gone.includes(p));
-      if (round.pagers.length > 0) continue;
-      round.server.close();
-      close(round.imageFd);
-      this.rounds.delete(round);
+      if (round.pagers.length === 0) this.closeRound(round);
     }
     if (this.rounds.size === 0 && this.timer) {
       clearInterval(this.timer);
       this.timer = undefined;
     }
+  }
+
+  /** A round none of whose clones is left: its memory server and image go. */
+  private closeRound(round: KeptRound): void {
+    round.server.close();
+    close(round.imageFd);
+    this.rounds.delete(round);
   }
 
   /** The clones kept now, with what their memory cost so far. */
@@ -93,10 +97,8 @@ export class Keeper {
   async stopAll(): Promise<void> {
     for (const round of this.rounds) {
       for (const pager of round.pagers) await pager.stop();
-      round.server.close();
-      close(round.imageFd);
+      this.closeRound(round);
     }
-    this.rounds.clear();
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
   }
