@@ -14,6 +14,7 @@ import { errnoName, SyscallError } from "../../sys/errno.ts";
 import { pollRetrying, Woken } from "../../sys/poll-retrying.ts";
 import { FaultService, type PageSink } from "../../memory/fault-service.ts";
 import { openPageSource, type PageSource } from "../../memory/page-source.ts";
+import { MAX_PAGES_PER_REQUEST } from "../../memory/page-protocol.ts";
 import { WorkerCollector } from "../../worker-collector.ts";
 import {
   HVM_PARAM_PAGING_RING_PFN,
@@ -155,8 +156,8 @@ class Pager {
       const target = new Uint8Array(toArrayBuffer(mapping.address as never, 0, this.present.length * XC_PAGE_SIZE));
       const nonZero = this.present.filter((f) => (plan.nonZeroPages[f >> 3]! >> (f & 7)) & 1);
       const contents = new Map<number, Uint8Array>();
-      for (let i = 0; i < nonZero.length; i += 64) {
-        const batch = nonZero.slice(i, i + 64);
+      for (let i = 0; i < nonZero.length; i += MAX_PAGES_PER_REQUEST) {
+        const batch = nonZero.slice(i, i + MAX_PAGES_PER_REQUEST);
         this.source!.fetch(batch).forEach((data, k) => contents.set(batch[k]!, data));
       }
       this.present.forEach((frame, i) => {
