@@ -30,12 +30,10 @@ async function listDomains(domains: DomainOperations, json: boolean): Promise<vo
   };
   if (json)
     return printJson(
-      rows.map(({ depth, id, onDemand, ...row }) => ({
-        ...row,
-        domid: id,
-        memory: paged.get(id)?.stats,
-        pagerError: pagerError({ ...row, id, onDemand, depth }),
-      })),
+      rows.map((row) => {
+        const { depth, id, onDemand, ...shown } = row;
+        return { ...shown, domid: id, memory: paged.get(id)?.stats, pagerError: pagerError(row) };
+      }),
     );
   printTable(
     ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],

@@ -124,11 +124,11 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
       });
     }
     ended.sort((a, b) => a.cloneId - b.cloneId);
-    let answer = `ok ${ended.length}${ended.map(({ cloneId, status }) => ` ${cloneId}=${status}`).join("")}`;
-    const withResults = `ok ${ended.length}${ended.map(({ cloneId, status, result }) => ` ${cloneId}=${status}${result ? `:${result}` : ""}`).join("")}`;
-    if (withResults.length <= JOIN_REPLY_MAX) answer = withResults;
-    else log(`domain ${request.domain}: join of ${ended.length} clones answered without their results (over ${JOIN_REPLY_MAX} bytes)`);
-    reply(request, answer);
+    const answer = (results: boolean) =>
+      `ok ${ended.length}${ended.map(({ cloneId, status, result }) => ` ${cloneId}=${status}${results && result ? `:${result}` : ""}`).join("")}`;
+    if (answer(true).length <= JOIN_REPLY_MAX) return reply(request, answer(true));
+    log(`domain ${request.domain}: join of ${ended.length} clones answered without their results (over ${JOIN_REPLY_MAX} bytes)`);
+    reply(request, answer(false));
   };
 
   const exit = (request: GuestRequest): void => {
