@@ -1,11 +1,13 @@
 /**
- * copyPages over stand-in domains: frames held in this process, "mapped" into one buffer per
+ * copyPages and captureImage over stand-in domains: frames held in this process, "mapped" into one buffer per
  * mapping as libxenforeignmemory would (missing frames reported per page) and written back on
  * unmap. The real thing runs in test/xen against Xen.
  */
 import { ptr } from "bun:ffi";
+import { closeSync, readSync } from "node:fs";
 import { describe, expect, test } from "bun:test";
 import type { ForeignMapping, ForeignMemory } from "../../src/backend/xen/foreign-memory.ts";
+import { captureImage } from "../../src/backend/xen/memory-image.ts";
 import { COPY_BATCH, copyPages } from "../../src/backend/xen/page-copy.ts";
 
 const PAGE = 4096;
@@ -91,6 +93,39 @@ describe("copyPages", () => {
     );
     expect(() => copyPages(memory as unknown as ForeignMemory, 1, [2], MAX)).toThrow(
       "clone domain 2 has no page at frame 0x63 where its parent 1 has one",
+    );
+  });
+});
+
+describe("captureImage", () => {
+  const RAM = COPY_BATCH + 5;
+  const content = (gfn: number) => (gfn % 3 === 0 ? new Uint8Array(PAGE) : filled((gfn % 250) + 1));
+
+  test("the parent's RAM lands in a memfd at its frame's offset; zero frames are holes, counted and left out of the bitmap", () => {
+    const memory = new StandInMemory();
+    memory.domains.set(1, domain(RAM, [], content));
+    const image = captureImage(memory as unknown as ForeignMemory, 1, RAM, "test.image");
+    try {
+      expect(image.pages).toBe(RAM);
+      expect(image.zeroPages).toBe(Math.ceil(RAM / 3));
+      const page = new Uint8Array(PAGE);
+      for (const gfn of [0, 1, 2, 3, COPY_BATCH - 1, COPY_BATCH, RAM - 1]) {
+        expect(((image.nonZeroPages[gfn >> 3]! >> (gfn & 7)) & 1) === 1).toBe(gfn % 3 !== 0);
+        expect(readSync(image.fd, page, 0, PAGE, gfn * PAGE)).toBe(PAGE);
+        expect(page).toEqual(content(gfn));
+      }
+    } finally {
+      closeSync(image.fd);
+    }
+  });
+
+  test("a frame the parent lacks fails the capture, naming the frame", () => {
+    const memory = new StandInMemory();
+    const pages = domain(RAM, [], content);
+    pages.delete(COPY_BATCH + 2);
+    memory.domains.set(1, pages);
+    expect(() => captureImage(memory as unknown as ForeignMemory, 1, RAM, "test.image")).toThrow(
+      `domain 1 frame 0x${(COPY_BATCH + 2).toString(16)}`,
     );
   });
 });

@@ -3,6 +3,7 @@
  * a parent and its clones will go through it. Written to xenforeignmemory.h; it can only be
  * exercised in a dom0 with a running domain (test/xen).
  */
+import { toArrayBuffer } from "bun:ffi";
 import { SyscallError } from "../../sys/errno.ts";
 import { lastErrno } from "../../sys/libc.ts";
 import { XC_PAGE_SIZE, type XenReleaseAbi } from "./abi.ts";
@@ -14,6 +15,29 @@ export interface ForeignMapping {
   pages: number;
   /** Per page: 0, or the negative errno Xen gave for it (e.g. -ENOENT for a gfn with no page). */
   errors: Int32Array;
+}
+
+/** Frame numbers first, first + 1, ..., first + count - 1. */
+export function frameRun(first: number, count: number): BigUint64Array {
+  const frames = new BigUint64Array(count);
+  for (let i = 0; i < count; i++) frames[i] = BigInt(first + i);
+  return frames;
+}
+
+/** Maps `frames` of `domid`, hands `use` their bytes (page i at i * XC_PAGE_SIZE) and per-page errors, then unmaps them. */
+export function withMapped<T>(
+  memory: Pick<ForeignMemory, "map" | "unmap">,
+  domid: number,
+  prot: number,
+  frames: BigUint64Array,
+  use: (bytes: Buffer, errors: Int32Array) => T,
+): T {
+  const mapping = memory.map(domid, prot, frames);
+  try {
+    return use(Buffer.from(toArrayBuffer(mapping.address as never, 0, frames.length * XC_PAGE_SIZE)), mapping.errors);
+  } finally {
+    memory.unmap(mapping);
+  }
 }
 
 export class ForeignMemory {

@@ -3,7 +3,6 @@
  * page i = guest frame i). Read through foreign mappings, a batch of frames at a time, while the
  * domain is paused or suspended; zero pages are left as the memfd's holes and marked in the bitmap.
  */
-import { toArrayBuffer } from "bun:ffi";
 import { MAP_SHARED, MFD_CLOEXEC, PROT_READ } from "../../sys/constants.ts";
 import { mmap, munmap, view } from "../../sys/memory.ts";
 import { memoryLayout, translate } from "../../guest-memory/layout.ts";
@@ -12,7 +11,7 @@ import { close, ftruncate, memfdCreate, pwrite } from "../../sys/files.ts";
 import { SyscallError } from "../../sys/errno.ts";
 import { isZeroPage } from "../../guest-memory/zero-page.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
-import type { ForeignMemory } from "./foreign-memory.ts";
+import { type ForeignMemory, frameRun, withMapped } from "./foreign-memory.ts";
 import { COPY_BATCH } from "./page-copy.ts";
 
 export interface MemoryImage {
@@ -33,15 +32,10 @@ export function captureImage(memory: ForeignMemory, domid: number, pages: number
     ftruncate(fd, pages * XC_PAGE_SIZE);
     for (let first = 0; first < pages; first += COPY_BATCH) {
       const count = Math.min(COPY_BATCH, pages - first);
-      const frames = new BigUint64Array(count);
-      for (let i = 0; i < count; i++) frames[i] = BigInt(first + i);
-      const mapping = memory.map(domid, PROT_READ, frames);
-      try {
-        const bytes = new Uint8Array(toArrayBuffer(mapping.address as never, 0, count * XC_PAGE_SIZE));
+      withMapped(memory, domid, PROT_READ, frameRun(first, count), (bytes, errors) => {
         for (let i = 0; i < count; i++) {
           const frame = first + i;
-          if (mapping.errors[i] !== 0)
-            throw new SyscallError("xenforeignmemory_map", -mapping.errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
+          if (errors[i] !== 0) throw new SyscallError("xenforeignmemory_map", -errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
           if (isZeroPage(bytes, i)) {
             zeroPages++;
             continue;
@@ -49,9 +43,7 @@ export function captureImage(memory: ForeignMemory, domid: number, pages: number
           nonZeroPages[frame >> 3]! |= 1 << (frame & 7);
           pwrite(fd, bytes.subarray(i * XC_PAGE_SIZE, (i + 1) * XC_PAGE_SIZE), frame * XC_PAGE_SIZE);
         }
-      } finally {
-        memory.unmap(mapping);
-      }
+      });
     }
     return { fd, pages, nonZeroPages, zeroPages };
   } catch (error) {

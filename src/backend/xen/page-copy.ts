@@ -3,12 +3,11 @@
  * process through libxenforeignmemory, one batch of guest frames at a time, each parent page read
  * once and written to every clone. No save file, no stream.
  */
-import { toArrayBuffer } from "bun:ffi";
 import { SnowflockError } from "../../errors.ts";
 import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
 import { isZeroPage } from "../../guest-memory/zero-page.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
-import type { ForeignMemory } from "./foreign-memory.ts";
+import { type ForeignMemory, frameRun, withMapped } from "./foreign-memory.ts";
 
 /** Frames per mapping: big enough to amortize the hypercall, small enough to stay cheap. */
 export const COPY_BATCH = 1024;
@@ -39,35 +38,26 @@ export function copyPages(
   const copyBatch = (first: number): number => {
     const count = Math.min(COPY_BATCH, maximumGpfn + 1 - first);
     if (count <= 0) return 0;
-    const frames = new BigUint64Array(count);
-    for (let i = 0; i < count; i++) frames[i] = BigInt(first + i);
-    const source = memory.map(parent, PROT_READ, frames);
-    let copied = 0;
-    try {
-      const present = [...source.errors.keys()].filter((i) => source.errors[i] === 0);
+    const frames = frameRun(first, count);
+    const copied = withMapped(memory, parent, PROT_READ, frames, (from, sourceErrors) => {
+      const present = [...sourceErrors.keys()].filter((i) => sourceErrors[i] === 0);
       if (present.length === 0) return 0;
-      const from = Buffer.from(toArrayBuffer(source.address as never, 0, count * XC_PAGE_SIZE));
       const zero = present.map((i) => isZeroPage(from, i));
       for (const clone of clones) {
-        const target = memory.map(clone, PROT_READ | PROT_WRITE, frames);
-        try {
-          const to = Buffer.from(toArrayBuffer(target.address as never, 0, count * XC_PAGE_SIZE));
+        withMapped(memory, clone, PROT_READ | PROT_WRITE, frames, (to, targetErrors) => {
           present.forEach((i, k) => {
-            if (target.errors[i] !== 0) throw layoutMismatch(parent, clone, first + i, target.errors[i]!);
+            if (targetErrors[i] !== 0) throw layoutMismatch(parent, clone, first + i, targetErrors[i]!);
             const at = i * XC_PAGE_SIZE;
             // A shell's fresh pages are zero (Xen scrubs them), but the domain builder wrote some.
             if (!zero[k]) to.set(from.subarray(at, at + XC_PAGE_SIZE), at);
             else if (!isZeroPage(to, i)) to.fill(0, at, at + XC_PAGE_SIZE);
           });
-        } finally {
-          memory.unmap(target);
-        }
+        });
       }
-      copied = present.length;
       zeroPages += zero.filter(Boolean).length;
-    } finally {
-      memory.unmap(source);
-    }
+      return present.length;
+    });
+    if (copied === 0) return 0;
     batches++;
     pages += copied;
     progress?.(pages);
