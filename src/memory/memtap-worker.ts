@@ -17,8 +17,8 @@ import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uf
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { FENCE_AFTER_MS, type MemtapEvent, type MemtapInit, UffdState } from "./memtap-protocol.ts";
 import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
-import { WorkerCollector } from "../worker-collector.ts";
 import { FaultService, type PageSink } from "./fault-service.ts";
+import { serveFaults } from "./fault-loop.ts";
 import { openPageSource, type PageSource } from "./page-source.ts";
 
 declare const self: Worker;
@@ -98,24 +98,10 @@ class FaultHandler {
 
   /** Serves faults until stop() (throws Woken) or a failure (throws it). */
   run(): never {
-    const watch = [
-      { fd: this.init.uffd, events: POLLIN },
-      { fd: this.init.stopFd, events: POLLIN },
-      { fd: this.source.fd, events: POLLIN },
-    ];
-    const collector = new WorkerCollector();
-    try {
-      for (;;) {
-        const [faults = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
-        if (stop !== 0) throw new Woken("stop requested");
-        collector.tick();
-        if (server !== 0) this.service.sourceReadable();
-        if ((faults & POLLIN) !== 0) this.serveBatch();
-        else if (faults !== 0) throw new SnowflockError("INTERNAL", `the userfaultfd reported poll events 0x${faults.toString(16)}`);
-      }
-    } finally {
-      this.service.countBytes();
-    }
+    return serveFaults({ faults: this.init.uffd, stop: this.init.stopFd, source: this.source.fd }, this.service, (events) => {
+      if ((events & POLLIN) === 0) throw new SnowflockError("INTERNAL", `the userfaultfd reported poll events 0x${events.toString(16)}`);
+      this.serveBatch();
+    });
   }
 
   private serveBatch(): void {

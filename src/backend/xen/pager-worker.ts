@@ -9,13 +9,13 @@
  */
 import { toArrayBuffer } from "bun:ffi";
 import { SnowflockError } from "../../errors.ts";
-import { ENOENT, POLLIN, PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
+import { ENOENT, PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
 import { errnoName, SyscallError } from "../../sys/errno.ts";
-import { pollRetrying, Woken } from "../../sys/poll-retrying.ts";
+import { Woken } from "../../sys/poll-retrying.ts";
 import { FaultService, type PageSink } from "../../memory/fault-service.ts";
+import { serveFaults } from "../../memory/fault-loop.ts";
 import { openPageSource, type PageSource } from "../../memory/page-source.ts";
 import { MAX_PAGES_PER_REQUEST } from "../../memory/page-protocol.ts";
-import { WorkerCollector } from "../../worker-collector.ts";
 import {
   HVM_PARAM_PAGING_RING_PFN,
   MEM_PAGING_DROP_PAGE,
@@ -171,53 +171,43 @@ class Pager {
   }
 
   private loop(service: FaultService, attached: PagerAttach): never {
+    return serveFaults({ faults: this.channel!.fd, stop: attached.stopFd, source: this.source!.fd }, service, () =>
+      this.serveRing(service, attached),
+    );
+  }
+
+  /** The event channel fired: every request on the ring is served, then answered. */
+  private serveRing(service: FaultService, attached: PagerAttach): void {
     const channel = this.channel!;
     const ring = this.ring!;
-    const watch = [
-      { fd: channel.fd, events: POLLIN },
-      { fd: attached.stopFd, events: POLLIN },
-      { fd: this.source!.fd, events: POLLIN },
-    ];
-    const collector = new WorkerCollector();
-    try {
-      for (;;) {
-        const [events = 0, stop = 0, server = 0] = pollRetrying(watch, -1);
-        if (stop !== 0) throw new Woken("stop requested");
-        collector.tick();
-        if (server !== 0) service.sourceReadable();
-        if (events === 0) continue;
-        channel.acknowledge();
-        const started = performance.now();
-        const requests = ring.takeRequests();
-        const faults = new Map<number, boolean>();
-        for (const request of requests) {
-          if (request.reason !== VM_EVENT_REASON_MEM_PAGING || (request.pagingFlags & MEM_PAGING_DROP_PAGE) !== 0) continue;
-          if (request.gfn >= attached.ramPages)
-            throw new SnowflockError(
-              "MEMORY",
-              `domain ${attached.domid} faulted on frame 0x${request.gfn.toString(16)}, beyond the ${attached.ramPages} frames it was given`,
-            );
-          faults.set(request.gfn, true);
-        }
-        if (faults.size > 0) service.serve(faults, started);
-        let answered = 0;
-        for (const request of requests) {
-          if ((request.flags & VM_EVENT_FLAG_VCPU_PAUSED) === 0) continue;
-          ring.respond({
-            flags: VM_EVENT_FLAG_VCPU_PAUSED,
-            vcpuId: request.vcpuId,
-            gfn: request.gfn,
-            pagingFlags: request.pagingFlags & MEM_PAGING_DROP_PAGE,
-          });
-          answered++;
-        }
-        if (answered > 0) {
-          ring.push();
-          channel.notify();
-        }
-      }
-    } finally {
-      service.countBytes();
+    channel.acknowledge();
+    const started = performance.now();
+    const requests = ring.takeRequests();
+    const faults = new Map<number, boolean>();
+    for (const request of requests) {
+      if (request.reason !== VM_EVENT_REASON_MEM_PAGING || (request.pagingFlags & MEM_PAGING_DROP_PAGE) !== 0) continue;
+      if (request.gfn >= attached.ramPages)
+        throw new SnowflockError(
+          "MEMORY",
+          `domain ${attached.domid} faulted on frame 0x${request.gfn.toString(16)}, beyond the ${attached.ramPages} frames it was given`,
+        );
+      faults.set(request.gfn, true);
+    }
+    if (faults.size > 0) service.serve(faults, started);
+    let answered = 0;
+    for (const request of requests) {
+      if ((request.flags & VM_EVENT_FLAG_VCPU_PAUSED) === 0) continue;
+      ring.respond({
+        flags: VM_EVENT_FLAG_VCPU_PAUSED,
+        vcpuId: request.vcpuId,
+        gfn: request.gfn,
+        pagingFlags: request.pagingFlags & MEM_PAGING_DROP_PAGE,
+      });
+      answered++;
+    }
+    if (answered > 0) {
+      ring.push();
+      channel.notify();
     }
   }
 
