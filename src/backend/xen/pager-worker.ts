@@ -24,7 +24,7 @@ import {
   XC_PAGE_SIZE,
 } from "./abi.ts";
 import type { EventChannel } from "./event-channel.ts";
-import type { ForeignMapping, ForeignMemory } from "./foreign-memory.ts";
+import { type ForeignMapping, type ForeignMemory, withMapped } from "./foreign-memory.ts";
 import { openXen, type XenHost } from "./host.ts";
 import type { PagerAttach, PagerAttached, PagerCommand, PagerEvent, PagerNote, PagerServe } from "./pager-protocol.ts";
 import { PagingRing } from "./paging-ring.ts";
@@ -151,23 +151,18 @@ class Pager {
   private writePresent(plan: PagerServe): void {
     if (this.present.length === 0) return;
     const { domid } = this.attached!;
-    const mapping = this.memory!.map(domid, PROT_WRITE | PROT_READ, new BigUint64Array(this.present.map(BigInt)));
-    try {
-      const target = new Uint8Array(toArrayBuffer(mapping.address as never, 0, this.present.length * XC_PAGE_SIZE));
-      const nonZero = this.present.filter((f) => (plan.nonZeroPages[f >> 3]! >> (f & 7)) & 1);
-      const contents = new Map<number, Uint8Array>();
-      for (let i = 0; i < nonZero.length; i += MAX_PAGES_PER_REQUEST) {
-        const batch = nonZero.slice(i, i + MAX_PAGES_PER_REQUEST);
-        this.source!.fetch(batch).forEach((data, k) => contents.set(batch[k]!, data));
-      }
+    const nonZero = this.present.filter((f) => (plan.nonZeroPages[f >> 3]! >> (f & 7)) & 1);
+    const contents = new Map<number, Uint8Array>();
+    for (let i = 0; i < nonZero.length; i += MAX_PAGES_PER_REQUEST) {
+      const batch = nonZero.slice(i, i + MAX_PAGES_PER_REQUEST);
+      this.source!.fetch(batch).forEach((data, k) => contents.set(batch[k]!, data));
+    }
+    withMapped(this.memory!, domid, PROT_WRITE | PROT_READ, new BigUint64Array(this.present.map(BigInt)), (target, errors) => {
       this.present.forEach((frame, i) => {
-        if (mapping.errors[i] !== 0)
-          throw new SyscallError("xenforeignmemory_map", -mapping.errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
+        if (errors[i] !== 0) throw new SyscallError("xenforeignmemory_map", -errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
         target.set(contents.get(frame) ?? ZEROS, i * XC_PAGE_SIZE);
       });
-    } finally {
-      this.memory!.unmap(mapping);
-    }
+    });
   }
 
   private loop(service: FaultService, attached: PagerAttach): never {
