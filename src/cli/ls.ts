@@ -28,25 +28,23 @@ async function listDomains(domains: DomainOperations, json: boolean): Promise<vo
     const why = "noAgent" in agent ? agent.noAgent : "the agent serves no pager for it (it was restarted)";
     return `nothing serves its memory: ${why}; it cannot run on (snowflock kill it)`;
   };
+  const errors = new Map(rows.map((row) => [row.id, pagerError(row)]));
   if (json)
     return printJson(
-      rows.map((row) => {
-        const { depth, id, onDemand, ...shown } = row;
-        return { ...shown, domid: id, memory: paged.get(id)?.stats, pagerError: pagerError(row) };
-      }),
+      rows.map(({ depth, id, onDemand, ...shown }) => ({ ...shown, domid: id, memory: paged.get(id)?.stats, pagerError: errors.get(id) })),
     );
   printTable(
     ["NAME", "DOMID", "STATE", "MEM", "VCPUS", "CLONE ID"],
     rows.map((d) => [
       treeName(d.name, d.depth),
       String(d.id),
-      pagerError(d) ? `${d.state} (no pager)` : d.state,
+      errors.get(d.id) ? `${d.state} (no pager)` : d.state,
       formatSize(d.memoryBytes),
       String(d.vcpus),
       String(d.cloneId),
     ]),
   );
-  for (const d of rows) if (pagerError(d)) log.warn(`${d.name}: ${pagerError(d)}`);
+  for (const d of rows) if (errors.get(d.id)) log.warn(`${d.name}: ${errors.get(d.id)}`);
 }
 
 export function registerLs(cli: CAC): void {
