@@ -2,7 +2,7 @@
 // executable with no libc (they run in any initramfs): `sf`, the Impromptu Cluster API tool, and
 // `dataset`, the seeded test dataset (test jobs).
 //   bun guest/xen/build.ts        -> guest/build/sf-xen, guest/build/dataset-xen
-import { rename, rm, stat } from "node:fs/promises";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
 import { join, relative } from "node:path";
 
 const CFLAGS = [
@@ -35,6 +35,7 @@ async function buildTool(source: string, out: string): Promise<void> {
 /** Builds the domU tools into `outDir` (each only when older than its sources); their paths. */
 export async function buildXenTools(outDir: string): Promise<Record<keyof typeof TOOLS, string>> {
   const names = Object.keys(TOOLS) as Array<keyof typeof TOOLS>;
+  await mkdir(outDir, { recursive: true });
   const paths = names.map((name) => join(outDir, `${name}-xen`));
   await Promise.all(names.map((name, i) => buildTool(join(import.meta.dir, TOOLS[name]), paths[i]!)));
   return Object.fromEntries(names.map((name, i) => [name, paths[i]!])) as Record<keyof typeof TOOLS, string>;

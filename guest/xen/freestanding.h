@@ -11,6 +11,8 @@
 #define SYS_write 1
 #define SYS_open 2
 #define SYS_close 3
+#define SYS_mmap 9
+#define SYS_munmap 11
 #define SYS_nanosleep 35
 #define SYS_clock_gettime 228
 #define SYS_exit_group 231
@@ -21,6 +23,12 @@
 static inline long syscall3(long n, long a, long b, long c) {
     long r;
     __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+static inline long syscall6(long n, long a, long b, long c, long d, long e, long f) {
+    long r;
+    register long r10 __asm__("r10") = d, r8 __asm__("r8") = e, r9 __asm__("r9") = f;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
     return r;
 }
 

@@ -1,8 +1,10 @@
 /*
  * sf: the Impromptu Cluster API for a Linux domU on Xen, as a command.
  *
- *   sf clone N     fork this VM into N clones; prints the clone ID in every VM of the
- *                  family: 0 in the parent, 1..N in the clones (like fork())
+ *   sf clone [--no-heuristic free-pages] N
+ *                  fork this VM into N clones; prints the clone ID in every VM of the
+ *                  family: 0 in the parent, 1..N in the clones (like fork()). First it holds
+ *                  the guest's free memory (free pages, below) unless told not to.
  *   sf id          this VM's clone ID (0 in a parent or a VM never forked)
  *   sf join        (parent) wait until the clones of its rounds not yet joined have ended;
  *                  prints "<ended> <id>=<status>[:<result>]..."
@@ -35,6 +37,65 @@ static uint64_t now_ns(int clock) {
     struct { long s, ns; } t;
     syscall3(SYS_clock_gettime, clock, (long)&t, 0);
     return (uint64_t)t.s * 1000000000ull + (uint64_t)t.ns;
+}
+
+/*
+ * The free-pages heuristic without a kernel patch: just before the clone instant sf takes the
+ * guest's free memory for itself (one populated anonymous mapping, which Linux zeroes as it hands
+ * the pages out) and gives it back right after, in the parent and in every clone. In the frozen
+ * image those pages are zero, so a clone never fetches them: its pager zero-fills them (Xen) and
+ * the eager copy skips them. Unlike a list of free frames read from /proc/kpageflags, nothing can
+ * go stale between the report and the suspend: what is spared is what the image holds as zero.
+ * It leaves the kernel a reserve above its watermarks (4 x vm.min_free_kbytes, at least 4 MiB).
+ */
+#define O_RDONLY 0
+#define PROT_READ_WRITE 3
+#define MAP_PRIVATE 0x02
+#define MAP_ANONYMOUS 0x20
+#define MAP_NORESERVE 0x4000
+#define MAP_POPULATE 0x8000
+#define HUGE_PAGE_BYTES (2ull << 20)
+
+/* The number after `key` at the start of a line of a /proc file (`key` "" : the file's first number); 0 when absent. */
+static uint64_t proc_number(const char *path, const char *key) {
+    static char text[8192];
+    long fd = syscall3(SYS_open, (long)path, O_RDONLY, 0);
+    if (fd < 0) return 0;
+    long got = 0, n;
+    while (got < (long)sizeof text - 1 && (n = syscall3(SYS_read, fd, (long)(text + got), (long)(sizeof text - 1 - got))) > 0) got += n;
+    syscall3(SYS_close, fd, 0, 0);
+    text[got < 0 ? 0 : got] = 0;
+    for (char *line = text; *line; line++) {
+        if ((line == text || line[-1] == '\n') && starts(line, key)) {
+            uint64_t v = 0;
+            for (line += slen(key); *line == ' ' || *line == '\t'; line++) {}
+            for (; *line >= '0' && *line <= '9'; line++) v = v * 10 + (uint64_t)(*line - '0');
+            return v;
+        }
+    }
+    return 0;
+}
+
+static long held_address;
+static uint64_t held_bytes;
+
+/* Takes the guest's free memory (less the kernel's reserve); nothing when there is none to take. */
+static void hold_free_memory(void) {
+    uint64_t free_kb = proc_number("/proc/meminfo", "MemFree:");
+    uint64_t keep_kb = 4 * proc_number("/proc/sys/vm/min_free_kbytes", "");
+    if (keep_kb < 4096) keep_kb = 4096;
+    if (free_kb <= keep_kb) return;
+    uint64_t bytes = ((free_kb - keep_kb) * 1024) & ~(HUGE_PAGE_BYTES - 1);
+    if (bytes == 0) return;
+    long address = syscall6(SYS_mmap, 0, (long)bytes, PROT_READ_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_POPULATE, -1, 0);
+    if (address < 0 && address > -4096) return; /* no memory to hold: the clones simply fetch more */
+    held_address = address;
+    held_bytes = bytes;
+}
+
+static void release_free_memory(void) {
+    if (held_bytes) syscall3(SYS_munmap, held_address, (long)held_bytes, 0);
+    held_bytes = 0;
 }
 
 static int xenbus = -1;
@@ -114,7 +175,7 @@ static const char *clone_id(void) {
 }
 
 static void usage(void) {
-    out(2, "usage: sf clone N | sf id | sf join | sf exit [STATUS [RESULT]] | sf kill | sf read PATH | sf write PATH VALUE\n");
+    out(2, "usage: sf clone [--no-heuristic free-pages] N | sf id | sf join | sf exit [STATUS [RESULT]] | sf kill | sf read PATH | sf write PATH VALUE\n");
     quit(2);
 }
 
@@ -125,9 +186,22 @@ static int tool_main(int argc, char **argv) {
     if (same(cmd, "id") && argc == 2) {
         out(1, clone_id());
         out(1, "\n");
-    } else if (same(cmd, "clone") && argc == 3) {
-        if (!parse_u64(argv[2], &n) || n == 0 || n > 64) die("bad clone count (give 1 to 64): ", argv[2]);
-        out(1, ask_agent("clone", argv[2], 30 * 60 * 1000));
+    } else if (same(cmd, "clone") && (argc == 3 || (argc == 5 && same(argv[2], "--no-heuristic")))) {
+        const char *count = argv[argc - 1];
+        if (argc == 5 && !same(argv[3], "free-pages")) die("sf clone can switch off only the free-pages heuristic, not ", argv[3]);
+        if (!parse_u64(count, &n) || n == 0 || n > 64) die("bad clone count (give 1 to 64): ", count);
+        clone_id(); /* opens the xenbus device, so a VM without one fails before it holds anything */
+        if (argc == 3) hold_free_memory();
+        /* The agent logs how many pages the guest held free. */
+        static char args[64], pages_text[32];
+        char *pages = fmt_u64(pages_text + sizeof pages_text, held_bytes / 4096);
+        size_t cl = slen(count);
+        memcpy(args, count, cl);
+        memcpy(args + cl, " free=", 6);
+        memcpy(args + cl + 6, pages, slen(pages) + 1);
+        const char *id = ask_agent("clone", args, 30 * 60 * 1000);
+        release_free_memory();
+        out(1, id);
         out(1, "\n");
     } else if (same(cmd, "join") && argc == 2) {
         out(1, ask_agent("join", 0, 24L * 3600 * 1000));

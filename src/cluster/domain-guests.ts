@@ -4,7 +4,8 @@
  * turned into calls on each parent's ticket book (tickets.ts) — the rules of sf_request_ticket,
  * sf_clone, sf_join and sf_kill on KVM (guest-calls.ts is that front end).
  *
- *   clone <seq> N   a ticket for N clones, cloned at once: the parent is answered "ok 0", each clone "ok <id>"
+ *   clone <seq> N [free=P]  a ticket for N clones, cloned at once: the parent is answered "ok 0", each
+ *                   clone "ok <id>"; P: pages the guest holds free (zeroed) for the clone instant
  *   join <seq>      waits for the clones of every ticket cloned and not joined: "ok <m> <id>=<status>[:<result>]..."
  *   exit <seq> S [R]  (a clone) ends the requester with status S and result R (a short token, e.g. a
  *                   digest), which its parent's join reports
@@ -92,7 +93,10 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     if (typeof granted === "bigint") return reply(request, `error ${granted}`);
     const firstCloneId = domains.nextCloneId(request.domain);
     tickets.startClones(BigInt(granted.ticket), firstCloneId);
-    log(`domain ${request.domain}: clone ${count}`);
+    const held = Number(/^free=(\d+)$/.exec(request.args[1] ?? "")?.[1] ?? 0);
+    log(
+      `domain ${request.domain}: clone ${count}${held > 0 ? ` (the guest holds ${held.toLocaleString("en-US")} free pages, zeroed)` : ""}`,
+    );
     try {
       const result = await forkDomain(domains, request.domain, count, {
         firstCloneId,

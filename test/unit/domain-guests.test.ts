@@ -58,6 +58,19 @@ function fakeHypervisor() {
 
 const settle = (ms = 30) => Bun.sleep(ms);
 
+test("sf clone reports the pages the guest holds free: the agent logs them, and a count of 0 (--no-heuristic free-pages) says nothing", async () => {
+  const h = fakeHypervisor();
+  const lines: string[] = [];
+  serveDomainGuests(h.domains, { workDirectory: "/tmp", log: (line) => void lines.push(line), limits: DEFAULT_GUEST_LIMITS });
+  h.send(5, 1, "clone", "1", "free=41234");
+  await settle();
+  h.send(5, 2, "clone", "1", "free=0");
+  await settle();
+  expect(h.answers.filter((a) => a.startsWith("5#"))).toEqual(["5#1: ok 0", "5#2: ok 0"]);
+  expect(lines).toContain("domain 5: clone 1 (the guest holds 41,234 free pages, zeroed)");
+  expect(lines).toContain("domain 5: clone 1");
+});
+
 test("sf clone, exit and join: each clone learns its ID, the parent 0, and the join reports each clone's status", async () => {
   const h = fakeHypervisor();
   const served = serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS });

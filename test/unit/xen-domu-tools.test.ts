@@ -1,9 +1,10 @@
 /**
  * The domU tools (guest/xen) run here too, as plain Linux executables: `dataset` writes exactly the
  * stream src/guest/dataset.ts defines (the Xen tests check clones' digests against it), and `sf`
- * refuses bad exit arguments before it ever talks to XenStore.
+ * refuses bad arguments before it ever talks to XenStore.
  */
 import { beforeAll, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { buildXenTools } from "../../guest/xen/build.ts";
 import { dataset } from "../../src/guest/dataset.ts";
@@ -57,4 +58,24 @@ test("sf exit refuses a bad status or an over-long result in one line, before an
   const usage = await runTool([tools.sf, "exit", "0", "a", "b"]);
   expect(usage.status).toBe(2);
   expect(usage.stderr).toContain("sf exit [STATUS [RESULT]]");
+});
+
+test("sf clone refuses a bad count or another heuristic in one line; outside a domU it fails before holding any memory", async () => {
+  const cases: Array<[string[], string]> = [
+    [["clone", "0"], "sf: bad clone count (give 1 to 64): 0\n"],
+    [["clone", "--no-heuristic", "free-pages", "65"], "sf: bad clone count (give 1 to 64): 65\n"],
+    [["clone", "--no-heuristic", "prefetch", "2"], "sf: sf clone can switch off only the free-pages heuristic, not prefetch\n"],
+  ];
+  for (const [argv, message] of cases) {
+    const r = await runTool([tools.sf, ...argv]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe(message);
+  }
+  const usage = await runTool([tools.sf, "clone", "--no-heuristic", "2"]);
+  expect(usage.status).toBe(2);
+  expect(usage.stderr).toContain("sf clone [--no-heuristic free-pages] N");
+  if (existsSync("/dev/xen/xenbus")) return console.log("this machine is a Xen domU: sf clone would ask a real agent");
+  const outside = await runTool([tools.sf, "clone", "1"]);
+  expect(outside.status).toBe(1);
+  expect(outside.stderr).toBe("sf: cannot open /dev/xen/xenbus (is this a Xen domU with xenfs/xenbus?)\n");
 });
