@@ -1,14 +1,18 @@
 /**
  * `snowflock bench fork --backend xen`, in a Xen dom0: time to N running clones of a PVH domU
- * with snowflock's fork, beside the stock way to the same end in the same run — `xl save -c`
- * (a checkpoint: the domain goes on) followed by N × `xl restore` of the saved image — and the
- * ratio. The domU is started from an xl config file (the nested Xen host's test domU by default).
+ * with snowflock's fork — eager (a copy of the memory up front) and, where Xen pages, on demand
+ * (through the agent, which keeps the clones' pagers: one is started for the bench when none
+ * runs) — beside the stock way to the same end in the same run: `xl save -c` (a checkpoint: the
+ * domain goes on) followed by N × `xl restore` of the saved image, and the ratios. The domU is
+ * started from an xl config file (the nested Xen host's test domU by default) at the memory asked.
  */
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import type { DomainOperations } from "../backend/backend.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
+import type { ForkResult } from "../clone/fork-result.ts";
+import { forkThroughAgent, pagedClonesOfAgent } from "../cluster/agent-socket.ts";
 import { formatSize } from "../size.ts";
 import { runDir } from "../run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
@@ -16,15 +20,32 @@ import { fixed, table } from "./format.ts";
 import { machineNote, median } from "./machine.ts";
 import { linePlot } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
+import { cliCommand } from "./session.ts";
 
 export { defaultOutDir };
 
 export interface XenForkBenchOptions {
   clones: number[];
   runs: number;
-  /** An xl config file of a PVH domU (its name is replaced). */
+  /** An xl config file of a PVH domU (its name is replaced, and its memory = maxmem set to memoryBytes). */
   domuConfig: string;
+  memoryBytes: number;
+  /** The fork paths to measure; "ondemand" where Xen pages (else reported unavailable, with why). */
+  memory: Array<"eager" | "ondemand">;
   progress: (line: string) => void;
+}
+
+/** On-demand clones: the fork through the agent, and what each clone fetched in its first seconds. */
+export interface XenOnDemandFigures {
+  /** From the request to the last clone running, paging out the shells included. */
+  totalMs: number;
+  /** Of that, paging out the clones' shells (the part a pool of ready shells would take out of the fork). */
+  pageOutMs: number;
+  parentDownMs: number;
+  /** Pages each clone fetched (mean) by FETCHED_AFTER_MS after the fork. */
+  pagesFetchedPerClone: number;
+  /** xlMs / totalMs. */
+  ratio: number;
 }
 
 export interface XenForkRow {
@@ -41,6 +62,7 @@ export interface XenForkRow {
   xlRestoreMs: number;
   /** xlMs / snowflockMs. */
   ratio: number;
+  onDemand?: XenOnDemandFigures;
 }
 
 export interface XenForkReport {
@@ -49,11 +71,16 @@ export interface XenForkReport {
   xen: string;
   memoryBytes: number;
   runs: number;
+  /** Why the on-demand columns are missing, when they were asked for. */
+  onDemandUnavailable?: string;
   rows: XenForkRow[];
 }
 
 const PARENT = "sfbench";
 const SAVE_FILE = "/var/tmp/snowflock-bench.save";
+/** When on-demand clones' fetched pages are read: they have started and run their first seconds. */
+const FETCHED_AFTER_MS = 5_000;
+const AGENT_START_MS = 60_000;
 
 async function sh(command: string[], what: string): Promise<number> {
   const started = performance.now();
@@ -65,12 +92,43 @@ async function sh(command: string[], what: string): Promise<number> {
 
 const destroy = (name: string) => Bun.spawn(["xl", "destroy", name], { stdout: "ignore", stderr: "ignore" }).exited;
 
-/** A copy of the xl config with another name, for `xl create`/`xl restore`. */
-function configNamed(source: string, name: string, dir: string): string {
-  const text = readFileSync(source, "utf8").replace(/^\s*name\s*=.*$/m, "");
+/** A copy of the xl config with another name and memory = maxmem = `memoryBytes` (paging refuses more maxmem), for `xl create`/`xl restore`. */
+function configNamed(source: string, name: string, dir: string, memoryBytes: number): string {
+  const text = readFileSync(source, "utf8").replace(/^\s*(name|memory|maxmem)\s*=.*$/gm, "");
   const path = join(dir, `${name}.cfg`);
-  writeFileSync(path, `${text}\nname = "${name}"\n`);
+  const mib = Math.round(memoryBytes / 2 ** 20);
+  writeFileSync(path, `${text}\nname = "${name}"\nmemory = ${mib}\nmaxmem = ${mib}\n`);
   return path;
+}
+
+/** The host's agent for on-demand forks: the one running, or one started for the bench (stopped by the returned function). */
+async function ensureAgent(say: (line: string) => void): Promise<() => Promise<void>> {
+  if ("clones" in (await pagedClonesOfAgent(runDir()))) return async () => {};
+  say("starting snowflock agent --backend xen for the on-demand forks");
+  const agent = Bun.spawn([...cliCommand(), "agent", "--backend", "xen"], { stdin: "ignore", stdout: "ignore", stderr: "pipe" });
+  const stop = async () => {
+    agent.kill();
+    await agent.exited;
+  };
+  for (const deadline = Date.now() + AGENT_START_MS; Date.now() < deadline; await Bun.sleep(250)) {
+    if ("clones" in (await pagedClonesOfAgent(runDir()))) return stop;
+    if (agent.exitCode !== null) break;
+  }
+  await stop();
+  const why = (await new Response(agent.stderr).text()).trim().split("\n").pop();
+  throw new SnowflockError("CONTROL", `the agent started for the bench never answered${why ? `: ${why}` : ""}`);
+}
+
+/** One on-demand fork through the agent; the clones' mean pages fetched once they have run a while. */
+async function forkOnDemand(n: number): Promise<{ fork: ForkResult; pagesFetchedPerClone: number }> {
+  const fork = await forkThroughAgent(runDir(), PARENT, n, "ondemand");
+  await Bun.sleep(FETCHED_AFTER_MS);
+  const listed = await pagedClonesOfAgent(runDir());
+  const ours = new Set(fork.clones.map((c) => c.domid));
+  const fetched = "clones" in listed ? listed.clones.filter((c) => ours.has(c.domid)).map((c) => c.stats.pagesFetched) : [];
+  for (const c of fork.clones) await destroy(c.name);
+  if (fetched.length !== n) throw new SnowflockError("CONTROL", `the agent listed ${fetched.length} of the ${n} on-demand clones`);
+  return { fork, pagesFetchedPerClone: fetched.reduce((a, b) => a + b, 0) / n };
 }
 
 /** Starts the parent domU, again if it dies while booting (at most three times); its memory size. */
@@ -91,16 +149,40 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
   const dir = join("/var/tmp", "snowflock-bench-xen");
   mkdirSync(dir, { recursive: true });
   const say = options.progress;
+  let onDemandUnavailable: string | undefined;
+  let stopAgent = async () => {};
+  const config = (name: string) => configNamed(options.domuConfig, name, dir, options.memoryBytes);
   try {
+    if (options.memory.includes("ondemand")) {
+      try {
+        domains.checkMemory("ondemand");
+        stopAgent = await ensureAgent(say);
+      } catch (error) {
+        onDemandUnavailable = (error as Error).message;
+        say(`on demand: unavailable (${onDemandUnavailable})`);
+      }
+    }
+    const onDemand = options.memory.includes("ondemand") && !onDemandUnavailable;
     say("starting the parent domU");
-    const memoryBytes = await startParent(domains, configNamed(options.domuConfig, PARENT, dir), say);
+    const memoryBytes = await startParent(domains, config(PARENT), say);
     const rows: XenForkRow[] = [];
     for (const n of options.clones) {
-      const samples: Array<Omit<XenForkRow, "clones" | "ratio">> = [];
+      const samples: Array<Omit<XenForkRow, "clones" | "ratio" | "onDemand"> & { onDemand?: Omit<XenOnDemandFigures, "ratio"> }> = [];
       for (let run = 1; run <= options.runs; run++) {
-        say(`N=${n} run ${run}/${options.runs}: snowflock fork`);
+        say(`N=${n} run ${run}/${options.runs}: snowflock fork (eager)`);
         const fork = await forkDomain(domains, PARENT, n, { workDirectory: runDir() });
         for (const c of fork.clones) await destroy(c.name);
+        let onDemandSample: Omit<XenOnDemandFigures, "ratio"> | undefined;
+        if (onDemand) {
+          say(`N=${n} run ${run}/${options.runs}: snowflock fork --memory ondemand`);
+          const { fork: paged, pagesFetchedPerClone } = await forkOnDemand(n);
+          onDemandSample = {
+            totalMs: paged.totalMs,
+            pageOutMs: paged.onDemand?.pageOutMs ?? 0,
+            parentDownMs: paged.pausedMs,
+            pagesFetchedPerClone,
+          };
+        }
         say(`N=${n} run ${run}/${options.runs}: xl save -c + ${n} x xl restore`);
         rmSync(SAVE_FILE, { force: true });
         const xlSaveMs = await sh(["xl", "save", "-c", PARENT, SAVE_FILE], "xl save -c");
@@ -108,7 +190,7 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
         for (let i = 1; i <= n; i++) {
           const name = `${PARENT}-r${i}`;
           await destroy(name);
-          xlRestoreMs += await sh(["xl", "restore", configNamed(options.domuConfig, name, dir), SAVE_FILE], "xl restore");
+          xlRestoreMs += await sh(["xl", "restore", config(name), SAVE_FILE], "xl restore");
         }
         for (let i = 1; i <= n; i++) await destroy(`${PARENT}-r${i}`);
         rmSync(SAVE_FILE, { force: true });
@@ -119,10 +201,12 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
           xlMs: xlSaveMs + xlRestoreMs,
           xlSaveMs,
           xlRestoreMs,
+          onDemand: onDemandSample,
         });
       }
-      const m = (key: keyof (typeof samples)[number]) => median(samples.map((s) => s[key]));
-      const row = {
+      const m = (key: Exclude<keyof (typeof samples)[number], "onDemand">) => median(samples.map((s) => s[key]));
+      const od = (key: keyof Omit<XenOnDemandFigures, "ratio">) => median(samples.map((s) => s.onDemand![key]));
+      const row: XenForkRow = {
         clones: n,
         snowflockMs: m("snowflockMs"),
         shellsMs: m("shellsMs"),
@@ -133,8 +217,19 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
         ratio: 0,
       };
       row.ratio = row.xlMs / row.snowflockMs;
+      if (onDemand) {
+        const totalMs = od("totalMs");
+        row.onDemand = {
+          totalMs,
+          pageOutMs: od("pageOutMs"),
+          parentDownMs: od("parentDownMs"),
+          pagesFetchedPerClone: od("pagesFetchedPerClone"),
+          ratio: row.xlMs / totalMs,
+        };
+      }
       rows.push(row);
-      say(`N=${n}: snowflock ${fixed(row.snowflockMs / 1000, 2)} s, xl ${fixed(row.xlMs / 1000, 2)} s, ${fixed(row.ratio, 2)}x`);
+      const paged = row.onDemand ? `, on demand ${fixed(row.onDemand.totalMs / 1000, 2)} s (${fixed(row.onDemand.ratio, 2)}x)` : "";
+      say(`N=${n}: eager ${fixed(row.snowflockMs / 1000, 2)} s (${fixed(row.ratio, 2)}x)${paged}, xl ${fixed(row.xlMs / 1000, 2)} s`);
     }
     return {
       benchmark: "snowflock fork --backend xen vs xl save -c + N x xl restore",
@@ -142,10 +237,12 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
       xen: await domains.hypervisor(),
       memoryBytes,
       runs: options.runs,
+      onDemandUnavailable,
       rows,
     };
   } finally {
     await destroy(PARENT);
+    await stopAgent();
   }
 }
 
@@ -159,7 +256,7 @@ export function formatReport(report: XenForkReport): string {
   ];
   lines.push(
     ...table(
-      ["N", "snowflock s", "shells s", "parent down s", "xl save+restore s", "save s", "restores s", "xl/snowflock"],
+      ["N", "eager s", "shells s", "parent down s", "xl save+restore s", "save s", "restores s", "xl/eager"],
       report.rows.map((r) => [
         String(r.clones),
         seconds(r.snowflockMs),
@@ -172,6 +269,29 @@ export function formatReport(report: XenForkReport): string {
       ]),
     ),
   );
+  if (report.onDemandUnavailable) lines.push("", `on demand: unavailable (${report.onDemandUnavailable})`);
+  const paged = report.rows.filter((r) => r.onDemand);
+  if (paged.length > 0) {
+    const pages = report.memoryBytes / 4096;
+    lines.push(
+      "",
+      `on demand (through the agent; shells paged out in the fork; pages fetched ${FETCHED_AFTER_MS / 1000} s after it, of ${pages}):`,
+      ...table(
+        ["N", "on demand s", "of it page-out s", "parent down s", "pages fetched/clone", "xl/on demand"],
+        paged.map((r) => {
+          const o = r.onDemand!;
+          return [
+            String(r.clones),
+            seconds(o.totalMs),
+            seconds(o.pageOutMs),
+            seconds(o.parentDownMs),
+            `${Math.round(o.pagesFetchedPerClone)} (${fixed((100 * o.pagesFetchedPerClone) / pages, 1)}%)`,
+            `${fixed(o.ratio, 2)}x`,
+          ];
+        }),
+      ),
+    );
+  }
   return `${lines.join("\n")}\n`;
 }
 
@@ -183,7 +303,15 @@ export function plotReport(report: XenForkReport): string {
     yLabel: "seconds to all N running",
     xLog2: true,
     series: [
-      { name: "snowflock fork --backend xen", points: report.rows.map((r): [number, number] => [r.clones, r.snowflockMs / 1000]) },
+      { name: "snowflock fork (eager)", points: report.rows.map((r): [number, number] => [r.clones, r.snowflockMs / 1000]) },
+      ...(report.rows.some((r) => r.onDemand)
+        ? [
+            {
+              name: "snowflock fork --memory ondemand",
+              points: report.rows.flatMap((r): Array<[number, number]> => (r.onDemand ? [[r.clones, r.onDemand.totalMs / 1000]] : [])),
+            },
+          ]
+        : []),
       { name: "xl save -c + N x xl restore", points: report.rows.map((r): [number, number] => [r.clones, r.xlMs / 1000]), dashed: true },
     ],
   });

@@ -54,6 +54,8 @@ const DEFAULTS = {
   xen: {
     clones: "1,2,4,8",
     runs: 3,
+    mem: "256M",
+    memory: ["eager", "ondemand"] as Array<"eager" | "ondemand">,
     domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg"),
   },
 };
@@ -83,11 +85,16 @@ export function registerBench(cli: CAC): void {
         "before and after)",
     )
     .option("--clones <list>", "Clone counts N, comma-separated (default: fork, cluster 1,2,4,8,16,32; heuristics one N, 4)")
-    .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M)")
+    .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M; --backend xen 256M)")
     .option("--runs <n>", "Runs per measurement (the median is reported; default 3)")
-    .option("--memory <list>", "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable)", {
-      default: "cow",
-    })
+    .option(
+      "--memory <list>",
+      "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable); " +
+        "--backend xen: eager, ondemand (default both)",
+      {
+        default: "cow",
+      },
+    )
     .option("--no-peer", "Skip the QEMU peer")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option(
@@ -166,11 +173,23 @@ async function benchDomainFork(domains: DomainOperations, options: BenchOptions)
   const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
   if (!existsSync(domuConfig))
     throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
+  // --memory's default names KVM's path (cow): on Xen it means both of Xen's.
+  const memoryList = listOption(options.memory);
+  const memory =
+    memoryList.join(",") === "cow"
+      ? DEFAULTS.xen.memory
+      : [...new Set(memoryList)].map((m) => {
+          if (m !== "eager" && m !== "ondemand")
+            throw new SnowflockError("USAGE", `bad --memory '${m}' for --backend xen`, "give eager, ondemand or both, comma-separated");
+          return m;
+        });
   const bench = await import("../bench/xen-fork.ts");
   const report = await bench.runXenForkBench(domains, {
     clones,
     runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000),
     domuConfig,
+    memoryBytes: memoryOption(options.mem ?? DEFAULTS.xen.mem),
+    memory,
     progress: (line) => log.info(line),
   });
   return publish(bench, report, options);
