@@ -127,6 +127,8 @@ export interface DomainListing {
   mac?: string;
   /** A clone whose memory a pager serves (it cannot run without the agent that forked it). */
   onDemand?: boolean;
+  /** A shell kept ready for a fork of its family: paused, never run (state "ready shell"). */
+  readyShell?: boolean;
   /** 0 for a parent; one more per generation of clones (for the tree in `ls`). */
   depth: number;
 }
@@ -181,6 +183,24 @@ export interface DomainRoundResult {
   clones: StartedDomain[];
   copy?: CopyFigures;
   onDemand?: OnDemandFigures;
+  /** Clones started from shells kept ready before the fork (`snowflock pool`); 0 when the round built its own. */
+  shellsReady: number;
+}
+
+/** What `snowflock pool` did: the shells ready for the parent's forks now. */
+export interface PoolResult {
+  parent: string;
+  memory: "eager" | "ondemand";
+  /** The shells ready now, by clone ID. */
+  shells: Array<{ name: string; domid: number; cloneId: number }>;
+  /** Of those, built by this call; and shells it ended (over the count, or of the other memory path). */
+  built: number;
+  ended: number;
+  /** Building the new shells, and (on demand) paging them out, side by side. */
+  shellsMs: number;
+  pageOutMs: number;
+  /** Frames each new shell had paged out (on demand; 0 for eager). */
+  framesPagedOut: number;
 }
 
 /** A round whose clones take their memory on demand from pagers (Xen with paging). */
@@ -249,7 +269,13 @@ export interface DomainOperations {
   /** The running clones of the parent `domain`, by clone ID. */
   clonesOf(domain: number): Array<{ domain: number; cloneId: number }>;
   /** The next free clone ID in the parent's family (clones of earlier rounds keep theirs). */
-  nextCloneId(domain: number): number;
+  nextCloneId(domain: number, round: { clones: number; memory?: "eager" | "ondemand" }): number;
+  /** Keeps `clones` shells ready for the forks of `parent` (0: none); see src/backend/xen/ready-shells.ts. */
+  pool(
+    parent: string,
+    clones: number,
+    options: { memory: "eager" | "ondemand"; workDirectory: string; progress?: (line: string) => void },
+  ): Promise<PoolResult>;
   /** Ends domains (their XenStore entries, console and memory go too). */
   destroy(domains: number[]): void;
   /** In the agent: the clones whose memory its pagers serve, with what each cost so far (empty elsewhere). */

@@ -72,9 +72,10 @@ function printFork(result: ForkResult): void {
       `pages zero (shells ${(copy.shellsMs / 1000).toFixed(2)} s on ${copy.threads} thread(s), copy ` +
       `${(copy.copyMs / 1000).toFixed(2)} s)`
     : `memory: ${result.memory}, descriptor ${result.descriptorBytes} bytes`;
+  const ready = result.shellsReady ? `; ${result.shellsReady} from ready shells` : "";
   log.success(
     `${result.clones.length} clone(s) of ${result.parent} running in ${result.totalMs.toFixed(1)} ms; ` +
-      `parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}`,
+      `parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}${ready}`,
   );
 }
 

@@ -13,6 +13,7 @@ import { registerDescriptor } from "./descriptor.ts";
 import { registerDoctor } from "./doctor.ts";
 import { registerInspect } from "./inspect.ts";
 import { registerFork } from "./fork.ts";
+import { registerPool } from "./pool.ts";
 import { registerKill } from "./kill.ts";
 import { registerLogs } from "./logs.ts";
 import { registerLs } from "./ls.ts";
@@ -59,6 +60,7 @@ export async function startCli(argv: string[]): Promise<number> {
   registerLogs(cli);
   registerKill(cli);
   registerFork(cli);
+  registerPool(cli);
   registerDescriptor(cli);
   registerInspect(cli);
   registerBench(cli);

@@ -37,5 +37,6 @@ export async function forkDomain(
       startMs: t.restoreMs,
     },
     onDemand: started.onDemand,
+    shellsReady: started.shellsReady,
   };
 }

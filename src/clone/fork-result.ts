@@ -65,4 +65,6 @@ export interface ForkResult {
   eagerCopy?: EagerCopy;
   /** Xen with memory on demand: the clones' paged-out shells and the parent's frozen image. */
   onDemand?: OnDemandFigures;
+  /** Xen: clones started from shells kept ready before the fork (`snowflock pool`). */
+  shellsReady?: number;
 }

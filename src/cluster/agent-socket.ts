@@ -1,11 +1,12 @@
 /**
  * The agent's own socket in this host's run directory (agent.sock, the owner's alone): operator
  * commands that need the process that stays. A Xen fork whose clones take memory on demand runs
- * in the agent, which keeps their pagers and memory server for as long as they live.
+ * in the agent, which keeps their pagers and memory server for as long as they live; so does
+ * `snowflock pool`, whose on-demand shells keep their pagers there until a fork takes them.
  */
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import type { DomainOperations, PagedClone } from "../backend/backend.ts";
+import type { DomainOperations, PagedClone, PoolResult } from "../backend/backend.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
@@ -24,9 +25,18 @@ export interface AgentForkRequest {
   memory: "eager" | "ondemand";
 }
 
-type AgentSocketRequest = AgentForkRequest | { v: number; op: "paged-clones" };
+/** Keep `clones` shells ready for the parent's forks (0: none). */
+export interface AgentPoolRequest extends Omit<AgentForkRequest, "op"> {
+  op: "pool";
+}
 
-type Answer = { ok: true; fork: ForkResult } | { ok: true; clones: PagedClone[] } | { ok: false; error: string };
+type AgentSocketRequest = AgentForkRequest | AgentPoolRequest | { v: number; op: "paged-clones" };
+
+type Answer =
+  | { ok: true; fork: ForkResult }
+  | { ok: true; pool: PoolResult }
+  | { ok: true; clones: PagedClone[] }
+  | { ok: false; error: string };
 
 export const agentSocketPath = (runDirectory: string) => join(runDirectory, "agent.sock");
 
@@ -42,20 +52,22 @@ function limits(): ListenerLimits {
 }
 
 function parse(line: string, maxClones: number): AgentSocketRequest {
-  let request: Partial<AgentForkRequest>;
+  let request: Partial<AgentForkRequest | AgentPoolRequest>;
   try {
-    request = JSON.parse(line) as Partial<AgentForkRequest>;
+    request = JSON.parse(line) as Partial<AgentForkRequest | AgentPoolRequest>;
   } catch {
     throw new Error("the request is not JSON");
   }
   if (request.v !== VERSION) throw new Error(`protocol version ${String(request.v)}; this agent speaks ${VERSION}`);
   if ((request.op as string) === "paged-clones") return { v: VERSION, op: "paged-clones" };
-  if (request.op !== "fork") throw new Error(`unknown operation ${JSON.stringify(request.op)}`);
+  if (request.op !== "fork" && request.op !== "pool") throw new Error(`unknown operation ${JSON.stringify(request.op)}`);
   if (typeof request.parent !== "string" || request.parent.length === 0 || request.parent.length > 128) throw new Error("bad parent");
-  if (!Number.isInteger(request.clones) || request.clones! < 1 || request.clones! > maxClones)
-    throw new Error(`bad clone count (1 to ${maxClones})`);
+  // A pool of 0 ends the ready shells; a fork makes at least one clone.
+  const least = request.op === "pool" ? 0 : 1;
+  if (!Number.isInteger(request.clones) || request.clones! < least || request.clones! > maxClones)
+    throw new Error(`bad clone count (${least} to ${maxClones})`);
   if (request.memory !== "eager" && request.memory !== "ondemand") throw new Error("bad memory mode");
-  return request as AgentForkRequest;
+  return request as AgentForkRequest | AgentPoolRequest;
 }
 
 /** Serves forks of domains for the operator's `snowflock fork` (one at a time per request). */
@@ -66,6 +78,15 @@ export function serveAgentSocket(domains: DomainOperations, runDirectory: string
     const request = parse(line, domains.maxClones);
     if (request.op === "paged-clones") return { ok: true, clones: domains.pagedClones() };
     domains.checkMemory(request.memory);
+    if (request.op === "pool") {
+      log(`pool ${request.parent} --clones ${request.clones} --memory ${request.memory} (snowflock pool)`);
+      const pool = await domains.pool(request.parent, request.clones, { memory: request.memory, workDirectory: runDirectory });
+      log(
+        `${pool.parent}: ${pool.shells.length} ${pool.memory} shell(s) ready (${pool.built} built in ${(pool.shellsMs / 1000).toFixed(1)} s` +
+          `${pool.pageOutMs > 0 ? `, paged out in ${(pool.pageOutMs / 1000).toFixed(1)} s` : ""}; ${pool.ended} ended)`,
+      );
+      return { ok: true, pool };
+    }
     log(`fork ${request.parent} --clones ${request.clones} --memory ${request.memory} (snowflock fork)`);
     const fork = await forkDomain(domains, request.parent, request.clones, { workDirectory: runDirectory, memory: request.memory });
     return { ok: true, fork };
@@ -93,6 +114,28 @@ export async function forkThroughAgent(
   if (!answer.ok) throw new SnowflockError("VM_STATE", `the agent could not fork ${parent}: ${answer.error}`);
   if (!("fork" in answer)) throw failure("its answer has no fork");
   return answer.fork;
+}
+
+/** `snowflock pool` of a domain through this host's agent (on-demand shells keep their pagers there). */
+export async function poolThroughAgent(
+  runDirectory: string,
+  parent: string,
+  clones: number,
+  memory: AgentPoolRequest["memory"],
+): Promise<PoolResult> {
+  const path = agentSocketPath(runDirectory);
+  if (!existsSync(path))
+    throw new SnowflockError(
+      "NOT_FOUND",
+      `no snowflock agent runs on this host (${path} is missing)`,
+      "start `snowflock agent --backend xen` in this dom0: on-demand shells keep their pagers in it",
+    );
+  const failure = (why: string) =>
+    new SnowflockError("CONTROL", `the agent did not answer the pool request: ${why}`, "`snowflock agent` may have stopped");
+  const answer = await askAgent(path, { v: VERSION, op: "pool", parent, clones, memory }, scaledTimeout(1_800_000), failure);
+  if (!answer.ok) throw new SnowflockError("VM_STATE", `the agent could not keep shells ready for ${parent}: ${answer.error}`);
+  if (!("pool" in answer)) throw failure("its answer has no pool");
+  return answer.pool;
 }
 
 /**

@@ -91,7 +91,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     if (granted === GuestError.EDQUOT)
       return reply(request, `error this domain holds ${limits.tickets} unjoined clone rounds already: join them first`);
     if (typeof granted === "bigint") return reply(request, `error ${granted}`);
-    const firstCloneId = domains.nextCloneId(request.domain);
+    const firstCloneId = domains.nextCloneId(request.domain, { clones: count, memory: options.memory });
     tickets.startClones(BigInt(granted.ticket), firstCloneId);
     const held = Number(/^free=(\d+)$/.exec(request.args[1] ?? "")?.[1] ?? 0);
     log(

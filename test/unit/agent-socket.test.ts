@@ -8,12 +8,24 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { DomainOperations, DomainRoundOptions } from "../../src/backend/backend.ts";
-import { agentSocketPath, forkThroughAgent, pagedClonesOfAgent, serveAgentSocket } from "../../src/cluster/agent-socket.ts";
+import {
+  agentSocketPath,
+  forkThroughAgent,
+  pagedClonesOfAgent,
+  poolThroughAgent,
+  serveAgentSocket,
+} from "../../src/cluster/agent-socket.ts";
 import { requestLine } from "../../src/net/line-request.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "snowflock-agent-socket-"));
 const rounds: Array<{ parent: string | number; clones: number; options: DomainRoundOptions }> = [];
+const pools: Array<{ parent: string; clones: number; memory: string }> = [];
 const domains = {
+  pool: async (parent: string, clones: number, options: { memory: string }) => {
+    pools.push({ parent, clones, memory: options.memory });
+    const shells = Array.from({ length: clones }, (_, i) => ({ name: `${parent}.${i + 1}`, domid: 20 + i, cloneId: i + 1 }));
+    return { parent, memory: options.memory, shells, built: clones, ended: 0, shellsMs: 5, pageOutMs: 9, framesPagedOut: 32768 };
+  },
   maxClones: 64,
   checkMemory: () => {},
   pagedClones: () => [{ domid: 10, parent: "web", stats: { faults: 7, pagesFetched: 5 } }],
@@ -91,4 +103,13 @@ test("the clones the agent's pagers serve come back with their counters; without
   const dead = await pagedClonesOfAgent(none);
   expect("noAgent" in dead && dead.noAgent).toStartWith("the agent did not answer");
   rmSync(none, { recursive: true });
+});
+
+test("snowflock pool through the agent: the agent builds the shells; 0 ends them, and a fork of 0 clones is still refused", async () => {
+  const pool = await poolThroughAgent(dir, "web", 2, "ondemand");
+  expect(pools.at(-1)).toEqual({ parent: "web", clones: 2, memory: "ondemand" });
+  expect(pool.shells.map((s) => s.name)).toEqual(["web.1", "web.2"]);
+  expect((await poolThroughAgent(dir, "web", 0, "ondemand")).shells).toEqual([]);
+  await expect(poolThroughAgent(dir, "web", 65, "ondemand")).rejects.toThrow("bad clone count (0 to 64)");
+  await expect(forkThroughAgent(dir, "web", 0, "ondemand")).rejects.toThrow("bad clone count (1 to 64)");
 });

@@ -45,7 +45,7 @@ function fakeHypervisor() {
         capture: async () => {},
         resume: async () => onParentResumed?.(),
         distribute: async () => undefined,
-        restore: async () => ({ backend: "xen" as const, parent: "p", clones: started }),
+        restore: async () => ({ backend: "xen" as const, parent: "p", clones: started, shellsReady: 0 }),
         abandon: async () => {},
         release: async () => {},
       };

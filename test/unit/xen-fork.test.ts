@@ -1,7 +1,7 @@
 /** The parts of the Xen fork that need no Xen: clone configurations, the disk rule, the shell kernel, agent requests. */
 import { describe, expect, test } from "bun:test";
 import { parseRequest } from "../../src/backend/xen/agent.ts";
-import { cloneConfig, type LibxlConfig, refuseWritableDisks } from "../../src/backend/xen/fork.ts";
+import { cloneConfig, type LibxlConfig, refuseWritableDisks } from "../../src/backend/xen/shells.ts";
 import { shellKernelImage } from "../../src/backend/xen/shell-kernel.ts";
 
 const parent: LibxlConfig = {

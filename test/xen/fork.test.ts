@@ -27,6 +27,8 @@ const SF = join(ROOT, "guest/build/sf-xen");
 const DATASET = join(ROOT, "guest/build/dataset-xen");
 const PARENT = "sfdom";
 const SELF_FORKER = "sfself";
+/** Forked from shells kept ready (snowflock pool). */
+const POOLED = "sfpool";
 /** The dataset job's domU (256 MiB): 64 MiB of seeded data in RAM, a quarter hashed by each of 4 clones. */
 const JOB = "sfjob";
 const JOB_SEED = 42;
@@ -169,6 +171,8 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     JOB,
     ...[1, 2, 3, 4].map((c) => `${JOB}.${c}`),
     ...[FREE_ON, FREE_OFF].flatMap((d) => [d, `${d}.1`]),
+    POOLED,
+    ...[1, 2, 3].map((c) => `${POOLED}.${c}`),
   ];
 
   beforeAll(async () => {
@@ -367,6 +371,55 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
         throw await fail(`the clones stopped ticking (last ticks ${clones.map((c) => lastTick(c.name)).join(", ")}): ${firstLine(e)}`);
       });
       for (const { name } of clones) expect((await run([BINARY, "kill", name, "--backend", "xen"])).status).toBe(0);
+    },
+    FORK_MS * 2,
+  );
+
+  test(
+    "snowflock pool sfpool --clones 2 keeps shells ready (paged out on the paging host); fork --clones 2 takes them and its clones " +
+      "print their IDs; kill of the parent ends clones and ready shells alike",
+    async () => {
+      const memory = PAGING_HOST ? ["--memory", "ondemand"] : [];
+      await createDomU(POOLED);
+      await waitFor(`${POOLED} ticking`, () => lastTick(POOLED) >= 1, BOOT_MS, [POOLED]);
+      const pooled = await run([BINARY, "pool", POOLED, "--clones", "2", ...memory, "--backend", "xen", "--json"], FORK_MS);
+      if (pooled.status !== 0) throw await fail(`pool failed (${pooled.status}): ${pooled.stderr}`);
+      const pool = JSON.parse(pooled.stdout);
+      console.log(`pool: ${JSON.stringify(pool)}`);
+      expect(pool.shells.map((s: { name: string }) => s.name)).toEqual([`${POOLED}.1`, `${POOLED}.2`]);
+      expect(pool.built).toBe(2);
+      if (PAGING_HOST) expect(pool.framesPagedOut).toBeGreaterThan((128 << 20) / 4096 - 64);
+      const listed = JSON.parse((await run([BINARY, "ls", "--backend", "xen", "--json"])).stdout) as Array<{ name: string; state: string }>;
+      expect(listed.filter((row) => row.state === "ready shell").map((row) => row.name)).toEqual([`${POOLED}.1`, `${POOLED}.2`]);
+
+      const r = await run([BINARY, "fork", POOLED, "--clones", "2", ...memory, "--backend", "xen", "--json"], FORK_MS);
+      if (r.status !== 0) throw await fail(`fork from ready shells failed (${r.status}): ${r.stderr}`);
+      const result = JSON.parse(r.stdout);
+      expectForkResult(result, "xen");
+      console.log(`fork from ready shells: ${JSON.stringify({ totalMs: result.totalMs, pausedMs: result.pausedMs, ...result.onDemand })}`);
+      expect(result.shellsReady).toBe(2);
+      if (PAGING_HOST) expect(result.onDemand.pageOutMs).toBe(0);
+      expect(result.clones.map((c: { name: string; cloneId: number }) => [c.name, c.cloneId])).toEqual([
+        [`${POOLED}.1`, 1],
+        [`${POOLED}.2`, 2],
+      ]);
+      for (const c of [1, 2]) {
+        const name = `${POOLED}.${c}`;
+        await waitFor(`${name} printing id ${c}`, () => idsSeen(name, { skipFirst: true }).has(String(c)), FORK_MS, [name]).catch(
+          async (e) => {
+            throw await fail(`${name} never printed its id: ${firstLine(e)}`);
+          },
+        );
+      }
+      // One more shell, then the parent goes with its clones and that shell.
+      const again = await run([BINARY, "pool", POOLED, "--clones", "1", ...memory, "--backend", "xen", "--json"], FORK_MS);
+      expect(JSON.parse(again.stdout).shells.map((s: { name: string }) => s.name)).toEqual([`${POOLED}.3`]);
+      const killed = await run([BINARY, "kill", POOLED, "--backend", "xen", "--json"]);
+      expect(killed.status).toBe(0);
+      expect((JSON.parse(killed.stdout) as Array<{ name: string }>).map((d) => d.name).sort()).toEqual(
+        [POOLED, `${POOLED}.1`, `${POOLED}.2`, `${POOLED}.3`].sort(),
+      );
+      await expectGone([POOLED, `${POOLED}.1`, `${POOLED}.2`, `${POOLED}.3`]);
     },
     FORK_MS * 2,
   );

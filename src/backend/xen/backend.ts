@@ -6,10 +6,12 @@ import type { Backend, DomainListing, DomainOperations } from "../backend.ts";
 import { watchRequests } from "./agent.ts";
 import { xenDoctor } from "./doctor.ts";
 import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
-import { MAX_XEN_CLONES, nextCloneId, xenRound } from "./fork.ts";
+import { MAX_XEN_CLONES, xenRound } from "./fork.ts";
+import { nextCloneId } from "./shells.ts";
 import { readMember } from "./family-keys.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { Keeper } from "./keeper.ts";
+import { fillPool, readyRun, ShellPagers } from "./ready-shells.ts";
 import { xenFeatures } from "./features.ts";
 import { SnowflockError } from "../../errors.ts";
 import { familyOrder } from "../../family-order.ts";
@@ -33,13 +35,14 @@ function listing(m: XenMember): Omit<DomainListing, "depth"> {
   return {
     name: m.name,
     id: m.domain.domid,
-    state: state(m),
+    state: m.member?.readyShell ? "ready shell" : state(m),
     memoryBytes: m.domain.totPages * XC_PAGE_SIZE,
     vcpus: m.domain.onlineVcpus,
     cloneId: m.member?.cloneId ?? 0,
     family: m.member?.family ?? m.domain.domid,
     mac: m.member?.mac,
-    onDemand: m.member?.memory === "ondemand" || undefined,
+    onDemand: (m.member?.memory === "ondemand" && !m.member.readyShell) || undefined,
+    readyShell: m.member?.readyShell,
   };
 }
 
@@ -60,6 +63,8 @@ function endOrphans(host: XenHost, log: (line: string) => void): void {
 let agentHost: XenHost | undefined;
 /** The agent's keeper of clones with memory on demand (their pagers and memory servers). */
 let keeper: Keeper | undefined;
+/** The agent's pagers of on-demand shells kept ready (ready-shells.ts). */
+let shellPagers: ShellPagers | undefined;
 
 function useAgentHost<R>(use: (host: XenHost) => R): R {
   if (agentHost) return use(agentHost);
@@ -88,7 +93,7 @@ const domains: DomainOperations = {
       const parent = typeof parentName === "number" ? parentName : findMember(listMembers(host), parentName).domain.domid;
       if (typeof parentName === "string")
         options.progress?.(`forking ${parentName} (domain ${parent}) into ${clones} clone${clones > 1 ? "s" : ""}`);
-      return xenRound(host, { ...options, memory: options.memory ?? "eager", keeper, parent, clones, onRelease });
+      return xenRound(host, { ...options, memory: options.memory ?? "eager", keeper, shellPagers, parent, clones, onRelease });
     } catch (error) {
       onRelease?.();
       throw error;
@@ -107,7 +112,8 @@ const domains: DomainOperations = {
     withHost((host) => {
       const members = listMembers(host);
       const target = findMember(members, name);
-      const clones = clonesOf(members, target.domain.domid);
+      // A parent goes with its clones and the shells kept ready for it.
+      const clones = clonesOf(members, target.domain.domid, { readyShells: !onlyClones });
       if (onlyClones && clones.length === 0) throw new SnowflockError("NOT_FOUND", `domain ${target.name} has no running clones`);
       const victims = onlyClones ? clones : [...clones, target];
       destroyDomains(
@@ -143,19 +149,24 @@ const domains: DomainOperations = {
       log,
     );
     keeper = kept;
+    const pagers = new ShellPagers();
+    shellPagers = pagers;
+    // Ready shells ended by a kill or `xl destroy` stay dying until their pager lets go.
+    const sweep = setInterval(() => void pagers.sweep((domid) => host.domain(domid)?.dying === false), 1000);
+    sweep.unref();
     endOrphans(host, log);
     const channel = watchRequests(host, onRequest, log);
     return {
       answer: channel.answer,
       async stop() {
         channel.stop();
-        // Clones whose pager goes away would wait for pages for ever: they end with the agent.
-        destroyDomains(
-          host,
-          kept.clones().map((c) => c.domid),
-        );
+        clearInterval(sweep);
+        // Clones and ready shells whose pager goes away would wait for pages for ever: they end with the agent.
+        destroyDomains(host, [...kept.clones().map((c) => c.domid), ...pagers.domids()]);
         await kept.stopAll();
+        await pagers.stop(pagers.domids());
         keeper = undefined;
+        shellPagers = undefined;
         agentHost = undefined;
         host.close();
       },
@@ -164,15 +175,24 @@ const domains: DomainOperations = {
   memberOf: (domain) => useAgentHost((host) => readMember(host.xenstore(), domain) ?? { cloneId: 0, family: domain }),
   clonesOf: (domain) =>
     useAgentHost((host) => clonesOf(listMembers(host), domain).map((c) => ({ domain: c.domain.domid, cloneId: c.member!.cloneId }))),
-  nextCloneId: (domain) => useAgentHost((host) => nextCloneId(host, domain)),
+  nextCloneId: (domain, round) =>
+    useAgentHost(
+      (host) => readyRun(host, domain, round.memory ?? "eager", round.clones, shellPagers)?.[0]?.cloneId ?? nextCloneId(host, domain),
+    ),
+  pool: (parentName, clones, options) =>
+    withHost((ownHost) => {
+      const host = agentHost ?? ownHost;
+      const parent = findMember(listMembers(host), parentName).domain.domid;
+      return fillPool(host, { parent, clones, ...options, pagers: shellPagers });
+    }),
   destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),
   pagedClones: () => keeper?.clones() ?? [],
 };
 
 export const xenBackend: Backend = {
   name: "xen",
-  commands: ["fork", "ls", "kill", "agent", "doctor", "bench"],
-  usage: "on Xen: start domains with xl create, then use fork, ls, kill, agent (--backend xen)",
+  commands: ["fork", "pool", "ls", "kill", "agent", "doctor", "bench"],
+  usage: "on Xen: start domains with xl create, then use fork, pool, ls, kill, agent (--backend xen)",
   check: () => openXen().close(),
   doctor: xenDoctor,
   domains,

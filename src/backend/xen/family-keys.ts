@@ -1,7 +1,8 @@
 /**
  * Where a family lives in XenStore: each member's `/local/domain/<domid>/snowflock/` holds its
  * clone ID, its family (the parent's domid), its MAC address, whether a pager serves its memory
- * (`memory` = ondemand: without the agent's pager it cannot run), and the request/reply pair through
+ * (`memory` = ondemand: without the agent's pager it cannot run), whether it is a shell kept ready for
+ * a fork (`ready-shell`: built under its future clone ID, it has never run), and the request/reply pair through
  * which the guest tool (guest/xen/sf) talks to the agent. dom0 owns every node; the member may
  * read its own, and write only its `request` — XenStore refuses any other domain.
  */
@@ -18,6 +19,8 @@ export interface FamilyKeys {
   mac?: string;
   /** "ondemand": its memory comes from a pager in the agent that forked it. */
   memory?: "ondemand";
+  /** A shell the agent keeps ready for a fork of its family (shell-pool.ts): no clone yet. */
+  readyShell?: boolean;
 }
 
 export function familyPath(domid: number, key = ""): string {
@@ -41,6 +44,7 @@ export function publishMember(store: XenStore, domid: number, keys: FamilyKeys):
   ];
   if (keys.mac) entries.push(["mac", keys.mac]);
   if (keys.memory) entries.push(["memory", keys.memory]);
+  if (keys.readyShell) entries.push(["ready-shell", "1"]);
   openRequests(store, domid);
   for (const [key, value] of entries) {
     store.write(familyPath(domid, key), value);
@@ -72,7 +76,13 @@ export function readMember(store: XenStore, domid: number): FamilyKeys | undefin
     parentName: store.readString(familyPath(domid, "parent")) ?? "",
     mac: store.readString(familyPath(domid, "mac")),
     memory: store.readString(familyPath(domid, "memory")) === "ondemand" ? "ondemand" : undefined,
+    readyShell: store.readString(familyPath(domid, "ready-shell")) === "1" || undefined,
   };
+}
+
+/** A ready shell becomes a clone: the fork that takes it is about to start it. */
+export function takeShell(store: XenStore, domid: number): void {
+  store.rm(familyPath(domid, "ready-shell"));
 }
 
 /** The agent's answer to the guest's request `seq`. */

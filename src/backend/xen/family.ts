@@ -22,9 +22,12 @@ export function listMembers(host: XenHost): XenMember[] {
     .map((domain) => ({ domain, name: domain.name ?? `domain-${domain.domid}`, member: readMember(store, domain.domid) }));
 }
 
-/** The running clones whose family is `parent` (its domid). */
-export function clonesOf(members: XenMember[], parent: number): XenMember[] {
-  return members.filter((m) => m.member && m.member.family === parent && m.member.cloneId > 0 && m.domain.domid !== parent);
+/** The clones whose family is `parent` (its domid); with `readyShells`, also the shells kept ready for its forks. */
+export function clonesOf(members: XenMember[], parent: number, { readyShells = false } = {}): XenMember[] {
+  return members.filter(
+    (m) =>
+      m.member && m.member.family === parent && m.member.cloneId > 0 && m.domain.domid !== parent && (readyShells || !m.member.readyShell),
+  );
 }
 
 /** A domU by name or domid. */

@@ -37,6 +37,25 @@ export function ramPagesOf(name: string, config: { b_info: { max_memkb?: number;
   return (target * 1024) / XC_PAGE_SIZE;
 }
 
+/** Attaches a pager to each shell, paging them out side by side (one Worker each); on a failure the others are stopped too. */
+export async function pageOutShells(
+  shells: StartedDomain[],
+  ramPages: number,
+  timeoutMs: number,
+  say: (line: string) => void,
+): Promise<{ pagers: XenPager[]; pageOutMs: number }> {
+  say(`paging out ${shells.length} shell(s) of ${ramPages} frames each`);
+  const started = performance.now();
+  const attached = await Promise.allSettled(shells.map((c) => attachPager(c.domid, ramPages, timeoutMs)));
+  const pagers = attached.flatMap((a) => (a.status === "fulfilled" ? [a.value] : []));
+  const failed = attached.find((a) => a.status === "rejected");
+  if (failed) {
+    for (const pager of pagers) await pager.stop();
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  return { pagers, pageOutMs: performance.now() - started };
+}
+
 export class OnDemandMemory {
   private pagers: XenPager[] = [];
   private image: MemoryImage | undefined;
@@ -60,13 +79,15 @@ export class OnDemandMemory {
 
   /** Attaches a pager to each shell; they page out side by side (one Worker each). */
   async pageOut(clones: StartedDomain[], say: (line: string) => void): Promise<void> {
-    say(`paging out ${clones.length} shell(s) of ${this.ramPages} frames each`);
-    const started = performance.now();
-    const attached = await Promise.allSettled(clones.map((c) => attachPager(c.domid, this.ramPages, PAGE_OUT_TIMEOUT_MS)));
-    this.pagers = attached.flatMap((a) => (a.status === "fulfilled" ? [a.value] : []));
-    const failed = attached.find((a) => a.status === "rejected");
-    if (failed) throw (failed as PromiseRejectedResult).reason;
-    this.pageOutMs = performance.now() - started;
+    const paged = await pageOutShells(clones, this.ramPages, PAGE_OUT_TIMEOUT_MS, say);
+    this.pagers = paged.pagers;
+    this.pageOutMs = paged.pageOutMs;
+  }
+
+  /** The round's shells were paged out before the fork (ready shells): their pagers serve this round. */
+  adopt(pagers: XenPager[]): void {
+    this.pagers = pagers;
+    this.pageOutMs = 0;
   }
 
   /** With the parent suspended: its RAM into a memfd image, and the frames each clone needs before it runs. */
