@@ -9,10 +9,10 @@
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
-import type { DomainOperations } from "../backend/backend.ts";
+import type { DomainOperations, PoolResult } from "../backend/backend.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
-import { forkThroughAgent, pagedClonesOfAgent } from "../cluster/agent-socket.ts";
+import { forkThroughAgent, pagedClonesOfAgent, poolThroughAgent } from "../cluster/agent-socket.ts";
 import { formatSize } from "../size.ts";
 import { runDir } from "../run-dir.ts";
 import { defaultOutDir } from "./fork.ts";
@@ -63,6 +63,22 @@ export interface XenForkRow {
   /** xlMs / snowflockMs. */
   ratio: number;
   onDemand?: XenOnDemandFigures;
+  /** Eager, from shells kept ready (`snowflock pool`, built before the fork). */
+  eagerReady?: XenReadyFigures;
+  /** On demand, from shells kept ready and paged out before the fork. */
+  onDemandReady?: XenReadyFigures & { pagesFetchedPerClone: number };
+}
+
+/** A fork from shells kept ready, and what making them ready cost (outside the fork). */
+export interface XenReadyFigures {
+  totalMs: number;
+  parentDownMs: number;
+  /** `snowflock pool`: building the N shells, and paging them out (on demand), side by side. */
+  poolMs: number;
+  /** Paging out, per frame of one shell (on demand): the shell-pool build time per page. */
+  pageOutMicrosPerFrame?: number;
+  /** xlMs / totalMs. */
+  ratio: number;
 }
 
 export interface XenForkReport {
@@ -81,6 +97,8 @@ const SAVE_FILE = "/var/tmp/snowflock-bench.save";
 /** When on-demand clones' fetched pages are read: they have started and run their first seconds. */
 const FETCHED_AFTER_MS = 5_000;
 const AGENT_START_MS = 60_000;
+
+const seconds = (ms: number) => fixed(ms / 1000, 2);
 
 async function sh(command: string[], what: string): Promise<number> {
   const started = performance.now();
@@ -145,6 +163,37 @@ async function startParent(domains: DomainOperations, config: string, say: (line
   }
 }
 
+/** Shells kept ready for N clones (timed), then the fork that takes them. */
+async function forkFromReadyShells(
+  domains: DomainOperations,
+  n: number,
+  memory: "eager" | "ondemand",
+): Promise<{ fork: ForkResult; pool: PoolResult; poolMs: number; pagesFetchedPerClone: number }> {
+  const started = performance.now();
+  const pool =
+    memory === "ondemand"
+      ? await poolThroughAgent(runDir(), PARENT, n, "ondemand")
+      : await domains.pool(PARENT, n, { memory: "eager", workDirectory: runDir() });
+  const poolMs = performance.now() - started;
+  if (memory === "ondemand") {
+    const { fork, pagesFetchedPerClone } = await forkOnDemand(n);
+    return { fork, pool, poolMs, pagesFetchedPerClone };
+  }
+  const fork = await forkDomain(domains, PARENT, n, { workDirectory: runDir() });
+  for (const c of fork.clones) await destroy(c.name);
+  return { fork, pool, poolMs, pagesFetchedPerClone: 0 };
+}
+
+/** Every measurement of one run at one N. */
+interface XenSample {
+  eager: ForkResult;
+  onDemand?: { fork: ForkResult; pagesFetchedPerClone: number };
+  eagerReady: Awaited<ReturnType<typeof forkFromReadyShells>>;
+  onDemandReady?: Awaited<ReturnType<typeof forkFromReadyShells>>;
+  xlSaveMs: number;
+  xlRestoreMs: number;
+}
+
 export async function runXenForkBench(domains: DomainOperations, options: XenForkBenchOptions): Promise<XenForkReport> {
   const dir = join("/var/tmp", "snowflock-bench-xen");
   mkdirSync(dir, { recursive: true });
@@ -167,23 +216,23 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
     const memoryBytes = await startParent(domains, config(PARENT), say);
     const rows: XenForkRow[] = [];
     for (const n of options.clones) {
-      const samples: Array<Omit<XenForkRow, "clones" | "ratio" | "onDemand"> & { onDemand?: Omit<XenOnDemandFigures, "ratio"> }> = [];
+      const samples: XenSample[] = [];
+      const step = (run: number, what: string) => say(`N=${n} run ${run}/${options.runs}: ${what}`);
       for (let run = 1; run <= options.runs; run++) {
-        say(`N=${n} run ${run}/${options.runs}: snowflock fork (eager)`);
-        const fork = await forkDomain(domains, PARENT, n, { workDirectory: runDir() });
-        for (const c of fork.clones) await destroy(c.name);
-        let onDemandSample: Omit<XenOnDemandFigures, "ratio"> | undefined;
+        step(run, "snowflock fork (eager)");
+        const eager = await forkDomain(domains, PARENT, n, { workDirectory: runDir() });
+        for (const c of eager.clones) await destroy(c.name);
+        step(run, "snowflock pool, then fork (eager, shells ready)");
+        const eagerReady = await forkFromReadyShells(domains, n, "eager");
+        let onDemandSample: XenSample["onDemand"];
+        let onDemandReady: XenSample["onDemandReady"];
         if (onDemand) {
-          say(`N=${n} run ${run}/${options.runs}: snowflock fork --memory ondemand`);
-          const { fork: paged, pagesFetchedPerClone } = await forkOnDemand(n);
-          onDemandSample = {
-            totalMs: paged.totalMs,
-            pageOutMs: paged.onDemand?.pageOutMs ?? 0,
-            parentDownMs: paged.pausedMs,
-            pagesFetchedPerClone,
-          };
+          step(run, "snowflock fork --memory ondemand");
+          onDemandSample = await forkOnDemand(n);
+          step(run, "snowflock pool --memory ondemand, then fork --memory ondemand (shells ready)");
+          onDemandReady = await forkFromReadyShells(domains, n, "ondemand");
         }
-        say(`N=${n} run ${run}/${options.runs}: xl save -c + ${n} x xl restore`);
+        step(run, `xl save -c + ${n} x xl restore`);
         rmSync(SAVE_FILE, { force: true });
         const xlSaveMs = await sh(["xl", "save", "-c", PARENT, SAVE_FILE], "xl save -c");
         let xlRestoreMs = 0;
@@ -194,42 +243,54 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
         }
         for (let i = 1; i <= n; i++) await destroy(`${PARENT}-r${i}`);
         rmSync(SAVE_FILE, { force: true });
-        samples.push({
-          snowflockMs: fork.totalMs,
-          shellsMs: fork.eagerCopy?.shellsMs ?? 0,
-          parentDownMs: fork.pausedMs,
-          xlMs: xlSaveMs + xlRestoreMs,
-          xlSaveMs,
-          xlRestoreMs,
-          onDemand: onDemandSample,
-        });
+        samples.push({ eager, onDemand: onDemandSample, eagerReady, onDemandReady, xlSaveMs, xlRestoreMs });
       }
-      const m = (key: Exclude<keyof (typeof samples)[number], "onDemand">) => median(samples.map((s) => s[key]));
-      const od = (key: keyof Omit<XenOnDemandFigures, "ratio">) => median(samples.map((s) => s.onDemand![key]));
+      const m = (pick: (s: XenSample) => number) => median(samples.map(pick));
+      const xlMs = m((s) => s.xlSaveMs + s.xlRestoreMs);
+      const ready = (pick: (s: XenSample) => XenSample["eagerReady"]): XenReadyFigures => {
+        const totalMs = m((s) => pick(s).fork.totalMs);
+        const frames = (s: XenSample) => pick(s).pool.framesPagedOut * n;
+        return {
+          totalMs,
+          parentDownMs: m((s) => pick(s).fork.pausedMs),
+          poolMs: m((s) => pick(s).poolMs),
+          pageOutMicrosPerFrame: frames(samples[0]!) > 0 ? m((s) => (pick(s).pool.pageOutMs * 1000) / frames(s)) : undefined,
+          ratio: xlMs / totalMs,
+        };
+      };
       const row: XenForkRow = {
         clones: n,
-        snowflockMs: m("snowflockMs"),
-        shellsMs: m("shellsMs"),
-        parentDownMs: m("parentDownMs"),
-        xlMs: m("xlMs"),
-        xlSaveMs: m("xlSaveMs"),
-        xlRestoreMs: m("xlRestoreMs"),
+        snowflockMs: m((s) => s.eager.totalMs),
+        shellsMs: m((s) => s.eager.eagerCopy?.shellsMs ?? 0),
+        parentDownMs: m((s) => s.eager.pausedMs),
+        xlMs,
+        xlSaveMs: m((s) => s.xlSaveMs),
+        xlRestoreMs: m((s) => s.xlRestoreMs),
         ratio: 0,
+        eagerReady: ready((s) => s.eagerReady),
       };
       row.ratio = row.xlMs / row.snowflockMs;
       if (onDemand) {
-        const totalMs = od("totalMs");
+        const totalMs = m((s) => s.onDemand!.fork.totalMs);
         row.onDemand = {
           totalMs,
-          pageOutMs: od("pageOutMs"),
-          parentDownMs: od("parentDownMs"),
-          pagesFetchedPerClone: od("pagesFetchedPerClone"),
+          pageOutMs: m((s) => s.onDemand!.fork.onDemand?.pageOutMs ?? 0),
+          parentDownMs: m((s) => s.onDemand!.fork.pausedMs),
+          pagesFetchedPerClone: m((s) => s.onDemand!.pagesFetchedPerClone),
           ratio: row.xlMs / totalMs,
+        };
+        row.onDemandReady = {
+          ...ready((s) => s.onDemandReady!),
+          pagesFetchedPerClone: m((s) => s.onDemandReady!.pagesFetchedPerClone),
         };
       }
       rows.push(row);
-      const paged = row.onDemand ? `, on demand ${fixed(row.onDemand.totalMs / 1000, 2)} s (${fixed(row.onDemand.ratio, 2)}x)` : "";
-      say(`N=${n}: eager ${fixed(row.snowflockMs / 1000, 2)} s (${fixed(row.ratio, 2)}x)${paged}, xl ${fixed(row.xlMs / 1000, 2)} s`);
+      const paged = row.onDemandReady
+        ? `, on demand ${seconds(row.onDemand!.totalMs)} s, with shells ready ${seconds(row.onDemandReady.totalMs)} s (${fixed(row.onDemandReady.ratio, 2)}x)`
+        : "";
+      say(
+        `N=${n}: eager ${seconds(row.snowflockMs)} s, with shells ready ${seconds(row.eagerReady!.totalMs)} s${paged}, xl ${seconds(row.xlMs)} s`,
+      );
     }
     return {
       benchmark: "snowflock fork --backend xen vs xl save -c + N x xl restore",
@@ -245,8 +306,6 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
     await stopAgent();
   }
 }
-
-const seconds = (ms: number) => fixed(ms / 1000, 2);
 
 export function formatReport(report: XenForkReport): string {
   const lines = [
@@ -270,28 +329,50 @@ export function formatReport(report: XenForkReport): string {
     ),
   );
   if (report.onDemandUnavailable) lines.push("", `on demand: unavailable (${report.onDemandUnavailable})`);
-  const paged = report.rows.filter((r) => r.onDemand);
-  if (paged.length > 0) {
-    const pages = report.memoryBytes / 4096;
-    lines.push(
-      "",
-      `on demand (through the agent; shells paged out in the fork; pages fetched ${FETCHED_AFTER_MS / 1000} s after it, of ${pages}):`,
-      ...table(
-        ["N", "on demand s", "of it page-out s", "parent down s", "pages fetched/clone", "xl/on demand"],
-        paged.map((r) => {
-          const o = r.onDemand!;
-          return [
-            String(r.clones),
-            seconds(o.totalMs),
-            seconds(o.pageOutMs),
-            seconds(o.parentDownMs),
-            `${Math.round(o.pagesFetchedPerClone)} (${fixed((100 * o.pagesFetchedPerClone) / pages, 1)}%)`,
-            `${fixed(o.ratio, 2)}x`,
-          ];
-        }),
-      ),
-    );
-  }
+  const pages = report.memoryBytes / 4096;
+  const fetched = (n: number) => `${Math.round(n)} (${fixed((100 * n) / pages, 1)}%)`;
+  const ratio = (r: number) => `${fixed(r, 2)}x`;
+  const paged = report.rows.some((r) => r.onDemand);
+  lines.push(
+    "",
+    "with shells kept ready (snowflock pool, before the fork)" +
+      (paged ? `; on demand through the agent, pages fetched ${FETCHED_AFTER_MS / 1000} s after the fork, of ${pages}` : "") +
+      ":",
+    ...table(
+      [
+        "N",
+        "eager ready s",
+        "pool s",
+        "xl/eager ready",
+        ...(paged
+          ? ["on demand s", "page-out s", "ready s", "pool s", "page-out µs/frame", "parent down s", "fetched/clone", "xl/on demand ready"]
+          : []),
+      ],
+      report.rows.map((r) => {
+        const e = r.eagerReady;
+        const o = r.onDemand;
+        const or = r.onDemandReady;
+        return [
+          String(r.clones),
+          e ? seconds(e.totalMs) : "-",
+          e ? seconds(e.poolMs) : "-",
+          e ? ratio(e.ratio) : "-",
+          ...(paged
+            ? [
+                o ? seconds(o.totalMs) : "-",
+                o ? seconds(o.pageOutMs) : "-",
+                or ? seconds(or.totalMs) : "-",
+                or ? seconds(or.poolMs) : "-",
+                or?.pageOutMicrosPerFrame !== undefined ? fixed(or.pageOutMicrosPerFrame, 0) : "-",
+                or ? seconds(or.parentDownMs) : "-",
+                or ? fetched(or.pagesFetchedPerClone) : "-",
+                or ? ratio(or.ratio) : "-",
+              ]
+            : []),
+        ];
+      }),
+    ),
+  );
   return `${lines.join("\n")}\n`;
 }
 
@@ -304,14 +385,18 @@ export function plotReport(report: XenForkReport): string {
     xLog2: true,
     series: [
       { name: "snowflock fork (eager)", points: report.rows.map((r): [number, number] => [r.clones, r.snowflockMs / 1000]) },
-      ...(report.rows.some((r) => r.onDemand)
-        ? [
-            {
-              name: "snowflock fork --memory ondemand",
-              points: report.rows.flatMap((r): Array<[number, number]> => (r.onDemand ? [[r.clones, r.onDemand.totalMs / 1000]] : [])),
-            },
-          ]
-        : []),
+      ...(
+        [
+          ["snowflock fork (eager), shells ready", (r: XenForkRow) => r.eagerReady?.totalMs],
+          ["snowflock fork --memory ondemand", (r: XenForkRow) => r.onDemand?.totalMs],
+          ["snowflock fork --memory ondemand, shells ready", (r: XenForkRow) => r.onDemandReady?.totalMs],
+        ] as const
+      )
+        .map(([name, pick]) => ({
+          name,
+          points: report.rows.flatMap((r): Array<[number, number]> => (pick(r) === undefined ? [] : [[r.clones, pick(r)! / 1000]])),
+        }))
+        .filter((series) => series.points.length > 0),
       { name: "xl save -c + N x xl restore", points: report.rows.map((r): [number, number] => [r.clones, r.xlMs / 1000]), dashed: true },
     ],
   });

@@ -26,21 +26,33 @@ const base: XenForkReport = {
   rows: [eagerRow(1), eagerRow(2)],
 };
 
-test("with on-demand figures: a second table with page-out, parent down, pages fetched (of the domU's pages) and the ratio", () => {
+test("with on-demand figures: ready shells' pool time, page-out per frame, parent down, pages fetched (of the domU's pages), ratios", () => {
   const report: XenForkReport = {
     ...base,
     rows: base.rows.map((r) => ({
       ...r,
+      eagerReady: { totalMs: 1500, parentDownMs: 800, poolMs: 700, ratio: r.xlMs / 1500 },
       onDemand: { totalMs: 1000, pageOutMs: 600, parentDownMs: 300, pagesFetchedPerClone: 6553.6, ratio: r.xlMs / 1000 },
+      onDemandReady: {
+        totalMs: 400,
+        parentDownMs: 300,
+        poolMs: 900,
+        pageOutMicrosPerFrame: 143.4,
+        pagesFetchedPerClone: 6553.6,
+        ratio: r.xlMs / 400,
+      },
     })),
   };
   const text = formatReport(report);
   expect(text).toContain("xl/eager");
-  expect(text).toContain("of it page-out s");
+  expect(text).toContain("page-out µs/frame");
+  expect(text).toContain(" 143 ");
   expect(text).toContain("6554 (10.0%)");
-  expect(text).toContain("6.00x");
+  expect(text).toContain("15.00x");
   expect(text).not.toContain("unavailable");
-  expect(plotReport(report)).toContain("snowflock fork --memory ondemand");
+  const plot = plotReport(report);
+  expect(plot).toContain("snowflock fork --memory ondemand, shells ready");
+  expect(plot).toContain("snowflock fork (eager), shells ready");
 });
 
 test("without paging: only the eager table, and why on demand is missing", () => {
@@ -48,4 +60,5 @@ test("without paging: only the eager table, and why on demand is missing", () =>
   expect(text).toContain("on demand: unavailable (--memory ondemand needs Xen's memory paging: no CONFIG_MEM_PAGING)");
   expect(text).not.toContain("page-out");
   expect(plotReport(base)).not.toContain("ondemand");
+  expect(plotReport(base)).not.toContain("shells ready");
 });
