@@ -31,7 +31,12 @@ export interface PagerServe {
   timeoutMs: number;
 }
 
-export type PagerCommand = PagerAttach | PagerServe;
+/** Ends a pager that is attached but not serving (a serving one is woken through its stop eventfd). */
+export interface PagerStop {
+  kind: "stop";
+}
+
+export type PagerCommand = PagerAttach | PagerServe | PagerStop;
 
 /** `ready`, after attach: the shell is paged out. */
 export interface PagerAttached {

@@ -225,6 +225,13 @@ self.onmessage = (event: MessageEvent<PagerCommand>) => {
       post({ type: "ready", ...pager.attach(command) });
       return;
     }
+    if (command.kind === "stop") {
+      // Attached, not serving: nothing waits on the stop eventfd, so the message ends it (its ring mapping with it).
+      pager?.close();
+      pager = undefined;
+      post({ type: "stopped" });
+      return;
+    }
     if (!pager) throw new SnowflockError("INTERNAL", "the pager was asked to serve before it was attached");
     pager.serve(command);
   } catch (error) {

@@ -7,7 +7,7 @@ import { SnowflockError } from "../../errors.ts";
 import { type FaultStats, faultCounters, readFaultStats } from "../../memory/fault-counters.ts";
 import { scaledTimeout } from "../../timeouts.ts";
 import { WorkerLink } from "../../worker-link.ts";
-import type { PagerAttached, PagerNote, PagerServe } from "./pager-protocol.ts";
+import type { PagerAttached, PagerNote, PagerServe, PagerStop } from "./pager-protocol.ts";
 
 /** See VCPU_WORKER_URL in machine.ts: a compiled executable keeps the entry's path from the project root. */
 const PAGER_WORKER_URL = import.meta.url.includes("/$bunfs/")
@@ -47,7 +47,11 @@ export async function attachPager(
     else serving?.resolve({ loadMs: note.loadMs });
   });
   link.failed.then((error) => serving?.reject(error));
-  const stop = () => link.finish(STOP_TIMEOUT_MS);
+  const stop = () => {
+    // A pager kept for a ready shell is not in its serving loop: the stop eventfd alone would not end it.
+    if (!serving) link.worker.postMessage({ kind: "stop" } satisfies PagerStop);
+    return link.finish(STOP_TIMEOUT_MS);
+  };
   link.worker.postMessage({ kind: "attach", domid, ramPages, stopFd: link.stopFd, counters });
   let attached: PagerAttached;
   try {
