@@ -93,6 +93,18 @@ export function serveAgentSocket(domains: DomainOperations, runDirectory: string
   });
 }
 
+/** The agent's socket, or an error saying no agent runs here (`why`: what needs the agent). */
+function runningAgentSocket(runDirectory: string, why: string): string {
+  const path = agentSocketPath(runDirectory);
+  if (!existsSync(path))
+    throw new SnowflockError(
+      "NOT_FOUND",
+      `no snowflock agent runs on this host (${path} is missing)`,
+      `start \`snowflock agent --backend xen\` in this dom0: ${why}`,
+    );
+  return path;
+}
+
 /** `snowflock fork` of a domain through this host's agent. */
 export async function forkThroughAgent(
   runDirectory: string,
@@ -100,13 +112,7 @@ export async function forkThroughAgent(
   clones: number,
   memory: AgentForkRequest["memory"],
 ): Promise<ForkResult> {
-  const path = agentSocketPath(runDirectory);
-  if (!existsSync(path))
-    throw new SnowflockError(
-      "NOT_FOUND",
-      `no snowflock agent runs on this host (${path} is missing)`,
-      "start `snowflock agent --backend xen` in this dom0: clones with memory on demand live on in it",
-    );
+  const path = runningAgentSocket(runDirectory, "clones with memory on demand live on in it");
   const request: AgentForkRequest = { v: VERSION, op: "fork", parent, clones, memory };
   const failure = (why: string) =>
     new SnowflockError("CONTROL", `the agent did not answer the fork: ${why}`, "`snowflock agent` may have stopped");
@@ -123,13 +129,7 @@ export async function poolThroughAgent(
   clones: number,
   memory: AgentPoolRequest["memory"],
 ): Promise<PoolResult> {
-  const path = agentSocketPath(runDirectory);
-  if (!existsSync(path))
-    throw new SnowflockError(
-      "NOT_FOUND",
-      `no snowflock agent runs on this host (${path} is missing)`,
-      "start `snowflock agent --backend xen` in this dom0: on-demand shells keep their pagers in it",
-    );
+  const path = runningAgentSocket(runDirectory, "on-demand shells keep their pagers in it");
   const failure = (why: string) =>
     new SnowflockError("CONTROL", `the agent did not answer the pool request: ${why}`, "`snowflock agent` may have stopped");
   const answer = await askAgent(path, { v: VERSION, op: "pool", parent, clones, memory }, scaledTimeout(1_800_000), failure);
