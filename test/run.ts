@@ -13,9 +13,10 @@
  *
  * In CI (SNOWFLOCK_REQUIRE_KVM=1), or with SNOWFLOCK_XEN_STAGE=1, the Xen stage runs too
  * (`bun run test:xen`: test/xen/ in the nested Xen host), unless this is a Xen dom0 itself,
- * where `bun test` has run test/xen/ already. Where the KVM tests run in nested KVM hosts it starts
- * once the second of them has ended (its lines prefixed "xen| "): its dom0 and clones fell behind
- * their time limits when three emulators shared two cores.
+ * where `bun test` has run test/xen/ already. Where the KVM tests run in nested KVM hosts, its
+ * stock-Xen half starts once the second of them has ended and its paging half once both have
+ * (lines prefixed "xen| "): clones with memory on demand fell behind their time limits when three
+ * emulators shared two cores.
  */
 import { Glob } from "bun";
 import { existsSync, readFileSync } from "node:fs";
@@ -145,12 +146,17 @@ const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix 
     prefix,
   );
 // The two nested KVM hosts side by side (each keeps one core busy); the nested Xen host (two
-// threads) once the second, shorter one has ended: three emulators on two cores slowed its dom0
-// and its clones with memory on demand past their time limits.
+// threads) on stock Xen once the second, shorter one has ended, then on the paging hypervisor once
+// both have: three emulators on two cores slowed clones with memory on demand past their limits.
 const secondOutcome = second.length > 0 ? inNestedHost(second, 1, "6G", "cluster| ") : undefined;
-const xenOutcome = xenStage ? (secondOutcome ?? Promise.resolve()).then(() => run(["bun", "run", "test:xen"], {}, "xen| ")) : undefined;
+const stockXenOutcome = xenStage
+  ? (secondOutcome ?? Promise.resolve()).then(() => run(["bun", "run", "test:xen:stock"], {}, "xen| "))
+  : undefined;
 if (here.length > 0) outcomes.push(await run(["bun", "test", ...BUN_TIMEOUT, ...here.map((f) => `./${f}`)]));
 if (first.length > 0) outcomes.push(await inNestedHost(first, 0, "8G"));
 if (secondOutcome) outcomes.push(await secondOutcome);
-if (xenOutcome) outcomes.push(await xenOutcome);
+if (stockXenOutcome) {
+  outcomes.push(await stockXenOutcome);
+  outcomes.push(await run(["bun", "run", "test:xen:paging"], {}, "xen| "));
+}
 finish();
