@@ -166,7 +166,11 @@ export class FaultService {
       for (let p = page; p < page + run; p++) this.zeroFill(p, false);
       return;
     }
-    for (let p = page; p < page + run; p++) this.countZeroFilled(p);
+    // Filled now: a later run stops here instead of filling them again.
+    for (let p = page; p < page + run; p++) {
+      this.arrived[p] = 1;
+      this.countZeroFilled(p);
+    }
   }
 
   private fetchAndInstall(pages: number[]): void {
