@@ -8,6 +8,7 @@
  * ondemand.ts). resume: the parent carries on as after a checkpoint (the suspend was "cancelled").
  * restore: each clone gets the context and starts as a restored domain would.
  */
+import { availableParallelism } from "node:os";
 import { SnowflockError } from "../../errors.ts";
 import type { CloneRound, CopyFigures, DomainRoundOptions, DomainRoundResult, StartedDomain } from "../backend.ts";
 import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, XC_PAGE_SIZE } from "./abi.ts";
@@ -50,8 +51,9 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
   if (request.firstCloneId !== undefined && firstId !== request.firstCloneId)
     throw new SnowflockError("INTERNAL", `the round of ${parentName} was to start at clone ID ${request.firstCloneId}, not ${firstId}`);
   const cloneIds = Array.from({ length: request.clones }, (_, i) => firstId + i);
-  // Each helper thread takes every k-th clone, for the shells and later for the copy.
-  const helpers = startHelpers(request.clones, request.threads);
+  // Each helper thread takes every k-th clone, for the shells and later for the copy; on demand,
+  // each takes a part of the parent's frozen image (one per CPU, however few the clones).
+  const helpers = startHelpers(onDemand ? Math.max(request.clones, availableParallelism()) : request.clones, request.threads);
   const share = (w: number) => cloneIds.map((_, i) => i).filter((i) => i % helpers.count === w);
   const clones: StartedDomain[] = [];
   let suspended = false;
@@ -60,6 +62,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
 
   return {
     async prepare() {
+      onDemand?.prepareImage(ready ? request.shellPagers?.takeImage(parent.domid) : undefined);
       if (ready) {
         say(`taking ${ready.length} ready shell(s) of ${parentName}`);
         for (const shell of ready) {
@@ -90,7 +93,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
     async capture() {
       state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE);
       for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
-      if (onDemand) return onDemand.capture(host, parent.domid, state);
+      if (onDemand) return onDemand.capture(helpers, parent.domid, state);
       const maximumGpfn = host.maximumGpfn(parent.domid);
       const copies = await Promise.all(
         Array.from({ length: helpers.count }, (_, w) =>
@@ -121,12 +124,12 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
       return state;
     },
     async restore(captured) {
-      for (const clone of clones) {
-        restoreState(host, clone.domid, captured);
-        await onDemand?.serve(clone.domid);
-        // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
-        host.unpause(clone.domid);
-      }
+      for (const clone of clones) restoreState(host, clone.domid, captured);
+      // Each pager (a Worker of its own) loads its clone's eager frames beside the others, and no
+      // clone runs before all are served: a running clone would take the CPU its siblings' wait for.
+      if (onDemand) await Promise.all(clones.map((clone) => onDemand.serve(clone.domid)));
+      // A PVH clone has no device model to resume: unpausing the domain is all libxl would do.
+      for (const clone of clones) host.unpause(clone.domid);
       onDemand?.handOver();
       return { backend: "xen", parent: parentName, clones, copy, onDemand: onDemand?.figures(), shellsReady: ready?.length ?? 0 };
     },
