@@ -66,7 +66,15 @@ export interface XenForkRow {
   /** Eager, from shells kept ready (`snowflock pool`, built before the fork). */
   eagerReady?: XenReadyFigures;
   /** On demand, from shells kept ready and paged out before the fork. */
-  onDemandReady?: XenReadyFigures & { pagesFetchedPerClone: number };
+  onDemandReady?: XenReadyFigures & { pagesFetchedPerClone: number; phases: XenOnDemandPhases };
+}
+
+/** Where an on-demand fork's time goes: the parent's stop (suspend, capture, resume), then starting the clones. */
+export interface XenOnDemandPhases {
+  suspendMs: number;
+  captureMs: number;
+  resumeMs: number;
+  startMs: number;
 }
 
 /** A fork from shells kept ready, and what making them ready cost (outside the fork). */
@@ -279,9 +287,11 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
           pagesFetchedPerClone: m((s) => s.onDemand!.pagesFetchedPerClone),
           ratio: row.xlMs / totalMs,
         };
+        const phase = (key: keyof XenOnDemandPhases) => m((s) => s.onDemandReady!.fork.onDemand?.[key] ?? 0);
         row.onDemandReady = {
           ...ready((s) => s.onDemandReady!),
           pagesFetchedPerClone: m((s) => s.onDemandReady!.pagesFetchedPerClone),
+          phases: { suspendMs: phase("suspendMs"), captureMs: phase("captureMs"), resumeMs: phase("resumeMs"), startMs: phase("startMs") },
         };
       }
       rows.push(row);
@@ -373,6 +383,19 @@ export function formatReport(report: XenForkReport): string {
       }),
     ),
   );
+  const phased = report.rows.filter((r) => r.onDemandReady?.phases);
+  if (phased.length > 0)
+    lines.push(
+      "",
+      "on demand with shells ready, where the time goes (parent down = suspend + capture + resume; start: each clone's context, eager frames, unpause):",
+      ...table(
+        ["N", "suspend s", "capture s", "resume s", "start s"],
+        phased.map((r) => {
+          const p = r.onDemandReady!.phases;
+          return [String(r.clones), seconds(p.suspendMs), seconds(p.captureMs), seconds(p.resumeMs), seconds(p.startMs)];
+        }),
+      ),
+    );
   return `${lines.join("\n")}\n`;
 }
 

@@ -36,7 +36,13 @@ export async function forkDomain(
       copyMs: t.captureMs,
       startMs: t.restoreMs,
     },
-    onDemand: started.onDemand,
+    onDemand: started.onDemand && {
+      ...started.onDemand,
+      suspendMs: t.pauseMs,
+      captureMs: t.captureMs,
+      resumeMs: t.resumeMs,
+      startMs: t.restoreMs,
+    },
     shellsReady: started.shellsReady,
   };
 }

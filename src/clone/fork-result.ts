@@ -47,6 +47,15 @@ export interface EagerCopy extends CopyFigures {
   startMs: number;
 }
 
+/** A fork whose clones start with their memory paged out (Xen with paging): its figures and phases. */
+export interface OnDemandFork extends OnDemandFigures {
+  /** Suspending the parent; its state and frozen image; resuming it; each clone's context, eager frames and unpause. */
+  suspendMs: number;
+  captureMs: number;
+  resumeMs: number;
+  startMs: number;
+}
+
 /** What `snowflock fork --json` prints, on every backend. */
 export interface ForkResult {
   backend: BackendName;
@@ -64,7 +73,7 @@ export interface ForkResult {
   /** Where memory was copied up front: what it cost. */
   eagerCopy?: EagerCopy;
   /** Xen with memory on demand: the clones' paged-out shells and the parent's frozen image. */
-  onDemand?: OnDemandFigures;
+  onDemand?: OnDemandFork;
   /** Xen: clones started from shells kept ready before the fork (`snowflock pool`). */
   shellsReady?: number;
 }

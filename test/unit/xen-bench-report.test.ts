@@ -40,6 +40,7 @@ test("with on-demand figures: ready shells' pool time, page-out per frame, paren
         pageOutMicrosPerFrame: 143.4,
         pagesFetchedPerClone: 6553.6,
         ratio: r.xlMs / 400,
+        phases: { suspendMs: 120, captureMs: 150, resumeMs: 30, startMs: 70 },
       },
     })),
   };
@@ -50,6 +51,8 @@ test("with on-demand figures: ready shells' pool time, page-out per frame, paren
   expect(text).toContain("6554 (10.0%)");
   expect(text).toContain("15.00x");
   expect(text).not.toContain("unavailable");
+  expect(text).toContain("where the time goes");
+  expect(text).toMatch(/^1 +0\.12 +0\.15 +0\.03 +0\.07$/m);
   const plot = plotReport(report);
   expect(plot).toContain("snowflock fork --memory ondemand, shells ready");
   expect(plot).toContain("snowflock fork (eager), shells ready");
@@ -59,6 +62,7 @@ test("without paging: only the eager table, and why on demand is missing", () =>
   const text = formatReport({ ...base, onDemandUnavailable: "--memory ondemand needs Xen's memory paging: no CONFIG_MEM_PAGING" });
   expect(text).toContain("on demand: unavailable (--memory ondemand needs Xen's memory paging: no CONFIG_MEM_PAGING)");
   expect(text).not.toContain("page-out");
+  expect(text).not.toContain("where the time goes");
   expect(plotReport(base)).not.toContain("ondemand");
   expect(plotReport(base)).not.toContain("shells ready");
 });
