@@ -33,6 +33,10 @@ export function ftruncate(fd: number, length: number): void {
   check("ftruncate", libc.ftruncate(fd, length));
 }
 
+export function fallocate(fd: number, mode: number, offset: number, length: number): void {
+  check("fallocate", libc.fallocate(fd, mode, offset, length));
+}
+
 export function memfdCreate(name: string, flags: number): number {
   return check("memfd_create", libc.memfd_create(cstring(name), flags), name);
 }

@@ -4,10 +4,17 @@
  * unmap. The real thing runs in test/xen against Xen.
  */
 import { ptr } from "bun:ffi";
-import { closeSync, readSync } from "node:fs";
+import { closeSync, fstatSync, readSync } from "node:fs";
 import { describe, expect, test } from "bun:test";
 import type { ForeignMapping, ForeignMemory } from "../../src/backend/xen/foreign-memory.ts";
-import { captureImage } from "../../src/backend/xen/memory-image.ts";
+import {
+  captureImage,
+  captureImagePart,
+  createImageFile,
+  imageParts,
+  joinImageParts,
+  trimImageFile,
+} from "../../src/backend/xen/memory-image.ts";
 import { COPY_BATCH, copyPages } from "../../src/backend/xen/page-copy.ts";
 
 const PAGE = 4096;
@@ -117,6 +124,41 @@ describe("captureImage", () => {
     } finally {
       closeSync(image.fd);
     }
+  });
+
+  test("captured in parts (one per helper thread), the image is the same as captured whole", () => {
+    const pages = 3 * COPY_BATCH + 7;
+    const memory = new StandInMemory();
+    memory.domains.set(1, domain(pages, [], content));
+    const whole = captureImage(memory as unknown as ForeignMemory, 1, pages, "whole.image");
+    for (const threads of [1, 2, 3, 8]) {
+      const ranges = imageParts(pages, threads);
+      expect(ranges.reduce((n, r) => n + r.count, 0)).toBe(pages);
+      expect(ranges.length).toBeLessThanOrEqual(threads);
+      ranges.slice(1).forEach((r, i) => expect(r.first).toBe(ranges[i]!.first + ranges[i]!.count));
+      const file = createImageFile("parts.image", pages);
+      try {
+        const image = joinImageParts(
+          file,
+          ranges.map((r) => captureImagePart(memory as unknown as ForeignMemory, 1, file, r.first, r.count)),
+        );
+        expect(image.zeroPages).toBe(whole.zeroPages);
+        expect(image.nonZeroPages).toEqual(whole.nonZeroPages);
+        trimImageFile(file, image.nonZeroPages);
+        // Zero frames are holes now: the file's blocks hold the data frames only.
+        expect(fstatSync(file.fd).blocks * 512).toBe((pages - image.zeroPages) * PAGE);
+        const a = new Uint8Array(PAGE);
+        const b = new Uint8Array(PAGE);
+        for (let gfn = 0; gfn < pages; gfn += 97) {
+          readSync(file.fd, a, 0, PAGE, gfn * PAGE);
+          readSync(whole.fd, b, 0, PAGE, gfn * PAGE);
+          expect(a).toEqual(b);
+        }
+      } finally {
+        closeSync(file.fd);
+      }
+    }
+    closeSync(whole.fd);
   });
 
   test("a frame the parent lacks fails the capture, naming the frame", () => {

@@ -1,20 +1,24 @@
 /**
  * One helper thread of a Xen fork: it builds its share of the clones' domain shells, and later
- * copies the suspended parent's memory into them, with its own libxenctrl, libxl and foreign
- * memory handles — so the shells and the copies of several clones proceed on several CPUs.
+ * copies the suspended parent's memory into them (eager) or its part of the parent's frozen image
+ * (on demand), with its own libxenctrl, libxl and foreign memory handles — so the shells and the
+ * copies proceed on several CPUs.
  */
 import { SnowflockError } from "../../errors.ts";
 import { openXen, type XenHost } from "./host.ts";
+import { captureImagePart, type ImagePart } from "./memory-image.ts";
 import { copyPages, type PageCopyResult } from "./page-copy.ts";
 
 export type ForkWorkerRequest =
   | { kind: "shells"; shells: Array<{ name: string; json: string }> }
   | { kind: "copy"; parent: number; clones: number[]; maximumGpfn: number }
+  | { kind: "capture"; parent: number; image: { pages: number; address: number }; first: number; count: number }
   | { kind: "close" };
 
 export type ForkWorkerReply =
   | { kind: "shells"; domids: number[]; error?: WorkerError }
-  | { kind: "copy"; result?: PageCopyResult; error?: WorkerError };
+  | { kind: "copy"; result?: PageCopyResult; error?: WorkerError }
+  | { kind: "capture"; part?: ImagePart; error?: WorkerError };
 
 export interface WorkerError {
   code: string;
@@ -53,12 +57,18 @@ self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
   }
   const memory = xen().foreignMemory();
   try {
+    if (request.kind === "capture") {
+      // The image file's mapping is the process's: threads share its address space.
+      const part = captureImagePart(memory, request.parent, request.image, request.first, request.count);
+      self.postMessage({ kind: "capture", part } satisfies ForkWorkerReply);
+      return;
+    }
     self.postMessage({
       kind: "copy",
       result: copyPages(memory, request.parent, request.clones, request.maximumGpfn),
     } satisfies ForkWorkerReply);
   } catch (error) {
-    self.postMessage({ kind: "copy", error: describe(error) } satisfies ForkWorkerReply);
+    self.postMessage({ kind: request.kind, error: describe(error) } satisfies ForkWorkerReply);
   } finally {
     memory.close();
   }

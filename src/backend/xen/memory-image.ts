@@ -1,13 +1,21 @@
 /**
  * A domain's RAM copied into a memfd: the frozen image a memory server serves to clones (backing
  * page i = guest frame i). Read through foreign mappings, a batch of frames at a time, while the
- * domain is paused or suspended; zero pages are left as the memfd's holes and marked in the bitmap.
+ * domain is paused or suspended; zero pages end as the memfd's holes and are marked in the bitmap.
  */
-import { MAP_SHARED, MFD_CLOEXEC, PROT_READ } from "../../sys/constants.ts";
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  MAP_POPULATE,
+  MAP_SHARED,
+  MFD_CLOEXEC,
+  PROT_READ,
+  PROT_WRITE,
+} from "../../sys/constants.ts";
 import { mmap, munmap, view } from "../../sys/memory.ts";
 import { memoryLayout, translate } from "../../guest-memory/layout.ts";
 import type { PhysicalMemory } from "../../guest-memory/page-walk.ts";
-import { close, ftruncate, memfdCreate, pwrite } from "../../sys/files.ts";
+import { close, fallocate, ftruncate, memfdCreate } from "../../sys/files.ts";
 import { SyscallError } from "../../sys/errno.ts";
 import { isZeroPage } from "../../guest-memory/zero-page.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
@@ -23,31 +31,118 @@ export interface MemoryImage {
   zeroPages: number;
 }
 
-/** Copies frames [0, pages) of domain `domid`; every one must be populated (RAM). */
-export function captureImage(memory: ForeignMemory, domid: number, pages: number, name: string): MemoryImage {
+/** One part of an image: which of its frames hold data (bits of the whole image's bitmap), and how many were zero. */
+export interface ImagePart {
+  nonZeroPages: Uint8Array;
+  zeroPages: number;
+}
+
+/**
+ * The memfd an image is copied into, mapped whole with its pages allocated before the parent
+ * stops: a PV dom0 pays a hypercall for each page it first touches, which tripled the copy.
+ */
+export interface ImageFile {
+  fd: number;
+  pages: number;
+  /** Where the whole file is mapped in this process (its threads share it). */
+  address: number;
+}
+
+export function createImageFile(name: string, pages: number): ImageFile {
   const fd = memfdCreate(name, MFD_CLOEXEC);
-  const nonZeroPages = new Uint8Array(Math.ceil(pages / 8));
-  let zeroPages = 0;
   try {
     ftruncate(fd, pages * XC_PAGE_SIZE);
-    for (let first = 0; first < pages; first += COPY_BATCH) {
-      const count = Math.min(COPY_BATCH, pages - first);
-      withMapped(memory, domid, PROT_READ, frameRun(first, count), (bytes, errors) => {
-        for (let i = 0; i < count; i++) {
-          const frame = first + i;
-          if (errors[i] !== 0) throw new SyscallError("xenforeignmemory_map", -errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
-          if (isZeroPage(bytes, i)) {
-            zeroPages++;
-            continue;
-          }
-          nonZeroPages[frame >> 3]! |= 1 << (frame & 7);
-          pwrite(fd, bytes.subarray(i * XC_PAGE_SIZE, (i + 1) * XC_PAGE_SIZE), frame * XC_PAGE_SIZE);
-        }
-      });
-    }
-    return { fd, pages, nonZeroPages, zeroPages };
+    return { fd, pages, address: mmap(0, pages * XC_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0) };
   } catch (error) {
     close(fd);
+    throw error;
+  }
+}
+
+/** Ends an image file that will not be used (its mapping and fd). */
+export function discardImageFile(file: ImageFile): void {
+  munmap(file.address, file.pages * XC_PAGE_SIZE);
+  close(file.fd);
+}
+
+/**
+ * Copies frames [first, first + count) of domain `domid` into `file`; every one must be populated
+ * (RAM). Parts of one image may be copied on several threads.
+ */
+export function captureImagePart(
+  memory: ForeignMemory,
+  domid: number,
+  file: Pick<ImageFile, "pages" | "address">,
+  first: number,
+  count: number,
+): ImagePart {
+  const nonZeroPages = new Uint8Array(Math.ceil(file.pages / 8));
+  let zeroPages = 0;
+  const image = view(file.address, file.pages * XC_PAGE_SIZE);
+  for (let batch = first; batch < first + count; batch += COPY_BATCH) {
+    const size = Math.min(COPY_BATCH, first + count - batch);
+    withMapped(memory, domid, PROT_READ, frameRun(batch, size), (bytes, errors) => {
+      for (let i = 0; i < size; i++) {
+        const frame = batch + i;
+        if (errors[i] !== 0) throw new SyscallError("xenforeignmemory_map", -errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
+        if (isZeroPage(bytes, i)) {
+          zeroPages++;
+          continue;
+        }
+        nonZeroPages[frame >> 3]! |= 1 << (frame & 7);
+        image.set(bytes.subarray(i * XC_PAGE_SIZE, (i + 1) * XC_PAGE_SIZE), frame * XC_PAGE_SIZE);
+      }
+    });
+  }
+  return { nonZeroPages, zeroPages };
+}
+
+/** Frame ranges for `parts` threads: whole copy batches each, the last one shorter. */
+export function imageParts(pages: number, parts: number): Array<{ first: number; count: number }> {
+  const per = Math.ceil(Math.ceil(pages / COPY_BATCH) / Math.max(1, parts)) * COPY_BATCH;
+  const ranges: Array<{ first: number; count: number }> = [];
+  for (let first = 0; first < pages; first += per) ranges.push({ first, count: Math.min(per, pages - first) });
+  return ranges;
+}
+
+/** The image made of its parts' copies. */
+export function joinImageParts(file: ImageFile, parts: ImagePart[]): MemoryImage {
+  const nonZeroPages = new Uint8Array(Math.ceil(file.pages / 8));
+  for (const part of parts) for (let i = 0; i < nonZeroPages.length; i++) nonZeroPages[i]! |= part.nonZeroPages[i]!;
+  return { fd: file.fd, pages: file.pages, nonZeroPages, zeroPages: parts.reduce((n, part) => n + part.zeroPages, 0) };
+}
+
+/**
+ * Once the clones run: the zero pages' memory goes back (holes in the file, read as zeros) and the
+ * mapping goes; the fd stays for the memory server.
+ */
+export function trimImageFile(file: ImageFile, nonZeroPages: Uint8Array): void {
+  const isZero = (frame: number) => ((nonZeroPages[frame >> 3]! >> (frame & 7)) & 1) === 0;
+  try {
+    for (let frame = 0; frame < file.pages; ) {
+      if (!isZero(frame)) {
+        frame++;
+        continue;
+      }
+      let end = frame + 1;
+      while (end < file.pages && isZero(end)) end++;
+      fallocate(file.fd, FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE, frame * XC_PAGE_SIZE, (end - frame) * XC_PAGE_SIZE);
+      frame = end;
+    }
+  } finally {
+    munmap(file.address, file.pages * XC_PAGE_SIZE);
+  }
+}
+
+/** Copies frames [0, pages) of domain `domid` on this thread; every one must be populated (RAM). */
+export function captureImage(memory: ForeignMemory, domid: number, pages: number, name: string): MemoryImage {
+  const file = createImageFile(name, pages);
+  try {
+    const image = joinImageParts(file, [captureImagePart(memory, domid, file, 0, pages)]);
+    trimImageFile(file, image.nonZeroPages);
+    return image;
+  } catch (error) {
+    discardImageFile(file);
     throw error;
   }
 }

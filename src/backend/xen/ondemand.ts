@@ -7,16 +7,24 @@
  */
 import { join } from "node:path";
 import { SnowflockError } from "../../errors.ts";
-import { close } from "../../sys/files.ts";
 import { memoryLayout } from "../../guest-memory/layout.ts";
 import { type MemoryServer, startMemoryServer } from "../../memory/memory-server.ts";
 import { formatPageServer } from "../../memory/page-server-address.ts";
 import { scaledTimeout } from "../../timeouts.ts";
 import type { OnDemandFigures, StartedDomain } from "../backend.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
-import type { XenHost } from "./host.ts";
 import type { Keeper } from "./keeper.ts";
-import { captureImage, imageView, type MemoryImage } from "./memory-image.ts";
+import { type ForkHelpers, workerError } from "./fork-helpers.ts";
+import {
+  createImageFile,
+  discardImageFile,
+  type ImageFile,
+  imageParts,
+  imageView,
+  joinImageParts,
+  type MemoryImage,
+  trimImageFile,
+} from "./memory-image.ts";
 import { eagerFrames, type XenState } from "./persist.ts";
 import { attachPager, type XenPager } from "./pager.ts";
 
@@ -58,6 +66,7 @@ export async function pageOutShells(
 
 export class OnDemandMemory {
   private pagers: XenPager[] = [];
+  private file: ImageFile | undefined;
   private image: MemoryImage | undefined;
   private server: MemoryServer | undefined;
   private pageOutMs = 0;
@@ -90,14 +99,27 @@ export class OnDemandMemory {
     this.pageOutMs = 0;
   }
 
-  /** With the parent suspended: its RAM into a memfd image, and the frames each clone needs before it runs. */
-  capture(host: XenHost, parent: number, state: XenState): void {
-    const memory = host.foreignMemory();
-    try {
-      this.image = captureImage(memory, parent, this.ramPages, `${this.parentName}.image`);
-    } finally {
-      memory.close();
-    }
+  /** The image's file, its pages allocated while the parent still runs (a second under emulation): `ready` if the pool made one. */
+  prepareImage(ready?: ImageFile): void {
+    if (ready?.pages === this.ramPages) this.file = ready;
+    else if (ready) discardImageFile(ready);
+    this.file ??= createImageFile(`${this.parentName}.image`, this.ramPages);
+  }
+
+  /** With the parent suspended: its RAM into the image (a part per helper thread), and the frames each clone needs before it runs. */
+  async capture(helpers: ForkHelpers, parent: number, state: XenState): Promise<void> {
+    this.prepareImage();
+    const file = this.file!;
+    const parts = imageParts(this.ramPages, helpers.count);
+    const replies = await Promise.all(
+      parts.map((range, w) => helpers.call(w, { kind: "capture", parent, image: { pages: file.pages, address: file.address }, ...range })),
+    );
+    const failed = replies.find((reply) => reply.error);
+    if (failed?.error) throw workerError(failed.error);
+    this.image = joinImageParts(
+      file,
+      replies.map((reply) => reply.part!),
+    );
     const image = imageView(this.image);
     try {
       this.eager = eagerFrames(state, image);
@@ -136,6 +158,18 @@ export class OnDemandMemory {
   handOver(): void {
     this.request.keeper!.keep({ parent: this.parentName, server: this.server!, imageFd: this.image!.fd, pagers: this.pagers });
     this.handedOver = true;
+    // The zero pages' memory goes back just after, off the fork's path; the round cannot have
+    // ended (and closed the file) before then.
+    const file = this.file!;
+    const nonZeroPages = this.image!.nonZeroPages;
+    this.file = undefined;
+    setTimeout(() => {
+      try {
+        trimImageFile(file, nonZeroPages);
+      } catch {
+        // Holes only give memory back: the image reads the same without them.
+      }
+    }, 0);
   }
 
   figures(): OnDemandFigures {
@@ -152,6 +186,6 @@ export class OnDemandMemory {
     if (this.handedOver) return;
     for (const pager of this.pagers) await pager.stop();
     this.server?.close();
-    if (this.image) close(this.image.fd);
+    if (this.file) discardImageFile(this.file);
   }
 }

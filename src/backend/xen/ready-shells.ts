@@ -15,13 +15,18 @@ import { clonesOf, destroyDomains, listMembers } from "./family.ts";
 import { buildShells, forkableParent, nextCloneId, startHelpers } from "./shells.ts";
 import type { XenHost } from "./host.ts";
 import { pageOutShells, ramPagesOf } from "./ondemand.ts";
+import { createImageFile, discardImageFile, type ImageFile } from "./memory-image.ts";
 import type { XenPager } from "./pager.ts";
 
 type Memory = "eager" | "ondemand";
 
-/** The pagers of the on-demand ready shells (the agent's), until a fork takes them. */
+/**
+ * The pagers of the on-demand ready shells (the agent's), until a fork takes them; and per parent
+ * an image file made ready for its next fork's frozen image (allocating it takes a second).
+ */
 export class ShellPagers {
   private readonly pagers = new Map<number, XenPager>();
+  private readonly images = new Map<number, ImageFile>();
 
   add(pagers: XenPager[]): void {
     for (const pager of pagers) this.pagers.set(pager.domid, pager);
@@ -38,6 +43,24 @@ export class ShellPagers {
   domids(): number[] {
     return [...this.pagers.keys()];
   }
+  /** Keeps `file` ready for the next on-demand fork of domain `parent`. */
+  holdImage(parent: number, file: ImageFile): void {
+    this.dropImage(parent);
+    this.images.set(parent, file);
+  }
+  hasImage(parent: number): boolean {
+    return this.images.has(parent);
+  }
+  /** The parent's ready image file, now the fork's. */
+  takeImage(parent: number): ImageFile | undefined {
+    const file = this.images.get(parent);
+    this.images.delete(parent);
+    return file;
+  }
+  dropImage(parent: number): void {
+    const file = this.takeImage(parent);
+    if (file) discardImageFile(file);
+  }
   /** Stops the pagers of shells that are gone (a kill or `xl destroy`): a dying domain waits for its pager to let go. */
   async sweep(alive: (domid: number) => boolean): Promise<void> {
     for (const [domid, pager] of this.pagers) {
@@ -45,6 +68,7 @@ export class ShellPagers {
       this.pagers.delete(domid);
       await pager.stop();
     }
+    for (const parent of this.images.keys()) if (!alive(parent)) this.dropImage(parent);
   }
   async stop(domids: number[]): Promise<void> {
     for (const domid of domids) await this.take(domid)?.stop();
@@ -141,6 +165,10 @@ export async function fillPool(host: XenHost, request: PoolRequest): Promise<Poo
       await helpers.close();
     }
   }
+  // The next fork's image file, while the parent runs (none once the pool is emptied).
+  if (request.memory === "ondemand" && request.clones > 0 && !request.pagers!.hasImage(parent.domid))
+    request.pagers!.holdImage(parent.domid, createImageFile(`${parentName}.image`, ramPages));
+  if (request.clones === 0) request.pagers?.dropImage(parent.domid);
   return {
     parent: parentName,
     memory: request.memory,
