@@ -147,11 +147,10 @@ export function captureImage(memory: ForeignMemory, domid: number, pages: number
   }
 }
 
-/** The image read as guest-physical memory (for the page walks of eagerFrames), mapped read-only until close(). */
-export function imageView(image: MemoryImage): PhysicalMemory & { close(): void } {
-  const size = image.pages * XC_PAGE_SIZE;
-  const address = mmap(0, size, PROT_READ, MAP_SHARED, image.fd, 0);
-  const bytes = view(address, size);
+/** The image read as guest-physical memory (for the page walks of eagerFrames), through the file's own mapping. */
+export function imageView(file: ImageFile): PhysicalMemory {
+  const size = file.pages * XC_PAGE_SIZE;
+  const bytes = view(file.address, size);
   const layout = memoryLayout(size);
   return {
     layout,
@@ -159,6 +158,5 @@ export function imageView(image: MemoryImage): PhysicalMemory & { close(): void 
       const offset = translate(layout, start, length);
       return offset === undefined ? undefined : bytes.subarray(offset, offset + Number(length));
     },
-    close: () => munmap(address, size),
   };
 }

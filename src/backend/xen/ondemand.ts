@@ -120,12 +120,7 @@ export class OnDemandMemory {
       file,
       replies.map((reply) => reply.part!),
     );
-    const image = imageView(this.image);
-    try {
-      this.eager = eagerFrames(state, image);
-    } finally {
-      image.close();
-    }
+    this.eager = eagerFrames(state, imageView(file));
   }
 
   async distribute(workDirectory: string): Promise<void> {
