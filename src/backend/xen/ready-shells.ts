@@ -20,6 +20,13 @@ import type { XenPager } from "./pager.ts";
 
 type Memory = "eager" | "ondemand";
 
+/** The entry under `key`, out of `map`. */
+function takeFrom<V>(map: Map<number, V>, key: number): V | undefined {
+  const value = map.get(key);
+  map.delete(key);
+  return value;
+}
+
 /**
  * The pagers of the on-demand ready shells (the agent's), until a fork takes them; and per parent
  * an image file made ready for its next fork's frozen image (allocating it takes a second).
@@ -36,9 +43,7 @@ export class ShellPagers {
   }
   /** The shell's pager, now the fork's. */
   take(domid: number): XenPager | undefined {
-    const pager = this.pagers.get(domid);
-    this.pagers.delete(domid);
-    return pager;
+    return takeFrom(this.pagers, domid);
   }
   domids(): number[] {
     return [...this.pagers.keys()];
@@ -53,9 +58,7 @@ export class ShellPagers {
   }
   /** The parent's ready image file, now the fork's. */
   takeImage(parent: number): ImageFile | undefined {
-    const file = this.images.get(parent);
-    this.images.delete(parent);
-    return file;
+    return takeFrom(this.images, parent);
   }
   dropImage(parent: number): void {
     const file = this.takeImage(parent);
