@@ -40,7 +40,8 @@ const DESCRIPTION =
   `10.77.0.(10+i)/24 joined by a veth pair to the bridge PREFIXbr0 inside the namespace PREFIX-switch, ` +
   `and writes the cluster inventory (hosts, addresses, MACs, agent ports, the cluster secret; mode ` +
   `0600). All traffic stays between the namespaces; nothing is added to this machine's own network. ` +
-  `'status' shows what exists and flags agents that are not running; 'restart-agents' starts those ` +
+  `'status' shows what exists and flags agents that are not running (of an inventory's real hosts, such as ` +
+  `Xen dom0s: whether each agent answers a signed hello, its backend and clones); 'restart-agents' starts those ` +
   `again; 'down' removes every namespace, link and process of the inventory's cluster and the inventory ` +
   `(after a crash, with no inventory left: name the cluster with --prefix). Needs root.`;
 
@@ -213,7 +214,7 @@ async function status(options: ClusterOptions): Promise<number> {
       h.interface,
       yesNo(h.namespaceExists),
       yesNo(h.interfaceUp),
-      `${h.agent} (:${h.agentPort})`,
+      `${h.agent} (:${h.agentPort})${h.hello ? ` ${h.hello.backend} ${h.hello.version}, ${h.hello.clones.length} clone(s)` : ""}`,
       h.vms.join(" ") || "-",
     ]),
   );
@@ -224,6 +225,7 @@ async function status(options: ClusterOptions): Promise<number> {
     );
   const broken = result.hosts.filter((h) => h.namespaceExists === false || h.interfaceUp === false);
   if (broken.length > 0) log.warn(`${broken.length} host(s) missing or down: run \`snowflock cluster down\` and \`cluster up\` again`);
+  for (const h of result.hosts.filter((h) => h.problem)) log.warn(h.problem);
   const deadAgents = result.hosts.filter((h) => h.namespaceExists === true && h.agent !== "listening");
   if (deadAgents.length > 0) {
     const names = deadAgents.map((h) => h.name).join(", ");

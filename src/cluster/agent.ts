@@ -38,9 +38,12 @@ import { parsePageServer } from "../memory/page-server-address.ts";
 import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { scaledTimeout } from "../timeouts.ts";
+import type { BackendName } from "../backend/names.ts";
 
 export interface AgentOptions {
   cluster: ClusterContext;
+  /** The backend this host runs VMs with (hello says it). */
+  backend: BackendName;
   /** Most clones this agent runs at once. */
   maxClones: number;
   /**
@@ -73,6 +76,7 @@ export interface AgentStats {
 
 export interface AgentHello {
   host: string;
+  backend: BackendName;
   pid: number;
   version: string;
   freeBytes: number;
@@ -112,6 +116,7 @@ export function startAgent(options: AgentOptions): Agent {
 
   const hello = (): AgentHello => ({
     host: self.name,
+    backend: options.backend,
     pid: getpid(),
     version: packageJson.version,
     freeBytes: freemem(),

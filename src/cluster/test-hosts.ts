@@ -16,6 +16,9 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { listVms, runDir } from "../run-dir.ts";
+import { agentRequest } from "./agent-client.ts";
+import type { AgentHello } from "./agent.ts";
+import { scaledTimeout } from "../timeouts.ts";
 import { SnowflockError } from "../errors.ts";
 import {
   type Inventory,
@@ -47,6 +50,8 @@ export const MAX_TEST_HOSTS = 240;
  * sharing a core 2.3-2.6x tcp's time to result, against 1.5x at 9000; see the README).
  */
 export const TEST_HOST_MTU = 9000;
+/** How long `cluster status` waits for a real host's agent to answer. */
+const HELLO_TIMEOUT_MS = scaledTimeout(3000);
 const PREFIX = /^[a-z][a-z0-9]{0,7}$/;
 
 /** The names a test cluster with this prefix uses. */
@@ -350,7 +355,8 @@ export async function clusterUp(options: ClusterUpOptions): Promise<Inventory> {
   return inventory;
 }
 
-export type AgentState = "listening" | "not started" | "unknown";
+/** A test host's agent: its port listens in the namespace, or not; a real host's: it answered a signed hello, or not. */
+export type AgentState = "listening" | "not started" | "answering" | "not answering";
 
 export interface HostStatus extends InventoryHost {
   /** null for a real host (no namespace to look at). */
@@ -358,6 +364,9 @@ export interface HostStatus extends InventoryHost {
   /** The interface is administratively up and has carrier; null when unknown. */
   interfaceUp: boolean | null;
   agent: AgentState;
+  /** A real host's agent: what it said of itself (its backend's room for clones, the clones it runs), or why it did not. */
+  hello?: AgentHello;
+  problem?: string;
   /** VMs this machine's run directories show on the host: parents and clones. */
   vms: string[];
 }
@@ -375,6 +384,17 @@ export interface ClusterStatus {
  * What is actually there for an inventory. Agents count as "listening" when some process
  * listens on agentPort inside the host's namespace; real hosts are never probed from here.
  */
+/** A real host's agent, by a signed hello (there is no namespace to look into). */
+async function greet(inventory: Inventory, host: InventoryHost): Promise<Pick<HostStatus, "agent" | "hello" | "problem">> {
+  const target = { host: host.name, address: host.address, port: host.agentPort };
+  try {
+    const hello = (await agentRequest(target, inventory.secret, "hello", null, HELLO_TIMEOUT_MS)) as AgentHello;
+    return { agent: "answering", hello };
+  } catch (error) {
+    return { agent: "not answering", problem: (error as Error).message };
+  }
+}
+
 export async function clusterStatus(inventory: Inventory): Promise<ClusterStatus> {
   const namespaces = new Set(await listNamespaces());
   const switchNamespace = inventory.bridge ? `${inventory.cluster}-switch` : null;
@@ -388,8 +408,8 @@ export async function clusterStatus(inventory: Inventory): Promise<ClusterStatus
   const hosts = await Promise.all(
     inventory.hosts.map(async (host): Promise<HostStatus> => {
       const vms = vmsOn(host);
-      if (host.namespace === null) return { ...host, namespaceExists: null, interfaceUp: null, agent: "unknown", vms };
-      if (!namespaces.has(host.namespace)) return { ...host, namespaceExists: false, interfaceUp: false, agent: "unknown", vms };
+      if (host.namespace === null) return { ...host, namespaceExists: null, interfaceUp: null, vms, ...(await greet(inventory, host)) };
+      if (!namespaces.has(host.namespace)) return { ...host, namespaceExists: false, interfaceUp: false, agent: "not started", vms };
       const info = await linkInfo(host.namespace, host.interface);
       const interfaceUp = !!info && info.flags.includes("UP") && info.flags.includes("LOWER_UP");
       const agent: AgentState = (await listensInside(host.namespace, host.agentPort)) ? "listening" : "not started";

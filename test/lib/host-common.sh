@@ -378,14 +378,17 @@ write_command() {
 
 # run_qemu QEMU_ARGS...: qemu-system-x86_64 QEMU_ARGS with $RUN and $REPO shared over virtio-9p
 # (tags ctl and repo), under `timeout -k 10 $TIMEOUT`, stdin /dev/null, stderr to $RUN/qemu.stderr;
-# its exit status in rc (124 or 137: the time ran out). qemu_pid is its process while it runs.
+# its exit status in rc (124 or 137: the time ran out). qemu_pid is its process while it runs
+# (`timeout`'s, which passes a SIGTERM on to QEMU), also in $RUN/qemu.pid. QEMU_WRAP, an array
+# (may be unset), goes between timeout and QEMU (`ip netns exec NS`).
 run_qemu() {
   set +e
-  timeout -k 10 "$TIMEOUT" qemu-system-x86_64 "$@" \
+  timeout -k 10 "$TIMEOUT" ${QEMU_WRAP[@]+"${QEMU_WRAP[@]}"} qemu-system-x86_64 "$@" \
     -fsdev "local,id=ctl,path=$RUN,security_model=passthrough" -device virtio-9p-pci,fsdev=ctl,mount_tag=ctl \
     -fsdev "local,id=repo,path=$REPO,security_model=passthrough,multidevs=remap" -device virtio-9p-pci,fsdev=repo,mount_tag=repo \
     </dev/null 2>"$RUN/qemu.stderr" &
   qemu_pid=$!
+  echo "$qemu_pid" >"$RUN/qemu.pid"
   wait "$qemu_pid"
   rc=$?
   qemu_pid=

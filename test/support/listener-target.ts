@@ -29,7 +29,7 @@ if (import.meta.main) {
     const host = { name: "h1", namespace: null, address: "127.0.0.1", interface: "lo", mac: "02:73:66:00:00:01", agentPort: 0 };
     const secret = process.env.LISTENER_TARGET_SECRET!;
     const inventory = { version: 1 as const, cluster: "flood", secret, bridge: null, mtu: 1500, hosts: [host] };
-    const agent = startAgent({ cluster: new ClusterContext("(in memory)", inventory, host, new Map()), maxClones: 4 });
+    const agent = startAgent({ cluster: new ClusterContext("(in memory)", inventory, host, new Map()), backend: "kvm", maxClones: 4 });
     console.log(JSON.stringify({ port: agent.port } satisfies TargetAddress));
   } else {
     const imagePath = join(dir, "image");

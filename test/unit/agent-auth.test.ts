@@ -13,7 +13,7 @@ process.env.SNOWFLOCK_RUN_DIR = testRunDir();
 const secret = randomBytes(32).toString("hex");
 const host = { name: "h1", namespace: null, address: "127.0.0.1", interface: "lo", mac: "02:73:66:00:00:01", agentPort: 0 };
 const inventory = { version: 1 as const, cluster: "unit", secret, bridge: null, mtu: 1500, hosts: [host] };
-const startH1 = () => startAgent({ cluster: new ClusterContext("(in memory)", inventory, host, new Map()), maxClones: 4 });
+const startH1 = () => startAgent({ cluster: new ClusterContext("(in memory)", inventory, host, new Map()), backend: "kvm", maxClones: 4 });
 const agent = startH1();
 const target = { host: "h1", address: "127.0.0.1", port: agent.port };
 afterAll(() => agent.stop());
@@ -143,12 +143,13 @@ describe("an agent whose backend starts no clones for other hosts (a Xen dom0)",
     const xenInventory = { ...inventory, hosts: [xenHost] };
     const dom0 = startAgent({
       cluster: new ClusterContext("(in memory)", xenInventory, xenHost, new Map()),
+      backend: "xen",
       maxClones: 4,
       noClonesBecause: "is a xen host: it starts no clones for parents on other hosts (yet)",
     });
     try {
       const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
-      expect(await agentRequest(at, secret, "hello")).toMatchObject({ host: "x1", maxClones: 0 });
+      expect(await agentRequest(at, secret, "hello")).toMatchObject({ host: "x1", backend: "xen", maxClones: 0 });
       await expect(agentRequest(at, secret, "clone", { parent: "p" })).rejects.toThrow(
         "host x1 is a xen host: it starts no clones for parents on other hosts (yet)",
       );

@@ -165,8 +165,9 @@ if [ "$(cat "$CACHE/xen-paging.key" 2>/dev/null)" != "$PAGING_KEY" ] || [ ! -f "
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Stage 3: the dom0 root filesystem, minbase (+ kmod for modprobe, procps for ps/kill).
-ROOTFS_PACKAGES=kmod,procps,util-linux,mount
+# Stage 3: the dom0 root filesystem, minbase (+ kmod for modprobe, procps for ps/kill, iproute2 for
+# the cluster link's bridge and the vif hotplug scripts).
+ROOTFS_PACKAGES=kmod,procps,util-linux,mount,iproute2
 build_rootfs() {
   local tmp=$CACHE/rootfs.tmp
   rm -rf "$tmp"
@@ -259,10 +260,11 @@ DOMU_DIR=/usr/local/share/snowflock-xen/domu
 mkdir -p "$OV/usr/lib/modules/$KVER" "$OV/usr/local/bin" "$OV$DOMU_DIR" "$OV/etc" "$OV/root"
 
 # Kernel modules dom0 needs, and their dependencies: Xen's device drivers (privcmd, evtchn,
-# gntdev, gntalloc, xenfs, the block/net backends), virtio PCI and 9p for the shares.
+# gntdev, gntalloc, xenfs, the block/net backends), virtio PCI and 9p for the shares, virtio-net
+# and the bridge for the cluster link of a multi-host run (run.sh, SNOWFLOCK_XEN_HOSTS).
 KMOD=$KDIR/lib/modules/$KVER
 want=$(cd "$KMOD" && awk -F: '{ print $1 }' modules.dep | grep -E \
-  '^kernel/(drivers/xen/|drivers/block/(xen-blkback/|loop)|drivers/net/xen-netback/|drivers/virtio/|drivers/char/(virtio_console|hw_random/virtio)|fs/(9p|netfs|fscache)/|net/9p/|net/bridge/|drivers/net/(tun|veth|dummy)\.ko)' || true)
+  '^kernel/(drivers/xen/|drivers/block/(xen-blkback/|loop)|drivers/net/xen-netback/|drivers/virtio/|drivers/char/(virtio_console|hw_random/virtio)|fs/(9p|netfs|fscache)/|net/9p/|net/bridge/|drivers/net/(tun|veth|dummy|virtio_net)\.ko)' || true)
 copy_modules "$KMOD" "$KVER" "$OV" "$want"
 
 overlay_bun "$BUN" "$OV"
@@ -275,6 +277,9 @@ rm -rf "$BB" && mkdir -p "$BB/x" "$BB/root/bin" "$BB/root/proc" "$BB/root/sys" "
 dpkg-deb -x "$(fetch busybox-static "$BUSYBOX_VERSION")" "$BB/x"
 cp "$BB/x/bin/busybox" "$BB/root/bin/busybox"
 for applet in sh mount cat cut echo sleep uname; do ln -s busybox "$BB/root/bin/$applet"; done
+# The network frontend, for domUs with a vif (`insmod /lib/modules/xen-netfront.ko`; it has no dependencies).
+mkdir -p "$BB/root/lib/modules"
+cp "$KMOD/kernel/drivers/net/xen-netfront.ko" "$BB/root/lib/modules/xen-netfront.ko"
 cat >"$BB/root/init" <<'DOMU'
 #!/bin/sh
 mount -t proc proc /proc
@@ -385,6 +390,26 @@ log "$xenstored up at $(uptime_s)s"
 "$XEN_BIN/xen-init-dom0" >/var/log/xen/xen-init-dom0.out 2>&1 || fail xen "xen-init-dom0 failed: $(cat /var/log/xen/xen-init-dom0.out)"
 "$XEN_BIN/xenconsoled" --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console || fail xen "xenconsoled did not start"
 log "xen toolstack up at $(uptime_s)s ($xenstored, xenconsoled)"
+
+ip link set lo up
+# The cluster link of a multi-host run: run.sh left "ADDRESS/PREFIX MAC" in $CTL/network. The NIC
+# joins bridge sfbr0, which takes the address and MAC; the domUs' vifs (bridge=sfbr0) join it too,
+# so domUs on every host share one segment with the dom0s.
+if [ -s "$CTL/network" ]; then
+  read -r address mac <"$CTL/network"
+  modprobe -a virtio_net bridge || fail network "modprobe virtio_net bridge failed"
+  nic=
+  for i in $(seq 100); do
+    nic=$(ls /sys/class/net | grep -v -e '^lo$' -e '^sfbr' | head -1)
+    [ -n "$nic" ] && break
+    sleep 0.1
+  done
+  [ -n "$nic" ] || fail network "no network interface appeared"
+  { ip link add sfbr0 type bridge && ip link set sfbr0 address "$mac" && ip link set "$nic" master sfbr0 &&
+    ip link set "$nic" up && ip addr add "$address" dev sfbr0 && ip link set sfbr0 up; } ||
+    fail network "cannot set up bridge sfbr0 on $nic"
+  log "cluster link: $nic in sfbr0, $address at $(uptime_s)s"
+fi
 
 INIT
   init_command

@@ -10,12 +10,12 @@
  * the API (see INIT below).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { sha256Hex } from "../../src/guest/dataset.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
-import { cpioArchive } from "./support/cpio.ts";
-import { BINARY, bootDomU, consoleLogPath, consoleText, describeXen, diagnosis, DOMU_DIR, ROOT, run, waitFor } from "./support/xen-test.ts";
+import { writeTestDomU } from "./support/domu.ts";
+import { BINARY, bootDomU, consoleLogPath, consoleText, describeXen, diagnosis, ROOT, run, waitFor } from "./support/xen-test.ts";
 
 /** The nested host booted Xen built with memory paging (SNOWFLOCK_XEN_HYPERVISOR=paging). */
 const PAGING_HOST = process.env.SNOWFLOCK_REQUIRE_PAGING === "1";
@@ -177,16 +177,11 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
 
   beforeAll(async () => {
     await run(["mkdir", "-p", WORK]);
-    const base = readFileSync(join(DOMU_DIR, "initrd.gz"));
-    const extra = cpioArchive([
+    writeTestDomU(WORK, [
       { path: "init", data: INIT, mode: 0o755 },
       { path: "bin/sf", data: readFileSync(SF), mode: 0o755 },
       { path: "bin/dataset", data: readFileSync(DATASET), mode: 0o755 },
     ]);
-    // The kernel reads a cpio archive after a compressed one only from a 4-byte boundary (zeros between are skipped).
-    writeFileSync(join(WORK, "initrd"), Buffer.concat([base, new Uint8Array((4 - (base.length % 4)) % 4), extra]));
-    const config = readFileSync(join(DOMU_DIR, "pvh.cfg"), "utf8").replace(/^ramdisk = .*$/m, `ramdisk = "${join(WORK, "initrd")}"`);
-    writeFileSync(join(WORK, "domu.cfg"), config);
     for (const d of domains()) await run(["xl", "destroy", d]);
     agent = startAgent();
   });

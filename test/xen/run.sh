@@ -30,6 +30,17 @@
 #   SNOWFLOCK_XEN_SMP       vCPUs (default 2; at least 2: the test domUs are pinned to pCPU 1)
 #   SNOWFLOCK_XEN_CPU       QEMU -cpu (default qemu64,+svm,+npt,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16)
 #   SNOWFLOCK_XEN_9P_CACHE  9p cache mode of the repository share (default loose)
+#   SNOWFLOCK_XEN_HOSTS     Xen hosts (default 1; at most 4). With more, each is its own QEMU and
+#                           all share one private L2 segment: a bridge in a network namespace of
+#                           the run (sfxen-PID), each QEMU's virtio-net NIC a tap on it, nothing
+#                           else on it. In host I's dom0 the NIC joins bridge sfbr0, which has
+#                           10.77.0.(10+I)/24 and MAC 02:73:66:00:00:0I (the addressing of
+#                           `cluster up`'s test hosts); a cluster inventory (cluster "xen", hosts
+#                           h1..hN, agents on port 7070, a fresh secret) is at
+#                           $SNOWFLOCK_XEN_CLUSTER in every dom0. Hosts 2..N run
+#                           `snowflock agent --backend xen --host hI` (test/xen/member-host.sh,
+#                           output prefixed "hI| "), host 1 the command with SNOWFLOCK_XEN_HOST=h1;
+#                           once it ended the others stop, and the namespace goes, whatever happened
 #   SNOWFLOCK_XEN_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` without --timeout (default 600000)
 #   SNOWFLOCK_XEN_KEEP=1    keep the run directory under $CACHE/runs also when the command passed
 #                           (a failed run's is always kept, the last 5): the serial console (Xen at
@@ -52,6 +63,8 @@ NINEP_CACHE=${SNOWFLOCK_XEN_9P_CACHE:-loose}
 T0=$(date +%s.%N)
 # The test domUs are pinned to pCPU 1 (build-host.sh's pvh.cfg says why).
 [ "$SMP" -ge 2 ] 2>/dev/null || { echo "xen: SNOWFLOCK_XEN_SMP must be 2 or more (the test domUs run on pCPU 1)" >&2; exit 125; }
+HOSTS=${SNOWFLOCK_XEN_HOSTS:-1}
+[[ "$HOSTS" =~ ^[1-4]$ ]] || { echo "xen: SNOWFLOCK_XEN_HOSTS must be 1 to 4, not '$HOSTS'" >&2; exit 125; }
 # shellcheck source=SCRIPTDIR/../lib/host-common.sh
 . "$HERE/../lib/host-common.sh"
 log_as xen 125
@@ -72,21 +85,90 @@ say "host ready in $(since "$T0")s"
 
 qemu_lock "$CACHE/qemu.lock" Xen
 
-qemu_pid= watch_pid= tail_pid=
+qemu_pid= watch_pid= tail_pid= NETNS= MEMBER_RUNS=() MEMBER_PIDS=() MEMBER_TAILS=()
 # shellcheck disable=SC2317 # the EXIT trap's
 cleanup() {
-  local rc=$?
-  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
-  [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null
-  [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null
+  local rc=$? m
+  [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+  [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null || true
+  [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null || true
+  stop_members
+  [ -n "$NETNS" ] && { ip netns del "$NETNS" 2>/dev/null || true; }
+  for m in ${MEMBER_RUNS[@]+"${MEMBER_RUNS[@]}"}; do
+    if [ "${SNOWFLOCK_XEN_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then mv "$m" "$RUN/" 2>/dev/null || true; else rm -rf "$m"; fi
+  done
   # A failed run's directory stays for a look (the last 5 of them); a passed one goes.
   if [ "${SNOWFLOCK_XEN_KEEP:-}" = 1 ] || [ "$rc" != 0 ]; then say "kept $RUN"; else rm -rf "$RUN"; fi
   ls -dt "$CACHE"/runs/run.* 2>/dev/null | tail -n +6 | xargs -r rm -rf || true
 }
+
+# Hosts 2..N of a multi-host run, once host 1's command has ended: each agent is asked to stop
+# (member-host.sh waits for the stop file), its dom0 to power off; any QEMU still there after
+# 60 s is ended. Idempotent.
+# shellcheck disable=SC2317 # the EXIT trap's too
+stop_members() {
+  local m pid i alive
+  [ ${#MEMBER_RUNS[@]} -gt 0 ] || return 0
+  for m in "${MEMBER_RUNS[@]}"; do touch "$m/stop" 2>/dev/null || true; done
+  for i in $(seq 120); do
+    alive=0
+    for pid in ${MEMBER_PIDS[@]+"${MEMBER_PIDS[@]}"}; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
+  for m in "${MEMBER_RUNS[@]}"; do [ -s "$m/qemu.pid" ] && { kill "$(cat "$m/qemu.pid")" 2>/dev/null || true; }; done
+  sleep 1.2 # the last lines of their output
+  for pid in ${MEMBER_TAILS[@]+"${MEMBER_TAILS[@]}"}; do kill "$pid" 2>/dev/null || true; done
+  MEMBER_PIDS=() MEMBER_TAILS=()
+  return 0
+}
 start_run
 
+GUEST_PATH=/usr/lib/xen-4.17/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+CONTROL=/run/xenhost # where dom0's /init mounts the control share
+NIC=()
+if [ "$HOSTS" -gt 1 ]; then
+  # The hosts' private segment, and the inventory every dom0 reads.
+  NETNS=sfxen-$$
+  ip netns add "$NETNS" || die "cannot create network namespace $NETNS (ip netns needs root)"
+  ip -n "$NETNS" link set lo up
+  ip -n "$NETNS" link add sfxbr0 type bridge && ip -n "$NETNS" link set sfxbr0 up || die "cannot create the hosts' bridge in $NETNS"
+  QEMU_WRAP=(ip netns exec "$NETNS")
+  secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
+  hosts_json=
+  for i in $(seq "$HOSTS"); do
+    hosts_json+="${hosts_json:+,}{\"name\":\"h$i\",\"namespace\":null,\"address\":\"10.77.0.$((10 + i))\",\"interface\":\"sfbr0\",\"mac\":\"02:73:66:00:00:0$i\",\"agentPort\":7070}"
+    ip -n "$NETNS" tuntap add dev "tap$i" mode tap && ip -n "$NETNS" link set "tap$i" master sfxbr0 up ||
+      die "cannot create tap$i in $NETNS"
+  done
+  inventory="{\"version\":1,\"cluster\":\"xen\",\"secret\":\"$secret\",\"bridge\":null,\"mtu\":1500,\"hosts\":[$hosts_json]}"
+  # host I's network line for /init, its inventory copy (mode 0600: it holds the secret), its NIC.
+  host_files() {
+    echo "10.77.0.$((10 + $1))/24 02:73:66:00:00:0$1" >"$2/network"
+    (umask 077 && echo "$inventory" >"$2/cluster.json")
+  }
+  nic() { NIC=(-netdev "tap,id=cluster,ifname=tap$1,script=no,downscript=no" -device "virtio-net-pci,netdev=cluster,mac=02:73:66:00:00:0$1"); }
+  for i in $(seq 2 "$HOSTS"); do
+    member=$(mktemp -d "$CACHE/runs/h$i.XXXXXX")
+    MEMBER_RUNS+=("$member")
+    host_files "$i" "$member"
+    ( RUN=$member
+      write_command "$GUEST_PATH" SNOWFLOCK_XEN SNOWFLOCK_XEN_CLUSTER=$CONTROL/cluster.json SNOWFLOCK_XEN_HOST=h$i \
+        SNOWFLOCK_XEN_CONTROL=$CONTROL -- bash "$HERE/member-host.sh" ) </dev/null
+    : >"$member/output"
+    tail -n +1 -f "$member/output" > >(sed -u "s/^/h$i| /" 8>&-) 2>/dev/null 8>&- &
+    MEMBER_TAILS+=($!)
+  done
+  host_files 1 "$RUN"
+  nic 1
+fi
+
 # The command, its environment and directory, for dom0's /init.
-write_command /usr/lib/xen-4.17/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin SNOWFLOCK_XEN -- "$@"
+if [ "$HOSTS" -gt 1 ]; then
+  write_command "$GUEST_PATH" SNOWFLOCK_XEN SNOWFLOCK_XEN_CLUSTER=$CONTROL/cluster.json SNOWFLOCK_XEN_HOST=h1 -- "$@"
+else
+  write_command "$GUEST_PATH" SNOWFLOCK_XEN -- "$@"
+fi
 
 say "booting Xen $XEN_VERSION ($HYPERVISOR) + dom0 $KVER (QEMU TCG, -cpu $CPU, $SMP vCPUs, $MEM, dom0 $DOM0_MEM; timeout ${TIMEOUT}s) for: $*"
 start=$(date +%s.%N)
@@ -100,15 +182,34 @@ tail_pid=$!
 ( while [ ! -s "$RUN/booted" ]; do sleep 0.5; done
   say "dom0 up, running the command: $(since "$start")s after QEMU started (dom0 uptime $(cat "$RUN/booted")s)" ) &
 watch_pid=$!
-run_qemu \
-  -accel tcg -cpu "$CPU" -smp "$SMP" -m "$MEM" \
-  -display none -monitor none -no-reboot -nic none -nodefaults -d cpu_reset,guest_errors -D "$RUN/qemu.log" \
-  -serial "file:$RUN/console.log" \
-  -kernel "$XEN_IMAGE" \
-  -append "console=com1 com1=115200 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=$SMP noreboot loglvl=all guest_loglvl=all" \
+QEMU_ARGS=(
+  -accel tcg -cpu "$CPU" -smp "$SMP" -m "$MEM"
+  -display none -monitor none -no-reboot -nic none -nodefaults -d cpu_reset,guest_errors
+  -kernel "$XEN_IMAGE"
+  -append "console=com1 com1=115200 dom0_mem=$DOM0_MEM,max:$DOM0_MEM dom0_max_vcpus=$SMP noreboot loglvl=all guest_loglvl=all"
   -initrd "$CACHE/vmlinuz console=hvc0 earlyprintk=xen loglevel=4,$CACHE/initrd"
+)
+# Hosts 2..N boot beside host 1, each with its own run directory (console, output, status).
+for i in $(seq 2 "$HOSTS"); do
+  ( RUN=${MEMBER_RUNS[$((i - 2))]}
+    nic "$i"
+    run_qemu "${QEMU_ARGS[@]}" -D "$RUN/qemu.log" -serial "file:$RUN/console.log" "${NIC[@]}"
+    echo "$rc" >"$RUN/qemu.rc" ) &
+  MEMBER_PIDS+=($!)
+done
+run_qemu "${QEMU_ARGS[@]}" -D "$RUN/qemu.log" -serial "file:$RUN/console.log" ${NIC[@]+"${NIC[@]}"}
 kill "$watch_pid" 2>/dev/null || true
 watch_pid=
+# The other hosts stop now; one whose agent failed fails the run (its console's tail says why).
+members_failed=()
+stop_members
+for m in ${MEMBER_RUNS[@]+"${MEMBER_RUNS[@]}"}; do
+  [ "$(cat "$m/status" 2>/dev/null)" = 0 ] && continue
+  name=$(basename "$m" | cut -d. -f1)
+  members_failed+=("$name")
+  say "host $name: its agent ended with status $(cat "$m/status" 2>/dev/null || echo '?') $(cat "$m/error" 2>/dev/null || true); last lines of its console:"
+  tail -n 15 "$m/console.log" 2>/dev/null | tr -d '\r' | sed 's/^/  /' >&2
+done
 # tail -f polls once a second: let it print what is left, then stop it.
 sleep 1.2
 kill "$tail_pid" 2>/dev/null || true
@@ -116,6 +217,9 @@ wait "$tail_pid" 2>/dev/null || true
 tail_pid=
 wall=$(since "$start")
 
+if [ ${#members_failed[@]} -gt 0 ] && [ "$(cat "$RUN/status" 2>/dev/null)" = 0 ]; then
+  die "the command passed, but host(s) ${members_failed[*]} failed (see above)" 1
+fi
 vm_exit "$rc" "$wall" \
   "done in $(since "$T0")s (QEMU ${wall}s; dom0 reached the command after $(cat "$RUN/booted" 2>/dev/null || echo ?)s of uptime)" \
   SNOWFLOCK_XEN_TIMEOUT "last lines of the serial console (Xen, dom0):" 30 xen "dom0 has no working Xen" "the Xen host"
