@@ -187,6 +187,19 @@ export interface DomainRoundResult {
   shellsReady: number;
 }
 
+/** A domain read for its descriptor (src/clone/describe.ts makes one of it). */
+export interface DomainSnapshot {
+  name: string;
+  cmdline: string;
+  state: BackendState;
+  /** One bit per page (frame i = backing page i): set where the page holds data. */
+  nonZeroPages: Uint8Array;
+  /** The pages a clone needs before it runs, by frame. */
+  pages: Map<number, Uint8Array>;
+  /** How long the domain stood still while it was read. */
+  pausedMs: number;
+}
+
 /** What `snowflock pool` did: the shells ready for the parent's forks now. */
 export interface PoolResult {
   parent: string;
@@ -276,6 +289,8 @@ export interface DomainOperations {
     clones: number,
     options: { memory: "eager" | "ondemand"; workDirectory: string; progress?: (line: string) => void },
   ): Promise<PoolResult>;
+  /** Reads domain `name` for its descriptor; it stands still meanwhile and then carries on. */
+  snapshot(name: string): Promise<DomainSnapshot>;
   /** Ends domains (their XenStore entries, console and memory go too). */
   destroy(domains: number[]): void;
   /** In the agent: the clones whose memory its pagers serve, with what each cost so far (empty elsewhere). */

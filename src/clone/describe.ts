@@ -2,9 +2,9 @@
  * Turning a paused machine into a VM descriptor: its captured state, which pages are non-zero,
  * and the pages a clone touches first (page tables, the pages under each vCPU's RIP and RSP).
  */
-import type { FreePageMap, Machine } from "../backend/backend.ts";
+import type { DomainSnapshot, FreePageMap, Machine } from "../backend/backend.ts";
 import type { Descriptor } from "../descriptor/format.ts";
-import { PAGE_SIZE } from "../guest-memory/layout.ts";
+import { memoryLayout, PAGE_SIZE } from "../guest-memory/layout.ts";
 
 export function describeMachine(machine: Machine, about: { name: string; cmdline: string }): Descriptor {
   const { state, eagerPages } = machine.capture();
@@ -28,6 +28,24 @@ export function describeMachine(machine: Machine, about: { name: string; cmdline
     nonZeroPages,
     pages,
     freePages: freePageMap && freePages(machine, freePageMap, nonZeroPages.byteLength),
+  };
+}
+
+/** The descriptor of a domain the hypervisor runs (Xen): its memory is one region, frame i at backing page i. */
+export function describeDomain(snapshot: DomainSnapshot): Descriptor {
+  const { name, cmdline, state, nonZeroPages, pages } = snapshot;
+  return {
+    meta: {
+      backend: state.backend,
+      name,
+      cmdline,
+      memorySize: state.memorySize,
+      regions: memoryLayout(state.memorySize).regions,
+      createdAt: new Date().toISOString(),
+    },
+    state,
+    nonZeroPages,
+    pages,
   };
 }
 

@@ -62,6 +62,7 @@ function state(gsBase: bigint, paging = true): XenState {
     backend: "xen",
     release: "4.17",
     memorySize: ram.byteLength,
+    config: "{}",
     context: { blob, header: { magic: 0, version: 0, changeset: 0n, cpuid: 0, gtscKhz: 0 }, records: [cpu] },
   };
 }

@@ -15,6 +15,12 @@ import { refusal, sampleDescriptor } from "../support/descriptor-sample.ts";
 import { abi, blob, cpu, end, header } from "../support/hvm-context-sample.ts";
 
 const MEMORY = 16 * 1024 * 1024;
+/** libxl's JSON of a 16 MiB PVH domU, as much of it as a shell is built from. */
+const CONFIG = JSON.stringify({
+  c_info: { type: "pvh", name: "domu" },
+  b_info: { max_memkb: MEMORY / 1024, target_memkb: MEMORY / 1024, kernel: "/boot/vmlinuz", cmdline: "console=hvc0" },
+  nics: [{ mac: "00:16:3e:00:00:01", bridge: "sfbr0" }],
+});
 
 function xenDescriptor(context = blob([header(), cpu(0, 0x1000), cpu(1, 0x2000), end])): Descriptor & { state: XenState } {
   return {
@@ -26,17 +32,17 @@ function xenDescriptor(context = blob([header(), cpu(0, 0x1000), cpu(1, 0x2000),
       regions: memoryLayout(MEMORY).regions,
       createdAt: "2026-12-03T00:00:00.000Z",
     },
-    state: { backend: "xen", release: "4.17", context: parseHvmContext(context, abi), memorySize: MEMORY },
+    state: { backend: "xen", release: "4.17", context: parseHvmContext(context, abi), memorySize: MEMORY, config: CONFIG },
     nonZeroPages: new Uint8Array(MEMORY / 4096 / 8).fill(0x0f),
     pages: new Map([[2, new Uint8Array(4096).fill(9)]]),
   };
 }
 
-/** The descriptor's payload with the Xen section's body replaced by `body`. */
-function withStateBody(body: Uint8Array): Uint8Array {
+/** The descriptor's payload with the body of its section `type` (16: the HVM context, 17: the configuration) replaced by `body`. */
+function withStateBody(body: Uint8Array, type = 16): Uint8Array {
   const w = new SectionWriter();
   for (const section of walkSections(openEnvelope(encodeDescriptor(xenDescriptor())).payload))
-    w.add(section.type, section.type === 16 ? body : section.body);
+    w.add(section.type, section.type === type ? body : section.body);
   return sealEnvelope(w.bytes());
 }
 
@@ -51,6 +57,7 @@ describe("a Xen descriptor", () => {
     expect([...state.context.blob]).toEqual([...d.state.context.blob]);
     expect(state.context.records.map((r) => r.type)).toEqual(["HEADER", "CPU", "CPU", "END"]);
     expect(descriptor.pages.get(2)![0]).toBe(9);
+    expect(JSON.parse(state.config)).toEqual(JSON.parse(CONFIG));
     const summary = summarize(descriptor, envelope, bytes.byteLength);
     expect(summary.backend).toBe("xen");
     expect(summary.vcpus).toEqual([
@@ -80,6 +87,21 @@ describe("a Xen descriptor", () => {
     for (const section of walkSections(openEnvelope(encodeDescriptor(xenDescriptor())).payload))
       if (section.type !== 16) w.add(section.type, section.body);
     expect(refusal(sealEnvelope(w.bytes()))).toContain("the HVM context");
+  });
+
+  test("a domain configuration that is not libxl's JSON of a PVH domain of the descriptor's memory, or none, is refused", () => {
+    const config = (value: unknown) => withStateBody(new TextEncoder().encode(JSON.stringify(value)), 17);
+    const good = JSON.parse(CONFIG);
+    expect(refusal(withStateBody(new TextEncoder().encode("{not json"), 17))).toContain("not JSON");
+    expect(refusal(withStateBody(new Uint8Array([0xff, 0xfe]), 17))).toContain("not UTF-8");
+    expect(refusal(config([good]))).toContain("no c_info and b_info");
+    expect(refusal(config({ ...good, c_info: { type: "hvm" } }))).toContain('type "hvm", not pvh');
+    expect(refusal(config({ ...good, b_info: { ...good.b_info, target_memkb: 1024 } }))).toContain("not the descriptor's 16384 KiB");
+    expect(refusal(withStateBody(new Uint8Array(64 * 1024 + 1).fill(0x20), 17))).toContain("more than 65536");
+    const w = new SectionWriter();
+    for (const section of walkSections(openEnvelope(encodeDescriptor(xenDescriptor())).payload))
+      if (section.type !== 17) w.add(section.type, section.body);
+    expect(refusal(sealEnvelope(w.bytes()))).toContain("missing: the domain configuration");
   });
 
   test("a KVM state under Xen metadata (or the other way round) is refused", () => {

@@ -13,6 +13,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { sha256Hex } from "../../src/guest/dataset.ts";
+import type { XenState } from "../../src/backend/xen/persist.ts";
+import { decodeDescriptor } from "../../src/descriptor/format.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { writeTestDomU } from "./support/domu.ts";
 import { BINARY, bootDomU, consoleLogPath, consoleText, describeXen, diagnosis, ROOT, run, waitFor } from "./support/xen-test.ts";
@@ -280,6 +282,33 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       expect(again.stderr).toContain(`domain ${PARENT} has no running clones`);
     },
     BOOT_MS * 2,
+  );
+
+  test(
+    "stock host: snowflock descriptor sfdom -o FILE: inspect reads a xen descriptor of its vCPU, memory and configuration; sfdom ticks on",
+    async () => {
+      if (PAGING_HOST) return console.log(STOCK_ONLY);
+      const file = join(WORK, `${PARENT}.sfd`);
+      const r = await run([BINARY, "descriptor", PARENT, "-o", file, "--backend", "xen", "--json"], FORK_MS);
+      if (r.status !== 0) throw await fail(`descriptor failed (${r.status}): ${r.stderr}`);
+      const tick = lastTick(PARENT);
+      const inspected = await run([BINARY, "inspect", file, "--json"]);
+      expect(inspected.status).toBe(0);
+      const summary = JSON.parse(inspected.stdout);
+      expect(summary).toMatchObject({ backend: "xen", name: PARENT, memoryBytes: 128 << 20, pages: (128 << 20) / 4096 });
+      expect(summary.vcpus).toHaveLength(1);
+      expect(summary.vcpus[0].rip).toMatch(/^0xffff/);
+      // The kernel and its initramfs hold data; most of 128 MiB of a busybox guest does not.
+      expect(summary.pagesNonZero).toBeGreaterThan(1000);
+      expect(summary.pagesNonZero).toBeLessThan(summary.pages);
+      expect(summary.pagesIncluded).toBeGreaterThan(4);
+      expect(summary.fileBytes).toBeLessThan(summary.memoryBytes / 50);
+      // What another host builds the clones' shells from travels inside it.
+      const state = decodeDescriptor(new Uint8Array(readFileSync(file))).descriptor.state as XenState;
+      expect(JSON.parse(state.config).c_info).toMatchObject({ type: "pvh", name: PARENT });
+      await waitFor("the parent ticking on", () => lastTick(PARENT) > tick + 1, BOOT_MS, [PARENT]);
+    },
+    FORK_MS + BOOT_MS,
   );
 
   test(

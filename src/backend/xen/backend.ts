@@ -4,6 +4,7 @@
  */
 import type { Backend, DomainListing, DomainOperations } from "../backend.ts";
 import { watchRequests } from "./agent.ts";
+import { snapshotDomain } from "./describe.ts";
 import { xenDoctor } from "./doctor.ts";
 import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
 import { MAX_XEN_CLONES, xenRound } from "./fork.ts";
@@ -185,14 +186,15 @@ const domains: DomainOperations = {
       const parent = findMember(listMembers(host), parentName).domain.domid;
       return fillPool(host, { parent, clones, ...options, pagers: shellPagers });
     }),
+  snapshot: (name) => withHost((host) => snapshotDomain(host, findMember(listMembers(host), name).domain.domid)),
   destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),
   pagedClones: () => keeper?.clones() ?? [],
 };
 
 export const xenBackend: Backend = {
   name: "xen",
-  commands: ["fork", "pool", "ls", "kill", "agent", "doctor", "bench"],
-  usage: "on Xen: start domains with xl create, then use fork, pool, ls, kill, agent (--backend xen)",
+  commands: ["fork", "pool", "ls", "kill", "descriptor", "agent", "doctor", "bench"],
+  usage: "on Xen: start domains with xl create, then use fork, pool, ls, kill, descriptor, agent (--backend xen)",
   check: () => openXen().close(),
   doctor: xenDoctor,
   domains,

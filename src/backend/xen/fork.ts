@@ -91,7 +91,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
       suspended = true;
     },
     async capture() {
-      state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE);
+      state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE, JSON.stringify(config));
       for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
       if (onDemand) return onDemand.capture(helpers, parent.domid, state);
       const maximumGpfn = host.maximumGpfn(parent.domid);

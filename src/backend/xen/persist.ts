@@ -1,8 +1,10 @@
 /**
  * A Xen PVH domain's state apart from its memory: the hypervisor's HVM context (every vCPU and
  * the emulated platform devices, one consistent blob from xc_domain_hvm_getcontext), captured from
- * a suspended parent and set into each clone. In a descriptor it is one section: the Xen release
- * whose layouts the blob follows, then the blob, walked record by record when it is read.
+ * a suspended parent and set into each clone, and the domain's libxl configuration, from which a
+ * host builds the clones' shells. In a descriptor they are two sections: the Xen release whose
+ * layouts the blob follows, then the blob, walked record by record when it is read; and the
+ * configuration as JSON, checked for what a shell is built from.
  */
 import { SnowflockError } from "../../errors.ts";
 import { FieldReader, refuse, SectionWriter } from "../../sections.ts";
@@ -18,17 +20,43 @@ export interface XenState extends BackendState {
   /** The Xen release whose HVM save format the context follows ("4.17"). */
   release: string;
   context: HvmContext;
+  /** The domain's libxl configuration (libxl's JSON), as its clones' shells are built from it. */
+  config: string;
 }
 
-/** The descriptor section of a Xen state (types 16 and up are the Xen backend's). */
+/** The descriptor sections of a Xen state (types 16 and up are the Xen backend's). */
 const HVM_CONTEXT_SECTION = 16;
+const DOMAIN_CONFIG_SECTION = 17;
+/** libxl's JSON of a PVH domU is a few KiB (one per disk and NIC at most). */
+const MAX_CONFIG_BYTES = 64 * 1024;
 /** An HVM context is a few KiB per vCPU (CPU, LAPIC and its registers, XSAVE, MTRRs). */
 const MAX_CONTEXT_BYTES = 1024 * 1024;
 const MAX_RELEASE_LENGTH = 16;
 
 /** Reads the domain's state; the domain must be suspended or paused, so that it stands still. */
-export function captureState(host: XenHost, domid: number, memorySize: number): XenState {
-  return { backend: "xen", release: host.abi.release, context: host.hvmContext(domid), memorySize };
+export function captureState(host: XenHost, domid: number, memorySize: number, config: string): XenState {
+  return { backend: "xen", release: host.abi.release, context: host.hvmContext(domid), memorySize, config };
+}
+
+/**
+ * A domain configuration as read from a descriptor: libxl's JSON object of a PVH domain with its
+ * memory size. What a shell takes from it is checked again where it is built.
+ */
+export function checkDomainConfig(text: string, memorySize: number): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    refuse("the domain configuration is not JSON");
+  }
+  const object = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+  if (!object(value) || !object(value.c_info) || !object(value.b_info)) refuse("the domain configuration has no c_info and b_info");
+  if (value.c_info.type !== "pvh") refuse(`the domain configuration is of type ${JSON.stringify(value.c_info.type)}, not pvh`);
+  if (value.b_info.target_memkb !== memorySize / 1024)
+    refuse(
+      `the domain configuration's memory (${JSON.stringify(value.b_info.target_memkb)} KiB) is not the descriptor's ${memorySize / 1024} KiB`,
+    );
+  return text;
 }
 
 /** Sets `state` into a clone's domain (built with the parent's layout and not yet run). */
@@ -49,11 +77,11 @@ function releaseAbi(release: string): XenReleaseAbi {
 }
 
 export const xenPersist: StatePersist = {
-  sectionTypes: new Set([HVM_CONTEXT_SECTION]),
-  maxBytes: 8 + 4 + MAX_RELEASE_LENGTH + MAX_CONTEXT_BYTES,
+  sectionTypes: new Set([HVM_CONTEXT_SECTION, DOMAIN_CONFIG_SECTION]),
+  maxBytes: 8 + 4 + MAX_RELEASE_LENGTH + MAX_CONTEXT_BYTES + 8 + MAX_CONFIG_BYTES,
 
   encode(state) {
-    const { release, context } = asXen(state);
+    const { release, context, config } = asXen(state);
     const name = new TextEncoder().encode(release);
     const body = new Uint8Array(4 + name.byteLength + context.blob.byteLength);
     new DataView(body.buffer).setUint32(0, name.byteLength, true);
@@ -61,13 +89,28 @@ export const xenPersist: StatePersist = {
     body.set(context.blob, 4 + name.byteLength);
     const w = new SectionWriter();
     w.add(HVM_CONTEXT_SECTION, body);
+    w.add(DOMAIN_CONFIG_SECTION, new TextEncoder().encode(config));
     return w.bytes();
   },
 
   decoder(memorySize) {
-    let state: XenState | undefined;
+    let state: Omit<XenState, "config"> | undefined;
+    let config: string | undefined;
     return {
-      take(_type, body) {
+      take(type, body) {
+        if (type === DOMAIN_CONFIG_SECTION) {
+          if (config !== undefined) refuse("the domain configuration section appears twice");
+          if (body.byteLength > MAX_CONFIG_BYTES)
+            refuse(`a domain configuration of ${body.byteLength} bytes, more than ${MAX_CONFIG_BYTES}`);
+          let text: string;
+          try {
+            text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+          } catch {
+            refuse("the domain configuration is not UTF-8");
+          }
+          config = checkDomainConfig(text, memorySize);
+          return;
+        }
         if (state) refuse("the HVM context section appears twice");
         const r = new FieldReader(body, "HVM context");
         const length = r.u32();
@@ -85,7 +128,9 @@ export const xenPersist: StatePersist = {
         state = { backend: "xen", release, context, memorySize };
       },
       finish() {
-        return state ?? refuse("a required section is missing: the HVM context");
+        if (!state) refuse("a required section is missing: the HVM context");
+        if (config === undefined) refuse("a required section is missing: the domain configuration");
+        return { ...state, config };
       },
     };
   },
