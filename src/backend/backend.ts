@@ -247,11 +247,38 @@ export interface DomainRoundOptions {
   memory?: "eager" | "ondemand";
   /** The first clone's ID (the others follow it); by default the next free one in the parent's family. */
   firstCloneId?: number;
+  /** The clones' IDs, when they do not follow one another (a family spread over hosts); not with ready shells. */
+  cloneIds?: number[];
+  /** Also freeze the parent's memory into an image for clones on other hosts (the round's exported()). */
+  exportImage?: boolean;
   progress?: (line: string) => void;
   /** Each clone, once it knows its ID and before it first runs (a guest's request: its answer). */
   onCloneReady?: (clone: StartedDomain) => void;
   /** Once the parent runs again. */
   onParentResumed?: () => void;
+}
+
+/** A round's parent as clones on other hosts start from it: what its descriptor holds, and its frozen memory. */
+export interface ExportedImage {
+  snapshot: DomainSnapshot;
+  /** The image file (frame i at page i; zero frames are holes), for a memory server; close() ends it. */
+  fd: number;
+  close(): void;
+}
+
+/** A round of domains; with `exportImage`, exported() gives the frozen parent once it is distributed. */
+export interface DomainRound extends CloneRound<unknown, DomainRoundResult> {
+  exported(): ExportedImage | undefined;
+}
+
+/** Clones of a parent on another host, started here from its descriptor and its memory server. */
+export interface RemoteCloneRequest {
+  parentName: string;
+  snapshot: Pick<DomainSnapshot, "state" | "nonZeroPages">;
+  /** The parent's memory server (formatPageServer's text form: tcp:... or mcdist:...). */
+  server: string;
+  cloneIds: number[];
+  workDirectory: string;
 }
 
 /** The operator's commands on VMs the hypervisor runs (Xen): fork, ls, kill; and what the host's agent needs to serve the guests. */
@@ -263,7 +290,11 @@ export interface DomainOperations {
    * One round of clones of the domain `parent` (a name, or a domain's id for a guest's own request),
    * for src/clone/pipeline.ts to run; see DomainRoundOptions.
    */
-  round(parent: string | number, clones: number, options: DomainRoundOptions): CloneRound<unknown, DomainRoundResult>;
+  round(parent: string | number, clones: number, options: DomainRoundOptions): DomainRound;
+  /** Clones of a parent on another host: shells built here, memory copied from its server, then run. */
+  startClones(request: RemoteCloneRequest): Promise<StartedDomain[]>;
+  /** Memory the hypervisor has free for new domains. */
+  freeBytes(): number;
   /** Parents first, each followed by its clones. */
   list(): Promise<DomainListing[]>;
   /** Ends a domain and its clones, or only its clones; the domains ended. */

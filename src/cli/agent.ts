@@ -94,11 +94,7 @@ function startControlPlane(options: AgentOptions, backend: Backend): Agent {
   if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > 1024)
     throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, "give a whole number from 1 to 1024");
   const cluster = ClusterContext.load(path, String(options.host));
-  const noClonesBecause = backend.machines ? undefined : `is a ${backend.name} host: it starts no clones for parents on other hosts (yet)`;
-  const agent = startAgent({ cluster, backend: backend.name, maxClones, noClonesBecause });
-  log.success(
-    `agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} ` +
-      `(${noClonesBecause ? "no clones from other hosts" : `up to ${maxClones} clones`})`,
-  );
+  const agent = startAgent({ cluster, backend: backend.name, maxClones, domains: backend.domains });
+  log.success(`agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} (up to ${maxClones} clones)`);
   return agent;
 }

@@ -4,6 +4,9 @@ import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import { forkThroughAgent } from "../cluster/agent-socket.ts";
+import { ClusterContext, hostOfThisProcess } from "../cluster/cluster-context.ts";
+import { forkDomainAcross } from "../cluster/domain-spread.ts";
+import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
@@ -16,6 +19,7 @@ import { log, printJson, printTable } from "../output.ts";
 
 interface ForkOptions {
   clones: number;
+  inventory?: string;
   memory?: string;
   cluster?: boolean;
   transport?: string;
@@ -45,9 +49,33 @@ function forkDomainNamed(domains: DomainOperations, name: string, clones: number
   domains.checkMemory(options.memory);
   if (clones > domains.maxClones)
     throw new SnowflockError("USAGE", `bad --clones '${clones}'`, `give a whole number from 1 to ${domains.maxClones}`);
+  const progress = options.json ? undefined : (line: string) => log.info(line);
+  if (options.cluster) {
+    if (options.memory === "ondemand")
+      throw new SnowflockError(
+        "USAGE",
+        "--cluster on Xen gives clones on other hosts their memory eagerly (a copy up front) for now",
+        "leave out --memory",
+      );
+    return forkDomainAcross(domains, clusterOfThisHost(options.inventory), name, clones, { workDirectory: runDir(), progress });
+  }
   // Clones with memory on demand live on with their pagers: the agent forks them and keeps them.
   if (options.memory === "ondemand") return forkThroughAgent(runDir(), name, clones, "ondemand");
-  return forkDomain(domains, name, clones, { workDirectory: runDir(), progress: options.json ? undefined : (line) => log.info(line) });
+  return forkDomain(domains, name, clones, { workDirectory: runDir(), progress });
+}
+
+/** The cluster this host is part of: the inventory's host whose address an interface here has. */
+function clusterOfThisHost(inventoryOption: string | undefined): ClusterContext {
+  const path = inventoryOption ?? defaultInventoryPath();
+  const inventory = readInventory(path);
+  const host = hostOfThisProcess(inventory);
+  if (!host)
+    throw new SnowflockError(
+      "USAGE",
+      `no host of the inventory ${path} has an address of this machine (${inventory.hosts.map((h) => `${h.name} ${h.address}`).join(", ")})`,
+      "run the fork on one of the cluster's hosts, or pass its inventory with --inventory",
+    );
+  return ClusterContext.load(path, host.name);
 }
 
 function printFork(result: ForkResult): void {
@@ -73,9 +101,12 @@ function printFork(result: ForkResult): void {
       `${(copy.copyMs / 1000).toFixed(2)} s)`
     : `memory: ${result.memory}, descriptor ${result.descriptorBytes} bytes`;
   const ready = result.shellsReady ? `; ${result.shellsReady} from ready shells` : "";
+  const served = result.memoryServer
+    ? `; ${formatSize(result.memoryServer.bytesSent)} sent to ${result.memoryServer.clients} other host(s)`
+    : "";
   log.success(
     `${result.clones.length} clone(s) of ${result.parent} running in ${result.totalMs.toFixed(1)} ms; ` +
-      `parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}${ready}`,
+      `parent paused ${result.pausedMs.toFixed(2)} ms; ${memory}${ready}${served}`,
   );
 }
 
@@ -90,8 +121,10 @@ export function registerFork(cli: CAC): void {
     )
     .option(
       "--cluster",
-      "Spread the clones over the cluster the VM was started in (`run --cluster`); clones on other hosts take memory on demand",
+      "Spread the clones over the cluster the VM was started in (`run --cluster`); clones on other hosts take memory on demand. " +
+        "On Xen: over the inventory's dom0s, whose agents copy the parent's memory once per host",
     )
+    .option("--inventory <file>", "With --cluster on Xen: the cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option(
       "--transport <kind>",
       "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with",
@@ -99,6 +132,7 @@ export function registerFork(cli: CAC): void {
     .option("--json", "Print the fork's result as JSON (the same shape on every backend; see the README)")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)
     .example((bin) => `  ${bin} fork mydomu --clones 3 --backend xen     # in a Xen dom0 (a PVH domU)`)
+    .example((bin) => `  ${bin} fork mydomu --clones 4 --cluster --inventory /etc/snowflock/cluster.json     # over the dom0s' agents`)
     .action(async (rawName: string, options: ForkOptions) => {
       const clones = Number(options.clones);
       if (!Number.isInteger(clones) || clones < 1 || clones > MAX_CLONES_PER_FORK) {

@@ -76,4 +76,6 @@ export interface ForkResult {
   onDemand?: OnDemandFork;
   /** Xen: clones started from shells kept ready before the fork (`snowflock pool`). */
   shellsReady?: number;
+  /** A family spread over hosts (Xen): what the memory server sent the other hosts. */
+  memoryServer?: { pagesServed: number; bytesSent: number; clients: number };
 }

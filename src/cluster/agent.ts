@@ -39,6 +39,7 @@ import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { scaledTimeout } from "../timeouts.ts";
 import type { BackendName } from "../backend/names.ts";
+import type { DomainOperations } from "../backend/backend.ts";
 
 export interface AgentOptions {
   cluster: ClusterContext;
@@ -47,10 +48,10 @@ export interface AgentOptions {
   /** Most clones this agent runs at once. */
   maxClones: number;
   /**
-   * Where this host's backend runs no VMM processes of snowflock's (a Xen dom0), why it takes no
-   * clone orders: it says maxClones 0 to placement and refuses an order in this one line.
+   * Where the hypervisor runs the VMs (a Xen dom0): clone orders start domains through these, from
+   * the descriptor the order carries and memory copied from the parent's server.
    */
-  noClonesBecause?: string;
+  domains?: DomainOperations;
 }
 
 /**
@@ -81,7 +82,8 @@ export interface AgentHello {
   version: string;
   freeBytes: number;
   maxClones: number;
-  clones: Array<{ name: string; parent: string; parentHost: string; pid: number }>;
+  /** The clones it started and that still run: a VMM process each (pid), or a domain (domid, and its state as `ls` says it). */
+  clones: Array<{ name: string; parent: string; parentHost: string; pid?: number; domid?: number; state?: string }>;
 }
 
 export interface Agent {
@@ -114,23 +116,79 @@ export function startAgent(options: AgentOptions): Agent {
   const seenNonces = new SeenNonces(NONCE_KEEP_MS, join(runDir(), `agent-${self.name}.nonces`));
   const guard = new ReplayGuard(seenNonces);
 
-  const hello = (): AgentHello => ({
-    host: self.name,
-    backend: options.backend,
-    pid: getpid(),
-    version: packageJson.version,
-    freeBytes: freemem(),
-    maxClones: options.noClonesBecause === undefined ? options.maxClones : 0,
-    clones: [...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
-  });
+  /** Domains started for clone orders (a Xen dom0), by name; those no longer listed have ended. */
+  const domainClones = new Map<string, { name: string; parent: string; parentHost: string; domid: number; state?: string }>();
+  const pruneDomainClones = async () => {
+    if (!options.domains || domainClones.size === 0) return;
+    const listed = new Map((await options.domains.list()).map((d) => [`${d.name}#${d.id}`, d.state]));
+    for (const [name, clone] of domainClones) {
+      const state = listed.get(`${name}#${clone.domid}`);
+      if (state === undefined) domainClones.delete(name);
+      else clone.state = state;
+    }
+  };
 
-  const startClones = async (order: CloneOrder): Promise<CloneOrderResult> => {
-    if (clones.size + order.cloneIds.length > options.maxClones) {
+  const hello = async (): Promise<AgentHello> => {
+    await pruneDomainClones();
+    return {
+      host: self.name,
+      backend: options.backend,
+      pid: getpid(),
+      version: packageJson.version,
+      freeBytes: options.domains ? options.domains.freeBytes() : freemem(),
+      maxClones: options.maxClones,
+      clones: [
+        ...[...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
+        ...domainClones.values(),
+      ],
+    };
+  };
+
+  const checkRoom = (more: number) => {
+    const running = clones.size + domainClones.size;
+    if (running + more > options.maxClones) {
       throw new SnowflockError(
         "VM_STATE",
-        `host ${self.name} runs ${clones.size} clone(s); ${order.cloneIds.length} more would pass its limit of ${options.maxClones}`,
+        `host ${self.name} runs ${running} clone(s); ${more} more would pass its limit of ${options.maxClones}`,
       );
     }
+  };
+
+  /** A clone order on a host whose hypervisor runs the VMs: domains started here, eager memory from the parent's server. */
+  const startDomainClones = async (domains: DomainOperations, order: CloneOrder): Promise<CloneOrderResult> => {
+    await pruneDomainClones();
+    checkRoom(order.cloneIds.length);
+    if (typeof order.descriptor !== "string")
+      throw new SnowflockError("USAGE", `host ${self.name} (${options.backend}) takes a clone order's descriptor inside the order`);
+    const { descriptor } = decodeDescriptor(new Uint8Array(Buffer.from(order.descriptor, "base64")));
+    if (descriptor.meta.backend !== options.backend)
+      throw new SnowflockError("USAGE", `host ${self.name} runs ${options.backend} domains, not ${descriptor.meta.backend} machines`);
+    const started = performance.now();
+    try {
+      const domainsStarted = await domains.startClones({
+        parentName: order.parent,
+        snapshot: descriptor,
+        server: order.memory,
+        cloneIds: order.cloneIds,
+        workDirectory: runDir(),
+      });
+      const ms = performance.now() - started;
+      for (const d of domainsStarted)
+        domainClones.set(d.name, { name: d.name, parent: order.parent, parentHost: order.parentHost, domid: d.domid });
+      return {
+        host: self.name,
+        started: domainsStarted.map((d) => ({ cloneId: d.cloneId, name: d.name, domid: d.domid, mac: d.mac, builtMs: ms, runningMs: ms })),
+        failed: [],
+      };
+    } catch (error) {
+      const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
+      return { host: self.name, started: [], failed: order.cloneIds.map((cloneId) => ({ cloneId, error: message })) };
+    }
+  };
+
+  const startClones = async (order: CloneOrder): Promise<CloneOrderResult> => {
+    if (options.domains) return startDomainClones(options.domains, order);
+    checkRoom(order.cloneIds.length);
     // A descriptor sent along is checked here, not in N clone processes; one sent by multicast is
     // fetched (and checked against its digest) by the clones themselves.
     let descriptor: LaunchRecord["descriptor"];
@@ -201,9 +259,8 @@ export function startAgent(options: AgentOptions): Agent {
     try {
       switch (request.op) {
         case "hello":
-          return { ok: true, nonce: request.nonce, body: hello() };
+          return { ok: true, nonce: request.nonce, body: await hello() };
         case "clone":
-          if (options.noClonesBecause !== undefined) throw new SnowflockError("VM_STATE", `host ${self.name} ${options.noClonesBecause}`);
           return { ok: true, nonce: request.nonce, body: await startClones(checkCloneOrder(request.body)) };
         case "relay":
           return { ok: true, nonce: request.nonce, body: await relay(request.body) };

@@ -28,11 +28,14 @@ export interface CloneOrder {
   heuristicsOff: Heuristic[];
 }
 
-/** One clone an agent started. */
+/** One clone an agent started: a VMM process (pid), or a domain the hypervisor runs (domid). */
 export interface StartedClone {
   cloneId: number;
   name: string;
-  pid: number;
+  pid?: number;
+  domid?: number;
+  /** A domain's own MAC address. */
+  mac?: string;
   /** Inside the clone's process: from its start to the VM restored, and to its vCPUs running. */
   builtMs: number;
   runningMs: number;

@@ -5,7 +5,14 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { agentRequest } from "../../src/cluster/agent-client.ts";
 import { encodeRequest, MAX_BODY_BYTES, MAX_HEADER_BYTES, signRequest } from "../../src/cluster/agent-protocol.ts";
-import { startAgent } from "../../src/cluster/agent.ts";
+import { type AgentHello, startAgent } from "../../src/cluster/agent.ts";
+import type { CloneOrderResult } from "../../src/cluster/clone-order.ts";
+import type { DomainListing, DomainOperations, RemoteCloneRequest, StartedDomain } from "../../src/backend/backend.ts";
+import type { XenState } from "../../src/backend/xen/persist.ts";
+import { encodeDescriptor } from "../../src/descriptor/format.ts";
+import { SnowflockError } from "../../src/errors.ts";
+import { sampleDescriptor } from "../support/descriptor-sample.ts";
+import { SAMPLE_XEN_CONFIG, sampleXenDescriptor } from "../support/xen-descriptor-sample.ts";
 import { ClusterContext } from "../../src/cluster/cluster-context.ts";
 import { testRunDir } from "../support/cli.ts";
 
@@ -137,24 +144,89 @@ describe("replay protection across a restart", () => {
   });
 });
 
-describe("an agent whose backend starts no clones for other hosts (a Xen dom0)", () => {
-  test("says it has no room and refuses a signed clone order in one line naming why", async () => {
-    const xenHost = { ...host, name: "x1" };
-    const xenInventory = { ...inventory, hosts: [xenHost] };
-    const dom0 = startAgent({
-      cluster: new ClusterContext("(in memory)", xenInventory, xenHost, new Map()),
-      backend: "xen",
-      maxClones: 4,
-      noClonesBecause: "is a xen host: it starts no clones for parents on other hosts (yet)",
-    });
+describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders start domains", () => {
+  /** The dom0's domains (a stand-in for the Xen backend): what startClones was asked, what it started. */
+  const standIn = (fail?: string) => {
+    const asked: RemoteCloneRequest[] = [];
+    const running: DomainListing[] = [];
+    const domains = {
+      freeBytes: () => 3 << 30,
+      list: async () => running,
+      async startClones(request: RemoteCloneRequest): Promise<StartedDomain[]> {
+        asked.push(request);
+        if (fail) throw new SnowflockError("VM_STATE", fail);
+        return request.cloneIds.map((cloneId, i) => {
+          const clone = { name: `${request.parentName}.${cloneId}`, cloneId, domid: 40 + i, mac: "00:16:3e:00:00:02" };
+          running.push({ name: clone.name, id: clone.domid, state: "running", memoryBytes: 0, vcpus: 1, cloneId, family: 0, depth: 0 });
+          return clone;
+        });
+      },
+    };
+    return { asked, running, domains: domains as unknown as DomainOperations };
+  };
+  const xenHost = { ...host, name: "x1" };
+  const xenInventory = { ...inventory, hosts: [xenHost] };
+  const order = (descriptor: string | object) => ({
+    parent: "domu",
+    parentHost: "h9",
+    descriptor,
+    cloneIds: [3, 4],
+    placement: { "domu.3": "x1", "domu.4": "x1" },
+    memory: `tcp:10.77.0.11:4000:${"ab".repeat(32)}`,
+    parentIncarnation: "run1",
+    heuristicsOff: [],
+  });
+  const start = (domains: DomainOperations, maxClones = 4) =>
+    startAgent({ cluster: new ClusterContext("(in memory)", xenInventory, xenHost, new Map()), backend: "xen", maxClones, domains });
+
+  test("hello gives the hypervisor's free memory; an order's domains start from its descriptor and count as this host's clones", async () => {
+    const { asked, domains } = standIn();
+    const dom0 = start(domains);
     try {
       const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
-      expect(await agentRequest(at, secret, "hello")).toMatchObject({ host: "x1", backend: "xen", maxClones: 0 });
-      await expect(agentRequest(at, secret, "clone", { parent: "p" })).rejects.toThrow(
-        "host x1 is a xen host: it starts no clones for parents on other hosts (yet)",
+      expect(await agentRequest(at, secret, "hello")).toMatchObject({ host: "x1", backend: "xen", maxClones: 4, freeBytes: 3 << 30 });
+      const descriptor = Buffer.from(encodeDescriptor(sampleXenDescriptor())).toString("base64");
+      const result = (await agentRequest(at, secret, "clone", order(descriptor))) as CloneOrderResult;
+      expect(result.started.map((c) => [c.name, c.cloneId, c.domid])).toEqual([
+        ["domu.3", 3, 40],
+        ["domu.4", 4, 41],
+      ]);
+      expect(result.failed).toEqual([]);
+      expect(asked).toHaveLength(1);
+      expect(asked[0]).toMatchObject({ parentName: "domu", cloneIds: [3, 4], server: order("").memory });
+      expect((asked[0]!.snapshot.state as XenState).config).toBe(SAMPLE_XEN_CONFIG);
+      const hello = (await agentRequest(at, secret, "hello")) as AgentHello;
+      expect(hello.clones.map((c) => [c.name, c.domid, c.parentHost])).toEqual([
+        ["domu.3", 40, "h9"],
+        ["domu.4", 41, "h9"],
+      ]);
+      // Two run now: three more would pass the limit of 4.
+      await expect(agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [5, 6, 7] })).rejects.toThrow(
+        "host x1 runs 2 clone(s); 3 more would pass its limit of 4",
       );
     } finally {
       dom0.stop();
+    }
+  });
+
+  test("a KVM descriptor is refused, and a failed start is reported for each clone, in one line", async () => {
+    const { domains } = standIn();
+    const dom0 = start(domains);
+    const failing = start(standIn("no memory for 2 clones").domains);
+    try {
+      const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
+      const kvm = Buffer.from(encodeDescriptor(sampleDescriptor())).toString("base64");
+      await expect(agentRequest(at, secret, "clone", order(kvm))).rejects.toThrow("host x1 runs xen domains, not kvm machines");
+      const descriptor = Buffer.from(encodeDescriptor(sampleXenDescriptor())).toString("base64");
+      const result = (await agentRequest({ ...at, port: failing.port }, secret, "clone", order(descriptor))) as CloneOrderResult;
+      expect(result.started).toEqual([]);
+      expect(result.failed.map((f) => [f.cloneId, f.error])).toEqual([
+        [3, "no memory for 2 clones"],
+        [4, "no memory for 2 clones"],
+      ]);
+    } finally {
+      dom0.stop();
+      failing.stop();
     }
   });
 });

@@ -48,6 +48,7 @@ function fakeHypervisor() {
         restore: async () => ({ backend: "xen" as const, parent: "p", clones: started, shellsReady: 0 }),
         abandon: async () => {},
         release: async () => {},
+        exported: () => undefined,
       };
     },
     destroy: (ids) => ids.forEach((id) => alive.delete(id)),

@@ -16,6 +16,7 @@ import {
   trimImageFile,
 } from "../../src/backend/xen/memory-image.ts";
 import { COPY_BATCH, copyPages } from "../../src/backend/xen/page-copy.ts";
+import { fetchIntoShells } from "../../src/backend/xen/page-fetch.ts";
 
 const PAGE = 4096;
 const ENOENT = -2;
@@ -168,6 +169,56 @@ describe("captureImage", () => {
     memory.domains.set(1, pages);
     expect(() => captureImage(memory as unknown as ForeignMemory, 1, RAM, "test.image")).toThrow(
       `domain 1 frame 0x${(COPY_BATCH + 2).toString(16)}`,
+    );
+  });
+});
+
+describe("fetchIntoShells (a parent on another host, eager)", () => {
+  /** A memory server stand-in: the parent's pages by frame, with the requests it got. */
+  const source = (parent: Map<number, Uint8Array>) => {
+    const requests: number[][] = [];
+    return {
+      requests,
+      fetch(pages: number[]) {
+        requests.push(pages);
+        return pages.map((p) => parent.get(p)!);
+      },
+    };
+  };
+
+  test("fetches each data frame once for every shell, zeroes what the builder left where the parent had zero", () => {
+    const frames = 2 * COPY_BATCH + 100;
+    // Every third frame holds data; the rest are zero in the parent.
+    const parent = domain(frames, [], (gfn) => (gfn % 3 === 0 ? filled((gfn % 250) + 1) : new Uint8Array(PAGE)));
+    const bitmap = new Uint8Array(Math.ceil(frames / 8));
+    for (let gfn = 0; gfn < frames; gfn += 3) bitmap[gfn >> 3]! |= 1 << (gfn & 7);
+    const memory = new StandInMemory();
+    // Shells as the domain builder left them: a stub kernel here and there.
+    for (const shell of [5, 6])
+      memory.domains.set(
+        shell,
+        domain(frames, [], (gfn) => (gfn % 7 === 1 ? filled(0xee) : new Uint8Array(PAGE))),
+      );
+    const server = source(parent);
+    const result = fetchIntoShells(memory as unknown as ForeignMemory, server, [5, 6], frames, bitmap);
+    expect(result.pagesFetched).toBe(Math.ceil(frames / 3));
+    expect(result.pagesFetched + result.pagesZero).toBe(frames);
+    // Once per frame, however many shells.
+    expect(server.requests.flat()).toEqual(Array.from({ length: Math.ceil(frames / 3) }, (_, i) => i * 3));
+    for (const shell of [5, 6])
+      for (let gfn = 0; gfn < frames; gfn++) expect(memory.domains.get(shell)!.get(gfn)).toEqual(parent.get(gfn)!);
+  });
+
+  test("a shell without a frame the parent has fails, naming the frame; a short bitmap is refused", () => {
+    const parent = domain(64, [], () => filled(1));
+    const bitmap = new Uint8Array(8).fill(0xff);
+    const memory = new StandInMemory();
+    const shell = domain(64, [], () => new Uint8Array(PAGE));
+    shell.delete(40);
+    memory.domains.set(9, shell);
+    expect(() => fetchIntoShells(memory as unknown as ForeignMemory, source(parent), [9], 64, bitmap)).toThrow("frame 0x28");
+    expect(() => fetchIntoShells(memory as unknown as ForeignMemory, source(parent), [9], 64, new Uint8Array(2))).toThrow(
+      "a page bitmap of 2 bytes for 64 frames",
     );
   });
 });

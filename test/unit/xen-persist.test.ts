@@ -5,38 +5,15 @@
  */
 import { describe, expect, test } from "bun:test";
 import type { XenState } from "../../src/backend/xen/persist.ts";
-import { parseHvmContext } from "../../src/backend/xen/hvm-context.ts";
 import { openEnvelope, sealEnvelope } from "../../src/descriptor/envelope.ts";
-import { type Descriptor, decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
+import { decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
 import { summarize } from "../../src/descriptor/summary.ts";
-import { memoryLayout } from "../../src/guest-memory/layout.ts";
 import { SectionWriter, walkSections } from "../../src/sections.ts";
 import { refusal, sampleDescriptor } from "../support/descriptor-sample.ts";
-import { abi, blob, cpu, end, header } from "../support/hvm-context-sample.ts";
+import { blob, cpu, end, header } from "../support/hvm-context-sample.ts";
+import { SAMPLE_XEN_CONFIG as CONFIG, sampleXenDescriptor } from "../support/xen-descriptor-sample.ts";
 
-const MEMORY = 16 * 1024 * 1024;
-/** libxl's JSON of a 16 MiB PVH domU, as much of it as a shell is built from. */
-const CONFIG = JSON.stringify({
-  c_info: { type: "pvh", name: "domu" },
-  b_info: { max_memkb: MEMORY / 1024, target_memkb: MEMORY / 1024, kernel: "/boot/vmlinuz", cmdline: "console=hvc0" },
-  nics: [{ mac: "00:16:3e:00:00:01", bridge: "sfbr0" }],
-});
-
-function xenDescriptor(context = blob([header(), cpu(0, 0x1000), cpu(1, 0x2000), end])): Descriptor & { state: XenState } {
-  return {
-    meta: {
-      backend: "xen",
-      name: "domu",
-      cmdline: "pvh",
-      memorySize: MEMORY,
-      regions: memoryLayout(MEMORY).regions,
-      createdAt: "2026-12-03T00:00:00.000Z",
-    },
-    state: { backend: "xen", release: "4.17", context: parseHvmContext(context, abi), memorySize: MEMORY, config: CONFIG },
-    nonZeroPages: new Uint8Array(MEMORY / 4096 / 8).fill(0x0f),
-    pages: new Map([[2, new Uint8Array(4096).fill(9)]]),
-  };
-}
+const xenDescriptor = sampleXenDescriptor;
 
 /** The descriptor's payload with the body of its section `type` (16: the HVM context, 17: the configuration) replaced by `body`. */
 function withStateBody(body: Uint8Array, type = 16): Uint8Array {

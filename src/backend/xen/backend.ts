@@ -5,6 +5,7 @@
 import type { Backend, DomainListing, DomainOperations } from "../backend.ts";
 import { watchRequests } from "./agent.ts";
 import { snapshotDomain } from "./describe.ts";
+import { startRemoteClones } from "./remote-clones.ts";
 import { xenDoctor } from "./doctor.ts";
 import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
 import { MAX_XEN_CLONES, xenRound } from "./fork.ts";
@@ -186,6 +187,8 @@ const domains: DomainOperations = {
       const parent = findMember(listMembers(host), parentName).domain.domid;
       return fillPool(host, { parent, clones, ...options, pagers: shellPagers });
     }),
+  startClones: (request) => withHost((host) => startRemoteClones(host, request)),
+  freeBytes: () => useAgentHost((host) => host.physinfo().freePages * XC_PAGE_SIZE),
   snapshot: (name) => withHost((host) => snapshotDomain(host, findMember(listMembers(host), name).domain.domid)),
   destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),
   pagedClones: () => keeper?.clones() ?? [],

@@ -1,24 +1,28 @@
 /**
  * One helper thread of a Xen fork: it builds its share of the clones' domain shells, and later
  * copies the suspended parent's memory into them (eager) or its part of the parent's frozen image
- * (on demand), with its own libxenctrl, libxl and foreign memory handles — so the shells and the
+ * (on demand), or fills shells from a parent's memory server on another host, with its own libxenctrl, libxl and foreign memory handles — so the shells and the
  * copies proceed on several CPUs.
  */
 import { SnowflockError } from "../../errors.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { captureImagePart, type ImagePart } from "./memory-image.ts";
 import { copyPages, type PageCopyResult } from "./page-copy.ts";
+import { fetchIntoShells, type PageFetchResult } from "./page-fetch.ts";
+import { openPageSource } from "../../memory/page-source.ts";
 
 export type ForkWorkerRequest =
   | { kind: "shells"; shells: Array<{ name: string; json: string }> }
   | { kind: "copy"; parent: number; clones: number[]; maximumGpfn: number }
   | { kind: "capture"; parent: number; image: { pages: number; address: number }; first: number; count: number }
+  | { kind: "fetch"; server: string; pages: number; nonZeroPages: Uint8Array; shells: number[]; timeoutMs: number }
   | { kind: "close" };
 
 export type ForkWorkerReply =
   | { kind: "shells"; domids: number[]; error?: WorkerError }
   | { kind: "copy"; result?: PageCopyResult; error?: WorkerError }
-  | { kind: "capture"; part?: ImagePart; error?: WorkerError };
+  | { kind: "capture"; part?: ImagePart; error?: WorkerError }
+  | { kind: "fetch"; result?: PageFetchResult; error?: WorkerError };
 
 export interface WorkerError {
   code: string;
@@ -57,6 +61,22 @@ self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
   }
   const memory = xen().foreignMemory();
   try {
+    if (request.kind === "fetch") {
+      const source = openPageSource({
+        server: request.server,
+        pageCount: request.pages,
+        timeoutMs: request.timeoutMs,
+        wakeFd: -1,
+        onExtraPage: () => {},
+      });
+      try {
+        const result = fetchIntoShells(memory, source, request.shells, request.pages, request.nonZeroPages);
+        self.postMessage({ kind: "fetch", result } satisfies ForkWorkerReply);
+      } finally {
+        source.close();
+      }
+      return;
+    }
     if (request.kind === "capture") {
       // The image file's mapping is the process's: threads share its address space.
       const part = captureImagePart(memory, request.parent, request.image, request.first, request.count);

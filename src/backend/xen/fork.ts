@@ -10,7 +10,7 @@
  */
 import { availableParallelism } from "node:os";
 import { SnowflockError } from "../../errors.ts";
-import type { CloneRound, CopyFigures, DomainRoundOptions, DomainRoundResult, StartedDomain } from "../backend.ts";
+import type { CopyFigures, DomainRound, DomainRoundOptions, StartedDomain } from "../backend.ts";
 import { HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN, XC_PAGE_SIZE } from "./abi.ts";
 import { publishMember, readMember, takeShell } from "./family-keys.ts";
 import type { XenHost } from "./host.ts";
@@ -20,6 +20,7 @@ import { buildShells, forkableParent, nextCloneId, startHelpers } from "./shells
 import type { Keeper } from "./keeper.ts";
 import { OnDemandMemory, ramPagesOf } from "./ondemand.ts";
 import { readyRun, type ShellPagers } from "./ready-shells.ts";
+import { ImageExport } from "./image-export.ts";
 
 export const MAX_XEN_CLONES = 64;
 
@@ -39,18 +40,25 @@ export interface XenRoundRequest extends DomainRoundOptions {
 }
 
 /** A round of clones of domain `request.parent`; see the file comment. Refuses a parent that cannot be forked at once. */
-export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<XenState, DomainRoundResult> {
+export function xenRound(host: XenHost, request: XenRoundRequest): DomainRound {
   const say = request.progress ?? (() => {});
   const { parent, parentName, config } = forkableParent(host, request.parent);
   const libxl = host.libxl();
   const onDemand = request.memory === "ondemand" ? new OnDemandMemory(parentName, ramPagesOf(parentName, config), request) : undefined;
   const store = host.xenstore();
-  // Shells built ahead of the fork (ready-shells.ts), if enough are there for this round.
-  const ready = readyRun(host, parent.domid, request.memory, request.clones, request.shellPagers);
+  // Shells built ahead of the fork (ready-shells.ts), if enough are there for this round (and its IDs are not given).
+  const ready =
+    request.cloneIds === undefined && request.clones > 0
+      ? readyRun(host, parent.domid, request.memory, request.clones, request.shellPagers)
+      : undefined;
   const firstId = ready?.[0]?.cloneId ?? request.firstCloneId ?? nextCloneId(host, parent.domid);
   if (request.firstCloneId !== undefined && firstId !== request.firstCloneId)
     throw new SnowflockError("INTERNAL", `the round of ${parentName} was to start at clone ID ${request.firstCloneId}, not ${firstId}`);
-  const cloneIds = Array.from({ length: request.clones }, (_, i) => firstId + i);
+  const cloneIds = request.cloneIds ?? Array.from({ length: request.clones }, (_, i) => firstId + i);
+  if (cloneIds.length !== request.clones)
+    throw new SnowflockError("INTERNAL", `the round of ${parentName} has ${cloneIds.length} clone IDs for ${request.clones} clones`);
+  // Clones on other hosts start from an image of the parent (image-export.ts).
+  const exported = request.exportImage ? new ImageExport(parentName, ramPagesOf(parentName, config)) : undefined;
   // Each helper thread takes every k-th clone, for the shells and later for the copy; on demand,
   // each takes a part of the parent's frozen image (one per CPU, however few the clones).
   const helpers = startHelpers(onDemand ? Math.max(request.clones, availableParallelism()) : request.clones, request.threads);
@@ -62,6 +70,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
 
   return {
     async prepare() {
+      exported?.prepare();
       onDemand?.prepareImage(ready ? request.shellPagers?.takeImage(parent.domid) : undefined);
       if (ready) {
         say(`taking ${ready.length} ready shell(s) of ${parentName}`);
@@ -93,7 +102,9 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
     async capture() {
       state = captureState(host, parent.domid, parent.totPages * XC_PAGE_SIZE, JSON.stringify(config));
       for (const clone of clones) checkSameRings(host, parent.domid, clone.domid);
+      await exported?.capture(helpers, parent.domid, state, config.b_info.cmdline ?? "");
       if (onDemand) return onDemand.capture(helpers, parent.domid, state);
+      if (clones.length === 0) return;
       const maximumGpfn = host.maximumGpfn(parent.domid);
       const copies = await Promise.all(
         Array.from({ length: helpers.count }, (_, w) =>
@@ -124,7 +135,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
       return state;
     },
     async restore(captured) {
-      for (const clone of clones) restoreState(host, clone.domid, captured);
+      for (const clone of clones) restoreState(host, clone.domid, captured as XenState);
       // Each pager (a Worker of its own) loads its clone's eager frames beside the others, and no
       // clone runs before all are served: a running clone would take the CPU its siblings' wait for.
       if (onDemand) await Promise.all(clones.map((clone) => onDemand.serve(clone.domid)));
@@ -133,7 +144,10 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
       onDemand?.handOver();
       return { backend: "xen", parent: parentName, clones, copy, onDemand: onDemand?.figures(), shellsReady: ready?.length ?? 0 };
     },
+    exported: () => exported?.exported(),
     async abandon() {
+      exported?.exported()?.close();
+      exported?.discard();
       await onDemand?.abandon();
       for (const clone of clones) {
         try {
@@ -144,6 +158,7 @@ export function xenRound(host: XenHost, request: XenRoundRequest): CloneRound<Xe
       }
     },
     async release() {
+      exported?.discard();
       try {
         await helpers.close();
       } finally {

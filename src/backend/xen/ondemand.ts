@@ -14,18 +14,10 @@ import { scaledTimeout } from "../../timeouts.ts";
 import type { OnDemandFigures, StartedDomain } from "../backend.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import type { Keeper } from "./keeper.ts";
-import { type ForkHelpers, workerError } from "./fork-helpers.ts";
-import {
-  createImageFile,
-  discardImageFile,
-  type ImageFile,
-  imageParts,
-  imageView,
-  joinImageParts,
-  type MemoryImage,
-  trimImageFile,
-} from "./memory-image.ts";
-import { eagerFrames, type XenState } from "./persist.ts";
+import type { ForkHelpers } from "./fork-helpers.ts";
+import { captureOnHelpers } from "./image-export.ts";
+import { createImageFile, discardImageFile, type ImageFile, type MemoryImage, trimImageFile } from "./memory-image.ts";
+import type { XenState } from "./persist.ts";
 import { attachPager, type XenPager } from "./pager.ts";
 
 const PAGE_OUT_TIMEOUT_MS = scaledTimeout(600_000);
@@ -109,18 +101,7 @@ export class OnDemandMemory {
   /** With the parent suspended: its RAM into the image (a part per helper thread), and the frames each clone needs before it runs. */
   async capture(helpers: ForkHelpers, parent: number, state: XenState): Promise<void> {
     this.prepareImage();
-    const file = this.file!;
-    const parts = imageParts(this.ramPages, helpers.count);
-    const replies = await Promise.all(
-      parts.map((range, w) => helpers.call(w, { kind: "capture", parent, image: { pages: file.pages, address: file.address }, ...range })),
-    );
-    const failed = replies.find((reply) => reply.error);
-    if (failed?.error) throw workerError(failed.error);
-    this.image = joinImageParts(
-      file,
-      replies.map((reply) => reply.part!),
-    );
-    this.eager = eagerFrames(state, imageView(file));
+    ({ image: this.image, eager: this.eager } = await captureOnHelpers(helpers, parent, this.file!, state));
   }
 
   async distribute(workDirectory: string): Promise<void> {

@@ -1,0 +1,69 @@
+/**
+ * Filling clone shells on this host from a parent on another host (eager): every frame the
+ * parent's image marks as holding data is fetched once from its memory server (a PageSource:
+ * TCP, or mcdist) and written into the same frame of each shell; a frame the parent had zero is
+ * zeroed where the domain builder left something. Runs on a fork helper thread (it blocks).
+ */
+import { SnowflockError } from "../../errors.ts";
+import { isZeroPage } from "../../guest-memory/zero-page.ts";
+import type { PageSource } from "../../memory/page-source.ts";
+import { MAX_PAGES_PER_REQUEST } from "../../memory/page-protocol.ts";
+import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
+import { XC_PAGE_SIZE } from "./abi.ts";
+import { type ForeignMemory, frameRun, withMapped } from "./foreign-memory.ts";
+import { COPY_BATCH } from "./page-copy.ts";
+
+export interface PageFetchResult {
+  /** Frames fetched (each written to every shell), and frames the parent had zero. */
+  pagesFetched: number;
+  pagesZero: number;
+}
+
+const hasData = (bitmap: Uint8Array, frame: number) => ((bitmap[frame >> 3]! >> (frame & 7)) & 1) === 1;
+
+/** Frames [0, pages) of every shell in `shells` from `source`, as `nonZeroPages` says. */
+export function fetchIntoShells(
+  memory: Pick<ForeignMemory, "map" | "unmap">,
+  source: Pick<PageSource, "fetch">,
+  shells: number[],
+  pages: number,
+  nonZeroPages: Uint8Array,
+): PageFetchResult {
+  if (nonZeroPages.byteLength < Math.ceil(pages / 8))
+    throw new SnowflockError("INTERNAL", `a page bitmap of ${nonZeroPages.byteLength} bytes for ${pages} frames`);
+  let pagesFetched = 0;
+  let pagesZero = 0;
+  for (let first = 0; first < pages; first += COPY_BATCH) {
+    const count = Math.min(COPY_BATCH, pages - first);
+    const wanted: number[] = [];
+    for (let frame = first; frame < first + count; frame++) if (hasData(nonZeroPages, frame)) wanted.push(frame);
+    // The batch's pages, fetched before any shell is mapped (a fetch may wait on the network).
+    const data = new Uint8Array(wanted.length * XC_PAGE_SIZE);
+    for (let i = 0; i < wanted.length; i += MAX_PAGES_PER_REQUEST) {
+      const part = wanted.slice(i, i + MAX_PAGES_PER_REQUEST);
+      source.fetch(part).forEach((page, k) => data.set(page, (i + k) * XC_PAGE_SIZE));
+    }
+    const frames = frameRun(first, count);
+    for (const shell of shells) {
+      withMapped(memory, shell, PROT_READ | PROT_WRITE, frames, (to, errors) => {
+        let next = 0;
+        for (let i = 0; i < count; i++) {
+          if (errors[i] !== 0)
+            throw new SnowflockError(
+              "VM_STATE",
+              `clone domain ${shell} has no page at frame 0x${(first + i).toString(16)} (error ${errors[i]})`,
+              "the parent's configuration gives more memory than this host built its shell with",
+            );
+          const at = i * XC_PAGE_SIZE;
+          if (wanted[next] === first + i) {
+            to.set(data.subarray(next * XC_PAGE_SIZE, (next + 1) * XC_PAGE_SIZE), at);
+            next++;
+          } else if (!isZeroPage(to, i)) to.fill(0, at, at + XC_PAGE_SIZE);
+        }
+      });
+    }
+    pagesFetched += wanted.length;
+    pagesZero += count - wanted.length;
+  }
+  return { pagesFetched, pagesZero };
+}

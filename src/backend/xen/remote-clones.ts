@@ -1,0 +1,62 @@
+/**
+ * Clones of a parent on another host (a signed clone order to this host's agent): shells built
+ * here from the parent's libxl configuration in its descriptor, every frame of its frozen memory
+ * fetched once from its memory server and written into each shell (page-fetch.ts, on a helper
+ * thread), then the HVM context set and the clones unpaused. Eager: the clones need nothing
+ * from the parent once they run.
+ */
+import { SnowflockError } from "../../errors.ts";
+import { scaledTimeout } from "../../timeouts.ts";
+import type { RemoteCloneRequest, StartedDomain } from "../backend.ts";
+import { workerError } from "./fork-helpers.ts";
+import type { XenHost } from "./host.ts";
+import { ramPagesOf } from "./ondemand.ts";
+import { restoreState, type XenState } from "./persist.ts";
+import { buildShells, type LibxlConfig, refuseWritableDisks, startHelpers } from "./shells.ts";
+
+/** The family keys' parent of a clone whose parent runs on another host (no domain here). */
+export const REMOTE_PARENT = 0;
+const FETCH_TIMEOUT_MS = scaledTimeout(30_000);
+
+export async function startRemoteClones(host: XenHost, request: RemoteCloneRequest): Promise<StartedDomain[]> {
+  const state = request.snapshot.state as XenState;
+  if (state.backend !== "xen") throw new SnowflockError("USAGE", `a ${state.backend} descriptor sent to a Xen host`);
+  const config = JSON.parse(state.config) as LibxlConfig;
+  refuseWritableDisks(request.parentName, config);
+  const pages = ramPagesOf(request.parentName, config);
+  const helpers = startHelpers(request.cloneIds.length, 1);
+  const built: StartedDomain[] = [];
+  try {
+    await buildShells(
+      host,
+      helpers,
+      { parent: REMOTE_PARENT, parentName: request.parentName, config, workDirectory: request.workDirectory },
+      request.cloneIds,
+      {},
+      built,
+    );
+    const reply = await helpers.call(0, {
+      kind: "fetch",
+      server: request.server,
+      pages,
+      nonZeroPages: request.snapshot.nonZeroPages,
+      shells: built.map((clone) => clone.domid),
+      timeoutMs: FETCH_TIMEOUT_MS,
+    });
+    if (reply.error) throw workerError(reply.error);
+    for (const clone of built) restoreState(host, clone.domid, state);
+    for (const clone of built) host.unpause(clone.domid);
+    return built;
+  } catch (error) {
+    for (const clone of built) {
+      try {
+        host.libxl().destroy(clone.domid);
+      } catch {
+        // already gone
+      }
+    }
+    throw error;
+  } finally {
+    await helpers.close();
+  }
+}

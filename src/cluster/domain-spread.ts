@@ -1,0 +1,172 @@
+/**
+ * `snowflock fork DOMU --clones N --cluster` where the hypervisor runs the VMs (a Xen dom0): the
+ * family spread over the cluster's hosts by the same placement as KVM's (placement.ts: round-robin
+ * over the hosts with room, this one last). One round of the clone pipeline here suspends the
+ * parent once: it builds and starts the clones placed on this host as a local fork does, and
+ * freezes the parent's memory into an image, which a memory server in this process serves over
+ * TCP on this host's cluster address. Every other host's agent gets one signed clone order with
+ * the descriptor (state, libxl configuration, page bitmap, the pages a clone needs first) and
+ * copies the memory once for all its clones (eager). The fork returns once every host answered;
+ * the server goes with it, since the clones then hold all their memory.
+ */
+import { randomBytes } from "node:crypto";
+import { join } from "node:path";
+import type { DomainOperations, StartedDomain } from "../backend/backend.ts";
+import { describeDomain } from "../clone/describe.ts";
+import type { CloneReport, ForkResult } from "../clone/fork-result.ts";
+import { captureRound } from "../clone/pipeline.ts";
+import { encodeDescriptor } from "../descriptor/format.ts";
+import { SnowflockError } from "../errors.ts";
+import { memoryLayout } from "../guest-memory/layout.ts";
+import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
+import { formatPageServer } from "../memory/page-server-address.ts";
+import { getpid } from "../sys/process.ts";
+import { scaledTimeout } from "../timeouts.ts";
+import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
+import type { ClusterContext } from "./cluster-context.ts";
+import { spread, surveyRooms } from "./placement.ts";
+
+/** How long a host may take to start its clones: its shells, and the whole memory copied at 1 MiB/s at worst. */
+const orderTimeoutMs = (memoryBytes: number) => scaledTimeout(30_000 + Math.ceil(memoryBytes / 2 ** 20) * 1000);
+
+export interface SpreadOptions {
+  workDirectory: string;
+  progress?: (line: string) => void;
+}
+
+export async function forkDomainAcross(
+  domains: DomainOperations,
+  cluster: ClusterContext,
+  parent: string,
+  clones: number,
+  options: SpreadOptions,
+): Promise<ForkResult> {
+  const say = options.progress ?? (() => {});
+  const listing = (await domains.list()).find((d) => d.name === parent);
+  if (!listing) throw new SnowflockError("NOT_FOUND", `no domain named '${parent}'`, "`snowflock ls` shows the domains");
+  const here = cluster.host.name;
+  const rooms = await surveyRooms(cluster, listing.memoryBytes);
+  const first = domains.nextCloneId(listing.id, { clones: 0 });
+  const ids = Array.from({ length: clones }, (_, i) => first + i);
+  const placement = spread(ids, rooms, here);
+  if (placement.size < clones)
+    throw new SnowflockError(
+      "VM_STATE",
+      `the cluster has room for ${placement.size} of ${clones} clones of ${parent} now (${rooms.map((r) => `${r.host}: ${r.room}`).join(", ")})`,
+      "`snowflock cluster status` shows each agent; fewer clones, or more hosts",
+    );
+  const local = ids.filter((id) => placement.get(id) === here);
+  const remote = new Map<string, number[]>();
+  for (const id of ids.filter((id) => placement.get(id) !== here))
+    remote.set(placement.get(id)!, [...(remote.get(placement.get(id)!) ?? []), id]);
+  say(
+    `placing ${clones} clone(s) of ${parent}: ${[...new Set(placement.values())].map((h) => `${h} ${ids.filter((id) => placement.get(id) === h).length}`).join(", ")}`,
+  );
+
+  const round = domains.round(parent, local.length, {
+    workDirectory: options.workDirectory,
+    cloneIds: local,
+    exportImage: remote.size > 0,
+    progress: options.progress,
+  });
+  let server: MemoryServer | undefined;
+  try {
+    const { source, timings, startedAt } = await captureRound(round);
+    const image = round.exported();
+    let descriptor = "";
+    let descriptorBytes = 0;
+    if (remote.size > 0) {
+      if (!image) throw new SnowflockError("INTERNAL", `the round of ${parent} exported no image for the other hosts`);
+      server = await startMemoryServer({
+        imageFd: image.fd,
+        layout: memoryLayout(image.snapshot.state.memorySize),
+        socketPath: join(options.workDirectory, `${parent}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
+        tcpAddress: cluster.host.address,
+      });
+      const bytes = encodeDescriptor(describeDomain(image.snapshot));
+      descriptor = Buffer.from(bytes).toString("base64");
+      descriptorBytes = bytes.byteLength;
+    }
+    const order = (hostIds: number[]): CloneOrder => ({
+      parent,
+      parentHost: here,
+      descriptor,
+      cloneIds: hostIds,
+      placement: Object.fromEntries(ids.map((id) => [`${parent}.${id}`, placement.get(id)!])),
+      memory: formatPageServer(server!.tcp!),
+      parentIncarnation: `${getpid()}-${randomBytes(6).toString("hex")}`,
+      heuristicsOff: [],
+    });
+    const restoreStarted = performance.now();
+    const elapsed = () => performance.now() - startedAt;
+    const [localStarted, ...answers] = await Promise.all([
+      local.length > 0 ? round.restore(source).then((started) => ({ started, at: elapsed() })) : undefined,
+      ...[...remote].map(async ([host, hostIds]) => {
+        say(`asking ${host}'s agent for clone(s) ${hostIds.join(", ")}`);
+        try {
+          const answer = (await cluster.agentCall(
+            cluster.hostNamed(host),
+            "clone",
+            order(hostIds),
+            orderTimeoutMs(listing.memoryBytes),
+          )) as CloneOrderResult;
+          return { host, answer, at: elapsed() };
+        } catch (error) {
+          return { host, error: (error as Error).message, ids: hostIds, at: elapsed() };
+        }
+      }),
+    ]);
+    const reports: CloneReport[] = [];
+    const failed: ForkResult["failed"] = [];
+    const localClones: StartedDomain[] = localStarted?.started.clones ?? [];
+    for (const c of localClones)
+      reports.push({ ...c, host: here, readyMs: localStarted!.at, restoredMs: restoreStarted - startedAt, runningMs: localStarted!.at });
+    for (const a of answers) {
+      if ("error" in a) {
+        failed.push(...a.ids!.map((id) => ({ name: `${parent}.${id}`, error: `on ${a.host}: ${a.error}` })));
+        continue;
+      }
+      for (const c of a.answer.started)
+        reports.push({
+          name: c.name,
+          cloneId: c.cloneId,
+          domid: c.domid,
+          mac: c.mac,
+          host: a.host,
+          readyMs: a.at,
+          restoredMs: c.builtMs,
+          runningMs: a.at,
+        });
+      failed.push(...a.answer.failed.map((f) => ({ name: `${parent}.${f.cloneId}`, error: `on ${a.host}: ${f.error}` })));
+    }
+    reports.sort((a, b) => a.cloneId - b.cloneId);
+    const stats = server?.stats();
+    return {
+      backend: "xen",
+      parent,
+      memory: "eager",
+      pausedMs: timings.pausedMs,
+      descriptorMs: timings.distributeMs,
+      descriptorBytes,
+      clones: reports,
+      failed,
+      totalMs: elapsed(),
+      eagerCopy: localStarted?.started.copy && {
+        ...localStarted.started.copy,
+        shellsMs: timings.prepareMs,
+        suspendMs: timings.pauseMs,
+        copyMs: timings.captureMs,
+        startMs: localStarted.at - (restoreStarted - startedAt),
+      },
+      memoryServer: stats && { pagesServed: stats.pagesServed, bytesSent: stats.bytesSent, clients: stats.clients },
+      shellsReady: 0,
+    };
+  } catch (error) {
+    await round.abandon();
+    throw error;
+  } finally {
+    server?.close();
+    round.exported()?.close();
+    await round.release();
+  }
+}
