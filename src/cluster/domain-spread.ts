@@ -55,18 +55,16 @@ export async function forkDomainAcross(
       `the cluster has room for ${placement.size} of ${clones} clones of ${parent} now (${rooms.map((r) => `${r.host}: ${r.room}`).join(", ")})`,
       "`snowflock cluster status` shows each agent; fewer clones, or more hosts",
     );
-  const local = ids.filter((id) => placement.get(id) === here);
-  const remote = new Map<string, number[]>();
-  for (const id of ids.filter((id) => placement.get(id) !== here))
-    remote.set(placement.get(id)!, [...(remote.get(placement.get(id)!) ?? []), id]);
-  say(
-    `placing ${clones} clone(s) of ${parent}: ${[...new Set(placement.values())].map((h) => `${h} ${ids.filter((id) => placement.get(id) === h).length}`).join(", ")}`,
-  );
+  const byHost = new Map<string, number[]>();
+  for (const [id, host] of placement) byHost.set(host, [...(byHost.get(host) ?? []), id]);
+  const local = byHost.get(here) ?? [];
+  const remote = [...byHost].filter(([host]) => host !== here);
+  say(`placing ${clones} clone(s) of ${parent}: ${[...byHost].map(([host, hostIds]) => `${host} ${hostIds.length}`).join(", ")}`);
 
   const round = domains.round(parent, local.length, {
     workDirectory: options.workDirectory,
     cloneIds: local,
-    exportImage: remote.size > 0,
+    exportImage: remote.length > 0,
     progress: options.progress,
   });
   let server: MemoryServer | undefined;
@@ -75,7 +73,7 @@ export async function forkDomainAcross(
     const image = round.exported();
     let descriptor = "";
     let descriptorBytes = 0;
-    if (remote.size > 0) {
+    if (remote.length > 0) {
       if (!image) throw new SnowflockError("INTERNAL", `the round of ${parent} exported no image for the other hosts`);
       server = await startMemoryServer({
         imageFd: image.fd,
@@ -101,7 +99,7 @@ export async function forkDomainAcross(
     const elapsed = () => performance.now() - startedAt;
     const [localStarted, ...answers] = await Promise.all([
       local.length > 0 ? round.restore(source).then((started) => ({ started, at: elapsed() })) : undefined,
-      ...[...remote].map(async ([host, hostIds]) => {
+      ...remote.map(async ([host, hostIds]) => {
         say(`asking ${host}'s agent for clone(s) ${hostIds.join(", ")}`);
         try {
           const answer = (await cluster.agentCall(

@@ -8,7 +8,7 @@
 import type { DomainSnapshot } from "../backend.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import type { XenHost } from "./host.ts";
-import { captureImagePart, createImageFile, discardImageFile, imageView } from "./memory-image.ts";
+import { captureImagePart, createImageFile, discardImageFile, imagePages, imageView } from "./memory-image.ts";
 import { ramPagesOf } from "./ondemand.ts";
 import { captureState, eagerFrames } from "./persist.ts";
 import { forkableParent } from "./shells.ts";
@@ -33,12 +33,7 @@ export function snapshotDomain(host: XenHost, domid: number): DomainSnapshot {
       libxl.resume(parent.domid, true);
     }
     const pausedMs = performance.now() - started;
-    const image = imageView(file);
-    const included = new Map<number, Uint8Array>();
-    for (const frame of eagerFrames(state, image)) {
-      const bytes = image.guestRange(BigInt(frame * XC_PAGE_SIZE), BigInt(XC_PAGE_SIZE));
-      if (bytes) included.set(frame, bytes.slice());
-    }
+    const included = imagePages(file, eagerFrames(state, imageView(file)));
     return { name: parentName, cmdline: config.b_info.cmdline ?? "", state, nonZeroPages, pages: included, pausedMs };
   } finally {
     discardImageFile(file);

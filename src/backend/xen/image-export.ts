@@ -11,6 +11,7 @@ import {
   createImageFile,
   discardImageFile,
   type ImageFile,
+  imagePages,
   imageParts,
   imageView,
   joinImageParts,
@@ -57,12 +58,7 @@ export class ImageExport {
     this.prepare();
     const file = this.file!;
     const { image, eager } = await captureOnHelpers(helpers, parent, file, state);
-    const view = imageView(file);
-    const pages = new Map<number, Uint8Array>();
-    for (const frame of eager) {
-      const bytes = view.guestRange(BigInt(frame * XC_PAGE_SIZE), BigInt(XC_PAGE_SIZE));
-      if (bytes) pages.set(frame, bytes.slice());
-    }
+    const pages = imagePages(file, eager);
     // Zero frames become holes and the mapping goes: a server reads the file through its own.
     trimImageFile(file, image.nonZeroPages);
     this.file = undefined;

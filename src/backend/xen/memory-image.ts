@@ -160,3 +160,14 @@ export function imageView(file: ImageFile): PhysicalMemory {
     },
   };
 }
+
+/** The bytes of `frames` in the image (copies, kept after the file is trimmed or closed), by frame. */
+export function imagePages(file: ImageFile, frames: number[]): Map<number, Uint8Array> {
+  const view = imageView(file);
+  const pages = new Map<number, Uint8Array>();
+  for (const frame of frames) {
+    const bytes = view.guestRange(BigInt(frame * XC_PAGE_SIZE), BigInt(XC_PAGE_SIZE));
+    if (bytes) pages.set(frame, bytes.slice());
+  }
+  return pages;
+}
