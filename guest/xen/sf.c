@@ -11,6 +11,10 @@
  *   sf exit [S [RESULT]]  (clone) end this clone with status S (default 0) and a short result
  *                  for its parent's join (up to 64 of [0-9A-Za-z._+-], e.g. a digest)
  *   sf kill        (parent) end the running clones of its rounds not yet joined; prints how many
+ *   sf send TO MESSAGE  put MESSAGE (one word, up to 128 printable characters) into family member
+ *                  TO's inbox (0: the parent), on whichever host it runs
+ *   sf recv [--nowait]  take the oldest message of this VM's inbox, waiting for one unless told not
+ *                  to; prints "<from> <message>"
  *   sf read PATH / sf write PATH VALUE   raw XenStore access (relative paths are this VM's)
  *
  * It talks to XenStore through the xenbus device: requests go to snowflock/request, which the
@@ -156,15 +160,18 @@ static const char *ask_agent(const char *verb, const char *args, long timeout_ms
     prefix[sl] = ' ';
     prefix[sl + 1] = 0;
     /* Polled, not watched: the VM may be suspended and resumed as a clone in between, and a
-       plain read works the same before and after. */
-    for (long waited = 0; waited <= timeout_ms; waited += 20) {
+       plain read works the same before and after. Every 20 ms at first; a long wait (a join, a
+       receive) every 250 ms after two seconds, so that waiting guests do not keep dom0 busy. */
+    for (long waited = 0; waited <= timeout_ms;) {
         const char *r = xs_call(XS_READ, "snowflock/reply", 0);
         if (r && starts(r, prefix)) {
             r += sl + 1;
             if (starts(r, "ok")) return r[2] == ' ' ? r + 3 : r + 2;
             die("the agent refused: ", r);
         }
-        sleep_ms(20);
+        long pause = waited < 2000 ? 20 : 250;
+        sleep_ms(pause);
+        waited += pause;
     }
     die("no answer from the snowflock agent in dom0 (is `snowflock agent --backend xen` running?)", 0);
 }
@@ -175,7 +182,8 @@ static const char *clone_id(void) {
 }
 
 static void usage(void) {
-    out(2, "usage: sf clone [--no-heuristic free-pages] N | sf id | sf join | sf exit [STATUS [RESULT]] | sf kill | sf read PATH | sf write PATH VALUE\n");
+    out(2, "usage: sf clone [--no-heuristic free-pages] N | sf id | sf join | sf exit [STATUS [RESULT]] | sf kill | sf send TO MESSAGE | "
+           "sf recv [--nowait] | sf read PATH | sf write PATH VALUE\n");
     quit(2);
 }
 
@@ -222,6 +230,20 @@ static int tool_main(int argc, char **argv) {
         }
         ask_agent("exit", args, 10 * 60 * 1000);
         for (;;) sleep_ms(1000); /* the agent ends this domain */
+    } else if (same(cmd, "send") && argc == 4) {
+        if (!parse_u64(argv[2], &n) || n > 1000000) die("bad family member (a clone ID, 0 for the parent): ", argv[2]);
+        size_t tl = slen(argv[2]), ml = slen(argv[3]);
+        if (ml == 0 || ml > 128) die("a message is 1 to 128 characters: ", argv[3]);
+        for (size_t i = 0; i < ml; i++)
+            if (argv[3][i] <= ' ' || argv[3][i] > '~') die("a message is one word of printable characters: ", argv[3]);
+        static char args[160];
+        memcpy(args, argv[2], tl);
+        args[tl] = ' ';
+        memcpy(args + tl + 1, argv[3], ml + 1);
+        ask_agent("send", args, 60 * 1000);
+    } else if (same(cmd, "recv") && (argc == 2 || (argc == 3 && same(argv[2], "--nowait")))) {
+        out(1, ask_agent("recv", argc == 3 ? "nowait" : 0, 24L * 3600 * 1000));
+        out(1, "\n");
     } else if (same(cmd, "read") && argc == 3) {
         const char *r = xs_call(XS_READ, argv[2], 0);
         if (!r) die("read failed: ", xs_error);

@@ -124,6 +124,8 @@ export interface DomainListing {
   cloneId: number;
   /** The family's parent (its id); its own for a domain no fork touched. */
   family: number;
+  /** For a clone whose parent runs on another host (a clone order): that inventory host; `family` is the parent's id there. */
+  parentHost?: string;
   mac?: string;
   /** A clone whose memory a pager serves (it cannot run without the agent that forked it). */
   onDemand?: boolean;
@@ -274,6 +276,11 @@ export interface DomainRound extends CloneRound<unknown, DomainRoundResult> {
 /** Clones of a parent on another host, started here from its descriptor and its memory server. */
 export interface RemoteCloneRequest {
   parentName: string;
+  /** The parent's domid on its host, and that inventory host: the clones' family keys name them. */
+  parentDomain: number;
+  parentHost: string;
+  /** The parent's `sf clone` request these clones answer (each is told its clone ID before it runs); none for an operator's fork. */
+  replySeq?: string;
   snapshot: Pick<DomainSnapshot, "state" | "nonZeroPages">;
   /** The parent's memory server (formatPageServer's text form: tcp:... or mcdist:...). */
   server: string;
@@ -308,8 +315,13 @@ export interface DomainOperations {
     onRequest: (request: GuestRequest) => void,
     log: (line: string) => void,
   ): { answer(domain: number, seq: string, text: string): void; stop(): Promise<void> };
-  /** A domain's place in its family: its clone ID (0 for a parent) and its parent's id (its own for a parent). */
-  memberOf(domain: number): { cloneId: number; family: number };
+  /**
+   * A domain's place in its family: its clone ID (0 for a parent) and its parent's id (its own for a
+   * parent), and for a clone whose parent runs on another host, that inventory host.
+   */
+  memberOf(domain: number): { cloneId: number; family: number; parentHost?: string };
+  /** The domain of family member `cloneId` (0: the parent) of the parent `family` on `parentHost` (undefined: this host), if it runs here. */
+  familyMember(parentHost: string | undefined, family: number, cloneId: number): number | undefined;
   /** The running clones of the parent `domain`, by clone ID. */
   clonesOf(domain: number): Array<{ domain: number; cloneId: number }>;
   /** The next free clone ID in the parent's family (clones of earlier rounds keep theirs). */

@@ -3,7 +3,7 @@ import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { type Agent, startAgent } from "../cluster/agent.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
-import { serveDomainGuests } from "../cluster/domain-guests.ts";
+import { type DomainGuests, serveDomainGuests } from "../cluster/domain-guests.ts";
 import { serveAgentSocket } from "../cluster/agent-socket.ts";
 import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import type { Backend, DomainOperations } from "../backend/backend.ts";
@@ -41,15 +41,19 @@ export function registerAgent(cli: CAC): void {
       const backend = await selectBackend(options.backend, "agent");
       // One agent per host: in a dom0 it serves the domUs' sf requests, and with --host the cluster's control plane as well.
       const domains = backend.domains;
-      let guests: { stop(): Promise<void> } | undefined;
+      const cluster = options.host !== undefined || !domains ? clusterOfAgent(options) : undefined;
+      let guests: DomainGuests | undefined;
       let operator: { close(): void } | undefined;
       if (domains) {
         const memory = guestMemory(domains, options.memory);
-        guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line), memory });
+        guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line), memory, cluster });
         operator = serveAgentSocket(domains, ensureRunDir(), (line) => log.info(line));
-        log.success(`${backend.name} agent serving the domUs' sf requests (guest/xen); their clones' memory: ${memory}`);
+        log.success(
+          `${backend.name} agent serving the domUs' sf requests (guest/xen); their clones' memory: ${memory}` +
+            (cluster ? `; their families spread over ${cluster.inventory.hosts.length} host(s)` : ""),
+        );
       }
-      const control = options.host !== undefined || !guests ? startControlPlane(options, backend) : undefined;
+      const control = cluster && startControlPlane(options, backend, cluster, guests);
       await untilStopped();
       operator?.close();
       await guests?.stop();
@@ -80,7 +84,8 @@ function guestMemory(domains: DomainOperations, asked: string | undefined): "eag
   }
 }
 
-function startControlPlane(options: AgentOptions, backend: Backend): Agent {
+/** The cluster this agent's host belongs to (--host in --inventory). */
+function clusterOfAgent(options: AgentOptions): ClusterContext {
   const path = options.inventory ?? defaultInventoryPath();
   const inventory = readInventory(path);
   if (!inventory.hosts.some((h) => h.name === String(options.host))) {
@@ -90,11 +95,21 @@ function startControlPlane(options: AgentOptions, backend: Backend): Agent {
       `use --host with one of: ${inventory.hosts.map((h) => h.name).join(", ")}`,
     );
   }
+  return ClusterContext.load(path, String(options.host));
+}
+
+function startControlPlane(options: AgentOptions, backend: Backend, cluster: ClusterContext, guests: DomainGuests | undefined): Agent {
   const maxClones = Number(options.maxClones);
   if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > 1024)
     throw new SnowflockError("USAGE", `bad --max-clones '${options.maxClones}'`, "give a whole number from 1 to 1024");
-  const cluster = ClusterContext.load(path, String(options.host));
-  const agent = startAgent({ cluster, backend: backend.name, maxClones, domains: backend.domains });
+  const agent = startAgent({
+    cluster,
+    backend: backend.name,
+    maxClones,
+    domains: backend.domains,
+    familyEvents: guests?.familyEvent,
+    log: (line) => log.info(line),
+  });
   log.success(`agent for ${cluster.host.name} listening on ${cluster.host.address}:${agent.port} (up to ${maxClones} clones)`);
   return agent;
 }

@@ -62,3 +62,17 @@ export function withoutOption(args: string[], option: string, value: unknown): s
   }
   return out;
 }
+
+/** The cluster this host is part of: the inventory's host whose address an interface here has. */
+export function clusterOfThisHost(inventoryOption: string | undefined): ClusterContext {
+  const path = inventoryOption ?? defaultInventoryPath();
+  const inventory = readInventory(path);
+  const host = hostOfThisProcess(inventory);
+  if (!host)
+    throw new SnowflockError(
+      "USAGE",
+      `no host of the inventory ${path} has an address of this machine (${inventory.hosts.map((h) => `${h.name} ${h.address}`).join(", ")})`,
+      "run the fork on one of the cluster's hosts, or pass its inventory with --inventory",
+    );
+  return ClusterContext.load(path, host.name);
+}

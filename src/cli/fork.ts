@@ -4,9 +4,7 @@ import type { DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import { forkThroughAgent } from "../cluster/agent-socket.ts";
-import { ClusterContext, hostOfThisProcess } from "../cluster/cluster-context.ts";
 import { forkDomainAcross } from "../cluster/domain-spread.ts";
-import { defaultInventoryPath, readInventory } from "../cluster/inventory.ts";
 import type { ForkResult } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
@@ -14,6 +12,7 @@ import { controlRequest } from "../vmm/control-client.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { checkName, runDir } from "../run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
+import { clusterOfThisHost } from "./cluster-option.ts";
 import { memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printTable } from "../output.ts";
 
@@ -62,20 +61,6 @@ function forkDomainNamed(domains: DomainOperations, name: string, clones: number
   // Clones with memory on demand live on with their pagers: the agent forks them and keeps them.
   if (options.memory === "ondemand") return forkThroughAgent(runDir(), name, clones, "ondemand");
   return forkDomain(domains, name, clones, { workDirectory: runDir(), progress });
-}
-
-/** The cluster this host is part of: the inventory's host whose address an interface here has. */
-function clusterOfThisHost(inventoryOption: string | undefined): ClusterContext {
-  const path = inventoryOption ?? defaultInventoryPath();
-  const inventory = readInventory(path);
-  const host = hostOfThisProcess(inventory);
-  if (!host)
-    throw new SnowflockError(
-      "USAGE",
-      `no host of the inventory ${path} has an address of this machine (${inventory.hosts.map((h) => `${h.name} ${h.address}`).join(", ")})`,
-      "run the fork on one of the cluster's hosts, or pass its inventory with --inventory",
-    );
-  return ClusterContext.load(path, host.name);
 }
 
 function printFork(result: ForkResult): void {

@@ -21,9 +21,10 @@ export const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 /**
  * hello: who the agent is and what room it has; clone: start clones of a parent on another host
- * (clone-order.ts); relay: pass a control request to a VM on the agent's host.
+ * (clone-order.ts); relay: pass a control request to a VM on the agent's host; family: news of a
+ * family of domUs spread over dom0s (family-event.ts).
  */
-export type AgentOp = "hello" | "clone" | "relay";
+export type AgentOp = "hello" | "clone" | "relay" | "family";
 
 /** The first line of a request, authenticated on its own; the body follows it. */
 export interface AgentRequestHeader {

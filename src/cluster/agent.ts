@@ -34,12 +34,14 @@ import { lineLength } from "../net/byte-queue.ts";
 import type { ClusterEnvironment } from "../clone/cluster-environment.ts";
 import { type CloneOrder, type CloneOrderResult, checkCloneOrder } from "./clone-order.ts";
 import type { LaunchRecord } from "../clone/launch-record.ts";
-import { parsePageServer } from "../memory/page-server-address.ts";
+import { describePageServer, parsePageServer } from "../memory/page-server-address.ts";
 import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { scaledTimeout } from "../timeouts.ts";
 import type { BackendName } from "../backend/names.ts";
 import type { DomainOperations } from "../backend/backend.ts";
+import { CloneStatus } from "../guest/hypercalls.ts";
+import { checkFamilyEvent, type FamilyEvent, type FamilyEventAnswer } from "./family-event.ts";
 
 export interface AgentOptions {
   cluster: ClusterContext;
@@ -52,6 +54,10 @@ export interface AgentOptions {
    * the descriptor the order carries and memory copied from the parent's server.
    */
   domains?: DomainOperations;
+  /** In a dom0: what the domUs' families on other hosts tell this one (src/cluster/domain-guests.ts serves them). */
+  familyEvents?: (event: FamilyEvent) => Promise<FamilyEventAnswer>;
+  /** A line on what the agent does for others (clone orders); none by default. */
+  log?: (line: string) => void;
 }
 
 /**
@@ -95,8 +101,22 @@ export interface Agent {
 /** Control operations a member on another host may relay to a VM here. */
 const RELAYED_OPS = new Set<ControlRequest["op"]>(["status", "kill", "message", "clone-started", "clone-ended"]);
 const WATCH_INTERVAL_MS = 250;
+/** How often the domains started for clone orders are looked for (a listing of every domain). */
+const DOMAIN_WATCH_INTERVAL_MS = 1000;
 /** How long a parent waits for an agent to start its clones: restoring eager pages, memtap's first connection. */
 export const CLONE_ORDER_TIMEOUT_MS = scaledTimeout(30_000);
+
+/** A domain this agent started for a clone order (a Xen dom0). */
+interface DomainClone {
+  name: string;
+  parent: string;
+  parentHost: string;
+  domid: number;
+  /** The parent's domid on its host, and this clone's ID: what the parent's family knows it by. */
+  parentDomain: number;
+  cloneId: number;
+  state?: string;
+}
 
 interface RunningClone {
   name: string;
@@ -117,14 +137,22 @@ export function startAgent(options: AgentOptions): Agent {
   const guard = new ReplayGuard(seenNonces);
 
   /** Domains started for clone orders (a Xen dom0), by name; those no longer listed have ended. */
-  const domainClones = new Map<string, { name: string; parent: string; parentHost: string; domid: number; state?: string }>();
+  const domainClones = new Map<string, DomainClone>();
   const pruneDomainClones = async () => {
     if (!options.domains || domainClones.size === 0) return;
     const listed = new Map((await options.domains.list()).map((d) => [`${d.name}#${d.id}`, d.state]));
     for (const [name, clone] of domainClones) {
       const state = listed.get(`${name}#${clone.domid}`);
-      if (state === undefined) domainClones.delete(name);
-      else clone.state = state;
+      if (state !== undefined) {
+        clone.state = state;
+        continue;
+      }
+      domainClones.delete(name);
+      // Its parent's host hears of it (a clone that said how it ended with sf exit: that report came first and stands).
+      const parentHost = cluster.inventory.hosts.find((h) => h.name === clone.parentHost);
+      if (!parentHost || parentHost.name === self.name) continue;
+      const event: FamilyEvent = { event: "ended", parentDomain: clone.parentDomain, cloneId: clone.cloneId, status: CloneStatus.KILLED };
+      void cluster.agentCall(parentHost, "family", event).catch(() => undefined);
     }
   };
 
@@ -139,7 +167,7 @@ export function startAgent(options: AgentOptions): Agent {
       maxClones: options.maxClones,
       clones: [
         ...[...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
-        ...domainClones.values(),
+        ...[...domainClones.values()].map(({ name, parent, parentHost, domid, state }) => ({ name, parent, parentHost, domid, state })),
       ],
     };
   };
@@ -163,18 +191,35 @@ export function startAgent(options: AgentOptions): Agent {
     const { descriptor } = decodeDescriptor(new Uint8Array(Buffer.from(order.descriptor, "base64")));
     if (descriptor.meta.backend !== options.backend)
       throw new SnowflockError("USAGE", `host ${self.name} runs ${options.backend} domains, not ${descriptor.meta.backend} machines`);
+    if (order.parentDomain === undefined)
+      throw new SnowflockError("USAGE", `a clone order for ${options.backend} domains names the parent's domid`);
+    const parentDomain = order.parentDomain;
     const started = performance.now();
+    const say = options.log ?? (() => {});
+    const names = order.cloneIds.map((id) => `${order.parent}.${id}`).join(", ");
+    say(`clone order from ${order.parentHost}: ${names} (memory from ${describePageServer(parsePageServer(order.memory))})`);
     try {
       const domainsStarted = await domains.startClones({
         parentName: order.parent,
+        parentDomain,
+        parentHost: order.parentHost,
+        replySeq: order.replySeq,
         snapshot: descriptor,
         server: order.memory,
         cloneIds: order.cloneIds,
         workDirectory: runDir(),
       });
       const ms = performance.now() - started;
+      say(`${names} running (${(ms / 1000).toFixed(1)} s)`);
       for (const d of domainsStarted)
-        domainClones.set(d.name, { name: d.name, parent: order.parent, parentHost: order.parentHost, domid: d.domid });
+        domainClones.set(d.name, {
+          name: d.name,
+          parent: order.parent,
+          parentHost: order.parentHost,
+          domid: d.domid,
+          parentDomain,
+          cloneId: d.cloneId,
+        });
       return {
         host: self.name,
         started: domainsStarted.map((d) => ({ cloneId: d.cloneId, name: d.name, domid: d.domid, mac: d.mac, builtMs: ms, runningMs: ms })),
@@ -182,6 +227,7 @@ export function startAgent(options: AgentOptions): Agent {
       };
     } catch (error) {
       const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
+      say(`${names} failed: ${message}`);
       return { host: self.name, started: [], failed: order.cloneIds.map((cloneId) => ({ cloneId, error: message })) };
     }
   };
@@ -264,6 +310,9 @@ export function startAgent(options: AgentOptions): Agent {
           return { ok: true, nonce: request.nonce, body: await startClones(checkCloneOrder(request.body)) };
         case "relay":
           return { ok: true, nonce: request.nonce, body: await relay(request.body) };
+        case "family":
+          if (!options.familyEvents) throw new SnowflockError("USAGE", `host ${self.name} runs no domUs' families`);
+          return { ok: true, nonce: request.nonce, body: await options.familyEvents(checkFamilyEvent(request.body)) };
         default:
           return { ok: false, nonce: request.nonce, error: `unknown operation ${JSON.stringify(request.op)}` };
       }
@@ -289,6 +338,9 @@ export function startAgent(options: AgentOptions): Agent {
       ).catch(() => undefined);
     }
   }, WATCH_INTERVAL_MS);
+  const domainWatcher = options.domains
+    ? setInterval(() => void pruneDomainClones().catch(() => undefined), DOMAIN_WATCH_INTERVAL_MS)
+    : undefined;
 
   /** Nothing is signed for an unauthenticated peer: it learns only that it was refused. */
   const refusal = (reason: string) => {
@@ -325,6 +377,7 @@ export function startAgent(options: AgentOptions): Agent {
     stats: () => ({ ...stats }),
     stop: () => {
       clearInterval(watcher);
+      clearInterval(domainWatcher);
       server.stop();
       seenNonces.close();
     },

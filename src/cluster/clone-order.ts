@@ -26,6 +26,10 @@ export interface CloneOrder {
   parentIncarnation: string;
   /** Avoidance heuristics the clones leave off. */
   heuristicsOff: Heuristic[];
+  /** A domain parent (Xen): its domid on its host, which the clones' family keys name. */
+  parentDomain?: number;
+  /** A domain parent's `sf clone` request that the clones answer (each learns its ID from it). */
+  replySeq?: string;
 }
 
 /** One clone an agent started: a VMM process (pid), or a domain the hypervisor runs (domid). */
@@ -86,6 +90,13 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   const server = parsePageServer(order.memory);
   if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
+  if (
+    order.parentDomain !== undefined &&
+    (!Number.isInteger(order.parentDomain) || (order.parentDomain as number) < 1 || (order.parentDomain as number) > 0x7fef)
+  )
+    fail("parentDomain must be a domid");
+  if (order.replySeq !== undefined && (typeof order.replySeq !== "string" || !/^\d{1,24}$/.test(order.replySeq)))
+    fail("replySeq must be a request's sequence number");
   return {
     parent: order.parent,
     parentHost: order.parentHost,
@@ -98,5 +109,7 @@ export function checkCloneOrder(value: unknown): CloneOrder {
       Array.isArray(order.heuristicsOff) && order.heuristicsOff.every((h) => typeof h === "string")
         ? parseHeuristics(order.heuristicsOff as string[])
         : fail("heuristicsOff must be a list of names"),
+    ...(order.parentDomain !== undefined && { parentDomain: order.parentDomain as number }),
+    ...(order.replySeq !== undefined && { replySeq: order.replySeq as string }),
   };
 }

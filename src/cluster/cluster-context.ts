@@ -5,6 +5,7 @@
  */
 import { statSync } from "node:fs";
 import { networkInterfaces } from "node:os";
+import type { AgentOp } from "./agent-protocol.ts";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest, type RequestBody } from "../vmm/control-client.ts";
 import type { ControlResponse } from "../vmm/protocol.ts";
@@ -52,7 +53,7 @@ export class ClusterContext {
     return { host: host.name, address: host.address, port: host.agentPort };
   }
 
-  agentCall(host: InventoryHost, op: "hello" | "clone" | "relay", body: unknown, timeoutMs?: number): Promise<unknown> {
+  agentCall(host: InventoryHost, op: AgentOp, body: unknown, timeoutMs?: number): Promise<unknown> {
     return agentRequest(this.agentOf(host), this.inventory.secret, op, body, timeoutMs);
   }
 

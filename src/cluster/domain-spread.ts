@@ -11,7 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import type { DomainOperations, StartedDomain } from "../backend/backend.ts";
+import type { DomainOperations, DomainRoundOptions, StartedDomain } from "../backend/backend.ts";
 import { describeDomain } from "../clone/describe.ts";
 import type { CloneReport, ForkResult } from "../clone/fork-result.ts";
 import { captureRound } from "../clone/pipeline.ts";
@@ -26,46 +26,62 @@ import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
 import type { ClusterContext } from "./cluster-context.ts";
 import { spread, surveyRooms } from "./placement.ts";
 
-/** How long a host may take to start its clones: its shells, and the whole memory copied at 1 MiB/s at worst. */
-const orderTimeoutMs = (memoryBytes: number) => scaledTimeout(30_000 + Math.ceil(memoryBytes / 2 ** 20) * 1000);
+/** How long a host may take to start its clones: its shells, and the whole memory copied at 0.5 MiB/s at worst. */
+const orderTimeoutMs = (memoryBytes: number) => scaledTimeout(30_000 + Math.ceil(memoryBytes / 2 ** 20) * 2000);
 
 export interface SpreadOptions {
   workDirectory: string;
   progress?: (line: string) => void;
+  /** The clones' IDs (a guest's ticket); by default the next free ones in the parent's family here. */
+  cloneIds?: number[];
+  /** How the clones get memory when all land on this host (clones on other hosts get theirs eagerly). */
+  memory?: "eager" | "ondemand";
+  /** A guest's `sf clone` request (its sequence number): every clone, here or elsewhere, answers it with its ID. */
+  replySeq?: string;
+  /** Where each clone goes, before any starts (a clone may end before the fork returns). */
+  onPlacement?: (clones: Array<{ cloneId: number; name: string; host: string }>) => void;
+  onCloneReady?: DomainRoundOptions["onCloneReady"];
+  onParentResumed?: DomainRoundOptions["onParentResumed"];
 }
 
+/** The family of domain `parent` (a name, or its domid for a guest's own request) spread over the cluster; see the file comment. */
 export async function forkDomainAcross(
   domains: DomainOperations,
   cluster: ClusterContext,
-  parent: string,
+  parent: string | number,
   clones: number,
   options: SpreadOptions,
 ): Promise<ForkResult> {
   const say = options.progress ?? (() => {});
-  const listing = (await domains.list()).find((d) => d.name === parent);
+  const listing = (await domains.list()).find((d) => (typeof parent === "number" ? d.id === parent : d.name === parent));
   if (!listing) throw new SnowflockError("NOT_FOUND", `no domain named '${parent}'`, "`snowflock ls` shows the domains");
+  const parentName = listing.name;
   const here = cluster.host.name;
   const rooms = await surveyRooms(cluster, listing.memoryBytes);
   const first = domains.nextCloneId(listing.id, { clones: 0 });
-  const ids = Array.from({ length: clones }, (_, i) => first + i);
+  const ids = options.cloneIds ?? Array.from({ length: clones }, (_, i) => first + i);
   const placement = spread(ids, rooms, here);
   if (placement.size < clones)
     throw new SnowflockError(
       "VM_STATE",
-      `the cluster has room for ${placement.size} of ${clones} clones of ${parent} now (${rooms.map((r) => `${r.host}: ${r.room}`).join(", ")})`,
+      `the cluster has room for ${placement.size} of ${clones} clones of ${parentName} now (${rooms.map((r) => `${r.host}: ${r.room}`).join(", ")})`,
       "`snowflock cluster status` shows each agent; fewer clones, or more hosts",
     );
   const byHost = new Map<string, number[]>();
   for (const [id, host] of placement) byHost.set(host, [...(byHost.get(host) ?? []), id]);
   const local = byHost.get(here) ?? [];
   const remote = [...byHost].filter(([host]) => host !== here);
-  say(`placing ${clones} clone(s) of ${parent}: ${[...byHost].map(([host, hostIds]) => `${host} ${hostIds.length}`).join(", ")}`);
+  say(`placing ${clones} clone(s) of ${parentName}: ${[...byHost].map(([host, hostIds]) => `${host} ${hostIds.length}`).join(", ")}`);
+  options.onPlacement?.(ids.map((cloneId) => ({ cloneId, name: `${parentName}.${cloneId}`, host: placement.get(cloneId)! })));
 
-  const round = domains.round(parent, local.length, {
+  const round = domains.round(listing.id, local.length, {
     workDirectory: options.workDirectory,
     cloneIds: local,
+    memory: remote.length > 0 ? "eager" : options.memory,
     exportImage: remote.length > 0,
     progress: options.progress,
+    onCloneReady: options.onCloneReady,
+    onParentResumed: options.onParentResumed,
   });
   let server: MemoryServer | undefined;
   try {
@@ -74,11 +90,11 @@ export async function forkDomainAcross(
     let descriptor = "";
     let descriptorBytes = 0;
     if (remote.length > 0) {
-      if (!image) throw new SnowflockError("INTERNAL", `the round of ${parent} exported no image for the other hosts`);
+      if (!image) throw new SnowflockError("INTERNAL", `the round of ${parentName} exported no image for the other hosts`);
       server = await startMemoryServer({
         imageFd: image.fd,
         layout: memoryLayout(image.snapshot.state.memorySize),
-        socketPath: join(options.workDirectory, `${parent}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
+        socketPath: join(options.workDirectory, `${parentName}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
         tcpAddress: cluster.host.address,
       });
       const bytes = encodeDescriptor(describeDomain(image.snapshot));
@@ -86,14 +102,16 @@ export async function forkDomainAcross(
       descriptorBytes = bytes.byteLength;
     }
     const order = (hostIds: number[]): CloneOrder => ({
-      parent,
+      parent: parentName,
       parentHost: here,
       descriptor,
       cloneIds: hostIds,
-      placement: Object.fromEntries(ids.map((id) => [`${parent}.${id}`, placement.get(id)!])),
+      placement: Object.fromEntries(ids.map((id) => [`${parentName}.${id}`, placement.get(id)!])),
       memory: formatPageServer(server!.tcp!),
       parentIncarnation: `${getpid()}-${randomBytes(6).toString("hex")}`,
       heuristicsOff: [],
+      parentDomain: listing.id,
+      ...(options.replySeq !== undefined && { replySeq: options.replySeq }),
     });
     const restoreStarted = performance.now();
     const elapsed = () => performance.now() - startedAt;
@@ -121,7 +139,7 @@ export async function forkDomainAcross(
       reports.push({ ...c, host: here, readyMs: localStarted!.at, restoredMs: restoreStarted - startedAt, runningMs: localStarted!.at });
     for (const a of answers) {
       if ("error" in a) {
-        failed.push(...a.ids!.map((id) => ({ name: `${parent}.${id}`, error: `on ${a.host}: ${a.error}` })));
+        failed.push(...a.ids!.map((id) => ({ name: `${parentName}.${id}`, error: `on ${a.host}: ${a.error}` })));
         continue;
       }
       for (const c of a.answer.started)
@@ -135,13 +153,13 @@ export async function forkDomainAcross(
           restoredMs: c.builtMs,
           runningMs: a.at,
         });
-      failed.push(...a.answer.failed.map((f) => ({ name: `${parent}.${f.cloneId}`, error: `on ${a.host}: ${f.error}` })));
+      failed.push(...a.answer.failed.map((f) => ({ name: `${parentName}.${f.cloneId}`, error: `on ${a.host}: ${f.error}` })));
     }
     reports.sort((a, b) => a.cloneId - b.cloneId);
     const stats = server?.stats();
     return {
       backend: "xen",
-      parent,
+      parent: parentName,
       memory: "eager",
       pausedMs: timings.pausedMs,
       descriptorMs: timings.distributeMs,

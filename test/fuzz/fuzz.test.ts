@@ -22,6 +22,7 @@ const CI_CASES: Record<string, number> = {
   "agent-request": 10_000,
   "agent-answer": 8000,
   "clone-order": 8000,
+  "family-event": 8000,
   "page-protocol": 20_000,
   "page-server-address": 8000,
   "vmm-control": 6000,

@@ -5,7 +5,8 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { agentRequest } from "../../src/cluster/agent-client.ts";
 import { encodeRequest, MAX_BODY_BYTES, MAX_HEADER_BYTES, signRequest } from "../../src/cluster/agent-protocol.ts";
-import { type AgentHello, startAgent } from "../../src/cluster/agent.ts";
+import { type AgentHello, type AgentOptions, startAgent } from "../../src/cluster/agent.ts";
+import type { FamilyEvent } from "../../src/cluster/family-event.ts";
 import type { CloneOrderResult } from "../../src/cluster/clone-order.ts";
 import type { DomainListing, DomainOperations, RemoteCloneRequest, StartedDomain } from "../../src/backend/backend.ts";
 import type { XenState } from "../../src/backend/xen/persist.ts";
@@ -175,9 +176,17 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
     memory: `tcp:10.77.0.11:4000:${"ab".repeat(32)}`,
     parentIncarnation: "run1",
     heuristicsOff: [],
+    parentDomain: 7,
+    replySeq: "123",
   });
-  const start = (domains: DomainOperations, maxClones = 4) =>
-    startAgent({ cluster: new ClusterContext("(in memory)", xenInventory, xenHost, new Map()), backend: "xen", maxClones, domains });
+  const start = (domains: DomainOperations, maxClones = 4, familyEvents?: AgentOptions["familyEvents"]) =>
+    startAgent({
+      cluster: new ClusterContext("(in memory)", xenInventory, xenHost, new Map()),
+      backend: "xen",
+      maxClones,
+      domains,
+      familyEvents,
+    });
 
   test("hello gives the hypervisor's free memory; an order's domains start from its descriptor and count as this host's clones", async () => {
     const { asked, domains } = standIn();
@@ -193,7 +202,14 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
       ]);
       expect(result.failed).toEqual([]);
       expect(asked).toHaveLength(1);
-      expect(asked[0]).toMatchObject({ parentName: "domu", cloneIds: [3, 4], server: order("").memory });
+      expect(asked[0]).toMatchObject({
+        parentName: "domu",
+        parentDomain: 7,
+        parentHost: "h9",
+        replySeq: "123",
+        cloneIds: [3, 4],
+        server: order("").memory,
+      });
       expect((asked[0]!.snapshot.state as XenState).config).toBe(SAMPLE_XEN_CONFIG);
       const hello = (await agentRequest(at, secret, "hello")) as AgentHello;
       expect(hello.clones.map((c) => [c.name, c.domid, c.parentHost])).toEqual([
@@ -216,6 +232,13 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
     try {
       const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
       const kvm = Buffer.from(encodeDescriptor(sampleDescriptor())).toString("base64");
+      const { parentDomain: _, ...withoutDomain } = order(Buffer.from(encodeDescriptor(sampleXenDescriptor())).toString("base64"));
+      await expect(agentRequest(at, secret, "clone", withoutDomain)).rejects.toThrow(
+        "a clone order for xen domains names the parent's domid",
+      );
+      await expect(agentRequest(at, secret, "clone", { ...withoutDomain, parentDomain: -1 })).rejects.toThrow(
+        "bad clone order: parentDomain must be a domid",
+      );
       await expect(agentRequest(at, secret, "clone", order(kvm))).rejects.toThrow("host x1 runs xen domains, not kvm machines");
       const descriptor = Buffer.from(encodeDescriptor(sampleXenDescriptor())).toString("base64");
       const result = (await agentRequest({ ...at, port: failing.port }, secret, "clone", order(descriptor))) as CloneOrderResult;
@@ -227,6 +250,33 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
     } finally {
       dom0.stop();
       failing.stop();
+    }
+  });
+
+  test("family events: checked, then handed to the dom0's guests; an agent without guests refuses them", async () => {
+    const heard: FamilyEvent[] = [];
+    const dom0 = start(standIn().domains, 4, async (event) => {
+      heard.push(event);
+      return { found: true };
+    });
+    const bare = start(standIn().domains);
+    try {
+      const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
+      const ended = { event: "ended", parentDomain: 7, cloneId: 3, status: 0, result: "abc" };
+      expect(await agentRequest(at, secret, "family", ended)).toEqual({ found: true });
+      expect(heard).toEqual([ended as FamilyEvent]);
+      for (const [bad, problem] of [
+        [{ ...ended, cloneId: 0 }, "cloneId must be a clone's"],
+        [{ ...ended, result: "a b" }, "bad result"],
+        [{ event: "message", parentHost: "h1", parentDomain: 7, to: 0, from: 1, message: "" }, "bad message"],
+        [{ event: "reboot", parentDomain: 7 }, "event must be ended, kill, end-family or message"],
+      ] as const)
+        await expect(agentRequest(at, secret, "family", bad)).rejects.toThrow(`bad family event: ${problem}`);
+      expect(heard).toHaveLength(1);
+      await expect(agentRequest({ ...at, port: bare.port }, secret, "family", ended)).rejects.toThrow("host x1 runs no domUs' families");
+    } finally {
+      dom0.stop();
+      bare.stop();
     }
   });
 });

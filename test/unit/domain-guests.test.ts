@@ -6,12 +6,14 @@
  */
 import { expect, test } from "bun:test";
 import type { DomainOperations, GuestRequest, StartedDomain } from "../../src/backend/backend.ts";
+import type { ClusterContext } from "../../src/cluster/cluster-context.ts";
 import { serveDomainGuests } from "../../src/cluster/domain-guests.ts";
 import { DEFAULT_GUEST_LIMITS } from "../../src/guest/limits.ts";
 
 interface FakeDomain {
   cloneId: number;
   family: number;
+  parentHost?: string;
 }
 
 /** Domain 5 is a parent; forks make domains from 100 up. */
@@ -27,6 +29,12 @@ function fakeHypervisor() {
       return { answer: (domain, seq, text) => void answers.push(`${domain}#${seq}: ${text}`), stop: async () => {} };
     },
     memberOf: (domain) => alive.get(domain) ?? { cloneId: 0, family: domain },
+    familyMember: (parentHost, family, cloneId) =>
+      cloneId === 0
+        ? parentHost === undefined && alive.has(family)
+          ? family
+          : undefined
+        : [...alive].find(([, d]) => d.family === family && d.cloneId === cloneId && d.parentHost === parentHost)?.[0],
     clonesOf: (parent) =>
       [...alive].filter(([id, d]) => d.family === parent && id !== parent).map(([domain, d]) => ({ domain, cloneId: d.cloneId })),
     nextCloneId: (parent) => 1 + Math.max(0, ...[...alive.values()].filter((d) => d.family === parent).map((d) => d.cloneId)),
@@ -151,9 +159,9 @@ test("bad requests get one-line errors and change nothing", async () => {
     "5#1: error bad clone count '0' (1 to 64)",
     "5#2: error bad clone count '65' (1 to 64)",
     "5#3: error bad clone count 'x' (1 to 64)",
-    "5#4: error unknown request 'fly' (clone, join, exit, kill)",
-    "5#5: error unknown request 'toString' (clone, join, exit, kill)",
-    "5#6: error unknown request '__proto__' (clone, join, exit, kill)",
+    "5#4: error unknown request 'fly' (clone, join, exit, kill, send, recv)",
+    "5#5: error unknown request 'toString' (clone, join, exit, kill, send, recv)",
+    "5#6: error unknown request '__proto__' (clone, join, exit, kill, send, recv)",
   ]);
   h.send(5, 7, "clone", "1");
   h.send(5, 8, "clone", "1"); // one unjoined round is this domain's limit here
@@ -178,4 +186,109 @@ test("bad requests get one-line errors and change nothing", async () => {
   other.send(5, 1, "join");
   await settle();
   expect(other.answers).toEqual(["5#1: ok 0"]);
+});
+
+test("sf send and sf recv: a clone's message reaches its parent's inbox; a waiting receive gets the next one; bad sends are refused", async () => {
+  const h = fakeHypervisor();
+  serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: { ...DEFAULT_GUEST_LIMITS, inboxMessages: 1 } });
+  h.send(5, 1, "clone", "2");
+  await settle();
+  h.send(100, 2, "send", "0", "hello-from-1");
+  await settle();
+  h.send(101, 2, "send", "0", "second"); // the parent's inbox holds one message here
+  h.send(5, 2, "recv");
+  h.send(5, 3, "recv", "nowait");
+  await settle();
+  expect(h.answers.slice(3).sort()).toEqual([
+    "100#2: ok",
+    "101#2: error member 0's inbox is full",
+    "5#2: ok 1 hello-from-1",
+    "5#3: error no message",
+  ]);
+  h.send(100, 3, "recv"); // waits
+  await settle();
+  expect(h.answers.some((a) => a.startsWith("100#3"))).toBe(false);
+  h.send(101, 3, "send", "1", "sibling");
+  await settle();
+  expect(h.answers.slice(7)).toEqual(["100#3: ok 2 sibling", "101#3: ok"]);
+  for (const [seq, ...args] of [
+    [4, "9", "nobody"],
+    [5, "2", "myself"],
+    [6, "0", "a b"],
+    [7, "x", "word"],
+    [8, "0", "é"],
+  ])
+    h.send(101, seq as number, "send", ...(args as string[]).flatMap((a) => (a === "a b" ? ["a", "b"] : [a])));
+  h.send(101, 9, "recv", "later");
+  await settle();
+  expect(h.answers.slice(9).sort()).toEqual([
+    "101#4: error no member 9 in this family runs",
+    "101#5: error a member cannot send to itself",
+    "101#6: error a message is one word of 1 to 128 printable ASCII characters",
+    "101#7: error bad family member 'x'",
+    "101#8: error a message is one word of 1 to 128 printable ASCII characters",
+    "101#9: error recv takes nothing or 'nowait'",
+  ]);
+});
+
+/** This dom0 as host h2 of a cluster whose other host h1 is a stand-in that records what it is told. */
+function fakeCluster() {
+  const told: Array<{ host: string; op: string; body: unknown }> = [];
+  const h1 = { name: "h1", address: "10.0.0.1", agentPort: 7070 };
+  const cluster = {
+    host: { name: "h2", address: "10.0.0.2", agentPort: 7070 },
+    inventory: { hosts: [h1, { name: "h2", address: "10.0.0.2", agentPort: 7070 }] },
+    hostNamed: (name: string) => (name === "h1" ? h1 : cluster.host),
+    agentCall: async (host: { name: string }, op: string, body: unknown) => {
+      told.push({ host: host.name, op, body });
+      return { found: false };
+    },
+  };
+  return { told, cluster: cluster as unknown as ClusterContext };
+}
+
+test("a clone whose parent runs on another host: its exit goes to the parent's host; messages and kills from there reach it", async () => {
+  const h = fakeHypervisor();
+  // Domain 200 here is clone 3 of domain 7 on host h1.
+  h.alive.set(200, { cloneId: 3, family: 7, parentHost: "h1" });
+  const { told, cluster } = fakeCluster();
+  const guests = serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS, cluster });
+  // A message for it (from its sibling 1 on h1) lands in its inbox; a message for a member that is not here is not taken.
+  expect(await guests.familyEvent({ event: "message", parentHost: "h1", parentDomain: 7, to: 3, from: 1, message: "hi" })).toEqual({
+    found: true,
+    full: false,
+  });
+  expect(await guests.familyEvent({ event: "message", parentHost: "h1", parentDomain: 7, to: 4, from: 1, message: "hi" })).toEqual({
+    found: false,
+  });
+  // Domain 7 here is not that parent: the family is named by its host too.
+  h.alive.set(7, { cloneId: 0, family: 7 });
+  expect(await guests.familyEvent({ event: "message", parentHost: "h1", parentDomain: 7, to: 0, from: 3, message: "x" })).toEqual({
+    found: false,
+  });
+  h.send(200, 1, "recv");
+  await settle();
+  expect(h.answers).toEqual(["200#1: ok 1 hi"]);
+  // Its message for the parent is not for anyone here: the other hosts are asked.
+  h.send(200, 2, "send", "0", "to-parent");
+  await settle();
+  expect(told.at(-1)).toEqual({
+    host: "h1",
+    op: "family",
+    body: { event: "message", parentHost: "h1", parentDomain: 7, to: 0, from: 3, message: "to-parent" },
+  });
+  expect(h.answers.at(-1)).toBe("200#2: error no member 0 in this family runs");
+  h.send(200, 3, "exit", "0", "digest42");
+  await settle();
+  expect(told.at(-1)).toEqual({
+    host: "h1",
+    op: "family",
+    body: { event: "ended", parentDomain: 7, cloneId: 3, status: 0, result: "digest42" },
+  });
+  expect(h.alive.has(200)).toBe(false);
+  // An end reported for a clone no book here waits for is not taken.
+  expect(await guests.familyEvent({ event: "ended", parentDomain: 5, cloneId: 1, status: 0 })).toEqual({ found: false });
+  h.alive.set(201, { cloneId: 4, family: 7, parentHost: "h1" });
+  expect(await guests.familyEvent({ event: "kill", parentHost: "h1", parentDomain: 7, cloneId: 4 })).toEqual({ found: true });
+  expect(h.alive.has(201)).toBe(false);
 });

@@ -9,11 +9,12 @@
  * the other host from a signed order (eager memory from the fork's memory server).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { openSync, readFileSync } from "node:fs";
+import { existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentRequest } from "../../src/cluster/agent-client.ts";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import type { AgentHello } from "../../src/cluster/agent.ts";
+import { sha256Hex } from "../../src/guest/dataset.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { writeTestDomU } from "./support/domu.ts";
 import { BINARY, bootDomU, consoleText, describeXen, diagnosis, ROOT, run, waitFor } from "./support/xen-test.ts";
@@ -31,12 +32,19 @@ const FORK_MS = 600_000;
 const SF = join(ROOT, "guest/build/sf-xen");
 const BOOT_MS = 300_000;
 
-/** The start of a test domU's /init with its network frontend. */
-const NETWORKED_DOMU = `#!/bin/sh
+/** The start of every test domU's /init. */
+const DOMU_START = `#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-insmod /lib/modules/xen-netfront.ko
+`;
+/** The start of a test domU's /init with its network frontend. */
+const NETWORKED_DOMU = `${DOMU_START}insmod /lib/modules/xen-netfront.ko
+`;
+/** A dataset job's start: its data in RAM, then it waits for dom0's `start` before it forks. */
+const datasetDomU = (seed: number, bytes: number) => `${DOMU_START}dataset ${seed} ${bytes} > /data
+echo "snowflock-domu: dataset ready"
+until [ -n "$(sf read snowflock/start 2>/dev/null)" ]; do sleep 1; done
 `;
 
 const PINGER_INIT = `${NETWORKED_DOMU}busybox ip link set eth0 up
@@ -57,6 +65,8 @@ const SPAN = "sfspan";
 const REPORT_PORT = 7171;
 const SPAN_INIT = `${NETWORKED_DOMU}report_to=$(sed -n 's/.*sfreport=\\([0-9.]*\\).*/\\1/p' /proc/cmdline)
 echo "snowflock-domu: up"
+# The parent prints the family messages it gets (a clone's copy of this loop waits on its own inbox).
+(while :; do m=$(sf recv) && echo "snowflock-domu: got $m"; done) &
 last=
 i=0
 while :; do
@@ -71,12 +81,116 @@ while :; do
     busybox ip addr flush dev eth0
     busybox ip addr add 10.77.0.$((60 + id))/24 dev eth0
     busybox ip link set eth0 up
+    if [ "$id" != 0 ]; then
+      # A clone reaches its parent and its sibling by their addresses, wherever they run, and says hello to the parent.
+      for peer in 0 1 2; do
+        [ "$peer" = "$id" ] && continue
+        r=lost
+        for try in 1 2 3 4 5 6 7 8 9 10; do
+          if busybox ping -c 1 -W 3 10.77.0.$((60 + peer)) >/dev/null 2>&1; then r=ok; break; fi
+        done
+        echo "snowflock-domu: ping $peer $r"
+        echo "id $id ping $peer $r" | busybox nc -w 1 "$report_to" ${REPORT_PORT} >/dev/null 2>&1
+      done
+      sf send 0 "hello-from-$id" && echo "snowflock-domu: sent hello to 0"
+    fi
   fi
   echo "snowflock-domu: tick $i id $id"
   echo "id $id tick $i" | busybox nc -w 1 "$report_to" ${REPORT_PORT} >/dev/null 2>&1
   sleep 1
 done
 `;
+
+/** The dataset job over both hosts: 64 MiB of seeded data in a 256 MiB domU, a quarter hashed by each of 4 clones. */
+const JOB = "sfspread";
+const JOB_SEED = 42;
+const JOB_BYTES = 64 << 20;
+const DATASET = join(ROOT, "guest/build/dataset-xen");
+/**
+ * The parent runs sf clone 4; each clone hashes its quarter and tells the parent it is ready (sf send), then waits
+ * for the parent's "go" (sf recv) and exits with its digest; the parent, once all four are ready and dom0 says go,
+ * sends each clone "go" and joins them. Then one more round of a single clone: the bytes on the hosts' link for the
+ * four clones over two hosts are weighed against that one clone's.
+ */
+const JOB_INIT = `${datasetDomU(JOB_SEED, JOB_BYTES)}id=$(sf clone 4)
+echo "snowflock-domu: sf clone gave $id"
+if [ "$id" = 0 ]; then
+  n=0
+  while [ $n -lt 4 ]; do m=$(sf recv) && echo "snowflock-domu: got $m"; n=$((n + 1)); done
+  echo "snowflock-domu: all ready"
+  until [ -n "$(sf read snowflock/go 2>/dev/null)" ]; do sleep 1; done
+  for c in 1 2 3 4; do sf send $c go; done
+  echo "snowflock-domu: join $(sf join)"
+  # A second round of one clone (on the other host), to weigh the first against.
+  until [ -n "$(sf read snowflock/again 2>/dev/null)" ]; do sleep 1; done
+  id=$(sf clone 1)
+  [ "$id" != 0 ] && sf exit 0 one
+  echo "snowflock-domu: join2 $(sf join)"
+else
+  quarter=$((${JOB_BYTES} / 4 / 1048576))
+  digest=$(dd if=/data bs=1048576 skip=$(((id - 1) * quarter)) count=$quarter 2>/dev/null | sha256sum)
+  digest=\${digest%% *}
+  sf send 0 "ready-$id"
+  m=$(sf recv)
+  [ "$m" = "0 go" ] && sf exit 0 "$digest"
+  sf exit 1
+fi
+while :; do sleep 60; done
+`;
+
+/** The fault domU: two rounds of sf clone 2 (clone 1 on the other host, clone 2 here). */
+const FAULTY = "sffault";
+const FAULT_SEED = 7;
+const FAULT_BYTES = 4 << 20;
+/**
+ * Round 1 (the link drops and duplicates frames): each clone hashes the same 4 MiB, sends the digest to the parent
+ * and exits with it. Round 2: clone 2 exits at once, clone 1 (on the other host) runs on until its host's agent is killed.
+ */
+const FAULT_INIT = `${datasetDomU(FAULT_SEED, FAULT_BYTES)}id=$(sf clone 2)
+if [ "$id" = 0 ]; then
+  for n in 1 2; do m=$(sf recv) && echo "snowflock-domu: got $m"; done
+  echo "snowflock-domu: join $(sf join)"
+  until [ -n "$(sf read snowflock/again 2>/dev/null)" ]; do sleep 1; done
+  id=$(sf clone 2)
+  if [ "$id" = 0 ]; then
+    echo "snowflock-domu: second round"
+    echo "snowflock-domu: join2 $(sf join)"
+  elif [ "$id" = 2 ]; then
+    sf exit 0 two
+  fi
+else
+  digest=$(sha256sum /data)
+  digest=\${digest%% *}
+  sf send 0 "d$id-$digest"
+  sf exit 0 "$digest"
+fi
+while :; do sleep 60; done
+`;
+
+/** Asks run.sh for a fault on the hosts (see its header) and waits for its result. */
+async function askFault(line: string): Promise<string> {
+  const control = process.env.SNOWFLOCK_XEN_CONTROL;
+  if (!control) throw new Error("SNOWFLOCK_XEN_CONTROL is not set: run.sh with SNOWFLOCK_XEN_HOSTS=2 carries out the faults");
+  rmSync(join(control, "fault.done"), { force: true });
+  writeFileSync(join(control, "fault"), `${line}\n`);
+  for (let waited = 0; waited < 30_000; waited += 250) {
+    if (existsSync(join(control, "fault.done"))) {
+      const result = readFileSync(join(control, "fault.done"), "utf8").trim();
+      rmSync(join(control, "fault.done"), { force: true });
+      if (!result.startsWith("ok")) throw new Error(`fault '${line}': ${result}`);
+      return result;
+    }
+    await Bun.sleep(250);
+  }
+  throw new Error(`fault '${line}': run.sh did not answer in 30 s`);
+}
+
+/** Bytes this dom0 sent on its link to the hosts' segment (the port of sfbr0 that is not a domU's vif), from the NIC's counters. */
+function linkBytesSent(): number {
+  const uplink = readdirSync("/sys/class/net/sfbr0/brif").find((port) => !port.startsWith("vif"));
+  if (!uplink) throw new Error("sfbr0 has no port to the hosts' segment");
+  return Number(readFileSync(`/sys/class/net/${uplink}/statistics/tx_bytes`, "utf8"));
+}
 
 const clusterSkip = (): string | undefined => {
   if (PAGING_HOST) return "paging host: the cluster of Xen hosts runs on the stock hosts";
@@ -108,11 +222,15 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
   afterAll(async () => {
     agent?.kill();
     report?.stop(true);
-    for (const d of [PINGER, SPAN, `${SPAN}.1`, `${SPAN}.2`]) await run(["xl", "destroy", d]);
+    for (const d of [PINGER, SPAN, `${SPAN}.1`, `${SPAN}.2`, JOB, `${JOB}.2`, `${JOB}.4`, FAULTY, `${FAULTY}.2`])
+      await run(["xl", "destroy", d]);
+    await askFault("link clear").catch(() => undefined);
   });
 
   /** Lines the domUs reported to this dom0 over the segment ("id I tick N"), by clone ID. */
   const reported = new Map<string, number>();
+  /** What the clones' pings of their family members gave ("1 -> 0: ok"). */
+  const pings: string[] = [];
   let report: { stop(closeActiveConnections?: boolean): void } | undefined;
 
   const agentOutput = () => ["agent.log", "agent.err"].map((f) => readFileSync(join(WORK, f), "utf8")).join("");
@@ -184,6 +302,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
         socket: {
           data(_socket, data) {
             for (const m of data.toString().matchAll(/id (\d+) tick/g)) reported.set(m[1]!, (reported.get(m[1]!) ?? 0) + 1);
+            for (const m of data.toString().matchAll(/id (\d+) ping (\d+) (ok|lost)/g)) pings.push(`${m[1]} -> ${m[2]}: ${m[3]}`);
           },
         },
       });
@@ -237,12 +356,160 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
         () => (reported.get("1") ?? 0) >= 2 && (reported.get("2") ?? 0) >= 2,
         BOOT_MS,
       );
+      // On the family's segment the clone on the other host reaches its parent and its sibling here.
+      await waitFor("clone 1's pings of 0 and 2", () => pings.filter((p) => p.startsWith("1 -> ")).length === 2, BOOT_MS);
+      expect(pings.filter((p) => p.startsWith("1 -> ")).sort()).toEqual(["1 -> 0: ok", "1 -> 2: ok"]);
+      // sf send from each clone (one on each host) reaches the parent's sf recv through the agents.
+      await waitFor("the parent's family messages", () => consoleText(SPAN).includes("got 1 hello-from-1"), BOOT_MS, [SPAN]);
+      await waitFor("clone 2's message", () => consoleText(SPAN).includes("got 2 hello-from-2"), BOOT_MS, [SPAN]);
       console.log(
         `fork --cluster: ${result.totalMs.toFixed(0)} ms to all running, parent paused ${result.pausedMs.toFixed(0)} ms, ` +
           `${result.memoryServer.pagesServed} pages (${result.memoryServer.bytesSent} bytes) sent to ${other.name}; ` +
           `reports by clone ID: ${JSON.stringify(Object.fromEntries(reported))}`,
       );
+      // kill --cluster ends the family on every host: the clone on the other host through its agent.
+      const killed = await run([BINARY, "kill", SPAN, "--cluster", "--inventory", INVENTORY!, "--backend", "xen", "--json"]);
+      expect(killed.status).toBe(0);
+      expect(
+        (JSON.parse(killed.stdout) as Array<{ name: string; host?: string }>).map((d) => `${d.name}@${d.host ?? THIS_HOST}`).sort(),
+      ).toEqual([`${SPAN}@${THIS_HOST}`, `${SPAN}.1@${other.name}`, `${SPAN}.2@${THIS_HOST}`].sort());
+      const left = (await agentRequest(target, inventory.secret, "hello")) as AgentHello;
+      expect(left.clones.filter((c) => c.name.startsWith(`${SPAN}.`))).toEqual([]);
     },
     2 * BOOT_MS + FORK_MS,
+  );
+
+  test(
+    "sf clone 4 in a domU on this host: clones on both hosts each hash a quarter of a 64 MiB dataset in their memory; " +
+      "the family's messages cross the hosts; the parent's sf join prints the four digests, equal to the host's",
+    async () => {
+      if (skip) return console.log(skip);
+      const inventory = readInventory(INVENTORY!);
+      const other = inventory.hosts.find((h) => h.name !== THIS_HOST)!;
+      const data = new Uint8Array(await new Response(Bun.spawn([DATASET, String(JOB_SEED), String(JOB_BYTES)]).stdout).arrayBuffer());
+      const quarter = JOB_BYTES / 4;
+      const expected = [0, 1, 2, 3].map((i) => sha256Hex(data.subarray(i * quarter, (i + 1) * quarter)));
+      const jobWork = join(WORK, "job");
+      await run(["mkdir", "-p", jobWork]);
+      const config = writeTestDomU(
+        jobWork,
+        [
+          { path: "init", data: JOB_INIT, mode: 0o755 },
+          { path: "bin/sf", data: readFileSync(SF), mode: 0o755 },
+          { path: "bin/dataset", data: readFileSync(DATASET), mode: 0o755 },
+        ],
+        ["memory=256", "maxmem=256"],
+      );
+      await bootDomU(JOB, [config, `extra="console=hvc0 quiet"`], () => consoleText(JOB).includes("dataset ready"), BOOT_MS);
+      const domid = (await run(["xl", "domid", JOB])).stdout.trim();
+      const sentBefore = linkBytesSent();
+      expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/start`, "1"])).status).toBe(0);
+      await waitFor(`${JOB}: all four clones ready`, () => consoleText(JOB).includes("all ready"), FORK_MS, [JOB]).catch(async (e) => {
+        throw new Error(`${(e as Error).message}\nagent: ${agentOutput()}\n${await diagnosis([JOB])}`);
+      });
+      const sentForFour = linkBytesSent() - sentBefore;
+      expect(consoleText(JOB)).toContain("sf clone gave 0");
+      for (const c of [1, 2, 3, 4]) expect(consoleText(JOB)).toContain(`got ${c} ready-${c}`);
+      // Placement deals the other host first: clones 1 and 3 there, 2 and 4 here. Each host's agent names its clones (--json).
+      expect(agentOutput()).toMatch(
+        new RegExp(`clone 1 on ${other.name}, clone 2 on ${THIS_HOST}, clone 3 on ${other.name}, clone 4 on ${THIS_HOST}`),
+      );
+      const status = JSON.parse((await run([BINARY, "cluster", "status", "--json", "--inventory", INVENTORY!])).stdout) as {
+        hosts: Array<{ name: string; hello?: AgentHello }>;
+      };
+      const clonesOn = (host: string) =>
+        (status.hosts.find((h) => h.name === host)?.hello?.clones ?? [])
+          .filter((c) => c.name.startsWith(`${JOB}.`))
+          .map((c) => `${c.name}@${c.parentHost}`)
+          .sort();
+      expect(clonesOn(other.name)).toEqual([`${JOB}.1@${THIS_HOST}`, `${JOB}.3@${THIS_HOST}`]);
+      const here = JSON.parse((await run([BINARY, "ls", "--backend", "xen", "--json"])).stdout) as Array<{ name: string }>;
+      expect(
+        here
+          .map((d) => d.name)
+          .filter((n) => n.startsWith(`${JOB}.`))
+          .sort(),
+      ).toEqual([`${JOB}.2`, `${JOB}.4`]);
+      expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go`, "1"])).status).toBe(0);
+      await waitFor(`${JOB}: join`, () => consoleText(JOB).includes("join "), FORK_MS, [JOB]);
+      expect(consoleText(JOB)).toContain(`snowflock-domu: join 4 ${expected.map((d, i) => `${i + 1}=0:${d}`).join(" ")}`);
+      // One clone of the same parent on the other host: the four clones over two hosts cost the link no more than 1.2x its bytes.
+      const sentBeforeOne = linkBytesSent();
+      expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/again`, "1"])).status).toBe(0);
+      await waitFor(`${JOB}: the second join`, () => consoleText(JOB).includes("join2 "), FORK_MS, [JOB]);
+      expect(consoleText(JOB)).toContain("snowflock-domu: join2 1 1=0:one");
+      const sentForOne = linkBytesSent() - sentBeforeOne;
+      const served = [...agentOutput().matchAll(/(\d+) pages \((\d+) bytes\) served to (\d+) other host/g)].slice(-2);
+      console.log(
+        `bytes sent on ${THIS_HOST}'s link: 4 clones over 2 hosts ${sentForFour}, 1 clone on ${other.name} ${sentForOne} ` +
+          `(ratio ${(sentForFour / sentForOne).toFixed(3)}); memory server: ${served.map((m) => `${m[2]} bytes to ${m[3]} host(s)`).join(", then ")}`,
+      );
+      expect(sentForOne).toBeGreaterThan(JOB_BYTES / 4);
+      expect(sentForFour).toBeLessThanOrEqual(1.2 * sentForOne);
+      // Every clone has gone, on both hosts.
+      const cloneThere = async () =>
+        (
+          (await agentRequest({ host: other.name, address: other.address, port: other.agentPort }, inventory.secret, "hello")) as AgentHello
+        ).clones.some((c) => c.name.startsWith(`${JOB}.`));
+      for (let waited = 0; (await cloneThere()) && waited < 60_000; waited += 1000) await Bun.sleep(1000);
+      expect(await cloneThere()).toBe(false);
+      expect((await run(["xl", "list"])).stdout).not.toMatch(new RegExp(`^${JOB}\\.\\d `, "m"));
+      console.log(`sf clone 4 over two hosts: ${agentOutput().match(new RegExp(`[^\\n]*${JOB}\\.1 [^\\n]*running[^\\n]*`))?.[0] ?? ""}`);
+    },
+    BOOT_MS + 2 * FORK_MS,
+  );
+
+  test(
+    "faults: with frames dropped and duplicated on the hosts' link the family's results stay right; with the other " +
+      "host's agent killed, the parent's sf join returns and reports that host's clone as crashed",
+    async () => {
+      if (skip) return console.log(skip);
+      const inventory = readInventory(INVENTORY!);
+      const other = inventory.hosts.find((h) => h.name !== THIS_HOST)!;
+      const data = new Uint8Array(await new Response(Bun.spawn([DATASET, String(FAULT_SEED), String(FAULT_BYTES)]).stdout).arrayBuffer());
+      const digest = sha256Hex(data);
+      const faultWork = join(WORK, "fault");
+      await run(["mkdir", "-p", faultWork]);
+      const config = writeTestDomU(faultWork, [
+        { path: "init", data: FAULT_INIT, mode: 0o755 },
+        { path: "bin/sf", data: readFileSync(SF), mode: 0o755 },
+        { path: "bin/dataset", data: readFileSync(DATASET), mode: 0o755 },
+      ]);
+      await bootDomU(FAULTY, [config, `extra="console=hvc0 quiet"`], () => consoleText(FAULTY).includes("dataset ready"), BOOT_MS);
+      const domid = (await run(["xl", "domid", FAULTY])).stdout.trim();
+      await askFault("link faulty");
+      let dropped: string;
+      try {
+        expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/start`, "1"])).status).toBe(0);
+        await waitFor(`${FAULTY}: join`, () => consoleText(FAULTY).includes("join "), FORK_MS, [FAULTY]).catch(async (e) => {
+          throw new Error(`${(e as Error).message}\nagent: ${agentOutput()}\n${await diagnosis([FAULTY])}`);
+        });
+      } finally {
+        dropped = await askFault("link clear");
+      }
+      // The eager image crossed a link that lost frames: TCP sent them again, and every clone hashed the same bytes.
+      expect(Number(/dropped (\d+)/.exec(dropped)?.[1])).toBeGreaterThan(0);
+      expect(consoleText(FAULTY)).toContain(`got 1 d1-${digest}`);
+      expect(consoleText(FAULTY)).toContain(`got 2 d2-${digest}`);
+      expect(consoleText(FAULTY)).toContain(`snowflock-domu: join 2 1=0:${digest} 2=0:${digest}`);
+
+      expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/again`, "1"])).status).toBe(0);
+      await waitFor(`${FAULTY}: the second round`, () => consoleText(FAULTY).includes("second round"), FORK_MS, [FAULTY]);
+      const target = { host: other.name, address: other.address, port: other.agentPort };
+      const runsThere = async () =>
+        ((await agentRequest(target, inventory.secret, "hello")) as AgentHello).clones.some((c) => c.name === `${FAULTY}.1`);
+      for (let waited = 0; !(await runsThere()) && waited < 60_000; waited += 1000) await Bun.sleep(1000);
+      expect(await runsThere()).toBe(true);
+      await askFault(`stop-agent ${other.name}`);
+      const killedAt = performance.now();
+      await waitFor(`${FAULTY}: the second join`, () => consoleText(FAULTY).includes("join2 "), 120_000, [FAULTY]);
+      console.log(
+        `the parent's join returned ${((performance.now() - killedAt) / 1000).toFixed(1)} s after ${other.name}'s agent was killed`,
+      );
+      // Clone 1's host no longer answers: it counts as crashed (-11); clone 2 exited here.
+      expect(consoleText(FAULTY)).toContain("snowflock-domu: join2 2 1=-11 2=0:two");
+      expect(agentOutput()).toContain(`host ${other.name} does not answer`);
+    },
+    BOOT_MS + 2 * FORK_MS,
   );
 });

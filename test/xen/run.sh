@@ -40,7 +40,13 @@
 #                           $SNOWFLOCK_XEN_CLUSTER in every dom0. Hosts 2..N run
 #                           `snowflock agent --backend xen --host hI` (test/xen/member-host.sh,
 #                           output prefixed "hI| "), host 1 the command with SNOWFLOCK_XEN_HOST=h1;
-#                           once it ended the others stop, and the namespace goes, whatever happened
+#                           once it ended the others stop, and the namespace goes, whatever happened.
+#                           Host 1's command may ask for faults: it writes one line into
+#                           $SNOWFLOCK_XEN_CONTROL/fault and waits for fault.done (its result):
+#                             stop-agent hI   kill host I's agent (SIGKILL; its host runs on)
+#                             link faulty     on the segment, drop 2% of frames and duplicate 5% of
+#                                             host 1's frames to each other host (nftables)
+#                             link clear      undo that; the result says how many frames were dropped
 #   SNOWFLOCK_XEN_TEST_TIMEOUT  per-test timeout (ms) added to `bun test` without --timeout (default 600000)
 #   SNOWFLOCK_XEN_KEEP=1    keep the run directory under $CACHE/runs also when the command passed
 #                           (a failed run's is always kept, the last 5): the serial console (Xen at
@@ -85,13 +91,14 @@ say "host ready in $(since "$T0")s"
 
 qemu_lock "$CACHE/qemu.lock" Xen
 
-qemu_pid= watch_pid= tail_pid= NETNS= MEMBER_RUNS=() MEMBER_PIDS=() MEMBER_TAILS=()
+qemu_pid= watch_pid= tail_pid= fault_pid= NETNS= MEMBER_RUNS=() MEMBER_PIDS=() MEMBER_TAILS=()
 # shellcheck disable=SC2317 # the EXIT trap's
 cleanup() {
   local rc=$? m
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
   [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null || true
   [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null || true
+  [ -n "$fault_pid" ] && kill "$fault_pid" 2>/dev/null || true
   stop_members
   [ -n "$NETNS" ] && { ip netns del "$NETNS" 2>/dev/null || true; }
   for m in ${MEMBER_RUNS[@]+"${MEMBER_RUNS[@]}"}; do
@@ -161,11 +168,46 @@ if [ "$HOSTS" -gt 1 ]; then
   done
   host_files 1 "$RUN"
   nic 1
+  # Faults host 1's command asks for (see the header), carried out here, outside the hosts.
+  fault() {
+    local verb=$1 what=${2:-} i taps=()
+    case "$verb $what" in
+      "stop-agent h"[2-9])
+        i=${what#h}
+        [ "$i" -le "$HOSTS" ] || { echo "error no host $what"; return; }
+        touch "${MEMBER_RUNS[$((i - 2))]}/stop-agent" && echo ok ;;
+      "link faulty")
+        for i in $(seq 2 "$HOSTS"); do taps+=("numgen random mod 20 0 dup to \"tap$i\";"); done
+        ip netns exec "$NETNS" nft -f - <<NFT && echo ok || echo "error nft refused the rules"
+table bridge sfxloss { chain forward { type filter hook forward priority 0; numgen random mod 50 0 counter drop; }; }
+table netdev sfxdup { chain ingress { type filter hook ingress device "tap1" priority 0; ${taps[*]} }; }
+NFT
+        ;;
+      "link clear")
+        i=$(ip netns exec "$NETNS" nft list table bridge sfxloss 2>/dev/null | sed -n 's/.*packets \([0-9]*\).*/\1/p' | head -n 1)
+        ip netns exec "$NETNS" nft delete table bridge sfxloss 2>/dev/null
+        ip netns exec "$NETNS" nft delete table netdev sfxdup 2>/dev/null
+        echo "ok dropped ${i:-0}" ;;
+      *) echo "error unknown fault '$verb $what'" ;;
+    esac
+  }
+  ( while :; do
+      if [ -s "$RUN/fault" ]; then
+        read -r verb what <"$RUN/fault" || true
+        rm -f "$RUN/fault"
+        result=$(fault "$verb" "$what" 2>&1)
+        say "fault '$verb $what': $result"
+        echo "$result" >"$RUN/fault.tmp" && mv "$RUN/fault.tmp" "$RUN/fault.done"
+      fi
+      sleep 0.5
+    done ) </dev/null 8>&- &
+  fault_pid=$!
 fi
 
 # The command, its environment and directory, for dom0's /init.
 if [ "$HOSTS" -gt 1 ]; then
-  write_command "$GUEST_PATH" SNOWFLOCK_XEN SNOWFLOCK_XEN_CLUSTER=$CONTROL/cluster.json SNOWFLOCK_XEN_HOST=h1 -- "$@"
+  write_command "$GUEST_PATH" SNOWFLOCK_XEN SNOWFLOCK_XEN_CLUSTER=$CONTROL/cluster.json SNOWFLOCK_XEN_HOST=h1 \
+    SNOWFLOCK_XEN_CONTROL=$CONTROL -- "$@"
 else
   write_command "$GUEST_PATH" SNOWFLOCK_XEN -- "$@"
 fi

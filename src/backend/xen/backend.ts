@@ -7,7 +7,7 @@ import { watchRequests } from "./agent.ts";
 import { snapshotDomain } from "./describe.ts";
 import { startRemoteClones } from "./remote-clones.ts";
 import { xenDoctor } from "./doctor.ts";
-import { clonesOf, destroyDomains, findMember, listMembers, type XenMember } from "./family.ts";
+import { clonesOf, destroyDomains, familyMember, findMember, listMembers, type XenMember } from "./family.ts";
 import { MAX_XEN_CLONES, xenRound } from "./fork.ts";
 import { nextCloneId } from "./shells.ts";
 import { readMember } from "./family-keys.ts";
@@ -42,6 +42,7 @@ function listing(m: XenMember): Omit<DomainListing, "depth"> {
     vcpus: m.domain.onlineVcpus,
     cloneId: m.member?.cloneId ?? 0,
     family: m.member?.family ?? m.domain.domid,
+    parentHost: m.member?.parentHost,
     mac: m.member?.mac,
     onDemand: (m.member?.memory === "ondemand" && !m.member.readyShell) || undefined,
     readyShell: m.member?.readyShell,
@@ -101,12 +102,12 @@ const domains: DomainOperations = {
       throw error;
     }
   },
-  // A clone's parent is its family (clone ID > 0); a domain no fork touched is its own family.
+  // A clone's parent is its family (clone ID > 0); a domain no fork touched is its own family; a clone of a parent on another host has none here.
   list: () =>
     withHost((host) =>
       familyOrder(listMembers(host).map(listing), (d) => ({
         key: d.id,
-        parent: d.cloneId > 0 && d.family !== d.id ? d.family : undefined,
+        parent: d.cloneId > 0 && d.family !== d.id && d.parentHost === undefined ? d.family : undefined,
         cloneId: d.cloneId,
       })),
     ),
@@ -175,6 +176,7 @@ const domains: DomainOperations = {
     };
   },
   memberOf: (domain) => useAgentHost((host) => readMember(host.xenstore(), domain) ?? { cloneId: 0, family: domain }),
+  familyMember: (parentHost, family, cloneId) => useAgentHost((host) => familyMember(listMembers(host), parentHost, family, cloneId)),
   clonesOf: (domain) =>
     useAgentHost((host) => clonesOf(listMembers(host), domain).map((c) => ({ domain: c.domain.domid, cloneId: c.member!.cloneId }))),
   nextCloneId: (domain, round) =>

@@ -1,6 +1,6 @@
 /**
  * Where a family lives in XenStore: each member's `/local/domain/<domid>/snowflock/` holds its
- * clone ID, its family (the parent's domid), its MAC address, whether a pager serves its memory
+ * clone ID, its family (the parent's domid; with `parent-host`, on that inventory host), its MAC address, whether a pager serves its memory
  * (`memory` = ondemand: without the agent's pager it cannot run), whether it is a shell kept ready for
  * a fork (`ready-shell`: built under its future clone ID, it has never run), and the request/reply pair through
  * which the guest tool (guest/xen/sf) talks to the agent. dom0 owns every node; the member may
@@ -13,9 +13,11 @@ export const FAMILY_DIRECTORY = "snowflock";
 
 export interface FamilyKeys {
   cloneId: number;
-  /** The parent's domid (its own for a parent). */
+  /** The parent's domid (its own for a parent), on the parent's host. */
   family: number;
   parentName: string;
+  /** The inventory host the parent runs on, for a clone started here by a clone order (absent: this host). */
+  parentHost?: string;
   mac?: string;
   /** "ondemand": its memory comes from a pager in the agent that forked it. */
   memory?: "ondemand";
@@ -42,6 +44,7 @@ export function publishMember(store: XenStore, domid: number, keys: FamilyKeys):
     ["family", String(keys.family)],
     ["parent", keys.parentName],
   ];
+  if (keys.parentHost) entries.push(["parent-host", keys.parentHost]);
   if (keys.mac) entries.push(["mac", keys.mac]);
   if (keys.memory) entries.push(["memory", keys.memory]);
   if (keys.readyShell) entries.push(["ready-shell", "1"]);
@@ -74,6 +77,7 @@ export function readMember(store: XenStore, domid: number): FamilyKeys | undefin
     cloneId: Number(cloneId),
     family: Number(family),
     parentName: store.readString(familyPath(domid, "parent")) ?? "",
+    parentHost: store.readString(familyPath(domid, "parent-host")),
     mac: store.readString(familyPath(domid, "mac")),
     memory: store.readString(familyPath(domid, "memory")) === "ondemand" ? "ondemand" : undefined,
     readyShell: store.readString(familyPath(domid, "ready-shell")) === "1" || undefined,

@@ -22,12 +22,32 @@ export function listMembers(host: XenHost): XenMember[] {
     .map((domain) => ({ domain, name: domain.name ?? `domain-${domain.domid}`, member: readMember(store, domain.domid) }));
 }
 
-/** The clones whose family is `parent` (its domid); with `readyShells`, also the shells kept ready for its forks. */
+/**
+ * The clones whose family is `parent` (its domid on this host); with `readyShells`, also the shells
+ * kept ready for its forks. Clones of parents on other hosts are never among them.
+ */
 export function clonesOf(members: XenMember[], parent: number, { readyShells = false } = {}): XenMember[] {
   return members.filter(
     (m) =>
-      m.member && m.member.family === parent && m.member.cloneId > 0 && m.domain.domid !== parent && (readyShells || !m.member.readyShell),
+      m.member &&
+      m.member.family === parent &&
+      m.member.parentHost === undefined &&
+      m.member.cloneId > 0 &&
+      m.domain.domid !== parent &&
+      (readyShells || !m.member.readyShell),
   );
+}
+
+/**
+ * The domain of family member `cloneId` (0: the parent) of the parent `family` on `parentHost`
+ * (undefined: this host), if it runs here.
+ */
+export function familyMember(members: XenMember[], parentHost: string | undefined, family: number, cloneId: number): number | undefined {
+  if (cloneId === 0) return parentHost === undefined && members.some((m) => m.domain.domid === family) ? family : undefined;
+  return members.find(
+    (m) =>
+      m.member && !m.member.readyShell && m.member.family === family && m.member.parentHost === parentHost && m.member.cloneId === cloneId,
+  )?.domain.domid;
 }
 
 /** A domU by name or domid. */

@@ -8,14 +8,13 @@
 import { SnowflockError } from "../../errors.ts";
 import { scaledTimeout } from "../../timeouts.ts";
 import type { RemoteCloneRequest, StartedDomain } from "../backend.ts";
+import { writeReply } from "./family-keys.ts";
 import { workerError } from "./fork-helpers.ts";
 import type { XenHost } from "./host.ts";
 import { ramPagesOf } from "./ondemand.ts";
 import { restoreState, type XenState } from "./persist.ts";
 import { buildShells, type LibxlConfig, refuseWritableDisks, startHelpers } from "./shells.ts";
 
-/** The family keys' parent of a clone whose parent runs on another host (no domain here). */
-export const REMOTE_PARENT = 0;
 const FETCH_TIMEOUT_MS = scaledTimeout(30_000);
 
 export async function startRemoteClones(host: XenHost, request: RemoteCloneRequest): Promise<StartedDomain[]> {
@@ -30,7 +29,13 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
     await buildShells(
       host,
       helpers,
-      { parent: REMOTE_PARENT, parentName: request.parentName, config, workDirectory: request.workDirectory },
+      {
+        parent: request.parentDomain,
+        parentName: request.parentName,
+        parentHost: request.parentHost,
+        config,
+        workDirectory: request.workDirectory,
+      },
       request.cloneIds,
       {},
       built,
@@ -45,6 +50,9 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
     });
     if (reply.error) throw workerError(reply.error);
     for (const clone of built) restoreState(host, clone.domid, state);
+    // A guest's sf clone: each clone, resuming inside that call, finds its answer waiting.
+    if (request.replySeq !== undefined)
+      for (const clone of built) writeReply(host.xenstore(), clone.domid, request.replySeq, `ok ${clone.cloneId}`);
     for (const clone of built) host.unpause(clone.domid);
     return built;
   } catch (error) {

@@ -56,7 +56,7 @@ export function forkableParent(host: XenHost, domid: number): { parent: XenDomai
 export async function buildShells(
   host: XenHost,
   helpers: ForkHelpers,
-  family: { parent: number; parentName: string; config: LibxlConfig; workDirectory: string },
+  family: { parent: number; parentName: string; parentHost?: string; config: LibxlConfig; workDirectory: string },
   cloneIds: number[],
   keys: { memory?: "ondemand"; readyShell?: boolean },
   built: StartedDomain[],
@@ -83,6 +83,7 @@ export async function buildShells(
       cloneId: shell.cloneId,
       family: family.parent,
       parentName: family.parentName,
+      parentHost: family.parentHost,
       mac: shell.mac,
       ...keys,
     });
@@ -145,7 +146,7 @@ export function nextCloneId(host: XenHost, parent: number): number {
   let highest = 0;
   for (const domain of host.listDomains()) {
     const member = domain.domid === 0 ? undefined : readMember(store, domain.domid);
-    if (member && member.family === parent && member.cloneId > highest) highest = member.cloneId;
+    if (member && member.family === parent && member.parentHost === undefined && member.cloneId > highest) highest = member.cloneId;
   }
   return highest + 1;
 }

@@ -16,6 +16,7 @@ import {
   verifyAnswer,
 } from "../../../src/cluster/agent-protocol.ts";
 import { checkCloneOrder } from "../../../src/cluster/clone-order.ts";
+import { checkFamilyEvent, FAMILY_MESSAGE } from "../../../src/cluster/family-event.ts";
 import { SnowflockError } from "../../../src/errors.ts";
 import { formatPageServer } from "../../../src/memory/page-server-address.ts";
 import type { Rng } from "../../support/rng.ts";
@@ -52,6 +53,13 @@ const KEYS = [
   "error",
   "cloneId",
   "status",
+  "parentDomain",
+  "replySeq",
+  "event",
+  "to",
+  "from",
+  "message",
+  "result",
 ];
 
 const mcdistAddress = (json: string) => `mcdist:${Buffer.from(json).toString("base64url")}`;
@@ -102,7 +110,19 @@ function randomOrder(rng: Rng): Record<string, unknown> {
     memory: multicast ? ADDRESSES[1]! : ADDRESSES[0]!,
     parentIncarnation: `inc-${rng.int(0, 1e6)}`,
     heuristicsOff: rng.bool() ? [] : ["prefetch"],
+    ...(rng.bool() && { parentDomain: rng.int(1, 40), replySeq: String(rng.int(1, 1e9)) }),
   };
+}
+
+/** A family event as one dom0's agent sends another (family-event.ts). */
+function randomFamilyEvent(rng: Rng): Record<string, unknown> {
+  const parentDomain = rng.int(1, 40);
+  return rng.pick([
+    { event: "ended", parentDomain, cloneId: rng.int(1, 8), status: rng.pick([0, 1, -9, -11]), result: "0f".repeat(rng.int(1, 32)) },
+    { event: "kill", parentHost: "h0", parentDomain, cloneId: rng.int(1, 8) },
+    { event: "end-family", parentHost: "h0", parentDomain },
+    { event: "message", parentHost: "h0", parentDomain, to: rng.int(0, 4), from: rng.int(0, 4), message: `hello-${rng.int(0, 99)}` },
+  ]);
 }
 
 /** A request as it travels: the header line, a newline, the body (agent-protocol.ts). */
@@ -173,6 +193,7 @@ export const agentRequestTarget: FuzzTarget = {
     const checked = value as AgentRequestHeader;
     if (!bodyMatches(checked, body)) return "refused";
     if (checked.op === "clone") checkCloneOrder(parseLine(body));
+    if (checked.op === "family") checkFamilyEvent(parseLine(body));
     return "accepted";
   },
   expected: (error) => error instanceof SnowflockError,
@@ -225,6 +246,21 @@ export const cloneOrderTarget: FuzzTarget = {
     if (value === undefined) return "refused";
     const order = checkCloneOrder(value);
     check(new Set(order.cloneIds).size === order.cloneIds.length && order.cloneIds.length > 0, "checkCloneOrder passed bad clone IDs");
+    return "accepted";
+  },
+  expected: (error) => error instanceof SnowflockError,
+};
+
+export const familyEventTarget: FuzzTarget = {
+  name: "family-event",
+  seeds: (rng) => Array.from({ length: 4 }, () => new TextEncoder().encode(JSON.stringify(randomFamilyEvent(rng)))),
+  mutate: (input, rng, corpus) => mutateJsonBytes(input, rng, corpus, KEYS, ["h0", "", "ok", "\u0000"]),
+  run(input) {
+    const value = parseLine(input);
+    if (value === undefined) return "refused";
+    const event = checkFamilyEvent(value);
+    check(Number.isInteger(event.parentDomain) && event.parentDomain >= 1, "checkFamilyEvent passed a bad parentDomain");
+    if (event.event === "message") check(FAMILY_MESSAGE.test(event.message), "checkFamilyEvent passed a bad message");
     return "accepted";
   },
   expected: (error) => error instanceof SnowflockError,

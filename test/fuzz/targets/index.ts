@@ -1,6 +1,6 @@
 /** Every fuzz target, one per decoder, by name. */
 import type { FuzzTarget } from "../engine.ts";
-import { agentAnswerTarget, agentRequestTarget, cloneOrderTarget } from "./agent.ts";
+import { agentAnswerTarget, agentRequestTarget, cloneOrderTarget, familyEventTarget } from "./agent.ts";
 import { codecTarget, descriptorTarget, envelopeTarget } from "./descriptor.ts";
 import { launchRecordTarget } from "./launch-record.ts";
 import { frameTarget, messagesTarget, reassemblyTarget } from "./mcdist.ts";
@@ -17,6 +17,7 @@ export const TARGETS: readonly FuzzTarget[] = [
   agentRequestTarget,
   agentAnswerTarget,
   cloneOrderTarget,
+  familyEventTarget,
   pageProtocolTarget,
   pageServerAddressTarget,
   vmmControlTarget,
