@@ -6,7 +6,7 @@
  * domain goes on) followed by N × `xl restore` of the saved image, and the ratios. The domU is
  * started from an xl config file (the nested Xen host's test domU by default) at the memory asked.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { SnowflockError } from "../errors.ts";
 import type { DomainOperations, PoolResult } from "../backend/backend.ts";
@@ -21,6 +21,7 @@ import { machineNote, median } from "./machine.ts";
 import { linePlot } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
 import { cliCommand } from "./session.ts";
+import { configNamed, destroy, sh, startParent } from "./xen-domu.ts";
 
 export { defaultOutDir };
 
@@ -108,25 +109,6 @@ const AGENT_START_MS = 60_000;
 
 const seconds = (ms: number) => fixed(ms / 1000, 2);
 
-async function sh(command: string[], what: string): Promise<number> {
-  const started = performance.now();
-  const child = Bun.spawn(command, { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const [err, status] = await Promise.all([new Response(child.stderr).text(), child.exited]);
-  if (status !== 0) throw new SnowflockError("INTERNAL", `${what} failed (${command.join(" ")}): ${err.trim().split("\n").pop()}`);
-  return performance.now() - started;
-}
-
-const destroy = (name: string) => Bun.spawn(["xl", "destroy", name], { stdout: "ignore", stderr: "ignore" }).exited;
-
-/** A copy of the xl config with another name and memory = maxmem = `memoryBytes` (paging refuses more maxmem), for `xl create`/`xl restore`. */
-function configNamed(source: string, name: string, dir: string, memoryBytes: number): string {
-  const text = readFileSync(source, "utf8").replace(/^\s*(name|memory|maxmem)\s*=.*$/gm, "");
-  const path = join(dir, `${name}.cfg`);
-  const mib = Math.round(memoryBytes / 2 ** 20);
-  writeFileSync(path, `${text}\nname = "${name}"\nmemory = ${mib}\nmaxmem = ${mib}\n`);
-  return path;
-}
-
 /** The host's agent for on-demand forks: the one running, or one started for the bench (stopped by the returned function). */
 async function ensureAgent(say: (line: string) => void): Promise<() => Promise<void>> {
   if ("clones" in (await pagedClonesOfAgent(runDir()))) return async () => {};
@@ -155,20 +137,6 @@ async function forkOnDemand(n: number): Promise<{ fork: ForkResult; pagesFetched
   for (const c of fork.clones) await destroy(c.name);
   if (fetched.length !== n) throw new SnowflockError("CONTROL", `the agent listed ${fetched.length} of the ${n} on-demand clones`);
   return { fork, pagesFetchedPerClone: fetched.reduce((a, b) => a + b, 0) / n };
-}
-
-/** Starts the parent domU, again if it dies while booting (at most three times); its memory size. */
-async function startParent(domains: DomainOperations, config: string, say: (line: string) => void): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    await destroy(PARENT);
-    await sh(["xl", "create", config], "starting the parent domU");
-    // Until the guest's Xen drivers are up; false if it shut down first (see bootDomU in test/xen:
-    // the stock kernel now and then dies in its first instructions under emulation).
-    if (await domains.waitReady(PARENT, 600_000)) return (await domains.list()).find((d) => d.name === PARENT)!.memoryBytes;
-    if (attempt === 3)
-      throw new SnowflockError("VM_STATE", `the parent domU ${PARENT} shut down while booting, three times`, "`xl dmesg` says why");
-    say(`the parent domU died while booting (attempt ${attempt}); starting it again`);
-  }
 }
 
 /** Shells kept ready for N clones (timed), then the fork that takes them. */
@@ -221,7 +189,7 @@ export async function runXenForkBench(domains: DomainOperations, options: XenFor
     }
     const onDemand = options.memory.includes("ondemand") && !onDemandUnavailable;
     say("starting the parent domU");
-    const memoryBytes = await startParent(domains, config(PARENT), say);
+    const memoryBytes = await startParent(domains, PARENT, config(PARENT), say);
     const rows: XenForkRow[] = [];
     for (const n of options.clones) {
       const samples: XenSample[] = [];

@@ -1,7 +1,8 @@
 /**
  * `snowflock bench fork`: the fork benchmark (src/bench/fork.ts) beside QEMU, as a command; with
  * `--backend xen` (in a Xen dom0), fork of a PVH domU beside xl save/restore (src/bench/xen-fork.ts).
- * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (src/bench/cluster.ts).
+ * `snowflock bench cluster`: clones spread over test hosts, multicast vs unicast (src/bench/cluster.ts);
+ * with `--backend xen`, a domU's clones over a cluster's dom0s (src/bench/xen-cluster.ts).
  * `snowflock bench heuristics`: pages fetched with each avoidance heuristic on/off, one host and
  * across test hosts (src/bench/heuristics.ts).
  * `snowflock bench soak`: many fork/kill cycles, locally and across test hosts, with the host's
@@ -17,6 +18,7 @@ import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
 import { TEST_HOST_MTU } from "../cluster/test-hosts.ts";
 import type { DomainOperations } from "../backend/backend.ts";
+import { clusterOfThisHost } from "./cluster-option.ts";
 import { selectBackend } from "../backend/select.ts";
 import { memoryOption, memoryPathOption, transportOption } from "./options.ts";
 import { log, printJson, printLine } from "../output.ts";
@@ -38,6 +40,7 @@ interface BenchOptions {
   seed: string | number;
   backend?: string;
   domuConfig?: string;
+  inventory?: string;
   cycles: string | number;
   crossCycles: string | number;
   mtu: string | number;
@@ -56,6 +59,7 @@ const DEFAULTS = {
     runs: 3,
     mem: "256M",
     memory: ["eager", "ondemand"] as Array<"eager" | "ondemand">,
+    hosts: "1,2",
     domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg"),
   },
 };
@@ -99,8 +103,8 @@ export function registerBench(cli: CAC): void {
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option(
       "--hosts <list>",
-      "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8); heuristics: one " +
-        "count (default 3; 0 skips the cross-host part)",
+      "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8; --backend xen: how many of " +
+        "the inventory's dom0s, default 1,2); heuristics: one count (default 3; 0 skips the cross-host part)",
     )
     .option(
       "--transport <list>",
@@ -119,7 +123,11 @@ export function registerBench(cli: CAC): void {
     .option("--cycles <n>", "soak: fork/kill cycles on this host (0 skips)", { default: 1000 })
     .option("--cross-cycles <n>", "soak: fork/kill cycles across test hosts (0 skips; --hosts sets how many, default 2)", { default: 200 })
     .option("--json", "Print the report as JSON")
-    .option("--domu-config <file>", "fork --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)")
+    .option(
+      "--domu-config <file>",
+      "fork, cluster --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)",
+    )
+    .option("--inventory <file>", "cluster --backend xen: the inventory of the dom0s (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option(
       "--out <dir>",
       "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: " +
@@ -129,16 +137,18 @@ export function registerBench(cli: CAC): void {
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
     .example((bin) => `  ${bin} bench soak --cycles 1000 --cross-cycles 200`)
+    .example((bin) => `  ${bin} bench cluster --backend xen --inventory cluster.json --hosts 1,2 --clones 1,2,4,8   # in a dom0`)
     .action(async (benchmark: string, options: BenchOptions) => {
       if (!BENCHMARKS.includes(benchmark))
         throw new SnowflockError("USAGE", `unknown benchmark '${benchmark}'`, `the benchmarks are: ${BENCHMARKS.join(", ")}`);
       const backend = await selectBackend(options.backend, "bench");
       if (backend.domains) {
+        if (benchmark === "cluster") return benchDomainCluster(backend.domains, options);
         if (benchmark !== "fork")
           throw new SnowflockError(
             "USAGE",
             `snowflock bench ${benchmark} does not run on ${backend.name}`,
-            `on ${backend.name}: snowflock bench fork`,
+            `on ${backend.name}: snowflock bench fork, snowflock bench cluster`,
           );
         return benchDomainFork(backend.domains, options);
       }
@@ -190,6 +200,27 @@ async function benchDomainFork(domains: DomainOperations, options: BenchOptions)
     domuConfig,
     memoryBytes: memoryOption(options.mem ?? DEFAULTS.xen.mem),
     memory,
+    progress: (line) => log.info(line),
+  });
+  return publish(bench, report, options);
+}
+
+/** `bench cluster --backend xen`: in a dom0 of a cluster of Xen hosts, the family over 1..H of them. */
+async function benchDomainCluster(domains: DomainOperations, options: BenchOptions): Promise<number> {
+  const sorted = (values: number[]) => [...new Set(values)].sort((a, b) => a - b);
+  const clones = sorted(listOption(options.clones ?? DEFAULTS.xen.clones).map((n) => wholeNumber("--clones", n, domains.maxClones)));
+  const hosts = sorted(listOption(options.hosts ?? DEFAULTS.xen.hosts).map((n) => wholeNumber("--hosts", n, 64)));
+  const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
+  if (!existsSync(domuConfig))
+    throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
+  const bench = await import("../bench/xen-cluster.ts");
+  const report = await bench.runXenClusterBench(domains, {
+    clones,
+    hosts,
+    runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000),
+    domuConfig,
+    memoryBytes: memoryOption(options.mem ?? DEFAULTS.xen.mem),
+    cluster: clusterOfThisHost(options.inventory),
     progress: (line) => log.info(line),
   });
   return publish(bench, report, options);

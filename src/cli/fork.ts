@@ -56,6 +56,12 @@ function forkDomainNamed(domains: DomainOperations, name: string, clones: number
         "--cluster on Xen gives clones on other hosts their memory eagerly (a copy up front) for now",
         "leave out --memory",
       );
+    if (options.transport !== undefined && transportOption(options.transport) !== "tcp")
+      throw new SnowflockError(
+        "USAGE",
+        `--transport ${options.transport} is not there yet on Xen: the other hosts fetch the parent's memory over tcp`,
+        "leave out --transport (or give tcp)",
+      );
     return forkDomainAcross(domains, clusterOfThisHost(options.inventory), name, clones, { workDirectory: runDir(), progress });
   }
   // Clones with memory on demand live on with their pagers: the agent forks them and keeps them.
@@ -112,7 +118,7 @@ export function registerFork(cli: CAC): void {
     .option("--inventory <file>", "With --cluster on Xen: the cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option(
       "--transport <kind>",
-      "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with",
+      "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with (on Xen: tcp only)",
     )
     .option("--json", "Print the fork's result as JSON (the same shape on every backend; see the README)")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)

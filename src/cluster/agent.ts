@@ -34,8 +34,8 @@ import { lineLength } from "../net/byte-queue.ts";
 import type { ClusterEnvironment } from "../clone/cluster-environment.ts";
 import { type CloneOrder, type CloneOrderResult, checkCloneOrder } from "./clone-order.ts";
 import type { LaunchRecord } from "../clone/launch-record.ts";
-import { describePageServer, parsePageServer } from "../memory/page-server-address.ts";
-import type { ClusterContext, RelayAnswer } from "./cluster-context.ts";
+import { describePageServer, formatPageServer, parsePageServer } from "../memory/page-server-address.ts";
+import { type ClusterContext, type RelayAnswer, withOwnEnd } from "./cluster-context.ts";
 import packageJson from "../../package.json" with { type: "json" };
 import { scaledTimeout } from "../timeouts.ts";
 import type { BackendName } from "../backend/names.ts";
@@ -205,7 +205,8 @@ export function startAgent(options: AgentOptions): Agent {
         parentHost: order.parentHost,
         replySeq: order.replySeq,
         snapshot: descriptor,
-        server: order.memory,
+        // An mcdist server is reached through this host's end of the cluster's network.
+        server: formatPageServer(withOwnEnd(parsePageServer(order.memory), cluster)),
         cloneIds: order.cloneIds,
         workDirectory: runDir(),
       });

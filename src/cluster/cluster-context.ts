@@ -7,6 +7,7 @@ import { statSync } from "node:fs";
 import { networkInterfaces } from "node:os";
 import type { AgentOp } from "./agent-protocol.ts";
 import { SnowflockError } from "../errors.ts";
+import type { PageServerAddress } from "../memory/page-server-address.ts";
 import { controlRequest, type RequestBody } from "../vmm/control-client.ts";
 import type { ControlResponse } from "../vmm/protocol.ts";
 import { type AgentAddress, agentRequest } from "./agent-client.ts";
@@ -108,4 +109,18 @@ export function hostOfThisProcess(inventory: Inventory): InventoryHost | undefin
   }
   const addresses = new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address)));
   return inventory.hosts.find((h) => h.namespace === null && addresses.has(h.address));
+}
+
+/** An mcdist memory source needs this host's end of the family's network: its interface (and address, for UDP). */
+export function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefined): PageServerAddress {
+  if (server.kind !== "mcdist" || server.transport) return server;
+  if (!cluster) throw new SnowflockError("USAGE", "a clone served by mcdist must know its cluster host (its launch record's cluster)");
+  const host = cluster.host;
+  return {
+    ...server,
+    transport:
+      server.server.kind === "packet"
+        ? { kind: "packet", interface: host.interface }
+        : { kind: "udp", interface: host.interface, address: host.address },
+  };
 }

@@ -7,7 +7,9 @@
  * TCP on this host's cluster address. Every other host's agent gets one signed clone order with
  * the descriptor (state, libxl configuration, page bitmap, the pages a clone needs first) and
  * copies the memory once for all its clones (eager). The fork returns once every host answered;
- * the server goes with it, since the clones then hold all their memory.
+ * the server goes with it, since the clones then hold all their memory. The same spread serves a
+ * guest's own `sf clone` (domain-guests.ts): the parent given by domid, the ticket's clone IDs,
+ * and each clone told its ID before it runs.
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
@@ -58,7 +60,12 @@ export async function forkDomainAcross(
   const parentName = listing.name;
   const here = cluster.host.name;
   const rooms = await surveyRooms(cluster, listing.memoryBytes);
-  const first = domains.nextCloneId(listing.id, { clones: 0 });
+  // IDs follow those of the parent's clones still running, here and on the other hosts.
+  const elsewhere = rooms.flatMap((r) => (r.clones ?? []).filter((c) => c.parentHost === here && c.name.startsWith(`${parentName}.`)));
+  const first = Math.max(
+    domains.nextCloneId(listing.id, { clones: 0 }),
+    1 + Math.max(0, ...elsewhere.map((c) => Number(c.name.slice(parentName.length + 1))).filter(Number.isInteger)),
+  );
   const ids = options.cloneIds ?? Array.from({ length: clones }, (_, i) => first + i);
   const placement = spread(ids, rooms, here);
   if (placement.size < clones)

@@ -12,6 +12,8 @@ import { scaledTimeout } from "../timeouts.ts";
 export interface HostRoom {
   host: string;
   room: number;
+  /** The clones its agent runs for parents on other hosts: their names and their parents' hosts. */
+  clones?: Array<{ name: string; parentHost: string }>;
 }
 
 const HELLO_TIMEOUT_MS = scaledTimeout(2000);
@@ -26,7 +28,11 @@ export async function surveyRooms(cluster: ClusterContext, memoryBytes: number):
     cluster.inventory.hosts.map(async (host) => {
       try {
         const hello = (await cluster.agentCall(host, "hello", null, HELLO_TIMEOUT_MS)) as AgentHello;
-        return { host: host.name, room: roomOf(hello, memoryBytes) };
+        return {
+          host: host.name,
+          room: roomOf(hello, memoryBytes),
+          clones: hello.clones.map(({ name, parentHost }) => ({ name, parentHost })),
+        };
       } catch {
         return { host: host.name, room: 0 };
       }

@@ -23,12 +23,12 @@ import { guestImage } from "../guest/image.ts";
 import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
 import { CloneStatus, writeHypercallResult } from "../guest/hypercalls.ts";
 import { GuestMemory } from "../guest-memory/guest-memory.ts";
-import type { McdistAddress, PageServerAddress } from "../memory/page-server-address.ts";
+import type { McdistAddress } from "../memory/page-server-address.ts";
 import { McdistClient } from "../mcdist/client.ts";
 import { getpid } from "../sys/process.ts";
 import { type Heuristic, planFetches } from "../heuristics/heuristics.ts";
 import { type LaunchRecord, launchName } from "../clone/launch-record.ts";
-import { ClusterContext, memberRequest } from "../cluster/cluster-context.ts";
+import { ClusterContext, memberRequest, withOwnEnd } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
 import { claimName, ensureRunDir, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "../run-dir.ts";
@@ -323,20 +323,6 @@ function readDescriptor(
   } finally {
     client.close();
   }
-}
-
-/** An mcdist memory source needs this host's end of the family's network: its interface (and address, for UDP). */
-function withOwnEnd(server: PageServerAddress, cluster: ClusterContext | undefined): PageServerAddress {
-  if (server.kind !== "mcdist" || server.transport) return server;
-  if (!cluster) throw new SnowflockError("USAGE", "a clone served by mcdist must know its cluster host (its launch record's cluster)");
-  const host = cluster.host;
-  return {
-    ...server,
-    transport:
-      server.server.kind === "packet"
-        ? { kind: "packet", interface: host.interface }
-        : { kind: "udp", interface: host.interface, address: host.address },
-  };
 }
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */

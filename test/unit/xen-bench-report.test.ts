@@ -4,6 +4,11 @@
  * need a Xen dom0 (`bash test/xen/run.sh -- dist/snowflock-baseline bench fork --backend xen`).
  */
 import { expect, test } from "bun:test";
+import {
+  formatReport as formatXenClusterReport,
+  plotReport as plotXenClusterReport,
+  type XenClusterReport,
+} from "../../src/bench/xen-cluster.ts";
 import { formatReport, plotReport, type XenForkReport } from "../../src/bench/xen-fork.ts";
 
 const eagerRow = (clones: number) => ({
@@ -65,4 +70,45 @@ test("without paging: only the eager table, and why on demand is missing", () =>
   expect(text).not.toContain("where the time goes");
   expect(plotReport(base)).not.toContain("ondemand");
   expect(plotReport(base)).not.toContain("shells ready");
+});
+
+test("the Xen cluster benchmark's report: a row per hosts x N with its ratios to the two baselines, and whether each goal is met", () => {
+  const row = (hosts: number, clones: number, totalMs: number, serverBytes: number) => ({
+    hosts,
+    clones,
+    totalMs,
+    parentDownMs: 900,
+    remoteClones: hosts === 1 ? 0 : Math.ceil(clones / 2),
+    serverBytes,
+    serverPages: serverBytes / 4096,
+    hostsServed: hosts - 1,
+    timeRatio: totalMs / 10_000,
+    bytesRatio: serverBytes > 0 ? serverBytes / (40 << 20) : undefined,
+  });
+  const rows = [row(1, 8, 30_000, 0), row(2, 1, 12_000, 40 << 20), row(2, 8, 25_000, 41 << 20)];
+  const report: XenClusterReport = {
+    benchmark: "snowflock fork --cluster --backend xen (eager memory over TCP)",
+    machine: "test machine",
+    xen: "Xen 4.17.5",
+    memoryBytes: 256 << 20,
+    runs: 3,
+    hostNames: ["h1", "h2"],
+    oneHereMs: 10_000,
+    oneRemoteBytes: 40 << 20,
+    rows,
+    goals: [],
+  };
+  const text = formatXenClusterReport(report);
+  expect(text).toContain("baselines: one clone on the parent's host 10.00 s; one clone on another host: server 41.9 MB");
+  expect(text).toMatch(/^ +2 +8 +4 +25\.00 +2\.50x +0\.90 +43\.0 MB +10496 +1 +1\.02x$/m);
+  expect(text).toMatch(/^ +1 +8 +0 +30\.00 +3\.00x .* +- *$/m);
+  expect(plotXenClusterReport(report)).toContain("over 2 hosts");
+  const met = {
+    ...report,
+    goals: [
+      { goal: "g", value: "v", met: true },
+      { goal: "h", value: "w", met: false },
+    ],
+  };
+  expect(formatXenClusterReport(met)).toContain("goals:\n  met: g: v\n  NOT met: h: w");
 });
