@@ -15,7 +15,7 @@ import type { ForkResult } from "../clone/fork-result.ts";
 import { agentRequest } from "../cluster/agent-client.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
 import { forkDomainAcross } from "../cluster/domain-spread.ts";
-import type { FamilyEvent } from "../cluster/family-event.ts";
+import { END_CLONES_TIMEOUT_MS, type FamilyEvent } from "../cluster/family-event.ts";
 import { SnowflockError } from "../errors.ts";
 import { runDir } from "../run-dir.ts";
 import { formatSize } from "../size.ts";
@@ -88,7 +88,7 @@ async function endClones(cluster: ClusterContext, parentDomain: number, fork: Fo
   for (const clone of fork.clones.filter((c) => c.host === undefined || c.host === cluster.host.name)) await destroy(clone.name);
   const event: FamilyEvent = { event: "end-family", parentHost: cluster.host.name, parentDomain };
   const elsewhere = new Set(fork.clones.flatMap((c) => (c.host && c.host !== cluster.host.name ? [c.host] : [])));
-  for (const host of elsewhere) await cluster.agentCall(cluster.hostNamed(host), "family", event);
+  for (const host of elsewhere) await cluster.agentCall(cluster.hostNamed(host), "family", event, END_CLONES_TIMEOUT_MS);
 }
 
 /** Every host's agent must answer before a run: a silent one would simply get no clones. */

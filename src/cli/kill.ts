@@ -5,7 +5,7 @@ import { controlRequest } from "../vmm/control-client.ts";
 import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../run-dir.ts";
 import { selectBackend } from "../backend/select.ts";
 import type { DomainListing, DomainOperations } from "../backend/backend.ts";
-import type { FamilyEvent, FamilyEventAnswer } from "../cluster/family-event.ts";
+import { END_CLONES_TIMEOUT_MS, type FamilyEvent, type FamilyEventAnswer } from "../cluster/family-event.ts";
 import { clusterOfThisHost } from "./cluster-option.ts";
 import { log, printJson } from "../output.ts";
 import { scaledTimeout } from "../timeouts.ts";
@@ -94,7 +94,7 @@ async function killDomains(
   const event: FamilyEvent = { event: "end-family", parentHost: cluster.host.name, parentDomain: parent.id };
   for (const host of cluster.inventory.hosts.filter((h) => h.name !== cluster.host.name)) {
     try {
-      const answer = (await cluster.agentCall(host, "family", event)) as FamilyEventAnswer;
+      const answer = (await cluster.agentCall(host, "family", event, END_CLONES_TIMEOUT_MS)) as FamilyEventAnswer;
       for (const clone of answer.ended ?? []) results.push({ name: clone, host: host.name, result: "destroyed" });
     } catch (error) {
       log.warn(`host ${host.name} did not answer (${(error as Error).message}): clones of ${name} may still run there`);

@@ -35,7 +35,7 @@ import type { ForkResult } from "../clone/fork-result.ts";
 import type { ClusterContext } from "./cluster-context.ts";
 import { forkDomainAcross } from "./domain-spread.ts";
 import { DomainInboxes } from "./domain-inboxes.ts";
-import { EXIT_RESULT, FAMILY_MESSAGE, type FamilyEvent, type FamilyEventAnswer } from "./family-event.ts";
+import { END_CLONES_TIMEOUT_MS, EXIT_RESULT, FAMILY_MESSAGE, type FamilyEvent, type FamilyEventAnswer } from "./family-event.ts";
 import { Tickets } from "./tickets.ts";
 
 /** How long a look at which clones still run stays good while joins wait. */
@@ -146,7 +146,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         const elsewhere = remote.get(cloneId);
         if (elsewhere) {
           const event: FamilyEvent = { event: "kill", parentHost: thisHost!, parentDomain: parent, cloneId };
-          await cluster!.agentCall(cluster!.hostNamed(elsewhere.host), "family", event).catch((error) => {
+          await cluster!.agentCall(cluster!.hostNamed(elsewhere.host), "family", event, END_CLONES_TIMEOUT_MS).catch((error) => {
             log(`domain ${parent}: could not reach ${elsewhere.host} to end clone ${cloneId}: ${(error as Error).message}`);
           });
           remoteEnded(found!, cloneId, CloneStatus.KILLED);

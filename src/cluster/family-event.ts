@@ -6,6 +6,13 @@
  * Checked field by field: the agent acts on it.
  */
 import { SnowflockError } from "../errors.ts";
+import { scaledTimeout } from "../timeouts.ts";
+
+/**
+ * How long an agent may take to end clones (kill, end-family): each `libxl destroy` takes seconds
+ * on a busy host, longer than a control request's usual answer.
+ */
+export const END_CLONES_TIMEOUT_MS = scaledTimeout(60_000);
 
 /** What a clone may hand its parent with sf exit: a digest, a count, a word. */
 export const EXIT_RESULT = /^[0-9A-Za-z._+-]{1,64}$/;
