@@ -164,6 +164,11 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
   let channel: ReturnType<DomainOperations["guestRequests"]> | undefined;
   const reply = (request: GuestRequest, text: string) => channel?.answer(request.domain, request.seq, text);
   const inboxes = new DomainInboxes(limits.inboxMessages, (domain, seq, text) => channel?.answer(domain, seq, text));
+  /** Ends domains here; their inboxes go with them (a later domain may get the same id). */
+  const end = (ids: number[]) => {
+    for (const id of ids) inboxes.drop(id);
+    domains.destroy(ids);
+  };
 
   /** Where the requester stands in its family: its parent's host (undefined: this one), the parent's domid there, its clone ID. */
   const familyOf = (domain: number) => {
@@ -286,8 +291,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     log(
       `domain ${request.domain}: clone ${cloneId} of ${parentDomain}${parentHost ? ` on ${parentHost}` : ""} exits with ${status}${result ? ` (${result})` : ""}`,
     );
-    inboxes.drop(request.domain);
-    domains.destroy([request.domain]);
+    end([request.domain]);
   };
 
   const kill = async (request: GuestRequest): Promise<void> => {
@@ -376,10 +380,9 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
       }
       case "kill": {
         const domain = domains.familyMember(hostKey(event.parentHost), event.parentDomain, event.cloneId);
-        if (domain === undefined || event.cloneId === 0) return { found: false };
+        if (domain === undefined) return { found: false };
         log(`domain ${domain}: ended at the request of its parent's host ${event.parentHost}`);
-        inboxes.drop(domain);
-        domains.destroy([domain]);
+        end([domain]);
         return { found: true };
       }
       case "end-family": {
@@ -388,8 +391,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         const clones = (await domains.list()).filter(
           (d) => d.cloneId > 0 && d.parentHost === parentHost && d.family === event.parentDomain,
         );
-        for (const clone of clones) inboxes.drop(clone.id);
-        domains.destroy(clones.map((clone) => clone.id));
+        end(clones.map((clone) => clone.id));
         if (clones.length > 0) log(`ended ${clones.map((c) => c.name).join(", ")} at the request of their parent's host ${parentHost}`);
         return { found: clones.length > 0, ended: clones.map((c) => c.name) };
       }
