@@ -1,4 +1,4 @@
-/** `snowflock pool DOMAIN --clones N`: keep clone shells ready for a Xen domU's forks (src/backend/xen/ready-shells.ts). */
+/** `snowflock pool DOMAIN --clones N`: keep clone shells ready for a Xen domU's forks (the Xen backend keeps them: ready-shells.ts). */
 import type { CAC } from "cac";
 import type { PoolResult } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";

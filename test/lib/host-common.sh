@@ -264,6 +264,18 @@ mount -t tmpfs -o mode=0755 tmpfs /run
 INIT
 }
 
+# init_fail: fail STAGE MESSAGE, logged and (once $ctl_mounted is 1) written to $CTL/error, then
+# the script's own finish (what it writes back, power off).
+init_fail() {
+  cat <<'INIT'
+fail() { # fail STAGE MESSAGE
+  log "FAILED at $1: $2"
+  [ "$ctl_mounted" = 1 ] && printf '%s: %s\n' "$1" "$2" >"$CTL/error"
+  finish
+}
+INIT
+}
+
 # init_repo_share: the repository's 9p share mounted at its host path, in the cache mode run.sh
 # left in the control share ($CTL: cache, repo).
 init_repo_share() {

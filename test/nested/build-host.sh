@@ -136,20 +136,17 @@ export PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 CTL=/run/nested
 log() { echo "nested-init: $*" >/dev/ttyS0; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
-finish() { # finish: write back, power off
-  dmesg >"$CTL/dmesg.txt" 2>/dev/null
+ctl_mounted=0
+finish() { # write back what the host may want to see, power off
+  [ "$ctl_mounted" = 1 ] && dmesg >"$CTL/dmesg.txt" 2>/dev/null
   sync
   echo o >/proc/sysrq-trigger
   sleep 10
   exit 1
 }
-fail() { # fail STAGE MESSAGE
-  log "FAILED at $1: $2"
-  if [ "$ctl_mounted" = 1 ]; then printf '%s: %s\n' "$1" "$2" >"$CTL/error"; finish; fi
-  echo o >/proc/sysrq-trigger; sleep 10; exit 1
-}
 
 INIT
+  init_fail
   init_mounts
   cat <<'INIT'
 mkdir -p /run/lock /sys/fs/cgroup
@@ -165,7 +162,6 @@ grep -qw svm /proc/cpuinfo && kvm_module=kvm_amd
 grep -qw vmx /proc/cpuinfo && kvm_module=kvm_intel
 modprobe -a virtio_pci virtio_console virtio_rng 9pnet_virtio 9p $kvm_module || log "modprobe failed"
 mkdir -p "$CTL"
-ctl_mounted=0
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none ctl "$CTL" || fail mount "cannot mount the control share"
 ctl_mounted=1
 

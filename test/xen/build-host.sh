@@ -349,13 +349,9 @@ finish() { # write back what the host may want to see, power off
   sleep 30
   exit 1
 }
-fail() { # fail STAGE MESSAGE
-  log "FAILED at $1: $2"
-  [ "$ctl_mounted" = 1 ] && printf '%s: %s\n' "$1" "$2" >"$CTL/error"
-  finish
-}
 
 INIT
+  init_fail
   init_mounts
   cat <<'INIT'
 mkdir -p /run/lock
