@@ -153,7 +153,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
           return;
         }
         const clone = runningClones(parent, true).find((c) => c.cloneId === cloneId);
-        if (clone) domains.destroy([clone.domain]);
+        if (clone) end([clone.domain]);
         if (!statuses.has(cloneId)) statuses.set(cloneId, CloneStatus.KILLED);
       },
     });
@@ -169,6 +169,9 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     for (const id of ids) inboxes.drop(id);
     domains.destroy(ids);
   };
+
+  /** Before a message goes into an inbox: those of domains ended behind the agent's back (xl destroy, a crash) go. */
+  const dropGoneInboxes = async () => inboxes.keepOnly(new Set((await domains.list()).map((d) => d.id)));
 
   /** Where the requester stands in its family: its parent's host (undefined: this one), the parent's domid there, its clone ID. */
   const familyOf = (domain: number) => {
@@ -306,6 +309,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
 
   /** A message for member `to` of a family: into its inbox if it runs here, else asked of the other hosts. */
   const deliver = async (event: Extract<FamilyEvent, { event: "message" }>): Promise<FamilyEventAnswer> => {
+    await dropGoneInboxes();
     const here = deliverHere(event);
     if (here.found) return here;
     const answers = await Promise.all(
@@ -396,6 +400,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         return { found: clones.length > 0, ended: clones.map((c) => c.name) };
       }
       case "message":
+        await dropGoneInboxes();
         return deliverHere(event);
     }
   };

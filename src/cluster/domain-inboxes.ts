@@ -51,4 +51,9 @@ export class DomainInboxes {
   drop(domain: number): void {
     this.inboxes.delete(domain);
   }
+
+  /** Drops the inboxes of every domain not in `running` (they ended in ways the agent did not see). */
+  keepOnly(running: ReadonlySet<number>): void {
+    for (const domain of this.inboxes.keys()) if (!running.has(domain)) this.inboxes.delete(domain);
+  }
 }

@@ -60,6 +60,17 @@ function fakeHypervisor() {
       };
     },
     destroy: (ids) => ids.forEach((id) => alive.delete(id)),
+    list: async () =>
+      [...alive].map(([id, d]) => ({
+        name: `d${id}`,
+        id,
+        state: "running",
+        memoryBytes: 0,
+        vcpus: 1,
+        cloneId: d.cloneId,
+        family: d.family,
+        depth: d.cloneId === 0 ? 0 : 1,
+      })),
   };
   const send = (domain: number, seq: number, verb: string, ...args: string[]) => onRequest!({ domain, verb, seq: String(seq), args });
   return { alive, answers, send, domains: domains as DomainOperations };
@@ -196,6 +207,7 @@ test("sf send and sf recv: a clone's message reaches its parent's inbox; a waiti
   h.send(100, 2, "send", "0", "hello-from-1");
   await settle();
   h.send(101, 2, "send", "0", "second"); // the parent's inbox holds one message here
+  await settle();
   h.send(5, 2, "recv");
   h.send(5, 3, "recv", "nowait");
   await settle();
@@ -229,6 +241,23 @@ test("sf send and sf recv: a clone's message reaches its parent's inbox; a waiti
     "101#8: error a message is one word of 1 to 128 printable ASCII characters",
     "101#9: error recv takes nothing or 'nowait'",
   ]);
+});
+
+test("the inbox of a domain ended behind the agent's back goes before the next message: a domain that takes its id finds none", async () => {
+  const h = fakeHypervisor();
+  serveDomainGuests(h.domains, { workDirectory: "/tmp", log: () => {}, limits: DEFAULT_GUEST_LIMITS });
+  h.send(5, 1, "clone", "2");
+  await settle();
+  h.send(101, 2, "send", "1", "for-the-first-100");
+  await settle();
+  h.alive.delete(100); // xl destroy, or a crash: the agent is not told
+  h.send(101, 3, "send", "0", "hello");
+  await settle();
+  h.alive.set(100, { cloneId: 3, family: 5 }); // a later clone gets domid 100
+  h.send(100, 4, "recv", "nowait");
+  h.send(5, 5, "recv", "nowait");
+  await settle();
+  expect(h.answers.filter((a) => !a.includes("#1: "))).toEqual(["101#2: ok", "101#3: ok", "100#4: error no message", "5#5: ok 2 hello"]);
 });
 
 /** This dom0 as host h2 of a cluster whose other host h1 is a stand-in that records what it is told. */
