@@ -14,6 +14,7 @@ import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
 import { POLLIN } from "../sys/constants.ts";
 import { newSender, sealControl } from "./control.ts";
 import { decodeFrame, encodeFrame, type Frame, FrameType, peekPage } from "./frame.ts";
+import { LossRateCap } from "./loss-rate.ts";
 import {
   checkFamilyKey,
   DESCRIPTOR_CHUNK,
@@ -44,6 +45,8 @@ const MAX_PARTIAL_CHUNKS = 2 * MAX_REQUEST_PAGES;
 const RATE_REPORT_EVERY_MS = 1000;
 /** A measured capacity is reported at this share of what handling costs, and never below the server's floor. */
 const CAPACITY_HEADROOM = 0.8;
+/** Where a measuring client's cap starts halving when the server was not paced yet (pages/s, 64 MB/s). */
+const UNPACED_RATE_GUESS = 16384;
 
 export interface McdistClientOptions {
   /** Where to listen and send; a Transport already open is owned (closed) by the client. */
@@ -95,6 +98,9 @@ export class McdistClient {
   private readonly sender = newSender();
   private sequence = 0;
   private rateReportedAt = -Infinity;
+  private rateReported: number | undefined;
+  /** A measuring client's reports, held down while its frames go missing (loss-rate.ts). */
+  private readonly lossCap = new LossRateCap(MIN_PACED_RATE, UNPACED_RATE_GUESS);
   /** When to ask again: learnt from this client's round trips, kept across fetches. */
   private readonly timer: RetransmitTimer;
   /** Pages completed, and the time spent reading and handling frames, since the last measured report. */
@@ -178,6 +184,7 @@ export class McdistClient {
   reportRate(pagesPerSecond: number): void {
     this.sendFrame(FrameType.RATE, 0n, encodeRate(pagesPerSecond));
     this.rateReportedAt = performance.now();
+    this.rateReported = pagesPerSecond;
   }
 
   stats(): McdistClientStats {
@@ -243,6 +250,8 @@ export class McdistClient {
         if (now >= deadline) throw this.silent(`${what} ${missing()[0]}`, retries);
         retries++;
         this.counters.retries++;
+        // Frames went missing: a measuring client slows the server down before it asks again.
+        if (retries === 1 && this.options.ratePagesPerSecond === "measured") this.reportRate(this.lossCap.lost(this.rateReported));
         this.timer.backOff();
         const unicast = retries > MULTICAST_RETRIES;
         if (retries === MULTICAST_RETRIES + 1) this.counters.unicastFallbacks++;
@@ -262,7 +271,9 @@ export class McdistClient {
     const otherVersion = this.dropped.version ?? 0;
     return new SnowflockError(
       "MEMORY",
-      `the mcdist server at ${this.options.server.address} did not answer ${what} within ${this.options.timeoutMs} ms (${retries} retries)`,
+      `the mcdist server at ${this.options.server.address} did not answer ${what} within ${this.options.timeoutMs} ms (${retries} retries; ` +
+        `${this.counters.framesReceived} frames received, dropped: ${JSON.stringify(this.stats().framesDropped)}` +
+        `${this.lossCap.current !== undefined ? `; asked the server for ${this.lossCap.current} pages/s` : ""})`,
       otherVersion > 0
         ? `${otherVersion} frames of another mcdist wire version were refused: run the same snowflock on every host`
         : "is the parent's mcdist server running, and this host on the family's network?",
@@ -313,7 +324,7 @@ export class McdistClient {
   private maybeReportRate(): void {
     const option = this.options.ratePagesPerSecond;
     if (option === undefined || performance.now() - this.rateReportedAt < RATE_REPORT_EVERY_MS) return;
-    const rate = option === "measured" ? this.measuredCapacity() : option;
+    const rate = option === "measured" ? this.lossCap.report(this.measuredCapacity()) : option;
     if (rate !== undefined) this.reportRate(rate);
   }
 

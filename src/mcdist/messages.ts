@@ -143,10 +143,11 @@ export function decodeRequest(payload: Uint8Array, pageCount: number, chunkCount
 }
 
 /**
- * The slowest pace a rate report can set (pages/s, 4 MB/s): a receiver slower than this loses
- * frames and retries rather than holding back its whole family.
+ * The slowest pace a rate report can set (pages/s, 1 MB/s): a receiver slower than this loses
+ * frames and retries rather than holding back its whole family. (A link that loses frames at a
+ * higher pace makes its receivers report less: loss-rate.ts.)
  */
-export const MIN_PACED_RATE = 1000;
+export const MIN_PACED_RATE = 250;
 
 /** RATE message: the pages per second a receiver keeps up with (u32). */
 export function encodeRate(pagesPerSecond: number): Uint8Array {

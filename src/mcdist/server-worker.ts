@@ -24,6 +24,7 @@ import {
   decodeRequest,
   descriptorChunks,
   encodeChunkObject,
+  MAX_REQUEST_PAGES,
   MessageError,
   MIN_PACED_RATE,
   pageTag,
@@ -179,7 +180,8 @@ class McdistServer {
   /** The most sends the queue takes now: MAX_QUEUE, and when paced, MAX_QUEUE_MS worth. */
   private queueCapacity(): number {
     const rate = this.pacedRate(performance.now());
-    return rate === 0 ? MAX_QUEUE : Math.min(MAX_QUEUE, Math.max(PACING_BURST, Math.floor((rate * MAX_QUEUE_MS) / 1000)));
+    // At the slowest pace a whole request still fits beside another one waiting.
+    return rate === 0 ? MAX_QUEUE : Math.min(MAX_QUEUE, Math.max(2 * MAX_REQUEST_PAGES, Math.floor((rate * MAX_QUEUE_MS) / 1000)));
   }
 
   /** Queues a send of each asked page (or descriptor chunk) that no send queued or made since answers. */
