@@ -286,6 +286,8 @@ export interface RemoteCloneRequest {
   server: string;
   cloneIds: number[];
   workDirectory: string;
+  /** Lines on a long fetch of the parent's memory (every few seconds). */
+  progress?: (line: string) => void;
 }
 
 /** The operator's commands on VMs the hypervisor runs (Xen): fork, ls, kill; and what the host's agent needs to serve the guests. */

@@ -10,6 +10,7 @@ import type { Backend, DomainOperations } from "../backend/backend.ts";
 import { selectBackend } from "../backend/select.ts";
 import { ensureRunDir, runDir } from "../run-dir.ts";
 import { log } from "../output.ts";
+import { transportOption } from "./options.ts";
 
 export const DEFAULT_AGENT_MAX_CLONES = 16;
 
@@ -35,6 +36,11 @@ export function registerAgent(cli: CAC): void {
       "In a Xen dom0, how the domUs' clones get memory: eager (a copy up front) or ondemand (paged in by a pager; a Xen built " +
         "with paging). Default: ondemand where Xen pages, else eager",
     )
+    .option(
+      "--transport <kind>",
+      "In a Xen dom0 with --host: how other hosts fetch the memory of the domUs' clones placed there: tcp (the default), " +
+        "packet or udp (mcdist multicast: each page once for all hosts)",
+    )
     .example((bin) => `  ${bin} agent --inventory /etc/snowflock/cluster.json --host h3`)
     .example((bin) => `  ${bin} agent --backend xen     # in a Xen dom0: serve the sf tool of every domU`)
     .action(async (options: AgentOptions) => {
@@ -46,11 +52,14 @@ export function registerAgent(cli: CAC): void {
       let operator: { close(): void } | undefined;
       if (domains) {
         const memory = guestMemory(domains, options.memory);
-        guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line), memory, cluster });
+        const transport = options.transport === undefined ? undefined : transportOption(options.transport);
+        guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line), memory, cluster, transport });
         operator = serveAgentSocket(domains, ensureRunDir(), (line) => log.info(line));
         log.success(
           `${backend.name} agent serving the domUs' sf requests (guest/xen); their clones' memory: ${memory}` +
-            (cluster ? `; their families spread over ${cluster.inventory.hosts.length} host(s)` : ""),
+            (cluster
+              ? `; their families spread over ${cluster.inventory.hosts.length} host(s) (memory by ${options.transport ?? "tcp"})`
+              : ""),
         );
       }
       const control = cluster && startControlPlane(options, backend, cluster, guests);
@@ -68,6 +77,7 @@ interface AgentOptions {
   maxClones: number | string;
   backend?: string;
   memory?: string;
+  transport?: string;
 }
 
 /** The memory mode asked for (refused where the hypervisor cannot), else ondemand where it pages. */

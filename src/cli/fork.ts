@@ -56,13 +56,8 @@ function forkDomainNamed(domains: DomainOperations, name: string, clones: number
         "--cluster on Xen gives clones on other hosts their memory eagerly (a copy up front) for now",
         "leave out --memory",
       );
-    if (options.transport !== undefined && transportOption(options.transport) !== "tcp")
-      throw new SnowflockError(
-        "USAGE",
-        `--transport ${options.transport} is not there yet on Xen: the other hosts fetch the parent's memory over tcp`,
-        "leave out --transport (or give tcp)",
-      );
-    return forkDomainAcross(domains, clusterOfThisHost(options.inventory), name, clones, { workDirectory: runDir(), progress });
+    const transport = options.transport === undefined ? undefined : transportOption(options.transport);
+    return forkDomainAcross(domains, clusterOfThisHost(options.inventory), name, clones, { workDirectory: runDir(), progress, transport });
   }
   // Clones with memory on demand live on with their pagers: the agent forks them and keeps them.
   if (options.memory === "ondemand") return forkThroughAgent(runDir(), name, clones, "ondemand");
@@ -118,7 +113,7 @@ export function registerFork(cli: CAC): void {
     .option("--inventory <file>", "With --cluster on Xen: the cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option(
       "--transport <kind>",
-      "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with (on Xen: tcp only)",
+      "With --cluster: packet or udp (mcdist multicast) or tcp (unicast); default: what the VM was started with (on Xen: tcp)",
     )
     .option("--json", "Print the fork's result as JSON (the same shape on every backend; see the README)")
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} fork web --clones 4 && ${bin} logs web.2`)

@@ -76,6 +76,15 @@ export interface ForkResult {
   onDemand?: OnDemandFork;
   /** Xen: clones started from shells kept ready before the fork (`snowflock pool`). */
   shellsReady?: number;
-  /** A family spread over hosts (Xen): what the memory server sent the other hosts. */
-  memoryServer?: { pagesServed: number; bytesSent: number; clients: number };
+  /** A family spread over hosts (Xen): how the other hosts fetched the memory, and what the server sent them. */
+  transport?: RemoteTransport;
+  memoryServer?: {
+    pagesServed: number;
+    bytesSent: number;
+    /** Connections (tcp), or the hosts served (mcdist). */
+    clients: number;
+    /** mcdist: frames, and pages sent more than once (retransmissions). */
+    framesSent?: number;
+    pagesResent?: number;
+  };
 }

@@ -17,10 +17,9 @@ import { spawnClone, type StartTimes } from "../vmm/spawn.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { formatPageServer } from "../memory/page-server-address.ts";
 import type { LaunchRecord } from "./launch-record.ts";
-import { type McdistServer, startMcdistServer } from "../mcdist/server.ts";
 import { SnowflockError } from "../errors.ts";
-import type { CloneReport, ForkResult, MemoryPath, RemoteTransport } from "./fork-result.ts";
-import { randomBytes } from "node:crypto";
+import type { CloneReport, ForkResult, MemoryPath } from "./fork-result.ts";
+import { type FamilyMulticast, multicastMemory, type RemoteServing, startFamilyMulticast } from "./family-multicast.ts";
 import { describeMachine } from "./describe.ts";
 import { captureRound, type RoundTimings } from "./pipeline.ts";
 
@@ -32,7 +31,7 @@ export interface CloneSource {
   /** For `ondemand`: serves the frozen image; lives as long as the clones may fault. */
   server?: MemoryServer;
   /** For clones on other hosts over mcdist: the multicast server of this round's family. */
-  mcdist?: { server: McdistServer; family: number; key: Uint8Array; mtu: number };
+  mcdist?: FamilyMulticast;
   descriptorPath: string;
   descriptorBytes: number;
   /** SHA-256 (hex) of the descriptor: clones that receive it by multicast check it against this. */
@@ -41,15 +40,6 @@ export interface CloneSource {
   /** When its round began (performance.now()) and how long each phase took. */
   startedAt: number;
   timings: RoundTimings;
-}
-
-/** How this host serves memory to clones on other hosts. */
-export interface RemoteServing {
-  transport: RemoteTransport;
-  /** This host's address and interface on the cluster network, and its MTU. */
-  address: string;
-  interface: string;
-  mtu: number;
 }
 
 /**
@@ -102,23 +92,10 @@ function machineRound(
           socketPath: join(runDir(), `${about.name}.pages-${stamp}.sock`),
           tcpAddress: remote?.address,
         });
-      let mcdist: CloneSource["mcdist"];
-      if (remote && remote.transport !== "tcp") {
-        const family = randomBytes(4).readUInt32BE(0);
-        const key = new Uint8Array(randomBytes(32));
-        const transport =
-          remote.transport === "packet"
-            ? { kind: "packet" as const, interface: remote.interface }
-            : { kind: "udp" as const, interface: remote.interface, address: remote.address };
-        const mtu = remote.mtu;
-        const size = machine.memory.size;
-        mcdist = {
-          server: await startMcdistServer({ imageFd: imageFd!, size, family, key, transport, mtu, descriptor: bytes }),
-          family,
-          key,
-          mtu,
-        };
-      }
+      const mcdist =
+        remote && remote.transport !== "tcp"
+          ? await startFamilyMulticast(imageFd!, machine.memory.size, { ...remote, transport: remote.transport }, bytes)
+          : undefined;
       return {
         backend: descriptor!.meta.backend,
         parent: about.name,
@@ -141,14 +118,7 @@ function machineRound(
 
 /** What a clone on another host is told of this source's memory (formatPageServer's text form). */
 export function remoteMemory(source: CloneSource): string {
-  if (source.mcdist)
-    return formatPageServer({
-      kind: "mcdist",
-      server: source.mcdist.server.endpoint,
-      family: source.mcdist.family,
-      key: source.mcdist.key,
-      mtu: source.mcdist.mtu,
-    });
+  if (source.mcdist) return multicastMemory(source.mcdist);
   if (!source.server?.tcp) throw new SnowflockError("INTERNAL", "this clone source serves no host but its own");
   return formatPageServer(source.server.tcp);
 }

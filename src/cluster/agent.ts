@@ -209,6 +209,7 @@ export function startAgent(options: AgentOptions): Agent {
         server: formatPageServer(withOwnEnd(parsePageServer(order.memory), cluster)),
         cloneIds: order.cloneIds,
         workDirectory: runDir(),
+        progress: say,
       });
       const ms = performance.now() - started;
       say(`${names} running (${(ms / 1000).toFixed(1)} s)`);

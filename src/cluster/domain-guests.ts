@@ -31,7 +31,7 @@ import { SnowflockError } from "../errors.ts";
 import { CloneStatus, GuestError } from "../guest/hypercalls.ts";
 import { type GuestLimits, guestLimits } from "../guest/limits.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
-import type { ForkResult } from "../clone/fork-result.ts";
+import type { ForkResult, RemoteTransport } from "../clone/fork-result.ts";
 import type { ClusterContext } from "./cluster-context.ts";
 import { forkDomainAcross } from "./domain-spread.ts";
 import { DomainInboxes } from "./domain-inboxes.ts";
@@ -75,6 +75,8 @@ export interface DomainGuestsOptions {
   memory?: "eager" | "ondemand";
   /** The cluster this dom0 is a host of: the guests' clones spread over its hosts, and their family reaches across. */
   cluster?: ClusterContext;
+  /** How the other hosts fetch the memory of clones placed there (default tcp). */
+  transport?: RemoteTransport;
 }
 
 export interface DomainGuests {
@@ -213,6 +215,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         result = await forkDomainAcross(domains, spreadOver, request.domain, count, {
           workDirectory,
           memory: options.memory,
+          transport: options.transport,
           cloneIds,
           replySeq: request.seq,
           onPlacement: (placed) => {

@@ -3,11 +3,12 @@
  * family spread over the cluster's hosts by the same placement as KVM's (placement.ts: round-robin
  * over the hosts with room, this one last). One round of the clone pipeline here suspends the
  * parent once: it builds and starts the clones placed on this host as a local fork does, and
- * freezes the parent's memory into an image, which a memory server in this process serves over
- * TCP on this host's cluster address. Every other host's agent gets one signed clone order with
- * the descriptor (state, libxl configuration, page bitmap, the pages a clone needs first) and
- * copies the memory once for all its clones (eager). The fork returns once every host answered;
- * the server goes with it, since the clones then hold all their memory. The same spread serves a
+ * freezes the parent's memory into an image, which a server in this process serves on this
+ * host's end of the cluster: the memory server over TCP, or mcdist (`packet`, `udp`: every page
+ * answered to all hosts at once). Every other host's agent gets one signed clone order with the
+ * descriptor (state, libxl configuration, page bitmap, the pages a clone needs first) and copies
+ * the memory once for all its clones (eager). The fork returns once every host answered; the
+ * server goes with it, since the clones then hold all their memory. The same spread serves a
  * guest's own `sf clone` (domain-guests.ts): the parent given by domid, the ticket's clone IDs,
  * and each clone told its ID before it runs.
  */
@@ -15,7 +16,8 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { DomainOperations, DomainRoundOptions, StartedDomain } from "../backend/backend.ts";
 import { describeDomain } from "../clone/describe.ts";
-import type { CloneReport, ForkResult } from "../clone/fork-result.ts";
+import { type FamilyMulticast, multicastMemory, startFamilyMulticast } from "../clone/family-multicast.ts";
+import type { CloneReport, ForkResult, RemoteTransport } from "../clone/fork-result.ts";
 import { captureRound } from "../clone/pipeline.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { SnowflockError } from "../errors.ts";
@@ -38,6 +40,8 @@ export interface SpreadOptions {
   cloneIds?: number[];
   /** How the clones get memory when all land on this host (clones on other hosts get theirs eagerly). */
   memory?: "eager" | "ondemand";
+  /** How the other hosts fetch the image (default tcp). */
+  transport?: RemoteTransport;
   /** A guest's `sf clone` request (its sequence number): every clone, here or elsewhere, answers it with its ID. */
   replySeq?: string;
   /** Where each clone goes, before any starts (a clone may end before the fork returns). */
@@ -90,7 +94,9 @@ export async function forkDomainAcross(
     onCloneReady: options.onCloneReady,
     onParentResumed: options.onParentResumed,
   });
+  const transport = options.transport ?? "tcp";
   let server: MemoryServer | undefined;
+  let multicast: FamilyMulticast | undefined;
   try {
     const { source, timings, startedAt } = await captureRound(round);
     const image = round.exported();
@@ -98,13 +104,21 @@ export async function forkDomainAcross(
     let descriptorBytes = 0;
     if (remote.length > 0) {
       if (!image) throw new SnowflockError("INTERNAL", `the round of ${parentName} exported no image for the other hosts`);
-      server = await startMemoryServer({
-        imageFd: image.fd,
-        layout: memoryLayout(image.snapshot.state.memorySize),
-        socketPath: join(options.workDirectory, `${parentName}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
-        tcpAddress: cluster.host.address,
-      });
       const bytes = encodeDescriptor(describeDomain(image.snapshot));
+      if (transport === "tcp")
+        server = await startMemoryServer({
+          imageFd: image.fd,
+          layout: memoryLayout(image.snapshot.state.memorySize),
+          socketPath: join(options.workDirectory, `${parentName}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
+          tcpAddress: cluster.host.address,
+        });
+      else
+        multicast = await startFamilyMulticast(image.fd, image.snapshot.state.memorySize, {
+          transport,
+          address: cluster.host.address,
+          interface: cluster.host.interface,
+          mtu: cluster.inventory.mtu,
+        });
       descriptor = Buffer.from(bytes).toString("base64");
       descriptorBytes = bytes.byteLength;
     }
@@ -114,7 +128,7 @@ export async function forkDomainAcross(
       descriptor,
       cloneIds: hostIds,
       placement: Object.fromEntries(ids.map((id) => [`${parentName}.${id}`, placement.get(id)!])),
-      memory: formatPageServer(server!.tcp!),
+      memory: multicast ? multicastMemory(multicast) : formatPageServer(server!.tcp!),
       parentIncarnation: `${getpid()}-${randomBytes(6).toString("hex")}`,
       heuristicsOff: [],
       parentDomain: listing.id,
@@ -163,7 +177,6 @@ export async function forkDomainAcross(
       failed.push(...a.answer.failed.map((f) => ({ name: `${parentName}.${f.cloneId}`, error: `on ${a.host}: ${f.error}` })));
     }
     reports.sort((a, b) => a.cloneId - b.cloneId);
-    const stats = server?.stats();
     return {
       backend: "xen",
       parent: parentName,
@@ -181,7 +194,8 @@ export async function forkDomainAcross(
         copyMs: timings.captureMs,
         startMs: localStarted.at - (restoreStarted - startedAt),
       },
-      memoryServer: stats && { pagesServed: stats.pagesServed, bytesSent: stats.bytesSent, clients: stats.clients },
+      memoryServer: servedFigures(server, multicast, remote.length),
+      ...(remote.length > 0 && { transport }),
       shellsReady: 0,
     };
   } catch (error) {
@@ -189,7 +203,23 @@ export async function forkDomainAcross(
     throw error;
   } finally {
     server?.close();
+    await multicast?.server.close();
     round.exported()?.close();
     await round.release();
   }
+}
+
+/** What went to the other hosts: the memory server's answers, or mcdist's frames (every host hears each once). */
+function servedFigures(
+  server: MemoryServer | undefined,
+  multicast: FamilyMulticast | undefined,
+  hosts: number,
+): ForkResult["memoryServer"] {
+  if (server) {
+    const s = server.stats();
+    return { pagesServed: s.pagesServed, bytesSent: s.bytesSent, clients: s.clients };
+  }
+  if (!multicast) return undefined;
+  const s = multicast.server.stats();
+  return { pagesServed: s.pagesSent, bytesSent: s.bytesSent, clients: hosts, framesSent: s.framesSent, pagesResent: s.pagesResent };
 }

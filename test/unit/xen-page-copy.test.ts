@@ -16,7 +16,7 @@ import {
   trimImageFile,
 } from "../../src/backend/xen/memory-image.ts";
 import { COPY_BATCH, copyPages } from "../../src/backend/xen/page-copy.ts";
-import { fetchIntoShells } from "../../src/backend/xen/page-fetch.ts";
+import { fetchIntoShells, UnaskedPages } from "../../src/backend/xen/page-fetch.ts";
 
 const PAGE = 4096;
 const ENOENT = -2;
@@ -207,6 +207,30 @@ describe("fetchIntoShells (a parent on another host, eager)", () => {
     expect(server.requests.flat()).toEqual(Array.from({ length: Math.ceil(frames / 3) }, (_, i) => i * 3));
     for (const shell of [5, 6])
       for (let gfn = 0; gfn < frames; gfn++) expect(memory.domains.get(shell)!.get(gfn)).toEqual(parent.get(gfn)!);
+  });
+
+  test("pages another host asked for (multicast) are written from what came and not asked for again", () => {
+    const frames = COPY_BATCH + 64;
+    const parent = domain(frames, [], (gfn) => filled((gfn % 200) + 1));
+    const bitmap = new Uint8Array(Math.ceil(frames / 8)).fill(0xff);
+    const memory = new StandInMemory();
+    memory.domains.set(
+      7,
+      domain(frames, [], () => new Uint8Array(PAGE)),
+    );
+    const unasked = new UnaskedPages();
+    const server = source(parent);
+    // Another host's answers arrive while this one fetches its first pages: frames 3, 500 and COPY_BATCH + 1.
+    const fetch = server.fetch;
+    server.fetch = (pages: number[]) => {
+      if (server.requests.length === 0) for (const gfn of [3, 500, COPY_BATCH + 1]) unasked.keep(gfn, parent.get(gfn)!);
+      return fetch(pages);
+    };
+    const result = fetchIntoShells(memory as unknown as ForeignMemory, server, [7], frames, bitmap, unasked);
+    expect(result).toEqual({ pagesFetched: frames, pagesZero: 0, pagesUnasked: 2 }); // frame 3 was asked for before it came
+    expect(server.requests.flat()).not.toContain(500);
+    expect(server.requests.flat()).not.toContain(COPY_BATCH + 1);
+    for (let gfn = 0; gfn < frames; gfn++) expect(memory.domains.get(7)!.get(gfn)).toEqual(parent.get(gfn)!);
   });
 
   test("a shell without a frame the parent has fails, naming the frame; a short bitmap is refused", () => {

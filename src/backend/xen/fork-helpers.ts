@@ -25,13 +25,18 @@ export class ForkHelpers {
     return this.workers.length;
   }
 
-  call<K extends ForkWorkerReply["kind"]>(
+  /** The helper's answer to `request`; lines it reports on the way go to `progress`. */
+  call<K extends Exclude<ForkWorkerReply["kind"], "progress">>(
     index: number,
     request: Extract<ForkWorkerRequest, { kind: K }>,
+    progress?: (line: string) => void,
   ): Promise<Extract<ForkWorkerReply, { kind: K }>> {
     const worker = this.workers[index]!;
     return new Promise((resolve, reject) => {
-      worker.onmessage = (event: MessageEvent<Extract<ForkWorkerReply, { kind: K }>>) => resolve(event.data);
+      worker.onmessage = (event: MessageEvent<ForkWorkerReply>) => {
+        if (event.data.kind === "progress") progress?.(event.data.line);
+        else resolve(event.data as Extract<ForkWorkerReply, { kind: K }>);
+      };
       worker.onerror = (event) => reject(new SnowflockError("INTERNAL", `a Xen fork helper thread failed: ${event.message}`));
       worker.postMessage(request);
     });

@@ -8,8 +8,8 @@ import { SnowflockError } from "../../errors.ts";
 import { openXen, type XenHost } from "./host.ts";
 import { captureImagePart, type ImagePart } from "./memory-image.ts";
 import { copyPages, type PageCopyResult } from "./page-copy.ts";
-import { fetchIntoShells, type PageFetchResult } from "./page-fetch.ts";
-import { openPageSource } from "../../memory/page-source.ts";
+import { fetchIntoShells, type PageFetchResult, UnaskedPages } from "./page-fetch.ts";
+import { openPageSource, type PageSource } from "../../memory/page-source.ts";
 
 export type ForkWorkerRequest =
   | { kind: "shells"; shells: Array<{ name: string; json: string }> }
@@ -22,7 +22,8 @@ export type ForkWorkerReply =
   | { kind: "shells"; domids: number[]; error?: WorkerError }
   | { kind: "copy"; result?: PageCopyResult; error?: WorkerError }
   | { kind: "capture"; part?: ImagePart; error?: WorkerError }
-  | { kind: "fetch"; result?: PageFetchResult; error?: WorkerError };
+  | { kind: "fetch"; result?: PageFetchResult; error?: WorkerError }
+  | { kind: "progress"; line: string };
 
 export interface WorkerError {
   code: string;
@@ -40,6 +41,36 @@ function describe(error: unknown): WorkerError {
     ? { code: error.code, message: error.message, hint: error.hint }
     : { code: "INTERNAL", message: (error as Error).message };
 }
+
+const PROGRESS_EVERY_MS = 10_000;
+
+/** Every PROGRESS_EVERY_MS of a fetch, a line: how far, how fast, what went wrong on the way. */
+function fetchProgress(source: PageSource, nonZeroPages: Uint8Array): (pagesDone: number) => void {
+  const total = nonZeroPages.reduce((sum, byte) => sum + popcount(byte), 0);
+  const started = performance.now();
+  let last = started;
+  return (pagesDone) => {
+    const now = performance.now();
+    if (now - last < PROGRESS_EVERY_MS) return;
+    last = now;
+    const perSecond = (pagesDone * 4096) / 2 ** 20 / ((now - started) / 1000);
+    const retries = source.retries?.() ?? 0;
+    const rejected = source.framesRejected?.() ?? 0;
+    self.postMessage({
+      kind: "progress",
+      line:
+        `fetched ${pagesDone.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} pages (${perSecond.toFixed(1)} MiB/s)` +
+        (retries > 0 ? `, ${retries} retries` : "") +
+        (rejected > 0 ? `, ${rejected} frames rejected` : ""),
+    } satisfies ForkWorkerReply);
+  };
+}
+
+const popcount = (byte: number) => {
+  let n = 0;
+  for (let b = byte; b !== 0; b &= b - 1) n++;
+  return n;
+};
 
 self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
   const request = event.data;
@@ -62,15 +93,17 @@ self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
   const memory = xen().foreignMemory();
   try {
     if (request.kind === "fetch") {
+      const unasked = new UnaskedPages();
       const source = openPageSource({
         server: request.server,
         pageCount: request.pages,
         timeoutMs: request.timeoutMs,
         wakeFd: -1,
-        onExtraPage: () => {},
+        onExtraPage: unasked.keep,
       });
       try {
-        const result = fetchIntoShells(memory, source, request.shells, request.pages, request.nonZeroPages);
+        const progress = fetchProgress(source, request.nonZeroPages);
+        const result = fetchIntoShells(memory, source, request.shells, request.pages, request.nonZeroPages, unasked, progress);
         self.postMessage({ kind: "fetch", result } satisfies ForkWorkerReply);
       } finally {
         source.close();

@@ -2,7 +2,9 @@
  * Filling clone shells on this host from a parent on another host (eager): every frame the
  * parent's image marks as holding data is fetched once from its memory server (a PageSource:
  * TCP, or mcdist) and written into the same frame of each shell; a frame the parent had zero is
- * zeroed where the domain builder left something. Runs on a fork helper thread (it blocks).
+ * zeroed where the domain builder left something. Over mcdist, pages another host asked for reach
+ * this one too: kept (up to MAX_KEPT_PAGES) and not asked for again. Runs on a fork helper thread
+ * (it blocks).
  */
 import { SnowflockError } from "../../errors.ts";
 import { isZeroPage } from "../../guest-memory/zero-page.ts";
@@ -17,31 +19,58 @@ export interface PageFetchResult {
   /** Frames fetched (each written to every shell), and frames the parent had zero. */
   pagesFetched: number;
   pagesZero: number;
+  /** Of the frames fetched, those that came without this host asking (another host's request, by multicast). */
+  pagesUnasked: number;
+}
+
+/** Pages other hosts asked for, kept until their batch comes; 128 MiB at most (later ones are asked for again). */
+export const MAX_KEPT_PAGES = 32768;
+
+/** Pages that arrived unasked (PageSourceOptions.onExtraPage), by frame. */
+export class UnaskedPages {
+  private readonly pages = new Map<number, Uint8Array>();
+  keep = (page: number, data: Uint8Array): void => {
+    if (this.pages.size < MAX_KEPT_PAGES) this.pages.set(page, data.slice()); // data is the source's buffer
+  };
+  take(page: number): Uint8Array | undefined {
+    const data = this.pages.get(page);
+    this.pages.delete(page);
+    return data;
+  }
 }
 
 const hasData = (bitmap: Uint8Array, frame: number) => ((bitmap[frame >> 3]! >> (frame & 7)) & 1) === 1;
 
-/** Frames [0, pages) of every shell in `shells` from `source`, as `nonZeroPages` says. */
+/** Frames [0, pages) of every shell in `shells` from `source`, as `nonZeroPages` says; `unasked`: what came by others' requests. */
 export function fetchIntoShells(
   memory: Pick<ForeignMemory, "map" | "unmap">,
   source: Pick<PageSource, "fetch">,
   shells: number[],
   pages: number,
   nonZeroPages: Uint8Array,
+  unasked?: UnaskedPages,
+  progress?: (pagesDone: number) => void,
 ): PageFetchResult {
   if (nonZeroPages.byteLength < Math.ceil(pages / 8))
     throw new SnowflockError("INTERNAL", `a page bitmap of ${nonZeroPages.byteLength} bytes for ${pages} frames`);
   let pagesFetched = 0;
   let pagesZero = 0;
+  let pagesUnasked = 0;
   for (let first = 0; first < pages; first += COPY_BATCH) {
     const count = Math.min(COPY_BATCH, pages - first);
     const wanted: number[] = [];
     for (let frame = first; frame < first + count; frame++) if (hasData(nonZeroPages, frame)) wanted.push(frame);
     // The batch's pages, fetched before any shell is mapped (a fetch may wait on the network).
     const data = new Uint8Array(wanted.length * XC_PAGE_SIZE);
-    for (let i = 0; i < wanted.length; i += MAX_PAGES_PER_REQUEST) {
-      const part = wanted.slice(i, i + MAX_PAGES_PER_REQUEST);
-      source.fetch(part).forEach((page, k) => data.set(page, (i + k) * XC_PAGE_SIZE));
+    for (let i = 0; i < wanted.length; ) {
+      // What came meanwhile by another host's request is not asked for.
+      const ask: number[] = [];
+      for (; i < wanted.length && ask.length < MAX_PAGES_PER_REQUEST; i++) {
+        const page = unasked?.take(wanted[i]!);
+        if (page) data.set(page, i * XC_PAGE_SIZE), pagesUnasked++;
+        else ask.push(i);
+      }
+      if (ask.length > 0) source.fetch(ask.map((k) => wanted[k]!)).forEach((page, k) => data.set(page, ask[k]! * XC_PAGE_SIZE));
     }
     const frames = frameRun(first, count);
     for (const shell of shells) {
@@ -64,6 +93,7 @@ export function fetchIntoShells(
     }
     pagesFetched += wanted.length;
     pagesZero += count - wanted.length;
+    progress?.(pagesFetched);
   }
-  return { pagesFetched, pagesZero };
+  return { pagesFetched, pagesZero, pagesUnasked };
 }

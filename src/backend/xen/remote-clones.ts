@@ -40,14 +40,18 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
       {},
       built,
     );
-    const reply = await helpers.call(0, {
-      kind: "fetch",
-      server: request.server,
-      pages,
-      nonZeroPages: request.snapshot.nonZeroPages,
-      shells: built.map((clone) => clone.domid),
-      timeoutMs: FETCH_TIMEOUT_MS,
-    });
+    const reply = await helpers.call(
+      0,
+      {
+        kind: "fetch",
+        server: request.server,
+        pages,
+        nonZeroPages: request.snapshot.nonZeroPages,
+        shells: built.map((clone) => clone.domid),
+        timeoutMs: FETCH_TIMEOUT_MS,
+      },
+      request.progress && ((line) => request.progress!(`${request.parentName} from ${request.parentHost}: ${line}`)),
+    );
     if (reply.error) throw workerError(reply.error);
     for (const clone of built) restoreState(host, clone.domid, state);
     // A guest's sf clone: each clone, resuming inside that call, finds its answer waiting.
