@@ -2,16 +2,17 @@
  * `snowflock bench cluster --backend xen`, in a dom0 of a cluster of Xen hosts (every dom0 runs
  * `snowflock agent --backend xen --host H`): N clones of a PVH domU spread over the first H hosts
  * of the inventory (this one first) with `fork --cluster`'s pipeline (src/cluster/domain-spread.ts),
- * for each H and N: time to all N running, the parent's stop, and what the fork's memory server
- * sent to the other hosts (bytes, pages, hosts served). In the same run, two baselines: one clone
- * on the parent's own host (time), and one clone on another host (server bytes). Ratios against
- * those are what the goals speak of; under emulation only they mean anything.
+ * for each H, transport (H > 1: tcp, or mcdist's packet/udp) and N: time to all N running, the
+ * parent's stop, and what the fork's server sent to the other hosts (bytes, pages, hosts served).
+ * In the same run, two baselines: one clone on the parent's own host (time), and one clone on
+ * another host over each transport (server bytes). Ratios against those are what the goals speak
+ * of; under emulation only they mean anything.
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { DomainOperations } from "../backend/backend.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
-import type { ForkResult } from "../clone/fork-result.ts";
+import type { ForkResult, RemoteTransport } from "../clone/fork-result.ts";
 import { agentRequest } from "../cluster/agent-client.ts";
 import { ClusterContext } from "../cluster/cluster-context.ts";
 import { forkDomainAcross } from "../cluster/domain-spread.ts";
@@ -32,6 +33,8 @@ export interface XenClusterBenchOptions {
   clones: number[];
   /** How many of the inventory's hosts each family may spread over (this host always among them). */
   hosts: number[];
+  /** How the other hosts fetch the image, for rows with H > 1. */
+  transports: RemoteTransport[];
   runs: number;
   domuConfig: string;
   memoryBytes: number;
@@ -41,6 +44,8 @@ export interface XenClusterBenchOptions {
 
 export interface XenClusterRow {
   hosts: number;
+  /** How the other hosts fetched the image (rows with H > 1). */
+  transport?: RemoteTransport;
   clones: number;
   /** From the request to the last clone running (the other hosts' answers included). */
   totalMs: number;
@@ -53,12 +58,12 @@ export interface XenClusterRow {
   hostsServed: number;
   /** totalMs / one clone on the parent's host. */
   timeRatio: number;
-  /** serverBytes / one clone on another host (undefined when nothing went to another host). */
+  /** serverBytes / one clone on another host over the same transport (undefined when nothing went to another host). */
   bytesRatio?: number;
 }
 
 export interface XenClusterReport {
-  benchmark: "snowflock fork --cluster --backend xen (eager memory over TCP)";
+  benchmark: "snowflock fork --cluster --backend xen (eager memory)";
   machine: string;
   xen: string;
   memoryBytes: number;
@@ -66,8 +71,8 @@ export interface XenClusterReport {
   hostNames: string[];
   /** One clone on the parent's own host: time to running. */
   oneHereMs: number;
-  /** One clone on another host: what the memory server sent. */
-  oneRemoteBytes?: number;
+  /** One clone on another host: what the server sent, by transport. */
+  oneRemoteBytes: Partial<Record<RemoteTransport, number>>;
   rows: XenClusterRow[];
   goals: Array<{ goal: string; value: string; met: boolean }>;
 }
@@ -119,61 +124,54 @@ export async function runXenClusterBench(domains: DomainOperations, options: Xen
     say("starting the parent domU");
     const memoryBytes = await startParent(domains, PARENT, configNamed(options.domuConfig, PARENT, dir, options.memoryBytes), say);
     const parentDomain = (await domains.list()).find((d) => d.name === PARENT)!.id;
-    const spreadFork = async (hosts: number, n: number) => {
+    const spreadFork = async (hosts: number, n: number, transport?: RemoteTransport) => {
       const scope = firstHosts(cluster, hosts);
-      const fork = await forkDomainAcross(domains, scope, PARENT, n, { workDirectory: runDir() });
+      const fork = await forkDomainAcross(domains, scope, PARENT, n, { workDirectory: runDir(), transport });
       await endClones(scope, parentDomain, fork);
       if (fork.failed.length > 0)
         throw new SnowflockError("VM_STATE", `${fork.failed.length} clone(s) failed: ${fork.failed.map((f) => f.error).join("; ")}`);
       return fork;
     };
 
+    const spreads = options.hosts.some((h) => h > 1);
     const here: number[] = [];
-    const remote: number[] = [];
+    const remote = new Map<RemoteTransport, number[]>(options.transports.map((t) => [t, []]));
     for (let run = 1; run <= options.runs; run++) {
       say(`baseline run ${run}/${options.runs}: one clone on ${cluster.host.name}`);
       const fork = await forkDomain(domains, PARENT, 1, { workDirectory: runDir() });
       for (const clone of fork.clones) await destroy(clone.name);
       here.push(fork.totalMs);
-      if (cluster.inventory.hosts.length > 1) {
-        say(`baseline run ${run}/${options.runs}: one clone on another host`);
-        remote.push((await spreadFork(2, 1)).memoryServer?.bytesSent ?? 0);
+      if (!spreads) continue;
+      for (const [transport, bytes] of remote) {
+        say(`baseline run ${run}/${options.runs}: one clone on another host (${transport})`);
+        bytes.push((await spreadFork(2, 1, transport)).memoryServer?.bytesSent ?? 0);
       }
     }
     const oneHereMs = median(here);
-    const oneRemoteBytes = remote.length > 0 ? median(remote) : undefined;
+    const oneRemoteBytes: XenClusterReport["oneRemoteBytes"] = {};
+    for (const [transport, bytes] of remote) if (bytes.length > 0) oneRemoteBytes[transport] = median(bytes);
 
     const rows: XenClusterRow[] = [];
     for (const hosts of options.hosts) {
-      for (const n of options.clones) {
-        const forks: ForkResult[] = [];
-        for (let run = 1; run <= options.runs; run++) {
-          say(`${hosts} host(s), N=${n}, run ${run}/${options.runs}`);
-          forks.push(await spreadFork(hosts, n));
+      for (const transport of hosts > 1 ? options.transports : [undefined]) {
+        for (const n of options.clones) {
+          const label = `${hosts} host(s)${transport ? ` over ${transport}` : ""}, N=${n}`;
+          const forks: ForkResult[] = [];
+          for (let run = 1; run <= options.runs; run++) {
+            say(`${label}, run ${run}/${options.runs}`);
+            forks.push(await spreadFork(hosts, n, transport));
+          }
+          const row = summarize(forks, { hosts, transport, n, here: cluster.host.name, oneHereMs, oneRemoteBytes });
+          rows.push(row);
+          say(
+            `${label}: ${seconds(row.totalMs)} s to all running (${fixed(row.timeRatio, 2)}x one clone here), ` +
+              `server ${megabytes(row.serverBytes)}${row.bytesRatio !== undefined ? ` (${fixed(row.bytesRatio, 2)}x one clone elsewhere)` : ""}`,
+          );
         }
-        const m = (pick: (f: ForkResult) => number) => median(forks.map(pick));
-        const serverBytes = m((f) => f.memoryServer?.bytesSent ?? 0);
-        const row: XenClusterRow = {
-          hosts,
-          clones: n,
-          totalMs: m((f) => f.totalMs),
-          parentDownMs: m((f) => f.pausedMs),
-          remoteClones: forks[0]!.clones.filter((c) => c.host !== cluster.host.name).length,
-          serverBytes,
-          serverPages: m((f) => f.memoryServer?.pagesServed ?? 0),
-          hostsServed: m((f) => f.memoryServer?.clients ?? 0),
-          timeRatio: m((f) => f.totalMs) / oneHereMs,
-          bytesRatio: oneRemoteBytes && serverBytes > 0 ? serverBytes / oneRemoteBytes : undefined,
-        };
-        rows.push(row);
-        say(
-          `${hosts} host(s), N=${n}: ${seconds(row.totalMs)} s to all running (${fixed(row.timeRatio, 2)}x one clone here), ` +
-            `server ${megabytes(row.serverBytes)}${row.bytesRatio !== undefined ? ` (${fixed(row.bytesRatio, 2)}x one clone elsewhere)` : ""}`,
-        );
       }
     }
     return {
-      benchmark: "snowflock fork --cluster --backend xen (eager memory over TCP)",
+      benchmark: "snowflock fork --cluster --backend xen (eager memory)",
       machine: machineNote(),
       xen: await domains.hypervisor(),
       memoryBytes,
@@ -189,6 +187,36 @@ export async function runXenClusterBench(domains: DomainOperations, options: Xen
   }
 }
 
+/** One row: the medians of its runs, and their ratios to the baselines. */
+function summarize(
+  forks: ForkResult[],
+  at: {
+    hosts: number;
+    transport?: RemoteTransport;
+    n: number;
+    here: string;
+    oneHereMs: number;
+    oneRemoteBytes: XenClusterReport["oneRemoteBytes"];
+  },
+): XenClusterRow {
+  const m = (pick: (f: ForkResult) => number) => median(forks.map(pick));
+  const serverBytes = m((f) => f.memoryServer?.bytesSent ?? 0);
+  const oneRemote = at.transport && at.oneRemoteBytes[at.transport];
+  return {
+    hosts: at.hosts,
+    ...(at.transport && { transport: at.transport }),
+    clones: at.n,
+    totalMs: m((f) => f.totalMs),
+    parentDownMs: m((f) => f.pausedMs),
+    remoteClones: forks[0]!.clones.filter((c) => c.host !== at.here).length,
+    serverBytes,
+    serverPages: m((f) => f.memoryServer?.pagesServed ?? 0),
+    hostsServed: m((f) => f.memoryServer?.clients ?? 0),
+    timeRatio: m((f) => f.totalMs) / at.oneHereMs,
+    bytesRatio: oneRemote && serverBytes > 0 ? serverBytes / oneRemote : undefined,
+  };
+}
+
 /** The issue's goals, for the widest spread measured: bytes for N clones ≤ 1.2x one clone's; N = 8 over 2 hosts ≤ 2x one clone here. */
 function goals(rows: XenClusterRow[], oneHereMs: number): XenClusterReport["goals"] {
   const out: XenClusterReport["goals"] = [];
@@ -201,10 +229,9 @@ function goals(rows: XenClusterRow[], oneHereMs: number): XenClusterReport["goal
       met: worst.bytesRatio! <= 1.2,
     });
   }
-  const eight = rows.find((r) => r.hosts === 2 && r.clones === 8);
-  if (eight)
+  for (const eight of rows.filter((r) => r.hosts === 2 && r.clones === 8))
     out.push({
-      goal: "N=8 over 2 hosts running <= 2x one clone on the parent's host",
+      goal: `N=8 over 2 hosts (${eight.transport}) running <= 2x one clone on the parent's host`,
       value: `${seconds(eight.totalMs)} s vs ${seconds(oneHereMs)} s (${fixed(eight.totalMs / oneHereMs, 2)}x)`,
       met: eight.totalMs <= 2 * oneHereMs,
     });
@@ -217,12 +244,27 @@ export function formatReport(report: XenClusterReport): string {
     `${report.machine}; ${report.xen}; PVH domU of ${formatSize(report.memoryBytes)}; hosts ${report.hostNames.join(", ")}; ` +
       `median of ${report.runs} run(s)`,
     `baselines: one clone on the parent's host ${seconds(report.oneHereMs)} s; one clone on another host: server ` +
-      (report.oneRemoteBytes === undefined ? "-" : megabytes(report.oneRemoteBytes)),
+      (Object.entries(report.oneRemoteBytes)
+        .map(([t, bytes]) => `${megabytes(bytes)} (${t})`)
+        .join(", ") || "-"),
     "",
     ...table(
-      ["hosts", "N", "elsewhere", "running s", "vs 1 here", "parent down s", "server bytes", "pages", "hosts served", "vs 1 elsewhere"],
+      [
+        "hosts",
+        "transport",
+        "N",
+        "elsewhere",
+        "running s",
+        "vs 1 here",
+        "parent down s",
+        "server bytes",
+        "pages",
+        "hosts served",
+        "vs 1 elsewhere",
+      ],
       report.rows.map((r) => [
         String(r.hosts),
+        r.transport ?? "-",
         String(r.clones),
         String(r.remoteClones),
         seconds(r.totalMs),
@@ -248,10 +290,14 @@ export function plotReport(report: XenClusterReport): string {
     yLabel: "seconds to all N running",
     xLog2: true,
     series: [
-      ...[...new Set(report.rows.map((r) => r.hosts))].map((hosts) => ({
-        name: hosts === 1 ? "on 1 host" : `over ${hosts} hosts`,
-        points: report.rows.filter((r) => r.hosts === hosts).map((r): [number, number] => [r.clones, r.totalMs / 1000]),
-      })),
+      ...[...new Set(report.rows.map((r) => `${r.hosts} ${r.transport ?? ""}`))].map((key) => {
+        const rows = report.rows.filter((r) => `${r.hosts} ${r.transport ?? ""}` === key);
+        const { hosts, transport } = rows[0]!;
+        return {
+          name: hosts === 1 ? "on 1 host" : `over ${hosts} hosts (${transport})`,
+          points: rows.map((r): [number, number] => [r.clones, r.totalMs / 1000]),
+        };
+      }),
       {
         name: "one clone on the parent's host",
         points: report.rows.map((r): [number, number] => [r.clones, report.oneHereMs / 1000]),

@@ -60,6 +60,7 @@ const DEFAULTS = {
     mem: "256M",
     memory: ["eager", "ondemand"] as Array<"eager" | "ondemand">,
     hosts: "1,2",
+    transport: "tcp,packet",
     domuConfig: () => join(process.env.SNOWFLOCK_XEN_DOMU_DIR ?? "/usr/local/share/snowflock-xen/domu", "pvh.cfg"),
   },
 };
@@ -109,7 +110,7 @@ export function registerBench(cli: CAC): void {
     .option(
       "--transport <list>",
       "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) " +
-        "(default packet,tcp); heuristics: one (default packet)",
+        "(default packet,tcp; --backend xen: tcp,packet); heuristics: one (default packet)",
     )
     .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", {
       default: "search-par",
@@ -213,10 +214,12 @@ async function benchDomainCluster(domains: DomainOperations, options: BenchOptio
   const domuConfig = String(options.domuConfig ?? DEFAULTS.xen.domuConfig());
   if (!existsSync(domuConfig))
     throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
+  const transports = [...new Set(listOption(options.transport ?? DEFAULTS.xen.transport).map(transportOption))];
   const bench = await import("../bench/xen-cluster.ts");
   const report = await bench.runXenClusterBench(domains, {
     clones,
     hosts,
+    transports,
     runs: wholeNumber("--runs", options.runs ?? DEFAULTS.xen.runs, 1000),
     domuConfig,
     memoryBytes: memoryOption(options.mem ?? DEFAULTS.xen.mem),

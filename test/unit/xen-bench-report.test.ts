@@ -72,9 +72,10 @@ test("without paging: only the eager table, and why on demand is missing", () =>
   expect(plotReport(base)).not.toContain("shells ready");
 });
 
-test("the Xen cluster benchmark's report: a row per hosts x N with its ratios to the two baselines, and whether each goal is met", () => {
-  const row = (hosts: number, clones: number, totalMs: number, serverBytes: number) => ({
+test("the Xen cluster benchmark's report: a row per hosts x transport x N with its ratios to the two baselines, and whether each goal is met", () => {
+  const row = (hosts: number, clones: number, totalMs: number, serverBytes: number, transport?: "tcp" | "packet") => ({
     hosts,
+    ...(transport && { transport }),
     clones,
     totalMs,
     parentDownMs: 900,
@@ -85,24 +86,33 @@ test("the Xen cluster benchmark's report: a row per hosts x N with its ratios to
     timeRatio: totalMs / 10_000,
     bytesRatio: serverBytes > 0 ? serverBytes / (40 << 20) : undefined,
   });
-  const rows = [row(1, 8, 30_000, 0), row(2, 1, 12_000, 40 << 20), row(2, 8, 25_000, 41 << 20)];
+  const rows = [
+    row(1, 8, 30_000, 0),
+    row(2, 1, 12_000, 40 << 20, "tcp"),
+    row(2, 8, 25_000, 41 << 20, "tcp"),
+    row(2, 8, 27_000, 41 << 20, "packet"),
+  ];
   const report: XenClusterReport = {
-    benchmark: "snowflock fork --cluster --backend xen (eager memory over TCP)",
+    benchmark: "snowflock fork --cluster --backend xen (eager memory)",
     machine: "test machine",
     xen: "Xen 4.17.5",
     memoryBytes: 256 << 20,
     runs: 3,
     hostNames: ["h1", "h2"],
     oneHereMs: 10_000,
-    oneRemoteBytes: 40 << 20,
+    oneRemoteBytes: { tcp: 40 << 20, packet: 40 << 20 },
     rows,
     goals: [],
   };
   const text = formatXenClusterReport(report);
-  expect(text).toContain("baselines: one clone on the parent's host 10.00 s; one clone on another host: server 41.9 MB");
-  expect(text).toMatch(/^ +2 +8 +4 +25\.00 +2\.50x +0\.90 +43\.0 MB +10496 +1 +1\.02x$/m);
-  expect(text).toMatch(/^ +1 +8 +0 +30\.00 +3\.00x .* +- *$/m);
-  expect(plotXenClusterReport(report)).toContain("over 2 hosts");
+  expect(text).toContain(
+    "baselines: one clone on the parent's host 10.00 s; one clone on another host: server 41.9 MB (tcp), 41.9 MB (packet)",
+  );
+  expect(text).toMatch(/^ +2 +tcp +8 +4 +25\.00 +2\.50x +0\.90 +43\.0 MB +10496 +1 +1\.02x$/m);
+  expect(text).toMatch(/^ +2 +packet +8 +4 +27\.00 +2\.70x /m);
+  expect(text).toMatch(/^ +1 +- +8 +0 +30\.00 +3\.00x .* +- *$/m);
+  expect(plotXenClusterReport(report)).toContain("over 2 hosts (tcp)");
+  expect(plotXenClusterReport(report)).toContain("over 2 hosts (packet)");
   const met = {
     ...report,
     goals: [
