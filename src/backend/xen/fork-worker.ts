@@ -15,7 +15,7 @@ export type ForkWorkerRequest =
   | { kind: "shells"; shells: Array<{ name: string; json: string }> }
   | { kind: "copy"; parent: number; clones: number[]; maximumGpfn: number }
   | { kind: "capture"; parent: number; image: { pages: number; address: number }; first: number; count: number }
-  | { kind: "fetch"; server: string; pages: number; nonZeroPages: Uint8Array; shells: number[]; timeoutMs: number }
+  | { kind: "fetch"; server: string; pages: number; nonZeroPages: Uint8Array; dataPages: number; shells: number[]; timeoutMs: number }
   | { kind: "close" };
 
 export type ForkWorkerReply =
@@ -45,8 +45,7 @@ function describe(error: unknown): WorkerError {
 const PROGRESS_EVERY_MS = 10_000;
 
 /** Every PROGRESS_EVERY_MS of a fetch, a line: how far, how fast, what went wrong on the way. */
-function fetchProgress(source: PageSource, nonZeroPages: Uint8Array): (pagesDone: number) => void {
-  const total = nonZeroPages.reduce((sum, byte) => sum + popcount(byte), 0);
+function fetchProgress(source: PageSource, total: number): (pagesDone: number) => void {
   const started = performance.now();
   let last = started;
   return (pagesDone) => {
@@ -65,12 +64,6 @@ function fetchProgress(source: PageSource, nonZeroPages: Uint8Array): (pagesDone
     } satisfies ForkWorkerReply);
   };
 }
-
-const popcount = (byte: number) => {
-  let n = 0;
-  for (let b = byte; b !== 0; b &= b - 1) n++;
-  return n;
-};
 
 self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
   const request = event.data;
@@ -102,7 +95,7 @@ self.onmessage = (event: MessageEvent<ForkWorkerRequest>) => {
         onExtraPage: unasked.keep,
       });
       try {
-        const progress = fetchProgress(source, request.nonZeroPages);
+        const progress = fetchProgress(source, request.dataPages);
         const result = fetchIntoShells(memory, source, request.shells, request.pages, request.nonZeroPages, unasked, progress);
         self.postMessage({ kind: "fetch", result } satisfies ForkWorkerReply);
       } finally {

@@ -7,6 +7,7 @@
  */
 import { SnowflockError } from "../../errors.ts";
 import { scaledTimeout } from "../../timeouts.ts";
+import { PageBitmap } from "../../wasm/page-bitmap.ts";
 import type { RemoteCloneRequest, StartedDomain } from "../backend.ts";
 import { writeReply } from "./family-keys.ts";
 import { workerError } from "./fork-helpers.ts";
@@ -40,6 +41,12 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
       {},
       built,
     );
+    const say = (line: string) => request.progress?.(`${request.parentName} from ${request.parentHost}: ${line}`);
+    let dataPages: number;
+    {
+      using dataBitmap = PageBitmap.fromBytes(request.snapshot.nonZeroPages);
+      dataPages = dataBitmap.popcount();
+    }
     const reply = await helpers.call(
       0,
       {
@@ -47,10 +54,11 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
         server: request.server,
         pages,
         nonZeroPages: request.snapshot.nonZeroPages,
+        dataPages,
         shells: built.map((clone) => clone.domid),
         timeoutMs: FETCH_TIMEOUT_MS,
       },
-      request.progress && ((line) => request.progress!(`${request.parentName} from ${request.parentHost}: ${line}`)),
+      say,
     );
     if (reply.error) throw workerError(reply.error);
     for (const clone of built) restoreState(host, clone.domid, state);
