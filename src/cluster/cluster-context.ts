@@ -13,6 +13,8 @@ import type { ControlResponse } from "../vmm/protocol.ts";
 import { type AgentAddress, agentRequest } from "./agent-client.ts";
 import { type Inventory, type InventoryHost, readInventory } from "./inventory.ts";
 import type { ClusterEnvironment } from "../clone/cluster-environment.ts";
+import type { RemoteServing } from "../clone/family-multicast.ts";
+import type { RemoteTransport } from "../clone/fork-result.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 /** How long a relayed control request may take, agent hop included. */
@@ -48,6 +50,11 @@ export class ClusterContext {
     const host = this.inventory.hosts.find((h) => h.name === name);
     if (!host) throw new SnowflockError("USAGE", `no host '${name}' in the inventory ${this.inventoryPath}`);
     return host;
+  }
+
+  /** How this host serves a frozen image to the other hosts over `transport`: its end of the cluster network. */
+  serving(transport: RemoteTransport): RemoteServing {
+    return { transport, address: this.host.address, interface: this.host.interface, mtu: this.inventory.mtu };
   }
 
   agentOf(host: InventoryHost): AgentAddress {

@@ -112,13 +112,7 @@ export async function forkDomainAcross(
           socketPath: join(options.workDirectory, `${parentName}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
           tcpAddress: cluster.host.address,
         });
-      else
-        multicast = await startFamilyMulticast(image.fd, image.snapshot.state.memorySize, {
-          transport,
-          address: cluster.host.address,
-          interface: cluster.host.interface,
-          mtu: cluster.inventory.mtu,
-        });
+      else multicast = await startFamilyMulticast(image.fd, image.snapshot.state.memorySize, { ...cluster.serving(transport), transport });
       descriptor = Buffer.from(bytes).toString("base64");
       descriptorBytes = bytes.byteLength;
     }

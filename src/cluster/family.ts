@@ -261,9 +261,13 @@ export class Family implements FamilyCalls {
   }
 
   private capture(memory: MemoryPath, cloneCall?: CloneCall, transport = this.transport): Promise<CloneSource> {
-    const host = this.cluster?.host;
-    const remote = host && { transport, address: host.address, interface: host.interface, mtu: this.cluster!.inventory.mtu };
-    return captureClones(this.machine, { name: this.self.name, cmdline: this.self.cmdline }, memory, cloneCall, remote);
+    return captureClones(
+      this.machine,
+      { name: this.self.name, cmdline: this.self.cmdline },
+      memory,
+      cloneCall,
+      this.cluster?.serving(transport),
+    );
   }
 
   /** Each host's room for clones of this VM now. */
