@@ -5,6 +5,7 @@
 import type { DomainSnapshot, FreePageMap, Machine } from "../backend/backend.ts";
 import type { Descriptor } from "../descriptor/format.ts";
 import { memoryLayout, PAGE_SIZE } from "../guest-memory/layout.ts";
+import { hasPage, markPage } from "../guest-memory/page-bits.ts";
 
 export function describeMachine(machine: Machine, about: { name: string; cmdline: string }): Descriptor {
   const { state, eagerPages } = machine.capture();
@@ -65,7 +66,7 @@ function freePages(machine: Machine, map: FreePageMap, bytes: number): Uint8Arra
     const first = region.guestAddress / PAGE_SIZE;
     const end = Math.min(map.frames, first + region.size / PAGE_SIZE);
     for (let frame = first, page = region.offset / PAGE_SIZE; frame < end; frame++, page++) {
-      if (!((used[frame >> 3]! >> (frame & 7)) & 1)) free[page >> 3]! |= 1 << (page & 7);
+      if (!hasPage(used, frame)) markPage(free, page);
     }
   }
   return free;

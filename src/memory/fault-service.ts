@@ -9,6 +9,7 @@ import { type AllocationHints, isAllocated } from "../guest-memory/allocation-hi
 import { HISTOGRAM_BUCKETS, Slot } from "./fault-counters.ts";
 import { HEADER_SIZE, MAX_PAGES_PER_REQUEST, pageDataSize } from "./page-protocol.ts";
 import type { PageSource } from "./page-source.ts";
+import { hasPage } from "../guest-memory/page-bits.ts";
 
 /** Puts pages in place in a clone's memory. Page numbers are the frozen image's (backing pages). */
 export interface PageSink {
@@ -134,7 +135,7 @@ export class FaultService {
   }
 
   private mayBeNonZero(page: number): boolean {
-    return ((this.plan.nonZeroPages[page >> 3]! >> (page & 7)) & 1) !== 0;
+    return hasPage(this.plan.nonZeroPages, page);
   }
 
   /** Whether the guest's allocator handed the page out since the clone began (allocation-hints). */
@@ -151,7 +152,7 @@ export class FaultService {
 
   private countZeroFilled(page: number): void {
     this.plan.counters[Slot.PAGES_ZERO_FILLED]!++;
-    if ((this.plan.freePages[page >> 3]! >> (page & 7)) & 1) this.plan.counters[Slot.PAGES_FREE_FILLED]!++;
+    if (hasPage(this.plan.freePages, page)) this.plan.counters[Slot.PAGES_FREE_FILLED]!++;
   }
 
   /** With prefetch: a fault on a page the clone fills itself fills the run of such pages after it at once, where the sink can. */

@@ -21,6 +21,7 @@ import { isZeroPage } from "../../guest-memory/zero-page.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import { type ForeignMemory, frameRun, withMapped } from "./foreign-memory.ts";
 import { COPY_BATCH } from "./page-copy.ts";
+import { hasPage } from "../../guest-memory/page-bits.ts";
 
 export interface MemoryImage {
   /** The memfd; the caller closes it. */
@@ -117,7 +118,7 @@ export function joinImageParts(file: ImageFile, parts: ImagePart[]): MemoryImage
  * mapping goes; the fd stays for the memory server.
  */
 export function trimImageFile(file: ImageFile, nonZeroPages: Uint8Array): void {
-  const isZero = (frame: number) => ((nonZeroPages[frame >> 3]! >> (frame & 7)) & 1) === 0;
+  const isZero = (frame: number) => !hasPage(nonZeroPages, frame);
   try {
     for (let frame = 0; frame < file.pages; ) {
       if (!isZero(frame)) {

@@ -14,6 +14,7 @@ import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import { type ForeignMemory, frameRun, withMapped } from "./foreign-memory.ts";
 import { COPY_BATCH } from "./page-copy.ts";
+import { hasPage } from "../../guest-memory/page-bits.ts";
 
 export interface PageFetchResult {
   /** Frames fetched (each written to every shell), and frames the parent had zero. */
@@ -39,8 +40,6 @@ export class UnaskedPages {
   }
 }
 
-const hasData = (bitmap: Uint8Array, frame: number) => ((bitmap[frame >> 3]! >> (frame & 7)) & 1) === 1;
-
 /** Frames [0, pages) of every shell in `shells` from `source`, as `nonZeroPages` says; `unasked`: what came by others' requests. */
 export function fetchIntoShells(
   memory: Pick<ForeignMemory, "map" | "unmap">,
@@ -59,7 +58,7 @@ export function fetchIntoShells(
   for (let first = 0; first < pages; first += COPY_BATCH) {
     const count = Math.min(COPY_BATCH, pages - first);
     const wanted: number[] = [];
-    for (let frame = first; frame < first + count; frame++) if (hasData(nonZeroPages, frame)) wanted.push(frame);
+    for (let frame = first; frame < first + count; frame++) if (hasPage(nonZeroPages, frame)) wanted.push(frame);
     // The batch's pages, fetched before any shell is mapped (a fetch may wait on the network).
     const data = new Uint8Array(wanted.length * XC_PAGE_SIZE);
     for (let i = 0; i < wanted.length; ) {

@@ -28,6 +28,7 @@ import { type ForeignMapping, type ForeignMemory, withMapped } from "./foreign-m
 import { openXen, type XenHost } from "./host.ts";
 import type { PagerAttach, PagerAttached, PagerCommand, PagerEvent, PagerNote, PagerServe } from "./pager-protocol.ts";
 import { PagingRing } from "./paging-ring.ts";
+import { hasPage } from "../../guest-memory/page-bits.ts";
 
 declare const self: Worker;
 
@@ -160,7 +161,7 @@ class Pager {
   private writePresent(plan: PagerServe): void {
     if (this.present.length === 0) return;
     const { domid } = this.attached!;
-    const nonZero = this.present.filter((f) => (plan.nonZeroPages[f >> 3]! >> (f & 7)) & 1);
+    const nonZero = this.present.filter((f) => hasPage(plan.nonZeroPages, f));
     const contents = new Map<number, Uint8Array>();
     for (let i = 0; i < nonZero.length; i += MAX_PAGES_PER_REQUEST) {
       const batch = nonZero.slice(i, i + MAX_PAGES_PER_REQUEST);
