@@ -36,6 +36,7 @@ import {
   setSocketOption,
   type UdpPeer,
 } from "../sys/udp.ts";
+import { keepGroupOffGuests } from "./bridge-group.ts";
 import { ETHERTYPE_MCDIST } from "./frame.ts";
 
 /** A MAC address "02:73:66:00:00:01" (packet) or "10.77.0.11:7789" (UDP). */
@@ -81,6 +82,8 @@ export const MCDIST_UDP_PORT = 7789;
 const UDP_OVERHEAD = 28;
 const DEFAULT_BUFFER_BYTES = 8 * 1024 * 1024;
 const INTERFACE_NAME = /^(?!\.{1,2}$)[A-Za-z0-9_.:-]{1,15}$/;
+/** Bridges whose flooding was reported once in this process (see bridge-group.ts). */
+const floodReported = new Set<string>();
 
 /** 03:73:…: multicast + locally administered, "s", then the family (u32). */
 export function groupMac(family: number): Uint8Array {
@@ -217,6 +220,11 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     throw error;
   }
   const frames = ring;
+  const bridgeGroup = keepGroupOffGuests(spec.interface, formatMac(group));
+  if (bridgeGroup?.problem && !floodReported.has(spec.interface)) {
+    floodReported.add(spec.interface);
+    process.stderr.write(`snowflock: mcdist on ${spec.interface}: ${bridgeGroup.problem}\n`);
+  }
   return {
     kind: "packet",
     fd: socket.fd,
@@ -233,6 +241,7 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     },
     sender: () => formatMac(lastSource(frames)),
     close() {
+      bridgeGroup?.release();
       closeRxRing(frames);
       close(socket.fd);
     },
