@@ -88,6 +88,9 @@ export interface AgentHello {
   version: string;
   freeBytes: number;
   maxClones: number;
+  /** Requests it served, and those it refused (unauthenticated, forged, replayed) since it started. */
+  requests: number;
+  refused: number;
   /** The clones it started and that still run: a VMM process each (pid), or a domain (domid, and its state as `ls` says it). */
   clones: Array<{ name: string; parent: string; parentHost: string; pid?: number; domid?: number; state?: string }>;
 }
@@ -165,6 +168,7 @@ export function startAgent(options: AgentOptions): Agent {
       version: packageJson.version,
       freeBytes: options.domains ? options.domains.freeBytes() : freemem(),
       maxClones: options.maxClones,
+      ...stats,
       clones: [
         ...[...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
         ...[...domainClones.values()].map(({ name, parent, parentHost, domid, state }) => ({ name, parent, parentHost, domid, state })),
@@ -347,6 +351,8 @@ export function startAgent(options: AgentOptions): Agent {
   /** Nothing is signed for an unauthenticated peer: it learns only that it was refused. */
   const refusal = (reason: string) => {
     stats.refused++;
+    // A peer that keeps trying must not fill the log: the first few, then every thousandth.
+    if (stats.refused <= 10 || stats.refused % 1000 === 0) options.log?.(`refused a request (${stats.refused} so far): ${reason}`);
     return `${JSON.stringify({ ok: false, error: reason })}\n`;
   };
 

@@ -82,7 +82,8 @@ describe("agent authentication", () => {
     expect(answer).toEqual({ ok: false, error: "unauthenticated: the request is not signed with this cluster's secret" });
   });
 
-  test("another cluster's secret, a tampered body or header, another host, a stale or replayed request", async () => {
+  test("another cluster's secret, a tampered body or header, another host, a stale or replayed request: each refused and counted", async () => {
+    const refusedBefore = ((await agentRequest(target, secret, "hello")) as AgentHello).refused;
     await expect(agentRequest(target, randomBytes(32).toString("hex"), "hello")).rejects.toThrow("not signed with this cluster's secret");
     const signed = wire("relay", { a: 1 });
     expect((await raw(signed.replace('{"a":1}', '{"a":2}'))).error).toContain("not the one its header was signed for");
@@ -92,6 +93,8 @@ describe("agent authentication", () => {
     const once = wire("hello", null);
     expect((await raw(once)).ok).toBe(true);
     expect((await raw(once)).error).toContain("replay");
+    // Six refusals, as hello (so `cluster status`) tells them.
+    expect(((await agentRequest(target, secret, "hello")) as AgentHello).refused).toBe(refusedBefore + 6);
   });
 
   test("garbage and oversized input are refused, an unauthenticated peer after one header line's bytes", async () => {

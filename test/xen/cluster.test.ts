@@ -248,11 +248,16 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
     AGENTS_MS + 30_000,
   );
 
-  test("a request signed with another secret is refused by the other host's agent", async () => {
+  test("a clone order signed with another secret is refused by the other host's agent, which counts it", async () => {
     if (skip) return console.log(skip);
-    const other = readInventory(INVENTORY!).hosts.find((h) => h.name !== THIS_HOST)!;
+    const inventory = readInventory(INVENTORY!);
+    const other = inventory.hosts.find((h) => h.name !== THIS_HOST)!;
     const target = { host: other.name, address: other.address, port: other.agentPort };
-    await expect(agentRequest(target, "0".repeat(64), "hello")).rejects.toThrow(/refused|did not answer/);
+    const refused = async () => ((await agentRequest(target, inventory.secret, "hello")) as AgentHello).refused;
+    const before = await refused();
+    const order = { parent: SPAN, parentHost: THIS_HOST, descriptor: "", cloneIds: [9], memory: "tcp:10.77.0.1:1", parentDomain: 1 };
+    await expect(agentRequest(target, "0".repeat(64), "clone", order)).rejects.toThrow(/refused|did not answer/);
+    expect(await refused()).toBe(before + 1);
   });
 
   test(
