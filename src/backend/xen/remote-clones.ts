@@ -47,6 +47,7 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
       using dataBitmap = PageBitmap.fromBytes(request.snapshot.nonZeroPages);
       dataPages = dataBitmap.popcount();
     }
+    const fetchStarted = performance.now();
     const reply = await helpers.call(
       0,
       {
@@ -61,6 +62,13 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
       say,
     );
     if (reply.error) throw workerError(reply.error);
+    if (reply.kind === "fetch" && reply.result) {
+      const { pagesFetched, pagesZero, pagesUnasked } = reply.result;
+      say(
+        `memory in ${((performance.now() - fetchStarted) / 1000).toFixed(1)} s: ${pagesFetched.toLocaleString("en-US")} pages fetched ` +
+          `(${pagesUnasked.toLocaleString("en-US")} of them by other hosts' requests), ${pagesZero.toLocaleString("en-US")} zero`,
+      );
+    }
     for (const clone of built) restoreState(host, clone.domid, state);
     // A guest's sf clone: each clone, resuming inside that call, finds its answer waiting.
     if (request.replySeq !== undefined)
