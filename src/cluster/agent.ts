@@ -176,20 +176,30 @@ export function startAgent(options: AgentOptions): Agent {
     };
   };
 
-  const checkRoom = (more: number) => {
+  /** Clones of orders still starting: two orders at once must not both find the same room. */
+  let starting = 0;
+  /** Holds room for `more` clones; the returned release gives back `count` of it (all that is left by default) as they run. */
+  const reserveRoom = (more: number): ((count?: number) => void) => {
     const running = clones.size + domainClones.size;
-    if (running + more > options.maxClones) {
+    if (running + starting + more > options.maxClones) {
       throw new SnowflockError(
         "VM_STATE",
-        `host ${self.name} runs ${running} clone(s); ${more} more would pass its limit of ${options.maxClones}`,
+        `host ${self.name} runs ${running} clone(s)${starting > 0 ? ` and starts ${starting}` : ""}; ` +
+          `${more} more would pass its limit of ${options.maxClones}`,
       );
     }
+    starting += more;
+    let held = more;
+    return (count = held) => {
+      const released = Math.min(count, held);
+      starting -= released;
+      held -= released;
+    };
   };
 
   /** A clone order on a host whose hypervisor runs the VMs: domains started here, eager memory from the parent's server. */
   const startDomainClones = async (domains: DomainOperations, order: CloneOrder): Promise<CloneOrderResult> => {
     await pruneDomainClones();
-    checkRoom(order.cloneIds.length);
     if (typeof order.descriptor !== "string")
       throw new SnowflockError("USAGE", `host ${self.name} (${options.backend}) takes a clone order's descriptor inside the order`);
     const { descriptor } = decodeDescriptor(new Uint8Array(Buffer.from(order.descriptor, "base64")));
@@ -201,6 +211,7 @@ export function startAgent(options: AgentOptions): Agent {
     const started = performance.now();
     const say = options.log ?? (() => {});
     const names = order.cloneIds.map((id) => `${order.parent}.${id}`).join(", ");
+    const releaseRoom = reserveRoom(order.cloneIds.length);
     say(`clone order from ${order.parentHost}: ${names} (memory from ${describePageServer(parsePageServer(order.memory))})`);
     try {
       const domainsStarted = await domains.startClones({
@@ -235,26 +246,28 @@ export function startAgent(options: AgentOptions): Agent {
       const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
       say(`${names} failed: ${message}`);
       return { host: self.name, started: [], failed: order.cloneIds.map((cloneId) => ({ cloneId, error: message })) };
+    } finally {
+      releaseRoom();
     }
   };
 
   const startClones = async (order: CloneOrder): Promise<CloneOrderResult> => {
     if (options.domains) return startDomainClones(options.domains, order);
-    checkRoom(order.cloneIds.length);
-    // A descriptor sent along is checked here, not in N clone processes; one sent by multicast is
-    // fetched (and checked against its digest) by the clones themselves.
-    let descriptor: LaunchRecord["descriptor"];
+    const releaseRoom = reserveRoom(order.cloneIds.length);
     let descriptorPath: string | undefined;
-    if (typeof order.descriptor === "string") {
-      const bytes = new Uint8Array(Buffer.from(order.descriptor, "base64"));
-      decodeDescriptor(bytes);
-      descriptorPath = join(runDir(), `${order.parent}.clones-${randomBytes(6).toString("hex")}.sfd`);
-      writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-      descriptor = { kind: "file", path: descriptorPath };
-    } else descriptor = { kind: "mcdist", ...order.descriptor };
-    const environment: ClusterEnvironment = { ...cluster.environment(order.parentIncarnation), placement: order.placement };
-    const memory: LaunchRecord["memory"] = { kind: "ondemand", server: parsePageServer(order.memory) };
     try {
+      // A descriptor sent along is checked here, not in N clone processes; one sent by multicast is
+      // fetched (and checked against its digest) by the clones themselves.
+      let descriptor: LaunchRecord["descriptor"];
+      if (typeof order.descriptor === "string") {
+        const bytes = new Uint8Array(Buffer.from(order.descriptor, "base64"));
+        decodeDescriptor(bytes);
+        descriptorPath = join(runDir(), `${order.parent}.clones-${randomBytes(6).toString("hex")}.sfd`);
+        writeFileSync(descriptorPath, bytes, { mode: 0o600 });
+        descriptor = { kind: "file", path: descriptorPath };
+      } else descriptor = { kind: "mcdist", ...order.descriptor };
+      const environment: ClusterEnvironment = { ...cluster.environment(order.parentIncarnation), placement: order.placement };
+      const memory: LaunchRecord["memory"] = { kind: "ondemand", server: parsePageServer(order.memory) };
       const outcomes = await Promise.allSettled(
         order.cloneIds.map(async (cloneId) => {
           const name = `${order.parent}.${cloneId}`;
@@ -276,6 +289,7 @@ export function startAgent(options: AgentOptions): Agent {
             parentIncarnation: order.parentIncarnation,
             pid,
           });
+          releaseRoom(1);
           return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs };
         }),
       );
@@ -287,6 +301,7 @@ export function startAgent(options: AgentOptions): Agent {
         ),
       };
     } finally {
+      releaseRoom();
       if (descriptorPath) rmSync(descriptorPath, { force: true });
     }
   };

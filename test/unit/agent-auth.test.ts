@@ -150,7 +150,7 @@ describe("replay protection across a restart", () => {
 
 describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders start domains", () => {
   /** The dom0's domains (a stand-in for the Xen backend): what startClones was asked, what it started. */
-  const standIn = (fail?: string) => {
+  const standIn = (fail?: string, startMs = 0) => {
     const asked: RemoteCloneRequest[] = [];
     const running: DomainListing[] = [];
     const domains = {
@@ -158,6 +158,7 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
       list: async () => running,
       async startClones(request: RemoteCloneRequest): Promise<StartedDomain[]> {
         asked.push(request);
+        if (startMs > 0) await Bun.sleep(startMs);
         if (fail) throw new SnowflockError("VM_STATE", fail);
         return request.cloneIds.map((cloneId, i) => {
           const clone = { name: `${request.parentName}.${cloneId}`, cloneId, domid: 40 + i, mac: "00:16:3e:00:00:02" };
@@ -223,6 +224,29 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
       await expect(agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [5, 6, 7] })).rejects.toThrow(
         "host x1 runs 2 clone(s); 3 more would pass its limit of 4",
       );
+    } finally {
+      dom0.stop();
+    }
+  });
+
+  test("two orders at once do not both take the same room: the second counts the first's clones still starting", async () => {
+    const { asked, domains } = standIn(undefined, 300);
+    const dom0 = start(domains);
+    try {
+      const at = { host: "x1", address: "127.0.0.1", port: dom0.port };
+      const descriptor = Buffer.from(encodeDescriptor(sampleXenDescriptor())).toString("base64");
+      const [first, second] = await Promise.allSettled([
+        agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [3, 4, 5] }),
+        Bun.sleep(50).then(() => agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [6, 7] })),
+      ]);
+      expect(first.status).toBe("fulfilled");
+      expect(second.status).toBe("rejected");
+      expect((second as PromiseRejectedResult).reason.message).toContain(
+        "host x1 runs 0 clone(s) and starts 3; 2 more would pass its limit of 4",
+      );
+      expect(asked.map((r) => r.cloneIds)).toEqual([[3, 4, 5]]);
+      // Once the first order's clones run, the room they left is there for the next.
+      expect(((await agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [6] })) as CloneOrderResult).failed).toEqual([]);
     } finally {
       dom0.stop();
     }
