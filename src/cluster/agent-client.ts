@@ -20,6 +20,7 @@ export async function agentRequest(
   op: AgentOp,
   body: unknown = null,
   timeoutMs = DEFAULT_TIMEOUT_MS,
+  signal?: AbortSignal,
 ): Promise<unknown> {
   const request = signRequest(secret, target.host, op, body);
   const failure = (why: string) =>
@@ -33,6 +34,7 @@ export async function agentRequest(
     timeoutMs,
     maxAnswerBytes: MAX_ANSWER_BYTES,
     failure,
+    signal,
   });
   let value: unknown;
   try {

@@ -91,8 +91,20 @@ export interface AgentHello {
   /** Requests it served, and those it refused (unauthenticated, forged, replayed) since it started. */
   requests: number;
   refused: number;
+  /** Clone orders it is carrying out (a Xen host fetching a parent's memory): how long since each last moved, and its last word. */
+  orders: OrderInFlight[];
   /** The clones it started and that still run: a VMM process each (pid), or a domain (domid, and its state as `ls` says it). */
   clones: Array<{ name: string; parent: string; parentHost: string; pid?: number; domid?: number; state?: string }>;
+}
+
+export interface OrderInFlight {
+  parent: string;
+  parentHost: string;
+  cloneIds: number[];
+  /** Since the order came, and since its last progress line. */
+  ageMs: number;
+  quietMs: number;
+  progress?: string;
 }
 
 export interface Agent {
@@ -139,6 +151,8 @@ export function startAgent(options: AgentOptions): Agent {
   const seenNonces = new SeenNonces(NONCE_KEEP_MS, join(runDir(), `agent-${self.name}.nonces`));
   const guard = new ReplayGuard(seenNonces);
 
+  /** Clone orders being carried out, for hello: whoever waits for one can tell a slow order from a stuck one. */
+  const orders = new Set<{ order: CloneOrder; since: number; movedAt: number; progress?: string }>();
   /** Domains started for clone orders (a Xen dom0), by name; those no longer listed have ended. */
   const domainClones = new Map<string, DomainClone>();
   const pruneDomainClones = async () => {
@@ -169,6 +183,14 @@ export function startAgent(options: AgentOptions): Agent {
       freeBytes: options.domains ? options.domains.freeBytes() : freemem(),
       maxClones: options.maxClones,
       ...stats,
+      orders: [...orders].map(({ order, since, movedAt, progress }) => ({
+        parent: order.parent,
+        parentHost: order.parentHost,
+        cloneIds: order.cloneIds,
+        ageMs: Math.round(performance.now() - since),
+        quietMs: Math.round(performance.now() - movedAt),
+        ...(progress !== undefined && { progress }),
+      })),
       clones: [
         ...[...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
         ...[...domainClones.values()].map(({ name, parent, parentHost, domid, state }) => ({ name, parent, parentHost, domid, state })),
@@ -212,6 +234,13 @@ export function startAgent(options: AgentOptions): Agent {
     const say = options.log ?? (() => {});
     const names = order.cloneIds.map((id) => `${order.parent}.${id}`).join(", ");
     const releaseRoom = reserveRoom(order.cloneIds.length);
+    const inFlight = { order, since: started, movedAt: started, progress: undefined as string | undefined };
+    orders.add(inFlight);
+    const progress = (line: string) => {
+      inFlight.movedAt = performance.now();
+      inFlight.progress = line;
+      say(line);
+    };
     say(`clone order from ${order.parentHost}: ${names} (memory from ${describePageServer(parsePageServer(order.memory))})`);
     try {
       const domainsStarted = await domains.startClones({
@@ -224,7 +253,7 @@ export function startAgent(options: AgentOptions): Agent {
         server: formatPageServer(withOwnEnd(parsePageServer(order.memory), cluster)),
         cloneIds: order.cloneIds,
         workDirectory: runDir(),
-        progress: say,
+        progress,
       });
       const ms = performance.now() - started;
       say(`${names} running (${(ms / 1000).toFixed(1)} s)`);
@@ -248,6 +277,7 @@ export function startAgent(options: AgentOptions): Agent {
       return { host: self.name, started: [], failed: order.cloneIds.map((cloneId) => ({ cloneId, error: message })) };
     } finally {
       releaseRoom();
+      orders.delete(inFlight);
     }
   };
 

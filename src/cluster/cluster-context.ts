@@ -61,8 +61,8 @@ export class ClusterContext {
     return { host: host.name, address: host.address, port: host.agentPort };
   }
 
-  agentCall(host: InventoryHost, op: AgentOp, body: unknown, timeoutMs?: number): Promise<unknown> {
-    return agentRequest(this.agentOf(host), this.inventory.secret, op, body, timeoutMs);
+  agentCall(host: InventoryHost, op: AgentOp, body: unknown, timeoutMs?: number, signal?: AbortSignal): Promise<unknown> {
+    return agentRequest(this.agentOf(host), this.inventory.secret, op, body, timeoutMs, signal);
   }
 
   /** The host a VM runs on, or undefined when it is this one. */

@@ -26,12 +26,16 @@ import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts
 import { formatPageServer } from "../memory/page-server-address.ts";
 import { getpid } from "../sys/process.ts";
 import { scaledTimeout } from "../timeouts.ts";
-import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
+import type { CloneOrder } from "./clone-order.ts";
 import type { ClusterContext } from "./cluster-context.ts";
+import { type OrderWatch, sendWatchedOrder } from "./order-watch.ts";
 import { spread, surveyRooms } from "./placement.ts";
 
-/** How long a host may take to start its clones: its shells, and the whole memory copied at 0.5 MiB/s at worst. */
-const orderTimeoutMs = (memoryBytes: number) => scaledTimeout(30_000 + Math.ceil(memoryBytes / 2 ** 20) * 2000);
+/**
+ * How long the other hosts may take to start their clones (order-watch.ts): as long as their agents
+ * report the order moving (asked every 10 s); two minutes without a word is a stuck order.
+ */
+const ORDER_WATCH: OrderWatch = { pollMs: scaledTimeout(10_000), quietMs: scaledTimeout(120_000), capMs: scaledTimeout(6 * 3600_000) };
 
 export interface SpreadOptions {
   workDirectory: string;
@@ -135,12 +139,7 @@ export async function forkDomainAcross(
       ...remote.map(async ([host, hostIds]) => {
         say(`asking ${host}'s agent for clone(s) ${hostIds.join(", ")}`);
         try {
-          const answer = (await cluster.agentCall(
-            cluster.hostNamed(host),
-            "clone",
-            order(hostIds),
-            orderTimeoutMs(listing.memoryBytes),
-          )) as CloneOrderResult;
+          const answer = await sendWatchedOrder(cluster, cluster.hostNamed(host), order(hostIds), ORDER_WATCH);
           return { host, answer, at: elapsed() };
         } catch (error) {
           return { host, error: (error as Error).message, ids: hostIds, at: elapsed() };

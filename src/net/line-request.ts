@@ -11,6 +11,8 @@ export interface LineRequestOptions {
   maxAnswerBytes: number;
   /** The error for a failure, given why (no answer in time, the connection closed, ...). */
   failure: (why: string) => Error;
+  /** Gives up at once when aborted (the connection is closed); the abort's reason is the error. */
+  signal?: AbortSignal;
 }
 
 /** Sends `request` (ending in a newline) and resolves to the first line of the answer (without it). */
@@ -21,8 +23,18 @@ export function requestLine(target: LineTarget, request: Uint8Array | string, op
     let answered = false;
     let unsent = Buffer.from(request);
     const send = (socket: { write(bytes: Uint8Array): number }) => void (unsent = unsent.subarray(Math.max(0, socket.write(unsent))));
-    const fail = (why: string) => reject(options.failure(why));
+    let open: { end(): void } | undefined;
+    const fail = (why: string | Error) => {
+      answered = true;
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", aborted);
+      open?.end();
+      reject(typeof why === "string" ? options.failure(why) : why);
+    };
     const timer = setTimeout(() => fail(`no answer within ${options.timeoutMs} ms`), options.timeoutMs);
+    const aborted = () => fail(options.signal?.reason instanceof Error ? options.signal.reason : "the request was given up");
+    if (options.signal?.aborted) return aborted();
+    options.signal?.addEventListener("abort", aborted, { once: true });
     const socket = {
       open: send,
       drain: send,
@@ -32,26 +44,30 @@ export function requestLine(target: LineTarget, request: Uint8Array | string, op
         chunks.push(newline < 0 ? chunk : chunk.subarray(0, newline));
         received += chunk.byteLength;
         if (newline < 0 && received <= options.maxAnswerBytes) return;
+        if (newline < 0) return fail(`its answer ran past ${options.maxAnswerBytes} bytes without ending`);
         answered = true;
         clearTimeout(timer);
+        options.signal?.removeEventListener("abort", aborted);
         socket.end();
-        if (newline < 0) fail(`its answer ran past ${options.maxAnswerBytes} bytes without ending`);
-        else resolve(Buffer.concat(chunks).toString("utf8"));
+        resolve(Buffer.concat(chunks).toString("utf8"));
       },
       close() {
-        clearTimeout(timer);
         if (!answered) fail("the connection closed");
       },
       connectError(_socket: unknown, error: Error) {
-        clearTimeout(timer);
-        fail(error.message);
+        if (!answered) fail(error.message);
       },
     };
     const connected =
       "unix" in target ? Bun.connect({ unix: target.unix, socket }) : Bun.connect({ hostname: target.hostname, port: target.port, socket });
-    connected.catch((error: Error) => {
-      clearTimeout(timer);
-      fail(error.message);
-    });
+    connected.then(
+      (s) => {
+        if (answered) s.end();
+        else open = s;
+      },
+      (error: Error) => {
+        if (!answered) fail(error.message);
+      },
+    );
   });
 }

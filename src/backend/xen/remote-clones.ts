@@ -26,7 +26,9 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
   const pages = ramPagesOf(request.parentName, config);
   const helpers = startHelpers(request.cloneIds.length, 1);
   const built: StartedDomain[] = [];
+  const say = (line: string) => request.progress?.(`${request.parentName} from ${request.parentHost}: ${line}`);
   try {
+    const shellsStarted = performance.now();
     await buildShells(
       host,
       helpers,
@@ -41,7 +43,7 @@ export async function startRemoteClones(host: XenHost, request: RemoteCloneReque
       {},
       built,
     );
-    const say = (line: string) => request.progress?.(`${request.parentName} from ${request.parentHost}: ${line}`);
+    say(`${built.length} shell(s) built in ${((performance.now() - shellsStarted) / 1000).toFixed(1)} s; fetching the memory`);
     let dataPages: number;
     {
       using dataBitmap = PageBitmap.fromBytes(request.snapshot.nonZeroPages);
