@@ -214,7 +214,7 @@ async function status(options: ClusterOptions): Promise<number> {
       h.interface,
       yesNo(h.namespaceExists),
       yesNo(h.interfaceUp),
-      `${h.agent} (:${h.agentPort})${h.hello ? ` ${h.hello.backend} ${h.hello.version}, ${h.hello.clones.length} clone(s), ${h.hello.refused} refused` : ""}`,
+      `${h.agent} (:${h.agentPort})${h.hello ? ` ${h.hello.backend} ${h.hello.version}, ${h.hello.clones.length} clone(s)${h.hello.orders?.length ? ` (+${h.hello.orders.length} order(s) starting)` : ""}, ${h.hello.refused} refused` : ""}`,
       h.vms.join(" ") || "-",
     ]),
   );
