@@ -6,7 +6,7 @@
  * that made mcdist several times slower than TCP). Two kinds of permanent L2 MDB entries for the
  * family's group MAC (`bridge mdb`, kernel 5.11 and later) end that: the bridge itself (this
  * host's socket hears the group) and each port that is not a guest's (the links to the other
- * hosts). A guest's port is a Xen backend vif or a tun/tap device.
+ * hosts). A guest's port is a Xen backend vif (on the xen-backend bus) or a tun/tap device.
  *
  * The transport that added an entry removes it at close; one that found it there leaves it (another
  * transport of the family on this host owns it). Without multicast snooping on the bridge or the
@@ -23,11 +23,11 @@ export interface BridgeGroup {
 
 const isBridge = (name: string) => existsSync(`/sys/class/net/${name}/bridge`);
 
-/** A Xen backend vif (its device lives under xen-backend) or a tun/tap device: a VM's end of the bridge. */
+/** A Xen backend vif (its device is on the xen-backend bus) or a tun/tap device: a VM's end of the bridge. */
 export function isGuestPort(name: string): boolean {
   if (existsSync(`/sys/class/net/${name}/tun_flags`)) return true;
   try {
-    return realpathSync(`/sys/class/net/${name}/device`).includes("/xen-backend/");
+    return realpathSync(`/sys/class/net/${name}/device/subsystem`).endsWith("/bus/xen-backend");
   } catch {
     return false; // no device: a veth, a bond, a VLAN...
   }
