@@ -15,8 +15,7 @@
 import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 
 export interface BridgeGroup {
-  /** The ports the group's frames go to (the bridge itself included), or why they still flood everywhere. */
-  readonly ports: string[];
+  /** Why the group's frames still flood into every port (undefined: they go to this host and the links only). */
   readonly problem?: string;
   release(): void;
 }
@@ -53,11 +52,7 @@ function bridgeMdb(verb: "add" | "del", bridge: string, port: string, group: str
  */
 export function keepGroupOffGuests(interfaceName: string, group: string): BridgeGroup | undefined {
   if (!isBridge(interfaceName)) return undefined;
-  const unchanged = (problem: string): BridgeGroup => ({
-    ports: [],
-    problem: `${problem}: mcdist frames reach its guests' ports too`,
-    release() {},
-  });
+  const unchanged = (problem: string): BridgeGroup => ({ problem: `${problem}: mcdist frames reach its guests' ports too`, release() {} });
   let snooping: string;
   try {
     snooping = readFileSync(`/sys/class/net/${interfaceName}/bridge/multicast_snooping`, "utf8").trim();
@@ -78,5 +73,5 @@ export function keepGroupOffGuests(interfaceName: string, group: string): Bridge
       return unchanged(`\`bridge mdb add dev ${interfaceName} port ${port} grp ${group}\` failed (${r.why})`);
     }
   }
-  return { ports, release };
+  return { release };
 }
