@@ -56,7 +56,7 @@ export async function sendWatchedOrder(
       );
       // Not listed: the answer may be on its way; twice in a row, the agent has lost the order (restarted).
       if (!mine) {
-        if (++unlisted >= 2 && !answered)
+        if (++unlisted >= 2)
           throw new SnowflockError("CONTROL", `${host.name}'s agent no longer carries out the order for ${what} and never answered it`);
         continue;
       }

@@ -24,10 +24,14 @@ export function requestLine(target: LineTarget, request: Uint8Array | string, op
     let unsent = Buffer.from(request);
     const send = (socket: { write(bytes: Uint8Array): number }) => void (unsent = unsent.subarray(Math.max(0, socket.write(unsent))));
     let open: { end(): void } | undefined;
-    const fail = (why: string | Error) => {
+    /** Whatever the outcome: no timer or abort listener outlives the request. */
+    const finish = () => {
       answered = true;
       clearTimeout(timer);
       options.signal?.removeEventListener("abort", aborted);
+    };
+    const fail = (why: string | Error) => {
+      finish();
       open?.end();
       reject(typeof why === "string" ? options.failure(why) : why);
     };
@@ -45,9 +49,7 @@ export function requestLine(target: LineTarget, request: Uint8Array | string, op
         received += chunk.byteLength;
         if (newline < 0 && received <= options.maxAnswerBytes) return;
         if (newline < 0) return fail(`its answer ran past ${options.maxAnswerBytes} bytes without ending`);
-        answered = true;
-        clearTimeout(timer);
-        options.signal?.removeEventListener("abort", aborted);
+        finish();
         socket.end();
         resolve(Buffer.concat(chunks).toString("utf8"));
       },
