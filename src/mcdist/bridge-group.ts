@@ -8,11 +8,19 @@
  * host's socket hears the group) and each port that is not a guest's (the links to the other
  * hosts). A guest's port is a Xen backend vif (on the xen-backend bus) or a tun/tap device.
  *
- * The transport that added an entry removes it at close; one that found it there leaves it (another
- * transport of the family on this host owns it). Without multicast snooping on the bridge or the
- * `bridge` tool, the frames flood as before: a one-line reason says so.
+ * Several transports of one family may share a host (a KVM host's clones, a dom0's pagers, each in
+ * a process or Worker of its own): each leaves a holder file under HOLDERS (named by the network
+ * namespace, the bridge and the group) while it is open, and the last to close removes the
+ * entries. A holder whose process died (SIGKILL) holds nothing: the next transport to open on the
+ * bridge removes the entries of groups with no live holder left. Without multicast snooping on the
+ * bridge or the `bridge` tool, the frames flood as before: a one-line reason says so.
  */
-import { existsSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** Where the transports on this machine's bridges say which groups they hold (one directory per namespace, bridge and group). */
+const HOLDERS = "/run/snowflock-bridge-groups";
 
 export interface BridgeGroup {
   /** Why the group's frames still flood into every port (undefined: they go to this host and the links only). */
@@ -46,6 +54,64 @@ function bridgeMdb(verb: "add" | "del", bridge: string, port: string, group: str
   }
 }
 
+/** The bridge and the ports that are not guests': where the group's entries go. */
+const memberPorts = (bridge: string) => [bridge, ...readdirSync(`/sys/class/net/${bridge}/brif`).filter((port) => !isGuestPort(port))];
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+/** A holder file's name: "<pid>-<random>"; the live ones in `dir` (dead ones are removed). */
+function liveHolders(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((name) => {
+    if (alive(Number(name.split("-")[0]))) return true;
+    rmSync(join(dir, name), { force: true });
+    return false;
+  });
+}
+
+/** This namespace's groups on `bridge` held by no live transport (their holders were killed): their entries go. */
+function sweepLeftovers(prefix: string, bridge: string): void {
+  let dirs: string[];
+  try {
+    dirs = readdirSync(HOLDERS).filter((d) => d.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const dir of dirs) {
+    if (liveHolders(join(HOLDERS, dir)).length > 0) continue;
+    const group = dir.slice(prefix.length).replace(/(..)(?!$)/g, "$1:");
+    for (const port of memberPorts(bridge)) bridgeMdb("del", bridge, port, group);
+    rmSync(join(HOLDERS, dir), { recursive: true, force: true });
+  }
+}
+
+/** This transport's holder file for `group` on `bridge`, and the directory of the group's holders; undefined where it cannot be written. */
+function hold(bridge: string, group: string): { dir: string; file: string } | undefined {
+  try {
+    const prefix = `${readlinkSync("/proc/self/ns/net").replace(/\D/g, "")}-${bridge}-`;
+    sweepLeftovers(prefix, bridge);
+    const dir = join(HOLDERS, `${prefix}${group.replaceAll(":", "")}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const file = join(dir, `${process.pid}-${randomBytes(6).toString("hex")}`);
+    writeFileSync(file, "");
+    return { dir, file };
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * On bridge `interfaceName`, sends the group MAC `group` ("03:73:...") only to this host and the
  * ports that are not guests'; undefined when the interface is not a bridge (nothing to keep off).
@@ -60,12 +126,22 @@ export function keepGroupOffGuests(interfaceName: string, group: string): Bridge
     return unchanged(`cannot read ${interfaceName}'s multicast snooping (${(error as Error).message})`);
   }
   if (snooping !== "1") return unchanged(`multicast snooping is off on bridge ${interfaceName}`);
-  const ports = [interfaceName, ...readdirSync(`/sys/class/net/${interfaceName}/brif`).filter((port) => !isGuestPort(port))];
+  const holder = hold(interfaceName, group);
   const added: string[] = [];
+  let released = false;
   const release = () => {
-    for (const port of added.splice(0)) bridgeMdb("del", interfaceName, port, group);
+    if (released) return;
+    released = true;
+    if (holder) {
+      rmSync(holder.file, { force: true });
+      if (liveHolders(holder.dir).length > 0) return;
+      rmSync(holder.dir, { recursive: true, force: true });
+    }
+    // The last holder (or, where holders cannot be written, the adder) removes the entries.
+    const ports = holder ? new Set([...added, ...memberPorts(interfaceName)]) : added;
+    for (const port of ports) bridgeMdb("del", interfaceName, port, group);
   };
-  for (const port of ports) {
+  for (const port of memberPorts(interfaceName)) {
     const r = bridgeMdb("add", interfaceName, port, group);
     if (r.ok) added.push(port);
     else if (!r.exists) {

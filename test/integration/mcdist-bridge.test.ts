@@ -107,6 +107,44 @@ describeNetns("mcdist on a bridge with guests: the family's frames stay off the 
     expect(groupPorts()).toEqual([]);
   });
 
+  test("two transports of the family on the bridge: the entries stay until the last closes", async () => {
+    const first = startPeer(HOST, "br0");
+    const second = startPeer(HOST, "br0");
+    expect((await first.next()).ready).toBe(true);
+    expect((await second.next()).ready).toBe(true);
+    expect(groupPorts()).toEqual(["br0", "up0"]);
+    first.end();
+    expect(await first.next()).toEqual({ closed: true });
+    expect(groupPorts()).toEqual(["br0", "up0"]);
+    expect(await ask(other, `send ${FRAMES}`)).toEqual({ sent: FRAMES });
+    await Bun.sleep(300);
+    expect(await ask(second, "count")).toEqual({ received: FRAMES });
+    expect(mcdistFrames(tap)).toBe(0);
+    second.end();
+    expect(await second.next()).toEqual({ closed: true });
+    expect(groupPorts()).toEqual([]);
+  });
+
+  test("a transport killed with SIGKILL leaves its entries; the next transport opened on the bridge removes them", async () => {
+    const killed = startPeer(HOST, "br0");
+    expect((await killed.next()).ready).toBe(true);
+    killed.process.kill("SIGKILL");
+    await killed.process.exited;
+    expect(groupPorts()).toEqual(["br0", "up0"]);
+    // Another family's transport on the same bridge finds the group held by no live process.
+    const next = new Peer(
+      Bun.spawn(["ip", "netns", "exec", HOST, process.execPath, PEER, "br0", String(FAMILY + 1)], {
+        stdin: "pipe",
+        stdout: "pipe",
+        stderr: "pipe",
+      }),
+    );
+    expect((await next.next()).ready).toBe(true);
+    expect(groupPorts()).toEqual([]);
+    next.end();
+    expect(await next.next()).toEqual({ closed: true });
+  });
+
   test("with multicast snooping off, the transport still works and says once why the group floods", async () => {
     ip("-n", HOST, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0");
     const here = startPeer(HOST, "br0");
