@@ -281,9 +281,12 @@ export interface RemoteCloneRequest {
   parentHost: string;
   /** The parent's `sf clone` request these clones answer (each is told its clone ID before it runs); none for an operator's fork. */
   replySeq?: string;
-  snapshot: Pick<DomainSnapshot, "state" | "nonZeroPages">;
+  /** The frozen parent: its state, its non-zero pages, and the frames a clone needs before it runs (`pages`' keys). */
+  snapshot: Pick<DomainSnapshot, "state" | "nonZeroPages" | "pages">;
   /** The parent's memory server (formatPageServer's text form: tcp:... or mcdist:...). */
   server: string;
+  /** Copied into the clones before they run (the default), or paged in on demand from `server` while they run. */
+  memory?: "eager" | "ondemand";
   cloneIds: number[];
   workDirectory: string;
   /** Lines on a long fetch of the parent's memory (every few seconds). */

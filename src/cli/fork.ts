@@ -53,8 +53,8 @@ function forkDomainNamed(domains: DomainOperations, name: string, clones: number
     if (options.memory === "ondemand")
       throw new SnowflockError(
         "USAGE",
-        "--cluster on Xen gives clones on other hosts their memory eagerly (a copy up front) for now",
-        "leave out --memory",
+        "`snowflock fork --cluster` on Xen gives the clones their memory eagerly (a copy up front)",
+        "leave out --memory; a domU's own `sf clone` spreads clones with memory on demand (the agents' --memory ondemand)",
       );
     const transport = options.transport === undefined ? undefined : transportOption(options.transport);
     return forkDomainAcross(domains, clusterOfThisHost(options.inventory), name, clones, { workDirectory: runDir(), progress, transport });

@@ -1,7 +1,15 @@
 /** A fork of a VM the hypervisor runs (a Xen domU): the backend's round through the pipeline, reported as every fork is. */
-import type { DomainOperations, DomainRoundOptions } from "../backend/backend.ts";
+import type { DomainOperations, DomainRoundOptions, DomainRoundResult } from "../backend/backend.ts";
 import type { ForkResult } from "./fork-result.ts";
-import { runRound } from "./pipeline.ts";
+import { type RoundTimings, runRound } from "./pipeline.ts";
+
+/** What the round's memory path cost (eager copy or on-demand image), by phase; `startMs`: its restore phase. */
+export function memoryFigures(started: DomainRoundResult, t: RoundTimings, startMs: number): Pick<ForkResult, "eagerCopy" | "onDemand"> {
+  return {
+    eagerCopy: started.copy && { ...started.copy, shellsMs: t.prepareMs, suspendMs: t.pauseMs, copyMs: t.captureMs, startMs },
+    onDemand: started.onDemand && { ...started.onDemand, suspendMs: t.pauseMs, captureMs: t.captureMs, resumeMs: t.resumeMs, startMs },
+  };
+}
 
 export async function forkDomain(
   domains: DomainOperations,
@@ -29,20 +37,7 @@ export async function forkDomain(
     })),
     failed: [],
     totalMs: t.totalMs,
-    eagerCopy: started.copy && {
-      ...started.copy,
-      shellsMs: t.prepareMs,
-      suspendMs: t.pauseMs,
-      copyMs: t.captureMs,
-      startMs: t.restoreMs,
-    },
-    onDemand: started.onDemand && {
-      ...started.onDemand,
-      suspendMs: t.pauseMs,
-      captureMs: t.captureMs,
-      resumeMs: t.resumeMs,
-      startMs: t.restoreMs,
-    },
+    ...memoryFigures(started, t, t.restoreMs),
     shellsReady: started.shellsReady,
   };
 }

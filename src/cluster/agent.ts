@@ -94,7 +94,17 @@ export interface AgentHello {
   /** Clone orders it is carrying out (a Xen host fetching a parent's memory): how long since each last moved, and its last word. */
   orders: OrderInFlight[];
   /** The clones it started and that still run: a VMM process each (pid), or a domain (domid, and its state as `ls` says it). */
-  clones: Array<{ name: string; parent: string; parentHost: string; pid?: number; domid?: number; state?: string }>;
+  clones: Array<{
+    name: string;
+    parent: string;
+    parentHost: string;
+    pid?: number;
+    domid?: number;
+    state?: string;
+    /** A domain with memory on demand: its faults and the pages its pager fetched so far. */
+    faults?: number;
+    pagesFetched?: number;
+  }>;
 }
 
 export interface OrderInFlight {
@@ -175,6 +185,8 @@ export function startAgent(options: AgentOptions): Agent {
 
   const hello = async (): Promise<AgentHello> => {
     await pruneDomainClones();
+    // Clones with memory on demand: what their pagers did so far.
+    const paged = new Map((options.domains?.pagedClones() ?? []).map((c) => [c.domid, c.stats]));
     return {
       host: self.name,
       backend: options.backend,
@@ -193,7 +205,10 @@ export function startAgent(options: AgentOptions): Agent {
       })),
       clones: [
         ...[...clones.values()].map(({ name, parent, parentHost, pid }) => ({ name, parent, parentHost, pid })),
-        ...[...domainClones.values()].map(({ name, parent, parentHost, domid, state }) => ({ name, parent, parentHost, domid, state })),
+        ...[...domainClones.values()].map(({ name, parent, parentHost, domid, state }) => {
+          const memory = paged.get(domid);
+          return { name, parent, parentHost, domid, state, ...(memory && { faults: memory.faults, pagesFetched: memory.pagesFetched }) };
+        }),
       ],
     };
   };
@@ -241,7 +256,8 @@ export function startAgent(options: AgentOptions): Agent {
       inFlight.progress = line;
       say(line);
     };
-    say(`clone order from ${order.parentHost}: ${names} (memory from ${describePageServer(parsePageServer(order.memory))})`);
+    const memory = order.domainMemory ?? "eager";
+    say(`clone order from ${order.parentHost}: ${names} (memory ${memory} from ${describePageServer(parsePageServer(order.memory))})`);
     try {
       const domainsStarted = await domains.startClones({
         parentName: order.parent,
@@ -253,6 +269,7 @@ export function startAgent(options: AgentOptions): Agent {
         server: formatPageServer(withOwnEnd(parsePageServer(order.memory), cluster)),
         cloneIds: order.cloneIds,
         workDirectory: runDir(),
+        memory,
         progress,
       });
       const ms = performance.now() - started;

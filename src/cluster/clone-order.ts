@@ -30,6 +30,8 @@ export interface CloneOrder {
   parentDomain?: number;
   /** A domain parent's `sf clone` request that the clones answer (each learns its ID from it). */
   replySeq?: string;
+  /** How a domain parent's clones get its memory: copied before they run (the default), or paged in on demand. */
+  domainMemory?: "eager" | "ondemand";
 }
 
 /** One clone an agent started: a VMM process (pid), or a domain the hypervisor runs (domid). */
@@ -97,6 +99,9 @@ export function checkCloneOrder(value: unknown): CloneOrder {
     fail("parentDomain must be a domid");
   if (order.replySeq !== undefined && (typeof order.replySeq !== "string" || !/^\d{1,24}$/.test(order.replySeq)))
     fail("replySeq must be a request's sequence number");
+  if (order.domainMemory !== undefined && order.domainMemory !== "eager" && order.domainMemory !== "ondemand")
+    fail("domainMemory must be eager or ondemand");
+  if (order.domainMemory !== undefined && order.parentDomain === undefined) fail("domainMemory is for a domain parent (parentDomain)");
   return {
     parent: order.parent,
     parentHost: order.parentHost,
@@ -111,5 +116,6 @@ export function checkCloneOrder(value: unknown): CloneOrder {
         : fail("heuristicsOff must be a list of names"),
     ...(order.parentDomain !== undefined && { parentDomain: order.parentDomain as number }),
     ...(order.replySeq !== undefined && { replySeq: order.replySeq as string }),
+    ...(order.domainMemory !== undefined && { domainMemory: order.domainMemory }),
   };
 }

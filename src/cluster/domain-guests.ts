@@ -33,10 +33,11 @@ import { type GuestLimits, guestLimits } from "../guest/limits.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import type { ForkResult, RemoteTransport } from "../clone/fork-result.ts";
 import type { ClusterContext } from "./cluster-context.ts";
-import { forkDomainAcross } from "./domain-spread.ts";
+import { forkDomainAcross, type ServedImage } from "./domain-spread.ts";
 import { DomainInboxes } from "./domain-inboxes.ts";
 import { END_CLONES_TIMEOUT_MS, EXIT_RESULT, FAMILY_MESSAGE, type FamilyEvent, type FamilyEventAnswer } from "./family-event.ts";
 import { Tickets } from "./tickets.ts";
+import { scaledTimeout } from "../timeouts.ts";
 
 /** How long a look at which clones still run stays good while joins wait. */
 const RUNNING_FRESH_MS = 250;
@@ -53,10 +54,18 @@ interface RemoteMember {
   unanswered: number;
 }
 
+/**
+ * A clone on another host that exits tells its parent's host first and is ended right after: its
+ * image is served that much longer, or its pager would fail on a closed server first.
+ */
+const EXIT_GRACE_MS = scaledTimeout(10_000);
+
 /** Probes a host's agent may miss in a row (a busy or lossy link) before its clones count as crashed. */
 const PROBES_MISSED = 3;
 
 interface Book {
+  /** The parent's domid. */
+  parent: number;
   tickets: Tickets;
   /** Clone ID → how it ended (sf exit's status, or CloneStatus.KILLED), until a join reports it. */
   statuses: Map<number, number>;
@@ -103,9 +112,36 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     return clones;
   };
 
-  /** A clone on another host ended (or must count as ended): its book keeps the first word on it. */
-  const remoteEnded = (found: Book, cloneId: number, status: number, result?: string) => {
-    if (!found.remote.delete(cloneId) || found.statuses.has(cloneId)) return;
+  /** Parents' images still served to their clones with memory on demand on other hosts, with the clones not yet ended. */
+  type Served = { image: ServedImage; waiting: Set<number> };
+  const servedImages = new Set<Served>();
+  const stopServing = (served: Served) => {
+    servedImages.delete(served);
+    served.image.close().catch((error) => log(`domain ${served.image.parentDomain}: closing its image: ${(error as Error).message}`));
+  };
+  const keepServing = (found: Book) => (image: ServedImage) => {
+    const served = { image, waiting: new Set(image.cloneIds.filter((id) => found.remote.has(id))) };
+    if (served.waiting.size === 0) return void served.image.close();
+    servedImages.add(served);
+    log(`domain ${image.parentDomain}: its image stays served to clone(s) ${[...served.waiting].join(", ")} on other hosts`);
+  };
+  const servedCloneEnded = (parent: number, cloneId: number) => {
+    for (const served of servedImages) {
+      if (served.image.parentDomain !== parent || !served.waiting.delete(cloneId) || served.waiting.size > 0) continue;
+      log(`domain ${parent}: its clones on other hosts have ended; its image is no longer served`);
+      stopServing(served);
+    }
+  };
+
+  /**
+   * A clone on another host ended (or must count as ended): its book keeps the first word on it.
+   * `exiting`: it said so itself (sf exit), and its host ends it once the word is taken.
+   */
+  const remoteEnded = (found: Book, cloneId: number, status: number, result?: string, exiting = false) => {
+    if (!found.remote.delete(cloneId)) return;
+    if (exiting) setTimeout(() => servedCloneEnded(found.parent, cloneId), EXIT_GRACE_MS).unref();
+    else servedCloneEnded(found.parent, cloneId);
+    if (found.statuses.has(cloneId)) return;
     found.statuses.set(cloneId, status);
     if (result !== undefined) found.results.set(cloneId, result);
   };
@@ -159,7 +195,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         if (!statuses.has(cloneId)) statuses.set(cloneId, CloneStatus.KILLED);
       },
     });
-    books.set(parent, (found = { tickets, statuses, results: new Map(), remote }));
+    books.set(parent, (found = { parent, tickets, statuses, results: new Map(), remote }));
     return found;
   };
 
@@ -216,6 +252,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
           workDirectory,
           memory: options.memory,
           transport: options.transport,
+          keepServing: keepServing(found),
           cloneIds,
           replySeq: request.seq,
           onPlacement: (placed) => {
@@ -379,7 +416,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
       case "ended": {
         const found = books.get(event.parentDomain);
         if (!found?.remote.has(event.cloneId)) return { found: false };
-        remoteEnded(found, event.cloneId, event.status, event.result);
+        remoteEnded(found, event.cloneId, event.status, event.result, true);
         log(
           `domain ${event.parentDomain}: clone ${event.cloneId} (on another host) ended with ${event.status}${event.result ? ` (${event.result})` : ""}`,
         );
@@ -409,5 +446,11 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
   };
 
   channel = domains.guestRequests(handle, log);
-  return { familyEvent, stop: async () => await channel?.stop() };
+  return {
+    familyEvent,
+    stop: async () => {
+      for (const served of servedImages) stopServing(served);
+      await channel?.stop();
+    },
+  };
 }

@@ -7,8 +7,10 @@
  * host's end of the cluster: the memory server over TCP, or mcdist (`packet`, `udp`: every page
  * answered to all hosts at once). Every other host's agent gets one signed clone order with the
  * descriptor (state, libxl configuration, page bitmap, the pages a clone needs first) and copies
- * the memory once for all its clones (eager). The fork returns once every host answered; the
- * server goes with it, since the clones then hold all their memory. The same spread serves a
+ * the memory once for all its clones (eager), or pages it in as they fault (on demand, where Xen
+ * pages). The fork returns once every host answered. Eager, the server goes with it, since the
+ * clones then hold all their memory; on demand it serves on until the clones on other hosts have
+ * ended (keepServing: the agent holds it). The same spread serves a
  * guest's own `sf clone` (domain-guests.ts): the parent given by domid, the ticket's clone IDs,
  * and each clone told its ID before it runs.
  */
@@ -16,6 +18,7 @@ import { randomBytes } from "node:crypto";
 import { join } from "node:path";
 import type { DomainOperations, DomainRoundOptions, StartedDomain } from "../backend/backend.ts";
 import { describeDomain } from "../clone/describe.ts";
+import { memoryFigures } from "../clone/domain-fork.ts";
 import { type FamilyMulticast, multicastMemory, startFamilyMulticast } from "../clone/family-multicast.ts";
 import type { CloneReport, ForkResult, RemoteTransport } from "../clone/fork-result.ts";
 import { captureRound } from "../clone/pipeline.ts";
@@ -42,8 +45,10 @@ export interface SpreadOptions {
   progress?: (line: string) => void;
   /** The clones' IDs (a guest's ticket); by default the next free ones in the parent's family here. */
   cloneIds?: number[];
-  /** How the clones get memory when all land on this host (clones on other hosts get theirs eagerly). */
+  /** How the clones get memory, here and on the other hosts (default eager). */
   memory?: "eager" | "ondemand";
+  /** Takes the image served to clones on other hosts with memory on demand, to close once they have ended; required for them. */
+  keepServing?: (served: ServedImage) => void;
   /** How the other hosts fetch the image (default tcp). */
   transport?: RemoteTransport;
   /** A guest's `sf clone` request (its sequence number): every clone, here or elsewhere, answers it with its ID. */
@@ -52,6 +57,14 @@ export interface SpreadOptions {
   onPlacement?: (clones: Array<{ cloneId: number; name: string; host: string }>) => void;
   onCloneReady?: DomainRoundOptions["onCloneReady"];
   onParentResumed?: DomainRoundOptions["onParentResumed"];
+}
+
+/** The parent's frozen memory, still served to its clones with memory on demand on other hosts. */
+export interface ServedImage {
+  parentDomain: number;
+  /** The clones on other hosts that page from it. */
+  cloneIds: number[];
+  close(): Promise<void>;
 }
 
 /** The family of domain `parent` (a name, or its domid for a guest's own request) spread over the cluster; see the file comment. */
@@ -86,13 +99,21 @@ export async function forkDomainAcross(
   for (const [id, host] of placement) byHost.set(host, [...(byHost.get(host) ?? []), id]);
   const local = byHost.get(here) ?? [];
   const remote = [...byHost].filter(([host]) => host !== here);
+  const memory = options.memory ?? "eager";
+  if (memory === "ondemand" && remote.length > 0 && !options.keepServing)
+    throw new SnowflockError(
+      "USAGE",
+      `clones of ${parentName} with memory on demand on other hosts need a process that stays to serve its memory`,
+      "the agent serves it: run `sf clone` inside the domU (the agent's --memory ondemand), or fork with --memory eager",
+    );
   say(`placing ${clones} clone(s) of ${parentName}: ${[...byHost].map(([host, hostIds]) => `${host} ${hostIds.length}`).join(", ")}`);
   options.onPlacement?.(ids.map((cloneId) => ({ cloneId, name: `${parentName}.${cloneId}`, host: placement.get(cloneId)! })));
 
   const round = domains.round(listing.id, local.length, {
     workDirectory: options.workDirectory,
     cloneIds: local,
-    memory: remote.length > 0 ? "eager" : options.memory,
+    // With no clone here the round only freezes the parent's image for the other hosts.
+    memory: local.length > 0 ? memory : "eager",
     exportImage: remote.length > 0,
     progress: options.progress,
     onCloneReady: options.onCloneReady,
@@ -101,6 +122,12 @@ export async function forkDomainAcross(
   const transport = options.transport ?? "tcp";
   let server: MemoryServer | undefined;
   let multicast: FamilyMulticast | undefined;
+  const stopServing = async () => {
+    server?.close();
+    await multicast?.server.close();
+    round.exported()?.close();
+  };
+  let served = false;
   try {
     const { source, timings, startedAt } = await captureRound(round);
     const image = round.exported();
@@ -130,6 +157,7 @@ export async function forkDomainAcross(
       parentIncarnation: `${getpid()}-${randomBytes(6).toString("hex")}`,
       heuristicsOff: [],
       parentDomain: listing.id,
+      domainMemory: memory,
       ...(options.replySeq !== undefined && { replySeq: options.replySeq }),
     });
     const restoreStarted = performance.now();
@@ -170,23 +198,22 @@ export async function forkDomainAcross(
       failed.push(...a.answer.failed.map((f) => ({ name: `${parentName}.${f.cloneId}`, error: `on ${a.host}: ${f.error}` })));
     }
     reports.sort((a, b) => a.cloneId - b.cloneId);
+    const pagingElsewhere = memory === "ondemand" ? reports.filter((r) => r.host !== here).map((r) => r.cloneId) : [];
+    if (pagingElsewhere.length > 0) {
+      options.keepServing!({ parentDomain: listing.id, cloneIds: pagingElsewhere, close: stopServing });
+      served = true;
+    }
     return {
       backend: "xen",
       parent: parentName,
-      memory: "eager",
+      memory,
       pausedMs: timings.pausedMs,
       descriptorMs: timings.distributeMs,
       descriptorBytes,
       clones: reports,
       failed,
       totalMs: elapsed(),
-      eagerCopy: localStarted?.started.copy && {
-        ...localStarted.started.copy,
-        shellsMs: timings.prepareMs,
-        suspendMs: timings.pauseMs,
-        copyMs: timings.captureMs,
-        startMs: localStarted.at - (restoreStarted - startedAt),
-      },
+      ...(localStarted && memoryFigures(localStarted.started, timings, localStarted.at - (restoreStarted - startedAt))),
       memoryServer: servedFigures(server, multicast, remote.length),
       ...(remote.length > 0 && { transport }),
       shellsReady: 0,
@@ -195,9 +222,7 @@ export async function forkDomainAcross(
     await round.abandon();
     throw error;
   } finally {
-    server?.close();
-    await multicast?.server.close();
-    round.exported()?.close();
+    if (!served) await stopServing();
     await round.release();
   }
 }

@@ -156,6 +156,8 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
     const domains = {
       freeBytes: () => 3 << 30,
       list: async () => running,
+      // Domain 41 pages its memory in on demand: its pager's counters so far.
+      pagedClones: () => [{ domid: 41, parent: "domu", stats: { faults: 12, pagesFetched: 345 } }],
       async startClones(request: RemoteCloneRequest): Promise<StartedDomain[]> {
         asked.push(request);
         if (startMs > 0) await Bun.sleep(startMs);
@@ -213,12 +215,13 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
         replySeq: "123",
         cloneIds: [3, 4],
         server: order("").memory,
+        memory: "eager",
       });
       expect((asked[0]!.snapshot.state as XenState).config).toBe(SAMPLE_XEN_CONFIG);
       const hello = (await agentRequest(at, secret, "hello")) as AgentHello;
-      expect(hello.clones.map((c) => [c.name, c.domid, c.parentHost])).toEqual([
-        ["domu.3", 40, "h9"],
-        ["domu.4", 41, "h9"],
+      expect(hello.clones.map((c) => [c.name, c.domid, c.parentHost, c.faults, c.pagesFetched])).toEqual([
+        ["domu.3", 40, "h9", undefined, undefined],
+        ["domu.4", 41, "h9", 12, 345],
       ]);
       // Two run now: three more would pass the limit of 4.
       await expect(agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [5, 6, 7] })).rejects.toThrow(
@@ -245,8 +248,12 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
         "host x1 runs 0 clone(s) and starts 3; 2 more would pass its limit of 4",
       );
       expect(asked.map((r) => r.cloneIds)).toEqual([[3, 4, 5]]);
-      // Once the first order's clones run, the room they left is there for the next.
-      expect(((await agentRequest(at, secret, "clone", { ...order(descriptor), cloneIds: [6] })) as CloneOrderResult).failed).toEqual([]);
+      // Once the first order's clones run, the room they left is there for the next (this one with memory on demand:
+      // the backend gets the mode and the frames a clone needs before it runs).
+      const onDemand = { ...order(descriptor), cloneIds: [6], domainMemory: "ondemand" };
+      expect(((await agentRequest(at, secret, "clone", onDemand)) as CloneOrderResult).failed).toEqual([]);
+      expect(asked.at(-1)?.memory).toBe("ondemand");
+      expect([...asked.at(-1)!.snapshot.pages.keys()]).toEqual([...sampleXenDescriptor().pages.keys()]);
     } finally {
       dom0.stop();
     }
@@ -265,6 +272,12 @@ describe("an agent whose hypervisor runs the VMs (a Xen dom0): clone orders star
       );
       await expect(agentRequest(at, secret, "clone", { ...withoutDomain, parentDomain: -1 })).rejects.toThrow(
         "bad clone order: parentDomain must be a domid",
+      );
+      await expect(agentRequest(at, secret, "clone", { ...withoutDomain, domainMemory: "ondemand" })).rejects.toThrow(
+        "bad clone order: domainMemory is for a domain parent (parentDomain)",
+      );
+      await expect(agentRequest(at, secret, "clone", { ...withoutDomain, parentDomain: 7, domainMemory: "lazy" })).rejects.toThrow(
+        "bad clone order: domainMemory must be eager or ondemand",
       );
       await expect(agentRequest(at, secret, "clone", order(kvm))).rejects.toThrow("host x1 runs xen domains, not kvm machines");
       const descriptor = Buffer.from(encodeDescriptor(sampleXenDescriptor())).toString("base64");

@@ -35,6 +35,7 @@ const WATCH = { pollMs: 50, quietMs: 300, capMs: 10_000 };
 function slowAgent(ms: number, everyMs: number) {
   const domains = {
     freeBytes: () => 3 << 30,
+    pagedClones: () => [],
     list: async () => [],
     async startClones(request: RemoteCloneRequest): Promise<StartedDomain[]> {
       for (let waited = 0; waited < ms; waited += everyMs || ms) {

@@ -189,7 +189,7 @@ const domains: DomainOperations = {
       const parent = findMember(listMembers(host), parentName).domain.domid;
       return fillPool(host, { parent, clones, ...options, pagers: shellPagers });
     }),
-  startClones: (request) => withHost((host) => startRemoteClones(host, request)),
+  startClones: (request) => withHost((host) => startRemoteClones(host, request, keeper)),
   freeBytes: () => useAgentHost((host) => host.physinfo().freePages * XC_PAGE_SIZE),
   snapshot: (name) => withHost((host) => snapshotDomain(host, findMember(listMembers(host), name).domain.domid)),
   destroy: (domids) => useAgentHost((host) => destroyDomains(host, domids)),

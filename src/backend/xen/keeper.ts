@@ -1,6 +1,7 @@
 /**
  * Clones with memory on demand live as long as their pagers and their round's memory server: this
- * process (the agent, in a dom0) keeps them. Once a second it looks at the domains: a clone gone
+ * process (the agent, in a dom0) keeps them (the server only when it is this process's: clones of
+ * a parent on another host page from that host's). Once a second it looks at the domains: a clone gone
  * (exited, destroyed, killed) has its pager stopped; a round with no clone left closes its memory
  * server and image. A pager that fails ends its domain (its waiting vCPUs would stay paused for
  * ever) and is remembered with its error for `ls` and `--json`.
@@ -12,8 +13,9 @@ import type { XenPager } from "./pager.ts";
 
 export interface KeptRound {
   parent: string;
-  server: MemoryServer;
-  imageFd: number;
+  /** The round's memory server and image, when they are this process's (clones of a parent on another host page from its server). */
+  server?: MemoryServer;
+  imageFd?: number;
   pagers: XenPager[];
 }
 
@@ -81,8 +83,8 @@ export class Keeper {
 
   /** A round none of whose clones is left: its memory server and image go. */
   private closeRound(round: KeptRound): void {
-    round.server.close();
-    close(round.imageFd);
+    round.server?.close();
+    if (round.imageFd !== undefined) close(round.imageFd);
     this.rounds.delete(round);
   }
 

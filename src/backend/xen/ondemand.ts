@@ -20,7 +20,7 @@ import { createImageFile, discardImageFile, type ImageFile, type MemoryImage, tr
 import type { XenState } from "./persist.ts";
 import { attachPager, type XenPager } from "./pager.ts";
 
-const PAGE_OUT_TIMEOUT_MS = scaledTimeout(600_000);
+export const PAGE_OUT_TIMEOUT_MS = scaledTimeout(600_000);
 const SERVE_TIMEOUT_MS = scaledTimeout(60_000);
 const FETCH_TIMEOUT_MS = scaledTimeout(30_000);
 

@@ -55,6 +55,7 @@ const KEYS = [
   "status",
   "parentDomain",
   "replySeq",
+  "domainMemory",
   "event",
   "to",
   "from",
