@@ -1,5 +1,6 @@
 /**
- * Xen hosts in a cluster (`bun run test:xen:stock` boots two: run.sh with SNOWFLOCK_XEN_HOSTS=2).
+ * Xen hosts in a cluster (`bun run test:xen:stock` and `test:xen:paging` each boot two: run.sh with
+ * SNOWFLOCK_XEN_HOSTS=2; the paging hosts run only the test of clones with memory on demand).
  * This dom0 is host h1 of the inventory at $SNOWFLOCK_XEN_CLUSTER; h2 is a second nested Xen host
  * whose dom0 runs `snowflock agent --backend xen --host h2` (test/xen/member-host.sh); the two
  * share one private L2 segment (a bridge in a network namespace of the run), which each dom0's
@@ -8,7 +9,9 @@
  * --cluster` starts a clone on the other host from a signed order (eager memory by mcdist over raw
  * frames, then over TCP from the fork's memory server) whose family reaches it by address and by
  * the family API, a domU's own `sf clone 4`
- * spreads a dataset job over both hosts, and faults on the link and of an agent.
+ * spreads a dataset job over both hosts, and faults on the link and of an agent. On the paging
+ * hosts: a domU's `sf clone` puts a clone with memory on demand on the other host, whose pager
+ * pages in the parent's memory from this host's memory server while the clone runs.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -23,7 +26,7 @@ import { BINARY, bootDomU, consoleText, describeXen, diagnosis, ROOT, run, waitF
 
 const INVENTORY = process.env.SNOWFLOCK_XEN_CLUSTER;
 const THIS_HOST = process.env.SNOWFLOCK_XEN_HOST;
-/** The stock host's run has the second host; the paging host runs alone. */
+/** The paging hosts run only the test of clones with memory on demand; the stock hosts the others. */
 const PAGING_HOST = process.env.SNOWFLOCK_REQUIRE_PAGING === "1";
 const WORK = "/tmp/snowflock-xen-cluster-test";
 const AGENTS_MS = 300_000;
@@ -153,6 +156,37 @@ fi
 while :; do sleep 60; done
 `;
 
+/** A clone with memory on demand on the other host: 8 MiB of data in a 128 MiB domU (memory = maxmem, for paging). */
+const REMOTE = "sfremote";
+const REMOTE_SEED = 11;
+const REMOTE_BYTES = 8 << 20;
+/**
+ * Two rounds of sf clone 1 (the clone lands on the other host), each started by dom0 (snowflock/startR): the clone
+ * hashes the data (every page of it faulted in over the link), tells the parent, and exits with the digest once dom0
+ * says go (snowflock/goR).
+ */
+const REMOTE_INIT = `${DOMU_START}dataset ${REMOTE_SEED} ${REMOTE_BYTES} > /data
+echo "snowflock-domu: dataset ready"
+for round in 1 2; do
+  until [ -n "$(sf read snowflock/start$round 2>/dev/null)" ]; do sleep 1; done
+  id=$(sf clone 1)
+  if [ "$id" = 0 ]; then
+    m=$(sf recv) && echo "snowflock-domu: round $round got $m"
+    until [ -n "$(sf read snowflock/go$round 2>/dev/null)" ]; do sleep 1; done
+    sf send \${m%% *} go
+    echo "snowflock-domu: round $round join $(sf join)"
+  else
+    digest=$(sha256sum /data)
+    digest=\${digest%% *}
+    sf send 0 "hashed-$digest"
+    m=$(sf recv)
+    [ "$m" = "0 go" ] && sf exit 0 "$digest"
+    sf exit 1
+  fi
+done
+while :; do sleep 60; done
+`;
+
 /** Asks run.sh for a fault on the hosts (see its header) and waits for its result. */
 async function askFault(line: string): Promise<string> {
   const control = process.env.SNOWFLOCK_XEN_CONTROL;
@@ -179,9 +213,8 @@ function linkBytesSent(): number {
 }
 
 const clusterSkip = (): string | undefined => {
-  if (PAGING_HOST) return "paging host: the cluster of Xen hosts runs on the stock hosts";
   if (INVENTORY === undefined) {
-    // In CI the stock run always has its second host: then a missing inventory is a failure.
+    // In CI both runs have their second host: then a missing inventory is a failure.
     if (process.env.SNOWFLOCK_REQUIRE_XEN === "1") throw new Error("SNOWFLOCK_XEN_CLUSTER is not set: run with SNOWFLOCK_XEN_HOSTS=2");
     return "a single Xen host (run.sh with SNOWFLOCK_XEN_HOSTS=2 makes a cluster)";
   }
@@ -190,25 +223,35 @@ const clusterSkip = (): string | undefined => {
 
 describeXen("Xen hosts in a cluster: agents across the hosts' private segment, domUs on it", () => {
   let agent: ReturnType<typeof Bun.spawn> | undefined;
+  /** Why the cluster's tests skip (no second host); the stock hosts' tests and the paging hosts' one add their own. */
+  let clusterSkipped: string | undefined;
   let skip: string | undefined;
+  let pagingSkip: string | undefined;
 
   beforeAll(async () => {
-    skip = clusterSkip();
-    if (skip) return;
+    clusterSkipped = clusterSkip();
+    skip = clusterSkipped ?? (PAGING_HOST ? "paging hosts: the cluster's eager clones are tested on the stock hosts" : undefined);
+    pagingSkip =
+      clusterSkipped ?? (PAGING_HOST ? undefined : "Debian's Xen does not page: clones with memory on demand run on the paging hosts");
+    if (clusterSkipped) return;
     await run(["mkdir", "-p", WORK]);
-    // This host's own agent: the guests' sf requests and the cluster's control plane.
-    agent = Bun.spawn([BINARY, "agent", "--backend", "xen", "--host", THIS_HOST ?? "h1", "--inventory", INVENTORY!], {
+    // This host's own agent: the guests' sf requests and the cluster's control plane (on the paging hosts, memory on demand).
+    agent = startAgent(PAGING_HOST ? ["--memory", "ondemand"] : []);
+  });
+
+  const startAgent = (options: string[]) =>
+    Bun.spawn([BINARY, "agent", "--backend", "xen", "--host", THIS_HOST ?? "h1", "--inventory", INVENTORY!, ...options], {
       cwd: ROOT,
       stdin: "ignore",
       stdout: openSync(join(WORK, "agent.log"), "a"),
       stderr: openSync(join(WORK, "agent.err"), "a"),
     });
-  });
 
   afterAll(async () => {
     agent?.kill();
     report?.stop(true);
-    for (const d of [SPAN, `${SPAN}.1`, `${SPAN}.2`, JOB, `${JOB}.2`, `${JOB}.4`, FAULTY, `${FAULTY}.2`]) await run(["xl", "destroy", d]);
+    for (const d of [SPAN, `${SPAN}.1`, `${SPAN}.2`, JOB, `${JOB}.2`, `${JOB}.4`, FAULTY, `${FAULTY}.2`, REMOTE])
+      await run(["xl", "destroy", d]);
     await askFault("link clear").catch(() => undefined);
   });
 
@@ -223,7 +266,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
   test(
     "cluster status: every host's agent answers a signed hello over the segment, each a xen host",
     async () => {
-      if (skip) return console.log(skip);
+      if (clusterSkipped) return console.log(clusterSkipped);
       const hosts = readInventory(INVENTORY!).hosts;
       expect(hosts.length).toBeGreaterThanOrEqual(2);
       let status: { hosts: Array<{ name: string; agent: string; hello?: { backend: string; host: string }; problem?: string }> } = {
@@ -246,6 +289,71 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
       );
     },
     AGENTS_MS + 30_000,
+  );
+
+  test(
+    "sf clone 1 in a domU on this host puts a clone with memory on demand on the other host: its pager pages in the " +
+      "parent's memory from this host's server (tcp, then mcdist over raw frames) while the clone hashes 8 MiB of it; " +
+      "the image is served until the clone has ended",
+    async () => {
+      if (pagingSkip) return console.log(pagingSkip);
+      const inventory = readInventory(INVENTORY!);
+      const other = inventory.hosts.find((h) => h.name !== THIS_HOST)!;
+      const data = new Uint8Array(await new Response(Bun.spawn([DATASET, String(REMOTE_SEED), String(REMOTE_BYTES)]).stdout).arrayBuffer());
+      const digest = sha256Hex(data);
+      const remoteWork = join(WORK, "remote");
+      await run(["mkdir", "-p", remoteWork]);
+      const config = writeTestDomU(
+        remoteWork,
+        [
+          { path: "init", data: REMOTE_INIT, mode: 0o755 },
+          { path: "bin/sf", data: readFileSync(SF), mode: 0o755 },
+          { path: "bin/dataset", data: readFileSync(DATASET), mode: 0o755 },
+        ],
+        ["memory=128", "maxmem=128"],
+      );
+      await bootDomU(REMOTE, [config, `extra="console=hvc0 quiet"`], () => consoleText(REMOTE).includes("dataset ready"), BOOT_MS);
+      const domid = (await run(["xl", "domid", REMOTE])).stdout.trim();
+      const target = { host: other.name, address: other.address, port: other.agentPort };
+      for (const [round, transport] of [
+        [1, "tcp"],
+        [2, "packet"],
+      ] as const) {
+        if (transport !== "tcp") {
+          // This host's agent serves the next round's image over mcdist's raw frames.
+          agent?.kill();
+          await agent?.exited;
+          agent = startAgent(["--memory", "ondemand", "--transport", transport]);
+          await waitFor("this host's agent to listen again", () => /memory by packet/.test(agentOutput()), AGENTS_MS);
+        }
+        const served = () => agentOutput().split("its image is no longer served").length - 1;
+        const servedBefore = served();
+        expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/start${round}`, "1"])).status).toBe(0);
+        const hashed = new RegExp(`round ${round} got (\\d+) hashed-(\\w+)`);
+        await waitFor(`${REMOTE}: round ${round}'s digest`, () => hashed.test(consoleText(REMOTE)), FORK_MS, [REMOTE]).catch(async (e) => {
+          throw new Error(`${(e as Error).message}\nagent: ${agentOutput()}\n${await diagnosis([REMOTE])}`);
+        });
+        const [, cloneId, cloneDigest] = hashed.exec(consoleText(REMOTE))!;
+        expect(cloneDigest).toBe(digest);
+        expect(agentOutput()).toContain(`clone ${cloneId} on ${other.name}`);
+        expect(agentOutput()).toMatch(
+          new RegExp(`${REMOTE}\\.${cloneId} \\(domain \\d+ on ${other.name}\\) running; [^\\n]*memory ondemand`),
+        );
+        expect(agentOutput()).toContain(`its image stays served to clone(s) ${cloneId} on other hosts`);
+        // The other host's agent keeps the clone's pager: the data came in by its faults.
+        const hello = (await agentRequest(target, inventory.secret, "hello")) as AgentHello;
+        const clone = hello.clones.find((c) => c.name === `${REMOTE}.${cloneId}`);
+        console.log(`round ${round} (${transport}): ${REMOTE}.${cloneId} on ${other.name}: ${JSON.stringify(clone)}`);
+        expect(clone?.faults).toBeGreaterThan(0);
+        expect(clone?.pagesFetched).toBeGreaterThanOrEqual(REMOTE_BYTES / 4096);
+        expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go${round}`, "1"])).status).toBe(0);
+        await waitFor(`${REMOTE}: round ${round}'s join`, () => consoleText(REMOTE).includes(`round ${round} join `), FORK_MS, [REMOTE]);
+        expect(consoleText(REMOTE)).toContain(`snowflock-domu: round ${round} join 1 ${cloneId}=0:${digest}`);
+        await waitFor("the parent's image to be closed", () => served() > servedBefore, 60_000);
+      }
+      await run(["xl", "destroy", REMOTE]);
+    },
+    BOOT_MS + 3 * FORK_MS,
   );
 
   test("a clone order signed with another secret is refused by the other host's agent, which counts it", async () => {
