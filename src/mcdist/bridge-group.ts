@@ -18,6 +18,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { processAlive } from "../run-dir.ts";
 
 /** Where the transports on this machine's bridges say which groups they hold (one directory per namespace, bridge and group). */
 const HOLDERS = "/run/snowflock-bridge-groups";
@@ -57,15 +58,6 @@ function bridgeMdb(verb: "add" | "del", bridge: string, port: string, group: str
 /** The bridge and the ports that are not guests': where the group's entries go. */
 const memberPorts = (bridge: string) => [bridge, ...readdirSync(`/sys/class/net/${bridge}/brif`).filter((port) => !isGuestPort(port))];
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-};
-
 /** A holder file's name: "<pid>-<random>"; the live ones in `dir` (dead ones are removed). */
 function liveHolders(dir: string): string[] {
   let names: string[];
@@ -75,7 +67,7 @@ function liveHolders(dir: string): string[] {
     return [];
   }
   return names.filter((name) => {
-    if (alive(Number(name.split("-")[0]))) return true;
+    if (processAlive(Number(name.split("-")[0]))) return true;
     rmSync(join(dir, name), { force: true });
     return false;
   });
