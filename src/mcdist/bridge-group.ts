@@ -49,7 +49,8 @@ function bridgeMdb(verb: "add" | "del", bridge: string, port: string, group: str
       stderr: "pipe",
     });
     const why = r.stderr.toString().trim();
-    return { ok: r.exitCode === 0, exists: /exists/i.test(why), why: why || `exit status ${r.exitCode}` };
+    // Another transport's entry: "File exists" for a port, "Group is already joined by host" for the bridge itself.
+    return { ok: r.exitCode === 0, exists: /exists|already joined/i.test(why), why: why || `exit status ${r.exitCode}` };
   } catch (error) {
     return { ok: false, exists: false, why: `cannot run bridge (iproute2): ${(error as Error).message}` };
   }
