@@ -33,6 +33,8 @@ export class Keeper {
   private readonly rounds = new Set<KeptRound>();
   private readonly failures = new Map<number, string>();
   private timer: Timer | undefined;
+  /** The sweep under way: a pager's stop can outlast the interval, and a second sweep would end its clone twice. */
+  private sweeping: Promise<void> | undefined;
 
   constructor(
     /** Whether a domain still exists. */
@@ -59,10 +61,18 @@ export class Keeper {
     this.timer.unref();
   }
 
-  /** Stops the pagers of clones that are gone and closes rounds none of whose clones is left. */
-  async sweep(): Promise<void> {
+  /** Stops the pagers of clones that are gone and closes rounds none of whose clones is left (one sweep at a time). */
+  sweep(): Promise<void> {
+    this.sweeping ??= this.sweepOnce().finally(() => {
+      this.sweeping = undefined;
+    });
+    return this.sweeping;
+  }
+
+  private async sweepOnce(): Promise<void> {
     for (const round of this.rounds) {
       const gone = round.pagers.filter((p) => !this.alive(p.domid));
+      round.pagers = round.pagers.filter((p) => !gone.includes(p));
       for (const pager of gone) {
         const s = pager.stats();
         this.log(
@@ -72,7 +82,6 @@ export class Keeper {
         );
         await pager.stop();
       }
-      round.pagers = round.pagers.filter((p) => !gone.includes(p));
       if (round.pagers.length === 0) this.closeRound(round);
     }
     if (this.rounds.size === 0 && this.timer) {
@@ -97,6 +106,7 @@ export class Keeper {
 
   /** Stops every pager and server (the agent is ending: its clones' faults go unanswered, so they are ended first by the caller). */
   async stopAll(): Promise<void> {
+    await this.sweeping;
     for (const round of this.rounds) {
       for (const pager of round.pagers) await pager.stop();
       this.closeRound(round);
