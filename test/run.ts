@@ -39,6 +39,8 @@ interface Outcome {
   status: number;
   passed: number;
   failed: number;
+  /** bun's "(fail) ..." lines, once each. */
+  failures: string[];
 }
 
 /**
@@ -82,7 +84,8 @@ async function run(command: string[], env: Record<string, string> = {}, prefix =
         ?.trim()
         .split(" ")[0] ?? 0,
     );
-  return { status, passed: count("pass"), failed: count("fail") };
+  const failures = [...new Set(text.match(/^\(fail\) .*$/gm) ?? [])].map((line) => `${prefix}${line}`);
+  return { status, passed: count("pass"), failed: count("fail"), failures };
 }
 
 function testFiles(): string[] {
@@ -100,10 +103,12 @@ const xenStage =
   !existsSync("/dev/xen/privcmd") &&
   (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_XEN_STAGE === "1");
 const outcomes: Outcome[] = [];
-/** The summary of every part, and the exit status. */
+/** The summary of every part (the failed tests again, as the stages' output runs to thousands of lines), and the exit status. */
 function finish(): never {
   const passed = outcomes.reduce((n, o) => n + o.passed, 0);
   const failed = outcomes.reduce((n, o) => n + o.failed, 0);
+  const failures = outcomes.flatMap((o) => o.failures);
+  if (failures.length > 0) console.log(`\nfailed:\n${failures.join("\n")}`);
   console.log(`\n ${passed} pass\n ${failed} fail`);
   process.exit(outcomes.some((o) => o.status !== 0) ? 1 : 0);
 }
