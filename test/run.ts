@@ -14,7 +14,8 @@
  * In CI (SNOWFLOCK_REQUIRE_KVM=1), or with SNOWFLOCK_XEN_STAGE=1, the Xen stage runs too
  * (`bun run test:xen`: test/xen/ in the nested Xen host), unless this is a Xen dom0 itself,
  * where `bun test` has run test/xen/ already. Where the KVM tests run in nested KVM hosts, its
- * stock-Xen half starts once the second of them has ended and its paging half once both have
+ * stock-Xen half starts once the second of them has ended and its paging runs (one host, then the
+ * two-host cluster test) once both have
  * (lines prefixed "xen| "): clones with memory on demand fell behind their time limits when three
  * emulators shared two cores.
  */
@@ -163,5 +164,6 @@ if (secondOutcome) outcomes.push(await secondOutcome);
 if (stockXenOutcome) {
   outcomes.push(await stockXenOutcome);
   outcomes.push(await run(["bun", "run", "test:xen:paging"], {}, "xen| "));
+  outcomes.push(await run(["bun", "run", "test:xen:paging-cluster"], {}, "xen| "));
 }
 finish();

@@ -1,6 +1,6 @@
 /**
- * Xen hosts in a cluster (`bun run test:xen:stock` and `test:xen:paging` each boot two: run.sh with
- * SNOWFLOCK_XEN_HOSTS=2; the paging hosts run only the test of clones with memory on demand).
+ * Xen hosts in a cluster (`bun run test:xen:stock` and `test:xen:paging-cluster` each boot two: run.sh
+ * with SNOWFLOCK_XEN_HOSTS=2; the paging hosts run only the test of clones with memory on demand).
  * This dom0 is host h1 of the inventory at $SNOWFLOCK_XEN_CLUSTER; h2 is a second nested Xen host
  * whose dom0 runs `snowflock agent --backend xen --host h2` (test/xen/member-host.sh); the two
  * share one private L2 segment (a bridge in a network namespace of the run), which each dom0's
