@@ -9,16 +9,13 @@ import { StructView } from "../../sys/layout.ts";
 import type { KernelImage } from "../../guest/elf.ts";
 import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import * as abi from "./abi.ts";
+import { e820Map, LEGACY_HOLE } from "./e820.ts";
 
 const START_INFO_ADDRESS = 0x1000;
 const MEMMAP_ADDRESS = 0x1100;
 const CMDLINE_ADDRESS = 0x2000;
 const CMDLINE_MAX = 4095;
 const HVM_START_MAGIC = 0x336ec578;
-const E820_RAM = 1;
-const E820_RESERVED = 2;
-/** The legacy VGA/BIOS window, reported reserved as on a PC. */
-const LEGACY_HOLE = { start: 0xa0000, end: 0x100000 };
 
 export function loadPvhKernel(memory: GuestMemory, image: KernelImage, cmdline: string): void {
   for (const s of image.segments) {
@@ -39,15 +36,9 @@ export function loadPvhKernel(memory: GuestMemory, image: KernelImage, cmdline: 
   bytes.set(cmd, CMDLINE_ADDRESS);
   bytes[CMDLINE_ADDRESS + cmd.byteLength] = 0;
 
-  const map: Array<[number, number, number]> = [];
-  for (const r of memory.layout.regions) {
-    if (r.guestAddress === 0 && r.size > LEGACY_HOLE.end) {
-      map.push([0, LEGACY_HOLE.start, E820_RAM], [LEGACY_HOLE.start, LEGACY_HOLE.end - LEGACY_HOLE.start, E820_RESERVED]);
-      map.push([LEGACY_HOLE.end, r.size - LEGACY_HOLE.end, E820_RAM]);
-    } else map.push([r.guestAddress, r.size, E820_RAM]);
-  }
+  const map = e820Map(memory.layout);
   const table = new DataView(bytes.buffer, bytes.byteOffset + MEMMAP_ADDRESS, map.length * 24);
-  map.forEach(([address, size, type], i) => {
+  map.forEach(({ address, size, type }, i) => {
     table.setBigUint64(i * 24, BigInt(address), true);
     table.setBigUint64(i * 24 + 8, BigInt(size), true);
     table.setUint32(i * 24 + 16, type, true);
@@ -75,8 +66,16 @@ function segment(bytes: Uint8Array, at: number, fields: { selector: number; type
   seg.set("avl", 0).set("unusable", 0);
 }
 
-/** Puts the boot vCPU at the PVH entry: flat 32-bit protected mode, paging off. */
+/** Puts the boot vCPU at the PVH entry: flat 32-bit protected mode, paging off, %ebx at the start info. */
 export function setPvhEntryState(vcpuFd: number, entry: number): void {
+  setFlat32EntryState(vcpuFd, entry, { rbx: START_INFO_ADDRESS });
+}
+
+/**
+ * Flat 32-bit protected mode with paging off, code selector 0x10 and data 0x18: where both the PVH
+ * entry and Linux's 32-bit boot protocol start (each kernel loads its own GDT first thing).
+ */
+export function setFlat32EntryState(vcpuFd: number, entry: number, registers: { rbx?: number; rsi?: number }): void {
   const sregs = new StructView(abi.kvm_sregs);
   ioctl(vcpuFd, abi.KVM_GET_SREGS, sregs.bytes, "KVM_GET_SREGS");
   const code = { selector: 0x10, type: 0xb, s: 1, db: 1, limit: 0xffffffff };
@@ -87,6 +86,10 @@ export function setPvhEntryState(vcpuFd: number, entry: number): void {
   sregs.set("cr0", 0x11).set("cr3", 0).set("cr4", 0).set("efer", 0);
   ioctl(vcpuFd, abi.KVM_SET_SREGS, sregs.bytes, "KVM_SET_SREGS");
 
-  const regs = new StructView(abi.kvm_regs).set("rip", entry).set("rbx", START_INFO_ADDRESS).set("rflags", 2);
+  const regs = new StructView(abi.kvm_regs)
+    .set("rip", entry)
+    .set("rbx", registers.rbx ?? 0)
+    .set("rsi", registers.rsi ?? 0)
+    .set("rflags", 2);
   ioctl(vcpuFd, abi.KVM_SET_REGS, regs.bytes, "KVM_SET_REGS");
 }
