@@ -108,8 +108,11 @@ export interface Machine {
 
 /** Machines run by snowflock's own VMM processes (KVM). */
 export interface MachineFactory {
-  /** A machine with the kernel `image` loaded at its entry; start() runs it. */
-  boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions): Machine;
+  /**
+   * A machine with the kernel `image` loaded at its entry (a PVH ELF, or a Linux bzImage with its
+   * `initrd`); start() runs it.
+   */
+  boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions, initrd?: Uint8Array): Machine;
   /** A fresh machine that carries on from `state` over `memory` (which it takes ownership of). */
   restore(state: BackendState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): Machine;
 }

@@ -11,7 +11,7 @@ export const kvmBackend: Backend = {
   check: () => void kvmHost(),
   doctor: kvmDoctor,
   machines: {
-    boot: (image, memoryBytes, cmdline, options) => KvmMachine.boot(image, memoryBytes, cmdline, options),
+    boot: (image, memoryBytes, cmdline, options, initrd) => KvmMachine.boot(image, memoryBytes, cmdline, options, initrd),
     restore: (state, memory, options) => KvmMachine.restore(state, memory, options),
   },
 };

@@ -4,11 +4,13 @@
  * a fresh machine — the base the clone pipeline builds on.
  */
 import { SnowflockError } from "../../errors.ts";
+import { looksLikeBzImage, parseBzImage } from "../../guest/bzimage.ts";
 import { parseKernelImage } from "../../guest/elf.ts";
 import { GuestError, writeHypercallResult } from "../../guest/hypercalls.ts";
 import { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { kickVcpu, installKickHandler } from "./kick.ts";
-import { loadPvhKernel, setPvhEntryState } from "./pvh.ts";
+import { loadPvhKernel, setFlat32EntryState, setPvhEntryState } from "./pvh.ts";
+import { loadLinuxKernel } from "./linux-boot.ts";
 import type { BackendState, CapturedMachine, FreePageMap, GuestCall, Machine, MachineEnd, MachineOptions } from "../backend.ts";
 import { eagerPages, type KvmState } from "./persist.ts";
 import { KvmVm } from "./vm.ts";
@@ -48,15 +50,25 @@ export class KvmMachine implements Machine {
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
   }
 
-  /** A machine with `image` loaded and the boot vCPU at its PVH entry; call start() to run it. */
-  static boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions): KvmMachine {
-    const kernel = parseKernelImage(image);
+  /**
+   * A machine with `image` loaded and the boot vCPU at its entry: a Linux bzImage's 32-bit boot
+   * protocol entry (with `initrd`), else a PVH ELF's entry. Call start() to run it.
+   */
+  static boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions, initrd?: Uint8Array): KvmMachine {
+    const linux = looksLikeBzImage(image) ? parseBzImage(image) : undefined;
+    const kernel = linux ? undefined : parseKernelImage(image);
+    if (initrd && !linux) throw new SnowflockError("GUEST_IMAGE", "an initrd goes with a Linux bzImage, not with a PVH ELF kernel");
     const memory = GuestMemory.create(memoryBytes);
     let vm: KvmVm | undefined;
     try {
       vm = new KvmVm(memory, options.vcpus);
-      loadPvhKernel(memory, kernel, cmdline);
-      setPvhEntryState(vm.vcpus[0]!.fd, kernel.pvhEntry);
+      if (linux) {
+        const boot = loadLinuxKernel(memory, linux, cmdline, options.vcpus, initrd);
+        setFlat32EntryState(vm.vcpus[0]!.fd, boot.entry, { rsi: boot.zeroPage });
+      } else {
+        loadPvhKernel(memory, kernel!, cmdline);
+        setPvhEntryState(vm.vcpus[0]!.fd, kernel!.pvhEntry);
+      }
       return new KvmMachine(vm, memory, options);
     } catch (error) {
       vm?.close();
@@ -104,6 +116,7 @@ export class KvmMachine implements Machine {
         const init: VcpuInit = {
           index: vcpu.index,
           fd: vcpu.fd,
+          vmFd: this.vm.fd,
           runAddress: vcpu.runAddress,
           runSize: this.vm.host.vcpuMmapSize,
           memory: { layout: this.memory.layout, address: this.memory.address },
