@@ -19,6 +19,7 @@ export const KVM_SET_USER_MEMORY_REGION = 0x4020ae46; // _IOW(KVMIO, 0x46, struc
 export const KVM_SET_TSS_ADDR = 0xae47; // _IO(KVMIO, 0x47)
 export const KVM_SET_IDENTITY_MAP_ADDR = 0x4008ae48; // _IOW(KVMIO, 0x48, __u64)
 export const KVM_CREATE_IRQCHIP = 0xae60; // _IO(KVMIO, 0x60)
+export const KVM_IRQ_LINE = 0x4008ae61; // _IOW(KVMIO, 0x61, struct kvm_irq_level)
 export const KVM_GET_IRQCHIP = 0xc208ae62; // _IOWR(KVMIO, 0x62, struct kvm_irqchip)
 export const KVM_SET_IRQCHIP = 0x8208ae63; // _IOR(KVMIO, 0x63, struct kvm_irqchip)
 export const KVM_CREATE_PIT2 = 0x4040ae77; // _IOW(KVMIO, 0x77, struct kvm_pit_config)
@@ -283,6 +284,11 @@ export const kvm_irqchip = struct("struct kvm_irqchip", 520, {
   chip_id: u32(0),
   pad: u32(4),
   chip: bytes(8, 512),
+});
+
+export const kvm_irq_level = struct("struct kvm_irq_level", 8, {
+  irq: u32(0),
+  level: u32(4),
 });
 
 export const kvm_pit_config = struct("struct kvm_pit_config", 64, {

@@ -17,6 +17,8 @@ export const VcpuRunState = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } a
 export interface VcpuInit {
   index: number;
   fd: number;
+  /** The VM's fd: the UART raises its interrupt with KVM_IRQ_LINE on it. */
+  vmFd: number;
   runAddress: number;
   runSize: number;
   memory: { layout: MemoryLayout; address: number };

@@ -15,19 +15,27 @@ import { markAllocated } from "../../guest-memory/allocation-hints.ts";
 import { WorkerCollector } from "../../worker-collector.ts";
 import { handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
 import * as abi from "./abi.ts";
-import { COM1_BASE, COM1_PORTS, Serial } from "./serial.ts";
+import { COM1_BASE, COM1_IRQ, COM1_PORTS, Serial } from "./serial.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
 
 declare const self: Worker;
 
 const SYSTEM_EVENTS: Record<number, string> = { 1: "shutdown", 2: "reset", 3: "crash" };
 
+/** The keyboard controller's command port, and its command to pulse the CPU's reset line. */
+const I8042_COMMAND_PORT = 0x64;
+const I8042_PULSE_RESET = 0xfe;
+
 function runVcpu(init: VcpuInit): void {
   const post = (event: VcpuEvent) => self.postMessage(event);
   const { index, fd, control } = init;
   const run = new StructView(abi.kvm_run, new Uint8Array(toArrayBuffer(init.runAddress as never, 0, init.runSize)));
   const memory = GuestMemory.attach(init.memory.layout, init.memory.address);
-  const serial = new Serial((text) => post({ type: "console", index, text }));
+  const irqLine = new StructView(abi.kvm_irq_level).set("irq", COM1_IRQ);
+  const serial = new Serial(
+    (text) => post({ type: "console", index, text }),
+    (level) => ioctl(init.vmFd, abi.KVM_IRQ_LINE, irqLine.set("level", level ? 1 : 0).bytes, "KVM_IRQ_LINE"),
+  );
   const stats: VcpuStats = { exits: 0, ioExits: 0, mmioExits: 0, hypercalls: 0, rejectedHypercalls: 0 };
   let finished = false;
   let pendingIo = false;
@@ -69,6 +77,9 @@ function runVcpu(init: VcpuInit): void {
       if (port >= COM1_BASE && port < COM1_BASE + COM1_PORTS) {
         if (out) serial.write(port - COM1_BASE, data.getUint8(at));
         else data.setUint8(at, serial.read(port - COM1_BASE));
+      } else if (port === I8042_COMMAND_PORT && out && data.getUint8(at) === I8042_PULSE_RESET) {
+        // How Linux reboots a PC without ACPI: a reset here ends the VM (as in Firecracker).
+        host.exit(0);
       } else if (port === HYPERCALL_PORT && out && size === 4) {
         stats.hypercalls++;
         const blockAddress = data.getUint32(at, true);
