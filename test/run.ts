@@ -94,6 +94,7 @@ function testFiles(): string[] {
 }
 
 const needsKvm = (file: string) => readFileSync(join(ROOT, file), "utf8").includes("describeKvm(");
+const usesLinuxAssets = (file: string) => readFileSync(join(ROOT, file), "utf8").includes("support/linux-guest.ts");
 
 const args = process.argv.slice(2);
 const kvm = kvmAvailable();
@@ -129,6 +130,12 @@ console.log(
   `test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${kvmFiles.length} files with KVM tests ` +
     `run in nested KVM hosts (test/nested)`,
 );
+// The Linux guest tests boot Debian's kernel with a busybox initramfs: their assets come from
+// Debian's packages (a download the first time), into the repository the nested hosts share.
+if (kvmFiles.some(usesLinuxAssets)) {
+  const assets = await run(["bash", "test/linux/build-assets.sh"]);
+  if (assets.status !== 0) outcomes.push({ ...assets, failed: assets.failed + 1, failures: ["(fail) test/linux/build-assets.sh"] });
+}
 /** `bun test` on `testFiles` in a nested KVM host of its own (lock slot, memory). */
 const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix = "") =>
   run(
