@@ -55,19 +55,21 @@ export class KvmMachine implements Machine {
    * protocol entry (with `initrd`), else a PVH ELF's entry. Call start() to run it.
    */
   static boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions, initrd?: Uint8Array): KvmMachine {
-    const linux = looksLikeBzImage(image) ? parseBzImage(image) : undefined;
-    const kernel = linux ? undefined : parseKernelImage(image);
-    if (initrd && !linux) throw new SnowflockError("GUEST_IMAGE", "an initrd goes with a Linux bzImage, not with a PVH ELF kernel");
+    const kernel = looksLikeBzImage(image)
+      ? ({ kind: "linux", image: parseBzImage(image) } as const)
+      : ({ kind: "pvh", image: parseKernelImage(image) } as const);
+    if (initrd && kernel.kind === "pvh")
+      throw new SnowflockError("GUEST_IMAGE", "an initrd goes with a Linux bzImage, not with a PVH ELF kernel");
     const memory = GuestMemory.create(memoryBytes);
     let vm: KvmVm | undefined;
     try {
       vm = new KvmVm(memory, options.vcpus);
-      if (linux) {
-        const boot = loadLinuxKernel(memory, linux, cmdline, options.vcpus, initrd);
+      if (kernel.kind === "linux") {
+        const boot = loadLinuxKernel(memory, kernel.image, cmdline, options.vcpus, initrd);
         setFlat32EntryState(vm.vcpus[0]!.fd, boot.entry, { rsi: boot.zeroPage });
       } else {
-        loadPvhKernel(memory, kernel!, cmdline);
-        setPvhEntryState(vm.vcpus[0]!.fd, kernel!.pvhEntry);
+        loadPvhKernel(memory, kernel.image, cmdline);
+        setPvhEntryState(vm.vcpus[0]!.fd, kernel.image.pvhEntry);
       }
       return new KvmMachine(vm, memory, options);
     } catch (error) {
