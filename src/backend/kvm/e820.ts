@@ -4,8 +4,8 @@
  */
 import type { MemoryLayout } from "../../guest-memory/layout.ts";
 
-export const E820_RAM = 1;
-export const E820_RESERVED = 2;
+const E820_RAM = 1;
+const E820_RESERVED = 2;
 /** The legacy VGA/BIOS window: no kernel segment, boot structure or initrd goes there. */
 export const LEGACY_HOLE = { start: 0xa0000, end: 0x100000 };
 

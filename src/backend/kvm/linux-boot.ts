@@ -7,8 +7,7 @@
  * kernel decompresses itself and enters long mode on its own.
  */
 import { SnowflockError } from "../../errors.ts";
-import type { BzImage } from "../../guest/bzimage.ts";
-import { SETUP_HEADER_START } from "../../guest/bzimage.ts";
+import { type BzImage, SETUP_HEADER_START } from "../../guest/bzimage.ts";
 import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { PAGE_SIZE } from "../../guest-memory/layout.ts";
 import { e820Map, LEGACY_HOLE } from "./e820.ts";
@@ -47,10 +46,13 @@ export interface LinuxBoot {
   initrd?: { address: number; size: number };
 }
 
+/** Where the room `kernel` decompresses and starts in ends: nothing else of the boot may lie below. */
+const kernelRoomEnd = (kernel: BzImage) => Math.max(kernel.loadAddress, DECOMPRESS_ADDRESS) + kernel.initSize;
+const wholePages = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
+
 /** What `kernel` needs at least, for `initrdBytes` more: its decompression room and the initrd above it. */
 export function linuxMemoryNeeded(kernel: BzImage, initrdBytes: number): number {
-  const pages = (n: number) => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
-  return Math.max(kernel.loadAddress, DECOMPRESS_ADDRESS) + pages(kernel.initSize) + pages(initrdBytes);
+  return wholePages(kernelRoomEnd(kernel)) + wholePages(initrdBytes);
 }
 
 export function loadLinuxKernel(memory: GuestMemory, kernel: BzImage, cmdline: string, vcpus: number, initrd?: Uint8Array): LinuxBoot {
@@ -102,7 +104,7 @@ export function loadLinuxKernel(memory: GuestMemory, kernel: BzImage, cmdline: s
     // As high as the kernel allows, page-aligned: clear of the kernel while it decompresses.
     const top = Math.min(low.size, kernel.initrdEnd);
     const address = Math.floor((top - initrd.byteLength) / PAGE_SIZE) * PAGE_SIZE;
-    if (address < Math.max(kernel.loadAddress, DECOMPRESS_ADDRESS) + kernel.initSize) {
+    if (address < kernelRoomEnd(kernel)) {
       throw new SnowflockError(
         "GUEST_IMAGE",
         `the initrd (${initrd.byteLength} bytes) does not fit below 0x${top.toString(16)} clear of the kernel`,

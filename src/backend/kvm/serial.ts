@@ -41,9 +41,13 @@ export class Serial {
     private readonly setIrq?: (level: boolean) => void,
   ) {}
 
+  /** Whether offsets 0 and 1 are the divisor (LCR's DLAB set), not THR and IER. */
+  private divisorLatched(): boolean {
+    return (this.registers[LCR]! & LCR_DLAB) !== 0;
+  }
+
   write(offset: number, value: number): void {
-    const dlab = (this.registers[LCR]! & LCR_DLAB) !== 0;
-    if (dlab && offset <= IER) {
+    if (this.divisorLatched() && offset <= IER) {
       this.divisor[offset] = value;
     } else if (offset === THR) {
       this.put(value);
@@ -66,7 +70,7 @@ export class Serial {
   }
 
   private readRegister(offset: number): number {
-    if ((this.registers[LCR]! & LCR_DLAB) !== 0 && offset <= IER) return this.divisor[offset]!;
+    if (this.divisorLatched() && offset <= IER) return this.divisor[offset]!;
     switch (offset) {
       case LSR:
         return LSR_IDLE;
