@@ -1,7 +1,7 @@
 /** The kernel image loader treats the image as input: malformed images fail with a clear error. */
 import { describe, expect, test } from "bun:test";
-import { SnowflockError } from "../../src/errors.ts";
 import { parseKernelImage } from "../../src/guest/elf.ts";
+import { refusalMessage } from "../support/refusal.ts";
 
 /** A minimal ELF64 with one PT_LOAD and one PT_NOTE holding a PVH entry note. */
 function image({ entry = 0x100000, noteName = "Xen", noteType = 18 } = {}): Uint8Array {
@@ -33,15 +33,7 @@ function image({ entry = 0x100000, noteName = "Xen", noteType = 18 } = {}): Uint
   return bytes;
 }
 
-function failure(bytes: Uint8Array): string {
-  try {
-    parseKernelImage(bytes);
-  } catch (error) {
-    expect(error).toBeInstanceOf(SnowflockError);
-    return (error as SnowflockError).message;
-  }
-  throw new Error("expected the image to be refused");
-}
+const failure = (bytes: Uint8Array) => refusalMessage(() => parseKernelImage(bytes));
 
 describe("PVH kernel image", () => {
   test("finds the segments and the PVH entry", () => {

@@ -4,7 +4,7 @@ import { linuxMemoryNeeded, loadLinuxKernel, ZERO_PAGE_ADDRESS } from "../../src
 import { MPTABLE_ADDRESS, mpTable } from "../../src/backend/kvm/mptable.ts";
 import { looksLikeBzImage, parseBzImage } from "../../src/guest/bzimage.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
-import { SnowflockError } from "../../src/errors.ts";
+import { refusalMessage } from "../support/refusal.ts";
 
 const MiB = 2 ** 20;
 
@@ -33,16 +33,6 @@ function bzImage(payload: Uint8Array, change: (v: DataView) => void = () => {}):
 
 const payload = new Uint8Array(8192).map((_, i) => (i * 7 + 3) & 0xff);
 
-function refusal(run: () => unknown): string {
-  try {
-    run();
-  } catch (error) {
-    expect(error).toBeInstanceOf(SnowflockError);
-    return (error as Error).message;
-  }
-  throw new Error("expected a refusal");
-}
-
 describe("Linux bzImage: the setup header, and the boot protocol's zero page", () => {
   test("a bzImage's header reads as the boot protocol says", () => {
     const image = bzImage(payload);
@@ -63,13 +53,13 @@ describe("Linux bzImage: the setup header, and the boot protocol's zero page", (
     const elf = new Uint8Array(4096);
     elf.set([0x7f, 0x45, 0x4c, 0x46]);
     expect(looksLikeBzImage(elf)).toBe(false);
-    expect(refusal(() => parseBzImage(elf))).toContain("no boot flag");
-    expect(refusal(() => parseBzImage(new Uint8Array(100)))).toContain("too short");
-    expect(refusal(() => parseBzImage(bzImage(payload, (v) => v.setUint16(0x206, 0x0204, true))))).toContain("boot protocol 2.04");
-    expect(refusal(() => parseBzImage(bzImage(payload, (v) => v.setUint8(0x211, 0))))).toContain("zImage");
-    expect(refusal(() => parseBzImage(bzImage(payload, (v) => v.setUint8(0x1f1, 200))))).toContain("setup sectors");
-    expect(refusal(() => parseBzImage(bzImage(payload, (v) => v.setUint32(0x260, 16, true))))).toContain("init_size");
-    expect(refusal(() => parseBzImage(bzImage(payload, (v) => v.setUint8(0x201, 0x20))))).toContain("setup header ends");
+    expect(refusalMessage(() => parseBzImage(elf))).toContain("no boot flag");
+    expect(refusalMessage(() => parseBzImage(new Uint8Array(100)))).toContain("too short");
+    expect(refusalMessage(() => parseBzImage(bzImage(payload, (v) => v.setUint16(0x206, 0x0204, true))))).toContain("boot protocol 2.04");
+    expect(refusalMessage(() => parseBzImage(bzImage(payload, (v) => v.setUint8(0x211, 0))))).toContain("zImage");
+    expect(refusalMessage(() => parseBzImage(bzImage(payload, (v) => v.setUint8(0x1f1, 200))))).toContain("setup sectors");
+    expect(refusalMessage(() => parseBzImage(bzImage(payload, (v) => v.setUint32(0x260, 16, true))))).toContain("init_size");
+    expect(refusalMessage(() => parseBzImage(bzImage(payload, (v) => v.setUint8(0x201, 0x20))))).toContain("setup header ends");
   });
 
   test("loading puts the kernel at 1 MiB and fills the zero page: header, loader, command line, E820, initrd high", () => {
@@ -111,11 +101,11 @@ describe("Linux bzImage: the setup header, and the boot protocol's zero page", (
     expect(linuxMemoryNeeded(kernel, 0)).toBe(56 * MiB);
     const memory = GuestMemory.create(32 * MiB);
     try {
-      expect(refusal(() => loadLinuxKernel(memory, kernel, "", 1))).toContain("need at least 56 MiB");
+      expect(refusalMessage(() => loadLinuxKernel(memory, kernel, "", 1))).toContain("need at least 56 MiB");
       const small = parseBzImage(bzImage(payload));
-      expect(refusal(() => loadLinuxKernel(memory, small, "x".repeat(2048), 1))).toContain("at most 2047");
+      expect(refusalMessage(() => loadLinuxKernel(memory, small, "x".repeat(2048), 1))).toContain("at most 2047");
       const low = parseBzImage(bzImage(payload, (v) => v.setUint32(0x214, 0x90000, true)));
-      expect(refusal(() => loadLinuxKernel(memory, low, "", 1))).toContain("below 1 MiB");
+      expect(refusalMessage(() => loadLinuxKernel(memory, low, "", 1))).toContain("below 1 MiB");
     } finally {
       memory.close();
     }
