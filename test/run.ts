@@ -27,6 +27,8 @@ import { kvmAvailable } from "../src/backend/kvm/host.ts";
 const ROOT = join(import.meta.dir, "..");
 const BUN_TIMEOUT = ["--timeout", "120000"];
 const NESTED_TIME_SCALE = "10";
+/** Lines of each failed test's error repeated in the summary at the end. */
+const ERROR_LINES = 12;
 /** Files for the second nested KVM host (see above). */
 const SECOND_NESTED_HOST = [
   "test/integration/cluster.test.ts",
@@ -85,8 +87,27 @@ async function run(command: string[], env: Record<string, string> = {}, prefix =
         ?.trim()
         .split(" ")[0] ?? 0,
     );
-  const failures = [...new Set(text.match(/^\(fail\) .*$/gm) ?? [])].map((line) => `${prefix}${line}`);
-  return { status, passed: count("pass"), failed: count("fail"), failures };
+  return { status, passed: count("pass"), failed: count("fail"), failures: failuresWithErrors(text).map((f) => f.replace(/^/gm, prefix)) };
+}
+
+/**
+ * bun's "(fail) ..." lines, once each, each after the error bun printed before it (at most
+ * ERROR_LINES lines of it): the summary at the end is often all of a long run's output one sees.
+ */
+function failuresWithErrors(text: string): string[] {
+  const lines = text.split("\n");
+  const seen = new Set<string>();
+  const failures: string[] = [];
+  lines.forEach((line, i) => {
+    if (!line.startsWith("(fail) ") || seen.has(line)) return;
+    seen.add(line);
+    let start = i;
+    while (start > Math.max(0, i - 60) && !/^(error|\S*Error)\b/.test(lines[start - 1]!) && !lines[start - 1]!.startsWith("(")) start--;
+    const error =
+      start > 0 && /^(error|\S*Error)\b/.test(lines[start - 1]!) ? lines.slice(start - 1, i).filter((l) => l.trim() !== "") : [];
+    failures.push([...error.slice(0, ERROR_LINES).map((l) => `    ${l}`), line].join("\n"));
+  });
+  return failures;
 }
 
 /** Every test file's text, by path. */
