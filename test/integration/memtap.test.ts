@@ -38,9 +38,9 @@ import {
 import { close } from "../../src/sys/files.ts";
 import { O_CLOEXEC } from "../../src/sys/constants.ts";
 import { userfaultfd } from "../../src/sys/uffd.ts";
+import { within } from "../support/time.ts";
 import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { describeKvm, KVM_REQUIRED } from "../support/kvm.ts";
-import { within } from "../support/time.ts";
 
 const MEMORY = 256 * 1024 * 1024;
 const DATASET = 64 * 1024 * 1024;
@@ -79,7 +79,8 @@ async function snapshotParent(): Promise<Snapshot> {
   const parentLines: string[] = [];
   const parent = KvmMachine.boot(guestImage(), MEMORY, CMDLINE, { vcpus: 2, onConsole: (l) => parentLines.push(l) });
   await parent.start();
-  const deadline = Date.now() + 20_000;
+  // Under emulation two vCPUs take tens of seconds to write the dataset.
+  const deadline = Date.now() + within(20_000);
   for (;;) {
     await Bun.sleep(10);
     parent.pause(); // throws if the parent already finished: the loop below resumes it quickly enough
