@@ -95,7 +95,8 @@ async function run(command: string[], env: Record<string, string> = {}, prefix =
  * ERROR_LINES lines of it): the summary at the end is often all of a long run's output one sees.
  */
 function failuresWithErrors(text: string): string[] {
-  const lines = text.split("\n");
+  // A stage in a nested host prints its lines behind its own "xen| ".
+  const lines = text.split("\n").map((line) => line.replace(/^[\w-]+\| /, ""));
   const seen = new Set<string>();
   const failures: string[] = [];
   lines.forEach((line, i) => {
