@@ -4,7 +4,7 @@
  * A call is a 64-byte block in guest RAM below 4 GiB; the guest writes its
  * guest-physical address with a 32-bit outl to SF_HC_PORT and the host fills
  * in `result` before the outl completes. Without a snowflock host (CPUID leaf
- * 0x40000000 != "SnowflockVMM") every sf_* call returns SF_ENOSYS and never
+ * 0x40000100 != "SnowflockVMM") every sf_* call returns SF_ENOSYS and never
  * touches the port.
  */
 #pragma once
@@ -12,7 +12,7 @@
 #include <stdbool.h>
 
 #define SF_HC_PORT        0x0ED0
-#define SF_CPUID_LEAF     0x40000000u
+#define SF_CPUID_LEAF     0x40000100u
 #define SF_ABI_VERSION    1
 
 /* Call numbers. 16 and up are reserved for the Impromptu Cluster API

@@ -21,7 +21,7 @@ static uint8_t raw[256] __attribute__((aligned(64)));
 
 NORETURN void wl_hostile(void) {
     if (!sf_available())
-        kprintf("hostile: no snowflock VMM (CPUID 0x40000000), hypercalls return SF_ENOSYS\n");
+        kprintf("hostile: no snowflock VMM (CPUID 0x40000100), hypercalls return SF_ENOSYS\n");
     uint64_t buf = (uint64_t)(uintptr_t)payload, len = sizeof(payload) - 1;
 
     check("abi_version", sf_abi_version(), SF_ABI_VERSION, SF_ABI_VERSION);

@@ -3,6 +3,7 @@
  * (`Backend`) and what a running VM looks like to the layers above (`Machine`). Nothing above
  * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
  */
+import type { DiskAttachment } from "../guest/disk-image.ts";
 import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 import type { FaultStats } from "../memory/fault-counters.ts";
 import type { GuestMemory } from "../guest-memory/guest-memory.ts";
@@ -80,12 +81,18 @@ export interface MachineOptions {
   /** 0 for an original VM; a clone's ID otherwise. */
   cloneId?: number;
   onConsole?: (line: string, vcpu: number) => void;
+  /** The console line so far, where the guest stopped printing to wait (a shell's prompt); onConsole gets the whole line later. */
+  onConsolePartial?: (text: string) => void;
   /** Serves the Impromptu Cluster API; the calling vCPU waits for the result. */
   onGuestCall?: (call: GuestCall) => Promise<bigint>;
   /** Called once the vCPUs have stopped, before the VM is closed (memtap releases its uffd). */
   beforeClose?: () => void;
   /** Where the vCPUs mark pages the guest's allocator hands out (memtap zero-fills them). */
   allocationHints?: AllocationHints;
+  /** Disk images the guest gets as virtio block devices (a Linux guest booted with ACPI finds them). */
+  disks?: DiskAttachment[];
+  /** A device stopped serving what the guest broke (the VM goes on). */
+  onDeviceError?: (message: string) => void;
 }
 
 /** A VM this process runs: the clone pipeline pauses it, captures it and resumes it. */
@@ -104,6 +111,8 @@ export interface Machine {
   capture(): CapturedMachine;
   /** Guest pages written so far (or, once ended, by the end). */
   pagesTouched(): number;
+  /** Bytes typed at the guest's console; returns how many it took (its input buffer may be full). */
+  consoleInput(bytes: Uint8Array): number;
 }
 
 /** Machines run by snowflock's own VMM processes (KVM). */

@@ -16,6 +16,7 @@ import { registerFork } from "./fork.ts";
 import { registerPool } from "./pool.ts";
 import { registerKill } from "./kill.ts";
 import { registerLogs } from "./logs.ts";
+import { registerConsole } from "./console.ts";
 import { registerLs } from "./ls.ts";
 import { log, printable } from "../output.ts";
 import { registerRun } from "./run.ts";
@@ -58,6 +59,7 @@ export async function startCli(argv: string[]): Promise<number> {
   registerRun(cli);
   registerLs(cli);
   registerLogs(cli);
+  registerConsole(cli);
   registerKill(cli);
   registerFork(cli);
   registerPool(cli);

@@ -1,4 +1,7 @@
-/** `snowflock run WORKLOAD [KEY=VALUE ...]`: boot the built-in guest and run a workload in it. */
+/**
+ * `snowflock run WORKLOAD [KEY=VALUE ...]`: boot the built-in guest and run a workload in it;
+ * `snowflock run --kernel PATH [--initrd PATH] [--cmdline "..."]`: boot the user's own kernel.
+ */
 import type { CAC } from "cac";
 import { selectBackend } from "../backend/select.ts";
 import { SnowflockError } from "../errors.ts";
@@ -11,11 +14,21 @@ import { log, printJson, printLine } from "../output.ts";
 import { memoryOption, memoryPathOption, transportOption, vcpusOption } from "./options.ts";
 import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
 import { HEURISTICS, parseHeuristics } from "../heuristics/heuristics.ts";
+import { resolve } from "node:path";
+import { DEFAULT_KERNEL_CMDLINE, type KernelGuestFiles, kernelGuestLabel, readKernelGuest } from "../guest/kernel-guest.ts";
+import type { GuestSpec } from "../vmm/guest-spec.ts";
+import { readVmConfig } from "./vm-config.ts";
+import { checkDiskImages, type DiskAttachment, parseDiskOption } from "../guest/disk-image.ts";
 
 interface RunOptions {
   backend?: string;
-  mem: string;
-  vcpus: number;
+  mem?: string;
+  vcpus?: number;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  disk?: string | string[];
+  configFile?: string;
   maxClones: number;
   memory: string;
   name?: string;
@@ -29,13 +42,20 @@ interface RunOptions {
 
 export function registerRun(cli: CAC): void {
   cli
-    .command("run <workload> [...params]", "Boot the built-in guest and run a workload in it")
-    .usage(`run <workload> [key=value ...] [options]\n\nWorkloads:\n${workloadHelp()}`)
-    .option("--mem <size>", "Guest memory (K/M/G suffixes, multiple of 2M)", { default: "256M" })
-    .option("--vcpus <n>", "Virtual CPUs", { default: 1 })
+    .command("run [workload] [...params]", "Boot the built-in guest and run a workload in it, or boot your own kernel")
+    .usage(
+      `run <workload> [key=value ...] [options]\n  run --kernel <path> [--initrd <path>] [--cmdline "..."] [options]\n  run --config-file <path> [options]\n\nWorkloads of the built-in guest:\n${workloadHelp()}`,
+    )
+    .option("--kernel <path>", "Boot this kernel instead of the built-in guest: a Linux bzImage, or an ELF with a PVH entry")
+    .option("--initrd <path>", "With --kernel: the initramfs (or initrd) the kernel gets")
+    .option("--cmdline <text>", `With --kernel: the kernel's command line (default: "${DEFAULT_KERNEL_CMDLINE}")`)
+    .option("--disk <path[,ro]>", "With --kernel: a raw disk image the guest sees as /dev/vdX (virtio), read-write or ,ro; repeatable")
+    .option("--config-file <path>", "Read kernel, initrd, cmdline, disks, mem, vcpus and name from a JSON file; options given here win")
+    .option("--mem <size>", "Guest memory (K/M/G suffixes, multiple of 2M; default 256M)")
+    .option("--vcpus <n>", "Virtual CPUs (default 1)")
     .option("--memory <path>", "How clones the guest makes get memory: cow or ondemand", { default: "cow" })
     .option("--max-clones <n>", "Most clones one sf_request_ticket grants", { default: 32 })
-    .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>)")
+    .option("--name <name>", "Name for ls/logs/kill (default: <workload>-<n>, or linux-<n> with --kernel)")
     .option("--detach", "Run in the background; print the VM's name and return")
     .option("--json", "Print one JSON object at the end instead of the console lines")
     .option(
@@ -54,11 +74,19 @@ export function registerRun(cli: CAC): void {
     .example((bin) => `  ${bin} run hello`)
     .example((bin) => `  ${bin} run sha256 size=64M seed=42 --vcpus 2 --json`)
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} logs web --follow`)
+    .example((bin) => `  ${bin} run --kernel /boot/vmlinuz-$(uname -r) --initrd initramfs.cpio --mem 512M --name vm1 --detach`)
     .example((bin) => `  ${bin} cluster up --hosts 4 && ${bin} run sha256-par size=64M seed=7 clones=8 --cluster --json`)
-    .action(async (workloadName: string, params: string[], options: RunOptions) => {
-      const workload = parseWorkload(workloadName, params.map(String));
-      const memoryBytes = memoryOption(options.mem);
-      const vcpus = vcpusOption(options.vcpus);
+    .action(async (workloadName: string | undefined, params: string[], options: RunOptions) => {
+      const config = options.configFile === undefined ? {} : readVmConfig(String(options.configFile));
+      const kernelPath = options.kernel ?? config.kernel;
+      const givenDisks = [options.disk ?? []].flat().map((d) => parseDiskOption(String(d)));
+      const guest = chooseGuest(workloadName, params.map(String), kernelPath, {
+        initrd: options.initrd ?? config.initrd,
+        cmdline: options.cmdline ?? config.cmdline,
+        disks: givenDisks.length > 0 ? givenDisks : config.disks,
+      });
+      const memoryBytes = memoryOption(options.mem ?? config.mem ?? "256M");
+      const vcpus = vcpusOption(options.vcpus ?? config.vcpus ?? 1);
       const memoryPath = memoryPathOption(options.memory);
       const maxClones = Number(options.maxClones);
       if (!Number.isInteger(maxClones) || maxClones < 1 || maxClones > MAX_CLONES_PER_FORK) {
@@ -78,7 +106,9 @@ export function registerRun(cli: CAC): void {
       const heuristicsOff =
         options.heuristics === false ? [...HEURISTICS] : parseHeuristics([options.heuristicOff ?? []].flat().map(String));
       ensureRunDir();
-      const name = options.name === undefined ? freeName(workload.name) : checkName(String(options.name));
+      const givenName = options.name ?? config.name;
+      const name =
+        givenName === undefined ? freeName(guest.kind === "workload" ? guest.workload.name : "linux") : checkName(String(givenName));
       const clusterArgs = [
         ...(cluster ? [`--cluster=${cluster.inventoryPath}`, "--transport", transport] : []),
         ...heuristicsOff.flatMap((h) => ["--no-heuristic", h]),
@@ -86,8 +116,7 @@ export function registerRun(cli: CAC): void {
       if (options.detach)
         return detach(
           name,
-          workloadName,
-          params,
+          guest.kind === "workload" ? [guest.workload.name, ...params.map(String)] : kernelArguments(guest.guest.files, guest.disks),
           [
             "--mem",
             String(memoryBytes),
@@ -103,15 +132,15 @@ export function registerRun(cli: CAC): void {
         );
 
       const { runVm } = await import("../vmm/vmm.ts");
-      checkMemory(workload, memoryBytes);
+      if (guest.kind === "workload") checkMemory(guest.workload, memoryBytes);
       (await selectBackend(options.backend, "run")).check();
       if (!options.json)
         log.start(
-          `booting ${name}: ${workload.cmdline} (${formatSize(memoryBytes)}, ${vcpus} ` +
+          `booting ${name}: ${guest.kind === "workload" ? guest.workload.cmdline : kernelGuestLabel(guest.guest.files)} (${formatSize(memoryBytes)}, ${vcpus} ` +
             `vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`,
         );
       const result = await runVm(
-        { name, workload, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff },
+        { name, guest, memoryBytes, vcpus, maxClones, memoryPath, cluster, transport, heuristicsOff },
         options.json ? () => {} : printLine,
       );
       if (options.json) printJson(result);
@@ -125,13 +154,59 @@ export function registerRun(cli: CAC): void {
 }
 
 /** Starts a VMM process of its own for the VM and waits until its control socket answers. */
-async function detach(name: string, workload: string, params: string[], options: string[], json: boolean): Promise<number> {
+async function detach(name: string, guest: string[], options: string[], json: boolean): Promise<number> {
   claimName(name);
-  const { pid } = await spawnVmm(name, ["run", workload, ...params, ...options, "--name", name]);
+  const { pid } = await spawnVmm(name, ["run", ...guest, ...options, "--name", name]);
   if (json) printJson({ name, pid, socket: vmPaths(name).socket, log: vmPaths(name).log });
   else {
     printLine(name);
     log.success(`${name} runs in the background (pid ${pid}); \`snowflock logs ${name}\` shows its console`);
   }
   return 0;
+}
+
+/**
+ * The built-in guest with a workload, or the user's kernel (read and checked here, so that a bad
+ * path or a file that is not a kernel stops everything before a VM or a name exists).
+ */
+function chooseGuest(
+  workloadName: string | undefined,
+  params: string[],
+  kernel: string | undefined,
+  files: { initrd?: string; cmdline?: string; disks?: DiskAttachment[] },
+): GuestSpec {
+  if (kernel === undefined) {
+    if (files.initrd !== undefined || files.cmdline !== undefined || files.disks?.length)
+      throw new SnowflockError("USAGE", "--initrd, --cmdline and --disk go with --kernel", "name the kernel with --kernel PATH");
+    if (workloadName === undefined)
+      throw new SnowflockError("USAGE", "run needs a workload of the built-in guest or --kernel PATH", "see `snowflock run --help`");
+    return { kind: "workload", workload: parseWorkload(workloadName, params) };
+  }
+  if (workloadName !== undefined)
+    throw new SnowflockError(
+      "USAGE",
+      `a workload ('${workloadName}') is for the built-in guest; --kernel boots your own`,
+      "give either a workload or --kernel",
+    );
+  const cmdline = files.cmdline ?? DEFAULT_KERNEL_CMDLINE;
+  const guest = readKernelGuest({
+    kernel: resolve(kernel),
+    cmdline,
+    ...(files.initrd === undefined ? {} : { initrd: resolve(files.initrd) }),
+  });
+  const disks = (files.disks ?? []).map((d) => ({ path: resolve(d.path), readOnly: d.readOnly }));
+  checkDiskImages(disks);
+  return { kind: "kernel", guest, disks };
+}
+
+/** The same kernel guest for the detached VMM's command line. */
+function kernelArguments(files: KernelGuestFiles, disks: DiskAttachment[]): string[] {
+  return [
+    "--kernel",
+    files.kernel,
+    ...(files.initrd === undefined ? [] : ["--initrd", files.initrd]),
+    "--cmdline",
+    files.cmdline,
+    ...disks.flatMap((d) => ["--disk", `${d.path},${d.readOnly ? "ro" : "rw"}`]),
+  ];
 }

@@ -30,7 +30,7 @@ export interface Descriptor {
   freePages?: Uint8Array;
 }
 
-/** The descriptor's own sections; a backend's state takes other types (2 and 3 for KVM). */
+/** The descriptor's own sections; a backend's state takes other types (2, 3 and 8 for KVM, 16 and 17 for Xen). */
 const Section = { META: 1, NONZERO_BITMAP: 4, PAGES: 5, FREE_BITMAP: 6 } as const;
 const SECTION_NAMES: Readonly<Record<number, string>> = {
   [Section.META]: "metadata",

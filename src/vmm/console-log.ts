@@ -18,6 +18,8 @@ export class ConsoleLog {
   private recentBytes = 0;
   private fd: number | undefined;
   private logBytes = 0;
+  /** What partial() already wrote of the line being printed. */
+  private partialWritten = "";
   /** Every line the guest printed, kept or not. */
   total = 0;
 
@@ -29,11 +31,22 @@ export class ConsoleLog {
     this.fd = createPrivateFile(path);
   }
 
+  /** The current line so far: the log shows it now (a prompt); add() writes only the rest. */
+  partial(text: string): void {
+    if (!text.startsWith(this.partialWritten)) return;
+    this.append(Buffer.from(text.slice(this.partialWritten.length)));
+    this.partialWritten = text;
+  }
+
   add(line: string): void {
-    const bytes = Buffer.from(`${line}\n`);
+    // A line that does not go on from the partial one (another vCPU's) starts a line of its own.
+    const continues = line.startsWith(this.partialWritten);
+    const rest = continues ? line.slice(this.partialWritten.length) : `${this.partialWritten ? "\n" : ""}${line}`;
+    this.partialWritten = "";
     this.total++;
-    this.recent.push({ line, cost: bytes.byteLength + LINE_OVERHEAD });
-    this.recentBytes += bytes.byteLength + LINE_OVERHEAD;
+    const cost = Buffer.byteLength(line) + 1 + LINE_OVERHEAD;
+    this.recent.push({ line, cost });
+    this.recentBytes += cost;
     while (this.recentBytes > this.limits.consoleMemory && this.first < this.recent.length) {
       this.recentBytes -= this.recent[this.first++]!.cost;
     }
@@ -41,7 +54,7 @@ export class ConsoleLog {
       this.recent = this.recent.slice(this.first);
       this.first = 0;
     }
-    this.append(bytes);
+    this.append(Buffer.from(`${rest}\n`));
   }
 
   /** The newest lines, oldest first. */

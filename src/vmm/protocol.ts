@@ -8,6 +8,9 @@ import { shown } from "../errors.ts";
  */
 export const CONTROL_PROTOCOL_VERSION = 1;
 export const MAX_CLONES_PER_FORK = 64;
+/** Console input per request: the UART's receive FIFO (4 KiB) in base64. */
+export const MAX_INPUT_BYTES = 4096;
+const MAX_INPUT_BASE64 = Math.ceil(MAX_INPUT_BYTES / 3) * 4;
 
 export type ControlRequest =
   | { v: number; op: "status" }
@@ -16,6 +19,8 @@ export type ControlRequest =
   | { v: number; op: "descriptor"; path: string }
   /** Clone the VM into `clones` new VMs: on this host, or spread over its cluster (`spread`). */
   | { v: number; op: "fork"; clones: number; memory: MemoryPath; spread?: boolean; transport?: RemoteTransport }
+  /** Bytes typed at the guest's console (base64); the answer says how many its UART took. */
+  | { v: number; op: "input"; data: string }
   /** A family message for this VM's guest (sf_recv); `data` is base64. */
   | { v: number; op: "message"; from: number; data: string }
   /** From a clone's VMM to its parent's: its vCPUs run (times since the clone process started). */
@@ -44,7 +49,7 @@ export interface VmStatus {
 }
 
 export type ControlResponse =
-  | { ok: true; status?: VmStatus; descriptor?: DescriptorSummary & { pausedMs: number }; fork?: ForkResult }
+  | { ok: true; status?: VmStatus; descriptor?: DescriptorSummary & { pausedMs: number }; fork?: ForkResult; accepted?: number }
   | { ok: false; error: string };
 
 export function parseRequest(line: string): ControlRequest | { error: string } {
@@ -75,6 +80,10 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     if (transport !== undefined && transport !== "tcp" && transport !== "packet" && transport !== "udp")
       return { error: "fork transport must be packet, udp or tcp" };
     return { v, op, clones, memory, spread, transport };
+  }
+  if (op === "input") {
+    if (typeof data !== "string" || data.length > MAX_INPUT_BASE64) return { error: "input needs base64 data up to 4 KiB" };
+    return { v, op, data };
   }
   if (op === "message") {
     if (!isInt(from) || from < 0 || typeof data !== "string" || data.length > 100_000)

@@ -5,7 +5,7 @@
  */
 import { type AllocationHints, createAllocationHints } from "../guest-memory/allocation-hints.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
-import type { GuestCall, Machine, MachineEnd } from "../backend/backend.ts";
+import type { GuestCall, Machine, MachineEnd, MachineOptions } from "../backend/backend.ts";
 import { statePersist } from "../backend/persist.ts";
 import { machineFactory } from "../backend/select.ts";
 import { describeMachine } from "../clone/describe.ts";
@@ -20,7 +20,8 @@ import { type Descriptor, decodeDescriptor, encodeDescriptor, MAX_DESCRIPTOR_FIL
 import { readRegularFile } from "../bounded-read.ts";
 import { summarize } from "../descriptor/summary.ts";
 import { guestImage } from "../guest/image.ts";
-import { checkMemory, type WorkloadRequest } from "../guest/workloads.ts";
+import { checkMemory } from "../guest/workloads.ts";
+import { type GuestSpec, guestLabel } from "./guest-spec.ts";
 import { CloneStatus, writeHypercallResult } from "../guest/hypercalls.ts";
 import { GuestMemory } from "../guest-memory/guest-memory.ts";
 import type { McdistAddress } from "../memory/page-server-address.ts";
@@ -36,7 +37,7 @@ import { scaledTimeout } from "../timeouts.ts";
 
 export interface VmSpec {
   name: string;
-  workload: WorkloadRequest;
+  guest: GuestSpec;
   memoryBytes: number;
   vcpus: number;
   /** Most clones one sf_request_ticket grants. */
@@ -102,7 +103,8 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-type BuildMachine = (onConsole: (line: string) => void, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
+type ConsoleOptions = Required<Pick<MachineOptions, "onConsole" | "onConsolePartial">>;
+type BuildMachine = (console: ConsoleOptions, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
 
 interface ServeOptions {
   maxClones: number;
@@ -129,10 +131,13 @@ async function serveMachine(
   let firstConsoleLineMs: number | null = null;
   let family: Family | undefined;
   const machine = build(
-    (line) => {
-      firstConsoleLineMs ??= performance.now();
-      consoleLog.add(line);
-      onConsole(line);
+    {
+      onConsole: (line) => {
+        firstConsoleLineMs ??= performance.now();
+        consoleLog.add(line);
+        onConsole(line);
+      },
+      onConsolePartial: (text) => consoleLog.partial(text),
     },
     (call) => serveGuestCall(family!, machine.memory, call),
   );
@@ -182,6 +187,8 @@ async function serveMachine(
         return { ok: true, descriptor: writeDescriptor(machine, identity.name, identity.workload, request.path) };
       case "fork":
         return { ok: true, fork: await family.operatorFork(request.clones, request.memory, request.spread === true, request.transport) };
+      case "input":
+        return { ok: true, accepted: machine.consoleInput(new Uint8Array(Buffer.from(request.data, "base64"))) };
       case "message":
         return family.deliver(request.from, new Uint8Array(Buffer.from(request.data, "base64")));
       case "clone-started":
@@ -264,14 +271,16 @@ async function serveMachine(
   }
 }
 
-/** Boots the built-in guest with a workload and serves it until it ends. */
+/** Boots the built-in guest with a workload, or the user's kernel, and serves it until it ends. */
 export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Promise<VmResult> {
-  checkMemory(spec.workload, spec.memoryBytes);
+  const { guest } = spec;
+  if (guest.kind === "workload") checkMemory(guest.workload, spec.memoryBytes);
   const machines = await machineFactory("kvm");
+  const label = guestLabel(guest);
   const identity = {
     name: spec.name,
-    workload: spec.workload.cmdline,
-    workloadName: spec.workload.name,
+    workload: label.cmdline,
+    workloadName: label.name,
     memoryBytes: spec.memoryBytes,
     vcpus: spec.vcpus,
   };
@@ -284,12 +293,18 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
       transport: spec.transport,
       heuristicsOff: spec.heuristicsOff,
     },
-    (console, onGuestCall) =>
-      machines.boot(guestImage(), spec.memoryBytes, `${spec.workload.cmdline} smp=${spec.vcpus}`, {
-        vcpus: spec.vcpus,
-        onConsole: console,
-        onGuestCall,
-      }),
+    (console, onGuestCall) => {
+      const options = { vcpus: spec.vcpus, ...console, onGuestCall };
+      return guest.kind === "workload"
+        ? machines.boot(guestImage(), spec.memoryBytes, `${guest.workload.cmdline} smp=${spec.vcpus}`, options)
+        : machines.boot(
+            guest.guest.image,
+            spec.memoryBytes,
+            guest.guest.files.cmdline,
+            { ...options, disks: guest.disks },
+            guest.guest.initrd,
+          );
+    },
     onConsole,
   );
 }
@@ -375,7 +390,7 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
     (console, onGuestCall) => {
       const machine = machines.restore(descriptor.state, memory, {
         cloneId: spec.cloneId,
-        onConsole: console,
+        ...console,
         onGuestCall,
         beforeClose: () => memtap?.release(),
         allocationHints,

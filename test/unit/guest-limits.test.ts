@@ -117,6 +117,22 @@ describe("the console log", () => {
     expect({ total: log.total, dropped: log.dropped }).toEqual({ total: 1000, dropped: 990 });
   });
 
+  test("a partial line (a prompt) is in the log at once; the whole line then adds only the rest; another line starts afresh", () => {
+    const path = join(dir, "partial.log");
+    const log = new ConsoleLog(path, { consoleMemory: 1 << 20, consoleLog: 1 << 20 });
+    log.add("boot");
+    log.partial("~ # ");
+    expect(readFileSync(path, "utf8")).toBe("boot\n~ # ");
+    log.partial("~ # ls");
+    log.add("~ # ls");
+    log.partial("x");
+    log.add("other");
+    log.close();
+    expect(readFileSync(path, "utf8")).toBe("boot\n~ # ls\nx\nother\n");
+    expect(log.lines()).toEqual(["boot", "~ # ls", "other"]);
+    expect(log.total).toBe(3);
+  });
+
   test("rotates NAME.log to NAME.log.1 at console-log bytes: two files, each within the cap, nothing lost in between", () => {
     const path = join(dir, "rotate.log");
     const cap = 64 * 1024;

@@ -2,8 +2,9 @@
  * Booting a stock Linux bzImage the way a boot loader does with the 32-bit boot protocol
  * (Documentation/arch/x86/boot.rst): its protected-mode kernel at its load address, a zero page
  * (struct boot_params) with the setup header, the E820 map, the command line and the initrd, an
- * MP table for the vCPUs and the interrupt wiring (mptable.ts), and
- * the boot vCPU in flat 32-bit protected mode at the kernel with %esi at the zero page. The
+ * MP table for the vCPUs and the interrupt wiring (mptable.ts), ACPI tables for the same and the
+ * devices (acpi/tables.ts; a kernel booted with acpi=off reads the MP table), a fresh VM
+ * generation ID, and the boot vCPU in flat 32-bit protected mode at the kernel with %esi at the zero page. The
  * kernel decompresses itself and enters long mode on its own.
  */
 import { SnowflockError } from "../../errors.ts";
@@ -12,6 +13,8 @@ import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { PAGE_SIZE } from "../../guest-memory/layout.ts";
 import { e820Map, LEGACY_HOLE } from "./e820.ts";
 import { MPTABLE_ADDRESS, mpTable } from "./mptable.ts";
+import { ACPI_AREA, type AcpiPlatform, acpiTables } from "./acpi/tables.ts";
+import { writeVmGenerationId } from "./acpi/vmgenid.ts";
 
 /** Below the legacy window and clear of the PVH start info (0x1000-0x2fff). */
 export const ZERO_PAGE_ADDRESS = 0x7000;
@@ -24,6 +27,7 @@ const MAX_E820_ENTRIES = 128;
 const E820_ENTRIES = 0x1e8;
 const E820_TABLE = 0x2d0;
 const E820_ENTRY_SIZE = 20;
+const ACPI_RSDP_ADDR = 0x070;
 const EXT_RAMDISK_IMAGE = 0x0c0;
 const EXT_RAMDISK_SIZE = 0x0c4;
 const EXT_CMD_LINE_PTR = 0x0c8;
@@ -55,7 +59,14 @@ export function linuxMemoryNeeded(kernel: BzImage, initrdBytes: number): number 
   return wholePages(kernelRoomEnd(kernel)) + wholePages(initrdBytes);
 }
 
-export function loadLinuxKernel(memory: GuestMemory, kernel: BzImage, cmdline: string, vcpus: number, initrd?: Uint8Array): LinuxBoot {
+export function loadLinuxKernel(
+  memory: GuestMemory,
+  kernel: BzImage,
+  cmdline: string,
+  vcpus: number,
+  initrd?: Uint8Array,
+  virtioMmio: AcpiPlatform["virtioMmio"] = [],
+): LinuxBoot {
   const needed = linuxMemoryNeeded(kernel, initrd?.byteLength ?? 0);
   const low = memory.layout.regions[0]!;
   if (low.size < needed) {
@@ -76,6 +87,8 @@ export function loadLinuxKernel(memory: GuestMemory, kernel: BzImage, cmdline: s
   const bytes = memory.bytes;
   bytes.set(kernel.protectedMode, kernel.loadAddress);
   bytes.set(mpTable(vcpus), MPTABLE_ADDRESS);
+  bytes.set(acpiTables({ vcpus, virtioMmio }), ACPI_AREA.start);
+  writeVmGenerationId(memory);
   bytes.fill(0, CMDLINE_ADDRESS, CMDLINE_ADDRESS + cmd.byteLength + 1);
   bytes.set(cmd, CMDLINE_ADDRESS);
 
@@ -87,6 +100,7 @@ export function loadLinuxKernel(memory: GuestMemory, kernel: BzImage, cmdline: s
   params.setUint8(TYPE_OF_LOADER, LOADER_UNDEFINED);
   params.setUint32(CMD_LINE_PTR, CMDLINE_ADDRESS, true);
   params.setUint32(EXT_CMD_LINE_PTR, 0, true);
+  params.setBigUint64(ACPI_RSDP_ADDR, BigInt(ACPI_AREA.start), true);
 
   const map = e820Map(memory.layout);
   if (map.length > MAX_E820_ENTRIES)

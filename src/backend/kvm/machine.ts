@@ -4,8 +4,7 @@
  * a fresh machine — the base the clone pipeline builds on.
  */
 import { SnowflockError } from "../../errors.ts";
-import { looksLikeBzImage, parseBzImage } from "../../guest/bzimage.ts";
-import { parseKernelImage } from "../../guest/elf.ts";
+import { parseKernel } from "../../guest/kernel-guest.ts";
 import { GuestError, writeHypercallResult } from "../../guest/hypercalls.ts";
 import { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { kickVcpu, installKickHandler } from "./kick.ts";
@@ -14,6 +13,13 @@ import { loadLinuxKernel } from "./linux-boot.ts";
 import type { BackendState, CapturedMachine, FreePageMap, GuestCall, Machine, MachineEnd, MachineOptions } from "../backend.ts";
 import { eagerPages, type KvmState } from "./persist.ts";
 import { KvmVm } from "./vm.ts";
+import { newSerialState, Serial, serialIrq } from "./serial.ts";
+import { setIrqLine } from "./irq-line.ts";
+import { renewVmGenerationId } from "./acpi/vmgenid.ts";
+import { MAX_VIRTIO_DEVICES, VirtioBus, type VirtioSlot, virtioPlacement } from "./virtio/devices.ts";
+import { newVirtioMmioState } from "./virtio/mmio.ts";
+import { openDiskImage } from "../../guest/disk-image.ts";
+import { closeSync } from "node:fs";
 import { captureVcpu, restoreVcpu, savedMsrIndices } from "./vcpu-state.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
 import { scaledTimeout } from "../../timeouts.ts";
@@ -42,12 +48,22 @@ export class KvmMachine implements Machine {
   /** Settles once every vCPU thread has stopped, with why the machine ended. */
   readonly ended: Promise<MachineEnd>;
 
+  /** COM1's registers, shared with every vCPU thread; `serial` is this thread's door to them. */
+  private readonly serialState = newSerialState();
+  private readonly serial: Serial;
+
+  /** This thread's door to the virtio devices' shared registers (capture and restore). */
+  private readonly virtioBus: VirtioBus;
+
   private constructor(
     readonly vm: KvmVm,
     readonly memory: GuestMemory,
     private readonly options: MachineOptions,
+    private readonly virtio: VirtioSlot[] = [],
   ) {
     this.ended = new Promise((resolve) => (this.resolveEnded = resolve));
+    this.serial = new Serial(() => {}, serialIrq(vm.fd), this.serialState);
+    this.virtioBus = new VirtioBus(virtio, memory, vm.fd, (message) => options.onDeviceError?.(message));
   }
 
   /**
@@ -55,24 +71,33 @@ export class KvmMachine implements Machine {
    * protocol entry (with `initrd`), else a PVH ELF's entry. Call start() to run it.
    */
   static boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions, initrd?: Uint8Array): KvmMachine {
-    const kernel = looksLikeBzImage(image)
-      ? ({ kind: "linux", image: parseBzImage(image) } as const)
-      : ({ kind: "pvh", image: parseKernelImage(image) } as const);
+    const kernel = parseKernel(image);
     if (initrd && kernel.kind === "pvh")
       throw new SnowflockError("GUEST_IMAGE", "an initrd goes with a Linux bzImage, not with a PVH ELF kernel");
+    const disks = options.disks ?? [];
+    if (disks.length > 0 && kernel.kind !== "linux")
+      throw new SnowflockError("GUEST_IMAGE", "disks go with a Linux bzImage (its ACPI tables name them), not with a PVH ELF kernel");
+    if (disks.length > MAX_VIRTIO_DEVICES)
+      throw new SnowflockError("USAGE", `${disks.length} disks; a VM has at most ${MAX_VIRTIO_DEVICES}`);
     const memory = GuestMemory.create(memoryBytes);
     let vm: KvmVm | undefined;
+    const virtio: VirtioSlot[] = [];
     try {
+      disks.forEach((disk, i) =>
+        virtio.push({ ...virtioPlacement(i), state: newVirtioMmioState(), kind: "block", path: disk.path, disk: openDiskImage(disk) }),
+      );
       vm = new KvmVm(memory, options.vcpus);
       if (kernel.kind === "linux") {
-        const boot = loadLinuxKernel(memory, kernel.image, cmdline, options.vcpus, initrd);
+        const devices = virtio.map(({ base, gsi }) => ({ base, gsi }));
+        const boot = loadLinuxKernel(memory, kernel.image, cmdline, options.vcpus, initrd, devices);
         setFlat32EntryState(vm.vcpus[0]!.fd, boot.entry, { rsi: boot.zeroPage });
       } else {
         loadPvhKernel(memory, kernel.image, cmdline);
         setPvhEntryState(vm.vcpus[0]!.fd, kernel.image.pvhEntry);
       }
-      return new KvmMachine(vm, memory, options);
+      return new KvmMachine(vm, memory, options, virtio);
     } catch (error) {
+      for (const slot of virtio) closeSync(slot.disk.fd);
       vm?.close();
       memory.close();
       throw error;
@@ -86,11 +111,29 @@ export class KvmMachine implements Machine {
     if (memory.size !== state.memorySize)
       throw new SnowflockError("VM_STATE", `memory of ${memory.size} bytes does not match the captured ${state.memorySize}`);
     const vm = new KvmVm(memory, state.vcpus.length);
+    const virtio: VirtioSlot[] = [];
     try {
+      // Only read-only disks are in a descriptor (capture refuses writable ones): clones share them.
+      (state.virtio ?? []).forEach((device, i) =>
+        virtio.push({
+          ...virtioPlacement(i),
+          state: newVirtioMmioState(),
+          kind: device.kind,
+          path: device.path,
+          disk: openDiskImage({ path: device.path, readOnly: true }),
+        }),
+      );
       vm.restoreDevices(state.devices);
       state.vcpus.forEach((vcpu, i) => restoreVcpu(vm.vcpus[i]!.fd, vcpu));
-      return new KvmMachine(vm, memory, { ...options, vcpus: state.vcpus.length });
+      const machine = new KvmMachine(vm, memory, { ...options, vcpus: state.vcpus.length }, virtio);
+      // Descriptors from before the UART was kept restore it reset (the built-in guest only polls it).
+      if (state.serial) machine.serial.restore(state.serial);
+      (state.virtio ?? []).forEach((device, i) => machine.virtioBus.devices[i]!.mmio.restore(device.state));
+      // After the LAPICs and devices: their restore would drop the event device's interrupt.
+      renewVmGenerationId(memory, (gsi, level) => setIrqLine(vm.fd, gsi, level));
+      return machine;
     } catch (error) {
+      for (const slot of virtio) closeSync(slot.disk.fd);
       vm.close();
       memory.close();
       throw error;
@@ -123,6 +166,8 @@ export class KvmMachine implements Machine {
           runSize: this.vm.host.vcpuMmapSize,
           memory: { layout: this.memory.layout, address: this.memory.address },
           cloneId: this.options.cloneId ?? 0,
+          serial: this.serialState,
+          virtio: this.virtio,
           allocationHints: this.options.allocationHints,
           control,
         };
@@ -146,7 +191,8 @@ export class KvmMachine implements Machine {
   private onEvent(event: VcpuEvent): void {
     switch (event.type) {
       case "console":
-        this.options.onConsole?.(event.text, event.index);
+        if (event.partial) this.options.onConsolePartial?.(event.text);
+        else this.options.onConsole?.(event.text, event.index);
         break;
       case "exit":
         this.finish({ kind: "exit", status: event.status });
@@ -156,6 +202,9 @@ export class KvmMachine implements Machine {
         break;
       case "family-call":
         void this.serveClusterCall(event);
+        break;
+      case "device-error":
+        this.options.onDeviceError?.(event.message);
         break;
       case "free-pages":
         this.freePageMap = { address: event.address, frames: event.frames };
@@ -192,6 +241,7 @@ export class KvmMachine implements Machine {
     for (const w of this.workers) w.terminate();
     this.touchedAtEnd = this.pagesTouched();
     this.options.beforeClose?.();
+    for (const slot of this.virtio) closeSync(slot.disk.fd);
     this.vm.close();
     this.memory.close();
     this.resolveEnded(this.end ?? { kind: "stopped" });
@@ -233,20 +283,41 @@ export class KvmMachine implements Machine {
     if (this.controls.some((c) => Atomics.load(c, Control.STATE) !== VcpuRunState.PAUSED)) {
       throw new SnowflockError("VM_STATE", "capture needs every vCPU paused");
     }
+    const writable = this.virtio.find((slot) => !slot.disk.readOnly);
+    if (writable)
+      throw new SnowflockError(
+        "VM_STATE",
+        `the VM writes its disk ${writable.path}: a clone or a restored copy would write the same image`,
+        `give the disk read-only (--disk ${writable.path},ro) to clone the VM; copy-on-write overlays for clones are not built yet`,
+      );
     const msrs = savedMsrIndices(this.vm.host.msrIndices);
     const state: KvmState = {
       backend: "kvm",
       devices: this.vm.captureDevices(),
+      serial: this.serial.capture(),
+      virtio: this.virtio.map((slot, i) => ({
+        kind: slot.kind,
+        path: slot.path,
+        readOnly: slot.disk.readOnly,
+        state: this.virtioBus.devices[i]!.mmio.capture(),
+      })),
       vcpus: this.vm.vcpus.map((v) => captureVcpu(v.fd, msrs)),
       memorySize: this.memory.size,
     };
     return { state, eagerPages: eagerPages(state, this.memory) };
   }
 
+  /** Bytes typed at the console: COM1 holds them for the guest to read. Returns how many it took. */
+  consoleInput(bytes: Uint8Array): number {
+    if (this.end) throw new SnowflockError("VM_STATE", "the VM has already stopped");
+    return this.serial.receive(bytes);
+  }
+
   /** Ends the machine from outside; resolves with how it ended. */
   async stop(): Promise<MachineEnd> {
     if (this.workers.length === 0) {
       this.options.beforeClose?.();
+      for (const slot of this.virtio) closeSync(slot.disk.fd);
       this.vm.close();
       this.memory.close();
       this.resolveEnded({ kind: "stopped" });

@@ -1,6 +1,7 @@
 /**
  * A KVM machine's state as it travels in a descriptor: one section per vCPU (its registers,
- * FPU, LAPIC, events, debug registers, mp_state and MSRs), one for the in-kernel devices. Each
+ * FPU, LAPIC, events, debug registers, mp_state and MSRs), one for the in-kernel devices, one for
+ * COM1 (absent in descriptors from before the UART was kept). Each
  * size comes from the ioctl structs, so the largest state is known before anything is decoded;
  * every field is checked while it is read.
  */
@@ -12,16 +13,23 @@ import * as abi from "./abi.ts";
 import { backingPage, pageTablePages, virtualToPhysical } from "../../guest-memory/page-walk.ts";
 import type { MsrValue, VcpuState } from "./vcpu-state.ts";
 import type { DeviceState } from "./vm.ts";
+import { checkSerialState, MAX_SERIAL_STATE_BYTES } from "./serial.ts";
+import { decodeVirtioSection, encodeVirtioSection, MAX_VIRTIO_SECTION_BYTES, type VirtioDeviceState } from "./virtio/persist.ts";
+import { concatBytes } from "../../bytes.ts";
 
 export interface KvmState {
   backend: "kvm";
   vcpus: VcpuState[];
   devices: DeviceState;
+  /** COM1 as serial.ts captures it. */
+  serial?: Uint8Array;
+  /** The virtio devices: each one's image and its transport's registers (virtio/mmio.ts). */
+  virtio?: VirtioDeviceState[];
   memorySize: number;
 }
 
-/** Section types of the descriptor that hold KVM state (2 and 3 since the first descriptors). */
-const Section = { VCPU: 2, DEVICES: 3 } as const;
+/** Section types of the descriptor that hold KVM state (2 and 3 since the first descriptors; 8 for COM1, 9 for virtio). */
+const Section = { VCPU: 2, DEVICES: 3, SERIAL: 8, VIRTIO: 9 } as const;
 const MAX_MSRS = 256;
 
 const VCPU_FIELDS = [
@@ -51,16 +59,6 @@ function u32(n: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n, true);
   return b;
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 function encodeMsrs(msrs: MsrValue[]): Uint8Array {
@@ -102,26 +100,54 @@ function asKvm(state: { backend: string }): KvmState {
 
 export const kvmPersist: StatePersist = {
   sectionTypes: new Set(Object.values(Section)),
-  maxBytes: MAX_VCPUS * (SECTION_HEADER + VCPU_FIXED_BYTES + 16 * MAX_MSRS) + SECTION_HEADER + DEVICE_BYTES,
+  maxBytes:
+    MAX_VCPUS * (SECTION_HEADER + VCPU_FIXED_BYTES + 16 * MAX_MSRS) +
+    SECTION_HEADER +
+    DEVICE_BYTES +
+    SECTION_HEADER +
+    MAX_SERIAL_STATE_BYTES +
+    SECTION_HEADER +
+    MAX_VIRTIO_SECTION_BYTES,
 
   encode(state) {
-    const { vcpus, devices } = asKvm(state);
+    const { vcpus, devices, serial, virtio } = asKvm(state);
     const w = new SectionWriter();
     vcpus.forEach((vcpu, index) => {
       w.add(
         Section.VCPU,
-        concat([u32(index), ...VCPU_FIELDS.map(([name]) => vcpu[name]), u32(vcpu.mpState), u32(vcpu.msrs.length), encodeMsrs(vcpu.msrs)]),
+        concatBytes([
+          u32(index),
+          ...VCPU_FIELDS.map(([name]) => vcpu[name]),
+          u32(vcpu.mpState),
+          u32(vcpu.msrs.length),
+          encodeMsrs(vcpu.msrs),
+        ]),
       );
     });
-    w.add(Section.DEVICES, concat(DEVICE_FIELDS.map(([name]) => devices[name])));
+    w.add(Section.DEVICES, concatBytes(DEVICE_FIELDS.map(([name]) => devices[name])));
+    if (serial) w.add(Section.SERIAL, serial);
+    if (virtio?.length) w.add(Section.VIRTIO, encodeVirtioSection(virtio));
     return w.bytes();
   },
 
   decoder(memorySize) {
     const vcpus: VcpuState[] = [];
     let devices: DeviceState | undefined;
+    let serial: Uint8Array | undefined;
+    let virtio: VirtioDeviceState[] | undefined;
     return {
       take(type, body) {
+        if (type === Section.VIRTIO) {
+          if (virtio) refuse("the virtio section appears twice");
+          virtio = decodeVirtioSection(body);
+          return;
+        }
+        if (type === Section.SERIAL) {
+          if (serial) refuse("the UART section appears twice");
+          checkSerialState(body);
+          serial = body;
+          return;
+        }
         if (type === Section.VCPU) {
           if (vcpus.length === MAX_VCPUS) refuse(`more than ${MAX_VCPUS} vCPUs`);
           const { index, vcpu } = decodeVcpu(body);
@@ -137,7 +163,14 @@ export const kvmPersist: StatePersist = {
       },
       finish() {
         if (!devices || vcpus.length === 0) refuse("a required section is missing");
-        const state: KvmState = { backend: "kvm", vcpus, devices, memorySize };
+        const state: KvmState = {
+          backend: "kvm",
+          vcpus,
+          devices,
+          memorySize,
+          ...(serial ? { serial } : {}),
+          ...(virtio ? { virtio } : {}),
+        };
         return state;
       },
     };

@@ -4,6 +4,7 @@
  */
 import type { AllocationHints } from "../../guest-memory/allocation-hints.ts";
 import type { MemoryLayout } from "../../guest-memory/layout.ts";
+import type { VirtioSlot } from "./virtio/devices.ts";
 
 /**
  * HOLD is set by the Worker itself while the Machine serves one of its hypercalls. TID is the
@@ -23,6 +24,10 @@ export interface VcpuInit {
   runSize: number;
   memory: { layout: MemoryLayout; address: number };
   cloneId: number;
+  /** COM1's registers, shared by every vCPU thread and the machine (serial.ts). */
+  serial: SharedArrayBuffer;
+  /** The virtio-mmio devices (virtio/devices.ts). */
+  virtio: VirtioSlot[];
   /** Where the guest's allocator hands-outs are marked (a clone with memory on demand, allocation-hints on). */
   allocationHints?: AllocationHints;
   /** Int32Array over a SharedArrayBuffer of Control.WORDS words. */
@@ -39,10 +44,13 @@ export interface VcpuStats {
 
 export type VcpuEvent =
   | { type: "ready"; index: number }
-  | { type: "console"; index: number; text: string }
+  /** A console line, or (`partial`) the line so far where the guest stopped printing. */
+  | { type: "console"; index: number; text: string; partial?: true }
   | { type: "exit"; index: number; status: number }
   | { type: "crash"; index: number; reason: string; rip?: string }
   | { type: "stopped"; index: number; stats: VcpuStats }
+  /** A device stopped serving a queue the guest broke (it needs a reset); the VM goes on. */
+  | { type: "device-error"; index: number; message: string }
   /** The guest told where its page allocator's bitmap is (SF_HC_FREE_PAGES). */
   | { type: "free-pages"; index: number; address: number; frames: number }
   /** A hypercall the Machine serves (the Impromptu Cluster API); the vCPU is held until then. */

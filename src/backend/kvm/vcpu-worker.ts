@@ -15,7 +15,9 @@ import { markAllocated } from "../../guest-memory/allocation-hints.ts";
 import { WorkerCollector } from "../../worker-collector.ts";
 import { handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
 import * as abi from "./abi.ts";
-import { COM1_BASE, COM1_IRQ, COM1_PORTS, Serial } from "./serial.ts";
+import { COM1_BASE, COM1_PORTS, Serial, serialIrq } from "./serial.ts";
+import { SLEEP_CONTROL_PORT, SLEEP_ENABLE, SLEEP_STATUS_PORT } from "./acpi/tables.ts";
+import { VirtioBus } from "./virtio/devices.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
 
 declare const self: Worker;
@@ -31,10 +33,10 @@ function runVcpu(init: VcpuInit): void {
   const { index, fd, control } = init;
   const run = new StructView(abi.kvm_run, new Uint8Array(toArrayBuffer(init.runAddress as never, 0, init.runSize)));
   const memory = GuestMemory.attach(init.memory.layout, init.memory.address);
-  const irqLine = new StructView(abi.kvm_irq_level).set("irq", COM1_IRQ);
   const serial = new Serial(
-    (text) => post({ type: "console", index, text }),
-    (level) => ioctl(init.vmFd, abi.KVM_IRQ_LINE, irqLine.set("level", level ? 1 : 0).bytes, "KVM_IRQ_LINE"),
+    (text, partial) => post(partial ? { type: "console", index, text, partial } : { type: "console", index, text }),
+    serialIrq(init.vmFd),
+    init.serial,
   );
   const stats: VcpuStats = { exits: 0, ioExits: 0, mmioExits: 0, hypercalls: 0, rejectedHypercalls: 0 };
   let finished = false;
@@ -80,6 +82,11 @@ function runVcpu(init: VcpuInit): void {
       } else if (port === I8042_COMMAND_PORT && out && data.getUint8(at) === I8042_PULSE_RESET) {
         // How Linux reboots a PC without ACPI: a reset here ends the VM (as in Firecracker).
         host.exit(0);
+      } else if (port === SLEEP_CONTROL_PORT && out && (data.getUint8(at) & SLEEP_ENABLE) !== 0) {
+        // ACPI's poweroff on a hardware-reduced machine (the only sleep state the DSDT offers, S5).
+        host.exit(0);
+      } else if (port === SLEEP_STATUS_PORT && !out) {
+        data.setUint8(at, 0);
       } else if (port === HYPERCALL_PORT && out && size === 4) {
         stats.hypercalls++;
         const blockAddress = data.getUint32(at, true);
@@ -95,9 +102,23 @@ function runVcpu(init: VcpuInit): void {
     }
   };
 
+  const virtio = new VirtioBus(init.virtio, memory, init.vmFd, (message) => post({ type: "device-error", index, message }));
   const handleMmio = () => {
     stats.mmioExits++;
-    if (!run.get("mmio.is_write")) run.slice("mmio.data").fill(0xff);
+    const data = run.slice("mmio.data");
+    const length = Math.min(run.get("mmio.len"), 8);
+    const target = virtio.find(run.get64("mmio.phys_addr"));
+    const write = run.get("mmio.is_write") !== 0;
+    if (!target) {
+      if (!write) data.fill(0xff); // nothing there: the bus floats high
+      return;
+    }
+    const bytes = new DataView(data.buffer, data.byteOffset, 8);
+    if (write) target.mmio.write(target.offset, length, length === 4 ? bytes.getUint32(0, true) : bytes.getUint8(0));
+    else {
+      const value = target.mmio.read(target.offset, length);
+      for (let i = 0; i < length; i++) data[i] = Math.floor(value / 256 ** i) & 0xff;
+    }
   };
 
   Atomics.store(control, Control.TID, gettid());
