@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds the assets of the Linux guest tests from Debian's packages: the stock kernel
-# (linux-image-amd64's bzImage) and a static busybox (busybox-static), extracted, never installed.
+# (linux-image-amd64's bzImage and the modules its virtio devices and ext4 need) and a static
+# busybox (busybox-static), extracted, never installed, and a small ext4 image (e2fsprogs).
 # They go to the cache ${SNOWFLOCK_LINUX_CACHE:-/var/cache/snowflock/linux-guest} and are copied to
 # .cache/linux-guest/ in the repository, which the nested KVM host sees (test/nested shares the
-# repository): vmlinuz, busybox, and versions (the two packages' versions). The tests build their
-# initramfs from these (test/support/initramfs.ts).
+# repository): vmlinuz, busybox, modules/*.ko (in load order: modules/order), disk.ext4, and
+# versions (the two packages' versions). The tests build their initramfs from these
+# (test/support/initramfs.ts) and copy the disk before writing it.
 #
 # As root, no stdin (CI=true is fine). Idempotent: a package is downloaded again only when apt's
 # candidate version changed. Progress lines ("linux-assets: ...") on stderr.
@@ -52,5 +54,23 @@ BUSYBOX=$CACHE/busybox/bin/busybox
 [ -x "$BUSYBOX" ] || die "busybox-static has no bin/busybox"
 install -m 0644 "$CACHE/kernel/boot/vmlinuz-$KVER" "$OUT/vmlinuz"
 install -m 0755 "$BUSYBOX" "$OUT/busybox"
+# Debian builds these as modules; each after what it needs (modinfo -F depends), crc32c_generic
+# for ext4's checksums (asked for through the crypto API, not a symbol).
+MODULES="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk
+  lib/crc16 fs/mbcache fs/jbd2/jbd2 crypto/crc32c_generic fs/ext4/ext4"
+rm -rf "$OUT/modules" && mkdir -p "$OUT/modules"
+for module in $MODULES; do
+  file=$CACHE/kernel/lib/modules/$KVER/kernel/$module.ko
+  [ -f "$file" ] || die "$KPKG has no $module.ko"
+  install -m 0644 "$file" "$OUT/modules/"
+  basename "$module" >>"$OUT/modules/order"
+done
+# A 16 MiB ext4 disk with one file the tests read.
+install_missing mkfs.ext4:e2fsprogs
+disk_root=$(mktemp -d)
+echo "snowflock test disk" >"$disk_root/hello.txt"
+rm -f "$OUT/disk.ext4"
+mkfs.ext4 -q -F -L sfdisk -d "$disk_root" "$OUT/disk.ext4" 16M
+rm -rf "$disk_root"
 mv "$OUT/versions.tmp" "$OUT/versions"
 say "ready in $OUT: $(tr '\n' ' ' <"$OUT/versions")"

@@ -4,7 +4,7 @@
  * test/linux/build-assets.sh, which leaves them in .cache/linux-guest/ (the nested KVM host sees
  * the repository, so the same files serve there).
  */
-import { existsSync, readFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { newcArchive } from "./initramfs.ts";
 
@@ -12,27 +12,56 @@ const ASSETS = join(import.meta.dir, "../../.cache/linux-guest");
 
 /** Why the Linux guest tests cannot run here (undefined: they can). */
 export function linuxAssetsMissing(): string | undefined {
-  for (const file of ["vmlinuz", "busybox"]) {
+  for (const file of ["vmlinuz", "busybox", "modules/order", "disk.ext4"]) {
     if (!existsSync(join(ASSETS, file))) return `no ${join(".cache/linux-guest", file)}: run bash test/linux/build-assets.sh (as root)`;
   }
   return undefined;
 }
 
 export function stockKernel(): Uint8Array {
-  return new Uint8Array(readFileSync(join(ASSETS, "vmlinuz")));
+  return new Uint8Array(readFileSync(stockKernelPath()));
 }
 
-/** An initramfs with busybox (its applets linked in /bin at boot) and `init` as /init (a busybox sh script). */
-export function busyboxInitramfs(init: string): Uint8Array {
+export function stockKernelPath(): string {
+  return join(ASSETS, "vmlinuz");
+}
+
+/** busyboxInitramfs(init) written to `dir`; returns its path (for `snowflock run --initrd`). */
+export function writeBusyboxInitramfs(dir: string, init: string, options: { modules?: boolean } = {}): string {
+  const path = join(dir, "initramfs.cpio");
+  writeFileSync(path, busyboxInitramfs(init, options));
+  return path;
+}
+
+/**
+ * An initramfs with busybox (its applets linked in /bin at boot) and `init` as /init (a busybox sh
+ * script); with `modules`, the virtio and ext4 modules too, loaded before `init` runs.
+ */
+export function busyboxInitramfs(init: string, options: { modules?: boolean } = {}): Uint8Array {
+  const order = options.modules ? readFileSync(join(ASSETS, "modules/order"), "utf8").trim().split("\n") : [];
+  const load = order.map((m) => `insmod /lib/modules/${m}.ko`).join("\n");
   return newcArchive([
-    ...["bin", "dev", "proc", "sys", "tmp"].map((path) => ({ path, kind: "dir" as const })),
+    ...["bin", "dev", "proc", "sys", "tmp", "mnt", "lib", "lib/modules"].map((path) => ({ path, kind: "dir" as const })),
     { path: "bin/busybox", kind: "file", mode: 0o755, data: new Uint8Array(readFileSync(join(ASSETS, "busybox"))) },
     { path: "bin/sh", kind: "symlink", target: "busybox" },
+    ...order.map((m) => ({
+      path: `lib/modules/${m}.ko`,
+      kind: "file" as const,
+      mode: 0o644,
+      data: new Uint8Array(readFileSync(join(ASSETS, "modules", `${m}.ko`))),
+    })),
     {
       path: "init",
       kind: "file",
       mode: 0o755,
-      data: `#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n${init}`,
+      data: `#!/bin/busybox sh\n/bin/busybox --install -s /bin\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n${load}\n${init}`,
     },
   ]);
+}
+
+/** A copy of the test disk (16 MiB ext4 holding hello.txt) in `dir`, for a test to write. */
+export function copyTestDisk(dir: string, name = "disk.ext4"): string {
+  const path = join(dir, name);
+  copyFileSync(join(ASSETS, "disk.ext4"), path);
+  return path;
 }
