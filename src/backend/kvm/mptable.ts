@@ -6,10 +6,9 @@
  * which the E820 map reports reserved, where Linux scans for the "_MP_" signature.
  */
 import { SnowflockError } from "../../errors.ts";
+import { IOAPIC_ADDRESS, LAPIC_ADDRESS, tableChecksum } from "./firmware-tables.ts";
 
 export const MPTABLE_ADDRESS = 0xf0000;
-const LAPIC_ADDRESS = 0xfee00000;
-const IOAPIC_ADDRESS = 0xfec00000;
 const LAPIC_VERSION = 0x14;
 const IOAPIC_VERSION = 0x11;
 const ISA_IRQS = 16;
@@ -26,10 +25,6 @@ const NMI = 1;
 const EXTINT = 3;
 const CPU_ENABLED = 1;
 const CPU_BSP = 2;
-
-function checksum(bytes: Uint8Array): number {
-  return (256 - (bytes.reduce((sum, b) => sum + b, 0) & 0xff)) & 0xff;
-}
 
 /** The table for `vcpus` vCPUs (APIC IDs 0..vcpus-1), as bytes to place at MPTABLE_ADDRESS. */
 export function mpTable(vcpus: number): Uint8Array {
@@ -108,7 +103,7 @@ export function mpTable(vcpus: number): Uint8Array {
     config.set(e, at);
     at += e.byteLength;
   }
-  c.setUint8(7, checksum(config));
+  c.setUint8(7, tableChecksum(config));
 
   // The floating pointer: where the configuration table is.
   const f = new DataView(table.buffer, 0, 16);
@@ -116,6 +111,6 @@ export function mpTable(vcpus: number): Uint8Array {
   f.setUint32(4, MPTABLE_ADDRESS + 16, true);
   f.setUint8(8, 1); // length in 16-byte units
   f.setUint8(9, 4);
-  f.setUint8(10, checksum(table.subarray(0, 16)));
+  f.setUint8(10, tableChecksum(table.subarray(0, 16)));
   return table;
 }

@@ -8,6 +8,7 @@
 import { SnowflockError } from "../../../errors.ts";
 import * as aml from "./aml.ts";
 import { COM1_BASE, COM1_IRQ, COM1_PORTS } from "../serial.ts";
+import { IOAPIC_ADDRESS, LAPIC_ADDRESS, tableChecksum } from "../firmware-tables.ts";
 
 export const ACPI_AREA = { start: 0xe0000, end: 0xf0000 };
 /** The 16-byte generation ID, right after the RSDP. */
@@ -20,8 +21,6 @@ export const SLEEP_CONTROL_PORT = 0x600;
 export const SLEEP_STATUS_PORT = 0x601;
 export const SLEEP_ENABLE = 0x20;
 
-const LAPIC_ADDRESS = 0xfee00000;
-const IOAPIC_ADDRESS = 0xfec00000;
 export const OEM_ID = "SNOWFL";
 const OEM_REVISION = 1;
 const CREATOR_ID = "SFLK";
@@ -34,10 +33,6 @@ export interface AcpiPlatform {
   vcpus: number;
   /** virtio-mmio devices: each 4 KiB window and its level-triggered interrupt. */
   virtioMmio: Array<{ base: number; gsi: number }>;
-}
-
-function checksum(bytes: Uint8Array): number {
-  return (256 - (bytes.reduce((sum, b) => sum + b, 0) & 0xff)) & 0xff;
 }
 
 function ascii(text: string, length: number): Uint8Array {
@@ -57,7 +52,7 @@ function table(signature: string, revision: number, tableId: string, body: Uint8
   out.set(ascii(CREATOR_ID, 4), 28);
   v.setUint32(32, 1, true);
   out.set(body, HEADER_BYTES);
-  out[9] = checksum(out);
+  out[9] = tableChecksum(out);
   return out;
 }
 
@@ -150,8 +145,8 @@ function rsdp(xsdtAddress: number): Uint8Array {
   out[15] = 2; // ACPI 2.0+: the XSDT
   v.setUint32(20, out.byteLength, true);
   v.setBigUint64(24, BigInt(xsdtAddress), true);
-  out[8] = checksum(out.subarray(0, 20));
-  out[32] = checksum(out);
+  out[8] = tableChecksum(out.subarray(0, 20));
+  out[32] = tableChecksum(out);
   return out;
 }
 
