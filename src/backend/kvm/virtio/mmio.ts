@@ -62,6 +62,16 @@ const Slot = {
 } as const;
 const Q = { NUM: 0, READY: 1, DESC_LOW: 2, DESC_HIGH: 3, DRIVER_LOW: 4, DRIVER_HIGH: 5, DEVICE_LOW: 6, DEVICE_HIGH: 7, NEXT_AVAIL: 8 };
 const QUEUE_SLOTS = 9;
+/** Queue registers the driver writes as they are (QUEUE_NUM is checked first), and their slots. */
+const QUEUE_REGISTERS = new Map<number, number>([
+  [Register.QUEUE_READY, Q.READY],
+  [Register.QUEUE_DESC_LOW, Q.DESC_LOW],
+  [Register.QUEUE_DESC_HIGH, Q.DESC_HIGH],
+  [Register.QUEUE_DRIVER_LOW, Q.DRIVER_LOW],
+  [Register.QUEUE_DRIVER_HIGH, Q.DRIVER_HIGH],
+  [Register.QUEUE_DEVICE_LOW, Q.DEVICE_LOW],
+  [Register.QUEUE_DEVICE_HIGH, Q.DEVICE_HIGH],
+]);
 const WORDS = Slot.QUEUES + MAX_QUEUES * QUEUE_SLOTS;
 /** What a descriptor keeps of a transport: every slot but the lock and the IRQ level. */
 export const VIRTIO_MMIO_STATE_BYTES = 4 * WORDS;
@@ -153,6 +163,11 @@ export class VirtioMmio {
         const slot = this.queueSlot(field);
         if (slot !== undefined) this.s[slot] = value;
       };
+      const plainQueueField = QUEUE_REGISTERS.get(offset);
+      if (plainQueueField !== undefined) {
+        queueField(plainQueueField);
+        return undefined;
+      }
       switch (offset) {
         case Register.DEVICE_FEATURES_SEL:
           this.s[Slot.DEVICE_FEATURES_SEL] = value;
@@ -168,27 +183,6 @@ export class VirtioMmio {
           break;
         case Register.QUEUE_NUM:
           if (value > 0 && value <= QUEUE_SIZE && (value & (value - 1)) === 0) queueField(Q.NUM);
-          break;
-        case Register.QUEUE_READY:
-          queueField(Q.READY);
-          break;
-        case Register.QUEUE_DESC_LOW:
-          queueField(Q.DESC_LOW);
-          break;
-        case Register.QUEUE_DESC_HIGH:
-          queueField(Q.DESC_HIGH);
-          break;
-        case Register.QUEUE_DRIVER_LOW:
-          queueField(Q.DRIVER_LOW);
-          break;
-        case Register.QUEUE_DRIVER_HIGH:
-          queueField(Q.DRIVER_HIGH);
-          break;
-        case Register.QUEUE_DEVICE_LOW:
-          queueField(Q.DEVICE_LOW);
-          break;
-        case Register.QUEUE_DEVICE_HIGH:
-          queueField(Q.DEVICE_HIGH);
           break;
         case Register.INTERRUPT_ACK:
           this.s[Slot.INTERRUPT_STATUS] = this.s[Slot.INTERRUPT_STATUS]! & ~value;
