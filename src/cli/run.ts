@@ -15,8 +15,8 @@ import { memoryOption, memoryPathOption, transportOption, vcpusOption } from "./
 import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
 import { HEURISTICS, parseHeuristics } from "../heuristics/heuristics.ts";
 import { resolve } from "node:path";
-import { DEFAULT_KERNEL_CMDLINE, type KernelGuestFiles, kernelGuestLabel, readKernelGuest } from "../guest/kernel-guest.ts";
-import type { GuestSpec } from "../vmm/guest-spec.ts";
+import { DEFAULT_KERNEL_CMDLINE, type KernelGuestFiles, readKernelGuest } from "../guest/kernel-guest.ts";
+import { type GuestSpec, guestLabel } from "../vmm/guest-spec.ts";
 import { readVmConfig } from "./vm-config.ts";
 import { checkDiskImages, type DiskAttachment, parseDiskOption } from "../guest/disk-image.ts";
 
@@ -107,8 +107,7 @@ export function registerRun(cli: CAC): void {
         options.heuristics === false ? [...HEURISTICS] : parseHeuristics([options.heuristicOff ?? []].flat().map(String));
       ensureRunDir();
       const givenName = options.name ?? config.name;
-      const name =
-        givenName === undefined ? freeName(guest.kind === "workload" ? guest.workload.name : "linux") : checkName(String(givenName));
+      const name = givenName === undefined ? freeName(guestLabel(guest).name) : checkName(String(givenName));
       const clusterArgs = [
         ...(cluster ? [`--cluster=${cluster.inventoryPath}`, "--transport", transport] : []),
         ...heuristicsOff.flatMap((h) => ["--no-heuristic", h]),
@@ -136,7 +135,7 @@ export function registerRun(cli: CAC): void {
       (await selectBackend(options.backend, "run")).check();
       if (!options.json)
         log.start(
-          `booting ${name}: ${guest.kind === "workload" ? guest.workload.cmdline : kernelGuestLabel(guest.guest.files)} (${formatSize(memoryBytes)}, ${vcpus} ` +
+          `booting ${name}: ${guestLabel(guest).cmdline} (${formatSize(memoryBytes)}, ${vcpus} ` +
             `vCPU${vcpus > 1 ? "s" : ""})${cluster ? ` on ${cluster.host.name} of cluster '${cluster.inventory.cluster}'` : ""}`,
         );
       const result = await runVm(
