@@ -35,6 +35,33 @@ async function waitForLog(runDir: string, name: string, done: (log: string) => b
   throw new Error(`${name}'s console did not show what was awaited within ${timeoutMs} ms; it ends:\n${log.slice(-2000)}`);
 }
 
+/** `snowflock run --kernel ... --detach` of the test's shell guest with a copy of the test disk, in a run directory of its own. */
+async function startLinux(name: string, options: { readOnly: boolean; extra?: string[] }) {
+  if (missing) throw new Error(missing);
+  const runDir = testRunDir();
+  const env = { SNOWFLOCK_RUN_DIR: runDir };
+  const initrd = writeBusyboxInitramfs(runDir, INIT, { modules: true });
+  const disk = copyTestDisk(runDir);
+  const started = await snowflock(
+    [
+      "run",
+      "--kernel",
+      stockKernelPath(),
+      "--initrd",
+      initrd,
+      "--disk",
+      options.readOnly ? `${disk},ro` : disk,
+      ...(options.extra ?? []),
+      "--name",
+      name,
+      "--detach",
+    ],
+    env,
+  );
+  expect(started.status, started.stderr).toBe(0);
+  return { runDir, env, disk, started };
+}
+
 describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial console", () => {
   if (missing && !KVM_REQUIRED) {
     test.skip(`skipped: ${missing}`, () => {});
@@ -44,16 +71,7 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
   test(
     "boots to the shell's prompt in `logs`; `console --send` runs a command; a fork's clone finishes a job begun before the fork and answers on its own console",
     async () => {
-      if (missing) throw new Error(missing);
-      const runDir = testRunDir();
-      const env = { SNOWFLOCK_RUN_DIR: runDir };
-      const initrd = writeBusyboxInitramfs(runDir, INIT, { modules: true });
-      const disk = copyTestDisk(runDir);
-      const started = await snowflock(
-        ["run", "--kernel", stockKernelPath(), "--initrd", initrd, "--disk", `${disk},ro`, "--mem", "256M", "--name", "lin", "--detach"],
-        env,
-      );
-      expect(started.status, started.stderr).toBe(0);
+      const { runDir, env, started } = await startLinux("lin", { readOnly: true, extra: ["--mem", "256M"] });
       expect(started.stdout).toBe("lin\n");
       try {
         // The prompt has no newline: the log shows it once the guest stops printing to wait for input.
@@ -111,16 +129,7 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
   test(
     "a writable ext4 disk: the guest writes a file; a fork is refused (its clones would write the same image); poweroff ends the VM and the image holds the file",
     async () => {
-      if (missing) throw new Error(missing);
-      const runDir = testRunDir();
-      const env = { SNOWFLOCK_RUN_DIR: runDir };
-      const initrd = writeBusyboxInitramfs(runDir, INIT, { modules: true });
-      const disk = copyTestDisk(runDir);
-      const started = await snowflock(
-        ["run", "--kernel", stockKernelPath(), "--initrd", initrd, "--disk", disk, "--name", "rw", "--detach"],
-        env,
-      );
-      expect(started.status, started.stderr).toBe(0);
+      const { runDir, env, disk } = await startLinux("rw", { readOnly: false });
       try {
         await waitForLog(runDir, "rw", atPrompt, BOOT_MS);
         await snowflock(
