@@ -7,10 +7,9 @@
  * The nested host gets one vCPU: with two, 2-vCPU guests inside it were seen to hang.
  * Under emulation a VM runs 10-50 times slower, so the tests' time limits scale
  * (SNOWFLOCK_TEST_TIME_SCALE) and so do snowflock's own waits (SNOWFLOCK_TIMEOUT_SCALE),
- * and tests shrink their data (test/support/time.ts). The multi-host cluster files, which start
- * dozens of VMs on several test hosts, run in a second nested KVM host beside the first; the
- * first takes the soak and the demo too, so that the second and the stock-Xen stage after it end
- * about when the first does.
+ * and tests shrink their data (test/support/time.ts). The multi-host cluster files, the soak and the demo,
+ * which start dozens of VMs on several test hosts, run in a second nested KVM host beside the
+ * first.
  *
  * In CI (SNOWFLOCK_REQUIRE_KVM=1), or with SNOWFLOCK_XEN_STAGE=1, the Xen stage runs too
  * (`bun run test:xen`: test/xen/ in the nested Xen host), unless this is a Xen dom0 itself,
@@ -35,6 +34,8 @@ const SECOND_NESTED_HOST = [
   "test/integration/cluster.test.ts",
   "test/integration/cluster-acceptance.test.ts",
   "test/integration/cluster-faults.test.ts",
+  "test/integration/soak.test.ts",
+  "test/integration/demo.test.ts",
 ];
 
 interface Outcome {
