@@ -15,6 +15,7 @@ export type ErrorCode =
   | "CONTROL" // the control socket of a VM failed or answered badly
   | "DESCRIPTOR" // a VM descriptor is malformed, corrupted, truncated or of another version
   | "MEMORY" // memory-on-demand failed: the memory server is unreachable, silent or sent bad pages
+  | "DISK" // a disk image could not be frozen or overlaid for clones (a full filesystem, an I/O error)
   | "INTERNAL";
 
 export class SnowflockError extends Error {

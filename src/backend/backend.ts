@@ -3,7 +3,7 @@
  * (`Backend`) and what a running VM looks like to the layers above (`Machine`). Nothing above
  * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
  */
-import type { DiskAttachment } from "../guest/disk-image.ts";
+import type { DiskAttachment } from "../disk/image.ts";
 import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 import type { FaultStats } from "../memory/fault-counters.ts";
 import type { GuestMemory } from "../guest-memory/guest-memory.ts";
@@ -74,6 +74,13 @@ export interface StatePersist {
 export interface CapturedMachine {
   state: BackendState;
   eagerPages: number[];
+  /** With `freezeDisks`: the frozen copies of writable disks the state names; the caller closes them once no clone will open them. */
+  frozenDisks: number[];
+}
+
+export interface CaptureOptions {
+  /** Freeze each writable disk for clones (disk/clone-disks.ts); without it a writable disk refuses the capture. */
+  freezeDisks?: boolean;
 }
 
 export interface MachineOptions {
@@ -93,6 +100,8 @@ export interface MachineOptions {
   disks?: DiskAttachment[];
   /** A device stopped serving what the guest broke (the VM goes on). */
   onDeviceError?: (message: string) => void;
+  /** Where a clone's disk overlays go, and frozen disks when the image's own directory cannot hold them (the run directory). */
+  scratchDirectory?: string;
 }
 
 /** A VM this process runs: the clone pipeline pauses it, captures it and resumes it. */
@@ -108,7 +117,7 @@ export interface Machine {
   pause(): void;
   resume(): void;
   /** The machine's state (it must be paused). */
-  capture(): CapturedMachine;
+  capture(options?: CaptureOptions): CapturedMachine;
   /** Guest pages written so far (or, once ended, by the end). */
   pagesTouched(): number;
   /** Bytes typed at the guest's console; returns how many it took (its input buffer may be full). */

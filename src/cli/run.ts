@@ -18,7 +18,7 @@ import { resolve } from "node:path";
 import { DEFAULT_KERNEL_CMDLINE, type KernelGuestFiles, readKernelGuest } from "../guest/kernel-guest.ts";
 import { type GuestSpec, guestLabel } from "../vmm/guest-spec.ts";
 import { readVmConfig } from "./vm-config.ts";
-import { checkDiskImages, type DiskAttachment, parseDiskOption } from "../guest/disk-image.ts";
+import { checkDiskImages, type DiskAttachment, parseDiskOption } from "../disk/image.ts";
 
 interface RunOptions {
   backend?: string;

@@ -11,7 +11,7 @@
 import { dirname, resolve } from "node:path";
 import { readRegularFile } from "../bounded-read.ts";
 import { SnowflockError, shown } from "../errors.ts";
-import type { DiskAttachment } from "../guest/disk-image.ts";
+import type { DiskAttachment } from "../disk/image.ts";
 
 export interface VmConfig {
   kernel?: string;

@@ -2,20 +2,25 @@
  * Turning a paused machine into a VM descriptor: its captured state, which pages are non-zero,
  * and the pages a clone touches first (page tables, the pages under each vCPU's RIP and RSP).
  */
-import type { DomainSnapshot, FreePageMap, Machine } from "../backend/backend.ts";
+import type { CaptureOptions, DomainSnapshot, FreePageMap, Machine } from "../backend/backend.ts";
 import type { Descriptor } from "../descriptor/format.ts";
 import { memoryLayout, PAGE_SIZE } from "../guest-memory/layout.ts";
 import { hasPage, markPage } from "../guest-memory/page-bits.ts";
 
-export function describeMachine(machine: Machine, about: { name: string; cmdline: string }): Descriptor {
-  const { state, eagerPages } = machine.capture();
+/** The descriptor, and (with `freezeDisks`) the frozen disks it names, which the caller holds open for clones. */
+export function describeMachine(
+  machine: Machine,
+  about: { name: string; cmdline: string },
+  options: CaptureOptions = {},
+): { descriptor: Descriptor; frozenDisks: number[] } {
+  const { state, eagerPages, frozenDisks } = machine.capture(options);
   const memory = machine.memory;
   using nonZero = memory.nonZeroPages();
   const pages = new Map<number, Uint8Array>();
   for (const page of eagerPages) pages.set(page, memory.bytes.slice(page * PAGE_SIZE, (page + 1) * PAGE_SIZE));
   const nonZeroPages = nonZero.toBytes();
   const freePageMap = machine.freePageMap;
-  return {
+  const descriptor: Descriptor = {
     meta: {
       backend: state.backend,
       name: about.name,
@@ -30,6 +35,7 @@ export function describeMachine(machine: Machine, about: { name: string; cmdline
     pages,
     freePages: freePageMap && freePages(machine, freePageMap, nonZeroPages.byteLength),
   };
+  return { descriptor, frozenDisks };
 }
 
 /** The descriptor of a domain the hypervisor runs (Xen): its memory is one region, frame i at backing page i. */

@@ -37,6 +37,8 @@ export interface CloneSource {
   /** SHA-256 (hex) of the descriptor: clones that receive it by multicast check it against this. */
   descriptorSha256: string;
   imageFd: number;
+  /** The frozen copies of the parent's writable disks that the descriptor names: held open until the source is released. */
+  frozenDisks: number[];
   /** When its round began (performance.now()) and how long each phase took. */
   startedAt: number;
   timings: RoundTimings;
@@ -70,12 +72,19 @@ function machineRound(
   const descriptorPath = join(runDir(), `${about.name}.clones-${stamp}.sfd`);
   let descriptor: Descriptor | undefined;
   let imageFd: number | undefined;
+  let frozenDisks: number[] = [];
   let server: MemoryServer | undefined;
   return {
     prepare: async () => {},
     pause: async () => machine.pause(),
     capture: async () => {
-      descriptor = describeMachine(machine, about);
+      ({ descriptor, frozenDisks } = describeMachine(machine, about, { freezeDisks: true }));
+      if (remote && frozenDisks.length > 0)
+        throw new SnowflockError(
+          "USAGE",
+          `${about.name} writes a disk: clones on other hosts cannot reach its frozen copy, which this host holds`,
+          "fork it without --cluster, or give the VM its disks read-only",
+        );
       descriptor.meta.cloneCall = cloneCall;
       imageFd = machine.memory.freeze();
     },
@@ -106,12 +115,14 @@ function machineRound(
         descriptorBytes: bytes.byteLength,
         descriptorSha256: new Bun.CryptoHasher("sha256").update(bytes).digest("hex"),
         imageFd: imageFd!,
+        frozenDisks,
       };
     },
     abandon: async () => {
       server?.close();
       rmSync(descriptorPath, { force: true });
       if (imageFd !== undefined) close(imageFd);
+      for (const fd of frozenDisks) close(fd);
     },
   };
 }
@@ -126,6 +137,7 @@ export function remoteMemory(source: CloneSource): string {
 export function releaseClones(source: CloneSource): void {
   rmSync(source.descriptorPath, { force: true });
   close(source.imageFd);
+  for (const fd of source.frozenDisks) close(fd);
 }
 
 /** How a clone's announcement that it runs reaches the code that started it. */

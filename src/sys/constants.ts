@@ -7,6 +7,13 @@ export const O_CREAT = 0o100;
 export const O_TRUNC = 0o1000;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+/** An unnamed file in a directory (O_TMPFILE, which includes O_DIRECTORY). */
+export const O_TMPFILE = 0o20200000;
+
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+/** ioctl: share `source`'s extents (a reflink), on filesystems that can. */
+export const FICLONE = 0x40049409;
 
 export const PROT_NONE = 0;
 export const PROT_READ = 1;

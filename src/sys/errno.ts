@@ -18,6 +18,7 @@ const ERRNO_NAMES: Record<number, string> = {
   14: "EFAULT",
   16: "EBUSY",
   17: "EEXIST",
+  18: "EXDEV",
   19: "ENODEV",
   20: "ENOTDIR",
   21: "EISDIR",

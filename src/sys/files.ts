@@ -33,6 +33,17 @@ export function ftruncate(fd: number, length: number): void {
   check("ftruncate", libc.ftruncate(fd, length));
 }
 
+export function lseek(fd: number, offset: number, whence: number): number {
+  return check("lseek", libc.lseek(fd, offset, whence) as number);
+}
+
+/** copy_file_range(2) between explicit offsets; returns the bytes copied (0 at the source's end). */
+export function copyFileRange(source: number, sourceOffset: number, target: number, targetOffset: number, length: number): number {
+  const from = new BigInt64Array([BigInt(sourceOffset)]);
+  const to = new BigInt64Array([BigInt(targetOffset)]);
+  return check("copy_file_range", libc.copy_file_range(source, from, target, to, length, 0) as number);
+}
+
 export function fallocate(fd: number, mode: number, offset: number, length: number): void {
   check("fallocate", libc.fallocate(fd, mode, offset, length));
 }

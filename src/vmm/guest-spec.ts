@@ -1,7 +1,7 @@
 /** What a VM boots: the built-in guest with one of its workloads, or the user's own kernel. */
 import { type KernelGuest, kernelGuestLabel } from "../guest/kernel-guest.ts";
 import type { WorkloadRequest } from "../guest/workloads.ts";
-import type { DiskAttachment } from "../guest/disk-image.ts";
+import type { DiskAttachment } from "../disk/image.ts";
 
 export type GuestSpec =
   | { kind: "workload"; workload: WorkloadRequest }

@@ -92,7 +92,7 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   machine.pause();
   let descriptor: Descriptor;
   try {
-    descriptor = describeMachine(machine, { name, cmdline });
+    descriptor = describeMachine(machine, { name, cmdline }).descriptor;
   } finally {
     machine.resume();
   }
@@ -103,7 +103,7 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-type ConsoleOptions = Required<Pick<MachineOptions, "onConsole" | "onConsolePartial">>;
+type ConsoleOptions = Required<Pick<MachineOptions, "onConsole" | "onConsolePartial" | "onDeviceError">>;
 type BuildMachine = (console: ConsoleOptions, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
 
 interface ServeOptions {
@@ -138,6 +138,8 @@ async function serveMachine(
         onConsole(line);
       },
       onConsolePartial: (text) => consoleLog.partial(text),
+      // Where the user looks when the guest reports I/O errors (`snowflock logs`), marked as ours.
+      onDeviceError: (message) => consoleLog.add(`[snowflock] ${message}`),
     },
     (call) => serveGuestCall(family!, machine.memory, call),
   );
@@ -301,7 +303,7 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
             guest.guest.image,
             spec.memoryBytes,
             guest.guest.files.cmdline,
-            { ...options, disks: guest.disks },
+            { ...options, disks: guest.disks, scratchDirectory: runDir() },
             guest.guest.initrd,
           );
     },
@@ -394,6 +396,7 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
         onGuestCall,
         beforeClose: () => memtap?.release(),
         allocationHints,
+        scratchDirectory: runDir(),
       });
       machine.freePageMap = descriptor.meta.freePageMap; // its allocator is its parent's
       return machine;

@@ -91,7 +91,7 @@ describeKvm("capture and restore", () => {
     await a.start();
     await Bun.sleep(30);
     a.pause();
-    const bytes = encodeDescriptor(describeMachine(a, { name: "a", cmdline: "sha256" }));
+    const bytes = encodeDescriptor(describeMachine(a, { name: "a", cmdline: "sha256" }).descriptor);
     expect(original.lines).toEqual([]); // captured mid-run
     const { descriptor } = decodeDescriptor(bytes);
     // The clone gets the included pages and the pages the bitmap calls non-zero; all else stays zero.

@@ -2,7 +2,8 @@
  * `snowflock run --kernel` with Debian's stock kernel and a busybox initramfs whose /init is an
  * interactive shell on the serial console: the prompt shows in `logs`, `console --send` types at
  * it, and a fork carries the running Linux on in a clone that finishes a job started before and
- * draws other random numbers than its parent (VMGenID).
+ * draws other random numbers than its parent (VMGenID). A writable disk: each clone writes a
+ * copy-on-write disk of its own, and the parent's image is never written by a clone.
  */
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -19,6 +20,8 @@ const PROMPT = "sf-shell# ";
 const atPrompt = (log: string) => /sf-shell# (\x1b\[6n)?$/.test(log);
 const RANDOM_LINE = "echo random $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')";
 const INIT = [`export PS1='${PROMPT}'`, 'echo "snowflock-linux: shell up"', "exec sh"].join("\n");
+
+const sha256File = (path: string) => new Bun.CryptoHasher("sha256").update(readFileSync(path)).digest("hex");
 
 /** Waits until NAME's console log satisfies `done`; returns the log. */
 async function waitForLog(runDir: string, name: string, done: (log: string) => boolean, timeoutMs: number): Promise<string> {
@@ -127,19 +130,42 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
   );
 
   test(
-    "a writable ext4 disk: the guest writes a file; a fork is refused (its clones would write the same image); poweroff ends the VM and the image holds the file",
+    "a writable ext4 disk: a fork's clones each write a file into a copy-on-write disk of their own; the parent's image is byte-for-byte unchanged and holds only the parent's file; each clone draws its own random numbers",
     async () => {
       const { runDir, env, disk } = await startLinux("rw", { readOnly: false });
+      const clones = ["rw.1", "rw.2"];
+      let before = "";
       try {
         await waitForLog(runDir, "rw", atPrompt, BOOT_MS);
+        // Unmounted before the fork: nothing in the parent writes the image in the background.
         await snowflock(
           ["console", "rw", "--send", "mount /dev/vda /mnt && echo written-by-guest > /mnt/new.txt && umount /mnt && echo wrote-ok"],
           env,
         );
         await waitForLog(runDir, "rw", (log) => log.includes("\nwrote-ok\n"), within(20_000));
-        const fork = await snowflock(["fork", "rw", "--clones", "1"], env);
-        expect(fork.status).not.toBe(0);
-        expect(fork.stderr).toContain(`the VM writes its disk ${disk}: a clone or a restored copy would write the same image`);
+        before = sha256File(disk);
+        const fork = await snowflock(["fork", "rw", "--clones", "2", "--memory", "cow", "--json"], env);
+        expect(fork.status, fork.stderr).toBe(0);
+        expect(JSON.parse(fork.stdout).clones.map((c: { name: string }) => c.name)).toEqual(clones);
+        const randoms: string[] = [];
+        for (const clone of clones) {
+          await snowflock(
+            [
+              "console",
+              clone,
+              "--send",
+              `mount /dev/vda /mnt && echo ${clone} > /mnt/${clone}.txt && sync && echo $(cat /mnt/new.txt) $(ls /mnt | grep -c '^rw\\.') && umount /mnt && ${RANDOM_LINE}`,
+            ],
+            env,
+          );
+          // Each clone sees the parent's file and its own, not its sibling's.
+          const log = await waitForLog(runDir, clone, (l) => /\nrandom [0-9a-f]{64}\n/.test(l), within(30_000));
+          expect(log).toContain("\nwritten-by-guest 1\n");
+          randoms.push(log.match(/\nrandom ([0-9a-f]{64})\n/)![1]!);
+        }
+        expect(new Set(randoms).size).toBe(2);
+        expect(sha256File(disk)).toBe(before);
+        for (const clone of clones) expect((await snowflock(["kill", clone], env)).status).toBe(0);
         await snowflock(["console", "rw", "--send", "poweroff -f"], env);
         for (const deadline = performance.now() + within(20_000); performance.now() < deadline; ) {
           if (JSON.parse((await snowflock(["ls", "--json"], env)).stdout).length === 0) break;
@@ -147,11 +173,14 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
         }
         expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout)).toEqual([]);
       } finally {
-        await snowflock(["kill", "rw"], env);
+        for (const name of [...clones, "rw"]) await snowflock(["kill", name], env);
       }
-      const read = Bun.spawnSync(["debugfs", "-R", "cat /new.txt", disk], { stdout: "pipe", stderr: "pipe" });
-      expect(read.stdout.toString()).toBe("written-by-guest\n");
+      const debugfs = (command: string) =>
+        Bun.spawnSync(["debugfs", "-R", command, disk], { stdout: "pipe", stderr: "pipe" }).stdout.toString();
+      expect(debugfs("cat /new.txt")).toBe("written-by-guest\n");
+      expect(debugfs("ls -l /")).not.toContain("rw.1.txt");
+      expect(sha256File(disk)).toBe(before);
     },
-    BOOT_MS + within(60_000),
+    BOOT_MS + within(150_000),
   );
 });

@@ -90,7 +90,7 @@ async function snapshotParent(): Promise<Snapshot> {
     parent.resume();
   }
   expect(parentLines.filter((l) => l.startsWith("sha256 "))).toEqual([]); // captured mid-run
-  const descriptor = describeMachine(parent, { name: "parent", cmdline: CMDLINE });
+  const { descriptor } = describeMachine(parent, { name: "parent", cmdline: CMDLINE });
   const imageFd = parent.memory.freeze();
   const imagePath = `/proc/self/fd/${imageFd}`;
   return { parent, parentLines, descriptor, imageFd, imagePath, image: GuestMemory.openImage(imagePath, parent.memory.layout) };

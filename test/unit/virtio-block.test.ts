@@ -196,14 +196,24 @@ describe("virtio devices in a descriptor", () => {
   const state = new Uint8Array(VIRTIO_MMIO_STATE_BYTES);
   const device = { kind: "block" as const, path: "/images/root.ext4", readOnly: true, state };
 
-  test("round trip", () => {
-    expect(decodeVirtioSection(encodeVirtioSection([device]))).toEqual([device]);
+  test("round trip: a shared read-only image, and a writable one frozen for clones to overlay", () => {
+    const frozen = { kind: "block" as const, path: "/proc/7/fd/9", readOnly: false, copyOnWrite: true, image: "/images/data.ext4", state };
+    expect(decodeVirtioSection(encodeVirtioSection([device, frozen]))).toEqual([device, frozen]);
   });
 
-  test("a writable image, a relative path, an unknown kind, a wrong-sized state or not JSON: refused", () => {
+  test("a writable image not frozen, odd flags, a relative path, an unknown kind, a wrong-sized state or not JSON: refused", () => {
     const forged = (entries: unknown) => () => decodeVirtioSection(new TextEncoder().encode(JSON.stringify(entries)));
     const base64 = Buffer.from(state).toString("base64");
-    expect(forged([{ kind: "block", path: "/a", readOnly: false, state: base64 }])).toThrow(/not read-only/);
+    expect(forged([{ kind: "block", path: "/a", readOnly: false, state: base64 }])).toThrow(/writable: clones never share/);
+    expect(forged([{ kind: "block", path: "/a", readOnly: false, copyOnWrite: 1, state: base64 }])).toThrow(
+      /no read-only or copy-on-write flag/,
+    );
+    expect(forged([{ kind: "block", path: "/a", readOnly: true, copyOnWrite: true, state: base64 }])).toThrow(
+      /both read-only and copy-on-write/,
+    );
+    expect(forged([{ kind: "block", path: "/a", readOnly: false, copyOnWrite: true, image: 5, state: base64 }])).toThrow(
+      /names its image badly/,
+    );
     expect(forged([{ kind: "block", path: "a.img", readOnly: true, state: base64 }])).toThrow(/no absolute image path/);
     expect(forged([{ kind: "net", path: "/a", readOnly: true, state: base64 }])).toThrow(/unknown kind/);
     expect(forged([{ kind: "block", path: "/a", readOnly: true, state: "AAAA" }])).toThrow(/virtio-mmio state of 3 bytes/);

@@ -10,7 +10,16 @@ import { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { kickVcpu, installKickHandler } from "./kick.ts";
 import { loadPvhKernel, setFlat32EntryState, setPvhEntryState } from "./pvh.ts";
 import { loadLinuxKernel } from "./linux-boot.ts";
-import type { BackendState, CapturedMachine, FreePageMap, GuestCall, Machine, MachineEnd, MachineOptions } from "../backend.ts";
+import type {
+  BackendState,
+  CapturedMachine,
+  CaptureOptions,
+  FreePageMap,
+  GuestCall,
+  Machine,
+  MachineEnd,
+  MachineOptions,
+} from "../backend.ts";
 import { eagerPages, type KvmState } from "./persist.ts";
 import { KvmVm } from "./vm.ts";
 import { newSerialState, Serial, serialIrq } from "./serial.ts";
@@ -18,8 +27,11 @@ import { setIrqLine } from "./irq-line.ts";
 import { renewVmGenerationId } from "./acpi/vmgenid.ts";
 import { MAX_VIRTIO_DEVICES, VirtioBus, type VirtioSlot, virtioPlacement } from "./virtio/devices.ts";
 import { newVirtioMmioState } from "./virtio/mmio.ts";
-import { openDiskImage } from "../../guest/disk-image.ts";
-import { closeSync } from "node:fs";
+import { openDiskImage } from "../../disk/image.ts";
+import { closeDisk, freezeDisk, openDescribedDisk } from "../../disk/clone-disks.ts";
+import { getpid } from "../../sys/process.ts";
+import { close } from "../../sys/files.ts";
+import { tmpdir } from "node:os";
 import { captureVcpu, restoreVcpu, savedMsrIndices } from "./vcpu-state.ts";
 import { Command, Control, type VcpuEvent, type VcpuInit, VcpuRunState, type VcpuStats } from "./vcpu-protocol.ts";
 import { scaledTimeout } from "../../timeouts.ts";
@@ -34,6 +46,10 @@ const START_TIMEOUT_MS = scaledTimeout(10_000);
 const VCPU_WORKER_URL = import.meta.url.includes("/$bunfs/")
   ? new URL("./src/backend/kvm/vcpu-worker.ts", import.meta.url).href
   : new URL("./vcpu-worker.ts", import.meta.url).href;
+
+function scratchDirectory(options: Pick<MachineOptions, "scratchDirectory">): string {
+  return options.scratchDirectory ?? tmpdir();
+}
 
 export class KvmMachine implements Machine {
   private workers: Worker[] = [];
@@ -84,7 +100,14 @@ export class KvmMachine implements Machine {
     const virtio: VirtioSlot[] = [];
     try {
       disks.forEach((disk, i) =>
-        virtio.push({ ...virtioPlacement(i), state: newVirtioMmioState(), kind: "block", path: disk.path, disk: openDiskImage(disk) }),
+        virtio.push({
+          ...virtioPlacement(i),
+          state: newVirtioMmioState(),
+          kind: "block",
+          path: disk.path,
+          image: disk.path,
+          disk: openDiskImage(disk),
+        }),
       );
       vm = new KvmVm(memory, options.vcpus);
       if (kernel.kind === "linux") {
@@ -97,7 +120,7 @@ export class KvmMachine implements Machine {
       }
       return new KvmMachine(vm, memory, options, virtio);
     } catch (error) {
-      for (const slot of virtio) closeSync(slot.disk.fd);
+      for (const slot of virtio) closeDisk(slot.disk);
       vm?.close();
       memory.close();
       throw error;
@@ -113,14 +136,15 @@ export class KvmMachine implements Machine {
     const vm = new KvmVm(memory, state.vcpus.length);
     const virtio: VirtioSlot[] = [];
     try {
-      // Only read-only disks are in a descriptor (capture refuses writable ones): clones share them.
+      // Read-only disks are shared; a writable one was frozen at the capture, and this machine writes an overlay over it.
       (state.virtio ?? []).forEach((device, i) =>
         virtio.push({
           ...virtioPlacement(i),
           state: newVirtioMmioState(),
           kind: device.kind,
           path: device.path,
-          disk: openDiskImage({ path: device.path, readOnly: true }),
+          image: device.image ?? device.path,
+          disk: openDescribedDisk(device, scratchDirectory(options)),
         }),
       );
       vm.restoreDevices(state.devices);
@@ -133,7 +157,7 @@ export class KvmMachine implements Machine {
       renewVmGenerationId(memory, (gsi, level) => setIrqLine(vm.fd, gsi, level));
       return machine;
     } catch (error) {
-      for (const slot of virtio) closeSync(slot.disk.fd);
+      for (const slot of virtio) closeDisk(slot.disk);
       vm.close();
       memory.close();
       throw error;
@@ -241,7 +265,7 @@ export class KvmMachine implements Machine {
     for (const w of this.workers) w.terminate();
     this.touchedAtEnd = this.pagesTouched();
     this.options.beforeClose?.();
-    for (const slot of this.virtio) closeSync(slot.disk.fd);
+    for (const slot of this.virtio) closeDisk(slot.disk);
     this.vm.close();
     this.memory.close();
     this.resolveEnded(this.end ?? { kind: "stopped" });
@@ -278,33 +302,43 @@ export class KvmMachine implements Machine {
     this.command(Command.RUN);
   }
 
-  /** The whole machine state except bulk memory, and the pages a clone needs at once. The machine must be paused. */
-  capture(): CapturedMachine {
+  /**
+   * The whole machine state except bulk memory, and the pages a clone needs at once. The machine
+   * must be paused. A writable disk is frozen for clones (`freezeDisks`) or refuses the capture.
+   */
+  capture(options: CaptureOptions = {}): CapturedMachine {
     if (this.controls.some((c) => Atomics.load(c, Control.STATE) !== VcpuRunState.PAUSED)) {
       throw new SnowflockError("VM_STATE", "capture needs every vCPU paused");
     }
     const writable = this.virtio.find((slot) => !slot.disk.readOnly);
-    if (writable)
+    if (writable && !options.freezeDisks)
       throw new SnowflockError(
         "VM_STATE",
-        `the VM writes its disk ${writable.path}: a clone or a restored copy would write the same image`,
-        `give the disk read-only (--disk ${writable.path},ro) to clone the VM; copy-on-write overlays for clones are not built yet`,
+        `the VM writes its disk ${writable.image}: a restored copy would write the same image`,
+        `give the disk read-only (--disk ${writable.image},ro) to save the VM; a fork gives each clone a copy-on-write disk`,
       );
     const msrs = savedMsrIndices(this.vm.host.msrIndices);
-    const state: KvmState = {
-      backend: "kvm",
-      devices: this.vm.captureDevices(),
-      serial: this.serial.capture(),
-      virtio: this.virtio.map((slot, i) => ({
-        kind: slot.kind,
-        path: slot.path,
-        readOnly: slot.disk.readOnly,
-        state: this.virtioBus.devices[i]!.mmio.capture(),
-      })),
-      vcpus: this.vm.vcpus.map((v) => captureVcpu(v.fd, msrs)),
-      memorySize: this.memory.size,
-    };
-    return { state, eagerPages: eagerPages(state, this.memory) };
+    const frozenDisks: number[] = [];
+    try {
+      const state: KvmState = {
+        backend: "kvm",
+        devices: this.vm.captureDevices(),
+        serial: this.serial.capture(),
+        virtio: this.virtio.map((slot, i) => {
+          const device = { kind: slot.kind, state: this.virtioBus.devices[i]!.mmio.capture() };
+          if (slot.disk.readOnly) return { ...device, path: slot.path, readOnly: true };
+          const frozen = freezeDisk(slot.disk, slot.image, scratchDirectory(this.options));
+          frozenDisks.push(frozen);
+          return { ...device, path: `/proc/${getpid()}/fd/${frozen}`, readOnly: false, copyOnWrite: true, image: slot.image };
+        }),
+        vcpus: this.vm.vcpus.map((v) => captureVcpu(v.fd, msrs)),
+        memorySize: this.memory.size,
+      };
+      return { state, eagerPages: eagerPages(state, this.memory), frozenDisks };
+    } catch (error) {
+      for (const fd of frozenDisks) close(fd);
+      throw error;
+    }
   }
 
   /** Bytes typed at the console: COM1 holds them for the guest to read. Returns how many it took. */
@@ -317,7 +351,7 @@ export class KvmMachine implements Machine {
   async stop(): Promise<MachineEnd> {
     if (this.workers.length === 0) {
       this.options.beforeClose?.();
-      for (const slot of this.virtio) closeSync(slot.disk.fd);
+      for (const slot of this.virtio) closeDisk(slot.disk);
       this.vm.close();
       this.memory.close();
       this.resolveEnded({ kind: "stopped" });

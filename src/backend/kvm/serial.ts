@@ -10,7 +10,7 @@
  */
 import { refuse } from "../../sections.ts";
 import { setIrqLine } from "./irq-line.ts";
-import { withSpinLock } from "./spin-lock.ts";
+import { withSpinLock } from "../../spin-lock.ts";
 
 export const COM1_BASE = 0x3f8;
 export const COM1_PORTS = 8;

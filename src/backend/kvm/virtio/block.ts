@@ -1,13 +1,13 @@
 /**
- * A virtio block device (virtio 1.2 §5.2) over a raw image file: reads, writes, flushes and the
- * device ID, served where the driver notifies (a vCPU thread) with pread/pwrite on the image.
+ * A virtio block device (virtio 1.2 §5.2) over a raw image file, or a clone's copy-on-write view
+ * of one (disk/store.ts): reads, writes, flushes and the device ID, served where the driver
+ * notifies (a vCPU thread).
  * A request that leaves the disk, or a write to a read-only one, gets an error status; a
  * malformed chain is the queue's error (queue.ts).
  */
 import type { GuestMemory } from "../../../guest-memory/guest-memory.ts";
-import type { OpenDisk } from "../../../guest/disk-image.ts";
-import { fsyncSync } from "node:fs";
-import { pread, pwrite } from "../../../sys/files.ts";
+import type { OpenDisk } from "../../../disk/image.ts";
+import { type BlockStore, openBlockStore } from "../../../disk/store.ts";
 import { SyscallError } from "../../../sys/errno.ts";
 import type { VirtioDevice } from "./mmio.ts";
 import { VIRTIO_F_VERSION_1 } from "./mmio.ts";
@@ -33,6 +33,7 @@ export class VirtioBlock implements VirtioDevice {
   readonly queues = 1;
   readonly features: bigint;
   readonly config: Uint8Array;
+  private readonly store: BlockStore;
 
   constructor(
     private readonly memory: GuestMemory,
@@ -45,6 +46,7 @@ export class VirtioBlock implements VirtioDevice {
     const v = new DataView(this.config.buffer);
     v.setBigUint64(0, BigInt(Math.floor(disk.bytes / SECTOR_BYTES)), true);
     v.setUint32(12, SEG_MAX, true);
+    this.store = openBlockStore(disk);
   }
 
   notify(_queue: number, layout: QueueLayout, nextAvail: number): { nextAvail: number; used: number } {
@@ -85,9 +87,9 @@ export class VirtioBlock implements VirtioDevice {
         let offset = Number(start);
         try {
           for (const segment of data) {
-            const done = out ? pwrite(this.disk.fd, segment.bytes, offset) : pread(this.disk.fd, segment.bytes, offset);
-            if (done !== segment.bytes.byteLength) return { status: Status.IOERR, written: 0 };
-            offset += done;
+            if (out) this.store.write(segment.bytes, offset);
+            else this.store.read(segment.bytes, offset);
+            offset += segment.bytes.byteLength;
           }
         } catch (error) {
           // The host's error (a full disk, EIO) is the guest's I/O error, not the VM's end.
@@ -98,7 +100,7 @@ export class VirtioBlock implements VirtioDevice {
       }
       case Request.FLUSH:
         try {
-          if (!this.disk.readOnly) fsyncSync(this.disk.fd);
+          this.store.flush();
         } catch {
           return { status: Status.IOERR, written: 0 };
         }

@@ -20,8 +20,10 @@ export interface VirtioSlot {
   gsi: number;
   state: SharedArrayBuffer;
   kind: "block";
-  /** The image as the user named it (a restored machine opens it again) and as opened here. */
+  /** What was opened: the user's image, or (a clone's disk) the frozen copy of it under an overlay. */
   path: string;
+  /** The user's image, for messages. */
+  image: string;
   disk: BlockDisk;
 }
 

@@ -7,7 +7,7 @@
  */
 import { refuse } from "../../../sections.ts";
 import { type QueueLayout, QueueError } from "./queue.ts";
-import { withSpinLock } from "../spin-lock.ts";
+import { withSpinLock } from "../../../spin-lock.ts";
 
 export const VIRTIO_MMIO_WINDOW = 0x1000;
 export const VIRTIO_F_VERSION_1 = 32n;

@@ -6,16 +6,14 @@
 import { closeSync, constants, fstatSync, openSync } from "node:fs";
 import { basename } from "node:path";
 import { SnowflockError } from "../errors.ts";
+import type { SharedDisk } from "./store.ts";
 
 export interface DiskAttachment {
   path: string;
   readOnly: boolean;
 }
 
-export interface OpenDisk {
-  fd: number;
-  bytes: number;
-  readOnly: boolean;
+export interface OpenDisk extends SharedDisk {
   /** The guest sees it as the disk's serial (/sys/block/vdX/serial): the file's name, cut to 20 bytes. */
   serial: string;
 }

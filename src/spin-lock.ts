@@ -1,5 +1,5 @@
 /**
- * A lock in one Int32 slot of a SharedArrayBuffer, for device registers that every vCPU thread
+ * A lock in one Int32 slot of a SharedArrayBuffer, for device registers (and a disk overlay) that every vCPU thread
  * and the machine's thread touch: held for a register access or one queue's service, so a
  * waiter spins rather than sleeps.
  */
