@@ -5,7 +5,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { buildGuest } from "./guest/build.ts";
-import { buildXenTools } from "./guest/xen/build.ts";
+import { buildLinuxTools } from "./guest/linux/build.ts";
 import { buildWasm } from "./wasm/build.ts";
 
 /** Each Worker entry must be named to `bun build --compile`, or the executable cannot start it. */
@@ -45,7 +45,7 @@ if (import.meta.main) {
     console.error("building snowflock");
     await step("WASM kernels -> wasm/build/", () => buildWasm(join(import.meta.dir, "wasm/build")));
     await step("guest kernel -> guest/build/snowflock-guest.elf", () => buildGuest(join(import.meta.dir, "guest/build")));
-    await step("Xen domU tools -> guest/build/sf-xen, dataset-xen", () => buildXenTools(join(import.meta.dir, "guest/build")));
+    await step("Linux guest tools -> guest/build/sf-linux, dataset-linux", () => buildLinuxTools(join(import.meta.dir, "guest/build")));
     mkdirSync("dist", { recursive: true });
     await step("executable -> dist/snowflock", () => compileExecutable("dist/snowflock"));
   } catch (error) {

@@ -48,8 +48,8 @@ async function listInputs(): Promise<{ sources: string[]; all: string[] }> {
   const sources: string[] = [];
   const all: string[] = [];
   for await (const f of new Bun.Glob("**/*.{c,S,h,ld,ts}").scan({ cwd: GUEST_DIR })) {
-    // xen/ is the domU tool, a Linux program of its own (guest/xen/build.ts).
-    if (f.startsWith("build/") || f.startsWith("node_modules/") || f.startsWith("xen/")) continue;
+    // linux/ holds the tools for Linux guests, programs of their own (guest/linux/build.ts).
+    if (f.startsWith("build/") || f.startsWith("node_modules/") || f.startsWith("linux/")) continue;
     all.push(f);
     if (f.endsWith(".c") || f.endsWith(".S")) sources.push(f);
   }

@@ -12,13 +12,15 @@
 #include <stdbool.h>
 
 #define SF_HC_PORT        0x0ED0
+#define SF_HC_DOORBELL    0xd0100000u /* or a 32-bit write of the block's address here (MMIO) */
 #define SF_CPUID_LEAF     0x40000100u
 #define SF_ABI_VERSION    1
 
 /* Call numbers. 16 and up are reserved for the Impromptu Cluster API
  * (sf_request_ticket, sf_clone, sf_join, ...), added by a later ABI version. */
 #define SF_HC_ABI_VERSION    1 /* () -> 1 */
-#define SF_HC_EXIT           2 /* (status) -> does not return */
+#define SF_HC_EXIT           2 /* (status[, result_gpa, result_len]) -> does not return; a clone's result
+                                  (<= 64 of [0-9A-Za-z._+-]) reaches its parent's join text */
 #define SF_HC_CONSOLE_WRITE  3 /* (gpa, len) -> len; len <= SF_CONSOLE_MAX else SF_E2BIG */
 #define SF_HC_CLONE_ID       4 /* () -> clone id, 0 for an original VM */
 #define SF_HC_FREE_PAGES     5 /* (bitmap_gpa, frames) -> 0; the page allocator's bitmap (bit = 1: page used),
@@ -30,13 +32,17 @@
 #define SF_HC_CLONE          17 /* (ticket) -> 0 in the parent, 1..m in the clones */
 #define SF_HC_JOIN           18 /* (ticket, statuses_gpa, cap) -> m; blocks until every clone ended;
                                    statuses (i64 each, clone 1 first): exit status, or < 0 if killed */
-#define SF_HC_KILL           19 /* (ticket) -> 0; ends every clone of the ticket */
+#define SF_HC_KILL           19 /* (ticket) -> 0; ends every clone of the ticket;
+                                   ticket 0: those of every ticket not joined, -> how many */
 #define SF_HC_SEND           20 /* (dest id, gpa, len) -> len; dest 0 = the parent */
 #define SF_HC_RECV           21 /* (gpa, cap, sender_gpa, flags) -> len; *sender (u64) = sender id;
                                    blocks unless flags & SF_RECV_NONBLOCK (then SF_EAGAIN) */
 #define SF_HC_CHECKPOINT_PARENT 22 /* () -> checkpoint (>= 1) in the parent; 0 in clones made from it */
 #define SF_HC_CREATE_CLONES  23 /* (checkpoint, ticket) -> 0; the ticket's clones start at the checkpoint */
 #define SF_HC_RELEASE_CHECKPOINT 24 /* (checkpoint) -> 0; the host lets its frozen image go */
+#define SF_HC_JOIN_ALL       25 /* (text_gpa, cap, flags) -> length of "<m> <id>=<status>[:<result>]...";
+                                   joins every ticket not joined; flags & SF_JOIN_NONBLOCK: SF_EAGAIN while one runs */
+#define SF_JOIN_NONBLOCK 1
 #define SF_RECV_NONBLOCK 1
 #define SF_MESSAGE_MAX 65536
 

@@ -32,9 +32,8 @@ export interface GuestCall {
 }
 
 export type MachineEnd =
-  | { kind: "exit"; status: number }
-  | { kind: "crash"; reason: string; vcpu: number; rip?: string }
-  | { kind: "stopped" };
+  /** `result`: what a clone handed its parent's join (sf exit STATUS RESULT). */
+  { kind: "exit"; status: number; result?: string } | { kind: "crash"; reason: string; vcpu: number; rip?: string } | { kind: "stopped" };
 
 /** A machine's captured state apart from its memory: opaque above the backend, tagged with it. */
 export interface BackendState {

@@ -56,7 +56,7 @@ export function registerAgent(cli: CAC): void {
         guests = serveDomainGuests(domains, { workDirectory: runDir(), log: (line) => log.info(line), memory, cluster, transport });
         operator = serveAgentSocket(domains, ensureRunDir(), (line) => log.info(line));
         log.success(
-          `${backend.name} agent serving the domUs' sf requests (guest/xen); their clones' memory: ${memory}` +
+          `${backend.name} agent serving the domUs' sf requests (guest/linux); their clones' memory: ${memory}` +
             (cluster
               ? `; their families spread over ${cluster.inventory.hosts.length} host(s) (memory by ${options.transport ?? "tcp"})`
               : ""),

@@ -28,15 +28,16 @@
  */
 import type { DomainOperations, GuestRequest } from "../backend/backend.ts";
 import { SnowflockError } from "../errors.ts";
-import { CloneStatus, GuestError } from "../guest/hypercalls.ts";
+import { CloneStatus, EXIT_RESULT, GuestError } from "../guest/hypercalls.ts";
 import { type GuestLimits, guestLimits } from "../guest/limits.ts";
 import { forkDomain } from "../clone/domain-fork.ts";
 import type { ForkResult, RemoteTransport } from "../clone/fork-result.ts";
 import type { ClusterContext } from "./cluster-context.ts";
 import { forkDomainAcross, type ServedImage } from "./domain-spread.ts";
 import { DomainInboxes } from "./domain-inboxes.ts";
-import { END_CLONES_TIMEOUT_MS, EXIT_RESULT, FAMILY_MESSAGE, type FamilyEvent, type FamilyEventAnswer } from "./family-event.ts";
+import { END_CLONES_TIMEOUT_MS, FAMILY_MESSAGE, type FamilyEvent, type FamilyEventAnswer } from "./family-event.ts";
 import { Tickets } from "./tickets.ts";
+import { type JoinedClone, joinAnswer } from "./join-answer.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 /** How long a look at which clones still run stays good while joins wait. */
@@ -288,7 +289,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
 
   const join = async (request: GuestRequest): Promise<void> => {
     const { tickets, statuses, results } = book(request.domain);
-    const ended: Array<{ cloneId: number; status: number; result?: string }> = [];
+    const ended: JoinedClone[] = [];
     for (const { ticket, cloneIds } of tickets.open()) {
       const joined = await tickets.join(ticket);
       cloneIds.forEach((cloneId, i) => {
@@ -297,12 +298,10 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
         results.delete(cloneId);
       });
     }
-    ended.sort((a, b) => a.cloneId - b.cloneId);
-    const answer = (results: boolean) =>
-      `ok ${ended.length}${ended.map(({ cloneId, status, result }) => ` ${cloneId}=${status}${results && result ? `:${result}` : ""}`).join("")}`;
-    if (answer(true).length <= JOIN_REPLY_MAX) return reply(request, answer(true));
-    log(`domain ${request.domain}: join of ${ended.length} clones answered without their results (over ${JOIN_REPLY_MAX} bytes)`);
-    reply(request, answer(false));
+    const answer = joinAnswer(ended, JOIN_REPLY_MAX - "ok ".length);
+    if (!answer.withResults)
+      log(`domain ${request.domain}: join of ${ended.length} clones answered without their results (over ${JOIN_REPLY_MAX} bytes)`);
+    reply(request, `ok ${answer.text}`);
   };
 
   const exit = async (request: GuestRequest): Promise<void> => {

@@ -7,6 +7,7 @@
  */
 import { SnowflockError } from "../errors.ts";
 import { scaledTimeout } from "../timeouts.ts";
+import { EXIT_RESULT } from "../guest/hypercalls.ts";
 
 /**
  * How long an agent may take to end clones (kill, end-family): each `libxl destroy` takes seconds
@@ -14,8 +15,6 @@ import { scaledTimeout } from "../timeouts.ts";
  */
 export const END_CLONES_TIMEOUT_MS = scaledTimeout(60_000);
 
-/** What a clone may hand its parent with sf exit: a digest, a count, a word. */
-export const EXIT_RESULT = /^[0-9A-Za-z._+-]{1,64}$/;
 /** A family message between domUs (sf send): one word of printable ASCII. */
 export const FAMILY_MESSAGE = /^[\x21-\x7e]{1,128}$/;
 

@@ -24,6 +24,7 @@ import { CLONE_ORDER_TIMEOUT_MS } from "./agent.ts";
 import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";
 import type { FamilyCalls, GuestErrorCode } from "./guest-calls.ts";
 import { Tickets } from "./tickets.ts";
+import type { JoinedClone } from "./join-answer.ts";
 import { type ClusterContext, memberRequest } from "./cluster-context.ts";
 import { type HostRoom, spread, surveyRooms } from "./placement.ts";
 import { readFileSync } from "node:fs";
@@ -127,6 +128,8 @@ export class Family implements FamilyCalls {
   /** Each ticket's rooms: for a family spread over a cluster, each host's room when the ticket was granted. */
   private readonly tickets: Tickets<HostRoom[] | undefined>;
   private clones = new Map<number, Member>();
+  /** Clone ID → the result it exited with (sf exit STATUS RESULT), until a join reports it. */
+  private results = new Map<number, string>();
   /**
    * Ended clones that no unjoined ticket still waits for, added up per host ("" for this one):
    * their members are dropped, so a VM that forks all day keeps counters, not a record a clone.
@@ -360,12 +363,14 @@ export class Family implements FamilyCalls {
    * A clone's VMM (or its host's agent) reports how its VM ended (and, for `ondemand`, its
    * memtap's counters). A report for another run of a VM with this name is not ours.
    */
-  cloneEnded(cloneId: number, status: number, memory?: CloneMemoryStats, incarnation?: string): void {
+  cloneEnded(cloneId: number, status: number, memory?: CloneMemoryStats, incarnation?: string, result?: string): void {
     const member = this.clones.get(cloneId);
     if (!member || member.status !== undefined) return;
     if (incarnation !== undefined && incarnation !== this.incarnation) return;
     member.status = status;
     member.memory = memory;
+    // Kept for a join only: a clone no ticket waits for (made by `snowflock fork`) is never joined.
+    if (result !== undefined && this.tickets.awaited().has(cloneId)) this.results.set(cloneId, result);
     const report = this.forks.flatMap((round) => round.clones).findLast((c) => c.cloneId === cloneId && c.exitStatus === undefined);
     if (report) noteEnd(report, member);
     this.closeEndedRounds();
@@ -532,7 +537,9 @@ export class Family implements FamilyCalls {
   }
 
   async join(ticketId: bigint): Promise<number[]> {
+    const cloneIds = this.tickets.open().find((t) => t.ticket === ticketId)?.cloneIds ?? [];
     const statuses = await this.tickets.join(ticketId);
+    for (const id of cloneIds) this.results.delete(id); // sf_join reports statuses only
     this.retireEnded();
     return statuses;
   }
@@ -556,7 +563,29 @@ export class Family implements FamilyCalls {
     );
   }
 
-  kill(ticketId: bigint): Promise<bigint> {
+  /**
+   * Joins every ticket cloned and not joined (`sf join` of the Linux tool): the clones with their
+   * statuses and results. `nonblocking`: SF_EAGAIN while one still runs, so the guest polls
+   * instead of holding its vCPU.
+   */
+  async joinAll(nonblocking: boolean): Promise<JoinedClone[] | GuestErrorCode> {
+    if (nonblocking && !(await this.tickets.openEnded())) return GuestError.EAGAIN;
+    const ended: JoinedClone[] = [];
+    for (const { ticket, cloneIds } of this.tickets.open()) {
+      const statuses = await this.tickets.join(ticket);
+      cloneIds.forEach((cloneId, i) => {
+        const result = this.results.get(cloneId);
+        ended.push({ cloneId, status: statuses[i]!, ...(result === undefined ? {} : { result }) });
+        this.results.delete(cloneId);
+      });
+    }
+    this.retireEnded();
+    return ended;
+  }
+
+  /** sf_kill of ticket 0: ends the running clones of every ticket cloned and not joined; how many. */
+  async kill(ticketId: bigint): Promise<bigint> {
+    if (ticketId === 0n) return BigInt(await this.tickets.killOpen());
     return this.tickets.kill(ticketId);
   }
 

@@ -6,7 +6,8 @@
  * pointer the guest does not own fails the call with SF_EFAULT and changes nothing.
  */
 import type { GuestCall } from "../backend/backend.ts";
-import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
+import { ClusterCall, GuestError, JOIN_NONBLOCK, MESSAGE_MAX, RECV_NONBLOCK } from "../guest/hypercalls.ts";
+import { type JoinedClone, joinAnswer } from "./join-answer.ts";
 
 /** The guest's RAM as the front end sees it: a view of [address, address + length), if the guest owns all of it. */
 export interface GuestRam {
@@ -25,6 +26,9 @@ export interface FamilyCalls {
   joinable(ticket: bigint): { clones: number } | GuestErrorCode;
   /** Waits for every clone of `ticket` to end; their statuses, by clone ID. */
   join(ticket: bigint): Promise<number[]>;
+  /** Joins every ticket cloned and not joined (SF_EAGAIN while a clone runs, if `nonblocking`). */
+  joinAll(nonblocking: boolean): Promise<JoinedClone[] | GuestErrorCode>;
+  /** Ends a ticket's running clones; ticket 0: those of every ticket not joined, returning how many. */
   kill(ticket: bigint): Promise<bigint>;
   /** Sends `data` to member `destination`; its length, or an error. */
   send(destination: bigint, data: Uint8Array): Promise<bigint>;
@@ -55,6 +59,8 @@ export async function serveGuestCall(family: FamilyCalls, ram: GuestRam, call: G
       return join(family, ram, a0, a1, a2);
     case ClusterCall.KILL:
       return family.kill(a0);
+    case ClusterCall.JOIN_ALL:
+      return joinAll(family, ram, a0, a1, a2);
     case ClusterCall.SEND:
       return send(family, ram, a0, a1, a2);
     case ClusterCall.RECV:
@@ -92,6 +98,26 @@ async function join(family: FamilyCalls, ram: GuestRam, ticket: bigint, statuses
   const view = new DataView(out.buffer, out.byteOffset, count * 8);
   statuses.slice(0, count).forEach((status, i) => view.setBigInt64(i * 8, BigInt(status), true));
   return BigInt(statuses.length);
+}
+
+/** Least room a join-all answer needs: its clone IDs and statuses for a full round of clones, without results. */
+const JOIN_ALL_MIN_CAPACITY = 1024n;
+
+/**
+ * sf_join_all(text, capacity, flags): joins every ticket cloned and not joined; writes sf join's
+ * answer (join-answer.ts: results left out if they do not fit); its length.
+ */
+async function joinAll(family: FamilyCalls, ram: GuestRam, address: bigint, capacity: bigint, flags: bigint): Promise<bigint> {
+  if (capacity < JOIN_ALL_MIN_CAPACITY) return GuestError.EINVAL;
+  const room = capacity > BigInt(MESSAGE_MAX) ? BigInt(MESSAGE_MAX) : capacity;
+  if (!ram.guestRange(address, room)) return GuestError.EFAULT;
+  const ended = await family.joinAll((flags & JOIN_NONBLOCK) !== 0n);
+  if (typeof ended === "bigint") return ended;
+  const text = new TextEncoder().encode(joinAnswer(ended, Number(room)).text);
+  const out = ram.guestRange(address, BigInt(text.byteLength));
+  if (!out || text.byteLength > room) return text.byteLength > room ? GuestError.E2BIG : GuestError.EFAULT;
+  out.set(text);
+  return BigInt(text.byteLength);
 }
 
 /** sf_send(destination, buffer, length): the length sent. */

@@ -32,6 +32,8 @@ const PROBE_MS = 1000;
 export class Tickets<Extra = undefined> {
   private tickets = new Map<number, Ticket<Extra>>();
   private next = 1;
+  /** When openEnded() last asked after running members. */
+  private probedAt = 0;
   /** Tickets being granted (the hosts are asked first): they count against the limit too. */
   private pending = 0;
 
@@ -113,6 +115,29 @@ export class Tickets<Extra = undefined> {
   /** Clone IDs a ticket not yet retired still waits for (a join in progress included). */
   awaited(): Set<number> {
     return new Set([...this.tickets.values()].flatMap((t) => t.cloneIds ?? []));
+  }
+
+  /**
+   * Whether every clone of the tickets cloned and not joined has ended: a join of them would not
+   * wait. Asks after running members (probe) at most once every PROBE_MS, for callers that poll.
+   */
+  async openEnded(): Promise<boolean> {
+    const ids = this.open().flatMap((t) => t.cloneIds);
+    const running = ids.filter((cloneId) => this.members.status(cloneId) === undefined);
+    if (running.length === 0) return true;
+    if (performance.now() - this.probedAt < PROBE_MS) return false;
+    this.probedAt = performance.now();
+    await this.members.probe(running);
+    return running.every((cloneId) => this.members.status(cloneId) !== undefined);
+  }
+
+  /** Ends the running clones of every ticket cloned and not joined; how many it ended. */
+  async killOpen(): Promise<number> {
+    const running = this.open()
+      .flatMap((t) => t.cloneIds)
+      .filter((cloneId) => this.members.status(cloneId) === undefined);
+    await Promise.all(running.map((cloneId) => this.members.end(cloneId)));
+    return running.length;
   }
 
   /** Tickets cloned and not yet joined, oldest first, with their clone IDs. */

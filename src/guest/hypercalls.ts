@@ -7,6 +7,12 @@ import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import { PAGE_SIZE, translate } from "../guest-memory/layout.ts";
 
 export const HYPERCALL_PORT = 0x0ed0;
+/**
+ * The same calls for code that cannot use the port: a 4-byte write of the block's address to
+ * this guest-physical address (in the 32-bit hole, no RAM or device behind it). A Linux user
+ * process maps it from /dev/mem: unlike port I/O it needs no I/O permission bitmap in the TSS.
+ */
+export const HYPERCALL_DOORBELL = 0xd0100000;
 export const ABI_VERSION = 1;
 export const CALL_BLOCK_SIZE = 64;
 const RESULT_OFFSET = 56;
@@ -34,6 +40,9 @@ export const GuestError = {
 } as const;
 
 export const CONSOLE_WRITE_MAX = 65536n;
+/** What a clone may hand its parent with sf exit: a digest, a count, a word (on every backend). */
+export const EXIT_RESULT = /^[0-9A-Za-z._+-]{1,64}$/;
+const EXIT_RESULT_MAX = 64n;
 /** Page frames a free-page bitmap may describe: 1 TiB of guest-physical space. */
 export const MAX_FREE_PAGE_FRAMES = 2 ** 28;
 
@@ -48,16 +57,19 @@ export const ClusterCall = {
   CHECKPOINT_PARENT: 22,
   CREATE_CLONES: 23,
   RELEASE_CHECKPOINT: 24,
+  JOIN_ALL: 25,
 } as const;
 const CLUSTER_CALLS = new Set<number>(Object.values(ClusterCall));
 export const RECV_NONBLOCK = 1n;
+export const JOIN_NONBLOCK = 1n;
 /** What sf_join reports for a clone that did not exit by itself (guest/ABI.md; also the Xen sf tool's join). */
 export const CloneStatus = { KILLED: -9, CRASHED: -11 } as const;
 export const MESSAGE_MAX = 65536;
 
 /** What a hypercall may ask of the VMM that runs the guest. */
 export interface HypercallHost {
-  exit(status: number): void;
+  /** `result`: a short word for the parent's join (EXIT_RESULT), if the guest gave one. */
+  exit(status: number, result?: string): void;
   consoleWrite(bytes: Uint8Array): void;
   cloneId(): number;
   /** The guest's page allocator bitmap (checked to lie in guest memory): bit = 1 means used. */
@@ -91,9 +103,17 @@ function dispatch(memory: GuestMemory, host: HypercallHost, nr: number, arg: (i:
   switch (nr) {
     case Hypercall.ABI_VERSION:
       return BigInt(ABI_VERSION);
-    case Hypercall.EXIT:
-      host.exit(Number(arg(0) & 0xffn));
+    case Hypercall.EXIT: {
+      // (status, result_gpa, result_len): a result is optional, and a bad one leaves the VM running.
+      const length = arg(2);
+      if (length > EXIT_RESULT_MAX) return GuestError.E2BIG;
+      const bytes = length === 0n ? undefined : memory.guestRange(arg(1), length);
+      if (length !== 0n && !bytes) return GuestError.EFAULT;
+      const result = bytes && new TextDecoder().decode(bytes);
+      if (result !== undefined && !EXIT_RESULT.test(result)) return GuestError.EINVAL;
+      host.exit(Number(arg(0) & 0xffn), result);
       return 0n;
+    }
     case Hypercall.CONSOLE_WRITE: {
       const length = arg(1);
       if (length > CONSOLE_WRITE_MAX) return GuestError.E2BIG;

@@ -1,3 +1,4 @@
+import { EXIT_RESULT } from "../guest/hypercalls.ts";
 import type { ForkResult, MemoryPath, RemoteTransport } from "../clone/fork-result.ts";
 import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 import type { DescriptorSummary } from "../descriptor/summary.ts";
@@ -27,7 +28,16 @@ export type ControlRequest =
   | { v: number; op: "clone-started"; cloneId: number; builtMs: number; runningMs: number }
   /** From a clone's VMM to its parent's: how the clone ended. */
   /** `incarnation`: which run of the parent the clone belongs to; a report for an earlier VM of the same name is ignored. */
-  | { v: number; op: "clone-ended"; cloneId: number; status: number; memory?: CloneMemoryStats; incarnation?: string };
+  | {
+      v: number;
+      op: "clone-ended";
+      cloneId: number;
+      status: number;
+      memory?: CloneMemoryStats;
+      incarnation?: string;
+      /** What the clone handed its parent's join (sf exit STATUS RESULT). */
+      result?: string;
+    };
 
 export interface VmStatus {
   name: string;
@@ -60,10 +70,8 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     return { error: "request is not JSON" };
   }
   if (typeof value !== "object" || value === null) return { error: "request is not an object" };
-  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport, incarnation } = value as Record<
-    string,
-    unknown
-  >;
+  const { v, op, path, clones, from, data, cloneId, status, builtMs, runningMs, memory, spread, transport, incarnation, result } =
+    value as Record<string, unknown>;
   const isInt = (n: unknown): n is number => typeof n === "number" && Number.isSafeInteger(n);
   if (v !== CONTROL_PROTOCOL_VERSION)
     return { error: `unsupported protocol version ${shown(v)} (this VMM speaks ${CONTROL_PROTOCOL_VERSION})` };
@@ -99,6 +107,8 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
     if (!isInt(cloneId) || cloneId < 1 || !isInt(status)) return { error: "clone-ended needs cloneId and status" };
     if (incarnation !== undefined && (typeof incarnation !== "string" || incarnation.length > 64))
       return { error: "clone-ended incarnation must be a short string" };
+    if (result !== undefined && (typeof result !== "string" || !EXIT_RESULT.test(result)))
+      return { error: "clone-ended result must be up to 64 of 0-9 A-Z a-z . _ + -" };
     const counters = memory as Record<string, unknown> | undefined;
     const histogram = counters?.faultServiceHistogram;
     const valid =
@@ -111,7 +121,15 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
         ) &&
         (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));
     if (!valid) return { error: "clone-ended memory counters must be whole numbers" };
-    return { v, op, cloneId, status, memory: counters as CloneMemoryStats | undefined, incarnation };
+    return {
+      v,
+      op,
+      cloneId,
+      status,
+      memory: counters as CloneMemoryStats | undefined,
+      incarnation,
+      ...(result === undefined ? {} : { result }),
+    };
   }
   return { error: `unknown operation ${shown(op)}` };
 }

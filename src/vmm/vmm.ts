@@ -197,7 +197,7 @@ async function serveMachine(
         family.cloneStarted(request.cloneId, { builtMs: request.builtMs, runningMs: request.runningMs });
         return { ok: true };
       case "clone-ended":
-        family.cloneEnded(request.cloneId, request.status, request.memory, request.incarnation);
+        family.cloneEnded(request.cloneId, request.status, request.memory, request.incarnation, request.result);
         return { ok: true };
       case "status":
         return { ok: true, status: status() };
@@ -248,6 +248,7 @@ async function serveMachine(
         status,
         memory,
         incarnation: options.cluster?.parentIncarnation,
+        ...(end.kind === "exit" && end.result !== undefined ? { result: end.result } : {}),
       }).catch(() => undefined);
     }
     return {

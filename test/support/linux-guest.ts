@@ -26,18 +26,24 @@ export function stockKernelPath(): string {
   return join(ASSETS, "vmlinuz");
 }
 
+export interface InitramfsOptions {
+  /** The virtio and ext4 modules, loaded before `init` runs. */
+  modules?: boolean;
+  /** The Linux guest tools (guest/linux, built by `bun run build`): /bin/sf and /bin/dataset. */
+  tools?: boolean;
+}
+
+const TOOLS = join(import.meta.dir, "../../guest/build");
+
 /** busyboxInitramfs(init) written to `dir`; returns its path (for `snowflock run --initrd`). */
-export function writeBusyboxInitramfs(dir: string, init: string, options: { modules?: boolean } = {}): string {
+export function writeBusyboxInitramfs(dir: string, init: string, options: InitramfsOptions = {}): string {
   const path = join(dir, "initramfs.cpio");
   writeFileSync(path, busyboxInitramfs(init, options));
   return path;
 }
 
-/**
- * An initramfs with busybox (its applets linked in /bin at boot) and `init` as /init (a busybox sh
- * script); with `modules`, the virtio and ext4 modules too, loaded before `init` runs.
- */
-export function busyboxInitramfs(init: string, options: { modules?: boolean } = {}): Uint8Array {
+/** An initramfs with busybox (its applets linked in /bin at boot) and `init` as /init (a busybox sh script). */
+export function busyboxInitramfs(init: string, options: InitramfsOptions = {}): Uint8Array {
   const order = options.modules ? readFileSync(join(ASSETS, "modules/order"), "utf8").trim().split("\n") : [];
   const load = order.map((m) => `insmod /lib/modules/${m}.ko`).join("\n");
   return newcArchive([
@@ -50,6 +56,14 @@ export function busyboxInitramfs(init: string, options: { modules?: boolean } = 
       mode: 0o644,
       data: new Uint8Array(readFileSync(join(ASSETS, "modules", `${m}.ko`))),
     })),
+    ...(options.tools
+      ? (["sf", "dataset"] as const).map((tool) => ({
+          path: `bin/${tool}`,
+          kind: "file" as const,
+          mode: 0o755,
+          data: new Uint8Array(readFileSync(join(TOOLS, `${tool}-linux`))),
+        }))
+      : []),
     {
       path: "init",
       kind: "file",

@@ -7,7 +7,8 @@
 import { describe, expect, test } from "bun:test";
 import type { GuestCall } from "../../src/backend/backend.ts";
 import { type FamilyCalls, type GuestRam, serveGuestCall } from "../../src/cluster/guest-calls.ts";
-import { ClusterCall, GuestError, MESSAGE_MAX, RECV_NONBLOCK } from "../../src/guest/hypercalls.ts";
+import { joinAnswer } from "../../src/cluster/join-answer.ts";
+import { ClusterCall, GuestError, JOIN_NONBLOCK, MESSAGE_MAX, RECV_NONBLOCK } from "../../src/guest/hypercalls.ts";
 
 const RAM_BYTES = 64 * 1024;
 
@@ -24,7 +25,7 @@ function fakeRam(): GuestRam & { bytes: Uint8Array } {
 }
 
 /** A family that answers with fixed values and records what it was asked. */
-function fakeFamily(inbox: Array<{ from: number; data: Uint8Array }> = []): FamilyCalls & { asked: string[] } {
+function fakeFamily(inbox: Array<{ from: number; data: Uint8Array }> = [], joinAllWaits = false): FamilyCalls & { asked: string[] } {
   const asked: string[] = [];
   return {
     asked,
@@ -32,6 +33,15 @@ function fakeFamily(inbox: Array<{ from: number; data: Uint8Array }> = []): Fami
     clone: async (ticket, block) => (asked.push(`clone ${ticket} ${block}`), 0n),
     joinable: (ticket) => (asked.push(`joinable ${ticket}`), ticket === 5n ? { clones: 3 } : GuestError.EINVAL),
     join: async (ticket) => (asked.push(`join ${ticket}`), [41, 42, -9]),
+    joinAll: async (nonblocking) => {
+      asked.push(`joinAll ${nonblocking}`);
+      if (nonblocking && joinAllWaits) return GuestError.EAGAIN;
+      return [
+        { cloneId: 2, status: 0, result: "b".repeat(64) },
+        { cloneId: 1, status: 3 },
+        { cloneId: 3, status: -9 },
+      ];
+    },
     kill: async (ticket) => (asked.push(`kill ${ticket}`), 0n),
     send: async (destination, data) => (asked.push(`send ${destination} ${[...data].join(",")}`), BigInt(data.byteLength)),
     receive: async (capacity, nonblocking) => {
@@ -66,6 +76,43 @@ describe("sf_request_ticket", () => {
       const ram = fakeRam();
       const family = fakeFamily();
       expect(await serveGuestCall(family, ram, call(ClusterCall.REQUEST_TICKET, ...args))).toBe(error);
+      expect(family.asked).toEqual([]);
+      expect(ram.bytes.every((b) => b === 0)).toBe(true);
+    }
+  });
+});
+
+describe("sf_join_all (the Linux sf tool's join)", () => {
+  const text = (ram: { bytes: Uint8Array }, at: number, length: bigint) =>
+    new TextDecoder().decode(ram.bytes.subarray(at, at + Number(length)));
+
+  test("writes sf join's answer, clones in ID order with their results, and returns its length", async () => {
+    const ram = fakeRam();
+    const length = await serveGuestCall(fakeFamily(), ram, call(ClusterCall.JOIN_ALL, 0x1000n, 4096n, 0n));
+    expect(text(ram, 0x1000, length)).toBe(`3 1=3 2=0:${"b".repeat(64)} 3=-9`);
+  });
+
+  test("the answer leaves the results out when they do not fit (as the Xen agent's does)", () => {
+    const ended = Array.from({ length: 20 }, (_, i) => ({ cloneId: i + 1, status: 0, result: "f".repeat(64) }));
+    expect(joinAnswer(ended, 4096)).toMatchObject({ withResults: true });
+    expect(joinAnswer(ended, 1024)).toEqual({ text: `20${ended.map((e) => ` ${e.cloneId}=0`).join("")}`, withResults: false });
+  });
+
+  test("nonblocking while clones run is SF_EAGAIN", async () => {
+    const ram = fakeRam();
+    const family = fakeFamily([], true);
+    expect(await serveGuestCall(family, ram, call(ClusterCall.JOIN_ALL, 0x1000n, 4096n, JOIN_NONBLOCK))).toBe(GuestError.EAGAIN);
+    expect(family.asked).toEqual(["joinAll true"]);
+  });
+
+  test("a wild or too small buffer fails before anything is joined", async () => {
+    for (const [address, capacity, error] of [
+      ...WILD.map((p) => [p, 4096n, GuestError.EFAULT] as const),
+      [0x1000n, 100n, GuestError.EINVAL] as const,
+    ]) {
+      const ram = fakeRam();
+      const family = fakeFamily();
+      expect(await serveGuestCall(family, ram, call(ClusterCall.JOIN_ALL, address, capacity, 0n))).toBe(error);
       expect(family.asked).toEqual([]);
       expect(ram.bytes.every((b) => b === 0)).toBe(true);
     }

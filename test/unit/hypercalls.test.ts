@@ -13,11 +13,11 @@ afterAll(() => memory.close());
 
 function recorder() {
   const written: Uint8Array[] = [];
-  const exits: number[] = [];
+  const exits: Array<number | [number, string]> = [];
   const freeMaps: Array<[number, number]> = [];
   const allocations: Array<[number, number]> = [];
   const host: HypercallHost = {
-    exit: (s) => exits.push(s),
+    exit: (s, result) => exits.push(result === undefined ? s : [s, result]),
     consoleWrite: (b) => written.push(b),
     cloneId: () => 7,
     freePages: (address, frames) => freeMaps.push([address, frames]),
@@ -90,6 +90,24 @@ describe("hypercall handler", () => {
     const r = call(BLOCK, Hypercall.EXIT, 0x1_03n);
     expect(r.host.exits).toEqual([3]);
     expect(call(BLOCK, Hypercall.CLONE_ID)).toMatchObject({ result: 7n });
+  });
+
+  test("exit with a result for the parent's join; a bad result fails the call and the VM goes on", () => {
+    const RESULT = 0xa000;
+    const put = (text: string) => memory.bytes.set(new TextEncoder().encode(text), RESULT);
+    put("ab12.x_+-");
+    expect(call(BLOCK, Hypercall.EXIT, 0n, BigInt(RESULT), 9n).host.exits).toEqual([[0, "ab12.x_+-"]]);
+    put("two words");
+    for (const [address, length, expected] of [
+      [BigInt(RESULT), 9n, GuestError.EINVAL],
+      [BigInt(RESULT), 65n, GuestError.E2BIG],
+      [BigInt(SIZE - 4), 8n, GuestError.EFAULT],
+      [(1n << 64n) - 4n, 8n, GuestError.EFAULT],
+    ] as const) {
+      const r = call(BLOCK, Hypercall.EXIT, 1n, address, length);
+      expect(r).toMatchObject({ kind: "done", result: expected });
+      expect(r.host.exits).toEqual([]);
+    }
   });
 
   test("a free-page bitmap inside guest memory is passed on; wild ones fail and reach nothing", () => {

@@ -31,7 +31,7 @@ const PAGING_HOST = process.env.SNOWFLOCK_REQUIRE_PAGING === "1";
 const WORK = "/tmp/snowflock-xen-cluster-test";
 const AGENTS_MS = 300_000;
 const FORK_MS = 600_000;
-const SF = join(ROOT, "guest/build/sf-xen");
+const SF = join(ROOT, "guest/build/sf-linux");
 const BOOT_MS = 300_000;
 
 /** The start of every test domU's /init. */
@@ -94,7 +94,7 @@ done
 const JOB = "sfspread";
 const JOB_SEED = 42;
 const JOB_BYTES = 64 << 20;
-const DATASET = join(ROOT, "guest/build/dataset-xen");
+const DATASET = join(ROOT, "guest/build/dataset-linux");
 /**
  * The parent runs sf clone 4; each clone hashes its quarter and tells the parent it is ready (sf send), then waits
  * for the parent's "go" (sf recv) and exits with its digest; the parent, once all four are ready and dom0 says go,

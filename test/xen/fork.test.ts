@@ -1,7 +1,7 @@
 /**
  * Fork on Xen, in dom0 of the nested Xen host (`bun run test:xen`): `snowflock fork` of a running
  * PVH domU into clones that keep running with their own clone IDs, `ls` and `kill` of the family,
- * and the Impromptu Cluster API from inside a domU (guest/xen/sf) served by
+ * and the Impromptu Cluster API from inside a domU (guest/linux/sf) served by
  * `snowflock agent --backend xen`.
  *
  * The domUs are build-host.sh's busybox guest with one more archive on top of its initramfs:
@@ -25,8 +25,8 @@ const PAGING_HOST = process.env.SNOWFLOCK_REQUIRE_PAGING === "1";
 const STOCK_ONLY = "paging host: the eager path runs on the stock host";
 
 const WORK = "/tmp/snowflock-xen-fork-test";
-const SF = join(ROOT, "guest/build/sf-xen");
-const DATASET = join(ROOT, "guest/build/dataset-xen");
+const SF = join(ROOT, "guest/build/sf-linux");
+const DATASET = join(ROOT, "guest/build/dataset-linux");
 const PARENT = "sfdom";
 const SELF_FORKER = "sfself";
 /** Forked from shells kept ready (snowflock pool). */

@@ -219,7 +219,7 @@ export class KvmMachine implements Machine {
         else this.options.onConsole?.(event.text, event.index);
         break;
       case "exit":
-        this.finish({ kind: "exit", status: event.status });
+        this.finish({ kind: "exit", status: event.status, ...(event.result === undefined ? {} : { result: event.result }) });
         break;
       case "crash":
         this.finish({ kind: "crash", reason: event.reason, vcpu: event.index, rip: event.rip });

@@ -46,7 +46,7 @@ export type VcpuEvent =
   | { type: "ready"; index: number }
   /** A console line, or (`partial`) the line so far where the guest stopped printing. */
   | { type: "console"; index: number; text: string; partial?: true }
-  | { type: "exit"; index: number; status: number }
+  | { type: "exit"; index: number; status: number; result?: string }
   | { type: "crash"; index: number; reason: string; rip?: string }
   | { type: "stopped"; index: number; stats: VcpuStats }
   /** A device stopped serving a queue the guest broke (it needs a reset); the VM goes on. */

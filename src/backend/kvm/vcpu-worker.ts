@@ -13,7 +13,7 @@ import { StructView } from "../../sys/layout.ts";
 import { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { markAllocated } from "../../guest-memory/allocation-hints.ts";
 import { WorkerCollector } from "../../worker-collector.ts";
-import { handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
+import { HYPERCALL_DOORBELL, handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
 import * as abi from "./abi.ts";
 import { COM1_BASE, COM1_PORTS, Serial, serialIrq } from "./serial.ts";
 import { SLEEP_CONTROL_PORT, SLEEP_ENABLE, SLEEP_STATUS_PORT } from "./acpi/tables.ts";
@@ -43,9 +43,9 @@ function runVcpu(init: VcpuInit): void {
   let pendingIo = false;
 
   const host: HypercallHost = {
-    exit(status) {
+    exit(status, result) {
       serial.flush();
-      post({ type: "exit", index, status });
+      post({ type: "exit", index, status, result });
       finished = true;
     },
     consoleWrite(bytes) {
@@ -68,6 +68,17 @@ function runVcpu(init: VcpuInit): void {
     finished = true;
   };
 
+  /** A call block's guest-physical address, from the port or the doorbell: the call, or (a cluster call) the hold until the VMM answers. */
+  const hypercall = (blockAddress: number) => {
+    stats.hypercalls++;
+    const outcome = handleHypercall(memory, blockAddress, host);
+    if (outcome.kind === "bad-block") stats.rejectedHypercalls++;
+    if (outcome.kind === "deferred") {
+      Atomics.store(control, Control.HOLD, 1);
+      post({ type: "family-call", index, blockAddress, nr: outcome.nr, args: outcome.args });
+    }
+  };
+
   const handleIo = () => {
     stats.ioExits++;
     const port = run.get("io.port");
@@ -88,14 +99,7 @@ function runVcpu(init: VcpuInit): void {
       } else if (port === SLEEP_STATUS_PORT && !out) {
         data.setUint8(at, 0);
       } else if (port === HYPERCALL_PORT && out && size === 4) {
-        stats.hypercalls++;
-        const blockAddress = data.getUint32(at, true);
-        const outcome = handleHypercall(memory, blockAddress, host);
-        if (outcome.kind === "bad-block") stats.rejectedHypercalls++;
-        if (outcome.kind === "deferred") {
-          Atomics.store(control, Control.HOLD, 1);
-          post({ type: "family-call", index, blockAddress, nr: outcome.nr, args: outcome.args });
-        }
+        hypercall(data.getUint32(at, true));
       } else if (!out) {
         for (let b = 0; b < size; b++) data.setUint8(at + b, 0xff); // nothing there: the bus floats high
       }
@@ -107,8 +111,13 @@ function runVcpu(init: VcpuInit): void {
     stats.mmioExits++;
     const data = run.slice("mmio.data");
     const length = Math.min(run.get("mmio.len"), 8);
-    const target = virtio.find(run.get64("mmio.phys_addr"));
+    const address = run.get64("mmio.phys_addr");
     const write = run.get("mmio.is_write") !== 0;
+    if (address === BigInt(HYPERCALL_DOORBELL) && write && length === 4) {
+      hypercall(new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true));
+      return;
+    }
+    const target = virtio.find(address);
     if (!target) {
       if (!write) data.fill(0xff); // nothing there: the bus floats high
       return;

@@ -1,7 +1,7 @@
 /**
  * The guests' requests on Xen (`snowflock agent` in dom0): every domU gets a `snowflock/request`
  * node only that domU may write; the channel watches XenStore for what the guest tool
- * (guest/xen/sf) writes there, hands each new request up, and answers in `snowflock/reply`.
+ * (guest/linux/sf) writes there, hands each new request up, and answers in `snowflock/reply`.
  * What a request means (clone, join, exit, kill) is the family's business: src/cluster/
  * domain-guests.ts.
  *

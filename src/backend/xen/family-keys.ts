@@ -3,7 +3,7 @@
  * clone ID, its family (the parent's domid; with `parent-host`, on that inventory host), its MAC address, whether a pager serves its memory
  * (`memory` = ondemand: without the agent's pager it cannot run), whether it is a shell kept ready for
  * a fork (`ready-shell`: built under its future clone ID, it has never run), and the request/reply pair through
- * which the guest tool (guest/xen/sf) talks to the agent. dom0 owns every node; the member may
+ * which the guest tool (guest/linux/sf) talks to the agent. dom0 owns every node; the member may
  * read its own, and write only its `request` — XenStore refuses any other domain.
  */
 import { XS_PERM_NONE, XS_PERM_READ, XS_PERM_WRITE } from "./abi.ts";

@@ -1,17 +1,17 @@
 /**
- * The domU tools (guest/xen) run here too, as plain Linux executables: `dataset` writes exactly the
- * stream src/guest/dataset.ts defines (the Xen tests check clones' digests against it), and `sf`
- * refuses bad arguments before it ever talks to XenStore.
+ * The Linux guest tools (guest/linux) run here too, as plain Linux executables: `dataset` writes
+ * exactly the stream src/guest/dataset.ts defines (the tests check clones' digests against it),
+ * and `sf` refuses bad arguments before it ever talks to a host (XenStore or the KVM VMM's port).
  */
 import { beforeAll, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { buildXenTools } from "../../guest/xen/build.ts";
+import { buildLinuxTools } from "../../guest/linux/build.ts";
 import { dataset } from "../../src/guest/dataset.ts";
 
-let tools: Awaited<ReturnType<typeof buildXenTools>>;
+let tools: Awaited<ReturnType<typeof buildLinuxTools>>;
 beforeAll(async () => {
-  tools = await buildXenTools(join(import.meta.dir, "../../guest/build"));
+  tools = await buildLinuxTools(join(import.meta.dir, "../../guest/build"));
 });
 
 async function runTool(argv: string[]): Promise<{ status: number; stdout: Uint8Array; stderr: string }> {
@@ -45,8 +45,11 @@ test("dataset refuses bad arguments with its usage", async () => {
   }
 });
 
-test("sf exit refuses a bad status or an over-long result in one line, before any XenStore call", async () => {
+test("sf exit refuses a bad status or result, and sf send a bad message, in one line, before any host call", async () => {
   const cases: Array<[string[], string]> = [
+    [["exit", "0", "two words"], "sf: a result is made of 0-9 A-Z a-z . _ + -: two words\n"],
+    [["send", "1", "x".repeat(129)], `sf: a message is 1 to 128 characters: ${"x".repeat(129)}\n`],
+    [["send", "x", "hi"], "sf: bad family member (a clone ID, 0 for the parent): x\n"],
     [["exit", "256"], "sf: bad exit status (give 0 to 255): 256\n"],
     [["exit", "0", "x".repeat(65)], `sf: result too long (at most 64 characters): ${"x".repeat(65)}\n`],
   ];
@@ -60,7 +63,7 @@ test("sf exit refuses a bad status or an over-long result in one line, before an
   expect(usage.stderr).toContain("sf exit [STATUS [RESULT]]");
 });
 
-test("sf clone refuses a bad count or another heuristic in one line; outside a domU it fails before holding any memory", async () => {
+test("sf clone refuses a bad count or another heuristic in one line; with no snowflock host it fails before holding any memory", async () => {
   const cases: Array<[string[], string]> = [
     [["clone", "0"], "sf: bad clone count (give 1 to 64): 0\n"],
     [["clone", "--no-heuristic", "free-pages", "65"], "sf: bad clone count (give 1 to 64): 65\n"],
@@ -77,5 +80,7 @@ test("sf clone refuses a bad count or another heuristic in one line; outside a d
   if (existsSync("/dev/xen/xenbus")) return console.log("this machine is a Xen domU: sf clone would ask a real agent");
   const outside = await runTool([tools.sf, "clone", "1"]);
   expect(outside.status).toBe(1);
-  expect(outside.stderr).toBe("sf: cannot open /dev/xen/xenbus (is this a Xen domU with xenfs/xenbus?)\n");
+  expect(outside.stderr).toBe(
+    "sf: no snowflock host: not a VM of snowflock's KVM VMM, and no /dev/xen/xenbus (a Xen domU with xenfs/xenbus)\n",
+  );
 });
