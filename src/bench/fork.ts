@@ -1,10 +1,12 @@
 /**
- * Fork latency: time from pausing a running VM (`serve`, 1 GiB by default) to N running clones,
- * for each snowflock memory path, beside QEMU saving the same guest's state to a file and
- * restoring N QEMUs from it (bench/peers/qemu-snapshot.ts). Median of several runs, the ratio,
- * a table, fork.json and fork.svg (time vs N, log2 x axis).
+ * Fork latency: time from pausing a running VM (`serve`, 1 GiB by default, or the user's own Linux:
+ * bench-guest.ts) to N running clones, for each snowflock memory path, beside QEMU saving the same
+ * guest's state to a file and restoring N QEMUs from it (bench/peers/qemu-snapshot.ts). Median of
+ * several runs, the ratio, a table, fork.json and fork.svg (time vs N, log2 x axis); and each
+ * one's boot of the guest to its first console line.
  *
  *   snowflock bench fork [--clones 1,2,4] [--mem 1G] [--runs 3] [--memory cow] [--no-peer] [--json] [--out DIR]
+ *   snowflock bench fork --kernel BZIMAGE [--initrd FILE] [--cmdline "..."] [--ready TEXT] [same options]
  *   bun bin/snowflock.ts bench fork [same options]      (from source; `bun run bench:fork`)
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -12,7 +14,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import type { ForkResult, MemoryPath } from "../clone/fork-result.ts";
 import { SnowflockError } from "../errors.ts";
-import { guestImage } from "../guest/image.ts";
+import { type BenchGuest, awaitConsole, guestTitle, runArguments } from "./bench-guest.ts";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { listVms, processAlive, readRecord, vmPaths } from "../run-dir.ts";
@@ -23,6 +25,7 @@ import { linePlot, type Series } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
 
 export interface ForkBenchOptions {
+  guest: BenchGuest;
   clones: number[];
   memoryBytes: number;
   runs: number;
@@ -61,9 +64,20 @@ export interface ForkReport {
   runs: number;
   memoryBytes: number;
   clones: number[];
+  /** snowflock's boot of the parent: from `run --detach` to its first console byte (the first parent's). */
+  bootToFirstLineMs?: number;
   snowflock: Array<{ memory: string; available: boolean; reason?: string; results: SnowflockRow[] }>;
   peer?:
-    | { name: string; bootMs: number; stateBytes: number; maxClones: number; note?: string; results: PeerRow[] }
+    | {
+        name: string;
+        /** Boot of the source VM until it was ready, and until its first console byte. */
+        bootMs: number;
+        bootToFirstLineMs: number;
+        stateBytes: number;
+        maxClones: number;
+        note?: string;
+        results: PeerRow[];
+      }
     | { name: string; skipped: string };
 }
 
@@ -104,9 +118,10 @@ async function stopVms(vms: Array<{ name: string; pid?: number }>): Promise<void
   );
 }
 
-/** Starts the parent VM as `snowflock run serve --detach` and waits for its first tick line. */
-async function startParent(memoryBytes: number): Promise<void> {
-  const child = Bun.spawn([...cliCommand(), "run", "serve", "--detach", "--name", PARENT, "--mem", String(memoryBytes)], {
+/** Starts the parent VM (`snowflock run ... --detach`) and waits until its console shows it ready; ms to its first console byte. */
+async function startParent(memoryBytes: number, guest: BenchGuest): Promise<number> {
+  const started = performance.now();
+  const child = Bun.spawn([...cliCommand(), ...runArguments(guest), "--detach", "--name", PARENT, "--mem", String(memoryBytes)], {
     stdin: "ignore",
     stdout: "ignore",
     stderr: "pipe",
@@ -122,17 +137,21 @@ async function startParent(memoryBytes: number): Promise<void> {
         .split("\n")
         .pop()}`,
     );
-  const deadline = Date.now() + 30_000;
-  while (
-    !/tick \d+/.test(
-      await Bun.file(vmPaths(PARENT).log)
-        .text()
-        .catch(() => ""),
-    )
-  ) {
-    if (Date.now() > deadline)
-      throw new SnowflockError("VM_STATE", "the parent VM printed no tick line within 30 s", `see ${vmPaths(PARENT).log}`);
-    await Bun.sleep(10);
+  const log = vmPaths(PARENT).log;
+  try {
+    const firstByteAt = await awaitConsole(
+      guest,
+      () =>
+        Bun.file(log)
+          .text()
+          .catch(() => ""),
+      () => readRecord(PARENT) !== undefined,
+      guest.kind === "builtin" ? 30_000 : 120_000,
+      "the parent VM",
+    );
+    return firstByteAt - started;
+  } catch (error) {
+    throw new SnowflockError("VM_STATE", (error as Error).message, `see ${log}`);
   }
 }
 
@@ -153,8 +172,12 @@ async function forkOnce(clones: number, memory: string): Promise<ForkResult> {
   }
 }
 
-async function benchPath(options: ForkBenchOptions, memory: string): Promise<ForkReport["snowflock"][number]> {
-  await startParent(options.memoryBytes);
+async function benchPath(
+  options: ForkBenchOptions,
+  memory: string,
+  onBoot: (firstLineMs: number) => void,
+): Promise<ForkReport["snowflock"][number]> {
+  onBoot(await startParent(options.memoryBytes, options.guest));
   try {
     try {
       progress(`snowflock ${memory}: warm-up fork`);
@@ -192,10 +215,10 @@ async function benchPath(options: ForkBenchOptions, memory: string): Promise<For
 
 async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNullable<ForkReport["peer"]>> {
   const name = "qemu-system-x86_64 -accel kvm: migrate to a file, N x -incoming";
-  const peer = new QemuSnapshotPeer(dir, options.memoryBytes, guestImage());
+  const peer = new QemuSnapshotPeer(dir, options.memoryBytes, options.guest);
   try {
     progress("qemu: booting the source VM (firmware boot, a few seconds here)");
-    const bootMs = await peer.boot();
+    const { bootMs, firstLineMs } = await peer.boot();
     progress("qemu: warm-up save and restore");
     let stateBytes = (await peer.save()).bytes;
     await peer.restore(1);
@@ -226,6 +249,7 @@ async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNul
     return {
       name,
       bootMs,
+      bootToFirstLineMs: firstLineMs,
       stateBytes,
       maxClones: options.peerMaxClones,
       note: capped ? `QEMU run for N <= ${options.peerMaxClones} only` : undefined,
@@ -264,14 +288,16 @@ export async function runForkBench(options: ForkBenchOptions): Promise<ForkRepor
   process.on("SIGTERM", interrupted);
   try {
     const snowflock: ForkReport["snowflock"] = [];
-    for (const memory of options.memoryPaths) snowflock.push(await benchPath(options, memory));
+    let bootToFirstLineMs: number | undefined;
+    for (const memory of options.memoryPaths) snowflock.push(await benchPath(options, memory, (ms) => (bootToFirstLineMs ??= ms)));
     const peer = options.peer ? await benchPeer(options, join(tmp, "qemu")) : { name: "qemu", skipped: "--no-peer" };
     return {
-      benchmark: `fork: pause of a running ${formatSize(options.memoryBytes)} serve VM to N clones running`,
+      benchmark: `fork: pause of a running ${formatSize(options.memoryBytes)} ${guestTitle(options.guest)} to N clones running`,
       machine: machineNote(),
       runs: options.runs,
       memoryBytes: options.memoryBytes,
       clones: options.clones,
+      bootToFirstLineMs,
       snowflock,
       peer,
     };
@@ -295,6 +321,11 @@ export function formatReport(report: ForkReport): string {
     lines.push(
       `peer: ${peer.name}; state file ${formatSize(peer.stateBytes)} (${peer.stateBytes} bytes); source ` +
         `boot ${ms(peer.bootMs)} ms${peer.note ? `; ${peer.note}` : ""}`,
+    );
+  if (report.bootToFirstLineMs !== undefined)
+    lines.push(
+      `boot to the first console line: snowflock ${ms(report.bootToFirstLineMs)} ms` +
+        (peer ? `, QEMU ${ms(peer.bootToFirstLineMs)} ms (${(peer.bootToFirstLineMs / report.bootToFirstLineMs).toFixed(2)}x)` : ""),
     );
   else if (report.peer && "skipped" in report.peer) lines.push(`peer: skipped (${report.peer.skipped})`);
   for (const path of report.snowflock) {

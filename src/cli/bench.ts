@@ -12,7 +12,9 @@
  */
 import type { CAC } from "cac";
 import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import { type BenchGuest, kernelCmdline } from "../bench/bench-guest.ts";
+import { readKernelGuest } from "../guest/kernel-guest.ts";
 import { SnowflockError } from "../errors.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
@@ -44,6 +46,10 @@ interface BenchOptions {
   cycles: string | number;
   crossCycles: string | number;
   mtu: string | number;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  ready?: string;
 }
 
 const BENCHMARKS = ["fork", "cluster", "heuristics", "soak"];
@@ -100,6 +106,13 @@ export function registerBench(cli: CAC): void {
         default: "cow",
       },
     )
+    .option("--kernel <path>", "fork: fork your own Linux instead of the built-in guest (a bzImage; QEMU boots the same)")
+    .option("--initrd <path>", "fork, with --kernel: its initramfs")
+    .option("--cmdline <text>", "fork, with --kernel: its command line (default: snowflock run's)")
+    .option(
+      "--ready <text>",
+      "fork, with --kernel: the console text that shows the guest is up (default: its console has printed and gone quiet for 2 s)",
+    )
     .option("--no-peer", "Skip the QEMU peer")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option(
@@ -135,6 +148,7 @@ export function registerBench(cli: CAC): void {
         "bench/results in the repo, else .)",
     )
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
+    .example((bin) => `  ${bin} bench fork --kernel /boot/vmlinuz-$(uname -r) --initrd job.cpio --mem 256M --clones 1,2,4,8,16`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
     .example((bin) => `  ${bin} bench soak --cycles 1000 --cross-cycles 200`)
@@ -165,6 +179,7 @@ export function registerBench(cli: CAC): void {
         throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
       const bench = await import("../bench/fork.ts");
       const report = await bench.runForkBench({
+        guest: benchGuest(options),
         clones,
         memoryBytes: memoryOption(options.mem ?? DEFAULTS.fork.mem),
         runs: wholeNumber("--runs", options.runs ?? DEFAULTS.fork.runs, 1000),
@@ -175,6 +190,19 @@ export function registerBench(cli: CAC): void {
       publish(bench, report, options);
       return report.snowflock.some((p) => p.available) ? 0 : 1;
     });
+}
+
+/** The fork benchmark's guest: the built-in one, or a checked --kernel (and --initrd) with absolute paths. */
+function benchGuest(options: BenchOptions): BenchGuest {
+  if (options.kernel === undefined) {
+    const stray = (["initrd", "cmdline", "ready"] as const).find((o) => options[o] !== undefined);
+    if (stray) throw new SnowflockError("USAGE", `--${stray} goes with --kernel`);
+    return { kind: "builtin" };
+  }
+  const files = { kernel: resolve(options.kernel), initrd: options.initrd === undefined ? undefined : resolve(options.initrd) };
+  const guest: BenchGuest = { kind: "kernel", ...files, cmdline: options.cmdline, ready: options.ready };
+  readKernelGuest({ ...files, cmdline: kernelCmdline(guest) });
+  return guest;
 }
 
 async function benchDomainFork(domains: DomainOperations, options: BenchOptions): Promise<number> {
