@@ -16,6 +16,7 @@ export type ErrorCode =
   | "DESCRIPTOR" // a VM descriptor is malformed, corrupted, truncated or of another version
   | "MEMORY" // memory-on-demand failed: the memory server is unreachable, silent or sent bad pages
   | "DISK" // a disk image could not be frozen or overlaid for clones (a full filesystem, an I/O error)
+  | "NET" // a VM's network device could not be made: no tap support, no permission, a bad bridge
   | "INTERNAL";
 
 export class SnowflockError extends Error {
