@@ -11,6 +11,7 @@ import { buildWasm } from "./wasm/build.ts";
 /** Each Worker entry must be named to `bun build --compile`, or the executable cannot start it. */
 const WORKER_ENTRYPOINTS = [
   "src/backend/kvm/vcpu-worker.ts",
+  "src/backend/kvm/virtio/net-receive-worker.ts",
   "src/memory/memtap-worker.ts",
   "src/mcdist/server-worker.ts",
   "src/backend/xen/fork-worker.ts",

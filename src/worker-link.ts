@@ -4,7 +4,7 @@
  * `ready` (with what the owner needs), `failed` (a message), and `stopped` when its loop is over;
  * a thread with more to say along the way (the Xen pager: progress, "serving") sends `note`s.
  */
-import { SnowflockError } from "./errors.ts";
+import { type ErrorCode, SnowflockError } from "./errors.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK } from "./sys/constants.ts";
 import { close, eventfd, write } from "./sys/files.ts";
 
@@ -25,9 +25,11 @@ export class WorkerLink<Ready extends object> {
   private hasStopped = false;
   private stopAsked = false;
   private finishing: Promise<void> | undefined;
+  private readonly code: ErrorCode;
 
-  /** `name`, for messages ("memtap", "the mcdist server"); `onNote` takes the thread's notes. */
-  constructor(url: string, name: string, onNote?: (note: unknown) => void) {
+  /** `name`, for messages ("memtap", "the mcdist server"); `onNote` takes the thread's notes; `code`, its failures' error code. */
+  constructor(url: string, name: string, onNote?: (note: unknown) => void, code: ErrorCode = "MEMORY") {
+    this.code = code;
     this.worker = new Worker(url);
     const ready = Promise.withResolvers<Ready>();
     const failed = Promise.withResolvers<Error>();
@@ -46,11 +48,11 @@ export class WorkerLink<Ready extends object> {
       if (event.type === "ready") {
         const { type: _, ...value } = event;
         ready.resolve(value as unknown as Ready);
-      } else if (event.type === "failed") fail(new SnowflockError("MEMORY", event.message));
+      } else if (event.type === "failed") fail(new SnowflockError(code, event.message));
       else if (event.type === "note") onNote?.(event.note);
       else {
         this.hasStopped = true;
-        ready.reject(new SnowflockError("MEMORY", `${name} stopped before it was ready`));
+        ready.reject(new SnowflockError(code, `${name} stopped before it was ready`));
         stopped.resolve();
       }
     };
@@ -61,7 +63,7 @@ export class WorkerLink<Ready extends object> {
   async whenReady(timeoutMs: number, late: string): Promise<Ready> {
     let timer: Timer | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SnowflockError("MEMORY", late)), timeoutMs);
+      timer = setTimeout(() => reject(new SnowflockError(this.code, late)), timeoutMs);
     });
     try {
       return await Promise.race([this.ready, timeout]);

@@ -3,6 +3,7 @@
  * (`Backend`) and what a running VM looks like to the layers above (`Machine`). Nothing above
  * src/backend imports a backend's own files; select.ts hands commands the one they asked for.
  */
+import type { NetAttachment } from "../net/tap.ts";
 import type { DiskAttachment } from "../disk/image.ts";
 import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 import type { FaultStats } from "../memory/fault-counters.ts";
@@ -97,6 +98,8 @@ export interface MachineOptions {
   allocationHints?: AllocationHints;
   /** Disk images the guest gets as virtio block devices (a Linux guest booted with ACPI finds them). */
   disks?: DiskAttachment[];
+  /** A virtio network device on a tap of this bridge (a Linux guest booted with ACPI finds it). */
+  net?: NetAttachment;
   /** A device stopped serving what the guest broke (the VM goes on). */
   onDeviceError?: (message: string) => void;
   /** Where a clone's disk overlays go, and frozen disks when the image's own directory cannot hold them (the run directory). */

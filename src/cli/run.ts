@@ -15,10 +15,11 @@ import { memoryOption, memoryPathOption, transportOption, vcpusOption } from "./
 import { chooseCluster, rerunInside, withoutOption } from "./cluster-option.ts";
 import { HEURISTICS, parseHeuristics } from "../heuristics/heuristics.ts";
 import { resolve } from "node:path";
-import { DEFAULT_KERNEL_CMDLINE, type KernelGuestFiles, readKernelGuest } from "../guest/kernel-guest.ts";
+import { DEFAULT_KERNEL_CMDLINE, readKernelGuest } from "../guest/kernel-guest.ts";
 import { type GuestSpec, guestLabel } from "../vmm/guest-spec.ts";
 import { readVmConfig } from "./vm-config.ts";
 import { checkDiskImages, type DiskAttachment, parseDiskOption } from "../disk/image.ts";
+import { checkBridgeName, DEFAULT_BRIDGE, type NetAttachment } from "../net/tap.ts";
 
 interface RunOptions {
   backend?: string;
@@ -28,6 +29,7 @@ interface RunOptions {
   initrd?: string;
   cmdline?: string;
   disk?: string | string[];
+  net?: string | boolean;
   configFile?: string;
   maxClones: number;
   memory: string;
@@ -50,7 +52,15 @@ export function registerRun(cli: CAC): void {
     .option("--initrd <path>", "With --kernel: the initramfs (or initrd) the kernel gets")
     .option("--cmdline <text>", `With --kernel: the kernel's command line (default: "${DEFAULT_KERNEL_CMDLINE}")`)
     .option("--disk <path[,ro]>", "With --kernel: a raw disk image the guest sees as /dev/vdX (virtio), read-write or ,ro; repeatable")
-    .option("--config-file <path>", "Read kernel, initrd, cmdline, disks, mem, vcpus and name from a JSON file; options given here win")
+    .option(
+      "--net [bridge]",
+      `With --kernel: a virtio network device on a tap device of the bridge (made if missing; default ${DEFAULT_BRIDGE}); ` +
+        "the VM's clones on this host join the same bridge, each with a MAC of its own",
+    )
+    .option(
+      "--config-file <path>",
+      "Read kernel, initrd, cmdline, disks, net, mem, vcpus and name from a JSON file; options given here win",
+    )
     .option("--mem <size>", "Guest memory (K/M/G suffixes, multiple of 2M; default 256M)")
     .option("--vcpus <n>", "Virtual CPUs (default 1)")
     .option("--memory <path>", "How clones the guest makes get memory: cow or ondemand", { default: "cow" })
@@ -75,6 +85,7 @@ export function registerRun(cli: CAC): void {
     .example((bin) => `  ${bin} run sha256 size=64M seed=42 --vcpus 2 --json`)
     .example((bin) => `  ${bin} run serve --name web --detach && ${bin} logs web --follow`)
     .example((bin) => `  ${bin} run --kernel /boot/vmlinuz-$(uname -r) --initrd initramfs.cpio --mem 512M --name vm1 --detach`)
+    .example((bin) => `  ${bin} run --kernel bzImage --initrd init.cpio --disk root.ext4 --net br0 --name vm2 --detach`)
     .example((bin) => `  ${bin} cluster up --hosts 4 && ${bin} run sha256-par size=64M seed=7 clones=8 --cluster --json`)
     .action(async (workloadName: string | undefined, params: string[], options: RunOptions) => {
       const config = options.configFile === undefined ? {} : readVmConfig(String(options.configFile));
@@ -84,6 +95,7 @@ export function registerRun(cli: CAC): void {
         initrd: options.initrd ?? config.initrd,
         cmdline: options.cmdline ?? config.cmdline,
         disks: givenDisks.length > 0 ? givenDisks : config.disks,
+        net: netOption(options.net) ?? config.net,
       });
       const memoryBytes = memoryOption(options.mem ?? config.mem ?? "256M");
       const vcpus = vcpusOption(options.vcpus ?? config.vcpus ?? 1);
@@ -115,7 +127,7 @@ export function registerRun(cli: CAC): void {
       if (options.detach)
         return detach(
           name,
-          guest.kind === "workload" ? [guest.workload.name, ...params.map(String)] : kernelArguments(guest.guest.files, guest.disks),
+          guest.kind === "workload" ? [guest.workload.name, ...params.map(String)] : kernelArguments(guest),
           [
             "--mem",
             String(memoryBytes),
@@ -172,11 +184,11 @@ function chooseGuest(
   workloadName: string | undefined,
   params: string[],
   kernel: string | undefined,
-  files: { initrd?: string; cmdline?: string; disks?: DiskAttachment[] },
+  files: { initrd?: string; cmdline?: string; disks?: DiskAttachment[]; net?: NetAttachment },
 ): GuestSpec {
   if (kernel === undefined) {
-    if (files.initrd !== undefined || files.cmdline !== undefined || files.disks?.length)
-      throw new SnowflockError("USAGE", "--initrd, --cmdline and --disk go with --kernel", "name the kernel with --kernel PATH");
+    if (files.initrd !== undefined || files.cmdline !== undefined || files.disks?.length || files.net)
+      throw new SnowflockError("USAGE", "--initrd, --cmdline, --disk and --net go with --kernel", "name the kernel with --kernel PATH");
     if (workloadName === undefined)
       throw new SnowflockError("USAGE", "run needs a workload of the built-in guest or --kernel PATH", "see `snowflock run --help`");
     return { kind: "workload", workload: parseWorkload(workloadName, params) };
@@ -195,17 +207,25 @@ function chooseGuest(
   });
   const disks = (files.disks ?? []).map((d) => ({ path: resolve(d.path), readOnly: d.readOnly }));
   checkDiskImages(disks);
-  return { kind: "kernel", guest, disks };
+  return { kind: "kernel", guest, disks, ...(files.net ? { net: files.net } : {}) };
+}
+
+/** --net's bridge: the default for a bare --net. */
+function netOption(value: string | boolean | undefined): NetAttachment | undefined {
+  if (value === undefined || value === false) return undefined;
+  return { bridge: value === true ? DEFAULT_BRIDGE : checkBridgeName(String(value)) };
 }
 
 /** The same kernel guest for the detached VMM's command line. */
-function kernelArguments(files: KernelGuestFiles, disks: DiskAttachment[]): string[] {
+function kernelArguments(guest: Extract<GuestSpec, { kind: "kernel" }>): string[] {
+  const { files } = guest.guest;
   return [
     "--kernel",
     files.kernel,
     ...(files.initrd === undefined ? [] : ["--initrd", files.initrd]),
     "--cmdline",
     files.cmdline,
-    ...disks.flatMap((d) => ["--disk", `${d.path},${d.readOnly ? "ro" : "rw"}`]),
+    ...guest.disks.flatMap((d) => ["--disk", `${d.path},${d.readOnly ? "ro" : "rw"}`]),
+    ...(guest.net ? ["--net", guest.net.bridge] : []),
   ];
 }

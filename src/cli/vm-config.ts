@@ -4,7 +4,7 @@
  *
  *   { "kernel": "vmlinuz", "initrd": "initrd.img", "cmdline": "console=ttyS0 quiet",
  *     "disks": [{ "path": "root.ext4" }, { "path": "data.img", "readOnly": true }],
- *     "mem": "512M", "vcpus": 1, "name": "web" }
+ *     "net": { "bridge": "br0" }, "mem": "512M", "vcpus": 1, "name": "web" }
  *
  * Paths are relative to the file's directory. Options given on the command line win.
  */
@@ -12,10 +12,12 @@ import { dirname, resolve } from "node:path";
 import { readRegularFile } from "../bounded-read.ts";
 import { SnowflockError, shown } from "../errors.ts";
 import type { DiskAttachment } from "../disk/image.ts";
+import { badBridgeName, DEFAULT_BRIDGE, type NetAttachment } from "../net/tap.ts";
 
 export interface VmConfig {
   kernel?: string;
   disks?: DiskAttachment[];
+  net?: NetAttachment;
   initrd?: string;
   cmdline?: string;
   mem?: string | number;
@@ -24,9 +26,10 @@ export interface VmConfig {
 }
 
 const MAX_CONFIG_BYTES = 64 * 1024;
-const KEYS: Record<keyof VmConfig, "string" | "number" | "path" | "disks"> = {
+const KEYS: Record<keyof VmConfig, "string" | "number" | "path" | "disks" | "net"> = {
   kernel: "path",
   disks: "disks",
+  net: "net",
   initrd: "path",
   cmdline: "string",
   mem: "string",
@@ -48,7 +51,7 @@ export function readVmConfig(path: string): VmConfig {
 export function parseVmConfig(value: unknown, path: string): VmConfig {
   if (typeof value !== "object" || value === null || Array.isArray(value))
     throw new SnowflockError("USAGE", `the VM config ${path} must be a JSON object, not ${shown(value)}`);
-  const config: Record<string, string | number | DiskAttachment[]> = {};
+  const config: Record<string, string | number | DiskAttachment[] | NetAttachment> = {};
   for (const [key, field] of Object.entries(value)) {
     const kind = KEYS[key as keyof VmConfig];
     if (kind === undefined || !Object.hasOwn(KEYS, key))
@@ -59,6 +62,11 @@ export function parseVmConfig(value: unknown, path: string): VmConfig {
       );
     if (kind === "disks") {
       config.disks = parseDisks(field, path);
+      continue;
+    }
+    if (kind === "net") {
+      if (field === false) continue;
+      config.net = parseNet(field, path);
       continue;
     }
     const wanted = kind === "number" ? "number" : "string";
@@ -82,4 +90,18 @@ function parseDisks(value: unknown, path: string): DiskAttachment[] {
     if (readOnly !== undefined && typeof readOnly !== "boolean") throw bad(`entry ${i}'s "readOnly" must be true or false`);
     return { path: resolve(dirname(path), image), readOnly: readOnly === true };
   });
+}
+
+/** "net": true (the default bridge) or { "bridge": NAME }. */
+function parseNet(value: unknown, path: string): NetAttachment {
+  if (value === true) return { bridge: DEFAULT_BRIDGE };
+  const bad = (why: string) => new SnowflockError("USAGE", `the VM config ${path}: "net" ${why}`, 'give true or { "bridge": "br0" }');
+  if (typeof value !== "object" || value === null || Array.isArray(value)) throw bad(`must be true or an object, not ${shown(value)}`);
+  const { bridge, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) throw bad(`has an unknown key ${shown(Object.keys(rest)[0])}`);
+  if (bridge === undefined) return { bridge: DEFAULT_BRIDGE };
+  if (typeof bridge !== "string") throw bad(`"bridge" must be a string, not ${shown(bridge)}`);
+  const why = badBridgeName(bridge);
+  if (why) throw bad(`names a bad bridge ${shown(bridge)}: ${why}`);
+  return { bridge };
 }

@@ -2,11 +2,12 @@
 import { type KernelGuest, kernelGuestLabel } from "../guest/kernel-guest.ts";
 import type { WorkloadRequest } from "../guest/workloads.ts";
 import type { DiskAttachment } from "../disk/image.ts";
+import type { NetAttachment } from "../net/tap.ts";
 
 export type GuestSpec =
   | { kind: "workload"; workload: WorkloadRequest }
-  /** The user's kernel, and the disk images it gets (absolute paths). */
-  | { kind: "kernel"; guest: KernelGuest; disks: DiskAttachment[] };
+  /** The user's kernel, the disk images it gets (absolute paths) and its network device, if any. */
+  | { kind: "kernel"; guest: KernelGuest; disks: DiskAttachment[]; net?: NetAttachment };
 
 /** The guest's name in `ls`, and the command line its descriptor records. */
 export function guestLabel(spec: GuestSpec): { name: string; cmdline: string } {

@@ -304,7 +304,7 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
             guest.guest.image,
             spec.memoryBytes,
             guest.guest.files.cmdline,
-            { ...options, disks: guest.disks, scratchDirectory: runDir() },
+            { ...options, disks: guest.disks, ...(guest.net ? { net: guest.net } : {}), scratchDirectory: runDir() },
             guest.guest.initrd,
           );
     },

@@ -60,7 +60,7 @@ describe("snowflock run --kernel: bad input", () => {
 
   test("workload and --kernel together; --initrd or --cmdline without --kernel; nothing to boot", async () => {
     expect(await refused(["run", "hello", "--kernel", "@k"])).toContain("a workload ('hello') is for the built-in guest");
-    expect(await refused(["run", "hello", "--cmdline", "quiet"])).toContain("--initrd, --cmdline and --disk go with --kernel");
+    expect(await refused(["run", "hello", "--cmdline", "quiet"])).toContain("--initrd, --cmdline, --disk and --net go with --kernel");
     expect(await refused(["run"])).toContain("run needs a workload of the built-in guest or --kernel PATH");
   });
 
@@ -71,13 +71,17 @@ describe("snowflock run --kernel: bad input", () => {
     };
     expect(await refused(["run", "--config-file", "@vm.json"], config("{"))).toContain("the VM config @vm.json is not JSON");
     expect(await refused(["run", "--config-file", "@vm.json"], config('{"kernel":"notes.txt","disk":"x"}'))).toContain(
-      'has an unknown key "disk" (known keys: kernel, disks, initrd, cmdline, mem, vcpus, name)',
+      'has an unknown key "disk" (known keys: kernel, disks, net, initrd, cmdline, mem, vcpus, name)',
     );
     expect(await refused(["run", "--config-file", "@vm.json"], config('{"vcpus":"two"}'))).toContain('"vcpus" must be a number, not "two"');
     expect(await refused(["run", "--config-file", "@vm.json"], config('{"kernel":"notes.txt"}'))).toContain("@notes.txt: not a kernel");
     expect(await refused(["run", "--config-file", "@vm.json"], config('{"disks":[{"path":"a","ro":true}]}'))).toContain(
       '"disks" entry 0 has an unknown key "ro"',
     );
+    expect(await refused(["run", "--config-file", "@vm.json"], config('{"net":{"bridge":"br 0"}}'))).toContain(
+      '"net" names a bad bridge "br 0"',
+    );
+    expect(await refused(["run", "--config-file", "@vm.json"], config('{"net":"br0"}'))).toContain('"net" must be true or an object');
   });
 
   test("disks: not there, a size no disk has, a bad --disk, or read-only asked read-write", async () => {
@@ -92,7 +96,11 @@ describe("snowflock run --kernel: bad input", () => {
       "has 1000 bytes, not a whole number of 512-byte sectors",
     );
     expect(await refused(["run", "--kernel", "@vmlinuz", "--disk", "@odd.img,rx"], kernel)).toContain("bad --disk");
-    expect(await refused(["run", "hello", "--disk", "@odd.img"])).toContain("--disk go with --kernel");
+    expect(await refused(["run", "hello", "--disk", "@odd.img"])).toContain("--disk and --net go with --kernel");
+    expect(await refused(["run", "hello", "--net"])).toContain("--disk and --net go with --kernel");
+    expect(await refused(["run", "--kernel", "@vmlinuz", "--net", "a-bridge-name-too-long"], kernel)).toContain(
+      "bad bridge name 'a-bridge-name-too-long'",
+    );
   });
 
   test("a disk on a read-only file system asked read-write: refused with the way to give it read-only", async () => {

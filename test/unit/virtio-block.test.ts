@@ -215,7 +215,7 @@ describe("virtio devices in a descriptor", () => {
       /names its image badly/,
     );
     expect(forged([{ kind: "block", path: "a.img", readOnly: true, state: base64 }])).toThrow(/no absolute image path/);
-    expect(forged([{ kind: "net", path: "/a", readOnly: true, state: base64 }])).toThrow(/unknown kind/);
+    expect(forged([{ kind: "usb", path: "/a", readOnly: true, state: base64 }])).toThrow(/unknown kind/);
     expect(forged([{ kind: "block", path: "/a", readOnly: true, state: "AAAA" }])).toThrow(/virtio-mmio state of 3 bytes/);
     expect(forged(Array.from({ length: 8 }, () => device))).toThrow(/at most 7 devices/);
     expect(() => decodeVirtioSection(new TextEncoder().encode("{"))).toThrow(/not JSON/);

@@ -25,11 +25,9 @@ import { KvmVm } from "./vm.ts";
 import { newSerialState, Serial, serialIrq } from "./serial.ts";
 import { setIrqLine } from "./irq-line.ts";
 import { renewVmGenerationId } from "./acpi/vmgenid.ts";
-import { MAX_VIRTIO_DEVICES, VirtioBus, type VirtioSlot, virtioPlacement } from "./virtio/devices.ts";
-import { newVirtioMmioState } from "./virtio/mmio.ts";
-import { openDiskImage } from "../../disk/image.ts";
-import { closeDisk, freezeDisk, openDescribedDisk } from "../../disk/clone-disks.ts";
-import { getpid } from "../../sys/process.ts";
+import { MAX_VIRTIO_DEVICES, VirtioBus, type VirtioSlot } from "./virtio/devices.ts";
+import { closeSlot, describeSlot, openBootSlots, openRestoredSlots, writableDisk } from "./virtio/slots.ts";
+import { NetReceiver } from "./virtio/net-receiver.ts";
 import { close } from "../../sys/files.ts";
 import { tmpdir } from "node:os";
 import { captureVcpu, restoreVcpu, savedMsrIndices } from "./vcpu-state.ts";
@@ -59,6 +57,8 @@ export class KvmMachine implements Machine {
   private resolveEnded!: (end: MachineEnd) => void;
   private stoppedCount = 0;
   private touchedAtEnd: number | undefined;
+  /** The network devices' receive threads: held while paused, stopped before memory goes. */
+  private receivers: NetReceiver[] = [];
   /** Where the guest's page allocator keeps its bitmap, if it said (SF_HC_FREE_PAGES); clones inherit it. */
   freePageMap: FreePageMap | undefined;
   /** Settles once every vCPU thread has stopped, with why the machine ended. */
@@ -91,24 +91,19 @@ export class KvmMachine implements Machine {
     if (initrd && kernel.kind === "pvh")
       throw new SnowflockError("GUEST_IMAGE", "an initrd goes with a Linux bzImage, not with a PVH ELF kernel");
     const disks = options.disks ?? [];
-    if (disks.length > 0 && kernel.kind !== "linux")
-      throw new SnowflockError("GUEST_IMAGE", "disks go with a Linux bzImage (its ACPI tables name them), not with a PVH ELF kernel");
-    if (disks.length > MAX_VIRTIO_DEVICES)
-      throw new SnowflockError("USAGE", `${disks.length} disks; a VM has at most ${MAX_VIRTIO_DEVICES}`);
-    const memory = GuestMemory.create(memoryBytes);
-    let vm: KvmVm | undefined;
-    const virtio: VirtioSlot[] = [];
-    try {
-      disks.forEach((disk, i) =>
-        virtio.push({
-          ...virtioPlacement(i),
-          state: newVirtioMmioState(),
-          kind: "block",
-          path: disk.path,
-          image: disk.path,
-          disk: openDiskImage(disk),
-        }),
+    const devices = disks.length + (options.net ? 1 : 0);
+    if (devices > 0 && kernel.kind !== "linux")
+      throw new SnowflockError(
+        "GUEST_IMAGE",
+        "disks and networks go with a Linux bzImage (its ACPI tables name them), not with a PVH ELF kernel",
       );
+    if (devices > MAX_VIRTIO_DEVICES)
+      throw new SnowflockError("USAGE", `${devices} virtio devices (disks and network); a VM has at most ${MAX_VIRTIO_DEVICES}`);
+    const virtio = openBootSlots(disks, options.net);
+    let memory: GuestMemory | undefined;
+    let vm: KvmVm | undefined;
+    try {
+      memory = GuestMemory.create(memoryBytes);
       vm = new KvmVm(memory, options.vcpus);
       if (kernel.kind === "linux") {
         const devices = virtio.map(({ base, gsi }) => ({ base, gsi }));
@@ -120,9 +115,9 @@ export class KvmMachine implements Machine {
       }
       return new KvmMachine(vm, memory, options, virtio);
     } catch (error) {
-      for (const slot of virtio) closeDisk(slot.disk);
+      for (const slot of virtio) closeSlot(slot);
       vm?.close();
-      memory.close();
+      memory?.close();
       throw error;
     }
   }
@@ -134,19 +129,9 @@ export class KvmMachine implements Machine {
     if (memory.size !== state.memorySize)
       throw new SnowflockError("VM_STATE", `memory of ${memory.size} bytes does not match the captured ${state.memorySize}`);
     const vm = new KvmVm(memory, state.vcpus.length);
-    const virtio: VirtioSlot[] = [];
+    let virtio: VirtioSlot[] = [];
     try {
-      // Read-only disks are shared; a writable one was frozen at the capture, and this machine writes an overlay over it.
-      (state.virtio ?? []).forEach((device, i) =>
-        virtio.push({
-          ...virtioPlacement(i),
-          state: newVirtioMmioState(),
-          kind: device.kind,
-          path: device.path,
-          image: device.image ?? device.path,
-          disk: openDescribedDisk(device, scratchDirectory(options)),
-        }),
-      );
+      virtio = openRestoredSlots(state.virtio ?? [], scratchDirectory(options));
       vm.restoreDevices(state.devices);
       state.vcpus.forEach((vcpu, i) => restoreVcpu(vm.vcpus[i]!.fd, vcpu));
       const machine = new KvmMachine(vm, memory, { ...options, vcpus: state.vcpus.length }, virtio);
@@ -157,7 +142,7 @@ export class KvmMachine implements Machine {
       renewVmGenerationId(memory, (gsi, level) => setIrqLine(vm.fd, gsi, level));
       return machine;
     } catch (error) {
-      for (const slot of virtio) closeDisk(slot.disk);
+      for (const slot of virtio) closeSlot(slot);
       vm.close();
       memory.close();
       throw error;
@@ -168,9 +153,14 @@ export class KvmMachine implements Machine {
     return this.vm.vcpus.length;
   }
 
-  /** Starts one Worker per vCPU; resolves when every one is in its run loop. */
+  /** Starts each network device's receive Worker, then one Worker per vCPU; resolves when every one is in its run loop. */
   async start(): Promise<void> {
     installKickHandler();
+    for (const [i, slot] of this.virtio.entries()) {
+      if (slot.kind !== "net") continue;
+      const mmio = this.virtioBus.devices[i]!.mmio;
+      this.receivers.push(await NetReceiver.start(slot, this.memory, this.vm.fd, mmio, (m) => this.options.onDeviceError?.(m)));
+    }
     const ready = this.vm.vcpus.map((vcpu) => {
       const control = new Int32Array(new SharedArrayBuffer(Control.WORDS * 4));
       const worker = new Worker(VCPU_WORKER_URL);
@@ -235,7 +225,7 @@ export class KvmMachine implements Machine {
         break;
       case "stopped":
         this.stats[event.index] = event.stats;
-        if (++this.stoppedCount === this.workers.length) this.release();
+        if (++this.stoppedCount === this.workers.length) void this.release();
         break;
     }
   }
@@ -261,14 +251,19 @@ export class KvmMachine implements Machine {
     this.command(Command.STOP);
   }
 
-  private release(): void {
+  private async release(): Promise<void> {
     for (const w of this.workers) w.terminate();
+    await Promise.all(this.receivers.map((r) => r.stop()));
     this.touchedAtEnd = this.pagesTouched();
     this.options.beforeClose?.();
-    for (const slot of this.virtio) closeDisk(slot.disk);
+    this.close();
+    this.resolveEnded(this.end ?? { kind: "stopped" });
+  }
+
+  private close(): void {
+    for (const slot of this.virtio) closeSlot(slot);
     this.vm.close();
     this.memory.close();
-    this.resolveEnded(this.end ?? { kind: "stopped" });
   }
 
   private command(command: number): void {
@@ -296,9 +291,11 @@ export class KvmMachine implements Machine {
         Atomics.wait(control, Control.STATE, state, Math.min(left, 50));
       }
     }
+    for (const receiver of this.receivers) receiver.pause();
   }
 
   resume(): void {
+    for (const receiver of this.receivers) receiver.resume();
     this.command(Command.RUN);
   }
 
@@ -310,12 +307,12 @@ export class KvmMachine implements Machine {
     if (this.controls.some((c) => Atomics.load(c, Control.STATE) !== VcpuRunState.PAUSED)) {
       throw new SnowflockError("VM_STATE", "capture needs every vCPU paused");
     }
-    const writable = this.virtio.find((slot) => !slot.disk.readOnly);
+    const writable = writableDisk(this.virtio);
     if (writable && !options.freezeDisks)
       throw new SnowflockError(
         "VM_STATE",
-        `the VM writes its disk ${writable.image}: a restored copy would write the same image`,
-        `give the disk read-only (--disk ${writable.image},ro) to save the VM; a fork gives each clone a copy-on-write disk`,
+        `the VM writes its disk ${writable}: a restored copy would write the same image`,
+        `give the disk read-only (--disk ${writable},ro) to save the VM; a fork gives each clone a copy-on-write disk`,
       );
     const msrs = savedMsrIndices(this.vm.host.msrIndices);
     const frozenDisks: number[] = [];
@@ -324,13 +321,9 @@ export class KvmMachine implements Machine {
         backend: "kvm",
         devices: this.vm.captureDevices(),
         serial: this.serial.capture(),
-        virtio: this.virtio.map((slot, i) => {
-          const device = { kind: slot.kind, state: this.virtioBus.devices[i]!.mmio.capture() };
-          if (slot.disk.readOnly) return { ...device, path: slot.path, readOnly: true };
-          const frozen = freezeDisk(slot.disk, slot.image, scratchDirectory(this.options));
-          frozenDisks.push(frozen);
-          return { ...device, path: `/proc/${getpid()}/fd/${frozen}`, readOnly: false, copyOnWrite: true, image: slot.image };
-        }),
+        virtio: this.virtio.map((slot, i) =>
+          describeSlot(slot, this.virtioBus.devices[i]!.mmio.capture(), scratchDirectory(this.options), frozenDisks),
+        ),
         vcpus: this.vm.vcpus.map((v) => captureVcpu(v.fd, msrs)),
         memorySize: this.memory.size,
       };
@@ -351,9 +344,7 @@ export class KvmMachine implements Machine {
   async stop(): Promise<MachineEnd> {
     if (this.workers.length === 0) {
       this.options.beforeClose?.();
-      for (const slot of this.virtio) closeDisk(slot.disk);
-      this.vm.close();
-      this.memory.close();
+      this.close();
       this.resolveEnded({ kind: "stopped" });
     } else this.finish({ kind: "stopped" });
     return this.ended;

@@ -23,7 +23,7 @@ export interface KvmState {
   devices: DeviceState;
   /** COM1 as serial.ts captures it. */
   serial?: Uint8Array;
-  /** The virtio devices: each one's image and its transport's registers (virtio/mmio.ts). */
+  /** The virtio devices: each one's image or bridge and MAC, and its transport's registers (virtio/mmio.ts). */
   virtio?: VirtioDeviceState[];
   memorySize: number;
 }

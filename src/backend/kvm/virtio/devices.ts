@@ -5,8 +5,10 @@
  */
 import type { GuestMemory } from "../../../guest-memory/guest-memory.ts";
 import { setIrqLine } from "../irq-line.ts";
+import type { Tap } from "../../../net/tap.ts";
 import { type BlockDisk, VirtioBlock } from "./block.ts";
-import { VIRTIO_MMIO_WINDOW, VirtioMmio } from "./mmio.ts";
+import { VIRTIO_MMIO_WINDOW, type VirtioDevice, VirtioMmio } from "./mmio.ts";
+import { VirtioNet } from "./net.ts";
 
 /** Device windows from here up, in the 32-bit hole below the IOAPIC. */
 export const VIRTIO_MMIO_BASE = 0xd0000000;
@@ -14,17 +16,36 @@ export const VIRTIO_MMIO_BASE = 0xd0000000;
 const FIRST_GSI = 17;
 export const MAX_VIRTIO_DEVICES = 7;
 
-/** One device as every thread needs to rebuild its view of it. */
-export interface VirtioSlot {
+interface SlotPlace {
   base: number;
   gsi: number;
+  /** The transport's registers (mmio.ts). */
   state: SharedArrayBuffer;
+}
+
+/** A disk, as every thread needs to rebuild its view of it. */
+export interface BlockSlot extends SlotPlace {
   kind: "block";
   /** What was opened: the user's image, or (a clone's disk) the frozen copy of it under an overlay. */
   path: string;
   /** The user's image, for messages. */
   image: string;
   disk: BlockDisk;
+}
+
+/** A network device: its tap, its MAC and the receive Worker's control words (net-receiver.ts). */
+export interface NetSlot extends SlotPlace {
+  kind: "net";
+  tap: Tap;
+  mac: Uint8Array;
+  receive: SharedArrayBuffer;
+}
+
+export type VirtioSlot = BlockSlot | NetSlot;
+
+/** The device behind a slot, for one thread. */
+export function slotDevice(slot: VirtioSlot, memory: GuestMemory): VirtioDevice {
+  return slot.kind === "block" ? new VirtioBlock(memory, slot.disk) : new VirtioNet(memory, slot.tap.fd, slot.mac);
 }
 
 export function virtioPlacement(index: number): { base: number; gsi: number } {
@@ -38,7 +59,7 @@ export class VirtioBus {
   constructor(slots: VirtioSlot[], memory: GuestMemory, vmFd: number, onError: (message: string) => void) {
     this.devices = slots.map((slot) => ({
       base: slot.base,
-      mmio: new VirtioMmio(new VirtioBlock(memory, slot.disk), (level) => setIrqLine(vmFd, slot.gsi, level), onError, slot.state),
+      mmio: new VirtioMmio(slotDevice(slot, memory), (level) => setIrqLine(vmFd, slot.gsi, level), onError, slot.state),
     }));
   }
 

@@ -202,10 +202,20 @@ export class VirtioMmio {
 
   /** Serves a queue the driver notified (under the lock: another vCPU may notify it too). */
   private serve(queue: number): void {
-    this.locked(() => {
+    this.useQueue(queue, (layout, nextAvail) => this.device.notify(queue, layout, nextAvail));
+  }
+
+  /**
+   * Runs `work` on a ready queue under the transport's lock: what the device does on its own (a
+   * frame received), as what it does when notified. The queue's count becomes what `work` returns
+   * and a used buffer raises the interrupt. Returns false if the queue is not ready or the device
+   * needs a reset.
+   */
+  useQueue(queue: number, work: (layout: QueueLayout, nextAvail: number) => { nextAvail: number; used: number }): boolean {
+    return this.locked(() => {
       const base = this.queueSlot(0, queue);
-      if (base === undefined || this.s[base + Q.READY] !== 1) return;
-      if (this.s[Slot.STATUS]! & (STATUS_FAILED | STATUS_NEEDS_RESET)) return;
+      if (base === undefined || this.s[base + Q.READY] !== 1) return false;
+      if (this.s[Slot.STATUS]! & (STATUS_FAILED | STATUS_NEEDS_RESET)) return false;
       const layout = {
         size: this.s[base + Q.NUM]! || QUEUE_SIZE,
         desc: this.address(queue, Q.DESC_LOW, Q.DESC_HIGH),
@@ -213,7 +223,7 @@ export class VirtioMmio {
         used: this.address(queue, Q.DEVICE_LOW, Q.DEVICE_HIGH),
       };
       try {
-        const { nextAvail, used } = this.device.notify(queue, layout, this.s[base + Q.NEXT_AVAIL]!);
+        const { nextAvail, used } = work(layout, this.s[base + Q.NEXT_AVAIL]!);
         this.s[base + Q.NEXT_AVAIL] = nextAvail;
         if (used > 0) {
           this.s[Slot.INTERRUPT_STATUS] = this.s[Slot.INTERRUPT_STATUS]! | INTERRUPT_USED_BUFFER;
@@ -225,7 +235,13 @@ export class VirtioMmio {
         this.s[Slot.STATUS] = this.s[Slot.STATUS]! | STATUS_NEEDS_RESET;
         this.onError(`virtio device ${this.device.deviceId}, queue ${queue}: ${error.message}`);
       }
+      return true;
     });
+  }
+
+  /** Runs `body` while no access and no device work is under way (the machine holds the receive side with it). */
+  exclusive<T>(body: () => T): T {
+    return this.locked(body);
   }
 
   private reset(): void {

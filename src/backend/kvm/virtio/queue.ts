@@ -44,20 +44,26 @@ function view(bytes: Uint8Array): DataView {
 
 /**
  * The chains made available since `nextAvail` (the device's own count, kept across calls and
- * clones), and the new count. The queue must be ready.
+ * clones), at most `limit` of them, and the new count. The queue must be ready.
  */
-export function takeAvailable(memory: GuestMemory, queue: QueueLayout, nextAvail: number): { chains: Chain[]; nextAvail: number } {
+export function takeAvailable(
+  memory: GuestMemory,
+  queue: QueueLayout,
+  nextAvail: number,
+  limit = Number.POSITIVE_INFINITY,
+): { chains: Chain[]; nextAvail: number } {
   const avail = view(range(memory, queue.avail, 4 + 2 * queue.size, "the available ring"));
   const published = avail.getUint16(2, true);
   const pending = (published - nextAvail) & 0xffff;
   if (pending > queue.size) throw new QueueError(`the driver made ${pending} chains available in a queue of ${queue.size}`);
   const table = view(range(memory, queue.desc, DESC_BYTES * queue.size, "the descriptor table"));
   const chains: Chain[] = [];
-  for (let i = 0; i < pending; i++) {
+  const taking = Math.min(pending, limit);
+  for (let i = 0; i < taking; i++) {
     const head = avail.getUint16(4 + 2 * ((nextAvail + i) % queue.size), true);
     chains.push({ head, segments: walkChain(memory, table, queue.size, head) });
   }
-  return { chains, nextAvail: (nextAvail + pending) & 0xffff };
+  return { chains, nextAvail: (nextAvail + taking) & 0xffff };
 }
 
 function walkChain(memory: GuestMemory, table: DataView, size: number, head: number): Segment[] {
