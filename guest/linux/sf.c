@@ -17,6 +17,9 @@
  *                  TO's inbox (0: the parent), on whichever host it runs
  *   sf recv [--nowait]  take the oldest message of this VM's inbox, waiting for one unless told not
  *                  to; prints "<from> <message>"
+ *   sf renew       bind the virtio network devices' driver again, so that Linux reads the MAC
+ *                  the clone's device has now (each clone gets its own); sf clone does it in
+ *                  every clone. The interfaces come back down, without addresses.
  *   sf read PATH / sf write PATH VALUE   raw XenStore access (Xen; relative paths are this VM's)
  *
  * A refusal is one line "sf: refused: <why>" and exit status 1; bad arguments, the usage and 2.
@@ -102,6 +105,36 @@ static void release_free_memory(void) {
 #include "sf-xen.h"
 #include "sf-kvm.h"
 
+#define O_WRONLY 1
+#define VIRTIO_NET_DRIVER "/sys/bus/virtio/drivers/virtio_net/"
+
+/* Writes `text` to a sysfs file; whether it took it. */
+static int sysfs_write(const char *path, const char *text) {
+    long fd = syscall3(SYS_open, (long)path, O_WRONLY, 0);
+    if (fd < 0) return 0;
+    long written = syscall3(SYS_write, fd, (long)text, (long)slen(text));
+    syscall3(SYS_close, fd, 0, 0);
+    return written == (long)slen(text);
+}
+
+/*
+ * A clone's network devices have MACs of their own, which Linux reads when its driver binds a
+ * device: unbind and bind each virtio device the network driver holds (virtio0, virtio1, ...;
+ * unbinding one it does not hold fails and is skipped). Nothing to do without the driver.
+ */
+static void renew_network_devices(void) {
+    for (uint64_t i = 0; i < 32; i++) {
+        char number[24];
+        char name[32] = "virtio";
+        const char *digits = fmt_u64(number + sizeof number, i);
+        size_t at = slen(name);
+        for (const char *d = digits; *d; d++) name[at++] = *d;
+        name[at] = 0;
+        if (sysfs_write(VIRTIO_NET_DRIVER "unbind", name) && !sysfs_write(VIRTIO_NET_DRIVER "bind", name))
+            die("could not bind the network driver again to ", name);
+    }
+}
+
 /* Which host serves this VM: snowflock's VMM says so in CPUID; else a Xen domU's xenbus. */
 static int on_kvm(void) {
     static int kvm = -1;
@@ -112,7 +145,7 @@ static int on_kvm(void) {
 
 static void usage(void) {
     out(2, "usage: sf clone [--no-heuristic free-pages] N | sf id | sf join | sf exit [STATUS [RESULT]] | sf kill | sf send TO MESSAGE | "
-           "sf recv [--nowait] | sf read PATH | sf write PATH VALUE\n");
+           "sf recv [--nowait] | sf renew | sf read PATH | sf write PATH VALUE\n");
     quit(2);
 }
 
@@ -136,6 +169,7 @@ static int tool_main(int argc, char **argv) {
         if (argc == 3) hold_free_memory();
         const char *id = kvm ? kvm_clone(n) : xen_clone(count, held_bytes / 4096);
         release_free_memory();
+        if (!same(id, "0")) renew_network_devices();
         line(id);
     } else if (same(cmd, "join") && argc == 2) {
         line(on_kvm() ? kvm_join() : ask_agent("join", 0, 24L * 3600 * 1000));
@@ -160,6 +194,8 @@ static int tool_main(int argc, char **argv) {
         else xen_send(argv[2], argv[3]);
     } else if (same(cmd, "recv") && (argc == 2 || (argc == 3 && same(argv[2], "--nowait")))) {
         line(on_kvm() ? kvm_recv(argc == 3) : ask_agent("recv", argc == 3 ? "nowait" : 0, 24L * 3600 * 1000));
+    } else if (same(cmd, "renew") && argc == 2) {
+        renew_network_devices();
     } else if ((same(cmd, "read") && argc == 3) || (same(cmd, "write") && argc == 4)) {
         if (on_kvm()) die("sf read and sf write are XenStore commands; this VM runs on snowflock's KVM VMM", 0);
         if (argc == 3) {

@@ -3,7 +3,8 @@
  * interactive shell on the serial console: the prompt shows in `logs`, `console --send` types at
  * it, and a fork carries the running Linux on in a clone that finishes a job started before and
  * draws other random numbers than its parent (VMGenID). A writable disk: each clone writes a
- * copy-on-write disk of its own, and the parent's image is never written by a clone.
+ * copy-on-write disk of its own, and the parent's image is never written by a clone; with --net each
+ * clone, once `sf renew` has bound its network driver again, has a MAC of its own.
  */
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -18,6 +19,7 @@ const BOOT_MS = within(60_000);
 const PROMPT = "sf-shell# ";
 /** The log ends at the prompt (busybox's ash asks the terminal where its cursor is right after it: ESC [6n). */
 const atPrompt = (log: string) => /sf-shell# (\x1b\[6n)?$/.test(log);
+const MAC_LINE = /\nmac ([0-9a-f]{2}(?::[0-9a-f]{2}){5})\n/;
 const RANDOM_LINE = "echo random $(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')";
 const INIT = [`export PS1='${PROMPT}'`, 'echo "snowflock-linux: shell up"', "exec sh"].join("\n");
 
@@ -43,7 +45,7 @@ async function startLinux(name: string, options: { readOnly: boolean; extra?: st
   if (missing) throw new Error(missing);
   const runDir = testRunDir();
   const env = { SNOWFLOCK_RUN_DIR: runDir };
-  const initrd = writeBusyboxInitramfs(runDir, INIT, { modules: true });
+  const initrd = writeBusyboxInitramfs(runDir, INIT, { modules: true, tools: true });
   const disk = copyTestDisk(runDir);
   const started = await snowflock(
     [
@@ -130,9 +132,9 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
   );
 
   test(
-    "a writable ext4 disk: a fork's clones each write a file into a copy-on-write disk of their own; the parent's image is byte-for-byte unchanged and holds only the parent's file; each clone draws its own random numbers",
+    "a writable ext4 disk: a fork's clones each write a file into a copy-on-write disk of their own; the parent's image is byte-for-byte unchanged and holds only the parent's file; each clone draws its own random numbers and, after sf renew, has a MAC of its own (--net)",
     async () => {
-      const { runDir, env, disk } = await startLinux("rw", { readOnly: false });
+      const { runDir, env, disk } = await startLinux("rw", { readOnly: false, extra: ["--net", "sftest1"] });
       const clones = ["rw.1", "rw.2"];
       let before = "";
       try {
@@ -143,6 +145,8 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
           env,
         );
         await waitForLog(runDir, "rw", (log) => log.includes("\nwrote-ok\n"), within(20_000));
+        await snowflock(["console", "rw", "--send", `echo mac $(cat /sys/class/net/eth0/address)`], env);
+        const macs = [(await waitForLog(runDir, "rw", (log) => MAC_LINE.test(log), within(20_000))).match(MAC_LINE)![1]!];
         before = sha256File(disk);
         const fork = await snowflock(["fork", "rw", "--clones", "2", "--memory", "cow", "--json"], env);
         expect(fork.status, fork.stderr).toBe(0);
@@ -154,7 +158,7 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
               "console",
               clone,
               "--send",
-              `mount /dev/vda /mnt && echo ${clone} > /mnt/${clone}.txt && sync && echo $(cat /mnt/new.txt) $(ls /mnt | grep -c '^rw\\.') && umount /mnt && ${RANDOM_LINE}`,
+              `sf renew && echo mac $(cat /sys/class/net/eth0/address) && mount /dev/vda /mnt && echo ${clone} > /mnt/${clone}.txt && sync && echo $(cat /mnt/new.txt) $(ls /mnt | grep -c '^rw\\.') && umount /mnt && ${RANDOM_LINE}`,
             ],
             env,
           );
@@ -162,8 +166,11 @@ describeKvm("snowflock run --kernel: a stock Linux with a shell on its serial co
           const log = await waitForLog(runDir, clone, (l) => /\nrandom [0-9a-f]{64}\n/.test(l), within(30_000));
           expect(log).toContain("\nwritten-by-guest 1\n");
           randoms.push(log.match(/\nrandom ([0-9a-f]{64})\n/)![1]!);
+          // The clone's log starts with its parent's; its own MAC line is the last one.
+          macs.push([...log.matchAll(new RegExp(MAC_LINE, "g"))].at(-1)![1]!);
         }
         expect(new Set(randoms).size).toBe(2);
+        expect(new Set(macs).size).toBe(3);
         expect(sha256File(disk)).toBe(before);
         for (const clone of clones) expect((await snowflock(["kill", clone], env)).status).toBe(0);
         await snowflock(["console", "rw", "--send", "poweroff -f"], env);

@@ -57,7 +57,8 @@ install -m 0755 "$BUSYBOX" "$OUT/busybox"
 # Debian builds these as modules; each after what it needs (modinfo -F depends), crc32c_generic
 # for ext4's checksums (asked for through the crypto API, not a symbol).
 MODULES="drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk
-  lib/crc16 fs/mbcache fs/jbd2/jbd2 crypto/crc32c_generic fs/ext4/ext4"
+  lib/crc16 fs/mbcache fs/jbd2/jbd2 crypto/crc32c_generic fs/ext4/ext4
+  net/core/failover drivers/net/net_failover drivers/net/virtio_net"
 rm -rf "$OUT/modules" && mkdir -p "$OUT/modules"
 for module in $MODULES; do
   file=$CACHE/kernel/lib/modules/$KVER/kernel/$module.ko

@@ -6,7 +6,10 @@
  */
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { expect } from "bun:test";
 import { newcArchive } from "./initramfs.ts";
+import { snowflock, testRunDir } from "./cli.ts";
+import { within } from "./time.ts";
 
 const ASSETS = join(import.meta.dir, "../../.cache/linux-guest");
 
@@ -78,4 +81,33 @@ export function copyTestDisk(dir: string, name = "disk.ext4"): string {
   const path = join(dir, name);
   copyFileSync(join(ASSETS, "disk.ext4"), path);
   return path;
+}
+
+/** What `snowflock run --json` of a Linux job reports (the parts the tests read). */
+export interface LinuxJobResult {
+  console: string[];
+  stats: { pagesFetched: number; pagesAvoided: Record<string, number> };
+}
+
+/**
+ * `snowflock run --kernel` of a job initramfs (busybox, the modules, sf and dataset; `job` is its
+ * script) in the foreground, with `extra` options; its --json result. The job's own lines start
+ * with "job: " (see jobLines).
+ */
+export async function runLinuxJob(job: string, extra: string[], memory = "256M", budgetMs = 240_000): Promise<LinuxJobResult> {
+  const missing = linuxAssetsMissing();
+  if (missing) throw new Error(missing);
+  const runDir = testRunDir();
+  const initrd = writeBusyboxInitramfs(runDir, job, { modules: true, tools: true });
+  const r = await snowflock(
+    ["run", "--kernel", stockKernelPath(), "--initrd", initrd, "--mem", memory, "--name", "job", "--json", ...extra],
+    { SNOWFLOCK_RUN_DIR: runDir },
+    within(budgetMs),
+  );
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as LinuxJobResult;
+}
+
+export function jobLines(result: LinuxJobResult): string[] {
+  return result.console.filter((l) => l.startsWith("job: "));
 }
