@@ -48,13 +48,18 @@ class UffdSink implements PageSink {
     );
   }
 
-  /** Read-only zero pages in one ioctl; a later write copies one in the kernel, no fault here. */
+  /**
+   * Read-only zero pages in one ioctl; a later write copies one in the kernel, no fault here.
+   * A page of the run already in place (an eager page, or one zero-filled alone before) ends the
+   * ioctl there: EEXIST when it is the first, else EAGAIN after the pages before it were filled
+   * (and their waiters woken). Either way the caller fills the run one page at a time.
+   */
   zeroRun(page: number, count: number): boolean {
     try {
       uffdZeropage(this.init.uffd, this.address(page), count * PAGE_SIZE);
       return true;
     } catch (error) {
-      if (!(error instanceof SyscallError && error.errno === EEXIST)) throw error;
+      if (!(error instanceof SyscallError && (error.errno === EEXIST || error.errno === EAGAIN))) throw error;
       return false;
     }
   }

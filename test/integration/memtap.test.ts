@@ -470,6 +470,63 @@ describe.skipIf(noUffd !== undefined)("memtap: concurrent faults from several th
   );
 });
 
+describe.skipIf(noUffd !== undefined)("memtap: a run of zero pages over a page already in place", () => {
+  test(
+    "a fault whose zero run reaches an eager page or a page zero-filled alone before fills the run page by page (the kernel fills it in part: EAGAIN)",
+    async () => {
+      // Pages 0-5 and 7-15 are zero, 6 and 16 on are not; page 3 (zero) is shipped eagerly.
+      const source = GuestMemory.create(1024 * 1024);
+      const pageCount = source.size / PAGE_SIZE;
+      const sourceWords = new Int32Array(source.bytes.buffer, source.bytes.byteOffset, source.size / 4);
+      for (let page = 0; page < pageCount; page++) {
+        if (page !== 6 && page < 16) continue;
+        for (let w = 0; w < 1024; w++) sourceWords[page * 1024 + w] = Math.imul(page + 1, 0x9e3779b1) ^ w;
+      }
+      using nonZero = source.nonZeroPages();
+      const imageFd = source.freeze();
+      const server = await startMemoryServer({ imageFd, layout: source.layout, socketPath: socketPath() });
+      const toucher = URL.createObjectURL(new Blob([TOUCHER], { type: "application/typescript" }));
+      const memory = GuestMemory.createEmpty(source.layout);
+      let memtap: Memtap | undefined;
+      try {
+        memtap = await startMemtap({
+          memory,
+          server: { kind: "unix", path: server.socketPath },
+          nonZeroPages: nonZero.toBytes(),
+          prefetch: true, // which zero-fills a run of zero pages at once
+          eagerPages: new Map([[3, source.bytes.slice(3 * PAGE_SIZE, 4 * PAGE_SIZE)]]),
+        });
+        // Page 5 first: its run is itself alone (page 6 is fetched). Then page 0: its run 0-5 holds
+        // page 3 (eager) and page 5 (filled before).
+        const pages = [5, 0, ...Array.from({ length: 32 }, (_, p) => p)];
+        const worker = new Worker(toucher);
+        const hashes = await Promise.race([
+          new Promise<Int32Array>((resolve, reject) => {
+            worker.onmessage = (e: MessageEvent<Int32Array>) => resolve(e.data);
+            worker.onerror = (e) => reject(new Error(e.message));
+            worker.postMessage({ layout: memory.layout, address: memory.address, pages, writes: [] });
+          }),
+          memtap.failed.then((error) => {
+            throw error;
+          }),
+        ]).finally(async () => {
+          await memtap?.stop(); // lets a fault left pending go (the kernel zero-fills it) before the Worker ends
+          worker.terminate();
+        });
+        expect([...hashes]).toEqual(pages.map((p) => hashPage(sourceWords, p)));
+      } finally {
+        await memtap?.stop();
+        memory.close();
+        server.close();
+        close(imageFd);
+        source.close();
+        URL.revokeObjectURL(toucher);
+      }
+    },
+    within(30_000),
+  );
+});
+
 // ---- the memory server's side of the protocol, with a raw client ----
 
 async function rawClient(path: string) {
