@@ -52,6 +52,9 @@ describeKvm("snowflock run", () => {
     expect(r.stdout).toBe("crashing on purpose\n");
     expect(r.stderr).toContain("guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN)");
     expect(r.status).toBe(70);
+    // The console log (what `logs` shows, and a clone's only witness) says it too.
+    const json = await snowflock(["run", "crash", "--json"], env);
+    expect(JSON.parse(json.stdout).console.at(-1)).toStartWith("[snowflock] guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN)");
   });
 
   test("a guest making hypercalls with wild pointers gets errors and the VM goes on", async () => {
