@@ -75,7 +75,10 @@ done
 # Stage 2: the root filesystem. What the tests run: bun (copied in later), ip/ss/tc/bridge
 # (iproute2; `ip netns`), nft (nftables), sh, cat, sleep, kill (procps), modprobe (kmod, for the
 # kernel's module autoloading: veth, bridge, nf_tables, sch_htb, ...).
-PACKAGES=iproute2,nftables,procps,kmod,util-linux,mount,iputils-ping,psmisc,less
+# SNOWFLOCK_NESTED_EXTRA_PACKAGES (comma-separated) adds packages, e.g. qemu-system-x86 for the
+# bench's QEMU peer; give such a host a cache of its own (SNOWFLOCK_NESTED_CACHE), so the tests'
+# host is not rebuilt for it.
+PACKAGES=iproute2,nftables,procps,kmod,util-linux,mount,iputils-ping,psmisc,less${SNOWFLOCK_NESTED_EXTRA_PACKAGES:+,$SNOWFLOCK_NESTED_EXTRA_PACKAGES}
 build_rootfs() {
   local tmp="$CACHE/rootfs.tmp"
   rm -rf "$tmp"
