@@ -61,6 +61,20 @@ else
 fi
 `;
 
+/** Two vCPUs: both online in the parent and in each clone (memory on demand faults from both). */
+const SMP_JOB = `echo "job: cpus $(nproc) online $(cat /sys/devices/system/cpu/online)"
+dataset ${SEED} ${BYTES} > /data
+id=$(sf clone 2)
+if [ "$id" = 0 ]; then
+  echo "job: join $(sf join)"
+  poweroff -f
+else
+  digest=$(sha256sum /data)
+  [ "$(cat /sys/devices/system/cpu/online)" = 0-1 ] && sf exit 0 "\${digest%% *}"
+  sf exit 1
+fi
+`;
+
 describeKvm("sf inside a stock Linux on KVM: the job script's own sf clone 4", () => {
   if (missing && !KVM_REQUIRED) {
     test.skip(`skipped: ${missing}`, () => {});
@@ -95,6 +109,16 @@ describeKvm("sf inside a stock Linux on KVM: the job script's own sf clone 4", (
       within(300_000),
     );
   }
+
+  test(
+    "--vcpus 2 --memory ondemand: both CPUs online in the parent and its two clones; each clone's digest of the dataset equals the host's",
+    async () => {
+      const whole = createHash("sha256").update(data).digest("hex");
+      const result = await runLinuxJob(SMP_JOB, ["--memory", "ondemand", "--vcpus", "2"]);
+      expect(jobLines(result)).toEqual(["job: cpus 2 online 0-1", `job: join 2 1=0:${whole} 2=0:${whole}`]);
+    },
+    within(300_000),
+  );
 
   test(
     "alloc-then-free with --memory ondemand: the clone fetches at least 10 x fewer pages than with --no-heuristics (sf clone holds the free memory), same result",
