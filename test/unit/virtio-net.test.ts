@@ -5,7 +5,7 @@
  * guest can do to either queue. A real tap on a real bridge: test/integration/linux-net.test.ts.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VirtioMmio, VIRTIO_MMIO_STATE_BYTES } from "../../src/backend/kvm/virtio/mmio.ts";
@@ -36,9 +36,10 @@ interface Driver {
   published: number[];
 }
 
-function device(): Driver {
+function device(wireFlags = "w+"): Driver {
   const wire = join(dir, `wire-${Math.random().toString(16).slice(2)}`);
-  const net = new VirtioNet(memory, openSync(wire, "w+"), MAC);
+  if (wireFlags === "r") writeFileSync(wire, "");
+  const net = new VirtioNet(memory, openSync(wire, wireFlags), MAC);
   const levels: boolean[] = [];
   const errors: string[] = [];
   const mmio = new VirtioMmio(
@@ -119,6 +120,18 @@ describe("virtio-mmio network device", () => {
     expect(new Uint8Array(readFileSync(d.wire))).toEqual(sent);
     expect(used(TRANSMIT_QUEUE).entries).toEqual([{ head: 0, length: 0 }]);
     expect(d.levels).toEqual([true]);
+  });
+
+  test("a frame the tap does not take (here a descriptor it cannot write: EBADF) is dropped; the chain goes back used, the device serves on", () => {
+    const d = device("r");
+    memory.bytes.set(frame(72, 3), BUFFERS);
+    descriptor(TRANSMIT_QUEUE, 0, BUFFERS, 72, 0);
+    publish(d, TRANSMIT_QUEUE, 0);
+    d.mmio.write(0x50, 4, TRANSMIT_QUEUE);
+    expect(d.net.dropped).toBe(1);
+    expect(used(TRANSMIT_QUEUE).entries).toEqual([{ head: 0, length: 0 }]);
+    expect(d.errors).toEqual([]);
+    expect(d.mmio.read(0x70, 4) & 0x40).toBe(0);
   });
 
   test("a received frame fills the next receive buffer with a header (num_buffers 1) and the frame; with none left it is dropped", () => {

@@ -7,7 +7,6 @@
  * when it binds the device again (the sf tool does that in each clone).
  */
 import type { GuestMemory } from "../../../guest-memory/guest-memory.ts";
-import { EAGAIN } from "../../../sys/constants.ts";
 import { SyscallError } from "../../../sys/errno.ts";
 import { write } from "../../../sys/files.ts";
 import type { VirtioDevice } from "./mmio.ts";
@@ -32,7 +31,7 @@ export class VirtioNet implements VirtioDevice {
   readonly features = (1n << VIRTIO_F_VERSION_1) | (1n << VIRTIO_NET_F_MAC) | (1n << VIRTIO_NET_F_STATUS);
   readonly config: Uint8Array;
   private readonly frame = new Uint8Array(NET_HEADER_BYTES + MAX_FRAME_BYTES);
-  /** Frames the tap would not take (its queue full): dropped, as a NIC drops them. */
+  /** Frames the tap would not take (its queue full, the tap down) or that found no buffer: dropped, as a NIC drops them. */
   dropped = 0;
 
   constructor(
@@ -71,7 +70,8 @@ export class VirtioNet implements VirtioDevice {
     try {
       write(this.tapFd, this.frame.subarray(NET_HEADER_BYTES, length));
     } catch (error) {
-      if (!(error instanceof SyscallError) || error.errno !== EAGAIN) throw error;
+      // A full tap queue (EAGAIN), a tap set down on the host (EIO): the frame is lost, as on a wire.
+      if (!(error instanceof SyscallError)) throw error;
       this.dropped++;
     }
   }
