@@ -227,7 +227,8 @@ async function serveMachine(
     await options.memtap?.stop();
     if (memoryFailure) end = { kind: "crash", reason: memoryFailure.message, vcpu: 0 };
     // A clone's process has no terminal: its console log is where `snowflock logs` shows why it ended.
-    if (end.kind === "crash") consoleLog.add(`[snowflock] guest crashed on vCPU ${end.vcpu}: ${end.reason}${end.rip ? ` at rip ${end.rip}` : ""}`);
+    if (end.kind === "crash")
+      consoleLog.add(`[snowflock] guest crashed on vCPU ${end.vcpu}: ${end.reason}${end.rip ? ` at rip ${end.rip}` : ""}`);
     if (identity.parent && identity.cloneId) {
       const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
       const counters = options.memtap?.stats();
