@@ -20,6 +20,7 @@ import { agentRequest } from "./agent-client.ts";
 import type { AgentHello } from "./agent.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { SnowflockError } from "../errors.ts";
+import { formatMac } from "../net/mac.ts";
 import {
   type Inventory,
   type InventoryHost,
@@ -68,7 +69,7 @@ export function testHostNames(prefix: string) {
       let hash = 0x811c9dc5;
       for (const c of prefix) hash = Math.imul(hash ^ c.charCodeAt(0), 0x01000193) >>> 0;
       const bytes = [0x02, 0x73, 0x66, hash & 0xff, (i >> 8) & 0xff, i & 0xff];
-      return bytes.map((b) => b.toString(16).padStart(2, "0")).join(":");
+      return formatMac(bytes);
     },
   };
 }

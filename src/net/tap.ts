@@ -1,7 +1,7 @@
 /**
  * A VM's network: a tap device of its own on its family's bridge (made if missing, and up), so a
- * VM and its clones on one host share one Ethernet segment. Each VM gets a fresh random
- * locally administered MAC: clones must not answer for their parent's address.
+ * VM and its clones on one host share one Ethernet segment (each VM with a MAC of its own:
+ * mac.ts).
  */
 import { existsSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
@@ -12,7 +12,6 @@ import { addBridge, addBridgePort, IFF_UP, IFNAMSIZ, interfaceFlags, openTap, se
 
 export const DEFAULT_BRIDGE = "snowflock0";
 const TAP_TEMPLATE = "sf%d";
-const MAC_BYTES = 6;
 const BRIDGE_NAME = /^[A-Za-z0-9_.-]+$/;
 
 /** What `run --net` asks for: a network device on this bridge. */
@@ -58,7 +57,7 @@ function bringUp(name: string): void {
 }
 
 /** Without udev (a minimal host) /dev/net/tun appears only once the tun module is loaded. */
-function ensureTunDevice(): void {
+export function ensureTunDevice(): void {
   if (!existsSync("/dev/net/tun")) Bun.spawnSync(["modprobe", "tun"], { stdout: "ignore", stderr: "ignore" });
 }
 
@@ -88,20 +87,4 @@ export function openBridgedTap(bridge: string): Tap {
 
 export function closeTap(tap: Tap): void {
   close(tap.fd);
-}
-
-/** A random unicast, locally administered Ethernet address. */
-export function randomMac(): Uint8Array {
-  const mac = crypto.getRandomValues(new Uint8Array(MAC_BYTES));
-  mac[0] = (mac[0]! & 0xfc) | 0x02;
-  return mac;
-}
-
-export function formatMac(mac: Uint8Array): string {
-  return [...mac].map((b) => b.toString(16).padStart(2, "0")).join(":");
-}
-
-export function parseMac(text: string): Uint8Array | undefined {
-  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i.test(text)) return undefined;
-  return new Uint8Array(text.split(":").map((b) => Number.parseInt(b, 16)));
 }

@@ -12,7 +12,8 @@ import { VirtioMmio, VIRTIO_MMIO_STATE_BYTES } from "../../src/backend/kvm/virti
 import { NET_HEADER_BYTES, RECEIVE_QUEUE, TRANSMIT_QUEUE, VirtioNet } from "../../src/backend/kvm/virtio/net.ts";
 import { decodeVirtioSection, encodeVirtioSection } from "../../src/backend/kvm/virtio/persist.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
-import { badBridgeName, formatMac, parseMac, randomMac } from "../../src/net/tap.ts";
+import { formatMac, parseMac, randomMac } from "../../src/net/mac.ts";
+import { badBridgeName } from "../../src/net/tap.ts";
 
 const memory = GuestMemory.create(4 * 2 ** 20, "virtio-net-test");
 const dir = mkdtempSync(join(tmpdir(), "snowflock-virtio-net-"));

@@ -6,6 +6,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { SnowflockError } from "../../errors.ts";
+import { formatMac } from "../../net/mac.ts";
 import type { StartedDomain } from "../backend.ts";
 import { publishMember, readMember } from "./family-keys.ts";
 import { ForkHelpers, workerError } from "./fork-helpers.ts";
@@ -137,7 +138,7 @@ export function cloneConfig(parent: LibxlConfig, name: string, kernel: string): 
 function xenMac(): string {
   const tail = [...randomBytes(3)];
   tail[0]! &= 0x7f;
-  return ["00", "16", "3e", ...tail.map((b) => b.toString(16).padStart(2, "0"))].join(":");
+  return formatMac([0x00, 0x16, 0x3e, ...tail]);
 }
 
 /** The next free clone ID in the parent's family: clones of earlier forks keep theirs. */

@@ -7,7 +7,8 @@
  */
 import { refuse } from "../../../sections.ts";
 import type { DescribedDisk } from "../../../disk/clone-disks.ts";
-import { badBridgeName, parseMac } from "../../../net/tap.ts";
+import { parseMac } from "../../../net/mac.ts";
+import { badBridgeName } from "../../../net/tap.ts";
 import { MAX_VIRTIO_DEVICES } from "./devices.ts";
 import { checkVirtioMmioState, VIRTIO_MMIO_STATE_BYTES } from "./mmio.ts";
 

@@ -3,12 +3,12 @@
  * network device) or from a descriptor (a frozen disk under an overlay, a fresh tap and MAC on
  * the same bridge), described for a descriptor, and closed.
  */
-import type { DiskAttachment } from "../../../disk/image.ts";
-import { openDiskImage } from "../../../disk/image.ts";
+import { type DiskAttachment, type OpenDisk, openDiskImage } from "../../../disk/image.ts";
 import { closeDisk, freezeDisk, openDescribedDisk } from "../../../disk/clone-disks.ts";
-import { closeTap, formatMac, type NetAttachment, openBridgedTap, randomMac } from "../../../net/tap.ts";
+import { formatMac, randomMac } from "../../../net/mac.ts";
+import { closeTap, type NetAttachment, openBridgedTap } from "../../../net/tap.ts";
 import { getpid } from "../../../sys/process.ts";
-import { type NetSlot, type VirtioSlot, virtioPlacement } from "./devices.ts";
+import { type BlockSlot, type NetSlot, type VirtioSlot, virtioPlacement } from "./devices.ts";
 import { newVirtioMmioState } from "./mmio.ts";
 import { Receive } from "./net-receive-protocol.ts";
 import type { VirtioDeviceState } from "./persist.ts";
@@ -22,6 +22,11 @@ function netSlot(index: number, bridge: string): NetSlot {
     mac: randomMac(),
     receive: new SharedArrayBuffer(4 * Receive.WORDS),
   };
+}
+
+/** A disk's slot: `path` is what was opened (the image, or a frozen copy), `image` the user's image. */
+function blockSlot(index: number, path: string, image: string, disk: OpenDisk): BlockSlot {
+  return { ...virtioPlacement(index), state: newVirtioMmioState(), kind: "block", path, image, disk };
 }
 
 /** Opens slots one by one with `open`; if one fails, closes those opened and throws. */
@@ -40,16 +45,7 @@ function openAll<T>(items: T[], open: (item: T, index: number) => VirtioSlot): V
 export function openBootSlots(disks: DiskAttachment[], net: NetAttachment | undefined): VirtioSlot[] {
   const devices: Array<DiskAttachment | NetAttachment> = [...disks, ...(net ? [net] : [])];
   return openAll(devices, (device, i) =>
-    "bridge" in device
-      ? netSlot(i, device.bridge)
-      : {
-          ...virtioPlacement(i),
-          state: newVirtioMmioState(),
-          kind: "block",
-          path: device.path,
-          image: device.path,
-          disk: openDiskImage(device),
-        },
+    "bridge" in device ? netSlot(i, device.bridge) : blockSlot(i, device.path, device.path, openDiskImage(device)),
   );
 }
 
@@ -58,14 +54,7 @@ export function openRestoredSlots(devices: VirtioDeviceState[], scratchDirectory
   return openAll(devices, (device, i) =>
     device.kind === "net"
       ? netSlot(i, device.bridge)
-      : {
-          ...virtioPlacement(i),
-          state: newVirtioMmioState(),
-          kind: "block",
-          path: device.path,
-          image: device.image ?? device.path,
-          disk: openDescribedDisk(device, scratchDirectory),
-        },
+      : blockSlot(i, device.path, device.image ?? device.path, openDescribedDisk(device, scratchDirectory)),
   );
 }
 
