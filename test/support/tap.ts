@@ -2,8 +2,8 @@
  * A tap device held open by the test process: a VM's port as a bridge sees it (tun_flags in sysfs,
  * carrier up while the fd is open). frames() drains what the bridge sent it.
  */
-import { existsSync } from "node:fs";
 import { close, read } from "../../src/sys/files.ts";
+import { ensureTunDevice } from "../../src/net/tap.ts";
 import { openTap as openTapDevice } from "../../src/sys/net-devices.ts";
 
 export interface Tap {
@@ -14,8 +14,7 @@ export interface Tap {
 }
 
 export function openTap(name: string): Tap {
-  // Without udev (the nested test host) /dev/net/tun appears once the module is loaded.
-  if (!existsSync("/dev/net/tun")) Bun.spawnSync(["modprobe", "tun"], { stderr: "ignore" });
+  ensureTunDevice();
   const { fd } = openTapDevice(name);
   const buffer = new Uint8Array(65536);
   return {

@@ -11,7 +11,7 @@ import { SyscallError } from "../../../sys/errno.ts";
 import { write } from "../../../sys/files.ts";
 import type { VirtioDevice } from "./mmio.ts";
 import { VIRTIO_F_VERSION_1 } from "./mmio.ts";
-import { type QueueLayout, putUsed, QueueError, takeAvailable } from "./queue.ts";
+import { type QueueLayout, putUsed, QueueError, type Segment, takeAvailable } from "./queue.ts";
 
 export const VIRTIO_ID_NET = 1;
 export const RECEIVE_QUEUE = 0;
@@ -58,7 +58,7 @@ export class VirtioNet implements VirtioDevice {
     return { nextAvail: taken.nextAvail, used: taken.chains.length };
   }
 
-  private transmit(segments: Array<{ bytes: Uint8Array; writable: boolean }>): void {
+  private transmit(segments: Segment[]): void {
     let length = 0;
     for (const segment of segments) {
       if (segment.writable) throw new QueueError("a transmit chain with a writable buffer");
@@ -103,7 +103,7 @@ export class VirtioNet implements VirtioDevice {
 }
 
 /** Copies `parts` one after another across `segments` (which hold them all); returns the bytes copied. */
-function scatter(segments: Array<{ bytes: Uint8Array }>, parts: Uint8Array[]): number {
+function scatter(segments: Segment[], parts: Uint8Array[]): number {
   let segment = 0;
   let offset = 0;
   let total = 0;
