@@ -36,6 +36,7 @@ const SECOND_NESTED_HOST = [
   "test/integration/cluster-faults.test.ts",
   "test/integration/soak.test.ts",
   "test/integration/demo.test.ts",
+  "test/integration/pool-fork.test.ts",
 ];
 
 interface Outcome {

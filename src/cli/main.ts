@@ -52,7 +52,8 @@ function joinNegativeValues(cli: CAC, argv: string[]): string[] {
 /** Runs the CLI on `argv` (without the program name) and returns the process exit status. */
 export async function startCli(argv: string[]): Promise<number> {
   // Internal: a clone's own VMM process, started by a fork (never typed by users).
-  if (argv[0] === "__clone") return runCloneProcess(argv.slice(1));
+  if (argv[0] === "__clone" || argv[0] === "__ready") return runCloneProcess(argv);
+  if (argv[0] === "__pool") return (await import("../pool/keeper-process.ts")).runKeeperProcess();
   const cli = cac("snowflock");
   cli.option("--debug", "Show stack traces on errors");
   cli.option("--backend <name>", "kvm or xen (default: xen in a Xen dom0, else kvm)");
@@ -67,8 +68,8 @@ export async function startCli(argv: string[]): Promise<number> {
   registerInspect(cli);
   registerBench(cli);
   registerCluster(cli, {
-    startAgents: async (inventory, path, maxClones) =>
-      (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path, maxClones),
+    startAgents: async (inventory, path, settings) =>
+      (await import("../cluster/test-agents.ts")).startTestAgents(inventory, path, settings),
   });
   registerAgent(cli);
   registerDoctor(cli);
@@ -78,9 +79,10 @@ export async function startCli(argv: string[]): Promise<number> {
   try {
     cli.parse(["snowflock", "snowflock", ...joinNegativeValues(cli, spellNegatedValues(argv))], { run: false });
     if (!cli.matchedCommand) {
+      // cac has printed the help (of the command too: it then unsets the command, whose options the global check would refuse).
+      if (cli.options.help || cli.options.version) return 0;
       // An unknown option before the command (`--bogus ls`) would otherwise just print the help.
       cli.globalCommand.checkUnknownOptions();
-      if (cli.options.help || cli.options.version) return 0;
       if (cli.args.length > 0)
         throw new SnowflockError("USAGE", `unknown command '${cli.args[0]}'`, "`snowflock --help` lists the commands");
       cli.outputHelp();
@@ -106,31 +108,27 @@ export async function startCli(argv: string[]): Promise<number> {
 
 /**
  * `__clone NAME`: a clone's VMM. All it needs (and the secrets it holds) comes in its launch record
- * on fd 3, never on its command line; NAME is there for `ps`. Every failure is one line on stderr.
+ * on fd 3, never on its command line; NAME is there for `ps`. `__ready`: a VMM started ahead of a
+ * fork, which hands it the record over its socket (pool/ready-process.ts). Every failure is one
+ * line on stderr.
  */
 async function runCloneProcess(args: string[]): Promise<number> {
   try {
+    if (args[0] === "__ready") return await (await import("../pool/ready-process.ts")).runReadyProcess();
     const { readLaunchRecord, launchName } = await import("../clone/launch-record.ts");
-    if (args.length !== 1)
+    if (args.length !== 2)
       throw new SnowflockError(
         "USAGE",
         "__clone takes the clone's name only",
         "a clone process is started by snowflock itself, never by hand",
       );
     const record = readLaunchRecord();
-    if (args[0] !== launchName(record))
+    if (args[1] !== launchName(record))
       throw new SnowflockError(
         "USAGE",
-        `__clone ${JSON.stringify(args[0]!.slice(0, 64))} was handed the launch record of ${launchName(record)}`,
+        `__clone ${JSON.stringify(args[1]!.slice(0, 64))} was handed the launch record of ${launchName(record)}`,
       );
-    const { runClone } = await import("../vmm/vmm.ts");
-    const result = await runClone(record, () => {});
-    if (result.end.kind === "crash")
-      log.error(
-        `${result.name}: guest crashed on vCPU ${result.end.vcpu}: ` +
-          `${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,
-      );
-    return result.exitStatus;
+    return await (await import("../vmm/clone-process.ts")).serveLaunch(record);
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : `internal error: ${(error as Error)?.message ?? error}`;
     log.error(printable(message)); // one line: control characters (newlines too) are shown escaped

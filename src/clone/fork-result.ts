@@ -26,6 +26,8 @@ export interface CloneReport {
   /** The clone's VMM process (KVM) or its domain (Xen). */
   pid?: number;
   domid?: number;
+  /** Served by a VMM process the host's pool had ready (pool/), not a process started for it. */
+  fromPool?: boolean;
   /** Its own MAC address, where the backend gave it one. */
   mac?: string;
   /** From the start of the clone processes to this clone's vCPUs running. */

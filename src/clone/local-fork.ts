@@ -165,8 +165,16 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
         memory,
         ...launch,
       };
-      const { pid, times } = await spawnClone(record, awaitStart(cloneId));
-      return { name, cloneId, pid, readyMs: performance.now() - spawnedAt, restoredMs: times.builtMs, runningMs: times.runningMs };
+      const { pid, times, fromPool } = await spawnClone(record, awaitStart(cloneId));
+      return {
+        name,
+        cloneId,
+        pid,
+        fromPool,
+        readyMs: performance.now() - spawnedAt,
+        restoredMs: times.builtMs,
+        runningMs: times.runningMs,
+      };
     }),
   );
   return {

@@ -11,6 +11,7 @@ import { createPrivateFile } from "../sys/private-file.ts";
 import { controlRequest } from "./control-client.ts";
 import { removeVmFiles, runDir, vmPaths } from "../run-dir.ts";
 import { spawnDetached } from "./detached.ts";
+import { handToReadyVmm } from "../pool/claim.ts";
 import { selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
@@ -21,10 +22,33 @@ export interface StartTimes {
   runningMs: number;
 }
 
-/** Starts a clone's VMM (`__clone NAME`), its launch record written to the pipe on its fd 3. */
-export function spawnClone(record: LaunchRecord, announced?: Promise<StartTimes>): Promise<{ pid: number; times: StartTimes }> {
+/**
+ * Starts a clone's VMM: a ready one from the host's pool (pool/claim.ts) when there is one, which
+ * skips the process start, else a new process (`__clone NAME`) with the record on the pipe on its fd 3.
+ */
+export async function spawnClone(
+  record: LaunchRecord,
+  announced?: Promise<StartTimes>,
+): Promise<{ pid: number; times: StartTimes; fromPool: boolean }> {
   const name = launchName(record);
-  return spawnVmm(name, ["__clone", name], announced, encodeLaunchRecord(record));
+  const handed = await handToReadyVmm(record, runDir());
+  if (handed) {
+    const vmm: StartingVmm = { pid: handed.pid, stopped: handed.failure, kill: () => process.kill(handed.pid, "SIGKILL") };
+    try {
+      return { ...(await awaitRunning(name, vmm, announced)), fromPool: true };
+    } finally {
+      handed.release();
+    }
+  }
+  return { ...(await spawnVmm(name, ["__clone", name], announced, encodeLaunchRecord(record))), fromPool: false };
+}
+
+/** A VMM process on its way up, however it was started. */
+interface StartingVmm {
+  pid: number;
+  /** Why it stopped, once it has; else undefined. */
+  stopped(): string | undefined;
+  kill(): void;
 }
 
 /**
@@ -48,31 +72,38 @@ export async function spawnVmm(
   });
   // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
   if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
+  const stopped = () => {
+    const exited = exitStatus();
+    if (exited === null) return undefined;
+    const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
+    return why || `status ${exited}`;
+  };
+  try {
+    return await awaitRunning(name, { pid: child.pid!, stopped, kill: () => child.kill("SIGKILL") }, announced);
+  } finally {
+    rmSync(errorPath, { force: true });
+  }
+}
 
+async function awaitRunning(name: string, vmm: StartingVmm, announced?: Promise<StartTimes>): Promise<{ pid: number; times: StartTimes }> {
   let announcedTimes: StartTimes | undefined;
   void announced?.then((times) => (announcedTimes = times));
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    if (announcedTimes) {
-      rmSync(errorPath, { force: true });
-      return { pid: child.pid!, times: announcedTimes };
-    }
-    const exited = exitStatus();
-    if (exited !== null) {
-      const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
+    if (announcedTimes) return { pid: vmm.pid, times: announcedTimes };
+    const why = vmm.stopped();
+    if (why !== undefined) {
       removeFailedVm(name);
-      throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting${why ? `: ${why}` : ` (status ${exited})`}`);
+      throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting: ${why}`);
     }
     if (!announced && existsSync(vmPaths(name, runDir()).socket)) {
       const answer = await controlRequest(name, "status").catch(() => undefined);
-      if (answer?.ok && answer.status?.state === "running") {
-        rmSync(errorPath, { force: true });
-        return { pid: child.pid!, times: { builtMs: answer.status.timings.builtMs, runningMs: answer.status.timings.runningMs ?? 0 } };
-      }
+      if (answer?.ok && answer.status?.state === "running")
+        return { pid: vmm.pid, times: { builtMs: answer.status.timings.builtMs, runningMs: answer.status.timings.runningMs ?? 0 } };
     }
     await Bun.sleep(5);
   }
-  child.kill("SIGKILL");
+  vmm.kill();
   removeFailedVm(name);
   throw new SnowflockError("VM_STATE", `VM '${name}' did not come up within ${READY_TIMEOUT_MS / 1000} s`);
 }

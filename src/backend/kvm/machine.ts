@@ -45,6 +45,14 @@ const VCPU_WORKER_URL = import.meta.url.includes("/$bunfs/")
   ? new URL("./src/backend/kvm/vcpu-worker.ts", import.meta.url).href
   : new URL("./vcpu-worker.ts", import.meta.url).href;
 
+/** vCPU threads started ahead (a ready VMM's: pool/ready-process.ts); a machine's start takes these first. */
+const spareWorkers: Worker[] = [];
+
+/** Starts `count` vCPU Workers now, so a machine started later finds its threads loaded and waiting for their vCPU. */
+export function prestartVcpuWorkers(count: number): void {
+  for (let i = 0; i < count; i++) spareWorkers.push(new Worker(VCPU_WORKER_URL));
+}
+
 function scratchDirectory(options: Pick<MachineOptions, "scratchDirectory">): string {
   return options.scratchDirectory ?? tmpdir();
 }
@@ -163,7 +171,7 @@ export class KvmMachine implements Machine {
     }
     const ready = this.vm.vcpus.map((vcpu) => {
       const control = new Int32Array(new SharedArrayBuffer(Control.WORDS * 4));
-      const worker = new Worker(VCPU_WORKER_URL);
+      const worker = spareWorkers.shift() ?? new Worker(VCPU_WORKER_URL);
       this.workers.push(worker);
       this.controls.push(control);
       return new Promise<void>((resolve, reject) => {

@@ -1,0 +1,90 @@
+/**
+ * `__ready`: a VMM process started before any fork needs it. It loads the whole program, starts
+ * a spare vCPU thread, then waits on its socket (pool-files.ts) for one launch record; the fork
+ * that claims it sends the record as one line, and from then on the process is that clone's VMM,
+ * exactly as if it had been started with the record (`__clone`). Its keeper reads "ready" and
+ * "claimed" on its stdout; a keeper that goes away (EOF on stdin) ends every unclaimed process.
+ */
+import { chmodSync, rmSync, writeSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "../clone/launch-record.ts";
+import { SnowflockError } from "../errors.ts";
+import { printable } from "../output.ts";
+import { runDir } from "../run-dir.ts";
+import { CLAIMED_LINE, READY_LINE, readySocket, takenSocket } from "./pool-files.ts";
+
+interface Claim {
+  record: Uint8Array;
+  /** The claiming fork's connection: a failure before the clone runs is written back on it. */
+  connection: Socket;
+}
+
+/** Resolves with the first claim, or undefined once the keeper is gone. */
+function awaitClaim(dir: string): Promise<Claim | undefined> {
+  const path = readySocket(dir, process.pid);
+  return new Promise((resolve) => {
+    let claimed = false;
+    const leave = () => {
+      rmSync(path, { force: true });
+      rmSync(takenSocket(dir, process.pid), { force: true });
+      server.close();
+      process.stdin.removeAllListeners();
+      process.stdin.pause();
+    };
+    const server = createServer((connection) => {
+      if (claimed) return void connection.destroy();
+      claimed = true;
+      leave();
+      writeSync(1, `${CLAIMED_LINE}\n`);
+      const chunks: Buffer[] = [];
+      let length = 0;
+      connection.on("error", () => {});
+      connection.on("data", (chunk: Buffer) => {
+        const end = chunk.indexOf(10);
+        chunks.push(end < 0 ? chunk : chunk.subarray(0, end));
+        length += chunk.length;
+        if (end >= 0 || length > MAX_LAUNCH_RECORD_BYTES) {
+          connection.removeAllListeners("data");
+          connection.removeAllListeners("end");
+          resolve({ record: new Uint8Array(Buffer.concat(chunks)), connection });
+        }
+      });
+      // A claimer gone before its line was complete: the empty or cut record is refused by its check.
+      connection.on("end", () => resolve({ record: new Uint8Array(Buffer.concat(chunks)), connection }));
+    });
+    server.listen(path, () => {
+      chmodSync(path, 0o600);
+      writeSync(1, `${READY_LINE}\n`);
+    });
+    process.stdin.on("data", () => {});
+    process.stdin.on("end", () => {
+      if (claimed) return;
+      leave();
+      resolve(undefined);
+    });
+    process.stdin.resume();
+  });
+}
+
+/** The ready process's life: prepare, wait, then serve the clone it is given; its exit status. */
+export async function runReadyProcess(): Promise<number> {
+  const dir = runDir();
+  const [{ serveLaunch }, { machineFactory }] = await Promise.all([
+    import("../vmm/clone-process.ts"),
+    import("../backend/select.ts"),
+    import("../vmm/vmm.ts"),
+  ]);
+  // Pools are a KVM thing: Xen keeps clone shells of its own (backend/xen/ready-shells.ts).
+  (await machineFactory("kvm")).prestart(Number(process.env.SNOWFLOCK_POOL_VCPUS ?? "1") || 1);
+  const claim = await awaitClaim(dir);
+  if (!claim) return 0;
+  let record: LaunchRecord;
+  try {
+    record = decodeLaunchRecord(claim.record);
+    return await serveLaunch(record);
+  } catch (error) {
+    const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
+    claim.connection.end(`${printable(message)}\n`);
+    throw error;
+  }
+}

@@ -1,0 +1,14 @@
+/** A clone's VMM process, however it learnt what it is: restores the clone and serves it until it ends. */
+import type { LaunchRecord } from "../clone/launch-record.ts";
+import { log } from "../output.ts";
+
+/** Returns the process's exit status; a guest crash is one line on stderr (its console log has it too). */
+export async function serveLaunch(record: LaunchRecord): Promise<number> {
+  const { runClone } = await import("./vmm.ts");
+  const result = await runClone(record, () => {});
+  if (result.end.kind === "crash")
+    log.error(
+      `${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,
+    );
+  return result.exitStatus;
+}
