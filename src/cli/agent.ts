@@ -11,6 +11,8 @@ import { selectBackend } from "../backend/select.ts";
 import { ensureRunDir, runDir } from "../run-dir.ts";
 import { log } from "../output.ts";
 import { transportOption } from "./options.ts";
+import { DEFAULT_POOL_SETTINGS, MAX_POOL_SIZE, PoolKeeper } from "../pool/keeper.ts";
+import { serveKeeper } from "../pool/keeper-process.ts";
 
 export const DEFAULT_AGENT_MAX_CLONES = 16;
 
@@ -31,6 +33,7 @@ export function registerAgent(cli: CAC): void {
     .option("--host <name>", "Which inventory host this is (in a Xen dom0: optional, for the cluster's control plane)")
     .option("--inventory <file>", "The cluster's inventory (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
     .option("--max-clones <n>", "Most clones this host runs at once", { default: DEFAULT_AGENT_MAX_CLONES })
+    .option("--pool <n>", "On KVM: VMM processes to keep ready for clone orders, so a remote clone starts no process (default 0)")
     .option(
       "--memory <mode>",
       "In a Xen dom0, how the domUs' clones get memory: eager (a copy up front) or ondemand (paged in by a pager; a Xen built " +
@@ -63,7 +66,9 @@ export function registerAgent(cli: CAC): void {
         );
       }
       const control = cluster && startControlPlane(options, backend, cluster, guests);
+      const pool = domains ? undefined : keepPool(options.pool);
       await untilStopped();
+      pool?.close();
       operator?.close();
       await guests?.stop();
       control?.stop();
@@ -71,7 +76,20 @@ export function registerAgent(cli: CAC): void {
     });
 }
 
+/** The agent's own pool of ready VMMs (pool/), on the host's keeper socket like the pool daemon's. */
+function keepPool(value: number | string | undefined): { close(): void } | undefined {
+  const size = Number(value ?? 0);
+  if (!Number.isInteger(size) || size < 0 || size > MAX_POOL_SIZE)
+    throw new SnowflockError("USAGE", `bad --pool '${value}'`, `give a whole number from 0 to ${MAX_POOL_SIZE}`);
+  if (size === 0) return undefined;
+  const dir = ensureRunDir();
+  const served = serveKeeper(dir, new PoolKeeper(dir, { ...DEFAULT_POOL_SETTINGS, size }));
+  log.info(`keeping ${size} ready VMM(s) for clone orders`);
+  return served;
+}
+
 interface AgentOptions {
+  pool?: number | string;
   host?: string;
   inventory?: string;
   maxClones: number | string;

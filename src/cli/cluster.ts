@@ -20,16 +20,19 @@ import {
 } from "../cluster/test-hosts.ts";
 import { log, printJson, printTable } from "../output.ts";
 import { DEFAULT_AGENT_MAX_CLONES } from "./agent.ts";
+import { MAX_POOL_SIZE } from "../pool/keeper.ts";
+import type { TestAgentSettings } from "../cluster/test-agents.ts";
 
 export interface ClusterHooks {
   /** Starts one agent per host of a new cluster (wired in by the agent code); `up` calls it if given. */
-  startAgents?: (inventory: Inventory, inventoryPath: string, maxClones: number) => Promise<void> | void;
+  startAgents?: (inventory: Inventory, inventoryPath: string, settings: TestAgentSettings) => Promise<void> | void;
 }
 
 interface ClusterOptions {
   hosts?: number | string;
   mtu?: number | string;
   maxClones?: number | string;
+  pool?: number | string;
   prefix?: string;
   inventory?: string;
   json?: boolean;
@@ -56,6 +59,7 @@ export function registerCluster(cli: CAC, hooks: ClusterHooks = {}): void {
     .option("--hosts <n>", `up: how many test hosts (1 to ${MAX_TEST_HOSTS})`)
     .option("--mtu <bytes>", `up: MTU of every eth0, veth end and the bridge (default ${TEST_HOST_MTU})`)
     .option("--max-clones <n>", `up/restart-agents: most clones each host's agent runs at once (default ${DEFAULT_AGENT_MAX_CLONES})`)
+    .option("--pool <n>", "up/restart-agents: ready VMMs each host's agent keeps for clone orders (default 0: none)")
     .option(
       "--prefix <name>",
       `up/down: prefix of the namespaces and links (up: default ${DEFAULT_PREFIX}; down takes it from the inventory unless given)`,
@@ -96,6 +100,13 @@ function wholeNumber(value: number | string | undefined, option: string, fallbac
   return n;
 }
 
+function poolOption(options: ClusterOptions): number {
+  const pool = wholeNumber(options.pool, "--pool", 0);
+  if (pool < 0 || pool > MAX_POOL_SIZE)
+    throw new SnowflockError("USAGE", `bad --pool '${pool}'`, `give a whole number from 0 to ${MAX_POOL_SIZE}`);
+  return pool;
+}
+
 function maxClonesOption(options: ClusterOptions): number {
   const maxClones = wholeNumber(options.maxClones, "--max-clones", DEFAULT_AGENT_MAX_CLONES);
   if (maxClones < 1 || maxClones > 1024) {
@@ -108,6 +119,7 @@ async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number>
   const hosts = wholeNumber(options.hosts, "--hosts");
   const mtu = wholeNumber(options.mtu, "--mtu", TEST_HOST_MTU);
   const maxClones = maxClonesOption(options);
+  const pool = poolOption(options);
   const prefix = checkPrefix(options.prefix === undefined ? DEFAULT_PREFIX : String(options.prefix));
   const inventoryPath = options.inventory ? String(options.inventory) : defaultInventoryPath();
   if (!options.json) log.start(`creating ${hosts} test host${hosts > 1 ? "s" : ""} '${prefix}' on ${TEST_SUBNET}, MTU ${mtu}`);
@@ -116,7 +128,7 @@ async function up(options: ClusterOptions, hooks: ClusterHooks): Promise<number>
     mtu,
     prefix,
     inventoryPath,
-    startAgents: hooks.startAgents && ((inventory, path) => hooks.startAgents!(inventory, path, maxClones)),
+    startAgents: hooks.startAgents && ((inventory, path) => hooks.startAgents!(inventory, path, { maxClones, pool })),
     onHost: (host) => {
       if (!options.json) log.success(`${host.name}: namespace ${host.namespace}, ${host.interface} ${host.address}/24, mac ${host.mac}`);
     },
@@ -243,7 +255,7 @@ async function restartAgents(options: ClusterOptions): Promise<number> {
   const maxClones = maxClonesOption(options);
   const inventory = readInventory(inventoryPath);
   const { restartDeadAgents } = await import("../cluster/test-agents.ts");
-  const restarted = await restartDeadAgents(inventory, inventoryPath, maxClones);
+  const restarted = await restartDeadAgents(inventory, inventoryPath, { maxClones, pool: poolOption(options) });
   if (options.json) printJson({ restarted: restarted.map((h) => h.name) });
   else if (restarted.length === 0) log.info(`every test host's agent of cluster '${inventory.cluster}' is running; nothing to restart`);
   else log.success(`restarted the agent on ${restarted.map((h) => h.name).join(", ")}`);

@@ -10,9 +10,18 @@ import type { CAC } from "cac";
 import { BACKENDS, type BackendName, type DoctorLine, type DoctorReport } from "../backend/backend.ts";
 import { detectedBackend, loadBackend, parseBackend } from "../backend/select.ts";
 import { printJson, printLine } from "../output.ts";
+import type { PoolState } from "../pool/keeper.ts";
+import { poolRequest } from "../pool/keeper-protocol.ts";
+import { runDir } from "../run-dir.ts";
+import { describeVmmPool } from "./pool.ts";
 
 async function report(name: BackendName): Promise<DoctorReport> {
   return (await loadBackend(name)).doctor();
+}
+
+/** This host's pool of ready VMMs (KVM), asked of its keeper; null without one. */
+async function vmmPool(): Promise<PoolState | null> {
+  return (await poolRequest(runDir(), { op: "status" }).catch(() => undefined)) ?? null;
 }
 
 function printFields(fields: DoctorLine[]): void {
@@ -42,28 +51,32 @@ export function registerDoctor(cli: CAC): void {
       if (asked !== undefined) {
         const backend = asked;
         const r = await report(backend);
+        const pool = backend === "kvm" ? await vmmPool() : undefined;
         if (options.json) {
-          printJson({ backend, backends: { [backend]: plain(r) } });
+          printJson({ backend, backends: { [backend]: plain(r) }, ...(pool === undefined ? {} : { pool }) });
           return r.available ? 0 : 1;
         }
         if (!r.available) throw r.error;
-        printFields(r.lines);
+        printFields(pool === undefined ? r.lines : [...r.lines, ["pool", describeVmmPool(pool ?? undefined)]]);
         return 0;
       }
 
       const detected = await detectedBackend();
       const reports = { kvm: await report("kvm"), xen: await report("xen") };
       const none = !reports.kvm.available && !reports.xen.available;
+      const pool = detected === "kvm" ? await vmmPool() : undefined;
       if (options.json) {
         printJson({
           backend: detected,
           backends: { kvm: plain(reports.kvm), xen: plain(reports.xen) },
+          ...(pool === undefined ? {} : { pool }),
           ...(none ? { tryNested: NESTED_DEMO_HINT } : {}),
         });
         return 0;
       }
       const chosen = reports[detected];
-      if (chosen.available) printFields(chosen.lines);
+      if (chosen.available)
+        printFields(pool === undefined ? chosen.lines : [...chosen.lines, ["pool", describeVmmPool(pool ?? undefined)]]);
       else
         for (const b of BACKENDS)
           printLine(`${b}: ${reports[b].available ? `available (snowflock doctor --backend ${b})` : reports[b].reason}`);

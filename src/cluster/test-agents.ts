@@ -22,7 +22,13 @@ export function hostRunDir(cluster: string, host: string): string {
   return join(runDir(), `${cluster}-${host}`);
 }
 
-async function startAgent(inventory: Inventory, inventoryPath: string, host: InventoryHost, maxClones: number): Promise<void> {
+/** What each test host's agent is started with: its room for clones, and its pool of ready VMMs (0: none). */
+export interface TestAgentSettings {
+  maxClones: number;
+  pool: number;
+}
+
+async function startAgent(inventory: Inventory, inventoryPath: string, host: InventoryHost, settings: TestAgentSettings): Promise<void> {
   const dir = hostRunDir(inventory.cluster, host.name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const logFd = openSync(join(dir, "agent.log"), constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
@@ -38,7 +44,8 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
     "--host",
     host.name,
     "--max-clones",
-    String(maxClones),
+    String(settings.maxClones),
+    ...(settings.pool > 0 ? ["--pool", String(settings.pool)] : []),
   ];
   const { exitStatus } = spawnDetached(command, { outputFd: logFd, stdoutToo: true, env: { ...process.env, SNOWFLOCK_RUN_DIR: dir } });
   const deadline = Date.now() + AGENT_START_TIMEOUT_MS;
@@ -57,17 +64,21 @@ async function startAgent(inventory: Inventory, inventoryPath: string, host: Inv
 }
 
 /** Starts every test host's agent; throws (with the host and its log) if one does not answer. */
-export async function startTestAgents(inventory: Inventory, inventoryPath: string, maxClones: number): Promise<void> {
+export async function startTestAgents(inventory: Inventory, inventoryPath: string, settings: TestAgentSettings): Promise<void> {
   await Promise.all(
-    inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host, maxClones)),
+    inventory.hosts.filter((h) => h.namespace !== null).map((host) => startAgent(inventory, inventoryPath, host, settings)),
   );
 }
 
 /** Starts the agent again on every test host whose namespace exists but where none listens; returns those hosts. */
-export async function restartDeadAgents(inventory: Inventory, inventoryPath: string, maxClones: number): Promise<InventoryHost[]> {
+export async function restartDeadAgents(
+  inventory: Inventory,
+  inventoryPath: string,
+  settings: TestAgentSettings,
+): Promise<InventoryHost[]> {
   const present = new Set(await listNamespaces());
   const testHosts = inventory.hosts.filter((h) => h.namespace !== null && present.has(h.namespace));
   const dead = (await Promise.all(testHosts.map(async (h) => ((await listensInside(h.namespace!, h.agentPort)) ? [] : [h])))).flat();
-  await Promise.all(dead.map((host) => startAgent(inventory, inventoryPath, host, maxClones)));
+  await Promise.all(dead.map((host) => startAgent(inventory, inventoryPath, host, settings)));
   return dead;
 }

@@ -11,6 +11,8 @@ import { linkInfo, listLinks, listNamespaces, probeReachable } from "../../src/c
 import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeNetns } from "../support/netns.ts";
+import { poolProcesses, waitUntil } from "../support/pool.ts";
+import { within } from "../support/time.ts";
 
 const PREFIX = `sft${process.pid % 1000}`;
 const CRASHED = `sfu${process.pid % 1000}`;
@@ -34,7 +36,7 @@ describeNetns("test hosts (cluster up/status/down)", () => {
 
   test("up --hosts 3 --mtu 1400 builds namespaces, a bridge and the inventory", async () => {
     const up = await snowflock(
-      ["cluster", "up", "--hosts", "3", "--mtu", "1400", "--prefix", PREFIX, "--inventory", inventoryPath, "--json"],
+      ["cluster", "up", "--hosts", "3", "--mtu", "1400", "--pool", "1", "--prefix", PREFIX, "--inventory", inventoryPath, "--json"],
       env,
     );
     expect(up.stderr).toBe("");
@@ -88,6 +90,18 @@ describeNetns("test hosts (cluster up/status/down)", () => {
     // h1 → h3 inside the namespaces; an address nobody has does not answer.
     expect(await probeReachable(`${PREFIX}-h1`, "10.77.0.13")).toEqual({ ok: true });
     expect((await probeReachable(`${PREFIX}-h1`, "10.77.0.99", 1000)).ok).toBe(false);
+  });
+
+  test("each host's agent keeps its pool of ready VMMs (--pool)", async () => {
+    for (const host of ["h1", "h2", "h3"]) {
+      const hostEnv = { SNOWFLOCK_RUN_DIR: join(runDir, `${PREFIX}-${host}`) };
+      await waitUntil(
+        async () => JSON.parse((await snowflock(["pool", "--json"], hostEnv)).stdout).pool?.ready === 1,
+        within(20_000),
+        `${host}'s pool is filled`,
+      );
+      expect(poolProcesses(hostEnv.SNOWFLOCK_RUN_DIR).map((p) => p.role)).toEqual(["__ready"]);
+    }
   });
 
   test("status --json and the table report hosts, links and agents", async () => {
@@ -161,6 +175,12 @@ describeNetns("test hosts (cluster up/status/down)", () => {
     expect((await listLinks(null)).map((l) => l.ifname).filter(ours(PREFIX))).toEqual([]);
     const ipLinks = Bun.spawnSync(["ip", "link"]).stdout.toString();
     expect(ipLinks).not.toContain(PREFIX);
+    // No agent's pooled process outlives it.
+    await waitUntil(
+      () => ["h1", "h2", "h3"].every((host) => poolProcesses(join(runDir, `${PREFIX}-${host}`)).length === 0),
+      within(10_000),
+      "no pooled process is left",
+    );
 
     const twice = await snowflock(["cluster", "down", "--prefix", PREFIX, "--inventory", inventoryPath], env);
     expect(twice.status).toBe(0);
