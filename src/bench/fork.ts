@@ -17,7 +17,9 @@ import { SnowflockError } from "../errors.ts";
 import { type BenchGuest, awaitConsole, guestTitle, runArguments } from "./bench-guest.ts";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { listVms, processAlive, readRecord, vmPaths } from "../run-dir.ts";
+import { listVms, processAlive, readRecord, runDir, vmPaths } from "../run-dir.ts";
+import type { PoolState } from "../pool/keeper.ts";
+import { awaitPoolSettled, setPool } from "../pool/pool-daemon.ts";
 import { cliCommand, progress, progressDone } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
@@ -34,6 +36,8 @@ export interface ForkBenchOptions {
   peer: boolean;
   /** Largest N the QEMU peer runs (each restored QEMU is a process of its own). */
   peerMaxClones: number;
+  /** Ready VMMs the host's pool keeps (filled before each fork); 0 runs every fork without a pool. */
+  pool: number;
 }
 
 interface SnowflockRow {
@@ -46,6 +50,8 @@ interface SnowflockRow {
   /** Inside the clone's process (medians): process start to VM restored, and to vCPUs running. */
   cloneRestoredMs: number;
   cloneRunningMs: number;
+  /** Median over runs of the clones that a ready VMM from the pool served. */
+  fromPool: number;
   samples: { totalMs: number[]; pausedMs: number[] };
 }
 
@@ -66,6 +72,10 @@ export interface ForkReport {
   clones: number[];
   /** snowflock's boot of the parent: from `run --detach` to its first console byte (the first parent's). */
   bootToFirstLineMs?: number;
+  /** One `snowflock --version` process, start to exit (median of the runs): the process start a pool saves. */
+  versionStartMs: number;
+  /** The host's pool of ready VMMs as the last fork found it (before it), or null without one. */
+  pool: PoolState | null;
   snowflock: Array<{ memory: string; available: boolean; reason?: string; results: SnowflockRow[] }>;
   peer?:
     | {
@@ -82,6 +92,10 @@ export interface ForkReport {
 }
 
 const PARENT = "bench-parent";
+/** The longest refill delay a pool takes: in the benchmark a pool refills only between forks (fillPool). */
+const REFILL_NEVER_MS = 3_600_000;
+/** The pool as the last fork found it. */
+let lastPool: PoolState | null = null;
 const RUN_TIMEOUT_MS = 120_000;
 
 /** Thrown when the VMM refuses a memory path: reported as unavailable, not as a failure. */
@@ -155,8 +169,38 @@ async function startParent(memoryBytes: number, guest: BenchGuest): Promise<numb
   }
 }
 
+/** The median time of one `snowflock --version` process, start to exit. */
+async function versionStart(runs: number): Promise<number> {
+  const times: number[] = [];
+  for (let run = 0; run < Math.max(runs, 3); run++) {
+    const started = performance.now();
+    const child = Bun.spawn([...cliCommand(), "--version"], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    if ((await child.exited) !== 0) throw new SnowflockError("INTERNAL", "`snowflock --version` failed");
+    times.push(performance.now() - started);
+  }
+  return median(times);
+}
+
+/**
+ * With a pool: fills it and waits until it is full (every fork measured starts with all its VMMs
+ * ready, and no refill competes with the clones it starts: the pool refills only here).
+ */
+async function fillPool(size: number): Promise<PoolState | null> {
+  if (size === 0) return null;
+  await setPool(runDir(), { size, maxIdleBytes: Number.MAX_SAFE_INTEGER, refillAfterMs: REFILL_NEVER_MS });
+  const state = await awaitPoolSettled(runDir());
+  if (!state || state.ready < size)
+    throw new SnowflockError(
+      "VM_STATE",
+      `the pool did not fill: ${state ? `${state.ready} of ${size} ready` : "no keeper"}`,
+      state?.lastError,
+    );
+  return state;
+}
+
 /** Forks N clones, checks they all run with the requested memory path, and stops them again. */
-async function forkOnce(clones: number, memory: string): Promise<ForkResult> {
+async function forkOnce(clones: number, memory: string, pool: number): Promise<ForkResult> {
+  lastPool = await fillPool(pool);
   // Passed through as given: the VMM itself refuses a memory path it does not have.
   const request = { op: "fork" as const, clones, memory: memory as MemoryPath };
   const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);
@@ -181,7 +225,7 @@ async function benchPath(
   try {
     try {
       progress(`snowflock ${memory}: warm-up fork`);
-      await forkOnce(1, memory);
+      await forkOnce(1, memory, options.pool);
     } catch (error) {
       if (error instanceof Unavailable) return { memory, available: false, reason: error.message, results: [] };
       throw error;
@@ -191,7 +235,7 @@ async function benchPath(
       const forks: ForkResult[] = [];
       for (let run = 1; run <= options.runs; run++) {
         progress(`snowflock ${memory}: ${n} clone${n > 1 ? "s" : ""}, run ${run}/${options.runs}`);
-        forks.push(await forkOnce(n, memory));
+        forks.push(await forkOnce(n, memory, options.pool));
       }
       const totalMs = forks.map((f) => f.totalMs);
       const pausedMs = forks.map((f) => f.pausedMs);
@@ -203,6 +247,7 @@ async function benchPath(
         cloneReadyMs: median(forks.map((f) => median(f.clones.map((c) => c.readyMs)))),
         cloneRestoredMs: median(forks.map((f) => median(f.clones.map((c) => c.restoredMs)))),
         cloneRunningMs: median(forks.map((f) => median(f.clones.map((c) => c.runningMs)))),
+        fromPool: median(forks.map((f) => f.clones.filter((c) => c.fromPool).length)),
         samples: { totalMs, pausedMs },
       });
     }
@@ -270,6 +315,11 @@ export async function runForkBench(options: ForkBenchOptions): Promise<ForkRepor
   const savedRunDir = process.env.SNOWFLOCK_RUN_DIR;
   process.env.SNOWFLOCK_RUN_DIR = join(tmp, "run");
   const cleanup = () => {
+    for (const pid of lastPool?.pids ?? []) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {}
+    }
     for (const vm of listVms()) {
       try {
         process.kill(vm.pid, "SIGKILL");
@@ -287,6 +337,9 @@ export async function runForkBench(options: ForkBenchOptions): Promise<ForkRepor
   process.on("SIGINT", interrupted);
   process.on("SIGTERM", interrupted);
   try {
+    progress("snowflock --version: process start");
+    const versionStartMs = await versionStart(options.runs);
+    lastPool = null;
     const snowflock: ForkReport["snowflock"] = [];
     let bootToFirstLineMs: number | undefined;
     for (const memory of options.memoryPaths) snowflock.push(await benchPath(options, memory, (ms) => (bootToFirstLineMs ??= ms)));
@@ -298,11 +351,14 @@ export async function runForkBench(options: ForkBenchOptions): Promise<ForkRepor
       memoryBytes: options.memoryBytes,
       clones: options.clones,
       bootToFirstLineMs,
+      versionStartMs,
+      pool: lastPool,
       snowflock,
       peer,
     };
   } finally {
     progressDone();
+    await setPool(runDir(), { size: 0 }).catch(() => undefined);
     process.off("SIGINT", interrupted);
     process.off("SIGTERM", interrupted);
     cleanup();
@@ -328,16 +384,37 @@ export function formatReport(report: ForkReport): string {
         (peer ? `, QEMU ${ms(peer.bootToFirstLineMs)} ms (${(peer.bootToFirstLineMs / report.bootToFirstLineMs).toFixed(2)}x)` : ""),
     );
   else if (report.peer && "skipped" in report.peer) lines.push(`peer: skipped (${report.peer.skipped})`);
+  lines.push(
+    `one \`snowflock --version\` process: ${ms(report.versionStartMs)} ms; ` +
+      (report.pool
+        ? `pool of ${report.pool.size} ready VMMs (${formatSize(report.pool.idleBytes)} idle)`
+        : "no pool (every clone a new process)"),
+  );
   for (const path of report.snowflock) {
     lines.push("", `memory ${path.memory}${path.available ? "" : `: unavailable (${path.reason})`}`);
     if (!path.available) continue;
-    const header = ["N", "snowflock ms", "per clone", "parent paused ms", "QEMU save+restore ms", "QEMU/snowflock"];
+    const header = [
+      "N",
+      "snowflock ms",
+      "T(N)/T(1)",
+      "marginal ms",
+      "of --version",
+      "from pool",
+      "parent paused ms",
+      "QEMU save+restore ms",
+      "QEMU/snowflock",
+    ];
+    const first = path.results[0];
     const rows = path.results.map((r) => {
       const q = peer?.results.find((p) => p.clones === r.clones);
+      const marginal = first && r.clones > first.clones ? (r.totalMs - first.totalMs) / (r.clones - first.clones) : undefined;
       return [
         String(r.clones),
         ms(r.totalMs),
-        ms(r.perCloneMs),
+        first ? `${(r.totalMs / first.totalMs).toFixed(2)}` : "-",
+        ms(marginal),
+        marginal === undefined ? "-" : `${((100 * marginal) / report.versionStartMs).toFixed(1)}%`,
+        `${r.fromPool}/${r.clones}`,
         ms(r.pausedMs),
         q ? ms(q.totalMs) : "-",
         q ? `${(q.totalMs / r.totalMs).toFixed(2)}x` : "-",

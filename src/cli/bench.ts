@@ -16,6 +16,7 @@ import { join, resolve } from "node:path";
 import { type BenchGuest, kernelCmdline } from "../bench/bench-guest.ts";
 import { readKernelGuest } from "../guest/kernel-guest.ts";
 import { SnowflockError } from "../errors.ts";
+import { MAX_POOL_SIZE } from "../pool/keeper.ts";
 import { MAX_CLONES_PER_FORK } from "../vmm/protocol.ts";
 import { parseSize } from "../size.ts";
 import { TEST_HOST_MTU } from "../cluster/test-hosts.ts";
@@ -32,6 +33,7 @@ interface BenchOptions {
   memory: string;
   peer: boolean;
   peerMax: string | number;
+  pool?: string | number;
   json?: boolean;
   out?: string;
   hosts?: string | number;
@@ -114,6 +116,7 @@ export function registerBench(cli: CAC): void {
       "fork, with --kernel: the console text that shows the guest is up (default: its console has printed and gone quiet for 2 s)",
     )
     .option("--no-peer", "Skip the QEMU peer")
+    .option("--pool <n>", "fork: ready VMMs in the host's pool, full before each fork (default: the largest --clones; 0: none)")
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option(
       "--hosts <list>",
@@ -186,6 +189,7 @@ export function registerBench(cli: CAC): void {
         memoryPaths,
         peer: options.peer !== false,
         peerMaxClones: wholeNumber("--peer-max", options.peerMax, MAX_CLONES_PER_FORK),
+        pool: Number(options.pool) === 0 ? 0 : wholeNumber("--pool", options.pool ?? Math.max(...clones), MAX_POOL_SIZE),
       });
       publish(bench, report, options);
       return report.snowflock.some((p) => p.available) ? 0 : 1;

@@ -11,6 +11,7 @@ import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "
 import { SnowflockError } from "../errors.ts";
 import { printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
+import { markLaunched } from "../vmm/launch-clock.ts";
 import { CLAIMED_LINE, READY_LINE, readySocket, takenSocket } from "./pool-files.ts";
 
 interface Claim {
@@ -78,6 +79,7 @@ export async function runReadyProcess(): Promise<number> {
   (await machineFactory("kvm")).prestart(Number(process.env.SNOWFLOCK_POOL_VCPUS ?? "1") || 1);
   const claim = await awaitClaim(dir);
   if (!claim) return 0;
+  markLaunched();
   let record: LaunchRecord;
   try {
     record = decodeLaunchRecord(claim.record);

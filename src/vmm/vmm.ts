@@ -3,6 +3,7 @@
  * (control socket, record, console log), stream its console, answer control requests, and clean
  * up when it ends.
  */
+import { sinceLaunch } from "./launch-clock.ts";
 import { type AllocationHints, createAllocationHints } from "../guest-memory/allocation-hints.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import type { GuestCall, Machine, MachineEnd, MachineOptions } from "../backend/backend.ts";
@@ -133,7 +134,7 @@ async function serveMachine(
   const machine = build(
     {
       onConsole: (line) => {
-        firstConsoleLineMs ??= performance.now();
+        firstConsoleLineMs ??= sinceLaunch();
         consoleLog.add(line);
         onConsole(line);
       },
@@ -166,7 +167,7 @@ async function serveMachine(
     memoryFailure = error;
     void machine.stop();
   });
-  const vmReadyMs = performance.now();
+  const vmReadyMs = sinceLaunch();
   const startedAt = Date.now();
   let runningMs: number | null = null;
 
@@ -213,7 +214,7 @@ async function serveMachine(
       await machine.stop();
       throw error;
     });
-    const startedMs = performance.now();
+    const startedMs = sinceLaunch();
     runningMs = startedMs;
     if (identity.parent && identity.cloneId) {
       await memberRequest(options.cluster, identity.parent, {
@@ -265,7 +266,7 @@ async function serveMachine(
       pagesTouched: machine.pagesTouched(),
       stats: family.stats(),
       forks: family.forks,
-      timings: { vmReadyMs, startedMs, firstConsoleLineMs, endMs: performance.now() },
+      timings: { vmReadyMs, startedMs, firstConsoleLineMs, endMs: sinceLaunch() },
     };
   } finally {
     process.off("SIGINT", stopOnSignal);
