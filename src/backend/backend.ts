@@ -135,8 +135,10 @@ export interface MachineFactory {
   boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions, initrd?: Uint8Array): Machine;
   /** A fresh machine that carries on from `state` over `memory` (which it takes ownership of). */
   restore(state: BackendState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): Machine;
-  /** In a VMM started ahead of its machine (a ready VMM of the pool): start the threads of `vcpus` vCPUs now. */
+  /** In a VMM started ahead of its machine (a ready VMM of the pool): make the VM and start the threads of `vcpus` vCPUs now. */
   prestart(vcpus: number): void;
+  /** A state with every register zeroed, for warming up the descriptor's code in such a VMM (nothing runs from it). */
+  blankState(memorySize: number, vcpus: number): BackendState;
 }
 
 /** A VM the hypervisor runs and snowflock attaches to by name (Xen domUs), as `ls` shows it. */

@@ -14,6 +14,9 @@ import { runDir } from "../run-dir.ts";
 import { markLaunched } from "../vmm/launch-clock.ts";
 import { CLAIMED_LINE, READY_LINE, readySocket, takenSocket } from "./pool-files.ts";
 
+/** The guest memory size the warm-up descriptor claims (its bitmaps' size). */
+const WARM_UP_MEMORY_BYTES = 256 << 20;
+
 interface Claim {
   record: Uint8Array;
   /** The claiming fork's connection: a failure before the clone runs is written back on it. */
@@ -70,13 +73,23 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
 /** The ready process's life: prepare, wait, then serve the clone it is given; its exit status. */
 export async function runReadyProcess(): Promise<number> {
   const dir = runDir();
-  const [{ serveLaunch }, { machineFactory }] = await Promise.all([
+  const [{ serveLaunch }, { machineFactory }, { prepareWasmKernels }, { warmUpDescriptorCode }] = await Promise.all([
     import("../vmm/clone-process.ts"),
     import("../backend/select.ts"),
+    import("../wasm/prepare.ts"),
+    import("../descriptor/warm-up.ts"),
     import("../vmm/vmm.ts"),
   ]);
+  const vcpus = Number(process.env.SNOWFLOCK_POOL_VCPUS ?? "1") || 1;
+  prepareWasmKernels();
   // Pools are a KVM thing: Xen keeps clone shells of its own (backend/xen/ready-shells.ts).
-  (await machineFactory("kvm")).prestart(Number(process.env.SNOWFLOCK_POOL_VCPUS ?? "1") || 1);
+  const machines = await machineFactory("kvm");
+  warmUpDescriptorCode(machines.blankState(WARM_UP_MEMORY_BYTES, vcpus), WARM_UP_MEMORY_BYTES);
+  try {
+    machines.prestart(vcpus);
+  } catch {
+    // No usable /dev/kvm: the clone handed to this process reports it, as one started for it would.
+  }
   const claim = await awaitClaim(dir);
   if (!claim) return 0;
   markLaunched();

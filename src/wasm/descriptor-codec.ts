@@ -44,6 +44,17 @@ function getKernel(): DescriptorCodecKernel {
   return kernel;
 }
 
+/**
+ * Compiles and instantiates the kernel and runs it once over a descriptor-sized buffer, so that a
+ * ready VMM (pool/) decodes its clone's descriptor with the module compiled, its memory grown and
+ * the wrapper's code warm.
+ */
+export function prepareDescriptorCodec(): void {
+  const sample = new Uint8Array(256 << 10);
+  for (let i = 0; i < sample.length; i += 4096 * 3) sample.fill(i & 0xff, i, i + 1024);
+  decodeZeroElided(encodeZeroElided(sample), sample.byteLength);
+}
+
 function checkLength(what: string, n: number): void {
   if (!Number.isInteger(n) || n < 0 || n > MAX_CODEC_BYTES)
     throw new RangeError(`descriptor codec: ${what} must be an integer in [0, ${MAX_CODEC_BYTES}], got ${n}`);

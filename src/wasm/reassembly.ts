@@ -67,6 +67,11 @@ const COUNTER_NAMES = [
 ] as const satisfies readonly (keyof ReassemblyCounters)[];
 
 /** A new, uninitialised kernel instance (call init() before anything else). */
+/** Compiles the kernel ahead of its first use (a ready VMM's: pool/). */
+export function prepareReassemblyKernel(): void {
+  kernelModule("reassembly", wasmPath);
+}
+
 export function instantiateReassemblyKernel(): ReassemblyKernel {
   return instantiateKernel<ReassemblyKernel>("reassembly", kernelModule("reassembly", wasmPath), KERNEL_FUNCTIONS);
 }

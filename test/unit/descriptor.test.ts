@@ -110,3 +110,16 @@ describe("VM descriptor format", () => {
     }
   });
 });
+
+describe("warm-up of a ready VMM", () => {
+  test("a blank KVM state goes through the descriptor's code and back unchanged", async () => {
+    const { blankKvmState } = await import("../../src/backend/kvm/persist.ts");
+    const { warmUpDescriptorCode } = await import("../../src/descriptor/warm-up.ts");
+    const blank = blankKvmState(64 << 20, 2);
+    expect(() => warmUpDescriptorCode(blank, 64 << 20)).not.toThrow();
+    const { descriptor } = decodeDescriptor(
+      encodeDescriptor({ ...sample(), state: blank, meta: { ...sample().meta, memorySize: 64 << 20 } }),
+    );
+    expect(descriptor.state).toEqual(blank);
+  });
+});

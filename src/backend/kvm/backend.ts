@@ -3,6 +3,8 @@ import type { Backend } from "../backend.ts";
 import { kvmDoctor } from "./doctor.ts";
 import { kvmHost } from "./host.ts";
 import { KvmMachine, prestartVcpuWorkers } from "./machine.ts";
+import { prestartVm } from "./vm.ts";
+import { blankKvmState } from "./persist.ts";
 
 export const kvmBackend: Backend = {
   name: "kvm",
@@ -13,6 +15,10 @@ export const kvmBackend: Backend = {
   machines: {
     boot: (image, memoryBytes, cmdline, options, initrd) => KvmMachine.boot(image, memoryBytes, cmdline, options, initrd),
     restore: (state, memory, options) => KvmMachine.restore(state, memory, options),
-    prestart: (vcpus) => prestartVcpuWorkers(vcpus),
+    prestart: (vcpus) => {
+      prestartVcpuWorkers(vcpus);
+      prestartVm(vcpus);
+    },
+    blankState: (memorySize, vcpus) => blankKvmState(memorySize, vcpus),
   },
 };

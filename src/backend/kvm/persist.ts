@@ -93,6 +93,23 @@ function decodeVcpu(body: Uint8Array): { index: number; vcpu: VcpuState } {
   return { index, vcpu: { ...fields, mpState, msrs } };
 }
 
+/** A machine's state with every register and device zeroed: nothing runs from it; it exercises the descriptor's code ahead (pool/). */
+export function blankKvmState(memorySize: number, vcpuCount: number): KvmState {
+  const zero = (size: number) => new Uint8Array(size);
+  const vcpu = (): VcpuState =>
+    ({
+      ...Object.fromEntries(VCPU_FIELDS.map(([name, size]) => [name, zero(size)])),
+      mpState: 0,
+      msrs: [{ index: 0x10, data: 0n }],
+    }) as VcpuState;
+  return {
+    backend: "kvm",
+    memorySize,
+    vcpus: Array.from({ length: vcpuCount }, vcpu),
+    devices: Object.fromEntries(DEVICE_FIELDS.map(([name, size]) => [name, zero(size)])) as unknown as DeviceState,
+  };
+}
+
 function asKvm(state: { backend: string }): KvmState {
   if (state.backend !== "kvm") refuse(`a ${state.backend} machine state given to the KVM backend`);
   return state as KvmState;

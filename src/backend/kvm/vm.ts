@@ -33,7 +33,7 @@ export interface DeviceState {
 }
 
 export class KvmVm {
-  readonly fd: number;
+  readonly fd!: number;
   readonly vcpus: VcpuHandle[] = [];
   readonly host: KvmHost;
 
@@ -42,14 +42,12 @@ export class KvmVm {
     vcpuCount: number,
   ) {
     this.host = kvmHost();
-    this.fd = ioctl(this.host.fd, abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM");
+    const spare = spareVm;
+    spareVm = undefined;
     try {
-      ioctl(this.fd, abi.KVM_SET_TSS_ADDR, TSS_ADDRESS, "KVM_SET_TSS_ADDR");
-      ioctl(this.fd, abi.KVM_SET_IDENTITY_MAP_ADDR, new BigUint64Array([BigInt(IDENTITY_MAP_ADDRESS)]), "KVM_SET_IDENTITY_MAP_ADDR");
-      ioctl(this.fd, abi.KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
-      // SPEAKER_DUMMY puts port 0x61 (PIT channel 2 gate and output) in the kernel too.
-      const pit = new StructView(abi.kvm_pit_config).set("flags", abi.KVM_PIT_SPEAKER_DUMMY);
-      ioctl(this.fd, abi.KVM_CREATE_PIT2, pit.bytes, "KVM_CREATE_PIT2");
+      this.fd = spare?.fd ?? createVmFd(this.host);
+      if (spare) this.vcpus.push(...spare.vcpus.splice(0, vcpuCount));
+      for (const v of spare?.vcpus ?? []) closeVcpu(this.host, v); // more than this machine has
       memory.layout.regions.forEach((region, slot) => {
         const r = new StructView(abi.kvm_userspace_memory_region)
           .set("slot", slot)
@@ -58,14 +56,9 @@ export class KvmVm {
           .set("userspace_addr", memory.address + region.offset);
         ioctl(this.fd, abi.KVM_SET_USER_MEMORY_REGION, r.bytes, "KVM_SET_USER_MEMORY_REGION");
       });
-      const cpuid = supportedCpuid(this.host);
-      for (let index = 0; index < vcpuCount; index++) {
-        const fd = ioctl(this.fd, abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
-        ioctl(fd, abi.KVM_SET_CPUID2, vcpuCpuid(cpuid, index), "KVM_SET_CPUID2");
-        const runAddress = mmap(0, this.host.vcpuMmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        this.vcpus.push({ index, fd, runAddress });
-      }
+      for (let index = this.vcpus.length; index < vcpuCount; index++) this.vcpus.push(createVcpu(this.host, this.fd, index));
     } catch (error) {
+      this.fd ??= -1;
       this.close();
       if (error instanceof SnowflockError) throw error;
       throw new SnowflockError(
@@ -105,11 +98,60 @@ export class KvmVm {
   }
 
   close(): void {
-    for (const v of this.vcpus) {
-      munmap(v.runAddress, this.host.vcpuMmapSize);
-      close(v.fd);
-    }
+    for (const v of this.vcpus) closeVcpu(this.host, v);
     this.vcpus.length = 0;
     if (this.fd >= 0) close(this.fd);
   }
+}
+
+/** A VM with its interrupt controllers and PIT, and no memory yet. */
+function createVmFd(host: KvmHost): number {
+  const fd = ioctl(host.fd, abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM");
+  try {
+    ioctl(fd, abi.KVM_SET_TSS_ADDR, TSS_ADDRESS, "KVM_SET_TSS_ADDR");
+    ioctl(fd, abi.KVM_SET_IDENTITY_MAP_ADDR, new BigUint64Array([BigInt(IDENTITY_MAP_ADDRESS)]), "KVM_SET_IDENTITY_MAP_ADDR");
+    ioctl(fd, abi.KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
+    // SPEAKER_DUMMY puts port 0x61 (PIT channel 2 gate and output) in the kernel too.
+    const pit = new StructView(abi.kvm_pit_config).set("flags", abi.KVM_PIT_SPEAKER_DUMMY);
+    ioctl(fd, abi.KVM_CREATE_PIT2, pit.bytes, "KVM_CREATE_PIT2");
+    return fd;
+  } catch (error) {
+    close(fd);
+    throw error;
+  }
+}
+
+function createVcpu(host: KvmHost, vmFd: number, index: number): VcpuHandle {
+  const fd = ioctl(vmFd, abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
+  try {
+    ioctl(fd, abi.KVM_SET_CPUID2, vcpuCpuid(supportedCpuid(host), index), "KVM_SET_CPUID2");
+    return { index, fd, runAddress: mmap(0, host.vcpuMmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) };
+  } catch (error) {
+    close(fd);
+    throw error;
+  }
+}
+
+function closeVcpu(host: KvmHost, vcpu: VcpuHandle): void {
+  munmap(vcpu.runAddress, host.vcpuMmapSize);
+  close(vcpu.fd);
+}
+
+/** A VM made ahead of its machine (a ready VMM's: pool/), which the next KvmVm takes. */
+let spareVm: { fd: number; vcpus: VcpuHandle[] } | undefined;
+
+/** Makes the VM and `vcpuCount` vCPUs now; the next machine built in this process only adds its memory (and any further vCPUs). */
+export function prestartVm(vcpuCount: number): void {
+  if (spareVm) return;
+  const host = kvmHost();
+  const fd = createVmFd(host);
+  const vcpus: VcpuHandle[] = [];
+  try {
+    for (let index = 0; index < vcpuCount; index++) vcpus.push(createVcpu(host, fd, index));
+  } catch (error) {
+    for (const v of vcpus) closeVcpu(host, v);
+    close(fd);
+    throw error;
+  }
+  spareVm = { fd, vcpus };
 }
