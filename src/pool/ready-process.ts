@@ -11,6 +11,8 @@ import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "
 import { SnowflockError } from "../errors.ts";
 import { printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
+import { O_RDWR } from "../sys/constants.ts";
+import { close, dup2, open } from "../sys/files.ts";
 import { markLaunched } from "../vmm/launch-clock.ts";
 import { CLAIMED_LINE, READY_LINE, readySocket, takenSocket } from "./pool-files.ts";
 
@@ -21,6 +23,14 @@ interface Claim {
   record: Uint8Array;
   /** The claiming fork's connection: a failure before the clone runs is written back on it. */
   connection: Socket;
+}
+
+/** The clone outlives the keeper: its stdin and stdout, the keeper's pipes, become /dev/null. */
+function detachFromKeeper(): void {
+  const nothing = open("/dev/null", O_RDWR);
+  dup2(nothing, 0);
+  dup2(nothing, 1);
+  close(nothing);
 }
 
 /** Resolves with the first claim, or undefined once the keeper is gone. */
@@ -40,6 +50,7 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
       claimed = true;
       leave();
       writeSync(1, `${CLAIMED_LINE}\n`);
+      detachFromKeeper();
       const chunks: Buffer[] = [];
       let length = 0;
       connection.on("error", () => {});

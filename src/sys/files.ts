@@ -13,6 +13,10 @@ export function close(fd: number): void {
   check("close", libc.close(fd));
 }
 
+export function dup2(fd: number, target: number): void {
+  check("dup2", libc.dup2(fd, target));
+}
+
 export function read(fd: number, buffer: Uint8Array): number {
   return check("read", libc.read(fd, buffer, buffer.byteLength) as number);
 }

@@ -7,6 +7,7 @@ import { dlopen, FFIType as T, read } from "bun:ffi";
 const library = dlopen("libc.so.6", {
   open: { args: [T.cstring, T.i32, T.u32], returns: T.i32 },
   close: { args: [T.i32], returns: T.i32 },
+  dup2: { args: [T.i32, T.i32], returns: T.i32 },
   read: { args: [T.i32, T.ptr, T.u64], returns: T.i64_fast },
   write: { args: [T.i32, T.ptr, T.u64], returns: T.i64_fast },
   pread: { args: [T.i32, T.ptr, T.u64, T.i64], returns: T.i64_fast },
