@@ -202,7 +202,10 @@ export function endedLogs(dir: string): string[] {
     return [];
   }
   const present = new Set(names);
-  const ended = names.filter((n) => n.endsWith(".log") && !present.has(`${n.slice(0, -4)}.json`)).map((n) => n.slice(0, -4));
+  // Only a VM's name: other logs here (the pool's `@pool.log`) are no VM's, and their files are not to be pruned.
+  const ended = names
+    .filter((n) => n.endsWith(".log") && NAME.test(n.slice(0, -4)) && !present.has(`${n.slice(0, -4)}.json`))
+    .map((n) => n.slice(0, -4));
   const modified = (name: string) => {
     try {
       return statSync(join(dir, `${name}.log`)).mtimeMs;

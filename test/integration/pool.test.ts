@@ -4,8 +4,10 @@
  * are in pool-fork.test.ts.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { processMemoryBytes } from "../../src/pool/idle-memory.ts";
+import { claimName, KEPT_ENDED_LOGS } from "../../src/run-dir.ts";
 import { spawnClone } from "../../src/vmm/spawn.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { poolProcesses, waitUntil } from "../support/pool.ts";
@@ -119,6 +121,25 @@ describe("a host's pool of ready VMMs", () => {
     } finally {
       process.env.SNOWFLOCK_RUN_DIR = saved;
     }
+  });
+
+  test("pruning the consoles of ended VMs leaves the pool's files alone", async () => {
+    const { dir, env } = poolDir();
+    const state = await poolState(env, ["--clones", "1"]);
+    // More ended consoles than a run directory keeps, all newer than the pool's log.
+    utimesSync(join(dir, "@pool.log"), new Date(0), new Date(0));
+    for (let i = 0; i < KEPT_ENDED_LOGS + 6; i++) writeFileSync(join(dir, `ended${i}.log`), "tick\n");
+    const saved = process.env.SNOWFLOCK_RUN_DIR;
+    process.env.SNOWFLOCK_RUN_DIR = dir;
+    try {
+      claimName("fresh"); // prunes the oldest consoles
+    } finally {
+      process.env.SNOWFLOCK_RUN_DIR = saved;
+    }
+    expect(readdirSync(dir).filter((f) => /^ended\d+\.log$/.test(f)).length).toBe(KEPT_ENDED_LOGS);
+    expect(existsSync(join(dir, "@pool.sock"))).toBe(true);
+    await Bun.sleep(2500); // past the keeper's check of its socket
+    expect(await poolState(env)).toMatchObject({ ready: 1, pids: state.pids });
   });
 
   test("bad pool options are refused clearly", async () => {
