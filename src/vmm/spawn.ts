@@ -1,7 +1,8 @@
 /**
  * Starting a VMM process of its own (a detached VM, or a clone) and waiting until its control
  * socket answers — or reporting why it died first, from what it wrote to stderr. A clone learns
- * what it is from its launch record on an inherited pipe: nothing secret is in its argv or environment.
+ * what it is from its launch record on an inherited pipe, or (a ready VMM of the host's pool) on
+ * its socket: nothing secret is in its argv or environment.
  */
 import type { Writable } from "node:stream";
 import { encodeLaunchRecord, LAUNCH_RECORD_FD, type LaunchRecord, launchName } from "../clone/launch-record.ts";
