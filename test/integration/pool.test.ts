@@ -48,6 +48,8 @@ describe("a host's pool of ready VMMs", () => {
 
     const text = await snowflock(["pool"], env);
     expect(text.stderr).toMatch(/3 of 3 ready VMM\(s\), [\d.]+[KMG] idle of 1G allowed; 0 served, 0 died/);
+    const doctor = JSON.parse((await snowflock(["doctor", "--backend", "kvm", "--json"], env)).stdout);
+    expect(doctor.pool).toMatchObject({ size: 3, ready: 3 });
 
     const victim = filled.pids[1];
     process.kill(victim, "SIGKILL");
