@@ -6,13 +6,13 @@
  * above `maxIdleBytes`: the newest are ended first. Used by the host's pool daemon and by agents.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, openSync, rmSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
 import { selfCommand } from "../vmm/self.ts";
 import { processMemoryBytes } from "./idle-memory.ts";
-import { CLAIMED_LINE, poolPaths, READY_LINE, readySocket, takenSocket } from "./pool-files.ts";
+import { CLAIMED_LINE, poolPaths, READY_LINE, removeReadySockets } from "./pool-files.ts";
 
 export interface PoolSettings {
   /** Ready processes to keep. */
@@ -157,8 +157,7 @@ export class PoolKeeper {
   private end(member: Member): void {
     this.members.delete(member.pid);
     member.child.kill("SIGKILL");
-    rmSync(readySocket(this.dir, member.pid), { force: true });
-    rmSync(takenSocket(this.dir, member.pid), { force: true });
+    removeReadySockets(this.dir, member.pid);
   }
 
   private scheduleRefill(delayMs: number): void {
@@ -206,8 +205,7 @@ export class PoolKeeper {
     child.on("exit", (code, signal) => {
       if (this.members.get(pid) !== member) return;
       this.members.delete(pid);
-      rmSync(readySocket(this.dir, pid), { force: true });
-      rmSync(takenSocket(this.dir, pid), { force: true });
+      removeReadySockets(this.dir, pid);
       if (member.ready) {
         this.died++;
         this.scheduleRefill(this.settings.refillAfterMs);

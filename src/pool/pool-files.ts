@@ -3,7 +3,7 @@
  * one socket per ready process (`@ready-PID.sock`, renamed `@taken-PID.sock` by the one fork that
  * claims it). '@' is in no VM name, so none of these is ever taken for a VM's files.
  */
-import { readdirSync } from "node:fs";
+import { readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 /** What a ready process says to its keeper, one word a line on its stdout. */
@@ -20,6 +20,12 @@ export function readySocket(dir: string, pid: number): string {
 
 export function takenSocket(dir: string, pid: number): string {
   return join(dir, `@taken-${pid}.sock`);
+}
+
+/** Removes a ready process's socket under either name (it was claimed, or it is gone). */
+export function removeReadySockets(dir: string, pid: number): void {
+  rmSync(readySocket(dir, pid), { force: true });
+  rmSync(takenSocket(dir, pid), { force: true });
 }
 
 /** The pids of the ready processes waiting in `dir`, oldest socket name order. */

@@ -5,7 +5,7 @@
  * exactly as if it had been started with the record (`__clone`). Its keeper reads "ready" and
  * "claimed" on its stdout; a keeper that goes away (EOF on stdin) ends every unclaimed process.
  */
-import { chmodSync, rmSync, writeSync } from "node:fs";
+import { chmodSync, writeSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "../clone/launch-record.ts";
 import { SnowflockError } from "../errors.ts";
@@ -14,7 +14,7 @@ import { runDir } from "../run-dir.ts";
 import { O_RDWR } from "../sys/constants.ts";
 import { close, dup2, open } from "../sys/files.ts";
 import { markLaunched } from "../vmm/launch-clock.ts";
-import { CLAIMED_LINE, READY_LINE, readySocket, takenSocket } from "./pool-files.ts";
+import { CLAIMED_LINE, READY_LINE, readySocket, removeReadySockets } from "./pool-files.ts";
 
 /** The guest memory size the warm-up descriptor claims (its bitmaps' size). */
 const WARM_UP_MEMORY_BYTES = 256 << 20;
@@ -39,8 +39,7 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
   return new Promise((resolve) => {
     let claimed = false;
     const leave = () => {
-      rmSync(path, { force: true });
-      rmSync(takenSocket(dir, process.pid), { force: true });
+      removeReadySockets(dir, process.pid);
       server.close();
       process.stdin.removeAllListeners();
       process.stdin.pause();
