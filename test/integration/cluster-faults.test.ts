@@ -71,7 +71,7 @@ function pidsIn(host: number): number[] {
     .map(Number);
 }
 
-async function vms(): Promise<Array<{ name: string; host?: string; pid: number }>> {
+async function vms(): Promise<Array<{ name: string; host?: string; pid: number; state: string }>> {
   return JSON.parse((await snowflock(["ls", "--json"], env)).stdout);
 }
 
@@ -199,7 +199,8 @@ describeNetns("clones on many hosts, with faults", () => {
         );
         let victim: { name: string; pid: number } | undefined;
         for (const deadline = Date.now() + within(60_000); !victim && Date.now() < deadline; await Bun.sleep(20))
-          victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2"));
+          // Running, not starting: a clone killed before it ran is one that failed to start (crashed).
+          victim = (await vms()).find((v) => v.host === "h3" && v.name.endsWith(".2") && v.state === "running");
         expect(victim).toBeDefined();
         process.kill(victim!.pid, "SIGKILL");
         const [stdout, exitCode] = await Promise.all([new Response(run.stdout).text(), run.exited]);
