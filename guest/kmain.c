@@ -37,6 +37,7 @@ static const struct workload workloads[] = {
     { "misuse", 0, wl_misuse },
     { "isolation", 0, wl_isolation },
     { "quotas", 0, wl_quotas },
+    { "compute", 0, wl_compute },
 };
 
 /* The boot page tables map exactly 0..4 GiB. */

@@ -18,3 +18,4 @@ NORETURN void wl_mem_states(void);
 NORETURN void wl_misuse(void);
 NORETURN void wl_isolation(void);
 NORETURN void wl_quotas(void);
+NORETURN void wl_compute(void);

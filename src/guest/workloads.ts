@@ -21,6 +21,9 @@ export const KERNEL_RESERVE = 8 * 1024 * 1024;
 
 const datasetMemory = (p: Map<string, bigint>) => Math.ceil(Number(p.get("size")!) / PAGE_SIZE) * PAGE_SIZE;
 
+/** The `compute` workload's dataset when no size= is given (guest/workloads/compute.c). */
+export const COMPUTE_DEFAULT_SIZE = 1 << 20;
+
 /** The workloads that clone themselves with sf_clone. */
 const PARALLEL_PARAMS: WorkloadSpec["params"] = {
   size: { kind: "size", required: true, help: "bytes of the dataset (K/M/G suffixes)" },
@@ -58,6 +61,18 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
     summary: "test: clones read memory in every state the heuristics touch; prints `states <i> shared=<hex> nonzero=<n> allocated=<hex>`",
     params: PARALLEL_PARAMS,
     memoryNeed: (p) => 4 * datasetMemory(p) + 4 * 4096,
+  },
+  compute: {
+    summary:
+      "hashes SIZE bytes (default 1M) PASSES times (16) a round, ROUNDS rounds (8), again in each fresh clone; " +
+      "prints `round <r> id <clone-id> ns <time> sha <hex>`, then `rounds done id <clone-id>`",
+    params: {
+      size: { kind: "size", required: false, help: "bytes of the dataset hashed (K/M/G suffixes; default 1M)" },
+      passes: { kind: "u64", required: false, help: "hashes of the dataset a round (default 16)", range: [1n, 1_000_000n] },
+      rounds: { kind: "u64", required: false, help: "rounds timed (default 8)", range: [1n, 1000n] },
+      seed: { kind: "u64", required: false, help: "dataset seed (default 0)" },
+    },
+    memoryNeed: (p) => Math.ceil(Number(p.get("size") ?? COMPUTE_DEFAULT_SIZE) / PAGE_SIZE) * PAGE_SIZE,
   },
   serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
   crash: { summary: "test: triple-faults on purpose", params: {} },

@@ -38,7 +38,7 @@ describe("workload requests", () => {
     expect(e.code).toBe("WORKLOAD");
     expect(e.render()).toBe(
       "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, " +
-        "mem-states, serve, crash, isolation, misuse, hostile, quotas)",
+        "mem-states, compute, serve, crash, isolation, misuse, hostile, quotas)",
     );
   });
 

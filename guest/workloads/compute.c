@@ -1,0 +1,86 @@
+/* compute size=SIZE passes=P rounds=R seed=S: a compute-bound loop over a small working set, for
+ * `snowflock bench overhead`. Each round hashes the SIZE-byte dataset P times and prints
+ * `round <r> id <clone-id> ns <time> sha <hex>`; after R rounds it prints `rounds done id <clone-id>`
+ * and idles until it finds itself a fresh clone (its clone id changed), which runs R rounds again.
+ * Rounds are timed by the guest's own TSC, so the host's view of the console does not blur them. */
+#include "console.h"
+#include "dataset.h"
+#include "kernel.h"
+#include "sf.h"
+#include "sha256.h"
+#include "time.h"
+#include "user.h"
+#include "workloads.h"
+
+#define IDLE_POLL_MS 10
+
+static struct dataset ds;
+
+struct compute_job { uint64_t passes; struct sha256 ctx; uint8_t digest[32]; };
+
+/* Ring 3 (see user.h): the hashing is the work measured. */
+static uint64_t hash_passes(void *arg) {
+    struct compute_job *j = arg;
+    for (uint64_t p = 0; p < j->passes; p++) {
+        sha256_init(&j->ctx);
+        uint64_t left = ds.size;
+        for (uint32_t e = 0; e < ds.nextents && left; e++) {
+            uint64_t n = ds.ext[e].pages * PAGE_SIZE;
+            if (n > left) n = left;
+            sha256_update(&j->ctx, ds.ext[e].base, n);
+            left -= n;
+        }
+        sha256_final(&j->ctx, j->digest);
+    }
+    return 0;
+}
+
+static bool param(const char *key, uint64_t fallback, uint64_t *out, bool size) {
+    const char *text = cmdline_get(key);
+    if (!text) {
+        *out = fallback;
+        return true;
+    }
+    if (size ? parse_size(text, out) : parse_u64(text, out)) return true;
+    kprintf("error: bad %s=%s\n", key, text);
+    return false;
+}
+
+/* Without a snowflock host (SF_ENOSYS) the VM counts as an original. */
+static int64_t clone_id(void) {
+    int64_t id = sf_clone_id();
+    return id < 0 ? 0 : id;
+}
+
+NORETURN void wl_compute(void) {
+    uint64_t size, passes, rounds, seed;
+    if (!param("size", 1 << 20, &size, true) || !param("passes", 16, &passes, false) || !param("rounds", 8, &rounds, false) ||
+        !param("seed", 0, &seed, false))
+        machine_exit(2);
+    if (!dataset_alloc(&ds, size, seed)) {
+        kprintf("error: not enough guest memory for a dataset of %lu bytes\n", size);
+        machine_exit(3);
+    }
+    dataset_generate(&ds);
+    static struct compute_job job;
+    job.passes = passes;
+    for (int64_t id = clone_id();;) {
+        for (uint64_t r = 0; r < rounds; r++) {
+            uint64_t t0 = time_now_ns();
+            run_user(hash_passes, &job);
+            uint64_t t1 = time_now_ns();
+            char hex[17];
+            for (int i = 0; i < 8; i++) {
+                hex[2 * i] = "0123456789abcdef"[job.digest[i] >> 4];
+                hex[2 * i + 1] = "0123456789abcdef"[job.digest[i] & 15];
+            }
+            hex[16] = '\0';
+            kprintf("round %lu id %ld ns %lu sha %s\n", r, id, t1 - t0, hex);
+        }
+        kprintf("rounds done id %ld\n", id);
+        for (int64_t was = id; id == was;) {
+            sleep_ms(IDLE_POLL_MS);
+            id = clone_id();
+        }
+    }
+}
