@@ -37,6 +37,7 @@ const SECOND_NESTED_HOST = [
   "test/integration/soak.test.ts",
   "test/integration/demo.test.ts",
   "test/integration/pool-fork.test.ts",
+  "test/integration/overhead.test.ts",
 ];
 
 interface Outcome {

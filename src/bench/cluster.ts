@@ -30,6 +30,7 @@ import {
   clusterDown,
   clusterUp,
   FailedRuns,
+  hostRunDirs,
   openSession,
   ownPrefix,
   progress,
@@ -41,6 +42,8 @@ import {
 } from "./session.ts";
 import { linePlot, type Series } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
+import { fillPool } from "./pool-fill.ts";
+import { setPool } from "../pool/pool-daemon.ts";
 
 export { defaultOutDir };
 
@@ -58,6 +61,11 @@ export interface ClusterBenchOptions {
   seed: number;
   /** MTU of the test hosts' links. */
   mtu: number;
+  /**
+   * Ready VMMs each host's pool keeps, full before each run (the baseline's on this host, each test
+   * host's in its agent); undefined: as many as a host takes of the largest N; 0: no pool.
+   */
+  pool?: number;
 }
 
 /** One `snowflock run`: what it measured, or why it does not count. */
@@ -78,6 +86,8 @@ export interface RunSample {
   /** Clones per host (the parent runs on h1). */
   placement: Record<string, number>;
   remoteClones: number;
+  /** Clones a ready VMM of their host's pool served. */
+  fromPool: number;
 }
 
 interface Medians {
@@ -91,6 +101,7 @@ interface Medians {
   pagesMulticast: number;
   bytesReceived: number;
   remoteClones: number;
+  fromPool: number;
 }
 
 export interface BaselineRow extends Medians {
@@ -123,6 +134,8 @@ export interface ClusterReport {
   seed: number;
   /** MTU of the test hosts' links. */
   mtu: number;
+  /** Ready VMMs per host (the baseline's host, then per host count), 0 without a pool. */
+  pool: { baseline: number; perHostCount: Record<string, number> };
   clones: number[];
   hosts: number[];
   transports: RemoteTransport[];
@@ -147,16 +160,22 @@ const EMPTY: Omit<RunSample, "ok" | "wallMs" | "lingerMs"> = {
   bytesReceived: NaN,
   placement: {},
   remoteClones: NaN,
+  fromPool: NaN,
 };
 
-/** One `snowflock run WORKLOAD ... --json`, with or without --cluster; checks its console. */
+/**
+ * One `snowflock run WORKLOAD ... --json`, with or without --cluster; checks its console. With a
+ * pool (`pool` ready VMMs per host), each host's is filled first.
+ */
 async function runOnce(
   session: Session,
   options: ClusterBenchOptions,
   clones: number,
   expected: string[],
+  pool: number,
   transport?: RemoteTransport,
 ): Promise<RunSample> {
+  for (const dir of transport ? hostRunDirs(session) : [session.runDir]) await fillPool(dir, pool);
   // A name of its own per run: a clone of the previous run may still be ending on its host.
   const name = `bench${++session.runs}`;
   const args = [
@@ -192,6 +211,7 @@ async function runOnce(
     bytesReceived: result.stats.bytesReceived,
     placement,
     remoteClones,
+    fromPool: (result.forks[0]?.clones ?? []).filter((c) => c.fromPool).length,
   };
   return problems.length > 0 ? { ...sample, ok: false, error: problems.join("; ") } : sample;
 }
@@ -210,6 +230,7 @@ function medians(samples: RunSample[]): Medians {
     pagesMulticast: m("pagesMulticast"),
     bytesReceived: m("bytesReceived"),
     remoteClones: m("remoteClones"),
+    fromPool: m("fromPool"),
   };
 }
 
@@ -230,32 +251,44 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
     const expected = new Map(options.clones.map((n) => [n, expectedFor(n)]));
 
     // Baseline: one host, all memory present, local copy-on-write clones (no --cluster).
+    const largest = Math.max(...options.clones);
+    const poolFor = (hosts: number) => options.pool ?? Math.ceil(largest / hosts);
+    const pool: ClusterReport["pool"] = { baseline: poolFor(1), perHostCount: {} };
     const baseline: BaselineRow[] = [];
-    progress(`[${elapsed()}] baseline: warm-up run`);
-    failures.record("baseline warm-up", await runOnce(session, options, options.clones[0]!, expected.get(options.clones[0]!)!));
+    progress(`[${elapsed()}] baseline: warm-up run${pool.baseline ? ` (a pool of ${pool.baseline} ready VMMs here)` : ""}`);
+    failures.record(
+      "baseline warm-up",
+      await runOnce(session, options, options.clones[0]!, expected.get(options.clones[0]!)!, pool.baseline),
+    );
     for (const n of options.clones) {
       const samples: RunSample[] = [];
       for (let run = 1; run <= options.runs; run++) {
         progress(`[${elapsed()}] baseline (one host, local cow), clones ${n}: run ${run}/${options.runs}`);
-        const sample = await runOnce(session, options, n, expected.get(n)!);
+        const sample = await runOnce(session, options, n, expected.get(n)!, pool.baseline);
         failures.record(`baseline clones ${n} run ${run}`, sample);
         samples.push(sample);
       }
       baseline.push({ clones: n, ...medians(samples), errors: samples.flatMap((s) => (s.error ? [s.error] : [])), samples });
     }
+    // The test hosts' agents keep their own pools; this host's would only hold memory.
+    await setPool(session.runDir, { size: 0 });
 
     const results: ClusterRow[] = [];
     const maxClones = Math.max(16, ...options.clones);
     for (const hosts of options.hosts) {
-      progress(`[${elapsed()}] hosts ${hosts}: cluster up (prefix ${prefix}, --max-clones ${maxClones}, --mtu ${options.mtu})`);
-      await clusterUp(session, hosts, maxClones, options.mtu);
+      const hostPool = poolFor(hosts);
+      pool.perHostCount[hosts] = hostPool;
+      progress(
+        `[${elapsed()}] hosts ${hosts}: cluster up (prefix ${prefix}, --max-clones ${maxClones}, --mtu ${options.mtu}, --pool ${hostPool})`,
+      );
+      await clusterUp(session, hosts, maxClones, options.mtu, hostPool);
       try {
         for (const transport of options.transports) {
           progress(`[${elapsed()}] hosts ${hosts}, ${transport}: warm-up run`);
           const warmClones = options.clones.find((n) => n >= hosts) ?? options.clones[options.clones.length - 1]!;
           failures.record(
             `hosts ${hosts} ${transport} warm-up`,
-            await runOnce(session, options, warmClones, expected.get(warmClones)!, transport),
+            await runOnce(session, options, warmClones, expected.get(warmClones)!, hostPool, transport),
           );
         }
         for (const n of options.clones) {
@@ -263,7 +296,7 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
             const samples: RunSample[] = [];
             for (let run = 1; run <= options.runs; run++) {
               progress(`[${elapsed()}] hosts ${hosts}, clones ${n}, ${transport}: run ${run}/${options.runs}`);
-              const sample = await runOnce(session, options, n, expected.get(n)!, transport);
+              const sample = await runOnce(session, options, n, expected.get(n)!, hostPool, transport);
               failures.record(`hosts ${hosts}, clones ${n}, ${transport}, run ${run}`, sample);
               samples.push(sample);
             }
@@ -299,13 +332,14 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
         `snowflock bench cluster --clones ${options.clones.join(",")} --hosts ${options.hosts.join(",")} ` +
         `--transport ${options.transports.join(",")} --runs ${options.runs} --workload ${options.workload} ` +
         `--size ${formatSize(options.sizeBytes)} --mem ${formatSize(options.memoryBytes)} --seed ` +
-        `${options.seed} --mtu ${options.mtu}`,
+        `${options.seed} --mtu ${options.mtu}${options.pool === undefined ? "" : ` --pool ${options.pool}`}`,
       runs: options.runs,
       workload: options.workload,
       sizeBytes: options.sizeBytes,
       memoryBytes: options.memoryBytes,
       seed: options.seed,
       mtu: options.mtu,
+      pool,
       clones: options.clones,
       hosts: options.hosts,
       transports: options.transports,
@@ -317,12 +351,19 @@ export async function runClusterBench(options: ClusterBenchOptions): Promise<Clu
     };
   } finally {
     progressDone();
+    await setPool(session.runDir, { size: 0 }).catch(() => undefined);
     session.close();
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Output.
+
+function poolLine(pool: ClusterReport["pool"]): string {
+  const perHost = Object.entries(pool.perHostCount).map(([hosts, size]) => `${size} with ${hosts} host${hosts === "1" ? "" : "s"}`);
+  if (pool.baseline === 0 && Object.values(pool.perHostCount).every((size) => size === 0)) return "no pools: every clone a new process";
+  return `ready VMMs per host, filled before each run: baseline ${pool.baseline}; test hosts ${perHost.join(", ") || "-"}`;
+}
 
 /** The report as text: the baseline, then one table per transport. */
 export function formatReport(report: ClusterReport): string {
@@ -332,16 +373,19 @@ export function formatReport(report: ClusterReport): string {
     "all-run = pause to the last clone running (forks[0].totalMs); result = VMM process start to the " +
       "guest's end (timings.endMs); wall = the run command, spawn to exit;",
     "overhead = result / baseline result for the same N; MB = h1's memory server bytes sent (MiB); " +
-      "/remote = MB per clone not on h1; fetched = pages by request, mcast = pages received by multicast.",
+      "/remote = MB per clone not on h1; fetched = pages by request, mcast = pages received by multicast; " +
+      "pool = clones a ready VMM served.",
+    poolLine(report.pool),
     "",
     "baseline: one host, all memory present (plain `snowflock run`, local copy-on-write clones)",
     ...table(
-      ["N", "all-run ms", "result ms", "wall ms", "ok"],
+      ["N", "all-run ms", "result ms", "wall ms", "pool", "ok"],
       report.baseline.map((b) => [
         String(b.clones),
         fixed(b.allRunningMs),
         fixed(b.endMs),
         fixed(b.wallMs),
+        `${whole(b.fromPool)}/${b.clones}`,
         `${b.okRuns}/${b.samples.length}`,
       ]),
     ),
@@ -363,6 +407,7 @@ export function formatReport(report: ClusterReport): string {
           "frames",
           "fetched",
           "mcast",
+          "pool",
           "ok",
         ],
         report.results
@@ -380,6 +425,7 @@ export function formatReport(report: ClusterReport): string {
             whole(r.serverFramesSent),
             whole(r.pagesFetched),
             whole(r.pagesMulticast),
+            `${whole(r.fromPool)}/${r.clones}`,
             `${r.okRuns}/${r.samples.length}`,
           ]),
       ),

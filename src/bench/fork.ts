@@ -19,7 +19,8 @@ import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { listVms, processAlive, readRecord, runDir, vmPaths } from "../run-dir.ts";
 import type { PoolState } from "../pool/keeper.ts";
-import { awaitPoolSettled, setPool } from "../pool/pool-daemon.ts";
+import { setPool } from "../pool/pool-daemon.ts";
+import { fillPool } from "./pool-fill.ts";
 import { cliCommand, progress, progressDone } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
@@ -92,8 +93,6 @@ export interface ForkReport {
 }
 
 const PARENT = "bench-parent";
-/** The longest refill delay a pool takes: in the benchmark a pool refills only between forks (fillPool). */
-const REFILL_NEVER_MS = 3_600_000;
 /** The pool as the last fork found it. */
 let lastPool: PoolState | null = null;
 const RUN_TIMEOUT_MS = 120_000;
@@ -181,26 +180,9 @@ async function versionStart(runs: number): Promise<number> {
   return median(times);
 }
 
-/**
- * With a pool: fills it and waits until it is full (every fork measured starts with all its VMMs
- * ready, and no refill competes with the clones it starts: the pool refills only here).
- */
-async function fillPool(size: number): Promise<PoolState | null> {
-  if (size === 0) return null;
-  await setPool(runDir(), { size, maxIdleBytes: Number.MAX_SAFE_INTEGER, refillAfterMs: REFILL_NEVER_MS });
-  const state = await awaitPoolSettled(runDir());
-  if (!state || state.ready < size)
-    throw new SnowflockError(
-      "VM_STATE",
-      `the pool did not fill: ${state ? `${state.ready} of ${size} ready` : "no keeper"}`,
-      state?.lastError,
-    );
-  return state;
-}
-
 /** Forks N clones, checks they all run with the requested memory path, and stops them again. */
 async function forkOnce(clones: number, memory: string, pool: number): Promise<ForkResult> {
-  lastPool = await fillPool(pool);
+  lastPool = await fillPool(runDir(), pool);
   // Passed through as given: the VMM itself refuses a memory path it does not have.
   const request = { op: "fork" as const, clones, memory: memory as MemoryPath };
   const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);

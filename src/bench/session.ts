@@ -9,6 +9,8 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { SnowflockError } from "../errors.ts";
 import { listNamespaces } from "../cluster/netns.ts";
+import { readInventory } from "../cluster/inventory.ts";
+import { hostRunDir } from "../cluster/test-agents.ts";
 import { listVms, processAlive } from "../run-dir.ts";
 import { selfCommand } from "../vmm/self.ts";
 import type { VmResult } from "../vmm/vmm.ts";
@@ -82,10 +84,13 @@ export const lastLine = (text: string) =>
     .split("\n")
     .pop() ?? "";
 
-/** `cluster up` with this session's prefix and inventory; without `mtu`, the test hosts' default. */
-export async function clusterUp(session: Session, hosts: number, maxClones: number, mtu?: number): Promise<void> {
+/**
+ * `cluster up` with this session's prefix and inventory; without `mtu`, the test hosts' default;
+ * with `pool`, each host's agent keeps that many ready VMMs.
+ */
+export async function clusterUp(session: Session, hosts: number, maxClones: number, mtu?: number, pool = 0): Promise<void> {
   session.clusterUp = true; // from now on, a cleanup runs `cluster down` (also for a half-made cluster)
-  const mtuArgs = mtu === undefined ? [] : ["--mtu", String(mtu)];
+  const mtuArgs = [...(mtu === undefined ? [] : ["--mtu", String(mtu)]), ...(pool > 0 ? ["--pool", String(pool)] : [])];
   const r = await cli(
     session,
     [
@@ -105,6 +110,12 @@ export async function clusterUp(session: Session, hosts: number, maxClones: numb
     CLI_TIMEOUT_MS,
   );
   if (r.status !== 0) throw new SnowflockError("VM_STATE", `cluster up --hosts ${hosts} failed: ${lastLine(r.stderr)}`);
+}
+
+/** The run directories of the session's test hosts (each agent's, where its pool lives). */
+export function hostRunDirs(session: Session): string[] {
+  const inventory = readInventory(session.inventory);
+  return inventory.hosts.map((host) => hostRunDir(inventory.cluster, host.name, session.runDir));
 }
 
 export async function clusterDown(session: Session): Promise<void> {

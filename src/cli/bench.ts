@@ -7,6 +7,8 @@
  * across test hosts (src/bench/heuristics.ts).
  * `snowflock bench soak`: many fork/kill cycles, locally and across test hosts, with the host's
  * descriptors, memory, processes, run-directory entries and D-state tasks before and after (src/bench/soak.ts).
+ * `snowflock bench overhead`: a compute-bound workload in clones (each memory path, and on another
+ * test host) against the VM with all memory present (src/bench/overhead.ts).
  *
  * Options shared by the benchmarks have no cac default: each benchmark applies its own (below).
  */
@@ -30,7 +32,7 @@ interface BenchOptions {
   clones?: string | number;
   mem?: string;
   runs?: string | number;
-  memory: string;
+  memory?: string;
   peer: boolean;
   peerMax: string | number;
   pool?: string | number;
@@ -40,7 +42,9 @@ interface BenchOptions {
   transport?: string;
   workloads: string;
   workload: string;
-  size: string | number;
+  size?: string | number;
+  passes?: string | number;
+  rounds?: string | number;
   seed: string | number;
   backend?: string;
   domuConfig?: string;
@@ -54,14 +58,16 @@ interface BenchOptions {
   ready?: string;
 }
 
-const BENCHMARKS = ["fork", "cluster", "heuristics", "soak"];
+const BENCHMARKS = ["fork", "cluster", "heuristics", "soak", "overhead"];
 
 /** Per-benchmark defaults of the options they share. */
 const DEFAULTS = {
-  fork: { clones: "1,2,4,8,16,32", runs: 3, mem: "1G" },
+  fork: { clones: "1,2,4,8,16,32", runs: 3, mem: "1G", memory: "cow" },
   cluster: { clones: "1,2,4,8,16,32", runs: 3, mem: "64M", hosts: "1,2,4,8", transport: "packet,tcp" },
   heuristics: { clones: 4, runs: 3, mem: "128M", hosts: 3, transport: "packet" },
-  soak: { clones: 1, mem: "64M", hosts: 2, transport: "packet" },
+  soak: { clones: 1, mem: "64M", hosts: 2, transport: "packet", memory: "cow" },
+  overhead: { runs: 5, mem: "64M", hosts: 2, transport: "packet", memory: "cow,ondemand", size: "1M", passes: 16, rounds: 8 },
+  dataset: { size: "16M" },
   xen: {
     clones: "1,2,4,8",
     runs: 3,
@@ -95,18 +101,19 @@ export function registerBench(cli: CAC): void {
         "over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages " +
         "fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts); " +
         "soak (fork/kill cycles: the host's fds, RSS, processes, run-directory entries and D-state tasks " +
-        "before and after)",
+        "before and after); overhead (a compute-bound workload in clones, cow, ondemand and on another test host, vs " +
+        "the VM with all memory present)",
     )
     .option("--clones <list>", "Clone counts N, comma-separated (default: fork, cluster 1,2,4,8,16,32; heuristics one N, 4)")
-    .option("--mem <size>", "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M; --backend xen 256M)")
-    .option("--runs <n>", "Runs per measurement (the median is reported; default 3)")
+    .option(
+      "--mem <size>",
+      "Guest memory of the parent VM (default: fork 1G, cluster 64M, heuristics 128M, overhead 64M; --backend xen 256M)",
+    )
+    .option("--runs <n>", "Runs per measurement (the median is reported; default 3, overhead 5)")
     .option(
       "--memory <list>",
-      "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable); " +
-        "--backend xen: eager, ondemand (default both)",
-      {
-        default: "cow",
-      },
+      "Fork memory paths, comma-separated: cow, ondemand (one the VMM refuses is reported unavailable; default: " +
+        "fork, soak cow; overhead cow,ondemand); --backend xen: eager, ondemand (default both)",
     )
     .option("--kernel <path>", "fork: fork your own Linux instead of the built-in guest (a bzImage; QEMU boots the same)")
     .option("--initrd <path>", "fork, with --kernel: its initramfs")
@@ -116,17 +123,22 @@ export function registerBench(cli: CAC): void {
       "fork, with --kernel: the console text that shows the guest is up (default: its console has printed and gone quiet for 2 s)",
     )
     .option("--no-peer", "Skip the QEMU peer")
-    .option("--pool <n>", "fork: ready VMMs in the host's pool, full before each fork (default: the largest --clones; 0: none)")
+    .option(
+      "--pool <n>",
+      "fork: ready VMMs in the host's pool, full before each fork (default: the largest --clones; 0: none); cluster: " +
+        "ready VMMs per host (the agents' pools), full before each run (default: a host's share of the largest N; 0: none)",
+    )
     .option("--peer-max <n>", "Largest N the QEMU peer runs (a process per restored VM)", { default: 32 })
     .option(
       "--hosts <list>",
       "cluster: test host counts, comma-separated (one `cluster up` each; default 1,2,4,8; --backend xen: how many of " +
-        "the inventory's dom0s, default 1,2); heuristics: one count (default 3; 0 skips the cross-host part)",
+        "the inventory's dom0s, default 1,2); heuristics: one count (default 3; 0 skips the cross-host part); overhead: one " +
+        "count (default 2; 0 skips the cross-host part)",
     )
     .option(
       "--transport <list>",
       "cluster: page transports, comma-separated: packet, udp (mcdist multicast), tcp (unicast only) " +
-        "(default packet,tcp; --backend xen: tcp,packet); heuristics: one (default packet)",
+        "(default packet,tcp; --backend xen: tcp,packet); heuristics, overhead: one (default packet)",
     )
     .option("--workload <name>", "cluster: search-par (every clone reads the whole dataset) or sha256-par (each its own slice)", {
       default: "search-par",
@@ -134,7 +146,9 @@ export function registerBench(cli: CAC): void {
     .option("--workloads <list>", "heuristics: workloads, comma-separated: sha256-par, search-par, alloc-par", {
       default: "sha256-par,search-par,alloc-par",
     })
-    .option("--size <size>", "cluster, heuristics: dataset size", { default: "16M" })
+    .option("--size <size>", "cluster, heuristics: dataset size (default 16M); overhead: the data hashed each pass (default 1M)")
+    .option("--passes <n>", "overhead: hashes of the dataset a round (default 16)")
+    .option("--rounds <n>", "overhead: rounds each VM runs, the first its warm-up (default 8)")
     .option("--seed <n>", "cluster, heuristics: dataset seed", { default: 7 })
     .option("--mtu <bytes>", "cluster: MTU of the test hosts' links (as `cluster up --mtu`)", { default: TEST_HOST_MTU })
     .option("--cycles <n>", "soak: fork/kill cycles on this host (0 skips)", { default: 1000 })
@@ -145,16 +159,13 @@ export function registerBench(cli: CAC): void {
       "fork, cluster --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)",
     )
     .option("--inventory <file>", "cluster --backend xen: the inventory of the dom0s (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
-    .option(
-      "--out <dir>",
-      "Where fork.json/fork.svg, cluster.json/cluster.svg or heuristics.json/heuristics.svg go (default: " +
-        "bench/results in the repo, else .)",
-    )
+    .option("--out <dir>", "Where the report goes: BENCHMARK.json and BENCHMARK.svg (default: " + "bench/results in the repo, else .)")
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench fork --kernel /boot/vmlinuz-$(uname -r) --initrd job.cpio --mem 256M --clones 1,2,4,8,16`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
     .example((bin) => `  ${bin} bench heuristics --workloads alloc-par --size 4M --hosts 2`)
     .example((bin) => `  ${bin} bench soak --cycles 1000 --cross-cycles 200`)
+    .example((bin) => `  ${bin} bench overhead --runs 5 --passes 32`)
     .example((bin) => `  ${bin} bench cluster --backend xen --inventory cluster.json --hosts 1,2 --clones 1,2,4,8   # in a dom0`)
     .action(async (benchmark: string, options: BenchOptions) => {
       if (!BENCHMARKS.includes(benchmark))
@@ -174,10 +185,11 @@ export function registerBench(cli: CAC): void {
       if (benchmark === "cluster") return benchCluster(options);
       if (benchmark === "heuristics") return benchHeuristics(options);
       if (benchmark === "soak") return benchSoak(options);
+      if (benchmark === "overhead") return benchOverhead(options);
       const clones = [
         ...new Set(listOption(options.clones ?? DEFAULTS.fork.clones).map((n) => wholeNumber("--clones", n, MAX_CLONES_PER_FORK))),
       ].sort((a, b) => a - b);
-      const memoryPaths = [...new Set(listOption(options.memory))];
+      const memoryPaths = [...new Set(listOption(options.memory ?? DEFAULTS.fork.memory))];
       if (clones.length === 0 || memoryPaths.length === 0)
         throw new SnowflockError("USAGE", "--clones and --memory need at least one value");
       const bench = await import("../bench/fork.ts");
@@ -189,7 +201,7 @@ export function registerBench(cli: CAC): void {
         memoryPaths,
         peer: options.peer !== false,
         peerMaxClones: wholeNumber("--peer-max", options.peerMax, MAX_CLONES_PER_FORK),
-        pool: Number(options.pool) === 0 ? 0 : wholeNumber("--pool", options.pool ?? Math.max(...clones), MAX_POOL_SIZE),
+        pool: poolOption(options.pool) ?? Math.max(...clones),
       });
       publish(bench, report, options);
       return report.snowflock.some((p) => p.available) ? 0 : 1;
@@ -217,11 +229,10 @@ async function benchDomainFork(domains: DomainOperations, options: BenchOptions)
   if (!existsSync(domuConfig))
     throw new SnowflockError("USAGE", `no xl config at ${domuConfig}`, "give the xl config of a PVH domU with --domu-config");
   // --memory's default names KVM's path (cow): on Xen it means both of Xen's.
-  const memoryList = listOption(options.memory);
   const memory =
-    memoryList.join(",") === "cow"
+    options.memory === undefined
       ? DEFAULTS.xen.memory
-      : [...new Set(memoryList)].map((m) => {
+      : [...new Set(listOption(options.memory))].map((m) => {
           if (m !== "eager" && m !== "ondemand")
             throw new SnowflockError("USAGE", `bad --memory '${m}' for --backend xen`, "give eager, ondemand or both, comma-separated");
           return m;
@@ -288,14 +299,21 @@ async function benchCluster(options: BenchOptions): Promise<number> {
     memoryBytes,
     seed,
     mtu: wholeNumber("--mtu", options.mtu, 65535),
+    pool: poolOption(options.pool),
   });
   return publish(bench, report, options, report.badRuns);
+}
+
+/** --pool: undefined for the benchmark's default, else 0 (none) up to the largest pool. */
+function poolOption(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  return Number(value) === 0 ? 0 : wholeNumber("--pool", value, MAX_POOL_SIZE);
 }
 
 async function benchSoak(options: BenchOptions): Promise<number> {
   const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
   const count = (option: string, value: unknown) => (String(value) === "0" ? 0 : wholeNumber(option, value, 1_000_000));
-  const memory = listOption(options.memory);
+  const memory = listOption(options.memory ?? DEFAULTS.soak.memory);
   if (memory.length !== 1) throw new SnowflockError("USAGE", `bench soak takes one --memory value, not '${options.memory}'`);
   const bench = await import("../bench/soak.ts");
   const report = await bench.runSoakBench({
@@ -306,6 +324,34 @@ async function benchSoak(options: BenchOptions): Promise<number> {
     memory: memoryPathOption(memory[0]!),
     transport: transportOption(String(options.transport ?? DEFAULTS.soak.transport)),
     memoryBytes: memoryOption(options.mem ?? DEFAULTS.soak.mem),
+  });
+  return publish(bench, report, options, report.badRuns);
+}
+
+async function benchOverhead(options: BenchOptions): Promise<number> {
+  const { MAX_TEST_HOSTS } = await import("../cluster/test-hosts.ts");
+  const { checkMemory, parseWorkload } = await import("../guest/workloads.ts");
+  const bench = await import("../bench/overhead.ts");
+  const d = DEFAULTS.overhead;
+  const { sizeBytes, seed } = sizeAndSeed(options, d.size);
+  const passes = wholeNumber("--passes", options.passes ?? d.passes, 1_000_000);
+  const rounds = wholeNumber("--rounds", options.rounds ?? d.rounds, 1000);
+  if (rounds < 2) throw new SnowflockError("USAGE", "bench overhead needs --rounds 2 or more", "the first round is each VM's warm-up");
+  const memoryBytes = memoryOption(options.mem ?? d.mem);
+  checkMemory(parseWorkload("compute", [`size=${sizeBytes}`]), memoryBytes);
+  const hosts = String(options.hosts ?? d.hosts) === "0" ? 0 : wholeNumber("--hosts", options.hosts ?? d.hosts, MAX_TEST_HOSTS);
+  if (hosts === 1)
+    throw new SnowflockError("USAGE", "bench overhead --hosts takes 0 (skip) or 2 or more", "a clone on another host needs two");
+  const report = await bench.runOverheadBench({
+    sizeBytes,
+    passes,
+    rounds,
+    seed,
+    runs: wholeNumber("--runs", options.runs ?? d.runs, 1000),
+    memoryPaths: [...new Set(listOption(options.memory ?? d.memory))].map(memoryPathOption),
+    memoryBytes,
+    hosts,
+    transport: transportOption(String(options.transport ?? d.transport)),
   });
   return publish(bench, report, options, report.badRuns);
 }
@@ -329,8 +375,8 @@ function publish<R>(
 }
 
 /** The dataset size and seed options (cluster, heuristics). */
-function sizeAndSeed(options: BenchOptions): { sizeBytes: number; seed: number } {
-  const sizeBytes = parseSize(String(options.size));
+function sizeAndSeed(options: BenchOptions, defaultSize = DEFAULTS.dataset.size): { sizeBytes: number; seed: number } {
+  const sizeBytes = parseSize(String(options.size ?? defaultSize));
   if (sizeBytes === undefined || sizeBytes < 2)
     throw new SnowflockError("USAGE", `bad --size '${options.size}'`, "give a size such as 16M");
   const seed = Number(options.seed);

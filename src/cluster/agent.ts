@@ -320,7 +320,7 @@ export function startAgent(options: AgentOptions): Agent {
           const name = `${order.parent}.${cloneId}`;
           await awaitEndedClone(name, order.parent);
           claimName(name);
-          const { pid, times } = await spawnClone({
+          const { pid, times, fromPool } = await spawnClone({
             parent: order.parent,
             cloneId,
             descriptor,
@@ -337,7 +337,7 @@ export function startAgent(options: AgentOptions): Agent {
             pid,
           });
           releaseRoom(1);
-          return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs };
+          return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs, fromPool };
         }),
       );
       return {

@@ -45,6 +45,8 @@ export interface StartedClone {
   /** Inside the clone's process: from its start to the VM restored, and to its vCPUs running. */
   builtMs: number;
   runningMs: number;
+  /** Served by a VMM process the host's pool had ready. */
+  fromPool?: boolean;
 }
 
 export interface CloneOrderResult {

@@ -305,6 +305,7 @@ export class Family implements FamilyCalls {
           host: hostName,
           cloneId: c.cloneId,
           pid: c.pid,
+          fromPool: c.fromPool,
           readyMs,
           restoredMs: c.builtMs,
           runningMs: c.runningMs,

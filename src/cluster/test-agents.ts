@@ -17,9 +17,9 @@ import { scaledTimeout } from "../timeouts.ts";
 
 const AGENT_START_TIMEOUT_MS = scaledTimeout(15_000);
 
-/** The run directory of test host `host` of `cluster`: its VMs' sockets, records and logs. */
-export function hostRunDir(cluster: string, host: string): string {
-  return join(runDir(), `${cluster}-${host}`);
+/** The run directory of test host `host` of `cluster` (below `base`): its VMs' sockets, records and logs. */
+export function hostRunDir(cluster: string, host: string, base = runDir()): string {
+  return join(base, `${cluster}-${host}`);
 }
 
 /** What each test host's agent is started with: its room for clones, and its pool of ready VMMs (0: none). */
