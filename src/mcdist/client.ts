@@ -45,6 +45,11 @@ const MAX_PARTIAL_CHUNKS = 2 * MAX_REQUEST_PAGES;
 const RATE_REPORT_EVERY_MS = 1000;
 /** A measured capacity is reported at this share of what handling costs, and never below the server's floor. */
 const CAPACITY_HEADROOM = 0.8;
+/**
+ * Pages handled before a measured capacity counts: the first pages pay for cold code, and one such
+ * page measured as the whole capacity paced a lone clone at a tenth of its speed for a second.
+ */
+const MIN_MEASURED_PAGES = 256;
 /** Where a measuring client's cap starts halving when the server was not paced yet (pages/s, 64 MB/s). */
 const UNPACED_RATE_GUESS = 16384;
 
@@ -331,7 +336,7 @@ export class McdistClient {
   /** Pages/s this client could handle: what its frames cost per completed page since the last report. */
   private measuredCapacity(): number | undefined {
     const { pages, micros } = this.handled;
-    if (pages === 0 || micros === 0) return undefined;
+    if (pages < MIN_MEASURED_PAGES || micros === 0) return undefined;
     this.handled = { pages: 0, micros: 0 };
     return Math.max(MIN_PACED_RATE, Math.floor((CAPACITY_HEADROOM * 1e6 * pages) / micros));
   }

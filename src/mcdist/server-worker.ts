@@ -60,8 +60,13 @@ const FIRST_ASK_LOCKSTEP_MS = scaledTimeout(20);
 /** Frames read per wake-up before sending again, so neither side starves the other. */
 const RECEIVE_BATCH = 256;
 const SEND_BATCH = 128;
-/** Token bucket depth, in pages, when paced. */
+/**
+ * Token bucket depth when paced: PACING_BURST pages, or PACING_BURST_MS worth at the paced rate if
+ * more. The poll waits whole milliseconds: a bucket holding less than that capped a fast receiver's
+ * pace at 16 pages a millisecond, whatever rate it asked for.
+ */
 const PACING_BURST = 16;
+const PACING_BURST_MS = 2;
 
 function post(event: ServerEvent): void {
   self.postMessage(event);
@@ -228,7 +233,11 @@ class McdistServer {
   private sendSome(): void {
     const now = performance.now();
     const rate = this.pacedRate(now);
-    if (rate > 0) this.tokens = Math.min(PACING_BURST, this.tokens + ((now - this.refilledAt) * rate) / 1000);
+    if (rate > 0)
+      this.tokens = Math.min(
+        Math.max(PACING_BURST, (rate * PACING_BURST_MS) / 1000),
+        this.tokens + ((now - this.refilledAt) * rate) / 1000,
+      );
     this.refilledAt = now;
     for (let sent = 0; sent < SEND_BATCH; sent++) {
       this.skipAnswered();
