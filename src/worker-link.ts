@@ -27,10 +27,14 @@ export class WorkerLink<Ready extends object> {
   private finishing: Promise<void> | undefined;
   private readonly code: ErrorCode;
 
-  /** `name`, for messages ("memtap", "the mcdist server"); `onNote` takes the thread's notes; `code`, its failures' error code. */
-  constructor(url: string, name: string, onNote?: (note: unknown) => void, code: ErrorCode = "MEMORY") {
+  /**
+   * `thread`: the Worker's module URL, or a Worker started from it ahead of time (loaded, waiting
+   * for its init message). `name`, for messages ("memtap", "the mcdist server"); `onNote` takes the
+   * thread's notes; `code`, its failures' error code.
+   */
+  constructor(thread: string | Worker, name: string, onNote?: (note: unknown) => void, code: ErrorCode = "MEMORY") {
     this.code = code;
-    this.worker = new Worker(url);
+    this.worker = typeof thread === "string" ? new Worker(thread) : thread;
     const ready = Promise.withResolvers<Ready>();
     const failed = Promise.withResolvers<Error>();
     const stopped = Promise.withResolvers<void>();

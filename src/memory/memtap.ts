@@ -74,6 +74,26 @@ const MEMTAP_WORKER_URL = import.meta.url.includes("/$bunfs/")
   ? new URL("./src/memory/memtap-worker.ts", import.meta.url).href
   : new URL("./memtap-worker.ts", import.meta.url).href;
 
+/** A memtap Worker started ahead (a ready VMM of the pool): its module loaded before any fault. */
+let spareWorker: Worker | undefined;
+
+/** Starts the memtap Worker now, for the next startMemtap: a clone from the pool then skips loading it. */
+export function prestartMemtapWorker(): void {
+  spareWorker ??= new Worker(MEMTAP_WORKER_URL);
+}
+
+/** Ends the Worker started ahead, if any (a clone without memory on demand needs none). */
+export function dropSpareMemtapWorker(): void {
+  spareWorker?.terminate();
+  spareWorker = undefined;
+}
+
+function takeWorker(): string | Worker {
+  const worker = spareWorker ?? MEMTAP_WORKER_URL;
+  spareWorker = undefined;
+  return worker;
+}
+
 function checkInputs(options: MemtapOptions, pageCount: number): void {
   if (options.nonZeroPages.byteLength !== Math.ceil(pageCount / 8)) {
     throw new SnowflockError(
@@ -113,7 +133,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
   checkInputs(options, pageCount);
   const uffd = registerMemory(options);
   const counters = faultCounters();
-  const link = new WorkerLink<object>(MEMTAP_WORKER_URL, "memtap");
+  const link = new WorkerLink<object>(takeWorker(), "memtap");
 
   // The Worker closes the uffd when it stops; the owner closes it only if the Worker has not
   // claimed it after its chance (a stuck or terminated Worker).

@@ -2,10 +2,13 @@
 import type { LaunchRecord } from "../clone/launch-record.ts";
 import { log } from "../output.ts";
 
-/** Returns the process's exit status; a guest crash is one line on stderr (its console log has it too). */
-export async function serveLaunch(record: LaunchRecord): Promise<number> {
+/**
+ * Returns the process's exit status; a guest crash is one line on stderr (its console log has it
+ * too). `afterRunning`: what can wait until the clone runs.
+ */
+export async function serveLaunch(record: LaunchRecord, afterRunning?: () => void): Promise<number> {
   const { runClone } = await import("./vmm.ts");
-  const result = await runClone(record, () => {});
+  const result = await runClone(record, () => {}, afterRunning);
   if (result.end.kind === "crash")
     log.error(
       `${result.name}: guest crashed on vCPU ${result.end.vcpu}: ${result.end.reason}${result.end.rip ? ` at rip ${result.end.rip}` : ""}`,

@@ -115,6 +115,8 @@ interface ServeOptions {
   cluster?: ClusterContext;
   transport?: RemoteTransport;
   heuristicsOff?: Heuristic[];
+  /** Once the vCPUs run and the parent was told: what could wait until then. */
+  afterRunning?: () => void;
 }
 
 async function serveMachine(
@@ -224,6 +226,7 @@ async function serveMachine(
         runningMs,
       }).catch(() => undefined);
     }
+    options.afterRunning?.();
     let end = await machine.ended;
     await options.memtap?.stop();
     if (memoryFailure) end = { kind: "crash", reason: memoryFailure.message, vcpu: 0 };
@@ -348,7 +351,7 @@ function readDescriptor(
 }
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
-export async function runClone(spec: LaunchRecord, onConsole: (line: string) => void): Promise<VmResult> {
+export async function runClone(spec: LaunchRecord, onConsole: (line: string) => void, afterRunning?: () => void): Promise<VmResult> {
   // A clone on another host than its parent reaches its family through the agents.
   const environment = spec.cluster;
   const cluster =
@@ -393,7 +396,7 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
   if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
   return serveMachine(
     identity,
-    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff },
+    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff, afterRunning },
     (console, onGuestCall) => {
       const machine = machines.restore(descriptor.state, memory, {
         cloneId: spec.cloneId,
