@@ -70,7 +70,7 @@ describe("snowflock run refuses bad input with one clear line", () => {
     [
       ["run", "bogus"],
       "unknown workload 'bogus' (choose one of: hello, sha256, sha256-par, search-par, alloc-par, " +
-        "mem-states, serve, crash, isolation, misuse, hostile, quotas)",
+        "mem-states, compute, serve, crash, isolation, misuse, hostile, quotas)",
     ],
     [["run", "sha256", "size=12Q"], "bad size '12Q' for workload sha256 (expected a size such as 4096, 64K, 256M or 1G)"],
     [
