@@ -207,8 +207,9 @@ async function measure(
         progress(`${label}: run ${run}/${options.runs}, ${clone.vm} (${elapsed()})`);
         const answer = await controlRequest(name, { op: "fork", clones: 1, memory: clone.memory, spread: clone.spread }, ROUNDS_TIMEOUT_MS);
         if (!answer.ok) {
-          // Refused before anything ran (e.g. a memory path this host lacks): unavailable, not a failure.
-          into.reason = answer.error;
+          // Refused the first time (e.g. a memory path this host lacks): unavailable, not a failure.
+          if (into.runs.length === 0) into.reason = answer.error;
+          else failed.record(`${label} run ${run}, ${clone.vm}`, { ok: false, error: answer.error });
           continue;
         }
         const fork = answer.fork!;
