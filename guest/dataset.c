@@ -4,6 +4,7 @@
  * holes in guest RAM, e.g. the 3-4 GiB MMIO gap. */
 #include "alloc.h"
 #include "dataset.h"
+#include "sha256.h"
 #include "smp.h"
 #include "user.h"
 
@@ -35,6 +36,18 @@ bool dataset_alloc(struct dataset *d, uint64_t size, uint64_t seed) {
         need -= n;
     }
     return true;
+}
+
+void dataset_sha256(const struct dataset *d, struct sha256 *ctx, uint8_t out[32]) {
+    sha256_init(ctx);
+    uint64_t left = d->size;
+    for (uint32_t e = 0; e < d->nextents && left; e++) {
+        uint64_t n = d->ext[e].pages * PAGE_SIZE;
+        if (n > left) n = left;
+        sha256_update(ctx, d->ext[e].base, n);
+        left -= n;
+    }
+    sha256_final(ctx, out);
 }
 
 void dataset_free(struct dataset *d) {

@@ -17,3 +17,7 @@ bool dataset_alloc(struct dataset *d, uint64_t size, uint64_t seed);
 void dataset_generate(struct dataset *d);
 void dataset_free(struct dataset *d);
 uint64_t splitmix64_at(uint64_t seed, uint64_t i); /* i-th output (0-based) */
+
+struct sha256;
+/* SHA-256 of all d->size bytes into out, with ctx as scratch. Pure computation: run_user may call it. */
+void dataset_sha256(const struct dataset *d, struct sha256 *ctx, uint8_t out[32]);

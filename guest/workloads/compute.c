@@ -21,17 +21,7 @@ struct compute_job { uint64_t passes; struct sha256 ctx; uint8_t digest[32]; };
 /* Ring 3 (see user.h): the hashing is the work measured. */
 static uint64_t hash_passes(void *arg) {
     struct compute_job *j = arg;
-    for (uint64_t p = 0; p < j->passes; p++) {
-        sha256_init(&j->ctx);
-        uint64_t left = ds.size;
-        for (uint32_t e = 0; e < ds.nextents && left; e++) {
-            uint64_t n = ds.ext[e].pages * PAGE_SIZE;
-            if (n > left) n = left;
-            sha256_update(&j->ctx, ds.ext[e].base, n);
-            left -= n;
-        }
-        sha256_final(&j->ctx, j->digest);
-    }
+    for (uint64_t p = 0; p < j->passes; p++) dataset_sha256(&ds, &j->ctx, j->digest);
     return 0;
 }
 

@@ -14,15 +14,7 @@ struct hash_job { struct sha256 ctx; uint8_t digest[32]; };
 /* Ring 3 (see user.h): hashing is the hot loop. */
 static uint64_t hash_dataset(void *arg) {
     struct hash_job *j = arg;
-    sha256_init(&j->ctx);
-    uint64_t left = ds.size;
-    for (uint32_t e = 0; e < ds.nextents && left; e++) {
-        uint64_t n = ds.ext[e].pages * PAGE_SIZE;
-        if (n > left) n = left;
-        sha256_update(&j->ctx, ds.ext[e].base, n);
-        left -= n;
-    }
-    sha256_final(&j->ctx, j->digest);
+    dataset_sha256(&ds, &j->ctx, j->digest);
     return 0;
 }
 
