@@ -17,11 +17,11 @@ import { SnowflockError } from "../errors.ts";
 import { type BenchGuest, awaitConsole, guestTitle, runArguments } from "./bench-guest.ts";
 import { formatSize } from "../size.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { listVms, processAlive, readRecord, runDir, vmPaths } from "../run-dir.ts";
+import { listVms, readRecord, runDir, vmPaths } from "../run-dir.ts";
 import type { PoolState } from "../pool/keeper.ts";
 import { setPool } from "../pool/pool-daemon.ts";
 import { fillPool } from "./pool-fill.ts";
-import { cliCommand, progress, progressDone } from "./session.ts";
+import { cliCommand, progress, progressDone, stopVms } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
 import { linePlot, type Series } from "./svg.ts";
@@ -109,26 +109,6 @@ export function defaultOutDir(): string {
     } catch {}
     if (dirname(dir) === dir) return process.cwd();
   }
-}
-
-async function waitGone(pids: number[], timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (pids.some(processAlive)) {
-    if (Date.now() > deadline) {
-      for (const pid of pids.filter(processAlive)) process.kill(pid, "SIGKILL");
-      await Bun.sleep(50);
-      return;
-    }
-    await Bun.sleep(5);
-  }
-}
-
-async function stopVms(vms: Array<{ name: string; pid?: number }>): Promise<void> {
-  await Promise.all(vms.map((vm) => controlRequest(vm.name, "kill").catch(() => undefined)));
-  await waitGone(
-    vms.flatMap((vm) => (vm.pid === undefined ? [] : [vm.pid])),
-    10_000,
-  );
 }
 
 /** Starts the parent VM (`snowflock run ... --detach`) and waits until its console shows it ready; ms to its first console byte. */

@@ -34,6 +34,7 @@ import {
   progress,
   progressDone,
   type Session,
+  stopVms,
   stopwatch,
 } from "./session.ts";
 import { linePlot, type Series } from "./svg.ts";
@@ -125,12 +126,8 @@ async function awaitRounds(name: string, id: number, rounds: number, digest: str
   }
 }
 
-async function stopVm(name: string): Promise<void> {
-  const record = readRecord(name);
-  await controlRequest(name, "kill").catch(() => undefined);
-  const deadline = Date.now() + scaledTimeout(10_000);
-  while (record && processAlive(record.pid) && Date.now() < deadline) await Bun.sleep(10);
-  if (record && processAlive(record.pid)) process.kill(record.pid, "SIGKILL");
+function stopVm(name: string): Promise<void> {
+  return stopVms([{ name, pid: readRecord(name)?.pid }], scaledTimeout(10_000));
 }
 
 /** What one kind of VM gave in each run. */

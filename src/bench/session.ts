@@ -13,6 +13,7 @@ import { readInventory } from "../cluster/inventory.ts";
 import { hostRunDir } from "../cluster/test-agents.ts";
 import { listVms, processAlive } from "../run-dir.ts";
 import { selfCommand } from "../vmm/self.ts";
+import { controlRequest } from "../vmm/control-client.ts";
 import type { VmResult } from "../vmm/vmm.ts";
 
 export const RUN_TIMEOUT_MS = 300_000;
@@ -90,7 +91,8 @@ export const lastLine = (text: string) =>
  */
 export async function clusterUp(session: Session, hosts: number, maxClones: number, mtu?: number, pool = 0): Promise<void> {
   session.clusterUp = true; // from now on, a cleanup runs `cluster down` (also for a half-made cluster)
-  const mtuArgs = [...(mtu === undefined ? [] : ["--mtu", String(mtu)]), ...(pool > 0 ? ["--pool", String(pool)] : [])];
+  const mtuArgs = mtu === undefined ? [] : ["--mtu", String(mtu)];
+  const poolArgs = pool > 0 ? ["--pool", String(pool)] : [];
   const r = await cli(
     session,
     [
@@ -99,6 +101,7 @@ export async function clusterUp(session: Session, hosts: number, maxClones: numb
       "--hosts",
       String(hosts),
       ...mtuArgs,
+      ...poolArgs,
       "--prefix",
       session.prefix,
       "--inventory",
@@ -136,6 +139,21 @@ function clusterDownSync(session: Session): void {
     timeout: CLI_TIMEOUT_MS,
   });
   session.clusterUp = false;
+}
+
+/** Ends VMs by their control sockets; those whose processes outlive `timeoutMs` are killed. */
+export async function stopVms(vms: Array<{ name: string; pid?: number }>, timeoutMs = 10_000): Promise<void> {
+  await Promise.all(vms.map((vm) => controlRequest(vm.name, "kill").catch(() => undefined)));
+  const pids = vms.flatMap((vm) => (vm.pid === undefined ? [] : [vm.pid]));
+  const deadline = Date.now() + timeoutMs;
+  while (pids.some(processAlive)) {
+    if (Date.now() > deadline) {
+      for (const pid of pids.filter(processAlive)) process.kill(pid, "SIGKILL");
+      await Bun.sleep(50);
+      return;
+    }
+    await Bun.sleep(5);
+  }
 }
 
 const SETTLE_TIMEOUT_MS = 15_000;

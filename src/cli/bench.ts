@@ -159,7 +159,7 @@ export function registerBench(cli: CAC): void {
       "fork, cluster --backend xen: the xl config of the PVH domU to fork (default: the nested Xen host's test domU)",
     )
     .option("--inventory <file>", "cluster --backend xen: the inventory of the dom0s (default: $SNOWFLOCK_RUN_DIR/cluster.json)")
-    .option("--out <dir>", "Where the report goes: BENCHMARK.json and BENCHMARK.svg (default: " + "bench/results in the repo, else .)")
+    .option("--out <dir>", "Where the report goes: BENCHMARK.json and BENCHMARK.svg (default: bench/results in the repo, else .)")
     .example((bin) => `  ${bin} bench fork --clones 1,4,16 --runs 5`)
     .example((bin) => `  ${bin} bench fork --kernel /boot/vmlinuz-$(uname -r) --initrd job.cpio --mem 256M --clones 1,2,4,8,16`)
     .example((bin) => `  ${bin} bench cluster --clones 1,4 --hosts 1,2 --runs 1`)
