@@ -71,9 +71,11 @@ function freePages(machine: Machine, map: FreePageMap, bytes: number): Uint8Arra
   for (const region of memory.layout.regions) {
     const first = region.guestAddress / PAGE_SIZE;
     const end = Math.min(map.frames, first + region.size / PAGE_SIZE);
-    for (let frame = first, page = region.offset / PAGE_SIZE; frame < end; frame++, page++) {
-      if (!hasPage(used, frame)) markPage(free, page);
-    }
+    let frame = first;
+    let page = region.offset / PAGE_SIZE;
+    // Whole bytes where frames and pages line up on a byte (a 1 GiB map is 262,144 frames).
+    if (frame % 8 === 0 && page % 8 === 0) for (; frame + 8 <= end; frame += 8, page += 8) free[page >> 3] = ~used[frame >> 3]! & 0xff;
+    for (; frame < end; frame++, page++) if (!hasPage(used, frame)) markPage(free, page);
   }
   return free;
 }

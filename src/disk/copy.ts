@@ -4,13 +4,13 @@
  * kernel copies the data ranges only (copy_file_range between SEEK_DATA and SEEK_HOLE), so a
  * sparse image stays sparse; reads and writes where neither works (another filesystem, old kernels).
  */
-import { FICLONE, O_RDWR, O_TMPFILE, SEEK_DATA, SEEK_HOLE } from "../sys/constants.ts";
+import { FICLONE, O_RDWR, O_TMPFILE } from "../sys/constants.ts";
+import { dataRanges } from "../sys/data-ranges.ts";
 import { SyscallError } from "../sys/errno.ts";
-import { close, copyFileRange, ftruncate, lseek, open, pread, pwrite } from "../sys/files.ts";
+import { close, copyFileRange, ftruncate, open, pread, pwrite } from "../sys/files.ts";
 import { ioctl } from "../sys/ioctl.ts";
 
 const BOUNCE_BYTES = 1 << 20;
-const ENXIO = 6;
 
 /** A new unnamed file in `directory`, `bytes` long (a hole); the caller owns the fd. */
 export function unnamedFile(directory: string, bytes: number): number {
@@ -56,25 +56,6 @@ export function copyRange(source: number, target: number, offset: number, length
       done += piece.byteLength;
     }
   }
-}
-
-/** The data ranges of `fd`'s first `bytes` (all of it where the filesystem cannot tell holes). */
-function dataRanges(fd: number, bytes: number): Array<[number, number]> {
-  const ranges: Array<[number, number]> = [];
-  try {
-    for (let at = 0; at < bytes; ) {
-      const start = lseek(fd, at, SEEK_DATA);
-      if (start >= bytes) break;
-      const end = Math.min(lseek(fd, start, SEEK_HOLE), bytes);
-      ranges.push([start, end - start]);
-      at = end;
-    }
-  } catch (error) {
-    if (error instanceof SyscallError && error.errno === ENXIO) return ranges; // no data past `at`
-    if (error instanceof SyscallError && error.errnoName === "EINVAL") return [[0, bytes]];
-    throw error;
-  }
-  return ranges;
 }
 
 /** Makes `target` hold `source`'s first `bytes` (`target` is that long already, all hole). */
