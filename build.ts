@@ -29,14 +29,18 @@ export async function step<T>(what: string, work: () => Promise<T> | T): Promise
   return result;
 }
 
+/**
+ * `--bytecode` ships the program compiled ahead: a process (a clone's VMM, a ready VMM, any CLI
+ * call) starts without parsing it, ~16 ms for `--version` instead of ~50 here. ESM, for the
+ * top-level await.
+ */
+const COMPILE_FLAGS = ["--compile", "--bytecode", "--format=esm", "--minify-whitespace", "--minify-syntax"];
+
 async function compileExecutable(outfile: string): Promise<void> {
-  const build = Bun.spawn(
-    [process.execPath, "build", "--compile", "--minify-whitespace", "--minify-syntax", ...EXECUTABLE_ENTRYPOINTS, "--outfile", outfile],
-    {
-      stdout: "pipe",
-      stderr: "pipe",
-    },
-  );
+  const build = Bun.spawn([process.execPath, "build", ...COMPILE_FLAGS, ...EXECUTABLE_ENTRYPOINTS, "--outfile", outfile], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const [out, err, code] = await Promise.all([new Response(build.stdout).text(), new Response(build.stderr).text(), build.exited]);
   if (code !== 0) throw new Error(`bun build --compile failed:\n${out}${err}`);
 }
