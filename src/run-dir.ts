@@ -219,8 +219,11 @@ export function endedLogs(dir: string): string[] {
     .map((e) => e.name);
 }
 
-/** Keeps the newest KEPT_ENDED_LOGS consoles of ended VMs in `dir`: a VM that forks and kills clones all day must not fill /run. */
-function pruneEndedLogs(dir: string): void {
+/**
+ * Keeps the newest KEPT_ENDED_LOGS consoles of ended VMs in `dir`: a VM that forks and kills clones
+ * all day must not fill /run. It looks at every log, so it runs once per VM start or clone round.
+ */
+export function pruneEndedLogs(dir: string = runDir()): void {
   for (const name of endedLogs(dir).slice(KEPT_ENDED_LOGS)) removeVmFiles(name, { keepLog: false }, dir);
 }
 
@@ -242,7 +245,7 @@ export async function awaitEndedClone(name: string, parent: string): Promise<voi
   }
 }
 
-/** Refuses a name a live VM already has. */
+/** Refuses a name a live VM already has, and clears what an ended VM of that name left. */
 export function claimName(name: string): void {
   const existing = readRecord(name);
   if (existing && vmAlive(existing)) {
@@ -253,5 +256,4 @@ export function claimName(name: string): void {
     );
   }
   removeVmFiles(name, { keepLog: false }, runDir());
-  pruneEndedLogs(runDir());
 }

@@ -12,8 +12,9 @@ import type { CloneCall, Descriptor } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
 import { getpid } from "../sys/process.ts";
-import { awaitEndedClone, claimName, runDir } from "../run-dir.ts";
-import { spawnClone, type StartTimes } from "../vmm/spawn.ts";
+import { pruneEndedLogs, runDir } from "../run-dir.ts";
+import { launchClone } from "../vmm/spawn.ts";
+import type { StartTimes } from "../vmm/launch-clock.ts";
 import { type MemoryServer, startMemoryServer } from "../memory/memory-server.ts";
 import { formatPageServer } from "../memory/page-server-address.ts";
 import type { LaunchRecord } from "./launch-record.ts";
@@ -160,8 +161,6 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
   const outcomes = await Promise.allSettled(
     ids.map(async (cloneId): Promise<CloneReport> => {
       const name = `${source.parent}.${cloneId}`;
-      await awaitEndedClone(name, source.parent);
-      claimName(name);
       const record: LaunchRecord = {
         parent: source.parent,
         cloneId,
@@ -169,7 +168,7 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
         memory,
         ...launch,
       };
-      const { pid, times, fromPool } = await spawnClone(record, awaitStart(cloneId));
+      const { pid, times, fromPool } = await launchClone(record, awaitStart(cloneId));
       return {
         name,
         cloneId,
@@ -181,6 +180,7 @@ export async function spawnClones(source: CloneSource, ids: number[], awaitStart
       };
     }),
   );
+  pruneEndedLogs();
   return {
     backend: source.backend,
     parent: source.parent,

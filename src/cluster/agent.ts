@@ -15,8 +15,8 @@ import { decodeDescriptor } from "../descriptor/format.ts";
 import { getpid } from "../sys/process.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import { type ControlRequest, parseRequest } from "../vmm/protocol.ts";
-import { awaitEndedClone, checkName, claimName, ensureRunDir, processAlive, runDir } from "../run-dir.ts";
-import { spawnClone } from "../vmm/spawn.ts";
+import { checkName, ensureRunDir, processAlive, pruneEndedLogs, runDir } from "../run-dir.ts";
+import { launchClone } from "../vmm/spawn.ts";
 import {
   type AgentAnswer,
   type AgentRequest,
@@ -318,9 +318,7 @@ export function startAgent(options: AgentOptions): Agent {
       const outcomes = await Promise.allSettled(
         order.cloneIds.map(async (cloneId) => {
           const name = `${order.parent}.${cloneId}`;
-          await awaitEndedClone(name, order.parent);
-          claimName(name);
-          const { pid, times, fromPool } = await spawnClone({
+          const { pid, times, fromPool } = await launchClone({
             parent: order.parent,
             cloneId,
             descriptor,
@@ -340,6 +338,7 @@ export function startAgent(options: AgentOptions): Agent {
           return { cloneId, name, pid, builtMs: times.builtMs, runningMs: times.runningMs, fromPool };
         }),
       );
+      pruneEndedLogs();
       return {
         host: self.name,
         started: outcomes.flatMap((o) => (o.status === "fulfilled" ? [o.value] : [])),

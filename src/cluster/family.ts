@@ -18,7 +18,7 @@ import type { CloneCall } from "../descriptor/format.ts";
 import { CloneStatus, GuestError } from "../guest/hypercalls.ts";
 import { type GuestLimits, guestLimits } from "../guest/limits.ts";
 import { readRecord, vmAlive } from "../run-dir.ts";
-import type { StartTimes } from "../vmm/spawn.ts";
+import type { StartTimes } from "../vmm/launch-clock.ts";
 import type { ControlResponse } from "../vmm/protocol.ts";
 import { CLONE_ORDER_TIMEOUT_MS } from "./agent.ts";
 import type { CloneOrder, CloneOrderResult } from "./clone-order.ts";

@@ -6,14 +6,28 @@
 import { renameSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { encodeLaunchRecord, type LaunchRecord } from "../clone/launch-record.ts";
-import { readyPids, readySocket, takenSocket } from "./pool-files.ts";
+import type { StartTimes } from "../vmm/launch-clock.ts";
+import { RUNNING_PREFIX, readyPids, readySocket, takenSocket } from "./pool-files.ts";
 
 export interface HandedOver {
   pid: number;
   /** Why it failed, once it has said so or ended before its clone ran; else undefined. */
   failure(): string | undefined;
+  /** Resolves with the clone's timings once it says it runs (never, if it fails first). */
+  running: Promise<StartTimes>;
   /** Lets go of the connection once the clone runs. */
   release(): void;
+}
+
+/** The timings in a `running` line, or undefined for a line that is not one (or is malformed). */
+function runningTimes(line: string): StartTimes | undefined {
+  if (!line.startsWith(RUNNING_PREFIX)) return undefined;
+  try {
+    const { builtMs, runningMs } = JSON.parse(line.slice(RUNNING_PREFIX.length)) as Partial<StartTimes>;
+    return typeof builtMs === "number" && typeof runningMs === "number" ? { builtMs, runningMs } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function connectUnix(path: string): Promise<Socket> {
@@ -42,13 +56,24 @@ export async function handToReadyVmm(record: LaunchRecord, dir: string): Promise
     }
     let said = "";
     let closed = false;
-    socket.on("data", (chunk: Buffer) => void (said = `${said}${chunk.toString("utf8")}`.slice(-4096)));
+    let ran = false;
+    const { promise: running, resolve } = Promise.withResolvers<StartTimes>();
+    socket.on("data", (chunk: Buffer) => {
+      said = `${said}${chunk.toString("utf8")}`.slice(-4096);
+      const times = said.endsWith("\n") ? runningTimes(said.trim().split("\n").pop()!) : undefined;
+      if (times) {
+        ran = true;
+        resolve(times);
+      }
+    });
     socket.on("error", () => {});
     socket.on("close", () => (closed = true));
     socket.write(Buffer.concat([Buffer.from(encodeLaunchRecord(record)), Buffer.from("\n")]));
     return {
       pid,
-      failure: () => (said.trim() ? said.trim().split("\n").pop() : closed ? "its process ended before the clone ran" : undefined),
+      failure: () =>
+        ran ? undefined : said.trim() ? said.trim().split("\n").pop() : closed ? "its process ended before the clone ran" : undefined,
+      running,
       release: () => socket.destroy(),
     };
   }

@@ -13,8 +13,8 @@ import { printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
 import { O_RDWR } from "../sys/constants.ts";
 import { close, dup2, open } from "../sys/files.ts";
-import { markLaunched } from "../vmm/launch-clock.ts";
-import { CLAIMED_LINE, READY_LINE, readySocket, removeReadySockets } from "./pool-files.ts";
+import { markLaunched, type StartTimes } from "../vmm/launch-clock.ts";
+import { CLAIMED_LINE, READY_LINE, RUNNING_PREFIX, readySocket, removeReadySockets } from "./pool-files.ts";
 
 /** The guest memory size the warm-up descriptor claims (its bitmaps' size). */
 const WARM_UP_MEMORY_BYTES = 256 << 20;
@@ -111,6 +111,8 @@ export async function runReadyProcess(): Promise<number> {
     // No usable /dev/kvm: the clone handed to this process reports it, as one started for it would.
   }
   prestartMemtapWorker();
+  // Collect what loading and warming up left behind now, not while a clone is starting.
+  Bun.gc(true);
   const claim = await awaitClaim(dir);
   if (!claim) return 0;
   markLaunched();
@@ -120,7 +122,9 @@ export async function runReadyProcess(): Promise<number> {
     // A clone without memory on demand ends the memtap Worker, but not while its siblings start:
     // Workers ended during a burst of 32 clones made the burst a quarter slower.
     const dropSpare = () => setTimeout(dropSpareMemtapWorker, SPARE_WORKER_KEPT_MS).unref();
-    return await serveLaunch(record, record.memory.kind === "ondemand" ? undefined : dropSpare);
+    // The fork that claimed this process hears that the clone runs on the claim's connection.
+    const reportRunning = (times: StartTimes) => claim.connection.end(`${RUNNING_PREFIX}${JSON.stringify(times)}\n`);
+    return await serveLaunch(record, { afterRunning: record.memory.kind === "ondemand" ? undefined : dropSpare, reportRunning });
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
     claim.connection.end(`${printable(message)}\n`);

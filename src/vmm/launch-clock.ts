@@ -5,6 +5,12 @@
  */
 let launchedAt = 0;
 
+/** A VMM's own timings, from its launch: its VM built, its vCPUs running. */
+export interface StartTimes {
+  builtMs: number;
+  runningMs: number;
+}
+
 export function markLaunched(): void {
   launchedAt = performance.now();
 }

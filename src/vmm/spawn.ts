@@ -10,24 +10,34 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { createPrivateFile } from "../sys/private-file.ts";
 import { controlRequest } from "./control-client.ts";
-import { removeVmFiles, runDir, vmPaths } from "../run-dir.ts";
+import { awaitEndedClone, claimName, removeVmFiles, runDir, vmPaths } from "../run-dir.ts";
 import { spawnDetached } from "./detached.ts";
 import { handToReadyVmm } from "../pool/claim.ts";
 import { selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
+import type { StartTimes } from "./launch-clock.ts";
 
 const READY_TIMEOUT_MS = scaledTimeout(15_000);
 
-export interface StartTimes {
-  builtMs: number;
-  runningMs: number;
+/**
+ * Starts a clone's VMM under its name: once a clone of an earlier round with that name has gone,
+ * the name is claimed here (the VMM does not claim it again), then spawnClone.
+ */
+export async function launchClone(
+  record: LaunchRecord,
+  announced?: Promise<StartTimes>,
+): Promise<{ pid: number; times: StartTimes; fromPool: boolean }> {
+  const name = launchName(record);
+  await awaitEndedClone(name, record.parent);
+  claimName(name);
+  return spawnClone(record, announced);
 }
 
 /**
  * Starts a clone's VMM: a ready one from the host's pool (pool/claim.ts) when there is one, which
  * skips the process start, else a new process (`__clone NAME`) with the record on the pipe on its fd 3.
  */
-export async function spawnClone(
+async function spawnClone(
   record: LaunchRecord,
   announced?: Promise<StartTimes>,
 ): Promise<{ pid: number; times: StartTimes; fromPool: boolean }> {
@@ -36,7 +46,8 @@ export async function spawnClone(
   if (handed) {
     const vmm: StartingVmm = { pid: handed.pid, stopped: handed.failure, kill: () => process.kill(handed.pid, "SIGKILL") };
     try {
-      return { ...(await awaitRunning(name, vmm, announced)), fromPool: true };
+      // A pooled clone says it runs on the claim's connection (ready-process.ts), not to its parent.
+      return { ...(await awaitRunning(name, vmm, handed.running)), fromPool: true };
     } finally {
       handed.release();
     }
@@ -102,7 +113,7 @@ async function awaitRunning(name: string, vmm: StartingVmm, announced?: Promise<
       if (answer?.ok && answer.status?.state === "running")
         return { pid: vmm.pid, times: { builtMs: answer.status.timings.builtMs, runningMs: answer.status.timings.runningMs ?? 0 } };
     }
-    await Bun.sleep(5);
+    await (announced ? Promise.race([announced, Bun.sleep(5)]) : Bun.sleep(5));
   }
   vmm.kill();
   removeFailedVm(name);

@@ -3,7 +3,7 @@
  * (control socket, record, console log), stream its console, answer control requests, and clean
  * up when it ends.
  */
-import { sinceLaunch } from "./launch-clock.ts";
+import { type StartTimes, sinceLaunch } from "./launch-clock.ts";
 import { type AllocationHints, createAllocationHints } from "../guest-memory/allocation-hints.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import type { GuestCall, Machine, MachineEnd, MachineOptions } from "../backend/backend.ts";
@@ -33,7 +33,7 @@ import { type LaunchRecord, launchName } from "../clone/launch-record.ts";
 import { ClusterContext, memberRequest, withOwnEnd } from "../cluster/cluster-context.ts";
 import { serveControl } from "./control-server.ts";
 import type { ControlResponse, VmStatus } from "./protocol.ts";
-import { claimName, ensureRunDir, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "../run-dir.ts";
+import { claimName, ensureRunDir, pruneEndedLogs, removeVmFiles, runDir, type VmRecord, vmPaths, writeRecord } from "../run-dir.ts";
 import { scaledTimeout } from "../timeouts.ts";
 
 export interface VmSpec {
@@ -117,6 +117,8 @@ interface ServeOptions {
   heuristicsOff?: Heuristic[];
   /** Once the vCPUs run and the parent was told: what could wait until then. */
   afterRunning?: () => void;
+  /** How a clone tells whoever launched it that it runs, when not by a request to its parent (a pooled VMM's claim connection). */
+  reportRunning?: (times: StartTimes) => void;
 }
 
 async function serveMachine(
@@ -126,7 +128,6 @@ async function serveMachine(
   onConsole: (line: string) => void,
 ): Promise<VmResult> {
   ensureRunDir();
-  claimName(identity.name);
   const paths = vmPaths(identity.name, runDir());
   const limits = guestLimits();
   const consoleLog = new ConsoleLog(paths.log, limits);
@@ -218,7 +219,8 @@ async function serveMachine(
     });
     const startedMs = sinceLaunch();
     runningMs = startedMs;
-    if (identity.parent && identity.cloneId) {
+    if (options.reportRunning) options.reportRunning({ builtMs: vmReadyMs, runningMs });
+    else if (identity.parent && identity.cloneId) {
       await memberRequest(options.cluster, identity.parent, {
         op: "clone-started",
         cloneId: identity.cloneId,
@@ -286,6 +288,10 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
   const { guest } = spec;
   if (guest.kind === "workload") checkMemory(guest.workload, spec.memoryBytes);
   const machines = await machineFactory("kvm");
+  // A clone's name was claimed by whoever launched it; a VM of its own claims here.
+  ensureRunDir();
+  claimName(spec.name);
+  pruneEndedLogs();
   const label = guestLabel(guest);
   const identity = {
     name: spec.name,
@@ -351,7 +357,11 @@ function readDescriptor(
 }
 
 /** Restores a clone from its parent's descriptor and memory and serves it until it ends. */
-export async function runClone(spec: LaunchRecord, onConsole: (line: string) => void, afterRunning?: () => void): Promise<VmResult> {
+export async function runClone(
+  spec: LaunchRecord,
+  onConsole: (line: string) => void,
+  reported: Pick<ServeOptions, "afterRunning" | "reportRunning"> = {},
+): Promise<VmResult> {
   // A clone on another host than its parent reaches its family through the agents.
   const environment = spec.cluster;
   const cluster =
@@ -396,7 +406,7 @@ export async function runClone(spec: LaunchRecord, onConsole: (line: string) => 
   if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
   return serveMachine(
     identity,
-    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff, afterRunning },
+    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff, ...reported },
     (console, onGuestCall) => {
       const machine = machines.restore(descriptor.state, memory, {
         cloneId: spec.cloneId,

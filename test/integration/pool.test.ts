@@ -7,8 +7,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { processMemoryBytes } from "../../src/pool/idle-memory.ts";
-import { claimName, KEPT_ENDED_LOGS } from "../../src/run-dir.ts";
-import { spawnClone } from "../../src/vmm/spawn.ts";
+import { KEPT_ENDED_LOGS, pruneEndedLogs } from "../../src/run-dir.ts";
+import { launchClone } from "../../src/vmm/spawn.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { poolProcesses, waitUntil } from "../support/pool.ts";
 import { within } from "../support/time.ts";
@@ -116,7 +116,7 @@ describe("a host's pool of ready VMMs", () => {
         memory: { kind: "cow" as const, imagePath: `${dir}/missing.img` },
         heuristicsOff: [],
       };
-      await expect(spawnClone(record)).rejects.toThrow(
+      await expect(launchClone(record)).rejects.toThrow(
         /^VM 'web\.1' stopped right after starting: cannot read the descriptor .*missing\.sfd/,
       );
       expect((await poolState({ SNOWFLOCK_RUN_DIR: dir })).served).toBe(1);
@@ -131,13 +131,7 @@ describe("a host's pool of ready VMMs", () => {
     // More ended consoles than a run directory keeps, all newer than the pool's log.
     utimesSync(join(dir, "@pool.log"), new Date(0), new Date(0));
     for (let i = 0; i < KEPT_ENDED_LOGS + 6; i++) writeFileSync(join(dir, `ended${i}.log`), "tick\n");
-    const saved = process.env.SNOWFLOCK_RUN_DIR;
-    process.env.SNOWFLOCK_RUN_DIR = dir;
-    try {
-      claimName("fresh"); // prunes the oldest consoles
-    } finally {
-      process.env.SNOWFLOCK_RUN_DIR = saved;
-    }
+    pruneEndedLogs(dir);
     expect(readdirSync(dir).filter((f) => /^ended\d+\.log$/.test(f)).length).toBe(KEPT_ENDED_LOGS);
     expect(existsSync(join(dir, "@pool.sock"))).toBe(true);
     await Bun.sleep(2500); // past the keeper's check of its socket
