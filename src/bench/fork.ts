@@ -21,6 +21,7 @@ import { listVms, readRecord, runDir, vmPaths } from "../run-dir.ts";
 import type { PoolState } from "../pool/keeper.ts";
 import { setPool } from "../pool/pool-daemon.ts";
 import { fillPool } from "./pool-fill.ts";
+import { awaitQuietHost } from "./quiet-host.ts";
 import { cliCommand, progress, progressDone, stopVms } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
@@ -163,6 +164,7 @@ async function versionStart(runs: number): Promise<number> {
 /** Forks N clones, checks they all run with the requested memory path, and stops them again. */
 async function forkOnce(clones: number, memory: string, pool: number): Promise<ForkResult> {
   lastPool = await fillPool(runDir(), pool);
+  await awaitQuietHost();
   // Passed through as given: the VMM itself refuses a memory path it does not have.
   const request = { op: "fork" as const, clones, memory: memory as MemoryPath };
   const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);
@@ -236,6 +238,7 @@ async function benchPeer(options: ForkBenchOptions, dir: string): Promise<NonNul
       const downtime: number[] = [];
       for (let run = 1; run <= options.runs; run++) {
         progress(`qemu: ${n} restored instance${n > 1 ? "s" : ""}, run ${run}/${options.runs}`);
+        await awaitQuietHost();
         const saved = await peer.save();
         stateBytes = saved.bytes;
         save.push(saved.saveMs);
