@@ -74,6 +74,8 @@ export interface McdistClientOptions {
    * costs, with headroom.
    */
   ratePagesPerSecond?: number | "measured";
+  /** A packet transport it opens reads from a ring (the default) or frame by frame (TransportOptions.ring). */
+  ring?: boolean;
 }
 
 export interface McdistClientStats {
@@ -143,7 +145,8 @@ export class McdistClient {
     if (!Number.isInteger(options.pageCount) || options.pageCount <= 0) throw new RangeError(`bad page count ${options.pageCount}`);
     if (!(options.timeoutMs > 0)) throw new RangeError(`bad timeout ${options.timeoutMs} ms`);
     const given = "fd" in options.transport ? options.transport : undefined;
-    const transport = given ?? openTransport(checkTransportSpec(options.transport), { family: options.family, mtu: options.mtu });
+    const transport =
+      given ?? openTransport(checkTransportSpec(options.transport), { family: options.family, mtu: options.mtu, ring: options.ring });
     try {
       const { server } = options;
       if (server.kind !== transport.kind)

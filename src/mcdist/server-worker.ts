@@ -320,7 +320,8 @@ function run(init: ServerInit): void {
         `the memory image (fd ${init.imageFd}) has ${size} bytes; the mcdist server was asked to serve ${init.size}`,
       );
     address = mmap(0, init.size, PROT_READ, MAP_SHARED, init.imageFd, 0);
-    transport = openTransport(init.transport, { family: init.family, mtu: init.mtu, joinGroup: false });
+    // It reads only requests and rate reports, frame by frame: no ring to wait for while the parent forks.
+    transport = openTransport(init.transport, { family: init.family, mtu: init.mtu, joinGroup: false, ring: false });
     post({ type: "ready", endpoint: { kind: transport.kind, address: transport.localEndpoint } });
     new McdistServer(init, view(address, init.size), transport).run();
   } catch (error) {

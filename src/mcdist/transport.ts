@@ -21,7 +21,7 @@ import {
 } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
 import { parseIpv4 } from "../sys/inet.ts";
-import { openPacketSocket, sendFrame } from "../sys/packet.ts";
+import { openPacketSocket, receiveFrame, sendFrame } from "../sys/packet.ts";
 import { closeRxRing, lastSource, openRxRing, type PacketRing, takeFrame } from "../sys/packet-ring.ts";
 import {
   bindUdp,
@@ -75,6 +75,13 @@ export interface TransportOptions {
    * client shares its host (clients on one host share the group's port).
    */
   joinGroup?: boolean;
+  /**
+   * Packet transport: read frames from a mapped ring (the default), or with one recvfrom(2) each,
+   * for what reads few frames (a server reads requests; a descriptor is a few frames): setting up
+   * and tearing down a ring, and hooking a socket up twice, each wait for an RCU grace period,
+   * 10-30 ms apiece on a busy host, while a parent forks or a clone starts.
+   */
+  ring?: boolean;
 }
 
 export const MCDIST_UDP_PORT = 7789;
@@ -196,12 +203,12 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
   const own = parseMac(interfaceFile(spec.interface, "address"));
   const ownText = formatMac(own);
   const group = groupMac(options.family);
-  const socket = openPacketSocket(spec.interface, ETHERTYPE_MCDIST);
+  const socket = openPacketSocket(spec.interface, ETHERTYPE_MCDIST, { hookAtBind: options.ring === false });
   let ring: PacketRing | undefined;
   try {
     const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
     // Every frame on the segment is read: from a ring, not one recvfrom(2) each. Slots fit the link's largest frame.
-    ring = openRxRing(socket.fd, Number(interfaceFile(spec.interface, "mtu")), bufferBytes);
+    if (options.ring !== false) ring = openRxRing(socket.fd, Number(interfaceFile(spec.interface, "mtu")), bufferBytes);
     setBuffers(socket.fd, bufferBytes);
     // struct packet_mreq: ifindex i32, type u16, alen u16, address[8]. Real NICs filter multicast MACs not joined.
     const mreq = new Uint8Array(16);
@@ -220,6 +227,7 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     throw error;
   }
   const frames = ring;
+  let sender: Uint8Array = own;
   const bridgeGroup = keepGroupOffGuests(spec.interface, formatMac(group));
   if (bridgeGroup?.problem && !floodReported.has(spec.interface)) {
     floodReported.add(spec.interface);
@@ -235,14 +243,23 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     },
     receive(buffer) {
       for (;;) {
-        const length = takeFrame(frames, buffer);
-        if (length === undefined || !sameMac(lastSource(frames), own)) return length;
+        if (frames) {
+          const length = takeFrame(frames, buffer);
+          if (length === undefined || !sameMac(lastSource(frames), own)) return length;
+          continue;
+        }
+        const frame = receiveFrame(socket, buffer);
+        if (frame === undefined) return undefined;
+        if (!sameMac(frame.source, own)) {
+          sender = frame.source;
+          return frame.length;
+        }
       }
     },
-    sender: () => formatMac(lastSource(frames)),
+    sender: () => formatMac(frames ? lastSource(frames) : sender),
     close() {
       bridgeGroup?.release();
-      closeRxRing(frames);
+      if (frames) closeRxRing(frames);
       close(socket.fd);
     },
   };

@@ -36,10 +36,14 @@ export function interfaceIndex(name: string): number {
   return index;
 }
 
-/** A packet socket bound to one interface and one EtherType. */
-export function openPacketSocket(interfaceName: string, ethertype: number): PacketSocket {
+/**
+ * A packet socket bound to one interface and one EtherType. `hookAtBind`: made with protocol 0, so
+ * that bind() hooks it up once; a socket made listening to the EtherType is unhooked again by
+ * bind(), which waits for an RCU grace period (10-30 ms on a busy host).
+ */
+export function openPacketSocket(interfaceName: string, ethertype: number, { hookAtBind = false } = {}): PacketSocket {
   const ifindex = interfaceIndex(interfaceName);
-  const protocol = ((ethertype & 0xff) << 8) | (ethertype >> 8); // htons
+  const protocol = hookAtBind ? 0 : ((ethertype & 0xff) << 8) | (ethertype >> 8); // htons
   const fd = check("socket", libc.socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, protocol), "AF_PACKET");
   try {
     check("bind", libc.bind(fd, sockaddrLl(ethertype, ifindex), SOCKADDR_LL_SIZE), interfaceName);

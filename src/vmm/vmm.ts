@@ -327,15 +327,20 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
 
 /**
  * The descriptor a clone restores: a file, or fetched from the family's mcdist server (the
- * clone's memory source), checked against the size and digest its clone order named.
+ * clone's memory source), checked against the size and digest its clone order named. `release`
+ * closes what fetched it: closing a packet socket waits for an RCU grace period, which the caller
+ * lets overlap its memtap's start.
  */
 function readDescriptor(
   source: LaunchRecord["descriptor"],
   memory: LaunchRecord["memory"],
   cluster: ClusterContext | undefined,
-): Uint8Array {
+): { bytes: Uint8Array; release(): void } {
   if (source.kind === "file")
-    return readRegularFile(source.path, { what: "descriptor", maxBytes: MAX_DESCRIPTOR_FILE_BYTES, code: "DESCRIPTOR" });
+    return {
+      bytes: readRegularFile(source.path, { what: "descriptor", maxBytes: MAX_DESCRIPTOR_FILE_BYTES, code: "DESCRIPTOR" }),
+      release() {},
+    };
   if (memory.kind !== "ondemand" || memory.server.kind !== "mcdist")
     throw new SnowflockError("DESCRIPTOR", "a descriptor sent by multicast needs an mcdist memory source");
   const server = withOwnEnd(memory.server, cluster) as McdistAddress;
@@ -348,11 +353,22 @@ function readDescriptor(
     mtu: server.mtu,
     timeoutMs: REMOTE_MEMORY_TIMEOUT_MS,
     wakeFd: -1,
+    // A few frames: read one by one, without a ring to set up and tear down while the clone starts.
+    ring: false,
   });
   try {
-    return client.fetchDescriptor(source.bytes, source.sha256);
-  } finally {
+    const bytes = client.fetchDescriptor(source.bytes, source.sha256);
+    let open = true;
+    return {
+      bytes,
+      release: () => {
+        if (open) client.close();
+        open = false;
+      },
+    };
+  } catch (error) {
     client.close();
+    throw error;
   }
 }
 
@@ -366,7 +382,23 @@ export async function runClone(
   const environment = spec.cluster;
   const cluster =
     environment && ClusterContext.load(environment.inventory, environment.host, environment.placement, environment.parentIncarnation);
-  const { descriptor } = decodeDescriptor(readDescriptor(spec.descriptor, spec.memory, cluster));
+  const fetched = readDescriptor(spec.descriptor, spec.memory, cluster);
+  try {
+    return await restoreClone(spec, fetched, cluster, onConsole, reported);
+  } finally {
+    fetched.release();
+  }
+}
+
+/** runClone's part once it has the descriptor: `fetched` is released by the time the clone runs. */
+async function restoreClone(
+  spec: LaunchRecord,
+  fetched: ReturnType<typeof readDescriptor>,
+  cluster: ClusterContext | undefined,
+  onConsole: (line: string) => void,
+  reported: Pick<ServeOptions, "afterRunning" | "reportRunning">,
+): Promise<VmResult> {
+  const { descriptor } = decodeDescriptor(fetched.bytes);
   const machines = await machineFactory(descriptor.meta.backend);
   const identity = {
     name: launchName(spec),
@@ -390,7 +422,7 @@ export async function runClone(
     const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
     const plan = planFetches(descriptor.nonZeroPages, descriptor.freePages, heuristicsOff);
     if (!heuristicsOff.includes("allocation-hints")) allocationHints = createAllocationHints(memory.size);
-    memtap = await startMemtap({
+    const starting = startMemtap({
       memory,
       timeoutMs,
       server: withOwnEnd(spec.memory.server, cluster),
@@ -400,6 +432,9 @@ export async function runClone(
       allocationHints,
       eagerPages: descriptor.pages,
     });
+    // The memtap Worker sets up its transport meanwhile: the two waits for a grace period overlap.
+    fetched.release();
+    memtap = await starting;
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
   const call = descriptor.meta.cloneCall;
