@@ -43,6 +43,7 @@ import {
 import { linePlot, type Series } from "./svg.ts";
 import { writeReportFiles } from "./report-files.ts";
 import { fillPool } from "./pool-fill.ts";
+import { awaitQuietHost } from "./quiet-host.ts";
 import { setPool } from "../pool/pool-daemon.ts";
 
 export { defaultOutDir };
@@ -176,6 +177,7 @@ async function runOnce(
   transport?: RemoteTransport,
 ): Promise<RunSample> {
   for (const dir of transport ? hostRunDirs(session) : [session.runDir]) await fillPool(dir, pool);
+  await awaitQuietHost();
   // A name of its own per run: a clone of the previous run may still be ending on its host.
   const name = `bench${++session.runs}`;
   const args = [
