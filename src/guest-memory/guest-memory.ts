@@ -140,10 +140,16 @@ export class GuestMemory {
    * holds of its own (pagemap); anonymous memory has no file behind it, where mincore is quick.
    */
   touchedPages(): PageBitmap {
-    if (this.fd < 0) return PageBitmap.fromMincore(mincore(this.address, this.size, PAGE_SIZE));
-    const pages = this.copyOnWrite
-      ? PageBitmap.fromMincore(heldPages(this.address, this.size, PAGE_SIZE))
-      : new PageBitmap(this.size / PAGE_SIZE);
+    const resident = () => PageBitmap.fromMincore(mincore(this.address, this.size, PAGE_SIZE));
+    if (this.fd < 0) return resident();
+    let pages: PageBitmap;
+    try {
+      pages = this.copyOnWrite
+        ? PageBitmap.fromMincore(heldPages(this.address, this.size, PAGE_SIZE))
+        : new PageBitmap(this.size / PAGE_SIZE);
+    } catch {
+      return resident(); // no pagemap to read (a restricted /proc): the slow look, which sees the image's pages too
+    }
     for (const [offset, length] of dataRanges(this.fd, this.size)) pages.set(offset / PAGE_SIZE, Math.ceil(length / PAGE_SIZE));
     return pages;
   }
