@@ -6,7 +6,6 @@
  * "claimed" on its stdout; a keeper that goes away (EOF on stdin) ends every unclaimed process.
  */
 import { chmodSync, writeSync } from "node:fs";
-import { createServer, type Socket } from "node:net";
 import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "../clone/launch-record.ts";
 import { SnowflockError } from "../errors.ts";
 import { printable } from "../output.ts";
@@ -21,8 +20,8 @@ const WARM_UP_MEMORY_BYTES = 256 << 20;
 
 interface Claim {
   record: Uint8Array;
-  /** The claiming fork's connection: a failure before the clone runs is written back on it. */
-  connection: Socket;
+  /** Writes one line back to the claiming fork and closes the claim's connection: that the clone runs, or why it failed. */
+  answer(line: string): void;
 }
 
 /** The clone outlives the keeper: its stdin and stdout, the keeper's pipes, become /dev/null. */
@@ -33,43 +32,54 @@ function detachFromKeeper(): void {
   close(nothing);
 }
 
-/** Resolves with the first claim, or undefined once the keeper is gone. */
+/**
+ * Resolves with the first claim, or undefined once the keeper is gone. Bun's own sockets, not
+ * node:net: a node Socket for the one connection a clone accepts cost ~1 ms of its start.
+ */
 function awaitClaim(dir: string): Promise<Claim | undefined> {
   const path = readySocket(dir, process.pid);
   return new Promise((resolve) => {
     let claimed = false;
+    let listener: ReturnType<typeof Bun.listen> | undefined;
     const leave = () => {
       removeReadySockets(dir, process.pid);
-      server.close();
+      listener?.stop();
       process.stdin.removeAllListeners();
       process.stdin.pause();
     };
-    const server = createServer((connection) => {
-      if (claimed) return void connection.destroy();
-      claimed = true;
-      leave();
-      writeSync(1, `${CLAIMED_LINE}\n`);
-      detachFromKeeper();
-      const chunks: Buffer[] = [];
-      let length = 0;
-      connection.on("error", () => {});
-      connection.on("data", (chunk: Buffer) => {
-        const end = chunk.indexOf(10);
-        chunks.push(end < 0 ? chunk : chunk.subarray(0, end));
-        length += chunk.length;
-        if (end >= 0 || length > MAX_LAUNCH_RECORD_BYTES) {
-          connection.removeAllListeners("data");
-          connection.removeAllListeners("end");
-          resolve({ record: new Uint8Array(Buffer.concat(chunks)), connection });
-        }
-      });
-      // A claimer gone before its line was complete: the empty or cut record is refused by its check.
-      connection.on("end", () => resolve({ record: new Uint8Array(Buffer.concat(chunks)), connection }));
+    const chunks: Uint8Array[] = [];
+    let length = 0;
+    let received = false;
+    const receive = (connection: Bun.Socket<undefined>) => {
+      if (received) return;
+      received = true;
+      resolve({ record: new Uint8Array(Buffer.concat(chunks)), answer: (line) => void connection.end(`${line}\n`) });
+    };
+    listener = Bun.listen<undefined>({
+      unix: path,
+      socket: {
+        open(connection) {
+          if (claimed) return void connection.terminate();
+          claimed = true;
+          leave();
+          writeSync(1, `${CLAIMED_LINE}\n`);
+          detachFromKeeper();
+        },
+        data(connection, chunk) {
+          if (received) return;
+          const end = chunk.indexOf(10);
+          chunks.push(end < 0 ? chunk : chunk.subarray(0, end));
+          length += chunk.length;
+          if (end >= 0 || length > MAX_LAUNCH_RECORD_BYTES) receive(connection);
+        },
+        // A claimer gone before its line was complete: the empty or cut record is refused by its check.
+        end: receive,
+        close: receive,
+        error() {},
+      },
     });
-    server.listen(path, () => {
-      chmodSync(path, 0o600);
-      writeSync(1, `${READY_LINE}\n`);
-    });
+    chmodSync(path, 0o600);
+    writeSync(1, `${READY_LINE}\n`);
     process.stdin.on("data", () => {});
     process.stdin.on("end", () => {
       if (claimed) return;
@@ -123,11 +133,11 @@ export async function runReadyProcess(): Promise<number> {
     // Workers ended during a burst of 32 clones made the burst a quarter slower.
     const dropSpare = () => setTimeout(dropSpareMemtapWorker, SPARE_WORKER_KEPT_MS).unref();
     // The fork that claimed this process hears that the clone runs on the claim's connection.
-    const reportRunning = (times: StartTimes) => claim.connection.end(`${RUNNING_PREFIX}${JSON.stringify(times)}\n`);
+    const reportRunning = (times: StartTimes) => claim.answer(`${RUNNING_PREFIX}${JSON.stringify(times)}`);
     return await serveLaunch(record, { afterRunning: record.memory.kind === "ondemand" ? undefined : dropSpare, reportRunning });
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
-    claim.connection.end(`${printable(message)}\n`);
+    claim.answer(printable(message));
     throw error;
   }
 }
