@@ -13,9 +13,17 @@ const QUIET_WINDOWS = 3;
 /** A host still busy after this is measured as it is. */
 const MAX_WAIT_MS = 5000;
 
+/** /proc/stat's cpu fields up to steal: guest and guest_nice are already inside user and nice. */
+const COUNTED_FIELDS = 8;
+
 /** Busy and total jiffies over all cores so far (/proc/stat's first line). */
 function cpuJiffies(): { busy: number; total: number } {
-  const fields = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const fields = readFileSync("/proc/stat", "utf8")
+    .split("\n", 1)[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1, 1 + COUNTED_FIELDS)
+    .map(Number);
   const total = fields.reduce((sum, value) => sum + value, 0);
   const idle = (fields[3] ?? 0) + (fields[4] ?? 0); // idle, iowait
   return { busy: total - idle, total };
