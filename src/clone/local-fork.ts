@@ -22,8 +22,6 @@ import { SnowflockError } from "../errors.ts";
 import type { CloneReport, ForkResult, MemoryPath } from "./fork-result.ts";
 import { type FamilyMulticast, multicastMemory, type RemoteServing, startFamilyMulticast } from "./family-multicast.ts";
 import { describeMachine } from "./describe.ts";
-import { PageBitmap } from "../wasm/page-bitmap.ts";
-import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { captureRound, type RoundTimings } from "./pipeline.ts";
 
 /** A captured parent that clones can be started from, now or later (a checkpoint). */
@@ -90,8 +88,7 @@ function machineRound(
         );
       descriptor.meta.cloneCall = cloneCall;
       // The pages the descriptor just found are the ones a new image needs: no second look while paused.
-      using nonZero = PageBitmap.fromBytes(descriptor.nonZeroPages, machine.memory.size / PAGE_SIZE);
-      imageFd = machine.memory.freeze(nonZero);
+      imageFd = machine.memory.freeze(descriptor.nonZeroPages);
     },
     resume: async () => machine.resume(),
     distribute: async () => {

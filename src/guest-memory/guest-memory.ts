@@ -58,17 +58,17 @@ export class GuestMemory {
    * onto a private copy-on-write mapping of it, in place (same address, so vCPU threads and KVM's
    * memory slots need no update: KVM drops its old translations through its MMU notifier).
    * The first time, the memfd itself becomes the image; later, a new image is written from the
-   * current contents (`nonZero`: the pages to write, when the caller has just found them). Returns
+   * current contents (`nonZeroPages`: a bitmap of the pages to write, when the caller has just found them). Returns
    * the image's fd, which the caller now owns (and closes when every clone has opened the image).
    * Call only while every vCPU is paused.
    */
-  freeze(nonZero?: PageBitmap, name = "snowflock-image"): number {
+  freeze(nonZeroPages?: Uint8Array, name = "snowflock-image"): number {
     let image = this.fd;
     if (this.copyOnWrite) {
       image = memfdCreate(name, MFD_CLOEXEC);
       ftruncate(image, this.size);
-      using found = nonZero ? undefined : this.nonZeroPages();
-      for (const [start, count] of (nonZero ?? found!).runs()) {
+      using pages = nonZeroPages ? PageBitmap.fromBytes(nonZeroPages, this.size / PAGE_SIZE) : this.nonZeroPages();
+      for (const [start, count] of pages.runs()) {
         pwrite(image, this.bytes.subarray(start * PAGE_SIZE, (start + count) * PAGE_SIZE), start * PAGE_SIZE);
       }
     }

@@ -61,7 +61,7 @@ test("a freeze given the non-zero pages writes those into the new image", () => 
   open.push({ close: () => close(first) });
   write(memory, 20, 5);
   const nonZero = memory.nonZeroPages();
-  const second = memory.freeze(nonZero);
+  const second = memory.freeze(nonZero.toBytes());
   nonZero.dispose();
   open.push({ close: () => close(second) });
   const clone = GuestMemory.openImage(`/proc/self/fd/${second}`, memory.layout);
