@@ -11,6 +11,7 @@ import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { describeKvm } from "../support/kvm.ts";
+import { lean } from "../support/time.ts";
 import { describeMachine } from "../../src/clone/describe.ts";
 import { decodeDescriptor, encodeDescriptor } from "../../src/descriptor/format.ts";
 import { PageBitmap } from "../../src/wasm/page-bitmap.ts";
@@ -42,7 +43,7 @@ function console() {
 describeKvm("capture and restore", () => {
   for (const vcpus of [1, 2]) {
     test(`a paused sha256 VM (${vcpus} vCPU) restored into a fresh VM prints the same digest`, async () => {
-      const size = 96 * 1024 * 1024;
+      const size = lean(96, 24) * 1024 * 1024;
       const expected = `sha256 ${sha256Hex(dataset(13n, size))}`;
       const original = console();
       const a = KvmMachine.boot(guestImage(), MEMORY, `sha256 size=${size} seed=13 smp=${vcpus}`, { vcpus, onConsole: original.onConsole });
@@ -85,7 +86,7 @@ describeKvm("capture and restore", () => {
   });
 
   test("a VM restored from its encoded descriptor plus only the non-zero pages runs on to the same result", async () => {
-    const size = 48 * 1024 * 1024;
+    const size = lean(48, 12) * 1024 * 1024;
     const original = console();
     const a = KvmMachine.boot(guestImage(), MEMORY, `sha256 size=${size} seed=21 smp=2`, { vcpus: 2, onConsole: original.onConsole });
     await a.start();
