@@ -7,7 +7,7 @@
  * The nested host gets one vCPU: with two, 2-vCPU guests inside it were seen to hang.
  * Under emulation a VM runs 10-50 times slower, so the tests' time limits scale
  * (SNOWFLOCK_TEST_TIME_SCALE) and so do snowflock's own waits (SNOWFLOCK_TIMEOUT_SCALE),
- * and tests shrink their data (test/support/time.ts). The multi-host cluster files and the demo,
+ * and tests shrink their data (test/support/time.ts). The multi-host cluster files, the soak and the demo,
  * which start dozens of VMs on several test hosts, run in a second nested KVM host beside the
  * first (lines prefixed "cluster| "; the first's "kvm| "), which boots while the files that need
  * no KVM run here.
@@ -30,16 +30,15 @@ const BUN_TIMEOUT = ["--timeout", "120000"];
 const NESTED_TIME_SCALE = "10";
 /** Lines of each failed test's error repeated in the summary at the end. */
 const ERROR_LINES = 12;
-/**
- * Files for the second nested KVM host (see above). The soak, the pool's fork and the overhead
- * bench run in the first: the second host's files and the stock-Xen stage after them are the
- * other half of CI's time, and the two halves should end together.
- */
+/** Files for the second nested KVM host (see above). */
 const SECOND_NESTED_HOST = [
   "test/integration/cluster.test.ts",
   "test/integration/cluster-acceptance.test.ts",
   "test/integration/cluster-faults.test.ts",
+  "test/integration/soak.test.ts",
   "test/integration/demo.test.ts",
+  "test/integration/pool-fork.test.ts",
+  "test/integration/overhead.test.ts",
 ];
 
 interface Outcome {
