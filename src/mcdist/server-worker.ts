@@ -189,14 +189,12 @@ class McdistServer {
     return rate === 0 ? MAX_QUEUE : Math.min(MAX_QUEUE, Math.max(2 * MAX_REQUEST_PAGES, Math.floor((rate * MAX_QUEUE_MS) / 1000)));
   }
 
-  /** Queues a send of each asked page (or descriptor chunk) that no send queued or made since answers. */
+  /**
+   * Queues a send of each asked page (or descriptor chunk) that no send queued or made since
+   * answers. Only those count against the queue's capacity: a sibling asking for pages already
+   * queued is not refused as "queue full" while the server is paced.
+   */
   private request(request: { flags: number; pages: number[] }, from: Endpoint, heardAfter: number): void {
-    const pending = this.queue.length - this.head;
-    if (pending + request.pages.length > this.queueCapacity()) {
-      this.c[Slot.DROPPED_REQUESTS]!++;
-      return;
-    }
-    this.c[Slot.REQUESTS]!++;
     const descriptor = (request.flags & RequestFlag.DESCRIPTOR) !== 0;
     const log = descriptor ? this.chunks : this.pages;
     // Over UDP every clone on a host shares the family's port, and a unicast datagram reaches one
@@ -206,17 +204,18 @@ class McdistServer {
     const repeated = (request.flags & (RequestFlag.RETRY | RequestFlag.UNICAST)) !== 0;
     const now = performance.now();
     const sentSince = repeated ? heardAfter : Math.min(heardAfter, now - FIRST_ASK_LOCKSTEP_MS);
-    let queued = 0;
-    for (const page of request.pages) {
-      if (!log.needsSend(page, to, now, sentSince)) {
-        this.c[repeated ? Slot.DUPLICATES_SUPPRESSED : Slot.REQUESTS_COLLAPSED]!++;
-        continue;
-      }
+    const wanted = [...new Set(request.pages)].filter((page) => log.needsSend(page, to, now, sentSince));
+    if (this.queue.length - this.head + wanted.length > this.queueCapacity()) {
+      this.c[Slot.DROPPED_REQUESTS]!++;
+      return;
+    }
+    this.c[Slot.REQUESTS]!++;
+    this.c[repeated ? Slot.DUPLICATES_SUPPRESSED : Slot.REQUESTS_COLLAPSED]! += request.pages.length - wanted.length;
+    for (const page of wanted) {
       log.queued(page, to);
       this.queue.push({ page, to, queuedAt: now, ...(descriptor ? { descriptor } : {}) });
-      queued++;
     }
-    if (unicast && queued > 0) this.c[Slot.UNICAST_REPLIES]!++;
+    if (unicast && wanted.length > 0) this.c[Slot.UNICAST_REPLIES]!++;
   }
 
   /** The slowest rate reported recently (pages/s); 0 when nobody reported one. */

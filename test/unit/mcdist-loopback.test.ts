@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { McdistClient, type McdistClientOptions } from "../../src/mcdist/client.ts";
 import { newSender, sealControl } from "../../src/mcdist/control.ts";
 import { encodeFrame, FrameType } from "../../src/mcdist/frame.ts";
-import { encodeRate, encodeRequest, MIN_PACED_RATE } from "../../src/mcdist/messages.ts";
+import { encodeRate, encodeRequest, MAX_REQUEST_PAGES, MIN_PACED_RATE } from "../../src/mcdist/messages.ts";
 import { type McdistServer, type McdistServerStats, startMcdistServer } from "../../src/mcdist/server.ts";
 import { RATE_REPORT_TTL_MS } from "../../src/mcdist/server-protocol.ts";
 import { parseUdpEndpoint, type TransportSpec } from "../../src/mcdist/transport.ts";
@@ -126,41 +126,78 @@ describe("mcdist over loopback UDP", () => {
     }
   });
 
+  /** Tagged frames from a peer with the key, sent straight to the server; `until` waits for its counters. */
+  function keyedPeer() {
+    const socket = openUdpSocket();
+    const to = parseUdpEndpoint(server.endpoint.address);
+    const sender = newSender();
+    let sequence = 1000;
+    const frame = (type: FrameType, object: bigint, message: Uint8Array) => {
+      const header = { type, family, sequence: ++sequence, object };
+      return encodeFrame({ ...header, fragment: 0, fragments: 1, payload: sealControl(key, header, sender, message) });
+    };
+    return {
+      frame,
+      send: (bytes: Uint8Array) => sendUdp(socket, to.address, to.port, bytes),
+      request: (pages: number[]) =>
+        sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags: 0, pages }))),
+      rate: (pagesPerSecond: number) => sendUdp(socket, to.address, to.port, frame(FrameType.RATE, 0n, encodeRate(pagesPerSecond))),
+      until: async (done: (s: McdistServerStats) => boolean) => {
+        for (const deadline = performance.now() + 5000; !done(server.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
+        return server.stats();
+      },
+      close: () => close(socket),
+    };
+  }
+
   test(
     "a captured tagged request is heard once however often it is replayed; a tagged RATE=1 paces at the " + "floor, then expires",
     async () => {
-      const socket = openUdpSocket();
-      const to = parseUdpEndpoint(server.endpoint.address);
-      const sender = newSender();
-      let sequence = 1000;
-      const frame = (type: FrameType, object: bigint, message: Uint8Array) => {
-        const header = { type, family, sequence: ++sequence, object };
-        return encodeFrame({ ...header, fragment: 0, fragments: 1, payload: sealControl(key, header, sender, message) });
-      };
-      const until = async (done: (s: McdistServerStats) => boolean) => {
-        for (const deadline = performance.now() + 5000; !done(server.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
-        return server.stats();
-      };
+      const peer = keyedPeer();
       try {
         const before = server.stats();
-        const captured = frame(FrameType.REQUEST, 200n, encodeRequest({ flags: 0, pages: [200, 201] }));
-        for (let i = 0; i < 20; i++) sendUdp(socket, to.address, to.port, captured);
-        const replayed = await until((s) => s.requestsReplayed - before.requestsReplayed === 19);
+        const captured = peer.frame(FrameType.REQUEST, 200n, encodeRequest({ flags: 0, pages: [200, 201] }));
+        for (let i = 0; i < 20; i++) peer.send(captured);
+        const replayed = await peer.until((s) => s.requestsReplayed - before.requestsReplayed === 19);
         expect(replayed.requests - before.requests).toBe(1);
         expect(replayed.requestsReplayed - before.requestsReplayed).toBe(19);
 
-        sendUdp(socket, to.address, to.port, frame(FrameType.RATE, 0n, encodeRate(1)));
-        expect((await until((s) => s.pacedRate !== 0)).pacedRate).toBe(MIN_PACED_RATE);
+        peer.rate(1);
+        expect((await peer.until((s) => s.pacedRate !== 0)).pacedRate).toBe(MIN_PACED_RATE);
         await Bun.sleep(RATE_REPORT_TTL_MS + 100);
-        sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, 202n, encodeRequest({ flags: 0, pages: [202] })));
-        const after = await until((s) => s.requests - replayed.requests === 1 && s.pacedRate === 0);
+        peer.request([202]);
+        const after = await peer.until((s) => s.requests - replayed.requests === 1 && s.pacedRate === 0);
         expect(after.pacedRate).toBe(0);
         expect(after.rateReports - before.rateReports).toBe(1);
       } finally {
-        close(socket);
+        peer.close();
       }
     },
   );
+
+  test("paced at its floor with its queue full, the server still hears a sibling's request for pages already queued", async () => {
+    const peer = keyedPeer();
+    const pages = (from: number) => Array.from({ length: MAX_REQUEST_PAGES }, (_, i) => from + i);
+    try {
+      const before = server.stats();
+      peer.rate(1);
+      await peer.until((s) => s.pacedRate === MIN_PACED_RATE);
+      // Two requests fill the paced queue (MAX_QUEUE_MS at the floor); sending them takes half a second.
+      peer.request(pages(0));
+      peer.request(pages(MAX_REQUEST_PAGES));
+      for (let sibling = 0; sibling < 3; sibling++) peer.request(pages(0));
+      const heard = await peer.until((s) => s.requests - before.requests === 5);
+      expect(heard.requests - before.requests).toBe(5);
+      expect(heard.droppedRequests - before.droppedRequests).toBe(0);
+      expect(heard.requestsCollapsed - before.requestsCollapsed).toBe(3 * MAX_REQUEST_PAGES);
+      // A request for pages not queued yet finds the queue full, and is refused.
+      peer.request(pages(2 * MAX_REQUEST_PAGES));
+      expect((await peer.until((s) => s.droppedRequests > before.droppedRequests)).droppedRequests - before.droppedRequests).toBe(1);
+    } finally {
+      peer.close();
+      await Bun.sleep(RATE_REPORT_TTL_MS + 100); // the pace expires before the next test
+    }
+  });
 
   test("bad page lists are refused before anything is sent", () => {
     const client = open();
