@@ -21,7 +21,7 @@ import {
 } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
 import { parseIpv4 } from "../sys/inet.ts";
-import { openPacketSocket, receiveFrame, sendFrame } from "../sys/packet.ts";
+import { openPacketSocket, packetStatistics, receiveFrame, sendFrame } from "../sys/packet.ts";
 import { closeRxRing, lastSource, openRxRing, type PacketRing, takeFrame } from "../sys/packet-ring.ts";
 import {
   bindUdp,
@@ -60,6 +60,11 @@ export interface Transport {
   receive(buffer: Uint8Array): number | undefined;
   /** Who sent the frame the last receive() returned (made only when asked: most frames' sender does not matter). */
   sender(): Endpoint;
+  /**
+   * Frames the kernel dropped since the last call because this transport's ring or buffer was
+   * full; undefined where the transport cannot tell.
+   */
+  framesDropped(): number | undefined;
   close(): void;
 }
 
@@ -257,6 +262,7 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
       }
     },
     sender: () => formatMac(frames ? lastSource(frames) : sender),
+    framesDropped: () => packetStatistics(socket.fd).dropped,
     close() {
       bridgeGroup?.release();
       if (frames) closeRxRing(frames);
@@ -310,6 +316,7 @@ function openUdpTransport(spec: Extract<TransportSpec, { kind: "udp" }>, options
       return got.length;
     },
     sender: () => `${from.address}:${from.port}`,
+    framesDropped: () => undefined,
     close() {
       close(fd);
     },

@@ -90,5 +90,8 @@ export const PACKET_ADD_MEMBERSHIP = 1;
 export const PACKET_MR_MULTICAST = 0;
 export const PACKET_IGNORE_OUTGOING = 23;
 export const PACKET_RX_RING = 5;
+export const PACKET_STATISTICS = 6;
 export const PACKET_VERSION = 10;
 export const TPACKET_V2 = 1;
+
+export const CLOCK_THREAD_CPUTIME_ID = 3;

@@ -33,9 +33,11 @@ const library = dlopen("libc.so.6", {
   recvfrom: { args: [T.i32, T.ptr, T.u64, T.i32, T.ptr, T.ptr], returns: T.i64_fast },
   if_nametoindex: { args: [T.cstring], returns: T.u32 },
   setsockopt: { args: [T.i32, T.i32, T.i32, T.ptr, T.u32], returns: T.i32 },
+  getsockopt: { args: [T.i32, T.i32, T.i32, T.ptr, T.ptr], returns: T.i32 },
   syscall: { args: [T.i64, T.i64, T.i64, T.i64, T.i64, T.i64, T.i64], returns: T.i64_fast },
   sigaction: { args: [T.i32, T.ptr, T.ptr], returns: T.i32 },
   getpid: { args: [], returns: T.i32 },
+  clock_gettime: { args: [T.i32, T.ptr], returns: T.i32 },
   __errno_location: { args: [], returns: T.ptr },
 });
 

@@ -4,7 +4,7 @@
  * family u16, protocol u16 (network order), ifindex i32, hatype u16, pkttype u8, halen u8, addr[8].
  */
 import { check } from "./check.ts";
-import { AF_PACKET, EAGAIN, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM } from "./constants.ts";
+import { AF_PACKET, EAGAIN, MSG_DONTWAIT, PACKET_STATISTICS, SOCK_CLOEXEC, SOCK_DGRAM, SOL_PACKET } from "./constants.ts";
 import { SyscallError } from "./errno.ts";
 import { close } from "./files.ts";
 import { lastErrno, libc } from "./libc.ts";
@@ -90,4 +90,16 @@ export function receiveFrame(
     throw new SyscallError("recvfrom", errno);
   }
   return { length: n, source: from.subarray(12, 18), protocol: fromView.getUint16(2, false) };
+}
+
+/**
+ * The frames the kernel received for packet socket `fd`, and those it dropped because the socket's
+ * ring or buffer was full, since the last call (PACKET_STATISTICS resets them on each read).
+ */
+export function packetStatistics(fd: number): { received: number; dropped: number } {
+  // struct tpacket_stats: tp_packets u32 (counting drops), tp_drops u32 (TPACKET_V3 adds a third).
+  const stats = new Uint32Array(3);
+  const length = new Uint32Array([stats.byteLength]);
+  check("getsockopt", libc.getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, stats, length), "PACKET_STATISTICS");
+  return { received: stats[0]! - stats[1]!, dropped: stats[1]! };
 }

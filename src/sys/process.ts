@@ -1,7 +1,7 @@
 import { ptr } from "bun:ffi";
 import { libc } from "./libc.ts";
 import { check } from "./check.ts";
-import { SYS_gettid, SYS_tgkill } from "./constants.ts";
+import { CLOCK_THREAD_CPUTIME_ID, SYS_gettid, SYS_tgkill } from "./constants.ts";
 
 export function getpid(): number {
   return libc.getpid();
@@ -31,4 +31,13 @@ export function sigaction(signal: number, handler: number, flags: number): void 
   action.setBigUint64(0, BigInt(handler), true);
   action.setInt32(136, flags, true);
   check("sigaction", libc.sigaction(signal, ptr(action), null), `signal ${signal}`);
+}
+
+/** struct timespec: tv_sec, tv_nsec (one per thread: each Worker has its own module instance). */
+const timespec = new BigInt64Array(2);
+
+/** The CPU time the calling thread has run, in µs (CLOCK_THREAD_CPUTIME_ID). */
+export function threadCpuMicros(): number {
+  check("clock_gettime", libc.clock_gettime(CLOCK_THREAD_CPUTIME_ID, timespec), "CLOCK_THREAD_CPUTIME_ID");
+  return Number(timespec[0]) * 1e6 + Number(timespec[1]) / 1e3;
 }

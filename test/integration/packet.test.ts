@@ -1,10 +1,15 @@
 /**
  * mcdist frames over real Ethernet: an AF_PACKET socket in one network namespace sends to one in
- * another over a veth pair; the receiver reassembles the page and drops what is not for it.
+ * another over a veth pair; the receiver reassembles the page and drops what is not for it. And a
+ * packet transport whose ring is full counts the frames the kernel dropped.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { TEST_PAGE } from "../support/packet-page.ts";
+import { ETHERTYPE_MCDIST } from "../../src/mcdist/frame.ts";
+import { groupMac, openTransport } from "../../src/mcdist/transport.ts";
+import { close } from "../../src/sys/files.ts";
+import { openPacketSocket, sendFrame } from "../../src/sys/packet.ts";
 
 const PEER = join(import.meta.dir, "../support/packet-peer.ts");
 const prefix = `sfpk${process.pid % 10000}`;
@@ -73,5 +78,30 @@ describe.skipIf(!canNetns && !required)("AF_PACKET frames between network namesp
         .map((l) => l.dropped)
         .sort(),
     ).toEqual(["checksum", "family", "magic"]);
+  });
+});
+
+const canRaw = process.getuid?.() === 0;
+if (!canRaw && !required) console.warn("skipping the packet transport's drop count: AF_PACKET sockets need root");
+
+describe.skipIf(!canRaw && !required)("a packet transport's frames dropped by the kernel", () => {
+  test("a full receive ring drops frames, and framesDropped() tells how many since it was last asked", () => {
+    expect(canRaw).toBe(true);
+    const family = 0x5d00 + (process.pid % 256);
+    // On the loopback interface: a ring of one block (16 slots at lo's MTU) that is never read.
+    const receiver = openTransport({ kind: "packet", interface: "lo" }, { family, mtu: 1500, bufferBytes: 64 * 1024 });
+    const sender = openPacketSocket("lo", ETHERTYPE_MCDIST);
+    try {
+      expect(receiver.framesDropped()).toBe(0);
+      const sent = 100;
+      for (let i = 0; i < sent; i++) sendFrame(sender, groupMac(family), new Uint8Array(64).fill(i));
+      const dropped = receiver.framesDropped()!;
+      expect(dropped).toBeGreaterThan(0);
+      expect(dropped).toBeLessThan(sent);
+      expect(receiver.framesDropped()).toBe(0);
+    } finally {
+      close(sender.fd);
+      receiver.close();
+    }
   });
 });

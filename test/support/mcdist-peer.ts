@@ -109,6 +109,8 @@ function lossy(inner: Transport, loss: number, seed: number): Transport & { lost
       }
     },
     sender: () => inner.sender(),
+    // Frames lost here are lost on the way, which the kernel does not see: it tells of its own drops.
+    framesDropped: () => inner.framesDropped(),
     close: () => inner.close(),
     lost: () => lost,
   };
