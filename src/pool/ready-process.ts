@@ -50,8 +50,10 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
     const chunks: Uint8Array[] = [];
     let length = 0;
     let received = false;
+    // Only the first connection's events count: a later one is closed at once.
+    let claimer: Bun.Socket<undefined> | undefined;
     const receive = (connection: Bun.Socket<undefined>) => {
-      if (received) return;
+      if (received || connection !== claimer) return;
       received = true;
       resolve({ record: new Uint8Array(Buffer.concat(chunks)), answer: (line) => void connection.end(`${line}\n`) });
     };
@@ -61,12 +63,13 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
         open(connection) {
           if (claimed) return void connection.terminate();
           claimed = true;
+          claimer = connection;
           leave();
           writeSync(1, `${CLAIMED_LINE}\n`);
           detachFromKeeper();
         },
         data(connection, chunk) {
-          if (received) return;
+          if (received || connection !== claimer) return;
           const end = chunk.indexOf(10);
           chunks.push(end < 0 ? chunk : chunk.subarray(0, end));
           length += chunk.length;
