@@ -66,8 +66,7 @@ export async function handToReadyVmm(record: LaunchRecord, dir: string): Promise
     } catch {
       continue; // another fork took it first
     }
-    const line = Buffer.concat([Buffer.from(encodeLaunchRecord(record)), Buffer.from("\n")]);
-    let unsent = line.subarray(0);
+    let unsent = Buffer.concat([Buffer.from(encodeLaunchRecord(record)), Buffer.from("\n")]);
     let said = "";
     let closed = false;
     let ran = false;

@@ -39,7 +39,6 @@ function detachFromKeeper(): void {
 function awaitClaim(dir: string): Promise<Claim | undefined> {
   const path = readySocket(dir, process.pid);
   return new Promise((resolve) => {
-    let claimed = false;
     let listener: ReturnType<typeof Bun.listen> | undefined;
     const leave = () => {
       removeReadySockets(dir, process.pid);
@@ -50,7 +49,7 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
     const chunks: Uint8Array[] = [];
     let length = 0;
     let received = false;
-    // Only the first connection's events count: a later one is closed at once.
+    // The first connection claims the process; only its events count, a later one is closed at once.
     let claimer: Bun.Socket<undefined> | undefined;
     const receive = (connection: Bun.Socket<undefined>) => {
       if (received || connection !== claimer) return;
@@ -61,8 +60,7 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
       unix: path,
       socket: {
         open(connection) {
-          if (claimed) return void connection.terminate();
-          claimed = true;
+          if (claimer) return void connection.terminate();
           claimer = connection;
           leave();
           writeSync(1, `${CLAIMED_LINE}\n`);
@@ -85,7 +83,7 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
     writeSync(1, `${READY_LINE}\n`);
     process.stdin.on("data", () => {});
     process.stdin.on("end", () => {
-      if (claimed) return;
+      if (claimer) return;
       leave();
       resolve(undefined);
     });
