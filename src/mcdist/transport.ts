@@ -21,8 +21,26 @@ import {
 } from "../sys/constants.ts";
 import { close } from "../sys/files.ts";
 import { parseIpv4 } from "../sys/inet.ts";
-import { openPacketSocket, packetStatistics, receiveFrame, sendFrame } from "../sys/packet.ts";
-import { closeRxRing, lastSource, openRxRing, type PacketRing, takeFrame } from "../sys/packet-ring.ts";
+import {
+  bindPacketSocket,
+  createPacketSocket,
+  type PacketSocket,
+  packetDestination,
+  packetStatistics,
+  receiveFrame,
+  sendFrame,
+  sendFrameTo,
+} from "../sys/packet.ts";
+import {
+  closeRxRing,
+  lastSource,
+  openRxRing,
+  type PacketRing,
+  type RingGeometry,
+  ringFromGeometry,
+  ringSlotSize,
+  takeFrame,
+} from "../sys/packet-ring.ts";
 import {
   bindUdp,
   joinMulticastGroup,
@@ -87,6 +105,19 @@ export interface TransportOptions {
    * 10-30 ms apiece on a busy host, while a parent forks or a clone starts.
    */
   ring?: boolean;
+  /** A socket and ring made ahead for this interface (preparePacketRing); the transport owns it from now on, used or not. */
+  prepared?: PreparedPacketRing;
+}
+
+/**
+ * A packet socket with its receive ring, not yet bound: what a ready VMM (pool/) makes before its
+ * clone needs it, since setting up a ring waits for an RCU grace period, 10-30 ms on a busy host.
+ * Plain numbers, so it can cross to a Worker of the same process.
+ */
+export interface PreparedPacketRing {
+  fd: number;
+  interface: string;
+  ring: RingGeometry;
 }
 
 export const MCDIST_UDP_PORT = 7789;
@@ -189,10 +220,17 @@ function setBuffers(fd: number, bytes: number): void {
 }
 
 export function openTransport(input: TransportSpec, options: TransportOptions): Transport {
-  const spec = checkTransportSpec(input);
-  checkMtu(spec, options.mtu);
+  let spec: TransportSpec;
+  let adopted: AdoptedRing | undefined;
   try {
-    return spec.kind === "packet" ? openPacketTransport(spec, options) : openUdpTransport(spec, options);
+    spec = checkTransportSpec(input);
+    checkMtu(spec, options.mtu);
+    adopted = spec.kind === "packet" && options.ring !== false ? adoptPrepared(options.prepared, spec.interface) : undefined;
+  } finally {
+    if (options.prepared && !adopted) closePreparedPacketRing(options.prepared);
+  }
+  try {
+    return spec.kind === "packet" ? openPacketTransport(spec, options, adopted) : openUdpTransport(spec, options);
   } catch (error) {
     if (error instanceof SnowflockError && error.code !== "SYSCALL") throw error;
     throw new SnowflockError(
@@ -204,16 +242,53 @@ export function openTransport(input: TransportSpec, options: TransportOptions): 
   }
 }
 
-function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, options: TransportOptions): Transport {
-  const own = parseMac(interfaceFile(spec.interface, "address"));
-  const ownText = formatMac(own);
-  const group = groupMac(options.family);
-  const socket = openPacketSocket(spec.interface, ETHERTYPE_MCDIST, { hookAtBind: options.ring === false });
-  let ring: PacketRing | undefined;
+/** A socket and ring for packet transports on `interfaceName`, made now and bound only once a transport takes it. */
+export function preparePacketRing(interfaceName: string, bufferBytes = DEFAULT_BUFFER_BYTES): PreparedPacketRing {
+  const mtu = Number(interfaceFile(interfaceName, "mtu"));
+  const fd = createPacketSocket();
   try {
+    return { fd, interface: interfaceName, ring: openRxRing(fd, mtu, bufferBytes) };
+  } catch (error) {
+    close(fd);
+    throw error;
+  }
+}
+
+export function closePreparedPacketRing(prepared: PreparedPacketRing): void {
+  closeRxRing(ringFromGeometry(prepared.ring));
+  close(prepared.fd);
+}
+
+interface AdoptedRing {
+  fd: number;
+  ring: PacketRing;
+}
+
+/** The prepared socket and ring, when made for `interfaceName` at its present MTU. */
+function adoptPrepared(prepared: PreparedPacketRing | undefined, interfaceName: string): AdoptedRing | undefined {
+  if (prepared?.interface !== interfaceName) return undefined;
+  if (prepared.ring.slotSize !== ringSlotSize(Number(interfaceFile(interfaceName, "mtu")))) return undefined;
+  return { fd: prepared.fd, ring: ringFromGeometry(prepared.ring) };
+}
+
+/** `adopted`: a socket and ring made ahead, which it then owns. */
+function openPacketTransport(
+  spec: Extract<TransportSpec, { kind: "packet" }>,
+  options: TransportOptions,
+  adopted: AdoptedRing | undefined,
+): Transport {
+  const group = groupMac(options.family);
+  let ring = adopted?.ring;
+  const fd = adopted?.fd ?? createPacketSocket();
+  let socket: PacketSocket;
+  let own: Uint8Array;
+  try {
+    own = parseMac(interfaceFile(spec.interface, "address"));
     const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
     // Every frame on the segment is read: from a ring, not one recvfrom(2) each. Slots fit the link's largest frame.
-    if (options.ring !== false) ring = openRxRing(socket.fd, Number(interfaceFile(spec.interface, "mtu")), bufferBytes);
+    if (options.ring !== false) ring ??= openRxRing(fd, Number(interfaceFile(spec.interface, "mtu")), bufferBytes);
+    // Bound only now, with its ring in place: hooked up once, no second grace period.
+    socket = bindPacketSocket(fd, spec.interface, ETHERTYPE_MCDIST);
     setBuffers(socket.fd, bufferBytes);
     // struct packet_mreq: ifindex i32, type u16, alen u16, address[8]. Real NICs filter multicast MACs not joined.
     const mreq = new Uint8Array(16);
@@ -228,10 +303,12 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     } catch {} // older kernels: our own frames come back and are dropped below
   } catch (error) {
     if (ring) closeRxRing(ring);
-    close(socket.fd);
+    close(fd);
     throw error;
   }
+  const ownText = formatMac(own);
   const frames = ring;
+  const groupDestination = packetDestination(socket, group);
   let sender: Uint8Array = own;
   const bridgeGroup = keepGroupOffGuests(spec.interface, formatMac(group));
   if (bridgeGroup?.problem && !floodReported.has(spec.interface)) {
@@ -244,7 +321,8 @@ function openPacketTransport(spec: Extract<TransportSpec, { kind: "packet" }>, o
     localEndpoint: ownText,
     maxFrame: options.mtu,
     send(to, bytes) {
-      sendFrame(socket, to === "group" ? group : parseMac(to), bytes);
+      if (to === "group") sendFrameTo(socket, groupDestination, bytes);
+      else sendFrame(socket, parseMac(to), bytes);
     },
     receive(buffer) {
       for (;;) {

@@ -19,13 +19,17 @@ const SOURCE_OFFSET = 32 + 12;
 const BLOCK_ALIGN = 4096;
 const FRAMES_PER_BLOCK = 16;
 
-export interface PacketRing {
+/** Where a ring is mapped and how its slots lie: plain numbers, so another thread of the process can take the ring over. */
+export interface RingGeometry {
   address: number;
   bytes: number;
   slotSize: number;
   slotsPerBlock: number;
   blockSize: number;
   slots: number;
+}
+
+export interface PacketRing extends RingGeometry {
   /** The next slot to look at. */
   next: number;
   memory: Uint8Array;
@@ -36,9 +40,18 @@ export interface PacketRing {
 
 const alignUp = (n: number, to: number) => Math.ceil(n / to) * to;
 
-/** Sets up a receive ring of about `bytes` for frames of up to `maxFrame` bytes on packet socket `fd` (before it receives). */
+/** The slot size of a ring for frames of up to `maxFrame` bytes. */
+export function ringSlotSize(maxFrame: number): number {
+  return alignUp(FRAME_OFFSET + maxFrame, 16);
+}
+
+/**
+ * Sets up a receive ring of about `bytes` for frames of up to `maxFrame` bytes on packet socket `fd`
+ * (before it is bound: setting up a ring always waits for an RCU grace period, and on a bound
+ * socket it unhooks and hooks it up again around that).
+ */
 export function openRxRing(fd: number, maxFrame: number, bytes: number): PacketRing {
-  const slotSize = alignUp(FRAME_OFFSET + maxFrame, 16);
+  const slotSize = ringSlotSize(maxFrame);
   const blockSize = alignUp(slotSize * FRAMES_PER_BLOCK, BLOCK_ALIGN);
   const slotsPerBlock = Math.floor(blockSize / slotSize);
   const blocks = Math.max(1, Math.floor(bytes / blockSize));
@@ -48,17 +61,17 @@ export function openRxRing(fd: number, maxFrame: number, bytes: number): PacketR
   setSocketOption(fd, SOL_PACKET, PACKET_RX_RING, new Uint8Array(request.buffer), "PACKET_RX_RING");
   const size = blockSize * blocks;
   const address = mmap(0, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  const memory = view(address, size);
+  return ringFromGeometry({ address, bytes: size, slotSize, slotsPerBlock, blockSize, slots: blocks * slotsPerBlock });
+}
+
+/** The ring mapped as `geometry` says (in this process), read from its first slot. */
+export function ringFromGeometry(geometry: RingGeometry): PacketRing {
+  const memory = view(geometry.address, geometry.bytes);
   return {
-    address,
-    bytes: size,
-    slotSize,
-    slotsPerBlock,
-    blockSize,
-    slots: blocks * slotsPerBlock,
+    ...geometry,
     next: 0,
     memory,
-    words: new Uint32Array(memory.buffer, memory.byteOffset, size / 4),
+    words: new Uint32Array(memory.buffer, memory.byteOffset, geometry.bytes / 4),
     source: new Uint8Array(6),
   };
 }

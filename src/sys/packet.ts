@@ -37,36 +37,46 @@ export function interfaceIndex(name: string): number {
 }
 
 /**
- * A packet socket bound to one interface and one EtherType. `hookAtBind`: made with protocol 0, so
- * that bind() hooks it up once; a socket made listening to the EtherType is unhooked again by
- * bind(), which waits for an RCU grace period (10-30 ms on a busy host).
+ * A packet socket that receives nothing yet: made with protocol 0, it is hooked up once, by
+ * bindPacketSocket(). One made listening to an EtherType would be unhooked again by bind(),
+ * which waits for an RCU grace period (10-30 ms on a busy host). A receive ring is set up between
+ * the two (packet-ring.ts).
  */
-export function openPacketSocket(interfaceName: string, ethertype: number, { hookAtBind = false } = {}): PacketSocket {
+export function createPacketSocket(): number {
+  return check("socket", libc.socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, 0), "AF_PACKET");
+}
+
+/** Binds `fd` (from createPacketSocket) to one interface and one EtherType: from now on it receives. */
+export function bindPacketSocket(fd: number, interfaceName: string, ethertype: number): PacketSocket {
   const ifindex = interfaceIndex(interfaceName);
-  const protocol = hookAtBind ? 0 : ((ethertype & 0xff) << 8) | (ethertype >> 8); // htons
-  const fd = check("socket", libc.socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, protocol), "AF_PACKET");
+  check("bind", libc.bind(fd, sockaddrLl(ethertype, ifindex), SOCKADDR_LL_SIZE), interfaceName);
+  return { fd, ifindex, ethertype };
+}
+
+/** A packet socket bound to one interface and one EtherType. */
+export function openPacketSocket(interfaceName: string, ethertype: number): PacketSocket {
+  const fd = createPacketSocket();
   try {
-    check("bind", libc.bind(fd, sockaddrLl(ethertype, ifindex), SOCKADDR_LL_SIZE), interfaceName);
+    return bindPacketSocket(fd, interfaceName, ethertype);
   } catch (error) {
     close(fd);
     throw error;
   }
-  return { fd, ifindex, ethertype };
+}
+
+/** The struct sockaddr_ll that sends on `socket` to Ethernet address `mac` (6 bytes): made once for a destination sent to often. */
+export function packetDestination(socket: PacketSocket, mac: Uint8Array): Uint8Array {
+  return sockaddrLl(socket.ethertype, socket.ifindex, mac);
+}
+
+/** Sends one frame with `payload` to `destination` (packetDestination's). */
+export function sendFrameTo(socket: PacketSocket, destination: Uint8Array, payload: Uint8Array): number {
+  return check("sendto", libc.sendto(socket.fd, payload, payload.byteLength, 0, destination, SOCKADDR_LL_SIZE) as number);
 }
 
 /** Sends one frame with `payload` to Ethernet address `destination` (6 bytes). */
 export function sendFrame(socket: PacketSocket, destination: Uint8Array, payload: Uint8Array): number {
-  return check(
-    "sendto",
-    libc.sendto(
-      socket.fd,
-      payload,
-      payload.byteLength,
-      0,
-      sockaddrLl(socket.ethertype, socket.ifindex, destination),
-      SOCKADDR_LL_SIZE,
-    ) as number,
-  );
+  return sendFrameTo(socket, packetDestination(socket, destination), payload);
 }
 
 /** Where recvfrom writes the sender's address: one per thread, reused (a receiver reads every frame on its segment). */

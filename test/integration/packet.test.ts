@@ -1,14 +1,18 @@
 /**
  * mcdist frames over real Ethernet: an AF_PACKET socket in one network namespace sends to one in
- * another over a veth pair; the receiver reassembles the page and drops what is not for it. And a
- * packet transport whose ring is full counts the frames the kernel dropped.
+ * another over a veth pair; the receiver reassembles the page and drops what is not for it. A
+ * packet transport whose ring is full counts the frames the kernel dropped, and one can take a
+ * socket and ring made ahead.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import { TEST_PAGE } from "../support/packet-page.ts";
 import { ETHERTYPE_MCDIST } from "../../src/mcdist/frame.ts";
-import { groupMac, openTransport } from "../../src/mcdist/transport.ts";
+import { groupMac, openTransport, preparePacketRing } from "../../src/mcdist/transport.ts";
+import { POLLIN } from "../../src/sys/constants.ts";
 import { close } from "../../src/sys/files.ts";
+import { pollRetrying } from "../../src/sys/poll-retrying.ts";
 import { openPacketSocket, sendFrame } from "../../src/sys/packet.ts";
 
 const PEER = join(import.meta.dir, "../support/packet-peer.ts");
@@ -102,6 +106,62 @@ describe.skipIf(!canRaw && !required)("a packet transport's frames dropped by th
     } finally {
       close(sender.fd);
       receiver.close();
+    }
+  });
+});
+
+describe.skipIf(!canNetns && !required)("a packet socket and ring made ahead", () => {
+  const socketInode = (fd: number) => readlinkSync(`/proc/self/fd/${fd}`);
+  // A veth pair in this namespace: on lo every frame's source is this host's own address, which a transport drops.
+  const [near, far] = [`${prefix}p`, `${prefix}q`];
+  beforeAll(() => {
+    expect(canNetns).toBe(true);
+    for (const step of [
+      ["link", "add", near, "type", "veth", "peer", "name", far],
+      ["link", "set", near, "up"],
+      ["link", "set", far, "up"],
+    ]) {
+      const r = ip(...step);
+      if (!r.ok) throw new Error(`ip ${step.join(" ")}: ${r.err}`);
+    }
+  });
+  afterAll(() => void ip("link", "del", near));
+
+  test("receive nothing until a transport takes them, then the family's frames; one that does not fit them closes them", () => {
+    expect(canRaw).toBe(true);
+    const family = 0x5e00 + (process.pid % 256);
+    const sender = openPacketSocket(near, ETHERTYPE_MCDIST);
+    const prepared = preparePacketRing(far, 64 * 1024);
+    try {
+      // Unbound, the prepared socket hears nothing: these frames never reach its ring.
+      for (let i = 0; i < 3; i++) sendFrame(sender, groupMac(family), new Uint8Array(64).fill(0xee));
+      const transport = openTransport({ kind: "packet", interface: far }, { family, mtu: 1500, prepared });
+      try {
+        expect(transport.fd).toBe(prepared.fd);
+        const payload = new Uint8Array(64).fill(7);
+        sendFrame(sender, groupMac(family), payload);
+        const buffer = new Uint8Array(2048);
+        const [readable = 0] = pollRetrying([{ fd: transport.fd, events: POLLIN }], 2000);
+        expect(readable).not.toBe(0);
+        const length = transport.receive(buffer);
+        expect(length).toBe(64);
+        expect(buffer.subarray(0, 64)).toEqual(payload);
+        expect(transport.receive(buffer)).toBeUndefined();
+      } finally {
+        transport.close();
+      }
+    } finally {
+      close(sender.fd);
+    }
+
+    // A transport without a ring (or on another interface) closes the prepared socket and opens its own.
+    const unused = preparePacketRing(far, 64 * 1024);
+    const inode = socketInode(unused.fd);
+    const frameByFrame = openTransport({ kind: "packet", interface: far }, { family, mtu: 1500, ring: false, prepared: unused });
+    try {
+      expect(existsSync(`/proc/self/fd/${unused.fd}`) && socketInode(unused.fd) === inode).toBe(false);
+    } finally {
+      frameByFrame.close();
     }
   });
 });
