@@ -66,7 +66,7 @@ export function registerAgent(cli: CAC): void {
         );
       }
       const control = cluster && startControlPlane(options, backend, cluster, guests);
-      const pool = domains ? undefined : keepPool(options.pool);
+      const pool = domains ? undefined : keepPool(options.pool, cluster?.host.interface);
       await untilStopped();
       pool?.close();
       operator?.close();
@@ -76,14 +76,17 @@ export function registerAgent(cli: CAC): void {
     });
 }
 
-/** The agent's own pool of ready VMMs (pool/), on the host's keeper socket like the pool daemon's. */
-function keepPool(value: number | string | undefined): { close(): void } | undefined {
+/**
+ * The agent's own pool of ready VMMs (pool/), on the host's keeper socket like the pool daemon's.
+ * Each makes its mcdist packet socket and ring on the cluster interface ahead, for clones over packet.
+ */
+function keepPool(value: number | string | undefined, packetInterface: string | undefined): { close(): void } | undefined {
   const size = Number(value ?? 0);
   if (!Number.isInteger(size) || size < 0 || size > MAX_POOL_SIZE)
     throw new SnowflockError("USAGE", `bad --pool '${value}'`, `give a whole number from 0 to ${MAX_POOL_SIZE}`);
   if (size === 0) return undefined;
   const dir = ensureRunDir();
-  const served = serveKeeper(dir, new PoolKeeper(dir, { ...DEFAULT_POOL_SETTINGS, size }));
+  const served = serveKeeper(dir, new PoolKeeper(dir, { ...DEFAULT_POOL_SETTINGS, size, packetInterface }));
   log.info(`keeping ${size} ready VMM(s) for clone orders`);
   return served;
 }

@@ -5,6 +5,7 @@
  */
 import type { WorkerEvent } from "../worker-link.ts";
 import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
+import type { PreparedPacketRing } from "../mcdist/transport.ts";
 
 export interface MemtapInit {
   uffd: number;
@@ -27,6 +28,13 @@ export interface MemtapInit {
   counters: Float64Array;
   /** Who closes the uffd, and whether it is closed (UffdState): exactly one side claims it. */
   uffdClosed: Int32Array;
+  /** A packet socket and ring the process made ahead (pool/), for an mcdist source on that interface. */
+  preparedRing?: PreparedPacketRing;
+}
+
+/** Sent to a Worker started ahead instead of an init: make what an mcdist source needs now (a ready VMM in a cluster). */
+export interface MemtapPrepare {
+  type: "prepare-mcdist";
 }
 
 export const UffdState = {

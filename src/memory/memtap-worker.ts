@@ -15,7 +15,8 @@ import { lastErrno, libc } from "../sys/libc.ts";
 import { mprotect } from "../sys/memory.ts";
 import { UFFD_EVENT_PAGEFAULT, UFFD_PAGEFAULT_FLAG_WRITE, uffd_msg, uffdCopy, uffdWake, uffdZeropage } from "../sys/uffd.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
-import { FENCE_AFTER_MS, type MemtapEvent, type MemtapInit, UffdState } from "./memtap-protocol.ts";
+import { FENCE_AFTER_MS, type MemtapEvent, type MemtapInit, type MemtapPrepare, UffdState } from "./memtap-protocol.ts";
+import { prepareMcdistClient } from "../mcdist/client.ts";
 import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
 import { FaultService, type PageSink } from "./fault-service.ts";
 import { serveFaults } from "./fault-loop.ts";
@@ -165,6 +166,7 @@ function run(init: MemtapInit): void {
       timeoutMs: init.timeoutMs,
       wakeFd: init.stopFd,
       onExtraPage: (page, data) => handler.service.installArrived(page, data),
+      preparedRing: init.preparedRing,
     });
     handler.attach(source);
     post({ type: "ready" });
@@ -196,4 +198,7 @@ function stopRequested(init: MemtapInit): boolean {
   return stop !== 0;
 }
 
-self.onmessage = (event: MessageEvent<MemtapInit>) => run(event.data);
+self.onmessage = (event: MessageEvent<MemtapInit | MemtapPrepare>) => {
+  if ("type" in event.data) prepareMcdistClient("pages");
+  else run(event.data);
+};

@@ -27,10 +27,11 @@ import type { AllocationHints } from "../guest-memory/allocation-hints.ts";
 import type { GuestMemory } from "../guest-memory/guest-memory.ts";
 import { describePageServer, formatPageServer, type PageServerAddress } from "./page-server-address.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
-import { type MemtapInit, UffdState } from "./memtap-protocol.ts";
+import { type MemtapInit, type MemtapPrepare, UffdState } from "./memtap-protocol.ts";
 import { faultCounters, type FaultStats, readFaultStats } from "./fault-counters.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { WorkerLink } from "../worker-link.ts";
+import { closePreparedPacketRing, type PreparedPacketRing, preparePacketRing } from "../mcdist/transport.ts";
 
 export interface MemtapOptions {
   memory: GuestMemory;
@@ -76,16 +77,40 @@ const MEMTAP_WORKER_URL = import.meta.url.includes("/$bunfs/")
 
 /** A memtap Worker started ahead (a ready VMM of the pool): its module loaded before any fault. */
 let spareWorker: Worker | undefined;
+/** A packet socket and ring made ahead for mcdist (a ready VMM in a cluster): a clone over `packet` then skips a grace period. */
+let spareRing: PreparedPacketRing | undefined;
 
-/** Starts the memtap Worker now, for the next startMemtap: a clone from the pool then skips loading it. */
-export function prestartMemtapWorker(): void {
+/**
+ * Starts the memtap Worker now, for the next startMemtap: a clone from the pool then skips loading
+ * it. `mcdistOn`: the cluster interface, where the clone's pages may come by mcdist over packet:
+ * its socket and ring, and the Worker's reassembly, are made now too.
+ */
+export function prestartMemtapWorker(mcdistOn?: string): void {
   spareWorker ??= new Worker(MEMTAP_WORKER_URL);
+  if (mcdistOn === undefined) return;
+  spareWorker.postMessage({ type: "prepare-mcdist" } satisfies MemtapPrepare);
+  spareRing ??= preparePacketRing(mcdistOn);
 }
 
 /** Ends the Worker started ahead, if any (a clone without memory on demand needs none). */
 export function dropSpareMemtapWorker(): void {
   spareWorker?.terminate();
   spareWorker = undefined;
+}
+
+/** Closes the socket and ring made ahead, if no memtap took them. */
+export function dropPreparedPacketRing(): void {
+  if (spareRing) closePreparedPacketRing(spareRing);
+  spareRing = undefined;
+}
+
+/** The ring made ahead, when `server` reads pages over packet from its interface. */
+function takeRing(server: PageServerAddress): PreparedPacketRing | undefined {
+  const transport = server.kind === "mcdist" ? server.transport : undefined;
+  if (transport?.kind !== "packet" || transport.interface !== spareRing?.interface) return undefined;
+  const ring = spareRing;
+  spareRing = undefined;
+  return ring;
 }
 
 function takeWorker(): string | Worker {
@@ -165,6 +190,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     counters,
     uffdClosed,
+    preparedRing: takeRing(options.server),
   };
   link.worker.postMessage(init);
   const startLimit = init.timeoutMs + START_GRACE_MS;

@@ -4,6 +4,7 @@
  */
 import { SnowflockError } from "../errors.ts";
 import { McdistClient } from "../mcdist/client.ts";
+import { closePreparedPacketRing, type PreparedPacketRing } from "../mcdist/transport.ts";
 import { PageClient } from "./page-client.ts";
 import { parsePageServer } from "./page-server-address.ts";
 
@@ -31,6 +32,8 @@ export interface PageSourceOptions {
   wakeFd: number;
   /** mcdist: a page a sibling asked for, arriving unasked. */
   onExtraPage: (page: number, data: Uint8Array) => void;
+  /** A packet socket and ring made ahead, for an mcdist source on that interface (closed if unused). */
+  preparedRing?: PreparedPacketRing;
 }
 
 const NORMAL_DROPS = new Set(["family", "duplicate", "unexpected", "evicted", "behind"]);
@@ -64,8 +67,11 @@ class McdistSource implements PageSource {
 
 export function openPageSource(options: PageSourceOptions): PageSource {
   const server = parsePageServer(options.server);
-  const { pageCount, timeoutMs, wakeFd } = options;
-  if (server.kind !== "mcdist") return PageClient.connect(server, { timeoutMs, wakeFd, pageCount });
+  const { pageCount, timeoutMs, wakeFd, preparedRing } = options;
+  if (server.kind !== "mcdist") {
+    if (preparedRing) closePreparedPacketRing(preparedRing);
+    return PageClient.connect(server, { timeoutMs, wakeFd, pageCount });
+  }
   if (!server.transport) throw new SnowflockError("MEMORY", "an mcdist memory source needs this host's transport (interface)");
   const client = McdistClient.open({
     transport: server.transport,
@@ -78,6 +84,7 @@ export function openPageSource(options: PageSourceOptions): PageSource {
     wakeFd,
     onExtraPage: options.onExtraPage,
     ratePagesPerSecond: "measured",
+    preparedRing,
   });
   return new McdistSource(client);
 }

@@ -23,6 +23,8 @@ export interface PoolSettings {
   refillAfterMs: number;
   /** vCPU threads each ready process starts ahead. */
   vcpus: number;
+  /** The cluster interface (an agent's pool): each ready process makes its mcdist packet socket and ring there ahead. */
+  packetInterface?: string;
 }
 
 export const DEFAULT_POOL_SETTINGS: Omit<PoolSettings, "size"> = {
@@ -172,7 +174,13 @@ export class PoolKeeper {
       child = spawn(selfCommand()[0]!, [...selfCommand().slice(1), "__ready"], {
         detached: true,
         stdio: ["pipe", "pipe", log],
-        env: { ...process.env, SNOWFLOCK_RUN_DIR: this.dir, SNOWFLOCK_QUIET: "1", SNOWFLOCK_POOL_VCPUS: String(this.settings.vcpus) },
+        env: {
+          ...process.env,
+          SNOWFLOCK_RUN_DIR: this.dir,
+          SNOWFLOCK_QUIET: "1",
+          SNOWFLOCK_POOL_VCPUS: String(this.settings.vcpus),
+          SNOWFLOCK_POOL_PACKET_INTERFACE: this.settings.packetInterface ?? "",
+        },
       });
     } finally {
       closeSync(log);

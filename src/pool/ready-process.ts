@@ -8,7 +8,7 @@
 import { chmodSync, writeSync } from "node:fs";
 import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "../clone/launch-record.ts";
 import { SnowflockError } from "../errors.ts";
-import { printable } from "../output.ts";
+import { log, printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
 import { O_RDWR } from "../sys/constants.ts";
 import { close, dup2, open } from "../sys/files.ts";
@@ -102,13 +102,15 @@ export async function runReadyProcess(): Promise<number> {
     { machineFactory },
     { prepareWasmKernels },
     { warmUpDescriptorCode },
-    { prestartMemtapWorker, dropSpareMemtapWorker },
+    { prestartMemtapWorker, dropSpareMemtapWorker, dropPreparedPacketRing },
+    { prepareMcdistClient },
   ] = await Promise.all([
     import("../vmm/clone-process.ts"),
     import("../backend/select.ts"),
     import("../wasm/prepare.ts"),
     import("../descriptor/warm-up.ts"),
     import("../memory/memtap.ts"),
+    import("../mcdist/client.ts"),
     import("../vmm/vmm.ts"),
   ]);
   const vcpus = Number(process.env.SNOWFLOCK_POOL_VCPUS ?? "1") || 1;
@@ -121,7 +123,16 @@ export async function runReadyProcess(): Promise<number> {
   } catch {
     // No usable /dev/kvm: the clone handed to this process reports it, as one started for it would.
   }
-  prestartMemtapWorker();
+  // In a cluster (an agent's pool) what a clone over mcdist needs is made ahead too: the
+  // descriptor's client here, the pages' in the memtap Worker, and its packet socket and ring.
+  const clusterInterface = process.env.SNOWFLOCK_POOL_PACKET_INTERFACE || undefined;
+  try {
+    prestartMemtapWorker(clusterInterface);
+    if (clusterInterface) prepareMcdistClient("descriptor");
+  } catch (error) {
+    // Its clone then makes them itself, as one started for it would.
+    log.warn(`mcdist not prepared ahead on ${clusterInterface}: ${(error as Error).message}`);
+  }
   // Collect what loading and warming up left behind now, not while a clone is starting.
   Bun.gc(true);
   const claim = await awaitClaim(dir);
@@ -133,9 +144,13 @@ export async function runReadyProcess(): Promise<number> {
     // A clone without memory on demand ends the memtap Worker, but not while its siblings start:
     // Workers ended during a burst of 32 clones made the burst a quarter slower.
     const dropSpare = () => setTimeout(dropSpareMemtapWorker, SPARE_WORKER_KEPT_MS).unref();
+    const afterRunning = () => {
+      dropPreparedPacketRing(); // memtap took it if its pages come over packet
+      if (record.memory.kind !== "ondemand") dropSpare();
+    };
     // The fork that claimed this process hears that the clone runs on the claim's connection.
     const reportRunning = (times: StartTimes) => claim.answer(`${RUNNING_PREFIX}${JSON.stringify(times)}`);
-    return await serveLaunch(record, { afterRunning: record.memory.kind === "ondemand" ? undefined : dropSpare, reportRunning });
+    return await serveLaunch(record, { afterRunning, reportRunning });
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
     claim.answer(printable(message));

@@ -390,7 +390,7 @@ export async function runClone(
   }
 }
 
-/** runClone's part once it has the descriptor: `fetched` is released by the time the clone runs. */
+/** runClone's part once it has the descriptor: `fetched` is released once the clone runs. */
 async function restoreClone(
   spec: LaunchRecord,
   fetched: ReturnType<typeof readDescriptor>,
@@ -432,8 +432,6 @@ async function restoreClone(
       allocationHints,
       eagerPages: descriptor.pages,
     });
-    // The memtap Worker sets up its transport meanwhile: the two waits for a grace period overlap.
-    fetched.release();
     memtap = await starting;
   }
   // The guest asked for this clone: its sf_clone (or checkpoint) call returns here.
@@ -441,7 +439,19 @@ async function restoreClone(
   if (call) writeHypercallResult(memory, call.block, call.returns === "clone-id" ? BigInt(spec.cloneId) : 0n);
   return serveMachine(
     identity,
-    { maxClones: DEFAULT_MAX_CLONES, memoryPath: spec.memory.kind, memtap, cluster, heuristicsOff, ...reported },
+    {
+      maxClones: DEFAULT_MAX_CLONES,
+      memoryPath: spec.memory.kind,
+      memtap,
+      cluster,
+      heuristicsOff,
+      ...reported,
+      // Closing a packet socket waits for an RCU grace period (10-30 ms): not while the clone starts.
+      afterRunning: () => {
+        fetched.release();
+        reported.afterRunning?.();
+      },
+    },
     (console, onGuestCall) => {
       const machine = machines.restore(descriptor.state, memory, {
         cloneId: spec.cloneId,

@@ -76,6 +76,29 @@ export function instantiateReassemblyKernel(): ReassemblyKernel {
   return instantiateKernel<ReassemblyKernel>("reassembly", kernelModule("reassembly", wasmPath), KERNEL_FUNCTIONS);
 }
 
+/** Kernels made and initialised ahead (prepareReassembly), each for the options it was made with. */
+const spares: Array<{ kernel: ReassemblyKernel; slots: number; maxObjectBytes: number }> = [];
+
+/** Instantiates and initialises a kernel for `options` now: the next WasmReassembly made with them in this thread takes it. */
+export function prepareReassembly(options: ReassemblyOptions): void {
+  const slots = checkInteger("maxPartial", options.maxPartial, MAX_SLOTS);
+  const maxObjectBytes = checkInteger("maxObjectBytes", options.maxObjectBytes, MAX_OBJECT_BYTES);
+  spares.push({ kernel: initialisedKernel(slots, maxObjectBytes), slots, maxObjectBytes });
+}
+
+function initialisedKernel(slots: number, maxObjectBytes: number): ReassemblyKernel {
+  const k = instantiateReassemblyKernel();
+  if (k.init(slots, maxObjectBytes) !== 1) {
+    throw new RangeError(`reassembly: ${slots} partial objects of ${maxObjectBytes} bytes need too much memory`);
+  }
+  return k;
+}
+
+function takeSpare(slots: number, maxObjectBytes: number): ReassemblyKernel | undefined {
+  const at = spares.findIndex((spare) => spare.slots === slots && spare.maxObjectBytes === maxObjectBytes);
+  return at < 0 ? undefined : spares.splice(at, 1)[0]!.kernel;
+}
+
 function checkInteger(name: string, value: number, max: number): number {
   if (!Number.isInteger(value) || value < 0 || value > max) {
     throw new RangeError(`reassembly: ${name} must be an integer in [0, ${max}], got ${value}`);
@@ -101,10 +124,7 @@ export class WasmReassembly {
   constructor(options: ReassemblyOptions) {
     const slots = checkInteger("maxPartial", options.maxPartial, MAX_SLOTS);
     this.#maxObjectBytes = checkInteger("maxObjectBytes", options.maxObjectBytes, MAX_OBJECT_BYTES);
-    const k = instantiateReassemblyKernel();
-    if (k.init(slots, this.#maxObjectBytes) !== 1) {
-      throw new RangeError(`reassembly: ${slots} partial objects of ${this.#maxObjectBytes} bytes need too much memory`);
-    }
+    const k = takeSpare(slots, this.#maxObjectBytes) ?? initialisedKernel(slots, this.#maxObjectBytes);
     this.#kernel = k;
     this.#input = k.inputPtr() >>> 0;
     this.#countersAt = k.countersPtr() >>> 0;
