@@ -42,20 +42,37 @@ export function payloadPerFrame(mtu: number): number {
 }
 
 export function encodeFrame(frame: Frame): Uint8Array {
-  const out = new Uint8Array(FRAME_HEADER_SIZE + frame.payload.byteLength);
-  const v = new DataView(out.buffer);
+  return writeFrame(new Uint8Array(FRAME_HEADER_SIZE + frame.payload.byteLength), frame, [frame.payload]);
+}
+
+/**
+ * Writes one frame whose payload is `parts` one after another into the start of `out`, and returns
+ * that view of it: a sender reuses one buffer and copies the payload once, not into an object first.
+ */
+export function writeFrame(out: Uint8Array, header: Omit<Frame, "payload">, parts: Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const part of parts) length += part.byteLength;
+  if (FRAME_HEADER_SIZE + length > out.byteLength)
+    throw new RangeError(`a frame of ${length} payload bytes does not fit ${out.byteLength - FRAME_HEADER_SIZE}`);
+  const v = new DataView(out.buffer, out.byteOffset, FRAME_HEADER_SIZE);
   v.setUint16(0, FRAME_MAGIC);
   v.setUint8(2, FRAME_VERSION);
-  v.setUint8(3, frame.type);
-  v.setUint32(4, frame.family);
-  v.setUint32(8, frame.sequence);
-  v.setBigUint64(12, frame.object);
-  v.setUint16(20, frame.fragment);
-  v.setUint16(22, frame.fragments);
-  v.setUint16(24, frame.payload.byteLength);
-  out.set(frame.payload, FRAME_HEADER_SIZE);
-  v.setUint32(28, Bun.hash.crc32(out));
-  return out;
+  v.setUint8(3, header.type);
+  v.setUint32(4, header.family);
+  v.setUint32(8, header.sequence);
+  v.setBigUint64(12, header.object);
+  v.setUint16(20, header.fragment);
+  v.setUint16(22, header.fragments);
+  v.setUint16(24, length);
+  v.setUint32(28, 0);
+  let at = FRAME_HEADER_SIZE;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.byteLength;
+  }
+  const frame = out.subarray(0, at);
+  v.setUint32(28, Bun.hash.crc32(frame));
+  return frame;
 }
 
 /** Splits one object (a page, a descriptor) into frames that fit `mtu`. */

@@ -16,7 +16,7 @@ import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { pollRetrying } from "../sys/poll-retrying.ts";
 import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
-import { decodeFrame, encodeFrame, fragment, FrameType } from "./frame.ts";
+import { decodeFrame, encodeFrame, FRAME_HEADER_SIZE, fragment, FrameType, writeFrame } from "./frame.ts";
 import { openControl } from "./control.ts";
 import {
   DESCRIPTOR_CHUNK,
@@ -27,6 +27,7 @@ import {
   MAX_REQUEST_PAGES,
   MessageError,
   MIN_PACED_RATE,
+  PAGE_OBJECT_SIZE,
   pageTag,
   RequestFlag,
   TAG_SIZE,
@@ -90,6 +91,8 @@ class McdistServer {
   private readonly tagged: Uint8Array;
   private readonly chunkCount: number;
   private readonly buffer = new Uint8Array(65536);
+  /** Where a page's frame is written before it is sent (the kernel copies it at once). */
+  private readonly frame: Uint8Array;
   private queue: Send[] = [];
   private head = 0;
   private sequence = 0;
@@ -105,6 +108,7 @@ class McdistServer {
     private readonly transport: Transport,
   ) {
     this.pageCount = init.size / PAGE_SIZE;
+    this.frame = new Uint8Array(transport.maxFrame);
     this.pages = new SendLog(this.pageCount, RESEND_AFTER_MS);
     this.tags = new Uint8Array(this.pageCount * TAG_SIZE);
     this.tagged = new Uint8Array(this.pageCount);
@@ -279,16 +283,18 @@ class McdistServer {
   /** Sends one object (a tagged page or chunk) in as many frames as the MTU needs. */
   private sendObject(type: FrameType, number: number, object: Uint8Array, to: Destination): void {
     this.sequence = (this.sequence + 1) >>> 0;
+    for (const frame of fragment(type, this.init.family, this.sequence, BigInt(number), object, this.transport.maxFrame))
+      this.sendFrame(encodeFrame(frame), to);
+  }
+
+  private sendFrame(bytes: Uint8Array, to: Destination): void {
     const c = this.c;
-    for (const frame of fragment(type, this.init.family, this.sequence, BigInt(number), object, this.transport.maxFrame)) {
-      const bytes = encodeFrame(frame);
-      try {
-        this.transport.send(to, bytes);
-        c[Slot.FRAMES_SENT]!++;
-        c[Slot.BYTES_SENT]! += bytes.byteLength;
-      } catch {
-        c[Slot.SEND_ERRORS]!++;
-      }
+    try {
+      this.transport.send(to, bytes);
+      c[Slot.FRAMES_SENT]!++;
+      c[Slot.BYTES_SENT]! += bytes.byteLength;
+    } catch {
+      c[Slot.SEND_ERRORS]!++;
     }
   }
 
@@ -300,10 +306,25 @@ class McdistServer {
 
   private sendPage(page: number, to: Destination): void {
     const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
-    const object = new Uint8Array(PAGE_SIZE + TAG_SIZE);
-    object.set(data);
-    object.set(this.tag(page, data), PAGE_SIZE);
-    this.sendObject(FrameType.PAGE, page, object, to);
+    const tag = this.tag(page, data);
+    if (this.frame.byteLength >= FRAME_HEADER_SIZE + PAGE_OBJECT_SIZE) {
+      // The page and its tag fit one frame: written straight into the frame buffer (one copy of the page).
+      this.sequence = (this.sequence + 1) >>> 0;
+      const header = {
+        type: FrameType.PAGE,
+        family: this.init.family,
+        sequence: this.sequence,
+        object: BigInt(page),
+        fragment: 0,
+        fragments: 1,
+      };
+      this.sendFrame(writeFrame(this.frame, header, [data, tag]), to);
+    } else {
+      const object = new Uint8Array(PAGE_OBJECT_SIZE);
+      object.set(data);
+      object.set(tag, PAGE_SIZE);
+      this.sendObject(FrameType.PAGE, page, object, to);
+    }
     this.c[Slot.PAGES_SENT]!++;
   }
 }
