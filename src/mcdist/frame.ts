@@ -64,6 +64,7 @@ export function writeFrame(out: Uint8Array, header: Omit<Frame, "payload">, part
   v.setUint16(20, header.fragment);
   v.setUint16(22, header.fragments);
   v.setUint16(24, length);
+  v.setUint16(26, 0); // reserved
   v.setUint32(28, 0);
   let at = FRAME_HEADER_SIZE;
   for (const part of parts) {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { decodeFrame, encodeFrame, type Frame, fragment, FrameType, FRAME_HEADER_SIZE } from "../../src/mcdist/frame.ts";
+import { decodeFrame, encodeFrame, type Frame, fragment, FrameType, FRAME_HEADER_SIZE, writeFrame } from "../../src/mcdist/frame.ts";
 
 const page = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7 + 3) & 0xff);
 
@@ -19,6 +19,20 @@ describe("mcdist frames", () => {
       at += p!.payload.byteLength;
     }
     expect(joined).toEqual(page);
+  });
+
+  test("a frame written from parts into a reused buffer is the frame encoded from their concatenation", () => {
+    const tag = new Uint8Array(16).fill(0xab);
+    const header = { type: FrameType.PAGE, family: 9, sequence: 3, object: 77n, fragment: 0, fragments: 1 };
+    const buffer = new Uint8Array(9000).fill(0xff); // what the last frame left behind must not leak into this one
+    const written = writeFrame(buffer, header, [page, tag]);
+    const whole = new Uint8Array(4112);
+    whole.set(page);
+    whole.set(tag, 4096);
+    expect(written).toEqual(encodeFrame({ ...header, payload: whole }));
+    const decoded = decodeFrame(written, 9);
+    expect("frame" in decoded && decoded.frame.payload).toEqual(whole);
+    expect(() => writeFrame(new Uint8Array(FRAME_HEADER_SIZE + 4111), header, [page, tag])).toThrow(RangeError);
   });
 
   test("Ethernet padding after the payload is ignored", () => {
