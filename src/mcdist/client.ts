@@ -31,6 +31,7 @@ import {
   verifyPageObject,
 } from "./messages.ts";
 import { prepareReassembly, WasmReassembly as Reassembly } from "../wasm/reassembly.ts";
+import { GroupSequence } from "./group-sequence.ts";
 import type { McdistServerEndpoint } from "./server-protocol.ts";
 import { MAX_RTO_MS, RetransmitTimer } from "./retransmit-timer.ts";
 import {
@@ -62,6 +63,8 @@ export function prepareMcdistClient(what: "pages" | "descriptor"): void {
   prepareReassembly(what === "pages" ? PAGE_REASSEMBLY : DESCRIPTOR_REASSEMBLY);
 }
 
+/** After a gap in the server's group sequence, what is missing is asked again after this share of the retransmission timeout of quiet. */
+const FAST_RETRY_SHARE = 4;
 /** How often a configured rate is reported again (the server forgets reports after 2 s). */
 const RATE_REPORT_EVERY_MS = 1000;
 /** A measured capacity is reported at this share of what handling costs, and never below the server's floor. */
@@ -132,6 +135,8 @@ export class McdistClient {
   private rateReported: number | undefined;
   /** A measuring client's reports, held down while its frames go missing (loss-rate.ts). */
   private readonly lossCap = new LossRateCap(MIN_PACED_RATE, UNPACED_RATE_GUESS);
+  /** Gaps in what the server sends to the group: frames lost on the way. */
+  private readonly groupSequence = new GroupSequence();
   /** When to ask again: learnt from this client's round trips, kept across fetches. */
   private readonly timer: RetransmitTimer;
   /** Pages completed, and the time spent reading and handling frames, since the last measured report. */
@@ -264,12 +269,14 @@ export class McdistClient {
     const started = performance.now();
     const deadline = started + this.options.timeoutMs;
     let retries = 0;
+    this.framesLost(); // only what goes missing while this one waits counts
     this.request(missing(), kind);
     let left = remaining();
     let nextRetry = started + this.timer.timeoutMs;
     const watch = [{ fd: this.fd, events: POLLIN }];
     if (this.options.wakeFd >= 0) watch.push({ fd: this.options.wakeFd, events: POLLIN });
     let sampled = false;
+    let quietSince = started;
     const progressed = (now: number): boolean => {
       if (remaining() === left) return false;
       // The first answer times the round trip; Karn: only for a request that was sent once.
@@ -278,36 +285,54 @@ export class McdistClient {
       sampled = true;
       left = remaining();
       nextRetry = now + this.timer.timeoutMs;
+      quietSince = now;
       return true;
     };
+    // A gap in the server's group sequence: what is still missing was lost, not late (frames keep
+    // their order on a link). It is asked for again once the frames stop coming, not after a whole
+    // retransmission timeout (TCP's fast retransmit).
+    const fastRetryAt = () => (this.groupSequence.lossSeen ? quietSince + this.timer.timeoutMs / FAST_RETRY_SHARE : Infinity);
     while (left > 0) {
       const now = performance.now();
-      if (now >= nextRetry || now >= deadline) {
+      if (now >= nextRetry || now >= fastRetryAt() || now >= deadline) {
         this.drain();
         if (progressed(now)) continue;
         if (now >= deadline) throw this.silent(`${what} ${missing()[0]}`, retries);
         retries++;
         this.counters.retries++;
-        // Frames went missing: a measuring client slows the server down before it asks again. Where
-        // the kernel tells of its drops, only when it dropped some: a clone waiting for a core
+        // Frames went missing: a measuring client slows the server down before it asks again, where
+        // the transport can tell only when some were lost (framesLost): a clone waiting for a core
         // among many on few cores times out with nothing lost, and halving on each such timeout
         // paced the family's server down to its floor (32 clones over 8 test hosts over packet:
         // 14-17 s to the result; 5-8 s with this and the CPU-time capacity above).
-        if (retries === 1 && this.options.ratePagesPerSecond === "measured" && (this.transport.framesDropped() ?? 1) > 0)
-          this.reportRate(this.lossCap.lost(this.rateReported));
-        this.timer.backOff();
+        const lost = this.framesLost();
+        if (retries === 1 && this.options.ratePagesPerSecond === "measured" && lost) this.reportRate(this.lossCap.lost(this.rateReported));
+        if (now >= nextRetry) this.timer.backOff();
         const unicast = retries > MULTICAST_RETRIES;
         if (retries === MULTICAST_RETRIES + 1) this.counters.unicastFallbacks++;
         this.request(missing(), kind | RequestFlag.RETRY | (unicast ? RequestFlag.UNICAST : 0));
         nextRetry = now + this.timer.timeoutMs;
+        quietSince = now;
       }
-      const [socket = 0, wake = 0] = pollRetrying(watch, Math.max(1, Math.ceil(Math.min(nextRetry, deadline) - now)));
+      const due = Math.min(nextRetry, deadline, fastRetryAt());
+      const [socket = 0, wake = 0] = pollRetrying(watch, Math.max(1, Math.ceil(due - now)));
       if (wake !== 0) throw new Woken("stop requested");
       if (socket !== 0) {
         this.receiveWaiting();
         if (remaining() !== left) progressed(performance.now());
       }
     }
+  }
+
+  /**
+   * Whether frames went missing since the last look: the kernel dropped some, or the server's group
+   * sequence skipped some (lost before they reached this socket). A transport that can tell
+   * neither (udp) counts every timeout as a loss.
+   */
+  private framesLost(): boolean {
+    const dropped = this.transport.framesDropped();
+    const gap = this.groupSequence.takeLoss();
+    return dropped === undefined || dropped > 0 || gap;
   }
 
   private silent(what: string, retries: number): SnowflockError {
@@ -447,6 +472,7 @@ export class McdistClient {
     const decoded = decodeFrame(bytes, this.options.family);
     if ("dropped" in decoded) return this.drop(decoded.dropped);
     const { frame } = decoded;
+    if (frame.type === FrameType.PAGE || frame.type === FrameType.DESCRIPTOR) this.groupSequence.note(frame.sequence);
     if (frame.type === FrameType.DESCRIPTOR) return this.handleChunk(frame);
     if (frame.type !== FrameType.PAGE) return this.drop("unexpected"); // requests of siblings, our own looped back
     if (frame.object >= BigInt(this.options.pageCount)) return this.drop("malformed");

@@ -11,6 +11,13 @@ export const FRAME_MAGIC = 0x5346; // "SF"
 export const FRAME_VERSION = 2;
 export const FRAME_HEADER_SIZE = 32;
 export const MAX_FRAGMENTS = 64;
+/**
+ * A server numbers the objects it sends to the group one after another in the low 31 bits of the
+ * sequence, so that a client that misses some sees a gap; a unicast send has the top bit set and a
+ * count of its own, as another client's unicast answers never reach this one.
+ */
+export const GROUP_SEQUENCE_MASK = 0x7fffffff;
+export const UNICAST_SEQUENCE = 0x80000000;
 
 export const FrameType = {
   INVALID: 0,

@@ -16,7 +16,16 @@ import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { pollRetrying } from "../sys/poll-retrying.ts";
 import { MAP_SHARED, POLLIN, PROT_READ } from "../sys/constants.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
-import { decodeFrame, encodeFrame, FRAME_HEADER_SIZE, fragment, FrameType, writeFrame } from "./frame.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  FRAME_HEADER_SIZE,
+  fragment,
+  FrameType,
+  GROUP_SEQUENCE_MASK,
+  UNICAST_SEQUENCE,
+  writeFrame,
+} from "./frame.ts";
 import { openControl } from "./control.ts";
 import {
   DESCRIPTOR_CHUNK,
@@ -95,7 +104,9 @@ class McdistServer {
   private readonly frame: Uint8Array;
   private queue: Send[] = [];
   private head = 0;
-  private sequence = 0;
+  /** Numbers of the objects sent to the group, one after another (frame.ts GROUP_SEQUENCE_MASK): a gap tells a client it lost some. */
+  private groupSequence = 0;
+  private unicastSequence = 0;
   /** The latest rate report of each sender. */
   private readonly rates = new Map<bigint, { rate: number; at: number }>();
   private readonly replay = new ReplayWindows(MAX_SENDERS);
@@ -282,9 +293,16 @@ class McdistServer {
 
   /** Sends one object (a tagged page or chunk) in as many frames as the MTU needs. */
   private sendObject(type: FrameType, number: number, object: Uint8Array, to: Destination): void {
-    this.sequence = (this.sequence + 1) >>> 0;
-    for (const frame of fragment(type, this.init.family, this.sequence, BigInt(number), object, this.transport.maxFrame))
+    const sequence = this.nextSequence(to);
+    for (const frame of fragment(type, this.init.family, sequence, BigInt(number), object, this.transport.maxFrame))
       this.sendFrame(encodeFrame(frame), to);
+  }
+
+  /** The sequence number of the next object sent to `to`: the group's count on by one; unicast sends carry UNICAST_SEQUENCE. */
+  private nextSequence(to: Destination): number {
+    if (to === "group") return (this.groupSequence = (this.groupSequence + 1) & GROUP_SEQUENCE_MASK);
+    this.unicastSequence = (this.unicastSequence + 1) & GROUP_SEQUENCE_MASK;
+    return (this.unicastSequence | UNICAST_SEQUENCE) >>> 0;
   }
 
   private sendFrame(bytes: Uint8Array, to: Destination): void {
@@ -309,11 +327,10 @@ class McdistServer {
     const tag = this.tag(page, data);
     if (this.frame.byteLength >= FRAME_HEADER_SIZE + PAGE_OBJECT_SIZE) {
       // The page and its tag fit one frame: written straight into the frame buffer (one copy of the page).
-      this.sequence = (this.sequence + 1) >>> 0;
       const header = {
         type: FrameType.PAGE,
         family: this.init.family,
-        sequence: this.sequence,
+        sequence: this.nextSequence(to),
         object: BigInt(page),
         fragment: 0,
         fragments: 1,
