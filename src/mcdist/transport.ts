@@ -101,8 +101,8 @@ export interface TransportOptions {
   /**
    * Packet transport: read frames from a mapped ring (the default), or with one recvfrom(2) each,
    * for what reads few frames (a server reads requests; a descriptor is a few frames): setting up
-   * and tearing down a ring, and hooking a socket up twice, each wait for an RCU grace period,
-   * 10-30 ms apiece on a busy host, while a parent forks or a clone starts.
+   * a ring and tearing it down each wait for an RCU grace period, 10-30 ms apiece on a busy host,
+   * while a parent forks or a clone starts.
    */
   ring?: boolean;
   /** A socket and ring made ahead for this interface (preparePacketRing); the transport owns it from now on, used or not. */
