@@ -269,7 +269,7 @@ export class McdistClient {
     const started = performance.now();
     const deadline = started + this.options.timeoutMs;
     let retries = 0;
-    this.framesLost(); // only what goes missing while this one waits counts
+    this.groupSequence.takeLoss(); // only gaps while this one waits count
     this.request(missing(), kind);
     let left = remaining();
     let nextRetry = started + this.timer.timeoutMs;

@@ -198,11 +198,13 @@ function interfaceFile(name: string, file: string): string {
   }
 }
 
-function checkMtu(spec: TransportSpec, mtu: number): void {
+/** The interface's own MTU, once `mtu` is checked against it. */
+function checkMtu(spec: TransportSpec, mtu: number): number {
   const linkMtu = Number(interfaceFile(spec.interface, "mtu"));
   if (!Number.isInteger(mtu) || mtu < 576 || mtu > linkMtu) {
     throw new SnowflockError("USAGE", `bad mcdist MTU ${mtu} for ${spec.interface}`, `give 576 to the interface's MTU (${linkMtu})`);
   }
+  return linkMtu;
 }
 
 /** Large socket buffers: FORCE (needs CAP_NET_ADMIN) ignores net.core.*mem_max; else the capped size. */
@@ -221,16 +223,17 @@ function setBuffers(fd: number, bytes: number): void {
 
 export function openTransport(input: TransportSpec, options: TransportOptions): Transport {
   let spec: TransportSpec;
+  let linkMtu: number;
   let adopted: AdoptedRing | undefined;
   try {
     spec = checkTransportSpec(input);
-    checkMtu(spec, options.mtu);
-    adopted = spec.kind === "packet" && options.ring !== false ? adoptPrepared(options.prepared, spec.interface) : undefined;
+    linkMtu = checkMtu(spec, options.mtu);
+    adopted = spec.kind === "packet" && options.ring !== false ? adoptPrepared(options.prepared, spec.interface, linkMtu) : undefined;
   } finally {
     if (options.prepared && !adopted) closePreparedPacketRing(options.prepared);
   }
   try {
-    return spec.kind === "packet" ? openPacketTransport(spec, options, adopted) : openUdpTransport(spec, options);
+    return spec.kind === "packet" ? openPacketTransport(spec, options, linkMtu, adopted) : openUdpTransport(spec, options);
   } catch (error) {
     if (error instanceof SnowflockError && error.code !== "SYSCALL") throw error;
     throw new SnowflockError(
@@ -264,17 +267,17 @@ interface AdoptedRing {
   ring: PacketRing;
 }
 
-/** The prepared socket and ring, when made for `interfaceName` at its present MTU. */
-function adoptPrepared(prepared: PreparedPacketRing | undefined, interfaceName: string): AdoptedRing | undefined {
-  if (prepared?.interface !== interfaceName) return undefined;
-  if (prepared.ring.slotSize !== ringSlotSize(Number(interfaceFile(interfaceName, "mtu")))) return undefined;
+/** The prepared socket and ring, when made for `interfaceName` at its present MTU (`linkMtu`). */
+function adoptPrepared(prepared: PreparedPacketRing | undefined, interfaceName: string, linkMtu: number): AdoptedRing | undefined {
+  if (prepared?.interface !== interfaceName || prepared.ring.slotSize !== ringSlotSize(linkMtu)) return undefined;
   return { fd: prepared.fd, ring: ringFromGeometry(prepared.ring) };
 }
 
-/** `adopted`: a socket and ring made ahead, which it then owns. */
+/** `linkMtu`: the interface's; `adopted`: a socket and ring made ahead, which it then owns. */
 function openPacketTransport(
   spec: Extract<TransportSpec, { kind: "packet" }>,
   options: TransportOptions,
+  linkMtu: number,
   adopted: AdoptedRing | undefined,
 ): Transport {
   const group = groupMac(options.family);
@@ -286,7 +289,7 @@ function openPacketTransport(
     own = parseMac(interfaceFile(spec.interface, "address"));
     const bufferBytes = options.bufferBytes ?? DEFAULT_BUFFER_BYTES;
     // Every frame on the segment is read: from a ring, not one recvfrom(2) each. Slots fit the link's largest frame.
-    if (options.ring !== false) ring ??= openRxRing(fd, Number(interfaceFile(spec.interface, "mtu")), bufferBytes);
+    if (options.ring !== false) ring ??= openRxRing(fd, linkMtu, bufferBytes);
     // Bound only now, with its ring in place: hooked up once, no second grace period.
     socket = bindPacketSocket(fd, spec.interface, ETHERTYPE_MCDIST);
     setBuffers(socket.fd, bufferBytes);

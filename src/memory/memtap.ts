@@ -98,19 +98,17 @@ export function dropSpareMemtapWorker(): void {
   spareWorker = undefined;
 }
 
+/** The ring made ahead, for the memtap about to start: its transport takes it if it fits, else closes it. */
+function takeRing(): PreparedPacketRing | undefined {
+  const ring = spareRing;
+  spareRing = undefined;
+  return ring;
+}
+
 /** Closes the socket and ring made ahead, if no memtap took them. */
 export function dropPreparedPacketRing(): void {
   if (spareRing) closePreparedPacketRing(spareRing);
   spareRing = undefined;
-}
-
-/** The ring made ahead, when `server` reads pages over packet from its interface. */
-function takeRing(server: PageServerAddress): PreparedPacketRing | undefined {
-  const transport = server.kind === "mcdist" ? server.transport : undefined;
-  if (transport?.kind !== "packet" || transport.interface !== spareRing?.interface) return undefined;
-  const ring = spareRing;
-  spareRing = undefined;
-  return ring;
 }
 
 function takeWorker(): string | Worker {
@@ -190,7 +188,7 @@ export async function startMemtap(options: MemtapOptions): Promise<Memtap> {
     timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
     counters,
     uffdClosed,
-    preparedRing: takeRing(options.server),
+    preparedRing: takeRing(),
   };
   link.worker.postMessage(init);
   const startLimit = init.timeoutMs + START_GRACE_MS;

@@ -145,7 +145,7 @@ export async function runReadyProcess(): Promise<number> {
     // Workers ended during a burst of 32 clones made the burst a quarter slower.
     const dropSpare = () => setTimeout(dropSpareMemtapWorker, SPARE_WORKER_KEPT_MS).unref();
     const afterRunning = () => {
-      dropPreparedPacketRing(); // memtap took it if its pages come over packet
+      dropPreparedPacketRing(); // a clone with memory on demand handed it to its memtap already
       if (record.memory.kind !== "ondemand") dropSpare();
     };
     // The fork that claimed this process hears that the clone runs on the claim's connection.
