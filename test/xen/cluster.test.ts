@@ -22,7 +22,7 @@ import type { AgentHello } from "../../src/cluster/agent.ts";
 import { sha256Hex } from "../../src/guest/dataset.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { writeTestDomU } from "./support/domu.ts";
-import { BINARY, bootDomU, consoleText, describeXen, diagnosis, ROOT, run, waitFor } from "./support/xen-test.ts";
+import { BINARY, bootDomU, consoleHasLine, consoleText, describeXen, diagnosis, ROOT, run, waitFor } from "./support/xen-test.ts";
 
 const INVENTORY = process.env.SNOWFLOCK_XEN_CLUSTER;
 const THIS_HOST = process.env.SNOWFLOCK_XEN_HOST;
@@ -347,7 +347,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
         expect(clone?.faults).toBeGreaterThan(0);
         expect(clone?.pagesFetched).toBeGreaterThanOrEqual(REMOTE_BYTES / 4096);
         expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go${round}`, "1"])).status).toBe(0);
-        await waitFor(`${REMOTE}: round ${round}'s join`, () => consoleText(REMOTE).includes(`round ${round} join `), FORK_MS, [REMOTE]);
+        await waitFor(`${REMOTE}: round ${round}'s join`, () => consoleHasLine(REMOTE, `round ${round} join `), FORK_MS, [REMOTE]);
         expect(consoleText(REMOTE)).toContain(`snowflock-domu: round ${round} join 1 ${cloneId}=0:${digest}`);
         await waitFor("the parent's image to be closed", () => served() > servedBefore, 60_000);
       }
@@ -547,7 +547,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
           .sort(),
       ).toEqual([`${JOB}.2`, `${JOB}.4`]);
       expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go`, "1"])).status).toBe(0);
-      await waitFor(`${JOB}: join`, () => consoleText(JOB).includes("join "), FORK_MS, [JOB]);
+      await waitFor(`${JOB}: join`, () => consoleHasLine(JOB, "join "), FORK_MS, [JOB]);
       expect(consoleText(JOB)).toContain(`snowflock-domu: join 4 ${expected.map((d, i) => `${i + 1}=0:${d}`).join(" ")}`);
       // One clone of the same parent on the other host: the four clones over two hosts cost the link no more than 1.2x its bytes.
       const sentBeforeOne = linkBytesSent();
@@ -597,7 +597,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
       let dropped: string;
       try {
         expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/start`, "1"])).status).toBe(0);
-        await waitFor(`${FAULTY}: join`, () => consoleText(FAULTY).includes("join "), FORK_MS, [FAULTY]).catch(async (e) => {
+        await waitFor(`${FAULTY}: join`, () => consoleHasLine(FAULTY, "join "), FORK_MS, [FAULTY]).catch(async (e) => {
           throw new Error(`${(e as Error).message}\nagent: ${agentOutput()}\n${await diagnosis([FAULTY])}`);
         });
       } finally {

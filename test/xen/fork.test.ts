@@ -17,7 +17,18 @@ import type { XenState } from "../../src/backend/xen/persist.ts";
 import { decodeDescriptor } from "../../src/descriptor/format.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { writeTestDomU } from "./support/domu.ts";
-import { BINARY, bootDomU, consoleLogPath, consoleText, describeXen, diagnosis, ROOT, run, waitFor } from "./support/xen-test.ts";
+import {
+  BINARY,
+  bootDomU,
+  consoleHasLine,
+  consoleLogPath,
+  consoleText,
+  describeXen,
+  diagnosis,
+  ROOT,
+  run,
+  waitFor,
+} from "./support/xen-test.ts";
 
 /** The nested host booted Xen built with memory paging (SNOWFLOCK_XEN_HYPERVISOR=paging). */
 const PAGING_HOST = process.env.SNOWFLOCK_REQUIRE_PAGING === "1";
@@ -468,7 +479,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
         expect(consoleText(name)).toContain("forged request refused");
       }
       // The parent may not `sf exit`; it joins its clones, which exit with 41 and 42.
-      await waitFor(`${SELF_FORKER}: join`, () => consoleText(SELF_FORKER).includes("join "), FORK_MS, [SELF_FORKER]);
+      await waitFor(`${SELF_FORKER}: join`, () => consoleHasLine(SELF_FORKER, "join "), FORK_MS, [SELF_FORKER]);
       expect(consoleText(SELF_FORKER)).toContain("parent exit refused");
       expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: join 2 1=41 2=42");
       const list = (await run(["xl", "list"])).stdout;
@@ -519,7 +530,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
         const domid = (await run(["xl", "domid", `${JOB}.${c}`])).stdout.trim();
         expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go`, "1"])).status).toBe(0);
       }
-      await waitFor(`${JOB}: join`, () => consoleText(JOB).includes("join "), FORK_MS, [JOB]);
+      await waitFor(`${JOB}: join`, () => consoleHasLine(JOB, "join "), FORK_MS, [JOB]);
       expect(consoleText(JOB)).toContain(`snowflock-domu: join 4 ${expected.map((d, i) => `${i + 1}=0:${d}`).join(" ")}`);
       // The agent gives the clones memory on demand where Xen pages (the paging host), else a copy.
       expect(agentOutput()).toContain(`memory ${PAGING_HOST ? "ondemand" : "eager"}`);
@@ -571,7 +582,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
         fetched[heuristic] = memory!.pagesFetched;
         const domid = (await run(["xl", "domid", clone])).stdout.trim();
         expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go`, "1"])).status).toBe(0);
-        await waitFor(`${parent}: join`, () => consoleText(parent).includes("join "), FORK_MS, [parent]);
+        await waitFor(`${parent}: join`, () => consoleHasLine(parent, "join "), FORK_MS, [parent]);
         expect(consoleText(parent)).toContain(`snowflock-domu: join 1 1=0:${expected}`);
         await run(["xl", "destroy", parent]);
         await expectGone([parent, clone]);

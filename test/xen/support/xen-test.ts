@@ -49,6 +49,17 @@ export function consoleText(domain: string): string {
 }
 
 /**
+ * Whether a domU's console has a whole line (its newline written too) containing `text`: a line
+ * still being written may be cut short, and a wait that ends on its start read half a join line.
+ */
+export function consoleHasLine(domain: string, text: string): boolean {
+  return consoleText(domain)
+    .split("\n")
+    .slice(0, -1)
+    .some((line) => line.includes(text));
+}
+
+/**
  * Polls `ready()` until it holds. With `alive`, it fails at once, with the diagnosis, when one of
  * those domains has shut down or crashed: a dead guest never gets ready, and the run should not
  * sit out the whole timeout to say so.
