@@ -14,7 +14,7 @@ import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
 import { POLLIN } from "../sys/constants.ts";
 import { threadCpuMicros } from "../sys/process.ts";
 import { newSender, sealControl } from "./control.ts";
-import { decodeFrame, encodeFrame, type Frame, FrameType, peekPage } from "./frame.ts";
+import { decodeFrame, encodeFrame, type Frame, FrameType, peekPages } from "./frame.ts";
 import { LossRateCap } from "./loss-rate.ts";
 import {
   checkFamilyKey,
@@ -422,6 +422,12 @@ export class McdistClient {
     return false;
   }
 
+  /** drop() for a frame that completed no page. */
+  private dropFrame(reason: string): 0 {
+    this.drop(reason);
+    return 0;
+  }
+
   /** Handles up to RECEIVE_BATCH waiting frames; returns how many it read. */
   private receiveWaiting(): number {
     // Timed per batch, not per frame (a clock read can cost as much as a frame under emulation), and
@@ -437,17 +443,19 @@ export class McdistClient {
       this.counters.bytesReceived += length;
       const bytes = this.buffer.subarray(0, length);
       if (this.behind && this.unasked(bytes)) this.drop("behind");
-      else if (this.handleFrame(bytes)) this.handled.pages++;
+      else this.handled.pages += this.handleFrame(bytes);
     }
     if (n > 0) this.handled.micros += threadCpuMicros() - started;
     this.behind = n === RECEIVE_BATCH;
     return n;
   }
 
-  /** A page frame that the current fetch (if any) does not wait for. */
+  /** A frame of pages none of which the current fetch (if any) waits for. */
   private unasked(bytes: Uint8Array): boolean {
-    const page = peekPage(bytes, this.options.family);
-    return page !== undefined && this.wanted?.get(page) === undefined;
+    const pages = peekPages(bytes, this.options.family, PAGE_OBJECT_SIZE);
+    if (pages === undefined) return false;
+    for (let page = pages.first; page < pages.first + pages.count; page++) if (this.wanted?.get(page) !== undefined) return false;
+    return true;
   }
 
   /** A descriptor chunk: kept only while a descriptor is being fetched. */
@@ -467,26 +475,55 @@ export class McdistClient {
     return false;
   }
 
-  /** Handles one frame; true when it completed a verified page. */
-  private handleFrame(bytes: Uint8Array): boolean {
+  /** Handles one frame; returns how many verified pages it completed. */
+  private handleFrame(bytes: Uint8Array): number {
     const decoded = decodeFrame(bytes, this.options.family);
-    if ("dropped" in decoded) return this.drop(decoded.dropped);
+    if ("dropped" in decoded) return this.dropFrame(decoded.dropped);
     const { frame } = decoded;
-    if (frame.type === FrameType.PAGE || frame.type === FrameType.DESCRIPTOR) this.groupSequence.note(frame.sequence);
-    if (frame.type === FrameType.DESCRIPTOR) return this.handleChunk(frame);
-    if (frame.type !== FrameType.PAGE) return this.drop("unexpected"); // requests of siblings, our own looped back
-    if (frame.object >= BigInt(this.options.pageCount)) return this.drop("malformed");
+    if (frame.type !== FrameType.REQUEST && frame.type !== FrameType.RATE) this.groupSequence.note(frame.sequence);
+    if (frame.type === FrameType.DESCRIPTOR) {
+      this.handleChunk(frame);
+      return 0;
+    }
+    if (frame.type === FrameType.PAGES) return this.handlePages(frame);
+    if (frame.type !== FrameType.PAGE) return this.dropFrame("unexpected"); // requests of siblings, our own looped back
+    if (frame.object >= BigInt(this.options.pageCount)) return this.dropFrame("malformed");
     const page = Number(frame.object);
-    const index = this.wanted?.get(page);
-    if (index === undefined ? this.delivered[page] === 1 : this.results[index] !== undefined) return this.drop("duplicate");
+    if (this.has(page)) return this.dropFrame("duplicate");
     this.pageReassembly ??= new Reassembly(PAGE_REASSEMBLY);
     const object = this.pageReassembly.add(frame);
-    if (object === undefined) return false;
+    if (object === undefined) return 0;
+    return this.deliver(page, object, object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed") ? 1 : 0;
+  }
+
+  /** A PAGES frame: whole page objects for the pages from frame.object on, each checked on its own. */
+  private handlePages(frame: Frame): number {
+    const { payload } = frame;
+    const count = payload.byteLength / PAGE_OBJECT_SIZE;
+    if (frame.fragments !== 1 || !Number.isInteger(count) || count < 1 || frame.object + BigInt(count) > BigInt(this.options.pageCount))
+      return this.dropFrame("malformed");
+    let completed = 0;
+    for (let i = 0, page = Number(frame.object); i < count; i++, page++) {
+      if (this.has(page)) this.drop("duplicate");
+      else if (this.deliver(page, payload.subarray(i * PAGE_OBJECT_SIZE, (i + 1) * PAGE_OBJECT_SIZE), "forged")) completed++;
+    }
+    return completed;
+  }
+
+  /** Whether `page` was handed out already (or, for the current fetch, is in). */
+  private has(page: number): boolean {
+    const index = this.wanted?.get(page);
+    return index === undefined ? this.delivered[page] === 1 : this.results[index] !== undefined;
+  }
+
+  /** Checks `object`'s tag and hands the page to the current fetch or to onExtraPage; false (counted as `refused`) if it is not the family's. */
+  private deliver(page: number, object: Uint8Array, refused: string): boolean {
     const data = verifyPageObject(this.options.key, this.options.family, page, object);
-    if (data === undefined) return this.drop(object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed");
+    if (data === undefined) return this.drop(refused);
     this.delivered[page] = 1;
+    const index = this.wanted?.get(page);
     if (index !== undefined) {
-      this.results[index] = data.slice(); // data is a view of reassembly memory
+      this.results[index] = data.slice(); // data is a view of reassembly or receive memory
       this.missing--;
     } else {
       this.counters.pagesReceivedUnasked++;

@@ -4,11 +4,12 @@
  * fragments. Every frame names its family, and carries a sequence number and a CRC-32, so a
  * receiver can drop frames of other families, duplicates, and anything malformed or forged.
  * Version 2: REQUEST and RATE payloads carry a sender and a tag (control.ts); a version 1 peer's
- * frames are dropped as "version", and counted as such on both sides.
+ * frames are dropped as "version", and counted as such on both sides. Version 3: PAGES frames
+ * (several whole pages in one frame, where the link's MTU fits them).
  */
 export const ETHERTYPE_MCDIST = 0x88b5; // IEEE 802 "local experimental" EtherType 1
 export const FRAME_MAGIC = 0x5346; // "SF"
-export const FRAME_VERSION = 2;
+export const FRAME_VERSION = 3;
 export const FRAME_HEADER_SIZE = 32;
 export const MAX_FRAGMENTS = 64;
 /**
@@ -29,6 +30,11 @@ export const FrameType = {
   DESCRIPTOR: 3,
   /** A receiver reports the rate it keeps up with (flow control). */
   RATE: 4,
+  /**
+   * Whole pages one after another (page `object`, then the next, ...), each with its tag, in one
+   * unfragmented frame: on a link whose MTU fits two or more, a page costs a fraction of a frame.
+   */
+  PAGES: 5,
 } as const;
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 
@@ -36,7 +42,7 @@ export interface Frame {
   type: FrameType;
   family: number;
   sequence: number;
-  /** Page number (PAGE, REQUEST) or object number (DESCRIPTOR). */
+  /** Page number (PAGE, REQUEST; PAGES: the first) or object number (DESCRIPTOR). */
   object: bigint;
   fragment: number;
   fragments: number;
@@ -100,13 +106,18 @@ export function fragment(type: FrameType, family: number, sequence: number, obje
   }));
 }
 
-/** The page number in a PAGE frame's header for `family`, read without checking the frame (to drop it cheaply); else undefined. */
-export function peekPage(bytes: Uint8Array, family: number): number | undefined {
+/**
+ * The pages a PAGE or PAGES frame for `family` names (the first, and how many), read without
+ * checking the frame (to drop it cheaply); else undefined.
+ */
+export function peekPages(bytes: Uint8Array, family: number, objectSize: number): { first: number; count: number } | undefined {
   if (bytes.byteLength < FRAME_HEADER_SIZE) return undefined;
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (v.getUint8(3) !== FrameType.PAGE || v.getUint32(4) !== family) return undefined;
-  const page = v.getBigUint64(12);
-  return page <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(page) : undefined;
+  const type = v.getUint8(3);
+  if ((type !== FrameType.PAGE && type !== FrameType.PAGES) || v.getUint32(4) !== family) return undefined;
+  const first = v.getBigUint64(12);
+  if (first > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
+  return { first: Number(first), count: type === FrameType.PAGES ? Math.max(1, Math.floor(v.getUint16(24) / objectSize)) : 1 };
 }
 
 export type DecodeResult = { frame: Frame } | { dropped: string };
@@ -122,7 +133,7 @@ export function decodeFrame(bytes: Uint8Array, family: number): DecodeResult {
   if (v.getUint16(0) !== FRAME_MAGIC) return { dropped: "magic" };
   if (v.getUint8(2) !== FRAME_VERSION) return { dropped: "version" };
   const type = v.getUint8(3);
-  if (type === FrameType.INVALID || type > FrameType.RATE) return { dropped: "type" };
+  if (type === FrameType.INVALID || type > FrameType.PAGES) return { dropped: "type" };
   const length = v.getUint16(24);
   // Ethernet pads short frames, so the frame may be longer than header + payload, never shorter.
   if (FRAME_HEADER_SIZE + length > bytes.byteLength) return { dropped: "length" };

@@ -1,6 +1,7 @@
 /**
  * The mcdist server's thread: a blocking poll loop that answers REQUEST frames by multicasting
- * each asked page (contents + HMAC tag, fragmented to the MTU) to the whole family, so one clone's
+ * each asked page (contents + HMAC tag, fragmented to the MTU; where the MTU fits several, pages
+ * queued one after another go together in one PAGES frame) to the whole family, so one clone's
  * fault serves its siblings too. A page already queued, or sent since the requester could have
  * had it, is not sent again (send-log.ts): siblings faulting together, and clones retrying while
  * the queue is long, cost one send. A request flagged unicast is answered to its sender only (the
@@ -102,6 +103,8 @@ class McdistServer {
   private readonly buffer = new Uint8Array(65536);
   /** Where a page's frame is written before it is sent (the kernel copies it at once). */
   private readonly frame: Uint8Array;
+  /** Whole pages one frame carries (0: a page takes several). */
+  private readonly pagesPerFrame: number;
   private queue: Send[] = [];
   private head = 0;
   /** Numbers of the objects sent to the group, one after another (frame.ts GROUP_SEQUENCE_MASK): a gap tells a client it lost some. */
@@ -120,6 +123,7 @@ class McdistServer {
   ) {
     this.pageCount = init.size / PAGE_SIZE;
     this.frame = new Uint8Array(transport.maxFrame);
+    this.pagesPerFrame = Math.floor((transport.maxFrame - FRAME_HEADER_SIZE) / PAGE_OBJECT_SIZE);
     this.pages = new SendLog(this.pageCount, RESEND_AFTER_MS);
     this.tags = new Uint8Array(this.pageCount * TAG_SIZE);
     this.tagged = new Uint8Array(this.pageCount);
@@ -261,9 +265,16 @@ class McdistServer {
         this.tokens--;
       }
       const next = this.queue[this.head++]!;
-      if (next.descriptor) this.sendChunk(next.page, next.to);
-      else this.sendPage(next.page, next.to);
-      if ((next.descriptor ? this.chunks : this.pages).sent(next.page, next.to, performance.now())) this.c[Slot.PAGES_RESENT]!++;
+      if (next.descriptor) {
+        this.sendChunk(next.page, next.to);
+        if (this.chunks.sent(next.page, next.to, performance.now())) this.c[Slot.PAGES_RESENT]!++;
+        continue;
+      }
+      const pages = this.takeRun(next, rate > 0 ? Math.floor(this.tokens) + 1 : this.pagesPerFrame);
+      if (rate > 0) this.tokens -= pages.length - 1;
+      this.sendPages(pages, next.to);
+      const now = performance.now();
+      for (const page of pages) if (this.pages.sent(page, next.to, now)) this.c[Slot.PAGES_RESENT]!++;
     }
     if (this.head >= this.queue.length) {
       this.queue = [];
@@ -322,27 +333,47 @@ class McdistServer {
     this.sendObject(FrameType.DESCRIPTOR, chunk, encodeChunkObject(this.init.key, this.init.family, chunk, data), to);
   }
 
-  private sendPage(page: number, to: Destination): void {
-    const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
-    const tag = this.tag(page, data);
-    if (this.frame.byteLength >= FRAME_HEADER_SIZE + PAGE_OBJECT_SIZE) {
-      // The page and its tag fit one frame: written straight into the frame buffer (one copy of the page).
+  /**
+   * `first` and the sends queued right behind it that a PAGES frame can carry along: the pages after
+   * it, to the group, up to `most` pages (a frame's worth, or the pacing tokens left).
+   */
+  private takeRun(first: Send, most: number): number[] {
+    const pages = [first.page];
+    if (first.to !== "group") return pages;
+    const limit = Math.min(most, this.pagesPerFrame);
+    for (let next = this.queue[this.head]; pages.length < limit && next !== undefined; next = this.queue[this.head]) {
+      if (next.descriptor || next.to !== "group" || next.page !== first.page + pages.length) break;
+      pages.push(next.page);
+      this.head++;
+    }
+    return pages;
+  }
+
+  /** Sends pages (one after another from pages[0]): several in one PAGES frame, or one in a PAGE frame (fragmented if the MTU needs it). */
+  private sendPages(pages: number[], to: Destination): void {
+    const parts: Uint8Array[] = [];
+    for (const page of pages) {
+      const data = this.image.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+      parts.push(data, this.tag(page, data));
+    }
+    this.c[Slot.PAGES_SENT]! += pages.length;
+    if (this.pagesPerFrame >= 1) {
+      // Written straight into the frame buffer (one copy of each page).
       const header = {
-        type: FrameType.PAGE,
+        type: pages.length > 1 ? FrameType.PAGES : FrameType.PAGE,
         family: this.init.family,
         sequence: this.nextSequence(to),
-        object: BigInt(page),
+        object: BigInt(pages[0]!),
         fragment: 0,
         fragments: 1,
       };
-      this.sendFrame(writeFrame(this.frame, header, [data, tag]), to);
-    } else {
-      const object = new Uint8Array(PAGE_OBJECT_SIZE);
-      object.set(data);
-      object.set(tag, PAGE_SIZE);
-      this.sendObject(FrameType.PAGE, page, object, to);
+      this.sendFrame(writeFrame(this.frame, header, parts), to);
+      return;
     }
-    this.c[Slot.PAGES_SENT]!++;
+    const object = new Uint8Array(PAGE_OBJECT_SIZE);
+    object.set(parts[0]!);
+    object.set(parts[1]!, PAGE_SIZE);
+    this.sendObject(FrameType.PAGE, pages[0]!, object, to);
   }
 }
 

@@ -1,5 +1,14 @@
 import { describe, expect, test } from "bun:test";
-import { decodeFrame, encodeFrame, type Frame, fragment, FrameType, FRAME_HEADER_SIZE, writeFrame } from "../../src/mcdist/frame.ts";
+import {
+  decodeFrame,
+  encodeFrame,
+  type Frame,
+  fragment,
+  FrameType,
+  FRAME_HEADER_SIZE,
+  peekPages,
+  writeFrame,
+} from "../../src/mcdist/frame.ts";
 
 const page = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7 + 3) & 0xff);
 
@@ -82,6 +91,23 @@ describe("mcdist frames", () => {
     expect(decodeFrame(forged, 42)).toEqual({ dropped: "fragment" });
     const random = Uint8Array.from({ length: 1500 }, () => Math.floor(Math.random() * 256));
     expect("dropped" in decodeFrame(random, 42)).toBe(true);
+  });
+
+  test("a PAGES frame names its first page and how many whole pages it carries; a type past it is dropped", () => {
+    const objects = new Uint8Array(2 * 4112).fill(7);
+    const header = { type: FrameType.PAGES, family: 9, sequence: 4, object: 300n, fragment: 0, fragments: 1 };
+    const bytes = encodeFrame({ ...header, payload: objects });
+    expect(decodeFrame(bytes, 9)).toMatchObject({ frame: { type: FrameType.PAGES, object: 300n, payload: objects } });
+    expect(peekPages(bytes, 9, 4112)).toEqual({ first: 300, count: 2 });
+    expect(peekPages(encodeFrame({ ...header, type: FrameType.PAGE, payload: objects.subarray(0, 4112) }), 9, 4112)).toEqual({
+      first: 300,
+      count: 1,
+    });
+    expect(peekPages(bytes, 10, 4112)).toBeUndefined();
+    expect(peekPages(encodeFrame({ ...header, type: FrameType.REQUEST, payload: new Uint8Array(4) }), 9, 4112)).toBeUndefined();
+    expect(decodeFrame(encodeFrame({ ...header, type: (FrameType.PAGES + 1) as FrameType, payload: objects }), 9)).toEqual({
+      dropped: "type",
+    });
   });
 
   test("an object too big for the fragment limit is refused when sending", () => {

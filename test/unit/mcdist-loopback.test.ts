@@ -7,10 +7,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { McdistClient, type McdistClientOptions } from "../../src/mcdist/client.ts";
 import { newSender, sealControl } from "../../src/mcdist/control.ts";
 import { encodeFrame, FrameType } from "../../src/mcdist/frame.ts";
-import { encodeRate, encodeRequest, MAX_REQUEST_PAGES, MIN_PACED_RATE } from "../../src/mcdist/messages.ts";
+import {
+  encodePageObject,
+  encodeRate,
+  encodeRequest,
+  MAX_REQUEST_PAGES,
+  MIN_PACED_RATE,
+  PAGE_OBJECT_SIZE,
+} from "../../src/mcdist/messages.ts";
 import { type McdistServer, type McdistServerStats, startMcdistServer } from "../../src/mcdist/server.ts";
 import { RATE_REPORT_TTL_MS } from "../../src/mcdist/server-protocol.ts";
-import { parseUdpEndpoint, type TransportSpec } from "../../src/mcdist/transport.ts";
+import { openTransport, parseUdpEndpoint, type TransportSpec } from "../../src/mcdist/transport.ts";
 import { openUdpSocket, sendUdp } from "../../src/sys/udp.ts";
 import { Woken } from "../../src/sys/poll-retrying.ts";
 import { EFD_CLOEXEC, EFD_NONBLOCK, MFD_CLOEXEC } from "../../src/sys/constants.ts";
@@ -198,6 +205,61 @@ describe("mcdist over loopback UDP", () => {
       await Bun.sleep(RATE_REPORT_TTL_MS + 100); // the pace expires before the next test
     }
   });
+
+  test(
+    "at an MTU that fits two pages the server sends pages queued one after another in one PAGES frame; a page whose tag " +
+      "fails in one is refused, its neighbour kept",
+    async () => {
+      const wideFamily = family + 1;
+      const wideTransport: TransportSpec = { ...transport, port: (transport as { port: number }).port + 1 };
+      const wide = await startMcdistServer({
+        imageFd,
+        size: image.byteLength,
+        family: wideFamily,
+        key,
+        transport: wideTransport,
+        mtu: 9000,
+      });
+      const peer = openTransport(wideTransport, { family: wideFamily, mtu: 9000 });
+      try {
+        const extras = new Map<number, Uint8Array>();
+        const client = open({
+          transport: wideTransport,
+          server: wide.endpoint,
+          family: wideFamily,
+          mtu: 9000,
+          onExtraPage: (p, data) => extras.set(p, data.slice()),
+        });
+        const asked = [100, 101, 102, 103, 104, 110];
+        const got = client.fetch(asked);
+        asked.forEach((p, i) => expect(got[i]).toEqual(page(p)));
+        for (const deadline = performance.now() + 2000; wide.stats().pagesSent < asked.length && performance.now() < deadline; )
+          Bun.sleepSync(1);
+        // 100+101, 102+103, 104, 110: four frames for six pages (unless a slow machine made the client ask again).
+        if (client.stats().retries === 0) expect(wide.stats()).toMatchObject({ pagesSent: 6, framesSent: 4 });
+
+        const good = encodePageObject(key, wideFamily, 120, page(120));
+        const bad = encodePageObject(key, wideFamily, 121, page(121));
+        bad[0]! ^= 1; // the contents changed, the tag did not
+        const pagesFrame = (object: bigint, payload: Uint8Array) =>
+          encodeFrame({ type: FrameType.PAGES, family: wideFamily, sequence: 9000, object, fragment: 0, fragments: 1, payload });
+        const both = new Uint8Array(2 * PAGE_OBJECT_SIZE);
+        both.set(good);
+        both.set(bad, PAGE_OBJECT_SIZE);
+        peer.send("group", pagesFrame(120n, both));
+        peer.send("group", pagesFrame(130n, good.subarray(0, 3000))); // not whole pages
+        peer.send("group", pagesFrame(BigInt(PAGES - 1), both)); // runs past the image
+        for (const deadline = performance.now() + 2000; (client.stats().framesDropped.malformed ?? 0) < 2 && performance.now() < deadline; )
+          client.drain();
+        expect(extras.get(120)).toEqual(page(120));
+        expect(extras.has(121)).toBe(false);
+        expect(client.stats().framesDropped).toMatchObject({ forged: 1, malformed: 2 });
+      } finally {
+        peer.close();
+        await wide.close();
+      }
+    },
+  );
 
   test("bad page lists are refused before anything is sent", () => {
     const client = open();

@@ -31,7 +31,7 @@ const CHUNKS = 8;
 function randomFrame(rng: Rng): Frame {
   const fragments = rng.int(1, 4);
   return {
-    type: rng.int(1, 4) as FrameType,
+    type: rng.int(1, FrameType.PAGES) as FrameType,
     family: FAMILY,
     sequence: rng.int(0, 0xffffffff),
     object: BigInt(rng.int(0, PAGES)),
@@ -59,7 +59,7 @@ function mutateFrameHeader(frame: Uint8Array, rng: Rng): Uint8Array {
   const v = new DataView(out.buffer);
   switch (rng.int(0, 5)) {
     case 0:
-      v.setUint8(3, rng.pick([0, 1, 2, 3, 4, 5, 255]));
+      v.setUint8(3, rng.pick([0, 1, 2, 3, 4, 5, 6, 255]));
       break;
     case 1:
       v.setUint32(4, rng.pick([FAMILY, FAMILY + 1, 0]));
@@ -86,7 +86,7 @@ function checkFrame(frame: Frame, bytes: Uint8Array): void {
     frame.family === FAMILY &&
     frame.payload.byteLength === new DataView(bytes.buffer, bytes.byteOffset).getUint16(24) &&
     frame.type >= 1 &&
-    frame.type <= 4;
+    frame.type <= FrameType.PAGES;
   check(ok, `decodeFrame passed fragment ${frame.fragment}/${frame.fragments} of type ${frame.type}, ${frame.payload.byteLength} bytes`);
 }
 
