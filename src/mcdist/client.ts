@@ -452,7 +452,7 @@ export class McdistClient {
 
   /** A frame of pages none of which the current fetch (if any) waits for. */
   private unasked(bytes: Uint8Array): boolean {
-    const pages = peekPages(bytes, this.options.family, PAGE_OBJECT_SIZE);
+    const pages = peekPages(bytes, this.options.family);
     if (pages === undefined) return false;
     for (let page = pages.first; page < pages.first + pages.count; page++) if (this.wanted?.get(page) !== undefined) return false;
     return true;
@@ -489,11 +489,12 @@ export class McdistClient {
     if (frame.type !== FrameType.PAGE) return this.dropFrame("unexpected"); // requests of siblings, our own looped back
     if (frame.object >= BigInt(this.options.pageCount)) return this.dropFrame("malformed");
     const page = Number(frame.object);
-    if (this.has(page)) return this.dropFrame("duplicate");
+    const index = this.wanted?.get(page);
+    if (this.has(page, index)) return this.dropFrame("duplicate");
     this.pageReassembly ??= new Reassembly(PAGE_REASSEMBLY);
     const object = this.pageReassembly.add(frame);
     if (object === undefined) return 0;
-    return this.deliver(page, object, object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed") ? 1 : 0;
+    return this.deliver(page, index, object, object.byteLength === PAGE_OBJECT_SIZE ? "forged" : "malformed") ? 1 : 0;
   }
 
   /** A PAGES frame: whole page objects for the pages from frame.object on, each checked on its own. */
@@ -504,24 +505,26 @@ export class McdistClient {
       return this.dropFrame("malformed");
     let completed = 0;
     for (let i = 0, page = Number(frame.object); i < count; i++, page++) {
-      if (this.has(page)) this.drop("duplicate");
-      else if (this.deliver(page, payload.subarray(i * PAGE_OBJECT_SIZE, (i + 1) * PAGE_OBJECT_SIZE), "forged")) completed++;
+      const index = this.wanted?.get(page);
+      if (this.has(page, index)) this.drop("duplicate");
+      else if (this.deliver(page, index, payload.subarray(i * PAGE_OBJECT_SIZE, (i + 1) * PAGE_OBJECT_SIZE), "forged")) completed++;
     }
     return completed;
   }
 
-  /** Whether `page` was handed out already (or, for the current fetch, is in). */
-  private has(page: number): boolean {
-    const index = this.wanted?.get(page);
+  /** Whether `page` (at `index` in the current fetch, if it waits for it) was handed out already, or is in. */
+  private has(page: number, index: number | undefined): boolean {
     return index === undefined ? this.delivered[page] === 1 : this.results[index] !== undefined;
   }
 
-  /** Checks `object`'s tag and hands the page to the current fetch or to onExtraPage; false (counted as `refused`) if it is not the family's. */
-  private deliver(page: number, object: Uint8Array, refused: string): boolean {
+  /**
+   * Checks `object`'s tag and hands the page to the current fetch (at `index`) or to onExtraPage;
+   * false (counted as `refused`) if it is not the family's.
+   */
+  private deliver(page: number, index: number | undefined, object: Uint8Array, refused: string): boolean {
     const data = verifyPageObject(this.options.key, this.options.family, page, object);
     if (data === undefined) return this.drop(refused);
     this.delivered[page] = 1;
-    const index = this.wanted?.get(page);
     if (index !== undefined) {
       this.results[index] = data.slice(); // data is a view of reassembly or receive memory
       this.missing--;

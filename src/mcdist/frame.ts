@@ -7,6 +7,8 @@
  * frames are dropped as "version", and counted as such on both sides. Version 3: PAGES frames
  * (several whole pages in one frame, where the link's MTU fits them).
  */
+import { PAGE_OBJECT_SIZE } from "./messages.ts";
+
 export const ETHERTYPE_MCDIST = 0x88b5; // IEEE 802 "local experimental" EtherType 1
 export const FRAME_MAGIC = 0x5346; // "SF"
 export const FRAME_VERSION = 3;
@@ -110,14 +112,14 @@ export function fragment(type: FrameType, family: number, sequence: number, obje
  * The pages a PAGE or PAGES frame for `family` names (the first, and how many), read without
  * checking the frame (to drop it cheaply); else undefined.
  */
-export function peekPages(bytes: Uint8Array, family: number, objectSize: number): { first: number; count: number } | undefined {
+export function peekPages(bytes: Uint8Array, family: number): { first: number; count: number } | undefined {
   if (bytes.byteLength < FRAME_HEADER_SIZE) return undefined;
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const type = v.getUint8(3);
   if ((type !== FrameType.PAGE && type !== FrameType.PAGES) || v.getUint32(4) !== family) return undefined;
   const first = v.getBigUint64(12);
   if (first > BigInt(Number.MAX_SAFE_INTEGER)) return undefined;
-  return { first: Number(first), count: type === FrameType.PAGES ? Math.max(1, Math.floor(v.getUint16(24) / objectSize)) : 1 };
+  return { first: Number(first), count: type === FrameType.PAGES ? Math.max(1, Math.floor(v.getUint16(24) / PAGE_OBJECT_SIZE)) : 1 };
 }
 
 export type DecodeResult = { frame: Frame } | { dropped: string };

@@ -20,7 +20,7 @@ import { mmap, munmap, view } from "../sys/memory.ts";
 import {
   decodeFrame,
   encodeFrame,
-  FRAME_HEADER_SIZE,
+  payloadPerFrame,
   fragment,
   FrameType,
   GROUP_SEQUENCE_MASK,
@@ -123,7 +123,7 @@ class McdistServer {
   ) {
     this.pageCount = init.size / PAGE_SIZE;
     this.frame = new Uint8Array(transport.maxFrame);
-    this.pagesPerFrame = Math.floor((transport.maxFrame - FRAME_HEADER_SIZE) / PAGE_OBJECT_SIZE);
+    this.pagesPerFrame = Math.floor(payloadPerFrame(transport.maxFrame) / PAGE_OBJECT_SIZE);
     this.pages = new SendLog(this.pageCount, RESEND_AFTER_MS);
     this.tags = new Uint8Array(this.pageCount * TAG_SIZE);
     this.tagged = new Uint8Array(this.pageCount);
@@ -270,7 +270,7 @@ class McdistServer {
         if (this.chunks.sent(next.page, next.to, performance.now())) this.c[Slot.PAGES_RESENT]!++;
         continue;
       }
-      const pages = this.takeRun(next, rate > 0 ? Math.floor(this.tokens) + 1 : this.pagesPerFrame);
+      const pages = this.takeRun(next, rate > 0 ? Math.floor(this.tokens) + 1 : Infinity);
       if (rate > 0) this.tokens -= pages.length - 1;
       this.sendPages(pages, next.to);
       const now = performance.now();
@@ -335,7 +335,7 @@ class McdistServer {
 
   /**
    * `first` and the sends queued right behind it that a PAGES frame can carry along: the pages after
-   * it, to the group, up to `most` pages (a frame's worth, or the pacing tokens left).
+   * it, to the group, up to a frame's worth and at most `most` pages (the pacing tokens left).
    */
   private takeRun(first: Send, most: number): number[] {
     const pages = [first.page];
