@@ -392,7 +392,7 @@ ip link set lo up
 # joins bridge sfbr0, which takes the address and MAC; the domUs' vifs (bridge=sfbr0) join it too,
 # so domUs on every host share one segment with the dom0s.
 if [ -s "$CTL/network" ]; then
-  read -r address mac <"$CTL/network"
+  read -r address mac mtu <"$CTL/network"
   modprobe -a virtio_net bridge || fail network "modprobe virtio_net bridge failed"
   nic=
   for i in $(seq 100); do
@@ -401,10 +401,13 @@ if [ -s "$CTL/network" ]; then
     sleep 0.1
   done
   [ -n "$nic" ] || fail network "no network interface appeared"
-  { ip link add sfbr0 type bridge && ip link set sfbr0 address "$mac" && ip link set "$nic" master sfbr0 &&
+  # The bridge's MTU is set, not left to follow its smallest port: a domU's vif joining at 1500
+  # would take the segment's jumbo frames away from dom0 (Xen's vif-bridge gives vifs the bridge's).
+  { ip link set "$nic" mtu "${mtu:-1500}" && ip link add sfbr0 type bridge && ip link set sfbr0 address "$mac" &&
+    ip link set "$nic" master sfbr0 && ip link set sfbr0 mtu "${mtu:-1500}" &&
     ip link set "$nic" up && ip addr add "$address" dev sfbr0 && ip link set sfbr0 up; } ||
-    fail network "cannot set up bridge sfbr0 on $nic"
-  log "cluster link: $nic in sfbr0, $address at $(uptime_s)s"
+    fail network "cannot set up bridge sfbr0 on $nic (MTU ${mtu:-1500})"
+  log "cluster link: $nic in sfbr0, $address, MTU ${mtu:-1500} at $(uptime_s)s"
 fi
 
 INIT

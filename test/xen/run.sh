@@ -34,8 +34,9 @@
 #                           all share one private L2 segment: a bridge in a network namespace of
 #                           the run (sfxen-PID), each QEMU's virtio-net NIC a tap on it, nothing
 #                           else on it. In host I's dom0 the NIC joins bridge sfbr0, which has
-#                           10.77.0.(10+I)/24 and MAC 02:73:66:00:00:0I (the addressing of
-#                           `cluster up`'s test hosts); a cluster inventory (cluster "xen", hosts
+#                           10.77.0.(10+I)/24 and MAC 02:73:66:00:00:0I and MTU 9000 (the
+#                           addressing and jumbo frames of `cluster up`'s test hosts, where
+#                           mcdist sends two pages to a frame); a cluster inventory (cluster "xen", hosts
 #                           h1..hN, agents on port 7070, a fresh secret) is at
 #                           $SNOWFLOCK_XEN_CLUSTER in every dom0. Hosts 2..N run
 #                           `snowflock agent --backend xen --host hI` (test/xen/member-host.sh,
@@ -137,21 +138,24 @@ NIC=()
 if [ "$HOSTS" -gt 1 ]; then
   # The hosts' private segment, and the inventory every dom0 reads.
   NETNS=sfxen-$$
+  # Jumbo frames like `cluster up`'s test hosts (TEST_HOST_MTU): a page and its neighbour go in one
+  # mcdist frame, not three frames a page, which under emulation is what a copy across hosts costs.
+  MTU=9000
   ip netns add "$NETNS" || die "cannot create network namespace $NETNS (ip netns needs root)"
   ip -n "$NETNS" link set lo up
-  ip -n "$NETNS" link add sfxbr0 type bridge && ip -n "$NETNS" link set sfxbr0 up || die "cannot create the hosts' bridge in $NETNS"
+  ip -n "$NETNS" link add sfxbr0 mtu "$MTU" type bridge && ip -n "$NETNS" link set sfxbr0 up || die "cannot create the hosts' bridge in $NETNS"
   QEMU_WRAP=(ip netns exec "$NETNS")
   secret=$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')
   hosts_json=
   for i in $(seq "$HOSTS"); do
     hosts_json+="${hosts_json:+,}{\"name\":\"h$i\",\"namespace\":null,\"address\":\"10.77.0.$((10 + i))\",\"interface\":\"sfbr0\",\"mac\":\"02:73:66:00:00:0$i\",\"agentPort\":7070}"
-    ip -n "$NETNS" tuntap add dev "tap$i" mode tap && ip -n "$NETNS" link set "tap$i" master sfxbr0 up ||
+    ip -n "$NETNS" tuntap add dev "tap$i" mode tap && ip -n "$NETNS" link set "tap$i" mtu "$MTU" master sfxbr0 up ||
       die "cannot create tap$i in $NETNS"
   done
-  inventory="{\"version\":1,\"cluster\":\"xen\",\"secret\":\"$secret\",\"bridge\":null,\"mtu\":1500,\"hosts\":[$hosts_json]}"
+  inventory="{\"version\":1,\"cluster\":\"xen\",\"secret\":\"$secret\",\"bridge\":null,\"mtu\":$MTU,\"hosts\":[$hosts_json]}"
   # host I's network line for /init, its inventory copy (mode 0600: it holds the secret), its NIC.
   host_files() {
-    echo "10.77.0.$((10 + $1))/24 02:73:66:00:00:0$1" >"$2/network"
+    echo "10.77.0.$((10 + $1))/24 02:73:66:00:00:0$1 $MTU" >"$2/network"
     (umask 077 && echo "$inventory" >"$2/cluster.json")
   }
   nic() { NIC=(-netdev "tap,id=cluster,ifname=tap$1,script=no,downscript=no" -device "virtio-net-pci,netdev=cluster,mac=02:73:66:00:00:0$1"); }
