@@ -195,14 +195,18 @@ export class Family implements FamilyCalls {
       );
     const ids = Array.from({ length: count }, (_, i) => this.nextOperatorCloneId + i);
     this.nextOperatorCloneId += count;
-    const rooms = spreadOverCluster ? await this.rooms() : undefined;
-    if (rooms && rooms.reduce((sum, r) => sum + r.room, 0) < count) {
-      throw new SnowflockError(
-        "VM_STATE",
-        `the cluster has room for ${rooms.reduce((sum, r) => sum + r.room, 0)} more clone(s) of ${this.self.name}, not ${count}`,
-        "`snowflock cluster status` shows the hosts and their clones",
-      );
-    }
+    const rooms = spreadOverCluster
+      ? this.rooms().then((rooms) => {
+          const room = rooms.reduce((sum, r) => sum + r.room, 0);
+          if (room < count)
+            throw new SnowflockError(
+              "VM_STATE",
+              `the cluster has room for ${room} more clone(s) of ${this.self.name}, not ${count}`,
+              "`snowflock cluster status` shows the hosts and their clones",
+            );
+          return rooms;
+        })
+      : undefined;
     return this.fork(ids, memory, undefined, undefined, rooms, transport);
   }
 
@@ -211,11 +215,20 @@ export class Family implements FamilyCalls {
     memory: MemoryPath,
     cloneCall?: CloneCall,
     checkpoint?: CloneSource,
-    rooms?: HostRoom[],
+    rooms?: HostRoom[] | Promise<HostRoom[]>,
     transport = this.transport,
   ): Promise<ForkResult> {
     const cluster = this.cluster;
-    const placement = cluster && rooms ? spread(ids, rooms, cluster.host.name) : new Map<number, string>();
+    // A survey of the hosts' room still under way goes on while the parent is captured: placement
+    // is decided while the descriptor is made, and the fork waits for the longer of the two.
+    const [captured, surveyed] = await Promise.allSettled([checkpoint ?? this.capture(memory, cloneCall, transport), rooms]);
+    if (captured.status === "rejected") throw captured.reason;
+    const source = captured.value;
+    if (surveyed.status === "rejected") {
+      if (!checkpoint) this.release(source);
+      throw surveyed.reason;
+    }
+    const placement = cluster && surveyed.value ? spread(ids, surveyed.value, cluster.host.name) : new Map<number, string>();
     const remoteHost = (id: number) => (cluster && placement.get(id) !== cluster.host.name ? placement.get(id) : undefined);
     // Members exist before their processes do: a fast clone may report its end at once.
     for (const id of ids) {
@@ -225,7 +238,6 @@ export class Family implements FamilyCalls {
       if (cluster) cluster.placement.set(name, placement.get(id) ?? cluster.host.name);
     }
     const awaitStart = (id: number) => this.clones.get(id)!.started.promise;
-    const source = checkpoint ?? (await this.capture(memory, cloneCall, transport));
     let result: ForkResult;
     try {
       const local = ids.filter((id) => remoteHost(id) === undefined);

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { listNamespaces } from "../../src/cluster/netns.ts";
 import { countLines, sliceLines } from "../../src/guest/dataset.ts";
-import { cloneTicks } from "../support/serve-ticks.ts";
+import { cloneTicks, ticks } from "../support/serve-ticks.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
@@ -173,6 +173,23 @@ describeNetns("clones on many hosts", () => {
         ["web.1", "h2", "web"],
         ["web.2", "h3", "web"],
         ["web.3", "h1", "web"],
+      ]);
+      // A fork the hosts have no room for fails (the hosts' room is surveyed while the parent is
+      // captured) and loses nothing: the parent ticks on, its clones stay.
+      const tooMany = await snowflock(["fork", "web", "--clones", "60", "--cluster"], env, 60_000);
+      expect(tooMany.status).not.toBe(0);
+      expect(tooMany.stderr).toMatch(/the cluster has room for \d+ more clone\(s\) of web, not 60/);
+      const parentTicks = ticks((await snowflock(["logs", "web"], env)).stdout).length;
+      let later = parentTicks;
+      for (const deadline = Date.now() + 10_000; later <= parentTicks && Date.now() < deadline; await Bun.sleep(100))
+        later = ticks((await snowflock(["logs", "web"], env)).stdout).length;
+      expect(later).toBeGreaterThan(parentTicks);
+      expect(readdirSync(runDir).filter((f) => f.startsWith("web.clones-"))).toEqual([]);
+      expect((JSON.parse((await snowflock(["ls", "--json"], env)).stdout) as Array<{ name: string }>).map((v) => v.name).sort()).toEqual([
+        "web",
+        "web.1",
+        "web.2",
+        "web.3",
       ]);
       expect((await snowflock(["kill", "web"], env)).status).toBe(0);
       expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout)).toEqual([]);
