@@ -385,7 +385,8 @@ export class McdistClient {
 
   private request(pages: number[], flags: number): void {
     this.maybeReportRate();
-    this.sendFrame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags, pages }));
+    const heardFrom = this.groupSequence.first;
+    this.sendFrame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags, pages, ...(heardFrom !== undefined && { heardFrom }) }));
     this.counters.requestsSent++;
   }
 

@@ -11,7 +11,7 @@ import { PAGE_OBJECT_SIZE } from "./messages.ts";
 
 export const ETHERTYPE_MCDIST = 0x88b5; // IEEE 802 "local experimental" EtherType 1
 export const FRAME_MAGIC = 0x5346; // "SF"
-export const FRAME_VERSION = 3;
+export const FRAME_VERSION = 4;
 export const FRAME_HEADER_SIZE = 32;
 export const MAX_FRAGMENTS = 64;
 /**

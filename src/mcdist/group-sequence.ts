@@ -4,20 +4,31 @@
  * the way (an emulated NIC, a switch, this socket). Unlike a timeout, which also comes of a clone
  * that waited for a core with nothing lost, a gap is a loss. Numbers behind the last one (a late
  * frame, a replay) and unicast sends tell nothing. The numbers are not authenticated: a forger can
- * make a client report losses, and so its server slow down (to its floor), not go wrong.
+ * make a client report losses, and so its server slow down (to its floor), not go wrong; or make it
+ * claim to have listened from another number than it did (`first`), so its server sends a page
+ * again that it need not, or lets it wait for its retry as if it had listened all along.
  */
 import { GROUP_SEQUENCE_MASK, UNICAST_SEQUENCE } from "./frame.ts";
 
 /** A jump ahead by less than this is a gap; more, the number is behind (31-bit wrap-around). */
 const AHEAD = 0x40000000;
 
+/** Whether group sequence number `a` came before `b` (31-bit wrap-around). */
+export function sequenceBefore(a: number, b: number): boolean {
+  const step = (b - a) & GROUP_SEQUENCE_MASK;
+  return step !== 0 && step < AHEAD;
+}
+
 export class GroupSequence {
   private last: number | undefined;
   private lost = false;
+  /** The number of the first object heard from the group: the client listened from then on (requests say so). */
+  first: number | undefined;
 
   /** The sequence number of one frame the server sent (to the group, or to someone by unicast). */
   note(sequence: number): void {
     if ((sequence & UNICAST_SEQUENCE) !== 0) return;
+    this.first ??= sequence;
     if (this.last !== undefined) {
       const step = (sequence - this.last) & GROUP_SEQUENCE_MASK;
       if (step === 0 || step >= AHEAD) return; // a fragment of the same object, or behind

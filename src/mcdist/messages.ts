@@ -36,7 +36,16 @@ export function descriptorChunks(bytes: number): number {
 export interface PageRequest {
   flags: number;
   pages: number[];
+  /**
+   * The group sequence number (frame.ts) of the first object the requester heard from the group,
+   * undefined if none yet: a send numbered before it, however recent, went out before the requester
+   * listened (a clone whose order came after a sibling's asks for what the sibling just got).
+   */
+  heardFrom?: number;
 }
+
+/** heardFrom on the wire when the requester heard nothing yet (group sequence numbers are 31 bits). */
+const NOTHING_HEARD = 0xffffffff;
 
 /** Why a payload was refused: the reason is a short word for counters and logs. */
 export class MessageError extends Error {
@@ -110,36 +119,44 @@ export function verifyPageObject(key: Uint8Array, family: number, page: number, 
   return sameTag(pageTag(key, family, page, data), object.subarray(PAGE_SIZE)) ? data : undefined;
 }
 
-/** REQUEST message: flags u8, count u8, then `count` page numbers (u32, network order). */
+const REQUEST_HEADER = 6;
+
+/** REQUEST message: flags u8, count u8, heardFrom u32, then `count` page numbers (u32; all network order). */
 export function encodeRequest(request: PageRequest): Uint8Array {
   const { flags, pages } = request;
   if (pages.length === 0 || pages.length > MAX_REQUEST_PAGES)
     throw new RangeError(`a request names 1 to ${MAX_REQUEST_PAGES} pages, not ${pages.length}`);
-  const out = new Uint8Array(2 + 4 * pages.length);
+  const out = new Uint8Array(REQUEST_HEADER + 4 * pages.length);
   const view = new DataView(out.buffer);
   view.setUint8(0, flags);
   view.setUint8(1, pages.length);
-  pages.forEach((page, i) => view.setUint32(2 + 4 * i, page));
+  const { heardFrom } = request;
+  if (heardFrom !== undefined && !(Number.isInteger(heardFrom) && heardFrom >= 0 && heardFrom < 0x80000000))
+    throw new RangeError(`heardFrom must be a group sequence number, not ${heardFrom}`);
+  view.setUint32(2, heardFrom ?? NOTHING_HEARD);
+  pages.forEach((page, i) => view.setUint32(REQUEST_HEADER + 4 * i, page));
   return out;
 }
 
 /** Decodes and validates a REQUEST payload against an image of `pageCount` pages and a descriptor of `chunkCount` chunks. */
 export function decodeRequest(payload: Uint8Array, pageCount: number, chunkCount = 0): PageRequest {
-  if (payload.byteLength < 2) throw new MessageError("short");
+  if (payload.byteLength < REQUEST_HEADER) throw new MessageError("short");
   const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   const flags = view.getUint8(0);
   const count = view.getUint8(1);
   if ((flags & ~KNOWN_FLAGS) !== 0) throw new MessageError("flags");
   if (count === 0 || count > MAX_REQUEST_PAGES) throw new MessageError("count");
-  if (payload.byteLength !== 2 + 4 * count) throw new MessageError("length");
+  if (payload.byteLength !== REQUEST_HEADER + 4 * count) throw new MessageError("length");
+  const heardFrom = view.getUint32(2);
+  if (heardFrom >= 0x80000000 && heardFrom !== NOTHING_HEARD) throw new MessageError("heard");
   const limit = (flags & RequestFlag.DESCRIPTOR) !== 0 ? chunkCount : pageCount;
   const pages: number[] = [];
   for (let i = 0; i < count; i++) {
-    const page = view.getUint32(2 + 4 * i);
+    const page = view.getUint32(REQUEST_HEADER + 4 * i);
     if (page >= limit) throw new MessageError("range");
     pages.push(page);
   }
-  return { flags, pages };
+  return heardFrom === NOTHING_HEARD ? { flags, pages } : { flags, pages, heardFrom };
 }
 
 /**

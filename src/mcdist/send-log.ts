@@ -8,12 +8,15 @@
  * they retry. An object sent longer than `resendAfterMs` ago is sent again anyway, so a server too
  * busy to ever find its socket empty still repairs losses.
  */
+import { sequenceBefore } from "./group-sequence.ts";
 import type { Endpoint } from "./transport.ts";
 
 export type Destination = Endpoint | "group";
 
 export class SendLog {
   private readonly groupSentAt: Float64Array;
+  /** The group sequence number of each object's last send to the group. */
+  private readonly groupSentSequence: Uint32Array;
   private readonly groupQueued: Uint8Array;
   private readonly everSent: Uint8Array;
   /** Unicast sends and queue entries: rare (the end game), so kept sparse. */
@@ -25,15 +28,22 @@ export class SendLog {
     private readonly resendAfterMs: number,
   ) {
     this.groupSentAt = new Float64Array(count).fill(-Infinity);
+    this.groupSentSequence = new Uint32Array(count);
     this.groupQueued = new Uint8Array(count);
     this.everSent = new Uint8Array(count);
   }
 
-  /** Whether a request for `object` (answer to `to`) heard at `now` needs a send, or one queued or sent answers it. */
-  needsSend(object: number, to: Destination, now: number, heardAfter: number): boolean {
+  /**
+   * Whether a request for `object` (answer to `to`) heard at `now` needs a send, or one queued or
+   * sent answers it. `heardFrom`: the group sequence number of the first object the requester heard
+   * (undefined: none yet); a group send numbered before it went out before the requester listened.
+   */
+  needsSend(object: number, to: Destination, now: number, heardAfter: number, heardFrom: number | undefined): boolean {
     if (this.groupQueued[object] === 1 || (to !== "group" && this.peerQueued.has(peerKey(to, object)))) return false;
     const covers = (sentAt: number) => sentAt >= heardAfter && now - sentAt < this.resendAfterMs;
-    return !covers(this.groupSentAt[object]!) && (to === "group" || !covers(this.peerSentAt.get(to)?.get(object) ?? -Infinity));
+    const groupCovers =
+      covers(this.groupSentAt[object]!) && heardFrom !== undefined && !sequenceBefore(this.groupSentSequence[object]!, heardFrom);
+    return !groupCovers && (to === "group" || !covers(this.peerSentAt.get(to)?.get(object) ?? -Infinity));
   }
 
   queued(object: number, to: Destination): void {
@@ -46,11 +56,12 @@ export class SendLog {
     return to === "group" || this.groupSentAt[object]! < queuedAt;
   }
 
-  /** Records a send (or a queued send skipped); true if the object had been sent before (a retransmission). */
-  sent(object: number, to: Destination, now: number): boolean {
+  /** Records a send (to the group: numbered `sequence`); true if the object had been sent before (a retransmission). */
+  sent(object: number, to: Destination, now: number, sequence: number): boolean {
     if (to === "group") {
       this.groupQueued[object] = 0;
       this.groupSentAt[object] = now;
+      this.groupSentSequence[object] = sequence;
     } else {
       this.peerQueued.delete(peerKey(to, object));
       let sends = this.peerSentAt.get(to);

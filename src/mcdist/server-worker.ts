@@ -38,6 +38,7 @@ import {
   MessageError,
   MIN_PACED_RATE,
   PAGE_OBJECT_SIZE,
+  type PageRequest,
   pageTag,
   RequestFlag,
   TAG_SIZE,
@@ -213,7 +214,7 @@ class McdistServer {
    * answers. Only those count against the queue's capacity: a sibling asking for pages already
    * queued is not refused as "queue full" while the server is paced.
    */
-  private request(request: { flags: number; pages: number[] }, from: Endpoint, heardAfter: number): void {
+  private request(request: PageRequest, from: Endpoint, heardAfter: number): void {
     const descriptor = (request.flags & RequestFlag.DESCRIPTOR) !== 0;
     const log = descriptor ? this.chunks : this.pages;
     // Over UDP every clone on a host shares the family's port, and a unicast datagram reaches one
@@ -223,7 +224,7 @@ class McdistServer {
     const repeated = (request.flags & (RequestFlag.RETRY | RequestFlag.UNICAST)) !== 0;
     const now = performance.now();
     const sentSince = repeated ? heardAfter : Math.min(heardAfter, now - FIRST_ASK_LOCKSTEP_MS);
-    const wanted = [...new Set(request.pages)].filter((page) => log.needsSend(page, to, now, sentSince));
+    const wanted = [...new Set(request.pages)].filter((page) => log.needsSend(page, to, now, sentSince, request.heardFrom));
     if (this.queue.length - this.head + wanted.length > this.queueCapacity()) {
       this.c[Slot.DROPPED_REQUESTS]!++;
       return;
@@ -267,14 +268,14 @@ class McdistServer {
       const next = this.queue[this.head++]!;
       if (next.descriptor) {
         this.sendChunk(next.page, next.to);
-        if (this.chunks.sent(next.page, next.to, performance.now())) this.c[Slot.PAGES_RESENT]!++;
+        if (this.chunks.sent(next.page, next.to, performance.now(), this.groupSequence)) this.c[Slot.PAGES_RESENT]!++;
         continue;
       }
       const pages = this.takeRun(next, rate > 0 ? Math.floor(this.tokens) + 1 : Infinity);
       if (rate > 0) this.tokens -= pages.length - 1;
       this.sendPages(pages, next.to);
       const now = performance.now();
-      for (const page of pages) if (this.pages.sent(page, next.to, now)) this.c[Slot.PAGES_RESENT]!++;
+      for (const page of pages) if (this.pages.sent(page, next.to, now, this.groupSequence)) this.c[Slot.PAGES_RESENT]!++;
     }
     if (this.head >= this.queue.length) {
       this.queue = [];

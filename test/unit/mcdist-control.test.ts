@@ -6,7 +6,7 @@ import { REPLAY_WINDOW, ReplayWindows } from "../../src/mcdist/replay-window.ts"
 
 const key = Uint8Array.from({ length: 32 }, (_, i) => i * 5 + 2);
 const header: ControlHeader = { type: FrameType.REQUEST, family: 77, sequence: 9, object: 12n };
-const message = encodeRequest({ flags: RequestFlag.UNICAST, pages: [12, 13] });
+const message = encodeRequest({ flags: RequestFlag.UNICAST, pages: [12, 13], heardFrom: 40 });
 const sender = 0x1122334455667788n;
 
 function frameOf(h: ControlHeader, payload: Uint8Array): Frame {

@@ -105,6 +105,20 @@ describe("mcdist over loopback UDP", () => {
     },
   );
 
+  test("a client that joins the group just after a page went to it gets the page sent again at its first ask", () => {
+    const early = open();
+    expect(early.fetch([40])[0]).toEqual(page(40));
+    for (const deadline = performance.now() + 2000; server.stats().pagesSent === 0 && performance.now() < deadline; ) Bun.sleepSync(1);
+    const before = server.stats();
+    // A clone whose order came a moment later: it asks for what went out before it listened.
+    const late = open();
+    expect(late.fetch([40])[0]).toEqual(page(40));
+    expect(late.stats().retries).toBe(0);
+    for (const deadline = performance.now() + 2000; server.stats().pagesResent === before.pagesResent && performance.now() < deadline; )
+      Bun.sleepSync(1);
+    expect(server.stats().pagesResent - before.pagesResent).toBe(1);
+  });
+
   test("a descriptor arrives in tagged chunks and must have the digest the clone order named", async () => {
     const descriptor = crypto.getRandomValues(new Uint8Array(100_000));
     const digest = new Bun.CryptoHasher("sha256").update(descriptor).digest("hex");
@@ -134,24 +148,25 @@ describe("mcdist over loopback UDP", () => {
   });
 
   /** Tagged frames from a peer with the key, sent straight to the server; `until` waits for its counters. */
-  function keyedPeer() {
+  function keyedPeer(target = server, targetFamily = family) {
     const socket = openUdpSocket();
-    const to = parseUdpEndpoint(server.endpoint.address);
+    const to = parseUdpEndpoint(target.endpoint.address);
     const sender = newSender();
     let sequence = 1000;
     const frame = (type: FrameType, object: bigint, message: Uint8Array) => {
-      const header = { type, family, sequence: ++sequence, object };
+      const header = { type, family: targetFamily, sequence: ++sequence, object };
       return encodeFrame({ ...header, fragment: 0, fragments: 1, payload: sealControl(key, header, sender, message) });
     };
     return {
       frame,
       send: (bytes: Uint8Array) => sendUdp(socket, to.address, to.port, bytes),
+      // As a sibling that has listened since the server's first send (group sequence numbers start at 1).
       request: (pages: number[]) =>
-        sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags: 0, pages }))),
+        sendUdp(socket, to.address, to.port, frame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags: 0, pages, heardFrom: 0 }))),
       rate: (pagesPerSecond: number) => sendUdp(socket, to.address, to.port, frame(FrameType.RATE, 0n, encodeRate(pagesPerSecond))),
       until: async (done: (s: McdistServerStats) => boolean) => {
-        for (const deadline = performance.now() + 5000; !done(server.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
-        return server.stats();
+        for (const deadline = performance.now() + 5000; !done(target.stats()) && performance.now() < deadline; ) await Bun.sleep(5);
+        return target.stats();
       },
       close: () => close(socket),
     };

@@ -43,8 +43,12 @@ describe("mcdist page objects", () => {
 
 describe("mcdist requests", () => {
   test("round trip", () => {
-    const request = { flags: RequestFlag.RETRY | RequestFlag.UNICAST, pages: [0, 5, 1023] };
+    const request = { flags: RequestFlag.RETRY | RequestFlag.UNICAST, pages: [0, 5, 1023], heardFrom: 1234 };
     expect(decodeRequest(encodeRequest(request), 1024)).toEqual(request);
+    // A requester that heard nothing from the group yet says so; heardFrom is a 31-bit group sequence number.
+    expect(decodeRequest(encodeRequest({ flags: 0, pages: [9] }), 1024)).toEqual({ flags: 0, pages: [9] });
+    expect(decodeRequest(encodeRequest({ ...request, heardFrom: 0x7fffffff }), 1024).heardFrom).toBe(0x7fffffff);
+    for (const bad of [-1, 0x80000000, 1.5]) expect(() => encodeRequest({ ...request, heardFrom: bad })).toThrow(RangeError);
   });
 
   test("bad requests are refused with a reason", () => {
@@ -57,13 +61,14 @@ describe("mcdist requests", () => {
         return (error as Error).message;
       }
     };
-    const good = encodeRequest({ flags: 0, pages: [1, 2] });
+    const good = encodeRequest({ flags: 0, pages: [1, 2], heardFrom: 0 });
     expect(reason(good.subarray(0, 1))).toBe("short");
     expect(reason(good.subarray(0, good.byteLength - 1))).toBe("length");
     expect(reason(Uint8Array.from([0x80, ...good.subarray(1)]))).toBe("flags");
-    expect(reason(Uint8Array.from([0, 0]))).toBe("count");
-    expect(reason(Uint8Array.from([0, MAX_REQUEST_PAGES + 1, ...new Uint8Array(4 * (MAX_REQUEST_PAGES + 1))]))).toBe("count");
+    expect(reason(Uint8Array.from([0, 0, 0, 0, 0, 0]))).toBe("count");
+    expect(reason(Uint8Array.from([0, MAX_REQUEST_PAGES + 1, ...new Uint8Array(4 + 4 * (MAX_REQUEST_PAGES + 1))]))).toBe("count");
     expect(reason(encodeRequest({ flags: 0, pages: [1024] }))).toBe("range");
+    expect(reason(Uint8Array.from([0, 1, 0x80, 0, 0, 0, 0, 0, 0, 1]))).toBe("heard");
     expect(() => encodeRequest({ flags: 0, pages: [] })).toThrow(RangeError);
   });
 

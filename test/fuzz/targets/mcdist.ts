@@ -132,7 +132,11 @@ const OBJECT_NUMBER = 7;
 function randomRequest(rng: Rng) {
   const flags = rng.int(0, 7);
   const limit = (flags & 4) !== 0 ? CHUNKS : PAGES;
-  return { flags, pages: Array.from({ length: rng.int(1, MAX_REQUEST_PAGES) }, () => rng.int(0, limit - 1)) };
+  return {
+    flags,
+    pages: Array.from({ length: rng.int(1, MAX_REQUEST_PAGES) }, () => rng.int(0, limit - 1)),
+    ...(rng.int(0, 1) === 1 && { heardFrom: rng.int(0, 0x7fffffff) }),
+  };
 }
 
 function tagged(kind: number, payload: Uint8Array): Uint8Array {
