@@ -225,16 +225,22 @@ class McdistServer {
     const now = performance.now();
     const sentSince = repeated ? heardAfter : Math.min(heardAfter, now - FIRST_ASK_LOCKSTEP_MS);
     const wanted = [...new Set(request.pages)].filter((page) => log.needsSend(page, to, now, sentSince, request.heardFrom));
-    if (this.queue.length - this.head + wanted.length > this.queueCapacity()) {
+    // A paced queue full of pages does not turn away a descriptor: see below.
+    if (this.queue.length - this.head + wanted.length > (descriptor ? MAX_QUEUE : this.queueCapacity())) {
       this.c[Slot.DROPPED_REQUESTS]!++;
       return;
     }
     this.c[Slot.REQUESTS]!++;
     this.c[repeated ? Slot.DUPLICATES_SUPPRESSED : Slot.REQUESTS_COLLAPSED]! += request.pages.length - wanted.length;
-    for (const page of wanted) {
-      log.queued(page, to);
-      this.queue.push({ page, to, queuedAt: now, ...(descriptor ? { descriptor } : {}) });
-    }
+    for (const page of wanted) log.queued(page, to);
+    const sends = wanted.map((page): Send => ({ page, to, queuedAt: now, ...(descriptor ? { descriptor } : {}) }));
+    if (descriptor) {
+      // A clone waiting for its descriptor has not started yet: its chunks go before the pages of
+      // siblings already running (behind the chunks queued before them), not a whole queue later.
+      let at = this.head;
+      while (at < this.queue.length && this.queue[at]!.descriptor) at++;
+      this.queue.splice(at, 0, ...sends);
+    } else this.queue.push(...sends);
     if (unicast && wanted.length > 0) this.c[Slot.UNICAST_REPLIES]!++;
   }
 

@@ -197,6 +197,44 @@ describe("mcdist over loopback UDP", () => {
     },
   );
 
+  test("paced at its floor with pages queued for running siblings, a clone's descriptor goes before them", async () => {
+    const descriptor = crypto.getRandomValues(new Uint8Array(3 * 32 * 1024));
+    const digest = new Bun.CryptoHasher("sha256").update(descriptor).digest("hex");
+    const port = transport.port! + 2;
+    const withDescriptor = await startMcdistServer({
+      imageFd,
+      size: image.byteLength,
+      family: family + 2,
+      key,
+      transport: { ...transport, port },
+      mtu: 1500,
+      descriptor,
+    });
+    const peer = keyedPeer(withDescriptor, family + 2);
+    try {
+      peer.rate(1);
+      await peer.until((s) => s.pacedRate === MIN_PACED_RATE);
+      let pagesBefore = 0;
+      const late = open({
+        transport: { ...transport, port },
+        server: withDescriptor.endpoint,
+        family: family + 2,
+        onExtraPage: () => pagesBefore++,
+      });
+      // Two requests of siblings: half a second of pages at the floor, queued before the clone asks.
+      peer.request(Array.from({ length: MAX_REQUEST_PAGES }, (_, i) => i));
+      peer.request(Array.from({ length: MAX_REQUEST_PAGES }, (_, i) => MAX_REQUEST_PAGES + i));
+      await peer.until((s) => s.requests === 2);
+      expect(late.fetchDescriptor(descriptor.byteLength, digest)).toEqual(descriptor);
+      // It came ahead of most of them (a queue in arrival order sent all 128 first).
+      console.log(`descriptor behind ${pagesBefore} of ${2 * MAX_REQUEST_PAGES} queued pages`);
+      expect(pagesBefore).toBeLessThan(MAX_REQUEST_PAGES);
+    } finally {
+      peer.close();
+      await withDescriptor.close();
+    }
+  });
+
   test("paced at its floor with its queue full, the server still hears a sibling's request for pages already queued", async () => {
     const peer = keyedPeer();
     const pages = (from: number) => Array.from({ length: MAX_REQUEST_PAGES }, (_, i) => from + i);
