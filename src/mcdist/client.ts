@@ -385,7 +385,7 @@ export class McdistClient {
 
   private request(pages: number[], flags: number): void {
     this.maybeReportRate();
-    const heardFrom = this.groupSequence.first;
+    const heardFrom = this.groupSequence.heardFrom;
     this.sendFrame(FrameType.REQUEST, BigInt(pages[0]!), encodeRequest({ flags, pages, ...(heardFrom !== undefined && { heardFrom }) }));
     this.counters.requestsSent++;
   }

@@ -5,7 +5,7 @@
  * that waited for a core with nothing lost, a gap is a loss. Numbers behind the last one (a late
  * frame, a replay) and unicast sends tell nothing. The numbers are not authenticated: a forger can
  * make a client report losses, and so its server slow down (to its floor), not go wrong; or make it
- * claim to have listened from another number than it did (`first`), so its server sends a page
+ * claim to have listened from another number than it did (`heardFrom`), so its server sends a page
  * again that it need not, or lets it wait for its retry as if it had listened all along.
  */
 import { GROUP_SEQUENCE_MASK, UNICAST_SEQUENCE } from "./frame.ts";
@@ -22,8 +22,7 @@ export function sequenceBefore(a: number, b: number): boolean {
 export class GroupSequence {
   private last: number | undefined;
   private lost = false;
-  /** The number of the first object heard from the group: the client listened from then on (requests say so). */
-  first: number | undefined;
+  private first: number | undefined;
 
   /** The sequence number of one frame the server sent (to the group, or to someone by unicast). */
   note(sequence: number): void {
@@ -35,6 +34,15 @@ export class GroupSequence {
       if (step > 1) this.lost = true;
     }
     this.last = sequence;
+  }
+
+  /**
+   * The first number of the objects this client listened for whole (requests say so): the one after
+   * the first it heard, whose earlier fragments may have gone by before it joined. Undefined: it
+   * heard nothing from the group yet.
+   */
+  get heardFrom(): number | undefined {
+    return this.first === undefined ? undefined : (this.first + 1) & GROUP_SEQUENCE_MASK;
   }
 
   /** Whether a gap showed since the last takeLoss(). */

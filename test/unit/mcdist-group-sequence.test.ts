@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { GROUP_SEQUENCE_MASK, UNICAST_SEQUENCE } from "../../src/mcdist/frame.ts";
-import { GroupSequence } from "../../src/mcdist/group-sequence.ts";
+import { GroupSequence, sequenceBefore } from "../../src/mcdist/group-sequence.ts";
 
 describe("a client's view of the server's group sequence", () => {
   test("numbers one after another (fragments sharing one) are no loss; a jump ahead is, once", () => {
@@ -23,5 +23,25 @@ describe("a client's view of the server's group sequence", () => {
     expect(wrap.takeLoss()).toBe(false);
     wrap.note(3);
     expect(wrap.takeLoss()).toBe(true);
+  });
+
+  test("a client listened whole from the object after the first it heard (its earlier fragments may have gone by)", () => {
+    const seen = new GroupSequence();
+    expect(seen.heardFrom).toBeUndefined();
+    seen.note((UNICAST_SEQUENCE | 4) >>> 0);
+    expect(seen.heardFrom).toBeUndefined();
+    for (const s of [41, 41, 42, 43]) seen.note(s);
+    expect(seen.heardFrom).toBe(42);
+    const top = new GroupSequence();
+    top.note(GROUP_SEQUENCE_MASK);
+    expect(top.heardFrom).toBe(0);
+  });
+
+  test("which number came first, across the wrap-around", () => {
+    expect(sequenceBefore(5, 6)).toBe(true);
+    expect(sequenceBefore(6, 5)).toBe(false);
+    expect(sequenceBefore(6, 6)).toBe(false);
+    expect(sequenceBefore(GROUP_SEQUENCE_MASK, 2)).toBe(true);
+    expect(sequenceBefore(2, GROUP_SEQUENCE_MASK)).toBe(false);
   });
 });
