@@ -5,7 +5,8 @@
  * receiver can drop frames of other families, duplicates, and anything malformed or forged.
  * Version 2: REQUEST and RATE payloads carry a sender and a tag (control.ts); a version 1 peer's
  * frames are dropped as "version", and counted as such on both sides. Version 3: PAGES frames
- * (several whole pages in one frame, where the link's MTU fits them).
+ * (several whole pages in one frame, where the link's MTU fits them). Version 4: a REQUEST names
+ * the group send from which on its sender heard the server (messages.ts `heardFrom`).
  */
 import { PAGE_OBJECT_SIZE } from "./messages.ts";
 

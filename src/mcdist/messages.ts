@@ -37,14 +37,17 @@ export interface PageRequest {
   flags: number;
   pages: number[];
   /**
-   * The group sequence number (frame.ts) of the first object the requester heard from the group,
-   * undefined if none yet: a send numbered before it, however recent, went out before the requester
-   * listened (a clone whose order came after a sibling's asks for what the sibling just got).
+   * The group sequence number (frame.ts) from which on the requester heard the group's objects whole
+   * (group-sequence.ts), undefined if it heard nothing yet: a send numbered before it, however
+   * recent, went out before the requester listened (a clone whose order came after a sibling's asks
+   * for what the sibling just got).
    */
   heardFrom?: number;
 }
 
-/** heardFrom on the wire when the requester heard nothing yet (group sequence numbers are 31 bits). */
+/** Group sequence numbers are 31 bits (frame.ts GROUP_SEQUENCE_MASK; frame.ts imports this file). */
+const GROUP_SEQUENCES = 0x80000000;
+/** heardFrom on the wire when the requester heard nothing yet. */
 const NOTHING_HEARD = 0xffffffff;
 
 /** Why a payload was refused: the reason is a short word for counters and logs. */
@@ -131,7 +134,7 @@ export function encodeRequest(request: PageRequest): Uint8Array {
   view.setUint8(0, flags);
   view.setUint8(1, pages.length);
   const { heardFrom } = request;
-  if (heardFrom !== undefined && !(Number.isInteger(heardFrom) && heardFrom >= 0 && heardFrom < 0x80000000))
+  if (heardFrom !== undefined && !(Number.isInteger(heardFrom) && heardFrom >= 0 && heardFrom < GROUP_SEQUENCES))
     throw new RangeError(`heardFrom must be a group sequence number, not ${heardFrom}`);
   view.setUint32(2, heardFrom ?? NOTHING_HEARD);
   pages.forEach((page, i) => view.setUint32(REQUEST_HEADER + 4 * i, page));
@@ -148,7 +151,7 @@ export function decodeRequest(payload: Uint8Array, pageCount: number, chunkCount
   if (count === 0 || count > MAX_REQUEST_PAGES) throw new MessageError("count");
   if (payload.byteLength !== REQUEST_HEADER + 4 * count) throw new MessageError("length");
   const heardFrom = view.getUint32(2);
-  if (heardFrom >= 0x80000000 && heardFrom !== NOTHING_HEARD) throw new MessageError("heard");
+  if (heardFrom >= GROUP_SEQUENCES && heardFrom !== NOTHING_HEARD) throw new MessageError("heard");
   const limit = (flags & RequestFlag.DESCRIPTOR) !== 0 ? chunkCount : pageCount;
   const pages: number[] = [];
   for (let i = 0; i < count; i++) {

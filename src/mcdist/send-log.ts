@@ -35,8 +35,8 @@ export class SendLog {
 
   /**
    * Whether a request for `object` (answer to `to`) heard at `now` needs a send, or one queued or
-   * sent answers it. `heardFrom`: the group sequence number of the first object the requester heard
-   * (undefined: none yet); a group send numbered before it went out before the requester listened.
+   * sent answers it. `heardFrom`: the group sequence number from which on the requester heard the
+   * group (undefined: nothing yet); a group send numbered before it went out before it listened.
    */
   needsSend(object: number, to: Destination, now: number, heardAfter: number, heardFrom: number | undefined): boolean {
     if (this.groupQueued[object] === 1 || (to !== "group" && this.peerQueued.has(peerKey(to, object)))) return false;
