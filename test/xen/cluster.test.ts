@@ -90,10 +90,10 @@ while :; do
 done
 `;
 
-/** The dataset job over both hosts: 64 MiB of seeded data in a 256 MiB domU, a quarter hashed by each of 4 clones. */
+/** The dataset job over both hosts: 32 MiB of seeded data in a 256 MiB domU, a quarter hashed by each of 4 clones. */
 const JOB = "sfspread";
 const JOB_SEED = 42;
-const JOB_BYTES = 64 << 20;
+const JOB_BYTES = 32 << 20;
 const DATASET = join(ROOT, "guest/build/dataset-linux");
 /**
  * The parent runs sf clone 4; each clone hashes its quarter and tells the parent it is ready (sf send), then waits
@@ -498,7 +498,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
   );
 
   test(
-    "sf clone 4 in a domU on this host: clones on both hosts each hash a quarter of a 64 MiB dataset in their memory; " +
+    "sf clone 4 in a domU on this host: clones on both hosts each hash a quarter of a 32 MiB dataset in their memory; " +
       "the family's messages cross the hosts; the parent's sf join prints the four digests, equal to the host's",
     async () => {
       if (skip) return console.log(skip);

@@ -42,10 +42,10 @@ const PARENT = "sfdom";
 const SELF_FORKER = "sfself";
 /** Forked from shells kept ready (snowflock pool). */
 const POOLED = "sfpool";
-/** The dataset job's domU (256 MiB): 64 MiB of seeded data in RAM, a quarter hashed by each of 4 clones. */
+/** The dataset job's domU (256 MiB): 32 MiB of seeded data in RAM, a quarter hashed by each of 4 clones. */
 const JOB = "sfjob";
 const JOB_SEED = 42;
-const JOB_BYTES = 64 << 20;
+const JOB_BYTES = 32 << 20;
 /** The free-pages job's domUs (256 MiB, paging host): 128 MiB written and freed, then 128 MiB filled by the clone. */
 const FREE_ON = "sffree";
 const FREE_OFF = "sfnofree";
@@ -491,7 +491,7 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
   );
 
   test(
-    "a 256 MiB domU fills 64 MiB with a seeded dataset and runs sf clone 4: each clone hashes its quarter, and the parent's " +
+    "a 256 MiB domU fills 32 MiB with a seeded dataset and runs sf clone 4: each clone hashes its quarter, and the parent's " +
       "sf join reports the four digests, equal to the host's",
     async () => {
       // The host's digests, from the same generator (checked against src/guest/dataset.ts by test/unit/xen-domu-tools.test.ts).
