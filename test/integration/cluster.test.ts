@@ -67,7 +67,11 @@ describeNetns("clones on many hosts", () => {
       expect(result.stats.serverBytesSent).toBeGreaterThanOrEqual(4 * (size / 6) * 0.9);
     });
 
-    const searchSize = lean(2 << 20, 1 << 20);
+    // Clones on different hosts start apart (their orders, their agents, a busy core: 0.4-1.6 s
+    // after the fork here while the nested hosts of CI ran): with 2 MiB the first host's clones had
+    // read every page before the last host's began, and each page went out again for those (2x).
+    // The claim is about clones reading together.
+    const searchSize = lean(16 << 20, 1 << 20);
     const expectedCounts = (clones: number) => countLines(9n, searchSize, clones);
     const searchPar = async (transport: string) => {
       const r = await snowflock(
