@@ -156,10 +156,10 @@ fi
 while :; do sleep 60; done
 `;
 
-/** A clone with memory on demand on the other host: 8 MiB of data in a 128 MiB domU (memory = maxmem, for paging). */
+/** A clone with memory on demand on the other host: 4 MiB of data in a 128 MiB domU (memory = maxmem, for paging). */
 const REMOTE = "sfremote";
 const REMOTE_SEED = 11;
-const REMOTE_BYTES = 8 << 20;
+const REMOTE_BYTES = 4 << 20;
 /**
  * Two rounds of sf clone 1 (the clone lands on the other host), each started by dom0 (snowflock/startR): the clone
  * hashes the data (every page of it faulted in over the link), tells the parent, and exits with the digest once dom0
@@ -293,7 +293,7 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
 
   test(
     "sf clone 1 in a domU on this host puts a clone with memory on demand on the other host: its pager pages in the " +
-      "parent's memory from this host's server (tcp, then mcdist over raw frames) while the clone hashes 8 MiB of it; " +
+      "parent's memory from this host's server (tcp, then mcdist over raw frames) while the clone hashes 4 MiB of it; " +
       "the image is served until the clone has ended",
     async () => {
       if (pagingSkip) return console.log(pagingSkip);
