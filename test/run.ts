@@ -215,7 +215,7 @@ const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix 
 // on the paging hypervisor once all have: three emulators on two cores slowed clones with memory
 // on demand past their limits.
 const secondOutcome = second.length > 0 ? inNestedHost(second, 1, "6G", "cluster| ") : undefined;
-// The first host boots while the files here run: it is the longest part.
+// The first host boots while the files here run.
 const firstOutcome = first.length > 0 ? inNestedHost(first, 0, "8G", "kvm| ") : undefined;
 const hereOutcome = here.length > 0 ? run(["bun", "test", ...BUN_TIMEOUT, ...here.map((f) => `./${f}`)]) : undefined;
 const stockXenOutcome = xenStage
