@@ -9,12 +9,12 @@ import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { listNamespaces } from "../../src/cluster/netns.ts";
 import { countLines, sliceLines } from "../../src/guest/dataset.ts";
-import { cloneTicks, ticks } from "../support/serve-ticks.ts";
+import { awaitCloneTicks, ticks } from "../support/serve-ticks.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
 import { describeNetns } from "../support/netns.ts";
 import { useTestCluster } from "../support/test-cluster.ts";
-import { lean } from "../support/time.ts";
+import { lean, within } from "../support/time.ts";
 
 const PREFIX = `sfc${process.pid % 10000}`;
 const runDir = testRunDir();
@@ -158,10 +158,7 @@ describeNetns("clones on many hosts", () => {
         ["web.3", "h1"],
       ]);
       for (const i of [1, 2, 3]) {
-        let own: string[] = [];
-        for (const deadline = Date.now() + 10_000; own.length < 3 && Date.now() < deadline; await Bun.sleep(100)) {
-          own = cloneTicks((await snowflock(["logs", `web.${i}`], env)).stdout);
-        }
+        const own = await awaitCloneTicks(async () => (await snowflock(["logs", `web.${i}`], env)).stdout, 3, within(10_000));
         expect(own.length).toBeGreaterThanOrEqual(3);
         expect(own.every((l) => l.endsWith(` id ${i}`))).toBe(true);
       }

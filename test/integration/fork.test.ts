@@ -6,7 +6,8 @@ import { expect, test } from "bun:test";
 import { KvmMachine } from "../../src/backend/kvm/machine.ts";
 import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
-import { cloneTicks, ticks } from "../support/serve-ticks.ts";
+import { awaitCloneTicks, ticks } from "../support/serve-ticks.ts";
+import { within } from "../support/time.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { describeKvm } from "../support/kvm.ts";
@@ -75,9 +76,8 @@ describeKvm("local fork", () => {
     ]);
     expect(result.pausedMs).toBeGreaterThan(0);
 
-    await Bun.sleep(500);
     for (const i of [1, 2, 3]) {
-      const logs = cloneTicks((await snowflock(["logs", `web.${i}`], env)).stdout);
+      const logs = await awaitCloneTicks(async () => (await snowflock(["logs", `web.${i}`], env)).stdout, 1, within(10_000));
       expect(logs.length).toBeGreaterThan(0);
       expect(logs.every((l) => l.endsWith(` id ${i}`))).toBe(true);
     }
@@ -108,9 +108,8 @@ describeKvm("local fork", () => {
     const forked = await snowflock(["fork", "od", "--clones", "2", "--memory", "ondemand", "--json"], env);
     expect(forked.status).toBe(0);
     expect(JSON.parse(forked.stdout)).toMatchObject({ memory: "ondemand", failed: [] });
-    await Bun.sleep(400);
     for (const i of [1, 2]) {
-      const own = cloneTicks((await snowflock(["logs", `od.${i}`], env)).stdout);
+      const own = await awaitCloneTicks(async () => (await snowflock(["logs", `od.${i}`], env)).stdout, 1, within(10_000));
       expect(own.length).toBeGreaterThan(0);
       expect(own.every((l) => l.endsWith(` id ${i}`))).toBe(true);
     }

@@ -10,3 +10,14 @@ export function ticks(log: string): string[] {
 export function cloneTicks(log: string): string[] {
   return ticks(log).slice(1);
 }
+
+/**
+ * A clone's own ticks once it has printed `count` of them, or what it printed by the deadline: a
+ * clone started on a busy host (CI's nested hosts beside it) may take a while to tick.
+ */
+export async function awaitCloneTicks(logs: () => Promise<string>, count: number, timeoutMs: number): Promise<string[]> {
+  for (const deadline = Date.now() + timeoutMs; ; await Bun.sleep(50)) {
+    const own = cloneTicks(await logs());
+    if (own.length >= count || Date.now() > deadline) return own;
+  }
+}
