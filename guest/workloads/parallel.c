@@ -164,11 +164,41 @@ NORETURN void wl_sha256_par(void) {
     machine_exit(status);
 }
 
+/* together=1: clones that start apart (other hosts, a busy host) read the data together: each
+ * tells the parent it runs and waits for its go, sent once all have. */
+static bool recv_note(uint64_t *sender) {
+    uint64_t note;
+    int64_t n = sf_recv(&note, 8, sender, 0);
+    if (n < 0) {
+        kprintf("error: sf_recv failed: %ld\n", n);
+        machine_exit(4);
+    }
+    return n == 8;
+}
+
+static void start_together(int64_t id, uint64_t granted) {
+    uint64_t sender, note = 0;
+    if (id > 0) {
+        sf_send(0, &note, 8);
+        while (!recv_note(&sender) || sender != 0) {}
+        return;
+    }
+    for (uint64_t ready = 0; ready < granted;)
+        if (recv_note(&sender) && sender >= 1 && sender <= granted) ready++;
+    for (uint64_t i = 1; i <= granted; i++) sf_send(i, &note, 8);
+}
+
 NORETURN void wl_search_par(void) {
-    uint64_t want, granted;
+    uint64_t want, granted, together = 0;
     int64_t ticket;
     setup("search-par", &want);
+    const char *st = cmdline_get("together");
+    if (st && (!parse_u64(st, &together) || together > 1)) {
+        kprintf("error: search-par's together is 0 or 1\n");
+        machine_exit(2);
+    }
     int64_t id = fork_family(want, &ticket, &granted);
+    if (together) start_together(id, granted);
     if (id > 0) {
         static struct range_job job;
         job.pattern = (uint16_t)(((uint64_t)id * 40503u) & 0xffff);

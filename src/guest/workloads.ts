@@ -48,7 +48,15 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
   },
   "search-par": {
     summary: "every clone counts a 16-bit pattern in the dataset; prints `count <i> <pattern> <n>`",
-    params: PARALLEL_PARAMS,
+    params: {
+      ...PARALLEL_PARAMS,
+      together: {
+        kind: "u64",
+        required: false,
+        help: "1: the clones start reading together, once every one has told the parent it runs (default 0)",
+        range: [0n, 1n],
+      },
+    },
     memoryNeed: datasetMemory,
   },
   "alloc-par": {
