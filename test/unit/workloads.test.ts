@@ -55,6 +55,16 @@ describe("workload requests", () => {
     expect(errorOf(() => parseWorkload("sha256", ["size=1K", `seed=${1n << 64n}`])).code).toBe("WORKLOAD");
   });
 
+  test("search-par's together is 0 or 1, and only search-par takes it", () => {
+    expect(parseWorkload("search-par", ["size=1M", "clones=2", "together=1"]).cmdline).toBe(
+      `search-par size=${2 ** 20} clones=2 together=1`,
+    );
+    expect(errorOf(() => parseWorkload("search-par", ["size=1M", "clones=2", "together=2"])).render()).toBe(
+      "bad together '2' for workload search-par (expected a whole number from 0 to 1)",
+    );
+    expect(errorOf(() => parseWorkload("sha256-par", ["size=1M", "clones=2", "together=1"])).code).toBe("WORKLOAD");
+  });
+
   test("too little memory for the dataset", () => {
     const r = parseWorkload("sha256", ["size=1G"]);
     const e = errorOf(() => checkMemory(r, 256 * 2 ** 20));
