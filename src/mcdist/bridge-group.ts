@@ -12,13 +12,17 @@
  * a process or Worker of its own): each leaves a holder file under HOLDERS (named by the network
  * namespace, the bridge and the group) while it is open, and the last to close removes the
  * entries. A holder whose process died (SIGKILL) holds nothing: the next transport to open on the
- * bridge removes the entries of groups with no live holder left. Without multicast snooping on the
+ * bridge removes the entries of groups with no live holder left. Opening and releasing hold a lock
+ * on HOLDERS (flock), so that a transport closing never removes the entries one opening beside it
+ * counts on, nor a sweep the directory of a group being joined. Without multicast snooping on the
  * bridge or the `bridge` tool, the frames flood as before: a one-line reason says so.
  */
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { processAlive } from "../run-dir.ts";
+import { LOCK_EX, O_CREAT, O_RDWR } from "../sys/constants.ts";
+import { close, flock, open } from "../sys/files.ts";
 
 /** Where the transports on this machine's bridges say which groups they hold (one directory per namespace, bridge and group). */
 const HOLDERS = "/run/snowflock-bridge-groups";
@@ -58,6 +62,23 @@ function bridgeMdb(verb: "add" | "del", bridge: string, port: string, group: str
 
 /** The bridge and the ports that are not guests': where the group's entries go. */
 const memberPorts = (bridge: string) => [bridge, ...readdirSync(`/sys/class/net/${bridge}/brif`).filter((port) => !isGuestPort(port))];
+
+/** Runs `work` holding the lock on HOLDERS, or without it where the lock file cannot be opened (the holders cannot be written there either). */
+function underLock<R>(work: () => R): R {
+  let fd: number;
+  try {
+    mkdirSync(HOLDERS, { recursive: true, mode: 0o700 });
+    fd = open(join(HOLDERS, ".lock"), O_RDWR | O_CREAT);
+  } catch {
+    return work();
+  }
+  try {
+    flock(fd, LOCK_EX);
+    return work();
+  } finally {
+    close(fd); // and with it the lock
+  }
+}
 
 /** A holder file's name: "<pid>-<random>"; the live ones in `dir` (dead ones are removed). */
 function liveHolders(dir: string): string[] {
@@ -119,28 +140,31 @@ export function keepGroupOffGuests(interfaceName: string, group: string): Bridge
     return unchanged(`cannot read ${interfaceName}'s multicast snooping (${(error as Error).message})`);
   }
   if (snooping !== "1") return unchanged(`multicast snooping is off on bridge ${interfaceName}`);
-  const holder = hold(interfaceName, group);
-  const added: string[] = [];
-  let released = false;
-  const release = () => {
-    if (released) return;
-    released = true;
-    if (holder) {
-      rmSync(holder.file, { force: true });
-      if (liveHolders(holder.dir).length > 0) return;
-      rmSync(holder.dir, { recursive: true, force: true });
+  return underLock(() => {
+    const holder = hold(interfaceName, group);
+    const added: string[] = [];
+    let released = false;
+    // Called with the lock held.
+    const releaseHeld = () => {
+      if (released) return;
+      released = true;
+      if (holder) {
+        rmSync(holder.file, { force: true });
+        if (liveHolders(holder.dir).length > 0) return;
+        rmSync(holder.dir, { recursive: true, force: true });
+      }
+      // The last holder (or, where holders cannot be written, the adder) removes the entries.
+      const ports = holder ? new Set([...added, ...memberPorts(interfaceName)]) : added;
+      for (const port of ports) bridgeMdb("del", interfaceName, port, group);
+    };
+    for (const port of memberPorts(interfaceName)) {
+      const r = bridgeMdb("add", interfaceName, port, group);
+      if (r.ok) added.push(port);
+      else if (!r.exists) {
+        releaseHeld();
+        return unchanged(`\`bridge mdb add dev ${interfaceName} port ${port} grp ${group}\` failed (${r.why})`);
+      }
     }
-    // The last holder (or, where holders cannot be written, the adder) removes the entries.
-    const ports = holder ? new Set([...added, ...memberPorts(interfaceName)]) : added;
-    for (const port of ports) bridgeMdb("del", interfaceName, port, group);
-  };
-  for (const port of memberPorts(interfaceName)) {
-    const r = bridgeMdb("add", interfaceName, port, group);
-    if (r.ok) added.push(port);
-    else if (!r.exists) {
-      release();
-      return unchanged(`\`bridge mdb add dev ${interfaceName} port ${port} grp ${group}\` failed (${r.why})`);
-    }
-  }
-  return { release };
+    return { release: () => underLock(releaseHeld) };
+  });
 }

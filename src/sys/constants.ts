@@ -9,6 +9,8 @@ export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 /** An unnamed file in a directory (O_TMPFILE, which includes O_DIRECTORY). */
 export const O_TMPFILE = 0o20200000;
+/** flock(2): an exclusive lock. */
+export const LOCK_EX = 2;
 
 export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;

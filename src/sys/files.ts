@@ -1,6 +1,6 @@
-import { libc } from "./libc.ts";
+import { lastErrno, libc } from "./libc.ts";
 import { check } from "./check.ts";
-import { O_CLOEXEC } from "./constants.ts";
+import { EINTR, O_CLOEXEC } from "./constants.ts";
 
 const encoder = new TextEncoder();
 const cstring = (s: string) => encoder.encode(`${s}\0`);
@@ -50,6 +50,15 @@ export function copyFileRange(source: number, sourceOffset: number, target: numb
 
 export function fallocate(fd: number, mode: number, offset: number, length: number): void {
   check("fallocate", libc.fallocate(fd, mode, offset, length));
+}
+
+/** flock(2) on an open file (LOCK_EX, LOCK_UN...); a blocking lock is taken again when a signal interrupts it. */
+export function flock(fd: number, operation: number): void {
+  for (;;) {
+    const result = libc.flock(fd, operation);
+    if (result === 0) return;
+    if (lastErrno() !== EINTR) check("flock", result);
+  }
 }
 
 export function memfdCreate(name: string, flags: number): number {

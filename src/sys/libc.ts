@@ -16,6 +16,7 @@ const library = dlopen("libc.so.6", {
   lseek: { args: [T.i32, T.i64, T.i32], returns: T.i64_fast },
   copy_file_range: { args: [T.i32, T.ptr, T.i32, T.ptr, T.u64, T.u32], returns: T.i64_fast },
   fallocate: { args: [T.i32, T.i32, T.i64, T.i64], returns: T.i32 },
+  flock: { args: [T.i32, T.i32], returns: T.i32 },
   ioctl: { args: [T.i32, T.u64, T.u64], returns: T.i32 },
   mmap: { args: [T.u64, T.u64, T.i32, T.i32, T.i32, T.i64], returns: T.i64_fast },
   munmap: { args: [T.u64, T.u64], returns: T.i32 },

@@ -125,6 +125,19 @@ describeNetns("mcdist on a bridge with guests: the family's frames stay off the 
     expect(groupPorts()).toEqual([]);
   });
 
+  test("six transports of the family opening at once and five closing at once: the entries stay for the sixth, then go", async () => {
+    const peers = Array.from({ length: 6 }, () => startPeer(HOST, "br0"));
+    for (const peer of peers) expect((await peer.next()).ready).toBe(true);
+    expect(groupPorts()).toEqual(["br0", "up0"]);
+    const last = peers.pop()!;
+    for (const peer of peers) peer.end();
+    for (const peer of peers) expect(await peer.next()).toEqual({ closed: true });
+    expect(groupPorts()).toEqual(["br0", "up0"]);
+    last.end();
+    expect(await last.next()).toEqual({ closed: true });
+    expect(groupPorts()).toEqual([]);
+  });
+
   test("a transport killed with SIGKILL leaves its entries; the next transport opened on the bridge removes them", async () => {
     const killed = startPeer(HOST, "br0");
     expect((await killed.next()).ready).toBe(true);
