@@ -26,6 +26,7 @@ import { Glob } from "bun";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { kvmAvailable } from "../src/backend/kvm/host.ts";
+import { kvmIsPvm, PVM_TOO_SLOW } from "./support/pvm.ts";
 
 const ROOT = join(import.meta.dir, "..");
 const BUN_TIMEOUT = ["--timeout", "120000"];
@@ -126,17 +127,14 @@ const usesLinuxAssets = (file: string) => sources.get(file)!.includes("support/l
 const args = process.argv.slice(2);
 const files = [...sources.keys()].filter((f) => args.length === 0 || args.some((a) => f.includes(a)));
 /**
- * PVM (kvm_pvm) gives a /dev/kvm that emulates a guest's ring 0 instruction by instruction: the
- * built-in guest (ring-3 workloads) runs well there, stock Linux does not (its tests ran past
- * their limits). Where the KVM tests must run (CI), the stock Linux guests' files go to the nested
+ * On PVM (support/pvm.ts), where the KVM tests must run (CI), the stock Linux guests' files go to the nested
  * KVM host as without KVM, the built-in guest's run here on PVM (minutes instead of most of an hour
  * under emulation), and NESTED_TOO run in the nested host as well: there on a KVM with hardware
  * virtualization (kvm-amd), which is what users have.
  */
-const pvm = existsSync("/sys/module/kvm_pvm");
+const pvm = kvmIsPvm();
 const kvm = kvmAvailable();
 const onPvm = pvm && kvm.ok;
-const PVM_REASON = "this /dev/kvm is PVM (kvm_pvm), too slow for the stock Linux guests' tests";
 const nested = (!kvm.ok || pvm) && (process.env.SNOWFLOCK_REQUIRE_KVM === "1" || process.env.SNOWFLOCK_NESTED_KVM === "1");
 /**
  * With PVM: built-in guest files that run in the nested host too (forks on both memory paths); the
@@ -182,7 +180,7 @@ const second = onPvm ? [] : nestedFiles.filter((f) => SECOND_NESTED_HOST.include
 const first = nestedFiles.filter((f) => !second.includes(f));
 console.log(
   onPvm
-    ? `test: ${PVM_REASON}: ${first.length} files run in the nested KVM host (test/nested), the built-in guest's here`
+    ? `test: ${PVM_TOO_SLOW}: ${first.length} files run in the nested KVM host (test/nested), the built-in guest's here`
     : `test: no usable /dev/kvm here (${kvm.ok ? "" : kvm.reason}): ${nestedFiles.length} files with KVM tests run in nested KVM hosts (test/nested)`,
 );
 /** `bun test` on `testFiles` in a nested KVM host of its own (lock slot, memory). */

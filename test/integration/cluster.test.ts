@@ -166,7 +166,7 @@ describeNetns("clones on many hosts", () => {
         ["web.3", "h1"],
       ]);
       for (const i of [1, 2, 3]) {
-        const own = await awaitCloneTicks(async () => (await snowflock(["logs", `web.${i}`], env)).stdout, 3, within(10_000));
+        const own = await awaitCloneTicks(`web.${i}`, env, 3, within(10_000));
         expect(own.length).toBeGreaterThanOrEqual(3);
         expect(own.every((l) => l.endsWith(` id ${i}`))).toBe(true);
       }

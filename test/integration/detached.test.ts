@@ -4,7 +4,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
-import { waitUntil } from "../support/pool.ts";
+import { waitUntil } from "../support/wait.ts";
 import { ticks } from "../support/serve-ticks.ts";
 import { within } from "../support/time.ts";
 

@@ -77,7 +77,7 @@ describeKvm("local fork", () => {
     expect(result.pausedMs).toBeGreaterThan(0);
 
     for (const i of [1, 2, 3]) {
-      const logs = await awaitCloneTicks(async () => (await snowflock(["logs", `web.${i}`], env)).stdout, 1, within(10_000));
+      const logs = await awaitCloneTicks(`web.${i}`, env, 1, within(10_000));
       expect(logs.length).toBeGreaterThan(0);
       expect(logs.every((l) => l.endsWith(` id ${i}`))).toBe(true);
     }
@@ -109,7 +109,7 @@ describeKvm("local fork", () => {
     expect(forked.status).toBe(0);
     expect(JSON.parse(forked.stdout)).toMatchObject({ memory: "ondemand", failed: [] });
     for (const i of [1, 2]) {
-      const own = await awaitCloneTicks(async () => (await snowflock(["logs", `od.${i}`], env)).stdout, 1, within(10_000));
+      const own = await awaitCloneTicks(`od.${i}`, env, 1, within(10_000));
       expect(own.length).toBeGreaterThan(0);
       expect(own.every((l) => l.endsWith(` id ${i}`))).toBe(true);
     }

@@ -8,7 +8,8 @@ import { processAlive } from "../../src/run-dir.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { describeKvm } from "../support/kvm.ts";
-import { poolProcesses, waitUntil } from "../support/pool.ts";
+import { poolProcesses } from "../support/pool.ts";
+import { waitUntil } from "../support/wait.ts";
 import { cloneTicks } from "../support/serve-ticks.ts";
 import { within } from "../support/time.ts";
 

@@ -10,7 +10,8 @@ import { processMemoryBytes } from "../../src/pool/idle-memory.ts";
 import { KEPT_ENDED_LOGS, pruneEndedLogs } from "../../src/run-dir.ts";
 import { launchClone } from "../../src/vmm/spawn.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
-import { poolProcesses, waitUntil } from "../support/pool.ts";
+import { poolProcesses } from "../support/pool.ts";
+import { waitUntil } from "../support/wait.ts";
 import { within } from "../support/time.ts";
 
 const dirs: string[] = [];

@@ -11,7 +11,8 @@ import { linkInfo, listLinks, listNamespaces, probeReachable } from "../../src/c
 import { destroyTestHosts } from "../../src/cluster/test-hosts.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeNetns } from "../support/netns.ts";
-import { poolProcesses, waitUntil } from "../support/pool.ts";
+import { poolProcesses } from "../support/pool.ts";
+import { waitUntil } from "../support/wait.ts";
 import { within } from "../support/time.ts";
 
 const PREFIX = `sft${process.pid % 1000}`;

@@ -9,14 +9,13 @@ import { join } from "node:path";
 import { expect } from "bun:test";
 import { newcArchive } from "./initramfs.ts";
 import { snowflock, testRunDir } from "./cli.ts";
+import { kvmIsPvm, PVM_TOO_SLOW } from "./pvm.ts";
 
 const ASSETS = join(import.meta.dir, "../../.cache/linux-guest");
 
 /** Why the Linux guest tests cannot run here (undefined: they can). */
 export function linuxAssetsMissing(): string | undefined {
-  // PVM emulates a guest's ring 0 instruction by instruction: a stock kernel boots past any limit.
-  if (existsSync("/sys/module/kvm_pvm"))
-    return "this /dev/kvm is PVM (kvm_pvm), too slow for a stock Linux guest (SNOWFLOCK_REQUIRE_KVM=1 bun run test runs them nested)";
+  if (kvmIsPvm()) return `${PVM_TOO_SLOW} (SNOWFLOCK_REQUIRE_KVM=1 bun run test runs them nested)`;
   for (const file of ["vmlinuz", "busybox", "modules/order", "disk.ext4"]) {
     if (!existsSync(join(ASSETS, file))) return `no ${join(".cache/linux-guest", file)}: run bash test/linux/build-assets.sh (as root)`;
   }

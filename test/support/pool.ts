@@ -20,11 +20,3 @@ export function poolProcesses(dir: string): Array<{ pid: number; role: "__ready"
     return [{ pid: Number(entry), role }];
   });
 }
-
-export async function waitUntil(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await Bun.sleep(25);
-  }
-}

@@ -1,3 +1,6 @@
+import { snowflock } from "./cli.ts";
+import { pollUntil } from "./wait.ts";
+
 /**
  * The `tick <k> id <id>` lines of a `serve` VM's console. A fork can land between the guest's
  * read of its clone ID and the line it prints with it, so a clone's first tick line may carry its
@@ -12,12 +15,13 @@ export function cloneTicks(log: string): string[] {
 }
 
 /**
- * A clone's own ticks once it has printed `count` of them, or what it printed by the deadline: a
+ * VM `vm`'s own ticks once it has printed `count` of them, or what it printed by the deadline: a
  * clone started on a busy host (CI's nested hosts beside it) may take a while to tick.
  */
-export async function awaitCloneTicks(logs: () => Promise<string>, count: number, timeoutMs: number): Promise<string[]> {
-  for (const deadline = Date.now() + timeoutMs; ; await Bun.sleep(50)) {
-    const own = cloneTicks(await logs());
-    if (own.length >= count || Date.now() > deadline) return own;
-  }
+export function awaitCloneTicks(vm: string, env: Record<string, string>, count: number, timeoutMs: number): Promise<string[]> {
+  return pollUntil(
+    async () => cloneTicks((await snowflock(["logs", vm], env)).stdout),
+    (own) => own.length >= count,
+    timeoutMs,
+  );
 }
