@@ -5,8 +5,8 @@
  */
 import { renameSync, rmSync } from "node:fs";
 import { encodeLaunchRecord, type LaunchRecord } from "../clone/launch-record.ts";
-import type { StartTimes } from "../vmm/launch-clock.ts";
-import { RUNNING_PREFIX, readyPids, readySocket, takenSocket } from "./pool-files.ts";
+import { runningTimes, type StartTimes } from "../vmm/launch-clock.ts";
+import { readyPids, readySocket, takenSocket } from "./pool-files.ts";
 
 export interface HandedOver {
   pid: number;
@@ -16,17 +16,6 @@ export interface HandedOver {
   running: Promise<StartTimes>;
   /** Lets go of the connection once the clone runs. */
   release(): void;
-}
-
-/** The timings in a `running` line, or undefined for a line that is not one (or is malformed). */
-function runningTimes(line: string): StartTimes | undefined {
-  if (!line.startsWith(RUNNING_PREFIX)) return undefined;
-  try {
-    const { builtMs, runningMs } = JSON.parse(line.slice(RUNNING_PREFIX.length)) as Partial<StartTimes>;
-    return typeof builtMs === "number" && typeof runningMs === "number" ? { builtMs, runningMs } : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The last line of what a claimed process said ("" for nothing). */

@@ -10,12 +10,6 @@ import { join } from "node:path";
 export const READY_LINE = "ready";
 export const CLAIMED_LINE = "claimed";
 
-/**
- * What a claimed process says back to the fork that claimed it, on the claim's connection: once
- * its clone runs, `running` and its timings (JSON); before that, why it failed, as plain text.
- */
-export const RUNNING_PREFIX = "running ";
-
 export function poolPaths(dir: string): { keeperSocket: string; log: string } {
   return { keeperSocket: join(dir, "@pool.sock"), log: join(dir, "@pool.log") };
 }

@@ -12,8 +12,8 @@ import { log, printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
 import { O_RDWR } from "../sys/constants.ts";
 import { close, dup2, open } from "../sys/files.ts";
-import { markLaunched, type StartTimes } from "../vmm/launch-clock.ts";
-import { CLAIMED_LINE, READY_LINE, RUNNING_PREFIX, readySocket, removeReadySockets } from "./pool-files.ts";
+import { markLaunched, runningLine, type StartTimes } from "../vmm/launch-clock.ts";
+import { CLAIMED_LINE, READY_LINE, readySocket, removeReadySockets } from "./pool-files.ts";
 
 /** The guest memory size the warm-up descriptor claims (its bitmaps' size). */
 const WARM_UP_MEMORY_BYTES = 256 << 20;
@@ -149,7 +149,7 @@ export async function runReadyProcess(): Promise<number> {
       if (record.memory.kind !== "ondemand") dropSpare();
     };
     // The fork that claimed this process hears that the clone runs on the claim's connection.
-    const reportRunning = (times: StartTimes) => claim.answer(`${RUNNING_PREFIX}${JSON.stringify(times)}`);
+    const reportRunning = (times: StartTimes) => claim.answer(runningLine(times));
     return await serveLaunch(record, { afterRunning, reportRunning });
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : (error as Error).message;

@@ -15,7 +15,7 @@ import { spawnDetached } from "./detached.ts";
 import { handToReadyVmm } from "../pool/claim.ts";
 import { selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
-import type { StartTimes } from "./launch-clock.ts";
+import { runningTimes, SAY_RUNNING_VARIABLE, type StartTimes } from "./launch-clock.ts";
 
 const READY_TIMEOUT_MS = scaledTimeout(15_000);
 
@@ -56,10 +56,12 @@ async function spawnClone(
 }
 
 /** A VMM process on its way up, however it was started. */
-interface StartingVmm {
+export interface StartingVmm {
   pid: number;
   /** Why it stopped, once it has; else undefined. */
   stopped(): string | undefined;
+  /** Its timings once it said it runs (a detached VMM, on its stderr); else undefined. */
+  said?(): StartTimes | undefined;
   kill(): void;
 }
 
@@ -80,30 +82,51 @@ export async function spawnVmm(
   const { child, exitStatus } = spawnDetached(command, {
     outputFd: errorFd,
     pipeOnFd3: handOver !== undefined,
-    env: { ...process.env, SNOWFLOCK_QUIET: "1" },
+    env: { ...process.env, SNOWFLOCK_QUIET: "1", [SAY_RUNNING_VARIABLE]: "1" },
   });
   // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
   if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
+  const lines = () => (existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n") : []);
+  const said = () =>
+    lines()
+      .map(runningTimes)
+      .find((times) => times !== undefined);
   const stopped = () => {
     const exited = exitStatus();
     if (exited === null) return undefined;
-    const why = existsSync(errorPath) ? readFileSync(errorPath, "utf8").trim().split("\n").pop() : "";
+    const why = lines()
+      .filter((line) => runningTimes(line) === undefined)
+      .pop();
     return why || `status ${exited}`;
   };
   try {
-    return await awaitRunning(name, { pid: child.pid!, stopped, kill: () => child.kill("SIGKILL") }, announced);
+    return await awaitRunning(name, { pid: child.pid!, stopped, said, kill: () => child.kill("SIGKILL") }, announced);
   } finally {
     rmSync(errorPath, { force: true });
   }
 }
 
-async function awaitRunning(name: string, vmm: StartingVmm, announced?: Promise<StartTimes>): Promise<{ pid: number; times: StartTimes }> {
+/**
+ * Resolves once the VMM runs: on its announcement (a clone's, to its parent), its running line
+ * (`said`), or its control socket's status; a VMM that ends without any of them failed.
+ */
+export async function awaitRunning(
+  name: string,
+  vmm: StartingVmm,
+  announced?: Promise<StartTimes>,
+): Promise<{ pid: number; times: StartTimes }> {
   let announcedTimes: StartTimes | undefined;
-  void announced?.then((times) => (announcedTimes = times));
+  void announced?.then(
+    (times) => (announcedTimes = times),
+    () => {},
+  );
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
     if (announcedTimes) return { pid: vmm.pid, times: announcedTimes };
     const why = vmm.stopped();
+    // Asked after whether it stopped (then all it said is there): a VMM that said it runs and ended at once did start.
+    const times = vmm.said?.();
+    if (times) return { pid: vmm.pid, times };
     if (why !== undefined) {
       removeFailedVm(name);
       throw new SnowflockError("VM_STATE", `VM '${name}' stopped right after starting: ${why}`);

@@ -3,7 +3,8 @@
  * (control socket, record, console log), stream its console, answer control requests, and clean
  * up when it ends.
  */
-import { type StartTimes, sinceLaunch } from "./launch-clock.ts";
+import { writeSync } from "node:fs";
+import { runningLine, SAY_RUNNING_VARIABLE, type StartTimes, sinceLaunch } from "./launch-clock.ts";
 import { type AllocationHints, createAllocationHints } from "../guest-memory/allocation-hints.ts";
 import { writePrivateFile } from "../sys/private-file.ts";
 import type { GuestCall, Machine, MachineEnd, MachineOptions } from "../backend/backend.ts";
@@ -128,6 +129,9 @@ async function serveMachine(
   onConsole: (line: string) => void,
 ): Promise<VmResult> {
   ensureRunDir();
+  // For this VMM's launcher only, not for the processes it starts (its clones, its pool).
+  const sayRunning = process.env[SAY_RUNNING_VARIABLE] === "1";
+  delete process.env[SAY_RUNNING_VARIABLE];
   const paths = vmPaths(identity.name, runDir());
   const limits = guestLimits();
   const consoleLog = new ConsoleLog(paths.log, limits);
@@ -219,6 +223,7 @@ async function serveMachine(
     });
     const startedMs = sinceLaunch();
     runningMs = startedMs;
+    if (sayRunning) writeSync(2, `${runningLine({ builtMs: vmReadyMs, runningMs })}\n`);
     if (options.reportRunning) options.reportRunning({ builtMs: vmReadyMs, runningMs });
     else if (identity.parent && identity.cloneId) {
       await memberRequest(options.cluster, identity.parent, {
