@@ -5,6 +5,7 @@
  * udp: the mcdist family key). While they all run, every process's arguments and environment are
  * read from /proc, as any local user could.
  */
+import { SAY_RUNNING_VARIABLE } from "../../src/vmm/launch-clock.ts";
 import { afterAll, expect, test } from "bun:test";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
@@ -67,10 +68,16 @@ describeNetns("secrets of running clones", () => {
         expect(leaks(views, [readInventory(cluster.inventoryPath).secret])).toEqual([]);
         expect(ourClones.map((v) => cloneArguments(v)).sort()).toEqual(names.sort().map((name) => [name]));
         // Nothing that looks like a secret in any snowflock command line, and no snowflock variable in
-        // a clone's environment but those of this test, its run directory and the quiet flag.
+        // a clone's environment but those of this test, its run directory and the quiet and say-running flags.
         const ours = views.filter((v) => v.args.some((a) => a.endsWith("bin/snowflock.ts") || a.endsWith("/snowflock")));
         expect(ours.flatMap((v) => v.args.filter((a) => /[0-9a-f]{64}/.test(a)))).toEqual([]);
-        const known = new Set([...Object.keys(process.env), "SNOWFLOCK_QUIET", "SNOWFLOCK_RUN_DIR", "SNOWFLOCK_INSIDE_TEST_HOST"]);
+        const known = new Set([
+          ...Object.keys(process.env),
+          "SNOWFLOCK_QUIET",
+          SAY_RUNNING_VARIABLE,
+          "SNOWFLOCK_RUN_DIR",
+          "SNOWFLOCK_INSIDE_TEST_HOST",
+        ]);
         const variables = ourClones.flatMap((v) => v.environ.map((e) => e.slice(0, e.indexOf("="))));
         const added = variables.filter((name) => name.startsWith("SNOWFLOCK_") && !known.has(name));
         expect(added).toEqual([]);
