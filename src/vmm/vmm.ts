@@ -223,7 +223,11 @@ async function serveMachine(
     });
     const startedMs = sinceLaunch();
     runningMs = startedMs;
-    if (sayRunning) writeSync(2, `${runningLine({ builtMs: vmReadyMs, runningMs })}\n`);
+    if (sayRunning) {
+      try {
+        writeSync(2, `${runningLine({ builtMs: vmReadyMs, runningMs })}\n`);
+      } catch {} // a full disk under the run directory: the launcher asks the control socket instead
+    }
     if (options.reportRunning) options.reportRunning({ builtMs: vmReadyMs, runningMs });
     else if (identity.parent && identity.cloneId) {
       await memberRequest(options.cluster, identity.parent, {
