@@ -115,6 +115,16 @@ async function cloneAndCheck(session: Session, cluster: boolean): Promise<void> 
     "  AVOIDED: pages it never fetched, spared by known-zero / free-pages / allocation-hints; RUNNING: " +
       "from the clones' start to its vCPUs running",
   );
+  if (cluster) {
+    // A send for one clone reaches its siblings on that host: put in unasked (MULTICAST), answering
+    // a sibling's own ask for that page at once (collapsed at the server), or dropped unread by a
+    // sibling too busy for pages it did not ask for (shed) — which one is a matter of timing.
+    const { pagesMulticast, serverRequestsCollapsed, framesShed } = result.stats;
+    say(
+      `  mcdist sends that reached siblings: ${pagesMulticast} pages put in unasked, ${serverRequestsCollapsed} ` +
+        `asks answered by a sibling's send, ${framesShed} frames shed by a clone behind`,
+    );
+  }
   const matched = rows.filter((row) => row.matched).length;
   say(
     `  parent paused ${round.pausedMs.toFixed(1)} ms; VM descriptor ${round.descriptorBytes} bytes; all ` +

@@ -50,6 +50,8 @@ export interface FamilyStats extends Required<CloneMemoryStats> {
   serverPagesResent: number;
   /** mcdist: pages asked for again that the servers did not send again (a queued or recent send answered them). */
   serverDuplicatesSuppressed: number;
+  /** mcdist: pages clones asked for first that a send queued or made for a sibling answered (not sent again). */
+  serverRequestsCollapsed: number;
   /** Descriptor bytes written, over every clone round. */
   descriptorBytes: number;
   /** For a family spread over a cluster: what each host's clones received. */
@@ -94,6 +96,7 @@ function serverTotals(round: ServerRound) {
     framesSent: (server?.messagesSent ?? 0) + (mcdist?.framesSent ?? 0),
     pagesResent: mcdist?.pagesResent ?? 0,
     duplicatesSuppressed: mcdist?.duplicatesSuppressed ?? 0,
+    requestsCollapsed: mcdist?.requestsCollapsed ?? 0,
   };
 }
 
@@ -105,6 +108,7 @@ function addMemoryStats(into: CloneMemoryStats, memory: CloneMemoryStats | undef
   into.pagesMulticast = (into.pagesMulticast ?? 0) + (memory.pagesMulticast ?? 0);
   into.framesRejected = (into.framesRejected ?? 0) + (memory.framesRejected ?? 0);
   into.retries = (into.retries ?? 0) + (memory.retries ?? 0);
+  into.framesShed = (into.framesShed ?? 0) + (memory.framesShed ?? 0);
   into.pagesZeroFilled += memory.pagesZeroFilled;
   into.pagesFreeFilled = (into.pagesFreeFilled ?? 0) + (memory.pagesFreeFilled ?? 0);
   into.pagesAllocationFilled = (into.pagesAllocationFilled ?? 0) + (memory.pagesAllocationFilled ?? 0);
@@ -145,7 +149,7 @@ export class Family implements FamilyCalls {
   /** Each clone round's memory servers, until every clone that may fault on them has ended. */
   private rounds = new Map<CloneSource, ServerRound>();
   /** What the servers of closed rounds sent, for stats(). */
-  private closedServers = { bytesSent: 0, framesSent: 0, pagesResent: 0, duplicatesSuppressed: 0 };
+  private closedServers = { bytesSent: 0, framesSent: 0, pagesResent: 0, duplicatesSuppressed: 0, requestsCollapsed: 0 };
   /** This run of the VM, unlike any earlier VM of the same name. */
   readonly incarnation = `${getpid()}-${randomBytes(6).toString("hex")}`;
   /** The newest clone rounds (MAX_FORK_HISTORY), with their phase times, for --json. */
@@ -494,6 +498,7 @@ export class Family implements FamilyCalls {
       pagesMulticast: 0,
       framesRejected: 0,
       retries: 0,
+      framesShed: 0,
       pagesZeroFilled: 0,
       bytesReceived: 0,
       faultServiceHistogram: [],
@@ -501,6 +506,7 @@ export class Family implements FamilyCalls {
       serverFramesSent: 0,
       serverPagesResent: 0,
       serverDuplicatesSuppressed: 0,
+      serverRequestsCollapsed: 0,
       descriptorBytes: this.descriptorBytesEver,
       pagesAvoided: { "known-zero": 0, "free-pages": 0, "allocation-hints": 0 },
       pagesFreeFilled: 0,
@@ -533,6 +539,7 @@ export class Family implements FamilyCalls {
     totals.serverFramesSent = sent.framesSent;
     totals.serverPagesResent = sent.pagesResent;
     totals.serverDuplicatesSuppressed = sent.duplicatesSuppressed;
+    totals.serverRequestsCollapsed = sent.requestsCollapsed;
     return totals;
   }
 

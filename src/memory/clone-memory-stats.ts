@@ -8,6 +8,8 @@ export interface CloneMemoryStats {
   framesRejected?: number;
   /** mcdist requests this clone asked again (retries). */
   retries?: number;
+  /** mcdist frames of siblings' pages that reached this clone while it was behind, dropped unread. */
+  framesShed?: number;
   pagesZeroFilled: number;
   /** Of those, pages filled because the guest's allocator had them free. */
   pagesFreeFilled?: number;

@@ -25,8 +25,10 @@ export const Slot = {
   PAGES_ALLOCATION_FILLED: 10,
   /** Requests the page source asked again (mcdist retries: a storm shows here). */
   RETRIES: 11,
-  HISTOGRAM: 12,
-  WORDS: 12 + HISTOGRAM_BUCKETS,
+  /** mcdist frames of siblings' pages dropped unread while the clone was behind. */
+  FRAMES_SHED: 12,
+  HISTOGRAM: 13,
+  WORDS: 13 + HISTOGRAM_BUCKETS,
 } as const;
 
 export function faultCounters(): Float64Array {
@@ -42,6 +44,8 @@ export interface FaultStats {
   framesRejected: number;
   /** mcdist requests asked again (retries). */
   retries: number;
+  /** mcdist frames of siblings' pages dropped unread while this clone was behind: they reached it, it had no time for them. */
+  framesShed: number;
   pagesZeroFilled: number;
   /** Of those, pages zero-filled because the guest's allocator had them free (free-pages). */
   pagesFreeFilled: number;
@@ -72,6 +76,7 @@ export function readFaultStats(c: Float64Array, eagerPages: number): FaultStats 
     pagesMulticast: c[Slot.PAGES_MULTICAST]!,
     framesRejected: c[Slot.FRAMES_REJECTED]!,
     retries: c[Slot.RETRIES]!,
+    framesShed: c[Slot.FRAMES_SHED]!,
     pagesZeroFilled: c[Slot.PAGES_ZERO_FILLED]!,
     pagesFreeFilled: c[Slot.PAGES_FREE_FILLED]!,
     pagesAllocationFilled: c[Slot.PAGES_ALLOCATION_FILLED]!,

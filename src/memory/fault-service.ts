@@ -194,6 +194,7 @@ export class FaultService {
     if (this.source.bytesReceived) c[Slot.BYTES_RECEIVED] = this.source.bytesReceived();
     if (this.source.framesRejected) c[Slot.FRAMES_REJECTED] = this.source.framesRejected();
     if (this.source.retries) c[Slot.RETRIES] = this.source.retries();
+    if (this.source.framesShed) c[Slot.FRAMES_SHED] = this.source.framesShed();
   }
 
   private record(faults: number, micros: number): void {

@@ -20,6 +20,8 @@ export interface PageSource {
   framesRejected?(): number;
   /** Requests asked again because their pages did not come in time (mcdist). */
   retries?(): number;
+  /** Frames of siblings' pages dropped unread while the clone was behind (mcdist). */
+  framesShed?(): number;
   close(): void;
 }
 
@@ -59,6 +61,9 @@ class McdistSource implements PageSource {
   }
   retries(): number {
     return this.client.stats().retries;
+  }
+  framesShed(): number {
+    return this.client.stats().framesDropped.behind ?? 0;
   }
   close(): void {
     this.client.close();

@@ -116,7 +116,7 @@ export function parseRequest(line: string): ControlRequest | { error: string } {
       (typeof counters === "object" &&
         counters !== null &&
         ["faults", "pagesFetched", "pagesZeroFilled", "bytesReceived"].every((k) => isInt(counters[k])) &&
-        ["pagesMulticast", "framesRejected", "retries", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every(
+        ["pagesMulticast", "framesRejected", "retries", "framesShed", "pagesFreeFilled", "pagesAllocationFilled", "pagesPrefetched"].every(
           (k) => counters[k] === undefined || isInt(counters[k]),
         ) &&
         (histogram === undefined || (Array.isArray(histogram) && histogram.length <= 64 && histogram.every(isInt))));

@@ -253,6 +253,7 @@ async function serveMachine(
         pagesMulticast: counters.pagesMulticast,
         framesRejected: counters.framesRejected,
         retries: counters.retries,
+        framesShed: counters.framesShed,
         pagesZeroFilled: counters.pagesZeroFilled,
         pagesFreeFilled: counters.pagesFreeFilled,
         pagesAllocationFilled: counters.pagesAllocationFilled,
