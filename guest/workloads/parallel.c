@@ -8,10 +8,13 @@
 #include "kernel.h"
 #include "sf.h"
 #include "sha256.h"
+#include "time.h"
 #include "user.h"
 #include "workloads.h"
 
 #define MAX_CLONES 256
+/* search-par quit=<id>: that clone's exit status, before it does anything. */
+#define QUIT_STATUS 3
 
 static struct dataset ds;
 
@@ -166,38 +169,52 @@ NORETURN void wl_sha256_par(void) {
 
 /* together=1: clones that start apart (other hosts, a busy host) read the data together: each
  * tells the parent it runs and waits for its go, sent once all have. */
-static bool recv_note(uint64_t *sender) {
+#define PROBE_MS 50
+
+/* The next message's length (8: a note), SF_EAGAIN when none waits and `flags` says not to block. */
+static int64_t recv_note(uint64_t *sender, uint64_t flags) {
     uint64_t note;
-    int64_t n = sf_recv(&note, 8, sender, 0);
-    if (n < 0) {
+    int64_t n = sf_recv(&note, 8, sender, flags);
+    if (n < 0 && n != SF_EAGAIN) {
         kprintf("error: sf_recv failed: %ld\n", n);
         machine_exit(4);
     }
-    return n == 8;
+    return n;
 }
 
 static void start_together(int64_t id, uint64_t granted) {
     uint64_t sender, note = 0;
     if (id > 0) {
         sf_send(0, &note, 8);
-        while (!recv_note(&sender) || sender != 0) {}
+        while (recv_note(&sender, 0) != 8 || sender != 0) {}
         return;
     }
-    for (uint64_t ready = 0; ready < granted;)
-        if (recv_note(&sender) && sender >= 1 && sender <= granted) ready++;
+    /* sf_clone returned: every clone runs or has ended. One that ends before its note (crashed,
+     * killed) must not hold the others: a clone not heard from is probed now and then with an empty
+     * message, which it ignores, and SF_ESRCH says it is gone. */
+    static bool settled[MAX_CLONES + 1];
+    for (uint64_t count = 0; count < granted;) {
+        int64_t n = recv_note(&sender, SF_RECV_NONBLOCK);
+        if (n == 8 && sender >= 1 && sender <= granted && !settled[sender]) settled[sender] = true, count++;
+        if (n != SF_EAGAIN) continue;
+        sleep_ms(PROBE_MS);
+        for (uint64_t i = 1; i <= granted; i++)
+            if (!settled[i] && sf_send(i, &note, 0) == SF_ESRCH) settled[i] = true, count++;
+    }
     for (uint64_t i = 1; i <= granted; i++) sf_send(i, &note, 8);
 }
 
 NORETURN void wl_search_par(void) {
-    uint64_t want, granted, together = 0;
+    uint64_t want, granted, together = 0, quit = 0;
     int64_t ticket;
     setup("search-par", &want);
-    const char *st = cmdline_get("together");
-    if (st && (!parse_u64(st, &together) || together > 1)) {
-        kprintf("error: search-par's together is 0 or 1\n");
+    const char *st = cmdline_get("together"), *sq = cmdline_get("quit");
+    if ((st && (!parse_u64(st, &together) || together > 1)) || (sq && !parse_u64(sq, &quit))) {
+        kprintf("error: search-par's together is 0 or 1, its quit a clone ID\n");
         machine_exit(2);
     }
     int64_t id = fork_family(want, &ticket, &granted);
+    if (id > 0 && (uint64_t)id == quit) machine_exit(QUIT_STATUS);
     if (together) start_together(id, granted);
     if (id > 0) {
         static struct range_job job;

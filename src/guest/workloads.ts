@@ -56,6 +56,12 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
         help: "1: the clones start reading together, once every one has told the parent it runs (default 0)",
         range: [0n, 1n],
       },
+      quit: {
+        kind: "u64",
+        required: false,
+        help: "test: the clone with this ID ends at once with status 3, before it reads or says it runs (default: none)",
+        range: [1n, 256n],
+      },
     },
     memoryNeed: datasetMemory,
   },

@@ -51,6 +51,15 @@ describeKvm("sf_clone", () => {
     expect(r.stdout.trim().split("\n")).toEqual([...expected, "granted 4"]);
   });
 
+  test("search-par together=1: a clone that ends before it says it runs does not hold its siblings back", async () => {
+    const size = 1 << 20;
+    // quit=2: clone 2 exits with status 3 at once; the parent's barrier finds it gone and lets 1 and 3 read.
+    const r = await snowflock(["run", "search-par", `size=${size}`, "seed=9", "clones=3", "together=1", "quit=2", "--mem", "64M"], env());
+    const [one, two, three] = countLines(9n, size, 3);
+    expect(r.stdout.trim().split("\n")).toEqual([one!, two!.replace(/ \d+$/, " error status 3"), three!, "granted 3"]);
+    expect(r.status).toBe(1);
+  });
+
   test("alloc-par: each clone's freshly allocated and filled memory hashes like the host's, on both memory paths", async () => {
     const size = 4 << 20;
     const expected = [1n, 2n, 3n].map((i) => `alloc ${i} ${sha256Hex(dataset(5n + i, size))}`);

@@ -63,6 +63,8 @@ describe("workload requests", () => {
       "bad together '2' for workload search-par (expected a whole number from 0 to 1)",
     );
     expect(errorOf(() => parseWorkload("sha256-par", ["size=1M", "clones=2", "together=1"])).code).toBe("WORKLOAD");
+    expect(parseWorkload("search-par", ["size=1M", "clones=2", "quit=2"]).cmdline).toBe(`search-par size=${2 ** 20} clones=2 quit=2`);
+    expect(errorOf(() => parseWorkload("search-par", ["size=1M", "clones=2", "quit=0"])).code).toBe("WORKLOAD");
   });
 
   test("too little memory for the dataset", () => {
