@@ -145,6 +145,7 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
     if (found.statuses.has(cloneId)) return;
     found.statuses.set(cloneId, status);
     if (result !== undefined) found.results.set(cloneId, result);
+    found.tickets.memberEnded();
   };
 
   /** Asks the hosts of clones still running elsewhere whether they still run them. */
@@ -324,10 +325,11 @@ export function serveDomainGuests(domains: DomainOperations, options: DomainGues
           log(`domain ${request.domain}: could not tell ${parentHost} how clone ${cloneId} ended: ${(error as Error).message}`),
         );
     } else {
-      const { statuses, results } = book(parentDomain);
+      const { statuses, results, tickets } = book(parentDomain);
       if (!statuses.has(cloneId)) {
         statuses.set(cloneId, status);
         if (result !== undefined) results.set(cloneId, result);
+        tickets.memberEnded();
       }
     }
     log(

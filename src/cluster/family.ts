@@ -268,6 +268,7 @@ export class Family implements FamilyCalls {
       if (!checkpoint) this.release(source);
     }
     for (const f of result.failed) this.clones.get(Number(f.name.slice(f.name.lastIndexOf(".") + 1)))!.status = CloneStatus.CRASHED;
+    if (result.failed.length > 0) this.tickets.memberEnded();
     // A fast clone may have ended before its round was recorded.
     for (const clone of result.clones) noteEnd(clone, this.clones.get(clone.cloneId));
     this.closeEndedRounds();
@@ -392,6 +393,7 @@ export class Family implements FamilyCalls {
     if (report) noteEnd(report, member);
     this.closeEndedRounds();
     this.retireEnded();
+    this.tickets.memberEnded();
   }
 
   /** Drops the members of ended clones no unjoined ticket waits for, keeping their counters. */

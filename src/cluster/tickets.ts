@@ -25,6 +25,7 @@ interface Ticket<Extra> {
   joined: boolean;
 }
 
+/** How often a join looks again without being woken (memberEnded): for ends nobody reports, e.g. a local VM that died. */
 const JOIN_POLL_MS = 50;
 /** How often a join asks after members still running (probe). */
 const PROBE_MS = 1000;
@@ -36,10 +37,13 @@ export class Tickets<Extra = undefined> {
   private probedAt = 0;
   /** Tickets being granted (the hosts are asked first): they count against the limit too. */
   private pending = 0;
+  /** Resolved (and renewed) when a member ends: joins waiting look at once, not at their next poll. */
+  private ended = Promise.withResolvers<void>();
 
   constructor(
     private readonly limit: number,
     private readonly members: TicketMembers,
+    private readonly joinPollMs = JOIN_POLL_MS,
   ) {}
 
   /** A new ticket for as many clones as `decide` grants (it may ask the hosts), or SF_EDQUOT past the limit. */
@@ -92,13 +96,25 @@ export class Tickets<Extra = undefined> {
     const ids = ticket.cloneIds;
     let probedAt = performance.now();
     while (ids.some((cloneId) => this.members.status(cloneId) === undefined)) {
-      await Bun.sleep(JOIN_POLL_MS);
+      await this.memberEndedOr(this.joinPollMs);
       if (performance.now() - probedAt < PROBE_MS) continue;
       await this.members.probe(ids);
       probedAt = performance.now();
     }
     this.tickets.delete(Number(id));
     return ids.map((cloneId) => this.members.status(cloneId)!);
+  }
+
+  /** The family tells that a member ended (its status is known now): a join waiting for it returns at once. */
+  memberEnded(): void {
+    this.ended.resolve();
+    this.ended = Promise.withResolvers<void>();
+  }
+
+  private async memberEndedOr(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.ended.promise, new Promise<void>((wake) => (timer = setTimeout(wake, ms)))]);
+    clearTimeout(timer);
   }
 
   /** Ends the ticket's clones still running (none for a joined ticket: they all ended). */

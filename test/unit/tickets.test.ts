@@ -68,6 +68,20 @@ describe("a family's tickets", () => {
     expect(await grant(tickets, 1)).toEqual({ ticket: 2, granted: 1 });
   });
 
+  test("a join returns as soon as the family says a member ended, not at its next look", async () => {
+    const m = members();
+    const tickets = new Tickets<string>(1, m, 3_600_000); // it would look again only in an hour
+    await grant(tickets, 2);
+    tickets.startClones(1n);
+    const joined = tickets.join(1n);
+    m.statuses.set(1, 3);
+    tickets.memberEnded();
+    await Bun.sleep(0);
+    m.statuses.set(2, 4);
+    tickets.memberEnded();
+    expect(await joined).toEqual([3, 4]);
+  });
+
   test("a join that waits long asks after its members (probe)", async () => {
     const m = members();
     const tickets = new Tickets<string>(1, m);
