@@ -94,6 +94,11 @@ export interface MachineOptions {
   onGuestCall?: (call: GuestCall) => Promise<bigint>;
   /** Called once the vCPUs have stopped, before the VM is closed (memtap releases its uffd). */
   beforeClose?: () => void;
+  /**
+   * Awaited after beforeClose, before the VM is closed: a clone tells its parent how it ended here,
+   * not after the teardown (closing a VM and its memory takes 10-25 ms). It must not throw.
+   */
+  afterStop?: (end: MachineEnd) => Promise<void>;
   /** Where the vCPUs mark pages the guest's allocator hands out (memtap zero-fills them). */
   allocationHints?: AllocationHints;
   /** Disk images the guest gets as virtio block devices (a Linux guest booted with ACPI finds them). */

@@ -179,9 +179,9 @@ function run(init: MemtapInit): void {
       awaitStopOrFence(init);
     }
   } finally {
-    source?.close();
     // Closing the uffd wakes every fault still waiting; they retry without it. The owner may be
-    // waiting for this (memtap.ts release()) before it closes the VM.
+    // waiting for this (memtap.ts release()) before it closes the VM, so it goes before the page
+    // source: closing a packet socket waits for an RCU grace period (10-30 ms).
     if (Atomics.compareExchange(init.uffdClosed, 0, UffdState.OPEN, UffdState.CLAIMED) === UffdState.OPEN) {
       try {
         close(init.uffd);
@@ -189,6 +189,7 @@ function run(init: MemtapInit): void {
       Atomics.store(init.uffdClosed, 0, UffdState.CLOSED_BY_WORKER);
       Atomics.notify(init.uffdClosed, 0);
     }
+    source?.close();
     post({ type: "stopped" });
   }
 }

@@ -105,8 +105,38 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-type ConsoleOptions = Required<Pick<MachineOptions, "onConsole" | "onConsolePartial" | "onDeviceError">>;
-type BuildMachine = (console: ConsoleOptions, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
+/** What serveMachine hands every machine it builds: the console, and its end as soon as the vCPUs stopped. */
+/** For a clone: tells its parent how it ended, with its memtap's counters (never throws). */
+async function tellParentEnded(identity: Identity, options: ServeOptions, end: MachineEnd): Promise<void> {
+  if (!identity.parent || !identity.cloneId) return;
+  const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
+  const counters = options.memtap?.stats();
+  const memory = counters && {
+    faults: counters.faults,
+    pagesFetched: counters.pagesFetched,
+    pagesMulticast: counters.pagesMulticast,
+    framesRejected: counters.framesRejected,
+    retries: counters.retries,
+    framesShed: counters.framesShed,
+    pagesZeroFilled: counters.pagesZeroFilled,
+    pagesFreeFilled: counters.pagesFreeFilled,
+    pagesAllocationFilled: counters.pagesAllocationFilled,
+    pagesPrefetched: counters.pagesPrefetched,
+    bytesReceived: counters.bytesReceived,
+    faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
+  };
+  await memberRequest(options.cluster, identity.parent, {
+    op: "clone-ended",
+    cloneId: identity.cloneId,
+    status,
+    memory,
+    incarnation: options.cluster?.parentIncarnation,
+    ...(end.kind === "exit" && end.result !== undefined ? { result: end.result } : {}),
+  }).catch(() => undefined);
+}
+
+type ServeHooks = Required<Pick<MachineOptions, "onConsole" | "onConsolePartial" | "onDeviceError" | "afterStop">>;
+type BuildMachine = (hooks: ServeHooks, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
 
 interface ServeOptions {
   maxClones: number;
@@ -138,6 +168,12 @@ async function serveMachine(
 
   let firstConsoleLineMs: number | null = null;
   let family: Family | undefined;
+  // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
+  let memoryFailure: Error | undefined;
+  const endOf = (end: MachineEnd): MachineEnd => (memoryFailure ? { kind: "crash", reason: memoryFailure.message, vcpu: 0 } : end);
+  let endReported: Promise<void> | undefined;
+  /** A clone tells its parent how it ended once (its counters are final when its vCPUs stopped). */
+  const reportEnd = (end: MachineEnd) => (endReported ??= tellParentEnded(identity, options, endOf(end)));
   const machine = build(
     {
       onConsole: (line) => {
@@ -148,6 +184,8 @@ async function serveMachine(
       onConsolePartial: (text) => consoleLog.partial(text),
       // Where the user looks when the guest reports I/O errors (`snowflock logs`), marked as ours.
       onDeviceError: (message) => consoleLog.add(`[snowflock] ${message}`),
+      // The parent's join waits for this, not for the teardown after it.
+      afterStop: reportEnd,
     },
     (call) => serveGuestCall(family!, machine.memory, call),
   );
@@ -168,8 +206,6 @@ async function serveMachine(
     options.heuristicsOff,
     limits,
   );
-  // A clone whose memory server fails is stopped before its vCPUs could run on a missing page.
-  let memoryFailure: Error | undefined;
   void options.memtap?.failed.then((error) => {
     memoryFailure = error;
     void machine.stop();
@@ -238,38 +274,12 @@ async function serveMachine(
       }).catch(() => undefined);
     }
     options.afterRunning?.();
-    let end = await machine.ended;
+    const end = endOf(await machine.ended);
     await options.memtap?.stop();
-    if (memoryFailure) end = { kind: "crash", reason: memoryFailure.message, vcpu: 0 };
     // A clone's process has no terminal: its console log is where `snowflock logs` shows why it ended.
     if (end.kind === "crash")
       consoleLog.add(`[snowflock] guest crashed on vCPU ${end.vcpu}: ${end.reason}${end.rip ? ` at rip ${end.rip}` : ""}`);
-    if (identity.parent && identity.cloneId) {
-      const status = end.kind === "exit" ? end.status : end.kind === "crash" ? CloneStatus.CRASHED : CloneStatus.KILLED;
-      const counters = options.memtap?.stats();
-      const memory = counters && {
-        faults: counters.faults,
-        pagesFetched: counters.pagesFetched,
-        pagesMulticast: counters.pagesMulticast,
-        framesRejected: counters.framesRejected,
-        retries: counters.retries,
-        framesShed: counters.framesShed,
-        pagesZeroFilled: counters.pagesZeroFilled,
-        pagesFreeFilled: counters.pagesFreeFilled,
-        pagesAllocationFilled: counters.pagesAllocationFilled,
-        pagesPrefetched: counters.pagesPrefetched,
-        bytesReceived: counters.bytesReceived,
-        faultServiceHistogram: counters.faultServiceHistogram.map((b) => b.count),
-      };
-      await memberRequest(options.cluster, identity.parent, {
-        op: "clone-ended",
-        cloneId: identity.cloneId,
-        status,
-        memory,
-        incarnation: options.cluster?.parentIncarnation,
-        ...(end.kind === "exit" && end.result !== undefined ? { result: end.result } : {}),
-      }).catch(() => undefined);
-    }
+    await reportEnd(end); // a machine stopped before its vCPUs ran never called afterStop
     return {
       name: identity.name,
       workload: identity.workloadName,

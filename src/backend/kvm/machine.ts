@@ -264,6 +264,7 @@ export class KvmMachine implements Machine {
     await Promise.all(this.receivers.map((r) => r.stop()));
     this.touchedAtEnd = this.pagesTouched();
     this.options.beforeClose?.();
+    await this.options.afterStop?.(this.end ?? { kind: "stopped" });
     this.close();
     this.resolveEnded(this.end ?? { kind: "stopped" });
   }
