@@ -3,7 +3,7 @@
  * deadline and cut short by a wake fd (like page-client.ts). It asks the family's server for pages
  * and collects them from the multicast stream; pages a sibling asked for that arrive meanwhile are
  * handed to onExtraPage (free prefetch). Nothing reaches the caller that has not passed the
- * page's HMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. A client
+ * page's GMAC tag: forged, corrupted, duplicated or stray frames are dropped and counted. A client
  * that falls behind (a full batch waiting) drops siblings' pages unread until it catches up: it
  * cannot afford their prefetch, and its own pages wait behind them. Its own
  * requests and rate reports are tagged with the family key (control.ts). Lost frames are asked

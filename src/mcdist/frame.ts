@@ -6,13 +6,14 @@
  * Version 2: REQUEST and RATE payloads carry a sender and a tag (control.ts); a version 1 peer's
  * frames are dropped as "version", and counted as such on both sides. Version 3: PAGES frames
  * (several whole pages in one frame, where the link's MTU fits them). Version 4: a REQUEST names
- * the group send from which on its sender heard the server (messages.ts `heardFrom`).
+ * the group send from which on its sender heard the server (messages.ts `heardFrom`). Version 5:
+ * page and descriptor chunk tags are GMACs (messages.ts objectTag), no longer HMACs.
  */
 import { PAGE_OBJECT_SIZE } from "./messages.ts";
 
 export const ETHERTYPE_MCDIST = 0x88b5; // IEEE 802 "local experimental" EtherType 1
 export const FRAME_MAGIC = 0x5346; // "SF"
-export const FRAME_VERSION = 4;
+export const FRAME_VERSION = 5;
 export const FRAME_HEADER_SIZE = 32;
 export const MAX_FRAGMENTS = 64;
 /**

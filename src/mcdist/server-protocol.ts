@@ -19,7 +19,7 @@ export interface McdistServerOptions {
   size: number;
   /** The family number every frame carries (u32). */
   family: number;
-  /** The family's 32-byte secret: pages carry an HMAC tag keyed by it, and so must requests and rate reports. */
+  /** The family's 32-byte secret: pages carry a GMAC tag under a key derived from it, requests and rate reports an HMAC under it. */
   key: Uint8Array;
   transport: TransportSpec;
   mtu: number;

@@ -1,6 +1,6 @@
 /**
  * The mcdist server's thread: a blocking poll loop that answers REQUEST frames by multicasting
- * each asked page (contents + HMAC tag, fragmented to the MTU; where the MTU fits several, pages
+ * each asked page (contents + GMAC tag, fragmented to the MTU; where the MTU fits several, pages
  * queued one after another go together in one PAGES frame) to the whole family, so one clone's
  * fault serves its siblings too. A page already queued, or sent since the requester could have
  * had it, is not sent again (send-log.ts): siblings faulting together, and clones retrying while

@@ -3,6 +3,7 @@ import { PAGE_SIZE } from "../../src/guest-memory/layout.ts";
 import {
   decodeRate,
   decodeRequest,
+  encodeChunkObject,
   encodePageObject,
   encodeRate,
   encodeRequest,
@@ -10,6 +11,7 @@ import {
   MessageError,
   PAGE_OBJECT_SIZE,
   RequestFlag,
+  verifyChunkObject,
   verifyPageObject,
 } from "../../src/mcdist/messages.ts";
 import { groupAddress, groupMac, checkTransportSpec, formatMac, parseUdpEndpoint } from "../../src/mcdist/transport.ts";
@@ -38,6 +40,13 @@ describe("mcdist page objects", () => {
     otherKey[0]! ^= 1;
     expect(verifyPageObject(otherKey, 7, 123, object)).toBeUndefined();
     expect(verifyPageObject(key, 7, 123, object.subarray(0, PAGE_OBJECT_SIZE - 1))).toBeUndefined();
+  });
+
+  test("a descriptor chunk's tag never passes for a page's of the same number and bytes, nor the other way", () => {
+    const chunk = encodeChunkObject(key, 7, 123, page);
+    expect(verifyChunkObject(key, 7, 123, chunk)).toEqual(page);
+    expect(verifyPageObject(key, 7, 123, chunk)).toBeUndefined();
+    expect(verifyChunkObject(key, 7, 123, encodePageObject(key, 7, 123, page))).toBeUndefined();
   });
 });
 
