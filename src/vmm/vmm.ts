@@ -105,7 +105,6 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-/** What serveMachine hands every machine it builds: the console, and its end as soon as the vCPUs stopped. */
 /** For a clone: tells its parent how it ended, with its memtap's counters (never throws). */
 async function tellParentEnded(identity: Identity, options: ServeOptions, end: MachineEnd): Promise<void> {
   if (!identity.parent || !identity.cloneId) return;
@@ -135,6 +134,7 @@ async function tellParentEnded(identity: Identity, options: ServeOptions, end: M
   }).catch(() => undefined);
 }
 
+/** What serveMachine hands every machine it builds: the console, and its end as soon as the vCPUs stopped. */
 type ServeHooks = Required<Pick<MachineOptions, "onConsole" | "onConsolePartial" | "onDeviceError" | "afterStop">>;
 type BuildMachine = (hooks: ServeHooks, onGuestCall: (call: GuestCall) => Promise<bigint>) => Machine;
 
