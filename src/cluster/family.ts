@@ -611,6 +611,15 @@ export class Family implements FamilyCalls {
     return this.tickets.kill(ticketId);
   }
 
+  /** Ends this VM's clones still running, here or on other hosts; waits at most `timeoutMs` for their answers. */
+  async endClones(timeoutMs: number): Promise<void> {
+    const running = [...this.clones.values()].filter((member) => member.status === undefined);
+    const ending = Promise.all(running.map((member) => memberRequest(this.cluster, member.name, "kill").catch(() => undefined)));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([ending, new Promise<void>((done) => (timer = setTimeout(done, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
   /** The VMM name of family member `id` (0 = the parent of the family), if there is one. */
   private memberName(id: number): string | undefined {
     if (this.self.parent === undefined) return id === 0 ? undefined : this.clones.get(id)?.name;

@@ -105,6 +105,9 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
+/** How long a VM stopped by a signal waits for its clones (here or on other hosts) to answer their kill. */
+const END_CLONES_ON_SIGNAL_MS = 3000;
+
 /** For a clone: tells its parent how it ended, with its memtap's counters (never throws). */
 async function tellParentEnded(identity: Identity, options: ServeOptions, end: MachineEnd): Promise<void> {
   if (!identity.parent || !identity.cloneId) return;
@@ -248,7 +251,11 @@ async function serveMachine(
     }
   });
   writeRecord({ ...identity, pid: getpid(), startedAt: new Date(startedAt).toISOString(), host: options.cluster?.host.name });
-  const stopOnSignal = () => void machine.stop();
+  let signalled = false;
+  const stopOnSignal = () => {
+    signalled = true;
+    void machine.stop();
+  };
   process.on("SIGINT", stopOnSignal);
   process.on("SIGTERM", stopOnSignal);
 
@@ -280,6 +287,9 @@ async function serveMachine(
     if (end.kind === "crash")
       consoleLog.add(`[snowflock] guest crashed on vCPU ${end.vcpu}: ${end.reason}${end.rip ? ` at rip ${end.rip}` : ""}`);
     await reportEnd(end); // a machine stopped before its vCPUs ran never called afterStop
+    // Stopped by a signal (Ctrl-C on `snowflock run`), a VM takes its clones with it, as `snowflock
+    // kill NAME` does: sf_clone's clones would wait for a parent that is gone.
+    if (signalled) await family.endClones(END_CLONES_ON_SIGNAL_MS);
     return {
       name: identity.name,
       workload: identity.workloadName,

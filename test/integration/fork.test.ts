@@ -8,7 +8,8 @@ import { guestImage } from "../../src/guest/image.ts";
 import { GuestMemory } from "../../src/guest-memory/guest-memory.ts";
 import { awaitCloneTicks, ticks } from "../support/serve-ticks.ts";
 import { within } from "../support/time.ts";
-import { snowflock, testRunDir } from "../support/cli.ts";
+import { snowflock, spawnSnowflock, testRunDir } from "../support/cli.ts";
+import { pollUntil, waitUntil } from "../support/wait.ts";
 import { expectForkResult } from "../support/fork-result-shape.ts";
 import { describeKvm } from "../support/kvm.ts";
 
@@ -100,6 +101,20 @@ describeKvm("local fork", () => {
     expect((await snowflock(["fork", "web", "--clones", "1"], env)).status).toBe(0);
     expect((await snowflock(["kill", "web"], env)).status).toBe(0);
     expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout)).toEqual([]);
+  });
+
+  test("a foreground run stopped by a signal takes its clones with it, as `snowflock kill NAME` does", async () => {
+    const env = { SNOWFLOCK_RUN_DIR: testRunDir() };
+    const names = async () => JSON.parse((await snowflock(["ls", "--json"], env)).stdout) as Array<{ name: string; state: string }>;
+    const run = spawnSnowflock(["run", "serve", "--name", "fg", "--mem", "64M"], env);
+    await waitUntil(async () => (await names()).some((v) => v.name === "fg" && v.state === "running"), within(20_000), "fg runs");
+    expect((await snowflock(["fork", "fg", "--clones", "2"], env)).status).toBe(0);
+    expect((await names()).map((v) => v.name).sort()).toEqual(["fg", "fg.1", "fg.2"]);
+    run.kill("SIGINT");
+    await run.exited;
+    // serve's clones tick until stopped: only the parent's going ends them.
+    const left = await pollUntil(names, (vms) => vms.length === 0, within(10_000));
+    expect(left.map((v) => v.name)).toEqual([]);
   });
 
   test("snowflock fork --memory ondemand: clones fetch their pages and carry on with their own IDs", async () => {

@@ -17,6 +17,16 @@ export interface CliResult {
   stderr: string;
 }
 
+/** The CLI started and left running (a foreground `run`), for a test to signal. */
+export function spawnSnowflock(args: string[], env: Record<string, string> = {}) {
+  return Bun.spawn([process.execPath, ENTRY, ...args], {
+    env: { ...process.env, ...env },
+    stdout: "pipe",
+    stderr: "pipe",
+    stdin: "ignore",
+  });
+}
+
 export async function snowflock(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliResult> {
   const child = Bun.spawn([process.execPath, ENTRY, ...args], {
     env: { ...process.env, ...env },
