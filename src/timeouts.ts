@@ -32,3 +32,12 @@ export function scaledTimeout(ms: number): number {
     return ms;
   }
 }
+
+/** Waits until `promise` settles or `ms` pass, whichever comes first (its outcome is not looked at; the timer is cleared). */
+export async function settledOrAfter(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([promise.then(noop, noop), new Promise<void>((done) => (timer = setTimeout(done, ms)))]);
+  clearTimeout(timer);
+}
+
+const noop = () => {};

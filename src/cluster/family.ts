@@ -30,6 +30,7 @@ import { type HostRoom, spread, surveyRooms } from "./placement.ts";
 import { readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { getpid } from "../sys/process.ts";
+import { settledOrAfter } from "../timeouts.ts";
 
 /** A VM's answer to a message its inbox has no room for (GuestLimits): the sender's sf_send fails with SF_EDQUOT. */
 const INBOX_FULL = "the family member's inbox is full";
@@ -614,10 +615,10 @@ export class Family implements FamilyCalls {
   /** Ends this VM's clones still running, here or on other hosts; waits at most `timeoutMs` for their answers. */
   async endClones(timeoutMs: number): Promise<void> {
     const running = [...this.clones.values()].filter((member) => member.status === undefined);
-    const ending = Promise.all(running.map((member) => memberRequest(this.cluster, member.name, "kill").catch(() => undefined)));
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([ending, new Promise<void>((done) => (timer = setTimeout(done, timeoutMs)))]);
-    clearTimeout(timer);
+    await settledOrAfter(
+      Promise.all(running.map((member) => memberRequest(this.cluster, member.name, "kill").catch(() => undefined))),
+      timeoutMs,
+    );
   }
 
   /** The VMM name of family member `id` (0 = the parent of the family), if there is one. */

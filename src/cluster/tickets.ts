@@ -6,6 +6,7 @@
  */
 import { SnowflockError } from "../errors.ts";
 import { GuestError } from "../guest/hypercalls.ts";
+import { settledOrAfter } from "../timeouts.ts";
 import type { GuestErrorCode } from "./guest-calls.ts";
 
 /** The family's members, as the tickets need them. */
@@ -96,7 +97,7 @@ export class Tickets<Extra = undefined> {
     const ids = ticket.cloneIds;
     let probedAt = performance.now();
     while (ids.some((cloneId) => this.members.status(cloneId) === undefined)) {
-      await this.memberEndedOr(this.joinPollMs);
+      await settledOrAfter(this.ended.promise, this.joinPollMs);
       if (performance.now() - probedAt < PROBE_MS) continue;
       await this.members.probe(ids);
       probedAt = performance.now();
@@ -109,12 +110,6 @@ export class Tickets<Extra = undefined> {
   memberEnded(): void {
     this.ended.resolve();
     this.ended = Promise.withResolvers<void>();
-  }
-
-  private async memberEndedOr(ms: number): Promise<void> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.ended.promise, new Promise<void>((wake) => (timer = setTimeout(wake, ms)))]);
-    clearTimeout(timer);
   }
 
   /** Ends the ticket's clones still running (none for a joined ticket: they all ended). */

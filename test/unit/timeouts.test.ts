@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { SnowflockError } from "../../src/errors.ts";
-import { timeoutScale } from "../../src/timeouts.ts";
+import { settledOrAfter, timeoutScale } from "../../src/timeouts.ts";
 import { snowflock } from "../support/cli.ts";
 
 describe("SNOWFLOCK_TIMEOUT_SCALE", () => {
@@ -22,5 +22,19 @@ describe("SNOWFLOCK_TIMEOUT_SCALE", () => {
     const r = await snowflock(["ls"], { SNOWFLOCK_TIMEOUT_SCALE: "soon" });
     expect(r.status).toBe(1);
     expect(r.stderr.trim()).toBe("[error] bad SNOWFLOCK_TIMEOUT_SCALE 'soon' (give a number above 0 and at most 1000, such as 10)");
+  });
+});
+
+describe("settledOrAfter", () => {
+  test("returns when the promise settles, resolved or rejected, and otherwise after the time", async () => {
+    let settle!: () => void;
+    const pending = new Promise<void>((resolve) => (settle = resolve));
+    const waited = settledOrAfter(pending, 3_600_000); // an hour: only the promise can end this wait
+    settle();
+    await waited;
+    await settledOrAfter(Promise.reject(new Error("refused")), 3_600_000); // a rejection ends it too, not thrown
+    let ended = false;
+    await settledOrAfter(new Promise(() => {}), 1).then(() => (ended = true));
+    expect(ended).toBe(true);
   });
 });
