@@ -339,8 +339,8 @@ export async function runVm(spec: VmSpec, onConsole: (line: string) => void): Pr
       transport: spec.transport,
       heuristicsOff: spec.heuristicsOff,
     },
-    (console, onGuestCall) => {
-      const options = { vcpus: spec.vcpus, ...console, onGuestCall };
+    (hooks, onGuestCall) => {
+      const options = { vcpus: spec.vcpus, ...hooks, onGuestCall };
       return guest.kind === "workload"
         ? machines.boot(guestImage(), spec.memoryBytes, `${guest.workload.cmdline} smp=${spec.vcpus}`, options)
         : machines.boot(
@@ -482,10 +482,10 @@ async function restoreClone(
         reported.afterRunning?.();
       },
     },
-    (console, onGuestCall) => {
+    (hooks, onGuestCall) => {
       const machine = machines.restore(descriptor.state, memory, {
         cloneId: spec.cloneId,
-        ...console,
+        ...hooks,
         onGuestCall,
         beforeClose: () => memtap?.release(),
         allocationHints,
