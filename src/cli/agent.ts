@@ -79,15 +79,16 @@ export function registerAgent(cli: CAC): void {
 /**
  * The agent's own pool of ready VMMs (pool/), on the host's keeper socket like the pool daemon's.
  * Each makes its mcdist packet socket and ring on the cluster interface ahead, for clones over packet.
+ * Served even at size 0: `snowflock pool --clones N` for this host then resizes it here, in the
+ * agent's network namespace, instead of starting a pool daemon wherever the command ran.
  */
-function keepPool(value: number | string | undefined, packetInterface: string | undefined): { close(): void } | undefined {
+function keepPool(value: number | string | undefined, packetInterface: string | undefined): { close(): void } {
   const size = Number(value ?? 0);
   if (!Number.isInteger(size) || size < 0 || size > MAX_POOL_SIZE)
     throw new SnowflockError("USAGE", `bad --pool '${value}'`, `give a whole number from 0 to ${MAX_POOL_SIZE}`);
-  if (size === 0) return undefined;
   const dir = ensureRunDir();
-  const served = serveKeeper(dir, new PoolKeeper(dir, { ...DEFAULT_POOL_SETTINGS, size, packetInterface }));
-  log.info(`keeping ${size} ready VMM(s) for clone orders`);
+  const served = serveKeeper(dir, new PoolKeeper(dir, { ...DEFAULT_POOL_SETTINGS, size, packetInterface }), { stopEmpties: true });
+  if (size > 0) log.info(`keeping ${size} ready VMM(s) for clone orders`);
   return served;
 }
 

@@ -45,6 +45,8 @@ function printShells(pool: PoolResult): void {
 /** One line on a host's pool of ready VMMs, for `pool` and `doctor`. */
 export function describeVmmPool(state: PoolState | undefined): string {
   if (!state) return "no pool of ready VMMs (`snowflock pool --clones N` keeps one)";
+  // An agent serves its keeper at size 0 too, for `snowflock pool` to resize.
+  if (state.size === 0 && state.ready + state.starting === 0) return "no ready VMMs kept (`snowflock pool --clones N` keeps some)";
   return (
     `${state.ready} of ${state.size} ready VMM(s)${state.starting > 0 ? `, ${state.starting} starting` : ""}, ` +
     `${formatSize(state.idleBytes)} idle of ${formatSize(state.maxIdleBytes)} allowed; ` +

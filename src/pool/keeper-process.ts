@@ -14,11 +14,16 @@ import { poolPaths } from "./pool-files.ts";
 
 const SOCKET_CHECK_MS = 2000;
 
-/** Serves `keeper` on the run directory's keeper socket; resolves when a stop request came or the socket went. */
+/**
+ * Serves `keeper` on the run directory's keeper socket; resolves when a stop request came or the
+ * socket went. An agent's keeper (`stopEmpties`) outlives a stop request: it empties the pool
+ * instead, so a later resize still reaches the agent, whose network namespace and cluster
+ * interface its ready VMMs need, and no pool daemon starts beside it.
+ */
 export function serveKeeper(
   dir: string,
   keeper: PoolKeeper,
-  options: { onStop?: () => void } = {},
+  options: { stopEmpties?: boolean } = {},
 ): { close(): void; done: Promise<void> } {
   const path = poolPaths(dir).keeperSocket;
   rmSync(path, { force: true });
@@ -37,8 +42,9 @@ export function serveKeeper(
     (line): PoolAnswer => {
       const request = parsePoolRequest(line);
       if (request.op === "resize") keeper.resize(request.settings);
+      if (request.op === "stop" && options.stopEmpties) keeper.resize({ size: 0 });
       const pool = keeper.state();
-      if (request.op === "stop") setTimeout(close, 0);
+      if (request.op === "stop" && !options.stopEmpties) setTimeout(close, 0);
       return { ok: true, pool };
     },
   );
@@ -48,7 +54,6 @@ export function serveKeeper(
     keeper.stop();
     server.close();
     if (existsSync(path) && statSync(path).ino === inode) rmSync(path, { force: true });
-    options.onStop?.();
     done.resolve();
   };
   watch = setInterval(() => {

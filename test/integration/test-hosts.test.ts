@@ -4,7 +4,7 @@
  * 10.77.0.0/24 inside the namespaces.
  */
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { readInventory } from "../../src/cluster/inventory.ts";
 import { linkInfo, listLinks, listNamespaces, probeReachable } from "../../src/cluster/netns.ts";
@@ -103,6 +103,23 @@ describeNetns("test hosts (cluster up/status/down)", () => {
       );
       expect(poolProcesses(hostEnv.SNOWFLOCK_RUN_DIR).map((p) => p.role)).toEqual(["__ready"]);
     }
+  });
+
+  test("`snowflock pool` for a host resizes its agent's pool, in the host's network namespace", async () => {
+    const host = `${PREFIX}-h2`;
+    const hostEnv = { SNOWFLOCK_RUN_DIR: join(runDir, host) };
+    const ended = await snowflock(["pool", "--clones", "0", "--json"], hostEnv);
+    expect(ended.status).toBe(0);
+    await waitUntil(() => poolProcesses(hostEnv.SNOWFLOCK_RUN_DIR).length === 0, within(10_000), "h2's pool is empty");
+    // The agent still keeps the (empty) pool: it answers, and no daemon starts outside the namespace.
+    const grown = await snowflock(["pool", "--clones", "2", "--json"], hostEnv);
+    expect(grown.status).toBe(0);
+    expect(JSON.parse(grown.stdout).pool).toMatchObject({ size: 2, ready: 2, packetInterface: "eth0" });
+    const processes = poolProcesses(hostEnv.SNOWFLOCK_RUN_DIR);
+    expect(processes.map((p) => p.role)).toEqual(["__ready", "__ready"]);
+    const namespace = statSync(`/run/netns/${host}`).ino;
+    for (const { pid } of processes) expect(readlinkSync(`/proc/${pid}/ns/net`)).toBe(`net:[${namespace}]`);
+    expect((await snowflock(["pool", "--clones", "1"], hostEnv)).status).toBe(0);
   });
 
   test("status --json and the table report hosts, links and agents", async () => {
