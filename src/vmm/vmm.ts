@@ -105,8 +105,8 @@ function writeDescriptor(machine: Machine, name: string, cmdline: string, path: 
   return { ...summarize(decoded, envelope, bytes.byteLength), pausedMs };
 }
 
-/** How long a VM stopped by a signal waits for its clones (here or on other hosts) to answer their kill. */
-const END_CLONES_ON_SIGNAL_MS = 3000;
+/** How long a VM stopped from outside waits for its clones (here or on other hosts) to answer their kill. */
+const END_CLONES_WHEN_STOPPED_MS = 3000;
 
 /** For a clone: tells its parent how it ended, with its memtap's counters (never throws). */
 async function tellParentEnded(identity: Identity, options: ServeOptions, end: MachineEnd): Promise<void> {
@@ -227,9 +227,11 @@ async function serveMachine(
     consoleLines: consoleLog.total,
     pagesTouched: machine.pagesTouched(),
   });
+  let stoppedFromOutside = false;
   const control = serveControl(paths.socket, async (request): Promise<ControlResponse> => {
     switch (request.op) {
       case "kill":
+        stoppedFromOutside = true;
         setTimeout(() => void machine.stop(), 0);
         return { ok: true };
       case "descriptor":
@@ -251,9 +253,8 @@ async function serveMachine(
     }
   });
   writeRecord({ ...identity, pid: getpid(), startedAt: new Date(startedAt).toISOString(), host: options.cluster?.host.name });
-  let signalled = false;
   const stopOnSignal = () => {
-    signalled = true;
+    stoppedFromOutside = true;
     void machine.stop();
   };
   process.on("SIGINT", stopOnSignal);
@@ -287,9 +288,10 @@ async function serveMachine(
     if (end.kind === "crash")
       consoleLog.add(`[snowflock] guest crashed on vCPU ${end.vcpu}: ${end.reason}${end.rip ? ` at rip ${end.rip}` : ""}`);
     await reportEnd(end); // a machine stopped before its vCPUs ran never called afterStop
-    // Stopped by a signal (Ctrl-C on `snowflock run`), a VM takes its clones with it, as `snowflock
-    // kill NAME` does: sf_clone's clones would wait for a parent that is gone.
-    if (signalled) await family.endClones(END_CLONES_ON_SIGNAL_MS);
+    // Stopped by a signal (Ctrl-C on `snowflock run`) or a kill request, a VM takes its clones with
+    // it, as `snowflock kill NAME` does: sf_clone's clones would wait for a parent that is gone. A
+    // clone ended so ends its own clones in turn, on whichever host they run.
+    if (stoppedFromOutside) await family.endClones(END_CLONES_WHEN_STOPPED_MS);
     return {
       name: identity.name,
       workload: identity.workloadName,

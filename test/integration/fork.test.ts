@@ -103,13 +103,15 @@ describeKvm("local fork", () => {
     expect(JSON.parse((await snowflock(["ls", "--json"], env)).stdout)).toEqual([]);
   });
 
-  test("a foreground run stopped by a signal takes its clones with it, as `snowflock kill NAME` does", async () => {
+  test("a foreground run stopped by a signal takes its clones and theirs with it, as `snowflock kill NAME` does", async () => {
     const env = { SNOWFLOCK_RUN_DIR: testRunDir() };
     const names = async () => JSON.parse((await snowflock(["ls", "--json"], env)).stdout) as Array<{ name: string; state: string }>;
     const run = spawnSnowflock(["run", "serve", "--name", "fg", "--mem", "64M"], env);
     await waitUntil(async () => (await names()).some((v) => v.name === "fg" && v.state === "running"), within(20_000), "fg runs");
     expect((await snowflock(["fork", "fg", "--clones", "2"], env)).status).toBe(0);
-    expect((await names()).map((v) => v.name).sort()).toEqual(["fg", "fg.1", "fg.2"]);
+    // A clone's own clone: fg.1 ends it when fg ends fg.1.
+    expect((await snowflock(["fork", "fg.1", "--clones", "1"], env)).status).toBe(0);
+    expect((await names()).map((v) => v.name).sort()).toEqual(["fg", "fg.1", "fg.1.1", "fg.2"]);
     run.kill("SIGINT");
     await run.exited;
     // serve's clones tick until stopped: only the parent's going ends them.
