@@ -88,7 +88,10 @@ export const WORKLOADS: Record<string, WorkloadSpec> = {
     },
     memoryNeed: (p) => Math.ceil(Number(p.get("size") ?? COMPUTE_DEFAULT_SIZE) / PAGE_SIZE) * PAGE_SIZE,
   },
-  serve: { summary: "prints `tick <k> id <clone-id>` every 100 ms until stopped", params: {} },
+  serve: {
+    summary: "prints `tick <k> id <clone-id>` every PERIOD ms (default 100) until stopped",
+    params: { period: { kind: "u64", required: false, help: "milliseconds between ticks (default 100)", range: [10n, 60_000n] } },
+  },
   crash: { summary: "test: triple-faults on purpose", params: {} },
   isolation: { summary: "test: members write one variable after sf_clone; each still sees its own", params: {} },
   misuse: { summary: "test: misuses the cluster API, checks each error", params: {} },

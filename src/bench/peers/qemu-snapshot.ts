@@ -6,7 +6,7 @@
  */
 import { statSync, writeFileSync } from "node:fs";
 import { guestImage } from "../../guest/image.ts";
-import { awaitConsole, type BenchGuest, kernelCmdline } from "../bench-guest.ts";
+import { awaitConsole, BUILTIN_WORKLOAD, type BenchGuest, kernelCmdline } from "../bench-guest.ts";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 
@@ -142,7 +142,7 @@ export class QemuSnapshotPeer {
 
   /** -kernel, -initrd and -append for the guest. */
   private kernelArguments(): string[] {
-    if (this.guest.kind === "builtin") return ["-kernel", this.elfPath, "-append", "serve smp=1"];
+    if (this.guest.kind === "builtin") return ["-kernel", this.elfPath, "-append", `${BUILTIN_WORKLOAD.join(" ")} smp=1`];
     return [
       "-kernel",
       this.guest.kernel,
