@@ -347,7 +347,13 @@ describeXen("Xen hosts in a cluster: agents across the hosts' private segment, d
         expect(clone?.faults).toBeGreaterThan(0);
         expect(clone?.pagesFetched).toBeGreaterThanOrEqual(REMOTE_BYTES / 4096);
         expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go${round}`, "1"])).status).toBe(0);
-        await waitFor(`${REMOTE}: round ${round}'s join`, () => consoleHasLine(REMOTE, `round ${round} join `), FORK_MS, [REMOTE]);
+        await waitFor(`${REMOTE}: round ${round}'s join`, () => consoleHasLine(REMOTE, `round ${round} join `), FORK_MS, [REMOTE]).catch(
+          async (e) => {
+            // Where the join stopped: the request and reply nodes the guest tool and the agent share, and the agent's side.
+            const nodes = await run(["xenstore-ls", "-f", `/local/domain/${domid}/snowflock`]);
+            throw new Error(`${(e as Error).message}\n${nodes.stdout}\nagent: ${agentOutput()}\n${await diagnosis([REMOTE])}`);
+          },
+        );
         expect(consoleText(REMOTE)).toContain(`snowflock-domu: round ${round} join 1 ${cloneId}=0:${digest}`);
         await waitFor("the parent's image to be closed", () => served() > servedBefore, 60_000);
       }
