@@ -9,7 +9,7 @@ const linux = { kind: "kernel" as const, kernel: "/boot/vmlinuz", initrd: "/tmp/
 
 describe("the fork benchmark's guest", () => {
   test("snowflock boots the built-in serve workload, or the kernel with its initrd and command line", () => {
-    expect(runArguments({ kind: "builtin" })).toEqual(["run", "serve"]);
+    expect(runArguments({ kind: "builtin" })).toEqual(["run", "serve", "period=1000"]);
     expect(runArguments({ ...linux, cmdline: "console=ttyS0" })).toEqual([
       "run",
       "--kernel",
