@@ -42,10 +42,9 @@ export function serveKeeper(
     (line): PoolAnswer => {
       const request = parsePoolRequest(line);
       if (request.op === "resize") keeper.resize(request.settings);
-      if (request.op === "stop" && options.stopEmpties) keeper.resize({ size: 0 });
-      const pool = keeper.state();
-      if (request.op === "stop" && !options.stopEmpties) setTimeout(close, 0);
-      return { ok: true, pool };
+      else if (request.op === "stop" && options.stopEmpties) keeper.resize({ size: 0 });
+      else if (request.op === "stop") setTimeout(close, 0);
+      return { ok: true, pool: keeper.state() };
     },
   );
   const inode = statSync(path).ino;
