@@ -140,8 +140,12 @@ export interface MachineFactory {
   boot(image: Uint8Array, memoryBytes: number, cmdline: string, options: MachineOptions, initrd?: Uint8Array): Machine;
   /** A fresh machine that carries on from `state` over `memory` (which it takes ownership of). */
   restore(state: BackendState, memory: GuestMemory, options: Omit<MachineOptions, "vcpus">): Machine;
-  /** In a VMM started ahead of its machine (a ready VMM of the pool): make the VM and start the threads of `vcpus` vCPUs now. */
-  prestart(vcpus: number): void;
+  /**
+   * In a VMM started ahead of its machine (a ready VMM of the pool): run a throwaway machine of
+   * `vcpus` vCPUs through restore, start and its end, so the machine's code is compiled, keep its
+   * vCPU threads, and make the VM now.
+   */
+  prestart(vcpus: number): Promise<void>;
   /** A state with every register zeroed, for warming up the descriptor's code in such a VMM (nothing runs from it). */
   blankState(memorySize: number, vcpus: number): BackendState;
 }

@@ -8,6 +8,7 @@
 import { chmodSync, writeSync } from "node:fs";
 import { decodeLaunchRecord, type LaunchRecord, MAX_LAUNCH_RECORD_BYTES } from "../clone/launch-record.ts";
 import { SnowflockError } from "../errors.ts";
+import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { log, printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
 import { O_RDWR } from "../sys/constants.ts";
@@ -104,6 +105,7 @@ export async function runReadyProcess(): Promise<number> {
     { warmUpDescriptorCode },
     { prestartMemtapWorker, dropSpareMemtapWorker, dropPreparedPacketRing },
     { prepareMcdistClient },
+    { planFetches },
   ] = await Promise.all([
     import("../vmm/clone-process.ts"),
     import("../backend/select.ts"),
@@ -111,6 +113,7 @@ export async function runReadyProcess(): Promise<number> {
     import("../descriptor/warm-up.ts"),
     import("../memory/memtap.ts"),
     import("../mcdist/client.ts"),
+    import("../heuristics/heuristics.ts"),
     import("../vmm/vmm.ts"),
   ]);
   const vcpus = Number(process.env.SNOWFLOCK_POOL_VCPUS ?? "1") || 1;
@@ -118,10 +121,14 @@ export async function runReadyProcess(): Promise<number> {
   // Pools are a KVM thing: Xen keeps clone shells of its own (backend/xen/ready-shells.ts).
   const machines = await machineFactory("kvm");
   warmUpDescriptorCode(machines.blankState(WARM_UP_MEMORY_BYTES, vcpus), WARM_UP_MEMORY_BYTES);
+  // A clone with memory on demand first plans its fetches, WASM over its bitmaps: compiled now too.
+  const bitmap = new Uint8Array(WARM_UP_MEMORY_BYTES / PAGE_SIZE / 8).fill(0x11);
+  for (let round = 0; round < 3; round++) planFetches(bitmap, bitmap, []);
   try {
-    machines.prestart(vcpus);
-  } catch {
+    await machines.prestart(vcpus);
+  } catch (error) {
     // No usable /dev/kvm: the clone handed to this process reports it, as one started for it would.
+    if (error instanceof SnowflockError && error.code === "INTERNAL") log.warn(`not warmed up: ${error.message}`);
   }
   // In a cluster (an agent's pool) what a clone over mcdist needs is made ahead too: the
   // descriptor's client here, the pages' in the memtap Worker, and its packet socket and ring.

@@ -2,7 +2,7 @@
 import type { Backend } from "../backend.ts";
 import { kvmDoctor } from "./doctor.ts";
 import { kvmHost } from "./host.ts";
-import { KvmMachine, prestartVcpuWorkers } from "./machine.ts";
+import { KvmMachine } from "./machine.ts";
 import { prestartVm } from "./vm.ts";
 import { blankKvmState } from "./persist.ts";
 
@@ -15,8 +15,8 @@ export const kvmBackend: Backend = {
   machines: {
     boot: (image, memoryBytes, cmdline, options, initrd) => KvmMachine.boot(image, memoryBytes, cmdline, options, initrd),
     restore: (state, memory, options) => KvmMachine.restore(state, memory, options),
-    prestart: (vcpus) => {
-      prestartVcpuWorkers(vcpus);
+    prestart: async (vcpus) => {
+      await KvmMachine.warmUp(vcpus);
       prestartVm(vcpus);
     },
     blankState: (memorySize, vcpus) => blankKvmState(memorySize, vcpus),

@@ -45,13 +45,19 @@ const VCPU_WORKER_URL = import.meta.url.includes("/$bunfs/")
   ? new URL("./src/backend/kvm/vcpu-worker.ts", import.meta.url).href
   : new URL("./vcpu-worker.ts", import.meta.url).href;
 
-/** vCPU threads started ahead (a ready VMM's: pool/ready-process.ts); a machine's start takes these first. */
+/** vCPU threads started ahead (the warm-up machine's, in a ready VMM: pool/ready-process.ts); a machine's start takes these first. */
 const spareWorkers: Worker[] = [];
 
-/** Starts `count` vCPU Workers now, so a machine started later finds its threads loaded and waiting for their vCPU. */
-export function prestartVcpuWorkers(count: number): void {
-  for (let i = 0; i < count; i++) spareWorkers.push(new Worker(VCPU_WORKER_URL));
-}
+/** The warm-up machine (KvmMachine.warmUp): its size, and where its program sits (guest-physical). */
+const WARM_UP_MEMORY_BYTES = 2 << 20;
+const WARM_UP_ENTRY = 0x1000;
+/**
+ * Its program, in flat 32-bit mode: "w\n" to COM1 (mov dx,0x3f8; mov al,'w'; out dx,al; mov al,10;
+ * out dx,al), then the keyboard controller's reset (mov al,0xfe; out 0x64,al), which ends the
+ * machine; a halt loop behind, should it not.
+ */
+const WARM_UP_PROGRAM = [0x66, 0xba, 0xf8, 0x03, 0xb0, 0x77, 0xee, 0xb0, 0x0a, 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd];
+const WARM_UP_TIMEOUT_MS = scaledTimeout(5000);
 
 function scratchDirectory(options: Pick<MachineOptions, "scratchDirectory">): string {
   return options.scratchDirectory ?? tmpdir();
@@ -65,6 +71,8 @@ export class KvmMachine implements Machine {
   private resolveEnded!: (end: MachineEnd) => void;
   private stoppedCount = 0;
   private touchedAtEnd: number | undefined;
+  /** The warm-up machine's: its vCPU Workers go back to the spares when it ends, their code compiled. */
+  private keepWorkers = false;
   /** The network devices' receive threads: held while paused, stopped before memory goes. */
   private receivers: NetReceiver[] = [];
   /** Where the guest's page allocator keeps its bitmap, if it said (SF_HC_FREE_PAGES); clones inherit it. */
@@ -155,6 +163,35 @@ export class KvmMachine implements Machine {
       memory.close();
       throw error;
     }
+  }
+
+  /**
+   * Runs a throwaway machine from its restore to its end (a console line, then a reset), so that
+   * the machine this process builds next, a ready VMM's clone (pool/), runs compiled code rather
+   * than code parsed and interpreted on first use: restore, start, the vCPU loop's exits, the end.
+   * Its vCPU Workers become the spares that machine starts on. Call it before prestartVm: it
+   * makes VMs of its own.
+   */
+  static async warmUp(vcpus: number): Promise<void> {
+    const memory = GuestMemory.create(WARM_UP_MEMORY_BYTES, "snowflock-warm-up");
+    let machine: KvmMachine;
+    try {
+      memory.bytes.set(WARM_UP_PROGRAM, WARM_UP_ENTRY);
+      machine = KvmMachine.restore(freshState(memory, vcpus), memory, {});
+    } catch (error) {
+      memory.close();
+      throw error;
+    }
+    machine.keepWorkers = true;
+    await machine.start();
+    const timer = setTimeout(() => void machine.stop(), WARM_UP_TIMEOUT_MS);
+    const end = await machine.ended;
+    clearTimeout(timer);
+    if (end.kind !== "exit")
+      throw new SnowflockError(
+        "INTERNAL",
+        `the warm-up machine ended ${end.kind === "crash" ? `in a crash: ${end.reason}` : "without its reset"}`,
+      );
   }
 
   get vcpuCount(): number {
@@ -260,7 +297,13 @@ export class KvmMachine implements Machine {
   }
 
   private async release(): Promise<void> {
-    for (const w of this.workers) w.terminate();
+    for (const w of this.workers) {
+      if (!this.keepWorkers) w.terminate();
+      else {
+        w.onmessage = null;
+        spareWorkers.push(w);
+      }
+    }
     await Promise.all(this.receivers.map((r) => r.stop()));
     this.touchedAtEnd = this.pagesTouched();
     this.options.beforeClose?.();
@@ -368,5 +411,17 @@ export class KvmMachine implements Machine {
 
   vcpuStats(): VcpuStats[] {
     return this.stats;
+  }
+}
+
+/** The state of a VM just made over `memory`, its boot vCPU at the warm-up program: what a capture of it would hold. */
+function freshState(memory: GuestMemory, vcpus: number): KvmState {
+  const vm = new KvmVm(memory, vcpus);
+  try {
+    setFlat32EntryState(vm.vcpus[0]!.fd, WARM_UP_ENTRY, {});
+    const msrs = savedMsrIndices(vm.host.msrIndices);
+    return { backend: "kvm", devices: vm.captureDevices(), vcpus: vm.vcpus.map((v) => captureVcpu(v.fd, msrs)), memorySize: memory.size };
+  } finally {
+    vm.close();
   }
 }
