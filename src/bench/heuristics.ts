@@ -2,7 +2,7 @@
  * The avoidance heuristics (src/heuristics/heuristics.ts), measured: for each workload, `snowflock
  * run WORKLOAD ... --memory ondemand --json` with every heuristic on, each one off alone
  * (`--no-heuristic NAME`, for every name in HEURISTICS) and none (`--no-heuristics`); (a) on one
- * host, the clones fetching on demand from the parent's memory server, and (b) spread over test
+ * host, the clones fetching on demand from the parent's frozen image, and (b) spread over test
  * hosts (`--cluster`, transport packet by default), clones on h1 also fetching on demand. Per
  * configuration, the median over runs of: pages fetched, pages each heuristic spared
  * (`stats.pagesAvoided`), bytes on the wire (received by the clones, sent by h1's servers), faults,
@@ -378,7 +378,7 @@ const ratio = (n: number) => (Number.isFinite(n) ? (n >= 0.01 || n === 0 ? `${n.
 
 const placementTitle = (report: HeuristicsReport, placement: Placement) =>
   placement === "one host"
-    ? "one host (clones fetch on demand from the parent's memory server)"
+    ? "one host (clones fetch on demand from the parent's frozen image)"
     : `${report.hosts} test hosts, transport ${report.transport} (clones on h1 too fetch on demand)`;
 
 /** The report as text: one table per workload × placement. */

@@ -102,8 +102,8 @@ export function registerFork(cli: CAC): void {
     .option("--clones <n>", "How many clones", { default: 1 })
     .option(
       "--memory <path>",
-      "How clones get memory: cow (copy-on-write of the frozen image; the default) or ondemand (fetched on " +
-        "first touch from the parent's memory server); on Xen: eager",
+      "How clones get memory: cow (copy-on-write of the frozen image; the default) or ondemand (each page " +
+        "fetched on first touch: from the frozen image on this host, from the parent's memory server on another); on Xen: eager",
     )
     .option(
       "--cluster",

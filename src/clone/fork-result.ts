@@ -4,7 +4,8 @@ import type { CloneMemoryStats } from "../memory/clone-memory-stats.ts";
 
 /**
  * How clones get memory: `cow` maps the frozen image copy-on-write (same host only); `ondemand`
- * starts empty and fetches each page on first touch from the parent's memory server.
+ * starts empty and fetches each page on first touch: on the parent's host from the frozen image
+ * itself, on another from the parent's memory server.
  */
 export type MemoryPath = "cow" | "ondemand";
 

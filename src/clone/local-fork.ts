@@ -29,7 +29,7 @@ export interface CloneSource {
   backend: BackendName;
   parent: string;
   memory: MemoryPath;
-  /** For `ondemand`: serves the frozen image; lives as long as the clones may fault. */
+  /** For clones on other hosts: serves the frozen image; lives as long as the clones may fault. */
   server?: MemoryServer;
   /** For clones on other hosts over mcdist: the multicast server of this round's family. */
   mcdist?: FamilyMulticast;
@@ -94,9 +94,10 @@ function machineRound(
     distribute: async () => {
       const bytes = encodeDescriptor(descriptor!);
       writeFileSync(descriptorPath, bytes, { mode: 0o600 });
-      // Clones on other hosts (remote given) always take their memory on demand; the TCP server is
-      // also mcdist's fallback should multicast not start.
-      if (memory === "ondemand" || remote)
+      // Clones on other hosts (remote given) always take their memory on demand from here; the TCP
+      // server is also mcdist's fallback should multicast not start. Clones on this host read the
+      // frozen image themselves, whatever their memory path.
+      if (remote)
         server = await startMemoryServer({
           imageFd: imageFd!,
           layout: machine.memory.layout,
@@ -151,10 +152,9 @@ export type LocalLaunch = Pick<LaunchRecord, "cluster" | "heuristicsOff">;
 /** One VMM process per clone ID, each restoring the source over memory of its own. */
 export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart, launch: LocalLaunch): Promise<ForkResult> {
   const spawnedAt = performance.now();
+  const image = `/proc/${getpid()}/fd/${source.imageFd}`;
   const memory: LaunchRecord["memory"] =
-    source.server && source.memory === "ondemand"
-      ? { kind: "ondemand", server: { kind: "unix", path: source.server.socketPath } }
-      : { kind: "cow", imagePath: `/proc/${getpid()}/fd/${source.imageFd}` };
+    source.memory === "ondemand" ? { kind: "ondemand", server: { kind: "image", path: image } } : { kind: "cow", imagePath: image };
   const outcomes = await Promise.allSettled(
     ids.map(async (cloneId): Promise<CloneReport> => {
       const name = `${source.parent}.${cloneId}`;

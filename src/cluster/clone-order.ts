@@ -92,7 +92,8 @@ export function checkCloneOrder(value: unknown): CloneOrder {
   if (typeof order.parentIncarnation !== "string" || order.parentIncarnation.length === 0 || order.parentIncarnation.length > 64)
     fail("no parentIncarnation");
   const server = parsePageServer(order.memory);
-  if (server.kind === "unix") fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
+  if (server.kind === "unix" || server.kind === "image")
+    fail("the memory server of a clone on another host must be reachable over the network (tcp or mcdist)");
   if (typeof descriptor !== "string" && server.kind !== "mcdist") fail("a descriptor is fetched by multicast only from an mcdist server");
   if (
     order.parentDomain !== undefined &&

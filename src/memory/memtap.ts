@@ -2,7 +2,7 @@
  * The clone side of memory-on-demand. Guest memory starts empty and is registered with
  * userfaultfd; the pages the descriptor ships are copied in at once, and every other page is
  * filled on first touch by a fault Worker (memtap-worker.ts): zero pages locally, the rest fetched
- * from the parent's memory server.
+ * from the parent's frozen image (on its host) or its memory server (on another).
  *
  * On failure (server gone, silent past the timeout, or a bad page) `failed` settles and the
  * faults stay pending, because a vCPU waiting on a page cannot be kicked out of KVM_RUN and must

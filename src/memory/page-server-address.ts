@@ -1,9 +1,10 @@
 /**
- * Where a clone's memtap finds its memory server: a Unix socket on the same host, TCP on the
- * parent's host with the server's token, or the family's mcdist server (multicast; its family
- * number, page key and MTU; the clone adds its own transport end). It travels as one string (a
- * field of an agent's clone order, of a clone's launch record, of memtap's start message — never a
- * process argument: it may hold a secret), so it has a strict text form: `unix:PATH`,
+ * Where a clone's memtap finds its pages: the parent's frozen image on the same host (read
+ * directly), a memory server on a Unix socket on the same host, TCP on the parent's host with the
+ * server's token, or the family's mcdist server (multicast; its family number, page key and MTU;
+ * the clone adds its own transport end). It travels as one string (a field of an agent's clone
+ * order, of a clone's launch record, of memtap's start message — never a process argument: it may
+ * hold a secret), so it has a strict text form: `image:PATH`, `unix:PATH`,
  * `tcp:ADDRESS:PORT:TOKEN` or `mcdist:BASE64URL(JSON)`.
  */
 import { SnowflockError } from "../errors.ts";
@@ -25,9 +26,16 @@ export interface McdistAddress {
 /** A server that answers each client on its own connection. */
 export type UnicastAddress = { kind: "unix"; path: string } | { kind: "tcp"; address: string; port: number; token: Uint8Array };
 
-export type PageServerAddress = UnicastAddress | McdistAddress;
+/** The parent's frozen image itself (/proc/PID/fd/N), for a clone on the parent's host (image-source.ts). */
+export interface ImageAddress {
+  kind: "image";
+  path: string;
+}
+
+export type PageServerAddress = ImageAddress | UnicastAddress | McdistAddress;
 
 export function formatPageServer(server: PageServerAddress): string {
+  if (server.kind === "image") return `image:${server.path}`;
   if (server.kind === "unix") return `unix:${server.path}`;
   if (server.kind === "tcp") return `tcp:${server.address}:${server.port}:${Buffer.from(server.token).toString("hex")}`;
   const json = {
@@ -42,7 +50,7 @@ export function formatPageServer(server: PageServerAddress): string {
 
 /** Where a human reads it: never shows a token or key. */
 export function describePageServer(server: PageServerAddress): string {
-  if (server.kind === "unix") return server.path;
+  if (server.kind === "image" || server.kind === "unix") return server.path;
   if (server.kind === "tcp") return `${server.address}:${server.port}`;
   return `mcdist ${server.server.kind} ${server.server.address} (family ${server.family})`;
 }
@@ -86,8 +94,9 @@ export function parsePageServer(text: string): PageServerAddress {
     new SnowflockError(
       "MEMORY",
       `bad memory-server address '${text.replace(/:[0-9a-f]{64}$/, ":…").slice(0, 80)}'`,
-      "expected unix:PATH, tcp:ADDRESS:PORT:TOKEN or mcdist:…",
+      "expected image:PATH, unix:PATH, tcp:ADDRESS:PORT:TOKEN or mcdist:…",
     );
+  if (text.startsWith("image:") && text.length > 6) return { kind: "image", path: text.slice(6) };
   if (text.startsWith("unix:") && text.length > 5) return { kind: "unix", path: text.slice(5) };
   if (text.startsWith("mcdist:")) return parseMcdist(text.slice(7), bad);
   const tcp = /^tcp:([0-9.]+):(\d{1,5}):([0-9a-f]+)$/.exec(text);

@@ -1,10 +1,12 @@
 /**
  * Where a clone's missing pages come from, for whatever serves its faults (memtap on KVM, the
- * pager on Xen): the parent's memory server over one connection (Unix socket or TCP), or mcdist.
+ * pager on Xen): the parent's frozen image on the same host, its memory server over one connection
+ * (Unix socket or TCP), or mcdist.
  */
 import { SnowflockError } from "../errors.ts";
 import { McdistClient } from "../mcdist/client.ts";
 import { closePreparedPacketRing, type PreparedPacketRing } from "../mcdist/transport.ts";
+import { ImageSource } from "./image-source.ts";
 import { PageClient } from "./page-client.ts";
 import { parsePageServer } from "./page-server-address.ts";
 
@@ -75,6 +77,7 @@ export function openPageSource(options: PageSourceOptions): PageSource {
   const { pageCount, timeoutMs, wakeFd, preparedRing } = options;
   if (server.kind !== "mcdist") {
     if (preparedRing) closePreparedPacketRing(preparedRing);
+    if (server.kind === "image") return ImageSource.open(server.path, pageCount);
     return PageClient.connect(server, { timeoutMs, wakeFd, pageCount });
   }
   if (!server.transport) throw new SnowflockError("MEMORY", "an mcdist memory source needs this host's transport (interface)");

@@ -451,7 +451,7 @@ async function restoreClone(
   else {
     memory = GuestMemory.createEmpty(layout);
     // Over a network a page may need several retransmissions: wait longer before failing.
-    const timeoutMs = spec.memory.server.kind === "unix" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
+    const timeoutMs = spec.memory.server.kind === "unix" || spec.memory.server.kind === "image" ? undefined : REMOTE_MEMORY_TIMEOUT_MS;
     const plan = planFetches(descriptor.nonZeroPages, descriptor.freePages, heuristicsOff);
     if (!heuristicsOff.includes("allocation-hints")) allocationHints = createAllocationHints(memory.size);
     const starting = startMemtap({

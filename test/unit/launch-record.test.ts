@@ -43,6 +43,13 @@ const records: LaunchRecord[] = [
     cluster,
     heuristicsOff: ["known-zero", "free-pages"],
   },
+  {
+    parent: "web",
+    cloneId: 5,
+    descriptor: file,
+    memory: { kind: "ondemand", server: { kind: "image", path: "/proc/42/fd/9" } },
+    heuristicsOff: [],
+  },
 ];
 
 /** A valid record as a JSON object, to break one field at a time. */
