@@ -23,6 +23,11 @@ interface Claim {
   record: Uint8Array;
   /** Writes one line back to the claiming fork and closes the claim's connection: that the clone runs, or why it failed. */
   answer(line: string): void;
+  /**
+   * Removes the ready socket, stops listening and lets go of the keeper's pipes: nothing the
+   * clone's start waits for, so not done while it and its siblings start (once; also at exit).
+   */
+  tidy(): void;
 }
 
 /** The clone outlives the keeper: its stdin and stdout, the keeper's pipes, become /dev/null. */
@@ -52,10 +57,17 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
     let received = false;
     // The first connection claims the process; only its events count, a later one is closed at once.
     let claimer: Bun.Socket<undefined> | undefined;
+    let tidied = false;
+    const tidy = () => {
+      if (tidied) return;
+      tidied = true;
+      leave();
+      detachFromKeeper();
+    };
     const receive = (connection: Bun.Socket<undefined>) => {
       if (received || connection !== claimer) return;
       received = true;
-      resolve({ record: new Uint8Array(Buffer.concat(chunks)), answer: (line) => void connection.end(`${line}\n`) });
+      resolve({ record: new Uint8Array(Buffer.concat(chunks)), answer: (line) => void connection.end(`${line}\n`), tidy });
     };
     listener = Bun.listen<undefined>({
       unix: path,
@@ -63,9 +75,9 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
         open(connection) {
           if (claimer) return void connection.terminate();
           claimer = connection;
-          leave();
+          // The keeper counts the claim at once: it must never take this process for an idle one.
           writeSync(1, `${CLAIMED_LINE}\n`);
-          detachFromKeeper();
+          process.once("exit", tidy);
         },
         data(connection, chunk) {
           if (received || connection !== claimer) return;
@@ -92,8 +104,12 @@ function awaitClaim(dir: string): Promise<Claim | undefined> {
   });
 }
 
-/** How long after its clone runs a ready process keeps the memtap Worker it started ahead and did not need. */
-const SPARE_WORKER_KEPT_MS = 2000;
+/**
+ * How long after its clone runs a ready process waits with what that start did not need (ending
+ * the memtap Worker it started ahead, tidying its claim): not while the clone's siblings start.
+ * Workers ended during a burst of 32 clones made the burst a quarter slower.
+ */
+const AFTER_SIBLINGS_START_MS = 2000;
 
 /** The ready process's life: prepare, wait, then serve the clone it is given; its exit status. */
 export async function runReadyProcess(): Promise<number> {
@@ -148,12 +164,13 @@ export async function runReadyProcess(): Promise<number> {
   let record: LaunchRecord;
   try {
     record = decodeLaunchRecord(claim.record);
-    // A clone without memory on demand ends the memtap Worker, but not while its siblings start:
-    // Workers ended during a burst of 32 clones made the burst a quarter slower.
-    const dropSpare = () => setTimeout(dropSpareMemtapWorker, SPARE_WORKER_KEPT_MS).unref();
     const afterRunning = () => {
       dropPreparedPacketRing(); // a clone with memory on demand handed it to its memtap already
-      if (record.memory.kind !== "ondemand") dropSpare();
+      const memory = record.memory.kind;
+      setTimeout(() => {
+        claim.tidy();
+        if (memory !== "ondemand") dropSpareMemtapWorker();
+      }, AFTER_SIBLINGS_START_MS).unref();
     };
     // The fork that claimed this process hears that the clone runs on the claim's connection.
     const reportRunning = (times: StartTimes) => claim.answer(runningLine(times));
@@ -161,6 +178,7 @@ export async function runReadyProcess(): Promise<number> {
   } catch (error) {
     const message = error instanceof SnowflockError ? error.render() : (error as Error).message;
     claim.answer(printable(message));
+    claim.tidy();
     throw error;
   }
 }
