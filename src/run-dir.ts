@@ -128,6 +128,17 @@ export function vmAlive(record: VmRecord): boolean {
   return record.pidStartTime !== undefined && processStartTime(record.pid) === record.pidStartTime && processAlive(record.pid);
 }
 
+/** Sends `signal` to `pid`; false when the process has gone already (it may end between a check and the signal). */
+export function signalProcess(pid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw error;
+  }
+}
+
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -11,7 +11,8 @@ import { SnowflockError } from "../errors.ts";
 import { listNamespaces } from "../cluster/netns.ts";
 import { readInventory } from "../cluster/inventory.ts";
 import { hostRunDir } from "../cluster/test-agents.ts";
-import { listVms, processAlive } from "../run-dir.ts";
+import { listVms, processAlive, signalProcess } from "../run-dir.ts";
+import { scaledTimeout } from "../timeouts.ts";
 import { selfCommand } from "../vmm/self.ts";
 import { controlRequest } from "../vmm/control-client.ts";
 import type { VmResult } from "../vmm/vmm.ts";
@@ -142,13 +143,13 @@ function clusterDownSync(session: Session): void {
 }
 
 /** Ends VMs by their control sockets; those whose processes outlive `timeoutMs` are killed. */
-export async function stopVms(vms: Array<{ name: string; pid?: number }>, timeoutMs = 10_000): Promise<void> {
+export async function stopVms(vms: Array<{ name: string; pid?: number }>, timeoutMs = scaledTimeout(10_000)): Promise<void> {
   await Promise.all(vms.map((vm) => controlRequest(vm.name, "kill").catch(() => undefined)));
   const pids = vms.flatMap((vm) => (vm.pid === undefined ? [] : [vm.pid]));
   const deadline = Date.now() + timeoutMs;
   while (pids.some(processAlive)) {
     if (Date.now() > deadline) {
-      for (const pid of pids.filter(processAlive)) process.kill(pid, "SIGKILL");
+      for (const pid of pids.filter(processAlive)) signalProcess(pid, "SIGKILL");
       await Bun.sleep(50);
       return;
     }

@@ -2,7 +2,7 @@
 import type { CAC } from "cac";
 import { SnowflockError } from "../errors.ts";
 import { controlRequest } from "../vmm/control-client.ts";
-import { checkName, descendants, listVms, removeVmFiles, vmAlive, type VmRecord } from "../run-dir.ts";
+import { checkName, descendants, listVms, removeVmFiles, signalProcess, vmAlive, type VmRecord } from "../run-dir.ts";
 import { selectBackend } from "../backend/select.ts";
 import type { DomainListing, DomainOperations } from "../backend/backend.ts";
 import { END_CLONES_TIMEOUT_MS, type FamilyEvent, type FamilyEventAnswer } from "../cluster/family-event.ts";
@@ -18,11 +18,11 @@ const STOP_TIMEOUT_MS = scaledTimeout(5000);
  */
 async function stopVm(record: VmRecord): Promise<string> {
   const answer = await controlRequest(record.name, "kill").catch(() => undefined);
-  if (!answer?.ok && vmAlive(record)) process.kill(record.pid, "SIGTERM");
+  if (!answer?.ok && vmAlive(record)) signalProcess(record.pid, "SIGTERM");
   const deadline = Date.now() + STOP_TIMEOUT_MS;
   while (vmAlive(record) && Date.now() < deadline) await Bun.sleep(20);
   if (!vmAlive(record)) return "stopped";
-  process.kill(record.pid, "SIGKILL");
+  signalProcess(record.pid, "SIGKILL");
   removeVmFiles(record.name, { keepLog: true });
   return "killed (it did not stop in time)";
 }

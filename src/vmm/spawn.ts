@@ -10,7 +10,7 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { SnowflockError } from "../errors.ts";
 import { createPrivateFile } from "../sys/private-file.ts";
 import { controlRequest } from "./control-client.ts";
-import { awaitEndedClone, claimName, removeVmFiles, runDir, vmPaths } from "../run-dir.ts";
+import { awaitEndedClone, claimName, removeVmFiles, runDir, signalProcess, vmPaths } from "../run-dir.ts";
 import { spawnDetached } from "./detached.ts";
 import { handToReadyVmm } from "../pool/claim.ts";
 import { selfCommand } from "./self.ts";
@@ -44,7 +44,7 @@ async function spawnClone(
   const name = launchName(record);
   const handed = await handToReadyVmm(record, runDir());
   if (handed) {
-    const vmm: StartingVmm = { pid: handed.pid, stopped: handed.failure, kill: () => process.kill(handed.pid, "SIGKILL") };
+    const vmm: StartingVmm = { pid: handed.pid, stopped: handed.failure, kill: () => void signalProcess(handed.pid, "SIGKILL") };
     try {
       // A pooled clone says it runs on the claim's connection (ready-process.ts), not to its parent.
       return { ...(await awaitRunning(name, vmm, handed.running)), fromPool: true };
