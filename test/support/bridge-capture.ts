@@ -1,9 +1,9 @@
 /**
  * A capture on the test network (`ip netns exec SWITCH bun bridge-capture.ts PORT MAC`): counts the
- * mcdist frames that enter the bridge from PORT with source address MAC, until SIGTERM, then prints
- * `{"frames":N,"bytes":B}` (bytes after the Ethernet header, as the server counts them). It listens
- * for every EtherType: on a bridge port the bridge takes frames before a socket bound to one
- * EtherType would see them; only "all protocols" taps come first.
+ * mcdist frames that enter the bridge from PORT with source address MAC, until SIGTERM and a quiet
+ * half second after it, then prints `{"frames":N,"bytes":B}` (bytes after the Ethernet header, as
+ * the server counts them). It listens for every EtherType: on a bridge port the bridge takes frames
+ * before a socket bound to one EtherType would see them; only "all protocols" taps come first.
  */
 import { ETHERTYPE_MCDIST } from "../../src/mcdist/frame.ts";
 import { SO_RCVBUFFORCE, SOL_SOCKET } from "../../src/sys/constants.ts";
@@ -22,18 +22,28 @@ let bytes = 0;
 let stopping = false;
 process.on("SIGTERM", () => (stopping = true));
 console.log("ready");
-const drain = () => {
+/** Reads what is queued; how many of the counted frames that was. */
+const drain = (): number => {
+  const before = frames;
   for (let got = receiveFrame(socket, buffer); got; got = receiveFrame(socket, buffer)) {
     if (got.protocol === ETHERTYPE_MCDIST && got.source.every((b, i) => b === source[i])) {
       frames++;
       bytes += got.length;
     }
   }
+  return frames - before;
 };
 while (!stopping) {
   drain();
   await Bun.sleep(0);
 }
-drain();
+// A frame the server sent as the run ended may still be on its way through the veth and the
+// bridge when SIGTERM comes: count on until no such frame came for a while (at most a few seconds).
+const QUIET_MS = 500;
+const LAST_MS = 5000;
+const stoppedAt = performance.now();
+for (let quietSince = stoppedAt; performance.now() - quietSince < QUIET_MS && performance.now() - stoppedAt < LAST_MS; await Bun.sleep(5)) {
+  if (drain() > 0) quietSince = performance.now();
+}
 console.log(JSON.stringify({ frames, bytes }));
 process.exit(0);
