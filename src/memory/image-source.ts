@@ -12,6 +12,16 @@ import { close, open } from "../sys/files.ts";
 import { mmap, munmap, view } from "../sys/memory.ts";
 import { PAGE_SIZE } from "../guest-memory/layout.ts";
 
+/**
+ * Maps `bytes` of the frozen image open on `fd`, read-only and shared (the memory server's and the
+ * image source's view of it); `what` names the image in the refusal of one shorter than the guest.
+ */
+export function mapImage(fd: number, bytes: number, what: string): number {
+  const has = fstatSync(fd).size;
+  if (has < bytes) throw new SnowflockError("MEMORY", `${what} has ${has} bytes, the guest has ${bytes}`);
+  return mmap(0, bytes, PROT_READ, MAP_SHARED, fd, 0);
+}
+
 /** A PageSource (page-source.ts), as PageClient is one. */
 export class ImageSource {
   /** Nothing arrives unasked: poll skips a negative fd. */
@@ -41,9 +51,7 @@ export class ImageSource {
     }
     const size = pageCount * PAGE_SIZE;
     try {
-      const has = fstatSync(fd).size;
-      if (has < size) throw new SnowflockError("MEMORY", `the frozen image at ${path} has ${has} bytes, the guest has ${size}`);
-      return new ImageSource(fd, mmap(0, size, PROT_READ, MAP_SHARED, fd, 0), size);
+      return new ImageSource(fd, mapImage(fd, size, `the frozen image at ${path}`), size);
     } catch (error) {
       close(fd);
       throw error;

@@ -4,12 +4,13 @@
  * event loop; pages are read from a read-only shared mapping of the image, so serving one costs a
  * memcpy and no syscall.
  */
-import { fstatSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { SnowflockError } from "../errors.ts";
-import { MAP_SHARED, O_RDONLY, PROT_READ } from "../sys/constants.ts";
+import { O_RDONLY } from "../sys/constants.ts";
 import { close, open } from "../sys/files.ts";
-import { mmap, munmap, view } from "../sys/memory.ts";
+import { munmap, view } from "../sys/memory.ts";
+import { mapImage } from "./image-source.ts";
 import { type MemoryLayout, PAGE_SIZE } from "../guest-memory/layout.ts";
 import {
   decodeHeader,
@@ -96,9 +97,7 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
   const imageName = options.imagePath ?? `fd ${fd}`;
   let address = 0;
   try {
-    const size = fstatSync(fd).size;
-    if (size < layout.size) throw new SnowflockError("MEMORY", `memory image ${imageName} has ${size} bytes, the guest has ${layout.size}`);
-    address = mmap(0, layout.size, PROT_READ, MAP_SHARED, fd, 0);
+    address = mapImage(fd, layout.size, `memory image ${imageName}`);
   } catch (error) {
     if (ownsFd) close(fd);
     throw error;
