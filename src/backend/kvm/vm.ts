@@ -5,7 +5,7 @@
 import { SnowflockError } from "../../errors.ts";
 import { MAP_SHARED, PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
 import { close } from "../../sys/files.ts";
-import { ioctl } from "../../sys/ioctl.ts";
+import { ioctl, ioctlRestarting } from "../../sys/ioctl.ts";
 import { mmap, munmap } from "../../sys/memory.ts";
 import { StructView } from "../../sys/layout.ts";
 import type { GuestMemory } from "../../guest-memory/guest-memory.ts";
@@ -106,7 +106,8 @@ export class KvmVm {
 
 /** A VM with its interrupt controllers and PIT, and no memory yet. */
 function createVmFd(host: KvmHost): number {
-  const fd = ioctl(host.fd, abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM");
+  // A signal (a profiler's, say) can interrupt the creation; nothing is made then, so it is made again.
+  const fd = ioctlRestarting(host.fd, abi.KVM_CREATE_VM, 0, "KVM_CREATE_VM");
   try {
     ioctl(fd, abi.KVM_SET_TSS_ADDR, TSS_ADDRESS, "KVM_SET_TSS_ADDR");
     ioctl(fd, abi.KVM_SET_IDENTITY_MAP_ADDR, new BigUint64Array([BigInt(IDENTITY_MAP_ADDRESS)]), "KVM_SET_IDENTITY_MAP_ADDR");
@@ -122,7 +123,7 @@ function createVmFd(host: KvmHost): number {
 }
 
 function createVcpu(host: KvmHost, vmFd: number, index: number): VcpuHandle {
-  const fd = ioctl(vmFd, abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
+  const fd = ioctlRestarting(vmFd, abi.KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
   try {
     ioctl(fd, abi.KVM_SET_CPUID2, vcpuCpuid(supportedCpuid(host), index), "KVM_SET_CPUID2");
     return { index, fd, runAddress: mmap(0, host.vcpuMmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) };
