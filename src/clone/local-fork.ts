@@ -96,14 +96,8 @@ function machineRound(
       writeFileSync(descriptorPath, bytes, { mode: 0o600 });
       // Clones on other hosts (remote given) always take their memory on demand from here; the TCP
       // server is also mcdist's fallback should multicast not start. Clones on this host read the
-      // frozen image themselves, whatever their memory path.
-      if (remote)
-        server = await startMemoryServer({
-          imageFd: imageFd!,
-          layout: machine.memory.layout,
-          socketPath: join(runDir(), `${about.name}.pages-${stamp}.sock`),
-          tcpAddress: remote?.address,
-        });
+      // frozen image themselves, whatever their memory path: nothing here listens for them.
+      if (remote) server = await startMemoryServer({ imageFd: imageFd!, layout: machine.memory.layout, tcpAddress: remote.address });
       const mcdist =
         remote && remote.transport !== "tcp"
           ? await startFamilyMulticast(imageFd!, machine.memory.size, { ...remote, transport: remote.transport }, bytes)

@@ -15,7 +15,6 @@
  * and each clone told its ID before it runs.
  */
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
 import type { DomainOperations, DomainRoundOptions, StartedDomain } from "../backend/backend.ts";
 import { describeDomain } from "../clone/describe.ts";
 import { memoryFigures } from "../clone/domain-fork.ts";
@@ -140,7 +139,6 @@ export async function forkDomainAcross(
         server = await startMemoryServer({
           imageFd: image.fd,
           layout: memoryLayout(image.snapshot.state.memorySize),
-          socketPath: join(options.workDirectory, `${parentName}.spread-${getpid()}-${randomBytes(4).toString("hex")}.sock`),
           tcpAddress: cluster.host.address,
         });
       else multicast = await startFamilyMulticast(image.fd, image.snapshot.state.memorySize, { ...cluster.serving(transport), transport });

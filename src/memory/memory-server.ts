@@ -41,8 +41,11 @@ export interface MemoryServerOptions {
   /** An open fd of the image; the server does not close it. */
   imageFd?: number;
   layout: MemoryLayout;
-  socketPath: string;
-  /** Also listen on TCP at this address (an ephemeral port), for clones on other hosts; they must present the token. */
+  /**
+   * Where it listens: a Unix socket (no token: the socket's mode guards it), TCP at an address (an
+   * ephemeral port) for clones on other hosts, which must present the token; one or both.
+   */
+  socketPath?: string;
   tcpAddress?: string;
 }
 
@@ -58,7 +61,7 @@ export interface MemoryServerStats {
 }
 
 export interface MemoryServer {
-  socketPath: string;
+  socketPath?: string;
   /** Where clones on other hosts reach it (with its token), when it listens on TCP. */
   tcp?: PageServerAddress & { kind: "tcp" };
   stats(): MemoryServerStats;
@@ -92,6 +95,8 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
   const { layout, socketPath } = options;
   if (options.imageFd === undefined && options.imagePath === undefined)
     throw new SnowflockError("MEMORY", "the memory server needs an image path or fd");
+  if (socketPath === undefined && options.tcpAddress === undefined)
+    throw new SnowflockError("INTERNAL", "the memory server was given nowhere to listen (a socket path or a TCP address)");
   const fd = options.imageFd ?? open(options.imagePath!, O_RDONLY);
   const ownsFd = options.imageFd === undefined;
   const imageName = options.imagePath ?? `fd ${fd}`;
@@ -189,12 +194,17 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     },
   });
 
-  rmSync(socketPath, { force: true });
   const listeners: BoundedListener[] = [];
   let tcp: MemoryServer["tcp"];
+  let where = "";
   try {
-    listeners.push(listenBounded({ unix: socketPath }, memoryServerLimits(), protocol(false)));
-    if (options.tcpAddress) {
+    if (socketPath !== undefined) {
+      where = socketPath;
+      rmSync(socketPath, { force: true });
+      listeners.push(listenBounded({ unix: socketPath }, memoryServerLimits(), protocol(false)));
+    }
+    if (options.tcpAddress !== undefined) {
+      where = `${options.tcpAddress} (TCP)`;
       const listener = listenBounded({ hostname: options.tcpAddress, port: 0 }, memoryServerLimits(), protocol(true));
       listeners.push(listener);
       tcp = { kind: "tcp", address: options.tcpAddress, port: listener.port, token };
@@ -203,12 +213,7 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
     for (const listener of listeners) listener.stop();
     munmap(address, layout.size);
     if (ownsFd) close(fd);
-    throw new SnowflockError(
-      "MEMORY",
-      `the memory server cannot listen on ` +
-        `${options.tcpAddress && listeners.length === 1 ? `${options.tcpAddress} (TCP)` : socketPath}: ` +
-        `${(error as Error).message}`,
-    );
+    throw new SnowflockError("MEMORY", `the memory server cannot listen on ${where}: ${(error as Error).message}`);
   }
 
   return {
@@ -221,7 +226,7 @@ export async function startMemoryServer(options: MemoryServerOptions): Promise<M
       for (const listener of listeners) listener.stop();
       munmap(address, layout.size);
       if (ownsFd) close(fd);
-      rmSync(socketPath, { force: true });
+      if (socketPath !== undefined) rmSync(socketPath, { force: true });
     },
   };
 }

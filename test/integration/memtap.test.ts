@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MachineEnd } from "../../src/backend/backend.ts";
@@ -35,6 +35,7 @@ import {
   MessageType,
   PROTOCOL_VERSION,
 } from "../../src/memory/page-protocol.ts";
+import { SnowflockError } from "../../src/errors.ts";
 import { close } from "../../src/sys/files.ts";
 import { O_CLOEXEC } from "../../src/sys/constants.ts";
 import { userfaultfd } from "../../src/sys/uffd.ts";
@@ -219,7 +220,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     async () => {
       const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
       try {
-        const clone = await startClone(s, server.socketPath);
+        const clone = await startClone(s, server.socketPath!);
         let failure: Error | undefined;
         void clone.memtap.failed.then((e) => (failure = e));
         const end = await clone.machine.ended;
@@ -249,7 +250,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     "a memory server that dies mid-run ends the clone with an error naming it, in bounded time",
     async () => {
       const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
-      const clone = await startClone(s, server.socketPath);
+      const clone = await startClone(s, server.socketPath!);
       await waitUntil(() => clone.memtap.stats().pagesFetched >= 200);
       const killedAt = performance.now();
       server.close();
@@ -271,7 +272,7 @@ describeKvm("memtap: a clone over empty memory, served by the parent's memory se
     "an owner that ignores the failure does not leave the clone hanging: memtap fences its memory",
     async () => {
       const server = await startMemoryServer({ imagePath: s.imagePath, layout: s.image.layout, socketPath: socketPath() });
-      const clone = await startClone(s, server.socketPath);
+      const clone = await startClone(s, server.socketPath!);
       await waitUntil(() => clone.memtap.stats().pagesFetched >= 200);
       server.close();
       const error = await clone.memtap.failed;
@@ -411,7 +412,7 @@ describe.skipIf(noUffd !== undefined)("memtap: concurrent faults from several th
           memtaps.push(
             await startMemtap({
               memory,
-              server: { kind: "unix", path: server.socketPath },
+              server: { kind: "unix", path: server.socketPath! },
               nonZeroPages,
               eagerPages: new Map([[1, source.bytes.slice(PAGE_SIZE, 2 * PAGE_SIZE)]]),
             }),
@@ -491,7 +492,7 @@ describe.skipIf(noUffd !== undefined)("memtap: a run of zero pages over a page a
       try {
         memtap = await startMemtap({
           memory,
-          server: { kind: "unix", path: server.socketPath },
+          server: { kind: "unix", path: server.socketPath! },
           nonZeroPages: nonZero.toBytes(),
           prefetch: true, // which zero-fills a run of zero pages at once
           eagerPages: new Map([[3, source.bytes.slice(3 * PAGE_SIZE, 4 * PAGE_SIZE)]]),
@@ -566,7 +567,7 @@ describe("memory server", () => {
     const imageFd = source.freeze();
     const server = await startMemoryServer({ imagePath: `/proc/self/fd/${imageFd}`, layout: source.layout, socketPath: socketPath() });
     try {
-      const client = await rawClient(server.socketPath);
+      const client = await rawClient(server.socketPath!);
       client.send(encodeMessage(MessageType.Hello, 1, encodeHello()));
       const hello = await client.next();
       expect(hello.type).toBe(MessageType.HelloReply);
@@ -589,6 +590,29 @@ describe("memory server", () => {
       expect(server.stats()).toMatchObject({ pagesServed: 0, requests: 1, clients: 1, errors: 2 });
     } finally {
       server.close();
+      close(imageFd);
+      source.close();
+    }
+  });
+
+  test("listens only where it is asked (a server for other hosts makes no socket file), and refuses to listen nowhere", async () => {
+    const source = GuestMemory.create(1024 * 1024);
+    const imageFd = source.freeze();
+    try {
+      const before = readdirSync(dir);
+      const server = await startMemoryServer({ imageFd, layout: source.layout, tcpAddress: "127.0.0.1" });
+      try {
+        expect(server.socketPath).toBeUndefined();
+        expect(server.tcp).toMatchObject({ kind: "tcp", address: "127.0.0.1" });
+        expect(server.tcp!.port).toBeGreaterThan(0);
+        expect(readdirSync(dir)).toEqual(before);
+      } finally {
+        server.close();
+      }
+      const nowhere = await startMemoryServer({ imageFd, layout: source.layout }).catch((error: unknown) => error);
+      expect(nowhere).toBeInstanceOf(SnowflockError);
+      expect((nowhere as SnowflockError).message).toContain("nowhere to listen");
+    } finally {
       close(imageFd);
       source.close();
     }
