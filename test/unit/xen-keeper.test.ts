@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { fstatSync, openSync } from "node:fs";
 import { Keeper } from "../../src/backend/xen/keeper.ts";
 import type { XenPager } from "../../src/backend/xen/pager.ts";
 import { faultCounters, readFaultStats } from "../../src/memory/fault-counters.ts";
@@ -24,21 +25,21 @@ describe("the Xen keeper (pagers of clones with memory on demand)", () => {
     const lines: string[] = [];
     const stops: number[] = [];
     const alive = new Set([11, 12]);
-    let closes = 0;
     const keeper = new Keeper(
       (domid) => alive.has(domid),
       () => {},
       (line) => lines.push(line),
     );
-    const server = { close: () => void closes++ } as unknown as NonNullable<Parameters<Keeper["keep"]>[0]["server"]>;
-    keeper.keep({ parent: "p", server, pagers: [pagerOf(11, 200, stops), pagerOf(12, 200, stops)] });
+    // The round's image: any open fd stands for the memfd; the round's end must close it.
+    const imageFd = openSync("/dev/null", "r");
+    keeper.keep({ parent: "p", imageFd, pagers: [pagerOf(11, 200, stops), pagerOf(12, 200, stops)] });
     alive.delete(11);
     alive.delete(12);
     await Promise.all([keeper.sweep(), keeper.sweep(), Bun.sleep(50).then(() => keeper.sweep())]);
     await keeper.sweep();
     expect(stops.sort()).toEqual([11, 12]);
     expect(lines.filter((l) => l.includes("(a clone of p) ended")).length).toBe(2);
-    expect(closes).toBe(1);
+    expect(() => fstatSync(imageFd)).toThrow(/EBADF/);
     expect(keeper.clones()).toEqual([]);
     await keeper.stopAll();
   });

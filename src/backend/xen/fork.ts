@@ -131,7 +131,6 @@ export function xenRound(host: XenHost, request: XenRoundRequest): DomainRound {
     },
     async distribute() {
       if (!state) throw new SnowflockError("INTERNAL", `the round of ${parentName} distributed before it captured`);
-      await onDemand?.distribute(request.workDirectory);
       return state;
     },
     async restore(captured) {

@@ -1,20 +1,18 @@
 /**
- * Clones with memory on demand live as long as their pagers and their round's memory server: this
- * process (the agent, in a dom0) keeps them (the server only when it is this process's: clones of
- * a parent on another host page from that host's). Once a second it looks at the domains: a clone gone
- * (exited, destroyed, killed) has its pager stopped; a round with no clone left closes its memory
- * server and image. A pager that fails ends its domain (its waiting vCPUs would stay paused for
- * ever) and is remembered with its error for `ls` and `--json`.
+ * Clones with memory on demand live as long as their pagers and their round's image: this process
+ * (the agent, in a dom0) keeps them (the image only when it is this process's: clones of a parent
+ * on another host page from that host's server). Once a second it looks at the domains: a clone
+ * gone (exited, destroyed, killed) has its pager stopped; a round with no clone left closes its
+ * image. A pager that fails ends its domain (its waiting vCPUs would stay paused for ever) and is
+ * remembered with its error for `ls` and `--json`.
  */
 import { close } from "../../sys/files.ts";
 import type { FaultStats } from "../../memory/fault-counters.ts";
-import type { MemoryServer } from "../../memory/memory-server.ts";
 import type { XenPager } from "./pager.ts";
 
 export interface KeptRound {
   parent: string;
-  /** The round's memory server and image, when they are this process's (clones of a parent on another host page from its server). */
-  server?: MemoryServer;
+  /** The round's image (its memfd), when it is this process's (clones of a parent on another host page from its server). */
   imageFd?: number;
   pagers: XenPager[];
 }
@@ -90,9 +88,8 @@ export class Keeper {
     }
   }
 
-  /** A round none of whose clones is left: its memory server and image go. */
+  /** A round none of whose clones is left: its image goes. */
   private closeRound(round: KeptRound): void {
-    round.server?.close();
     if (round.imageFd !== undefined) close(round.imageFd);
     this.rounds.delete(round);
   }
@@ -104,7 +101,7 @@ export class Keeper {
     );
   }
 
-  /** Stops every pager and server (the agent is ending: its clones' faults go unanswered, so they are ended first by the caller). */
+  /** Stops every pager and closes every image (the agent is ending: its clones' faults go unanswered, so they are ended first by the caller). */
   async stopAll(): Promise<void> {
     await this.sweeping;
     for (const round of this.rounds) {

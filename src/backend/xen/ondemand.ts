@@ -1,14 +1,12 @@
 /**
  * Memory on demand for a Xen fork round (a Xen built with paging): each clone shell gets its own
  * pager (pager.ts), which pages the shell's RAM out while the parent still runs; the suspended
- * parent's RAM is copied once into a memfd image; a memory server in this process serves it; at
- * restore each pager starts serving before its clone is unpaused. Afterwards the keeper
- * (keeper.ts) holds the pagers and the server for as long as the clones live.
+ * parent's RAM is copied once into a memfd image; at restore each pager starts serving before its
+ * clone is unpaused, copying each page it brings in from that image (the pagers are Workers of
+ * this process: no server between them and it). Afterwards the keeper (keeper.ts) holds the pagers
+ * and the image for as long as the clones live.
  */
-import { join } from "node:path";
 import { SnowflockError } from "../../errors.ts";
-import { memoryLayout } from "../../guest-memory/layout.ts";
-import { type MemoryServer, startMemoryServer } from "../../memory/memory-server.ts";
 import { formatPageServer } from "../../memory/page-server-address.ts";
 import { scaledTimeout } from "../../timeouts.ts";
 import type { OnDemandFigures, StartedDomain } from "../backend.ts";
@@ -60,7 +58,6 @@ export class OnDemandMemory {
   private pagers: XenPager[] = [];
   private file: ImageFile | undefined;
   private image: MemoryImage | undefined;
-  private server: MemoryServer | undefined;
   private pageOutMs = 0;
   private eager: number[] = [];
   private handedOver = false;
@@ -104,22 +101,13 @@ export class OnDemandMemory {
     ({ image: this.image, eager: this.eager } = await captureOnHelpers(helpers, parent, this.file!, state));
   }
 
-  async distribute(workDirectory: string): Promise<void> {
-    const image = this.image!;
-    this.server = await startMemoryServer({
-      imageFd: image.fd,
-      layout: memoryLayout(this.ramPages * XC_PAGE_SIZE),
-      socketPath: join(workDirectory, `${this.parentName}.xen-pages-${process.pid}-${Math.round(performance.now())}.sock`),
-    });
-  }
-
   /** The pager of `domid` serves from now on; its domain may run once this resolves. */
   async serve(domid: number): Promise<void> {
     const pager = this.pagers.find((p) => p.domid === domid);
-    if (!pager || !this.server || !this.image) throw new SnowflockError("INTERNAL", `no pager for clone domain ${domid}`);
+    if (!pager || !this.image) throw new SnowflockError("INTERNAL", `no pager for clone domain ${domid}`);
     await pager.serve(
       {
-        server: formatPageServer({ kind: "unix", path: this.server.socketPath }),
+        server: formatPageServer({ kind: "image", path: `/proc/${process.pid}/fd/${this.image.fd}` }),
         nonZeroPages: this.image.nonZeroPages,
         freePages: new Uint8Array(this.image.nonZeroPages.byteLength),
         prefetch: true,
@@ -130,9 +118,9 @@ export class OnDemandMemory {
     );
   }
 
-  /** The clones run: the keeper holds their pagers and the server from now on. */
+  /** The clones run: the keeper holds their pagers and the image from now on. */
   handOver(): void {
-    this.request.keeper!.keep({ parent: this.parentName, server: this.server!, imageFd: this.image!.fd, pagers: this.pagers });
+    this.request.keeper!.keep({ parent: this.parentName, imageFd: this.image!.fd, pagers: this.pagers });
     this.handedOver = true;
     // The zero pages' memory goes back just after, off the fork's path; the round cannot have
     // ended (and closed the file) before then.
@@ -161,7 +149,6 @@ export class OnDemandMemory {
   async abandon(): Promise<void> {
     if (this.handedOver) return;
     for (const pager of this.pagers) await pager.stop();
-    this.server?.close();
     if (this.file) discardImageFile(this.file);
   }
 }
