@@ -88,6 +88,8 @@ export function copyTestDisk(dir: string, name = "disk.ext4"): string {
 export interface LinuxJobResult {
   console: string[];
   stats: { pagesFetched: number; pagesAvoided: Record<string, number> };
+  /** What snowflock itself said on stderr (its warnings, a refused clone's reason). */
+  stderr: string;
 }
 
 /**
@@ -106,9 +108,25 @@ export async function runLinuxJob(job: string, extra: string[], memory = "256M",
     budgetMs, // snowflock() scales it
   );
   expect(r.status, r.stderr).toBe(0);
-  return JSON.parse(r.stdout) as LinuxJobResult;
+  return { ...(JSON.parse(r.stdout) as Omit<LinuxJobResult, "stderr">), stderr: r.stderr };
 }
 
 export function jobLines(result: LinuxJobResult): string[] {
   return result.console.filter((l) => l.startsWith("job: "));
+}
+
+/**
+ * How a job went, for a failed expectation: its own and sf's lines (and the kernel's OOM kills and
+ * panic), then the console before the kernel's panic (a job script that ends takes init, and the
+ * panic's trace alone would fill a plain tail) or else the console's last lines, then the end of
+ * snowflock's stderr.
+ */
+export function jobStory(result: LinuxJobResult, lines = 25): string {
+  const panic = result.console.findIndex((l) => l.includes("Kernel panic"));
+  const end = panic >= 0 ? panic + 1 : result.console.length;
+  const own = result.console.filter((l) => l.startsWith("job: ") || l.startsWith("sf: ") || /Out of memory|Kernel panic/.test(l));
+  const said = result.stderr.trim().split("\n").slice(-lines);
+  return [...own, "--- the console:", ...result.console.slice(Math.max(0, end - lines), end), "--- snowflock's stderr:", ...said].join(
+    "\n",
+  );
 }
