@@ -11,7 +11,7 @@ import type { BackendName, CaptureRound, Machine } from "../backend/backend.ts";
 import type { CloneCall, Descriptor } from "../descriptor/format.ts";
 import { encodeDescriptor } from "../descriptor/format.ts";
 import { close } from "../sys/files.ts";
-import { getpid } from "../sys/process.ts";
+import { getpid, ownFdPath } from "../sys/process.ts";
 import { pruneEndedLogs, runDir } from "../run-dir.ts";
 import { launchClone } from "../vmm/spawn.ts";
 import type { StartTimes } from "../vmm/launch-clock.ts";
@@ -146,7 +146,7 @@ export type LocalLaunch = Pick<LaunchRecord, "cluster" | "heuristicsOff">;
 /** One VMM process per clone ID, each restoring the source over memory of its own. */
 export async function spawnClones(source: CloneSource, ids: number[], awaitStart: AwaitStart, launch: LocalLaunch): Promise<ForkResult> {
   const spawnedAt = performance.now();
-  const image = `/proc/${getpid()}/fd/${source.imageFd}`;
+  const image = ownFdPath(source.imageFd);
   const memory: LaunchRecord["memory"] =
     source.memory === "ondemand" ? { kind: "ondemand", server: { kind: "image", path: image } } : { kind: "cow", imagePath: image };
   const outcomes = await Promise.allSettled(

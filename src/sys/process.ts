@@ -7,6 +7,11 @@ export function getpid(): number {
   return libc.getpid();
 }
 
+/** The path another process (a clone's VMM) or a Worker opens to reach this process's open `fd`. */
+export function ownFdPath(fd: number): string {
+  return `/proc/${getpid()}/fd/${fd}`;
+}
+
 /** The kernel thread id of the calling thread (each Bun Worker runs on its own thread). */
 export function gettid(): number {
   return check("gettid", libc.syscall(SYS_gettid, 0, 0, 0, 0, 0, 0) as number);

@@ -8,6 +8,7 @@
  */
 import { SnowflockError } from "../../errors.ts";
 import { formatPageServer } from "../../memory/page-server-address.ts";
+import { ownFdPath } from "../../sys/process.ts";
 import { scaledTimeout } from "../../timeouts.ts";
 import type { OnDemandFigures, StartedDomain } from "../backend.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
@@ -107,7 +108,7 @@ export class OnDemandMemory {
     if (!pager || !this.image) throw new SnowflockError("INTERNAL", `no pager for clone domain ${domid}`);
     await pager.serve(
       {
-        server: formatPageServer({ kind: "image", path: `/proc/${process.pid}/fd/${this.image.fd}` }),
+        server: formatPageServer({ kind: "image", path: ownFdPath(this.image.fd) }),
         nonZeroPages: this.image.nonZeroPages,
         freePages: new Uint8Array(this.image.nonZeroPages.byteLength),
         prefetch: true,

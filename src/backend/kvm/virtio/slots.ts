@@ -7,7 +7,7 @@ import { type DiskAttachment, type OpenDisk, openDiskImage } from "../../../disk
 import { closeDisk, freezeDisk, openDescribedDisk } from "../../../disk/clone-disks.ts";
 import { formatMac, randomMac } from "../../../net/mac.ts";
 import { closeTap, type NetAttachment, openBridgedTap } from "../../../net/tap.ts";
-import { getpid } from "../../../sys/process.ts";
+import { ownFdPath } from "../../../sys/process.ts";
 import { type BlockSlot, type NetSlot, type VirtioSlot, virtioPlacement } from "./devices.ts";
 import { newVirtioMmioState } from "./mmio.ts";
 import { Receive } from "./net-receive-protocol.ts";
@@ -67,7 +67,7 @@ export function describeSlot(slot: VirtioSlot, state: Uint8Array, scratchDirecto
   if (slot.disk.readOnly) return { kind: "block", state, path: slot.path, readOnly: true };
   const fd = freezeDisk(slot.disk, slot.image, scratchDirectory);
   frozen.push(fd);
-  return { kind: "block", state, path: `/proc/${getpid()}/fd/${fd}`, readOnly: false, copyOnWrite: true, image: slot.image };
+  return { kind: "block", state, path: ownFdPath(fd), readOnly: false, copyOnWrite: true, image: slot.image };
 }
 
 export function closeSlot(slot: VirtioSlot): void {
