@@ -13,7 +13,7 @@ import { controlRequest } from "./control-client.ts";
 import { awaitEndedClone, claimName, removeVmFiles, runDir, signalProcess, vmPaths } from "../run-dir.ts";
 import { spawnDetached } from "./detached.ts";
 import { handToReadyVmm } from "../pool/claim.ts";
-import { selfCommand } from "./self.ts";
+import { selfCommand, VMM_ENVIRONMENT } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { runningTimes, SAY_RUNNING_VARIABLE, type StartTimes } from "./launch-clock.ts";
 
@@ -82,7 +82,7 @@ export async function spawnVmm(
   const { child, exitStatus } = spawnDetached(command, {
     outputFd: errorFd,
     pipeOnFd3: handOver !== undefined,
-    env: { ...process.env, SNOWFLOCK_QUIET: "1", [SAY_RUNNING_VARIABLE]: "1" },
+    env: { ...process.env, ...VMM_ENVIRONMENT, SNOWFLOCK_QUIET: "1", [SAY_RUNNING_VARIABLE]: "1" },
   });
   // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
   if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
