@@ -22,6 +22,7 @@ import type { PoolState } from "../pool/keeper.ts";
 import { setPool } from "../pool/pool-daemon.ts";
 import { fillPool } from "./pool-fill.ts";
 import { awaitQuietHost } from "./quiet-host.ts";
+import { cpuByProcess, cpuMsSince } from "./process-cpu.ts";
 import { cliCommand, progress, progressDone, stopVms } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
@@ -54,7 +55,15 @@ interface SnowflockRow {
   cloneRunningMs: number;
   /** Median over runs of the clones that a ready VMM from the pool served. */
   fromPool: number;
-  samples: { totalMs: number[]; pausedMs: number[] };
+  /** Median over runs of the CPU (all threads) of the parent and the clones from just before the fork to all running, per clone. */
+  cpuPerCloneMs: number;
+  samples: { totalMs: number[]; pausedMs: number[]; cpuMs: number[] };
+}
+
+/** One fork's answer and the CPU its processes spent on it. */
+interface MeasuredFork {
+  result: ForkResult;
+  cpuMs: number;
 }
 
 interface PeerRow {
@@ -161,20 +170,28 @@ async function versionStart(runs: number): Promise<number> {
   return median(times);
 }
 
-/** Forks N clones, checks they all run with the requested memory path, and stops them again. */
-async function forkOnce(clones: number, memory: string, pool: number): Promise<ForkResult> {
+/**
+ * Forks N clones, checks they all run with the requested memory path, and stops them again. The
+ * CPU counted is the parent's and the clones' (a pooled clone's process from before its claim, a
+ * new one's from its start) until the fork answers.
+ */
+async function forkOnce(clones: number, memory: string, pool: number): Promise<MeasuredFork> {
   lastPool = await fillPool(runDir(), pool);
   await awaitQuietHost();
+  const parentPid = readRecord(PARENT)?.pid;
+  const forkProcesses = (pids: Array<number | undefined>) => cpuByProcess(pids.filter((pid) => pid !== undefined));
+  const before = forkProcesses([parentPid, ...(lastPool?.pids ?? [])]);
   // Passed through as given: the VMM itself refuses a memory path it does not have.
   const request = { op: "fork" as const, clones, memory: memory as MemoryPath };
   const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);
   if (!answer.ok) throw new Unavailable(answer.error);
   const result = answer.fork!;
+  const cpuMs = cpuMsSince(before, forkProcesses([parentPid, ...result.clones.map((clone) => clone.pid)]));
   try {
     if (result.memory !== memory) throw new Unavailable(`the VMM ignored it and forked with '${result.memory}'`);
     const failed = result.failed[0];
     if (failed) throw new SnowflockError("VM_STATE", `clone ${failed.name} did not start: ${failed.error}`);
-    return result;
+    return { result, cpuMs };
   } finally {
     await stopVms(result.clones);
   }
@@ -196,13 +213,15 @@ async function benchPath(
     }
     const results: SnowflockRow[] = [];
     for (const n of options.clones) {
-      const forks: ForkResult[] = [];
+      const measured: MeasuredFork[] = [];
       for (let run = 1; run <= options.runs; run++) {
         progress(`snowflock ${memory}: ${n} clone${n > 1 ? "s" : ""}, run ${run}/${options.runs}`);
-        forks.push(await forkOnce(n, memory, options.pool));
+        measured.push(await forkOnce(n, memory, options.pool));
       }
+      const forks = measured.map((m) => m.result);
       const totalMs = forks.map((f) => f.totalMs);
       const pausedMs = forks.map((f) => f.pausedMs);
+      const cpuMs = measured.map((m) => m.cpuMs);
       results.push({
         clones: n,
         totalMs: median(totalMs),
@@ -212,7 +231,8 @@ async function benchPath(
         cloneRestoredMs: median(forks.map((f) => median(f.clones.map((c) => c.restoredMs)))),
         cloneRunningMs: median(forks.map((f) => median(f.clones.map((c) => c.runningMs)))),
         fromPool: median(forks.map((f) => f.clones.filter((c) => c.fromPool).length)),
-        samples: { totalMs, pausedMs },
+        cpuPerCloneMs: median(cpuMs.map((cpu) => cpu / n)),
+        samples: { totalMs, pausedMs, cpuMs },
       });
     }
     return { memory, available: true, results };
@@ -365,6 +385,7 @@ export function formatReport(report: ForkReport): string {
       "marginal ms",
       "of --version",
       "from pool",
+      "CPU ms/clone",
       "parent paused ms",
       "QEMU save+restore ms",
       "QEMU/snowflock",
@@ -380,6 +401,7 @@ export function formatReport(report: ForkReport): string {
         ms(marginal),
         marginal === undefined ? "-" : `${((100 * marginal) / report.versionStartMs).toFixed(1)}%`,
         `${r.fromPool}/${r.clones}`,
+        ms(r.cpuPerCloneMs),
         ms(r.pausedMs),
         q ? ms(q.totalMs) : "-",
         q ? `${(q.totalMs / r.totalMs).toFixed(2)}x` : "-",
