@@ -10,7 +10,7 @@ import { closeSync, openSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
-import { selfCommand, VMM_ENVIRONMENT } from "../vmm/self.ts";
+import { CLONE_VMM_ENVIRONMENT, selfCommand } from "../vmm/self.ts";
 import { processMemoryBytes } from "./idle-memory.ts";
 import { CLAIMED_LINE, poolPaths, READY_LINE, removeReadySockets } from "./pool-files.ts";
 
@@ -178,7 +178,7 @@ export class PoolKeeper {
         stdio: ["pipe", "pipe", log],
         env: {
           ...process.env,
-          ...VMM_ENVIRONMENT,
+          ...CLONE_VMM_ENVIRONMENT,
           SNOWFLOCK_RUN_DIR: this.dir,
           SNOWFLOCK_QUIET: "1",
           SNOWFLOCK_POOL_VCPUS: String(this.settings.vcpus),

@@ -13,7 +13,7 @@ import { controlRequest } from "./control-client.ts";
 import { awaitEndedClone, claimName, removeVmFiles, runDir, signalProcess, vmPaths } from "../run-dir.ts";
 import { spawnDetached } from "./detached.ts";
 import { handToReadyVmm } from "../pool/claim.ts";
-import { selfCommand, VMM_ENVIRONMENT } from "./self.ts";
+import { CLONE_VMM_ENVIRONMENT, selfCommand } from "./self.ts";
 import { scaledTimeout } from "../timeouts.ts";
 import { runningTimes, SAY_RUNNING_VARIABLE, type StartTimes } from "./launch-clock.ts";
 
@@ -52,7 +52,7 @@ async function spawnClone(
       handed.release();
     }
   }
-  return { ...(await spawnVmm(name, ["__clone", name], announced, encodeLaunchRecord(record))), fromPool: false };
+  return { ...(await spawnVmm(name, ["__clone", name], announced, encodeLaunchRecord(record), CLONE_VMM_ENVIRONMENT)), fromPool: false };
 }
 
 /** A VMM process on its way up, however it was started. */
@@ -68,13 +68,15 @@ export interface StartingVmm {
 /**
  * Resolves once the VMM's vCPUs run, with its pid and its own timings. A clone announces that
  * itself (`announced`), since it may finish its work before anyone could ask; other VMMs are
- * asked through their control socket. `handOver`: written to the child's fd 3, then closed.
+ * asked through their control socket. `handOver`: written to the child's fd 3, then closed;
+ * `environment`: added to this process's own.
  */
 export async function spawnVmm(
   name: string,
   args: string[],
   announced?: Promise<StartTimes>,
   handOver?: Uint8Array,
+  environment: Record<string, string> = {},
 ): Promise<{ pid: number; times: StartTimes }> {
   const errorPath = vmPaths(name, runDir()).startupErrors;
   const errorFd = createPrivateFile(errorPath);
@@ -82,7 +84,7 @@ export async function spawnVmm(
   const { child, exitStatus } = spawnDetached(command, {
     outputFd: errorFd,
     pipeOnFd3: handOver !== undefined,
-    env: { ...process.env, ...VMM_ENVIRONMENT, SNOWFLOCK_QUIET: "1", [SAY_RUNNING_VARIABLE]: "1" },
+    env: { ...process.env, ...environment, SNOWFLOCK_QUIET: "1", [SAY_RUNNING_VARIABLE]: "1" },
   });
   // A child that dies before reading breaks the pipe: its exit is reported below, not the EPIPE.
   if (handOver) (child.stdio[LAUNCH_RECORD_FD] as Writable).on("error", () => {}).end(handOver);
