@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { cpuByProcess } from "../../src/bench/process-cpu.ts";
 import { processMemoryBytes } from "../../src/pool/idle-memory.ts";
 import { KEPT_ENDED_LOGS, pruneEndedLogs } from "../../src/run-dir.ts";
 import { launchClone } from "../../src/vmm/spawn.ts";
@@ -103,6 +104,27 @@ describe("a host's pool of ready VMMs", () => {
     await waitUntil(() => poolProcesses(dir).length === 0, within(10_000), "the ready processes end with their keeper");
     expect(await poolState(env)).toBeNull();
   });
+
+  test(
+    "a ready VMM is idle while it waits: under 0.5 ms of CPU a second over all its threads",
+    async () => {
+      const { env } = poolDir();
+      const { pids } = await poolState(env, ["--clones", "2"]);
+      expect(pids.length).toBe(2);
+      await Bun.sleep(2000); // what its warm-up left to the JIT threads
+      const before = cpuByProcess(pids);
+      const windowMs = 4000;
+      await Bun.sleep(windowMs);
+      const after = cpuByProcess(pids);
+      for (const pid of pids) {
+        const msPerSecond = (after.get(pid)! - before.get(pid)!) / 1e6 / (windowMs / 1000);
+        console.log(`ready VMM ${pid}: ${msPerSecond.toFixed(3)} ms/s`);
+        // With Bun's GC timer (a collection a second on each of its three JS threads) it was ~1.8.
+        expect(msPerSecond, `ready VMM ${pid}`).toBeLessThan(within(0.5));
+      }
+    },
+    within(60_000),
+  );
 
   test("a ready VMM handed a launch it cannot serve: the fork gets the one-line reason", async () => {
     const { dir } = poolDir();
