@@ -97,7 +97,7 @@ export function registerBench(cli: CAC): void {
   cli
     .command(
       "bench <benchmark>",
-      "Run a benchmark: fork (time to N running clones, beside QEMU save/restore); cluster (clones spread " +
+      "Run a benchmark: fork (time to N running clones and the CPU per clone, beside QEMU save/restore); cluster (clones spread " +
         "over test hosts: time, server bytes, multicast vs unicast, overhead vs one host); heuristics (pages " +
         "fetched, bytes and time with each avoidance heuristic on/off, on one host and across test hosts); " +
         "soak (fork/kill cycles: the host's fds, RSS, processes, run-directory entries and D-state tasks " +
