@@ -73,7 +73,7 @@ const CAPACITY_HEADROOM = 0.8;
  * Pages handled before a measured capacity counts: the first pages pay for cold code, and one such
  * page measured as the whole capacity paced a lone clone at a tenth of its speed for a second.
  */
-const MIN_MEASURED_PAGES = 256;
+export const MIN_MEASURED_PAGES = 256;
 /** Where a measuring client's cap starts halving when the server was not paced yet (pages/s, 64 MB/s). */
 const UNPACED_RATE_GUESS = 16384;
 
@@ -95,7 +95,7 @@ export interface McdistClientOptions {
   /**
    * The pages/s this client keeps up with, reported to the server for pacing: a fixed number, or
    * "measured" — what its own handling of a page (reassembly, tag check, onExtraPage's install)
-   * costs, with headroom.
+   * costs, with headroom, reported while siblings' pages reach it too (and a cap after losses).
    */
   ratePagesPerSecond?: number | "measured";
   /** A packet transport it opens reads from a ring (the default) or frame by frame (TransportOptions.ring). */
@@ -139,6 +139,8 @@ export class McdistClient {
   private readonly groupSequence = new GroupSequence();
   /** When to ask again: learnt from this client's round trips, kept across fetches. */
   private readonly timer: RetransmitTimer;
+  /** pagesReceivedUnasked at the last sharesStream(). */
+  private unaskedSeen = 0;
   /** Pages completed, and the time spent reading and handling frames, since the last measured report. */
   private handled = { pages: 0, micros: 0 };
   /** The current fetch: page → its index in the answer. */
@@ -197,17 +199,22 @@ export class McdistClient {
     }
   }
 
-  /** The contents of `pages` (distinct, at most MAX_REQUEST_PAGES), each verified. Throws Woken or a MEMORY error. */
-  fetch(pages: number[]): Uint8Array[] {
-    this.checkPages(pages);
+  /**
+   * The contents of `pages`, each verified. `ahead` (prefetch) is asked for in the same request but
+   * not waited for: those pages reach onExtraPage as they arrive, after this returns or during it,
+   * and one lost is not asked again (its fault will). Together at most MAX_REQUEST_PAGES, distinct.
+   * Throws Woken or a MEMORY error.
+   */
+  fetch(pages: number[], ahead: number[] = []): Uint8Array[] {
+    this.checkPages([...pages, ...ahead]);
     this.wanted = new Map(pages.map((page, i) => [page, i]));
     this.results = new Array(pages.length).fill(undefined);
     this.missing = pages.length;
-    this.counters.pagesRequested += pages.length;
+    this.counters.pagesRequested += pages.length + ahead.length;
     try {
       this.drain(); // a sibling may have asked for some already: they may be waiting, unread
       const missing = () => pages.filter((p) => this.results[this.wanted!.get(p)!] === undefined);
-      if (this.missing > 0) this.await(missing, () => this.missing, 0, "page");
+      if (this.missing > 0) this.await(missing, () => this.missing, 0, "page", ahead);
       return this.results as Uint8Array[];
     } finally {
       this.wanted = undefined;
@@ -265,12 +272,12 @@ export class McdistClient {
    * with nothing new (retransmit-timer.ts) it reads what waits first (a descheduled clone's pages
    * may be there), then asks again for what is still missing; after MULTICAST_RETRIES, by unicast.
    */
-  private await(missing: () => number[], remaining: () => number, kind: number, what: string): void {
+  private await(missing: () => number[], remaining: () => number, kind: number, what: string, ahead: number[] = []): void {
     const started = performance.now();
     const deadline = started + this.options.timeoutMs;
     let retries = 0;
     this.groupSequence.takeLoss(); // only gaps while this one waits count
-    this.request(missing(), kind);
+    this.request([...missing(), ...ahead.filter((page) => this.delivered[page] !== 1)], kind);
     let left = remaining();
     let nextRetry = started + this.timer.timeoutMs;
     const watch = [{ fd: this.fd, events: POLLIN }];
@@ -393,8 +400,23 @@ export class McdistClient {
   private maybeReportRate(): void {
     const option = this.options.ratePagesPerSecond;
     if (option === undefined || performance.now() - this.rateReportedAt < RATE_REPORT_EVERY_MS) return;
-    const rate = option === "measured" ? this.lossCap.report(this.measuredCapacity()) : option;
+    const rate = option === "measured" ? this.lossCap.report(this.sharesStream() ? this.measuredCapacity() : undefined) : option;
     if (rate !== undefined) this.reportRate(rate);
+  }
+
+  /**
+   * Whether siblings' pages reached this client since the last look. Alone, what reaches it is what
+   * it asked for, one request (at most MAX_REQUEST_PAGES) at a time, which its socket holds: a pace
+   * cannot spare it a loss, only slow it (paced at the capacity it measured over its first, cold
+   * pages, 27k pages/s where it handles 130k, a lone client's fetches of 29 pages back to back over
+   * a veth pair took 3x TCP's). Its report lapses on the server (RATE_REPORT_TTL_MS); a loss cap
+   * still goes out.
+   */
+  private sharesStream(): boolean {
+    const unasked = this.counters.pagesReceivedUnasked;
+    const shared = unasked > this.unaskedSeen;
+    this.unaskedSeen = unasked;
+    return shared;
   }
 
   /** Pages/s this client could handle: what its frames cost per completed page since the last report. */

@@ -4,7 +4,7 @@
  * a server that hears each tagged frame once and keeps its pace above the floor.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { McdistClient, type McdistClientOptions } from "../../src/mcdist/client.ts";
+import { McdistClient, type McdistClientOptions, MIN_MEASURED_PAGES } from "../../src/mcdist/client.ts";
 import { newSender, sealControl } from "../../src/mcdist/control.ts";
 import { encodeFrame, FrameType } from "../../src/mcdist/frame.ts";
 import {
@@ -80,6 +80,26 @@ describe("mcdist over loopback UDP", () => {
     expect(server.stats().requests).toBe(1 + client.stats().retries);
     expect(server.stats().pagesSent).toBe(client.stats().retries === 0 ? 4 : server.stats().pagesSent);
     expect(server.stats().pagesSent).toBeGreaterThanOrEqual(4);
+  });
+
+  test("pages asked ahead go in the same request and reach onExtraPage; the fetch waits for and returns its own", () => {
+    const extras = new Map<number, Uint8Array>();
+    const client = open({ onExtraPage: (p, data) => extras.set(p, data.slice()) });
+    const before = server.stats().requests;
+    const got = client.fetch([100], [101, 102, 103]);
+    expect(got).toHaveLength(1);
+    expect(got[0]).toEqual(page(100));
+    for (const deadline = performance.now() + 2000; extras.size < 3 && performance.now() < deadline; ) client.drain();
+    expect([...extras.keys()].sort((a, b) => a - b)).toEqual([101, 102, 103]);
+    for (const [p, data] of extras) expect(data).toEqual(page(p));
+    expect(server.stats().requests - before).toBe(1 + client.stats().retries);
+    expect(() => client.fetch([7], [7])).toThrow(RangeError);
+    expect(() =>
+      client.fetch(
+        [7],
+        Array.from({ length: MAX_REQUEST_PAGES }, (_, i) => 8 + i),
+      ),
+    ).toThrow(RangeError);
   });
 
   test(
@@ -330,6 +350,46 @@ describe("mcdist over loopback UDP", () => {
       expect(() => client.fetch([1])).toThrow(Woken);
     } finally {
       close(wake);
+    }
+  });
+
+  test("a measuring client alone leaves the server unpaced; once a sibling's pages reach it, it reports its capacity", async () => {
+    // A server of its own: no other test's clients or reports.
+    const pageCount = 4 * MIN_MEASURED_PAGES;
+    const ownImage = memfdCreate("mcdist-unit-rate", MFD_CLOEXEC);
+    pwrite(
+      ownImage,
+      Uint8Array.from({ length: pageCount * 4096 }, (_, i) => (i * 13 + (i >> 12)) & 0xff),
+      0,
+    );
+    const port = transport.port! + 3;
+    const own = await startMcdistServer({
+      imageFd: ownImage,
+      size: pageCount * 4096,
+      family: family + 3,
+      key,
+      transport: { ...transport, port },
+      mtu: 1500,
+    });
+    try {
+      const options = { transport: { ...transport, port }, server: own.endpoint, family: family + 3, pageCount };
+      const pages = (from: number, count: number) => Array.from({ length: count }, (_, i) => from + i);
+      const lone = open({ ...options, ratePagesPerSecond: "measured" });
+      // Twice the pages a capacity is measured over, all its own: each request could carry a report.
+      for (let first = 0; first < 2 * MIN_MEASURED_PAGES; first += MAX_REQUEST_PAGES) lone.fetch(pages(first, MAX_REQUEST_PAGES));
+      // A report goes out before the request it rides with, so the server has heard any by now.
+      expect(own.stats()).toMatchObject({ rateReports: 0, pacedRate: 0 });
+
+      // A sibling's pages reach it too: its next request carries its capacity, and the server paces.
+      const sibling = open(options);
+      sibling.fetch(pages(2 * MIN_MEASURED_PAGES, MAX_REQUEST_PAGES));
+      expect(lone.fetch([3 * MIN_MEASURED_PAGES])[0]).toHaveLength(4096);
+      expect(lone.stats().pagesReceivedUnasked).toBe(MAX_REQUEST_PAGES);
+      expect(own.stats().rateReports).toBe(1);
+      expect(own.stats().pacedRate).toBeGreaterThanOrEqual(MIN_PACED_RATE);
+    } finally {
+      await own.close();
+      close(ownImage);
     }
   });
 
