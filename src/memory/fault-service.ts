@@ -37,8 +37,14 @@ export interface FaultPlan {
   counters: Float64Array;
 }
 
-/** Most pages prefetched after one fault. */
+/** Most pages prefetched after one fault, where the fault waits for them all. */
 const MAX_PREFETCH_WINDOW = 32;
+/**
+ * Where it does not (PageSource.fetchAhead: pages stream in, the fault goes on with its own), the
+ * window fills a whole request: a wider one costs the fault nothing, and halves the faults of a
+ * sequential reader.
+ */
+const MAX_AHEAD_WINDOW = MAX_PAGES_PER_REQUEST - 1;
 /** Most pages zero-filled by one fault on a page the clone fills itself. */
 const MAX_ZERO_RUN = 512;
 /** How often frames read while idle are added to the counters (a fetch and the end always add them). */
@@ -47,7 +53,10 @@ const COUNT_EVERY_MS = 100;
 export class FaultService {
   /** Pages put in unasked (mcdist): a fault read before they arrived only needs a release. */
   private readonly arrived: Uint8Array;
+  /** Pages asked for ahead of a fault and not in yet (fetchAhead): fetched when they arrive, not multicast. */
+  private readonly askedAhead: Uint8Array;
   private source!: PageSource;
+  private maxWindow = MAX_PREFETCH_WINDOW;
   private lastFault = -2;
   private window = 0;
   private countedAt = 0;
@@ -57,17 +66,20 @@ export class FaultService {
     private readonly sink: PageSink,
   ) {
     this.arrived = new Uint8Array(plan.pageCount);
+    this.askedAhead = new Uint8Array(plan.pageCount);
   }
 
   attach(source: PageSource): void {
     this.source = source;
+    this.maxWindow = source.fetchAhead ? MAX_AHEAD_WINDOW : MAX_PREFETCH_WINDOW;
   }
 
-  /** A page a sibling asked for: put it in now, unless this clone has it already. */
+  /** A page a sibling asked for, or this clone ahead of a fault: put it in now, unless this clone has it already. */
   installArrived(page: number, data: Uint8Array): void {
     if (page < 0 || page >= this.plan.pageCount || this.arrived[page] === 1) return;
     this.arrived[page] = 1;
-    if (this.sink.install(page, data)) this.plan.counters[Slot.PAGES_MULTICAST]!++;
+    if (!this.sink.install(page, data)) return;
+    this.plan.counters[this.askedAhead[page] === 1 ? Slot.PAGES_FETCHED : Slot.PAGES_MULTICAST]!++;
   }
 
   /** Puts `pages` in place before the clone runs (pages it must not fault on): fetched, or zero-filled where the plan says zero. */
@@ -105,8 +117,12 @@ export class FaultService {
       else this.zeroFill(page, write);
     }
     const prefetched = this.plan.prefetch ? this.prefetchAround(fetch) : [];
-    const all = [...fetch, ...prefetched];
-    for (let i = 0; i < all.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(all.slice(i, i + MAX_PAGES_PER_REQUEST));
+    if (this.source.fetchAhead && fetch.length > 0 && fetch.length + prefetched.length <= MAX_PAGES_PER_REQUEST)
+      this.fetchAndInstall(fetch, prefetched);
+    else {
+      const all = [...fetch, ...prefetched];
+      for (let i = 0; i < all.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(all.slice(i, i + MAX_PAGES_PER_REQUEST));
+    }
     this.plan.counters[Slot.PAGES_PREFETCHED]! += prefetched.length;
     this.record(faults.size, (performance.now() - startedAt) * 1000);
   }
@@ -120,11 +136,14 @@ export class FaultService {
     const taken = new Set(fetch);
     const extra: number[] = [];
     for (const page of fetch) {
+      // On its way, asked with an earlier fault: that fault's window goes on.
+      if (this.askedAhead[page] === 1) continue;
       const sequential = page > this.lastFault && page <= this.lastFault + this.window + 1;
-      this.window = sequential ? Math.min(MAX_PREFETCH_WINDOW, Math.max(1, this.window * 2)) : 0;
+      this.window = sequential ? Math.min(this.maxWindow, Math.max(1, this.window * 2)) : 0;
       this.lastFault = page;
       for (let next = page + 1; next <= page + this.window && next < this.plan.pageCount; next++) {
-        if (taken.has(next) || this.arrived[next] === 1 || !this.mayBeNonZero(next) || this.handedOut(next)) continue;
+        if (taken.has(next) || this.arrived[next] === 1 || this.askedAhead[next] === 1 || !this.mayBeNonZero(next) || this.handedOut(next))
+          continue;
         taken.add(next);
         extra.push(next);
       }
@@ -174,8 +193,10 @@ export class FaultService {
     }
   }
 
-  private fetchAndInstall(pages: number[]): void {
-    const contents = this.source.fetch(pages);
+  /** Fetches `pages` and puts them in; `ahead` (only where the source has fetchAhead) arrive through installArrived. */
+  private fetchAndInstall(pages: number[], ahead: number[] = []): void {
+    for (const page of ahead) this.askedAhead[page] = 1;
+    const contents = ahead.length > 0 ? this.source.fetchAhead!(pages, ahead) : this.source.fetch(pages);
     const c = this.plan.counters;
     c[Slot.REQUESTS]!++;
     if (this.source.bytesReceived) this.countBytes();

@@ -14,6 +14,11 @@ export interface PageSource {
   /** Polled while no fault waits. */
   readonly fd: number;
   fetch(pages: number[]): Uint8Array[];
+  /**
+   * Where pages stream in one by one (mcdist): `pages` and `ahead` in one request, returning once
+   * `pages` are in; `ahead`'s reach onExtraPage as they arrive, or never (a fault then asks again).
+   */
+  fetchAhead?(pages: number[], ahead: number[]): Uint8Array[];
   /** `fd` turned readable while idle. */
   idle(): void;
   /** Bytes received so far, when the source counts them itself (mcdist's frames). */
@@ -34,7 +39,7 @@ export interface PageSourceOptions {
   timeoutMs: number;
   /** Readable once the owner asks the serving thread to stop: ends a wait on the source. */
   wakeFd: number;
-  /** mcdist: a page a sibling asked for, arriving unasked. */
+  /** mcdist: a page arriving unasked (a sibling asked for it) or asked ahead of a fault (fetchAhead). */
   onExtraPage: (page: number, data: Uint8Array) => void;
   /** A packet socket and ring made ahead, for an mcdist source on that interface (closed if unused). */
   preparedRing?: PreparedPacketRing;
@@ -49,6 +54,9 @@ class McdistSource implements PageSource {
   }
   fetch(pages: number[]): Uint8Array[] {
     return this.client.fetch(pages);
+  }
+  fetchAhead(pages: number[], ahead: number[]): Uint8Array[] {
+    return this.client.fetch(pages, ahead);
   }
   idle(): void {
     this.client.drain();
