@@ -64,6 +64,12 @@ export function openRxRing(fd: number, maxFrame: number, bytes: number): PacketR
   return ringFromGeometry({ address, bytes: size, slotSize, slotsPerBlock, blockSize, slots: blocks * slotsPerBlock });
 }
 
+/** Only the numbers of a ring: what crosses to another thread (a ring's views would be copied whole, megabytes). */
+export function ringGeometry(ring: RingGeometry): RingGeometry {
+  const { address, bytes, slotSize, slotsPerBlock, blockSize, slots } = ring;
+  return { address, bytes, slotSize, slotsPerBlock, blockSize, slots };
+}
+
 /** The ring mapped as `geometry` says (in this process), read from its first slot. */
 export function ringFromGeometry(geometry: RingGeometry): PacketRing {
   const memory = view(geometry.address, geometry.bytes);
