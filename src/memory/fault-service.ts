@@ -56,7 +56,6 @@ export class FaultService {
   /** Pages asked for ahead of a fault and not in yet (fetchAhead): fetched when they arrive, not multicast. */
   private readonly askedAhead: Uint8Array;
   private source!: PageSource;
-  private maxWindow = MAX_PREFETCH_WINDOW;
   private lastFault = -2;
   private window = 0;
   private countedAt = 0;
@@ -71,7 +70,6 @@ export class FaultService {
 
   attach(source: PageSource): void {
     this.source = source;
-    this.maxWindow = source.fetchAhead ? MAX_AHEAD_WINDOW : MAX_PREFETCH_WINDOW;
   }
 
   /** A page a sibling asked for, or this clone ahead of a fault: put it in now, unless this clone has it already. */
@@ -135,11 +133,12 @@ export class FaultService {
   private prefetchAround(fetch: number[]): number[] {
     const taken = new Set(fetch);
     const extra: number[] = [];
+    const widest = this.source.fetchAhead ? MAX_AHEAD_WINDOW : MAX_PREFETCH_WINDOW;
     for (const page of fetch) {
       // On its way, asked with an earlier fault: that fault's window goes on.
       if (this.askedAhead[page] === 1) continue;
       const sequential = page > this.lastFault && page <= this.lastFault + this.window + 1;
-      this.window = sequential ? Math.min(this.maxWindow, Math.max(1, this.window * 2)) : 0;
+      this.window = sequential ? Math.min(widest, Math.max(1, this.window * 2)) : 0;
       this.lastFault = page;
       for (let next = page + 1; next <= page + this.window && next < this.plan.pageCount; next++) {
         if (taken.has(next) || this.arrived[next] === 1 || this.askedAhead[next] === 1 || !this.mayBeNonZero(next) || this.handedOut(next))
