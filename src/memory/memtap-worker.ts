@@ -19,6 +19,7 @@ import { FENCE_AFTER_MS, type MemtapEvent, type MemtapInit, type MemtapPrepare, 
 import { prepareMcdistClient } from "../mcdist/client.ts";
 import { pollRetrying, Woken } from "../sys/poll-retrying.ts";
 import { FaultService, type PageSink } from "./fault-service.ts";
+import { holdStartJit } from "../jit-policy.ts";
 import { serveFaults } from "./fault-loop.ts";
 import { openPageSource, type PageSource } from "./page-source.ts";
 
@@ -27,6 +28,9 @@ declare const self: Worker;
 /** uffd messages read per read(2): several vCPUs can be waiting at once. */
 const MAX_EVENTS = 64;
 const ZEROS = new Uint8Array(PAGE_SIZE);
+
+// A ready VMM's memtap Worker, made ahead, waits for its clone's start: see jit-policy.ts.
+holdStartJit();
 
 function post(event: MemtapEvent): void {
   self.postMessage(event);

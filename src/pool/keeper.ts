@@ -10,6 +10,7 @@ import { closeSync, openSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { SnowflockError } from "../errors.ts";
 import { formatSize } from "../size.ts";
+import { READY_VMM_VARIABLE } from "../jit-policy.ts";
 import { CLONE_VMM_ENVIRONMENT, selfCommand } from "../vmm/self.ts";
 import { processMemoryBytes } from "./idle-memory.ts";
 import { CLAIMED_LINE, poolPaths, READY_LINE, removeReadySockets } from "./pool-files.ts";
@@ -179,6 +180,7 @@ export class PoolKeeper {
         env: {
           ...process.env,
           ...CLONE_VMM_ENVIRONMENT,
+          [READY_VMM_VARIABLE]: "1",
           SNOWFLOCK_RUN_DIR: this.dir,
           SNOWFLOCK_QUIET: "1",
           SNOWFLOCK_POOL_VCPUS: String(this.settings.vcpus),

@@ -12,6 +12,7 @@ import { PAGE_SIZE } from "../guest-memory/layout.ts";
 import { log, printable } from "../output.ts";
 import { runDir } from "../run-dir.ts";
 import { O_RDWR } from "../sys/constants.ts";
+import { holdStartJit, releaseStartJit } from "../jit-policy.ts";
 import { close, dup2, open } from "../sys/files.ts";
 import { markLaunched, runningLine, type StartTimes } from "../vmm/launch-clock.ts";
 import { CLAIMED_LINE, READY_LINE, readySocket, removeReadySockets } from "./pool-files.ts";
@@ -158,6 +159,7 @@ export async function runReadyProcess(): Promise<number> {
   }
   // Collect what loading and warming up left behind now, not while a clone is starting.
   Bun.gc(true);
+  holdStartJit();
   const claim = await awaitClaim(dir);
   if (!claim) return 0;
   markLaunched();
@@ -168,6 +170,7 @@ export async function runReadyProcess(): Promise<number> {
       dropPreparedPacketRing(); // a clone with memory on demand handed it to its memtap already
       const memory = record.memory.kind;
       setTimeout(() => {
+        releaseStartJit();
         claim.tidy();
         if (memory !== "ondemand") dropSpareMemtapWorker();
       }, AFTER_SIBLINGS_START_MS).unref();

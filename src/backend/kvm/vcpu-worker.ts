@@ -12,6 +12,7 @@ import { gettid } from "../../sys/process.ts";
 import { StructView } from "../../sys/layout.ts";
 import { GuestMemory } from "../../guest-memory/guest-memory.ts";
 import { markAllocated } from "../../guest-memory/allocation-hints.ts";
+import { holdStartJit } from "../../jit-policy.ts";
 import { WorkerCollector } from "../../worker-collector.ts";
 import { HYPERCALL_DOORBELL, handleHypercall, HYPERCALL_PORT, type HypercallHost } from "../../guest/hypercalls.ts";
 import * as abi from "./abi.ts";
@@ -29,6 +30,7 @@ const I8042_COMMAND_PORT = 0x64;
 const I8042_PULSE_RESET = 0xfe;
 
 function runVcpu(init: VcpuInit): void {
+  holdStartJit();
   const post = (event: VcpuEvent) => self.postMessage(event);
   const { index, fd, control } = init;
   const run = new StructView(abi.kvm_run, new Uint8Array(toArrayBuffer(init.runAddress as never, 0, init.runSize)));
