@@ -2,8 +2,8 @@
  * JavaScriptCore compiles a function on its JIT threads once it has run often enough. A ready
  * VMM's warm-up runs its clone's code paths once and the clone's start runs them again, which
  * pushed many of them over a tier-up threshold: the JIT threads then compiled code that would not
- * run again while the clone's siblings were starting on the same cores (nested KVM host, 16
- * clones: ~40 ms of CPU per clone, a third of each clone's start). A ready VMM's threads raise the
+ * run again while the clone's siblings were starting on the same cores (nested KVM host, 16 cow
+ * clones: 22-39 ms less CPU per clone with it held, of 112-116 ms). A ready VMM's threads raise the
  * thresholds while it waits and starts its clone (Bun.unsafe.setJITPolicy), and lower them again
  * once the clone has run a while: its loops (vCPU exits, faults) are worth compiling then.
  */
