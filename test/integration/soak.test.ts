@@ -17,9 +17,10 @@ import { lean } from "../support/time.ts";
 
 describeNetns("bench soak", () => {
   describeKvm("fork/kill cycles", () => {
-    // Under emulation fewer cycles, still enough for a descriptor leaked per round to show.
-    const local = lean(30, 10);
-    const cross = lean(15, 6);
+    // Under emulation fewer cycles (after the same warm-up), still enough for a descriptor leaked
+    // per round to show.
+    const local = lean(30, 6);
+    const cross = lean(15, 4);
     test(`${local} local and ${cross} cross-host cycles: every cycle works and the host holds what it held`, async () => {
       const out = mkdtempSync(join(tmpdir(), "snowflock-soak-"));
       try {
