@@ -218,8 +218,9 @@ const inNestedHost = (testFiles: string[], slot: number, memory: string, prefix 
 // The nested KVM host is built (apt, debootstrap; both hosts' run.sh find it ready) while the files
 // here run. Then the Xen host is built beside the emulators at the lowest priority, on what they
 // leave of the cores: from nothing its build (Xen compiled with paging) took 7 of CI's minutes
-// between the second host's end and the Xen stage. Its stage's own build-host.sh waits for it,
-// then finds it built; a failure shows there again.
+// between the second host's end and the Xen stage; built beside them, 4.4 minutes of it were left
+// then (the emulators leave it little). Its stage's own build-host.sh waits for it, then finds it
+// built; a failure shows there again.
 const nestedHostBuilt = nestedFiles.length > 0 ? run(["bash", "test/nested/build-host.sh"], {}, "kvm| ") : Promise.resolve();
 const xenHostBuilt = xenStage
   ? nestedHostBuilt.then(() => run(["nice", "-n", "19", "bash", "test/xen/build-host.sh"], {}, "xen| "))
