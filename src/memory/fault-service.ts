@@ -115,12 +115,7 @@ export class FaultService {
       else this.zeroFill(page, write);
     }
     const prefetched = this.plan.prefetch ? this.prefetchAround(fetch) : [];
-    if (this.source.fetchAhead && fetch.length > 0 && fetch.length + prefetched.length <= MAX_PAGES_PER_REQUEST)
-      this.fetchAndInstall(fetch, prefetched);
-    else {
-      const all = [...fetch, ...prefetched];
-      for (let i = 0; i < all.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(all.slice(i, i + MAX_PAGES_PER_REQUEST));
-    }
+    this.fetchWithPrefetch(fetch, prefetched);
     this.plan.counters[Slot.PAGES_PREFETCHED]! += prefetched.length;
     this.record(faults.size, (performance.now() - startedAt) * 1000);
   }
@@ -192,10 +187,26 @@ export class FaultService {
     }
   }
 
-  /** Fetches `pages` and puts them in; `ahead` (only where the source has fetchAhead) arrive through installArrived. */
-  private fetchAndInstall(pages: number[], ahead: number[] = []): void {
-    for (const page of ahead) this.askedAhead[page] = 1;
-    const contents = ahead.length > 0 ? this.source.fetchAhead!(pages, ahead) : this.source.fetch(pages);
+  /**
+   * The faulted pages and the pages prefetched after them. Where pages stream in (fetchAhead) and
+   * all fit one request, the faults wait only for their own and the rest arrive through
+   * installArrived; elsewhere all are fetched, a request at a time.
+   */
+  private fetchWithPrefetch(fetch: number[], prefetched: number[]): void {
+    if (this.source.fetchAhead && fetch.length > 0 && fetch.length + prefetched.length <= MAX_PAGES_PER_REQUEST) {
+      for (const page of prefetched) this.askedAhead[page] = 1;
+      return this.install(fetch, this.source.fetchAhead(fetch, prefetched));
+    }
+    const all = [...fetch, ...prefetched];
+    for (let i = 0; i < all.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(all.slice(i, i + MAX_PAGES_PER_REQUEST));
+  }
+
+  private fetchAndInstall(pages: number[]): void {
+    this.install(pages, this.source.fetch(pages));
+  }
+
+  /** Puts fetched `pages` in place and counts the request. */
+  private install(pages: number[], contents: Uint8Array[]): void {
     const c = this.plan.counters;
     c[Slot.REQUESTS]!++;
     if (this.source.bytesReceived) this.countBytes();
