@@ -9,9 +9,14 @@ function address(argument: IoctlArgument): number | bigint {
   return ArrayBuffer.isView(argument) ? ptr(argument) : argument;
 }
 
+/** What an error names the request by: its name where the caller gives one, else its number. */
+function label(request: number, name: string | undefined): string {
+  return name ?? `0x${request.toString(16)}`;
+}
+
 /** ioctl(2); a buffer argument is passed by address, a number by value. */
 export function ioctl(fd: number, request: number, argument: IoctlArgument = 0, name?: string): number {
-  return check("ioctl", libc.ioctl(fd, request, address(argument)), name ?? `0x${request.toString(16)}`);
+  return check("ioctl", libc.ioctl(fd, request, address(argument)), label(request, name));
 }
 
 /**
@@ -21,6 +26,6 @@ export function ioctl(fd: number, request: number, argument: IoctlArgument = 0, 
 export function ioctlRestarting(fd: number, request: number, argument: IoctlArgument = 0, name?: string): number {
   for (;;) {
     const result = libc.ioctl(fd, request, address(argument)) as number;
-    if (result !== -1 || lastErrno() !== EINTR) return check("ioctl", result, name ?? `0x${request.toString(16)}`);
+    if (result !== -1 || lastErrno() !== EINTR) return check("ioctl", result, label(request, name));
   }
 }
