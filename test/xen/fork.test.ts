@@ -6,8 +6,8 @@
  *
  * The domUs are build-host.sh's busybox guest with one more archive on top of its initramfs:
  * the sf tool and an /init that prints "snowflock-domu: tick N id I" every second (I from
- * `sf id`), and with `sfclone=2` on its command line first runs `sf clone 2` and the rest of
- * the API (see INIT below).
+ * `sf id`), and with `sfjob=1` on its command line first runs a dataset job through `sf clone 4`
+ * and the rest of the API (see INIT below).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { openSync, readFileSync, rmSync } from "node:fs";
@@ -39,7 +39,6 @@ const WORK = "/tmp/snowflock-xen-fork-test";
 const SF = join(ROOT, "guest/build/sf-linux");
 const DATASET = join(ROOT, "guest/build/dataset-linux");
 const PARENT = "sfdom";
-const SELF_FORKER = "sfself";
 /** Forked from shells kept ready (snowflock pool). */
 const POOLED = "sfpool";
 /** The dataset job's domU (256 MiB): 32 MiB of seeded data in RAM, a quarter hashed by each of 4 clones. */
@@ -61,9 +60,10 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "snowflock-domu: up"
 case "$(cat /proc/cmdline)" in
-*sfclone=2*)
-  sleep 2
-  id=$(sf clone 2)
+*sfjob=1*)
+  dataset ${JOB_SEED} ${JOB_BYTES} > /data
+  echo "snowflock-domu: dataset ready"
+  id=$(sf clone 4)
   echo "snowflock-domu: sf clone gave $id"
   if [ "$id" != 0 ]; then
     family=$(sf read snowflock/family)
@@ -72,27 +72,15 @@ case "$(cat /proc/cmdline)" in
     else
       echo "snowflock-domu: forged request refused"
     fi
-    sleep 3
-    sf exit $((40 + id))
-  else
-    sf exit 1 || echo "snowflock-domu: parent exit refused"
-    echo "snowflock-domu: join $(sf join)"
-  fi
-  ;;
-*sfjob=1*)
-  dataset ${JOB_SEED} ${JOB_BYTES} > /data
-  echo "snowflock-domu: dataset ready"
-  id=$(sf clone 4)
-  echo "snowflock-domu: sf clone gave $id"
-  if [ "$id" != 0 ]; then
     quarter=$((${JOB_BYTES} / 4 / 1048576))
     digest=$(dd if=/data bs=1048576 skip=$(((id - 1) * quarter)) count=$quarter 2>/dev/null | sha256sum)
     digest=\${digest%% *}
     echo "snowflock-domu: slice $id $digest"
     # The test reads this clone's counters while it lives, then says go.
     until [ -n "$(sf read snowflock/go 2>/dev/null)" ]; do sleep 1; done
-    sf exit 0 "$digest"
+    sf exit $((40 + id)) "$digest"
   else
+    sf exit 1 || echo "snowflock-domu: parent exit refused"
     echo "snowflock-domu: join $(sf join)"
   fi
   ;;
@@ -178,9 +166,6 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
     `${PARENT}.1`,
     `${PARENT}.2`,
     `${PARENT}.3`,
-    SELF_FORKER,
-    `${SELF_FORKER}.1`,
-    `${SELF_FORKER}.2`,
     JOB,
     ...[1, 2, 3, 4].map((c) => `${JOB}.${c}`),
     ...[FREE_ON, FREE_OFF].flatMap((d) => [d, `${d}.1`]),
@@ -460,39 +445,9 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
   );
 
   test(
-    "stock host: sf clone 2 inside a domU: a family of three, each printing its own ID; exit, join, and a forged request refused",
-    async () => {
-      // On the paging host the dataset job below runs sf clone, exit and join with on-demand clones.
-      if (PAGING_HOST) return console.log(STOCK_ONLY);
-      await createDomU(SELF_FORKER, "sfclone=2");
-      await waitFor(`${SELF_FORKER} printing what sf clone gave`, () => consoleText(SELF_FORKER).includes("sf clone gave"), FORK_MS, [
-        SELF_FORKER,
-      ]).catch(async (e) => {
-        throw await fail(`${SELF_FORKER}: sf clone never returned: ${firstLine(e)}`);
-      });
-      expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: sf clone gave 0");
-      for (const c of [1, 2]) {
-        const name = `${SELF_FORKER}.${c}`;
-        await waitFor(`${name}: sf clone gave ${c}`, () => consoleText(name).includes(`sf clone gave ${c}`), BOOT_MS, [name]);
-        await waitFor(`${name}: the forged request`, () => consoleText(name).includes("forged request"), BOOT_MS, [name]);
-        // XenStore refuses a clone's write into its parent's request node.
-        expect(consoleText(name)).toContain("forged request refused");
-      }
-      // The parent may not `sf exit`; it joins its clones, which exit with 41 and 42.
-      await waitFor(`${SELF_FORKER}: join`, () => consoleHasLine(SELF_FORKER, "join "), FORK_MS, [SELF_FORKER]);
-      expect(consoleText(SELF_FORKER)).toContain("parent exit refused");
-      expect(consoleText(SELF_FORKER)).toContain("snowflock-domu: join 2 1=41 2=42");
-      const list = (await run(["xl", "list"])).stdout;
-      expect(list).not.toMatch(new RegExp(`^${SELF_FORKER}\\.\\d `, "m"));
-      expect(list).toMatch(new RegExp(`^${SELF_FORKER} `, "m"));
-      await waitFor(`${SELF_FORKER} ticking with id 0`, () => idsSeen(SELF_FORKER).has("0"), BOOT_MS, [SELF_FORKER]);
-    },
-    FORK_MS * 3,
-  );
-
-  test(
-    "a 256 MiB domU fills 32 MiB with a seeded dataset and runs sf clone 4: each clone hashes its quarter, and the parent's " +
-      "sf join reports the four digests, equal to the host's",
+    "a 256 MiB domU fills 32 MiB with a seeded dataset and runs sf clone 4: each clone hashes its quarter and exits with " +
+      "its digest; the parent's sf exit is refused and its sf join reports the four, equal to the host's; a clone's " +
+      "forged request into its parent's node is refused",
     async () => {
       // The host's digests, from the same generator (checked against src/guest/dataset.ts by test/unit/xen-domu-tools.test.ts).
       const data = new Uint8Array(await new Response(Bun.spawn([DATASET, String(JOB_SEED), String(JOB_BYTES)]).stdout).arrayBuffer());
@@ -511,6 +466,8 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
           throw await fail(`${name} never printed its digest: ${firstLine(e)}`);
         });
         digests.push(line.exec(consoleText(name))![1]!);
+        // XenStore refuses a clone's write into its parent's request node.
+        expect(consoleText(name)).toContain("snowflock-domu: forged request refused");
       }
       expect(digests).toEqual(expected);
       if (PAGING_HOST) {
@@ -531,7 +488,9 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
         expect((await run(["xenstore-write", `/local/domain/${domid}/snowflock/go`, "1"])).status).toBe(0);
       }
       await waitFor(`${JOB}: join`, () => consoleHasLine(JOB, "join "), FORK_MS, [JOB]);
-      expect(consoleText(JOB)).toContain(`snowflock-domu: join 4 ${expected.map((d, i) => `${i + 1}=0:${d}`).join(" ")}`);
+      expect(consoleText(JOB)).toContain("snowflock-domu: parent exit refused");
+      // Each clone's own exit status (40 + its ID) and digest.
+      expect(consoleText(JOB)).toContain(`snowflock-domu: join 4 ${expected.map((d, i) => `${i + 1}=${41 + i}:${d}`).join(" ")}`);
       // The agent gives the clones memory on demand where Xen pages (the paging host), else a copy.
       expect(agentOutput()).toContain(`memory ${PAGING_HOST ? "ondemand" : "eager"}`);
       if (PAGING_HOST) {
@@ -544,6 +503,8 @@ describeXen("snowflock fork on Xen: a PVH domU into running clones, and sf from 
       }
       // No clone left, not even as a dying domain held by a pager that was never stopped.
       await expectGone([1, 2, 3, 4].map((c) => `${JOB}.${c}`));
+      // The parent runs on after its join, as clone 0.
+      await waitFor(`${JOB} ticking with id 0`, () => idsSeen(JOB).has("0"), BOOT_MS, [JOB]);
       await run(["xl", "destroy", JOB]);
     },
     FORK_MS * 3,
