@@ -30,6 +30,25 @@ const char *cmdline_get(const char *key) {
     return val;
 }
 
+/*
+ * key=value as a number (with `size`, a size such as 64K) from min to max into *out, which keeps
+ * its value (the default) when the key is absent and not `required`. Else one error line naming
+ * the key, and false. The host checks a workload's parameters first (src/guest/workloads.ts):
+ * this is for a command line given some other way.
+ */
+bool cmdline_number(const char *key, bool size, bool required, uint64_t min, uint64_t max, uint64_t *out) {
+    const char *text = cmdline_get(key);
+    uint64_t v;
+    if (!text && !required) return true;
+    if (text && (size ? parse_size(text, &v) : parse_u64(text, &v)) && v >= min && v <= max) {
+        *out = v;
+        return true;
+    }
+    if (!text) kprintf("error: %s needs %s=<%s>\n", cmdline_workload(), key, size ? "bytes[K|M|G]" : "number");
+    else kprintf("error: bad %s=%s (%s from %lu to %lu)\n", key, text, size ? "a size" : "a number", min, max);
+    return false;
+}
+
 bool cmdline_flag(const char *key) {
     const char *v = cmdline_get(key);
     return v && (!strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on"));

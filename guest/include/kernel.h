@@ -26,3 +26,5 @@ const char *cmdline_get(const char *key); /* value of key=value, or NULL */
 bool parse_u64(const char *s, uint64_t *out);  /* decimal or 0x hex, whole string */
 bool parse_size(const char *s, uint64_t *out); /* decimal with optional K/M/G (binary) suffix */
 bool cmdline_flag(const char *key);             /* key=1/yes/true */
+/* key=number (or size) within [min, max] into *out; absent and not required: *out unchanged. */
+bool cmdline_number(const char *key, bool size, bool required, uint64_t min, uint64_t max, uint64_t *out);

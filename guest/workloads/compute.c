@@ -28,17 +28,6 @@ static uint64_t hash_passes(void *arg) {
     return 0;
 }
 
-static bool param(const char *key, uint64_t fallback, uint64_t *out, bool size) {
-    const char *text = cmdline_get(key);
-    if (!text) {
-        *out = fallback;
-        return true;
-    }
-    if (size ? parse_size(text, out) : parse_u64(text, out)) return true;
-    kprintf("error: bad %s=%s\n", key, text);
-    return false;
-}
-
 /* Without a snowflock host (SF_ENOSYS) the VM counts as an original. */
 static int64_t clone_id(void) {
     int64_t id = sf_clone_id();
@@ -46,9 +35,9 @@ static int64_t clone_id(void) {
 }
 
 NORETURN void wl_compute(void) {
-    uint64_t size, passes, rounds, seed;
-    if (!param("size", 1 << 20, &size, true) || !param("passes", 16, &passes, false) || !param("rounds", 8, &rounds, false) ||
-        !param("seed", 0, &seed, false))
+    uint64_t size = 1 << 20, passes = 16, rounds = 8, seed = 0;
+    if (!cmdline_number("size", true, false, 0, UINT64_MAX, &size) || !cmdline_number("passes", false, false, 1, 1000000, &passes) ||
+        !cmdline_number("rounds", false, false, 1, 1000, &rounds) || !cmdline_number("seed", false, false, 0, UINT64_MAX, &seed))
         machine_exit(2);
     if (!dataset_alloc(&ds, size, seed)) {
         kprintf("error: not enough guest memory for a dataset of %lu bytes\n", size);

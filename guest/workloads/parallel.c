@@ -67,13 +67,11 @@ static void hex32(const uint8_t *d, char *out) {
     out[64] = '\0';
 }
 
-static void parse_params(const char *name, uint64_t *size, uint64_t *seed, uint64_t *clones) {
-    const char *ss = cmdline_get("size"), *sd = cmdline_get("seed"), *sc = cmdline_get("clones");
+static void parse_params(uint64_t *size, uint64_t *seed, uint64_t *clones) {
     *seed = 0;
-    if (!parse_size(ss, size) || (sd && !parse_u64(sd, seed)) || !parse_u64(sc, clones) || *clones == 0 || *clones > MAX_CLONES) {
-        kprintf("error: %s needs size=<bytes> clones=<1..%d> [seed=<u64>]\n", name, MAX_CLONES);
+    if (!cmdline_number("size", true, true, 0, UINT64_MAX, size) || !cmdline_number("seed", false, false, 0, UINT64_MAX, seed) ||
+        !cmdline_number("clones", false, true, 1, MAX_CLONES, clones))
         machine_exit(2);
-    }
 }
 
 static void build_dataset(uint64_t size, uint64_t seed) {
@@ -84,9 +82,9 @@ static void build_dataset(uint64_t size, uint64_t seed) {
     dataset_generate(&ds);
 }
 
-static uint64_t setup(const char *name, uint64_t *clones) {
+static uint64_t setup(uint64_t *clones) {
     uint64_t size, seed;
-    parse_params(name, &size, &seed, clones);
+    parse_params(&size, &seed, clones);
     build_dataset(size, seed);
     return size;
 }
@@ -143,7 +141,7 @@ static void collect(int64_t ticket, uint64_t granted, uint64_t answer_len) {
 NORETURN void wl_sha256_par(void) {
     uint64_t want, granted;
     int64_t ticket;
-    uint64_t size = setup("sha256-par", &want);
+    uint64_t size = setup(&want);
     int64_t id = fork_family(want, &ticket, &granted);
     uint64_t slice = size / granted;
     if (id > 0) {
@@ -207,12 +205,9 @@ static void start_together(int64_t id, uint64_t granted) {
 NORETURN void wl_search_par(void) {
     uint64_t want, granted, together = 0, quit = 0;
     int64_t ticket;
-    setup("search-par", &want);
-    const char *st = cmdline_get("together"), *sq = cmdline_get("quit");
-    if ((st && (!parse_u64(st, &together) || together > 1)) || (sq && !parse_u64(sq, &quit))) {
-        kprintf("error: search-par's together is 0 or 1, its quit a clone ID\n");
+    setup(&want);
+    if (!cmdline_number("together", false, false, 0, 1, &together) || !cmdline_number("quit", false, false, 0, MAX_CLONES, &quit))
         machine_exit(2);
-    }
     int64_t id = fork_family(want, &ticket, &granted);
     if (id > 0 && (uint64_t)id == quit) machine_exit(QUIT_STATUS);
     if (together) start_together(id, granted);
@@ -259,7 +254,7 @@ static void hold(uint64_t size, uint64_t seed) {
 NORETURN void wl_alloc_par(void) {
     uint64_t size, seed, want, granted;
     int64_t ticket;
-    parse_params("alloc-par", &size, &seed, &want);
+    parse_params(&size, &seed, &want);
     hold(size / 2, seed ^ 0x5eedull);
     build_dataset(size, seed);
     dataset_free(&ds);
@@ -317,7 +312,7 @@ NORETURN void wl_mem_states(void) {
     uint64_t size, seed, want, granted;
     int64_t ticket;
     static struct dataset shared, zeroed;
-    parse_params("mem-states", &size, &seed, &want);
+    parse_params(&size, &seed, &want);
     if (!dataset_alloc(&shared, size, seed) || !dataset_alloc(&zeroed, size, 0)) {
         kprintf("error: not enough guest memory for 4 x %lu bytes\n", size);
         machine_exit(3);

@@ -13,11 +13,7 @@
 
 NORETURN void wl_serve(void) {
     uint64_t period_ms = PERIOD_MS;
-    const char *text = cmdline_get("period");
-    if (text && (!parse_u64(text, &period_ms) || period_ms < 10 || period_ms > 60000)) {
-        kprintf("error: bad period=%s (10 to 60000 ms)\n", text);
-        machine_exit(2);
-    }
+    if (!cmdline_number("period", false, false, 10, 60000, &period_ms)) machine_exit(2);
     uint64_t period = tsc_hz() / 1000 * period_ms;
     uint64_t next = rdtsc();
     for (uint64_t k = 0;; k++) {

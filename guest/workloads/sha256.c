@@ -20,15 +20,8 @@ static uint64_t hash_dataset(void *arg) {
 
 NORETURN void wl_sha256(void) {
     uint64_t size, seed = 0;
-    const char *ss = cmdline_get("size"), *sd = cmdline_get("seed");
-    if (!parse_size(ss, &size)) {
-        kprintf("error: sha256 needs size=<bytes>[K|M|G], got %s\n", ss ? ss : "nothing");
+    if (!cmdline_number("size", true, true, 0, UINT64_MAX, &size) || !cmdline_number("seed", false, false, 0, UINT64_MAX, &seed))
         machine_exit(2);
-    }
-    if (sd && !parse_u64(sd, &seed)) {
-        kprintf("error: bad seed=%s (decimal u64 or 0x hex)\n", sd);
-        machine_exit(2);
-    }
     bool verbose = cmdline_flag("verbose");
     uint64_t t0 = verbose ? time_now_ns() : 0;
 

@@ -1,5 +1,6 @@
 /** `snowflock run` end to end, as a user runs it: real VMs, output checked against the host. */
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { dataset, sha256Hex } from "../../src/guest/dataset.ts";
 import { snowflock, testRunDir } from "../support/cli.ts";
 import { describeKvm } from "../support/kvm.ts";
@@ -58,6 +59,19 @@ describeKvm("snowflock run", () => {
     // The console log (what `logs` shows, and a clone's only witness) says it too.
     const json = await snowflock(["run", "crash", "--json"], env);
     expect(JSON.parse(json.stdout).console.at(-1)).toStartWith("[snowflock] guest crashed on vCPU 0: triple fault (KVM_EXIT_SHUTDOWN)");
+  });
+
+  test("booted by --kernel with a command line of one's own, the built-in guest checks its workload's parameters itself", async () => {
+    const kernel = join(import.meta.dir, "../../guest/build/snowflock-guest.elf");
+    const cases: Array<[string, string]> = [
+      ["serve period=5", "error: bad period=5 (a number from 10 to 60000)"],
+      ["sha256-par seed=1 clones=2", "error: sha256-par needs size=<bytes[K|M|G]>"],
+      ["search-par size=4K clones=300", "error: bad clones=300 (a number from 1 to 256)"],
+    ];
+    for (const [cmdline, error] of cases) {
+      const r = await snowflock(["run", "--kernel", kernel, "--cmdline", cmdline, "--mem", "32M"], env);
+      expect({ cmdline, stdout: r.stdout, status: r.status }).toEqual({ cmdline, stdout: `${error}\n`, status: 2 });
+    }
   });
 
   test("a guest making hypercalls with wild pointers gets errors and the VM goes on", async () => {
