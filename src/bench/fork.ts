@@ -22,7 +22,7 @@ import type { PoolState } from "../pool/keeper.ts";
 import { setPool } from "../pool/pool-daemon.ts";
 import { fillPool } from "./pool-fill.ts";
 import { awaitQuietHost } from "./quiet-host.ts";
-import { cpuByProcess, cpuMsSince } from "./process-cpu.ts";
+import { cpuByProcess, cpuMsSince, hostCpuMs } from "./process-cpu.ts";
 import { cliCommand, progress, progressDone, stopVms } from "./session.ts";
 import { machineNote, median } from "./machine.ts";
 import { ensureQemu, killAllQemu, QemuSnapshotPeer } from "./peers/qemu-snapshot.ts";
@@ -57,13 +57,16 @@ interface SnowflockRow {
   fromPool: number;
   /** Median over runs of the CPU (all threads) of the parent and the clones from just before the fork to all running, per clone. */
   cpuPerCloneMs: number;
-  samples: { totalMs: number[]; pausedMs: number[]; cpuMs: number[] };
+  /** The same for the whole host (every process and the kernel; 10 ms ticks): what the parent and clones leave out shows beside it. */
+  hostCpuPerCloneMs: number;
+  samples: { totalMs: number[]; pausedMs: number[]; cpuMs: number[]; hostCpuMs: number[] };
 }
 
-/** One fork's answer and the CPU its processes spent on it. */
+/** One fork's answer and the CPU its processes, and the whole host, spent on it. */
 interface MeasuredFork {
   result: ForkResult;
   cpuMs: number;
+  hostCpuMs: number;
 }
 
 interface PeerRow {
@@ -173,7 +176,7 @@ async function versionStart(runs: number): Promise<number> {
 /**
  * Forks N clones, checks they all run with the requested memory path, and stops them again. The
  * CPU counted is the parent's and the clones' (a pooled clone's process from before its claim, a
- * new one's from its start) until the fork answers.
+ * new one's from its start) until the fork answers, and the whole host's over the same time.
  */
 async function forkOnce(clones: number, memory: string, pool: number): Promise<MeasuredFork> {
   lastPool = await fillPool(runDir(), pool);
@@ -181,17 +184,19 @@ async function forkOnce(clones: number, memory: string, pool: number): Promise<M
   const parentPid = readRecord(PARENT)?.pid;
   const forkProcesses = (pids: Array<number | undefined>) => cpuByProcess(pids.filter((pid) => pid !== undefined));
   const before = forkProcesses([parentPid, ...(lastPool?.pids ?? [])]);
+  const hostBefore = hostCpuMs().busy;
   // Passed through as given: the VMM itself refuses a memory path it does not have.
   const request = { op: "fork" as const, clones, memory: memory as MemoryPath };
   const answer = await controlRequest(PARENT, request, RUN_TIMEOUT_MS);
   if (!answer.ok) throw new Unavailable(answer.error);
   const result = answer.fork!;
+  const hostCpu = hostCpuMs().busy - hostBefore;
   const cpuMs = cpuMsSince(before, forkProcesses([parentPid, ...result.clones.map((clone) => clone.pid)]));
   try {
     if (result.memory !== memory) throw new Unavailable(`the VMM ignored it and forked with '${result.memory}'`);
     const failed = result.failed[0];
     if (failed) throw new SnowflockError("VM_STATE", `clone ${failed.name} did not start: ${failed.error}`);
-    return { result, cpuMs };
+    return { result, cpuMs, hostCpuMs: hostCpu };
   } finally {
     await stopVms(result.clones);
   }
@@ -222,6 +227,7 @@ async function benchPath(
       const totalMs = forks.map((f) => f.totalMs);
       const pausedMs = forks.map((f) => f.pausedMs);
       const cpuMs = measured.map((m) => m.cpuMs);
+      const hostCpu = measured.map((m) => m.hostCpuMs);
       results.push({
         clones: n,
         totalMs: median(totalMs),
@@ -232,7 +238,8 @@ async function benchPath(
         cloneRunningMs: median(forks.map((f) => median(f.clones.map((c) => c.runningMs)))),
         fromPool: median(forks.map((f) => f.clones.filter((c) => c.fromPool).length)),
         cpuPerCloneMs: median(cpuMs.map((cpu) => cpu / n)),
-        samples: { totalMs, pausedMs, cpuMs },
+        hostCpuPerCloneMs: median(hostCpu.map((cpu) => cpu / n)),
+        samples: { totalMs, pausedMs, cpuMs, hostCpuMs: hostCpu },
       });
     }
     return { memory, available: true, results };
@@ -386,6 +393,7 @@ export function formatReport(report: ForkReport): string {
       "of --version",
       "from pool",
       "CPU ms/clone",
+      "host CPU ms/clone",
       "parent paused ms",
       "QEMU save+restore ms",
       "QEMU/snowflock",
@@ -402,6 +410,7 @@ export function formatReport(report: ForkReport): string {
         marginal === undefined ? "-" : `${((100 * marginal) / report.versionStartMs).toFixed(1)}%`,
         `${r.fromPool}/${r.clones}`,
         ms(r.cpuPerCloneMs),
+        ms(r.hostCpuPerCloneMs),
         ms(r.pausedMs),
         q ? ms(q.totalMs) : "-",
         q ? `${(q.totalMs / r.totalMs).toFixed(2)}x` : "-",

@@ -1,9 +1,9 @@
 /**
  * CPU time by process (src/bench/process-cpu.ts), which the fork benchmark reads around each fork:
- * real processes, their threads' schedstat counters.
+ * real processes, their threads' schedstat counters; and the whole host's, from /proc/stat.
  */
 import { expect, test } from "bun:test";
-import { cpuByProcess, cpuMsSince } from "../../src/bench/process-cpu.ts";
+import { cpuByProcess, cpuMsSince, hostCpuMs } from "../../src/bench/process-cpu.ts";
 
 /** Keeps this thread on the CPU for `ms` of wall time. */
 function burn(ms: number): void {
@@ -33,4 +33,15 @@ test("a process absent before counts from its start; one gone is left out", asyn
 test("a process counted twice is counted once", () => {
   const spent = cpuByProcess([process.pid, process.pid]);
   expect([...spent.keys()]).toEqual([process.pid]);
+});
+
+test("the host's busy time grows with this process's own spinning, and never past the host's total", () => {
+  const before = hostCpuMs();
+  burn(300);
+  const after = hostCpuMs();
+  expect(after.busy).toBeGreaterThanOrEqual(before.busy);
+  expect(after.total).toBeGreaterThan(before.total);
+  expect(after.busy).toBeLessThanOrEqual(after.total);
+  // 300 ms spun on one core, in 10 ms ticks, less what the scheduler gave others meanwhile.
+  expect(after.busy - before.busy).toBeGreaterThanOrEqual(100);
 });
