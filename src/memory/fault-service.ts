@@ -91,7 +91,7 @@ export class FaultService {
         this.arrived[page] = 1;
       }
     }
-    for (let i = 0; i < fetch.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(fetch.slice(i, i + MAX_PAGES_PER_REQUEST));
+    this.fetchInRequests(fetch);
   }
 
   /** The source's fd turned readable while no fault waited. */
@@ -197,12 +197,15 @@ export class FaultService {
       for (const page of prefetched) this.askedAhead[page] = 1;
       return this.install(fetch, this.source.fetchAhead(fetch, prefetched));
     }
-    const all = [...fetch, ...prefetched];
-    for (let i = 0; i < all.length; i += MAX_PAGES_PER_REQUEST) this.fetchAndInstall(all.slice(i, i + MAX_PAGES_PER_REQUEST));
+    this.fetchInRequests([...fetch, ...prefetched]);
   }
 
-  private fetchAndInstall(pages: number[]): void {
-    this.install(pages, this.source.fetch(pages));
+  /** Fetches `pages` and puts them in, at most a request's worth at a time. */
+  private fetchInRequests(pages: number[]): void {
+    for (let i = 0; i < pages.length; i += MAX_PAGES_PER_REQUEST) {
+      const request = pages.slice(i, i + MAX_PAGES_PER_REQUEST);
+      this.install(request, this.source.fetch(request));
+    }
   }
 
   /** Puts fetched `pages` in place and counts the request. */
