@@ -9,6 +9,7 @@ import { type AllocationHints, isAllocated } from "../guest-memory/allocation-hi
 import { HISTOGRAM_BUCKETS, Slot } from "./fault-counters.ts";
 import { HEADER_SIZE, MAX_PAGES_PER_REQUEST, pageDataSize } from "./page-protocol.ts";
 import type { PageSource } from "./page-source.ts";
+import { fetchEach, inRequests } from "./page-requests.ts";
 import { hasPage } from "../guest-memory/page-bits.ts";
 
 /** Puts pages in place in a clone's memory. Page numbers are the frozen image's (backing pages). */
@@ -202,10 +203,7 @@ export class FaultService {
 
   /** Fetches `pages` and puts them in, at most a request's worth at a time. */
   private fetchInRequests(pages: number[]): void {
-    for (let i = 0; i < pages.length; i += MAX_PAGES_PER_REQUEST) {
-      const request = pages.slice(i, i + MAX_PAGES_PER_REQUEST);
-      this.install(request, this.source.fetch(request));
-    }
+    fetchEach(this.source, inRequests(pages), (request, contents) => this.install(request, contents));
   }
 
   /** Puts fetched `pages` in place and counts the request. */

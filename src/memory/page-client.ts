@@ -36,9 +36,16 @@ export interface PageClientOptions {
   pageCount: number;
 }
 
+/** Requests fetchEach keeps in flight: about 2 MiB of answers, far under what a server queues for a client (16 MiB). */
+export const PIPELINE_DEPTH = 8;
+
 export class PageClient {
   private sequence = 0;
   private readonly buffer = new Uint8Array(MAX_MESSAGE_SIZE);
+  /** Bytes in this.buffer, from its start: the answer due first, then perhaps the start of the next. */
+  private buffered = 0;
+  /** The length of the answer at the front of this.buffer, once received. */
+  private answerBytes = 0;
 
   private constructor(
     readonly fd: number,
@@ -82,6 +89,33 @@ export class PageClient {
   }
 
   /**
+   * Several requests with up to PIPELINE_DEPTH of them in flight, taken from `requests` as there is
+   * room: each answer goes to `each`, in order, as views valid during that call. One request at a
+   * time left the link idle for a round trip per 256 KiB (an eager clone on another Xen host fetched
+   * at 1-3 MiB/s).
+   */
+  fetchEach(requests: Iterable<number[]>, each: (pages: number[], contents: Uint8Array[]) => void): void {
+    const next = requests[Symbol.iterator]();
+    const inFlight: Array<{ pages: number[]; sequence: number }> = [];
+    let more = true;
+    const send = () => {
+      while (more && inFlight.length < PIPELINE_DEPTH) {
+        const request = next.next();
+        if (request.done) more = false;
+        else inFlight.push({ pages: request.value, sequence: this.send(MessageType.PageRequest, encodePageRequest(request.value)) });
+      }
+    };
+    send();
+    while (inFlight.length > 0) {
+      const { pages, sequence } = inFlight.shift()!;
+      const body = this.receive(sequence, MessageType.PageData, pages);
+      send(); // the server answers the next while this answer is put in place
+      each(pages, decodePageData(body, pages));
+      this.consume(inFlight.length === 0);
+    }
+  }
+
+  /**
    * The server never speaks unasked: if the socket turns readable while idle, it closed the
    * connection (or is misbehaving). Always throws.
    */
@@ -114,19 +148,33 @@ export class PageClient {
 
   /** One request, one answer: returns the answer's payload (a view of this.buffer). */
   private call(type: MessageType, payload: Uint8Array, answer: MessageType, pages?: number[]): Uint8Array {
+    const body = this.receive(this.send(type, payload), answer, pages, type);
+    this.consume(true);
+    return body;
+  }
+
+  /** Sends one request; its sequence number. */
+  private send(type: MessageType, payload: Uint8Array): number {
     const sequence = (this.sequence = (this.sequence + 1) >>> 0);
-    const deadline = performance.now() + this.options.timeoutMs;
     this.writeAll(encodeMessage(type, sequence, payload));
+    return sequence;
+  }
+
+  /**
+   * Waits for the answer to request `sequence`, the next one due, at the front of this.buffer
+   * (what follows it may be the start of the next answer); returns its payload, checked.
+   */
+  private receive(sequence: number, answer: MessageType, pages?: number[], type = MessageType.PageRequest): Uint8Array {
+    const deadline = performance.now() + this.options.timeoutMs;
     // Read whatever has arrived (usually the whole answer at once) until one message is complete.
-    let have = 0;
     let header: Header | undefined;
     for (;;) {
-      if (header === undefined && have >= HEADER_SIZE) header = this.checked(() => decodeHeader(this.buffer));
-      if (header !== undefined && have >= HEADER_SIZE + header.length) break;
-      have += this.readMore(have, deadline);
+      if (header === undefined && this.buffered >= HEADER_SIZE) header = this.checked(() => decodeHeader(this.buffer));
+      if (header !== undefined && this.buffered >= HEADER_SIZE + header.length) break;
+      this.buffered += this.readMore(this.buffered, deadline);
     }
-    if (have > HEADER_SIZE + header.length) throw this.failure("sent more than one answer to one request");
-    const body = this.buffer.subarray(HEADER_SIZE, HEADER_SIZE + header.length);
+    this.answerBytes = HEADER_SIZE + header.length;
+    const body = this.buffer.subarray(HEADER_SIZE, this.answerBytes);
     this.checked(() => verifyChecksum(this.buffer, header, body));
     if (header.sequence !== sequence) throw this.failure(`sent a bad message: answer #${header.sequence} to request #${sequence}`);
     if (header.type === MessageType.Error) {
@@ -136,6 +184,14 @@ export class PageClient {
     if (header.type !== answer)
       throw this.failure(`sent a bad message: ${MessageType[header.type]} where ${MessageType[answer]} was expected`);
     return body;
+  }
+
+  /** Drops the answer at the front of this.buffer; after the `last` one asked for, nothing may follow it. */
+  private consume(last: boolean): void {
+    if (last && this.buffered > this.answerBytes) throw this.failure("sent more than one answer to one request");
+    this.buffer.copyWithin(0, this.answerBytes, this.buffered);
+    this.buffered -= this.answerBytes;
+    this.answerBytes = 0;
   }
 
   /** Runs a decoder; a ProtocolError becomes a failure that names this server. */

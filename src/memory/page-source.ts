@@ -14,6 +14,8 @@ export interface PageSource {
   /** Polled while no fault waits. */
   readonly fd: number;
   fetch(pages: number[]): Uint8Array[];
+  /** Several requests with some in flight together (a memory server's connection): see page-requests.ts. */
+  fetchEach?(requests: Iterable<number[]>, each: (pages: number[], contents: Uint8Array[]) => void): void;
   /**
    * Where pages stream in one by one (mcdist): `pages` and `ahead` in one request, returning once
    * `pages` are in; `ahead`'s reach onExtraPage as they arrive, or never (a fault then asks again).

@@ -1,7 +1,8 @@
 /**
  * FaultService's prefetch over a page source that streams (mcdist's fetchAhead) and one that does
- * not: a sequential reader's faults, served with stand-ins for the sink and the source (the real
- * ones are userfaultfd and sockets: memtap.test.ts and cluster.test.ts run them).
+ * not: a sequential reader's faults; and a preload over a source that keeps several requests in
+ * flight (a memory server's connection). Served with stand-ins for the sink and the source (the
+ * real ones are userfaultfd and sockets: memtap.test.ts, page-client.test.ts and cluster.test.ts).
  */
 import { describe, expect, test } from "bun:test";
 import { faultCounters, Slot } from "../../src/memory/fault-counters.ts";
@@ -127,5 +128,27 @@ describe("fault service prefetch", () => {
       for (const page of streaming.inFlight.splice(0)) other.service.installArrived(page, contents(page));
     });
     expect(streaming.requests.length).toBeLessThan(pages.requests.length * 0.6);
+  });
+
+  test("a preload over a source that keeps requests in flight goes through it in requests of at most a request's worth", () => {
+    const pages = source(false);
+    const batches: number[][] = [];
+    const pipelined: PageSource = {
+      ...pages,
+      fetchEach(requests, each) {
+        for (const request of requests) {
+          batches.push(request);
+          each(request, request.map(contents));
+        }
+      },
+    };
+    const { service, sink, counters } = serviceOver(pipelined);
+    const wanted = Array.from({ length: 300 }, (_, i) => (i * 5) % PAGE_COUNT);
+    service.preload(wanted);
+    expect(pages.requests).toEqual([]);
+    expect(batches.flat()).toEqual(wanted);
+    expect(batches.every((request) => request.length <= MAX_PAGES_PER_REQUEST)).toBe(true);
+    expect([...sink.installed].sort((a, b) => a - b)).toEqual([...wanted].sort((a, b) => a - b));
+    expect(counters[Slot.REQUESTS]).toBe(batches.length);
   });
 });

@@ -45,10 +45,10 @@ function describe(error: unknown): WorkerError {
 const PROGRESS_EVERY_MS = 10_000;
 
 /** Every PROGRESS_EVERY_MS of a fetch, a line: how far, how fast, what went wrong on the way. */
-function fetchProgress(source: PageSource, total: number): (pagesDone: number) => void {
+function fetchProgress(source: PageSource, total: number): (pagesDone: number, waitedMs: number) => void {
   const started = performance.now();
   let last = started;
-  return (pagesDone) => {
+  return (pagesDone, waitedMs) => {
     const now = performance.now();
     if (now - last < PROGRESS_EVERY_MS) return;
     last = now;
@@ -58,7 +58,8 @@ function fetchProgress(source: PageSource, total: number): (pagesDone: number) =
     self.postMessage({
       kind: "progress",
       line:
-        `fetched ${pagesDone.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} pages (${perSecond.toFixed(1)} MiB/s)` +
+        `fetched ${pagesDone.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} pages (${perSecond.toFixed(1)} MiB/s, ` +
+        `${Math.round((100 * waitedMs) / (now - started))}% of the time waiting for the server)` +
         (retries > 0 ? `, ${retries} retries` : "") +
         (rejected > 0 ? `, ${rejected} frames rejected` : ""),
     } satisfies ForkWorkerReply);

@@ -10,6 +10,7 @@ import { SnowflockError } from "../../errors.ts";
 import { isZeroPage } from "../../guest-memory/zero-page.ts";
 import type { PageSource } from "../../memory/page-source.ts";
 import { MAX_PAGES_PER_REQUEST } from "../../memory/page-protocol.ts";
+import { fetchEach } from "../../memory/page-requests.ts";
 import { PROT_READ, PROT_WRITE } from "../../sys/constants.ts";
 import { XC_PAGE_SIZE } from "./abi.ts";
 import { type ForeignMemory, frameRun, withMapped } from "./foreign-memory.ts";
@@ -22,6 +23,8 @@ export interface PageFetchResult {
   pagesZero: number;
   /** Of the frames fetched, those that came without this host asking (another host's request, by multicast). */
   pagesUnasked: number;
+  /** Time spent waiting for the memory server's answers (the rest went to writing the shells). */
+  waitedMs: number;
 }
 
 /** Pages other hosts asked for, kept until their batch comes; 128 MiB at most (later ones are asked for again). */
@@ -43,34 +46,48 @@ export class UnaskedPages {
 /** Frames [0, pages) of every shell in `shells` from `source`, as `nonZeroPages` says; `unasked`: what came by others' requests. */
 export function fetchIntoShells(
   memory: Pick<ForeignMemory, "map" | "unmap">,
-  source: Pick<PageSource, "fetch">,
+  source: Pick<PageSource, "fetch" | "fetchEach">,
   shells: number[],
   pages: number,
   nonZeroPages: Uint8Array,
   unasked?: UnaskedPages,
-  progress?: (pagesDone: number) => void,
+  progress?: (pagesDone: number, waitedMs: number) => void,
 ): PageFetchResult {
   if (nonZeroPages.byteLength < Math.ceil(pages / 8))
     throw new SnowflockError("INTERNAL", `a page bitmap of ${nonZeroPages.byteLength} bytes for ${pages} frames`);
   let pagesFetched = 0;
   let pagesZero = 0;
   let pagesUnasked = 0;
+  let waitedMs = 0;
   for (let first = 0; first < pages; first += COPY_BATCH) {
     const count = Math.min(COPY_BATCH, pages - first);
     const wanted: number[] = [];
     for (let frame = first; frame < first + count; frame++) if (hasPage(nonZeroPages, frame)) wanted.push(frame);
     // The batch's pages, fetched before any shell is mapped (a fetch may wait on the network).
     const data = new Uint8Array(wanted.length * XC_PAGE_SIZE);
-    for (let i = 0; i < wanted.length; ) {
-      // What came meanwhile by another host's request is not asked for.
-      const ask: number[] = [];
-      for (; i < wanted.length && ask.length < MAX_PAGES_PER_REQUEST; i++) {
-        const page = unasked?.take(wanted[i]!);
-        if (page) data.set(page, i * XC_PAGE_SIZE), pagesUnasked++;
-        else ask.push(i);
+    // Where each request's pages go in `data`, in the order the requests were made.
+    const asked: number[][] = [];
+    function* requests(): Generator<number[]> {
+      for (let i = 0; i < wanted.length; ) {
+        // What came meanwhile by another host's request is not asked for.
+        const ask: number[] = [];
+        for (; i < wanted.length && ask.length < MAX_PAGES_PER_REQUEST; i++) {
+          const page = unasked?.take(wanted[i]!);
+          if (page) data.set(page, i * XC_PAGE_SIZE), pagesUnasked++;
+          else ask.push(i);
+        }
+        if (ask.length > 0) {
+          asked.push(ask);
+          yield ask.map((k) => wanted[k]!);
+        }
       }
-      if (ask.length > 0) source.fetch(ask.map((k) => wanted[k]!)).forEach((page, k) => data.set(page, ask[k]! * XC_PAGE_SIZE));
     }
+    const waitFrom = performance.now();
+    fetchEach(source, requests(), (_, contents) => {
+      const ask = asked.shift()!;
+      contents.forEach((page, k) => data.set(page, ask[k]! * XC_PAGE_SIZE));
+    });
+    waitedMs += performance.now() - waitFrom;
     const frames = frameRun(first, count);
     for (const shell of shells) {
       withMapped(memory, shell, PROT_READ | PROT_WRITE, frames, (to, errors) => {
@@ -92,7 +109,7 @@ export function fetchIntoShells(
     }
     pagesFetched += wanted.length;
     pagesZero += count - wanted.length;
-    progress?.(pagesFetched);
+    progress?.(pagesFetched, waitedMs);
   }
-  return { pagesFetched, pagesZero, pagesUnasked };
+  return { pagesFetched, pagesZero, pagesUnasked, waitedMs };
 }

@@ -125,10 +125,11 @@ async function fetchEagerly(
   );
   if (reply.error) throw workerError(reply.error);
   if (reply.kind === "fetch" && reply.result) {
-    const { pagesFetched, pagesZero, pagesUnasked } = reply.result;
+    const { pagesFetched, pagesZero, pagesUnasked, waitedMs } = reply.result;
     say(
       `memory in ${((performance.now() - fetchStarted) / 1000).toFixed(1)} s: ${pagesFetched.toLocaleString("en-US")} pages fetched ` +
-        `(${pagesUnasked.toLocaleString("en-US")} of them by other hosts' requests), ${pagesZero.toLocaleString("en-US")} zero`,
+        `(${pagesUnasked.toLocaleString("en-US")} of them by other hosts' requests), ${pagesZero.toLocaleString("en-US")} zero; ` +
+        `${(waitedMs / 1000).toFixed(1)} s of it waiting for the server`,
     );
   }
 }
