@@ -233,6 +233,44 @@ describe("fetchIntoShells (a parent on another host, eager)", () => {
     for (let gfn = 0; gfn < frames; gfn++) expect(memory.domains.get(7)!.get(gfn)).toEqual(parent.get(gfn)!);
   });
 
+  test("over a source with requests in flight (a memory server's connection) each answer lands where its request was made", () => {
+    const frames = 2 * COPY_BATCH + 300;
+    const parent = domain(frames, [], (gfn) => filled((gfn % 230) + 1));
+    const bitmap = new Uint8Array(Math.ceil(frames / 8));
+    for (let gfn = 0; gfn < frames; gfn++) if (gfn % 5 !== 2) bitmap[gfn >> 3]! |= 1 << (gfn & 7);
+    const memory = new StandInMemory();
+    memory.domains.set(
+      4,
+      domain(frames, [], () => new Uint8Array(PAGE)),
+    );
+    const server = source(parent);
+    let mostInFlight = 0;
+    // Like PageClient: asks up to three requests ahead of the answer it hands over.
+    const pipelined = {
+      ...server,
+      fetchEach(requests: Iterable<number[]>, each: (pages: number[], contents: Uint8Array[]) => void) {
+        const next = requests[Symbol.iterator]();
+        const inFlight: number[][] = [];
+        for (;;) {
+          for (let request = next.next(); ; request = next.next()) {
+            if (request.done) break;
+            inFlight.push(request.value);
+            if (inFlight.length === 3) break;
+          }
+          mostInFlight = Math.max(mostInFlight, inFlight.length);
+          const pages = inFlight.shift();
+          if (!pages) return;
+          each(pages, server.fetch(pages));
+        }
+      },
+    };
+    const result = fetchIntoShells(memory as unknown as ForeignMemory, pipelined, [4], frames, bitmap);
+    expect(mostInFlight).toBe(3);
+    expect(result).toMatchObject({ pagesFetched: frames - Math.ceil((frames - 2) / 5), pagesUnasked: 0 });
+    for (let gfn = 0; gfn < frames; gfn++)
+      expect(memory.domains.get(4)!.get(gfn)).toEqual(gfn % 5 === 2 ? new Uint8Array(PAGE) : parent.get(gfn)!);
+  });
+
   test("a shell without a frame the parent has fails, naming the frame; a short bitmap is refused", () => {
     const parent = domain(64, [], () => filled(1));
     const bitmap = new Uint8Array(8).fill(0xff);
