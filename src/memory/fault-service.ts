@@ -201,7 +201,7 @@ export class FaultService {
     this.fetchInRequests([...fetch, ...prefetched]);
   }
 
-  /** Fetches `pages` and puts them in, at most a request's worth at a time. */
+  /** Fetches `pages` and puts them in, in requests of at most MAX_PAGES_PER_REQUEST (several on their way where the source can). */
   private fetchInRequests(pages: number[]): void {
     fetchEach(this.source, inRequests(pages), (request, contents) => this.install(request, contents));
   }
