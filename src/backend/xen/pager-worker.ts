@@ -15,7 +15,7 @@ import { Woken } from "../../sys/poll-retrying.ts";
 import { FaultService, type PageSink } from "../../memory/fault-service.ts";
 import { serveFaults } from "../../memory/fault-loop.ts";
 import { openPageSource, type PageSource } from "../../memory/page-source.ts";
-import { MAX_PAGES_PER_REQUEST } from "../../memory/page-protocol.ts";
+import { fetchEach, inRequests } from "../../memory/page-requests.ts";
 import {
   HVM_PARAM_PAGING_RING_PFN,
   MEM_PAGING_DROP_PAGE,
@@ -163,10 +163,8 @@ class Pager {
     const { domid } = this.attached!;
     const nonZero = this.present.filter((f) => hasPage(plan.nonZeroPages, f));
     const contents = new Map<number, Uint8Array>();
-    for (let i = 0; i < nonZero.length; i += MAX_PAGES_PER_REQUEST) {
-      const batch = nonZero.slice(i, i + MAX_PAGES_PER_REQUEST);
-      this.source!.fetch(batch).forEach((data, k) => contents.set(batch[k]!, data));
-    }
+    // Copied: a memory server's answers are views of its client's buffer, valid until the next.
+    fetchEach(this.source!, inRequests(nonZero), (batch, data) => data.forEach((page, k) => contents.set(batch[k]!, page.slice())));
     withMapped(this.memory!, domid, PROT_WRITE | PROT_READ, new BigUint64Array(this.present.map(BigInt)), (target, errors) => {
       this.present.forEach((frame, i) => {
         if (errors[i] !== 0) throw new SyscallError("xenforeignmemory_map", -errors[i]!, `domain ${domid} frame 0x${frame.toString(16)}`);
